@@ -1,0 +1,63 @@
+"""spc's exception types.
+
+Every error spc raises on bad input is an ``SpcError``.  An error may carry the
+source text of an index-notation expression and a span inside it; its message
+then shows the text with a caret line under the offending part.
+"""
+from __future__ import annotations
+
+
+class SpcError(Exception):
+    """Base class of every error spc raises on purpose.
+
+    ``source`` is the expression text the error refers to (or None) and
+    ``span`` a ``(start, end)`` character range inside it (or None).
+    """
+
+    def __init__(self, message: str, *, source: str | None = None,
+                 span: tuple[int, int] | None = None):
+        self.message = message
+        self.source = source
+        self.span = span
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if self.source is None or self.span is None:
+            return self.message
+        start, end = self.span
+        start = max(0, min(start, len(self.source)))
+        end = max(start + 1, min(end, len(self.source) + 1))
+        caret = " " * start + "^" * (end - start)
+        return f"{self.message}\n    {self.source}\n    {caret}"
+
+
+class ParseError(SpcError, ValueError):
+    """The expression is not valid index notation (syntax or index use)."""
+
+
+class ShapeError(SpcError, ValueError):
+    """Operand shapes or ranks do not agree with the expression."""
+
+
+class FormatError(SpcError, ValueError):
+    """An unknown format, or a format that does not fit its tensor."""
+
+
+class KernelNameError(SpcError, ValueError):
+    """An unknown named kernel."""
+
+
+class InputError(SpcError, ValueError):
+    """An operand is malformed (index out of range, non-monotone pointers...)."""
+
+
+class DTypeError(SpcError, TypeError):
+    """An operand has a dtype spc cannot use for this kernel."""
+
+
+class UnsupportedError(SpcError, NotImplementedError):
+    """A valid request that spc does not implement (yet)."""
+
+
+class CompileError(SpcError, RuntimeError):
+    """Code generation or building failed: a bug in spc, please report it."""
