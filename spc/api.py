@@ -1,0 +1,84 @@
+"""``spc.compile``: named kernels and index-notation expressions."""
+from __future__ import annotations
+
+import hashlib
+
+from .errors import FormatError, KernelNameError, UnsupportedError
+from .formats.format import Format, resolve_format
+from .frontend.check import check
+from .frontend.parser import parse
+from .ir.nodes import DType
+from .runtime.compiled import CompiledKernel, Schedule
+
+NAMED_KERNELS = {
+    # name: (expression, operands taking `fmt`, positional operand order)
+    "spmv": ("y[i] = A[i,j] * x[j]", ("A",), ("A", "x")),
+    "spmm": ("C[i,j] = A[i,k] * B[k,j]", ("A",), ("A", "B")),
+    "sddmm": ("S[i,j] = A[i,j] * X[i,k] * Y[j,k]", ("A", "S"), ("A", "X", "Y")),
+}
+
+_DTYPES = {"float32": DType.F32, "float64": DType.F64, "f32": DType.F32, "f64": DType.F64}
+
+
+def make_target(target, **options):
+    """A Target object from a name ("cpu", "cuda") or a Target instance."""
+    from .codegen.target import Target
+    if isinstance(target, Target):
+        return target
+    if target == "cpu":
+        from .codegen.cpu import CPUTarget
+        return CPUTarget(**options)
+    if target == "cuda":
+        try:
+            from .codegen.cuda import CUDATarget
+        except ImportError as err:  # pragma: no cover - until the CUDA backend lands
+            raise UnsupportedError(f"the CUDA target is not available: {err}") from None
+        return CUDATarget(**options)
+    raise UnsupportedError(f"unknown target {target!r} (known: 'cpu', 'cuda')")
+
+
+def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32",
+            schedule: Schedule | None = None, **target_options) -> CompiledKernel:
+    """Compile a named kernel ("spmv", "spmm", "sddmm") or an index-notation
+    expression such as ``"y[i] = A[i,j] * x[j] + b[i]"``.
+
+    ``fmt`` sets the sparse operand of a named kernel; ``formats`` maps tensor
+    names of an expression to formats (unnamed tensors are dense).  ``dtype``
+    is the value type (float32 or float64).  Returns a CompiledKernel whose
+    ``.source`` and ``.ir`` show the generated code.
+    """
+    dt = _DTYPES.get(str(getattr(dtype, "name", dtype)))
+    if dt is None:
+        from .errors import DTypeError
+        raise DTypeError(f"dtype must be float32 or float64, not {dtype!r}")
+    if "[" not in kernel and "=" not in kernel:
+        name = kernel.strip().lower()
+        if name not in NAMED_KERNELS:
+            raise KernelNameError(f"unknown kernel '{kernel}' (named kernels: "
+                                  f"{', '.join(sorted(NAMED_KERNELS))}, or an index-notation "
+                                  f"expression like 'y[i] = A[i,j] * x[j]')")
+        text, sparse_ops, positional = NAMED_KERNELS[name]
+        fmts = dict(formats or {})
+        for op in sparse_ops:
+            fmts.setdefault(op, fmt if fmt is not None else "csr")
+        label = name
+    else:
+        if fmt is not None:
+            raise FormatError("fmt= is for named kernels; give an expression formats={...}")
+        text, fmts, positional, label = kernel, dict(formats or {}), None, None
+    assign = parse(text)
+    check(assign)
+    ranks = {assign.lhs.tensor: len(assign.lhs.indices)}
+    for acc in assign.accesses():
+        ranks[acc.tensor] = len(acc.indices)
+    for t in fmts:
+        if t not in ranks:
+            raise FormatError(f"formats names '{t}', which is not a tensor of '{text}'")
+    resolved: dict[str, Format] = {
+        t: resolve_format(fmts.get(t, "dense"), r, what=f"tensor {t}") for t, r in ranks.items()}
+    inputs = positional or tuple(dict.fromkeys(a.tensor for a in assign.accesses()))
+    if label is None:
+        label = "k" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    label = f"{label}_{'_'.join(str(resolved[t]).replace('(', '').replace(')', '').replace(',', '').replace(' ', '').replace(';', '').replace('=', '') for t in sorted(resolved))}"
+    return CompiledKernel(assign, resolved, make_target(target, **target_options), dt,
+                          schedule or Schedule(), label, inputs)

@@ -1,0 +1,122 @@
+"""The CPU target: LLVM IR from llvmlite, optimized for the host, JIT-loaded."""
+from __future__ import annotations
+
+import ctypes
+import threading
+from functools import lru_cache
+
+import llvmlite
+import llvmlite.binding as llvm
+
+from ..errors import CompileError
+from ..ir.nodes import Buffer, Kernel
+from ..passes import map_parallel, simplify
+from .llvm_ir import emit_module
+from .target import Target
+
+CODEGEN_VERSION = "cpu-1"
+_lock = threading.Lock()
+
+
+def _new_target_machine(cpu: str, features: str, opt: int):
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    target = llvm.Target.from_default_triple()
+    return target.create_target_machine(cpu=cpu, features=features, opt=opt,
+                                        reloc="default", codemodel="jitdefault", jit=True)
+
+
+@lru_cache(maxsize=None)
+def _target_machine(cpu: str, features: str, opt: int):
+    """The shared machine used to optimize and emit (never handed to an engine)."""
+    return _new_target_machine(cpu, features, opt)
+
+
+def host_cpu() -> tuple[str, str]:
+    llvm.initialize_native_target()
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+class LoadedKernel:
+    """A JIT-loaded kernel: ``launcher(buffers, sizes, nthreads=n)``."""
+
+    _FN = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p),
+                           ctypes.POINTER(ctypes.c_int64), ctypes.c_int64)
+
+    def __init__(self, engine, name: str, kernel: Kernel):
+        self._engine = engine            # keeps the code alive
+        addr = engine.get_function_address(name)
+        if not addr:
+            raise CompileError(f"symbol {name} missing from the built object")
+        self._fn = self._FN(addr)
+        self.nbuf = sum(isinstance(p.value, Buffer) for p in kernel.params)
+        self.nsize = len(kernel.params) - self.nbuf
+
+    def __call__(self, buffers, sizes, nthreads: int = 1) -> None:
+        bufs = (ctypes.c_void_p * max(1, self.nbuf))(*[b.ctypes.data for b in buffers])
+        ints = (ctypes.c_int64 * max(1, self.nsize))(*sizes)
+        self._fn(bufs, ints, int(nthreads))
+
+
+class CPUTarget(Target):
+    """LLVM for the host CPU (or the ``cpu``/``features`` given), -O3 with vectorization."""
+
+    name = "cpu"
+
+    def __init__(self, cpu: str | None = None, features: str | None = None, opt: int = 3):
+        host_name, host_features = host_cpu()
+        self.cpu = cpu or host_name
+        self.features = host_features if features is None else features
+        self.opt = opt
+
+    def pipeline(self):
+        return (simplify, map_parallel)
+
+    def cache_key(self) -> str:
+        return (f"{CODEGEN_VERSION}|llvm{llvm.llvm_version_info}|llvmlite{llvmlite.__version__}"
+                f"|{llvm.get_process_triple()}|{self.cpu}|{self.features}|O{self.opt}")
+
+    def _tm(self):
+        return _target_machine(self.cpu, self.features, self.opt)
+
+    def render(self, kernel: Kernel) -> str:
+        tm = self._tm()
+        return emit_module(kernel, llvm.get_process_triple(), str(tm.target_data))
+
+    def optimize(self, source: str):
+        with _lock:
+            mod = llvm.parse_assembly(source)
+            mod.verify()
+            pto = llvm.create_pipeline_tuning_options(speed_level=self.opt)
+            pto.loop_vectorization = True
+            pto.slp_vectorization = True
+            pto.loop_unrolling = True
+            pb = llvm.create_pass_builder(self._tm(), pto)
+            pb.getModulePassManager().run(mod, pb)
+            return mod
+
+    def build(self, source: str, kernel: Kernel) -> bytes:
+        try:
+            mod = self.optimize(source)
+            with _lock:
+                return bytes(self._tm().emit_object(mod))
+        except RuntimeError as err:
+            raise CompileError(f"LLVM failed on kernel {kernel.name}: {err}") from err
+
+    def load(self, binary: bytes, kernel: Kernel) -> LoadedKernel:
+        with _lock:
+            # an execution engine takes ownership of its target machine: give it its own
+            tm = _new_target_machine(self.cpu, self.features, self.opt)
+            engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), tm)
+            engine.add_object_file(llvm.ObjectFileRef.from_data(binary))
+            engine.finalize_object()
+        return LoadedKernel(engine, kernel.name, kernel)
+
+    def __eq__(self, other):
+        return isinstance(other, CPUTarget) and self.cache_key() == other.cache_key()
+
+    def __hash__(self):
+        return hash(self.cache_key())
+
+    def __repr__(self):
+        return f"CPUTarget(cpu={self.cpu!r})"

@@ -1,0 +1,417 @@
+"""Loop IR -> LLVM IR text, with llvmlite's IR builder.
+
+Each kernel becomes three functions:
+
+* ``<name>.body(params..., lo, hi)``: the kernel with its outermost parallel loop
+  restricted to ``[lo, hi)`` (or the whole kernel when nothing is parallel);
+  array parameters are ``noalias`` so loops vectorize without runtime checks;
+* ``<name>.worker(ctx)``: a thread's loop that takes chunks of the parallel
+  loop from a shared atomic counter (dynamic scheduling) and runs ``body``;
+* ``<name>(i8** bufs, i64* sizes, i64 nthreads)``: the entry point the runtime
+  calls.  It starts ``nthreads - 1`` pthreads running ``worker``, runs one
+  itself and joins them.  If a thread cannot be started the others simply
+  take its chunks, so the result never depends on how many threads ran.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from llvmlite import ir
+
+from ..errors import CompileError
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, While,
+                        dtype_of)
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F32, F64 = ir.FloatType(), ir.DoubleType()
+VOID = ir.VoidType()
+I8P = I8.as_pointer()
+FAST = ("reassoc", "contract", "nsz")     # lets LLVM vectorize float reductions, fuse FMAs
+MAX_THREADS = 256
+
+_LL = {DType.F32: F32, DType.F64: F64, DType.I32: I32, DType.I64: I64, DType.BOOL: I1}
+
+
+def ll_type(dt: DType) -> ir.Type:
+    return _LL[dt]
+
+
+@contextlib.contextmanager
+def _loop_blocks(b: ir.IRBuilder, name: str):
+    """Yield (cond, body, exit) blocks; the caller fills cond and body."""
+    fn = b.function
+    yield (fn.append_basic_block(f"{name}.cond"), fn.append_basic_block(f"{name}.body"),
+           fn.append_basic_block(f"{name}.exit"))
+
+
+class _FunctionEmitter:
+    """Emits the statements of one kernel into one LLVM function."""
+
+    def __init__(self, b: ir.IRBuilder, buffers: dict[str, ir.Value], scalars: dict[str, ir.Value]):
+        self.b = b
+        self.buffers = dict(buffers)
+        self.scopes: list[dict[str, ir.Value]] = [dict()]
+        self.params = dict(scalars)
+        self.entry = b.function.entry_basic_block
+
+    # -- variables ---------------------------------------------------------------
+    def _alloca(self, ty: ir.Type, name: str) -> ir.Value:
+        with self.b.goto_block(self.entry):
+            if self.entry.instructions:
+                self.b.position_before(self.entry.instructions[0])
+            return self.b.alloca(ty, name=name)
+
+    def declare(self, var: Var) -> ir.Value:
+        slot = self._alloca(ll_type(var.dtype), var.name)
+        self.scopes[-1][var.name] = slot
+        return slot
+
+    def slot(self, name: str) -> ir.Value | None:
+        for scope in reversed(self.scopes):
+            if name in scope:
+                return scope[name]
+        return None
+
+    @contextlib.contextmanager
+    def scope(self):
+        self.scopes.append({})
+        try:
+            yield
+        finally:
+            self.scopes.pop()
+
+    # -- expressions ---------------------------------------------------------------
+    def expr(self, e) -> ir.Value:
+        b = self.b
+        if isinstance(e, Const):
+            if e.dtype is DType.BOOL:
+                return ir.Constant(I1, int(bool(e.value)))
+            ty = ll_type(e.dtype)
+            return ir.Constant(ty, float(e.value) if e.dtype.is_float else int(e.value))
+        if isinstance(e, Var):
+            slot = self.slot(e.name)
+            if slot is not None:
+                return b.load(slot, name=e.name)
+            if e.name in self.params:
+                return self.params[e.name]
+            raise CompileError(f"variable {e.name} is used before it is defined")
+        if isinstance(e, Load):
+            ptr = b.gep(self.buffers[e.buf.name], [self.expr(e.index)], inbounds=True)
+            v = b.load(ptr)
+            if e.buf.dtype is DType.I32:
+                v = b.sext(v, I64)
+            return v
+        if isinstance(e, Neg):
+            v = self.expr(e.operand)
+            return b.fneg(v) if dtype_of(e.operand).is_float else b.neg(v)
+        if isinstance(e, Cast):
+            return self.cast(self.expr(e.value), dtype_of(e.value), e.dtype)
+        if isinstance(e, Select):
+            return b.select(self.expr(e.cond), self.expr(e.if_true), self.expr(e.if_false))
+        if isinstance(e, BinOp):
+            if e.op in ("&&", "||"):
+                return self.short_circuit(e)
+            lhs, rhs = self.expr(e.lhs), self.expr(e.rhs)
+            return self.binop(e.op, lhs, rhs, dtype_of(e.lhs))
+        raise CompileError(f"cannot emit expression {e!r}")
+
+    def cast(self, v, src: DType, dst: DType):
+        b = self.b
+        if src is dst:
+            return v
+        if src.is_float and dst.is_float:
+            return b.fpext(v, ll_type(dst)) if dst is DType.F64 else b.fptrunc(v, ll_type(dst))
+        if src.is_float:
+            return b.fptosi(v, ll_type(dst))
+        if dst.is_float:
+            return b.sitofp(v, ll_type(dst))
+        return b.sext(v, ll_type(dst)) if dst is DType.I64 else b.trunc(v, ll_type(dst))
+
+    def binop(self, op: str, a, c, dt: DType):
+        b = self.b
+        if dt.is_float:
+            if op == "+":
+                return b.fadd(a, c, flags=FAST)
+            if op == "-":
+                return b.fsub(a, c, flags=FAST)
+            if op == "*":
+                return b.fmul(a, c, flags=FAST)
+            if op == "/":
+                return b.fdiv(a, c)
+            if op in ("min", "max"):
+                cmp = b.fcmp_ordered("<" if op == "min" else ">", a, c)
+                return b.select(cmp, a, c)
+            return b.fcmp_ordered(op, a, c)
+        if op == "+":
+            return b.add(a, c, flags=("nsw",))
+        if op == "-":
+            return b.sub(a, c, flags=("nsw",))
+        if op == "*":
+            return b.mul(a, c, flags=("nsw",))
+        if op == "/":
+            return b.sdiv(a, c)
+        if op in ("min", "max"):
+            return b.select(b.icmp_signed("<" if op == "min" else ">", a, c), a, c)
+        return b.icmp_signed(op, a, c)
+
+    def short_circuit(self, e: BinOp):
+        b = self.b
+        lhs = self.expr(e.lhs)
+        start = b.block
+        rhs_block = b.append_basic_block("sc.rhs")
+        done = b.append_basic_block("sc.done")
+        if e.op == "&&":
+            b.cbranch(lhs, rhs_block, done)
+        else:
+            b.cbranch(lhs, done, rhs_block)
+        b.position_at_end(rhs_block)
+        rhs = self.expr(e.rhs)
+        rhs_end = b.block
+        b.branch(done)
+        b.position_at_end(done)
+        phi = b.phi(I1)
+        phi.add_incoming(ir.Constant(I1, 0 if e.op == "&&" else 1), start)
+        phi.add_incoming(rhs, rhs_end)
+        return phi
+
+    # -- statements ---------------------------------------------------------------
+    def stmt(self, s) -> None:
+        b = self.b
+        if isinstance(s, Block):
+            for child in s.body:
+                self.stmt(child)
+        elif isinstance(s, Let):
+            value = self.expr(s.value)
+            b.store(value, self.declare(s.var))
+        elif isinstance(s, Assign):
+            slot = self.slot(s.var.name)
+            if slot is None:
+                raise CompileError(f"assignment to undeclared variable {s.var.name}")
+            b.store(self.expr(s.value), slot)
+        elif isinstance(s, Store):
+            ptr = b.gep(self.buffers[s.buf.name], [self.expr(s.index)], inbounds=True)
+            value = self.expr(s.value)
+            if s.buf.dtype is DType.I32 and dtype_of(s.value) is DType.I64:
+                value = b.trunc(value, I32)
+            if s.accumulate:
+                old = b.load(ptr)
+                value = b.fadd(old, value, flags=FAST) if s.buf.dtype.is_float else b.add(old, value)
+            b.store(value, ptr)
+        elif isinstance(s, Alloc):
+            arr = self._alloca(ir.ArrayType(ll_type(s.buf.dtype), s.size), s.buf.name)
+            b.store(ir.Constant(arr.type.pointee, None), arr)
+            self.buffers[s.buf.name] = b.gep(arr, [ir.Constant(I64, 0), ir.Constant(I64, 0)])
+        elif isinstance(s, For):
+            self.for_loop(s.var, self.expr(s.lo), self.expr(s.hi), s.body)
+        elif isinstance(s, While):
+            with _loop_blocks(b, "while") as (cond, body, exit_):
+                b.branch(cond)
+                b.position_at_end(cond)
+                b.cbranch(self.expr(s.cond), body, exit_)
+                b.position_at_end(body)
+                with self.scope():
+                    self.stmt(s.body)
+                b.branch(cond)
+                b.position_at_end(exit_)
+        elif isinstance(s, If):
+            cond = self.expr(s.cond)
+            if s.otherwise is None:
+                with b.if_then(cond):
+                    with self.scope():
+                        self.stmt(s.then)
+            else:
+                with b.if_else(cond) as (then, otherwise):
+                    with then:
+                        with self.scope():
+                            self.stmt(s.then)
+                    with otherwise:
+                        with self.scope():
+                            self.stmt(s.otherwise)
+        else:
+            raise CompileError(f"cannot emit statement {s!r}")
+
+    def for_loop(self, var: Var, lo, hi, body) -> None:
+        b = self.b
+        with self.scope():
+            slot = self.declare(var)
+            b.store(lo, slot)
+            with _loop_blocks(b, f"for.{var.name}") as (cond, body_block, exit_):
+                b.branch(cond)
+                b.position_at_end(cond)
+                b.cbranch(b.icmp_signed("<", b.load(slot), hi), body_block, exit_)
+                b.position_at_end(body_block)
+                with self.scope():
+                    self.stmt(body)
+                b.store(b.add(b.load(slot), ir.Constant(I64, 1), flags=("nsw",)), slot)
+                b.branch(cond)
+                b.position_at_end(exit_)
+
+
+# ---------------------------------------------------------------------------
+# Module assembly
+# ---------------------------------------------------------------------------
+
+def _split_parallel(kernel: Kernel) -> For | None:
+    body = kernel.body
+    stmts = body.body if isinstance(body, Block) else (body,)
+    if len(stmts) == 1 and isinstance(stmts[0], For) and stmts[0].kind is LoopKind.PARALLEL:
+        return stmts[0]
+    return None
+
+
+def _param_types(kernel: Kernel) -> list[ir.Type]:
+    return [ll_type(p.value.dtype).as_pointer() if isinstance(p.value, Buffer) else I64
+            for p in kernel.params]
+
+
+def _unpack(b: ir.IRBuilder, kernel: Kernel, bufs, sizes) -> list[ir.Value]:
+    """Load every parameter from the (i8** bufs, i64* sizes) calling convention."""
+    values, nbuf, nsize = [], 0, 0
+    for p in kernel.params:
+        if isinstance(p.value, Buffer):
+            raw = b.load(b.gep(bufs, [ir.Constant(I64, nbuf)]))
+            values.append(b.bitcast(raw, ll_type(p.value.dtype).as_pointer(), name=p.name))
+            nbuf += 1
+        else:
+            values.append(b.load(b.gep(sizes, [ir.Constant(I64, nsize)]), name=p.name))
+            nsize += 1
+    return values
+
+
+def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "") -> str:
+    """The LLVM IR text of ``kernel`` (see the module docstring for its functions)."""
+    m = ir.Module(name=kernel.name)
+    m.triple = triple
+    m.data_layout = datalayout
+    par = _split_parallel(kernel)
+    ptypes = _param_types(kernel)
+
+    # body(params..., lo, hi)
+    body_fn = ir.Function(m, ir.FunctionType(VOID, ptypes + [I64, I64]), f"{kernel.name}.body")
+    body_fn.linkage = "internal"
+    for arg, p in zip(body_fn.args, kernel.params):
+        arg.name = p.name
+        if isinstance(p.value, Buffer):
+            arg.add_attribute("noalias")
+    b = ir.IRBuilder(body_fn.append_basic_block("entry"))
+    emitter = _FunctionEmitter(
+        b, {p.name: a for p, a in zip(kernel.params, body_fn.args) if isinstance(p.value, Buffer)},
+        {p.name: a for p, a in zip(kernel.params, body_fn.args) if not isinstance(p.value, Buffer)})
+    lo_arg, hi_arg = body_fn.args[-2], body_fn.args[-1]
+    if par is not None:
+        emitter.for_loop(par.var, lo_arg, hi_arg, par.body)
+    else:
+        emitter.stmt(kernel.body)
+    b.ret_void()
+
+    # entry(i8** bufs, i64* sizes, i64 nthreads)
+    entry_fn = ir.Function(m, ir.FunctionType(VOID, [I8P.as_pointer(), I64.as_pointer(), I64]),
+                           kernel.name)
+    bufs, sizes, nthreads = entry_fn.args
+    b = ir.IRBuilder(entry_fn.append_basic_block("entry"))
+    params = _unpack(b, kernel, bufs, sizes)
+    if par is None:
+        b.call(body_fn, params + [ir.Constant(I64, 0), ir.Constant(I64, 0)])
+        b.ret_void()
+    else:
+        bound = _FunctionEmitter(
+            b, {p.name: v for p, v in zip(kernel.params, params) if isinstance(p.value, Buffer)},
+            {p.name: v for p, v in zip(kernel.params, params) if not isinstance(p.value, Buffer)})
+        lo, hi = bound.expr(par.lo), bound.expr(par.hi)
+        _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi)
+    return str(m)
+
+
+def _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi) -> None:
+    """Run body over [lo, hi) on up to ``nthreads`` threads, chunks from a counter."""
+    ctx_ty = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer(), I64, I64, I64,
+                                   I64.as_pointer()])
+    worker = ir.Function(m, ir.FunctionType(I8P, [I8P]), f"{kernel.name}.worker")
+    worker.linkage = "internal"
+    wb = ir.IRBuilder(worker.append_basic_block("entry"))
+    ctx = wb.bitcast(worker.args[0], ctx_ty.as_pointer())
+    field = [wb.load(wb.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)])) for k in range(6)]
+    w_bufs, w_sizes, w_lo, w_hi, w_chunk, w_counter = field
+    w_params = _unpack(wb, kernel, w_bufs, w_sizes)
+    total = wb.sub(w_hi, w_lo)
+    loop = worker.append_basic_block("take")
+    run = worker.append_basic_block("run")
+    done = worker.append_basic_block("done")
+    wb.branch(loop)
+    wb.position_at_end(loop)
+    start = wb.atomic_rmw("add", w_counter, w_chunk, "monotonic")
+    wb.cbranch(wb.icmp_signed(">=", start, total), done, run)
+    wb.position_at_end(run)
+    first = wb.add(w_lo, start)
+    last = wb.add(first, w_chunk)
+    last = wb.select(wb.icmp_signed("<", last, w_hi), last, w_hi)
+    wb.call(body_fn, w_params + [first, last])
+    wb.branch(loop)
+    wb.position_at_end(done)
+    wb.ret(ir.Constant(I8P, None))
+
+    pthread_create = ir.Function(m, ir.FunctionType(I32, [I64.as_pointer(), I8P,
+                                                         worker.type, I8P]), "pthread_create")
+    pthread_join = ir.Function(m, ir.FunctionType(I32, [I64, I8P.as_pointer()]), "pthread_join")
+
+    fn = b.function
+    total = b.sub(hi, lo)
+    nt = b.select(b.icmp_signed("<", nthreads, ir.Constant(I64, MAX_THREADS)), nthreads,
+                  ir.Constant(I64, MAX_THREADS))
+    nt = b.select(b.icmp_signed("<", total, nt), total, nt)
+    serial = fn.append_basic_block("serial")
+    threaded = fn.append_basic_block("threaded")
+    b.cbranch(b.icmp_signed("<=", nt, ir.Constant(I64, 1)), serial, threaded)
+    b.position_at_end(serial)
+    b.call(body_fn, params + [lo, hi])
+    b.ret_void()
+
+    b.position_at_end(threaded)
+    # chunk = max(1, total / (nt * 16)): many more chunks than threads balance skewed rows
+    chunk = b.sdiv(total, b.mul(nt, ir.Constant(I64, 16)))
+    chunk = b.select(b.icmp_signed("<", chunk, ir.Constant(I64, 1)), ir.Constant(I64, 1), chunk)
+    counter = b.alloca(I64, name="counter")
+    b.store(ir.Constant(I64, 0), counter)
+    ctx = b.alloca(ctx_ty, name="ctx")
+    for k, v in enumerate([bufs, sizes, lo, hi, chunk, counter]):
+        b.store(v, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
+    ctx_raw = b.bitcast(ctx, I8P)
+    tids = b.alloca(ir.ArrayType(I64, MAX_THREADS), name="tids")
+    ok = b.alloca(ir.ArrayType(I1, MAX_THREADS), name="started")
+    emitter = _FunctionEmitter(b, {}, {})
+    t = Var("t", DType.I64)
+
+    def each_thread(action):
+        with emitter.scope():
+            slot = emitter.declare(t)
+            b.store(ir.Constant(I64, 1), slot)
+            cond = fn.append_basic_block("threads.cond")
+            body = fn.append_basic_block("threads.body")
+            exit_ = fn.append_basic_block("threads.exit")
+            b.branch(cond)
+            b.position_at_end(cond)
+            b.cbranch(b.icmp_signed("<", b.load(slot), nt), body, exit_)
+            b.position_at_end(body)
+            idx = b.load(slot)
+            action(idx)
+            b.store(b.add(idx, ir.Constant(I64, 1)), slot)
+            b.branch(cond)
+            b.position_at_end(exit_)
+
+    def start_thread(idx):
+        tid_ptr = b.gep(tids, [ir.Constant(I64, 0), idx])
+        rc = b.call(pthread_create, [tid_ptr, ir.Constant(I8P, None), worker, ctx_raw])
+        b.store(b.icmp_signed("==", rc, ir.Constant(I32, 0)),
+                b.gep(ok, [ir.Constant(I64, 0), idx]))
+
+    def join_thread(idx):
+        started = b.load(b.gep(ok, [ir.Constant(I64, 0), idx]))
+        with b.if_then(started):
+            tid = b.load(b.gep(tids, [ir.Constant(I64, 0), idx]))
+            b.call(pthread_join, [tid, ir.Constant(I8P.as_pointer(), None)])
+
+    each_thread(start_thread)
+    b.call(worker, [ctx_raw])
+    each_thread(join_thread)
+    b.ret_void()

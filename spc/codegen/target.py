@@ -1,0 +1,35 @@
+"""The backend interface: a target renders source from IR, builds it, and names
+what shapes its binaries (for the cache).  Launching is the runtime's job.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+from ..ir.nodes import Kernel
+
+
+class Target(ABC):
+    """One code generator + toolchain.  Instances are immutable and hashable."""
+
+    name: str = "abstract"
+
+    @abstractmethod
+    def pipeline(self) -> tuple[Callable[[Kernel], Kernel], ...]:
+        """The passes this target runs after lowering, in order."""
+
+    @abstractmethod
+    def render(self, kernel: Kernel) -> str:
+        """Source text (LLVM IR, CUDA C) for one kernel."""
+
+    @abstractmethod
+    def build(self, source: str, kernel: Kernel) -> bytes:
+        """A binary (object code, cubin) from ``render``'s output."""
+
+    @abstractmethod
+    def load(self, binary: bytes, kernel: Kernel):
+        """A launcher for a built binary: ``launcher(buffers, sizes, **launch)``."""
+
+    @abstractmethod
+    def cache_key(self) -> str:
+        """Everything besides the IR that shapes the binary: arch, flags, versions."""

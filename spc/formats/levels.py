@@ -1,0 +1,254 @@
+"""Level formats (Chou, Kjolstad, Amarasinghe, OOPSLA 2018).
+
+A tensor is stored as a sequence of levels, one per dimension in the format's
+mode order.  Each level maps a parent position to child positions and their
+coordinates.  A level answers only these questions, so the lowerer never needs
+to know a format by name:
+
+* capabilities: ``locatable`` (random access in O(1)), ``iterable`` (iterate the
+  stored coordinates by position), ``unique``, ``ordered``, ``full``;
+* IR for iteration: ``iter_bounds(io, parent)`` and ``coord(io, p)``;
+* IR for random access: ``locate(io, parent_pos, i)``;
+* storage: ``array_names``, ``pack`` (coordinates -> arrays), ``unpack``
+  (arrays -> coordinates) and ``validate`` (reject malformed arrays).
+
+``parent`` in the IR methods is a :class:`Parent`: a single position, or a
+segment ``[lo, hi)`` of positions when the parent level is not unique (the
+positions that share one coordinate, as in COO's row level).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InputError
+from ..ir.nodes import Buffer, DType, Expr, Load, Var, add, i64, mul
+
+
+@dataclass(frozen=True)
+class Parent:
+    """Where a level's parent points: one position, or a segment [lo, hi)."""
+    pos: Expr | None = None
+    seg_lo: Expr | None = None
+    seg_hi: Expr | None = None
+
+    @property
+    def is_segment(self) -> bool:
+        return self.pos is None
+
+
+ROOT = Parent(pos=i64(0))
+
+
+@dataclass(frozen=True)
+class LevelIO:
+    """The IR names of one level's storage inside a kernel.
+
+    ``buffer(name)`` is the level's array ``name`` (e.g. "pos", "crd") and
+    ``dim`` the size of the dimension the level stores.
+    """
+    tensor: str
+    level: int
+    index_dtype: DType
+    dim: Var
+
+    def buffer(self, name: str) -> Buffer:
+        return Buffer(f"{self.tensor}{self.level}_{name}", self.index_dtype)
+
+
+class Level:
+    """Base class of level formats.  Subclasses set the capability flags."""
+    name = "level"
+    locatable = False
+    iterable = False
+    unique = True
+    ordered = True
+    full = False
+    array_names: tuple[str, ...] = ()
+
+    # -- IR ---------------------------------------------------------------
+    def iter_bounds(self, io: LevelIO, parent: Parent) -> tuple[Expr, Expr]:
+        raise NotImplementedError(f"{self.name} level cannot be iterated by position")
+
+    def coord(self, io: LevelIO, p: Expr) -> Expr:
+        raise NotImplementedError(f"{self.name} level cannot be iterated by position")
+
+    def locate(self, io: LevelIO, parent_pos: Expr, i: Expr) -> Expr:
+        raise NotImplementedError(f"{self.name} level cannot locate")
+
+    # -- storage ------------------------------------------------------------
+    def pack(self, parent_pos: np.ndarray, parent_count: int, coords: np.ndarray,
+             dim: int, index_dtype) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+        """Store sorted, unique coordinates.
+
+        Requires: ``coords[n]`` is the coordinate at this level of nonzero n,
+        ``parent_pos[n]`` its position at the parent level, and (parent_pos,
+        coords) is sorted lexicographically.
+        Ensures: returns (arrays, position of each nonzero here, number of positions).
+        """
+        raise NotImplementedError
+
+    def unpack(self, arrays: dict[str, np.ndarray], parent_pos: np.ndarray,
+               parent_count: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Enumerate stored entries below each parent position.
+
+        Ensures: returns (index into parent_pos of each child, child positions,
+        child coordinates), children in storage order.
+        """
+        raise NotImplementedError
+
+    def validate(self, arrays: dict[str, np.ndarray], parent_count: int, dim: int,
+                 what: str) -> int:
+        """Raise InputError if the arrays are malformed; return the position count."""
+        return parent_count
+
+    def __repr__(self) -> str:
+        flags = "" if self.unique else "(nonunique)"
+        return f"{self.name}{flags}"
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.unique == other.unique
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.unique))
+
+
+class Dense(Level):
+    """Every coordinate of the dimension is stored: position = parent * dim + i."""
+    name = "dense"
+    locatable = True
+    full = True
+
+    def iter_bounds(self, io, parent):
+        base = parent.pos
+        return mul(base, io.dim), add(mul(base, io.dim), io.dim)
+
+    def locate(self, io, parent_pos, i):
+        return add(mul(parent_pos, io.dim), i)
+
+    def pack(self, parent_pos, parent_count, coords, dim, index_dtype):
+        return {}, parent_pos.astype(np.int64) * dim + coords, parent_count * dim
+
+    def validate(self, arrays, parent_count, dim, what):
+        return parent_count * dim
+
+    def unpack(self, arrays, parent_pos, parent_count, dim):
+        owner = np.repeat(np.arange(len(parent_pos)), dim)
+        coords = np.tile(np.arange(dim, dtype=np.int64), len(parent_pos))
+        return owner, parent_pos[owner].astype(np.int64) * dim + coords, coords
+
+
+class Compressed(Level):
+    """Coordinates ``crd[pos[p] : pos[p+1]]`` below parent position p."""
+    name = "compressed"
+    iterable = True
+    array_names = ("pos", "crd")
+
+    def __init__(self, unique: bool = True):
+        self.unique = unique
+
+    def iter_bounds(self, io, parent):
+        pos = io.buffer("pos")
+        if parent.is_segment:
+            raise NotImplementedError("a compressed level below a non-unique level")
+        return Load(pos, parent.pos), Load(pos, add(parent.pos, i64(1)))
+
+    def coord(self, io, p):
+        return Load(io.buffer("crd"), p)
+
+    def pack(self, parent_pos, parent_count, coords, dim, index_dtype):
+        n = len(coords)
+        if self.unique and n:
+            new = np.ones(n, dtype=bool)
+            new[1:] = (parent_pos[1:] != parent_pos[:-1]) | (coords[1:] != coords[:-1])
+        else:
+            new = np.ones(n, dtype=bool)
+        crd = coords[new]
+        counts = np.bincount(parent_pos[new], minlength=parent_count) if n else \
+            np.zeros(parent_count, dtype=np.int64)
+        pos = np.zeros(parent_count + 1, dtype=np.int64)
+        np.cumsum(counts, out=pos[1:])
+        positions = np.cumsum(new) - 1
+        return ({"pos": pos.astype(index_dtype), "crd": crd.astype(index_dtype)},
+                positions.astype(np.int64), int(new.sum()))
+
+    def unpack(self, arrays, parent_pos, parent_count, dim):
+        pos = arrays["pos"].astype(np.int64)
+        lo, hi = pos[parent_pos], pos[parent_pos + 1]
+        counts = hi - lo
+        owner = np.repeat(np.arange(len(parent_pos)), counts)
+        starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+        child = np.arange(int(counts.sum()), dtype=np.int64) + starts
+        return owner, child, arrays["crd"][child].astype(np.int64)
+
+    def validate(self, arrays, parent_count, dim, what):
+        pos, crd = arrays["pos"], arrays["crd"]
+        if pos.ndim != 1 or len(pos) != parent_count + 1:
+            raise InputError(f"{what}: pointer array has length {len(pos)}, "
+                             f"expected {parent_count + 1}")
+        if len(pos) and pos[0] != 0:
+            raise InputError(f"{what}: pointer array must start at 0, starts at {pos[0]}")
+        if len(pos) > 1 and np.any(pos[1:] < pos[:-1]):
+            bad = int(np.argmax(pos[1:] < pos[:-1]))
+            raise InputError(f"{what}: pointer array decreases at entry {bad + 1} "
+                             f"({pos[bad]} -> {pos[bad + 1]})")
+        if pos[-1] != len(crd):
+            raise InputError(f"{what}: pointer array ends at {pos[-1]} but there are "
+                             f"{len(crd)} coordinates")
+        _check_range(crd, dim, what)
+        if self.ordered and len(crd) > 1:
+            starts = np.zeros(len(crd), dtype=bool)
+            starts[pos[:-1][pos[:-1] < len(crd)]] = True
+            step = crd[1:].astype(np.int64) - crd[:-1]
+            bad = (step < 0) if not self.unique else (step <= 0)
+            bad &= ~starts[1:]
+            if np.any(bad):
+                k = int(np.argmax(bad)) + 1
+                kind = "duplicate" if step[k - 1] == 0 else "unsorted"
+                raise InputError(f"{what}: {kind} coordinate {crd[k]} at position {k}")
+        return len(crd)
+
+
+class Singleton(Level):
+    """One coordinate per parent position: ``crd[p]`` (COO's column level)."""
+    name = "singleton"
+    iterable = True
+    array_names = ("crd",)
+
+    def __init__(self, unique: bool = True):
+        self.unique = unique
+
+    def iter_bounds(self, io, parent):
+        if parent.is_segment:
+            return parent.seg_lo, parent.seg_hi
+        return parent.pos, add(parent.pos, i64(1))
+
+    def coord(self, io, p):
+        return Load(io.buffer("crd"), p)
+
+    def pack(self, parent_pos, parent_count, coords, dim, index_dtype):
+        if len(parent_pos) != parent_count or (
+                len(parent_pos) and np.any(parent_pos != np.arange(parent_count))):
+            raise InputError("a singleton level needs a non-unique parent level")
+        return {"crd": coords.astype(index_dtype)}, parent_pos.astype(np.int64), parent_count
+
+    def unpack(self, arrays, parent_pos, parent_count, dim):
+        owner = np.arange(len(parent_pos))
+        return owner, parent_pos.astype(np.int64), arrays["crd"][parent_pos].astype(np.int64)
+
+    def validate(self, arrays, parent_count, dim, what):
+        crd = arrays["crd"]
+        if len(crd) != parent_count:
+            raise InputError(f"{what}: {len(crd)} coordinates for {parent_count} entries")
+        _check_range(crd, dim, what)
+        return parent_count
+
+
+def _check_range(crd: np.ndarray, dim: int, what: str) -> None:
+    if len(crd) == 0:
+        return
+    lo, hi = int(crd.min()), int(crd.max())
+    if lo < 0 or hi >= dim:
+        bad = lo if lo < 0 else hi
+        raise InputError(f"{what}: coordinate {bad} is out of range [0, {dim})")

@@ -1,0 +1,290 @@
+"""``Tensor``: a tensor stored in a level format, and conversions to and from it.
+
+Requires nothing of callers beyond well-typed input: every constructor checks
+its input and raises an ``SpcError`` naming the problem.  Construction from
+coordinates canonicalizes (sorts, sums duplicates); construction from raw level
+arrays validates and rejects malformed storage.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DTypeError, InputError, ShapeError
+from .format import Format, resolve_format
+from .levels import Dense, Singleton
+
+INDEX_LIMIT_32 = 2**31 - 1
+
+
+def pick_index_dtype(*extents: int) -> np.dtype:
+    """int32 when every position and coordinate fits, else int64."""
+    return np.dtype(np.int32) if max((0,) + tuple(extents)) <= INDEX_LIMIT_32 else np.dtype(np.int64)
+
+
+def value_dtype(dtype) -> np.dtype:
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise DTypeError(f"values must be float32 or float64, not {dt}")
+    return dt
+
+
+class Tensor:
+    """A tensor in a level format.
+
+    ``arrays[l]`` holds level l's arrays by name (e.g. {"pos": ..., "crd": ...}),
+    ``vals`` the values at the last level's positions, ``shape`` the logical
+    shape (in the tensor's own dimension order, not the storage order).
+    """
+
+    def __init__(self, shape, fmt: Format, arrays, vals, *, validate: bool = True):
+        self.shape = tuple(int(s) for s in shape)
+        self.format = fmt
+        self.arrays = [dict(a) for a in arrays]
+        self.vals = vals
+        if validate:
+            self.validate()
+
+    # -- properties ---------------------------------------------------------
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.vals.dtype
+
+    @property
+    def index_dtype(self) -> np.dtype:
+        for a in self.arrays:
+            for arr in a.values():
+                return arr.dtype
+        return np.dtype(np.int32)
+
+    @property
+    def level_dims(self) -> tuple[int, ...]:
+        return tuple(self.shape[m] for m in self.format.order)
+
+    @property
+    def nnz(self) -> int:
+        """Number of stored values (explicit zeros and padding included)."""
+        return len(self.vals)
+
+    def __repr__(self) -> str:
+        return (f"spc.Tensor(shape={self.shape}, format={self.format}, nnz={self.nnz}, "
+                f"dtype={self.dtype})")
+
+    # -- checks ---------------------------------------------------------------
+    def validate(self, what: str = "tensor") -> None:
+        """Raise InputError unless the storage is well formed, sorted and unique."""
+        if len(self.shape) != self.format.rank:
+            raise ShapeError(f"{what}: shape {self.shape} has rank {len(self.shape)} but "
+                             f"format {self.format} has {self.format.rank} levels")
+        if any(s < 0 for s in self.shape):
+            raise ShapeError(f"{what}: negative dimension in shape {self.shape}")
+        if not isinstance(self.vals, np.ndarray) or self.vals.ndim != 1:
+            raise InputError(f"{what}: values must be a 1-d numpy array")
+        value_dtype(self.vals.dtype)
+        count = 1
+        idx_dtypes = set()
+        for lvl, (level, dim) in enumerate(zip(self.format.levels, self.level_dims)):
+            arrays = self.arrays[lvl]
+            for name in level.array_names:
+                if name not in arrays:
+                    raise InputError(f"{what}: level {lvl} ({level.name}) lacks its '{name}' array")
+                arr = arrays[name]
+                if not isinstance(arr, np.ndarray) or arr.ndim != 1:
+                    raise InputError(f"{what}: level {lvl} '{name}' must be a 1-d numpy array")
+                if arr.dtype not in (np.int32, np.int64):
+                    raise DTypeError(f"{what}: level {lvl} '{name}' has dtype {arr.dtype}; "
+                                     f"index arrays must be int32 or int64")
+                idx_dtypes.add(arr.dtype)
+            count = level.validate(arrays, count, dim, f"{what} level {lvl} ({level.name})")
+        if len(idx_dtypes) > 1:
+            raise DTypeError(f"{what}: index arrays mix int32 and int64")
+        if len(self.vals) != count:
+            raise InputError(f"{what}: {len(self.vals)} values for {count} stored positions")
+        if any(isinstance(lv, Singleton) for lv in self.format.levels) and count > 1:
+            coords = self.coords_in_storage_order()
+            keys = np.stack(coords, axis=1)
+            diff = keys[1:] - keys[:-1]
+            first = np.argmax(diff != 0, axis=1)
+            sign = diff[np.arange(len(diff)), first]
+            if np.any(sign <= 0):
+                k = int(np.argmax(sign <= 0)) + 1
+                kind = "duplicate" if sign[k - 1] == 0 else "unsorted"
+                raise InputError(f"{what}: {kind} entry {tuple(int(c) for c in keys[k])} "
+                                 f"at position {k}")
+
+    # -- conversions out ----------------------------------------------------
+    def coords_in_storage_order(self) -> list[np.ndarray]:
+        """Coordinates of every stored value, per level, in storage order."""
+        parent = np.zeros(1, dtype=np.int64)
+        coords: list[np.ndarray] = []
+        for lvl, (level, dim) in enumerate(zip(self.format.levels, self.level_dims)):
+            owner, parent, crd = level.unpack(self.arrays[lvl], parent, 0, dim)
+            coords = [c[owner] for c in coords] + [crd]
+        self._last_positions = parent
+        return coords
+
+    def to_coo(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """(coordinates per dimension in the tensor's own order, values)."""
+        coords = self.coords_in_storage_order()
+        vals = self.vals[self._last_positions]
+        by_mode = [None] * self.ndim
+        for lvl, mode in enumerate(self.format.order):
+            by_mode[mode] = coords[lvl]
+        return by_mode, vals
+
+    def to_numpy(self) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=self.dtype)
+        coords, vals = self.to_coo()
+        if len(vals):
+            np.add.at(out, tuple(coords), vals)
+        return out
+
+    def to_scipy(self, layout: str | None = None):
+        """A scipy.sparse matrix (CSR for csr-like formats, CSC for csc, COO for coo)."""
+        import scipy.sparse as sp
+        if self.ndim != 2:
+            raise ShapeError(f"to_scipy needs a matrix, this tensor has rank {self.ndim}")
+        name = layout or self.format.name
+        if self.format.name == name == "csr" or (self.format.name == "csc" == name):
+            cls = sp.csr_matrix if name == "csr" else sp.csc_matrix
+            lv = self.arrays[1]
+            return cls((self.vals, lv["crd"], lv["pos"]), shape=self.shape)
+        coords, vals = self.to_coo()
+        m = sp.coo_matrix((vals, (coords[0], coords[1])), shape=self.shape)
+        return {"csc": m.tocsc, "coo": lambda: m}.get(name, m.tocsr)()
+
+
+# ---------------------------------------------------------------------------
+# Conversions in
+# ---------------------------------------------------------------------------
+
+def from_coords(coords, vals, shape, fmt, *, index_dtype=None, sum_duplicates=True) -> Tensor:
+    """Build a tensor from coordinate lists (any order, duplicates summed).
+
+    Requires: ``coords`` is a sequence of rank integer arrays of equal length,
+    one per dimension in the tensor's own order, and ``vals`` matches them.
+    """
+    shape = tuple(int(s) for s in shape)
+    fmt = resolve_format(fmt, len(shape))
+    vals = np.asarray(vals)
+    if vals.dtype.kind in "iub":
+        vals = vals.astype(np.float64)
+    value_dtype(vals.dtype)
+    if len(coords) != len(shape):
+        raise ShapeError(f"{len(coords)} coordinate arrays for a rank-{len(shape)} tensor")
+    coords = [np.asarray(c) for c in coords]
+    for d, c in enumerate(coords):
+        if c.ndim != 1 or len(c) != len(vals):
+            raise ShapeError(f"coordinate array {d} has shape {c.shape}, expected ({len(vals)},)")
+        if c.dtype.kind not in "iu":
+            raise DTypeError(f"coordinate array {d} has dtype {c.dtype}; it must be integer")
+        if len(c) and (c.min() < 0 or c.max() >= shape[d]):
+            bad = int(c.min()) if c.min() < 0 else int(c.max())
+            raise InputError(f"coordinate {bad} in dimension {d} is out of range [0, {shape[d]})")
+    stored = [coords[m].astype(np.int64) for m in fmt.order]
+    order = np.lexsort(stored[::-1]) if stored else np.zeros(0, dtype=np.int64)
+    stored = [c[order] for c in stored]
+    vals = vals[order]
+    if sum_duplicates and len(vals) > 1 and stored:
+        keys = np.stack(stored, axis=1)
+        new = np.ones(len(vals), dtype=bool)
+        new[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+        if not new.all():
+            group = np.cumsum(new) - 1
+            summed = np.zeros(int(new.sum()), dtype=vals.dtype)
+            np.add.at(summed, group, vals)
+            stored = [c[new] for c in stored]
+            vals = summed
+    dims = [shape[m] for m in fmt.order]
+    if index_dtype is None:
+        positions = 1
+        for d in dims:
+            positions *= max(d, 1)
+        index_dtype = pick_index_dtype(len(vals), max(dims, default=0),
+                                       positions if any(isinstance(lv, Dense) for lv in fmt.levels[1:]) else 0)
+    arrays = []
+    parent = np.zeros(len(vals), dtype=np.int64)
+    count = 1
+    for level, c, dim in zip(fmt.levels, stored, dims):
+        arr, parent, count = level.pack(parent, count, c, dim, index_dtype)
+        arrays.append(arr)
+    out_vals = np.zeros(count, dtype=vals.dtype)
+    out_vals[parent] = vals
+    return Tensor(shape, fmt, arrays, out_vals, validate=False)
+
+
+def _is_scipy_sparse(x) -> bool:
+    try:
+        import scipy.sparse as sp
+    except ImportError:  # pragma: no cover
+        return False
+    return sp.issparse(x)
+
+
+def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Tensor:
+    """Build an spc Tensor.
+
+    ``x`` may be a scipy.sparse matrix, a numpy array (dense; zeros are not
+    stored unless ``fmt`` is dense), a ``(coords, vals)`` pair of COO triplets
+    (``shape`` required), or a Tensor (converted to ``fmt``).  ``fmt`` defaults
+    to csr for scipy matrices and dense for arrays.
+    """
+    if isinstance(x, Tensor):
+        if fmt is None or resolve_format(fmt, x.ndim) == x.format:
+            return x if dtype is None else _astype(x, dtype)
+        coords, vals = x.to_coo()
+        return _astype(from_coords(coords, vals, x.shape, fmt), dtype)
+    if _is_scipy_sparse(x):
+        return _from_scipy(x, fmt, dtype, validate)
+    if isinstance(x, tuple) and len(x) == 2:
+        if shape is None:
+            raise ShapeError("spc.tensor((coords, vals)) needs shape=")
+        coords, vals = x
+        return _astype(from_coords(list(coords), vals, shape, fmt or "coo"), dtype)
+    arr = np.asarray(x)
+    if arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64 if dtype is None else dtype)
+    fmt = resolve_format(fmt or "dense", arr.ndim)
+    arr = arr.astype(value_dtype(dtype or arr.dtype), copy=False)
+    if fmt.is_dense:
+        vals = np.ascontiguousarray(arr.transpose(fmt.order)).reshape(-1)
+        return Tensor(arr.shape, fmt, [{} for _ in fmt.levels], vals, validate=False)
+    nz = np.nonzero(arr)
+    return from_coords(list(nz), arr[nz], arr.shape, fmt)
+
+
+def _astype(t: Tensor, dtype) -> Tensor:
+    if dtype is None or np.dtype(dtype) == t.dtype:
+        return t
+    return Tensor(t.shape, t.format, t.arrays, t.vals.astype(value_dtype(dtype)), validate=False)
+
+
+def _from_scipy(m, fmt, dtype, validate: bool) -> Tensor:
+    """scipy.sparse -> Tensor, sharing index arrays where the layout matches."""
+    fmt = resolve_format(fmt or "csr", 2)
+    vals = m.data
+    if vals.dtype.kind in "iub":
+        vals = vals.astype(np.float64 if dtype is None else dtype)
+    vals = vals.astype(value_dtype(dtype or vals.dtype), copy=False)
+    native = {"csr": "csr", "csc": "csc"}.get(fmt.name)
+    if native is not None and m.format == native:
+        t = Tensor(m.shape, fmt, [{}, {"pos": m.indptr, "crd": m.indices}], vals, validate=False)
+        try:
+            if validate:
+                t.validate("sparse matrix")
+            return t
+        except Exception as err:
+            from ..errors import InputError as _IE
+            if not isinstance(err, _IE) or not ("unsorted" in str(err) or "duplicate" in str(err)):
+                raise
+        # unsorted or duplicate indices: canonicalize a copy (scipy semantics: sum)
+        canon = m.copy()
+        canon.sum_duplicates()
+        canon.sort_indices()
+        return _from_scipy(canon, fmt, dtype, validate)
+    coo = m.tocoo()
+    return from_coords([coo.row, coo.col], vals if m.format == "coo" else coo.data.astype(vals.dtype),
+                       m.shape, fmt)

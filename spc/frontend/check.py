@@ -1,0 +1,112 @@
+"""Static checks on a parsed assignment, and index sizes from operand shapes."""
+from __future__ import annotations
+
+from spc.errors import ParseError, ShapeError
+from spc.frontend.ast import Access, Assignment
+
+
+def _repeated_index(acc: Access) -> int | None:
+    """Ensures: the position of the first index that repeats an earlier one, or None."""
+    for n, ix in enumerate(acc.indices):
+        if ix in acc.indices[:n]:
+            return n
+    return None
+
+
+def check(assign: Assignment) -> None:
+    """Check index use in ``assign``.
+
+    Requires: ``assign`` came from ``parse``.
+    Ensures: returns None when the output indices are distinct and all used on
+    the right, no access repeats an index, the output tensor is not read, and
+    every tensor name has one rank; otherwise raises ``ParseError`` with the
+    span of the offending part.
+    """
+    src, lhs = assign.source, assign.lhs
+
+    n = _repeated_index(lhs)
+    if n is not None:
+        raise ParseError(f"output index '{lhs.indices[n]}' is repeated",
+                         source=src, span=lhs.index_spans[n])
+
+    ranks: dict[str, Access] = {}
+    for acc in assign.accesses():
+        n = _repeated_index(acc)
+        if n is not None:
+            raise ParseError(
+                f"index '{acc.indices[n]}' is repeated in '{acc.tensor}' "
+                "(diagonal access is not supported)",
+                source=src, span=acc.index_spans[n])
+        if acc.tensor == lhs.tensor:
+            raise ParseError(
+                f"output tensor '{lhs.tensor}' also appears on the right-hand side",
+                source=src, span=acc.span)
+        first = ranks.setdefault(acc.tensor, acc)
+        if len(first.indices) != len(acc.indices):
+            raise ParseError(
+                f"tensor '{acc.tensor}' is used with {len(first.indices)} indices "
+                f"and with {len(acc.indices)}", source=src, span=acc.span)
+
+    used = {ix for acc in assign.accesses() for ix in acc.indices}
+    for ix, span in zip(lhs.indices, lhs.index_spans):
+        if ix not in used:
+            raise ParseError(
+                f"output index '{ix}' does not appear on the right-hand side",
+                source=src, span=span)
+
+
+def _count(n: int) -> str:
+    return f"{n} index" if n == 1 else f"{n} indices"
+
+
+def index_sizes(assign: Assignment,
+                shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Size of every index, read off the operand shapes.
+
+    Requires: ``shapes`` maps every tensor read on the right-hand side (and
+    optionally the output) to its shape.
+    Ensures: a dict ``index -> size`` over every index bound by a shaped
+    access; raises ``ShapeError`` (with a span) when a shape is missing, a
+    rank differs from the access's index count, or one index gets two sizes.
+    """
+    src = assign.source
+    accesses = list(assign.accesses())
+    if assign.lhs.tensor in shapes:
+        accesses.insert(0, assign.lhs)          # text order: output comes first
+
+    sizes: dict[str, int] = {}
+    bound_by: dict[str, str] = {}               # index -> tensor that fixed its size
+    for acc in accesses:
+        if acc.tensor not in shapes:
+            raise ShapeError(f"no shape given for tensor '{acc.tensor}'",
+                             source=src, span=acc.span)
+        shape = tuple(shapes[acc.tensor])
+        if len(shape) != len(acc.indices):
+            raise ShapeError(
+                f"tensor '{acc.tensor}' has rank {len(shape)} but is indexed "
+                f"with {_count(len(acc.indices))}", source=src, span=acc.span)
+        for ix, span, dim in zip(acc.indices, acc.index_spans, shape):
+            dim = int(dim)
+            if ix not in sizes:
+                sizes[ix], bound_by[ix] = dim, acc.tensor
+            elif sizes[ix] != dim:
+                raise ShapeError(
+                    f"index '{ix}' is {dim} in {acc.tensor} but "
+                    f"{sizes[ix]} in {bound_by[ix]}", source=src, span=span)
+    return sizes
+
+
+def output_shape(assign: Assignment, sizes: dict[str, int]) -> tuple[int, ...]:
+    """Shape of the output tensor.
+
+    Requires: ``sizes`` from ``index_sizes`` for ``assign``.
+    Ensures: one size per output index, in order (``()`` for a scalar);
+    raises ``ShapeError`` if an output index has no known size.
+    """
+    out = []
+    for ix, span in zip(assign.lhs.indices, assign.lhs.index_spans):
+        if ix not in sizes:
+            raise ShapeError(f"size of output index '{ix}' is unknown",
+                             source=assign.source, span=span)
+        out.append(sizes[ix])
+    return tuple(out)

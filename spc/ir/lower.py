@@ -1,0 +1,557 @@
+"""Index notation + formats -> loop IR, by TACO-style co-iteration.
+
+Each loop of the loop order binds one index variable.  At that loop every
+access whose next level is stored by that variable either *locates* the level
+(dense: O(1) random access) or *iterates* it (compressed, singleton: walk the
+stored coordinates).  The iterated levels combine through a merge lattice
+(Kjolstad et al., OOPSLA 2017): a product iterates the intersection of its
+operands, a sum their union.  The lowerer only asks levels the questions of
+:mod:`spc.formats.levels`; it knows no format by name.
+
+``lower`` returns a :class:`Program`: one kernel, or for outputs whose sparsity
+pattern must be assembled, an ``assemble`` kernel that counts entries per
+output row and a ``compute`` kernel that fills them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from itertools import count as _count
+
+from ..errors import UnsupportedError
+from ..formats.format import Format
+from ..formats.levels import LevelIO, Parent, ROOT
+from ..frontend import ast
+from .nodes import (Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Kernel,
+                    Let, Load, Neg, Param, ParamRole, Stmt, Store, Var, While, add,
+                    and_, block, eq, i64, lt, or_)
+from .simplify_expr import simplify_expr
+
+I64 = DType.I64
+
+
+# ---------------------------------------------------------------------------
+# What the runtime needs to know besides the kernels
+# ---------------------------------------------------------------------------
+
+class OutputKind:
+    DENSE = "dense"            # dense array, zero-filled by the runtime
+    ASSEMBLED = "assembled"    # sparse; pattern counted by `assemble`, then filled
+    PATTERN = "pattern"        # sparse with the pattern of an input operand
+
+
+@dataclass(frozen=True)
+class Program:
+    """The lowered kernels plus the facts the runtime uses to run them."""
+    kernels: tuple[Kernel, ...]          # (compute,) or (assemble, compute)
+    output: str
+    output_kind: str
+    output_format: Format
+    pattern_source: str | None           # OutputKind.PATTERN: whose pattern
+    index_order: tuple[str, ...]         # the loop order
+    formats: tuple[tuple[str, Format], ...]
+    value_dtype: DType
+    index_dtype: DType
+
+    @property
+    def compute(self) -> Kernel:
+        return self.kernels[-1]
+
+    @property
+    def assemble(self) -> Kernel | None:
+        return self.kernels[0] if len(self.kernels) == 2 else None
+
+
+# ---------------------------------------------------------------------------
+# Naming: every IR name is derived here, so the runtime can find its arrays
+# ---------------------------------------------------------------------------
+
+def size_var(index: str) -> Var:
+    return Var(f"size_{index}", I64)
+
+
+def vals_buffer(tensor: str, dtype: DType) -> Buffer:
+    return Buffer(f"{tensor}_vals", dtype)
+
+
+def level_io(tensor: str, level: int, index: str, index_dtype: DType) -> LevelIO:
+    return LevelIO(tensor, level, index_dtype, size_var(index))
+
+
+# ---------------------------------------------------------------------------
+# Loop order
+# ---------------------------------------------------------------------------
+
+def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tuple[str, ...]:
+    """A loop order that visits every non-locatable level after its parents.
+
+    Among the orders allowed, indices that select sparse levels come first
+    (so sparse operands drive the iteration), then the rest in order of first
+    appearance (output indices first); dense inner dimensions end up innermost.
+    """
+    indices: list[str] = list(assign.lhs.indices)
+    for acc in assign.accesses():
+        for ix in acc.indices:
+            if ix not in indices:
+                indices.append(ix)
+    before: dict[str, set[str]] = {ix: set() for ix in indices}
+    sparse_driven: set[str] = set()
+    for acc in (assign.lhs,) + assign.accesses():
+        fmt = formats[acc.tensor]
+        stored = [acc.indices[m] for m in fmt.order]
+        for lvl, level in enumerate(fmt.levels):
+            if not level.locatable:
+                sparse_driven.add(stored[lvl])
+                before[stored[lvl]].update(stored[:lvl])
+    if not formats[assign.lhs.tensor].is_dense:
+        # sparse outputs are appended in storage order, before any reduction
+        out_stored = [assign.lhs.indices[m] for m in formats[assign.lhs.tensor].order]
+        for k, ix in enumerate(out_stored):
+            before[ix].update(out_stored[:k])
+        for ix in indices:
+            if ix not in out_stored:
+                before[ix].update(out_stored)
+    order: list[str] = []
+    remaining = list(indices)
+    while remaining:
+        ready = [ix for ix in remaining if before[ix] <= set(order)]
+        if not ready:
+            raise UnsupportedError(
+                f"no loop order visits every sparse level after its parents in "
+                f"'{assign.source}': the operands' mode orders conflict; store one of "
+                f"them in another format (e.g. csc instead of csr)")
+        pick = next((ix for ix in ready if ix in sparse_driven), ready[0])
+        order.append(pick)
+        remaining.remove(pick)
+    return tuple(order)
+
+
+def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
+                     order: tuple[str, ...]) -> None:
+    """Raise UnsupportedError unless ``order`` visits sparse levels after parents."""
+    want = set(assign.lhs.indices) | {ix for a in assign.accesses() for ix in a.indices}
+    if set(order) != want or len(order) != len(want):
+        raise UnsupportedError(f"loop order {order} must list each index of "
+                               f"'{assign.source}' exactly once: {sorted(want)}")
+    rank = {ix: k for k, ix in enumerate(order)}
+    for acc in assign.accesses():
+        fmt = formats[acc.tensor]
+        stored = [acc.indices[m] for m in fmt.order]
+        for lvl, level in enumerate(fmt.levels):
+            if not level.locatable and any(rank[p] > rank[stored[lvl]] for p in stored[:lvl]):
+                raise UnsupportedError(
+                    f"loop order {order} visits '{stored[lvl]}' before its parent levels in "
+                    f"{acc.tensor} (format {fmt}); such a level cannot be located")
+
+
+# ---------------------------------------------------------------------------
+# Lowering state
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AccessState:
+    """How far one access has been resolved: its next level and that level's parent."""
+    level: int
+    parent: Parent
+
+
+@dataclass(frozen=True)
+class Iterator:
+    """A stored level iterated at the current loop."""
+    access: int                 # index into Lowerer.accesses
+    level: int
+    p: Var                      # current position
+    hi: Var                     # end of the position range
+    seg_end: Var | None         # non-unique levels: end of the current segment
+
+
+class Lowerer:
+    """Builds one kernel's body; see :func:`lower`.  Internal."""
+
+    def __init__(self, assign: ast.Assignment, formats: dict[str, Format],
+                 order: tuple[str, ...], value_dtype: DType, index_dtype: DType,
+                 output_kind: str, pattern_access: int | None, phase: str):
+        self.assign = assign
+        self.formats = formats
+        self.order = order
+        self.vt = value_dtype
+        self.it = index_dtype
+        self.accesses = assign.accesses()
+        self.out = assign.lhs
+        self.out_fmt = formats[self.out.tensor]
+        self.output_kind = output_kind
+        self.pattern_access = pattern_access
+        self.phase = phase                   # "compute" or "assemble"
+        self.names = _count()
+        self.used_buffers: dict[str, tuple[Buffer, ParamRole]] = {}
+        self.out_stored = [self.out.indices[m] for m in self.out_fmt.order]
+        reductions = [ix for ix in order if ix not in self.out.indices]
+        # depth at which only reduction loops remain; a scalar accumulator lives there
+        self.acc_depth = len(order)
+        for d in range(len(order), -1, -1):
+            if all(ix in reductions for ix in order[d:]):
+                self.acc_depth = d
+        self.acc = Var("acc", value_dtype)
+
+    # -- names and buffers ---------------------------------------------------
+    def fresh(self, stem: str, dtype: DType = I64) -> Var:
+        return Var(f"{stem}{next(self.names)}", dtype)
+
+    def use(self, buf: Buffer, role: ParamRole = ParamRole.INPUT) -> Buffer:
+        old = self.used_buffers.get(buf.name)
+        if old is None or old[1] is ParamRole.INPUT:
+            self.used_buffers[buf.name] = (buf, role)
+        return buf
+
+    def io(self, tensor: str, acc_indices: tuple[str, ...], level: int) -> LevelIO:
+        fmt = self.formats[tensor]
+        return level_io(tensor, level, acc_indices[fmt.order[level]], self.it)
+
+    def level_var(self, acc: ast.Access, level: int) -> str:
+        return acc.indices[self.formats[acc.tensor].order[level]]
+
+    # -- level resolution ------------------------------------------------------
+    def resolve_located(self, states: dict[int, AccessState], bound: set[str]):
+        """Locate every access's next levels whose index is bound and that can locate.
+
+        Ensures: returns new states and the Lets computing the new positions.
+        """
+        stmts: list[Stmt] = []
+        states = dict(states)
+        for a, st in states.items():
+            acc = self.accesses[a] if a >= 0 else self.out
+            fmt = self.formats[acc.tensor]
+            while st.level < fmt.rank:
+                level = fmt.levels[st.level]
+                ix = self.level_var(acc, st.level)
+                if ix not in bound or not level.locatable or st.parent.is_segment:
+                    break
+                io = self.io(acc.tensor, acc.indices, st.level)
+                self._use_level(io, level)
+                pos = self.fresh(f"{acc.tensor}{st.level}_p")
+                stmts.append(Let(pos, level.locate(io, st.parent.pos, Var(ix, I64))))
+                st = AccessState(st.level + 1, Parent(pos=pos))
+            states[a] = st
+        return states, stmts
+
+    def _use_level(self, io: LevelIO, level) -> None:
+        role = ParamRole.INPUT
+        for name in level.array_names:
+            self.use(io.buffer(name), role)
+
+    # -- merge lattices ----------------------------------------------------------
+    def lattice(self, e: ast.Expr, iterated: dict[int, int], zero: frozenset[int]):
+        """Lattice points (frozensets of iterated access ids) of ``e`` at this loop.
+
+        ``iterated`` maps access ids iterated here to their level.  Returns None
+        when ``e`` is structurally zero.
+        """
+        if isinstance(e, ast.Access):
+            a = self._access_id(e)
+            if a in zero:
+                return None
+            return [frozenset([a])] if a in iterated else [frozenset()]
+        if isinstance(e, ast.Const):
+            return None if e.value == 0 else [frozenset()]
+        if isinstance(e, ast.Neg):
+            return self.lattice(e.operand, iterated, zero)
+        lhs = self.lattice(e.lhs, iterated, zero)
+        rhs = self.lattice(e.rhs, iterated, zero)
+        if e.op == "*":
+            if lhs is None or rhs is None:
+                return None
+            pts = {a | b for a in lhs for b in rhs}
+        else:
+            if lhs is None:
+                return rhs
+            if rhs is None:
+                return lhs
+            pts = {a | b for a in lhs for b in rhs} | set(lhs) | set(rhs)
+        return sorted(pts, key=lambda p: (-len(p), sorted(p)))
+
+    def _access_id(self, e: ast.Access) -> int:
+        for k, acc in enumerate(self.accesses):
+            if acc is e:
+                return k
+        raise KeyError(e)
+
+    # -- the value of the right-hand side ------------------------------------------
+    def value(self, e: ast.Expr, states: dict[int, AccessState], zero: frozenset[int]) -> Expr:
+        if isinstance(e, ast.Access):
+            a = self._access_id(e)
+            if a in zero:
+                return Const(0.0, self.vt)
+            buf = self.use(vals_buffer(e.tensor, self.vt))
+            return Load(buf, states[a].parent.pos)
+        if isinstance(e, ast.Const):
+            return Const(float(e.value), self.vt)
+        if isinstance(e, ast.Neg):
+            return Neg(self.value(e.operand, states, zero))
+        return BinOp(e.op, self.value(e.lhs, states, zero), self.value(e.rhs, states, zero))
+
+    # -- the loop nest ---------------------------------------------------------------
+    def lower_body(self) -> Stmt:
+        states = {a: AccessState(0, ROOT) for a in range(len(self.accesses))}
+        states[-1] = AccessState(0, ROOT)        # the output
+        states, lets = self.resolve_located(states, set())
+        return block(*lets, self.loops(0, states, frozenset(), set()))
+
+    def uses_acc(self) -> bool:
+        """Accumulate in a scalar at ``acc_depth`` (no reduction loop encloses an
+        output loop, so each output entry is produced once)."""
+        return all(ix in self.out.indices for ix in self.order[:self.acc_depth])
+
+    def loops(self, depth: int, states, zero: frozenset[int], bound: set[str]) -> Stmt:
+        pre: list[Stmt] = []
+        post: list[Stmt] = []
+        if depth == self.append_depth():
+            pre.extend(self.begin_append(states))
+        if depth == self.acc_depth and self.uses_acc():
+            if self.phase == "assemble":
+                return block(*pre, self.emit_output(states, None, accumulate=False))
+            pre.append(Let(self.acc, Const(0.0, self.vt)))
+            post.append(self.emit_output(states, self.acc, accumulate=False))
+        if depth == len(self.order):
+            val = simplify_expr(self.value(self.assign.rhs, states, zero))
+            if self.uses_acc():
+                inner = Assign(self.acc, BinOp("+", self.acc, val))
+            else:
+                inner = self.emit_output(states, val, accumulate=True)
+        else:
+            inner = self.loop(depth, self.order[depth], states, zero, bound)
+        return block(*pre, inner, *post)
+
+    def descend(self, depth, states, zero, bound, first: list[Stmt]) -> Stmt:
+        """Locate what the new binding allows, then lower the next loops."""
+        states, lets = self.resolve_located(states, bound)
+        return block(*first, *lets, self.loops(depth + 1, states, zero, bound))
+
+    def loop(self, depth, ix, states, zero, bound) -> Stmt:
+        """The loop binding index ``ix``: a dense loop, a position loop or a merge."""
+        var = Var(ix, I64)
+        iterated: dict[int, int] = {}
+        for a, st in states.items():
+            if a < 0 or a in zero:
+                continue
+            acc = self.accesses[a]
+            fmt = self.formats[acc.tensor]
+            if st.level < fmt.rank and self.level_var(acc, st.level) == ix \
+                    and not fmt.levels[st.level].locatable:
+                iterated[a] = st.level
+        points = self.lattice(self.assign.rhs, iterated, zero)
+        if points is None:
+            return Block(())
+        inner_bound = bound | {ix}
+        used = sorted({a for p in points for a in p})
+        if not used:
+            return For(var, i64(0), size_var(ix),
+                       self.descend(depth, states, zero, inner_bound, []))
+        its: list[Iterator] = []
+        bounds: dict[int, tuple[Expr, Expr]] = {}
+        levels = {}
+        for a in used:
+            acc = self.accesses[a]
+            level = self.formats[acc.tensor].levels[iterated[a]]
+            io = self.io(acc.tensor, acc.indices, iterated[a])
+            self._use_level(io, level)
+            levels[a] = (level, io)
+            bounds[a] = level.iter_bounds(io, states[a].parent)
+            tag = f"{acc.tensor}{iterated[a]}"
+            its.append(Iterator(a, iterated[a], self.fresh(f"{tag}_p"), self.fresh(f"{tag}_end"),
+                                None if level.unique else self.fresh(f"{tag}_seg")))
+
+        def child_states(point) -> dict:
+            st2 = dict(states)
+            for it in its:
+                if it.access in point:
+                    parent = Parent(pos=it.p) if it.seg_end is None else \
+                        Parent(seg_lo=it.p, seg_hi=it.seg_end)
+                    st2[it.access] = AccessState(it.level + 1, parent)
+            return st2
+
+        if len(points) == 1 and len(its) == 1 and its[0].seg_end is None:
+            # one unique iterator and nothing else: a plain position loop
+            it = its[0]
+            level, io = levels[it.access]
+            lo, hi = bounds[it.access]
+            body = self.descend(depth, child_states(points[0]), zero, inner_bound,
+                                [Let(var, level.coord(io, it.p))])
+            return For(it.p, lo, hi, body)
+        setup: list[Stmt] = []
+        for it in its:
+            lo, hi = bounds[it.access]
+            setup += [Let(it.p, lo), Let(it.hi, hi)]
+        universe = any(len(p) == 0 for p in points)
+        step: list[Stmt] = []
+        crd: dict[int, Var] = {}
+        for it in its:
+            level, io = levels[it.access]
+            c = self.fresh(f"{self.accesses[it.access].tensor}{it.level}_c")
+            crd[it.access] = c
+            step += [Let(c, size_var(ix)), If(lt(it.p, it.hi), Assign(c, level.coord(io, it.p)))]
+        if not universe:
+            step.append(Let(var, size_var(ix)))
+            step += [Assign(var, BinOp("min", var, crd[it.access])) for it in its]
+        present = {it.access: eq(crd[it.access], var) for it in its}
+        for it in its:
+            if it.seg_end is not None:
+                level, io = levels[it.access]
+                step.append(Let(it.seg_end, add(it.p, i64(1))))
+                step.append(If(present[it.access], While(
+                    and_(lt(it.seg_end, it.hi), eq(level.coord(io, it.seg_end), var)),
+                    Assign(it.seg_end, add(it.seg_end, i64(1))))))
+        cases: Stmt | None = None
+        for point in reversed(points):      # smallest point last in the if-chain
+            z2 = zero | frozenset(it.access for it in its if it.access not in point)
+            body = self.descend(depth, child_states(point), z2, inner_bound, [])
+            cond = None
+            for a in sorted(point):
+                cond = present[a] if cond is None else and_(cond, present[a])
+            cases = body if cond is None else If(cond, body, cases)
+        advance = [If(present[it.access],
+                      Assign(it.p, it.seg_end if it.seg_end is not None else add(it.p, i64(1))))
+                   for it in its]
+        inner = block(*step, cases, *advance)
+        if universe:
+            return block(*setup, For(var, i64(0), size_var(ix), inner))
+        minimal = [p for p in points if not any(q < p for q in points)]
+        cond = None
+        for point in minimal:
+            c = None
+            for a in sorted(point):
+                it = next(t for t in its if t.access == a)
+                c = lt(it.p, it.hi) if c is None else and_(c, lt(it.p, it.hi))
+            cond = c if cond is None else or_(cond, c)
+        return block(*setup, While(cond, inner))
+
+    # -- outputs -----------------------------------------------------------------
+    def append_depth(self) -> int:
+        """Depth at which a sparse output's compressed level starts being appended."""
+        if self.output_kind != OutputKind.ASSEMBLED:
+            return -1
+        return len(self.out_stored) - 1
+
+    def begin_append(self, states) -> list[Stmt]:
+        if self.phase == "assemble":
+            return []
+        L = self.out_fmt.rank - 1
+        io = self.io(self.out.tensor, self.out.indices, L)
+        pos = self.use(io.buffer("pos"), ParamRole.INPUT)
+        parent = states[-1].parent.pos
+        return [Let(Var("out_p", I64), Load(pos, parent))]
+
+    def emit_output(self, states, value: Expr, accumulate: bool) -> Stmt:
+        """Write one output value at the output position of the bound indices."""
+        if self.output_kind == OutputKind.PATTERN:
+            pos = states[self.pattern_access].parent.pos
+            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT)
+            return Store(buf, pos, value, accumulate)
+        if self.output_kind == OutputKind.DENSE:
+            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT)
+            return Store(buf, states[-1].parent.pos, value, accumulate)
+        L = self.out_fmt.rank - 1
+        io = self.io(self.out.tensor, self.out.indices, L)
+        parent = states[-1].parent.pos
+        if self.phase == "assemble":
+            pos = self.use(io.buffer("pos"), ParamRole.OUTPUT)
+            return Store(pos, add(parent, i64(1)), Const(1, I64), accumulate=True)
+        crd = self.use(io.buffer("crd"), ParamRole.OUTPUT)
+        vals = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT)
+        out_p = Var("out_p", I64)
+        return block(Store(crd, out_p, Var(self.out_stored[-1], I64)),
+                     Store(vals, out_p, value),
+                     Assign(out_p, add(out_p, i64(1))))
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
+
+def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
+    """(output kind, id of the access whose pattern the output reuses or None)."""
+    out_fmt = formats[assign.lhs.tensor]
+    if out_fmt.is_dense:
+        return OutputKind.DENSE, None
+    # Reuse an operand's pattern when the right side is that operand times
+    # factors that are dense over the output's indices.
+    factors = _product_factors(assign.rhs)
+    accesses = assign.accesses()
+    if factors is not None:
+        sparse_over_out = [f for f in factors if isinstance(f, ast.Access)
+                           and not formats[f.tensor].is_dense
+                           and set(f.indices) & set(assign.lhs.indices)]
+        if len(sparse_over_out) == 1:
+            f = sparse_over_out[0]
+            if f.indices == assign.lhs.indices and formats[f.tensor] == out_fmt:
+                return OutputKind.PATTERN, next(k for k, a in enumerate(accesses) if a is f)
+    levels = out_fmt.levels
+    if not all(lv.locatable for lv in levels[:-1]) or levels[-1].locatable \
+            or not levels[-1].unique or levels[-1].name != "compressed":
+        raise UnsupportedError(
+            f"output format {out_fmt} of '{assign.lhs.tensor}' cannot be assembled: spc "
+            f"assembles sparse outputs stored as dense levels followed by one compressed "
+            f"level (csr, csc, sparse vectors), or with the pattern of an operand")
+    return OutputKind.ASSEMBLED, None
+
+
+def _product_factors(e: ast.Expr):
+    if isinstance(e, ast.BinOp) and e.op == "*":
+        lhs, rhs = _product_factors(e.lhs), _product_factors(e.rhs)
+        return None if lhs is None or rhs is None else lhs + rhs
+    if isinstance(e, (ast.Access, ast.Const)):
+        return [e]
+    if isinstance(e, ast.Neg):
+        return _product_factors(e.operand)
+    return None
+
+
+def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "kernel",
+          order: tuple[str, ...] | None = None, value_dtype: DType = DType.F32,
+          index_dtype: DType = DType.I32) -> Program:
+    """Lower a checked assignment to loop IR.
+
+    Requires: ``formats`` maps every tensor of ``assign`` (output included) to a
+    Format of the tensor's rank; ``assign`` passed ``frontend.check``.
+    Ensures: the kernels compute ``assign`` for every valid input; the output's
+    arrays are the Program's OUTPUT parameters.
+    """
+    if order is None:
+        order = default_loop_order(assign, formats)
+    check_loop_order(assign, formats, order)
+    kind, pattern = classify_output(assign, formats)
+    out_fmt = formats[assign.lhs.tensor]
+    if kind == OutputKind.ASSEMBLED:
+        out_stored = [assign.lhs.indices[m] for m in out_fmt.order]
+        if tuple(order[:len(out_stored)]) != tuple(out_stored):
+            raise UnsupportedError(
+                f"a sparse output is appended in storage order: loop order {order} must "
+                f"start with {tuple(out_stored)}")
+    phases = ("assemble", "compute") if kind == OutputKind.ASSEMBLED else ("compute",)
+    kernels = []
+    for phase in phases:
+        lw = Lowerer(assign, formats, order, value_dtype, index_dtype, kind, pattern, phase)
+        body = lw.lower_body()
+        params = _params(lw, order)
+        attrs = [("order", ",".join(order)), ("output", kind)]
+        if _outer_independent(assign, order, kind, lw):
+            attrs.append(("outer_independent", order[0]))
+        kname = name if phase == "compute" else f"{name}_assemble"
+        kernels.append(Kernel(kname, params, body, tuple(attrs)))
+    return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
+                   assign.accesses()[pattern].tensor if pattern is not None else None,
+                   tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)
+
+
+def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:
+    """True when iterations of the outermost loop write disjoint output entries."""
+    if not order or not assign.lhs.indices:
+        return False
+    first = order[0]
+    out_fmt = lw.out_fmt
+    out_first = assign.lhs.indices[out_fmt.order[0]]
+    return first == out_first
+
+
+def _params(lw: Lowerer, order) -> tuple[Param, ...]:
+    sizes = tuple(Param(size_var(ix), ParamRole.SIZE) for ix in sorted(order))
+    bufs = tuple(Param(buf, role) for _, (buf, role) in sorted(lw.used_buffers.items()))
+    return bufs + sizes

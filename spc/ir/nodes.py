@@ -1,0 +1,275 @@
+"""The loop IR: small frozen dataclasses with named fields.
+
+A ``Kernel`` is a list of parameters (arrays and integer scalars) and a
+statement tree.  Expressions are pure; statements mutate local variables
+(``Let``/``Assign``) or arrays (``Store``).  Index arithmetic is int64 no matter
+how index arrays are stored; loads of index arrays widen to int64.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class DType(Enum):
+    F32 = "f32"
+    F64 = "f64"
+    I32 = "i32"
+    I64 = "i64"
+    BOOL = "bool"
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.F32, DType.F64)
+
+    @property
+    def numpy(self) -> str:
+        return {"f32": "float32", "f64": "float64", "i32": "int32",
+                "i64": "int64", "bool": "bool"}[self.value]
+
+    @staticmethod
+    def from_numpy(name) -> "DType":
+        import numpy as np
+        return {"float32": DType.F32, "float64": DType.F64, "int32": DType.I32,
+                "int64": DType.I64, "bool": DType.BOOL}[np.dtype(name).name]
+
+
+class LoopKind(Enum):
+    SERIAL = "serial"
+    PARALLEL = "parallel"        # CPU threads; iterations are independent
+    GPU_BLOCK = "gpu_block"
+    GPU_WARP = "gpu_warp"
+    GPU_THREAD = "gpu_thread"
+    VECTOR = "vector"            # a hint: vectorize/unroll this inner loop
+
+
+# --------------------------------------------------------------------------
+# Expressions
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Const:
+    value: float | int | bool
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Var:
+    """A scalar: a loop variable, a local (``Let``) or an integer parameter."""
+    name: str
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    """A 1-D array parameter (or a local array made by ``Alloc``)."""
+    name: str
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    buf: Buffer
+    index: "Expr"
+
+
+BINARY_OPS = ("+", "-", "*", "/", "min", "max", "<", "<=", "==", "!=", "&&", "||")
+COMPARE_OPS = ("<", "<=", "==", "!=")
+LOGIC_OPS = ("&&", "||")
+
+
+@dataclass(frozen=True, slots=True)
+class BinOp:
+    op: str
+    lhs: "Expr"
+    rhs: "Expr"
+
+    @property
+    def dtype(self) -> DType:
+        if self.op in COMPARE_OPS or self.op in LOGIC_OPS:
+            return DType.BOOL
+        return dtype_of(self.lhs)
+
+
+@dataclass(frozen=True, slots=True)
+class Neg:
+    operand: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    value: "Expr"
+    dtype: DType
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    cond: "Expr"
+    if_true: "Expr"
+    if_false: "Expr"
+
+
+Expr = Const | Var | Load | BinOp | Neg | Cast | Select
+
+
+def dtype_of(e: Expr) -> DType:
+    """The type of an expression's value."""
+    if isinstance(e, (Const, Var, Cast)):
+        return e.dtype
+    if isinstance(e, Load):
+        return DType.I64 if e.buf.dtype in (DType.I32, DType.I64) else e.buf.dtype
+    if isinstance(e, BinOp):
+        return e.dtype
+    if isinstance(e, Neg):
+        return dtype_of(e.operand)
+    if isinstance(e, Select):
+        return dtype_of(e.if_true)
+    raise TypeError(f"not an expression: {e!r}")
+
+
+# --------------------------------------------------------------------------
+# Statements
+# --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    body: tuple["Stmt", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Let:
+    """Declare a mutable local scalar and give it its first value."""
+    var: Var
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    var: Var
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class Store:
+    """``buf[index] = value``, or ``buf[index] += value`` when ``accumulate``."""
+    buf: Buffer
+    index: Expr
+    value: Expr
+    accumulate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class For:
+    """``for var in [lo, hi)`` with unit step."""
+    var: Var
+    lo: Expr
+    hi: Expr
+    body: "Stmt"
+    kind: LoopKind = LoopKind.SERIAL
+
+
+@dataclass(frozen=True, slots=True)
+class While:
+    cond: Expr
+    body: "Stmt"
+
+
+@dataclass(frozen=True, slots=True)
+class If:
+    cond: Expr
+    then: "Stmt"
+    otherwise: "Stmt | None" = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alloc:
+    """A local array of ``size`` (a compile-time constant) elements, zeroed."""
+    buf: Buffer
+    size: int
+
+
+Stmt = Block | Let | Assign | Store | For | While | If | Alloc
+
+
+# --------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------
+
+class ParamRole(Enum):
+    INPUT = "in"        # read only
+    OUTPUT = "out"      # written by the kernel
+    SIZE = "size"       # an int64 scalar (a dimension or a length)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A kernel parameter: an array (``Buffer``) or an int64 scalar (``Var``)."""
+    value: Buffer | Var
+    role: ParamRole
+
+    @property
+    def name(self) -> str:
+        return self.value.name
+
+
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    name: str
+    params: tuple[Param, ...]
+    body: Stmt
+    attrs: tuple[tuple[str, str], ...] = field(default=())
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+# --------------------------------------------------------------------------
+# Small constructors that keep lowering code readable
+# --------------------------------------------------------------------------
+
+def i64(v: int) -> Const:
+    return Const(int(v), DType.I64)
+
+
+def add(a: Expr, b: Expr) -> Expr:
+    return BinOp("+", a, b)
+
+
+def sub(a: Expr, b: Expr) -> Expr:
+    return BinOp("-", a, b)
+
+
+def mul(a: Expr, b: Expr) -> Expr:
+    return BinOp("*", a, b)
+
+
+def lt(a: Expr, b: Expr) -> Expr:
+    return BinOp("<", a, b)
+
+
+def eq(a: Expr, b: Expr) -> Expr:
+    return BinOp("==", a, b)
+
+
+def and_(a: Expr, b: Expr) -> Expr:
+    return BinOp("&&", a, b)
+
+
+def or_(a: Expr, b: Expr) -> Expr:
+    return BinOp("||", a, b)
+
+
+def block(*stmts: Stmt | None) -> Block:
+    """A block of the given statements, dropping Nones and flattening blocks."""
+    out: list[Stmt] = []
+    for s in stmts:
+        if s is None:
+            continue
+        if isinstance(s, Block):
+            out.extend(s.body)
+        else:
+            out.append(s)
+    return Block(tuple(out))

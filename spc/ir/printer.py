@@ -1,0 +1,86 @@
+"""A deterministic text form of the loop IR (used by golden tests and cache keys)."""
+from __future__ import annotations
+
+from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, Var, While, Expr)
+
+_PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6}
+
+
+def format_expr(e: Expr, prec: int = 0) -> str:
+    """Render an expression with the fewest parentheses that keep its meaning."""
+    if isinstance(e, Const):
+        if e.dtype is DType.BOOL:
+            return "true" if e.value else "false"
+        if e.dtype.is_float:
+            return repr(float(e.value)) + ("f" if e.dtype is DType.F32 else "")
+        return str(int(e.value))
+    if isinstance(e, Var):
+        return e.name
+    if isinstance(e, Load):
+        return f"{e.buf.name}[{format_expr(e.index)}]"
+    if isinstance(e, Neg):
+        return f"-{format_expr(e.operand, 7)}"
+    if isinstance(e, Cast):
+        return f"{e.dtype.value}({format_expr(e.value)})"
+    if isinstance(e, Select):
+        return (f"select({format_expr(e.cond)}, {format_expr(e.if_true)}, "
+                f"{format_expr(e.if_false)})")
+    if isinstance(e, BinOp):
+        if e.op in ("min", "max"):
+            return f"{e.op}({format_expr(e.lhs)}, {format_expr(e.rhs)})"
+        p = _PREC[e.op]
+        text = f"{format_expr(e.lhs, p)} {e.op} {format_expr(e.rhs, p + 1)}"
+        return f"({text})" if p < prec else text
+    raise TypeError(f"not an expression: {e!r}")
+
+
+def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
+    pad = "  " * depth
+    if isinstance(s, Block):
+        for child in s.body:
+            _stmt_lines(child, depth, out)
+    elif isinstance(s, Let):
+        out.append(f"{pad}let {s.var.name}: {s.var.dtype.value} = {format_expr(s.value)}")
+    elif isinstance(s, Assign):
+        out.append(f"{pad}{s.var.name} = {format_expr(s.value)}")
+    elif isinstance(s, Store):
+        op = "+=" if s.accumulate else "="
+        out.append(f"{pad}{s.buf.name}[{format_expr(s.index)}] {op} {format_expr(s.value)}")
+    elif isinstance(s, Alloc):
+        out.append(f"{pad}alloc {s.buf.name}: {s.buf.dtype.value}[{s.size}]")
+    elif isinstance(s, For):
+        kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"
+        out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")
+        _stmt_lines(s.body, depth + 1, out)
+    elif isinstance(s, While):
+        out.append(f"{pad}while {format_expr(s.cond)}:")
+        _stmt_lines(s.body, depth + 1, out)
+    elif isinstance(s, If):
+        out.append(f"{pad}if {format_expr(s.cond)}:")
+        _stmt_lines(s.then, depth + 1, out)
+        if s.otherwise is not None:
+            out.append(f"{pad}else:")
+            _stmt_lines(s.otherwise, depth + 1, out)
+    else:
+        raise TypeError(f"not a statement: {s!r}")
+
+
+def format_stmt(s: Stmt, depth: int = 0) -> str:
+    lines: list[str] = []
+    _stmt_lines(s, depth, lines)
+    return "\n".join(lines)
+
+
+def format_kernel(k: Kernel) -> str:
+    """The whole kernel: signature line, attributes, then the body."""
+    params = []
+    for p in k.params:
+        v = p.value
+        kind = f"{v.dtype.value}*" if isinstance(v, Buffer) else v.dtype.value
+        params.append(f"{p.role.value} {v.name}: {kind}")
+    lines = [f"kernel {k.name}({', '.join(params)}):"]
+    for key, value in k.attrs:
+        lines.append(f"  # {key}: {value}")
+    _stmt_lines(k.body, 1, lines)
+    return "\n".join(lines) + "\n"

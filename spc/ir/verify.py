@@ -1,0 +1,99 @@
+"""IR invariants, checked after lowering and after every pass."""
+from __future__ import annotations
+
+from ..errors import CompileError
+from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
+                    Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, While, dtype_of)
+
+
+def verify(kernel: Kernel, stage: str = "") -> Kernel:
+    """Raise CompileError unless: every variable is defined before use and
+    assigned only after its Let; every buffer read is a parameter or Alloc;
+    only OUTPUT buffers and Allocs are stored to; loop bounds and indices are
+    integers; conditions are booleans; a PARALLEL loop is the kernel's only
+    top-level statement.  Returns the kernel unchanged.
+    """
+    where = f" (after {stage})" if stage else ""
+    bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
+    local_bufs: set[str] = set()
+
+    def fail(msg):
+        raise CompileError(f"invalid IR in kernel {kernel.name}{where}: {msg}")
+
+    def expr(e, scope):
+        if isinstance(e, Const):
+            return
+        if isinstance(e, Var):
+            if e.name not in scope:
+                fail(f"variable '{e.name}' is used before it is defined")
+            return
+        if isinstance(e, Load):
+            if e.buf.name not in bufs and e.buf.name not in local_bufs:
+                fail(f"load from unknown buffer '{e.buf.name}'")
+            expr(e.index, scope)
+            if dtype_of(e.index) not in (DType.I64, DType.I32):
+                fail(f"index of {e.buf.name} is not an integer")
+            return
+        if isinstance(e, BinOp):
+            expr(e.lhs, scope)
+            expr(e.rhs, scope)
+            if e.op in ("&&", "||") and (dtype_of(e.lhs) is not DType.BOOL
+                                         or dtype_of(e.rhs) is not DType.BOOL):
+                fail(f"operands of {e.op} must be booleans")
+            return
+        if isinstance(e, Neg):
+            expr(e.operand, scope)
+            return
+        if isinstance(e, Cast):
+            expr(e.value, scope)
+            return
+        if isinstance(e, Select):
+            for x in (e.cond, e.if_true, e.if_false):
+                expr(x, scope)
+            return
+        fail(f"unknown expression {e!r}")
+
+    def stmt(s, scope: set, top: bool):
+        if isinstance(s, Block):
+            inner = set(scope)
+            for c in s.body:
+                stmt(c, inner, top and len(s.body) == 1)
+        elif isinstance(s, Let):
+            expr(s.value, scope)
+            scope.add(s.var.name)
+        elif isinstance(s, Assign):
+            if s.var.name not in scope:
+                fail(f"assignment to undeclared variable '{s.var.name}'")
+            expr(s.value, scope)
+        elif isinstance(s, Store):
+            p = bufs.get(s.buf.name)
+            if s.buf.name not in local_bufs and (p is None or p.role is not ParamRole.OUTPUT):
+                fail(f"store to '{s.buf.name}', which is not an output")
+            expr(s.index, scope)
+            expr(s.value, scope)
+        elif isinstance(s, Alloc):
+            local_bufs.add(s.buf.name)
+        elif isinstance(s, For):
+            expr(s.lo, scope)
+            expr(s.hi, scope)
+            if s.kind is LoopKind.PARALLEL and not top:
+                fail("a parallel loop must be the kernel's only top-level statement")
+            stmt(s.body, scope | {s.var.name}, False)
+        elif isinstance(s, While):
+            expr(s.cond, scope)
+            if dtype_of(s.cond) is not DType.BOOL:
+                fail("while condition is not a boolean")
+            stmt(s.body, set(scope), False)
+        elif isinstance(s, If):
+            expr(s.cond, scope)
+            if dtype_of(s.cond) is not DType.BOOL:
+                fail("if condition is not a boolean")
+            stmt(s.then, set(scope), False)
+            if s.otherwise is not None:
+                stmt(s.otherwise, set(scope), False)
+        else:
+            fail(f"unknown statement {s!r}")
+
+    sizes = {p.name for p in kernel.params if not isinstance(p.value, Buffer)}
+    stmt(kernel.body, set(sizes), True)
+    return kernel

@@ -1,0 +1,54 @@
+"""A generic bottom-up rewriter for the loop IR, shared by the passes."""
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass, replace
+from typing import Callable
+
+from ..ir.nodes import Block
+
+
+def rewrite(node, fn: Callable):
+    """Rebuild ``node`` bottom-up, replacing each node ``n`` by ``fn(n)``.
+
+    ``fn`` returns a node (possibly ``n`` itself).  Tuples of nodes (Block
+    bodies) are rewritten element-wise.
+    """
+    if isinstance(node, tuple):
+        return tuple(rewrite(n, fn) for n in node)
+    if not is_dataclass(node) or isinstance(node, type):
+        return node
+    changes = {}
+    for f in fields(node):
+        old = getattr(node, f.name)
+        if isinstance(old, tuple) or (is_dataclass(old) and not isinstance(old, type)):
+            new = rewrite(old, fn)
+            if new is not old:
+                changes[f.name] = new
+    if changes:
+        node = replace(node, **changes)
+    return fn(node)
+
+
+def walk(node):
+    """Every dataclass node below and including ``node``, parents first."""
+    if isinstance(node, tuple):
+        for n in node:
+            yield from walk(n)
+        return
+    if not is_dataclass(node) or isinstance(node, type):
+        return
+    yield node
+    for f in fields(node):
+        child = getattr(node, f.name)
+        if isinstance(child, tuple) or is_dataclass(child):
+            yield from walk(child)
+
+
+def flatten(block: Block) -> Block:
+    out = []
+    for s in block.body:
+        if isinstance(s, Block):
+            out.extend(s.body)
+        else:
+            out.append(s)
+    return Block(tuple(out))

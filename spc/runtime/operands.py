@@ -1,0 +1,98 @@
+"""Turning user operands into validated spc Tensors (and results back).
+
+Every check here runs before any generated code: shapes, dtypes, index ranges,
+monotone pointers, sorted/unique coordinates.  Unsorted or duplicate entries in
+scipy input are canonicalized (summed, as scipy does); malformed storage raises
+an ``InputError`` naming the operand.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DTypeError, InputError, SpcError
+from ..formats.format import Format
+from ..formats.tensor import Tensor, _is_scipy_sparse, from_coords, tensor, value_dtype
+
+
+def family_of(x) -> str:
+    """'scipy', 'numpy', 'spc' (or 'python' for scalars)."""
+    if isinstance(x, Tensor):
+        return "spc"
+    if _is_scipy_sparse(x):
+        return "scipy"
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    return "python"
+
+
+def shape_of(x) -> tuple[int, ...]:
+    if isinstance(x, Tensor) or _is_scipy_sparse(x):
+        return tuple(x.shape)
+    return tuple(np.shape(x))
+
+
+def to_tensor(x, fmt: Format, dtype: np.dtype, name: str, validate: bool) -> Tensor:
+    """The operand ``name`` as a Tensor in ``fmt`` with values of ``dtype``.
+
+    Requires: nothing of ``x``.  Ensures: the result's storage is well formed
+    (when ``validate``), or an SpcError names ``name`` and the problem.
+    """
+    try:
+        if fmt.is_dense:
+            return _dense(x, fmt, dtype, name)
+        if isinstance(x, Tensor):
+            if validate:
+                x.validate(f"operand {name}")
+            t = tensor(x, fmt)
+        elif _is_scipy_sparse(x):
+            t = tensor(x, fmt, validate=validate)
+        else:
+            arr = _as_array(x, name)
+            t = tensor(arr, fmt)
+        if t.dtype != dtype:
+            t = Tensor(t.shape, t.format, t.arrays, t.vals.astype(dtype), validate=False)
+        return t
+    except SpcError as err:
+        if f"operand {name}" in err.message:
+            raise
+        raise type(err)(f"operand {name}: {err.message}") from None
+
+
+def _as_array(x, name: str) -> np.ndarray:
+    if hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith("torch"):
+        raise DTypeError(f"operand {name}: a device array was given to a CPU kernel; "
+                         f"compile with target='cuda' or move it to the host")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "iufb":
+        raise DTypeError(f"operand {name}: dtype {arr.dtype} is not numeric")
+    return arr
+
+
+def _dense(x, fmt: Format, dtype: np.dtype, name: str) -> Tensor:
+    if _is_scipy_sparse(x) or (isinstance(x, Tensor) and not x.format.is_dense):
+        raise InputError(f"operand {name} is declared dense but a sparse matrix was given; "
+                         f"pass formats={{'{name}': 'csr'}} (or another sparse format) "
+                         f"or convert it with .toarray()")
+    if isinstance(x, Tensor):
+        x = x.to_numpy()
+    arr = _as_array(x, name)
+    if arr.dtype.kind == "f" and arr.dtype not in (np.float32, np.float64):
+        value_dtype(arr.dtype)
+    stored = arr.transpose(fmt.order) if fmt.order != tuple(range(arr.ndim)) else arr
+    vals = np.ascontiguousarray(stored, dtype=dtype).reshape(-1)
+    return Tensor(arr.shape, fmt, [{} for _ in fmt.levels], vals, validate=False)
+
+
+def with_index_dtype(t: Tensor, index_dtype: np.dtype) -> Tensor:
+    if t.format.is_dense or t.index_dtype == index_dtype:
+        return t
+    arrays = [{k: v.astype(index_dtype) for k, v in lv.items()} for lv in t.arrays]
+    return Tensor(t.shape, t.format, arrays, t.vals, validate=False)
+
+
+def result_family(inputs: list) -> str:
+    fams = {family_of(x) for x in inputs}
+    for fam in ("scipy", "spc", "numpy"):
+        if fam in fams:
+            return fam
+    return "numpy"
