@@ -169,7 +169,8 @@ class Lowerer:
 
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format],
                  order: tuple[str, ...], value_dtype: DType, index_dtype: DType,
-                 output_kind: str, pattern_access: int | None, phase: str):
+                 output_kind: str, pattern_access: int | None, phase: str,
+                 accumulate: bool = False):
         self.assign = assign
         self.formats = formats
         self.order = order
@@ -181,6 +182,7 @@ class Lowerer:
         self.output_kind = output_kind
         self.pattern_access = pattern_access
         self.phase = phase                   # "compute" or "assemble"
+        self.accumulate = accumulate         # add to the output instead of storing
         self.names = _count()
         self.used_buffers: dict[str, tuple[Buffer, ParamRole]] = {}
         self.out_stored = [self.out.indices[m] for m in self.out_fmt.order]
@@ -309,7 +311,7 @@ class Lowerer:
             if self.phase == "assemble":
                 return block(*pre, self.emit_output(states, None, accumulate=False))
             pre.append(Let(self.acc, Const(0.0, self.vt)))
-            post.append(self.emit_output(states, self.acc, accumulate=False))
+            post.append(self.emit_output(states, self.acc, accumulate=self.accumulate))
         if depth == len(self.order):
             val = simplify_expr(self.value(self.assign.rhs, states, zero))
             if self.uses_acc():
@@ -504,9 +506,57 @@ def _product_factors(e: ast.Expr):
     return None
 
 
+def split_terms(assign: ast.Assignment) -> list[ast.Assignment]:
+    """Group the right side's additive terms by the reduction indices they use.
+
+    spc sums each additive term over the indices it uses that are not on the
+    left (so ``y[i] = A[i,j]*x[j] + b[i]`` adds b once, not once per j).
+    Products are distributed over sums to find the terms.  Ensures: one
+    assignment per group, in first-appearance order; a single group keeps the
+    original right-hand side unchanged.
+    """
+    out_ix = set(assign.lhs.indices)
+    groups: dict[frozenset, list[ast.Expr]] = {}
+    for term in _monomials(assign.rhs):
+        red = frozenset(ix for f in _factors_of(term) if isinstance(f, ast.Access)
+                        for ix in f.indices if ix not in out_ix)
+        groups.setdefault(red, []).append(term)
+    if len(groups) <= 1:
+        return [assign]
+    result = []
+    for terms in groups.values():
+        expr = terms[0]
+        for t in terms[1:]:
+            expr = ast.BinOp("+", expr, t, assign.rhs.span)
+        result.append(ast.Assignment(assign.lhs, expr, assign.source))
+    return result
+
+
+def _monomials(e: ast.Expr) -> list[ast.Expr]:
+    """``e`` as a list of products whose sum equals ``e`` (signs kept as Neg)."""
+    if isinstance(e, ast.BinOp) and e.op in "+-":
+        rhs = _monomials(e.rhs)
+        if e.op == "-":
+            rhs = [ast.Neg(t, t.span) for t in rhs]
+        return _monomials(e.lhs) + rhs
+    if isinstance(e, ast.Neg):
+        return [ast.Neg(t, t.span) for t in _monomials(e.operand)]
+    if isinstance(e, ast.BinOp) and e.op == "*":
+        return [ast.BinOp("*", a, b, e.span) for a in _monomials(e.lhs) for b in _monomials(e.rhs)]
+    return [e]
+
+
+def _factors_of(e: ast.Expr) -> list[ast.Expr]:
+    if isinstance(e, ast.BinOp):
+        return _factors_of(e.lhs) + _factors_of(e.rhs)
+    if isinstance(e, ast.Neg):
+        return _factors_of(e.operand)
+    return [e]
+
+
 def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "kernel",
           order: tuple[str, ...] | None = None, value_dtype: DType = DType.F32,
-          index_dtype: DType = DType.I32) -> Program:
+          index_dtype: DType = DType.I32, accumulate: bool = False) -> Program:
     """Lower a checked assignment to loop IR.
 
     Requires: ``formats`` maps every tensor of ``assign`` (output included) to a
@@ -514,6 +564,21 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     Ensures: the kernels compute ``assign`` for every valid input; the output's
     arrays are the Program's OUTPUT parameters.
     """
+    groups = split_terms(assign)
+    if len(groups) > 1:
+        if not formats[assign.lhs.tensor].is_dense:
+            raise UnsupportedError(
+                f"'{assign.source}': additive terms with different reductions need a dense "
+                f"output; compute the terms separately")
+        kernels = []
+        for n, group in enumerate(groups):
+            sub_order = None if order is None else tuple(
+                ix for ix in order if ix in _indices_of(group))
+            part = lower(group, formats, name=f"{name}_term{n}", order=sub_order,
+                         value_dtype=value_dtype, index_dtype=index_dtype, accumulate=n > 0)
+            kernels.extend(part.kernels)
+        return replace(part, kernels=tuple(kernels),
+                       index_order=order or default_loop_order(assign, formats))
     if order is None:
         order = default_loop_order(assign, formats)
     check_loop_order(assign, formats, order)
@@ -528,7 +593,8 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     phases = ("assemble", "compute") if kind == OutputKind.ASSEMBLED else ("compute",)
     kernels = []
     for phase in phases:
-        lw = Lowerer(assign, formats, order, value_dtype, index_dtype, kind, pattern, phase)
+        lw = Lowerer(assign, formats, order, value_dtype, index_dtype, kind, pattern, phase,
+                     accumulate)
         body = lw.lower_body()
         params = _params(lw, order)
         attrs = [("order", ",".join(order)), ("output", kind)]
@@ -539,6 +605,10 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
                    assign.accesses()[pattern].tensor if pattern is not None else None,
                    tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)
+
+
+def _indices_of(assign: ast.Assignment) -> set[str]:
+    return set(assign.lhs.indices) | {ix for a in assign.accesses() for ix in a.indices}
 
 
 def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:

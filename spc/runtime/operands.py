@@ -69,11 +69,9 @@ def _as_array(x, name: str) -> np.ndarray:
 
 
 def _dense(x, fmt: Format, dtype: np.dtype, name: str) -> Tensor:
-    if _is_scipy_sparse(x) or (isinstance(x, Tensor) and not x.format.is_dense):
-        raise InputError(f"operand {name} is declared dense but a sparse matrix was given; "
-                         f"pass formats={{'{name}': 'csr'}} (or another sparse format) "
-                         f"or convert it with .toarray()")
-    if isinstance(x, Tensor):
+    if _is_scipy_sparse(x):
+        x = x.toarray()       # the operand's format says dense: store it densely
+    elif isinstance(x, Tensor):
         x = x.to_numpy()
     arr = _as_array(x, name)
     if arr.dtype.kind == "f" and arr.dtype not in (np.float32, np.float64):
