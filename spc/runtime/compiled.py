@@ -189,7 +189,8 @@ class CompiledKernel:
         if program.output_kind == OutputKind.DENSE:
             vals = np.zeros(math.prod(out_shape), dtype=np_dtype)
             arrays[vals_buffer(out_name, self.dtype).name] = vals
-            self._launch(v, 0, arrays, sizes, nthreads)
+            for which in range(len(v.kernels)):      # one kernel per group of terms
+                self._launch(v, which, arrays, sizes, nthreads)
             return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], vals, validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
