@@ -10,7 +10,7 @@ import llvmlite.binding as llvm
 
 from ..errors import CompileError
 from ..ir.nodes import Buffer, Kernel
-from ..passes import map_parallel, simplify
+from ..passes import DEFAULT_PIPELINE
 from .llvm_ir import emit_module
 from .target import Target
 
@@ -30,6 +30,21 @@ def _new_target_machine(cpu: str, features: str, opt: int):
 def _target_machine(cpu: str, features: str, opt: int):
     """The shared machine used to optimize and emit (never handed to an engine)."""
     return _new_target_machine(cpu, features, opt)
+
+
+@lru_cache(maxsize=None)
+def threading_mode() -> str:
+    """"gomp" when libgomp can be loaded into the process (persistent thread
+    pool), else "pthread" (threads started per call)."""
+    import ctypes.util
+    path = ctypes.util.find_library("gomp")
+    if path:
+        try:
+            llvm.load_library_permanently(path)
+            return "gomp"
+        except RuntimeError:
+            pass
+    return "pthread"
 
 
 def host_cpu() -> tuple[str, str]:
@@ -63,25 +78,29 @@ class CPUTarget(Target):
 
     name = "cpu"
 
-    def __init__(self, cpu: str | None = None, features: str | None = None, opt: int = 3):
+    def __init__(self, cpu: str | None = None, features: str | None = None, opt: int = 3,
+                 threading: str | None = None):
         host_name, host_features = host_cpu()
         self.cpu = cpu or host_name
         self.features = host_features if features is None else features
         self.opt = opt
+        self.threading = threading_mode() if threading is None else threading
 
     def pipeline(self):
-        return (simplify, map_parallel)
+        return DEFAULT_PIPELINE
 
     def cache_key(self) -> str:
         return (f"{CODEGEN_VERSION}|llvm{llvm.llvm_version_info}|llvmlite{llvmlite.__version__}"
-                f"|{llvm.get_process_triple()}|{self.cpu}|{self.features}|O{self.opt}")
+                f"|{llvm.get_process_triple()}|{self.cpu}|{self.features}|O{self.opt}"
+                f"|{self.threading}")
 
     def _tm(self):
         return _target_machine(self.cpu, self.features, self.opt)
 
     def render(self, kernel: Kernel) -> str:
         tm = self._tm()
-        return emit_module(kernel, llvm.get_process_triple(), str(tm.target_data))
+        return emit_module(kernel, llvm.get_process_triple(), str(tm.target_data),
+                           self.threading)
 
     def optimize(self, source: str):
         with _lock:

@@ -8,9 +8,11 @@ Each kernel becomes three functions:
 * ``<name>.worker(ctx)``: a thread's loop that takes chunks of the parallel
   loop from a shared atomic counter (dynamic scheduling) and runs ``body``;
 * ``<name>(i8** bufs, i64* sizes, i64 nthreads)``: the entry point the runtime
-  calls.  It starts ``nthreads - 1`` pthreads running ``worker``, runs one
-  itself and joins them.  If a thread cannot be started the others simply
-  take its chunks, so the result never depends on how many threads ran.
+  calls.  It runs ``worker`` on ``nthreads`` threads: libgomp's persistent
+  pool when available (``GOMP_parallel``, a few microseconds per call), else
+  ``nthreads - 1`` pthreads started per call and joined.  If a thread cannot be
+  started the others simply take its chunks, so the result never depends on
+  how many threads ran.
 """
 from __future__ import annotations
 
@@ -279,8 +281,13 @@ def _unpack(b: ir.IRBuilder, kernel: Kernel, bufs, sizes) -> list[ir.Value]:
     return values
 
 
-def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "") -> str:
-    """The LLVM IR text of ``kernel`` (see the module docstring for its functions)."""
+def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "",
+                threading: str = "pthread") -> str:
+    """The LLVM IR text of ``kernel`` (see the module docstring for its functions).
+
+    ``threading`` is "pthread" (threads started per call) or "gomp" (libgomp's
+    persistent thread pool through ``GOMP_parallel``; the library must be loaded).
+    """
     m = ir.Module(name=kernel.name)
     m.triple = triple
     m.data_layout = datalayout
@@ -319,11 +326,12 @@ def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "") -> str:
             b, {p.name: v for p, v in zip(kernel.params, params) if isinstance(p.value, Buffer)},
             {p.name: v for p, v in zip(kernel.params, params) if not isinstance(p.value, Buffer)})
         lo, hi = bound.expr(par.lo), bound.expr(par.hi)
-        _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi)
+        _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi, threading)
     return str(m)
 
 
-def _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi) -> None:
+def _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi,
+                   threading: str) -> None:
     """Run body over [lo, hi) on up to ``nthreads`` threads, chunks from a counter."""
     ctx_ty = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer(), I64, I64, I64,
                                    I64.as_pointer()])
@@ -377,6 +385,18 @@ def _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi)
     for k, v in enumerate([bufs, sizes, lo, hi, chunk, counter]):
         b.store(v, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
     ctx_raw = b.bitcast(ctx, I8P)
+    if threading == "gomp":
+        # GOMP_parallel(fn, data, nthreads, flags) runs fn on nthreads pool threads
+        # (the caller among them) and returns when all are done
+        gomp_fn = ir.Function(m, ir.FunctionType(VOID, [I8P]), f"{kernel.name}.gomp_worker")
+        gomp_fn.linkage = "internal"
+        gb = ir.IRBuilder(gomp_fn.append_basic_block("entry"))
+        gb.call(worker, [gomp_fn.args[0]])
+        gb.ret_void()
+        gomp = ir.Function(m, ir.FunctionType(VOID, [gomp_fn.type, I8P, I32, I32]), "GOMP_parallel")
+        b.call(gomp, [gomp_fn, ctx_raw, b.trunc(nt, I32), ir.Constant(I32, 0)])
+        b.ret_void()
+        return
     tids = b.alloca(ir.ArrayType(I64, MAX_THREADS), name="tids")
     ok = b.alloca(ir.ArrayType(I1, MAX_THREADS), name="started")
     emitter = _FunctionEmitter(b, {}, {})

@@ -183,30 +183,26 @@ class Compressed(Level):
         return owner, child, arrays["crd"][child].astype(np.int64)
 
     def validate(self, arrays, parent_count, dim, what):
+        from . import inspect_numba as ins
         pos, crd = arrays["pos"], arrays["crd"]
         if pos.ndim != 1 or len(pos) != parent_count + 1:
             raise InputError(f"{what}: pointer array has length {len(pos)}, "
                              f"expected {parent_count + 1}")
-        if len(pos) and pos[0] != 0:
+        code, at = ins.compressed_errors(pos, crd, parent_count, dim, self.unique, self.ordered)
+        if code == ins.BAD_START:
             raise InputError(f"{what}: pointer array must start at 0, starts at {pos[0]}")
-        if len(pos) > 1 and np.any(pos[1:] < pos[:-1]):
-            bad = int(np.argmax(pos[1:] < pos[:-1]))
-            raise InputError(f"{what}: pointer array decreases at entry {bad + 1} "
-                             f"({pos[bad]} -> {pos[bad + 1]})")
-        if pos[-1] != len(crd):
-            raise InputError(f"{what}: pointer array ends at {pos[-1]} but there are "
+        if code == ins.DECREASING:
+            raise InputError(f"{what}: pointer array decreases at entry {at} "
+                             f"({pos[at - 1]} -> {pos[at]})")
+        if code == ins.BAD_END:
+            raise InputError(f"{what}: pointer array ends at {pos[at]} but there are "
                              f"{len(crd)} coordinates")
-        _check_range(crd, dim, what)
-        if self.ordered and len(crd) > 1:
-            starts = np.zeros(len(crd), dtype=bool)
-            starts[pos[:-1][pos[:-1] < len(crd)]] = True
-            step = crd[1:].astype(np.int64) - crd[:-1]
-            bad = (step < 0) if not self.unique else (step <= 0)
-            bad &= ~starts[1:]
-            if np.any(bad):
-                k = int(np.argmax(bad)) + 1
-                kind = "duplicate" if step[k - 1] == 0 else "unsorted"
-                raise InputError(f"{what}: {kind} coordinate {crd[k]} at position {k}")
+        if code == ins.OUT_OF_RANGE:
+            raise InputError(f"{what}: coordinate {crd[at]} at position {at} is out of "
+                             f"range [0, {dim})")
+        if code in (ins.UNSORTED, ins.DUPLICATE):
+            kind = "unsorted" if code == ins.UNSORTED else "duplicate"
+            raise InputError(f"{what}: {kind} coordinate {crd[at]} at position {at}")
         return len(crd)
 
 

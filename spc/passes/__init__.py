@@ -1,10 +1,14 @@
 """Passes: pure functions Kernel -> Kernel, applied in DEFAULT_PIPELINE order."""
 from .map_parallel import map_parallel
+from .register_tile import register_tile, tile_rows_for_registers
 from .simplify import simplify
 
 DEFAULT_PIPELINE = (
-    simplify,        # fold the 0 * n + i that level locates produce; flatten blocks
-    map_parallel,    # outermost independent loop -> CPU threads
+    simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
+    tile_rows_for_registers,   # SpMM-like row updates accumulate in registers
+    map_parallel,              # outermost independent loop -> CPU threads
+    simplify,                  # tidy what tiling produced
 )
 
-__all__ = ["DEFAULT_PIPELINE", "map_parallel", "simplify"]
+__all__ = ["DEFAULT_PIPELINE", "map_parallel", "register_tile", "simplify",
+           "tile_rows_for_registers"]

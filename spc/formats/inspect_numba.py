@@ -1,0 +1,78 @@
+"""Single-pass input inspectors compiled with numba (cached on disk).
+
+Each returns an error code and the offending position instead of raising, so
+the caller can build a clear message; code 0 means the arrays are well formed.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+OK, BAD_START, DECREASING, BAD_END, OUT_OF_RANGE, UNSORTED, DUPLICATE = range(7)
+
+
+@numba.njit(cache=True, nogil=True)
+def check_compressed(pos, crd, parents, dim, unique, ordered):  # pragma: no cover - jitted
+    """Validate a compressed level: pos has parents+1 entries, starts at 0, never
+    decreases and ends at len(crd); coordinates lie in [0, dim); within each
+    segment they increase (strictly when ``unique``) if ``ordered``.
+    Returns (code, position)."""
+    if pos[0] != 0:
+        return BAD_START, 0
+    for i in range(parents):
+        lo = pos[i]
+        hi = pos[i + 1]
+        if hi < lo:
+            return DECREASING, i + 1
+        if hi > len(crd):
+            return BAD_END, i + 1
+        prev = -1
+        for p in range(lo, hi):
+            c = crd[p]
+            if c < 0 or c >= dim:
+                return OUT_OF_RANGE, p
+            if ordered and p > lo:
+                if c < prev:
+                    return UNSORTED, p
+                if unique and c == prev:
+                    return DUPLICATE, p
+            prev = c
+    if pos[parents] != len(crd):
+        return BAD_END, parents
+    return OK, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def looks_valid(pos, crd, parents, dim, unique, ordered):  # pragma: no cover - jitted
+    """A branch-free (vectorizable) pass that is True iff check_compressed
+    would find no error; it counts descents of crd and excuses those at
+    segment starts instead of walking segment by segment."""
+    n = len(crd)
+    if len(pos) != parents + 1 or pos[0] != 0 or pos[parents] != n:
+        return False
+    bad = 0
+    for i in range(parents):
+        bad += pos[i + 1] < pos[i]
+    if bad:
+        return False
+    for p in range(n):
+        bad += (crd[p] < 0) | (crd[p] >= dim)
+    if bad or not ordered:
+        return bad == 0
+    descents = 0
+    for p in range(1, n):
+        descents += (crd[p] <= crd[p - 1]) if unique else (crd[p] < crd[p - 1])
+    excused = 0
+    for i in range(1, parents):
+        p = pos[i]
+        if p > 0 and p < n and pos[i + 1] > p:
+            excused += (crd[p] <= crd[p - 1]) if unique else (crd[p] < crd[p - 1])
+    return descents == excused
+
+
+def compressed_errors(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int,
+                      unique: bool, ordered: bool) -> tuple[int, int]:
+    """(code, position) of the first problem in a compressed level, (OK, 0) if none."""
+    if looks_valid(pos, crd, np.int64(parents), np.int64(dim), unique, ordered):
+        return OK, 0
+    return check_compressed(pos, crd, np.int64(parents), np.int64(dim), unique, ordered)

@@ -1,0 +1,146 @@
+"""register_tile: keep a tile of a dense output row in registers across a reduction.
+
+SpMM's loop nest ``for i: for p in row i: k = crd[p]; for j: C[i,j] += A[p]*B[k,j]``
+reads and writes the C row once per nonzero.  This pass rewrites the reduction
+loop (the ``p`` loop) into tiles of ``width`` columns:
+
+    for t in [0, (N - lo) / width):
+      j0 = lo + t * width
+      alloc acc[width]                       # zeroed; promoted to registers
+      for p in row i: k = crd[p]; for jj in [0, width): acc[jj] += A[p]*B[k, j0+jj]
+      for jj in [0, width): C[i, j0+jj] += acc[jj]
+    for p in row i: ...; for j in [lo + tiles*width, N): (the original loop, remainder)
+
+Applied with decreasing widths (64, 32, 16, 8) the remainder shrinks to < 8.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, For, If, Kernel, Let,
+                        Load, ParamRole, Store, Var, While, add, i64, mul)
+from .rewrite import rewrite, walk
+
+I64 = DType.I64
+
+
+def _substitute(e, env: dict):
+    """``e`` with Let-defined variables in ``env`` replaced by their definitions."""
+    return rewrite(e, lambda n: env[n.name] if isinstance(n, Var) and n.name in env else n)
+
+
+def _uses(e, names: set[str]) -> bool:
+    return any(isinstance(n, Var) and n.name in names for n in walk(e))
+
+
+def _defined_in(s) -> set[str]:
+    out = set()
+    for n in walk(s):
+        if isinstance(n, (Let, Assign)):
+            out.add(n.var.name)
+        elif isinstance(n, For):
+            out.add(n.var.name)
+    return out
+
+
+def _match_row_loop(loop: For, sizes: set[str]):
+    """If ``loop`` is ``for j in [lo, size): lets; C[base + j] += v`` return
+    (lets, store, base) with ``base`` free of ``j``; else None."""
+    if not (isinstance(loop.hi, Var) and loop.hi.name in sizes):
+        return None
+    body = loop.body.body if isinstance(loop.body, Block) else (loop.body,)
+    if not body or not isinstance(body[-1], Store) or not body[-1].accumulate:
+        return None
+    lets, store = body[:-1], body[-1]
+    if not all(isinstance(s, Let) for s in lets):
+        return None
+    env: dict = {}
+    for s in lets:
+        env[s.var.name] = _substitute(s.value, env)
+    index = _substitute(store.index, env)
+    j = loop.var.name
+    if not (isinstance(index, BinOp) and index.op == "+" and isinstance(index.rhs, Var)
+            and index.rhs.name == j and not _uses(index.lhs, {j})):
+        return None
+    if any(isinstance(n, Load) and n.buf.name == store.buf.name for n in walk(store.value)):
+        return None
+    return lets, store, index.lhs
+
+
+def _find_candidate(red: For | While, sizes: set[str]):
+    """The single row loop inside reduction loop ``red`` that can be tiled."""
+    body = red.body.body if isinstance(red.body, Block) else (red.body,)
+    if not body or not isinstance(body[-1], For):
+        return None
+    row = body[-1]
+    m = _match_row_loop(row, sizes)
+    if m is None:
+        return None
+    lets, store, base = m
+    inside = _defined_in(red) | ({red.var.name} if isinstance(red, For) else set())
+    if _uses(base, inside) or _uses(row.lo, inside):
+        return None
+    # the reduction loop may have no other effect than the row loop's store
+    for n in walk(Block(body[:-1])):
+        if isinstance(n, (Store, Alloc, While)) or (isinstance(n, Assign)):
+            return None
+        if isinstance(n, Load) and n.buf.name == store.buf.name:
+            return None
+    for n in walk(row.body):
+        if isinstance(n, (Assign, For, While, If)):
+            return None
+    return row, lets, store, base
+
+
+def _tile(red: For, row: For, lets, store: Store, base, width: int, dtype: DType) -> Block:
+    tag = f"{row.var.name}{width}"
+    ntile, tend = Var(f"{tag}_tiles", I64), Var(f"{tag}_end", I64)
+    t, j0, jj = Var(f"{tag}_t", I64), Var(f"{tag}_0", I64), Var(f"{tag}_jj", I64)
+    acc = Buffer(f"{tag}_acc", dtype)
+    span = BinOp("-", row.hi, row.lo)
+    inner = For(jj, i64(0), i64(width), Block(
+        (Let(row.var, add(j0, jj)),) + tuple(lets) + (Store(acc, jj, store.value, accumulate=True),)))
+    red_body = red.body.body if isinstance(red.body, Block) else (red.body,)
+    tiled_red = replace(red, body=Block(tuple(red_body[:-1]) + (inner,)))
+    jj2 = Var(f"{tag}_kk", I64)
+    write_back = For(jj2, i64(0), i64(width),
+                     Store(store.buf, add(base, add(j0, jj2)), Load(acc, jj2), accumulate=True))
+    tiles = For(t, i64(0), ntile, Block((Let(j0, add(row.lo, mul(t, i64(width)))),
+                                          Alloc(acc, width), tiled_red, write_back)))
+    rest_row = replace(row, lo=tend)
+    rest = replace(red, body=Block(tuple(red_body[:-1]) + (rest_row,)))
+    return Block((Let(ntile, BinOp("/", span, i64(width))),
+                  Let(tend, add(row.lo, mul(ntile, i64(width)))),
+                  tiles, rest))
+
+
+def register_tile(kernel: Kernel, *, width: int) -> Kernel:
+    """Tile every matching reduction loop by ``width`` output columns.
+
+    Requires: a verified kernel.  Ensures: the same results up to float
+    reassociation within each output entry; loops that do not match exactly
+    (see the module docstring) are left alone.
+    """
+    sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
+
+    def fn(node):
+        if isinstance(node, For):
+            found = _find_candidate(node, sizes)
+            if found is not None:
+                row, lets, store, base = found
+                if store.buf.dtype.is_float:
+                    return _tile(node, row, lets, store, base, width, store.buf.dtype)
+        return node
+
+    return replace(kernel, body=rewrite(kernel.body, fn))
+
+
+def tile_rows_for_registers(kernel: Kernel) -> Kernel:
+    """register_tile with widths 64, 32, 16, 8 (float32) or 32, 16, 8, 4 (float64),
+    so that at most 8 AVX2 registers hold accumulators and the remainder is < 8."""
+    floats = [p.value.dtype for p in kernel.params
+              if isinstance(p.value, Buffer) and p.value.dtype.is_float]
+    widths = (32, 16, 8, 4) if floats and floats[0] is DType.F64 else (64, 32, 16, 8)
+    for w in widths:
+        kernel = register_tile(kernel, width=w)
+    return kernel
