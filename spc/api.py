@@ -47,7 +47,11 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
     is the value type (float32 or float64).  Returns a CompiledKernel whose
     ``.source`` and ``.ir`` show the generated code.
     """
-    dt = _DTYPES.get(str(getattr(dtype, "name", dtype)))
+    try:
+        import numpy as np
+        dt = _DTYPES.get(np.dtype(dtype).name)
+    except TypeError:
+        dt = None
     if dt is None:
         from .errors import DTypeError
         raise DTypeError(f"dtype must be float32 or float64, not {dtype!r}")

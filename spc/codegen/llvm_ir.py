@@ -22,8 +22,8 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, While,
-                        dtype_of)
+                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
+                        While, dtype_of)
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F32, F64 = ir.FloatType(), ir.DoubleType()
@@ -111,6 +111,8 @@ class _FunctionEmitter:
             return self.cast(self.expr(e.value), dtype_of(e.value), e.dtype)
         if isinstance(e, Select):
             return b.select(self.expr(e.cond), self.expr(e.if_true), self.expr(e.if_false))
+        if isinstance(e, WarpSum):
+            return self.expr(e.value)      # one lane per thread on a CPU: the sum is the value
         if isinstance(e, BinOp):
             if e.op in ("&&", "||"):
                 return self.short_circuit(e)
@@ -196,6 +198,9 @@ class _FunctionEmitter:
             value = self.expr(s.value)
             if s.buf.dtype is DType.I32 and dtype_of(s.value) is DType.I64:
                 value = b.trunc(value, I32)
+            if s.atomic:
+                b.atomic_rmw("fadd" if s.buf.dtype.is_float else "add", ptr, value, "monotonic")
+                return
             if s.accumulate:
                 old = b.load(ptr)
                 value = b.fadd(old, value, flags=FAST) if s.buf.dtype.is_float else b.add(old, value)

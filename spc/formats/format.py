@@ -26,6 +26,9 @@ class Format:
         if sorted(self.order) != list(range(len(self.levels))):
             raise FormatError(f"format {self.name or '?'}: mode order {self.order} is not "
                               f"a permutation of 0..{len(self.levels) - 1}")
+        # derived once: the runtime asks these on every call
+        object.__setattr__(self, "_is_dense", all(isinstance(lv, Dense) for lv in self.levels))
+        object.__setattr__(self, "_identity", self.order == tuple(range(len(self.levels))))
 
     @property
     def rank(self) -> int:
@@ -33,7 +36,12 @@ class Format:
 
     @property
     def is_dense(self) -> bool:
-        return all(isinstance(lv, Dense) for lv in self.levels)
+        return self._is_dense
+
+    @property
+    def identity_order(self) -> bool:
+        """True when dimension l is stored at level l."""
+        return self._identity
 
     def level_of_mode(self, mode: int) -> int:
         return self.order.index(mode)
@@ -109,7 +117,13 @@ def resolve_format(spec, rank: int, *, what: str = "tensor") -> Format:
         raise FormatError(f"{what}: a format must be a name or spc.Format, got {spec!r}")
     key = spec.strip().lower()
     if key in _NAMED:
-        fmt = _NAMED[key](rank)
+        try:
+            fmt = _NAMED[key](rank)
+        except FormatError as err:
+            raise FormatError(f"{what}: {err.message}") from None
+        if not isinstance(fmt, Format) or fmt.rank != rank:
+            raise FormatError(f"{what}: format '{spec}' gave "
+                              f"{getattr(fmt, 'rank', '?')} levels for a rank-{rank} tensor")
         return fmt
     if re.fullmatch(r"[ds]+", key):
         if len(key) != rank:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-OK, BAD_START, DECREASING, BAD_END, OUT_OF_RANGE, UNSORTED, DUPLICATE = range(7)
+OK, BAD_START, DECREASING, BAD_END, OUT_OF_RANGE, UNSORTED, DUPLICATE, BAD_LENGTH = range(8)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -17,6 +17,8 @@ def check_compressed(pos, crd, parents, dim, unique, ordered):  # pragma: no cov
     decreases and ends at len(crd); coordinates lie in [0, dim); within each
     segment they increase (strictly when ``unique``) if ``ordered``.
     Returns (code, position)."""
+    if len(pos) != parents + 1:
+        return BAD_LENGTH, len(pos)
     if pos[0] != 0:
         return BAD_START, 0
     for i in range(parents):

@@ -189,6 +189,9 @@ class Compressed(Level):
             raise InputError(f"{what}: pointer array has length {len(pos)}, "
                              f"expected {parent_count + 1}")
         code, at = ins.compressed_errors(pos, crd, parent_count, dim, self.unique, self.ordered)
+        if code == ins.BAD_LENGTH:
+            raise InputError(f"{what}: pointer array has length {len(pos)}, "
+                             f"expected {parent_count + 1}")
         if code == ins.BAD_START:
             raise InputError(f"{what}: pointer array must start at 0, starts at {pos[0]}")
         if code == ins.DECREASING:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import DTypeError, InputError, ShapeError
 from .format import Format, resolve_format
-from .levels import Dense, Singleton
+from .levels import Compressed, Dense, Singleton
 
 INDEX_LIMIT_32 = 2**31 - 1
 
@@ -79,6 +79,9 @@ class Tensor:
         if len(self.shape) != self.format.rank:
             raise ShapeError(f"{what}: shape {self.shape} has rank {len(self.shape)} but "
                              f"format {self.format} has {self.format.rank} levels")
+        if len(self.arrays) != self.format.rank:
+            raise InputError(f"{what}: {len(self.arrays)} level array sets for a format with "
+                             f"{self.format.rank} levels")
         if any(s < 0 for s in self.shape):
             raise ShapeError(f"{what}: negative dimension in shape {self.shape}")
         if not isinstance(self.vals, np.ndarray) or self.vals.ndim != 1:
@@ -136,6 +139,9 @@ class Tensor:
         return by_mode, vals
 
     def to_numpy(self) -> np.ndarray:
+        if self.format.is_dense:
+            stored = self.vals.reshape(self.level_dims)
+            return np.array(stored.transpose(np.argsort(self.format.order)), order="C")
         out = np.zeros(self.shape, dtype=self.dtype)
         coords, vals = self.to_coo()
         if len(vals):
@@ -216,12 +222,19 @@ def from_coords(coords, vals, shape, fmt, *, index_dtype=None, sum_duplicates=Tr
     return Tensor(shape, fmt, arrays, out_vals, validate=False)
 
 
+_SPARSE_BASES: tuple | None = None
+
+
 def _is_scipy_sparse(x) -> bool:
-    try:
-        import scipy.sparse as sp
-    except ImportError:  # pragma: no cover
-        return False
-    return sp.issparse(x)
+    global _SPARSE_BASES
+    if _SPARSE_BASES is None:
+        try:
+            import scipy.sparse as sp
+            _SPARSE_BASES = tuple(c for c in (getattr(sp, "spmatrix", None),
+                                              getattr(sp, "sparray", None)) if c is not None)
+        except ImportError:  # pragma: no cover
+            _SPARSE_BASES = ()
+    return isinstance(x, _SPARSE_BASES)
 
 
 def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Tensor:
@@ -235,6 +248,8 @@ def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Ten
     if isinstance(x, Tensor):
         if fmt is None or resolve_format(fmt, x.ndim) == x.format:
             return x if dtype is None else _astype(x, dtype)
+        if x.format.is_dense:          # store only the nonzeros, as for numpy input
+            return tensor(x.to_numpy(), fmt, dtype=dtype)
         coords, vals = x.to_coo()
         return _astype(from_coords(coords, vals, x.shape, fmt), dtype)
     if _is_scipy_sparse(x):
@@ -262,9 +277,36 @@ def _astype(t: Tensor, dtype) -> Tensor:
     return Tensor(t.shape, t.format, t.arrays, t.vals.astype(value_dtype(dtype)), validate=False)
 
 
+def check_scipy(m, what: str = "sparse matrix") -> None:
+    """Raise InputError unless a scipy csr/csc/coo matrix is well formed in its own
+    layout (unsorted or duplicate entries are allowed: they are canonicalized)."""
+    from . import inspect_numba as ins
+    if m.format in ("csr", "csc"):
+        pos, crd = m.indptr, m.indices
+        parents, dim = (m.shape[0], m.shape[1]) if m.format == "csr" else (m.shape[1], m.shape[0])
+        if pos.dtype.kind not in "iu" or crd.dtype.kind not in "iu":
+            raise DTypeError(f"{what}: index arrays must be integers")
+        if len(m.data) != len(crd):
+            raise InputError(f"{what}: {len(m.data)} values for {len(crd)} column indices")
+        code, at = ins.compressed_errors(pos, crd, parents, dim, False, False)
+        if code != ins.OK:
+            Compressed(unique=False).validate({"pos": pos, "crd": crd}, parents, dim, what)
+    elif m.format == "coo":
+        n = len(m.data)
+        if len(m.row) != n or len(m.col) != n:
+            raise InputError(f"{what}: {len(m.row)} rows, {len(m.col)} columns and {n} values")
+        for arr, dim, axis in ((m.row, m.shape[0], "row"), (m.col, m.shape[1], "column")):
+            if n and (arr.min() < 0 or arr.max() >= dim):
+                bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+                raise InputError(f"{what}: {axis} index {bad} is out of range [0, {dim})")
+
+
 def _from_scipy(m, fmt, dtype, validate: bool) -> Tensor:
     """scipy.sparse -> Tensor, sharing index arrays where the layout matches."""
     fmt = resolve_format(fmt or "csr", 2)
+    if m.format not in ("csr", "csc", "coo"):
+        m = m.tocoo()
+    check_scipy(m)
     vals = m.data
     if vals.dtype.kind in "iub":
         vals = vals.astype(np.float64 if dtype is None else dtype)
@@ -286,5 +328,4 @@ def _from_scipy(m, fmt, dtype, validate: bool) -> Tensor:
         canon.sort_indices()
         return _from_scipy(canon, fmt, dtype, validate)
     coo = m.tocoo()
-    return from_coords([coo.row, coo.col], vals if m.format == "coo" else coo.data.astype(vals.dtype),
-                       m.shape, fmt)
+    return from_coords([coo.row, coo.col], coo.data.astype(vals.dtype), m.shape, fmt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                    Kernel, Let, Load, Neg, ParamRole, Select, Store, Var, While)
+                    Kernel, Let, Load, Neg, ParamRole, Select, Store, Var, WarpSum, While)
 
 _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I32: np.int64,
        DType.I64: np.int64, DType.BOOL: np.bool_}
@@ -33,6 +33,8 @@ def _eval(e, env, bufs):
         return _NP[e.dtype](_eval(e.value, env, bufs))
     if isinstance(e, Select):
         return _eval(e.if_true if _eval(e.cond, env, bufs) else e.if_false, env, bufs)
+    if isinstance(e, WarpSum):
+        return _eval(e.value, env, bufs)      # one lane: the sum over lanes is its value
     if isinstance(e, BinOp):
         a = _eval(e.lhs, env, bufs)
         if e.op == "&&":

@@ -37,9 +37,11 @@ class DType(Enum):
 class LoopKind(Enum):
     SERIAL = "serial"
     PARALLEL = "parallel"        # CPU threads; iterations are independent
-    GPU_BLOCK = "gpu_block"
-    GPU_WARP = "gpu_warp"
-    GPU_THREAD = "gpu_thread"
+    GPU_BLOCK = "gpu_block"      # one thread block per iteration
+    GPU_WARP = "gpu_warp"        # one warp per iteration (of the grid, or of its block)
+    GPU_THREAD = "gpu_thread"    # one thread per iteration
+    GPU_LANE = "gpu_lane"        # iterations spread over the 32 lanes of the warp
+    GPU_LANE_SPLIT = "gpu_lane_split"  # 32-iteration chunks, each one warp's lanes
     VECTOR = "vector"            # a hint: vectorize/unroll this inner loop
 
 
@@ -109,7 +111,17 @@ class Select:
     if_false: "Expr"
 
 
-Expr = Const | Var | Load | BinOp | Neg | Cast | Select
+@dataclass(frozen=True, slots=True)
+class WarpSum:
+    """The sum of ``value`` over the 32 lanes of a warp, in every lane.
+
+    Meaningful after a ``GPU_LANE`` loop that accumulated per-lane partial
+    sums; in a single-lane execution (the interpreter, a CPU) it is ``value``.
+    """
+    value: "Expr"
+
+
+Expr = Const | Var | Load | BinOp | Neg | Cast | Select | WarpSum
 
 
 def dtype_of(e: Expr) -> DType:
@@ -124,6 +136,8 @@ def dtype_of(e: Expr) -> DType:
         return dtype_of(e.operand)
     if isinstance(e, Select):
         return dtype_of(e.if_true)
+    if isinstance(e, WarpSum):
+        return dtype_of(e.value)
     raise TypeError(f"not an expression: {e!r}")
 
 
@@ -151,11 +165,16 @@ class Assign:
 
 @dataclass(frozen=True, slots=True)
 class Store:
-    """``buf[index] = value``, or ``buf[index] += value`` when ``accumulate``."""
+    """``buf[index] = value``, or ``buf[index] += value`` when ``accumulate``.
+
+    ``atomic`` (with ``accumulate``): the addition is atomic, because other
+    threads may add to the same entry concurrently.
+    """
     buf: Buffer
     index: Expr
     value: Expr
     accumulate: bool = False
+    atomic: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, Var, While, Expr)
+                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, Var, WarpSum, While,
+                    Expr)
 
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6}
 
@@ -26,6 +27,8 @@ def format_expr(e: Expr, prec: int = 0) -> str:
     if isinstance(e, Select):
         return (f"select({format_expr(e.cond)}, {format_expr(e.if_true)}, "
                 f"{format_expr(e.if_false)})")
+    if isinstance(e, WarpSum):
+        return f"warp_sum({format_expr(e.value)})"
     if isinstance(e, BinOp):
         if e.op in ("min", "max"):
             return f"{e.op}({format_expr(e.lhs)}, {format_expr(e.rhs)})"
@@ -45,7 +48,7 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     elif isinstance(s, Assign):
         out.append(f"{pad}{s.var.name} = {format_expr(s.value)}")
     elif isinstance(s, Store):
-        op = "+=" if s.accumulate else "="
+        op = ("atomic+=" if s.atomic else "+=") if s.accumulate else "="
         out.append(f"{pad}{s.buf.name}[{format_expr(s.index)}] {op} {format_expr(s.value)}")
     elif isinstance(s, Alloc):
         out.append(f"{pad}alloc {s.buf.name}: {s.buf.dtype.value}[{s.size}]")

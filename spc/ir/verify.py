@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
-                    Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, While, dtype_of)
+                    Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum, While,
+                    dtype_of)
 
 
 def verify(kernel: Kernel, stage: str = "") -> Kernel:
@@ -11,7 +12,9 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     assigned only after its Let; every buffer read is a parameter or Alloc;
     only OUTPUT buffers and Allocs are stored to; loop bounds and indices are
     integers; conditions are booleans; a PARALLEL loop is the kernel's only
-    top-level statement.  Returns the kernel unchanged.
+    top-level statement; GPU lane loops are not nested in lane loops, and a
+    warp sum is not taken inside one (the warp's lanes must all reach it);
+    an atomic store accumulates.  Returns the kernel unchanged.
     """
     where = f" (after {stage})" if stage else ""
     bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
@@ -50,8 +53,18 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
         if isinstance(e, Select):
             for x in (e.cond, e.if_true, e.if_false):
                 expr(x, scope)
+            if dtype_of(e.cond) is not DType.BOOL:
+                fail("select condition is not a boolean")
+            return
+        if isinstance(e, WarpSum):
+            if in_lanes[0]:
+                fail("a warp sum inside a lane loop")
+            expr(e.value, scope)
             return
         fail(f"unknown expression {e!r}")
+
+    lane_kinds = (LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT)
+    in_lanes = [False]
 
     def stmt(s, scope: set, top: bool):
         if isinstance(s, Block):
@@ -61,24 +74,40 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
         elif isinstance(s, Let):
             expr(s.value, scope)
             scope.add(s.var.name)
+            fixed.discard(s.var.name)
         elif isinstance(s, Assign):
             if s.var.name not in scope:
                 fail(f"assignment to undeclared variable '{s.var.name}'")
+            if s.var.name in fixed:
+                fail(f"assignment to '{s.var.name}', a loop variable or size parameter")
             expr(s.value, scope)
         elif isinstance(s, Store):
             p = bufs.get(s.buf.name)
             if s.buf.name not in local_bufs and (p is None or p.role is not ParamRole.OUTPUT):
                 fail(f"store to '{s.buf.name}', which is not an output")
+            if s.atomic and not s.accumulate:
+                fail(f"atomic store to '{s.buf.name}' that does not accumulate")
             expr(s.index, scope)
             expr(s.value, scope)
+            if dtype_of(s.index) not in (DType.I64, DType.I32):
+                fail(f"index of store to '{s.buf.name}' is not an integer")
         elif isinstance(s, Alloc):
             local_bufs.add(s.buf.name)
         elif isinstance(s, For):
             expr(s.lo, scope)
             expr(s.hi, scope)
+            if any(dtype_of(b) not in (DType.I64, DType.I32) for b in (s.lo, s.hi)):
+                fail(f"loop bound of '{s.var.name}' is not an integer")
+            fixed.add(s.var.name)
             if s.kind is LoopKind.PARALLEL and not top:
                 fail("a parallel loop must be the kernel's only top-level statement")
+            lanes = s.kind in lane_kinds
+            if lanes and in_lanes[0]:
+                fail(f"lane loop over '{s.var.name}' inside another lane loop")
+            in_lanes[0] = in_lanes[0] or lanes
             stmt(s.body, scope | {s.var.name}, False)
+            if lanes:
+                in_lanes[0] = False
         elif isinstance(s, While):
             expr(s.cond, scope)
             if dtype_of(s.cond) is not DType.BOOL:
@@ -95,5 +124,6 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             fail(f"unknown statement {s!r}")
 
     sizes = {p.name for p in kernel.params if not isinstance(p.value, Buffer)}
+    fixed = set(sizes)          # names that may be read but never assigned
     stmt(kernel.body, set(sizes), True)
     return kernel

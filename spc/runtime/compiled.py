@@ -20,9 +20,18 @@ from ..ir.printer import format_kernel
 from ..ir.verify import verify
 from . import cache
 from .dump import Dumper
+from ..formats.format import resolve_format
+from ..formats.inspect_numba import compressed_errors
+from ..formats.tensor import _is_scipy_sparse
 from .operands import family_of, result_family, shape_of, to_tensor, with_index_dtype
 
 SMALL_WORK = 150_000      # below this many multiply-adds a call runs on one thread
+_UNPLANNED = object()
+_NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
+
+
+def _named(name: str) -> Format:
+    return resolve_format(name, 2)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,12 @@ class CompiledKernel:
         self.name = name
         self.inputs = inputs
         self._variants: dict[DType, _Variant] = {}
+        # facts the call path needs, derived once
+        self._np_dtype = np.dtype(dtype.numpy)
+        self._sparse_indices = frozenset(
+            ix for a in assign.accesses() if not formats[a.tensor].is_dense for ix in a.indices)
+        self._max_threads = schedule.threads or config.num_threads()
+        self._plan = _UNPLANNED
         self._variant(DType.I32)           # lower, render (and checks) eagerly
 
     # -- what it is -----------------------------------------------------------
@@ -108,7 +123,7 @@ class CompiledKernel:
             verify(kernel, "lower")
             dump.write(f"{kernel.name}.00_lower.ir", format_kernel(kernel))
             for n, pass_ in enumerate(self.target.pipeline(), start=1):
-                if pass_.__name__ == "map_parallel" and not self.schedule.parallel:
+                if pass_.__name__ in ("map_parallel", "map_gpu") and not self.schedule.parallel:
                     continue
                 kernel = verify(pass_(kernel), pass_.__name__)
                 dump.write(f"{kernel.name}.{n:02d}_{pass_.__name__}.ir", format_kernel(kernel))
@@ -138,23 +153,140 @@ class CompiledKernel:
             raise InputError(f"{self.name} is missing operand(s) {', '.join(missing)}")
         return bound
 
+    def _fast_plan(self):
+        """How the fast path finds each launch argument, or None where it cannot apply.
+
+        The fast path covers dense outputs whose operands are C-contiguous numpy
+        arrays (dense operands) or scipy CSR/CSC matrices (csr/csc operands) of
+        the kernel's dtype with int32 indices: the common case of inference
+        loops, where the general path's conversions would cost more than small
+        kernels do.  Anything else takes the general path.
+        """
+        v = self._variants.get(DType.I32)
+        if v is None or v.launchers is None or v.program.output_kind != OutputKind.DENSE:
+            return None
+        position = {n: k for k, n in enumerate(self.inputs)}
+        kinds = []
+        for n in self.inputs:
+            fmt = self.formats[n]
+            if fmt.is_dense and fmt.identity_order:
+                kinds.append(("dense", fmt.rank))
+            elif fmt.name in ("csr", "csc") and fmt == _named(fmt.name):
+                kinds.append((fmt.name, 2))
+            else:
+                return None
+        getters = []
+        for kernel in v.kernels:
+            get = []
+            for p in kernel.params:
+                if not isinstance(p.value, Buffer):
+                    continue
+                name = p.name
+                if name == f"{self.output}_vals":
+                    get.append((-1, "out"))
+                    continue
+                for n in self.inputs:
+                    if name == f"{n}_vals":
+                        get.append((position[n], "data" if kinds[position[n]][0] != "dense" else "arr"))
+                    elif name == f"{n}1_pos":
+                        get.append((position[n], "indptr"))
+                    elif name == f"{n}1_crd":
+                        get.append((position[n], "indices"))
+                    else:
+                        continue
+                    break
+                else:
+                    return None
+            ints = [p.name[len("size_"):] for p in kernel.params if not isinstance(p.value, Buffer)]
+            getters.append((get, ints))
+        sources: dict[str, list[tuple[int, int]]] = {}
+        for acc in self.expression.accesses():
+            k = position[acc.tensor]
+            for axis, ix in enumerate(acc.indices):
+                sources.setdefault(ix, []).append((k, axis))
+        out_dims = [sources[ix][0] for ix in self.expression.lhs.indices]
+        return kinds, getters, sources, out_dims
+
+    def _fast_call(self, args, validate: bool):
+        """The result, or None when the fast path does not apply (see _fast_plan)."""
+        plan = self._plan
+        if plan is None:
+            return None
+        kinds, getters, sources, out_dims = plan
+        dtype = self._np_dtype
+        for x, (kind, rank) in zip(args, kinds):
+            if kind == "dense":
+                if type(x) is not np.ndarray or x.dtype != dtype or x.ndim != rank \
+                        or not x.flags.c_contiguous:
+                    return None
+            elif getattr(x, "format", None) != kind or not _is_scipy_sparse(x) \
+                    or x.data.dtype != dtype or x.indices.dtype != np.int32 \
+                    or x.indptr.dtype != np.int32 or len(x.data) != len(x.indices):
+                return None
+        shapes = [x.shape for x in args]
+        sizes = {}
+        for ix, where in sources.items():
+            first = shapes[where[0][0]][where[0][1]]
+            for k, axis in where[1:]:
+                if shapes[k][axis] != first:
+                    return None          # the general path explains the mismatch
+            sizes[ix] = first
+        if validate:
+            for x, (kind, _) in zip(args, kinds):
+                if kind != "dense":
+                    parents, dim = (x.shape[0], x.shape[1]) if kind == "csr" else \
+                        (x.shape[1], x.shape[0])
+                    code, _ = compressed_errors(x.indptr, x.indices, parents, dim, True, True)
+                    if code:
+                        return None      # malformed or non-canonical: general path
+        out_shape = tuple(shapes[k][axis] for k, axis in out_dims)
+        out = np.zeros(out_shape, dtype=dtype)
+        flat = out.reshape(-1)
+        work = 0
+        for x, (kind, _) in zip(args, kinds):
+            work += x.size if kind == "dense" else x.nnz
+        free = 1
+        for ix, size in sizes.items():
+            if ix not in self._sparse_indices:
+                free *= size
+        nthreads = 1 if (not self.schedule.parallel or work * max(1, free) < SMALL_WORK) \
+            else self._max_threads
+        launchers = self._variants[DType.I32].launchers
+        for launcher, (get, ints) in zip(launchers, getters):
+            buffers = [flat if k < 0 else (args[k] if what == "arr" else getattr(args[k], what))
+                       for k, what in get]
+            launcher(buffers, [sizes[ix] for ix in ints], nthreads=nthreads)
+        return out[()] if out.ndim == 0 else out
+
     def __call__(self, *args, validate: bool = True, **kwargs):
+        device_operands = getattr(self.target, "operands", None)
+        if device_operands is not None:        # a device target (cuda) handles its operands
+            return device_operands().call(self, self.bind(args, kwargs), validate)
+        if not kwargs and len(args) == len(self.inputs):
+            if self._plan is _UNPLANNED:
+                self.build()
+                self._plan = self._fast_plan()
+            out = self._fast_call(args, validate)
+            if out is not None:
+                return out
         bound = self.bind(args, kwargs)
         shapes = {n: shape_of(x) for n, x in bound.items()}
         sizes = index_sizes(self.expression, shapes)
-        np_dtype = np.dtype(self.dtype.numpy)
-        tensors = {n: to_tensor(x, self.formats[n], np_dtype, n, validate)
+        tensors = {n: to_tensor(x, self.formats[n], self._np_dtype, n, validate)
                    for n, x in bound.items()}
         index_dtype = self._pick_index_dtype(tensors, sizes)
-        np_index = np.dtype(index_dtype.numpy)
-        tensors = {n: with_index_dtype(t, np_index) for n, t in tensors.items()}
-        self.build(index_dtype)
-        v = self._variants[index_dtype]
+        np_index = _NP_INDEX[index_dtype]
+        if index_dtype is DType.I64:
+            tensors = {n: with_index_dtype(t, np_index) for n, t in tensors.items()}
+        v = self._variants.get(index_dtype)
+        if v is None or v.launchers is None:
+            self.build(index_dtype)
+            v = self._variants[index_dtype]
         out = self._run(v, tensors, sizes, np_index)
         return self._to_family(out, bound, tensors)
 
     def _pick_index_dtype(self, tensors: dict[str, Tensor], sizes: dict[str, int]) -> DType:
-        if any(t.index_dtype == np.int64 for t in tensors.values() if not t.format.is_dense):
+        if any(not t.format.is_dense and t.index_dtype == np.int64 for t in tensors.values()):
             return DType.I64
         out_fmt = self.formats[self.output]
         if not out_fmt.is_dense:
@@ -164,16 +296,18 @@ class CompiledKernel:
         return DType.I32
 
     def _threads(self, tensors: dict[str, Tensor], sizes: dict[str, int]) -> int:
-        if not self.schedule.parallel:
+        if not self.schedule.parallel or self._max_threads == 1:
             return 1
-        threads = self.schedule.threads or config.num_threads()
-        sparse_ix = {ix for a in self.expression.accesses()
-                     if not self.formats[a.tensor].is_dense for ix in a.indices}
-        free = math.prod(s for ix, s in sizes.items() if ix not in sparse_ix)
-        work = sum(t.nnz for t in tensors.values()) * max(1, free)
-        return 1 if work < SMALL_WORK else threads
+        free = 1
+        for ix, s in sizes.items():
+            if ix not in self._sparse_indices:
+                free *= s
+        work = sum(len(t.vals) for t in tensors.values()) * max(1, free)
+        return 1 if work < SMALL_WORK else self._max_threads
 
-    def _run(self, v: _Variant, tensors, sizes, np_index) -> Tensor:
+    def _run(self, v: _Variant, tensors, sizes, np_index, xp=np) -> Tensor:
+        """Allocate the output with the array module ``xp`` (numpy, or cupy for a
+        device target), launch the kernels and return the output Tensor."""
         program = v.program
         out_name = self.output
         out_fmt = self.formats[out_name]
@@ -185,16 +319,16 @@ class CompiledKernel:
                 for arr_name, arr in level_arrays.items():
                     arrays[f"{name}{lvl}_{arr_name}"] = arr
         nthreads = self._threads(tensors, sizes)
-        np_dtype = np.dtype(self.dtype.numpy)
+        np_dtype = self._np_dtype
         if program.output_kind == OutputKind.DENSE:
-            vals = np.zeros(math.prod(out_shape), dtype=np_dtype)
+            vals = xp.zeros(math.prod(out_shape), dtype=np_dtype)
             arrays[vals_buffer(out_name, self.dtype).name] = vals
             for which in range(len(v.kernels)):      # one kernel per group of terms
                 self._launch(v, which, arrays, sizes, nthreads)
             return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], vals, validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
-            vals = np.zeros(src.nnz, dtype=np_dtype)
+            vals = xp.zeros(src.nnz, dtype=np_dtype)
             arrays[vals_buffer(out_name, self.dtype).name] = vals
             self._launch(v, 0, arrays, sizes, nthreads)
             copied = [{k: a.copy() for k, a in lv.items()} for lv in src.arrays]
@@ -203,13 +337,13 @@ class CompiledKernel:
         last = out_fmt.rank - 1
         dims = [out_shape[m] for m in out_fmt.order]
         parents = math.prod(dims[:last])
-        pos = np.zeros(parents + 1, dtype=np_index)
+        pos = xp.zeros(parents + 1, dtype=np_index)
         arrays[f"{out_name}{last}_pos"] = pos
         self._launch(v, 0, arrays, sizes, nthreads)
-        np.cumsum(pos, out=pos)
+        xp.cumsum(pos, out=pos)
         nnz = int(pos[-1])
-        crd = np.empty(nnz, dtype=np_index)
-        vals = np.empty(nnz, dtype=np_dtype)
+        crd = xp.empty(nnz, dtype=np_index)
+        vals = xp.empty(nnz, dtype=np_dtype)
         arrays[f"{out_name}{last}_crd"] = crd
         arrays[vals_buffer(out_name, self.dtype).name] = vals
         self._launch(v, 1, arrays, sizes, nthreads)
@@ -227,13 +361,13 @@ class CompiledKernel:
         v.launchers[which](buffers, ints, nthreads=nthreads)
 
     def _to_family(self, out: Tensor, bound, tensors):
-        fam = result_family(list(bound.values()))
         if out.format.is_dense:
             if out.ndim == 0:
                 return out.vals[0]
             stored = out.vals.reshape([out.shape[m] for m in out.format.order])
             inverse = np.argsort(out.format.order)
-            return np.ascontiguousarray(stored.transpose(inverse)) if out.ndim > 1 else stored
+            return np.array(stored.transpose(inverse), order="C") if out.ndim > 1 else stored
+        fam = result_family(list(bound.values()))
         if fam == "scipy" and out.ndim == 2:
             layout = out.format.name if out.format.name in ("csr", "csc", "coo") else "csr"
             return out.to_scipy(layout)

@@ -37,6 +37,10 @@ def to_tensor(x, fmt: Format, dtype: np.dtype, name: str, validate: bool) -> Ten
     Requires: nothing of ``x``.  Ensures: the result's storage is well formed
     (when ``validate``), or an SpcError names ``name`` and the problem.
     """
+    if (type(x) is np.ndarray and fmt.is_dense and x.dtype == dtype
+            and x.flags.c_contiguous and fmt.identity_order and x.ndim == fmt.rank):
+        # the common case, without copies: a contiguous array of the kernel's dtype
+        return Tensor(x.shape, fmt, [{} for _ in range(fmt.rank)], x.reshape(-1), validate=False)
     try:
         if fmt.is_dense:
             return _dense(x, fmt, dtype, name)
@@ -70,7 +74,10 @@ def _as_array(x, name: str) -> np.ndarray:
 
 def _dense(x, fmt: Format, dtype: np.dtype, name: str) -> Tensor:
     if _is_scipy_sparse(x):
-        x = x.toarray()       # the operand's format says dense: store it densely
+        from ..formats.tensor import check_scipy
+        m = x if x.format in ("csr", "csc", "coo") else x.tocoo()
+        check_scipy(m, f"operand {name}")
+        x = m.toarray()       # the operand's format says dense: store it densely
     elif isinstance(x, Tensor):
         x = x.to_numpy()
     arr = _as_array(x, name)
