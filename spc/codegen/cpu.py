@@ -14,7 +14,18 @@ from ..passes import DEFAULT_PIPELINE
 from .llvm_ir import emit_module
 from .target import Target
 
-CODEGEN_VERSION = "cpu-1"
+def _source_digest(*names: str) -> str:
+    """A digest of the code generator's own source, so a change to how IR becomes
+    machine code can never load a binary built by the old generator."""
+    import hashlib
+    from pathlib import Path
+    h = hashlib.sha256()
+    for name in names:
+        h.update((Path(__file__).parent / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+CODEGEN_VERSION = "cpu-" + _source_digest("llvm_ir.py", "cpu.py")
 _lock = threading.Lock()
 
 

@@ -29,7 +29,12 @@ I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 F32, F64 = ir.FloatType(), ir.DoubleType()
 VOID = ir.VoidType()
 I8P = I8.as_pointer()
-FAST = ("reassoc", "contract", "nsz")     # lets LLVM vectorize float reductions, fuse FMAs
+# Float flags.  Every operation may fuse into an FMA; only the update of a scalar
+# accumulator (``acc = acc + v``) may also reassociate, which is what lets LLVM
+# vectorize a reduction loop.  Elsewhere reassociation would let it vectorize the
+# wrong loop (e.g. across nonzeros of a register-tiled SpMM, with gathers).
+CONTRACT = ("contract",)
+REDUCE = ("reassoc", "contract", "nsz")
 MAX_THREADS = 256
 
 _LL = {DType.F32: F32, DType.F64: F64, DType.I32: I32, DType.I64: I64, DType.BOOL: I1}
@@ -56,6 +61,7 @@ class _FunctionEmitter:
         self.scopes: list[dict[str, ir.Value]] = [dict()]
         self.params = dict(scalars)
         self.entry = b.function.entry_basic_block
+        self.float_flags = CONTRACT
 
     # -- variables ---------------------------------------------------------------
     def _alloca(self, ty: ir.Type, name: str) -> ir.Value:
@@ -136,11 +142,11 @@ class _FunctionEmitter:
         b = self.b
         if dt.is_float:
             if op == "+":
-                return b.fadd(a, c, flags=FAST)
+                return b.fadd(a, c, flags=self.float_flags)
             if op == "-":
-                return b.fsub(a, c, flags=FAST)
+                return b.fsub(a, c, flags=self.float_flags)
             if op == "*":
-                return b.fmul(a, c, flags=FAST)
+                return b.fmul(a, c, flags=self.float_flags)
             if op == "/":
                 return b.fdiv(a, c)
             if op in ("min", "max"):
@@ -192,7 +198,14 @@ class _FunctionEmitter:
             slot = self.slot(s.var.name)
             if slot is None:
                 raise CompileError(f"assignment to undeclared variable {s.var.name}")
-            b.store(self.expr(s.value), slot)
+            v = s.value
+            if (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
+                    and v.lhs.name == s.var.name and s.var.dtype.is_float):
+                rhs = self.expr(v.rhs)            # acc = acc + rhs: a reduction
+                value = b.fadd(b.load(slot), rhs, flags=REDUCE)
+            else:
+                value = self.expr(v)
+            b.store(value, slot)
         elif isinstance(s, Store):
             ptr = b.gep(self.buffers[s.buf.name], [self.expr(s.index)], inbounds=True)
             value = self.expr(s.value)
@@ -203,7 +216,7 @@ class _FunctionEmitter:
                 return
             if s.accumulate:
                 old = b.load(ptr)
-                value = b.fadd(old, value, flags=FAST) if s.buf.dtype.is_float else b.add(old, value)
+                value = b.fadd(old, value, flags=CONTRACT) if s.buf.dtype.is_float else b.add(old, value)
             b.store(value, ptr)
         elif isinstance(s, Alloc):
             arr = self._alloca(ir.ArrayType(ll_type(s.buf.dtype), s.size), s.buf.name)
