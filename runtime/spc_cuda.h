@@ -1,0 +1,66 @@
+// spc_cuda.h: device helpers that spc's generated CUDA C uses.
+//
+// Self-contained (it includes no other file), so NVRTC compiles it without system headers;
+// spc inlines this file into every kernel's source.  The include guard lets
+// several kernels' sources be concatenated into one translation unit.
+#ifndef SPC_CUDA_H
+#define SPC_CUDA_H
+
+#define SPC_WARP_SIZE 32
+#define SPC_FULL_MASK 0xffffffffu
+
+// The sum of v over the warp's 32 lanes, in every lane.  A butterfly (xor)
+// reduction: lane x adds v[x ^ o] at each step, and its partner adds the same
+// two numbers the other way round, so all lanes hold bit-identical sums and
+// the order of additions is fixed: results are deterministic run to run.
+// Every lane of the warp must call it (the generated code calls it only where
+// the warp's control flow is uniform).
+__device__ __forceinline__ float spc_warp_sum(float v) {
+#pragma unroll
+    for (int o = SPC_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(SPC_FULL_MASK, v, o);
+    return v;
+}
+__device__ __forceinline__ double spc_warp_sum(double v) {
+#pragma unroll
+    for (int o = SPC_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(SPC_FULL_MASK, v, o);
+    return v;
+}
+__device__ __forceinline__ int spc_warp_sum(int v) {
+#pragma unroll
+    for (int o = SPC_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(SPC_FULL_MASK, v, o);
+    return v;
+}
+__device__ __forceinline__ long long spc_warp_sum(long long v) {
+#pragma unroll
+    for (int o = SPC_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(SPC_FULL_MASK, v, o);
+    return v;
+}
+
+// Atomic accumulation (`buf[i] atomic+= v` in the loop IR).
+__device__ __forceinline__ void spc_atomic_add(float* p, float v) { atomicAdd(p, v); }
+__device__ __forceinline__ void spc_atomic_add(double* p, double v) { atomicAdd(p, v); }
+__device__ __forceinline__ void spc_atomic_add(int* p, int v) { atomicAdd(p, v); }
+__device__ __forceinline__ void spc_atomic_add(long long* p, long long v) {
+    atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
+}
+
+// min/max with the loop IR's meaning: min(a, b) = a < b ? a : b.
+template <typename T> __device__ __forceinline__ T spc_min(T a, T b) { return a < b ? a : b; }
+template <typename T> __device__ __forceinline__ T spc_max(T a, T b) { return a > b ? a : b; }
+
+// Read-only loads through the non-coherent cache, 4 and 16 bytes wide.
+template <typename T> __device__ __forceinline__ T spc_ld(const T* p) { return __ldg(p); }
+__device__ __forceinline__ float4 spc_ld4(const float* p) {
+    return __ldg(reinterpret_cast<const float4*>(p));
+}
+__device__ __forceinline__ bool spc_aligned16(const void* p) {
+    return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;
+}
+
+// Special float constants without <math.h> (NVRTC has no system headers).
+__device__ __forceinline__ float spc_inf_f() { return __int_as_float(0x7f800000); }
+__device__ __forceinline__ float spc_nan_f() { return __int_as_float(0x7fc00000); }
+__device__ __forceinline__ double spc_inf_d() { return __longlong_as_double(0x7ff0000000000000ll); }
+__device__ __forceinline__ double spc_nan_d() { return __longlong_as_double(0x7ff8000000000000ll); }
+
+#endif  // SPC_CUDA_H

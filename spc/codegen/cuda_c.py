@@ -1,0 +1,635 @@
+"""Loop IR -> CUDA C (the body of one ``__global__`` function).
+
+The mapping is already in the IR (see :mod:`spc.passes.map_gpu`); this module
+only spells it out:
+
+* ``@gpu_warp`` at the top: one warp per iteration, ``WARPS_PER_BLOCK`` warps
+  to a block, grid-stride; inside a ``@gpu_block`` loop: the block's warps
+  share its iterations.  ``@gpu_block``: one block per iteration.
+  ``@gpu_thread``: one thread per iteration.  All grid-stride, so any grid
+  size is correct and the launcher picks one from the sizes.
+* ``@gpu_lane``: ``for (v = lo + lane; v < hi; v += 32)``.  ``@gpu_lane_split``
+  (the last statement of a top ``@gpu_warp`` loop): the pair (outer iteration,
+  32-iteration chunk) is the warp's work item, and each lane runs at most one
+  iteration.
+* Statements outside lane loops run on every lane alike (their values agree);
+  their stores to global memory are made by lane 0 alone.  A lane loop that
+  stores is followed by ``__syncwarp()`` so that later lane-0 code sees it.
+* ``warp_sum(x)`` is ``spc_warp_sum(x)``; ``atomic+=`` is ``spc_atomic_add``
+  (both in ``runtime/spc_cuda.h``).
+
+Index arithmetic is 64-bit as the IR defines it: the body is a template over
+its index type ``spc_idx``, and the module has two kernels, ``name`` (long
+long) and ``name_i32`` (int), which the launcher may use when every array
+length, size and thread index of the call is below 2**30, so that no index
+value can leave int's range; int32 index arrays are widened on load.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import count
+
+from ..errors import CompileError
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
+                        While, dtype_of)
+from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
+                              all_stmts, stmts_of)
+
+# scalar types: 64-bit index values are ``spc_idx``, the body's template parameter
+# (long long, or int when every length and size of the call is below 2**30)
+C_TYPES = {DType.F32: "float", DType.F64: "double", DType.I32: "int", DType.I64: "spc_idx",
+           DType.BOOL: "bool"}
+ELEM_TYPES = {**C_TYPES, DType.I64: "long long"}      # array element types
+
+_RESERVED = set("""
+alignas alignof and and_eq asm auto bitand bitor bool break case catch char char16_t char32_t
+class compl const constexpr const_cast continue decltype default delete do double dynamic_cast
+else enum explicit export extern false float for friend goto if inline int long mutable
+namespace new noexcept not not_eq nullptr operator or or_eq private protected public register
+reinterpret_cast return short signed sizeof static static_assert static_cast struct switch
+template this thread_local throw true try typedef typeid typename union unsigned using virtual
+void volatile wchar_t while xor xor_eq restrict main
+threadIdx blockIdx blockDim gridDim warpSize min max abs printf assert
+float2 float4 double2 int2 int4 dim3
+""".split())
+
+
+def c_name(name: str) -> str:
+    """A C identifier for an IR name (reserved words and ``spc_``/``__`` names get a suffix)."""
+    if name in _RESERVED or name.startswith(("spc_", "__")):
+        return f"{name}_"
+    return name
+
+
+def c_type(dt: DType) -> str:
+    """The C type of a scalar of ``dt``."""
+    return C_TYPES[dt]
+
+
+def c_elem_type(dt: DType) -> str:
+    """The C type of an array element of ``dt``."""
+    return ELEM_TYPES[dt]
+
+
+# ---------------------------------------------------------------------------
+# Launch plan: what the launcher needs to size the grid
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """How a kernel is launched.
+
+    ``mode``: "warp", "block", "thread" or "single_warp" (map_gpu's ``gpu``
+    attribute).  ``threads``: threads per block.  ``lo``/``hi``: the bounds of
+    the top mapped loop with the top-level Lets inlined (None for single_warp);
+    ``chunk_lo``/``chunk_hi``: the bounds of a ``@gpu_lane_split`` loop.
+    """
+    mode: str
+    threads: int
+    lo: object = None
+    hi: object = None
+    chunk_lo: object = None
+    chunk_hi: object = None
+    wide_width: int = WARP_SIZE      # a chunk's iterations with spc_wide set
+
+    def describe(self) -> str:
+        per = {"warp": f"one warp per item, {WARPS_PER_BLOCK} warps per block",
+               "block": "one block per item", "thread": "one thread per item",
+               "single_warp": "one warp in all"}[self.mode]
+        return f"{self.mode} ({per}; {self.threads} threads per block)"
+
+
+def _top_loop(kernel: Kernel):
+    """(top-level Lets, the mapped top loop) of a kernel map_gpu laid out."""
+    stmts = stmts_of(kernel.body)
+    lets = [s for s in stmts[:-1] if isinstance(s, Let)]
+    if not stmts or len(lets) != len(stmts) - 1 or not isinstance(stmts[-1], For):
+        return lets, None
+    return lets, stmts[-1]
+
+
+def _inline_lets(e, lets):
+    from ..passes.map_gpu import inline
+    return inline(e, {s.var.name: s.value for s in lets})
+
+
+def launch_plan(kernel: Kernel) -> LaunchPlan:
+    mode = dict(kernel.attrs).get("gpu", "single_warp")
+    if mode == "single_warp":
+        return LaunchPlan("single_warp", WARP_SIZE)
+    lets, loop = _top_loop(kernel)
+    if loop is None:
+        raise CompileError(f"kernel {kernel.name}: gpu mode {mode} needs one top-level loop")
+    lo, hi = _inline_lets(loop.lo, lets), _inline_lets(loop.hi, lets)
+    chunk_lo = chunk_hi = None
+    wide = WARP_SIZE
+    body = stmts_of(loop.body)
+    if body and isinstance(body[-1], For) and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
+        chunk_lo, chunk_hi = body[-1].lo, body[-1].hi
+        unroll = int(dict(kernel.attrs).get("gpu_unroll", "1"))
+        if unroll > 1 and jam_plan(body[-1]) is not None:
+            wide = WARP_SIZE * unroll
+    return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, chunk_lo, chunk_hi, wide)
+
+
+def host_eval(e, sizes: dict[str, int]) -> int | None:
+    """The value of an integer IR expression of sizes and constants, or None
+    when it reads memory or anything else the host does not know."""
+    if isinstance(e, Const):
+        return int(e.value)
+    if isinstance(e, Var):
+        return sizes.get(e.name)
+    if isinstance(e, Neg):
+        v = host_eval(e.operand, sizes)
+        return None if v is None else -v
+    if isinstance(e, Cast) and not e.dtype.is_float:
+        return host_eval(e.value, sizes)
+    if isinstance(e, BinOp) and e.op in ("+", "-", "*", "/", "min", "max"):
+        a, b = host_eval(e.lhs, sizes), host_eval(e.rhs, sizes)
+        if a is None or b is None:
+            return None
+        if e.op == "/":
+            return None if b == 0 else int(a / b)
+        return {"+": a + b, "-": a - b, "*": a * b, "min": min(a, b), "max": max(a, b)}[e.op]
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Expressions
+# ---------------------------------------------------------------------------
+
+def _float_literal(value: float, dt: DType) -> str:
+    f = "f" if dt is DType.F32 else "d"
+    if math.isnan(value):
+        return f"spc_nan_{f}()"
+    if math.isinf(value):
+        return f"spc_inf_{f}()" if value > 0 else f"(-spc_inf_{f}())"
+    text = repr(float(value))
+    return text + ("f" if dt is DType.F32 else "")
+
+
+def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
+    """C source of an IR expression (fully parenthesized where it matters).
+
+    ``name`` maps an IR variable name to its C name (default :func:`c_name`);
+    with ``guard`` (a C boolean), loads whose index reads a ``variant``
+    variable are made only when the guard holds (else 0): an unrolled lane's
+    copy past the loop's end must not read memory.
+    """
+    name = name or c_name
+    if guard == "true":
+        guard = None
+
+    def r(x):
+        if isinstance(x, Const):
+            if x.dtype is DType.BOOL:
+                return "true" if x.value else "false"
+            if x.dtype.is_float:
+                return _float_literal(x.value, x.dtype)
+            v = int(x.value)
+            return f"{v}LL" if x.dtype is DType.I64 and abs(v) >= 2**31 else str(v)
+        if isinstance(x, Var):
+            return name(x.name)
+        if isinstance(x, Load):
+            text = f"{c_name(x.buf.name)}[{r(x.index)}]"
+            if guard is not None and _reads(x.index) & variant:
+                text = f"({guard} ? {text} : ({c_elem_type(x.buf.dtype)})0)"
+            return f"(spc_idx){text}" if x.buf.dtype is DType.I32 else text
+        if isinstance(x, Neg):
+            return f"(-{r(x.operand)})"
+        if isinstance(x, Cast):
+            return f"(({c_type(x.dtype)})({r(x.value)}))"
+        if isinstance(x, Select):
+            return f"({r(x.cond)} ? {r(x.if_true)} : {r(x.if_false)})"
+        if isinstance(x, WarpSum):
+            return f"spc_warp_sum({r(x.value)})"
+        if isinstance(x, BinOp):
+            a, b = r(x.lhs), r(x.rhs)
+            if x.op in ("min", "max"):
+                return f"spc_{x.op}({a}, {b})"
+            return f"({a} {x.op} {b})"
+        raise CompileError(f"cannot render expression {x!r}")
+
+    return r(e)
+
+
+def _reads(e) -> set[str]:
+    from ..passes.rewrite import walk
+    return {n.name for n in walk(e) if isinstance(n, Var)}
+
+
+def _converted(e, dt: DType, **kw) -> str:
+    """``e`` as a value of type ``dt`` (an explicit cast where the types differ)."""
+    text = render_expr(e, **kw)
+    return text if dtype_of(e) is dt else f"(({c_type(dt)})({text}))"
+
+
+# ---------------------------------------------------------------------------
+# Unroll-and-jam of lane loops
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Jam:
+    """How a lane loop's body runs ``UNROLL`` iterations at once in one lane.
+
+    ``variant``: variables whose value differs between the copies (the loop
+    variable and what is computed from it), one C variable per copy.
+    ``reductions``: variables declared outside the loop that the body sums
+    into (``r = r + e``): copy 0 is the variable itself, the others are
+    partial sums added to it after the loop.
+    """
+    variant: frozenset
+    reductions: tuple
+
+
+def jam_plan(loop: For) -> Jam | None:
+    """A Jam for ``loop``'s body, or None when its control flow (loop bounds,
+    conditions) depends on the loop variable, or it allocates arrays, or it
+    assigns outer variables other than by summing into them."""
+    body = loop.body
+    stmts = list(all_stmts(body))
+    if any(isinstance(n, Alloc) for n in stmts):
+        return None
+    variant = {loop.var.name}
+    changed = True
+    while changed:
+        changed = False
+        for n in stmts:
+            if isinstance(n, (Let, Assign)) and n.var.name not in variant \
+                    and _reads(n.value) & variant:
+                variant.add(n.var.name)
+                changed = True
+    for n in stmts:
+        if isinstance(n, For) and (_reads(n.lo) | _reads(n.hi)) & variant:
+            return None
+        if isinstance(n, (While, If)) and _reads(n.cond) & variant:
+            return None
+    local = {n.var.name for n in stmts if isinstance(n, (Let, For))}
+    reductions = {}
+    for n in stmts:
+        if isinstance(n, Assign) and n.var.name not in local:
+            v = n.value
+            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
+                    and v.lhs.name == n.var.name and n.var.name not in _reads(v.rhs)):
+                return None
+            reductions[n.var.name] = n.var
+            variant.add(n.var.name)
+    return Jam(frozenset(variant), tuple(reductions.values()))
+
+
+# ---------------------------------------------------------------------------
+# Statements
+# ---------------------------------------------------------------------------
+
+class _Body:
+    """Renders a kernel body line by line, tracking the execution context:
+    "grid" (every thread, outside any mapped loop), "block" (a block's
+    iteration), "warp" (a warp's iteration: all lanes alike), "lane" (one
+    lane's own iterations) or "thread" (one thread's iteration)."""
+
+    def __init__(self, kernel: Kernel):
+        self.kernel = kernel
+        self.params = {p.name for p in kernel.params if isinstance(p.value, Buffer)}
+        self.unroll = int(dict(kernel.attrs).get("gpu_unroll", "1"))
+        self.lines: list[str] = []
+        self.tmp = count()
+
+    def emit(self, depth: int, text: str) -> None:
+        self.lines.append("    " * depth + text)
+
+    def fresh(self, stem: str) -> str:
+        return f"spc_{stem}{next(self.tmp)}"
+
+    def block(self, s, depth: int, ctx: str) -> None:
+        for c in stmts_of(s):
+            self.stmt(c, depth, ctx)
+
+    def stmt(self, s, depth: int, ctx: str) -> None:
+        if isinstance(s, Block):
+            self.block(s, depth, ctx)
+        elif isinstance(s, Let):
+            self.emit(depth, f"{c_type(s.var.dtype)} {c_name(s.var.name)} = "
+                             f"{_converted(s.value, s.var.dtype)};")
+        elif isinstance(s, Assign):
+            self.emit(depth, f"{c_name(s.var.name)} = {_converted(s.value, s.var.dtype)};")
+        elif isinstance(s, Store):
+            self.emit(depth, self.store(s, ctx))
+        elif isinstance(s, Alloc):
+            self.emit(depth, f"{c_elem_type(s.buf.dtype)} {c_name(s.buf.name)}[{s.size}] = {{}};")
+        elif isinstance(s, While):
+            self.emit(depth, f"while ({render_expr(s.cond)}) {{")
+            self.block(s.body, depth + 1, ctx)
+            self.emit(depth, "}")
+        elif isinstance(s, If):
+            self.emit(depth, f"if ({render_expr(s.cond)}) {{")
+            self.block(s.then, depth + 1, ctx)
+            if s.otherwise is not None:
+                self.emit(depth, "} else {")
+                self.block(s.otherwise, depth + 1, ctx)
+            self.emit(depth, "}")
+        elif isinstance(s, For):
+            self.loop(s, depth, ctx)
+        else:
+            raise CompileError(f"cannot render statement {s!r}")
+
+    def store(self, s: Store, ctx: str, **kw) -> str:
+        target = f"{c_name(s.buf.name)}[{render_expr(s.index, **kw)}]"
+        value = _converted(s.value, s.buf.dtype, **kw)
+        if s.atomic:
+            text = f"spc_atomic_add(&{target}, {value});"
+        else:
+            text = f"{target} {'+=' if s.accumulate else '='} {value};"
+        if s.buf.name not in self.params or ctx in ("lane", "thread"):
+            return text                    # a local array, or this thread's own iteration
+        if ctx == "warp":
+            return f"if (spc_lane == 0) {text}"
+        raise CompileError(f"kernel {self.kernel.name}: a store to {s.buf.name} outside "
+                           f"the mapped loops ({ctx} context) would race")
+
+    def loop(self, s: For, depth: int, ctx: str) -> None:
+        v = c_name(s.var.name)
+        lo, hi = self.fresh("lo"), self.fresh("hi")
+        kind = s.kind
+        self.emit(depth, "{")
+        d = depth + 1
+        self.emit(d, f"const spc_idx {lo} = {render_expr(s.lo)};")
+        self.emit(d, f"const spc_idx {hi} = {render_expr(s.hi)};")
+        if kind is LoopKind.SERIAL or kind is LoopKind.PARALLEL or kind is LoopKind.VECTOR:
+            inner = ctx
+            if ctx in ("lane", "thread") and not any(
+                    isinstance(n, (For, While)) for n in all_stmts(s.body)):
+                self.emit(d, "#pragma unroll 4")
+            head = f"for (spc_idx {v} = {lo}; {v} < {hi}; ++{v})"
+        elif kind is LoopKind.GPU_THREAD:
+            if ctx != "grid":
+                raise CompileError(f"a @gpu_thread loop inside {ctx} context")
+            inner = "thread"
+            head = (f"for (spc_idx {v} = {lo} + (spc_idx)blockIdx.x * (spc_idx)blockDim.x + "
+                    f"(spc_idx)threadIdx.x; {v} < {hi}; "
+                    f"{v} += (spc_idx)gridDim.x * (spc_idx)blockDim.x)")
+        elif kind is LoopKind.GPU_BLOCK:
+            if ctx != "grid":
+                raise CompileError(f"a @gpu_block loop inside {ctx} context")
+            inner = "block"
+            head = (f"for (spc_idx {v} = {lo} + (spc_idx)blockIdx.x; {v} < {hi}; "
+                    f"{v} += (spc_idx)gridDim.x)")
+        elif kind is LoopKind.GPU_WARP:
+            inner = "warp"
+            body = stmts_of(s.body)
+            if ctx == "grid" and body and isinstance(body[-1], For) \
+                    and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
+                self.split_warp_loop(s, body, lo, hi, d)
+                self.emit(depth, "}")
+                return
+            if ctx == "grid":
+                head = (f"for (spc_idx {v} = {lo} + (spc_idx)blockIdx.x * {WARPS_PER_BLOCK} "
+                        f"+ spc_warp; {v} < {hi}; {v} += (spc_idx)gridDim.x * "
+                        f"{WARPS_PER_BLOCK})")
+            elif ctx == "block":
+                jam = jam_plan(s) if self.unroll > 1 else None
+                if jam is not None and not jam.reductions:
+                    self.jammed_warp_loop(s, jam, lo, hi, d)
+                    self.emit(depth, "}")
+                    return
+                head = (f"for (spc_idx {v} = {lo} + spc_warp; {v} < {hi}; "
+                        f"{v} += {WARPS_PER_BLOCK})")
+            else:
+                raise CompileError(f"a @gpu_warp loop inside {ctx} context")
+        elif kind is LoopKind.GPU_LANE:
+            if ctx != "warp":
+                raise CompileError(f"a @gpu_lane loop inside {ctx} context")
+            self.lane_loop(s, lo, hi, d)
+            self.emit(depth, "}")
+            return
+        else:
+            raise CompileError(f"a @{kind.value} loop where it cannot be launched ({ctx})")
+        self.emit(d, head + " {")
+        self.block(s.body, d + 1, inner)
+        self.emit(d, "}")
+        self.emit(depth, "}")
+
+    # -- lane loops --------------------------------------------------------------
+    def lane_loop(self, s: For, lo: str, hi: str, d: int) -> None:
+        """``for (v = lo + lane; v < hi; v += 32)``; when the body allows it and
+        the loop is long, ``unroll`` iterations per lane at once (unroll-and-jam:
+        shared work once, independent loads and sums per copy)."""
+        v = c_name(s.var.name)
+        jam = jam_plan(s) if self.unroll > 1 else None
+        plain = f"for (spc_idx {v} = {lo} + spc_lane; {v} < {hi}; {v} += {WARP_SIZE})"
+        if jam is None:
+            self.emit(d, plain + " {")
+            self.block(s.body, d + 1, "lane")
+            self.emit(d, "}")
+        else:
+            u_n = self.unroll
+            self.emit(d, f"if ({hi} - {lo} >= {WARP_SIZE * (u_n - 1)}) {{")
+            for r in jam.reductions:
+                for u in range(1, u_n):
+                    self.emit(d + 1, f"{c_type(r.dtype)} {c_name(r.name)}__{u} = "
+                                     f"({c_type(r.dtype)})0;")
+            j0 = self.fresh("j")
+            self.emit(d + 1, f"for (spc_idx {j0} = {lo} + spc_lane; {j0} < {hi}; "
+                             f"{j0} += {WARP_SIZE * u_n}) {{")
+            ok = self.copies(s, jam, j0, hi, d + 2, first_valid=True)
+            self.jam_block(s.body, d + 2, jam, ok)
+            self.emit(d + 1, "}")
+            for r in jam.reductions:
+                parts = " + ".join(f"{c_name(r.name)}__{u}" for u in range(1, u_n))
+                self.emit(d + 1, f"{c_name(r.name)} = {c_name(r.name)} + ({parts});")
+            self.emit(d, "} else {")
+            self.emit(d + 1, plain + " {")
+            self.block(s.body, d + 2, "lane")
+            self.emit(d + 1, "}")
+            self.emit(d, "}")
+        if any(isinstance(n, Store) and n.buf.name in self.params for n in all_stmts(s.body)):
+            self.emit(d, "__syncwarp();")
+
+    def copies(self, s: For, jam: Jam, j0: str, hi: str, d: int, first_valid: bool,
+               stride: int | str = WARP_SIZE) -> list[str]:
+        """Declare each copy's loop variable and validity; return the validity names."""
+        ok = []
+        for u in range(self.unroll):
+            name = f"{c_name(s.var.name)}__{u}"
+            step = stride * u if isinstance(stride, int) else f"{stride} * {u}"
+            self.emit(d, f"const spc_idx {name} = {j0} + {step};")
+            if u == 0 and first_valid:
+                ok.append("true")
+            else:
+                flag = f"spc_ok__{u}"
+                self.emit(d, f"const bool {flag} = {name} < {hi};")
+                ok.append(flag)
+        return ok
+
+    def jammed_warp_loop(self, s: For, jam: Jam, lo: str, hi: str, d: int) -> None:
+        """A block's @gpu_warp loop with ``unroll`` iterations per warp at once
+        (their loads and warp sums in flight together)."""
+        p0 = self.fresh("p")
+        self.emit(d, f"for (spc_idx {p0} = {lo} + spc_warp; {p0} < {hi}; "
+                     f"{p0} += {WARPS_PER_BLOCK * self.unroll}) {{")
+        ok = self.copies(s, jam, p0, hi, d + 1, first_valid=True, stride=WARPS_PER_BLOCK)
+        self.jam_block(s.body, d + 1, jam, ok, "warp")
+        self.emit(d, "}")
+
+    def copy_namer(self, jam: Jam, u: int):
+        reductions = {r.name for r in jam.reductions}
+
+        def name(n: str) -> str:
+            if n in jam.variant and not (u == 0 and n in reductions):
+                return f"{c_name(n)}__{u}"
+            return c_name(n)
+        return name
+
+    def jam_block(self, body, d: int, jam: Jam, ok: list[str], ctx: str = "lane") -> None:
+        for s in stmts_of(body):
+            self.jam_stmt(s, d, jam, ok, ctx)
+
+    def jam_stmt(self, s, d: int, jam: Jam, ok: list[str], ctx: str) -> None:
+        reductions = {r.name for r in jam.reductions}
+        if isinstance(s, (Let, Assign)) and s.var.name in jam.variant:
+            for u, flag in enumerate(ok):
+                kw = dict(name=self.copy_namer(jam, u), guard=flag, variant=jam.variant)
+                lhs = kw["name"](s.var.name)
+                value = _converted(s.value, s.var.dtype, **kw)
+                if isinstance(s, Let):
+                    self.emit(d, f"{c_type(s.var.dtype)} {lhs} = {value};")
+                elif s.var.name in reductions and flag != "true":
+                    self.emit(d, f"if ({flag}) {lhs} = {value};")
+                else:
+                    self.emit(d, f"{lhs} = {value};")
+        elif isinstance(s, (Let, Assign)):
+            self.stmt(s, d, ctx)
+        elif isinstance(s, Store):
+            for u, flag in enumerate(ok):
+                text = self.store(s, ctx, name=self.copy_namer(jam, u), guard=flag,
+                                  variant=jam.variant)
+                self.emit(d, text if flag == "true" else f"if ({flag}) {text}")
+        elif isinstance(s, Block):
+            self.jam_block(s, d, jam, ok, ctx)
+        elif isinstance(s, For) and s.kind is LoopKind.GPU_LANE and ctx == "warp":
+            # a lane loop inside a jammed warp loop: lane-strided, each copy's work inside
+            v = c_name(s.var.name)
+            lo, hi = self.fresh("lo"), self.fresh("hi")
+            self.emit(d, "{")
+            self.emit(d + 1, f"const spc_idx {lo} = {render_expr(s.lo)};")
+            self.emit(d + 1, f"const spc_idx {hi} = {render_expr(s.hi)};")
+            self.emit(d + 1, f"for (spc_idx {v} = {lo} + spc_lane; {v} < {hi}; "
+                             f"{v} += {WARP_SIZE}) {{")
+            self.jam_block(s.body, d + 2, jam, ok, "lane")
+            self.emit(d + 1, "}")
+            if any(isinstance(n, Store) and n.buf.name in self.params
+                   for n in all_stmts(s.body)):
+                self.emit(d + 1, "__syncwarp();")
+            self.emit(d, "}")
+        elif isinstance(s, For) and s.kind is not LoopKind.SERIAL:
+            raise CompileError(f"cannot unroll a @{s.kind.value} loop")
+        elif isinstance(s, For):
+            v = c_name(s.var.name)
+            lo, hi = self.fresh("lo"), self.fresh("hi")
+            self.emit(d, "{")
+            self.emit(d + 1, f"const spc_idx {lo} = {render_expr(s.lo)};")
+            self.emit(d + 1, f"const spc_idx {hi} = {render_expr(s.hi)};")
+            self.emit(d + 1, "#pragma unroll 2")
+            self.emit(d + 1, f"for (spc_idx {v} = {lo}; {v} < {hi}; ++{v}) {{")
+            self.jam_block(s.body, d + 2, jam, ok, ctx)
+            self.emit(d + 1, "}")
+            self.emit(d, "}")
+        elif isinstance(s, While):
+            self.emit(d, f"while ({render_expr(s.cond)}) {{")
+            self.jam_block(s.body, d + 1, jam, ok, ctx)
+            self.emit(d, "}")
+        elif isinstance(s, If):
+            self.emit(d, f"if ({render_expr(s.cond)}) {{")
+            self.jam_block(s.then, d + 1, jam, ok, ctx)
+            if s.otherwise is not None:
+                self.emit(d, "} else {")
+                self.jam_block(s.otherwise, d + 1, jam, ok, ctx)
+            self.emit(d, "}")
+        else:
+            raise CompileError(f"cannot unroll statement {s!r}")
+
+    def split_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
+        """A top @gpu_warp loop whose body ends in a @gpu_lane_split loop: each
+        warp takes (outer iteration, chunk) work items.  A chunk is 32
+        iterations, one per lane, or with ``spc_wide`` (chosen at launch)
+        32 * unroll iterations, ``unroll`` per lane, unrolled and jammed."""
+        split = body[-1]
+        jam = jam_plan(split) if self.unroll > 1 else None
+        jlo, jhi, width, chunks, items, w, j0 = (
+            self.fresh(x) for x in ("jlo", "jhi", "width", "chunks", "items", "w", "j0"))
+        wide = f"{WARP_SIZE * self.unroll}" if jam is not None else f"{WARP_SIZE}"
+        self.emit(d, f"const spc_idx {jlo} = {render_expr(split.lo)};")
+        self.emit(d, f"const spc_idx {jhi} = {render_expr(split.hi)};")
+        self.emit(d, f"const spc_idx {width} = spc_wide ? {wide} : {WARP_SIZE};")
+        self.emit(d, f"const spc_idx {chunks} = {jhi} > {jlo} ? "
+                     f"({jhi} - {jlo} + {width} - 1) / {width} : 0;")
+        self.emit(d, f"const spc_idx {items} = {hi} > {lo} ? ({hi} - {lo}) * {chunks} : 0;")
+        self.emit(d, f"for (spc_idx {w} = (spc_idx)blockIdx.x * {WARPS_PER_BLOCK} + "
+                     f"spc_warp; {w} < {items}; {w} += (spc_idx)gridDim.x * "
+                     f"{WARPS_PER_BLOCK}) {{")
+        self.emit(d + 1, f"spc_idx {c_name(s.var.name)} = {lo} + {w} / {chunks};")
+        self.emit(d + 1, f"const spc_idx {j0} = {jlo} + ({w} % {chunks}) * {width} + "
+                         f"spc_lane;")
+        for c in body[:-1]:
+            self.stmt(c, d + 1, "warp")
+        if jam is not None:
+            self.emit(d + 1, "if (spc_wide) {")
+            ok = self.copies(split, jam, j0, jhi, d + 2, first_valid=False)
+            self.jam_block(split.body, d + 2, jam, ok)
+            self.emit(d + 1, "} else {")
+            dd = d + 2
+        else:
+            dd = d + 1
+        self.emit(dd, f"const spc_idx {c_name(split.var.name)} = {j0};")
+        self.emit(dd, f"if ({c_name(split.var.name)} < {jhi}) {{")
+        self.block(split.body, dd + 1, "lane")
+        self.emit(dd, "}")
+        if jam is not None:
+            self.emit(d + 1, "}")
+        self.emit(d, "}")
+
+
+def render_body(kernel: Kernel) -> str:
+    """The C statements of ``kernel``'s ``__global__`` function."""
+    plan = launch_plan(kernel)
+    r = _Body(kernel)
+    r.emit(1, f"const int spc_lane = threadIdx.x & {WARP_SIZE - 1};")
+    r.emit(1, "const int spc_warp = threadIdx.x / " + str(WARP_SIZE) + ";")
+    r.emit(1, "(void)spc_lane; (void)spc_warp;")
+    if plan.mode == "single_warp":
+        r.emit(1, f"if (blockIdx.x != 0 || threadIdx.x >= {WARP_SIZE}) return;")
+        r.block(kernel.body, 1, "warp")
+    else:
+        r.block(kernel.body, 1, "grid")
+    return "\n".join(r.lines)
+
+
+def render_params(kernel: Kernel, index_type: str = "long long") -> list[str]:
+    """The C parameters: the kernel's (sizes of type ``index_type``), then
+    ``spc_wide`` (a launch choice, see ``split_warp_loop``) when it has a
+    ``@gpu_lane_split`` loop."""
+    out = []
+    for p in kernel.params:
+        v = p.value
+        if isinstance(v, Buffer):
+            const = "const " if p.role is ParamRole.INPUT else ""
+            out.append(f"{const}{c_elem_type(v.dtype)}* __restrict__ {c_name(v.name)}")
+        else:
+            out.append(f"const {index_type} {c_name(v.name)}")
+    if launch_plan(kernel).chunk_lo is not None:
+        out.append("const int spc_wide")
+    return out
+
+
+def render_args(kernel: Kernel, index_type: str) -> list[str]:
+    """The arguments a wrapper kernel passes to the body (sizes cast to ``index_type``)."""
+    out = [c_name(p.name) if isinstance(p.value, Buffer) else f"({index_type}){c_name(p.name)}"
+           for p in kernel.params]
+    if launch_plan(kernel).chunk_lo is not None:
+        out.append("spc_wide")
+    return out
+
+
+__all__ = ["LaunchPlan", "c_name", "host_eval", "launch_plan", "render_args", "render_body",
+           "render_expr", "render_params", "LANE_KINDS"]

@@ -1,0 +1,539 @@
+"""map_gpu: map a kernel's loops onto the CUDA grid (blocks, warps, lanes, threads).
+
+The choices are made from the loop IR alone and recorded in it: loop kinds
+(``@gpu_block``, ``@gpu_warp``, ``@gpu_thread``, ``@gpu_lane``,
+``@gpu_lane_split``), ``warp_sum`` expressions, ``atomic+=`` stores and the
+kernel attribute ``gpu`` (how the grid is launched: ``warp``, ``block``,
+``thread`` or ``single_warp``).  The interpreter runs the result unchanged
+(a warp sum of one lane is its value), so tests compare the numbers before
+and after this pass.
+
+The mapping:
+
+* The outermost loop, when its iterations write disjoint output entries (the
+  lowerer's ``outer_independent``), gets one warp per iteration, 8 warps to a
+  256-thread block.  Inside it the innermost loop that can be spread over the
+  warp's 32 lanes becomes a lane loop (lane-strided iterations, so neighbouring
+  lanes touch neighbouring addresses):
+  - an *output loop*, each iteration storing to its own entries (SpMM's ``j``:
+    ``C[i*N + j]``), runs its iterations on separate lanes;
+  - a *reduction loop*, accumulating into scalars declared outside it (SpMV's
+    position loop, SDDMM's ``k``), accumulates per-lane partial sums that a
+    warp-shuffle sum (``warp_sum``) combines.
+  Statements outside lane loops run on every lane alike; their stores are done
+  by lane 0 (the renderer's job).
+* A serial loop whose body is only an output lane loop is interchanged with it
+  and the lane loop's accumulating stores become register sums, stored once
+  (SpMM: each lane keeps ``C[i, j]`` in a register across the row's nonzeros).
+* When the warp's body is then one output lane loop over a range known from the
+  sizes alone, that loop is cut into 32-iteration chunks, each a warp of its
+  own (``@gpu_lane_split``): SpMM at N = 128 runs 4 warps per row.
+* When the warp's body is one serial loop whose iterations write their own
+  entries and which holds lane loops (SDDMM's nonzeros of a row), the outer
+  loop gets a block per iteration and that loop a warp per iteration.
+* An outer loop with no lane loop inside gets one thread per iteration.
+* An outer loop that is not independent (transposed access: ``y[j] += ...``)
+  runs the same way with atomic additions for its accumulating stores; a
+  scalar output (``s = sum ...``) accumulates per iteration and adds atomically.
+  With ``deterministic=True`` neither happens: such kernels run on one warp,
+  whose lane loops and warp sums have a fixed order, so results are
+  bit-identical from run to run.
+* Anything else runs on one warp (``single_warp``), with lane loops inside
+  where they are safe.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from itertools import count
+
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If,
+                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Stmt, Store, Var, WarpSum,
+                        While)
+from .map_parallel import _binds
+from .rewrite import rewrite, walk
+
+WARP_SIZE = 32
+WARPS_PER_BLOCK = 8
+UNROLL = 4             # lane loops may run this many iterations per lane at once
+THREADS_PER_BLOCK = WARP_SIZE * WARPS_PER_BLOCK
+LANE_KINDS = (LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT)
+
+
+# ---------------------------------------------------------------------------
+# Small queries on statements
+# ---------------------------------------------------------------------------
+
+def stmts_of(s: Stmt | None) -> tuple[Stmt, ...]:
+    """The statements of ``s`` as a flat tuple (nested Blocks flattened)."""
+    if s is None:
+        return ()
+    if isinstance(s, Block):
+        out: list[Stmt] = []
+        for c in s.body:
+            out.extend(stmts_of(c))
+        return tuple(out)
+    return (s,)
+
+
+def all_stmts(s: Stmt):
+    """Every statement in ``s``, parents first."""
+    for n in walk(s):
+        if isinstance(n, (Block, Let, Assign, Store, For, While, If, Alloc)):
+            yield n
+
+
+def exprs_of(s: Stmt):
+    """Every expression read by a statement of ``s`` (not the variables it defines)."""
+    for n in all_stmts(s):
+        if isinstance(n, (Let, Assign)):
+            yield n.value
+        elif isinstance(n, Store):
+            yield n.index
+            yield n.value
+        elif isinstance(n, For):
+            yield n.lo
+            yield n.hi
+        elif isinstance(n, While):
+            yield n.cond
+        elif isinstance(n, If):
+            yield n.cond
+
+
+def var_names(e: Expr) -> set[str]:
+    return {n.name for n in walk(e) if isinstance(n, Var)}
+
+
+def reads(s: Stmt) -> list[str]:
+    """The variable names read in ``s``, with repetition."""
+    out = []
+    for e in exprs_of(s):
+        out.extend(n.name for n in walk(e) if isinstance(n, Var))
+    return out
+
+
+def declared(s: Stmt) -> set[str]:
+    """Names that ``s`` declares (Let) or binds as a loop variable."""
+    return {n.var.name for n in all_stmts(s) if isinstance(n, (Let, For))}
+
+
+def assigned(s: Stmt) -> set[str]:
+    return {n.var.name for n in all_stmts(s) if isinstance(n, Assign)}
+
+
+def loaded_buffers(s: Stmt) -> set[str]:
+    return {n.buf.name for e in exprs_of(s) for n in walk(e) if isinstance(n, Load)}
+
+
+def has_lane_loop(s: Stmt) -> bool:
+    return any(isinstance(n, For) and n.kind in LANE_KINDS for n in all_stmts(s))
+
+
+def let_env(body: Stmt) -> dict[str, Expr]:
+    """Lets of ``body`` that can be inlined: declared once, never reassigned."""
+    counts: dict[str, int] = {}
+    values: dict[str, Expr] = {}
+    for n in all_stmts(body):
+        if isinstance(n, Let):
+            counts[n.var.name] = counts.get(n.var.name, 0) + 1
+            values[n.var.name] = n.value
+    changed = assigned(body)
+    return {k: v for k, v in values.items() if counts[k] == 1 and k not in changed}
+
+
+def inline(e: Expr, env: dict[str, Expr], depth: int = 16) -> Expr:
+    """``e`` with the variables of ``env`` replaced by their definitions."""
+    for _ in range(depth):
+        if not var_names(e) & env.keys():
+            return e
+        e = rewrite(e, lambda n: env[n.name] if isinstance(n, Var) and n.name in env else n)
+    return e
+
+
+def _signed_terms(e: Expr, sign: int = 1):
+    if isinstance(e, BinOp) and e.op == "+":
+        yield from _signed_terms(e.lhs, sign)
+        yield from _signed_terms(e.rhs, sign)
+    elif isinstance(e, BinOp) and e.op == "-":
+        yield from _signed_terms(e.lhs, sign)
+        yield from _signed_terms(e.rhs, -sign)
+    elif isinstance(e, Neg):
+        yield from _signed_terms(e.operand, -sign)
+    else:
+        yield sign, e
+
+
+def _coefficient(term: Expr, v: str) -> int | None:
+    """c when ``term`` is c * v (c an integer constant), else None."""
+    if isinstance(term, Var) and term.name == v:
+        return 1
+    if isinstance(term, Neg):
+        c = _coefficient(term.operand, v)
+        return None if c is None else -c
+    if isinstance(term, BinOp) and term.op == "*":
+        for a, b in ((term.lhs, term.rhs), (term.rhs, term.lhs)):
+            if isinstance(a, Const) and not a.dtype.is_float and a.dtype is not DType.BOOL:
+                c = _coefficient(b, v)
+                if c is not None:
+                    return int(a.value) * c
+    return None
+
+
+def injective(index: Expr, loop: For) -> bool:
+    """True when ``index`` (as computed in ``loop``'s body) differs between any two
+    iterations: it is c * var + (terms that do not change inside the loop), c != 0."""
+    e = inline(index, let_env(loop.body))
+    variant = declared(loop.body) | assigned(loop.body) | {loop.var.name}
+    coef = 0
+    for sign, term in _signed_terms(e):
+        names = var_names(term)
+        if loop.var.name in names:
+            c = _coefficient(term, loop.var.name)
+            if c is None:
+                return False
+            coef += sign * c
+        elif names & variant:
+            return False
+    return coef != 0
+
+
+# ---------------------------------------------------------------------------
+# Which loops can be spread over lanes
+# ---------------------------------------------------------------------------
+
+def lane_parallel(loop: For, params: set[str], atomic: bool) -> list[Var] | None:
+    """The reduction variables of ``loop`` if its iterations can run on different
+    lanes (or warps), else None.
+
+    Requires: ``params`` names the kernel's buffer parameters.  Ensures: the
+    loop's iterations are independent except for (a) scalar reductions
+    ``r = r + e`` into variables declared outside it, returned (their per-lane
+    partial sums must be added up), and (b) atomic stores (when ``atomic``,
+    every store must already be atomic or injective).
+    """
+    body = loop.body
+    local = declared(body) | {loop.var.name}
+    outer = {}
+    for n in all_stmts(body):
+        if isinstance(n, Assign) and n.var.name not in local:
+            outer.setdefault(n.var.name, []).append(n)
+    uses = reads(body)
+    reductions = []
+    for name, assigns in outer.items():
+        for a in assigns:
+            v = a.value
+            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
+                    and v.lhs.name == name and name not in var_names(v.rhs)):
+                return None
+        if uses.count(name) != len(assigns) or a.var.dtype is DType.BOOL:
+            return None                     # read other than by its own update
+        reductions.append(assigns[0].var)
+    stored: dict[str, set] = {}
+    for n in all_stmts(body):
+        if isinstance(n, Store):
+            if n.buf.name not in params:
+                if n.buf.name in {a.buf.name for a in all_stmts(body) if isinstance(a, Alloc)}:
+                    continue                # a lane's own local array
+                return None
+            if n.atomic:
+                stored.setdefault(n.buf.name, set())
+                continue
+            if not injective(n.index, loop):
+                return None
+            stored.setdefault(n.buf.name, set()).add(inline(n.index, let_env(body)))
+    if any(len(forms) > 1 for forms in stored.values()):
+        return None                         # two index forms might meet across iterations
+    if loaded_buffers(body) & stored.keys():
+        return None
+    return reductions
+
+
+# ---------------------------------------------------------------------------
+# Rewrites
+# ---------------------------------------------------------------------------
+
+class _Names:
+    def __init__(self, kernel: Kernel):
+        self.taken = {n.name for n in walk(kernel.body) if isinstance(n, Var)}
+        self.taken |= {p.name for p in kernel.params}
+
+    def fresh(self, stem: str, dtype: DType) -> Var:
+        for k in count():
+            name = stem if k == 0 else f"{stem}{k}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return Var(name, dtype)
+        raise AssertionError("unreachable")
+
+
+def _zero(dtype: DType) -> Const:
+    return Const(0.0 if dtype.is_float else 0, dtype)
+
+
+def _rename(s, old: str, new: Var):
+    return rewrite(s, lambda n: new if isinstance(n, Var) and n.name == old else n)
+
+
+def to_lanes(loop: For, reductions: list[Var], names: _Names) -> Stmt:
+    """``loop`` as a lane loop; each reduction gets a per-lane partial sum
+    (zero-initialized) that is warp-summed and added to it after the loop."""
+    if not reductions:
+        return replace(loop, kind=LoopKind.GPU_LANE)
+    body = loop.body
+    before, after = [], []
+    for r in reductions:
+        part = names.fresh(f"{r.name}_lane", r.dtype)
+        body = _rename(body, r.name, part)
+        before.append(Let(part, _zero(r.dtype)))
+        after.append(Assign(r, BinOp("+", r, WarpSum(part))))
+    return Block(tuple(before) + (replace(loop, body=body, kind=LoopKind.GPU_LANE),)
+                 + tuple(after))
+
+
+def interchange(outer: For, names: _Names) -> Stmt | None:
+    """``for p: lets; for j @lane: ... C[idx(j)] += v`` as
+    ``for j @lane: r = 0; for p: lets; ...; r += v; C[idx(j)] += r``, or None.
+
+    Requires: the lane loop is the last statement of ``outer``'s body, after
+    Lets only; its bounds and its stores' indices do not depend on ``outer``'s
+    iteration; it only accumulates into float outputs and reads none of them.
+    Ensures: the same sums, with one store per output entry instead of one per
+    iteration of ``outer`` (float addition reassociated once: ``C + (v1 + v2 ...)``).
+    """
+    body = stmts_of(outer.body)
+    if outer.kind is not LoopKind.SERIAL or not body or not isinstance(body[-1], For):
+        return None
+    lane, lets = body[-1], body[:-1]
+    if lane.kind is not LoopKind.GPU_LANE or not all(isinstance(s, Let) for s in lets):
+        return None
+    outer_vars = {outer.var.name} | {s.var.name for s in lets}
+    if (var_names(lane.lo) | var_names(lane.hi)) & outer_vars:
+        return None
+    if assigned(outer.body) & outer_vars:
+        return None
+    stores = [n for n in all_stmts(lane.body) if isinstance(n, Store)]
+    if not stores or any(not s.accumulate or not s.buf.dtype.is_float for s in stores):
+        return None
+    if loaded_buffers(outer.body) & {s.buf.name for s in stores}:
+        return None
+    inner_vars = declared(lane.body) | assigned(lane.body)
+    env = let_env(lane.body)
+    indices = []
+    for s in stores:
+        idx = inline(s.index, env)
+        if var_names(idx) & (outer_vars | inner_vars):
+            return None
+        indices.append(idx)
+    regs = [names.fresh(f"{s.buf.name}_reg", s.buf.dtype) for s in stores]
+    by_store = {id(s): r for s, r in zip(stores, regs)}
+
+    def to_reg(n):
+        if isinstance(n, Store) and id(n) in by_store:
+            r = by_store[id(n)]
+            return Assign(r, BinOp("+", r, n.value))
+        return n
+
+    new_lane_body = _replace_stores(lane.body, to_reg)
+    new_outer = replace(outer, body=_drop_dead_lets(Block(lets + stmts_of(new_lane_body))))
+    inits = tuple(Let(r, _zero(r.dtype)) for r in regs)
+    writes = tuple(Store(s.buf, idx, r, accumulate=True, atomic=s.atomic)
+                   for s, idx, r in zip(stores, indices, regs))
+    return replace(lane, body=Block(inits + (new_outer,) + writes))
+
+
+def _drop_dead_lets(body: Block) -> Block:
+    """``body`` without its top-level Lets of variables nothing reads (their
+    values are loads and arithmetic, so dropping them changes no result)."""
+    stmts = list(body.body)
+    while True:
+        used = set(reads(Block(tuple(stmts))))
+        keep = [s for s in stmts if not (isinstance(s, Let) and s.var.name not in used)]
+        if len(keep) == len(stmts):
+            return Block(tuple(stmts))
+        stmts = keep
+
+
+def _replace_stores(s: Stmt, fn) -> Stmt:
+    """``s`` with each Store statement ``n`` (identified by object) replaced by fn(n)."""
+    if isinstance(s, Store):
+        return fn(s)
+    if isinstance(s, Block):
+        return Block(tuple(_replace_stores(c, fn) for c in s.body))
+    if isinstance(s, (For, While)):
+        return replace(s, body=_replace_stores(s.body, fn))
+    if isinstance(s, If):
+        return replace(s, then=_replace_stores(s.then, fn),
+                       otherwise=None if s.otherwise is None else _replace_stores(s.otherwise, fn))
+    return s
+
+
+def map_lanes(s: Stmt, ctx) -> tuple[Stmt, bool]:
+    """Map the innermost loops of ``s`` that can be spread over a warp's lanes
+    to lane loops (see the module docstring); returns (statement, mapped any)."""
+    if isinstance(s, Block):
+        parts = [map_lanes(c, ctx) for c in s.body]
+        return Block(tuple(p for p, _ in parts)), any(m for _, m in parts)
+    if isinstance(s, For):
+        if s.kind is not LoopKind.SERIAL:
+            return s, has_lane_loop(s)
+        body, mapped = map_lanes(s.body, ctx)
+        loop = replace(s, body=body)
+        if mapped:
+            swapped = interchange(loop, ctx.names)
+            return (swapped if swapped is not None else loop), True
+        reductions = lane_parallel(loop, ctx.params, ctx.atomic)
+        if reductions is None:
+            return loop, False
+        return to_lanes(loop, reductions, ctx.names), True
+    if isinstance(s, While):
+        body, mapped = map_lanes(s.body, ctx)
+        return replace(s, body=body), mapped
+    if isinstance(s, If):
+        then, m1 = map_lanes(s.then, ctx)
+        other, m2 = (None, False) if s.otherwise is None else map_lanes(s.otherwise, ctx)
+        return replace(s, then=then, otherwise=other), m1 or m2
+    return s, False
+
+
+class _Ctx:
+    def __init__(self, kernel: Kernel, atomic: bool):
+        self.names = _Names(kernel)
+        self.params = {p.name for p in kernel.params if isinstance(p.value, Buffer)}
+        self.sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
+        self.atomic = atomic
+
+
+def _make_atomic(s: Stmt) -> Stmt:
+    return _replace_stores(s, lambda n: replace(n, atomic=True) if n.accumulate else n)
+
+
+def _only_sizes(e: Expr, sizes: set[str]) -> bool:
+    return all(not isinstance(n, Load) for n in walk(e)) and var_names(e) <= sizes
+
+
+def map_outer(loop: For, ctx: _Ctx) -> tuple[For, str]:
+    """Map the outermost loop (one warp, block or thread per iteration) and the
+    loops inside it; returns the loop and the launch mode."""
+    body, mapped = map_lanes(loop.body, ctx)
+    if not mapped:
+        return replace(loop, body=body, kind=LoopKind.GPU_THREAD), "thread"
+    parts = stmts_of(body)
+    if parts and isinstance(parts[-1], For) and all(isinstance(s, Let) for s in parts[:-1]):
+        last = parts[-1]
+        if last.kind is LoopKind.GPU_LANE and _only_sizes(last.lo, ctx.sizes) \
+                and _only_sizes(last.hi, ctx.sizes):
+            split = replace(last, kind=LoopKind.GPU_LANE_SPLIT)
+            return replace(loop, body=Block(parts[:-1] + (split,)), kind=LoopKind.GPU_WARP), "warp"
+        if last.kind is LoopKind.SERIAL and has_lane_loop(last) \
+                and lane_parallel(last, ctx.params, ctx.atomic) == []:
+            per_warp = replace(last, kind=LoopKind.GPU_WARP)
+            return (replace(loop, body=Block(parts[:-1] + (per_warp,)), kind=LoopKind.GPU_BLOCK),
+                    "block")
+    return replace(loop, body=body, kind=LoopKind.GPU_WARP), "warp"
+
+
+def _privatized(prefix, rest, kernel: Kernel):
+    """For ``let acc = 0; for ...: acc = acc + e; out[c] = acc`` (a scalar
+    output), the loop with ``acc`` declared per iteration and added to ``out[c]``
+    at its end; None when the kernel is not of that shape."""
+    if len(rest) != 2 or not isinstance(rest[0], For) or not isinstance(rest[1], Store):
+        return None
+    loop, store = rest
+    if not prefix or not isinstance(prefix[-1], Let):
+        return None
+    init = prefix[-1]
+    acc = init.var
+    if not (isinstance(init.value, Const) and init.value.value == 0
+            and isinstance(store.value, Var) and store.value.name == acc.name):
+        return None
+    if var_names(store.index) & (declared(loop) | assigned(loop)):
+        return None
+    if assigned(loop) & {s.var.name for s in prefix[:-1]}:
+        return None                         # state carried between iterations
+    if any(acc.name in var_names(e) for e in (p.value for p in prefix[:-1])):
+        return None
+    if any(isinstance(n, Store) and not n.accumulate for n in all_stmts(loop)):
+        return None
+    # the loop's only effect on variables outside it must be the sum into acc
+    outside = assigned(loop.body) - declared(loop.body)
+    if outside != {acc.name}:
+        return None
+    for n in all_stmts(loop.body):
+        if isinstance(n, Assign) and n.var.name == acc.name:
+            v = n.value
+            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
+                    and v.lhs.name == acc.name and acc.name not in var_names(v.rhs)):
+                return None
+    if reads(loop.body).count(acc.name) != sum(
+            1 for n in all_stmts(loop.body) if isinstance(n, Assign) and n.var.name == acc.name):
+        return None
+    body = Block((Let(acc, init.value),) + stmts_of(_make_atomic(loop.body))
+                 + (Store(store.buf, store.index, acc, accumulate=True, atomic=True),))
+    return prefix[:-1], replace(loop, body=body)
+
+
+def _stores_follow(loop: For) -> bool:
+    """True when every store in ``loop`` writes where the iteration's own values
+    point (its index depends on the loop variable): a check of the lowerer's
+    ``outer_independent`` claim that catches stores every iteration shares."""
+    dep = {loop.var.name}
+    changed = True
+    while changed:
+        changed = False
+        for n in all_stmts(loop.body):
+            if n.__class__ in (Let, Assign, For) and n.var.name not in dep and (
+                    var_names(n.lo) | var_names(n.hi) if isinstance(n, For)
+                    else var_names(n.value)) & dep:
+                dep.add(n.var.name)
+                changed = True
+    return all(var_names(n.index) & dep for n in all_stmts(loop.body) if isinstance(n, Store))
+
+
+def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
+    """Map ``kernel``'s loops to the GPU (see the module docstring).
+
+    Requires: a verified kernel whose ``outer_independent`` attribute (if any)
+    names the outer loop's index.  Ensures: the interpreter computes the same
+    results (up to float reassociation of sums); the kernel attribute ``gpu``
+    says how to launch it; with ``deterministic`` no store is atomic.
+    """
+    attrs = dict(kernel.attrs)
+    stmts = stmts_of(kernel.body)
+    k = 0
+    while k < len(stmts) and isinstance(stmts[k], Let):
+        k += 1
+    prefix, rest = stmts[:k], stmts[k:]
+    new_body, mode = None, None
+    outside = {s.var.name for s in prefix}
+    if len(rest) == 1 and isinstance(rest[0], For) and rest[0].kind in (
+            LoopKind.SERIAL, LoopKind.PARALLEL) and not assigned(rest[0]) & outside:
+        # (a loop that assigns a variable declared before it carries state from one
+        # iteration to the next: a merge's position, a sparse output's append point)
+        loop = replace(rest[0], kind=LoopKind.SERIAL)
+        if _binds(loop, attrs.get("outer_independent")) and _stores_follow(loop):
+            mapped, mode = map_outer(loop, _Ctx(kernel, atomic=False))
+            new_body = Block(prefix + (mapped,))
+        elif not deterministic and all(n.accumulate for n in all_stmts(loop)
+                                       if isinstance(n, Store)):
+            mapped, mode = map_outer(_make_atomic(loop), _Ctx(kernel, atomic=True))
+            new_body = Block(prefix + (mapped,))
+    if new_body is None and not deterministic:
+        found = _privatized(prefix, rest, kernel)
+        if found is not None:
+            pre, loop = found
+            mapped, mode = map_outer(loop, _Ctx(kernel, atomic=True))
+            new_body = Block(pre + (mapped,))
+    if new_body is None:
+        new_body, _ = map_lanes(Block(stmts), _Ctx(kernel, atomic=False))
+        mode = "single_warp"
+    attrs_out = tuple((key, val) for key, val in kernel.attrs if key not in ("gpu", "gpu_unroll")) \
+        + (("gpu", mode), ("gpu_unroll", str(UNROLL)))
+    return replace(kernel, body=new_body, attrs=attrs_out)
+
+
+def make_map_gpu(deterministic: bool = False):
+    """The pass as a one-argument function named ``map_gpu`` (for pipelines)."""
+    def map_gpu_pass(kernel: Kernel) -> Kernel:
+        return map_gpu(kernel, deterministic=deterministic)
+    map_gpu_pass.__name__ = "map_gpu"
+    map_gpu_pass.__qualname__ = "map_gpu"
+    return map_gpu_pass

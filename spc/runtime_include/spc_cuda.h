@@ -1,0 +1,1 @@
+../../runtime/spc_cuda.h
