@@ -612,13 +612,16 @@ def _indices_of(assign: ast.Assignment) -> set[str]:
 
 
 def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:
-    """True when iterations of the outermost loop write disjoint output entries."""
+    """True when iterations of the outermost loop write disjoint output entries:
+    it binds the output's first stored index, and for an assembled output that
+    level is dense (a compressed first level, as in a sparse-vector output, has
+    every iteration append to the same segment)."""
     if not order or not assign.lhs.indices:
         return False
-    first = order[0]
     out_fmt = lw.out_fmt
-    out_first = assign.lhs.indices[out_fmt.order[0]]
-    return first == out_first
+    if order[0] != assign.lhs.indices[out_fmt.order[0]]:
+        return False
+    return kind != OutputKind.ASSEMBLED or out_fmt.levels[0].locatable
 
 
 def _params(lw: Lowerer, order) -> tuple[Param, ...]:
