@@ -229,3 +229,16 @@ def test_expression_threads_match_one_thread(compiled, case_id, formats):
         out_name = case.expr.split("[")[0].split("=")[0].strip()
         if formats.get(out_name, "dense") != "dense":
             assert pattern_of(r) == pattern_of(results[0])
+
+
+def test_sparse_vector_output_is_not_run_row_parallel():
+    """Every row appends to the one segment of a sparse-vector output, so its
+    counting kernel must not be split across threads (a data race)."""
+    import scipy.sparse as sp
+    k = spc.compile("y[i] = A[i,j] * x[j]", formats={"A": "csr", "y": "sparse"},
+                    dtype="float64")
+    assert "@parallel" not in k.ir
+    A = sp.random(3000, 3000, density=0.01, format="csr", random_state=0)
+    x = np.random.default_rng(0).standard_normal(3000)
+    y = k(A=A, x=x)
+    np.testing.assert_allclose(y.to_numpy(), A @ x, rtol=1e-12, atol=1e-12)
