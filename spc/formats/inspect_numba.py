@@ -72,6 +72,28 @@ def looks_valid(pos, crd, parents, dim, unique, ordered):  # pragma: no cover - 
     return descents == excused
 
 
+@numba.njit(cache=True, nogil=True)
+def compressed_in_bounds(pos, crd, parents, dim):  # pragma: no cover - jitted
+    """True iff pos has parents+1 entries from 0 to len(crd) that never decrease
+    and every coordinate lies in [0, dim): everything a kernel that only walks
+    the level (no merge with another operand) needs to stay in bounds."""
+    n = len(crd)
+    if len(pos) != parents + 1 or pos[0] != 0 or pos[parents] != n:
+        return False
+    bad = 0
+    for i in range(parents):
+        bad += pos[i + 1] < pos[i]
+    lo = 0
+    hi = 0
+    if n:
+        lo = crd[0]
+        hi = crd[0]
+    for p in range(n):
+        lo = min(lo, crd[p])
+        hi = max(hi, crd[p])
+    return bad == 0 and lo >= 0 and hi < dim
+
+
 def compressed_errors(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int,
                       unique: bool, ordered: bool) -> tuple[int, int]:
     """(code, position) of the first problem in a compressed level, (OK, 0) if none."""
