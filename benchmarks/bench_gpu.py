@@ -53,6 +53,8 @@ def pick(entries, per_family: int):
         es = sorted((e for e in entries if e.family == fam), key=lambda e: e.nnz)
         if len(es) <= per_family:
             out += es
+        elif per_family == 1:
+            out.append(es[len(es) // 2])
         else:
             step = (len(es) - 1) / (per_family - 1)
             out += [es[round(k * step)] for k in range(per_family)]

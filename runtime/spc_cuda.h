@@ -36,6 +36,20 @@ __device__ __forceinline__ long long spc_warp_sum(long long v) {
     return v;
 }
 
+// The sum of v over a group of G lanes (G a power of two up to 32; the groups
+// are aligned runs of G lanes), in each of them.  A butterfly inside the group:
+// deterministic like spc_warp_sum.  Only the group's lanes need to reach it
+// together (its mask names them), so groups may leave a loop at different times.
+template <int G, typename T> __device__ __forceinline__ T spc_group_sum(T v) {
+    if (G > 1) {
+        const unsigned mask = G >= 32 ? SPC_FULL_MASK
+            : (((1u << (G & 31)) - 1u) << ((threadIdx.x & 31) & ~(G - 1)));
+#pragma unroll
+        for (int o = G / 2; o > 0; o >>= 1) v += __shfl_xor_sync(mask, v, o, G);
+    }
+    return v;
+}
+
 // Atomic accumulation (`buf[i] atomic+= v` in the loop IR).
 __device__ __forceinline__ void spc_atomic_add(float* p, float v) { atomicAdd(p, v); }
 __device__ __forceinline__ void spc_atomic_add(double* p, double v) { atomicAdd(p, v); }
@@ -52,6 +66,12 @@ template <typename T> __device__ __forceinline__ T spc_max(T a, T b) { return a 
 template <typename T> __device__ __forceinline__ T spc_ld(const T* p) { return __ldg(p); }
 __device__ __forceinline__ float4 spc_ld4(const float* p) {
     return __ldg(reinterpret_cast<const float4*>(p));
+}
+__device__ __forceinline__ float4 spc_ldv(const float* p) {
+    return __ldg(reinterpret_cast<const float4*>(p));
+}
+__device__ __forceinline__ double2 spc_ldv(const double* p) {
+    return __ldg(reinterpret_cast<const double2*>(p));
 }
 __device__ __forceinline__ bool spc_aligned16(const void* p) {
     return (reinterpret_cast<unsigned long long>(p) & 15ull) == 0;

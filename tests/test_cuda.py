@@ -150,6 +150,31 @@ def test_random_expressions_on_gpu():
     check()
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("mode", [dict(flat=False, split=1), dict(flat=False, split=3),
+                                  dict(flat=True)], ids=["rows", "rows-split3", "flat"])
+@pytest.mark.parametrize("group", [1, 2, 4, 8, 16, 32])
+def test_sddmm_every_lane_group_and_split(group, mode, dtype):
+    """Every lane-group size, split and enumeration the launcher may pick (forced
+    here), with reduction lengths that take the 16-byte vector path (k % 4 == 0),
+    the scalar path (k = 5, 130: rows of X and Y not all aligned) or both."""
+    rng = np.random.default_rng(group)
+    A = sp.random(70, 50, density=0.2, format="lil", dtype=dtype, random_state=group)
+    A[3, :] = 1.0                      # a long row
+    A[5:45, :] = 0.0                   # more than 32 empty rows in a row
+    A[60, :] = 0.0
+    A = A.tocsr()
+    A.eliminate_zeros()
+    k = gpu("sddmm", fmt="csr", dtype=dtype, group=group, **mode)
+    for width in (1, 5, 32, 40, 130):
+        X = rng.uniform(-1, 1, (70, width)).astype(dtype)
+        Y = rng.uniform(-1, 1, (50, width)).astype(dtype)
+        out = k(A, X, Y)
+        want = A.multiply(X.astype(np.float64) @ Y.T.astype(np.float64))
+        assert pattern_of(out) == pattern_of(A)
+        assert_allclose(out.toarray(), want.toarray(), dtype)
+
+
 # ---------------------------------------------------------------------------
 # Interop: CuPy, cupyx.scipy.sparse, torch
 # ---------------------------------------------------------------------------

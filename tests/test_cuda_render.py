@@ -155,22 +155,22 @@ kernel sddmm_csr_csr_dense_dense(in A1_crd: i32*, in A1_pos: i32*, in A_vals: f3
   # order: i,j,k
   # output: pattern
   # outer_independent: i
-  # gpu: block
+  # gpu: warp
   # gpu_unroll: 4
-  for i in [0, size_i) @gpu_block:
+  # gpu_group: k
+  # gpu_flat: A1_p3
+  for i in [0, size_i) @gpu_warp:
     let A0_p0: i64 = i
     let X0_p1: i64 = i
     let S0_p2: i64 = i
-    for A1_p3 in [A1_pos[A0_p0], A1_pos[A0_p0 + 1]) @gpu_warp:
+    for A1_p3 in [A1_pos[A0_p0], A1_pos[A0_p0 + 1]) @gpu_lane:
       let j: i64 = A1_crd[A1_p3]
       let Y0_p5: i64 = j
       let acc: f32 = 0.0f
-      let acc_lane: f32 = 0.0f
-      for k in [0, size_k) @gpu_lane:
+      for k in [0, size_k):
         let X1_p6: i64 = X0_p1 * size_k + k
         let Y1_p7: i64 = Y0_p5 * size_k + k
-        acc_lane = acc_lane + A_vals[A1_p3] * X_vals[X1_p6] * Y_vals[Y1_p7]
-      acc = acc + warp_sum(acc_lane)
+        acc = acc + A_vals[A1_p3] * X_vals[X1_p6] * Y_vals[Y1_p7]
       S_vals[A1_p3] = acc
 """
 

@@ -26,7 +26,8 @@ from ..passes.simplify import simplify
 from .cuda_c import host_eval, launch_plan, render_args, render_body, render_params
 from .target import Target
 
-CODEGEN_VERSION = "cuda-1"
+CODEGEN_VERSION = "cuda-2"
+GROUPS = (1, 2, 4, 8, 16, 32)    # lane-group sizes a gpu_group kernel is built for
 NVRTC_OPTIONS = ("-std=c++17",)
 HEADER_NAME = "spc_cuda.h"
 _HERE = Path(__file__).resolve().parent
@@ -89,9 +90,13 @@ class CudaLauncher:
     (in the kernel's parameter order, buffers and sizes separately)."""
 
     def __init__(self, binary: bytes, kernel: Kernel, source: str | None = None,
-                 wide: str | bool = "auto"):
+                 wide: str | bool = "auto", group: str | int = "auto",
+                 split: str | int = "auto", flat: str | bool = "auto"):
         self.kernel = kernel
         self.wide = wide
+        self.group = group          # lanes per lane iteration of a gpu_group kernel
+        self.split = split          # warps per outer iteration of a gpu_group kernel
+        self.flat = flat            # flat positions for a gpu_flat kernel
         self.name = kernel.name
         self.binary = binary
         self.source = source
@@ -102,28 +107,37 @@ class CudaLauncher:
         self._grids: dict[tuple, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
-    def function(self, device_id: int, narrow: bool):
-        """The kernel (``name``, or ``name_i32`` with 32-bit index arithmetic)."""
-        key = (device_id, narrow)
+    def function(self, device_id: int, narrow: bool, group: int = 0):
+        """The kernel (``name``, or ``name_i32`` with 32-bit index arithmetic;
+        ``_g<group>`` for a gpu_group kernel's lane groups)."""
+        key = (device_id, narrow, group)
         fn = self._functions.get(key)
         if fn is None:
             with self._lock:
                 fn = self._functions.get(key)
                 if fn is None:
-                    fn = _load_function(self.binary, self.name + ("_i32" if narrow else ""),
-                                        self.source)
+                    name = self.name + ("_i32" if narrow else "") + (f"_g{group}" if group else "")
+                    fn = _load_function(self.binary, name, self.source)
                     self._functions[key] = fn
         return fn
 
-    def grid(self, sizes: dict[str, int], device_id: int) -> tuple[int, int]:
-        """(blocks to launch (0: nothing to do), spc_wide for a @gpu_lane_split loop)."""
+    def grid(self, sizes: dict[str, int], device_id: int, span: int | None = None
+             ) -> tuple[int, tuple[int, ...], int]:
+        """(blocks to launch (0: nothing to do), the launch-choice arguments after
+        the kernel's own (spc_wide for a @gpu_lane_split loop; spc_split, and
+        spc_flat where gpu_flat, for a gpu_group kernel), the lane-group size of a
+        gpu_group kernel (0 for others)).  ``span``: a gpu_group kernel's total
+        lane iterations, when known (the length of a buffer read at the lane
+        loop's variable)."""
         plan = self.plan
         if plan.mode == "single_warp":
-            return 1, 0
+            return 1, (), 0
         lo, hi = host_eval(plan.lo, sizes), host_eval(plan.hi, sizes)
+        if plan.group is not None:
+            return self.group_grid(lo, hi, sizes, span, device_id)
         wide = 0
         if lo is None or hi is None:
-            return _persistent_blocks(device_id), int(self.wide is True)
+            return _persistent_blocks(device_id), self._wide_arg(int(self.wide is True)), 0
         items = max(0, hi - lo)
         if plan.chunk_lo is not None:
             span = max(0, host_eval(plan.chunk_hi, sizes) - host_eval(plan.chunk_lo, sizes))
@@ -136,7 +150,45 @@ class CudaLauncher:
             blocks = -(-items // plan.threads)
         else:
             blocks = items
-        return min(blocks, 2**31 - 1), wide
+        return min(blocks, 2**31 - 1), self._wide_arg(wide), 0
+
+    def _wide_arg(self, wide: int) -> tuple[int, ...]:
+        return (wide,) if self.plan.chunk_lo is not None else ()
+
+    def group_grid(self, lo, hi, sizes, span, device_id) -> tuple[int, tuple[int, ...], int]:
+        """The launch of a gpu_group kernel: its lane-group size from the reduction
+        loop's trip count and the lane loop's mean trip count, and the warps per
+        outer iteration (``spc_split``) that fill the GPU."""
+        plan = self.plan
+        glo, ghi = host_eval(plan.group_lo, sizes), host_eval(plan.group_hi, sizes)
+        red = None if glo is None or ghi is None else max(0, ghi - glo)
+        rows = None if lo is None or hi is None else max(0, hi - lo)
+        llo, lhi = host_eval(plan.lane_lo, sizes), host_eval(plan.lane_hi, sizes)
+        if llo is not None and lhi is not None:
+            mean = max(0, lhi - llo)
+        elif span is not None and rows:
+            mean = span / rows
+        else:
+            mean = None
+        group = int(self.group if self.group != "auto" else choose_group(red))
+        sms = _sm_count(device_id)
+        flat = plan.flat and span is not None and self.flat is not False and (
+            self.flat is True or choose_flat(mean))
+        if flat:
+            steps = -(-span // (32 // group))
+            per_warp = max(1, min(FLAT_MAX_STEPS, -(-steps // (sms * FLAT_WARPS_PER_SM))))
+            warps = -(-steps // per_warp)
+            return max(1, -(-warps // WARPS_PER_BLOCK)), (1, per_warp), group
+        tail = (0,) if plan.flat else ()
+        if rows is None:
+            split = self.split if self.split != "auto" else 1
+            return _persistent_blocks(device_id), (int(split),) + tail, group
+        if self.split != "auto":
+            split = int(self.split)
+        else:
+            split = choose_split(rows, mean, group, sms)
+        blocks = -(-rows * split // WARPS_PER_BLOCK)
+        return min(blocks, 2**31 - 1), (split,) + tail, group
 
     def choose_wide(self, rows: int, span: int, device_id: int) -> int:
         """Whether each lane takes ``unroll`` columns (fewer instructions per
@@ -156,14 +208,17 @@ class CudaLauncher:
         import numpy as np
         cupy = _cupy()
         device_id = cupy.cuda.runtime.getDevice()
-        key = (tuple(sizes), device_id)
+        span = None
+        if self.plan.lane_buffer is not None:
+            span = buffers[self.plan.lane_buffer].size
+        key = (tuple(sizes), device_id, span)
         launch = self._grids.get(key)
         if launch is None:
-            launch = self.grid(dict(zip(self.size_names, sizes)), device_id)
+            launch = self.grid(dict(zip(self.size_names, sizes)), device_id, span)
             if len(self._grids) > 64:
                 self._grids.clear()
             self._grids[key] = launch
-        blocks, wide = launch
+        blocks, extra, group = launch
         if blocks <= 0:
             return
         # 32-bit index arithmetic when no index value can reach 2**30
@@ -172,14 +227,50 @@ class CudaLauncher:
         args, b, s = [], iter(buffers), iter(sizes)
         for is_buf in self.kinds:
             args.append(next(b) if is_buf else np.int64(next(s)))
-        if self.plan.chunk_lo is not None:
-            args.append(np.int32(wide))
-        fn = self.function(device_id, narrow)
+        args.extend(np.int32(x) for x in extra)
+        fn = self.function(device_id, narrow, group)
         fn((blocks,), (self.plan.threads,), tuple(args), stream=stream)
 
 
 NARROW_WARPS_PER_SM = 256
 NARROW_LIMIT = 2**30
+GROUP_ELEMENTS = 16      # a lane group's lanes each take at least this many reduction steps
+SPLIT_WARPS_PER_SM = 64  # split outer iterations until the grid has this many warps per SM
+FLAT_WARPS_PER_SM = 64   # flat positions: chunks for about this many warps per SM ...
+FLAT_MAX_STEPS = 16      # ... of at most this many steps each
+
+
+def choose_group(red: int | None) -> int:
+    """Lanes per lane iteration of a gpu_group kernel (a power of two, 1 to 32):
+    enough that each lane runs about ``GROUP_ELEMENTS`` to twice that of the
+    reduction loop's ``red`` iterations (fewer lanes: fewer shuffles; more:
+    shorter chains, more loads in flight and whole sectors per group)."""
+    if red is None:
+        return 8
+    group = 1
+    while group < 32 and red >= GROUP_ELEMENTS * group * 2:
+        group *= 2
+    return group
+
+
+def choose_flat(mean: float | None) -> bool:
+    """Whether a gpu_flat kernel enumerates positions flat rather than a warp per
+    outer iteration: always, where the total is known (measured on an H200 over
+    the DLMC and graph matrices: equal chunks of positions win on skewed and
+    short rows by up to 5x, and a step inside one row skips the row search)."""
+    return mean is not None
+
+
+def choose_split(rows: int, mean: float | None, group: int, sms: int) -> int:
+    """Warps per outer iteration of a gpu_group kernel: enough for about
+    ``SPLIT_WARPS_PER_SM`` warps per multiprocessor, while each warp keeps at
+    least one step (``32 / group`` lane iterations) of its outer iteration's
+    mean trip count ``mean``."""
+    if rows <= 0 or mean is None:
+        return 1
+    want = -(-sms * SPLIT_WARPS_PER_SM // rows)
+    most = -(-int(mean * group) // 32)
+    return max(1, min(want, most))
 
 
 @lru_cache(maxsize=None)
@@ -211,18 +302,34 @@ class CUDATarget(Target):
     ``wide``: for kernels with a ``@gpu_lane_split`` loop (SpMM's columns),
     whether a lane takes several columns (True), one (False), or the launcher
     decides from the sizes ("auto"); a launch choice, the binary is the same.
+    ``group`` and ``split``: for kernels with a ``gpu_group`` loop (SDDMM's
+    ``k``), the lanes sharing each lane iteration (1, 2, 4, 8, 16 or 32) and
+    the warps sharing each outer iteration, or "auto" (the launcher decides
+    from the sizes); ``flat``: for kernels with a ``gpu_flat`` loop, whether
+    warps take equal chunks of the flat positions (True), a row each (False),
+    or the launcher decides ("auto"); launch choices too.
     """
 
     name = "cuda"
     device = True
 
     def __init__(self, arch: str | None = None, deterministic: bool = False,
-                 wide: str | bool = "auto"):
+                 wide: str | bool = "auto", group: str | int = "auto",
+                 split: str | int = "auto", flat: str | bool = "auto"):
         self.arch = _normalize_arch(arch)
         self.deterministic = bool(deterministic)
         if wide not in ("auto", True, False):
             raise UnsupportedError(f"wide must be 'auto', True or False, not {wide!r}")
+        if group != "auto" and group not in GROUPS:
+            raise UnsupportedError(f"group must be 'auto' or one of {GROUPS}, not {group!r}")
+        if split != "auto" and not (isinstance(split, int) and split >= 1):
+            raise UnsupportedError(f"split must be 'auto' or a positive int, not {split!r}")
+        if flat not in ("auto", True, False):
+            raise UnsupportedError(f"flat must be 'auto', True or False, not {flat!r}")
         self.wide = wide
+        self.group = group
+        self.split = split
+        self.flat = flat
         self._map_gpu = make_map_gpu(self.deterministic)
 
     # -- Target interface ---------------------------------------------------
@@ -232,12 +339,28 @@ class CUDATarget(Target):
     def render(self, kernel: Kernel) -> str:
         plan = launch_plan(kernel)
         from .. import __version__
+        args64, args32 = render_args(kernel, "long long"), render_args(kernel, "int")
+        wide = "64-bit index arithmetic, as the loop IR defines it."
+        narrow = ("32-bit index arithmetic: launched only when every length, size and "
+                  "thread index of the call is below 2**30.")
+        if plan.group is None:
+            template_params = "typename spc_idx"
+            instances = [dict(suffix="", targs="long long", args=args64, comment=wide),
+                         dict(suffix="_i32", targs="int", args=args32, comment=narrow)]
+        else:
+            template_params = "typename spc_idx, int spc_group"
+            instances = [dict(suffix=f"{sfx}_g{g}", targs=f"{t}, {g}", args=a,
+                              comment=f"{c} Lane groups of {g}.")
+                         for sfx, t, a, c in (("", "long long", args64, wide),
+                                              ("_i32", "int", args32, narrow))
+                         for g in GROUPS]
         return _template().render(
             version=__version__, name=kernel.name, launch=plan.describe(),
             ir_lines=format_kernel(kernel).rstrip("\n").split("\n"), header=header_text(),
             threads=plan.threads, params=render_params(kernel),
+            template_params=template_params,
             body_params=render_params(kernel, "spc_idx"), body=render_body(kernel),
-            args64=render_args(kernel, "long long"), args32=render_args(kernel, "int"))
+            instances=instances)
 
     def resolved_arch(self) -> str:
         if self.arch is not None:
@@ -265,7 +388,8 @@ class CUDATarget(Target):
             raise CompileError(f"NVRTC failed on kernel {kernel.name}: {err}") from err
 
     def load(self, binary: bytes, kernel: Kernel) -> CudaLauncher:
-        return CudaLauncher(binary, kernel, wide=self.wide)
+        return CudaLauncher(binary, kernel, wide=self.wide, group=self.group, split=self.split,
+                            flat=self.flat)
 
     # -- runtime hooks -----------------------------------------------------------
     def operands(self):
@@ -275,14 +399,18 @@ class CUDATarget(Target):
 
     def __eq__(self, other):
         return (isinstance(other, CUDATarget) and self.arch == other.arch
-                and self.deterministic == other.deterministic and self.wide == other.wide)
+                and self.deterministic == other.deterministic and self.wide == other.wide
+                and self.group == other.group and self.split == other.split
+                and self.flat == other.flat)
 
     def __hash__(self):
-        return hash(("cuda", self.arch, self.deterministic, self.wide))
+        return hash(("cuda", self.arch, self.deterministic, self.wide, self.group, self.split,
+                     self.flat))
 
     def __repr__(self):
         return (f"CUDATarget(arch={self.arch!r}, deterministic={self.deterministic}, "
-                f"wide={self.wide!r})")
+                f"wide={self.wide!r}, group={self.group!r}, split={self.split!r}, "
+                f"flat={self.flat!r})")
 
 
 @lru_cache(maxsize=None)

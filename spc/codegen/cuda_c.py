@@ -17,6 +17,16 @@ only spells it out:
   stores is followed by ``__syncwarp()`` so that later lane-0 code sees it.
 * ``warp_sum(x)`` is ``spc_warp_sum(x)``; ``atomic+=`` is ``spc_atomic_add``
   (both in ``runtime/spc_cuda.h``).
+* A kernel with map_gpu's ``gpu_group`` attribute (a top ``@gpu_warp`` loop
+  ending in a ``@gpu_lane`` loop whose serial reduction loop it names: SDDMM)
+  is a template over the lane-group size ``spc_group`` too, instantiated for
+  1, 2, 4, ... 32 (``name_g<G>``, ``name_i32_g<G>``): a group of that many
+  lanes shares each lane iteration, the reduction loop spread over the group
+  in 16-byte vectors where aligned (checked at run time) and summed by
+  shuffles inside the group.  ``spc_split`` warps share an outer iteration;
+  with ``gpu_flat`` and ``spc_flat`` > 0 the pairs (outer iteration,
+  position) are enumerated flat instead, equal chunks of positions per warp
+  (see ``grouped_warp_loop``).
 
 Index arithmetic is 64-bit as the IR defines it: the body is a template over
 its index type ``spc_idx``, and the module has two kernels, ``name`` (long
@@ -93,11 +103,24 @@ class LaunchPlan:
     chunk_lo: object = None
     chunk_hi: object = None
     wide_width: int = WARP_SIZE      # a chunk's iterations with spc_wide set
+    group: str | None = None         # map_gpu's gpu_group: the reduction loop a lane group shares
+    group_lo: object = None          # its bounds (for its trip count at launch)
+    group_hi: object = None
+    lane_lo: object = None           # the bounds of the lane loop around it
+    lane_hi: object = None
+    flat: bool = False               # map_gpu's gpu_flat: the launcher may enumerate positions flat
+    lane_buffer: int | None = None   # a buffer parameter loaded at the lane loop's variable:
+    #                                  its length is the lane loop's total trip count
 
     def describe(self) -> str:
         per = {"warp": f"one warp per item, {WARPS_PER_BLOCK} warps per block",
                "block": "one block per item", "thread": "one thread per item",
                "single_warp": "one warp in all"}[self.mode]
+        if self.group is not None:
+            per += (f"; lane groups of spc_group lanes share each lane iteration and its "
+                    f"loop over {self.group}; spc_split warps share each item")
+            if self.flat:
+                per += "; or, with spc_flat > 0, warps take equal chunks of the flat positions"
         return f"{self.mode} ({per}; {self.threads} threads per block)"
 
 
@@ -126,12 +149,56 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
     chunk_lo = chunk_hi = None
     wide = WARP_SIZE
     body = stmts_of(loop.body)
+    group = dict(kernel.attrs).get("gpu_group")
+    if group is not None:
+        lane, red = _group_loops(kernel)
+        inner_lets = [s for s in body[:-1] if isinstance(s, Let)]
+        env = {s.var.name: s.value for s in lets + inner_lets}
+        from ..passes.map_gpu import inline
+        buffers = [p.name for p in kernel.params if isinstance(p.value, Buffer)]
+        lane_buffer = None
+        from ..passes.rewrite import walk
+        for n in all_stmts(lane.body):
+            vals = [n.value] if isinstance(n, (Let, Assign)) else \
+                [n.index, n.value] if isinstance(n, Store) else []
+            for v in vals:
+                for x in walk(v):
+                    if isinstance(x, Load) and isinstance(x.index, Var) \
+                            and x.index.name == lane.var.name and x.buf.name in buffers:
+                        lane_buffer = buffers.index(x.buf.name)
+                        break
+                if lane_buffer is not None:
+                    break
+            if lane_buffer is not None:
+                break
+        return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, group=group,
+                          group_lo=inline(red.lo, env), group_hi=inline(red.hi, env),
+                          lane_lo=inline(lane.lo, env), lane_hi=inline(lane.hi, env),
+                          lane_buffer=lane_buffer,
+                          flat=dict(kernel.attrs).get("gpu_flat") == lane.var.name)
     if body and isinstance(body[-1], For) and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
         chunk_lo, chunk_hi = body[-1].lo, body[-1].hi
         unroll = int(dict(kernel.attrs).get("gpu_unroll", "1"))
         if unroll > 1 and jam_plan(body[-1]) is not None:
             wide = WARP_SIZE * unroll
     return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, chunk_lo, chunk_hi, wide)
+
+
+def _group_loops(kernel: Kernel):
+    """(the top warp loop's lane loop, the reduction loop gpu_group names in it)."""
+    group = dict(kernel.attrs)["gpu_group"]
+    _, loop = _top_loop(kernel)
+    body = stmts_of(loop.body) if loop is not None else ()
+    if loop is None or loop.kind is not LoopKind.GPU_WARP or not body \
+            or not isinstance(body[-1], For) or body[-1].kind is not LoopKind.GPU_LANE:
+        raise CompileError(f"kernel {kernel.name}: gpu_group needs a top @gpu_warp loop "
+                           f"ending in a @gpu_lane loop")
+    lane = body[-1]
+    reds = [s for s in stmts_of(lane.body) if isinstance(s, For) and s.var.name == group]
+    if len(reds) != 1 or reds[0].kind is not LoopKind.SERIAL:
+        raise CompileError(f"kernel {kernel.name}: gpu_group {group} is not a serial loop "
+                           f"of the lane loop")
+    return lane, reds[0]
 
 
 def host_eval(e, sizes: dict[str, int]) -> int | None:
@@ -293,6 +360,7 @@ class _Body:
         self.kernel = kernel
         self.params = {p.name for p in kernel.params if isinstance(p.value, Buffer)}
         self.unroll = int(dict(kernel.attrs).get("gpu_unroll", "1"))
+        self.group = dict(kernel.attrs).get("gpu_group")
         self.lines: list[str] = []
         self.tmp = count()
 
@@ -300,7 +368,8 @@ class _Body:
         self.lines.append("    " * depth + text)
 
     def fresh(self, stem: str) -> str:
-        return f"spc_{stem}{next(self.tmp)}"
+        sep = "_" if stem[-1].isdigit() else ""      # "p1" then 3 is not "p" then 13
+        return f"spc_{stem}{sep}{next(self.tmp)}"
 
     def block(self, s, depth: int, ctx: str) -> None:
         for c in stmts_of(s):
@@ -343,6 +412,8 @@ class _Body:
             text = f"{target} {'+=' if s.accumulate else '='} {value};"
         if s.buf.name not in self.params or ctx in ("lane", "thread"):
             return text                    # a local array, or this thread's own iteration
+        if ctx == "group":                 # the lane group's iteration: its first lane
+            return f"if (spc_sub == 0) {text}"
         if ctx == "warp":
             return f"if (spc_lane == 0) {text}"
         raise CompileError(f"kernel {self.kernel.name}: a store to {s.buf.name} outside "
@@ -381,6 +452,10 @@ class _Body:
             if ctx == "grid" and body and isinstance(body[-1], For) \
                     and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
                 self.split_warp_loop(s, body, lo, hi, d)
+                self.emit(depth, "}")
+                return
+            if ctx == "grid" and self.group is not None:
+                self.grouped_warp_loop(s, body, lo, hi, d)
                 self.emit(depth, "}")
                 return
             if ctx == "grid":
@@ -549,6 +624,289 @@ class _Body:
         else:
             raise CompileError(f"cannot unroll statement {s!r}")
 
+    # -- lane groups (map_gpu's gpu_group) ----------------------------------------
+    def grouped_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
+        """A top @gpu_warp loop ending in a @gpu_lane loop that holds the
+        ``gpu_group`` reduction loop.  Launch choices shape it: the template
+        parameter ``spc_group`` (1 to 32 lanes share each lane iteration, which
+        spreads the reduction loop over them and sums it with shuffles inside
+        the group); ``spc_split`` (that many warps share one outer iteration,
+        its lane iterations interleaved: long rows fill the GPU); and, for a
+        ``gpu_flat`` kernel, ``spc_flat`` > 0: the (outer iteration, lane
+        iteration) pairs enumerated flat, each warp taking ``spc_flat`` steps of
+        ``32 / spc_group`` consecutive positions, every position's outer
+        iteration found by search."""
+        lane = body[-1]
+        per = f"({WARP_SIZE} / spc_group)"
+        self.emit(d, "const int spc_sub = spc_lane & (spc_group - 1);")
+        self.emit(d, "(void)spc_sub;")
+        flat = dict(self.kernel.attrs).get("gpu_flat") == lane.var.name
+        if flat:
+            self.emit(d, "if (spc_flat > 0) {")
+            self.flat_positions(s, body, lo, hi, d + 1)
+            self.emit(d, "} else {")
+            d += 1
+        items, w, part, plo, phi = (self.fresh(x) for x in ("items", "w", "slice", "plo",
+                                                             "phi"))
+        self.emit(d, f"const spc_idx {items} = {hi} > {lo} ? ({hi} - {lo}) * "
+                     f"(spc_idx)spc_split : 0;")
+        self.emit(d, f"for (spc_idx {w} = (spc_idx)blockIdx.x * {WARPS_PER_BLOCK} + "
+                     f"spc_warp; {w} < {items}; {w} += (spc_idx)gridDim.x * "
+                     f"{WARPS_PER_BLOCK}) {{")
+        self.emit(d + 1, f"spc_idx {c_name(s.var.name)} = {lo} + {w} / spc_split;")
+        self.emit(d + 1, f"const spc_idx {part} = {w} % spc_split;")
+        for c in body[:-1]:
+            self.stmt(c, d + 1, "warp")
+        v = c_name(lane.var.name)
+        self.emit(d + 1, "{")
+        self.emit(d + 2, f"const spc_idx {plo} = {render_expr(lane.lo)};")
+        self.emit(d + 2, f"const spc_idx {phi} = {render_expr(lane.hi)};")
+        self.emit(d + 2, f"for (spc_idx {v} = {plo} + {part} * {per} + spc_lane / spc_group; "
+                         f"{v} < {phi}; {v} += (spc_idx)spc_split * {per}) {{")
+        self.group_body(lane, d + 3)
+        self.emit(d + 2, "}")
+        self.emit(d + 1, "}")
+        self.emit(d, "}")
+        if flat:
+            self.emit(d - 1, "}")
+
+    def group_body(self, lane: For, d: int) -> None:
+        for c in stmts_of(lane.body):
+            if isinstance(c, For) and c.var.name == self.group:
+                self.grouped_reduction(c, d)
+            else:
+                self.stmt(c, d, "group")
+
+    def flat_positions(self, s: For, body, lo: str, hi: str, d: int) -> None:
+        """The flat enumeration (see grouped_warp_loop).  ``start(r)`` and
+        ``end(r)``: the lane loop's bounds for outer iteration ``r`` (``end(r) ==
+        start(r + 1)``, map_gpu checked).  A warp finds the row of its chunk's
+        first position by binary search over ``start``; at each step its lanes
+        hold ``end`` of the next 32 rows and each lane group finds its own row
+        by a shuffle search among them (a binary search past them when more than
+        31 rows end inside one step); a step inside the current row (long rows)
+        skips the search."""
+        from ..passes.map_gpu import inline
+        from ..passes.rewrite import rewrite
+        lane = body[-1]
+        lets = [c for c in body[:-1] if isinstance(c, Let)]
+        env = {c.var.name: c.value for c in lets}
+        top = s.var
+
+        def at(bound, row: str) -> str:
+            e = inline(bound, env)
+            e = rewrite(e, lambda n: Var("spc_atrow", top.dtype)
+                        if isinstance(n, Var) and n.name == top.name else n)
+            return render_expr(e, name=lambda n: f"({row})" if n == "spc_atrow" else c_name(n))
+
+        p0, p1, chunk, c0, c1, rl, rh, mid, rcur, rend, base, pos, r = (
+            self.fresh(x) for x in ("p0", "p1", "chunk", "c0", "c1", "rl", "rh", "mid",
+                                    "rcur", "rend", "base", "p", "r"))
+        per = f"(spc_idx)({WARP_SIZE} / spc_group)"
+        self.emit(d, f"if ({hi} > {lo}) {{")
+        d1 = d + 1
+        self.emit(d1, f"const spc_idx {p0} = {at(lane.lo, lo)};")
+        self.emit(d1, f"const spc_idx {p1} = {at(lane.hi, f'{hi} - 1')};")
+        self.emit(d1, f"const spc_idx {chunk} = {per} * (spc_idx)spc_flat;")
+        self.emit(d1, f"for (spc_idx {c0} = {p0} + ((spc_idx)blockIdx.x * {WARPS_PER_BLOCK} + "
+                      f"spc_warp) * {chunk}; {c0} < {p1}; {c0} += (spc_idx)gridDim.x * "
+                      f"{WARPS_PER_BLOCK} * {chunk}) {{")
+        d2 = d1 + 1
+        self.emit(d2, f"const spc_idx {c1} = spc_min({c0} + {chunk}, {p1});")
+        self.emit(d2, f"spc_idx {rl} = {lo}, {rh} = {hi} - 1;   // the last row starting "
+                      f"at or before {c0}")
+        self.emit(d2, f"while ({rl} < {rh}) {{")
+        self.emit(d2 + 1, f"const spc_idx {mid} = {rl} + ({rh} - {rl} + 1) / 2;")
+        self.emit(d2 + 1, f"if ({at(lane.lo, mid)} <= {c0}) {rl} = {mid}; else {rh} = {mid} - 1;")
+        self.emit(d2, "}")
+        self.emit(d2, f"spc_idx {rcur} = {rl};")
+        self.emit(d2, f"spc_idx {rend} = {at(lane.hi, rcur)};")
+        self.emit(d2, f"for (spc_idx {base} = {c0}; {base} < {c1}; {base} += {per}) {{")
+        d3 = d2 + 1
+        self.emit(d3, f"const spc_idx {pos} = {base} + spc_lane / spc_group;")
+        self.emit(d3, f"spc_idx {r} = {rcur};")
+        self.emit(d3, f"if ({base} + {per} > {rend}) {{   // the step leaves row {rcur}: "
+                      f"find each position's row")
+        self.row_search(lane, at, hi, p1, rcur, rend, pos, r, d3 + 1)
+        self.emit(d3, "}")
+        self.emit(d3, f"if ({pos} < {c1}) {{")
+        self.emit(d3 + 1, f"const spc_idx {c_name(top.name)} = {r};")
+        for c in body[:-1]:
+            self.stmt(c, d3 + 1, "group")
+        self.emit(d3 + 1, f"const spc_idx {c_name(lane.var.name)} = {pos};")
+        self.group_body(lane, d3 + 1)
+        self.emit(d3, "}")
+        self.emit(d2, "}")
+        self.emit(d1, "}")
+        self.emit(d, "}")
+
+    def row_search(self, lane, at, hi, p1, rcur, rend, pos, r, d3) -> None:
+        """Each lane's row ``r`` for position ``pos`` (rows from ``rcur`` on); then
+        ``rcur``, ``rend``: the row of the step's last position and its end."""
+        rt, e, off, e31, a, b, mid = (self.fresh(x) for x in ("rt", "e", "off", "e31", "a",
+                                                               "b", "mid"))
+        self.emit(d3, f"const spc_idx {rt} = {rcur} + spc_lane;")
+        self.emit(d3, f"const spc_idx {e} = {rt} < {hi} ? {at(lane.hi, rt)} : {p1};")
+        self.emit(d3, f"int {off} = 0;")
+        self.emit(d3, "#pragma unroll")
+        self.emit(d3, f"for (int spc_s = {WARP_SIZE // 2}; spc_s > 0; spc_s >>= 1) {{")
+        self.emit(d3 + 1, f"if (__shfl_sync(SPC_FULL_MASK, {e}, {off} + spc_s - 1) <= {pos}) "
+                          f"{off} += spc_s;")
+        self.emit(d3, "}")
+        self.emit(d3, f"{r} = {rcur} + {off};")
+        self.emit(d3, f"const spc_idx {e31} = __shfl_sync(SPC_FULL_MASK, {e}, {WARP_SIZE - 1});")
+        self.emit(d3, f"if ({e31} <= {pos}) {{   // more than 31 rows end before this position")
+        self.emit(d3 + 1, f"spc_idx {a} = spc_min({rcur} + {WARP_SIZE}, {hi} - 1), {b} = {hi} - 1;")
+        self.emit(d3 + 1, f"while ({a} < {b}) {{")
+        self.emit(d3 + 2, f"const spc_idx {mid} = {a} + ({b} - {a}) / 2;")
+        self.emit(d3 + 2, f"if ({at(lane.hi, mid)} <= {pos}) {a} = {mid} + 1; else {b} = {mid};")
+        self.emit(d3 + 1, "}")
+        self.emit(d3 + 1, f"{r} = {a};")
+        self.emit(d3, "}")
+        self.emit(d3, f"{rcur} = __shfl_sync(SPC_FULL_MASK, {r}, {WARP_SIZE - 1});")
+        self.emit(d3, f"{rend} = {at(lane.hi, rcur)};")
+
+    def grouped_reduction(self, r: For, d: int) -> None:
+        """The ``gpu_group`` loop over the lane group: lane ``spc_sub`` takes every
+        ``spc_group``-th iteration (16-byte vectors of them where every load that
+        moves with the loop reads consecutive, aligned elements: checked at run
+        time, with a scalar loop for the rest), into per-lane partial sums added
+        up by a shuffle sum inside the group."""
+        from ..passes.map_gpu import _rename
+        local = {n.var.name for n in all_stmts(r.body) if isinstance(n, (Let, For))}
+        local.add(r.var.name)
+        reds: dict[str, Var] = {}
+        for n in all_stmts(r.body):
+            if isinstance(n, Assign) and n.var.name not in local:
+                reds.setdefault(n.var.name, n.var)
+        vec = self.vector_plan(r, local, reds)
+        width = vec[0] if vec is not None else 1
+        parts = {name: [Var(f"spc_part_{next(self.tmp)}", var.dtype) for _ in range(width)]
+                 for name, var in reds.items()}
+        klo, khi, kt = self.fresh("klo"), self.fresh("khi"), self.fresh("kt")
+        self.emit(d, "{")
+        d1 = d + 1
+        self.emit(d1, f"const spc_idx {klo} = {render_expr(r.lo)};")
+        self.emit(d1, f"const spc_idx {khi} = {render_expr(r.hi)};")
+        for name, ps in parts.items():
+            for pv in ps:
+                self.emit(d1, f"{c_type(pv.dtype)} {c_name(pv.name)} = ({c_type(pv.dtype)})0;")
+        self.emit(d1, f"spc_idx {kt} = {klo};")
+        if vec is not None:
+            width, loads, exprs = vec
+            ok = self.fresh("vok")
+            conds = [f"{khi} - {klo} >= {width}"] + [
+                f"spc_aligned16({c_name(ld.buf.name)} + ({render_expr(base)} + {klo}))"
+                for ld, base in loads]
+            self.emit(d1, f"const bool {ok} = {' && '.join(conds)};")
+            self.emit(d1, f"if ({ok}) {{")
+            kv = self.fresh("kv")
+            self.emit(d1 + 1, f"{kt} = {klo} + (({khi} - {klo}) / {width}) * {width};")
+            self.emit(d1 + 1, "#pragma unroll 4")
+            self.emit(d1 + 1, f"for (spc_idx {kv} = {klo} + {width} * spc_sub; {kv} < {kt}; "
+                              f"{kv} += {width} * spc_group) {{")
+            vt = "float4" if width == 4 else "double2"
+            names = []
+            for ld, base in loads:
+                nm = self.fresh("v")
+                names.append(nm)
+                self.emit(d1 + 2, f"const {vt} {nm} = spc_ldv({c_name(ld.buf.name)} + "
+                                  f"({render_expr(base)} + {kv}));")
+            comps = "xyzw"
+            for c in range(width):
+                def namer(n, c=c):
+                    if n.startswith("spc_vload"):
+                        return f"{names[int(n[len('spc_vload'):])]}.{comps[c]}"
+                    if n == r.var.name:
+                        return f"({kv} + {c})"
+                    return c_name(n)
+                for name, e in exprs:
+                    pv = parts[name][c]
+                    self.emit(d1 + 2, f"{c_name(pv.name)} = {c_name(pv.name)} + "
+                                      f"{_converted(e, pv.dtype, name=namer)};")
+            self.emit(d1 + 1, "}")
+            self.emit(d1, "}")
+        body = r.body
+        for name, ps in parts.items():
+            body = _rename(body, name, ps[0])
+        self.emit(d1, "#pragma unroll 4")
+        self.emit(d1, f"for (spc_idx {c_name(r.var.name)} = {kt} + spc_sub; "
+                      f"{c_name(r.var.name)} < {khi}; {c_name(r.var.name)} += spc_group) {{")
+        self.block(body, d1 + 1, "lane")
+        self.emit(d1, "}")
+        for name, ps in parts.items():
+            total = " + ".join(c_name(pv.name) for pv in ps)
+            if len(ps) == 4:
+                total = f"({c_name(ps[0].name)} + {c_name(ps[1].name)}) + " \
+                        f"({c_name(ps[2].name)} + {c_name(ps[3].name)})"
+            var = reds[name]
+            self.emit(d1, f"{c_name(name)} = {c_name(name)} + "
+                          f"spc_group_sum<spc_group>(({c_type(var.dtype)})({total}));")
+        self.emit(d, "}")
+
+    def vector_plan(self, r: For, local: set, reds: dict):
+        """(width, [(load, base)], [(reduction, summand with loads as spc_vloadN)]) when
+        the body is Lets and sums only, every load that moves with the loop is at
+        ``base + var`` of one float type (4 floats or 2 doubles to 16 bytes) and
+        nothing else reads the loop variable; else None."""
+        from ..passes.map_gpu import _coefficient, _signed_terms, inline, let_env
+        from ..passes.rewrite import rewrite, walk
+        stmts = stmts_of(r.body)
+        if not all(isinstance(n, (Let, Assign)) for n in stmts):
+            return None
+        env = let_env(r.body)
+        k = r.var.name
+        variant = local - {k}
+        loads: list = []
+        exprs = []
+        for n in stmts:
+            if not isinstance(n, Assign):
+                continue
+            v = n.value
+            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
+                    and v.lhs.name == n.var.name and n.var.name in reds):
+                return None
+            e = inline(v.rhs, env)
+            if _reads(e) & variant:
+                return None
+            found: list = []
+            for x in walk(e):
+                if isinstance(x, Load) and k in _reads(x.index):
+                    coef, rest = 0, []
+                    for sign, term in _signed_terms(x.index):
+                        if k in _reads(term):
+                            c = _coefficient(term, k)
+                            if c is None:
+                                return None
+                            coef += sign * c
+                        else:
+                            rest.append((sign, term))
+                    if coef != 1 or any(isinstance(y, Load) and k in _reads(y.index)
+                                        for y in walk(x.index)):
+                        return None
+                    found.append(x)
+            mapping = {}
+            for x in found:
+                keyed = [i for i, (ld, _) in enumerate(loads) if ld == x]
+                if keyed:
+                    mapping[x] = keyed[0]
+                else:
+                    base = rewrite(x.index, lambda y: Const(0, DType.I64)
+                                   if isinstance(y, Var) and y.name == k else y)
+                    loads.append((x, base))
+                    mapping[x] = len(loads) - 1
+            e = rewrite(e, lambda y: Var(f"spc_vload{mapping[y]}", y.buf.dtype)
+                        if isinstance(y, Load) and y in mapping else y)
+            exprs.append((n.var.name, e))
+        if not loads:
+            return None
+        dts = {ld.buf.dtype for ld, _ in loads}
+        if dts == {DType.F32}:
+            return 4, loads, exprs
+        if dts == {DType.F64}:
+            return 2, loads, exprs
+        return None
+
     def split_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
         """A top @gpu_warp loop whose body ends in a @gpu_lane_split loop: each
         warp takes (outer iteration, chunk) work items.  A chunk is 32
@@ -617,8 +975,13 @@ def render_params(kernel: Kernel, index_type: str = "long long") -> list[str]:
             out.append(f"{const}{c_elem_type(v.dtype)}* __restrict__ {c_name(v.name)}")
         else:
             out.append(f"const {index_type} {c_name(v.name)}")
-    if launch_plan(kernel).chunk_lo is not None:
+    plan = launch_plan(kernel)
+    if plan.chunk_lo is not None:
         out.append("const int spc_wide")
+    if plan.group is not None:
+        out.append("const int spc_split")
+        if plan.flat:
+            out.append("const int spc_flat")
     return out
 
 
@@ -626,8 +989,13 @@ def render_args(kernel: Kernel, index_type: str) -> list[str]:
     """The arguments a wrapper kernel passes to the body (sizes cast to ``index_type``)."""
     out = [c_name(p.name) if isinstance(p.value, Buffer) else f"({index_type}){c_name(p.name)}"
            for p in kernel.params]
-    if launch_plan(kernel).chunk_lo is not None:
+    plan = launch_plan(kernel)
+    if plan.chunk_lo is not None:
         out.append("spc_wide")
+    if plan.group is not None:
+        out.append("spc_split")
+        if plan.flat:
+            out.append("spc_flat")
     return out
 
 

@@ -28,9 +28,26 @@ The mapping:
 * When the warp's body is then one output lane loop over a range known from the
   sizes alone, that loop is cut into 32-iteration chunks, each a warp of its
   own (``@gpu_lane_split``): SpMM at N = 128 runs 4 warps per row.
-* When the warp's body is one serial loop whose iterations write their own
-  entries and which holds lane loops (SDDMM's nonzeros of a row), the outer
-  loop gets a block per iteration and that loop a warp per iteration.
+* When the warp's body ends in a loop whose iterations write their own
+  entries (SDDMM's nonzeros of a row) and whose one inner loop is a pure sum
+  reduction (SDDMM's ``k``), the lanes go to that output loop instead: one
+  iteration per lane, each lane running the reduction loop serially into its
+  own scalar, and the warp's other lanes sharing the outer iteration's
+  operands (the row of ``X``) through the cache.  The kernel attribute
+  ``gpu_group`` names the reduction loop: at launch, from its trip count, a
+  group of 1 to 32 lanes may share each iteration of the output loop, the
+  reduction loop then spread over the group's lanes and summed with
+  shuffles inside the group (a group of 32 is a warp per nonzero with the
+  lanes over ``k``), and ``spc_split`` warps may share one outer iteration
+  (long rows); both are launch choices over the same mapping.  When that loop
+  runs over a compressed level's positions, ``[pos[i], pos[i + 1])``, the
+  attribute ``gpu_flat`` names it: the launcher may then enumerate the pairs
+  (outer iteration, position) flat, in equal chunks of positions per warp,
+  each position's outer iteration found by search (skewed rows: no warp
+  gets more than its chunk; short rows: no idle lanes).
+* Otherwise, when the warp's body is one serial loop whose iterations write
+  their own entries and which holds lane loops, the outer loop gets a block
+  per iteration and that loop a warp per iteration.
 * An outer loop with no lane loop inside gets one thread per iteration.
 * An outer loop that is not independent (transposed access: ``y[j] += ...``)
   runs the same way with atomic additions for its accumulating stores; a
@@ -410,9 +427,63 @@ def _only_sizes(e: Expr, sizes: set[str]) -> bool:
     return all(not isinstance(n, Load) for n in walk(e)) and var_names(e) <= sizes
 
 
+def group_reduction(loop: For, ctx: _Ctx) -> For | None:
+    """For an outer loop whose body is ``lets; for p: (lets; for k: r = r + e;
+    statements without loops)``, where the ``p`` loop's iterations write their
+    own entries and ``k`` is a pure sum reduction into scalars declared inside
+    the ``p`` loop: the ``k`` loop (the one a lane group may share), else None."""
+    if ctx.atomic:
+        return None
+    parts = stmts_of(loop.body)
+    if not parts or not isinstance(parts[-1], For) or not all(isinstance(s, Let)
+                                                             for s in parts[:-1]):
+        return None
+    out_loop = parts[-1]
+    if out_loop.kind is not LoopKind.SERIAL or lane_parallel(out_loop, ctx.params, False) != []:
+        return None
+    inner = [n for n in all_stmts(out_loop.body) if isinstance(n, (For, While, Alloc))]
+    if len(inner) != 1 or not isinstance(inner[0], For) \
+            or inner[0] not in stmts_of(out_loop.body):
+        return None
+    red = inner[0]
+    if red.kind is not LoopKind.SERIAL:
+        return None
+    if any(isinstance(n, (Store, If, For, While, Alloc)) for n in all_stmts(red.body)):
+        return None
+    reductions = lane_parallel(red, ctx.params, False)
+    if not reductions or not {r.name for r in reductions} <= declared(out_loop.body):
+        return None
+    if any(isinstance(n, WarpSum) for e in exprs_of(out_loop) for n in walk(e)):
+        return None
+    return red
+
+
+def contiguous_positions(outer: For, inner: For) -> bool:
+    """True when ``inner`` (the last statement of ``outer``'s body, after Lets)
+    runs over ``[start(v), start(v + 1))`` for the outer variable ``v``, with
+    ``start`` a load: consecutive outer iterations cover one contiguous range of
+    positions (a compressed level's ``pos`` array), so the pairs can be
+    enumerated flat, each position's outer iteration found by search."""
+    env = let_env(Block(tuple(s for s in stmts_of(outer.body) if isinstance(s, Let))))
+    lo, hi = inline(inner.lo, env), inline(inner.hi, env)
+    if not isinstance(lo, Load) or outer.var.name not in var_names(lo):
+        return False
+    v = outer.var
+    shifted = rewrite(lo, lambda n: BinOp("+", v, Const(1, v.dtype))
+                      if isinstance(n, Var) and n.name == v.name else n)
+    return shifted == hi
+
+
 def map_outer(loop: For, ctx: _Ctx) -> tuple[For, str]:
     """Map the outermost loop (one warp, block or thread per iteration) and the
     loops inside it; returns the loop and the launch mode."""
+    red = group_reduction(loop, ctx)
+    if red is not None:
+        parts = stmts_of(loop.body)
+        lanes = replace(parts[-1], kind=LoopKind.GPU_LANE)
+        flat = "," + lanes.var.name if contiguous_positions(loop, lanes) else ""
+        return replace(loop, body=Block(parts[:-1] + (lanes,)), kind=LoopKind.GPU_WARP), \
+            "warp:" + red.var.name + flat
     body, mapped = map_lanes(loop.body, ctx)
     if not mapped:
         return replace(loop, body=body, kind=LoopKind.GPU_THREAD), "thread"
@@ -525,8 +596,12 @@ def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
     if new_body is None:
         new_body, _ = map_lanes(Block(stmts), _Ctx(kernel, atomic=False))
         mode = "single_warp"
-    attrs_out = tuple((key, val) for key, val in kernel.attrs if key not in ("gpu", "gpu_unroll")) \
-        + (("gpu", mode), ("gpu_unroll", str(UNROLL)))
+    mode, _, group = mode.partition(":")
+    group, _, flat = group.partition(",")
+    attrs_out = tuple((key, val) for key, val in kernel.attrs
+                      if key not in ("gpu", "gpu_unroll", "gpu_group", "gpu_flat")) \
+        + (("gpu", mode), ("gpu_unroll", str(UNROLL))) \
+        + ((("gpu_group", group),) if group else ()) + ((("gpu_flat", flat),) if flat else ())
     return replace(kernel, body=new_body, attrs=attrs_out)
 
 
