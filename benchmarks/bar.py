@@ -37,7 +37,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     records = json.load(open(args.results))["records"]
     print(f"spc {args.op} over the best of {', '.join(args.against)} (geometric mean per family)")
-    print(f"| N | family | geomean | spc wins | matrices |\n|---|---|---|---|---|")
+    print("| N | family | geomean | spc wins | matrices |\n|---|---|---|---|---|")
     for (n, fam), ratios in sorted(speedups(records, set(args.against), args.op).items()):
         gm = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
         wins = sum(x > 1 for x in ratios)

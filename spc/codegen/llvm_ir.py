@@ -22,7 +22,7 @@ from llvmlite import ir
 
 from ..errors import CompileError
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
+                        Kernel, Let, Load, LoopKind, Neg, Select, Store, Var, WarpSum,
                         While, dtype_of)
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)

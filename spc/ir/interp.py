@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from .nodes import (Alloc, Assign, BinOp, Block, Cast, Const, DType, For, If,
                     Kernel, Let, Load, Neg, ParamRole, Select, Store, Var, WarpSum, While)
 
 _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I32: np.int64,

@@ -14,7 +14,7 @@ output row and a ``compute`` kernel that fills them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import count as _count
 
 from ..errors import UnsupportedError

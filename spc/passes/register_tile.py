@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, For, If, Kernel, Let,
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, DType, For, If, Kernel, Let,
                         Load, ParamRole, Store, Var, While, add, i64, mul)
 from .rewrite import rewrite, walk
 

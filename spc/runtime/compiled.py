@@ -9,22 +9,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import config
-from ..errors import InputError, ShapeError
-from ..formats.format import Format
-from ..formats.tensor import INDEX_LIMIT_32, Tensor
+from ..errors import InputError
+from ..formats.format import Format, resolve_format
+from ..formats.inspect_numba import compressed_errors, compressed_in_bounds
+from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
 from ..frontend import ast
 from ..frontend.check import index_sizes
-from ..ir.lower import OutputKind, Program, lower, size_var, vals_buffer
-from ..ir.nodes import Buffer, DType, Kernel, ParamRole, While
+from ..ir.lower import OutputKind, Program, lower, vals_buffer
+from ..ir.nodes import Buffer, DType, Kernel, While
 from ..ir.printer import format_kernel
 from ..ir.verify import verify
+from ..passes.rewrite import walk
 from . import cache
 from .dump import Dumper
-from ..formats.format import resolve_format
-from ..formats.inspect_numba import compressed_errors, compressed_in_bounds
-from ..passes.rewrite import walk
-from ..formats.tensor import _is_scipy_sparse
-from .operands import family_of, result_family, shape_of, to_tensor, with_index_dtype
+from .operands import result_family, shape_of, to_tensor, with_index_dtype
 
 SMALL_WORK = 150_000      # below this many multiply-adds a call runs on one thread
 _UNPLANNED = object()

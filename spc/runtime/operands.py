@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DTypeError, InputError, SpcError
+from ..errors import DTypeError, SpcError
 from ..formats.format import Format
-from ..formats.tensor import Tensor, _is_scipy_sparse, from_coords, tensor, value_dtype
+from ..formats.tensor import Tensor, _is_scipy_sparse, tensor, value_dtype
 
 
 def family_of(x) -> str:
