@@ -975,28 +975,28 @@ def render_params(kernel: Kernel, index_type: str = "long long") -> list[str]:
             out.append(f"{const}{c_elem_type(v.dtype)}* __restrict__ {c_name(v.name)}")
         else:
             out.append(f"const {index_type} {c_name(v.name)}")
-    plan = launch_plan(kernel)
-    if plan.chunk_lo is not None:
-        out.append("const int spc_wide")
-    if plan.group is not None:
-        out.append("const int spc_split")
-        if plan.flat:
-            out.append("const int spc_flat")
-    return out
+    return out + [f"const int {name}" for name in _launch_choices(kernel)]
 
 
 def render_args(kernel: Kernel, index_type: str) -> list[str]:
     """The arguments a wrapper kernel passes to the body (sizes cast to ``index_type``)."""
     out = [c_name(p.name) if isinstance(p.value, Buffer) else f"({index_type}){c_name(p.name)}"
            for p in kernel.params]
+    return out + _launch_choices(kernel)
+
+
+def _launch_choices(kernel: Kernel) -> list[str]:
+    """Names of the int parameters through which the launcher picks a variant
+    (columns per lane, lane-group split, flat enumeration), in signature order."""
     plan = launch_plan(kernel)
+    names = []
     if plan.chunk_lo is not None:
-        out.append("spc_wide")
+        names.append("spc_wide")
     if plan.group is not None:
-        out.append("spc_split")
+        names.append("spc_split")
         if plan.flat:
-            out.append("spc_flat")
-    return out
+            names.append("spc_flat")
+    return names
 
 
 __all__ = ["LaunchPlan", "c_name", "host_eval", "launch_plan", "render_args", "render_body",

@@ -247,18 +247,18 @@ def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Ten
     """
     if isinstance(x, Tensor):
         if fmt is None or resolve_format(fmt, x.ndim) == x.format:
-            return x if dtype is None else _astype(x, dtype)
+            return x if dtype is None else with_value_dtype(x, dtype)
         if x.format.is_dense:          # store only the nonzeros, as for numpy input
             return tensor(x.to_numpy(), fmt, dtype=dtype)
         coords, vals = x.to_coo()
-        return _astype(from_coords(coords, vals, x.shape, fmt), dtype)
+        return with_value_dtype(from_coords(coords, vals, x.shape, fmt), dtype)
     if _is_scipy_sparse(x):
         return _from_scipy(x, fmt, dtype, validate)
     if isinstance(x, tuple) and len(x) == 2:
         if shape is None:
             raise ShapeError("spc.tensor((coords, vals)) needs shape=")
         coords, vals = x
-        return _astype(from_coords(list(coords), vals, shape, fmt or "coo"), dtype)
+        return with_value_dtype(from_coords(list(coords), vals, shape, fmt or "coo"), dtype)
     arr = np.asarray(x)
     if arr.dtype.kind in "iub":
         arr = arr.astype(np.float64 if dtype is None else dtype)
@@ -271,7 +271,8 @@ def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Ten
     return from_coords(list(nz), arr[nz], arr.shape, fmt)
 
 
-def _astype(t: Tensor, dtype) -> Tensor:
+def with_value_dtype(t: Tensor, dtype) -> Tensor:
+    """``t`` with values of ``dtype`` (``t`` itself when they already are, or dtype is None)."""
     if dtype is None or np.dtype(dtype) == t.dtype:
         return t
     return Tensor(t.shape, t.format, t.arrays, t.vals.astype(value_dtype(dtype)), validate=False)

@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import DTypeError, InputError, ShapeError, SpcError, UnsupportedError
 from ..formats.format import Format, resolve_format
 from ..formats.levels import Compressed, Dense, Singleton
-from ..formats.tensor import Tensor, value_dtype
+from ..formats.tensor import Tensor, value_dtype, with_value_dtype
 from ..frontend.check import index_sizes
 from ..ir.nodes import DType
 from . import operands as host_ops
@@ -180,7 +180,7 @@ class DeviceOperands:
     def to_tensor(self, x, fam: str, fmt: Format, dtype: np.dtype, name: str,
                   validate: bool) -> Tensor:
         """Operand ``name`` as a Tensor in ``fmt`` whose arrays are CuPy arrays."""
-        try:
+        with host_ops.operand_errors(name):
             if fam == "torch" and not x.is_cuda:
                 x = self._torch_to_host(x)
                 fam = host_ops.family_of(x)
@@ -189,14 +189,7 @@ class DeviceOperands:
                 return self.to_device(t)
             if fmt.is_dense:
                 return self._dense(self._dense_array(x, fam), fmt, dtype, name)
-            t = self._sparse(x, fam, fmt, validate)
-            if t.dtype != dtype:
-                t = Tensor(t.shape, t.format, t.arrays, t.vals.astype(dtype), validate=False)
-            return t
-        except SpcError as err:
-            if f"operand {name}" in err.message:
-                raise
-            raise type(err)(f"operand {name}: {err.message}") from None
+            return with_value_dtype(self._sparse(x, fam, fmt, validate), dtype)
 
     def to_device(self, t: Tensor) -> Tensor:
         cp = self.cp

@@ -7,11 +7,13 @@ an ``InputError`` naming the operand.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from ..errors import DTypeError, SpcError
 from ..formats.format import Format
-from ..formats.tensor import Tensor, _is_scipy_sparse, tensor, value_dtype
+from ..formats.tensor import Tensor, with_value_dtype, _is_scipy_sparse, tensor, value_dtype
 
 
 def family_of(x) -> str:
@@ -41,7 +43,7 @@ def to_tensor(x, fmt: Format, dtype: np.dtype, name: str, validate: bool) -> Ten
             and x.flags.c_contiguous and fmt.identity_order and x.ndim == fmt.rank):
         # the common case, without copies: a contiguous array of the kernel's dtype
         return Tensor(x.shape, fmt, [{} for _ in range(fmt.rank)], x.reshape(-1), validate=False)
-    try:
+    with operand_errors(name):
         if fmt.is_dense:
             return _dense(x, fmt, dtype, name)
         if isinstance(x, Tensor):
@@ -53,9 +55,15 @@ def to_tensor(x, fmt: Format, dtype: np.dtype, name: str, validate: bool) -> Ten
         else:
             arr = _as_array(x, name)
             t = tensor(arr, fmt)
-        if t.dtype != dtype:
-            t = Tensor(t.shape, t.format, t.arrays, t.vals.astype(dtype), validate=False)
-        return t
+        return with_value_dtype(t, dtype)
+
+
+@contextlib.contextmanager
+def operand_errors(name: str):
+    """Re-raise an SpcError from inside the block with "operand <name>: " in front,
+    unless its message names the operand already."""
+    try:
+        yield
     except SpcError as err:
         if f"operand {name}" in err.message:
             raise
