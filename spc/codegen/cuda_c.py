@@ -49,8 +49,9 @@ from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PE
 
 # scalar types: 64-bit index values are ``spc_idx``, the body's template parameter
 # (long long, or int when every length and size of the call is below 2**30)
-C_TYPES = {DType.F32: "float", DType.F64: "double", DType.I32: "int", DType.I64: "spc_idx",
-           DType.BOOL: "bool"}
+C_TYPES = {DType.F32: "float", DType.F64: "double", DType.I8: "signed char", DType.I16: "short",
+           DType.I32: "int", DType.I64: "spc_idx", DType.BOOL: "bool"}
+NARROW_INTS = (DType.I8, DType.I16, DType.I32)          # loads widen to spc_idx
 ELEM_TYPES = {**C_TYPES, DType.I64: "long long"}      # array element types
 
 _RESERVED = set("""
@@ -263,7 +264,7 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
             text = f"{c_name(x.buf.name)}[{r(x.index)}]"
             if guard is not None and _reads(x.index) & variant:
                 text = f"({guard} ? {text} : ({c_elem_type(x.buf.dtype)})0)"
-            return f"(spc_idx){text}" if x.buf.dtype is DType.I32 else text
+            return f"(spc_idx){text}" if x.buf.dtype in NARROW_INTS else text
         if isinstance(x, Neg):
             return f"(-{r(x.operand)})"
         if isinstance(x, Cast):

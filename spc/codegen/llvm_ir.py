@@ -37,7 +37,8 @@ CONTRACT = ("contract",)
 REDUCE = ("reassoc", "contract", "nsz")
 MAX_THREADS = 256
 
-_LL = {DType.F32: F32, DType.F64: F64, DType.I32: I32, DType.I64: I64, DType.BOOL: I1}
+_LL = {DType.F32: F32, DType.F64: F64, DType.I8: I8, DType.I16: ir.IntType(16), DType.I32: I32,
+       DType.I64: I64, DType.BOOL: I1}
 
 
 def ll_type(dt: DType) -> ir.Type:
@@ -107,7 +108,7 @@ class _FunctionEmitter:
         if isinstance(e, Load):
             ptr = b.gep(self.buffers[e.buf.name], [self.expr(e.index)], inbounds=True)
             v = b.load(ptr)
-            if e.buf.dtype is DType.I32:
+            if e.buf.dtype.is_int and e.buf.dtype is not DType.I64:
                 v = b.sext(v, I64)
             return v
         if isinstance(e, Neg):
@@ -209,8 +210,9 @@ class _FunctionEmitter:
         elif isinstance(s, Store):
             ptr = b.gep(self.buffers[s.buf.name], [self.expr(s.index)], inbounds=True)
             value = self.expr(s.value)
-            if s.buf.dtype is DType.I32 and dtype_of(s.value) is DType.I64:
-                value = b.trunc(value, I32)
+            if s.buf.dtype.is_int and s.buf.dtype is not DType.I64 \
+                    and dtype_of(s.value) is DType.I64:
+                value = b.trunc(value, _LL[s.buf.dtype])
             if s.atomic:
                 b.atomic_rmw("fadd" if s.buf.dtype.is_float else "add", ptr, value, "monotonic")
                 return

@@ -2,7 +2,14 @@
 
 ``Format(levels, order)`` stores dimension ``order[l]`` of the tensor at level
 ``l``.  CSR is (dense, compressed) in order (0, 1); CSC the same levels in order
-(1, 0); COO is (compressed non-unique, singleton).  A user-defined format is just
+(1, 0); COO is (compressed non-unique, singleton).
+
+``block`` splits dimensions into blocks: with ``block[m] = b > 1`` mode m
+appears twice in ``order``, first for its block coordinate ``i // b`` and then
+for the coordinate inside the block ``i % b`` (a level of size b).  BSR(r, c)
+is (dense, compressed, dense, dense) in order (0, 1, 0, 1) with block (r, c).
+A dimension that is not a multiple of its block is padded: the last block
+holds positions past the end, which kernels skip.  A user-defined format is just
 another ``Format`` (possibly with a user-written ``Level``), registered with
 :func:`register_format`.
 """
@@ -21,18 +28,80 @@ class Format:
     levels: tuple[Level, ...]
     order: tuple[int, ...]
     name: str = ""
+    block: tuple[int, ...] = ()
 
     def __post_init__(self):
-        if sorted(self.order) != list(range(len(self.levels))):
+        object.__setattr__(self, "levels", tuple(self.levels))
+        object.__setattr__(self, "order", tuple(int(m) for m in self.order))
+        block = tuple(int(b) for b in self.block)
+        object.__setattr__(self, "block", block)
+        modes = len(block) if block else len(self.levels)
+        want = sorted(m for m in range(modes) for _ in range(2 if block and block[m] > 1 else 1))
+        if len(self.order) != len(self.levels) or sorted(self.order) != want:
+            what = "with each blocked mode twice " if block else ""
             raise FormatError(f"format {self.name or '?'}: mode order {self.order} is not "
-                              f"a permutation of 0..{len(self.levels) - 1}")
+                              f"a permutation of 0..{modes - 1} {what}for {len(self.levels)} "
+                              f"levels")
+        if any(b < 1 for b in block):
+            raise FormatError(f"format {self.name or '?'}: block sizes {block} must be >= 1")
         # derived once: the runtime asks these on every call
-        object.__setattr__(self, "_is_dense", all(isinstance(lv, Dense) for lv in self.levels))
+        object.__setattr__(self, "_rank", modes)
+        object.__setattr__(self, "_is_dense", all(isinstance(lv, Dense) for lv in self.levels)
+                           and not any(b > 1 for b in block))
         object.__setattr__(self, "_identity", self.order == tuple(range(len(self.levels))))
+        parts = []
+        seen = set()
+        for m in self.order:
+            b = block[m] if block else 1
+            parts.append("all" if b == 1 else ("inner" if m in seen else "outer"))
+            seen.add(m)
+        object.__setattr__(self, "_parts", tuple(parts))
 
     @property
     def rank(self) -> int:
+        """The rank of the tensors this format stores (levels may be more)."""
+        return self._rank
+
+    @property
+    def nlevels(self) -> int:
         return len(self.levels)
+
+    @property
+    def is_blocked(self) -> bool:
+        return any(b > 1 for b in self.block)
+
+    def block_of(self, mode: int) -> int:
+        return self.block[mode] if self.block else 1
+
+    def level_part(self, level: int) -> str:
+        """"all" (the level stores the whole coordinate of its mode), "outer" (the
+        block coordinate i // b) or "inner" (the coordinate inside the block)."""
+        return self._parts[level]
+
+    def level_dims(self, shape) -> tuple[int, ...]:
+        """The size of each level's coordinate range for a tensor of ``shape``."""
+        dims = []
+        for lvl, m in enumerate(self.order):
+            b, part = self.block_of(m), self._parts[lvl]
+            dims.append(shape[m] if part == "all" else b if part == "inner" else -(-shape[m] // b))
+        return tuple(dims)
+
+    def padded_shape(self, shape) -> tuple[int, ...]:
+        """``shape`` rounded up to whole blocks (``shape`` itself when unblocked)."""
+        return tuple(-(-n // self.block_of(m)) * self.block_of(m) for m, n in enumerate(shape))
+
+    def level_coords(self, by_mode) -> list:
+        """Per-level coordinates from per-mode coordinates (numpy arrays)."""
+        return [by_mode[m] if p == "all" else (by_mode[m] % self.block_of(m) if p == "inner"
+                                                 else by_mode[m] // self.block_of(m))
+                for m, p in zip(self.order, self._parts)]
+
+    def mode_coords(self, by_level) -> list:
+        """Per-mode coordinates from per-level coordinates (the inverse of level_coords)."""
+        out = [0] * self.rank
+        for c, m, p in zip(by_level, self.order, self._parts):
+            out[m] = out[m] + (c * self.block_of(m) if p == "outer" else c)
+        return out
 
     @property
     def is_dense(self) -> bool:
@@ -51,10 +120,10 @@ class Format:
 
     def __eq__(self, other) -> bool:
         return (isinstance(other, Format) and self.levels == other.levels
-                and self.order == other.order)
+                and self.order == other.order and self.block == other.block)
 
     def __hash__(self) -> int:
-        return hash((self.levels, self.order))
+        return hash((self.levels, self.order, self.block))
 
 
 def dense(rank: int) -> Format:
@@ -110,7 +179,7 @@ def resolve_format(spec, rank: int, *, what: str = "tensor") -> Format:
     """
     if isinstance(spec, Format):
         if spec.rank != rank:
-            raise FormatError(f"{what}: format {spec} has {spec.rank} levels but the "
+            raise FormatError(f"{what}: format {spec} stores rank-{spec.rank} tensors but the "
                               f"tensor has rank {rank}")
         return spec
     if not isinstance(spec, str):

@@ -7,10 +7,14 @@ to know a format by name:
 
 * capabilities: ``locatable`` (random access in O(1)), ``iterable`` (iterate the
   stored coordinates by position), ``unique``, ``ordered``, ``full``;
-* IR for iteration: ``iter_bounds(io, parent)`` and ``coord(io, p)``;
+* IR for iteration: ``iter_bounds(io, parent)``, ``coord(io, p, parent)`` and
+  ``valid(io, p, coord)`` (False at padding positions, None if the level has
+  none);
 * IR for random access: ``locate(io, parent_pos, i)``;
-* storage: ``array_names``, ``pack`` (coordinates -> arrays), ``unpack``
-  (arrays -> coordinates) and ``validate`` (reject malformed arrays).
+* storage: ``array_names`` (with ``array_dtypes`` for arrays of a fixed narrow
+  type), ``scalar_names`` (integers derived from the arrays, passed to kernels),
+  ``pack`` (coordinates -> arrays), ``unpack`` (arrays -> coordinates),
+  ``size`` (positions) and ``validate`` (reject malformed arrays).
 
 ``parent`` in the IR methods is a :class:`Parent`: a single position, or a
 segment ``[lo, hi)`` of positions when the parent level is not unique (the
@@ -45,16 +49,20 @@ ROOT = Parent(pos=i64(0))
 class LevelIO:
     """The IR names of one level's storage inside a kernel.
 
-    ``buffer(name)`` is the level's array ``name`` (e.g. "pos", "crd") and
-    ``dim`` the size of the dimension the level stores.
+    ``buffer(name)`` is the level's array ``name`` (e.g. "pos", "crd"),
+    ``scalar(name)`` one of its integer scalars and ``dim`` the size of the
+    dimension the level stores (an expression of the kernel's sizes).
     """
     tensor: str
     level: int
     index_dtype: DType
-    dim: Var
+    dim: Expr
 
-    def buffer(self, name: str) -> Buffer:
-        return Buffer(f"{self.tensor}{self.level}_{name}", self.index_dtype)
+    def buffer(self, name: str, dtype: DType | None = None) -> Buffer:
+        return Buffer(f"{self.tensor}{self.level}_{name}", dtype or self.index_dtype)
+
+    def scalar(self, name: str) -> Var:
+        return Var(f"{self.tensor}{self.level}_{name}", DType.I64)
 
 
 class Level:
@@ -66,13 +74,33 @@ class Level:
     ordered = True
     full = False
     array_names: tuple[str, ...] = ()
+    array_dtypes: dict[str, str] = {}     # arrays whose dtype is fixed (else the index dtype)
+    scalar_names: tuple[str, ...] = ()
 
     # -- IR ---------------------------------------------------------------
     def iter_bounds(self, io: LevelIO, parent: Parent) -> tuple[Expr, Expr]:
         raise NotImplementedError(f"{self.name} level cannot be iterated by position")
 
-    def coord(self, io: LevelIO, p: Expr) -> Expr:
+    def coord(self, io: LevelIO, p: Expr, parent: Parent) -> Expr:
         raise NotImplementedError(f"{self.name} level cannot be iterated by position")
+
+    def valid(self, io: LevelIO, p: Expr, coord: Expr) -> Expr | None:
+        """False where position ``p`` is padding (its coordinate ``coord`` is then
+        meaningless); None when the level stores no padding."""
+        return None
+
+    def buffers(self, io: LevelIO) -> list[Buffer]:
+        """The IR buffers of this level's arrays."""
+        return [io.buffer(n, DType.from_numpy(self.array_dtypes[n]) if n in self.array_dtypes
+                          else None) for n in self.array_names]
+
+    def scalars(self, arrays: dict, parent_count: int, dim: int) -> dict[str, int]:
+        """Values of ``scalar_names`` for these arrays."""
+        return {}
+
+    def size(self, arrays: dict, parent_count: int, dim: int) -> int:
+        """Number of positions of this level below ``parent_count`` parent positions."""
+        raise NotImplementedError
 
     def locate(self, io: LevelIO, parent_pos: Expr, i: Expr) -> Expr:
         raise NotImplementedError(f"{self.name} level cannot locate")
@@ -133,6 +161,9 @@ class Dense(Level):
     def validate(self, arrays, parent_count, dim, what):
         return parent_count * dim
 
+    def size(self, arrays, parent_count, dim):
+        return parent_count * dim
+
     def unpack(self, arrays, parent_pos, parent_count, dim):
         owner = np.repeat(np.arange(len(parent_pos)), dim)
         coords = np.tile(np.arange(dim, dtype=np.int64), len(parent_pos))
@@ -154,8 +185,11 @@ class Compressed(Level):
             raise NotImplementedError("a compressed level below a non-unique level")
         return Load(pos, parent.pos), Load(pos, add(parent.pos, i64(1)))
 
-    def coord(self, io, p):
+    def coord(self, io, p, parent):
         return Load(io.buffer("crd"), p)
+
+    def size(self, arrays, parent_count, dim):
+        return len(arrays["crd"])
 
     def pack(self, parent_pos, parent_count, coords, dim, index_dtype):
         n = len(coords)
@@ -223,8 +257,11 @@ class Singleton(Level):
             return parent.seg_lo, parent.seg_hi
         return parent.pos, add(parent.pos, i64(1))
 
-    def coord(self, io, p):
+    def coord(self, io, p, parent):
         return Load(io.buffer("crd"), p)
+
+    def size(self, arrays, parent_count, dim):
+        return parent_count
 
     def pack(self, parent_pos, parent_count, coords, dim, index_dtype):
         if len(parent_pos) != parent_count or (

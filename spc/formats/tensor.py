@@ -55,14 +55,39 @@ class Tensor:
 
     @property
     def index_dtype(self) -> np.dtype:
-        for a in self.arrays:
-            for arr in a.values():
-                return arr.dtype
+        for level, a in zip(self.format.levels, self.arrays):
+            for name, arr in a.items():
+                if name not in level.array_dtypes:
+                    return arr.dtype
         return np.dtype(np.int32)
 
     @property
     def level_dims(self) -> tuple[int, ...]:
-        return tuple(self.shape[m] for m in self.format.order)
+        return self.format.level_dims(self.shape)
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        """The shape of the storage: ``shape`` rounded up to whole blocks for a
+        blocked format (the positions past ``shape`` hold zeros that kernels skip)."""
+        return self.format.padded_shape(self.shape)
+
+    @property
+    def padding(self) -> tuple[int, ...]:
+        """How many rows/columns of padding the storage adds in each dimension."""
+        return tuple(p - n for p, n in zip(self.padded_shape, self.shape))
+
+    def scalars(self, name: str) -> dict[str, int]:
+        """The integer scalars the levels pass to kernels, keyed by their IR name
+        for the operand ``name`` (e.g. ``A1_width``)."""
+        out: dict[str, int] = {}
+        count = 1
+        for lvl, (level, dim) in enumerate(zip(self.format.levels, self.level_dims)):
+            arrays = self.arrays[lvl]
+            if level.scalar_names:
+                for k, v in level.scalars(arrays, count, dim).items():
+                    out[f"{name}{lvl}_{k}"] = int(v)
+            count = level.size(arrays, count, dim)
+        return out
 
     @property
     def nnz(self) -> int:
@@ -78,10 +103,10 @@ class Tensor:
         """Raise InputError unless the storage is well formed, sorted and unique."""
         if len(self.shape) != self.format.rank:
             raise ShapeError(f"{what}: shape {self.shape} has rank {len(self.shape)} but "
-                             f"format {self.format} has {self.format.rank} levels")
-        if len(self.arrays) != self.format.rank:
+                             f"format {self.format} stores rank-{self.format.rank} tensors")
+        if len(self.arrays) != self.format.nlevels:
             raise InputError(f"{what}: {len(self.arrays)} level array sets for a format with "
-                             f"{self.format.rank} levels")
+                             f"{self.format.nlevels} levels")
         if any(s < 0 for s in self.shape):
             raise ShapeError(f"{what}: negative dimension in shape {self.shape}")
         if not isinstance(self.vals, np.ndarray) or self.vals.ndim != 1:
@@ -97,6 +122,12 @@ class Tensor:
                 arr = arrays[name]
                 if not isinstance(arr, np.ndarray) or arr.ndim != 1:
                     raise InputError(f"{what}: level {lvl} '{name}' must be a 1-d numpy array")
+                if name in level.array_dtypes:
+                    if arr.dtype != np.dtype(level.array_dtypes[name]):
+                        raise DTypeError(f"{what}: level {lvl} '{name}' has dtype {arr.dtype}; "
+                                         f"a {level.name} level stores it as "
+                                         f"{np.dtype(level.array_dtypes[name])}")
+                    continue
                 if arr.dtype not in (np.int32, np.int64):
                     raise DTypeError(f"{what}: level {lvl} '{name}' has dtype {arr.dtype}; "
                                      f"index arrays must be int32 or int64")
@@ -130,13 +161,18 @@ class Tensor:
         return coords
 
     def to_coo(self) -> tuple[list[np.ndarray], np.ndarray]:
-        """(coordinates per dimension in the tensor's own order, values)."""
+        """(coordinates per dimension in the tensor's own order, values) of the
+        stored entries (padding excluded), in storage order."""
         coords = self.coords_in_storage_order()
         vals = self.vals[self._last_positions]
-        by_mode = [None] * self.ndim
-        for lvl, mode in enumerate(self.format.order):
-            by_mode[mode] = coords[lvl]
-        return by_mode, vals
+        by_mode = self.format.mode_coords(coords)
+        if self.format.is_blocked and len(vals):
+            inside = np.ones(len(vals), dtype=bool)
+            for c, n in zip(by_mode, self.shape):
+                inside &= c < n
+            by_mode = [c[inside] for c in by_mode]
+            vals = vals[inside]
+        return [np.asarray(c, dtype=np.int64) for c in by_mode], vals
 
     def to_numpy(self) -> np.ndarray:
         if self.format.is_dense:
@@ -190,7 +226,7 @@ def from_coords(coords, vals, shape, fmt, *, index_dtype=None, sum_duplicates=Tr
         if len(c) and (c.min() < 0 or c.max() >= shape[d]):
             bad = int(c.min()) if c.min() < 0 else int(c.max())
             raise InputError(f"coordinate {bad} in dimension {d} is out of range [0, {shape[d]})")
-    stored = [coords[m].astype(np.int64) for m in fmt.order]
+    stored = fmt.level_coords([c.astype(np.int64) for c in coords])
     order = np.lexsort(stored[::-1]) if stored else np.zeros(0, dtype=np.int64)
     stored = [c[order] for c in stored]
     vals = vals[order]
@@ -204,7 +240,7 @@ def from_coords(coords, vals, shape, fmt, *, index_dtype=None, sum_duplicates=Tr
             np.add.at(summed, group, vals)
             stored = [c[new] for c in stored]
             vals = summed
-    dims = [shape[m] for m in fmt.order]
+    dims = list(fmt.level_dims(shape))
     if index_dtype is None:
         positions = 1
         for d in dims:

@@ -11,7 +11,8 @@ import numpy as np
 from .nodes import (Alloc, Assign, BinOp, Block, Cast, Const, DType, For, If,
                     Kernel, Let, Load, Neg, ParamRole, Select, Store, Var, WarpSum, While)
 
-_NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I32: np.int64,
+_NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I16: np.int64,
+       DType.I32: np.int64,
        DType.I64: np.int64, DType.BOOL: np.bool_}
 
 
@@ -26,7 +27,7 @@ def _eval(e, env, bufs):
         if not 0 <= idx < len(arr):
             raise IndexError(f"{e.buf.name}[{idx}] is out of bounds (length {len(arr)})")
         v = arr[idx]
-        return np.int64(v) if e.buf.dtype in (DType.I32, DType.I64) else v
+        return np.int64(v) if e.buf.dtype.is_int else v
     if isinstance(e, Neg):
         return -_eval(e.operand, env, bufs)
     if isinstance(e, Cast):

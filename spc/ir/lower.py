@@ -23,7 +23,7 @@ from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
 from .nodes import (Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Kernel,
                     Let, Load, Neg, Param, ParamRole, Stmt, Store, Var, While, add,
-                    and_, block, eq, i64, lt, or_)
+                    and_, block, eq, i64, lt, mul, or_)
 from .simplify_expr import simplify_expr
 
 I64 = DType.I64
@@ -73,8 +73,76 @@ def vals_buffer(tensor: str, dtype: DType) -> Buffer:
     return Buffer(f"{tensor}_vals", dtype)
 
 
-def level_io(tensor: str, level: int, index: str, index_dtype: DType) -> LevelIO:
-    return LevelIO(tensor, level, index_dtype, size_var(index))
+def level_io(tensor: str, level: int, extent: Expr, index_dtype: DType) -> LevelIO:
+    return LevelIO(tensor, level, index_dtype, extent)
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """The loop variables of an assignment.
+
+    An index stored in blocks of b by some operand's format (``Format.block``)
+    is split into two loop variables, ``<i>_blk`` (the block, i // b) and
+    ``<i>_in`` (the offset inside it); the index itself is then computed from
+    them, and operands that store it whole must locate it.  Every other index
+    is its own loop variable.
+    """
+    splits: tuple[tuple[str, int], ...]        # (index, block size)
+    loop_vars: tuple[str, ...]                 # in first-appearance order
+
+    @staticmethod
+    def of(assign: ast.Assignment, formats: dict[str, Format]) -> "IndexPlan":
+        splits: dict[str, int] = {}
+        for acc in (assign.lhs,) + assign.accesses():
+            fmt = formats[acc.tensor]
+            for m, ix in enumerate(acc.indices):
+                b = fmt.block_of(m)
+                if b > 1:
+                    if splits.setdefault(ix, b) != b:
+                        raise UnsupportedError(
+                            f"index '{ix}' of '{assign.source}' is stored in blocks of "
+                            f"{splits[ix]} by one operand and of {b} by {acc.tensor}; "
+                            f"store them with the same block size")
+        seen: list[str] = []
+        for acc in (assign.lhs,) + assign.accesses():
+            for ix in acc.indices:
+                for v in ((f"{ix}_blk", f"{ix}_in") if ix in splits else (ix,)):
+                    if v not in seen:
+                        seen.append(v)
+        return IndexPlan(tuple(sorted(splits.items())), tuple(seen))
+
+    def block(self, ix: str) -> int:
+        return dict(self.splits).get(ix, 1)
+
+    def level_var(self, fmt: Format, indices: tuple[str, ...], level: int) -> str:
+        """The variable that level ``level`` of an access (``indices``) is stored by."""
+        ix = indices[fmt.order[level]]
+        part = fmt.level_part(level)
+        if ix not in dict(self.splits):
+            return ix
+        return {"outer": f"{ix}_blk", "inner": f"{ix}_in"}.get(part, ix)
+
+    def origin(self, var: str) -> str:
+        """The index a loop variable belongs to."""
+        for ix, _ in self.splits:
+            if var in (f"{ix}_blk", f"{ix}_in"):
+                return ix
+        return var
+
+    def extent(self, var: str) -> Expr:
+        """The trip count of a loop over ``var`` (or the size of index ``var``)."""
+        ix = self.origin(var)
+        b = self.block(ix)
+        if var == ix:
+            return size_var(ix)
+        if var.endswith("_in"):
+            return i64(b)
+        return BinOp("/", add(size_var(ix), i64(b - 1)), i64(b))
+
+    def composed(self, bound: set[str]) -> list[str]:
+        """Split indices whose two pieces are in ``bound`` but which are not yet."""
+        return [ix for ix, _ in self.splits
+                if ix not in bound and f"{ix}_blk" in bound and f"{ix}_in" in bound]
 
 
 # ---------------------------------------------------------------------------
@@ -88,23 +156,31 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
     (so sparse operands drive the iteration), then the rest in order of first
     appearance (output indices first); dense inner dimensions end up innermost.
     """
-    indices: list[str] = list(assign.lhs.indices)
-    for acc in assign.accesses():
-        for ix in acc.indices:
-            if ix not in indices:
-                indices.append(ix)
+    plan = IndexPlan.of(assign, formats)
+    indices: list[str] = list(plan.loop_vars)
+    check_stored_by_loops(assign, formats, plan)
+    if plan.splits:
+        # blocked operands: their levels' variables first, so that the dense
+        # inner dimensions of the other operands end up innermost
+        by_sparse = {plan.level_var(formats[a.tensor], a.indices, lvl)
+                     for a in assign.accesses() if not formats[a.tensor].is_dense
+                     for lvl in range(formats[a.tensor].nlevels)}
+        indices = [v for v in indices if v in by_sparse] + \
+                  [v for v in indices if v not in by_sparse]
     before: dict[str, set[str]] = {ix: set() for ix in indices}
     sparse_driven: set[str] = set()
     for acc in (assign.lhs,) + assign.accesses():
         fmt = formats[acc.tensor]
-        stored = [acc.indices[m] for m in fmt.order]
+        stored = [plan.level_var(fmt, acc.indices, lvl) for lvl in range(fmt.nlevels)]
         for lvl, level in enumerate(fmt.levels):
             if not level.locatable:
                 sparse_driven.add(stored[lvl])
                 before[stored[lvl]].update(stored[:lvl])
     if not formats[assign.lhs.tensor].is_dense:
         # sparse outputs are appended in storage order, before any reduction
-        out_stored = [assign.lhs.indices[m] for m in formats[assign.lhs.tensor].order]
+        out_fmt = formats[assign.lhs.tensor]
+        out_stored = [plan.level_var(out_fmt, assign.lhs.indices, lvl)
+                      for lvl in range(out_fmt.nlevels)]
         for k, ix in enumerate(out_stored):
             before[ix].update(out_stored[:k])
         for ix in indices:
@@ -125,17 +201,35 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
     return tuple(order)
 
 
+def check_stored_by_loops(assign: ast.Assignment, formats: dict[str, Format],
+                          plan: IndexPlan) -> None:
+    """Raise UnsupportedError when a level that cannot locate is stored by an
+    index that no loop binds (an index split into blocks by another operand)."""
+    for acc in assign.accesses():
+        fmt = formats[acc.tensor]
+        for lvl, level in enumerate(fmt.levels):
+            var = plan.level_var(fmt, acc.indices, lvl)
+            if not level.locatable and var not in plan.loop_vars:
+                raise UnsupportedError(
+                    f"'{assign.source}': {acc.tensor} ({fmt}) iterates index '{var}', which "
+                    f"another operand stores in blocks of {plan.block(var)}; store "
+                    f"{acc.tensor} in a format that locates '{var}' (dense) or with the same "
+                    f"blocks")
+
+
 def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
                      order: tuple[str, ...]) -> None:
     """Raise UnsupportedError unless ``order`` visits sparse levels after parents."""
-    want = set(assign.lhs.indices) | {ix for a in assign.accesses() for ix in a.indices}
+    plan = IndexPlan.of(assign, formats)
+    want = set(plan.loop_vars)
     if set(order) != want or len(order) != len(want):
-        raise UnsupportedError(f"loop order {order} must list each index of "
+        raise UnsupportedError(f"loop order {order} must list each loop variable of "
                                f"'{assign.source}' exactly once: {sorted(want)}")
+    check_stored_by_loops(assign, formats, plan)
     rank = {ix: k for k, ix in enumerate(order)}
     for acc in assign.accesses():
         fmt = formats[acc.tensor]
-        stored = [acc.indices[m] for m in fmt.order]
+        stored = [plan.level_var(fmt, acc.indices, lvl) for lvl in range(fmt.nlevels)]
         for lvl, level in enumerate(fmt.levels):
             if not level.locatable and any(rank[p] > rank[stored[lvl]] for p in stored[:lvl]):
                 raise UnsupportedError(
@@ -185,8 +279,11 @@ class Lowerer:
         self.accumulate = accumulate         # add to the output instead of storing
         self.names = _count()
         self.used_buffers: dict[str, tuple[Buffer, ParamRole]] = {}
-        self.out_stored = [self.out.indices[m] for m in self.out_fmt.order]
-        reductions = [ix for ix in order if ix not in self.out.indices]
+        self.used_scalars: dict[str, Var] = {}
+        self.plan = IndexPlan.of(assign, formats)
+        self.out_stored = [self.plan.level_var(self.out_fmt, self.out.indices, lvl)
+                           for lvl in range(self.out_fmt.nlevels)]
+        reductions = [ix for ix in order if self.plan.origin(ix) not in self.out.indices]
         # depth at which only reduction loops remain; a scalar accumulator lives there
         self.acc_depth = len(order)
         for d in range(len(order), -1, -1):
@@ -205,11 +302,11 @@ class Lowerer:
         return buf
 
     def io(self, tensor: str, acc_indices: tuple[str, ...], level: int) -> LevelIO:
-        fmt = self.formats[tensor]
-        return level_io(tensor, level, acc_indices[fmt.order[level]], self.it)
+        var = self.plan.level_var(self.formats[tensor], acc_indices, level)
+        return level_io(tensor, level, self.plan.extent(var), self.it)
 
     def level_var(self, acc: ast.Access, level: int) -> str:
-        return acc.indices[self.formats[acc.tensor].order[level]]
+        return self.plan.level_var(self.formats[acc.tensor], acc.indices, level)
 
     # -- level resolution ------------------------------------------------------
     def resolve_located(self, states: dict[int, AccessState], bound: set[str]):
@@ -222,7 +319,7 @@ class Lowerer:
         for a, st in states.items():
             acc = self.accesses[a] if a >= 0 else self.out
             fmt = self.formats[acc.tensor]
-            while st.level < fmt.rank:
+            while st.level < fmt.nlevels:
                 level = fmt.levels[st.level]
                 ix = self.level_var(acc, st.level)
                 if ix not in bound or not level.locatable or st.parent.is_segment:
@@ -236,9 +333,11 @@ class Lowerer:
         return states, stmts
 
     def _use_level(self, io: LevelIO, level) -> None:
-        role = ParamRole.INPUT
-        for name in level.array_names:
-            self.use(io.buffer(name), role)
+        for buf in level.buffers(io):
+            self.use(buf, ParamRole.INPUT)
+        for name in level.scalar_names:
+            var = io.scalar(name)
+            self.used_scalars[var.name] = var
 
     # -- merge lattices ----------------------------------------------------------
     def lattice(self, e: ast.Expr, iterated: dict[int, int], zero: frozenset[int]):
@@ -300,7 +399,7 @@ class Lowerer:
     def uses_acc(self) -> bool:
         """Accumulate in a scalar at ``acc_depth`` (no reduction loop encloses an
         output loop, so each output entry is produced once)."""
-        return all(ix in self.out.indices for ix in self.order[:self.acc_depth])
+        return all(self.plan.origin(ix) in self.out.indices for ix in self.order[:self.acc_depth])
 
     def loops(self, depth: int, states, zero: frozenset[int], bound: set[str]) -> Stmt:
         pre: list[Stmt] = []
@@ -322,10 +421,25 @@ class Lowerer:
             inner = self.loop(depth, self.order[depth], states, zero, bound)
         return block(*pre, inner, *post)
 
-    def descend(self, depth, states, zero, bound, first: list[Stmt]) -> Stmt:
-        """Locate what the new binding allows, then lower the next loops."""
+    def descend(self, depth, states, zero, bound, first: list[Stmt],
+                guard: Expr | None = None) -> Stmt:
+        """After ``first`` (binding the loop's variable): skip unless ``guard``
+        holds, compose split indices whose pieces are now bound (skipping block
+        padding past the index's size), locate what the bindings allow, then
+        lower the next loops."""
+        compose: list[Stmt] = []
+        for ix in self.plan.composed(bound):
+            b = self.plan.block(ix)
+            compose.append(Let(Var(ix, I64), add(mul(Var(f"{ix}_blk", I64), i64(b)),
+                                                 Var(f"{ix}_in", I64))))
+            bound = bound | {ix}
+            in_range = lt(Var(ix, I64), size_var(ix))
+            guard = in_range if guard is None else and_(guard, in_range)
         states, lets = self.resolve_located(states, bound)
-        return block(*first, *lets, self.loops(depth + 1, states, zero, bound))
+        rest = block(*lets, self.loops(depth + 1, states, zero, bound))
+        if guard is None:
+            return block(*first, *compose, rest)
+        return block(*first, *compose, If(guard, rest))
 
     def loop(self, depth, ix, states, zero, bound) -> Stmt:
         """The loop binding index ``ix``: a dense loop, a position loop or a merge."""
@@ -336,7 +450,7 @@ class Lowerer:
                 continue
             acc = self.accesses[a]
             fmt = self.formats[acc.tensor]
-            if st.level < fmt.rank and self.level_var(acc, st.level) == ix \
+            if st.level < fmt.nlevels and self.level_var(acc, st.level) == ix \
                     and not fmt.levels[st.level].locatable:
                 iterated[a] = st.level
         points = self.lattice(self.assign.rhs, iterated, zero)
@@ -344,8 +458,9 @@ class Lowerer:
             return Block(())
         inner_bound = bound | {ix}
         used = sorted({a for p in points for a in p})
+        extent = self.plan.extent(ix)
         if not used:
-            return For(var, i64(0), size_var(ix),
+            return For(var, i64(0), extent,
                        self.descend(depth, states, zero, inner_bound, []))
         its: list[Iterator] = []
         bounds: dict[int, tuple[Expr, Expr]] = {}
@@ -375,8 +490,10 @@ class Lowerer:
             it = its[0]
             level, io = levels[it.access]
             lo, hi = bounds[it.access]
+            parent = states[it.access].parent
             body = self.descend(depth, child_states(points[0]), zero, inner_bound,
-                                [Let(var, level.coord(io, it.p))])
+                                [Let(var, level.coord(io, it.p, parent))],
+                                guard=level.valid(io, it.p, var))
             return For(it.p, lo, hi, body)
         setup: list[Stmt] = []
         for it in its:
@@ -385,13 +502,23 @@ class Lowerer:
         universe = any(len(p) == 0 for p in points)
         step: list[Stmt] = []
         crd: dict[int, Var] = {}
+        padded = False
         for it in its:
             level, io = levels[it.access]
+            parent = states[it.access].parent
+            valid = level.valid(io, it.p, level.coord(io, it.p, parent))
+            if valid is not None:          # step over padding first
+                padded = True
+                step.append(While(and_(lt(it.p, it.hi), eq(valid, Const(False, DType.BOOL))),
+                                  Assign(it.p, add(it.p, i64(1)))))
+        for it in its:
+            level, io = levels[it.access]
+            parent = states[it.access].parent
             c = self.fresh(f"{self.accesses[it.access].tensor}{it.level}_c")
             crd[it.access] = c
-            step += [Let(c, size_var(ix)), If(lt(it.p, it.hi), Assign(c, level.coord(io, it.p)))]
+            step += [Let(c, extent), If(lt(it.p, it.hi), Assign(c, level.coord(io, it.p, parent)))]
         if not universe:
-            step.append(Let(var, size_var(ix)))
+            step.append(Let(var, extent))
             step += [Assign(var, BinOp("min", var, crd[it.access])) for it in its]
         present = {it.access: eq(crd[it.access], var) for it in its}
         for it in its:
@@ -399,7 +526,8 @@ class Lowerer:
                 level, io = levels[it.access]
                 step.append(Let(it.seg_end, add(it.p, i64(1))))
                 step.append(If(present[it.access], While(
-                    and_(lt(it.seg_end, it.hi), eq(level.coord(io, it.seg_end), var)),
+                    and_(lt(it.seg_end, it.hi),
+                         eq(level.coord(io, it.seg_end, states[it.access].parent), var)),
                     Assign(it.seg_end, add(it.seg_end, i64(1))))))
         cases: Stmt | None = None
         for point in reversed(points):      # smallest point last in the if-chain
@@ -412,9 +540,12 @@ class Lowerer:
         advance = [If(present[it.access],
                       Assign(it.p, it.seg_end if it.seg_end is not None else add(it.p, i64(1))))
                    for it in its]
+        if padded and not universe and cases is not None:
+            # every iterator at its end (after padding) gives var == extent
+            cases = If(lt(var, extent), cases)
         inner = block(*step, cases, *advance)
         if universe:
-            return block(*setup, For(var, i64(0), size_var(ix), inner))
+            return block(*setup, For(var, i64(0), extent, inner))
         minimal = [p for p in points if not any(q < p for q in points)]
         cond = None
         for point in minimal:
@@ -435,7 +566,7 @@ class Lowerer:
     def begin_append(self, states) -> list[Stmt]:
         if self.phase == "assemble":
             return []
-        L = self.out_fmt.rank - 1
+        L = self.out_fmt.nlevels - 1
         io = self.io(self.out.tensor, self.out.indices, L)
         pos = self.use(io.buffer("pos"), ParamRole.INPUT)
         parent = states[-1].parent.pos
@@ -450,7 +581,7 @@ class Lowerer:
         if self.output_kind == OutputKind.DENSE:
             buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT)
             return Store(buf, states[-1].parent.pos, value, accumulate)
-        L = self.out_fmt.rank - 1
+        L = self.out_fmt.nlevels - 1
         io = self.io(self.out.tensor, self.out.indices, L)
         parent = states[-1].parent.pos
         if self.phase == "assemble":
@@ -486,8 +617,8 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
             if f.indices == assign.lhs.indices and formats[f.tensor] == out_fmt:
                 return OutputKind.PATTERN, next(k for k, a in enumerate(accesses) if a is f)
     levels = out_fmt.levels
-    if not all(lv.locatable for lv in levels[:-1]) or levels[-1].locatable \
-            or not levels[-1].unique or levels[-1].name != "compressed":
+    if out_fmt.is_blocked or not all(lv.locatable for lv in levels[:-1]) \
+            or levels[-1].locatable or not levels[-1].unique or levels[-1].name != "compressed":
         raise UnsupportedError(
             f"output format {out_fmt} of '{assign.lhs.tensor}' cannot be assembled: spc "
             f"assembles sparse outputs stored as dense levels followed by one compressed "
@@ -573,7 +704,7 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
         kernels = []
         for n, group in enumerate(groups):
             sub_order = None if order is None else tuple(
-                ix for ix in order if ix in _indices_of(group))
+                ix for ix in order if ix in IndexPlan.of(group, formats).loop_vars)
             part = lower(group, formats, name=f"{name}_term{n}", order=sub_order,
                          value_dtype=value_dtype, index_dtype=index_dtype, accumulate=n > 0)
             kernels.extend(part.kernels)
@@ -585,7 +716,7 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     kind, pattern = classify_output(assign, formats)
     out_fmt = formats[assign.lhs.tensor]
     if kind == OutputKind.ASSEMBLED:
-        out_stored = [assign.lhs.indices[m] for m in out_fmt.order]
+        out_stored = [assign.lhs.indices[m] for m in out_fmt.order]   # never blocked
         if tuple(order[:len(out_stored)]) != tuple(out_stored):
             raise UnsupportedError(
                 f"a sparse output is appended in storage order: loop order {order} must "
@@ -607,10 +738,6 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
                    tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)
 
 
-def _indices_of(assign: ast.Assignment) -> set[str]:
-    return set(assign.lhs.indices) | {ix for a in assign.accesses() for ix in a.indices}
-
-
 def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:
     """True when iterations of the outermost loop write disjoint output entries:
     it binds the output's first stored index, and for an assembled output that
@@ -619,12 +746,14 @@ def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:
     if not order or not assign.lhs.indices:
         return False
     out_fmt = lw.out_fmt
-    if order[0] != assign.lhs.indices[out_fmt.order[0]]:
+    if lw.plan.origin(order[0]) != assign.lhs.indices[out_fmt.order[0]]:
         return False
     return kind != OutputKind.ASSEMBLED or out_fmt.levels[0].locatable
 
 
 def _params(lw: Lowerer, order) -> tuple[Param, ...]:
-    sizes = tuple(Param(size_var(ix), ParamRole.SIZE) for ix in sorted(order))
+    sizes = tuple(Param(size_var(ix), ParamRole.SIZE)
+                  for ix in sorted({lw.plan.origin(v) for v in order}))
+    scalars = tuple(Param(var, ParamRole.SIZE) for _, var in sorted(lw.used_scalars.items()))
     bufs = tuple(Param(buf, role) for _, (buf, role) in sorted(lw.used_buffers.items()))
-    return bufs + sizes
+    return bufs + sizes + scalars

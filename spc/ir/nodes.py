@@ -14,6 +14,8 @@ from enum import Enum
 class DType(Enum):
     F32 = "f32"
     F64 = "f64"
+    I8 = "i8"           # narrow index arrays (e.g. N:M in-group offsets); loads widen
+    I16 = "i16"
     I32 = "i32"
     I64 = "i64"
     BOOL = "bool"
@@ -23,15 +25,20 @@ class DType(Enum):
         return self in (DType.F32, DType.F64)
 
     @property
+    def is_int(self) -> bool:
+        return self in (DType.I8, DType.I16, DType.I32, DType.I64)
+
+    @property
     def numpy(self) -> str:
-        return {"f32": "float32", "f64": "float64", "i32": "int32",
-                "i64": "int64", "bool": "bool"}[self.value]
+        return {"f32": "float32", "f64": "float64", "i8": "int8", "i16": "int16",
+                "i32": "int32", "i64": "int64", "bool": "bool"}[self.value]
 
     @staticmethod
     def from_numpy(name) -> "DType":
         import numpy as np
-        return {"float32": DType.F32, "float64": DType.F64, "int32": DType.I32,
-                "int64": DType.I64, "bool": DType.BOOL}[np.dtype(name).name]
+        return {"float32": DType.F32, "float64": DType.F64, "int8": DType.I8,
+                "int16": DType.I16, "int32": DType.I32, "int64": DType.I64,
+                "bool": DType.BOOL}[np.dtype(name).name]
 
 
 class LoopKind(Enum):
@@ -129,7 +136,7 @@ def dtype_of(e: Expr) -> DType:
     if isinstance(e, (Const, Var, Cast)):
         return e.dtype
     if isinstance(e, Load):
-        return DType.I64 if e.buf.dtype in (DType.I32, DType.I64) else e.buf.dtype
+        return DType.I64 if e.buf.dtype.is_int else e.buf.dtype
     if isinstance(e, BinOp):
         return e.dtype
     if isinstance(e, Neg):

@@ -320,40 +320,43 @@ class CompiledKernel:
         out_fmt = self.formats[out_name]
         out_shape = tuple(sizes[ix] for ix in self.expression.lhs.indices)
         arrays: dict[str, np.ndarray] = {}
+        ints = {f"size_{ix}": n for ix, n in sizes.items()}
         for name, t in tensors.items():
             arrays[vals_buffer(name, self.dtype).name] = t.vals
             for lvl, level_arrays in enumerate(t.arrays):
                 for arr_name, arr in level_arrays.items():
                     arrays[f"{name}{lvl}_{arr_name}"] = arr
+            if not t.format.is_dense:
+                ints.update(t.scalars(name))
         nthreads = self._threads(tensors, sizes)
         np_dtype = self._np_dtype
         if program.output_kind == OutputKind.DENSE:
             vals = xp.zeros(math.prod(out_shape), dtype=np_dtype)
             arrays[vals_buffer(out_name, self.dtype).name] = vals
             for which in range(len(v.kernels)):      # one kernel per group of terms
-                self._launch(v, which, arrays, sizes, nthreads)
+                self._launch(v, which, arrays, ints, nthreads)
             return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], vals, validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
             vals = xp.zeros(src.nnz, dtype=np_dtype)
             arrays[vals_buffer(out_name, self.dtype).name] = vals
-            self._launch(v, 0, arrays, sizes, nthreads)
+            self._launch(v, 0, arrays, ints, nthreads)
             copied = [{k: a.copy() for k, a in lv.items()} for lv in src.arrays]
             return Tensor(out_shape, out_fmt, copied, vals, validate=False)
         # assembled: count entries per parent, prefix-sum, then fill
-        last = out_fmt.rank - 1
+        last = out_fmt.nlevels - 1
         dims = [out_shape[m] for m in out_fmt.order]
         parents = math.prod(dims[:last])
         pos = xp.zeros(parents + 1, dtype=np_index)
         arrays[f"{out_name}{last}_pos"] = pos
-        self._launch(v, 0, arrays, sizes, nthreads)
+        self._launch(v, 0, arrays, ints, nthreads)
         xp.cumsum(pos, out=pos)
         nnz = int(pos[-1])
         crd = xp.empty(nnz, dtype=np_index)
         vals = xp.empty(nnz, dtype=np_dtype)
         arrays[f"{out_name}{last}_crd"] = crd
         arrays[vals_buffer(out_name, self.dtype).name] = vals
-        self._launch(v, 1, arrays, sizes, nthreads)
+        self._launch(v, 1, arrays, ints, nthreads)
         level_arrays = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
         return Tensor(out_shape, out_fmt, level_arrays, vals, validate=False)
 
@@ -364,7 +367,7 @@ class CompiledKernel:
             if isinstance(p.value, Buffer):
                 buffers.append(arrays[p.name])
             else:
-                ints.append(sizes[p.name[len("size_"):]])
+                ints.append(sizes[p.name])
         v.launchers[which](buffers, ints, nthreads=nthreads)
 
     def _to_family(self, out: Tensor, bound, tensors):

@@ -42,7 +42,7 @@ def to_tensor(x, fmt: Format, dtype: np.dtype, name: str, validate: bool) -> Ten
     if (type(x) is np.ndarray and fmt.is_dense and x.dtype == dtype
             and x.flags.c_contiguous and fmt.identity_order and x.ndim == fmt.rank):
         # the common case, without copies: a contiguous array of the kernel's dtype
-        return Tensor(x.shape, fmt, [{} for _ in range(fmt.rank)], x.reshape(-1), validate=False)
+        return Tensor(x.shape, fmt, [{} for _ in range(fmt.nlevels)], x.reshape(-1), validate=False)
     with operand_errors(name):
         if fmt.is_dense:
             return _dense(x, fmt, dtype, name)
@@ -99,7 +99,8 @@ def _dense(x, fmt: Format, dtype: np.dtype, name: str) -> Tensor:
 def with_index_dtype(t: Tensor, index_dtype: np.dtype) -> Tensor:
     if t.format.is_dense or t.index_dtype == index_dtype:
         return t
-    arrays = [{k: v.astype(index_dtype) for k, v in lv.items()} for lv in t.arrays]
+    arrays = [{k: v if k in level.array_dtypes else v.astype(index_dtype) for k, v in lv.items()}
+              for level, lv in zip(t.format.levels, t.arrays)]
     return Tensor(t.shape, t.format, arrays, t.vals, validate=False)
 
 
