@@ -21,6 +21,7 @@ from typing import Callable
 
 from ..errors import FormatError
 from .levels import Compressed, Dense, Level, Singleton
+from .levels_padded import Diagonal, FixedWidth, NMGroup
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,63 @@ _NAMED: dict[str, Callable[[int], Format]] = {
 _LEVEL_LETTERS = {"d": Dense, "s": Compressed}
 
 
+def bsr(r: int, c: int) -> Format:
+    """Block CSR: dense r x c blocks, block rows dense, block columns compressed."""
+    r, c = int(r), int(c)
+    if r < 1 or c < 1:
+        raise FormatError(f"bsr({r},{c}): block sizes must be >= 1")
+    levels = [Dense(), Compressed()] + [Dense() for b in (r, c) if b > 1]
+    order = (0, 1) + tuple(m for m, b in enumerate((r, c)) if b > 1)
+    return Format(tuple(levels), order, f"bsr({r},{c})", block=(r, c))
+
+
+def ell(width: int | None = None) -> Format:
+    """ELLPACK: every row padded to ``width`` slots (None: the longest row)."""
+    return Format((Dense(), FixedWidth(width)), (0, 1), "ell" if width is None else f"ell({width})")
+
+
+def dia() -> Format:
+    """Diagonal storage: the stored diagonals' offsets, a value slot per row each."""
+    return Format((Dense(), Diagonal()), (0, 1), "dia")
+
+
+def nm(n: int, m: int) -> Format:
+    """N:M structured sparsity: n stored values in every group of m columns."""
+    return Format((Dense(), NMGroup(n, m)), (0, 1), f"nm({int(n)},{int(m)})")
+
+
+# formats with parameters: name(args) in a format string
+_PARAMETRIC: dict[str, tuple[Callable[..., Format], tuple[int, ...]]] = {
+    # name: (builder, how many integer arguments it takes (any of these counts))
+    "bsr": (bsr, (2,)),
+    "ell": (ell, (0, 1)),
+    "nm": (nm, (2,)),
+}
+_NAMED.update({
+    "dia": _fixed(2, dia),
+    "ell": _fixed(2, ell),
+})
+
+
+def _parametric(key: str, rank: int, what: str) -> Format | None:
+    match = re.fullmatch(r"([a-z_]\w*)\s*\(\s*([-\d\s,]*)\)", key)
+    if match is None or match.group(1) not in _PARAMETRIC:
+        return None
+    name, text = match.group(1), match.group(2).strip()
+    build, counts = _PARAMETRIC[name]
+    try:
+        args = [int(a) for a in text.split(",")] if text else []
+    except ValueError:
+        raise FormatError(f"{what}: format '{key}' needs integer arguments") from None
+    if len(args) not in counts:
+        raise FormatError(f"{what}: format '{name}' takes {' or '.join(map(str, counts))} "
+                          f"integer arguments, got {len(args)}")
+    fmt = build(*args)
+    if fmt.rank != rank:
+        raise FormatError(f"{what}: format '{key}' is for {fmt.rank}-d tensors, not {rank}-d")
+    return fmt
+
+
 def register_format(name: str, make: Callable[[int], Format]) -> None:
     """Make ``name`` usable wherever a format name is accepted.
 
@@ -170,7 +228,7 @@ def register_format(name: str, make: Callable[[int], Format]) -> None:
 
 
 def format_names() -> list[str]:
-    return sorted(_NAMED)
+    return sorted(set(_NAMED) | {f"{n}(...)" for n in _PARAMETRIC})
 
 
 def resolve_format(spec, rank: int, *, what: str = "tensor") -> Format:
@@ -193,6 +251,9 @@ def resolve_format(spec, rank: int, *, what: str = "tensor") -> Format:
         if not isinstance(fmt, Format) or fmt.rank != rank:
             raise FormatError(f"{what}: format '{spec}' gave "
                               f"{getattr(fmt, 'rank', '?')} levels for a rank-{rank} tensor")
+        return fmt
+    fmt = _parametric(key, rank, what)
+    if fmt is not None:
         return fmt
     if re.fullmatch(r"[ds]+", key):
         if len(key) != rank:

@@ -154,8 +154,10 @@ class Tensor:
         """Coordinates of every stored value, per level, in storage order."""
         parent = np.zeros(1, dtype=np.int64)
         coords: list[np.ndarray] = []
+        count = 1
         for lvl, (level, dim) in enumerate(zip(self.format.levels, self.level_dims)):
-            owner, parent, crd = level.unpack(self.arrays[lvl], parent, 0, dim)
+            owner, parent, crd = level.unpack(self.arrays[lvl], parent, count, dim)
+            count = level.size(self.arrays[lvl], count, dim)
             coords = [c[owner] for c in coords] + [crd]
         self._last_positions = parent
         return coords
