@@ -4,11 +4,13 @@ from __future__ import annotations
 import hashlib
 
 from .errors import FormatError, KernelNameError, UnsupportedError
+from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
 from .frontend.parser import parse
 from .ir.nodes import DType
 from .runtime.compiled import CompiledKernel, Schedule
+from .runtime.composite import CompositeKernel
 
 NAMED_KERNELS = {
     # name: (expression, operands taking `fmt`, positional operand order)
@@ -79,10 +81,18 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
         if t not in ranks:
             raise FormatError(f"formats names '{t}', which is not a tensor of '{text}'")
     resolved: dict[str, Format] = {
-        t: resolve_format(fmts.get(t, "dense"), r, what=f"tensor {t}") for t, r in ranks.items()}
+        t: resolve_sum_format(fmts.get(t)) or resolve_format(fmts.get(t, "dense"), r,
+                                                             what=f"tensor {t}")
+        for t, r in ranks.items()}
+    for t, f in resolved.items():
+        if isinstance(f, SumFormat) and f.rank != ranks[t]:
+            raise FormatError(f"tensor {t}: format {f} stores rank-{f.rank} tensors, "
+                              f"not rank {ranks[t]}")
     inputs = positional or tuple(dict.fromkeys(a.tensor for a in assign.accesses()))
     if label is None:
         label = "k" + hashlib.sha1(text.encode()).hexdigest()[:8]
     label = f"{label}_{'_'.join(str(resolved[t]).replace('(', '').replace(')', '').replace(',', '').replace(' ', '').replace(';', '').replace('=', '') for t in sorted(resolved))}"
-    return CompiledKernel(assign, resolved, make_target(target, **target_options), dt,
-                          schedule or Schedule(), label, inputs)
+    kind = CompositeKernel if any(isinstance(f, SumFormat) for f in resolved.values()) \
+        else CompiledKernel
+    return kind(assign, resolved, make_target(target, **target_options), dt,
+                schedule or Schedule(), label, inputs)

@@ -62,6 +62,11 @@ class Tensor:
         return np.dtype(np.int32)
 
     @property
+    def nbytes(self) -> int:
+        """Bytes of storage: values plus every level array."""
+        return int(self.vals.nbytes) + sum(int(a.nbytes) for lv in self.arrays for a in lv.values())
+
+    @property
     def level_dims(self) -> tuple[int, ...]:
         return self.format.level_dims(self.shape)
 
@@ -281,8 +286,13 @@ def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Ten
     ``x`` may be a scipy.sparse matrix, a numpy array (dense; zeros are not
     stored unless ``fmt`` is dense), a ``(coords, vals)`` pair of COO triplets
     (``shape`` required), or a Tensor (converted to ``fmt``).  ``fmt`` defaults
-    to csr for scipy matrices and dense for arrays.
+    to csr for scipy matrices and dense for arrays.  A sum format (``hyb``)
+    gives a :class:`~spc.formats.composite.SumTensor`.
     """
+    from .composite import resolve_sum_format, sum_tensor
+    sum_fmt = resolve_sum_format(fmt)
+    if sum_fmt is not None:
+        return sum_tensor(x, sum_fmt, dtype=dtype)
     if isinstance(x, Tensor):
         if fmt is None or resolve_format(fmt, x.ndim) == x.format:
             return x if dtype is None else with_value_dtype(x, dtype)

@@ -637,21 +637,25 @@ def _product_factors(e: ast.Expr):
     return None
 
 
-def split_terms(assign: ast.Assignment) -> list[ast.Assignment]:
+def split_terms(assign: ast.Assignment,
+                separate: frozenset[str] = frozenset()) -> list[ast.Assignment]:
     """Group the right side's additive terms by the reduction indices they use.
 
     spc sums each additive term over the indices it uses that are not on the
     left (so ``y[i] = A[i,j]*x[j] + b[i]`` adds b once, not once per j).
     Products are distributed over sums to find the terms.  Ensures: one
     assignment per group, in first-appearance order; a single group keeps the
-    original right-hand side unchanged.
+    original right-hand side unchanged.  Terms that read different tensors of
+    ``separate`` (the parts of a sum-format tensor) go to different groups, so
+    each part gets its own loops instead of a merge with the others.
     """
     out_ix = set(assign.lhs.indices)
     groups: dict[frozenset, list[ast.Expr]] = {}
     for term in _monomials(assign.rhs):
-        red = frozenset(ix for f in _factors_of(term) if isinstance(f, ast.Access)
-                        for ix in f.indices if ix not in out_ix)
-        groups.setdefault(red, []).append(term)
+        factors = [f for f in _factors_of(term) if isinstance(f, ast.Access)]
+        red = frozenset(ix for f in factors for ix in f.indices if ix not in out_ix)
+        parts = frozenset(f.tensor for f in factors if f.tensor in separate)
+        groups.setdefault((red, parts), []).append(term)
     if len(groups) <= 1:
         return [assign]
     result = []
@@ -687,7 +691,8 @@ def _factors_of(e: ast.Expr) -> list[ast.Expr]:
 
 def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "kernel",
           order: tuple[str, ...] | None = None, value_dtype: DType = DType.F32,
-          index_dtype: DType = DType.I32, accumulate: bool = False) -> Program:
+          index_dtype: DType = DType.I32, accumulate: bool = False,
+          separate: frozenset[str] = frozenset()) -> Program:
     """Lower a checked assignment to loop IR.
 
     Requires: ``formats`` maps every tensor of ``assign`` (output included) to a
@@ -695,7 +700,7 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     Ensures: the kernels compute ``assign`` for every valid input; the output's
     arrays are the Program's OUTPUT parameters.
     """
-    groups = split_terms(assign)
+    groups = split_terms(assign, separate)
     if len(groups) > 1:
         if not formats[assign.lhs.tensor].is_dense:
             raise UnsupportedError(

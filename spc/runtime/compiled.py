@@ -61,7 +61,8 @@ class CompiledKernel:
     """
 
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format], target,
-                 dtype: DType, schedule: Schedule, name: str, inputs: tuple[str, ...]):
+                 dtype: DType, schedule: Schedule, name: str, inputs: tuple[str, ...],
+                 separate: frozenset[str] = frozenset()):
         self.expression = assign
         self.formats = formats
         self.target = target
@@ -69,6 +70,7 @@ class CompiledKernel:
         self.schedule = schedule
         self.name = name
         self.inputs = inputs
+        self.separate = separate        # tensors whose terms get kernels of their own
         self._variants: dict[DType, _Variant] = {}
         # facts the call path needs, derived once
         self._np_dtype = np.dtype(dtype.numpy)
@@ -116,7 +118,8 @@ class CompiledKernel:
         dump.write("expression", f"{self.expression.source}\n{self.expression!r}\n"
                    f"formats: { {k: str(f) for k, f in sorted(self.formats.items())} }\n")
         program = lower(self.expression, self.formats, name=self.name, order=self.schedule.order,
-                        value_dtype=self.dtype, index_dtype=index_dtype)
+                        value_dtype=self.dtype, index_dtype=index_dtype,
+                        separate=self.separate)
         kernels, sources = [], []
         for kernel in program.kernels:
             verify(kernel, "lower")

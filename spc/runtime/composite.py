@@ -1,0 +1,180 @@
+"""Kernels over sum-format tensors (``hyb``): kernels over their parts.
+
+An operand ``A`` in a :class:`~spc.formats.composite.SumFormat` is rewritten
+to the sum of its parts, ``A[i,j] -> A__0[i,j] + A__1[i,j]``, each part a
+tensor in an ordinary format; the terms of different parts are lowered as
+separate kernels that add into one dense output.  An output in a sum format
+takes the pattern of an operand in the same format (SDDMM): one kernel per
+part, each writing that part's pattern.
+"""
+from __future__ import annotations
+
+from ..errors import InputError, UnsupportedError
+from ..formats.composite import SumFormat, SumTensor, sum_tensor
+from ..frontend import ast
+from .compiled import CompiledKernel
+
+
+def part_name(tensor: str, k: int) -> str:
+    return f"{tensor}__{k}"
+
+
+def _rewrite(e: ast.Expr, sums: dict[str, SumFormat], pick: dict[str, int] | None = None):
+    """``e`` with every access of a sum-format tensor replaced by the sum of its
+    parts (or, with ``pick``, by the one part ``pick[tensor]``)."""
+    if isinstance(e, ast.Access):
+        fmt = sums.get(e.tensor)
+        if fmt is None:
+            return e
+        if pick is not None and e.tensor in pick:
+            return ast.Access(part_name(e.tensor, pick[e.tensor]), e.indices, e.span, e.index_spans)
+        parts = [ast.Access(part_name(e.tensor, k), e.indices, e.span, e.index_spans)
+                 for k in range(len(fmt.parts))]
+        out = parts[0]
+        for p in parts[1:]:
+            out = ast.BinOp("+", out, p, e.span)
+        return out
+    if isinstance(e, ast.Neg):
+        return ast.Neg(_rewrite(e.operand, sums, pick), e.span)
+    if isinstance(e, ast.BinOp):
+        return ast.BinOp(e.op, _rewrite(e.lhs, sums, pick), _rewrite(e.rhs, sums, pick), e.span)
+    return e
+
+
+def _pattern_source(assign: ast.Assignment, fmt: SumFormat) -> str:
+    """The operand whose pattern a sum-format output takes: a factor of the
+    right-hand side product in the output's format and with its indices."""
+    from ..ir.lower import _product_factors
+    factors = _product_factors(assign.rhs) or []
+    for f in factors:
+        if isinstance(f, ast.Access) and f.indices == assign.lhs.indices and f.tensor != assign.lhs.tensor:
+            return f.tensor
+    raise UnsupportedError(
+        f"'{assign.source}': an output in {fmt} must take the pattern of an operand in {fmt} "
+        f"(S[i,j] = A[i,j] * ...); store {assign.lhs.tensor} in another format")
+
+
+class CompositeKernel:
+    """A compiled expression with sum-format operands; called like CompiledKernel."""
+
+    def __init__(self, assign: ast.Assignment, formats: dict, target, dtype, schedule,
+                 name: str, inputs: tuple[str, ...]):
+        self.expression = assign
+        self.formats = formats
+        self.target = target
+        self.dtype = dtype
+        self.name = name
+        self.inputs = inputs
+        self.sums = {t: f for t, f in formats.items() if isinstance(f, SumFormat)}
+        out = assign.lhs.tensor
+        plain = {t: f for t, f in formats.items() if t not in self.sums}
+        self.source_of_pattern = None
+        if out in self.sums:
+            src = _pattern_source(assign, self.sums[out])
+            if self.sums.get(src) != self.sums[out]:
+                raise UnsupportedError(
+                    f"'{assign.source}': output {out} in {self.sums[out]} takes the pattern of "
+                    f"{src}, which must be in the same format")
+            self.source_of_pattern = src
+            self.kernels = []
+            for k, part_fmt in enumerate(self.sums[out].parts):
+                pick = {src: k}
+                rhs = _rewrite(assign.rhs, self.sums, pick)
+                lhs = ast.Access(part_name(out, k), assign.lhs.indices, assign.lhs.span,
+                                 assign.lhs.index_spans)
+                sub = ast.Assignment(lhs, rhs, assign.source)
+                fmts = dict(plain)
+                for t, f in self.sums.items():
+                    for j, pf in enumerate(f.parts):
+                        fmts[part_name(t, j)] = pf
+                sub_fmts = {a.tensor: fmts[a.tensor] for a in (sub.lhs,) + sub.accesses()}
+                self.kernels.append(CompiledKernel(
+                    sub, sub_fmts, target, dtype, schedule, f"{name}_part{k}",
+                    tuple(dict.fromkeys(a.tensor for a in sub.accesses()))))
+        else:
+            rhs = _rewrite(assign.rhs, self.sums)
+            sub = ast.Assignment(assign.lhs, rhs, assign.source)
+            fmts = dict(plain)
+            separate = set()
+            for t, f in self.sums.items():
+                for j, pf in enumerate(f.parts):
+                    fmts[part_name(t, j)] = pf
+                    separate.add(part_name(t, j))
+            self.kernels = [CompiledKernel(
+                sub, fmts, target, dtype, schedule, name,
+                tuple(dict.fromkeys(a.tensor for a in sub.accesses())), frozenset(separate))]
+
+    # -- what it is ---------------------------------------------------------------
+    @property
+    def ir(self) -> str:
+        return "\n".join(k.ir for k in self.kernels)
+
+    @property
+    def source(self) -> str:
+        return "\n".join(k.source for k in self.kernels)
+
+    @property
+    def output(self) -> str:
+        return self.expression.lhs.tensor
+
+    def build(self, *args, **kwargs) -> "CompositeKernel":
+        for k in self.kernels:
+            k.build(*args, **kwargs)
+        return self
+
+    def __repr__(self) -> str:
+        return f"spc.CompositeKernel({self.expression.source!r}, target={self.target.name})"
+
+    # -- calling ----------------------------------------------------------------------
+    def __call__(self, *args, validate: bool = True, **kwargs):
+        if len(args) > len(self.inputs):
+            raise InputError(f"{self.name} takes {len(self.inputs)} operands "
+                             f"({', '.join(self.inputs)}), got {len(args)}")
+        bound = dict(zip(self.inputs, args))
+        for k, v in kwargs.items():
+            if k not in self.inputs or k in bound:
+                raise InputError(f"{self.name}: unexpected or repeated operand '{k}'")
+            bound[k] = v
+        missing = [n for n in self.inputs if n not in bound]
+        if missing:
+            raise InputError(f"{self.name} is missing operand(s) {', '.join(missing)}")
+        import numpy as np
+        np_dtype = np.dtype(self.dtype.numpy)
+        operands = {}
+        split = {}
+        for n, x in bound.items():
+            fmt = self.sums.get(n)
+            if fmt is None:
+                operands[n] = x
+                continue
+            from .operands import operand_errors
+            with operand_errors(n):
+                st = sum_tensor(_host(x), fmt, dtype=np_dtype)
+                if validate:
+                    st.validate(f"operand {n}")
+            split[n] = st
+            for k, part in enumerate(st.parts):
+                operands[part_name(n, k)] = part
+        if self.source_of_pattern is None:
+            k = self.kernels[0]
+            return k(**{n: operands[n] for n in k.inputs}, validate=validate)
+        outs = [k(**{n: operands[n] for n in k.inputs}, validate=validate) for k in self.kernels]
+        src = split[self.source_of_pattern]
+        return SumTensor(src.shape, self.sums[self.output], outs, src.width)
+
+
+def _host(x):
+    """A host-side operand for splitting (device arrays are copied to the host)."""
+    if isinstance(x, SumTensor):
+        return x
+    if hasattr(x, "get") and hasattr(x, "__cuda_array_interface__"):
+        return x.get()
+    mod = type(x).__module__
+    if mod.startswith("cupyx"):
+        return x.get()
+    if mod.startswith("torch"):
+        t = x.detach()
+        if t.is_cuda:
+            t = t.cpu()
+        return t.to_dense().numpy() if t.layout != __import__("torch").strided else t.numpy()
+    return x
