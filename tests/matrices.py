@@ -132,7 +132,7 @@ RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 def to_dense(x) -> np.ndarray:
     """scipy.sparse, spc.Tensor, numpy array or scalar -> a dense numpy array."""
-    if isinstance(x, spc.Tensor):
+    if isinstance(x, spc.Tensor) or hasattr(x, "to_numpy"):
         return x.to_numpy()
     if sp.issparse(x):
         return x.toarray()

@@ -69,7 +69,8 @@ def _storage(x, fmt: Format, index_dtype: np.dtype) -> spc.Tensor:
         x = x.toarray()
     t = spc.tensor(x if sp.issparse(x) else np.asarray(x, dtype=np.float64), fmt,
                    dtype=np.float64)
-    arrays = [{k: a.astype(index_dtype) for k, a in lv.items()} for lv in t.arrays]
+    arrays = [{k: a if k in level.array_dtypes else a.astype(index_dtype) for k, a in lv.items()}
+              for level, lv in zip(t.format.levels, t.arrays)]
     return spc.Tensor(t.shape, t.format, arrays, t.vals, validate=True)
 
 
@@ -94,6 +95,8 @@ def interpret(lowered: Lowered, operands: dict[str, object],
         for lvl, level_arrays in enumerate(t.arrays):
             for arr_name, arr in level_arrays.items():
                 args[f"{name}{lvl}_{arr_name}"] = arr
+        if not t.format.is_dense:
+            args.update(t.scalars(name))
     out = program.output
     out_fmt = program.output_format
     out_shape = tuple(sizes[ix] for ix in assign.lhs.indices)
@@ -112,7 +115,7 @@ def interpret(lowered: Lowered, operands: dict[str, object],
         run_kernel(kernel, args)
         return spc.Tensor(out_shape, out_fmt, src.arrays, vals).to_numpy()
     # assembled: count entries per row, prefix sum, fill
-    last = out_fmt.rank - 1
+    last = out_fmt.nlevels - 1
     dims = [out_shape[m] for m in out_fmt.order]
     pos = np.zeros(int(np.prod(dims[:last], dtype=np.int64)) + 1, dtype=index_dtype)
     args[f"{out}{last}_pos"] = pos
@@ -211,6 +214,16 @@ KERNELS = {
     "spmv-transposed-csr": ("y[j] = A[i,j] * x[i]", {"A": "csr"}, case_spmv_t),
     "spmv-plus-b-csr": ("y[i] = A[i,j] * x[j] + b[i]", {"A": "csr"}, case_spmv_plus_b),
     "row-sums-csr": ("y[i] = A[i,j]", {"A": "csr"}, case_row_sums),
+    "spmv-ell": ("spmv", {"A": "ell"}, case_spmv),
+    "spmv-dia": ("spmv", {"A": "dia"}, case_spmv),
+    "spmm-bsr23": ("spmm", {"A": "bsr(2,3)"}, case_spmm),
+    "spmm-nm34": ("spmm", {"A": "nm(4,4)"}, case_spmm),
+    "sddmm-bsr22": ("sddmm", {"A": "bsr(2,2)", "S": "bsr(2,2)"}, case_sddmm),
+    "add-ell-csr": ("C[i,j] = A[i,j] + B[i,j]", {"A": "ell", "B": "csr", "C": "csr"}, case_add),
+    "add-dia-nm-dense-out": ("C[i,j] = A[i,j] + B[i,j]", {"A": "dia", "B": "nm(4,4)"}, case_add),
+    "add-bsr-bsr-dense-out": ("C[i,j] = A[i,j] + B[i,j]", {"A": "bsr(2,3)", "B": "bsr(2,3)"},
+                              case_add),
+    "mul-nm-dia": ("C[i,j] = A[i,j] * B[i,j]", {"A": "nm(4,4)", "B": "dia"}, case_mul),
 }
 
 

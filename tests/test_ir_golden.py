@@ -46,6 +46,13 @@ GOLDEN_KERNELS = [
     pytest.param("spmv", {"fmt": "coo"}, id="spmv_coo"),
     pytest.param("C[i,j] = A[i,j] + B[i,j]", {"formats": CSR3}, id="add_csr"),
     pytest.param("y[j] = A[i,j] * x[i]", {"formats": {"A": "csr"}}, id="spmv_transposed_csr"),
+    pytest.param("spmm", {"fmt": "bsr(4,4)"}, id="spmm_bsr44"),
+    pytest.param("spmv", {"fmt": "ell"}, id="spmv_ell"),
+    pytest.param("spmv", {"fmt": "dia"}, id="spmv_dia"),
+    pytest.param("spmm", {"fmt": "nm(2,4)"}, id="spmm_nm24"),
+    pytest.param("spmv", {"fmt": "hyb"}, id="spmv_hyb"),
+    pytest.param("C[i,j] = A[i,j] + B[i,j]", {"formats": {"A": "ell", "B": "csr", "C": "csr"}},
+                 id="add_ell_csr"),
 ]
 
 

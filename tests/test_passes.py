@@ -194,7 +194,9 @@ def operands_for(kernel_id, A, seed):
 @pytest.mark.parametrize("matrix", ["6x5", "empty-rows-7x4"])
 @pytest.mark.parametrize("kernel_id", ["spmv-csr", "spmv-coo", "spmv-dcsr", "spmm-csr",
                                        "spmm13-csr", "sddmm-csr", "add-csr", "mul-csr",
-                                       "spmv-transposed-csr", "spmv-plus-b-csr"])
+                                       "spmv-transposed-csr", "spmv-plus-b-csr",
+                                       "spmv-ell", "spmv-dia", "spmm-bsr23", "spmm-nm34",
+                                       "sddmm-bsr22", "add-ell-csr"])
 @pytest.mark.parametrize("pass_id", list(PASSES))
 def test_pass_preserves_results(pass_id, kernel_id, matrix):
     kernel, formats, _ = (WIDE_KERNELS.get(kernel_id) or KERNELS[kernel_id])

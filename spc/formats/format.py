@@ -200,7 +200,7 @@ _NAMED.update({
 
 
 def _parametric(key: str, rank: int, what: str) -> Format | None:
-    match = re.fullmatch(r"([a-z_]\w*)\s*\(\s*([-\d\s,]*)\)", key)
+    match = re.fullmatch(r"([a-z_]\w*)\s*\((.*)\)", key)
     if match is None or match.group(1) not in _PARAMETRIC:
         return None
     name, text = match.group(1), match.group(2).strip()
@@ -228,7 +228,7 @@ def register_format(name: str, make: Callable[[int], Format]) -> None:
 
 
 def format_names() -> list[str]:
-    return sorted(set(_NAMED) | {f"{n}(...)" for n in _PARAMETRIC})
+    return sorted(set(_NAMED) | {f"{n}(...)" for n in _PARAMETRIC} | {"hyb", "hyb(...)"})
 
 
 def resolve_format(spec, rank: int, *, what: str = "tensor") -> Format:

@@ -205,7 +205,7 @@ def check_stored_by_loops(assign: ast.Assignment, formats: dict[str, Format],
                           plan: IndexPlan) -> None:
     """Raise UnsupportedError when a level that cannot locate is stored by an
     index that no loop binds (an index split into blocks by another operand)."""
-    for acc in assign.accesses():
+    for acc in (assign.lhs,) + assign.accesses():
         fmt = formats[acc.tensor]
         for lvl, level in enumerate(fmt.levels):
             var = plan.level_var(fmt, acc.indices, lvl)

@@ -160,7 +160,11 @@ class CompositeKernel:
             return k(**{n: operands[n] for n in k.inputs}, validate=validate)
         outs = [k(**{n: operands[n] for n in k.inputs}, validate=validate) for k in self.kernels]
         src = split[self.source_of_pattern]
-        return SumTensor(src.shape, self.sums[self.output], outs, src.width)
+        out = SumTensor(src.shape, self.sums[self.output], outs, src.width)
+        from .operands import result_family
+        if result_family(list(bound.values())) == "scipy":
+            return out.to_scipy("csr")
+        return out
 
 
 def _host(x):
