@@ -32,10 +32,12 @@ EXAMPLE = REPO / "examples" / "sell_c_sigma.py"
 
 
 def _load_example():
-    spec = importlib.util.spec_from_file_location("sell_c_sigma", EXAMPLE)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("sell_c_sigma", mod)
-    spec.loader.exec_module(mod)
+    """The example as a module (it registers "sell" and "sell(8,64)" on import)."""
+    if "sell_c_sigma" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("sell_c_sigma", EXAMPLE)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["sell_c_sigma"] = mod
+        spec.loader.exec_module(mod)
     return sys.modules["sell_c_sigma"]
 
 
@@ -112,6 +114,18 @@ def test_sorting_reduces_padding():
     unsorted, windows, fully = (sell.to_sell(A, 8, s) for s in (1, 64, 512))
     assert fully.nnz <= windows.nnz <= unsorted.nnz
     assert windows.nnz < spc.tensor(A, "ell").nnz
+
+
+def test_index_width_follows_the_padded_size(monkeypatch):
+    """sptr holds positions, which padding can push past int32 while the number
+    of nonzeros fits: pack refuses, to_sell widens (simulated with a small limit)."""
+    A = MATRICES[-1].build(np.float64)
+    monkeypatch.setattr(sell, "INT32_MAX", 100)
+    with pytest.raises(spc.InputError, match="32-bit"):
+        spc.tensor(A, sell.sell(8, 64))
+    t = sell.to_sell(A, 8, 64)
+    assert t.index_dtype == np.int64
+    np.testing.assert_array_equal(t.to_numpy(), A.toarray())
 
 
 def _malformed():
@@ -209,19 +223,12 @@ def test_other_kernels_match_scipy(matrix):
     assert_allclose(kernel("sddmm", C, sigma)(A, X, Y), A.multiply(X @ Y.T), np.float64)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "spc's lowerer never reads Level.ordered: it co-iterates sell's unordered row level "
-    "as if its coordinates ascended (spc/ir/lower.py, Lowerer.loop), so A + B over "
-    "rows gives wrong sums instead of an UnsupportedError"))
-def test_merge_over_unordered_rows_is_refused_or_right():
-    A = MATRICES[0].build(np.float64)
-    B = MATRICES[0].build(np.float64).T.tocsr()
-    try:
-        k = spc.compile("C[i,j] = A[i,j] + B[i,j]", formats={"A": "sell", "B": "csr"},
-                        dtype="float64")
-    except spc.UnsupportedError:
-        return
-    assert_allclose(k(A=A, B=B), (A + B).toarray(), np.float64)
+def test_merge_over_unordered_rows_is_refused():
+    """sell's row level is not ordered: merging it with another operand's rows
+    would need ascending coordinates, so spc refuses instead of merging wrongly."""
+    with pytest.raises(spc.UnsupportedError, match="out of order"):
+        spc.compile("C[i,j] = A[i,j] + B[i,j]", formats={"A": "sell", "B": "csr"},
+                    dtype="float64")
 
 
 # ---------------------------------------------------------------------------

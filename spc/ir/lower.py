@@ -495,6 +495,15 @@ class Lowerer:
                                 [Let(var, level.coord(io, it.p, parent))],
                                 guard=level.valid(io, it.p, var))
             return For(it.p, lo, hi, body)
+        for it in its:
+            level, _ = levels[it.access]
+            if not level.ordered:
+                acc = self.accesses[it.access]
+                raise UnsupportedError(
+                    f"'{self.assign.source}': {acc.tensor} ({self.formats[acc.tensor]}) stores "
+                    f"'{ix}' out of order, so it cannot be merged with the other operands that "
+                    f"iterate '{ix}'; convert it to an ordered format (e.g. csr) for this "
+                    f"expression")
         setup: list[Stmt] = []
         for it in its:
             lo, hi = bounds[it.access]

@@ -340,6 +340,18 @@ def interchange(outer: For, names: _Names) -> Stmt | None:
         if var_names(idx) & (outer_vars | inner_vars):
             return None
         indices.append(idx)
+    # a store under an If whose condition the lane can evaluate on its own (a
+    # block-padding bound such as ``i < size_i``) keeps that condition when
+    # hoisted; conditions that vary with ``outer`` (padding slots) only decide
+    # what is added to the register
+    guards = []
+    for s in stores:
+        conds = []
+        for c in _conditions_to(lane.body, s) or []:
+            c = inline(c, env)
+            if not var_names(c) & (outer_vars | inner_vars):
+                conds.append(c)
+        guards.append(conds)
     regs = [names.fresh(f"{s.buf.name}_reg", s.buf.dtype) for s in stores]
     by_store = {id(s): r for s, r in zip(stores, regs)}
 
@@ -352,9 +364,38 @@ def interchange(outer: For, names: _Names) -> Stmt | None:
     new_lane_body = _replace_stores(lane.body, to_reg)
     new_outer = replace(outer, body=_drop_dead_lets(Block(lets + stmts_of(new_lane_body))))
     inits = tuple(Let(r, _zero(r.dtype)) for r in regs)
-    writes = tuple(Store(s.buf, idx, r, accumulate=True, atomic=s.atomic)
-                   for s, idx, r in zip(stores, indices, regs))
-    return replace(lane, body=Block(inits + (new_outer,) + writes))
+    writes = []
+    for s, idx, r, conds in zip(stores, indices, regs, guards):
+        w = Store(s.buf, idx, r, accumulate=True, atomic=s.atomic)
+        for c in reversed(conds):
+            w = If(c, w)
+        writes.append(w)
+    return replace(lane, body=Block(inits + (new_outer,) + tuple(writes)))
+
+
+def _conditions_to(s: Stmt, target: Stmt) -> list[Expr] | None:
+    """The conditions of the Ifs enclosing ``target`` inside ``s`` (outermost
+    first), or None when ``target`` is not in ``s``."""
+    if s is target:
+        return []
+    if isinstance(s, Block):
+        for c in s.body:
+            found = _conditions_to(c, target)
+            if found is not None:
+                return found
+        return None
+    if isinstance(s, (For, While)):
+        return _conditions_to(s.body, target)
+    if isinstance(s, If):
+        found = _conditions_to(s.then, target)
+        if found is not None:
+            return [s.cond] + found
+        if s.otherwise is not None:
+            found = _conditions_to(s.otherwise, target)
+            if found is not None:
+                from ..ir.nodes import Const as _C
+                return [BinOp("==", s.cond, _C(False, DType.BOOL))] + found
+    return None
 
 
 def _drop_dead_lets(body: Block) -> Block:
