@@ -195,7 +195,12 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
                 f"no loop order visits every sparse level after its parents in "
                 f"'{assign.source}': the operands' mode orders conflict; store one of "
                 f"them in another format (e.g. csc instead of csr)")
-        pick = next((ix for ix in ready if ix in sparse_driven), ready[0])
+        # the pieces of a blocked output index first (a block row's rows then
+        # each accumulate over all its blocks), then sparse levels
+        pick = next((ix for ix in ready if ix != plan.origin(ix)
+                     and plan.origin(ix) in assign.lhs.indices), None)
+        if pick is None:
+            pick = next((ix for ix in ready if ix in sparse_driven), ready[0])
         order.append(pick)
         remaining.remove(pick)
     return tuple(order)

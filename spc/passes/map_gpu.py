@@ -317,12 +317,16 @@ def interchange(outer: For, names: _Names) -> Stmt | None:
     iteration of ``outer`` (float addition reassociated once: ``C + (v1 + v2 ...)``).
     """
     body = stmts_of(outer.body)
-    if outer.kind is not LoopKind.SERIAL or not body or not isinstance(body[-1], For):
+    if outer.kind is not LoopKind.SERIAL or not body:
         return None
-    lane, lets = body[-1], body[:-1]
+    from .register_tile import _last_loop
+    found = _last_loop(body[-1])         # the lane loop, maybe under padding guards
+    if found is None:
+        return None
+    (lane, rebuild), lets = found, body[:-1]
     if lane.kind is not LoopKind.GPU_LANE or not all(isinstance(s, Let) for s in lets):
         return None
-    outer_vars = {outer.var.name} | {s.var.name for s in lets}
+    outer_vars = {outer.var.name} | (declared(outer.body) - declared(lane.body) - {lane.var.name})
     if (var_names(lane.lo) | var_names(lane.hi)) & outer_vars:
         return None
     if assigned(outer.body) & outer_vars:
@@ -362,7 +366,8 @@ def interchange(outer: For, names: _Names) -> Stmt | None:
         return n
 
     new_lane_body = _replace_stores(lane.body, to_reg)
-    new_outer = replace(outer, body=_drop_dead_lets(Block(lets + stmts_of(new_lane_body))))
+    new_outer = replace(outer, body=_drop_dead_lets(
+        Block(lets + (rebuild(Block(stmts_of(new_lane_body))),))))
     inits = tuple(Let(r, _zero(r.dtype)) for r in regs)
     writes = []
     for s, idx, r, conds in zip(stores, indices, regs, guards):

@@ -67,12 +67,44 @@ def _match_row_loop(loop: For, sizes: set[str]):
     return lets, store, index.lhs
 
 
+def _last_loop(stmt, wanted=None):
+    """``stmt`` if it is a loop (that ``wanted`` accepts, when given), or such a
+    loop that ends the body of a guard ``if c: lets; loop`` (padding and
+    block-bound guards) or, with ``wanted``, of a loop ``for x: lets; loop``
+    (a blocked reduction), recursively.  Returns (loop, rebuild) where
+    ``rebuild(new)`` puts ``new`` in its place, or None."""
+    if isinstance(stmt, For) and (wanted is None or wanted(stmt)):
+        return stmt, lambda new: new
+    if isinstance(stmt, For) and wanted is not None:
+        inner = stmt.body.body if isinstance(stmt.body, Block) else (stmt.body,)
+        if not inner or not all(isinstance(x, Let) for x in inner[:-1]):
+            return None
+        found = _last_loop(inner[-1], wanted)
+        if found is None:
+            return None
+        loop, rebuild = found
+        return loop, lambda new: replace(stmt, body=Block(tuple(inner[:-1]) + (rebuild(new),)))
+    if isinstance(stmt, If) and stmt.otherwise is None:
+        inner = stmt.then.body if isinstance(stmt.then, Block) else (stmt.then,)
+        if not inner or not all(isinstance(x, Let) for x in inner[:-1]):
+            return None
+        found = _last_loop(inner[-1], wanted)
+        if found is None:
+            return None
+        loop, rebuild = found
+        return loop, lambda new: replace(stmt, then=Block(tuple(inner[:-1]) + (rebuild(new),)))
+    return None
+
+
 def _find_candidate(red: For | While, sizes: set[str]):
     """The single row loop inside reduction loop ``red`` that can be tiled."""
     body = red.body.body if isinstance(red.body, Block) else (red.body,)
-    if not body or not isinstance(body[-1], For):
+    if not body:
         return None
-    row = body[-1]
+    found = _last_loop(body[-1], lambda loop: _match_row_loop(loop, sizes) is not None)
+    if found is None:
+        return None
+    row, rebuild = found
     m = _match_row_loop(row, sizes)
     if m is None:
         return None
@@ -89,10 +121,11 @@ def _find_candidate(red: For | While, sizes: set[str]):
     for n in walk(row.body):
         if isinstance(n, (Assign, For, While, If)):
             return None
-    return row, lets, store, base
+    return row, lets, store, base, rebuild
 
 
-def _tile(red: For, row: For, lets, store: Store, base, width: int, dtype: DType) -> Block:
+def _tile(red: For, row: For, lets, store: Store, base, width: int, dtype: DType,
+          rebuild=lambda new: new) -> Block:
     tag = f"{row.var.name}{width}"
     ntile, tend = Var(f"{tag}_tiles", I64), Var(f"{tag}_end", I64)
     t, j0, jj = Var(f"{tag}_t", I64), Var(f"{tag}_0", I64), Var(f"{tag}_jj", I64)
@@ -101,14 +134,14 @@ def _tile(red: For, row: For, lets, store: Store, base, width: int, dtype: DType
     inner = For(jj, i64(0), i64(width), Block(
         (Let(row.var, add(j0, jj)),) + tuple(lets) + (Store(acc, jj, store.value, accumulate=True),)))
     red_body = red.body.body if isinstance(red.body, Block) else (red.body,)
-    tiled_red = replace(red, body=Block(tuple(red_body[:-1]) + (inner,)))
+    tiled_red = replace(red, body=Block(tuple(red_body[:-1]) + (rebuild(inner),)))
     jj2 = Var(f"{tag}_kk", I64)
     write_back = For(jj2, i64(0), i64(width),
                      Store(store.buf, add(base, add(j0, jj2)), Load(acc, jj2), accumulate=True))
     tiles = For(t, i64(0), ntile, Block((Let(j0, add(row.lo, mul(t, i64(width)))),
                                           Alloc(acc, width), tiled_red, write_back)))
     rest_row = replace(row, lo=tend)
-    rest = replace(red, body=Block(tuple(red_body[:-1]) + (rest_row,)))
+    rest = replace(red, body=Block(tuple(red_body[:-1]) + (rebuild(rest_row),)))
     return Block((Let(ntile, BinOp("/", span, i64(width))),
                   Let(tend, add(row.lo, mul(ntile, i64(width)))),
                   tiles, rest))
@@ -123,16 +156,26 @@ def register_tile(kernel: Kernel, *, width: int) -> Kernel:
     """
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
 
-    def fn(node):
+    def top_down(node):
+        # the outermost matching reduction loop (a blocked reduction's block
+        # loop rather than its in-block loop), so each tile sums the whole row
         if isinstance(node, For):
             found = _find_candidate(node, sizes)
             if found is not None:
-                row, lets, store, base = found
+                row, lets, store, base, rebuild = found
                 if store.buf.dtype.is_float:
-                    return _tile(node, row, lets, store, base, width, store.buf.dtype)
+                    return _tile(node, row, lets, store, base, width, store.buf.dtype, rebuild)
+            return replace(node, body=top_down(node.body))
+        if isinstance(node, Block):
+            return Block(tuple(top_down(c) for c in node.body))
+        if isinstance(node, While):
+            return replace(node, body=top_down(node.body))
+        if isinstance(node, If):
+            return replace(node, then=top_down(node.then),
+                           otherwise=None if node.otherwise is None else top_down(node.otherwise))
         return node
 
-    return replace(kernel, body=rewrite(kernel.body, fn))
+    return replace(kernel, body=top_down(kernel.body))
 
 
 def tile_rows_for_registers(kernel: Kernel) -> Kernel:
