@@ -266,3 +266,19 @@ def test_formats_reject_tensors_of_other_ranks():
         spc.compile("y[i] = A[i] * x[i]", formats={"A": "bsr(2,2)"})
     with pytest.raises(spc.FormatError, match="rank"):
         spc.compile("y[i] = A[i] * x[i]", formats={"A": "hyb"})
+
+
+def test_cpu_torch_operands_give_torch_results():
+    torch = pytest.importorskip("torch")
+    A = MATRICES[0].build(np.float32)
+    tA = torch.from_numpy(A.toarray())
+    x = torch.from_numpy(dense_operand("x", (A.shape[1],), np.float32))
+    for fmt, operand in [("csr", tA), ("csr", tA.to_sparse_csr()), ("bsr(4,4)", tA.to_sparse_coo()),
+                         ("ell", tA)]:
+        y = spc.compile("spmv", fmt=fmt)(operand, x)
+        assert isinstance(y, torch.Tensor)
+        assert_allclose(y.numpy(), A @ x.numpy(), np.float32)
+    S = spc.compile("sddmm", fmt="csr")(tA.to_sparse_csr(), torch.ones(A.shape[0], 2),
+                                        torch.ones(A.shape[1], 2))
+    assert isinstance(S, torch.Tensor) and S.layout == torch.sparse_csr
+    assert_allclose(S.to_dense().numpy(), 2 * A.toarray(), np.float32)

@@ -191,19 +191,31 @@ class Tensor:
             np.add.at(out, tuple(coords), vals)
         return out
 
-    def to_scipy(self, layout: str | None = None):
-        """A scipy.sparse matrix (CSR for csr-like formats, CSC for csc, COO for coo)."""
-        import scipy.sparse as sp
-        if self.ndim != 2:
-            raise ShapeError(f"to_scipy needs a matrix, this tensor has rank {self.ndim}")
-        name = layout or self.format.name
-        if self.format.name == name == "csr" or (self.format.name == "csc" == name):
-            cls = sp.csr_matrix if name == "csr" else sp.csc_matrix
-            lv = self.arrays[1]
-            return cls((self.vals, lv["crd"], lv["pos"]), shape=self.shape)
-        coords, vals = self.to_coo()
-        m = sp.coo_matrix((vals, (coords[0], coords[1])), shape=self.shape)
-        return {"csc": m.tocsc, "coo": lambda: m}.get(name, m.tocsr)()
+    def to_scipy(self, layout: str | None = None, *, blocksize=None, pad: bool = False):
+        """A scipy.sparse matrix: ``layout`` "csr", "csc", "coo", "bsr", "dia", "lil"
+        or "dok"; by default the format's own (csc for csc/dcsc, coo for coo, bsr for
+        an unpadded bsr, dia for dia, else csr).
+
+        csr/csc/coo hold the values stored inside the shape, explicit zeros
+        included.  "bsr" uses the tensor's block size (``blocksize=(r, c)`` for
+        another, or for a tensor that is not bsr; without one, scipy's own
+        ``tobsr()`` choice).  scipy's BSR needs a shape that is a multiple of the
+        block size: when the shape is not, "bsr" raises ShapeError unless
+        ``pad=True``, which returns the BSR matrix of ``self.padded_shape``.
+        See :mod:`spc.formats.convert`.
+        """
+        from .convert import to_scipy
+        return to_scipy(self, layout, blocksize=blocksize, pad=pad)
+
+    def to_torch(self, layout=None, *, blocksize=None, pad: bool = False):
+        """A CPU torch tensor: ``layout`` "dense" (strided), "coo", "csr", "csc" or
+        "bsr" (or the torch.layout); by default dense for dense formats, coo for coo
+        and tensors of rank other than 2, csc for csc, bsr for an unpadded bsr, else
+        csr.  "bsr" follows the rules of :meth:`to_scipy` (a tensor that is not bsr
+        needs ``blocksize=``).  Raises UnsupportedError without torch.
+        """
+        from .convert import to_torch
+        return to_torch(self, layout, blocksize=blocksize, pad=pad)
 
 
 # ---------------------------------------------------------------------------
@@ -283,30 +295,42 @@ def _is_scipy_sparse(x) -> bool:
 def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Tensor:
     """Build an spc Tensor.
 
-    ``x`` may be a scipy.sparse matrix, a numpy array (dense; zeros are not
-    stored unless ``fmt`` is dense), a ``(coords, vals)`` pair of COO triplets
-    (``shape`` required), or a Tensor (converted to ``fmt``).  ``fmt`` defaults
-    to csr for scipy matrices and dense for arrays.  A sum format (``hyb``)
-    gives a :class:`~spc.formats.composite.SumTensor`.
+    ``x`` may be a scipy.sparse matrix (any layout; bsr and dia convert directly
+    into bsr(r,c) and dia), a torch tensor (strided, sparse COO/CSR/CSC/BSR/BSC
+    or 2:4 semi-structured; CUDA tensors are copied to the host), a numpy array
+    (dense; zeros are not stored unless ``fmt`` is dense), a ``(coords, vals)``
+    pair of COO triplets (``shape`` required), or a Tensor (converted to
+    ``fmt``).  ``fmt`` defaults to csr for scipy matrices, dense for arrays and
+    the matching layout for torch tensors.  Formats with fixed slots per row
+    (ell, dia, nm) store no explicit zeros of the input; a matrix that is not
+    N:M raises InputError (prune it with ``spc.prune.nm``).  A sum format
+    (``hyb``) gives a :class:`~spc.formats.composite.SumTensor`.
     """
-    from .composite import resolve_sum_format, sum_tensor
+    from .composite import SumTensor, resolve_sum_format, sum_tensor
     sum_fmt = resolve_sum_format(fmt)
     if sum_fmt is not None:
         return sum_tensor(x, sum_fmt, dtype=dtype)
-    if isinstance(x, Tensor):
-        if fmt is None or resolve_format(fmt, x.ndim) == x.format:
-            return x if dtype is None else with_value_dtype(x, dtype)
-        if x.format.is_dense:          # store only the nonzeros, as for numpy input
-            return tensor(x.to_numpy(), fmt, dtype=dtype)
+    if isinstance(x, SumTensor):       # a hyb tensor into a plain format: its parts' entries
+        if fmt is None:
+            return sum_tensor(x, x.format, dtype=dtype)
+        from .convert import coords_into
         coords, vals = x.to_coo()
-        return with_value_dtype(from_coords(coords, vals, x.shape, fmt), dtype)
+        return with_value_dtype(coords_into(coords, vals, x.shape, fmt), dtype)
+    if isinstance(x, Tensor):
+        from .convert import from_tensor
+        return from_tensor(x, fmt, dtype)
     if _is_scipy_sparse(x):
-        return _from_scipy(x, fmt, dtype, validate)
+        from .convert import from_scipy
+        return from_scipy(x, fmt, dtype, validate)
+    if type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "layout"):
+        from .convert import from_torch
+        return from_torch(x, fmt, dtype, validate)
     if isinstance(x, tuple) and len(x) == 2:
         if shape is None:
             raise ShapeError("spc.tensor((coords, vals)) needs shape=")
+        from .convert import coords_into
         coords, vals = x
-        return with_value_dtype(from_coords(list(coords), vals, shape, fmt or "coo"), dtype)
+        return with_value_dtype(coords_into(list(coords), vals, shape, fmt or "coo"), dtype)
     arr = np.asarray(x)
     if arr.dtype.kind in "iub":
         arr = arr.astype(np.float64 if dtype is None else dtype)

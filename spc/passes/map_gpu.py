@@ -65,7 +65,7 @@ from itertools import count
 
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Stmt, Store, Var, WarpSum,
-                        While)
+                        While, block)
 from .map_parallel import _binds
 from .rewrite import rewrite, walk
 
@@ -366,8 +366,8 @@ def interchange(outer: For, names: _Names) -> Stmt | None:
         return n
 
     new_lane_body = _replace_stores(lane.body, to_reg)
-    new_outer = replace(outer, body=_drop_dead_lets(
-        Block(lets + (rebuild(Block(stmts_of(new_lane_body))),))))
+    inner = _drop_dead_lets(Block(stmts_of(new_lane_body)))
+    new_outer = replace(outer, body=_drop_dead_lets(block(*lets, rebuild(inner))))
     inits = tuple(Let(r, _zero(r.dtype)) for r in regs)
     writes = []
     for s, idx, r, conds in zip(stores, indices, regs, guards):

@@ -374,13 +374,19 @@ class CompiledKernel:
         v.launchers[which](buffers, ints, nthreads=nthreads)
 
     def _to_family(self, out: Tensor, bound, tensors):
+        fam = result_family(list(bound.values()))
         if out.format.is_dense:
             if out.ndim == 0:
                 return out.vals[0]
             stored = out.vals.reshape([out.shape[m] for m in out.format.order])
             inverse = np.argsort(out.format.order)
-            return np.array(stored.transpose(inverse), order="C") if out.ndim > 1 else stored
-        fam = result_family(list(bound.values()))
+            arr = np.array(stored.transpose(inverse), order="C") if out.ndim > 1 else stored
+            if fam == "torch":
+                import torch
+                return torch.from_numpy(arr)
+            return arr
+        if fam == "torch" and out.ndim == 2:
+            return out.to_torch()
         if fam == "scipy" and out.ndim == 2:
             layout = out.format.name if out.format.name in ("csr", "csc", "coo") else "csr"
             return out.to_scipy(layout)

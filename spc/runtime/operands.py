@@ -17,14 +17,20 @@ from ..formats.tensor import Tensor, with_value_dtype, _is_scipy_sparse, tensor,
 
 
 def family_of(x) -> str:
-    """'scipy', 'numpy', 'spc' (or 'python' for scalars)."""
+    """'scipy', 'numpy', 'spc', 'torch' (CPU torch tensors) or 'python'."""
     if isinstance(x, Tensor):
         return "spc"
     if _is_scipy_sparse(x):
         return "scipy"
     if isinstance(x, np.ndarray):
         return "numpy"
+    if _is_torch(x):
+        return "torch"
     return "python"
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "layout")
 
 
 def shape_of(x) -> tuple[int, ...]:
@@ -44,6 +50,11 @@ def to_tensor(x, fmt: Format, dtype: np.dtype, name: str, validate: bool) -> Ten
         # the common case, without copies: a contiguous array of the kernel's dtype
         return Tensor(x.shape, fmt, [{} for _ in range(fmt.nlevels)], x.reshape(-1), validate=False)
     with operand_errors(name):
+        if _is_torch(x):
+            if x.is_cuda:
+                raise DTypeError(f"operand {name}: a CUDA tensor was given to a CPU kernel; "
+                                 f"compile with target='cuda' or move it to the host")
+            return with_value_dtype(tensor(x, fmt, dtype=dtype), dtype)
         if fmt.is_dense:
             return _dense(x, fmt, dtype, name)
         if isinstance(x, Tensor):
@@ -71,7 +82,8 @@ def operand_errors(name: str):
 
 
 def _as_array(x, name: str) -> np.ndarray:
-    if hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith("torch"):
+    if type(x).__module__.startswith(("cupy", "torch")) or (
+            not _is_torch(x) and hasattr(x, "__cuda_array_interface__")):
         raise DTypeError(f"operand {name}: a device array was given to a CPU kernel; "
                          f"compile with target='cuda' or move it to the host")
     arr = np.asarray(x)
@@ -106,7 +118,7 @@ def with_index_dtype(t: Tensor, index_dtype: np.dtype) -> Tensor:
 
 def result_family(inputs: list) -> str:
     fams = {family_of(x) for x in inputs}
-    for fam in ("scipy", "spc", "numpy"):
+    for fam in ("torch", "scipy", "spc", "numpy"):
         if fam in fams:
             return fam
     return "numpy"
