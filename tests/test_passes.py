@@ -15,7 +15,7 @@ from spc.ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DTyp
                           While, i64)
 from spc.ir.printer import format_kernel
 from spc.ir.verify import verify
-from spc.passes import DEFAULT_PIPELINE, map_parallel, simplify
+from spc.passes import DEFAULT_PIPELINE, collapse_blocks, map_parallel, simplify
 from spc.passes.register_tile import register_tile, tile_rows_for_registers
 from spc.passes.rewrite import walk
 
@@ -169,6 +169,7 @@ def test_tile_rows_for_registers_leaves_other_kernels_alone(kernel_id):
 
 PASSES = {
     "simplify": (simplify,),
+    "collapse_blocks": (simplify, collapse_blocks),
     "map_parallel": (map_parallel,),
     "simplify+map_parallel": (simplify, map_parallel),
     "register_tile_w3": (simplify, tile3),
@@ -296,3 +297,20 @@ def test_every_lowered_kernel_verifies_after_every_pass(kernel_id):
     for dtype in (DType.F32, DType.F64):
         for k in lower_expr(kernel, formats, value_dtype=dtype).program.kernels:
             run_pipeline(verify(k, "lower"), DEFAULT_PIPELINE)
+
+
+def test_collapse_blocks_golden():
+    lowered = lower_expr("spmm", {"A": "bsr(2,3)"})
+    kernel = simplify(lowered.program.kernels[0])
+    collapsed = collapse_blocks(kernel)
+    assert_golden("passes_spmm_bsr23.0_simplify", format_kernel(kernel))
+    assert_golden("passes_spmm_bsr23.1_collapse_blocks", format_kernel(collapsed))
+    assert dict(collapsed.attrs)["outer_independent"] == "i_in_flat"
+
+
+@pytest.mark.parametrize("kernel_id", ["spmv-csr", "spmm-csr", "sddmm-bsr22", "add-csr"])
+def test_collapse_blocks_leaves_other_shapes_alone(kernel_id):
+    kernel, formats, _ = KERNELS[kernel_id]
+    for k in lower_expr(kernel, formats).program.kernels:
+        k = simplify(k)
+        assert collapse_blocks(k) == k

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import CompileError, UnsupportedError
 from ..ir.nodes import Buffer, Kernel
 from ..ir.printer import format_kernel
+from ..passes.collapse_blocks import collapse_blocks
 from ..passes.map_gpu import THREADS_PER_BLOCK, WARPS_PER_BLOCK, make_map_gpu
 from ..passes.simplify import simplify
 from .cuda_c import host_eval, launch_plan, render_args, render_body, render_params
@@ -334,7 +335,7 @@ class CUDATarget(Target):
 
     # -- Target interface ---------------------------------------------------
     def pipeline(self):
-        return (simplify, self._map_gpu, simplify)
+        return (simplify, collapse_blocks, self._map_gpu, simplify)
 
     def render(self, kernel: Kernel) -> str:
         plan = launch_plan(kernel)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import DTypeError, InputError, ShapeError
 from .format import Format, resolve_format
-from .levels import Compressed, Dense, Singleton
+from .levels import Compressed, Singleton
 
 INDEX_LIMIT_32 = 2**31 - 1
 
@@ -260,18 +260,23 @@ def from_coords(coords, vals, shape, fmt, *, index_dtype=None, sum_duplicates=Tr
             stored = [c[new] for c in stored]
             vals = summed
     dims = list(fmt.level_dims(shape))
-    if index_dtype is None:
-        positions = 1
-        for d in dims:
-            positions *= max(d, 1)
-        index_dtype = pick_index_dtype(len(vals), max(dims, default=0),
-                                       positions if any(isinstance(lv, Dense) for lv in fmt.levels[1:]) else 0)
+    narrow_later = index_dtype is None       # pack in int64, then narrow what fits
+    if narrow_later:
+        index_dtype = np.dtype(np.int64)
     arrays = []
     parent = np.zeros(len(vals), dtype=np.int64)
     count = 1
     for level, c, dim in zip(fmt.levels, stored, dims):
         arr, parent, count = level.pack(parent, count, c, dim, index_dtype)
         arrays.append(arr)
+    if narrow_later:
+        # int32 when every stored index, the positions and the sizes fit
+        extents = [count, max(dims, default=0)] + [
+            int(np.abs(a).max()) for lv, a_set in zip(fmt.levels, arrays)
+            for name, a in a_set.items() if name not in lv.array_dtypes and a.size]
+        if pick_index_dtype(*extents) == np.int32:
+            arrays = [{name: a if name in lv.array_dtypes else a.astype(np.int32)
+                       for name, a in a_set.items()} for lv, a_set in zip(fmt.levels, arrays)]
     out_vals = np.zeros(count, dtype=vals.dtype)
     out_vals[parent] = vals
     return Tensor(shape, fmt, arrays, out_vals, validate=False)

@@ -1,4 +1,5 @@
 """Passes: pure functions Kernel -> Kernel, applied in DEFAULT_PIPELINE order."""
+from .collapse_blocks import collapse_blocks
 from .map_parallel import map_parallel
 from .register_tile import register_tile, tile_rows_for_registers
 from .simplify import simplify
@@ -10,5 +11,5 @@ DEFAULT_PIPELINE = (
     simplify,                  # tidy what tiling produced
 )
 
-__all__ = ["DEFAULT_PIPELINE", "map_parallel", "register_tile", "simplify",
+__all__ = ["DEFAULT_PIPELINE", "collapse_blocks", "map_parallel", "register_tile", "simplify",
            "tile_rows_for_registers"]

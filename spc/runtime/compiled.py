@@ -379,8 +379,10 @@ class CompiledKernel:
             if out.ndim == 0:
                 return out.vals[0]
             stored = out.vals.reshape([out.shape[m] for m in out.format.order])
-            inverse = np.argsort(out.format.order)
-            arr = np.array(stored.transpose(inverse), order="C") if out.ndim > 1 else stored
+            if out.format.identity_order or out.ndim < 2:
+                arr = stored                # the freshly allocated output: no copy
+            else:
+                arr = np.array(stored.transpose(np.argsort(out.format.order)), order="C")
             if fam == "torch":
                 import torch
                 return torch.from_numpy(arr)
