@@ -22,10 +22,7 @@ checks), scipy, torch, numpy (dense), numba.
 """
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import os
 import sys
 import time
 import traceback
@@ -37,6 +34,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import DENSE_LIMIT, DENSE_WORK_LIMIT, REL_TOL, rel_error, time_guarded  # noqa: E402
+import worker_protocol  # noqa: E402
 
 SYSTEMS = ("spc", "spc-nv", "scipy", "torch", "numpy", "numba")
 
@@ -312,11 +310,6 @@ def make_system(name: str) -> System:
 
 
 # -- running requests -------------------------------------------------------------------------
-def load_matrix(npz: str) -> sp.csr_matrix:
-    z = np.load(npz)
-    return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-
-
 def run_case(system: System, A, case: dict, req: dict, budget: list) -> dict:
     rec = {"op": case["op"], "n": case["n"], "system": system.name}
     try:
@@ -355,74 +348,12 @@ def run_case(system: System, A, case: dict, req: dict, budget: list) -> dict:
                 "traceback": traceback.format_exc()[-4000:]}
 
 
-def run_request(system: System, req: dict, emit) -> None:
-    try:
-        A = load_matrix(req["npz"])
-    except Exception as err:  # noqa: BLE001 - every case gets the error, the worker lives on
-        for case in req["cases"]:
-            emit({"op": case["op"], "n": case["n"], "system": system.name,
-                  "matrix": req["matrix"], "status": "error",
-                  "message": f"loading {req['npz']}: {type(err).__name__}: {err}"})
-        return
-    system.forget_matrix()
-    budget = [req.get("retry_budget_s", 60.0)]
-    for case in req["cases"]:
-        rec = run_case(system, A, case, req, budget)
-        rec["matrix"] = req["matrix"]
-        emit(rec)
-    system.forget_matrix()
-
-
-def serve(name: str) -> None:
-    proto = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)                      # library chatter on stdout goes to stderr instead
-
-    def emit(obj):
-        proto.write(json.dumps(obj) + "\n")
-        proto.flush()
-
-    try:
-        system = make_system(name)
-    except Exception as err:  # noqa: BLE001
-        emit({"ready": False, "error": f"{type(err).__name__}: {err}",
-              "traceback": traceback.format_exc()[-4000:]})
-        return
-    emit({"ready": True, "system": name, "pid": os.getpid(), "info": system.info()})
-    for line in sys.stdin:
-        if not line.strip():
-            continue
-        req = json.loads(line)
-        if req.get("quit"):
-            break
-        run_request(system, req, emit)
-        emit({"done": True, "matrix": req["matrix"], "info": system.info()})
+def case_fields(case: dict) -> dict:
+    return {"op": case["op"], "n": case["n"]}
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--system", required=True, choices=SYSTEMS)
-    ap.add_argument("--serve", action="store_true", help="answer JSON requests on stdin")
-    ap.add_argument("--case-file", help="a JSON list of requests")
-    ap.add_argument("--out", help="where --case-file results go (JSON list); default stdout")
-    args = ap.parse_args(argv)
-    if args.serve:
-        serve(args.system)
-        return
-    if not args.case_file:
-        ap.error("give --serve or --case-file")
-    reqs = json.loads(Path(args.case_file).read_text())
-    if isinstance(reqs, dict):
-        reqs = [reqs]
-    system = make_system(args.system)
-    results = []
-    for req in reqs:
-        run_request(system, req, results.append)
-    text = json.dumps({"system": args.system, "info": system.info(), "results": results},
-                      indent=1)
-    if args.out:
-        Path(args.out).write_text(text)
-    else:
-        print(text)
+    worker_protocol.main(argv, __doc__, SYSTEMS, make_system, run_case, case_fields)
 
 
 if __name__ == "__main__":
