@@ -21,7 +21,6 @@ import json
 import math
 import os
 import platform
-import select
 import shutil
 import statistics
 import subprocess
@@ -36,6 +35,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from worker_protocol import Worker  # noqa: E402
+
+def CASE_FIELDS(case: dict) -> dict:
+    """What identifies a case in a worker's answers."""
+    return {"op": case["op"], "n": case["n"]}
 from common import FAMILIES, FAMILY_LABEL, OPS  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -44,106 +48,6 @@ BASELINE_EXCLUDE = {"spc", "spc-nv"}        # never "the best other system"
 
 
 # -- workers -------------------------------------------------------------------------------------
-class Worker:
-    """One system's process, answering JSON requests over pipes."""
-
-    def __init__(self, system: str, log_dir: Path, env: dict):
-        self.system = system
-        self.log_path = log_dir / f"worker_{system}.log"
-        self.env = env
-        self.info: dict = {}
-        self.restarts = 0
-        self.proc = None
-        self.start()
-
-    def start(self):
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "systems_cpu.py"), "--system", self.system, "--serve"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
-            env=self.env, cwd=str(common.REPO))
-        log.close()
-        self._buf = ""
-        hello = self.read(timeout=300)
-        if hello is None or not hello.get("ready"):
-            msg = (hello or {}).get("error", "no answer")
-            raise RuntimeError(f"worker {self.system} did not start: {msg} "
-                               f"(see {self.log_path})")
-        self.info = hello.get("info", {})
-
-    def read(self, timeout: float):
-        """The next JSON line, or None on timeout or a dead worker."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout
-        while True:
-            if "\n" in self._buf:
-                line, self._buf = self._buf.split("\n", 1)
-                if line.strip():
-                    return json.loads(line)
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(fd.fileno(), 1 << 16).decode()
-            if not chunk:
-                return None                     # EOF: the worker died
-            self._buf += chunk
-
-    def run(self, request: dict, timeout: float) -> list[dict]:
-        """Results for every case of ``request``; cases it never answered (a
-        crash or a timeout) come back as errors and the worker is restarted."""
-        results = []
-        try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.read(max(0.0, deadline - time.monotonic()))
-            if msg is None:
-                break
-            if msg.get("done"):
-                self.info = msg.get("info", self.info)
-                return results
-            results.append(msg)
-        # crashed or timed out
-        try:
-            self.proc.wait(timeout=2 if time.monotonic() < deadline else 0.1)
-        except subprocess.TimeoutExpired:
-            pass
-        alive = self.proc.poll() is None
-        why = (f"timed out after {timeout:.0f} s" if alive
-               else f"worker crashed (exit {self.proc.returncode})")
-        answered = {(r["op"], r["n"]) for r in results}
-        for case in request["cases"]:
-            if (case["op"], case["n"]) not in answered:
-                results.append({"op": case["op"], "n": case["n"], "system": self.system,
-                                "matrix": request["matrix"], "status": "error",
-                                "message": why})
-        self.kill()
-        self.restarts += 1
-        self.start()
-        return results
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                self.kill()
-
-
 def quiesce(pids, window: float = 0.005, busy: float = 0.1, limit: float = 1.0) -> float:
     """Wait until the threads of ``pids`` (this process: all but the main thread)
     use less than ``busy`` of a core over ``window`` seconds, at most ``limit``
@@ -506,7 +410,7 @@ def main(argv=None):
     try:
         for s in systems:
             t = time.perf_counter()
-            workers[s] = Worker(s, args.out, env)
+            workers[s] = Worker(s, args.out, env, HERE / "systems_cpu.py", CASE_FIELDS, common.REPO)
             print(f"  worker {s}: ready in {time.perf_counter() - t:.1f} s {workers[s].info}",
                   flush=True)
         for mi, entry in enumerate(es):

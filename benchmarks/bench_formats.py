@@ -29,7 +29,6 @@ import os
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,11 @@ import scipy.sparse as sp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
+from worker_protocol import Worker  # noqa: E402
+
+def CASE_FIELDS(case: dict) -> dict:
+    """What identifies a case in a worker's answers."""
+    return {"id": case["id"], "op": case["op"], "n": case["n"], "variant": case["variant"]}
 
 SPC_FORMATS = ("csr", "bsr(1,4)", "bsr(4,4)", "bsr(16,16)", "bsr(32,32)", "ell", "dia",
                "nm(2,4)", "hyb")
@@ -618,96 +622,6 @@ def closing_note(verdict, spc_labels, fams, agg, op_ns, margin, nmat, records) -
 
 
 # -- workers --------------------------------------------------------------------------------------------
-class Worker:
-    """One system's process (formats_workers.py --serve), JSON over pipes."""
-
-    def __init__(self, system: str, log_dir: Path, env: dict):
-        self.system, self.env = system, env
-        self.log_path = log_dir / f"worker_{system}.log"
-        self.info: dict = {}
-        self.restarts = 0
-        self.proc = None
-        self.start()
-
-    def start(self):
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "formats_workers.py"), "--system", self.system,
-             "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-            bufsize=1, env=self.env, cwd=str(common.REPO))
-        log.close()
-        self._buf = ""
-        hello = self.read(300)
-        if hello is None or not hello.get("ready"):
-            raise RuntimeError(f"worker {self.system} did not start: "
-                               f"{(hello or {}).get('error', 'no answer')} (see {self.log_path})")
-        self.info = hello.get("info", {})
-
-    def read(self, timeout):
-        import select
-        deadline = time.monotonic() + timeout
-        while True:
-            if "\n" in self._buf:
-                line, self._buf = self._buf.split("\n", 1)
-                if line.strip():
-                    return json.loads(line)
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([self.proc.stdout], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(self.proc.stdout.fileno(), 1 << 16).decode()
-            if not chunk:
-                return None
-            self._buf += chunk
-
-    def run(self, request: dict, timeout: float) -> list[dict]:
-        results = []
-        try:
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass
-        deadline = time.monotonic() + timeout
-        while True:
-            msg = self.read(max(0.0, deadline - time.monotonic()))
-            if msg is None:
-                break
-            if msg.get("done"):
-                self.info = msg.get("info", self.info)
-                return results
-            results.append(msg)
-        alive = self.proc.poll() is None
-        why = (f"timed out after {timeout:.0f} s" if alive
-               else f"worker crashed (exit {self.proc.returncode})")
-        answered = {r["id"] for r in results}
-        for case in request["cases"]:
-            if case["id"] not in answered:
-                results.append({"id": case["id"], "op": case["op"], "n": case["n"],
-                                "variant": case["variant"], "system": self.system,
-                                "status": "error", "message": why})
-        self.kill()
-        self.restarts += 1
-        self.start()
-        return results
-
-    def kill(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def close(self):
-        if self.proc and self.proc.poll() is None:
-            try:
-                self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=30)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
-                self.kill()
-
-
 # -- one matrix ------------------------------------------------------------------------------------------
 def plan_matrix(mat: Mat, A, formats, systems, args, hyb_note):
     """(variants per system, guard records, storage entry) for one matrix."""
@@ -871,7 +785,7 @@ def main(argv=None):
     try:
         for s in systems:
             t = time.perf_counter()
-            workers[s] = Worker(s, args.out, env)
+            workers[s] = Worker(s, args.out, env, HERE / "formats_workers.py", CASE_FIELDS, common.REPO)
             print(f"  worker {s}: ready in {time.perf_counter() - t:.1f} s {workers[s].info}",
                   flush=True)
         for mi, mat in enumerate(mats):

@@ -1,4 +1,4 @@
-"""The worker side of the CPU benchmarks' process protocol, shared by
+"""Both sides of the CPU benchmarks' worker-process protocol, shared by
 ``systems_cpu.py`` (bench_cpu.py) and ``formats_workers.py`` (bench_formats.py).
 
 A worker times one system in its own process.  ``--serve`` answers JSON
@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
+import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -95,3 +98,110 @@ def main(argv, doc: str, systems, make_system, run_case, case_fields) -> None:
         Path(args.out).write_text(text)
     else:
         print(text)
+
+
+# -- the driver's side ----------------------------------------------------------------------
+
+class Worker:
+    """One system's process (``script --system <system> --serve``), answering
+    JSON requests over pipes.  ``case_fields(case)`` gives the fields that
+    identify a case: its key among the answers, and its error record."""
+
+    def __init__(self, system: str, log_dir: Path, env: dict, script: Path, case_fields,
+                 cwd: Path):
+        self.system = system
+        self.script, self.case_fields, self.cwd = script, case_fields, cwd
+        self.log_path = log_dir / f"worker_{system}.log"
+        self.env = env
+        self.info: dict = {}
+        self.restarts = 0
+        self.proc = None
+        self.start()
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(self.script), "--system", self.system, "--serve"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1,
+            env=self.env, cwd=str(self.cwd))
+        log.close()
+        self._buf = ""
+        hello = self.read(timeout=300)
+        if hello is None or not hello.get("ready"):
+            msg = (hello or {}).get("error", "no answer")
+            raise RuntimeError(f"worker {self.system} did not start: {msg} "
+                               f"(see {self.log_path})")
+        self.info = hello.get("info", {})
+
+    def read(self, timeout: float):
+        """The next JSON line, or None on timeout or a dead worker."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout
+        while True:
+            if "\n" in self._buf:
+                line, self._buf = self._buf.split("\n", 1)
+                if line.strip():
+                    return json.loads(line)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd.fileno(), 1 << 16).decode()
+            if not chunk:
+                return None                     # EOF: the worker died
+            self._buf += chunk
+
+    def run(self, request: dict, timeout: float) -> list[dict]:
+        """Results for every case of ``request``; cases it never answered (a
+        crash or a timeout) come back as errors and the worker is restarted."""
+        results = []
+        try:
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.read(max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                break
+            if msg.get("done"):
+                self.info = msg.get("info", self.info)
+                return results
+            results.append(msg)
+        # crashed or timed out
+        try:
+            self.proc.wait(timeout=2 if time.monotonic() < deadline else 0.1)
+        except subprocess.TimeoutExpired:
+            pass
+        alive = self.proc.poll() is None
+        why = (f"timed out after {timeout:.0f} s" if alive
+               else f"worker crashed (exit {self.proc.returncode})")
+        answered = [{k: r.get(k) for k in self.case_fields(case)} for r in results
+                    for case in request["cases"][:1]]
+        for case in request["cases"]:
+            fields = self.case_fields(case)
+            if fields not in answered:
+                results.append({**fields, "system": self.system, "matrix": request["matrix"],
+                                "status": "error", "message": why})
+        self.kill()
+        self.restarts += 1
+        self.start()
+        return results
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
+                self.proc.stdin.flush()
+                self.proc.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.kill()
