@@ -27,11 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -89,25 +87,7 @@ def prepare_matrix(entry, ops, ns, scratch: Path, min_time, min_repeats,
                    max_external_load=0.15, retries=2) -> dict:
     """Load, write the CSR arrays, each case's inputs and its float64 reference."""
     A = common.load(entry)
-    tag = f"{zlib.crc32(entry.name.encode()):08x}"
-    npz = scratch / f"{tag}.npz"
-    np.savez(npz, indptr=A.indptr, indices=A.indices, data=A.data, shape=np.array(A.shape))
-    cases = []
-    for op in ops:
-        for n in ([1] if op == "spmv" else ns):
-            seed = zlib.crc32(f"{entry.name}|{op}|{n}".encode())
-            inputs = common.make_inputs(op, A, n, seed)
-            paths = {}
-            for k, arr in inputs.items():
-                paths[k] = str(scratch / f"{tag}_{op}_{n}_{k}.npy")
-                np.save(paths[k], arr)
-            ref = common.reference(op, A, inputs)
-            ref_path = str(scratch / f"{tag}_{op}_{n}_ref.npy")
-            np.save(ref_path, ref)
-            del inputs, ref
-            cases.append({"op": op, "n": n, "inputs": paths, "ref": ref_path,
-                          "flops": common.flops(op, A.nnz, n),
-                          "bytes": common.floor_bytes(op, *A.shape, A.nnz, n)})
+    npz, cases = common.write_cases(entry.name, A, ops, ns, scratch)
     return {"matrix": entry.name, "npz": str(npz), "cases": cases,
             "min_time": min_time, "min_repeats": min_repeats,
             "max_external_load": max_external_load, "retries": retries}

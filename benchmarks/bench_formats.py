@@ -660,22 +660,7 @@ def plan_matrix(mat: Mat, A, formats, systems, args, hyb_note):
 
 
 def prepare_inputs(mat: Mat, A, ops, ns, scratch: Path):
-    tag = f"{zlib.crc32(mat.name.encode()):08x}"
-    npz = scratch / f"{tag}.npz"
-    np.savez(npz, indptr=A.indptr, indices=A.indices, data=A.data, shape=np.array(A.shape))
-    cases = []
-    for op in ops:
-        for n in ([1] if op == "spmv" else ns):
-            seed = zlib.crc32(f"{mat.name}|{op}|{n}".encode())
-            inputs = common.make_inputs(op, A, n, seed)
-            paths = {}
-            for k, arr in inputs.items():
-                paths[k] = str(scratch / f"{tag}_{op}_{n}_{k}.npy")
-                np.save(paths[k], arr)
-            ref_path = str(scratch / f"{tag}_{op}_{n}_ref.npy")
-            np.save(ref_path, common.reference(op, A, inputs))
-            cases.append({"op": op, "n": n, "inputs": paths, "ref": ref_path,
-                          "flops": common.flops(op, A.nnz, n)})
+    npz, cases = common.write_cases(mat.name, A, ops, ns, scratch)
     return str(npz), cases
 
 

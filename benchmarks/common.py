@@ -408,3 +408,29 @@ def spc_tree_hash() -> str:
 def geomean(xs) -> float:
     xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
+
+
+def write_cases(name: str, A, ops, ns, scratch):
+    """Write ``A`` (CSR arrays), each case's inputs and its float64 reference to
+    ``scratch``; return (the .npz path, the cases: op, n, input and reference
+    paths, flops and the bandwidth floor's bytes)."""
+    import zlib
+    tag = f"{zlib.crc32(name.encode()):08x}"
+    npz = scratch / f"{tag}.npz"
+    np.savez(npz, indptr=A.indptr, indices=A.indices, data=A.data, shape=np.array(A.shape))
+    cases = []
+    for op in ops:
+        for n in ([1] if op == "spmv" else ns):
+            seed = zlib.crc32(f"{name}|{op}|{n}".encode())
+            inputs = make_inputs(op, A, n, seed)
+            paths = {}
+            for k, arr in inputs.items():
+                paths[k] = str(scratch / f"{tag}_{op}_{n}_{k}.npy")
+                np.save(paths[k], arr)
+            ref_path = str(scratch / f"{tag}_{op}_{n}_ref.npy")
+            np.save(ref_path, reference(op, A, inputs))
+            del inputs
+            cases.append({"op": op, "n": n, "inputs": paths, "ref": ref_path,
+                          "flops": flops(op, A.nnz, n),
+                          "bytes": floor_bytes(op, *A.shape, A.nnz, n)})
+    return str(npz), cases

@@ -33,7 +33,6 @@ stores (``storage_bytes``: values plus every index array) besides the timing.
 """
 from __future__ import annotations
 
-import gc
 import re
 import sys
 import time
@@ -293,29 +292,8 @@ def run_case(system: System, A, case: dict, req: dict, budget: list) -> dict:
         except Skip as s:
             return {**rec, "status": "skip", "message": str(s)}
         rec.update({k: v for k, v in meta.items() if v is not None})
-        t = time.perf_counter()
-        out = check_fn()
-        rec["first_call_s"] = time.perf_counter() - t
-        err = rel_error(to_numpy(out), ref)
-        rec["rel_err"] = err
-        del out
-        if not err < REL_TOL:
-            return {**rec, "status": "fail",
-                    "message": f"relative error {err:.3g} >= {REL_TOL:g}; not timed"}
-        gc.collect()
-        gc.disable()
-        try:
-            timing = time_guarded(fn, min_time=req.get("min_time", 0.2),
-                                  min_repeats=req.get("min_repeats", 5),
-                                  max_external_load=req.get("max_external_load", 0.15),
-                                  retries=req.get("retries", 2), retry_budget_s=budget[0])
-            budget[0] = max(0.0, budget[0] - timing["retry_s"])
-        finally:
-            gc.enable()
-        rec.update(timing)
-        rec["status"] = "ok"
-        rec["gflops"] = case["flops"] / timing["median_s"] / 1e9
-        return rec
+        return worker_protocol.check_and_time(rec, check_fn, fn, to_numpy, ref, case, req, budget,
+                                              rel_error, REL_TOL, time_guarded)
     except Exception as err:  # noqa: BLE001 - a failure is a result, not a crash
         return {**rec, "status": "error",
                 "message": f"{type(err).__name__}: {err}".strip()[:2000],

@@ -24,6 +24,37 @@ import numpy as np
 import scipy.sparse as sp
 
 
+def check_and_time(rec: dict, call, fn, to_numpy, ref, case: dict, req: dict, budget: list,
+                   rel_error, rel_tol: float, time_guarded) -> dict:
+    """Check ``call()`` against ``ref``, then time ``fn``: ``rec`` completed with
+    the first call's time, the relative error, and the timing (or status fail)."""
+    import gc
+    import time as _time
+    t = _time.perf_counter()
+    out = call()
+    rec["first_call_s"] = _time.perf_counter() - t
+    err = rel_error(to_numpy(out), ref)
+    rec["rel_err"] = err
+    del out
+    if not err < rel_tol:
+        return {**rec, "status": "fail",
+                "message": f"relative error {err:.3g} >= {rel_tol:g}; not timed"}
+    gc.collect()
+    gc.disable()
+    try:
+        timing = time_guarded(fn, min_time=req.get("min_time", 0.2),
+                              min_repeats=req.get("min_repeats", 5),
+                              max_external_load=req.get("max_external_load", 0.15),
+                              retries=req.get("retries", 2), retry_budget_s=budget[0])
+        budget[0] = max(0.0, budget[0] - timing["retry_s"])
+    finally:
+        gc.enable()
+    rec.update(timing)
+    rec["status"] = "ok"
+    rec["gflops"] = case["flops"] / timing["median_s"] / 1e9
+    return rec
+
+
 def load_matrix(npz: str) -> sp.csr_matrix:
     z = np.load(npz)
     return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
