@@ -28,6 +28,8 @@ import numbers
 import numpy as np
 
 from .errors import DTypeError, InputError, ShapeError, UnsupportedError
+from .formats.convert import is_torch as _is_torch
+from .formats.levels_padded import ranks_in_runs
 
 __all__ = ["nm", "magnitude", "blocks", "is_nm"]
 
@@ -52,7 +54,7 @@ def nm(W, n: int, m: int):
         grp = r * (-(-fam.shape[1] // m)) + c // m
         order = np.lexsort((c, -_dense_rank(_magnitude(v)), grp))
         r, c, v, grp = r[order], c[order], v[order], grp[order]
-        keep = _ranks_in_runs(grp) < n
+        keep = ranks_in_runs(grp) < n
         return fam.from_triplets(r[keep], c[keep], v[keep])
     A = fam.dense()
     rows, cols = A.shape
@@ -221,24 +223,9 @@ def _square(a: np.ndarray) -> np.ndarray:
     return x * x
 
 
-def _ranks_in_runs(keys: np.ndarray) -> np.ndarray:
-    """For sorted ``keys``: each entry's index among the entries with its key."""
-    n = len(keys)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
-    start = np.ones(n, dtype=bool)
-    start[1:] = keys[1:] != keys[:-1]
-    first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
-    return np.arange(n) - first
-
-
 # ---------------------------------------------------------------------------
 # input families
 # ---------------------------------------------------------------------------
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "layout")
-
 
 def _is_scipy(x) -> bool:
     from .formats.tensor import _is_scipy_sparse

@@ -12,12 +12,9 @@ from matrices import MATRICES, MATRIX_IDS, assert_allclose, dense_operand
 
 pytestmark = pytest.mark.cuda
 
-cupy = pytest.importorskip("cupy")
-try:
-    if cupy.cuda.runtime.getDeviceCount() < 1:
-        pytest.skip("no CUDA device", allow_module_level=True)
-except Exception as err:  # noqa: BLE001 - no driver, no device
-    pytest.skip(f"no usable CUDA device: {err}", allow_module_level=True)
+from cuda_env import cupy_or_skip_module  # noqa: E402
+
+cupy = cupy_or_skip_module()
 
 from test_formats import EXPRESSIONS, FORMATS, _dense, _operands, matrix_for  # noqa: E402
 from test_named_kernels import KernelCase  # noqa: E402

@@ -5,9 +5,6 @@ where nvcc is absent).  Nothing here needs CuPy."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -380,16 +377,7 @@ def _walk_fors(s):
 # nvcc compiles every generated kernel
 # ---------------------------------------------------------------------------
 
-NVCC = shutil.which("nvcc")
-
-
-def _nvcc(source: str) -> tuple[int, str]:
-    with tempfile.TemporaryDirectory() as d:
-        cu = os.path.join(d, "k.cu")
-        Path(cu).write_text(source)
-        r = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-o", os.path.join(d, "k.cubin"), cu],
-                           capture_output=True, text=True, timeout=300)
-        return r.returncode, r.stdout + r.stderr
+from cuda_env import NVCC, nvcc as _nvcc  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -249,16 +247,7 @@ def test_example_script_runs_from_the_repo_root():
 # CUDA: the rendered source compiles with nvcc (no GPU needed)
 # ---------------------------------------------------------------------------
 
-NVCC = shutil.which("nvcc")
-
-
-def _nvcc(source: str) -> tuple[int, str]:
-    with tempfile.TemporaryDirectory() as d:
-        cu = os.path.join(d, "k.cu")
-        Path(cu).write_text(source)
-        r = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-o", os.path.join(d, "k.cubin"), cu],
-                           capture_output=True, text=True, timeout=300)
-        return r.returncode, r.stdout + r.stderr
+from cuda_env import NVCC, nvcc as _nvcc  # noqa: E402
 
 
 def test_cuda_source_compiles_with_nvcc():

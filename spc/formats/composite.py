@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import FormatError, ShapeError
 from .format import Format, resolve_format
+from .levels_padded import ranks_in_runs
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,8 @@ def _split_rows(width: int | None):
         order = np.lexsort((coords[1], rows))
         lengths = np.bincount(rows, minlength=shape[0]) if len(rows) else np.zeros(shape[0], int)
         w = hyb_width(lengths) if width is None else width
-        sorted_rows = rows[order]
-        start = np.ones(len(order), dtype=bool)
-        start[1:] = sorted_rows[1:] != sorted_rows[:-1]
-        first = np.maximum.accumulate(np.where(start, np.arange(len(order)), 0)) \
-            if len(order) else np.zeros(0, dtype=np.int64)
         rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order)) - first
+        rank[order] = ranks_in_runs(rows[order])
         in_ell = rank < w
         return [in_ell, ~in_ell], w
     return split

@@ -48,6 +48,7 @@ import numpy as np
 from ..errors import DTypeError, FormatError, InputError, ShapeError, UnsupportedError
 from . import inspect_numba as ins
 from .format import Format, bsr, dia, resolve_format
+from .levels import raise_compressed_error
 from .levels_padded import Diagonal, FixedWidth, NMGroup
 from .tensor import Tensor, from_coords, pick_index_dtype, value_dtype, with_value_dtype
 
@@ -186,18 +187,7 @@ def _check_compressed(pos, crd, parents: int, dim: int, what: str) -> bool:
     if len(pos) != parents + 1:
         raise InputError(f"{what}: pointer array has length {len(pos)}, expected {parents + 1}")
     code, at = ins.compressed_errors(pos, crd, parents, dim, False, False)
-    if code == ins.BAD_START:
-        raise InputError(f"{what}: pointer array must start at 0, starts at {pos[0]}")
-    if code == ins.DECREASING:
-        raise InputError(f"{what}: pointer array decreases at entry {at} "
-                         f"({pos[at - 1]} -> {pos[at]})")
-    if code == ins.BAD_END:
-        raise InputError(f"{what}: pointer array ends at {pos[at]} but there are "
-                         f"{len(crd)} indices")
-    if code == ins.OUT_OF_RANGE:
-        raise InputError(f"{what}: index {crd[at]} at position {at} is out of range [0, {dim})")
-    if code != ins.OK:                             # pragma: no cover - codes above are all
-        raise InputError(f"{what}: malformed compressed arrays")
+    raise_compressed_error(code, at, pos, crd, parents, dim, what)
     return ins.compressed_errors(pos, crd, parents, dim, True, True)[0] == ins.OK
 
 

@@ -223,23 +223,7 @@ class Compressed(Level):
             raise InputError(f"{what}: pointer array has length {len(pos)}, "
                              f"expected {parent_count + 1}")
         code, at = ins.compressed_errors(pos, crd, parent_count, dim, self.unique, self.ordered)
-        if code == ins.BAD_LENGTH:
-            raise InputError(f"{what}: pointer array has length {len(pos)}, "
-                             f"expected {parent_count + 1}")
-        if code == ins.BAD_START:
-            raise InputError(f"{what}: pointer array must start at 0, starts at {pos[0]}")
-        if code == ins.DECREASING:
-            raise InputError(f"{what}: pointer array decreases at entry {at} "
-                             f"({pos[at - 1]} -> {pos[at]})")
-        if code == ins.BAD_END:
-            raise InputError(f"{what}: pointer array ends at {pos[at]} but there are "
-                             f"{len(crd)} coordinates")
-        if code == ins.OUT_OF_RANGE:
-            raise InputError(f"{what}: coordinate {crd[at]} at position {at} is out of "
-                             f"range [0, {dim})")
-        if code in (ins.UNSORTED, ins.DUPLICATE):
-            kind = "unsorted" if code == ins.UNSORTED else "duplicate"
-            raise InputError(f"{what}: {kind} coordinate {crd[at]} at position {at}")
+        raise_compressed_error(code, at, pos, crd, parent_count, dim, what)
         return len(crd)
 
 
@@ -279,6 +263,33 @@ class Singleton(Level):
             raise InputError(f"{what}: {len(crd)} coordinates for {parent_count} entries")
         _check_range(crd, dim, what)
         return parent_count
+
+
+def raise_compressed_error(code: int, at: int, pos, crd, parent_count: int, dim: int,
+                           what: str) -> None:
+    """Raise the InputError that ``inspect_numba.compressed_errors``'s (code, at)
+    describes for the compressed arrays (pos, crd); return when code is OK."""
+    from . import inspect_numba as ins
+    if code == ins.OK:
+        return
+    if code == ins.BAD_LENGTH:
+        raise InputError(f"{what}: pointer array has length {len(pos)}, "
+                         f"expected {parent_count + 1}")
+    if code == ins.BAD_START:
+        raise InputError(f"{what}: pointer array must start at 0, starts at {pos[0]}")
+    if code == ins.DECREASING:
+        raise InputError(f"{what}: pointer array decreases at entry {at} "
+                         f"({pos[at - 1]} -> {pos[at]})")
+    if code == ins.BAD_END:
+        raise InputError(f"{what}: pointer array ends at {pos[at]} but there are "
+                         f"{len(crd)} coordinates")
+    if code == ins.OUT_OF_RANGE:
+        raise InputError(f"{what}: coordinate {crd[at]} at position {at} is out of "
+                         f"range [0, {dim})")
+    if code in (ins.UNSORTED, ins.DUPLICATE):
+        kind = "unsorted" if code == ins.UNSORTED else "duplicate"
+        raise InputError(f"{what}: {kind} coordinate {crd[at]} at position {at}")
+    raise InputError(f"{what}: malformed compressed arrays")
 
 
 def _check_range(crd: np.ndarray, dim: int, what: str) -> None:

@@ -16,13 +16,13 @@ def _le(a, b):
     return BinOp("<=", a, b)
 
 
-def _ranks(parent_pos: np.ndarray) -> np.ndarray:
-    """For sorted ``parent_pos``: the index of each entry among its parent's entries."""
-    n = len(parent_pos)
+def ranks_in_runs(keys: np.ndarray) -> np.ndarray:
+    """For sorted ``keys``: each entry's index among the entries with its key."""
+    n = len(keys)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     start = np.ones(n, dtype=bool)
-    start[1:] = parent_pos[1:] != parent_pos[:-1]
+    start[1:] = keys[1:] != keys[:-1]
     first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
     return np.arange(n) - first
 
@@ -61,7 +61,7 @@ class FixedWidth(Level):
         return len(arrays["crd"])
 
     def pack(self, parent_pos, parent_count, coords, dim, index_dtype):
-        rank = _ranks(parent_pos)
+        rank = ranks_in_runs(parent_pos)
         longest = int(rank.max()) + 1 if len(rank) else 0
         width = longest if self.width is None else self.width
         if longest > width:
@@ -216,7 +216,7 @@ class NMGroup(Level):
         n, m = self.n, self.m
         groups = -(-dim // m)
         grp = parent_pos.astype(np.int64) * groups + coords // m
-        rank = _ranks(grp)
+        rank = ranks_in_runs(grp)
         if len(rank) and rank.max() >= n:
             k = int(np.argmax(rank >= n))
             row, g = int(parent_pos[k]), int(coords[k] // m)

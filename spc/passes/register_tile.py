@@ -76,24 +76,20 @@ def _last_loop(stmt, wanted=None):
     if isinstance(stmt, For) and (wanted is None or wanted(stmt)):
         return stmt, lambda new: new
     if isinstance(stmt, For) and wanted is not None:
-        inner = stmt.body.body if isinstance(stmt.body, Block) else (stmt.body,)
-        if not inner or not all(isinstance(x, Let) for x in inner[:-1]):
-            return None
-        found = _last_loop(inner[-1], wanted)
-        if found is None:
-            return None
-        loop, rebuild = found
-        return loop, lambda new: replace(stmt, body=Block(tuple(inner[:-1]) + (rebuild(new),)))
-    if isinstance(stmt, If) and stmt.otherwise is None:
-        inner = stmt.then.body if isinstance(stmt.then, Block) else (stmt.then,)
-        if not inner or not all(isinstance(x, Let) for x in inner[:-1]):
-            return None
-        found = _last_loop(inner[-1], wanted)
-        if found is None:
-            return None
-        loop, rebuild = found
-        return loop, lambda new: replace(stmt, then=Block(tuple(inner[:-1]) + (rebuild(new),)))
-    return None
+        field = "body"                 # a blocked reduction's outer loop
+    elif isinstance(stmt, If) and stmt.otherwise is None:
+        field = "then"                 # a guard
+    else:
+        return None
+    part = getattr(stmt, field)
+    inner = part.body if isinstance(part, Block) else (part,)
+    if not inner or not all(isinstance(x, Let) for x in inner[:-1]):
+        return None
+    found = _last_loop(inner[-1], wanted)
+    if found is None:
+        return None
+    loop, rebuild = found
+    return loop, lambda new: replace(stmt, **{field: Block(tuple(inner[:-1]) + (rebuild(new),))})
 
 
 def _find_candidate(red: For | While, sizes: set[str]):

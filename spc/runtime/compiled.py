@@ -33,6 +33,25 @@ def _named(name: str) -> Format:
     return resolve_format(name, 2)
 
 
+def bind_operands(name: str, inputs: tuple[str, ...], args, kwargs) -> dict[str, object]:
+    """Operands by name from a call's positional (``inputs`` order) and keyword arguments."""
+    if len(args) > len(inputs):
+        raise InputError(f"{name} takes {len(inputs)} operands "
+                         f"({', '.join(inputs)}), got {len(args)}")
+    bound = dict(zip(inputs, args))
+    for k, v in kwargs.items():
+        if k not in inputs:
+            raise InputError(f"{name} has no operand named '{k}' "
+                             f"(operands: {', '.join(inputs)})")
+        if k in bound:
+            raise InputError(f"operand '{k}' given twice")
+        bound[k] = v
+    missing = [n for n in inputs if n not in bound]
+    if missing:
+        raise InputError(f"{name} is missing operand(s) {', '.join(missing)}")
+    return bound
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How to run a kernel.
@@ -139,21 +158,7 @@ class CompiledKernel:
 
     # -- calling -------------------------------------------------------------------
     def bind(self, args, kwargs) -> dict[str, object]:
-        if len(args) > len(self.inputs):
-            raise InputError(f"{self.name} takes {len(self.inputs)} operands "
-                             f"({', '.join(self.inputs)}), got {len(args)}")
-        bound = dict(zip(self.inputs, args))
-        for k, v in kwargs.items():
-            if k not in self.inputs:
-                raise InputError(f"{self.name} has no operand named '{k}' "
-                                 f"(operands: {', '.join(self.inputs)})")
-            if k in bound:
-                raise InputError(f"operand '{k}' given twice")
-            bound[k] = v
-        missing = [n for n in self.inputs if n not in bound]
-        if missing:
-            raise InputError(f"{self.name} is missing operand(s) {', '.join(missing)}")
-        return bound
+        return bind_operands(self.name, self.inputs, args, kwargs)
 
     def _fast_plan(self):
         """How the fast path finds each launch argument, or None where it cannot apply.

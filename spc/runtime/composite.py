@@ -9,10 +9,10 @@ part, each writing that part's pattern.
 """
 from __future__ import annotations
 
-from ..errors import InputError, UnsupportedError
+from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..frontend import ast
-from .compiled import CompiledKernel
+from .compiled import CompiledKernel, bind_operands
 
 
 def part_name(tensor: str, k: int) -> str:
@@ -127,17 +127,7 @@ class CompositeKernel:
 
     # -- calling ----------------------------------------------------------------------
     def __call__(self, *args, validate: bool = True, **kwargs):
-        if len(args) > len(self.inputs):
-            raise InputError(f"{self.name} takes {len(self.inputs)} operands "
-                             f"({', '.join(self.inputs)}), got {len(args)}")
-        bound = dict(zip(self.inputs, args))
-        for k, v in kwargs.items():
-            if k not in self.inputs or k in bound:
-                raise InputError(f"{self.name}: unexpected or repeated operand '{k}'")
-            bound[k] = v
-        missing = [n for n in self.inputs if n not in bound]
-        if missing:
-            raise InputError(f"{self.name} is missing operand(s) {', '.join(missing)}")
+        bound = bind_operands(self.name, self.inputs, args, kwargs)
         import numpy as np
         np_dtype = np.dtype(self.dtype.numpy)
         operands = {}

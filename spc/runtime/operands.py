@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import DTypeError, SpcError
 from ..formats.format import Format
+from ..formats.convert import is_torch as _is_torch
 from ..formats.tensor import Tensor, with_value_dtype, _is_scipy_sparse, tensor, value_dtype
 
 
@@ -27,10 +28,6 @@ def family_of(x) -> str:
     if _is_torch(x):
         return "torch"
     return "python"
-
-
-def _is_torch(x) -> bool:
-    return type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "layout")
 
 
 def shape_of(x) -> tuple[int, ...]:

@@ -1,0 +1,34 @@
+"""What the CUDA tests share: nvcc (no GPU needed) and the module-level skip of
+tests that need CuPy and a GPU."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+NVCC = shutil.which("nvcc")
+
+
+def nvcc(source: str) -> tuple[int, str]:
+    """Compile CUDA C ``source`` with ``nvcc -arch=sm_90 -cubin``: (exit code, log)."""
+    with tempfile.TemporaryDirectory() as d:
+        cu = os.path.join(d, "k.cu")
+        Path(cu).write_text(source)
+        r = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-o", os.path.join(d, "k.cubin"), cu],
+                           capture_output=True, text=True, timeout=300)
+        return r.returncode, r.stdout + r.stderr
+
+
+def cupy_or_skip_module():
+    """CuPy, or skip the calling test module when CuPy or a usable GPU is missing."""
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device", allow_module_level=True)
+    except Exception as err:  # noqa: BLE001 - no driver, no device
+        pytest.skip(f"no usable CUDA device: {err}", allow_module_level=True)
+    return cupy
