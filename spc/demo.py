@@ -1,5 +1,7 @@
 """spc's main job: compile SpMV, SpMM and SDDMM for CSR, run them on a built-in
-example matrix (fixed seed), check them against scipy and print GFLOP/s.
+example matrix (fixed seed), check them against scipy and print GFLOP/s; then
+SpMM in the deep-learning formats (hyb and bsr on the example, nm on a dense
+layer pruned to 2:4).
 
     python -m spc.demo [--rows 4096] [--cols 4096] [--density 0.01] [--n 64]
 """
@@ -35,6 +37,29 @@ def _median_time(fn, repeats: int = 7) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def _formats(A, B, n: int) -> bool:
+    """SpMM with A stored in other formats (converted once); True on a mismatch."""
+    import spc
+    # N:M is for dense layers pruned to exactly n of every m weights
+    W = np.random.default_rng(2).standard_normal((1024, A.shape[1])).astype(np.float32)
+    pruned = spc.prune.nm(W, 2, 4)
+    print(f"\nspmm, A converted once to each format (N={n}):")
+    print(f"{'format':10} {'stored':>9} {'MB':>7} {'rel. error':>11} {'ms':>8} {'GFLOP/s':>8}")
+    failed = False
+    for fmt, M in (("csr", A), ("hyb", A), ("bsr(1,4)", A), ("nm(2,4)", pruned)):
+        t = spc.tensor(M, fmt)
+        k = spc.compile("spmm", fmt=fmt)
+        nnz = int(np.count_nonzero(M)) if isinstance(M, np.ndarray) else M.nnz
+        want = M.astype(np.float64) @ B.astype(np.float64)
+        err = float(np.linalg.norm(k(t, B) - want) / max(np.linalg.norm(want), 1e-30))
+        ok = err < 1e-5
+        failed |= not ok
+        secs = _median_time(lambda: k(t, B, validate=False))
+        print(f"{fmt:10} {t.nnz:9d} {t.nbytes / 1e6:7.2f} {err:11.2e} {secs * 1e3:8.3f} "
+              f"{2 * nnz * n / secs / 1e9:8.1f}{'' if ok else '   MISMATCH'}")
+    return failed
 
 
 def main(argv=None) -> int:
@@ -76,6 +101,7 @@ def main(argv=None) -> int:
         secs = _median_time(lambda: k(*operands))
         print(f"{name:8} {compile_s:10.2f} {err:11.2e} {secs * 1e3:8.3f} {flops / secs / 1e9:8.1f}"
               f"{'' if ok else '   MISMATCH'}")
+    failed |= _formats(A, B, args.n)
     print("all kernels match scipy" if not failed else "MISMATCH against scipy")
     return 1 if failed else 0
 
