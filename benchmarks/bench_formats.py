@@ -899,6 +899,11 @@ def write_report(records, storage, meta, out: Path):
               f"repeats and >= {args['min_time']} s per case; each system in its own process; "
               f"results checked against float64 scipy (max rel. error < {common.REL_TOL:g}) "
               f"before timing. Total wall time {meta['wall_s'] / 60:.1f} min.", ""]
+    write_outputs(out, lines, meta, storage, records)
+
+
+def write_outputs(out: Path, lines: list[str], meta, storage, records) -> None:
+    """results.json and summary.md into ``out``; the summary printed too."""
     text = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(

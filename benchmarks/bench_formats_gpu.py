@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import shutil
 import statistics
@@ -662,14 +661,7 @@ def write_report(records, storage, meta, out: Path):
               f"on an idle stream; device view = kernel time from torch.profiler over "
               f"{args['prof_reps']} calls. Every result checked against float64 before timing. "
               f"Total wall time {meta['wall_s'] / 60:.1f} min.", ""]
-    text = "\n".join(lines)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(
-        {"meta": meta, "storage": storage, "records": records}, indent=1, default=str))
-    (out / "summary.md").write_text(text)
-    print()
-    print(text)
-    print(f"wrote {out / 'results.json'}, {out / 'summary.md'}")
+    bf.write_outputs(out, lines, meta, storage, records)
 
 
 if __name__ == "__main__":
