@@ -32,6 +32,9 @@ def format_expr(e: Expr, prec: int = 0) -> str:
     if isinstance(e, BinOp):
         if e.op in ("min", "max"):
             return f"{e.op}({format_expr(e.lhs)}, {format_expr(e.rhs)})"
+        if e.op == "==" and isinstance(e.rhs, Const) and e.rhs.dtype is DType.BOOL \
+                and not e.rhs.value:
+            return f"!({format_expr(e.lhs)})"          # the lowerer's "not"
         p = _PREC[e.op]
         text = f"{format_expr(e.lhs, p)} {e.op} {format_expr(e.rhs, p + 1)}"
         return f"({text})" if p < prec else text
