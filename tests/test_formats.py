@@ -282,3 +282,11 @@ def test_cpu_torch_operands_give_torch_results():
                                         torch.ones(A.shape[1], 2))
     assert isinstance(S, torch.Tensor) and S.layout == torch.sparse_csr
     assert_allclose(S.to_dense().numpy(), 2 * A.toarray(), np.float32)
+
+
+def test_levels_refuse_places_they_cannot_fill():
+    with pytest.raises(spc.FormatError, match="diagonal level"):
+        spc.Format((spc.Compressed(), spc.Diagonal()), (0, 1))
+    with pytest.raises(spc.FormatError, match="diagonal level"):
+        spc.Format((spc.Diagonal(), spc.Dense()), (0, 1))
+    assert spc.Format((spc.Dense(), spc.Diagonal()), (1, 0)).rank == 2   # a column-major dia

@@ -45,6 +45,10 @@ class Format:
                               f"levels")
         if any(b < 1 for b in block):
             raise FormatError(f"format {self.name or '?'}: block sizes {block} must be >= 1")
+        for lvl, level in enumerate(self.levels):
+            why = level.check_place(self.levels, lvl, self.order)
+            if why is not None:
+                raise FormatError(f"format {self.name or '?'}: level {lvl} ({level!r}): {why}")
         # derived once: the runtime asks these on every call
         object.__setattr__(self, "_rank", modes)
         object.__setattr__(self, "_is_dense", all(isinstance(lv, Dense) for lv in self.levels)

@@ -89,6 +89,11 @@ class Level:
         meaningless); None when the level stores no padding."""
         return None
 
+    def check_place(self, levels: tuple, level: int, order: tuple) -> str | None:
+        """Why this level cannot be level ``level`` of a format with ``levels``
+        and mode ``order``, or None where it can (most levels fit anywhere)."""
+        return None
+
     def buffers(self, io: LevelIO) -> list[Buffer]:
         """The IR buffers of this level's arrays."""
         return [io.buffer(n, DType.from_numpy(self.array_dtypes[n]) if n in self.array_dtypes

@@ -129,6 +129,13 @@ class Diagonal(Level):
     array_names = ("offsets",)
     scalar_names = ("ndiag",)
 
+    def check_place(self, levels, level, order):
+        from .levels import Dense
+        if level != 1 or not isinstance(levels[0], Dense) or len(levels) != 2:
+            return ("a diagonal level must be the second of two levels, below a dense "
+                    "level of rows (its positions are the row coordinates)")
+        return None
+
     def iter_bounds(self, io, parent):
         k = io.scalar("ndiag")
         return mul(parent.pos, k), add(mul(parent.pos, k), k)
