@@ -267,3 +267,21 @@ def test_validate_false_on_canonical_input(compiled, kernel, fmt):
     ops = kernel.operands(A, np.float32)
     k = compiled(kernel.name, fmt=fmt)
     assert_allclose(k(A, *ops, validate=False), k(A, *ops), np.float32)
+
+
+def test_spc_tensor_operands_take_the_fast_path_and_are_still_checked():
+    A = MATRICES[0].build(np.float32)
+    B = dense_operand("B", (A.shape[1], 8), np.float32)
+    k = spc.compile("spmm", fmt="csr")
+    t = spc.tensor(A, "csr")
+    assert_allclose(k(t, B), A.astype(np.float64) @ B, np.float32)
+    assert k._fast_call((t, B), True) is not None        # no conversion, no general path
+    crd = t.arrays[1]["crd"].copy()
+    row = int(np.argmax(np.diff(t.arrays[1]["pos"]) > 1))
+    lo = t.arrays[1]["pos"][row]
+    crd[lo], crd[lo + 1] = crd[lo + 1], crd[lo]           # unsorted within a row
+    bad = spc.Tensor(t.shape, t.format, [{}, {"pos": t.arrays[1]["pos"], "crd": crd}], t.vals,
+                     validate=False)
+    assert k._fast_call((bad, B), True) is None
+    with pytest.raises(spc.InputError, match="unsorted"):
+        k(bad, B)

@@ -52,6 +52,21 @@ def bind_operands(name: str, inputs: tuple[str, ...], args, kwargs) -> dict[str,
     return bound
 
 
+class _CompressedView:
+    """An spc Tensor in csr or csc seen through scipy's attribute names, for the
+    fast call path (``of`` returns the Tensor itself when it is in another format)."""
+    __slots__ = ("format", "shape", "data", "indices", "indptr")
+
+    @staticmethod
+    def of(t: Tensor, kind: str):
+        if t.ndim != 2 or t.format != _named(kind):
+            return t
+        v = _CompressedView()
+        v.format, v.shape, v.data = kind, t.shape, t.vals
+        v.indptr, v.indices = t.arrays[1]["pos"], t.arrays[1]["crd"]
+        return v
+
+
 @dataclass(frozen=True)
 class Schedule:
     """How to run a kernel.
@@ -225,12 +240,15 @@ class CompiledKernel:
             return None
         kinds, getters, sources, out_dims, needs_order = plan
         dtype = self._np_dtype
+        args = tuple(_CompressedView.of(x, kind) if kind != "dense" and isinstance(x, Tensor)
+                     else x for x, (kind, _) in zip(args, kinds))
         for x, (kind, rank) in zip(args, kinds):
             if kind == "dense":
                 if type(x) is not np.ndarray or x.dtype != dtype or x.ndim != rank \
                         or not x.flags.c_contiguous:
                     return None
-            elif getattr(x, "format", None) != kind or not _is_scipy_sparse(x) \
+            elif getattr(x, "format", None) != kind or not (
+                    _is_scipy_sparse(x) or type(x) is _CompressedView) \
                     or x.data.dtype != dtype or x.indices.dtype != np.int32 \
                     or x.indptr.dtype != np.int32 or len(x.data) != len(x.indices):
                 return None
@@ -247,7 +265,7 @@ class CompiledKernel:
                 if kind != "dense":
                     parents, dim = (x.shape[0], x.shape[1]) if kind == "csr" else \
                         (x.shape[1], x.shape[0])
-                    if needs_order:
+                    if needs_order or type(x) is _CompressedView:   # spc Tensors are canonical
                         ok = compressed_errors(x.indptr, x.indices, parents, dim,
                                                True, True)[0] == 0
                     else:
