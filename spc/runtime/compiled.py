@@ -3,6 +3,7 @@ the call that checks operands, allocates outputs and launches.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -29,7 +30,9 @@ _UNPLANNED = object()
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 
 
+@functools.lru_cache(maxsize=None)
 def _named(name: str) -> Format:
+    """The named 2-d format (built once: the fast call path compares with it per call)."""
     return resolve_format(name, 2)
 
 
