@@ -45,18 +45,25 @@ def check_compressed(pos, crd, parents, dim, unique, ordered):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True)
-def looks_valid(pos, crd, parents, dim, unique, ordered):  # pragma: no cover - jitted
-    """A branch-free (vectorizable) pass that is True iff check_compressed
-    would find no error; it counts descents of crd and excuses those at
-    segment starts instead of walking segment by segment."""
-    n = len(crd)
+def _pointers_ok(pos, parents, n):  # pragma: no cover - jitted
+    """pos has parents+1 entries, from 0 to n, that never decrease (branch-free)."""
     if len(pos) != parents + 1 or pos[0] != 0 or pos[parents] != n:
         return False
     bad = 0
     for i in range(parents):
         bad += pos[i + 1] < pos[i]
-    if bad:
+    return bad == 0
+
+
+@numba.njit(cache=True, nogil=True)
+def looks_valid(pos, crd, parents, dim, unique, ordered):  # pragma: no cover - jitted
+    """A branch-free (vectorizable) pass that is True iff check_compressed
+    would find no error; it counts descents of crd and excuses those at
+    segment starts instead of walking segment by segment."""
+    n = len(crd)
+    if not _pointers_ok(pos, parents, n):
         return False
+    bad = 0
     for p in range(n):
         bad += (crd[p] < 0) | (crd[p] >= dim)
     if bad or not ordered:
@@ -78,11 +85,8 @@ def compressed_in_bounds(pos, crd, parents, dim):  # pragma: no cover - jitted
     and every coordinate lies in [0, dim): everything a kernel that only walks
     the level (no merge with another operand) needs to stay in bounds."""
     n = len(crd)
-    if len(pos) != parents + 1 or pos[0] != 0 or pos[parents] != n:
+    if not _pointers_ok(pos, parents, n):
         return False
-    bad = 0
-    for i in range(parents):
-        bad += pos[i + 1] < pos[i]
     lo = 0
     hi = 0
     if n:
@@ -91,7 +95,7 @@ def compressed_in_bounds(pos, crd, parents, dim):  # pragma: no cover - jitted
     for p in range(n):
         lo = min(lo, crd[p])
         hi = max(hi, crd[p])
-    return bad == 0 and lo >= 0 and hi < dim
+    return lo >= 0 and hi < dim
 
 
 def compressed_errors(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int,

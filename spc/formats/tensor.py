@@ -327,8 +327,8 @@ def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Ten
     if _is_scipy_sparse(x):
         from .convert import from_scipy
         return from_scipy(x, fmt, dtype, validate)
-    if type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "layout"):
-        from .convert import from_torch
+    from .convert import from_torch, is_torch
+    if is_torch(x):
         return from_torch(x, fmt, dtype, validate)
     if isinstance(x, tuple) and len(x) == 2:
         if shape is None:

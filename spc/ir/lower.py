@@ -122,6 +122,10 @@ class IndexPlan:
             return ix
         return {"outer": f"{ix}_blk", "inner": f"{ix}_in"}.get(part, ix)
 
+    def level_vars(self, fmt: Format, indices: tuple[str, ...]) -> list[str]:
+        """``level_var`` of every level of an access, in storage order."""
+        return [self.level_var(fmt, indices, lvl) for lvl in range(fmt.nlevels)]
+
     def origin(self, var: str) -> str:
         """The index a loop variable belongs to."""
         for ix, _ in self.splits:
@@ -162,16 +166,15 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
     if plan.splits:
         # blocked operands: their levels' variables first, so that the dense
         # inner dimensions of the other operands end up innermost
-        by_sparse = {plan.level_var(formats[a.tensor], a.indices, lvl)
-                     for a in assign.accesses() if not formats[a.tensor].is_dense
-                     for lvl in range(formats[a.tensor].nlevels)}
+        by_sparse = {v for a in assign.accesses() if not formats[a.tensor].is_dense
+                     for v in plan.level_vars(formats[a.tensor], a.indices)}
         indices = [v for v in indices if v in by_sparse] + \
                   [v for v in indices if v not in by_sparse]
     before: dict[str, set[str]] = {ix: set() for ix in indices}
     sparse_driven: set[str] = set()
     for acc in (assign.lhs,) + assign.accesses():
         fmt = formats[acc.tensor]
-        stored = [plan.level_var(fmt, acc.indices, lvl) for lvl in range(fmt.nlevels)]
+        stored = plan.level_vars(fmt, acc.indices)
         for lvl, level in enumerate(fmt.levels):
             if not level.locatable:
                 sparse_driven.add(stored[lvl])
@@ -179,8 +182,7 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
     if not formats[assign.lhs.tensor].is_dense:
         # sparse outputs are appended in storage order, before any reduction
         out_fmt = formats[assign.lhs.tensor]
-        out_stored = [plan.level_var(out_fmt, assign.lhs.indices, lvl)
-                      for lvl in range(out_fmt.nlevels)]
+        out_stored = plan.level_vars(out_fmt, assign.lhs.indices)
         for k, ix in enumerate(out_stored):
             before[ix].update(out_stored[:k])
         for ix in indices:
@@ -234,7 +236,7 @@ def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
     rank = {ix: k for k, ix in enumerate(order)}
     for acc in assign.accesses():
         fmt = formats[acc.tensor]
-        stored = [plan.level_var(fmt, acc.indices, lvl) for lvl in range(fmt.nlevels)]
+        stored = plan.level_vars(fmt, acc.indices)
         for lvl, level in enumerate(fmt.levels):
             if not level.locatable and any(rank[p] > rank[stored[lvl]] for p in stored[:lvl]):
                 raise UnsupportedError(
@@ -286,8 +288,7 @@ class Lowerer:
         self.used_buffers: dict[str, tuple[Buffer, ParamRole]] = {}
         self.used_scalars: dict[str, Var] = {}
         self.plan = IndexPlan.of(assign, formats)
-        self.out_stored = [self.plan.level_var(self.out_fmt, self.out.indices, lvl)
-                           for lvl in range(self.out_fmt.nlevels)]
+        self.out_stored = self.plan.level_vars(self.out_fmt, self.out.indices)
         reductions = [ix for ix in order if self.plan.origin(ix) not in self.out.indices]
         # depth at which only reduction loops remain; a scalar accumulator lives there
         self.acc_depth = len(order)
