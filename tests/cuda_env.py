@@ -1,5 +1,5 @@
-"""What the CUDA tests share: nvcc (no GPU needed) and the module-level skip of
-tests that need CuPy and a GPU."""
+"""What the CUDA tests share: nvcc (no GPU needed), the module-level skip of
+tests that need CuPy and a GPU, and their memoized compile."""
 from __future__ import annotations
 
 import os
@@ -32,3 +32,15 @@ def cupy_or_skip_module():
     except Exception as err:  # noqa: BLE001 - no driver, no device
         pytest.skip(f"no usable CUDA device: {err}", allow_module_level=True)
     return cupy
+
+
+_COMPILED: dict = {}
+
+
+def gpu(kernel, **kw):
+    """spc.compile(..., target="cuda"), memoized for the session."""
+    import spc
+    key = (kernel, repr(sorted(kw.items())))
+    if key not in _COMPILED:
+        _COMPILED[key] = spc.compile(kernel, target="cuda", **kw)
+    return _COMPILED[key]

@@ -12,7 +12,7 @@ from matrices import MATRICES, MATRIX_IDS, assert_allclose, dense_operand, patte
 
 pytestmark = pytest.mark.cuda
 
-from cuda_env import cupy_or_skip_module  # noqa: E402
+from cuda_env import cupy_or_skip_module, gpu  # noqa: E402
 
 cupy = cupy_or_skip_module()
 
@@ -24,15 +24,6 @@ from test_named_kernels import KernelCase  # noqa: E402
 FORMATS = ["csr", "csc", "coo", "dcsr", "dense"]
 KERNELS = ([KernelCase("spmv")] + [KernelCase("spmm", n) for n in (1, 7, 32, 33, 128)]
            + [KernelCase("sddmm", k) for k in (1, 5, 32, 40)])
-_COMPILED: dict = {}
-
-
-def gpu(kernel, **kw):
-    """spc.compile(..., target="cuda"), memoized for the session."""
-    key = (kernel, repr(sorted(kw.items())))
-    if key not in _COMPILED:
-        _COMPILED[key] = spc.compile(kernel, target="cuda", **kw)
-    return _COMPILED[key]
 
 
 def torch_or_skip():

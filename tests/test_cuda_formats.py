@@ -12,7 +12,7 @@ from matrices import MATRICES, MATRIX_IDS, assert_allclose, dense_operand
 
 pytestmark = pytest.mark.cuda
 
-from cuda_env import cupy_or_skip_module  # noqa: E402
+from cuda_env import cupy_or_skip_module, gpu  # noqa: E402
 
 cupy = cupy_or_skip_module()
 
@@ -21,14 +21,6 @@ from test_named_kernels import KernelCase  # noqa: E402
 
 KERNELS = [KernelCase("spmv"), KernelCase("spmm", 7), KernelCase("spmm", 128),
            KernelCase("sddmm", 5), KernelCase("sddmm", 64)]
-_COMPILED: dict = {}
-
-
-def gpu(kernel, **kw):
-    key = (kernel, repr(sorted(kw.items())))
-    if key not in _COMPILED:
-        _COMPILED[key] = spc.compile(kernel, target="cuda", **kw)
-    return _COMPILED[key]
 
 
 def _host(x):
