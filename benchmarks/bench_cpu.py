@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
-from worker_protocol import Worker  # noqa: E402
+from worker_protocol import start_workers  # noqa: E402
 
 def CASE_FIELDS(case: dict) -> dict:
     """What identifies a case in a worker's answers."""
@@ -388,11 +388,8 @@ def main(argv=None):
     retry_budget = args.retry_budget / max(1, len(systems))
     skip_reasons = defaultdict(set)
     try:
-        for s in systems:
-            t = time.perf_counter()
-            workers[s] = Worker(s, args.out, env, HERE / "systems_cpu.py", CASE_FIELDS, common.REPO)
-            print(f"  worker {s}: ready in {time.perf_counter() - t:.1f} s {workers[s].info}",
-                  flush=True)
+        start_workers(systems, args.out, env, HERE / "systems_cpu.py", CASE_FIELDS, common.REPO,
+                      workers)
         for mi, entry in enumerate(es):
             t0 = time.perf_counter()
             req = prepare_matrix(entry, args.ops, ns, scratch, args.min_time, args.min_repeats,

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
-from worker_protocol import Worker  # noqa: E402
+from worker_protocol import start_workers  # noqa: E402
 
 def CASE_FIELDS(case: dict) -> dict:
     """What identifies a case in a worker's answers."""
@@ -768,11 +768,8 @@ def main(argv=None):
     retry_budget = args.retry_budget / max(1, len(systems))
     prune_how = set()
     try:
-        for s in systems:
-            t = time.perf_counter()
-            workers[s] = Worker(s, args.out, env, HERE / "formats_workers.py", CASE_FIELDS, common.REPO)
-            print(f"  worker {s}: ready in {time.perf_counter() - t:.1f} s {workers[s].info}",
-                  flush=True)
+        start_workers(systems, args.out, env, HERE / "formats_workers.py", CASE_FIELDS, common.REPO,
+                      workers)
         for mi, mat in enumerate(mats):
             t0 = time.perf_counter()
             A = mat.build()

@@ -434,3 +434,15 @@ def write_cases(name: str, A, ops, ns, scratch):
                           "flops": flops(op, A.nnz, n),
                           "bytes": floor_bytes(op, *A.shape, A.nnz, n)})
     return str(npz), cases
+
+
+def numpy_info() -> dict:
+    """numpy's version and its BLAS thread pools (when threadpoolctl is there)."""
+    cfg = {}
+    try:
+        from threadpoolctl import threadpool_info
+        cfg = {"blas": [(i.get("internal_api"), i.get("num_threads"))
+                        for i in threadpool_info()]}
+    except ImportError:
+        pass
+    return {"version": np.__version__, **cfg}

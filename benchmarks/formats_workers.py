@@ -43,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import common  # noqa: E402
 from common import DENSE_LIMIT, DENSE_WORK_LIMIT, REL_TOL, rel_error, time_guarded  # noqa: E402
 import worker_protocol  # noqa: E402
 
@@ -248,14 +249,7 @@ class NumpyDense(System):
     name = "numpy"
 
     def info(self):
-        cfg = {}
-        try:
-            from threadpoolctl import threadpool_info
-            cfg = {"blas": [(i.get("internal_api"), i.get("num_threads"))
-                            for i in threadpool_info()]}
-        except ImportError:
-            pass
-        return {"version": np.__version__, **cfg}
+        return common.numpy_info()
 
     def convert(self, A, variant):
         if variant != "dense":

@@ -236,3 +236,14 @@ class Worker:
                 self.proc.wait(timeout=30)
             except (BrokenPipeError, subprocess.TimeoutExpired):
                 self.kill()
+
+
+def start_workers(systems, log_dir: Path, env: dict, script: Path, case_fields, cwd: Path,
+                  workers: dict) -> None:
+    """Start one Worker per system into ``workers`` (filled as they start, so the
+    caller can close those that did when a later one fails), printing each."""
+    for s in systems:
+        t = time.perf_counter()
+        workers[s] = Worker(s, log_dir, env, script, case_fields, cwd)
+        print(f"  worker {s}: ready in {time.perf_counter() - t:.1f} s {workers[s].info}",
+              flush=True)
