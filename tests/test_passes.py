@@ -17,7 +17,7 @@ from spc.ir.printer import format_kernel
 from spc.ir.verify import verify
 from spc.passes import DEFAULT_PIPELINE, collapse_blocks, map_parallel, simplify
 from spc.passes.register_tile import register_tile, tile_rows_for_registers
-from spc.passes.rewrite import walk
+from spc.ir.traverse import walk
 
 from test_interp import KERNELS, MATRICES, interpret, lower_expr, random_dense
 from test_ir_golden import assert_golden

@@ -24,6 +24,7 @@ from ..ir.printer import format_kernel
 from ..passes.collapse_blocks import collapse_blocks
 from ..passes.map_gpu import THREADS_PER_BLOCK, WARPS_PER_BLOCK, make_map_gpu
 from ..passes.simplify import simplify
+from ..passes.mark_noncanonical import mark_noncanonical
 from .cuda_c import host_eval, launch_plan, render_args, render_body, render_params
 from .target import Target
 
@@ -335,7 +336,7 @@ class CUDATarget(Target):
 
     # -- Target interface ---------------------------------------------------
     def pipeline(self):
-        return (simplify, collapse_blocks, self._map_gpu, simplify)
+        return (simplify, collapse_blocks, self._map_gpu, simplify, mark_noncanonical)
 
     def render(self, kernel: Kernel) -> str:
         plan = launch_plan(kernel)

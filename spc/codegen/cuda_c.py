@@ -158,7 +158,7 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
         from ..passes.map_gpu import inline
         buffers = [p.name for p in kernel.params if isinstance(p.value, Buffer)]
         lane_buffer = None
-        from ..passes.rewrite import walk
+        from ..ir.traverse import walk
         for n in all_stmts(lane.body):
             vals = [n.value] if isinstance(n, (Let, Assign)) else \
                 [n.index, n.value] if isinstance(n, Store) else []
@@ -284,7 +284,7 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
 
 
 def _reads(e) -> set[str]:
-    from ..passes.rewrite import walk
+    from ..ir.traverse import walk
     return {n.name for n in walk(e) if isinstance(n, Var)}
 
 
@@ -688,7 +688,7 @@ class _Body:
         31 rows end inside one step); a step inside the current row (long rows)
         skips the search."""
         from ..passes.map_gpu import inline
-        from ..passes.rewrite import rewrite
+        from ..ir.traverse import rewrite
         lane = body[-1]
         lets = [c for c in body[:-1] if isinstance(c, Let)]
         env = {c.var.name: c.value for c in lets}
@@ -851,7 +851,7 @@ class _Body:
         ``base + var`` of one float type (4 floats or 2 doubles to 16 bytes) and
         nothing else reads the loop variable; else None."""
         from ..passes.map_gpu import _coefficient, _signed_terms, inline, let_env
-        from ..passes.rewrite import rewrite, walk
+        from ..ir.traverse import rewrite, walk
         stmts = stmts_of(r.body)
         if not all(isinstance(n, (Let, Assign)) for n in stmts):
             return None

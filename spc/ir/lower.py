@@ -285,8 +285,8 @@ class Lowerer:
         self.phase = phase                   # "compute" or "assemble"
         self.accumulate = accumulate         # add to the output instead of storing
         self.names = _count()
-        self.used_buffers: dict[str, tuple[Buffer, ParamRole]] = {}
-        self.used_scalars: dict[str, Var] = {}
+        self.used_buffers: dict[str, tuple[Buffer, ParamRole, str]] = {}
+        self.used_scalars: dict[str, tuple[Var, str]] = {}
         self.plan = IndexPlan.of(assign, formats)
         self.out_stored = self.plan.level_vars(self.out_fmt, self.out.indices)
         reductions = [ix for ix in order if self.plan.origin(ix) not in self.out.indices]
@@ -301,10 +301,11 @@ class Lowerer:
     def fresh(self, stem: str, dtype: DType = I64) -> Var:
         return Var(f"{stem}{next(self.names)}", dtype)
 
-    def use(self, buf: Buffer, role: ParamRole = ParamRole.INPUT) -> Buffer:
+    def use(self, buf: Buffer, role: ParamRole, tensor: str) -> Buffer:
+        """``buf``, recorded as a parameter holding storage of ``tensor``."""
         old = self.used_buffers.get(buf.name)
         if old is None or old[1] is ParamRole.INPUT:
-            self.used_buffers[buf.name] = (buf, role)
+            self.used_buffers[buf.name] = (buf, role, tensor)
         return buf
 
     def io(self, tensor: str, acc_indices: tuple[str, ...], level: int) -> LevelIO:
@@ -340,10 +341,10 @@ class Lowerer:
 
     def _use_level(self, io: LevelIO, level) -> None:
         for buf in level.buffers(io):
-            self.use(buf, ParamRole.INPUT)
+            self.use(buf, ParamRole.INPUT, io.tensor)
         for name in level.scalar_names:
             var = io.scalar(name)
-            self.used_scalars[var.name] = var
+            self.used_scalars[var.name] = (var, io.tensor)
 
     # -- merge lattices ----------------------------------------------------------
     def lattice(self, e: ast.Expr, iterated: dict[int, int], zero: frozenset[int]):
@@ -387,7 +388,7 @@ class Lowerer:
             a = self._access_id(e)
             if a in zero:
                 return Const(0.0, self.vt)
-            buf = self.use(vals_buffer(e.tensor, self.vt))
+            buf = self.use(vals_buffer(e.tensor, self.vt), ParamRole.INPUT, e.tensor)
             return Load(buf, states[a].parent.pos)
         if isinstance(e, ast.Const):
             return Const(float(e.value), self.vt)
@@ -583,7 +584,7 @@ class Lowerer:
             return []
         L = self.out_fmt.nlevels - 1
         io = self.io(self.out.tensor, self.out.indices, L)
-        pos = self.use(io.buffer("pos"), ParamRole.INPUT)
+        pos = self.use(io.buffer("pos"), ParamRole.INPUT, self.out.tensor)
         parent = states[-1].parent.pos
         return [Let(Var("out_p", I64), Load(pos, parent))]
 
@@ -591,19 +592,22 @@ class Lowerer:
         """Write one output value at the output position of the bound indices."""
         if self.output_kind == OutputKind.PATTERN:
             pos = states[self.pattern_access].parent.pos
-            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT)
+            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT,
+                           self.out.tensor)
             return Store(buf, pos, value, accumulate)
         if self.output_kind == OutputKind.DENSE:
-            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT)
+            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT,
+                           self.out.tensor)
             return Store(buf, states[-1].parent.pos, value, accumulate)
         L = self.out_fmt.nlevels - 1
         io = self.io(self.out.tensor, self.out.indices, L)
         parent = states[-1].parent.pos
         if self.phase == "assemble":
-            pos = self.use(io.buffer("pos"), ParamRole.OUTPUT)
+            pos = self.use(io.buffer("pos"), ParamRole.OUTPUT, self.out.tensor)
             return Store(pos, add(parent, i64(1)), Const(1, I64), accumulate=True)
-        crd = self.use(io.buffer("crd"), ParamRole.OUTPUT)
-        vals = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT)
+        crd = self.use(io.buffer("crd"), ParamRole.OUTPUT, self.out.tensor)
+        vals = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT,
+                           self.out.tensor)
         out_p = Var("out_p", I64)
         return block(Store(crd, out_p, Var(self.out_stored[-1], I64)),
                      Store(vals, out_p, value),
@@ -774,6 +778,8 @@ def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:
 def _params(lw: Lowerer, order) -> tuple[Param, ...]:
     sizes = tuple(Param(size_var(ix), ParamRole.SIZE)
                   for ix in sorted({lw.plan.origin(v) for v in order}))
-    scalars = tuple(Param(var, ParamRole.SIZE) for _, var in sorted(lw.used_scalars.items()))
-    bufs = tuple(Param(buf, role) for _, (buf, role) in sorted(lw.used_buffers.items()))
+    scalars = tuple(Param(var, ParamRole.SIZE, tensor)
+                    for _, (var, tensor) in sorted(lw.used_scalars.items()))
+    bufs = tuple(Param(buf, role, tensor)
+                 for _, (buf, role, tensor) in sorted(lw.used_buffers.items()))
     return bufs + sizes + scalars

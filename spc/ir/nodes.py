@@ -229,9 +229,14 @@ class ParamRole(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Param:
-    """A kernel parameter: an array (``Buffer``) or an int64 scalar (``Var``)."""
+    """A kernel parameter: an array (``Buffer``) or an int64 scalar (``Var``).
+
+    ``tensor``: the tensor whose storage (values, level arrays or level
+    scalars) the parameter is, or None for index sizes.
+    """
     value: Buffer | Var
     role: ParamRole
+    tensor: str | None = None
 
     @property
     def name(self) -> str:
@@ -240,10 +245,19 @@ class Param:
 
 @dataclass(frozen=True, slots=True)
 class Kernel:
+    """A kernel: parameters, body and facts about it.
+
+    ``accepts_noncanonical``: input tensors whose stored entries may be
+    unsorted or duplicated without changing the result (duplicates then sum,
+    as scipy's do); every other sparse input must be canonical (sorted,
+    unique).  Set by ``passes.mark_noncanonical``; empty (the safe answer)
+    until then.
+    """
     name: str
     params: tuple[Param, ...]
     body: Stmt
     attrs: tuple[tuple[str, str], ...] = field(default=())
+    accepts_noncanonical: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:

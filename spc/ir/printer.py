@@ -88,5 +88,7 @@ def format_kernel(k: Kernel) -> str:
     lines = [f"kernel {k.name}({', '.join(params)}):"]
     for key, value in k.attrs:
         lines.append(f"  # {key}: {value}")
+    if k.accepts_noncanonical:
+        lines.append(f"  # accepts unsorted/duplicate entries of: {', '.join(k.accepts_noncanonical)}")
     _stmt_lines(k.body, 1, lines)
     return "\n".join(lines) + "\n"

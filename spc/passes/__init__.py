@@ -1,6 +1,7 @@
 """Passes: pure functions Kernel -> Kernel, applied in DEFAULT_PIPELINE order."""
 from .collapse_blocks import collapse_blocks
 from .map_parallel import map_parallel
+from .mark_noncanonical import mark_noncanonical
 from .register_tile import register_tile, tile_rows_for_registers
 from .simplify import simplify
 
@@ -9,7 +10,8 @@ DEFAULT_PIPELINE = (
     tile_rows_for_registers,   # SpMM-like row updates accumulate in registers
     map_parallel,              # outermost independent loop -> CPU threads
     simplify,                  # tidy what tiling produced
+    mark_noncanonical,         # which inputs may be unsorted / hold duplicates
 )
 
-__all__ = ["DEFAULT_PIPELINE", "collapse_blocks", "map_parallel", "register_tile", "simplify",
+__all__ = ["DEFAULT_PIPELINE", "collapse_blocks", "map_parallel", "mark_noncanonical", "register_tile", "simplify",
            "tile_rows_for_registers"]

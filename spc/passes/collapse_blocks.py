@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import BinOp, Block, Const, DType, For, Kernel, Let, Var, i64, mul, sub
-from .rewrite import walk
+from ..ir.traverse import walk
 
 I64 = DType.I64
 

@@ -67,7 +67,7 @@ from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Stmt, Store, Var, WarpSum,
                         While, block)
 from .map_parallel import _binds
-from .rewrite import rewrite, walk
+from ..ir.traverse import rewrite, walk
 
 WARP_SIZE = 32
 WARPS_PER_BLOCK = 8

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import Block, For, Kernel, Let, LoopKind, ParamRole, Var
-from .rewrite import walk
+from ..ir.traverse import walk
 
 
 def _free_vars(loop: For) -> set[str]:

@@ -19,7 +19,7 @@ from dataclasses import replace
 
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, DType, For, If, Kernel, Let,
                         Load, ParamRole, Store, Var, While, add, i64, mul)
-from .rewrite import rewrite, walk
+from ..ir.traverse import rewrite, walk
 
 I64 = DType.I64
 

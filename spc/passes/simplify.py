@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from ..ir.nodes import BinOp, Block, Cast, Kernel, Neg, Select, If, Const
 from ..ir.simplify_expr import simplify_expr
-from .rewrite import flatten, rewrite
+from ..ir.traverse import flatten, rewrite
 
 _EXPR = (BinOp, Neg, Cast, Select)
 

@@ -17,10 +17,9 @@ from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
 from ..frontend import ast
 from ..frontend.check import index_sizes
 from ..ir.lower import OutputKind, Program, lower, vals_buffer
-from ..ir.nodes import Buffer, DType, Kernel, While
+from ..ir.nodes import Buffer, DType, Kernel
 from ..ir.printer import format_kernel
 from ..ir.verify import verify
-from ..passes.rewrite import walk
 from . import cache
 from .dump import Dumper
 from .operands import result_family, shape_of, to_tensor, with_index_dtype
@@ -129,6 +128,15 @@ class CompiledKernel:
         return "\n".join(self._variant(DType.I32).sources)
 
     @property
+    def accepts_noncanonical(self) -> frozenset[str]:
+        """Inputs whose unsorted or duplicate entries every kernel sums as scipy
+        does (from the IR: ``Kernel.accepts_noncanonical``); the call path
+        canonicalizes every other sparse input that is not canonical."""
+        refused = {p.tensor for k in self._variant(DType.I32).kernels for p in k.params
+                   if p.tensor not in k.accepts_noncanonical}
+        return frozenset(n for n in self.inputs if n not in refused)
+
+    @property
     def output(self) -> str:
         return self.expression.lhs.tensor
 
@@ -230,18 +238,20 @@ class CompiledKernel:
             for axis, ix in enumerate(acc.indices):
                 sources.setdefault(ix, []).append((k, axis))
         out_dims = [sources[ix][0] for ix in self.expression.lhs.indices]
-        # A kernel that merges sparse operands relies on sorted, unique coordinates;
-        # one that only walks each operand's stored entries needs them in bounds
-        # (unsorted or duplicate entries then sum exactly as canonicalized ones do).
-        needs_order = any(isinstance(n, While) for k in v.kernels for n in walk(k.body))
-        return kinds, getters, sources, out_dims, needs_order
+        # Operands every kernel reads correctly when unsorted or duplicated (the IR
+        # says so: Kernel.accepts_noncanonical) need in-bounds entries only; the
+        # others must be canonical, or the call takes the general path, which
+        # canonicalizes them.
+        accepting = self.accepts_noncanonical
+        needs_canonical = tuple(n not in accepting for n in self.inputs)
+        return kinds, getters, sources, out_dims, needs_canonical
 
     def _fast_call(self, args, validate: bool):
         """The result, or None when the fast path does not apply (see _fast_plan)."""
         plan = self._plan
         if plan is None:
             return None
-        kinds, getters, sources, out_dims, needs_order = plan
+        kinds, getters, sources, out_dims, needs_canonical = plan
         dtype = self._np_dtype
         args = tuple(_CompressedView.of(x, kind) if kind != "dense" and isinstance(x, Tensor)
                      else x for x, (kind, _) in zip(args, kinds))
@@ -264,11 +274,11 @@ class CompiledKernel:
                     return None          # the general path explains the mismatch
             sizes[ix] = first
         if validate:
-            for x, (kind, _) in zip(args, kinds):
+            for x, (kind, _), canonical in zip(args, kinds, needs_canonical):
                 if kind != "dense":
                     parents, dim = (x.shape[0], x.shape[1]) if kind == "csr" else \
                         (x.shape[1], x.shape[0])
-                    if needs_order or type(x) is _CompressedView:   # spc Tensors are canonical
+                    if canonical or type(x) is _CompressedView:   # spc Tensors are canonical
                         ok = compressed_errors(x.indptr, x.indices, parents, dim,
                                                True, True)[0] == 0
                     else:

@@ -1,10 +1,10 @@
-"""A generic bottom-up rewriter for the loop IR, shared by the passes."""
+"""Generic walkers of the loop IR: a bottom-up rewriter and a pre-order walk."""
 from __future__ import annotations
 
 from dataclasses import fields, is_dataclass, replace
 from typing import Callable
 
-from ..ir.nodes import Block
+from .nodes import Block
 
 
 def rewrite(node, fn: Callable):
