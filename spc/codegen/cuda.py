@@ -394,6 +394,16 @@ class CUDATarget(Target):
                             flat=self.flat)
 
     # -- runtime hooks -----------------------------------------------------------
+    def fast_path(self, ck):
+        """The steady-state call path of CompiledKernel ``ck`` on torch CUDA
+        tensors (see runtime/torch_fast.py), or None where it cannot apply."""
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return None
+        from ..runtime.torch_fast import TorchFastPath
+        return TorchFastPath.of(ck)
+
     def operands(self):
         """The device-side operand handling (CuPy, torch, host data moved over)."""
         from ..runtime.device import DeviceOperands

@@ -114,6 +114,7 @@ class CompiledKernel:
             ix for a in assign.accesses() if not formats[a.tensor].is_dense for ix in a.indices)
         self._max_threads = schedule.threads or config.num_threads()
         self._plan = _UNPLANNED
+        self._device_fast = _UNPLANNED
         self._variant(DType.I32)           # lower, render (and checks) eagerly
 
     # -- what it is -----------------------------------------------------------
@@ -307,6 +308,13 @@ class CompiledKernel:
     def __call__(self, *args, validate: bool = True, **kwargs):
         device_operands = getattr(self.target, "operands", None)
         if device_operands is not None:        # a device target (cuda) handles its operands
+            if not kwargs and len(args) == len(self.inputs):
+                if self._device_fast is _UNPLANNED:
+                    self._device_fast = self.target.fast_path(self)
+                if self._device_fast is not None:
+                    out = self._device_fast(args, validate)
+                    if out is not None:
+                        return out
             return device_operands().call(self, self.bind(args, kwargs), validate)
         if not kwargs and len(args) == len(self.inputs):
             if self._plan is _UNPLANNED:

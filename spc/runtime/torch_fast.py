@@ -1,0 +1,304 @@
+"""The steady-state call of a CUDA kernel on torch CUDA tensors.
+
+``TorchFastPath`` serves the common inference call: every operand a torch
+tensor on one GPU, dense operands contiguous in the kernel's dtype, sparse
+ones ``sparse_csr`` / ``sparse_csc`` tensors for csr / csc formats, the result
+dense or with the sparse operand's pattern (SDDMM).  Everything that depends
+only on the kernel (which pointer feeds which parameter, how sizes follow from
+shapes) is derived once; a call reads shapes and data pointers, looks up the
+validation verdict, allocates the output with torch and launches through the
+driver API (``cuda_launch.RawLaunch``) on torch's current stream.  Nothing
+synchronizes once a sparse tensor has been seen, so calls can be captured in
+CUDA graphs after a first (warm-up) call.
+
+Validation stays on.  A sparse operand's index arrays are checked once per
+storage (``SparseOperands``) and the verdict is remembered, keyed by the
+tensor object (alive: a weak reference), its index arrays' data pointers and
+torch's version counters, so a tensor mutated in place is checked again.  The
+first check copies the index arrays to the host (one synchronization) and runs
+the same inspector as the CPU target.  Anything the fast path does not cover,
+or an operand that fails the check, takes the general path (``device.py``),
+which canonicalizes or raises the same ``InputError`` as ever.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+from ..formats.format import resolve_format
+from ..formats.inspect_numba import OK, compressed_errors, compressed_in_bounds
+from ..ir.lower import OutputKind, level_io, size_var, vals_buffer
+from ..ir.nodes import Buffer, DType, i64
+from .cuda_launch import RawLaunch, memset_zero
+
+_NAMED = ("csr", "csc")
+_UNSEEN = object()
+
+
+def _torch():
+    import torch
+    return torch
+
+
+class SparseOperands:
+    """What a call needs of sparse torch tensors, remembered per tensor: data
+    pointers and lengths of (values, positions, coordinates), the index dtype,
+    and the validation verdict ``(in_bounds, canonical)``.
+
+    Requires: ``lookup(x, kind, parents, dim)`` gets a live ``sparse_csr`` (kind
+    "csr") or ``sparse_csc`` ("csc") tensor.
+    Ensures: an entry is reused only for the same live tensor object whose
+    index arrays have the same data pointers and version counters (so a tensor
+    mutated in place, or a new one at a freed one's address, is read and checked
+    anew); a new entry's verdict comes from host copies of the index arrays
+    (one synchronization) checked by the CPU target's inspector.
+    """
+
+    def __init__(self):
+        self._seen: dict[int, tuple] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, x, kind: str, parents: int, dim: int, validate: bool = True):
+        """(pointers, lengths, index dtype, values dtype, verdict, (vals, pos, crd)),
+        or None for a tensor the fast path does not take (batched, values not
+        1-d, mixed index dtypes).  The verdict is None when never asked for
+        (``validate`` False so far)."""
+        if kind == "csr":
+            pos, crd = x.crow_indices(), x.col_indices()
+        else:
+            pos, crd = x.ccol_indices(), x.row_indices()
+        stamp = (pos.data_ptr(), crd.data_ptr(), pos._version, crd._version, parents, dim)
+        hit = self._seen.get(id(x))
+        if hit is not None and hit[1] == stamp and hit[0]() is x:
+            entry = hit[2]
+            if entry[4] is not None or not validate:
+                return entry
+        vals = x.values()
+        if pos.dim() != 1 or vals.dim() != 1 or pos.dtype is not crd.dtype:
+            return None
+        verdict = _inspect(pos.cpu().numpy(), crd.cpu().numpy(), parents, dim) if validate \
+            else None
+        entry = ((vals.data_ptr(), pos.data_ptr(), crd.data_ptr()),
+                 (vals.numel(), pos.numel(), crd.numel()), pos.dtype, vals.dtype,
+                 verdict, (vals, pos, crd))
+        with self._lock:
+            if hit is None or hit[0]() is not x:
+                weakref.finalize(x, self._seen.pop, id(x), None)
+            self._seen[id(x)] = (weakref.ref(x), stamp, entry)
+        return entry
+
+
+def _inspect(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int) -> tuple[bool, bool]:
+    """(in bounds, canonical) of host copies of a compressed level's arrays."""
+    code, _ = compressed_errors(pos, crd, parents, dim, True, True)
+    if code == OK:
+        return True, True
+    return bool(compressed_in_bounds(pos, crd, np.int64(parents), np.int64(dim))), False
+
+
+class _KernelFeed:
+    """Where one kernel's parameters come from: per buffer (operand position, or
+    -1 for the output; which array), per size parameter the index it is."""
+
+    def __init__(self, launch: RawLaunch, buffers: list[tuple[int, str]], sizes: list[str]):
+        self.launch = launch
+        self.buffers = buffers
+        self.sizes = sizes
+
+
+class TorchFastPath:
+    """``path(args, validate)``: the result, or None where the general path must run.
+
+    Ensures: a dense result is a new torch tensor; a result with the sparse
+    operand's pattern is a new sparse torch tensor whose values are new and
+    whose index tensors are the operand's own (no copy: they are not written).
+    """
+
+    def __init__(self, ck, kinds, sources, out_dims, needs_canonical, output_kind, pattern):
+        self.ck = ck
+        self.kinds = kinds                      # per input: ("dense", rank) or ("csr"|"csc", 2)
+        self.sources = sources                  # index -> [(operand, axis), ...]
+        self.out_dims = out_dims                # output axis -> (operand, axis)
+        self.needs_canonical = needs_canonical  # per input
+        self.output_kind = output_kind
+        self.pattern = pattern                  # the operand whose pattern a PATTERN output takes
+        self.feeds: dict[DType, list[_KernelFeed] | None] = {}
+        self.sparse = SparseOperands()
+        torch = _torch()
+        self.torch = torch
+        self.tdtype = {DType.F32: torch.float32, DType.F64: torch.float64}[ck.dtype]
+        self.value_words = {DType.F32: 1, DType.F64: 2}[ck.dtype]    # 32-bit words a value
+        self.index_dtypes = {torch.int32: DType.I32, torch.int64: DType.I64}
+        self.layouts = {"csr": torch.sparse_csr, "csc": torch.sparse_csc}
+        # the result of an SDDMM-like kernel shares the sparse operand's index tensors
+        self.make_sparse = {"csr": getattr(torch, "_sparse_csr_tensor_unsafe",
+                                           torch.sparse_csr_tensor),
+                            "csc": getattr(torch, "_sparse_csc_tensor_unsafe",
+                                           torch.sparse_csc_tensor)}
+        self._devices: dict[int, object] = {}
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        self._stream = raw if raw is not None else \
+            (lambda d: torch.cuda.current_stream(d).cuda_stream)
+
+    @classmethod
+    def of(cls, ck) -> "TorchFastPath | None":
+        """The fast path of CompiledKernel ``ck``, or None where it cannot apply."""
+        program = ck._variant(DType.I32).program
+        if program.output_kind not in (OutputKind.DENSE, OutputKind.PATTERN):
+            return None
+        kinds = []
+        for n in ck.inputs:
+            fmt = ck.formats[n]
+            if fmt.is_dense and fmt.identity_order:
+                kinds.append(("dense", fmt.rank))
+            elif fmt.name in _NAMED and fmt == resolve_format(fmt.name, 2):
+                kinds.append((fmt.name, 2))
+            else:
+                return None
+        pattern = None
+        if program.output_kind == OutputKind.PATTERN:
+            pattern = ck.inputs.index(program.pattern_source)
+            out_fmt = ck.formats[ck.output]
+            if kinds[pattern][0] != out_fmt.name or out_fmt != ck.formats[program.pattern_source]:
+                return None
+        position = {n: k for k, n in enumerate(ck.inputs)}
+        sources: dict[str, list[tuple[int, int]]] = {}
+        for acc in ck.expression.accesses():
+            for axis, ix in enumerate(acc.indices):
+                sources.setdefault(ix, []).append((position[acc.tensor], axis))
+        out_dims = [sources[ix][0] for ix in ck.expression.lhs.indices]
+        accepting = ck.accepts_noncanonical
+        needs_canonical = tuple(n not in accepting for n in ck.inputs)
+        try:
+            _torch()
+        except ImportError:
+            return None
+        return cls(ck, kinds, sources, out_dims, needs_canonical, program.output_kind, pattern)
+
+    def _feeds(self, index_dtype: DType) -> list[_KernelFeed] | None:
+        feeds = self.feeds.get(index_dtype, _UNSEEN)
+        if feeds is not _UNSEEN:
+            return feeds
+        ck = self.ck
+        ck.build(index_dtype)
+        v = ck._variants[index_dtype]
+        names = {}
+        for k, n in enumerate(ck.inputs):
+            kind = self.kinds[k][0]
+            names[vals_buffer(n, ck.dtype).name] = (k, 0)
+            if kind != "dense":
+                io = level_io(n, 1, i64(0), index_dtype)
+                names[io.buffer("pos").name] = (k, 1)
+                names[io.buffer("crd").name] = (k, 2)
+        size_names = {size_var(ix).name: ix for ix in self.sources}
+        feeds = []
+        for kernel, launcher in zip(v.kernels, v.launchers):
+            buffers, sizes = [], []
+            for p in kernel.params:
+                if isinstance(p.value, Buffer):
+                    if p.tensor == ck.output:
+                        if p.name != vals_buffer(ck.output, ck.dtype).name:
+                            feeds = None
+                            break
+                        buffers.append((-1, 0))
+                    elif p.name in names:
+                        buffers.append(names[p.name])
+                    else:
+                        feeds = None
+                        break
+                elif p.tensor is None and p.name in size_names:
+                    sizes.append(size_names[p.name])
+                else:
+                    feeds = None              # a level scalar: not a csr/csc/dense kernel
+                    break
+            if feeds is None:
+                break
+            feeds.append(_KernelFeed(RawLaunch(launcher), buffers, sizes))
+        self.feeds[index_dtype] = feeds
+        return feeds
+
+    def __call__(self, args, validate: bool):
+        torch = self.torch
+        tdtype = self.tdtype
+        device = -1
+        ptrs, lens, shapes = [], [], []       # per operand: (vals, pos, crd) pointers, lengths
+        index_dtype = None
+        for k, x in enumerate(args):
+            kind, rank = self.kinds[k]
+            if not isinstance(x, torch.Tensor):
+                return None
+            d = x.get_device()
+            if d < 0 or (device >= 0 and d != device):
+                return None
+            device = d
+            shape = x.shape
+            if kind == "dense":
+                if x.layout is not torch.strided or x.dtype is not tdtype or len(shape) != rank \
+                        or not x.is_contiguous():
+                    return None
+                ptrs.append((x.data_ptr(),))
+                lens.append((x.numel(),))
+            else:
+                if x.layout is not self.layouts[kind] or len(shape) != 2:
+                    return None
+                parents, dim = (shape[0], shape[1]) if kind == "csr" else (shape[1], shape[0])
+                entry = self.sparse.lookup(x, kind, parents, dim, validate)
+                if entry is None:
+                    return None
+                p, n, idx, vdt, verdict, _ = entry
+                it = self.index_dtypes.get(idx)
+                if vdt is not tdtype or it is None or (index_dtype is not None
+                                                       and it is not index_dtype):
+                    return None
+                if validate and not (verdict[0] and (verdict[1] or not self.needs_canonical[k])):
+                    return None               # the general path canonicalizes or explains
+                index_dtype = it
+                ptrs.append(p)
+                lens.append(n)
+            shapes.append(shape)
+        sizes = {}
+        for ix, where in self.sources.items():
+            first = shapes[where[0][0]][where[0][1]]
+            for k, axis in where[1:]:
+                if shapes[k][axis] != first:
+                    return None               # the general path explains the mismatch
+            sizes[ix] = first
+        feeds = self.feeds.get(index_dtype or DType.I32, _UNSEEN)
+        if feeds is _UNSEEN:
+            feeds = self._feeds(index_dtype or DType.I32)
+        if feeds is None or torch.cuda.current_device() != device:
+            return None                       # the general path switches devices
+        dev = self._devices.get(device)
+        if dev is None:
+            dev = self._devices[device] = torch.device("cuda", device)
+        stream = self._stream(device)
+        out_shape = tuple(shapes[k][axis] for k, axis in self.out_dims)
+        if self.output_kind == OutputKind.DENSE:
+            out = torch.empty(out_shape, dtype=tdtype, device=dev)
+            out_n = out.numel()
+        else:
+            out_n = lens[self.pattern][0]
+            out = torch.empty(out_n, dtype=tdtype, device=dev)
+        out_ptr = out.data_ptr()
+        memset_zero(out_ptr, out_n * self.value_words, stream)
+        for feed in feeds:
+            bp, bl = [], []
+            for k, j in feed.buffers:
+                if k < 0:
+                    bp.append(out_ptr)
+                    bl.append(out_n)
+                else:
+                    bp.append(ptrs[k][j])
+                    bl.append(lens[k][j])
+            feed.launch.launch(bp, bl, [sizes[ix] for ix in feed.sizes], stream, device)
+        if self.output_kind == OutputKind.DENSE:
+            return out
+        _, pos, crd = self.sparse.lookup(args[self.pattern], self.kinds[self.pattern][0],
+                                         *self._pattern_dims(shapes), False)[5]
+        return self.make_sparse[self.kinds[self.pattern][0]](pos, crd, out, out_shape)
+
+    def _pattern_dims(self, shapes) -> tuple[int, int]:
+        rows, cols = shapes[self.pattern]
+        return (rows, cols) if self.kinds[self.pattern][0] == "csr" else (cols, rows)

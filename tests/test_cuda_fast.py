@@ -1,0 +1,171 @@
+"""The steady-state GPU call path on torch CUDA tensors (runtime/torch_fast.py):
+same results as the general path, validation remembered per storage and redone
+after an in-place change, no synchronization (CUDA-graph capture), and the
+general path for whatever it does not cover."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+from spc.runtime.device import DeviceOperands
+
+pytestmark = pytest.mark.cuda
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device for torch", allow_module_level=True)
+from cuda_env import cupy_or_skip_module  # noqa: E402
+
+cupy_or_skip_module()
+
+DEV = "cuda"
+
+
+def _matrix(m=300, n=200, density=0.03, seed=0):
+    A = sp.random(m, n, density=density, format="csr", random_state=seed, dtype=np.float64)
+    A.data[:] = np.random.default_rng(seed).standard_normal(A.nnz)
+    A[7, :] = 1.5                       # one dense row
+    A[11, :] = 0                        # an empty row
+    A.eliminate_zeros()
+    A.sort_indices()
+    return A
+
+
+def _torch_sparse(A, layout, index_dtype, dtype):
+    M = A.tocsr() if layout == "csr" else A.tocsc()
+    pos, crd = (torch.tensor(M.indptr, dtype=index_dtype, device=DEV),
+                torch.tensor(M.indices, dtype=index_dtype, device=DEV))
+    vals = torch.tensor(M.data, dtype=dtype, device=DEV)
+    make = torch.sparse_csr_tensor if layout == "csr" else torch.sparse_csc_tensor
+    return make(pos, crd, vals, A.shape)
+
+
+@pytest.fixture
+def general_path_counter(monkeypatch):
+    """Counts calls that reach the general device path."""
+    calls = []
+    original = DeviceOperands.call
+
+    def counting(self, ck, bound, validate):
+        calls.append(ck.name)
+        return original(self, ck, bound, validate)
+
+    monkeypatch.setattr(DeviceOperands, "call", counting)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("layout", ["csr", "csc"])
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_fast_path_matches_reference(kernel, layout, index_dtype, dtype, general_path_counter):
+    A = _matrix()
+    At = _torch_sparse(A, layout, index_dtype, dtype)
+    rng = np.random.default_rng(1)
+    name = "float32" if dtype == torch.float32 else "float64"
+    k = spc.compile(kernel, fmt=layout, target="cuda", dtype=name)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    m, n = A.shape
+    if kernel == "spmv":
+        x = rng.standard_normal(n)
+        got = k(At, torch.tensor(x, dtype=dtype, device=DEV))
+        want = A @ x
+    elif kernel == "spmm":
+        B = rng.standard_normal((n, 33))
+        got = k(At, torch.tensor(B, dtype=dtype, device=DEV))
+        want = A @ B
+    else:
+        X, Y = rng.standard_normal((m, 16)), rng.standard_normal((n, 16))
+        got = k(At, torch.tensor(X, dtype=dtype, device=DEV), torch.tensor(Y, dtype=dtype,
+                                                                          device=DEV))
+        assert got.layout == (torch.sparse_csr if layout == "csr" else torch.sparse_csc)
+        got = got.to_dense()
+        want = A.multiply(X @ Y.T).toarray()
+    assert isinstance(got, torch.Tensor) and got.is_cuda
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=tol, atol=tol)
+    assert general_path_counter == []          # the fast path served the call
+
+
+def test_in_place_mutation_is_checked_again(general_path_counter):
+    A = _matrix()
+    At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    B = torch.ones(A.shape[1], 8, device=DEV)
+    k = spc.compile("spmm", fmt="csr", target="cuda")
+    k(At, B)
+    k(At, B)
+    assert general_path_counter == []
+    At.col_indices()[3] = A.shape[1] + 5          # out of range, in place
+    with pytest.raises(spc.InputError, match="A"):
+        k(At, B)
+
+
+def test_reused_memory_is_checked_again():
+    """A new tensor at the address of a freed, validated one is checked anew."""
+    k = spc.compile("spmv", fmt="csr", target="cuda")
+    A = _matrix()
+    x = torch.ones(A.shape[1], device=DEV)
+    for _ in range(3):
+        At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+        k(At, x)
+        del At
+    bad = A.copy()
+    bad.indices[0] = A.shape[1] + 1
+    Bt = _torch_sparse(bad, "csr", torch.int32, torch.float32)
+    with pytest.raises(spc.InputError):
+        k(Bt, x)
+
+
+def test_duplicates_are_summed_as_scipy_does():
+    indptr = np.array([0, 3, 3, 4])
+    indices = np.array([2, 2, 0, 1])
+    data = np.array([1.0, 2.0, 4.0, 8.0])
+    A = sp.csr_matrix((data, indices, indptr), shape=(3, 3))
+    At = torch.sparse_csr_tensor(torch.tensor(indptr, device=DEV), torch.tensor(indices,
+                                 device=DEV), torch.tensor(data, device=DEV), (3, 3))
+    x = np.array([1.0, 10.0, 100.0])
+    for expr in ("y[i] = A[i,j]*x[j]", "Y[i,j] = A[i,j]"):
+        k = spc.compile(expr, formats={"A": "csr"}, target="cuda", dtype="float64")
+        if expr.startswith("y"):
+            got, want = k(At, torch.tensor(x, device=DEV)), A @ x
+        else:
+            got, want = k(At), A.toarray()
+        np.testing.assert_allclose(got.cpu().numpy(), want)
+
+
+def test_cuda_graph_capture_and_replay():
+    A = _matrix()
+    At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    B = torch.randn(A.shape[1], 64, device=DEV)
+    k = spc.compile("spmm", fmt="csr", target="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        k(At, B)                               # warm-up: builds, validates, loads
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        C = k(At, B)
+    B.copy_(torch.randn_like(B))
+    graph.replay()
+    torch.cuda.synchronize()
+    want = A.astype(np.float32) @ B.cpu().numpy()
+    np.testing.assert_allclose(C.cpu().numpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_other_operands_take_the_general_path(general_path_counter):
+    A = _matrix()
+    k = spc.compile("spmm", fmt="csr", target="cuda")
+    B = torch.ones(A.shape[1], 4, device=DEV)
+    At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    k(At, B.t().contiguous().t())              # a non-contiguous dense operand
+    k(At.to_sparse_coo(), B)                   # another layout
+    assert len(general_path_counter) == 2
+
+
+def test_shape_mismatch_is_explained():
+    A = _matrix()
+    k = spc.compile("spmm", fmt="csr", target="cuda")
+    At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    with pytest.raises(spc.ShapeError):
+        k(At, torch.ones(A.shape[1] + 1, 4, device=DEV))
