@@ -12,6 +12,7 @@ import llvmlite.binding as llvm
 from ..errors import CompileError
 from ..ir.nodes import Buffer, Kernel
 from ..passes import DEFAULT_PIPELINE
+from .cpu_pool import load_pool
 from .llvm_ir import emit_module
 from .target import Target
 
@@ -26,7 +27,7 @@ def _source_digest(*names: str) -> str:
     return h.hexdigest()[:16]
 
 
-CODEGEN_VERSION = "cpu-" + _source_digest("llvm_ir.py", "cpu.py")
+CODEGEN_VERSION = "cpu-" + _source_digest("llvm_ir.py", "cpu.py", "cpu_pool.py")
 _lock = threading.Lock()
 
 
@@ -46,17 +47,30 @@ def _target_machine(cpu: str, features: str, opt: int):
 
 @lru_cache(maxsize=None)
 def threading_mode() -> str:
-    """"gomp" when libgomp can be loaded into the process (persistent thread
-    pool), else "pthread" (threads started per call)."""
+    """"pool" (spc's own thread pool, cpu_pool.py) where it builds, else "gomp"
+    when libgomp can be loaded into the process, else "pthread" (threads
+    started per call)."""
+    try:
+        if load_pool() is not None:
+            return "pool"
+    except RuntimeError:      # pragma: no cover - LLVM refused the pool
+        pass
+    return "gomp" if load_gomp() else "pthread"
+
+
+@lru_cache(maxsize=None)
+def load_gomp() -> bool:
+    """Load libgomp into the process (kernels of threading "gomp" link against
+    it); False where it cannot be found or loaded."""
     import ctypes.util
     path = ctypes.util.find_library("gomp")
     if path:
         try:
             llvm.load_library_permanently(path)
-            return "gomp"
+            return True
         except RuntimeError:
             pass
-    return "pthread"
+    return False
 
 
 def host_cpu() -> tuple[str, str]:
@@ -91,7 +105,8 @@ _pointers = _PointerCache()
 
 
 class LoadedKernel:
-    """A JIT-loaded kernel: ``launcher(buffers, sizes, nthreads=n)``."""
+    """A JIT-loaded kernel: ``launcher(buffers, sizes, nthreads=n)`` through
+    ctypes; ``address`` is its entry for the cheaper runtime/launch_cpu.launch."""
 
     _FN = ctypes.CFUNCTYPE(None, ctypes.POINTER(ctypes.c_void_p),
                            ctypes.POINTER(ctypes.c_int64), ctypes.c_int64)
@@ -101,6 +116,7 @@ class LoadedKernel:
         addr = engine.get_function_address(name)
         if not addr:
             raise CompileError(f"symbol {name} missing from the built object")
+        self.address = addr              # for runtime/launch_cpu.launch
         self._fn = self._FN(addr)
         self.nbuf = sum(isinstance(p.value, Buffer) for p in kernel.params)
         self.nsize = len(kernel.params) - self.nbuf
@@ -164,6 +180,10 @@ class CPUTarget(Target):
             raise CompileError(f"LLVM failed on kernel {kernel.name}: {err}") from err
 
     def load(self, binary: bytes, kernel: Kernel) -> LoadedKernel:
+        if self.threading == "pool":
+            load_pool()          # kernels link against spc_pool_parallel
+        elif self.threading == "gomp" and not load_gomp():
+            raise CompileError("threading 'gomp' needs libgomp, which cannot be loaded")
         with _lock:
             # an execution engine takes ownership of its target machine: give it its own
             tm = _new_target_machine(self.cpu, self.features, self.opt)

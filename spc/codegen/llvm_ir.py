@@ -8,11 +8,13 @@ Each kernel becomes three functions:
 * ``<name>.worker(ctx)``: a thread's loop that takes chunks of the parallel
   loop from a shared atomic counter (dynamic scheduling) and runs ``body``;
 * ``<name>(i8** bufs, i64* sizes, i64 nthreads)``: the entry point the runtime
-  calls.  It runs ``worker`` on ``nthreads`` threads: libgomp's persistent
-  pool when available (``GOMP_parallel``, a few microseconds per call), else
-  ``nthreads - 1`` pthreads started per call and joined.  If a thread cannot be
-  started the others simply take its chunks, so the result never depends on
-  how many threads ran.
+  calls.  It runs ``worker`` on ``nthreads`` threads: spc's own pool
+  (threading "pool", see cpu_pool.py: ``<name>.chunk(ctx, first, last)`` runs
+  one chunk, and the caller never waits for a thread that has not started
+  work), libgomp's persistent pool (``GOMP_parallel``), or ``nthreads - 1``
+  pthreads started per call and joined.  If a thread cannot be started the
+  others simply take its chunks, so the result never depends on how many
+  threads ran.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import contextlib
 from llvmlite import ir
 
 from ..errors import CompileError
+from . import cpu_pool
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, Select, Store, Var, WarpSum,
                         While, dtype_of)
@@ -305,8 +308,9 @@ def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "",
                 threading: str = "pthread") -> str:
     """The LLVM IR text of ``kernel`` (see the module docstring for its functions).
 
-    ``threading`` is "pthread" (threads started per call) or "gomp" (libgomp's
-    persistent thread pool through ``GOMP_parallel``; the library must be loaded).
+    ``threading`` is "pool" (spc's pool; ``cpu_pool.load_pool()`` must have
+    run), "pthread" (threads started per call) or "gomp" (libgomp's persistent
+    thread pool through ``GOMP_parallel``; the library must be loaded).
     """
     m = ir.Module(name=kernel.name)
     m.triple = triple
@@ -396,6 +400,9 @@ def _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi,
     b.ret_void()
 
     b.position_at_end(threaded)
+    if threading == "pool":
+        _emit_pool_call(m, kernel, b, body_fn, bufs, sizes, lo, hi, nt)
+        return
     # chunk = max(1, total / (nt * 16)): many more chunks than threads balance skewed rows
     chunk = b.sdiv(total, b.mul(nt, ir.Constant(I64, 16)))
     chunk = b.select(b.icmp_signed("<", chunk, ir.Constant(I64, 1)), ir.Constant(I64, 1), chunk)
@@ -454,4 +461,27 @@ def _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi,
     each_thread(start_thread)
     b.call(worker, [ctx_raw])
     each_thread(join_thread)
+    b.ret_void()
+
+
+def _emit_pool_call(m, kernel, b, body_fn, bufs, sizes, lo, hi, nt) -> None:
+    """Run body over [lo, hi) through spc's pool (``spc_pool_parallel``, see
+    cpu_pool.py): a ``chunk(ctx, first, last)`` function unpacks the
+    parameters from ``ctx = {bufs, sizes}`` and runs body on one chunk."""
+    ctx_ty = ir.LiteralStructType([I8P.as_pointer(), I64.as_pointer()])
+    chunk_fn = ir.Function(m, cpu_pool.CHUNK_FN, f"{kernel.name}.chunk")
+    chunk_fn.linkage = "internal"
+    cb = ir.IRBuilder(chunk_fn.append_basic_block("entry"))
+    raw, first, last = chunk_fn.args
+    ctx = cb.bitcast(raw, ctx_ty.as_pointer())
+    c_bufs, c_sizes = (cb.load(cb.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
+                       for k in range(2))
+    cb.call(body_fn, _unpack(cb, kernel, c_bufs, c_sizes) + [first, last])
+    cb.ret_void()
+
+    ctx = b.alloca(ctx_ty, name="ctx")
+    for k, v in enumerate([bufs, sizes]):
+        b.store(v, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, k)]))
+    entry = ir.Function(m, cpu_pool.ENTRY_FN, cpu_pool.ENTRY)
+    b.call(entry, [chunk_fn, b.bitcast(ctx, I8P), lo, hi, nt])
     b.ret_void()

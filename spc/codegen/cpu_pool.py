@@ -1,0 +1,427 @@
+"""spc's CPU thread pool, written as LLVM IR and built once per process.
+
+Kernels run their parallel loop through ``spc_pool_parallel(fn, ctx, lo, hi,
+nthreads)``, which calls ``fn(ctx, first, last)`` on chunks of ``[lo, hi)``.
+No C compiler is involved: the pool is emitted here with llvmlite, JIT-built
+like a kernel, and its entry registered as a symbol the kernels link against.
+
+Why not libgomp: ``GOMP_parallel`` ends with a barrier that waits for every
+team thread, even one the OS has not scheduled yet; on a busy machine a call
+of 50 us then takes a whole time slice (4-8 ms).  This pool never waits for a
+thread that has not started work:
+
+* a job lives in one of ``NSLOTS`` static slots (never freed).  Its *claim
+  word* packs a generation (bits 32-63), free seats for workers (bits 24-31)
+  and the chunks still unclaimed (bits 0-23).  Everyone takes chunks by a
+  compare-and-swap on that word, so a claim succeeds only while the job is
+  live and of the generation the claimer saw; a late worker reads only the
+  static word and finds no work.  Job fields (fn, ctx, bounds) are read only
+  after a successful claim, when the caller cannot have returned;
+* the caller takes chunks itself until none is left, then waits only for
+  chunks that workers actually claimed (a ``done`` count reaching the number
+  of chunks);
+* idle workers spin briefly (``spc_pool_set_spin``) watching an epoch word,
+  then sleep on it with a futex; a caller bumps the epoch and wakes up to
+  ``nthreads - 1`` sleepers.
+
+Every chunk is run exactly once by someone, so results never depend on how
+many workers joined (none, after a fork or when no slot is free).
+"""
+from __future__ import annotations
+
+import ctypes
+import platform
+import threading
+from functools import lru_cache
+
+from llvmlite import ir
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+I8P = I8.as_pointer()
+VOID = ir.VoidType()
+
+NSLOTS = 16            # jobs in flight at once (calls from several Python threads)
+MAX_WORKERS = 255      # seats are 8 bits of the claim word
+MAX_CHUNKS = (1 << 24) - 1
+CHUNKS_PER_THREAD = 16  # many more chunks than threads balance skewed rows
+DEFAULT_SPIN = 20_000  # pause instructions a worker spins before it sleeps (~50-100 us)
+WAIT_SPIN = 2_000      # pauses a caller spins for claimed chunks before it yields
+
+# futex(2) system call numbers by machine; the pool needs one of them
+_FUTEX_NR = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
+_FUTEX_WAIT_PRIVATE, _FUTEX_WAKE_PRIVATE = 128, 129
+
+ENTRY = "spc_pool_parallel"
+CHUNK_FN = ir.FunctionType(VOID, [I8P, I64, I64])       # fn(ctx, first, last)
+ENTRY_FN = ir.FunctionType(VOID, [CHUNK_FN.as_pointer(), I8P, I64, I64, I64])
+
+# slot fields, in order; the struct is padded to 128 bytes (two cache lines)
+_FIELDS = ("word", "done", "fn", "ctx", "lo", "hi", "chunk", "nchunks", "owner")
+_SLOT = ir.LiteralStructType([I64, I64, CHUNK_FN.as_pointer(), I8P, I64, I64, I64, I64, I64,
+                              ir.ArrayType(I64, 7)])
+SEAT = 1 << 24
+REM_MASK = SEAT - 1
+
+
+def c64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def c32(v: int) -> ir.Constant:
+    return ir.Constant(I32, v)
+
+
+class _Emitter:
+    """Emits the pool's functions into one module (globals, helpers, entry)."""
+
+    def __init__(self, m: ir.Module, futex_nr: int | None, x86: bool):
+        self.m = m
+        self.futex_nr = futex_nr
+        self.slots = self._global("spc_pool_slots", ir.ArrayType(_SLOT, NSLOTS), align=128)
+        self.epoch = self._global("spc_pool_epoch", I32, align=64)
+        self.sleepers = self._global("spc_pool_sleepers", I32, align=64)
+        self.nworkers = self._global("spc_pool_nworkers", I64, align=64)
+        self.growing = self._global("spc_pool_growing", I32)
+        self.spin = self._global("spc_pool_spin", I64, init=DEFAULT_SPIN)
+        self.worker_chunks = self._global("spc_pool_chunks_by_workers", I64, align=64)
+        self.syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
+        self.sched_yield = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
+        self.worker_main = ir.Function(m, ir.FunctionType(I8P, [I8P]), "spc_pool_worker")
+        self.worker_main.linkage = "internal"
+        self.pthread_create = ir.Function(
+            m, ir.FunctionType(I32, [I64.as_pointer(), I8P, self.worker_main.type, I8P]),
+            "pthread_create")
+        self.pthread_detach = ir.Function(m, ir.FunctionType(I32, [I64]), "pthread_detach")
+        self.pause = (ir.Function(m, ir.FunctionType(VOID, []), "llvm.x86.sse2.pause")
+                      if x86 else None)
+
+    def _global(self, name, ty, init=0, align=8):
+        g = ir.GlobalVariable(self.m, ty, name)
+        g.initializer = ir.Constant(ty, None) if not isinstance(ty, ir.IntType) \
+            else ir.Constant(ty, init)
+        g.align = align
+        return g
+
+    # -- small helpers ----------------------------------------------------------
+    def field(self, b, slot, name):
+        return b.gep(slot, [c32(0), c32(_FIELDS.index(name))])
+
+    def relax(self, b):
+        """One spin-wait step (the x86 pause instruction, else a compiler fence)."""
+        if self.pause is not None:
+            b.call(self.pause, [])
+        else:
+            b.fence("seq_cst", "singlethread")
+
+    def load(self, b, ptr, order="acquire"):
+        return b.load_atomic(ptr, order, ptr.type.pointee.width // 8)
+
+    def cas(self, b, ptr, old, new):
+        """(success flag) of compare-and-swap *ptr: old -> new (acquire-release)."""
+        res = b.cmpxchg(ptr, old, new, "acq_rel", "acquire")
+        return b.extract_value(res, 1)
+
+    def loop(self, b, name, exits: bool = True):
+        """(head, exit) blocks (exit None unless ``exits``); the builder is
+        positioned in head."""
+        fn = b.function
+        head = fn.append_basic_block(f"{name}.head")
+        exit_ = fn.append_basic_block(f"{name}.exit") if exits else None
+        b.branch(head)
+        b.position_at_end(head)
+        return head, exit_
+
+    # -- the pieces ---------------------------------------------------------------
+    def run_claimed(self, b, slot, w):
+        """Run the chunk the successful claim of word ``w`` took; return nothing."""
+        rem = b.and_(w, c64(REM_MASK))
+        nchunks = b.load(self.field(b, slot, "nchunks"))
+        idx = b.sub(nchunks, rem)
+        lo = b.load(self.field(b, slot, "lo"))
+        hi = b.load(self.field(b, slot, "hi"))
+        chunk = b.load(self.field(b, slot, "chunk"))
+        first = b.add(lo, b.mul(idx, chunk))
+        last = b.add(first, chunk)
+        last = b.select(b.icmp_signed("<", last, hi), last, hi)
+        fn = b.load(self.field(b, slot, "fn"))
+        ctx = b.load(self.field(b, slot, "ctx"))
+        b.call(fn, [ctx, first, last])
+
+    def claim_loop(self, b, slot, gen, on_chunk):
+        """Claim chunks of ``slot`` while its generation is ``gen`` and chunks
+        remain, running each and then calling ``on_chunk(b)``."""
+        head, exit_ = self.loop(b, "claim")
+        fn = b.function
+        w = self.load(b, self.field(b, slot, "word"))
+        live = b.and_(b.icmp_unsigned("==", b.lshr(w, c64(32)), gen),
+                      b.icmp_unsigned("!=", b.and_(w, c64(REM_MASK)), c64(0)))
+        try_ = fn.append_basic_block("claim.try")
+        b.cbranch(live, try_, exit_)
+        b.position_at_end(try_)
+        won = fn.append_basic_block("claim.won")
+        b.cbranch(self.cas(b, self.field(b, slot, "word"), w, b.sub(w, c64(1))), won, head)
+        b.position_at_end(won)
+        self.run_claimed(b, slot, w)
+        on_chunk(b)
+        b.branch(head)
+        b.position_at_end(exit_)
+
+    def futex(self, b, op, val):
+        if self.futex_nr is None:
+            if op == _FUTEX_WAIT_PRIVATE:
+                b.call(self.sched_yield, [])
+            return
+        b.call(self.syscall, [c64(self.futex_nr), self.epoch, c64(op), val,
+                              ir.Constant(I8P, None)])
+
+    # -- functions -----------------------------------------------------------------
+    def emit_worker(self):
+        """A worker: scan every slot for work; spin watching the epoch; sleep."""
+        fn = self.worker_main
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        seen = b.alloca(I32, name="seen")
+        k = b.alloca(I64, name="k")
+        top, _ = self.loop(b, "top", exits=False)
+        b.store(self.load(b, self.epoch, "seq_cst"), seen)
+        # scan the slots
+        b.store(c64(0), k)
+        scan, scan_done = self.loop(b, "scan")
+        kv = b.load(k)
+        more = fn.append_basic_block("scan.slot")
+        b.cbranch(b.icmp_signed("<", kv, c64(NSLOTS)), more, scan_done)
+        b.position_at_end(more)
+        slot = b.gep(self.slots, [c64(0), kv])
+        # take a seat: chunks remain and a seat is free
+        seat, seated = self.loop(b, "seat")
+        w = self.load(b, self.field(b, slot, "word"))
+        open_ = b.and_(b.icmp_unsigned("!=", b.and_(w, c64(REM_MASK)), c64(0)),
+                       b.icmp_unsigned("!=", b.and_(w, c64(0xFF << 24)), c64(0)))
+        try_seat = fn.append_basic_block("seat.try")
+        next_slot = fn.append_basic_block("scan.next")
+        b.cbranch(open_, try_seat, next_slot)
+        b.position_at_end(try_seat)
+        b.cbranch(self.cas(b, self.field(b, slot, "word"), w, b.sub(w, c64(SEAT))), seated, seat)
+        b.position_at_end(seated)
+        gen = b.lshr(w, c64(32))
+
+        def finished(bb):
+            bb.atomic_rmw("add", self.field(bb, slot, "done"), c64(1), "release")
+            bb.atomic_rmw("add", self.worker_chunks, c64(1), "monotonic")
+        self.claim_loop(b, slot, gen, finished)
+        b.branch(next_slot)
+        b.position_at_end(next_slot)
+        b.store(b.add(kv, c64(1)), k)
+        b.branch(scan)
+        # nothing (more) to do: spin while the epoch stays, then sleep on it
+        b.position_at_end(scan_done)
+        b.store(c64(0), k)
+        spin, spun = self.loop(b, "spin")
+        changed = b.icmp_unsigned("!=", self.load(b, self.epoch, "monotonic"), b.load(seen))
+        step = fn.append_basic_block("spin.step")
+        b.cbranch(changed, top, step)
+        b.position_at_end(step)
+        kv = b.load(k)
+        b.store(b.add(kv, c64(1)), k)
+        self.relax(b)
+        b.cbranch(b.icmp_signed("<", kv, self.load(b, self.spin, "monotonic")), spin, spun)
+        b.position_at_end(spun)
+        b.atomic_rmw("add", self.sleepers, c32(1), "seq_cst")
+        still = b.icmp_unsigned("==", self.load(b, self.epoch, "seq_cst"), b.load(seen))
+        with b.if_then(still):
+            self.futex(b, _FUTEX_WAIT_PRIVATE, b.zext(b.load(seen), I64))
+        b.atomic_rmw("sub", self.sleepers, c32(1), "seq_cst")
+        b.branch(top)
+
+    def emit_grow(self):
+        """``spc_pool_grow(n)``: start workers until there are n (at most
+        MAX_WORKERS); returns how many there are.  A call that finds another
+        growing returns at once."""
+        fn = ir.Function(self.m, ir.FunctionType(I64, [I64]), "spc_pool_grow")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        want = fn.args[0]
+        want = b.select(b.icmp_signed("<", want, c64(MAX_WORKERS)), want, c64(MAX_WORKERS))
+        have = self.load(b, self.nworkers)
+        done = fn.append_basic_block("done")
+        lock = fn.append_basic_block("lock")
+        b.cbranch(b.icmp_signed(">=", have, want), done, lock)
+        b.position_at_end(lock)
+        got = self.cas(b, self.growing, c32(0), c32(1))
+        start = fn.append_basic_block("start")
+        b.cbranch(got, start, done)
+        b.position_at_end(start)
+        tid = b.alloca(I64, name="tid")
+        head, exit_ = self.loop(b, "grow")
+        n = self.load(b, self.nworkers)
+        create = fn.append_basic_block("create")
+        b.cbranch(b.icmp_signed("<", n, want), create, exit_)
+        b.position_at_end(create)
+        rc = b.call(self.pthread_create, [tid, ir.Constant(I8P, None), self.worker_main,
+                                          ir.Constant(I8P, None)])
+        ok = fn.append_basic_block("created")
+        b.cbranch(b.icmp_signed("==", rc, c32(0)), ok, exit_)
+        b.position_at_end(ok)
+        b.call(self.pthread_detach, [b.load(tid)])
+        b.store_atomic(b.add(n, c64(1)), self.nworkers, "release", 8)
+        b.branch(head)
+        b.position_at_end(exit_)
+        b.store_atomic(c32(0), self.growing, "release", 4)
+        b.branch(done)
+        b.position_at_end(done)
+        b.ret(self.load(b, self.nworkers))
+        return fn
+
+    def emit_entry(self, grow):
+        """``spc_pool_parallel(fn, ctx, lo, hi, nthreads)``: see the module docstring."""
+        fn = ir.Function(self.m, ENTRY_FN, ENTRY)
+        body, ctx, lo, hi, nthreads = fn.args
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        total = b.sub(hi, lo)
+        nt = b.select(b.icmp_signed("<", nthreads, c64(MAX_WORKERS + 1)), nthreads,
+                      c64(MAX_WORKERS + 1))
+        nt = b.select(b.icmp_signed("<", total, nt), total, nt)
+        serial = fn.append_basic_block("serial")
+        pick = fn.append_basic_block("pick")
+        b.cbranch(b.icmp_signed("<=", nt, c64(1)), serial, pick)
+        b.position_at_end(serial)
+        with b.if_then(b.icmp_signed(">", total, c64(0))):
+            b.call(body, [ctx, lo, hi])
+        b.ret_void()
+
+        # a free slot, else run serially
+        b.position_at_end(pick)
+        k = b.alloca(I64, name="k")
+        b.store(c64(0), k)
+        head, _ = self.loop(b, "pick", exits=False)
+        kv = b.load(k)
+        try_ = fn.append_basic_block("pick.try")
+        b.cbranch(b.icmp_signed("<", kv, c64(NSLOTS)), try_, serial)
+        b.position_at_end(try_)
+        slot = b.gep(self.slots, [c64(0), kv])
+        owner = self.field(b, slot, "owner")
+        free = b.icmp_unsigned("==", self.load(b, owner, "monotonic"), c64(0))
+        taken = fn.append_basic_block("pick.taken")
+        nxt = fn.append_basic_block("pick.next")
+        cas_block = fn.append_basic_block("pick.cas")
+        b.cbranch(free, cas_block, nxt)
+        b.position_at_end(cas_block)
+        b.cbranch(self.cas(b, owner, c64(0), c64(1)), taken, nxt)
+        b.position_at_end(nxt)
+        b.store(b.add(kv, c64(1)), k)
+        b.branch(head)
+
+        b.position_at_end(taken)
+        workers = b.call(grow, [b.sub(nt, c64(1))])
+        seats = b.select(b.icmp_signed("<", workers, b.sub(nt, c64(1))), workers,
+                         b.sub(nt, c64(1)))
+        # chunk = max(1, total / (nt * CHUNKS_PER_THREAD)), nchunks <= MAX_CHUNKS
+        chunk = b.sdiv(total, b.mul(nt, c64(CHUNKS_PER_THREAD)))
+        chunk = b.select(b.icmp_signed("<", chunk, c64(1)), c64(1), chunk)
+        floor = b.sdiv(b.add(total, c64(MAX_CHUNKS - 1)), c64(MAX_CHUNKS))
+        chunk = b.select(b.icmp_signed("<", chunk, floor), floor, chunk)
+        nchunks = b.sdiv(b.add(total, b.sub(chunk, c64(1))), chunk)
+        for name, v in (("fn", body), ("ctx", ctx), ("lo", lo), ("hi", hi), ("chunk", chunk),
+                        ("nchunks", nchunks), ("done", c64(0))):
+            b.store(v, self.field(b, slot, name))
+        word = self.field(b, slot, "word")
+        gen = b.and_(b.add(b.lshr(self.load(b, word, "monotonic"), c64(32)), c64(1)),
+                     c64(0xFFFFFFFF))
+        new = b.or_(b.or_(b.shl(gen, c64(32)), b.shl(seats, c64(24))), nchunks)
+        b.store_atomic(new, word, "release", 8)
+        # wake sleepers (spinning workers see the epoch change themselves)
+        b.atomic_rmw("add", self.epoch, c32(1), "seq_cst")
+        sleeping = self.load(b, self.sleepers, "seq_cst")
+        with b.if_then(b.icmp_signed(">", sleeping, c32(0))):
+            self.futex(b, _FUTEX_WAKE_PRIVATE, seats)
+        # the caller takes chunks too, then waits for the chunks workers claimed
+        mine = b.alloca(I64, name="mine")
+        b.store(c64(0), mine)
+        self.claim_loop(b, slot, gen, lambda bb: bb.store(bb.add(bb.load(mine), c64(1)), mine))
+        target = b.sub(nchunks, b.load(mine))
+        spins = b.alloca(I64, name="spins")
+        b.store(c64(0), spins)
+        wait, waited = self.loop(b, "wait")
+        finished = b.icmp_signed(">=", self.load(b, self.field(b, slot, "done")), target)
+        step = fn.append_basic_block("wait.step")
+        b.cbranch(finished, waited, step)
+        b.position_at_end(step)
+        sv = b.load(spins)
+        b.store(b.add(sv, c64(1)), spins)
+        self.relax(b)
+        with b.if_then(b.icmp_signed(">", sv, c64(WAIT_SPIN))):
+            b.call(self.sched_yield, [])
+        b.branch(wait)
+        b.position_at_end(waited)
+        b.store_atomic(c64(0), owner, "release", 8)
+        b.ret_void()
+
+    def emit_controls(self):
+        """``spc_pool_set_spin(n)`` and ``spc_pool_worker_chunks()`` for tuning and tests."""
+        fn = ir.Function(self.m, ir.FunctionType(VOID, [I64]), "spc_pool_set_spin")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.store_atomic(fn.args[0], self.spin, "monotonic", 8)
+        b.ret_void()
+        fn = ir.Function(self.m, ir.FunctionType(I64, []), "spc_pool_worker_chunks")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.ret(self.load(b, self.worker_chunks, "monotonic"))
+
+
+def emit_pool_module(triple: str = "", datalayout: str = "", machine: str | None = None) -> str:
+    """The pool's LLVM IR text for ``machine`` (default: this one's).
+
+    Ensures: defines ``spc_pool_parallel`` (ENTRY_FN), ``spc_pool_grow``,
+    ``spc_pool_set_spin`` and ``spc_pool_worker_chunks``.  Where the futex
+    system call number is unknown, idle workers yield instead of sleeping.
+    """
+    machine = (machine or platform.machine()).lower()
+    m = ir.Module(name="spc_pool")
+    m.triple = triple
+    m.data_layout = datalayout
+    e = _Emitter(m, _FUTEX_NR.get(machine), machine in ("x86_64", "amd64"))
+    e.emit_worker()
+    e.emit_entry(e.emit_grow())
+    e.emit_controls()
+    return str(m)
+
+
+class Pool:
+    """The loaded pool: its entry address and ctypes handles on its controls."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        addr = engine.get_function_address
+        self.entry = addr(ENTRY)
+        self.grow = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr("spc_pool_grow"))
+        self.set_spin = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("spc_pool_set_spin"))
+        self.worker_chunks = ctypes.CFUNCTYPE(ctypes.c_int64)(addr("spc_pool_worker_chunks"))
+
+
+_LOCK = threading.Lock()
+_KEEP: list = []
+
+
+@lru_cache(maxsize=None)
+def load_pool() -> Pool | None:
+    """Build the pool for this process and register ``spc_pool_parallel`` as a
+    symbol kernels link against; None where that is impossible (not Linux).
+
+    Ensures: the pool's code is never freed (workers may be inside it until the
+    process exits), so it is kept alive with an extra reference.
+    """
+    import llvmlite.binding as llvm
+    if platform.system() != "Linux":
+        return None
+    with _LOCK:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        tm = llvm.Target.from_default_triple().create_target_machine(
+            opt=2, reloc="default", codemodel="jitdefault", jit=True)
+        mod = llvm.parse_assembly(emit_pool_module(llvm.get_process_triple(),
+                                                   str(tm.target_data)))
+        mod.verify()
+        engine = llvm.create_mcjit_compiler(mod, tm)
+        engine.finalize_object()
+        pool = Pool(engine)
+        llvm.add_symbol(ENTRY, pool.entry)
+        _KEEP.append(pool)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(pool))
+    return pool

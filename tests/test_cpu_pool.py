@@ -1,0 +1,144 @@
+"""spc's CPU thread pool (spc/codegen/cpu_pool.py): every chunk runs exactly
+once, whatever the thread count, the number of chunks or the number of callers;
+kernels that run through it give one thread's results."""
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import llvmlite.binding as llvm
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+from spc.codegen import cpu_pool
+from spc.codegen.cpu import CPUTarget
+from spc.ir.nodes import DType
+
+pool = cpu_pool.load_pool()
+pytestmark = pytest.mark.skipif(pool is None, reason="the pool needs Linux")
+
+CHUNK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64)
+ENTRY = ctypes.CFUNCTYPE(None, CHUNK, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
+                         ctypes.c_int64)
+
+
+def run_pool(lo: int, hi: int, nthreads: int) -> np.ndarray:
+    """How many times the pool ran each index of [lo, hi) (through a Python callback)."""
+    seen = np.zeros(max(0, hi - lo), dtype=np.int64)
+    lock = threading.Lock()
+
+    def chunk(ctx, first, last):
+        assert lo <= first < last <= hi
+        with lock:
+            seen[first - lo:last - lo] += 1
+    cb = CHUNK(chunk)
+    ENTRY(pool.entry)(cb, None, lo, hi, nthreads)
+    return seen
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3, 8, 64, 300])
+@pytest.mark.parametrize("lo, hi", [(0, 0), (5, 5), (0, 1), (0, 7), (3, 1000), (-50, 50),
+                                    (0, 20_000)])
+def test_every_index_runs_exactly_once(lo, hi, nthreads):
+    assert (run_pool(lo, hi, nthreads) == 1).all()
+
+
+def test_an_empty_or_reversed_range_runs_nothing():
+    calls = []
+    cb = CHUNK(lambda ctx, first, last: calls.append((first, last)))
+    ENTRY(pool.entry)(cb, None, 10, 3, 4)
+    ENTRY(pool.entry)(cb, None, 0, 0, 4)
+    assert calls == []
+
+
+def test_callers_from_several_python_threads_at_once():
+    """More concurrent callers than job slots: those without a slot run alone."""
+    results, errors = [], []
+
+    def caller():
+        try:
+            for _ in range(20):
+                results.append(bool((run_pool(0, 3000, 4) == 1).all()))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+    threads = [threading.Thread(target=caller) for _ in range(cpu_pool.NSLOTS + 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert results == [True] * (20 * (cpu_pool.NSLOTS + 4))
+
+
+@pytest.fixture(scope="module")
+def big():
+    rng = np.random.default_rng(7)
+    A = sp.random(4000, 3000, density=0.01, format="csr", dtype=np.float32, random_state=rng)
+    B = rng.random((3000, 48), dtype=np.float32)
+    return A, B
+
+
+@pytest.mark.parametrize("threads", [2, 3, 8, 64])
+def test_spmm_on_the_pool_matches_one_thread(big, threads):
+    A, B = big
+    one = spc.compile("spmm", fmt="csr", schedule=spc.Schedule(threads=1))(A, B)
+    for _ in range(5):                       # repeated calls reuse slots and workers
+        many = spc.compile("spmm", fmt="csr", schedule=spc.Schedule(threads=threads))(A, B)
+        np.testing.assert_allclose(many, one, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 5, 5000])
+@pytest.mark.parametrize("nthreads", [2, 200])
+def test_kernel_launch_with_few_or_many_chunks(rows, nthreads):
+    """The launcher forced onto many threads, on no rows, fewer rows than threads
+    and one row per chunk."""
+    A = sp.random(rows, 40, density=0.2, format="csr", dtype=np.float32, random_state=1)
+    x = np.arange(40, dtype=np.float32)
+    k = spc.compile("spmv", fmt="csr")
+    k(sp.random(3, 40, density=0.5, format="csr", dtype=np.float32), x)      # build
+    launcher = k._variants[DType.I32].launchers[0]
+    y = np.full(rows, np.nan, dtype=np.float32)
+    launcher([A.indices, A.indptr, A.data, x, y], [rows, 40], nthreads=nthreads)
+    np.testing.assert_allclose(y, A @ x, rtol=1e-5)
+
+
+def test_spmm_from_several_python_threads(big):
+    A, B = big
+    k = spc.compile("spmm", fmt="csr", schedule=spc.Schedule(threads=2))
+    ref = k(A, B)
+    outs = [None] * 6
+
+    def run(i):
+        outs[i] = [k(A, B) for _ in range(10)]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for calls in outs:
+        for C in calls:
+            np.testing.assert_array_equal(C, ref)
+
+
+def test_kernels_call_the_pool_not_libgomp():
+    src = spc.compile("spmm", fmt="csr", target=CPUTarget(threading="pool")).source
+    assert cpu_pool.ENTRY in src and "GOMP_parallel" not in src
+
+
+@pytest.mark.parametrize("threading_", ["pthread", "pool"])
+def test_other_threading_modes_give_the_same_result(big, threading_):
+    A, B = big
+    k = spc.compile("spmm", fmt="csr", target=CPUTarget(threading=threading_),
+                    schedule=spc.Schedule(threads=3))
+    np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64", "riscv64"])
+def test_pool_module_verifies_for_each_machine(machine):
+    """Without a known futex number (riscv64 here) idle workers yield instead."""
+    text = cpu_pool.emit_pool_module(machine=machine)
+    llvm.parse_assembly(text).verify()
+    calls_futex = 'call i64 (i64, ...) @"syscall"' in text
+    assert calls_futex == (machine != "riscv64")
