@@ -12,7 +12,7 @@ import numpy as np
 from .. import config
 from ..errors import InputError
 from ..formats.format import Format, resolve_format
-from ..formats.inspect_numba import compressed_errors, compressed_in_bounds
+from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
 from ..frontend import ast
 from ..frontend.check import index_sizes
@@ -22,11 +22,13 @@ from ..ir.printer import format_kernel
 from ..ir.verify import verify
 from . import cache
 from .dump import Dumper
+from .launch_cpu import launch
 from .operands import result_family, shape_of, to_tensor, with_index_dtype
 
 SMALL_WORK = 150_000      # below this many multiply-adds a call runs on one thread
 _UNPLANNED = object()
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
+_I32 = _NP_INDEX[DType.I32]
 
 
 @functools.lru_cache(maxsize=None)
@@ -81,6 +83,19 @@ class Schedule:
     order: tuple[str, ...] | None = None
     parallel: bool = True
     threads: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _FastPlan:
+    """What the fast call path precomputes for a kernel (see ``_fast_plan``)."""
+    operands: tuple[tuple[str, int, bool], ...]   # (kind, rank, needs_canonical) per input
+    checks: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]  # index -> (operand, axis) that must agree
+    first: tuple[tuple[int, int], ...]            # (operand, axis) giving each size, in ``sizes`` order
+    sizes: tuple[str, ...]                        # the kernel's indices
+    out_dims: tuple[int, ...]                     # output axes, as positions in ``sizes``
+    free: tuple[int, ...]                         # sizes of indices no sparse operand has
+    launches: tuple[tuple[int, tuple[tuple[int, str], ...], tuple[int, ...]], ...]
+    parallel: bool                                # may use more than one thread
 
 
 @dataclass
@@ -187,7 +202,7 @@ class CompiledKernel:
     def bind(self, args, kwargs) -> dict[str, object]:
         return bind_operands(self.name, self.inputs, args, kwargs)
 
-    def _fast_plan(self):
+    def _fast_plan(self) -> "_FastPlan | None":
         """How the fast path finds each launch argument, or None where it cannot apply.
 
         The fast path covers dense outputs whose operands are C-contiguous numpy
@@ -199,6 +214,8 @@ class CompiledKernel:
         v = self._variants.get(DType.I32)
         if v is None or v.launchers is None or v.program.output_kind != OutputKind.DENSE:
             return None
+        if any(getattr(launcher, "address", None) is None for launcher in v.launchers):
+            return None
         position = {n: k for k, n in enumerate(self.inputs)}
         kinds = []
         for n in self.inputs:
@@ -209,8 +226,8 @@ class CompiledKernel:
                 kinds.append((fmt.name, 2))
             else:
                 return None
-        getters = []
-        for kernel in v.kernels:
+        launches = []
+        for kernel, launcher in zip(v.kernels, v.launchers):
             get = []
             for p in kernel.params:
                 if not isinstance(p.value, Buffer):
@@ -231,78 +248,90 @@ class CompiledKernel:
                     break
                 else:
                     return None
-            ints = [p.name[len("size_"):] for p in kernel.params if not isinstance(p.value, Buffer)]
-            getters.append((get, ints))
+            ints = tuple(p.name[len("size_"):] for p in kernel.params
+                         if not isinstance(p.value, Buffer))
+            launches.append((launcher.address, tuple(get), ints))
         sources: dict[str, list[tuple[int, int]]] = {}
         for acc in self.expression.accesses():
             k = position[acc.tensor]
             for axis, ix in enumerate(acc.indices):
                 sources.setdefault(ix, []).append((k, axis))
-        out_dims = [sources[ix][0] for ix in self.expression.lhs.indices]
         # Operands every kernel reads correctly when unsorted or duplicated (the IR
         # says so: Kernel.accepts_noncanonical) need in-bounds entries only; the
         # others must be canonical, or the call takes the general path, which
         # canonicalizes them.
         accepting = self.accepts_noncanonical
-        needs_canonical = tuple(n not in accepting for n in self.inputs)
-        return kinds, getters, sources, out_dims, needs_canonical
+        operands = tuple((kind, rank, n not in accepting) for n, (kind, rank) in
+                         zip(self.inputs, kinds))
+        sizes = tuple(sorted(sources))
+        return _FastPlan(
+            operands=operands,
+            checks=tuple((ix, tuple(where)) for ix, where in sources.items() if len(where) > 1),
+            first=tuple(sources[ix][0] for ix in sizes),
+            sizes=sizes,
+            out_dims=tuple(sizes.index(ix) for ix in self.expression.lhs.indices),
+            free=tuple(sizes.index(ix) for ix in sizes if ix not in self._sparse_indices),
+            launches=tuple((addr, get, tuple(sizes.index(ix) for ix in ints))
+                           for addr, get, ints in launches),
+            parallel=self.schedule.parallel and self._max_threads > 1)
 
     def _fast_call(self, args, validate: bool):
         """The result, or None when the fast path does not apply (see _fast_plan)."""
         plan = self._plan
         if plan is None:
             return None
-        kinds, getters, sources, out_dims, needs_canonical = plan
         dtype = self._np_dtype
-        args = tuple(_CompressedView.of(x, kind) if kind != "dense" and isinstance(x, Tensor)
-                     else x for x, (kind, _) in zip(args, kinds))
-        for x, (kind, rank) in zip(args, kinds):
+        ops = list(args)
+        work = 0
+        for k, (kind, rank, canonical) in enumerate(plan.operands):
+            x = ops[k]
             if kind == "dense":
                 if type(x) is not np.ndarray or x.dtype != dtype or x.ndim != rank \
                         or not x.flags.c_contiguous:
                     return None
-            elif getattr(x, "format", None) != kind or not (
-                    _is_scipy_sparse(x) or type(x) is _CompressedView) \
-                    or x.data.dtype != dtype or x.indices.dtype != np.int32 \
-                    or x.indptr.dtype != np.int32 or len(x.data) != len(x.indices):
+                work += x.size
+                continue
+            if type(x) is Tensor:
+                x = ops[k] = _CompressedView.of(x, kind)
+                if type(x) is not _CompressedView:
+                    return None
+            elif getattr(x, "format", None) != kind or not _is_scipy_sparse(x):
                 return None
-        shapes = [x.shape for x in args]
-        sizes = {}
-        for ix, where in sources.items():
-            first = shapes[where[0][0]][where[0][1]]
+            crd, pos = x.indices, x.indptr
+            if x.data.dtype != dtype or crd.dtype != _I32 or pos.dtype != _I32 \
+                    or len(x.data) != len(crd):
+                return None
+            work += len(crd)
+            if validate:
+                rows, cols = x.shape
+                parents, dim = (rows, cols) if kind == "csr" else (cols, rows)
+                if canonical or type(x) is _CompressedView:   # spc Tensors are canonical
+                    ok = looks_valid(pos, crd, parents, dim, True, True)
+                else:
+                    ok = compressed_in_bounds(pos, crd, parents, dim)
+                if not ok:
+                    return None      # malformed or non-canonical: the general path explains
+        for ix, where in plan.checks:
+            k0, a0 = where[0]
+            first = ops[k0].shape[a0]
             for k, axis in where[1:]:
-                if shapes[k][axis] != first:
+                if ops[k].shape[axis] != first:
                     return None          # the general path explains the mismatch
-            sizes[ix] = first
-        if validate:
-            for x, (kind, _), canonical in zip(args, kinds, needs_canonical):
-                if kind != "dense":
-                    parents, dim = (x.shape[0], x.shape[1]) if kind == "csr" else \
-                        (x.shape[1], x.shape[0])
-                    if canonical or type(x) is _CompressedView:   # spc Tensors are canonical
-                        ok = compressed_errors(x.indptr, x.indices, parents, dim,
-                                               True, True)[0] == 0
-                    else:
-                        ok = compressed_in_bounds(x.indptr, x.indices, parents, dim)
-                    if not ok:
-                        return None      # malformed or non-canonical: general path
-        out_shape = tuple(shapes[k][axis] for k, axis in out_dims)
-        out = np.zeros(out_shape, dtype=dtype)
+        sizes = [ops[k].shape[axis] for k, axis in plan.first]
+        out = np.zeros([sizes[d] for d in plan.out_dims], dtype=dtype)
+        nthreads = 1
+        if plan.parallel:
+            free = 1
+            for d in plan.free:
+                free *= sizes[d]
+            if work * max(1, free) >= SMALL_WORK:
+                nthreads = self._max_threads
         flat = out.reshape(-1)
-        work = 0
-        for x, (kind, _) in zip(args, kinds):
-            work += x.size if kind == "dense" else len(x.indices)
-        free = 1
-        for ix, size in sizes.items():
-            if ix not in self._sparse_indices:
-                free *= size
-        nthreads = 1 if (not self.schedule.parallel or work * max(1, free) < SMALL_WORK) \
-            else self._max_threads
-        launchers = self._variants[DType.I32].launchers
-        for launcher, (get, ints) in zip(launchers, getters):
-            buffers = [flat if k < 0 else (args[k] if what == "arr" else getattr(args[k], what))
-                       for k, what in get]
-            launcher(buffers, [sizes[ix] for ix in ints], nthreads=nthreads)
+        for address, get, ints in plan.launches:
+            launch(address, nthreads,
+                   tuple(flat if k < 0 else (ops[k] if what == "arr" else getattr(ops[k], what))
+                         for k, what in get),
+                   tuple(sizes[d] for d in ints))
         return out[()] if out.ndim == 0 else out
 
     def __call__(self, *args, validate: bool = True, **kwargs):
