@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import SpcError
+
 
 def cache_dir() -> Path:
     env = os.environ.get("SPC_CACHE_DIR")
@@ -40,7 +42,11 @@ def data_dir() -> Path:
 def num_threads() -> int:
     env = os.environ.get("SPC_NUM_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise SpcError(f"SPC_NUM_THREADS must be a whole number of threads, not "
+                           f"{env!r}") from None
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -140,11 +140,25 @@ class Level:
         flags = "" if self.unique else "(nonunique)"
         return f"{self.name}{flags}"
 
+    def parameters(self) -> tuple:
+        """Every parameter the level was made with (its instance attributes), by
+        name: two levels of one class are equal exactly when these are."""
+        return tuple(sorted((k, _hashable(v)) for k, v in vars(self).items()))
+
     def __eq__(self, other) -> bool:
-        return type(self) is type(other) and self.unique == other.unique
+        return type(self) is type(other) and self.parameters() == other.parameters()
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.unique))
+        return hash((type(self).__qualname__, self.parameters()))
+
+
+def _hashable(value):
+    """``value``, or a tuple standing for it when it is a list or an array."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):
+        return ("array", str(value.dtype), _hashable(value.tolist()))
+    return value
 
 
 class Dense(Level):

@@ -289,9 +289,3 @@ class NMGroup(Level):
 
     def __repr__(self):
         return f"nm({self.n},{self.m})"
-
-    def __eq__(self, other):
-        return type(self) is type(other) and (self.n, self.m) == (other.n, other.m)
-
-    def __hash__(self):
-        return hash(("nm", self.n, self.m))

@@ -183,6 +183,13 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
         # sparse outputs are appended in storage order, before any reduction
         out_fmt = formats[assign.lhs.tensor]
         out_stored = plan.level_vars(out_fmt, assign.lhs.indices)
+        split = [ix for ix in out_stored if ix not in before]
+        if split:
+            raise UnsupportedError(
+                f"'{assign.source}': the sparse output {assign.lhs.tensor} is appended in "
+                f"storage order, but a blocked operand splits its index "
+                f"{', '.join(map(repr, split))} into block and in-block loops; use a dense "
+                f"output, or an operand format without blocks")
         for k, ix in enumerate(out_stored):
             before[ix].update(out_stored[:k])
         for ix in indices:

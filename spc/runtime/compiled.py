@@ -37,6 +37,15 @@ def _named(name: str) -> Format:
     return resolve_format(name, 2)
 
 
+def call_option(inputs: tuple[str, ...], kwargs: dict) -> bool:
+    """The ``validate`` keyword of a call (default True), taken out of ``kwargs``,
+    unless a tensor is named ``validate``: then the keyword is that tensor (and
+    validation stays on).  Any other tensor name, ``self`` included, is free."""
+    if "validate" in inputs:
+        return True
+    return bool(kwargs.pop("validate", True))
+
+
 def bind_operands(name: str, inputs: tuple[str, ...], args, kwargs) -> dict[str, object]:
     """Operands by name from a call's positional (``inputs`` order) and keyword arguments."""
     if len(args) > len(inputs):
@@ -334,7 +343,8 @@ class CompiledKernel:
                    tuple(sizes[d] for d in ints))
         return out[()] if out.ndim == 0 else out
 
-    def __call__(self, *args, validate: bool = True, **kwargs):
+    def __call__(self, /, *args, **kwargs):
+        validate = call_option(self.inputs, kwargs)
         device_operands = getattr(self.target, "operands", None)
         if device_operands is not None:        # a device target (cuda) handles its operands
             if not kwargs and len(args) == len(self.inputs):

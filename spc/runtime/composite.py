@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..frontend import ast
-from .compiled import CompiledKernel, bind_operands
+from .compiled import CompiledKernel, bind_operands, call_option
 
 
 def part_name(tensor: str, k: int) -> str:
@@ -126,7 +126,8 @@ class CompositeKernel:
         return f"spc.CompositeKernel({self.expression.source!r}, target={self.target.name})"
 
     # -- calling ----------------------------------------------------------------------
-    def __call__(self, *args, validate: bool = True, **kwargs):
+    def __call__(self, /, *args, **kwargs):
+        validate = call_option(self.inputs, kwargs)
         bound = bind_operands(self.name, self.inputs, args, kwargs)
         import numpy as np
         np_dtype = np.dtype(self.dtype.numpy)
