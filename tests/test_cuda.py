@@ -241,14 +241,21 @@ def test_device_operands_are_not_copied():
 def test_kernels_launch_on_the_torch_current_stream(monkeypatch):
     torch = torch_or_skip()
     from spc.codegen import cuda as cuda_mod
+    from spc.runtime import cuda_launch
     seen = []
     original = cuda_mod.CudaLauncher.__call__
+    original_raw = cuda_launch.RawLaunch.launch
 
     def spy(self, buffers, sizes, nthreads=None, stream=None):
         seen.append(cupy.cuda.get_current_stream().ptr)
         return original(self, buffers, sizes, nthreads, stream)
 
+    def spy_raw(self, pointers, lengths, sizes, stream, device_id):
+        seen.append(stream)              # the torch call path launches on this stream
+        return original_raw(self, pointers, lengths, sizes, stream, device_id)
+
     monkeypatch.setattr(cuda_mod.CudaLauncher, "__call__", spy)
+    monkeypatch.setattr(cuda_launch.RawLaunch, "launch", spy_raw)
     A = torch.from_numpy(_csr().toarray()).cuda().to_sparse_csr()
     B = torch.rand(40, 8, device="cuda")
     s = torch.cuda.Stream()
