@@ -1,12 +1,14 @@
 """``spc.compile``: named kernels and index-notation expressions."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from .errors import FormatError, KernelNameError, UnsupportedError
 from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
+from .frontend.names import internal_names, names_of, rename, symbol_part
 from .frontend.parser import parse
 from .ir.nodes import DType
 from .runtime.compiled import CompiledKernel, Schedule
@@ -88,11 +90,27 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
         if isinstance(f, SumFormat) and f.rank != ranks[t]:
             raise FormatError(f"tensor {t}: format {f} stores rank-{f.rank} tensors, "
                               f"not rank {ranks[t]}")
-    inputs = positional or tuple(dict.fromkeys(a.tensor for a in assign.accesses()))
+    input_names = positional or tuple(dict.fromkeys(a.tensor for a in assign.accesses()))
     if label is None:
         label = "k" + hashlib.sha1(text.encode()).hexdigest()[:8]
-    label = f"{label}_{'_'.join(str(resolved[t]).replace('(', '').replace(')', '').replace(',', '').replace(' ', '').replace(';', '').replace('=', '') for t in sorted(resolved))}"
+    label = f"{label}_{'_'.join(_format_label(resolved[t]) for t in sorted(resolved))}"
+    # inside spc, names that could collide with generated ones are mangled
+    internal = internal_names(names_of(assign))
+    schedule = schedule or Schedule()
+    if schedule.order is not None:
+        schedule = dataclasses.replace(
+            schedule, order=tuple(internal.get(ix, ix) for ix in schedule.order))
     kind = CompositeKernel if any(isinstance(f, SumFormat) for f in resolved.values()) \
         else CompiledKernel
-    return kind(assign, resolved, make_target(target, **target_options), dt,
-                schedule or Schedule(), label, inputs)
+    return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
+                make_target(target, **target_options), dt, schedule, label,
+                tuple(internal[n] for n in input_names),
+                display={i: u for u, i in internal.items() if i != u})
+
+
+def _format_label(fmt) -> str:
+    """A format's name as part of a kernel symbol."""
+    text = str(fmt)
+    for ch in "(), ;=":
+        text = text.replace(ch, "")
+    return symbol_part(text)

@@ -59,8 +59,8 @@ def _count(n: int) -> str:
     return f"{n} index" if n == 1 else f"{n} indices"
 
 
-def index_sizes(assign: Assignment,
-                shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+def index_sizes(assign: Assignment, shapes: dict[str, tuple[int, ...]],
+                display: dict[str, str] | None = None) -> dict[str, int]:
     """Size of every index, read off the operand shapes.
 
     Requires: ``shapes`` maps every tensor read on the right-hand side (and
@@ -68,8 +68,11 @@ def index_sizes(assign: Assignment,
     Ensures: a dict ``index -> size`` over every index bound by a shaped
     access; raises ``ShapeError`` (with a span) when a shape is missing, a
     rank differs from the access's index count, or one index gets two sizes.
+    Messages name tensors and indices through ``display`` (internal name ->
+    the user's), where given.
     """
     src = assign.source
+    show = (lambda n: display.get(n, n)) if display else (lambda n: n)
     accesses = list(assign.accesses())
     if assign.lhs.tensor in shapes:
         accesses.insert(0, assign.lhs)          # text order: output comes first
@@ -78,12 +81,12 @@ def index_sizes(assign: Assignment,
     bound_by: dict[str, str] = {}               # index -> tensor that fixed its size
     for acc in accesses:
         if acc.tensor not in shapes:
-            raise ShapeError(f"no shape given for tensor '{acc.tensor}'",
+            raise ShapeError(f"no shape given for tensor '{show(acc.tensor)}'",
                              source=src, span=acc.span)
         shape = tuple(shapes[acc.tensor])
         if len(shape) != len(acc.indices):
             raise ShapeError(
-                f"tensor '{acc.tensor}' has rank {len(shape)} but is indexed "
+                f"tensor '{show(acc.tensor)}' has rank {len(shape)} but is indexed "
                 f"with {_count(len(acc.indices))}", source=src, span=acc.span)
         for ix, span, dim in zip(acc.indices, acc.index_spans, shape):
             dim = int(dim)
@@ -91,8 +94,8 @@ def index_sizes(assign: Assignment,
                 sizes[ix], bound_by[ix] = dim, acc.tensor
             elif sizes[ix] != dim:
                 raise ShapeError(
-                    f"index '{ix}' is {dim} in {acc.tensor} but "
-                    f"{sizes[ix]} in {bound_by[ix]}", source=src, span=span)
+                    f"index '{show(ix)}' is {dim} in {show(acc.tensor)} but "
+                    f"{sizes[ix]} in {show(bound_by[ix])}", source=src, span=span)
     return sizes
 
 

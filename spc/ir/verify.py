@@ -14,7 +14,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     integers; conditions are booleans; a PARALLEL loop is the kernel's only
     top-level statement; GPU lane loops are not nested in lane loops, and a
     warp sum is not taken inside one (the warp's lanes must all reach it);
-    an atomic store accumulates.  Returns the kernel unchanged.
+    an atomic store accumulates; parameter names are distinct and no Let or loop
+    variable redeclares a visible name.  Returns the kernel unchanged.
     """
     where = f" (after {stage})" if stage else ""
     bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
@@ -73,6 +74,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 stmt(c, inner, top and len(s.body) == 1)
         elif isinstance(s, Let):
             expr(s.value, scope)
+            if s.var.name in scope:
+                fail(f"'{s.var.name}' is declared again where it is already visible")
             scope.add(s.var.name)
             fixed.discard(s.var.name)
         elif isinstance(s, Assign):
@@ -98,6 +101,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             expr(s.hi, scope)
             if any(dtype_of(b) not in (DType.I64, DType.I32) for b in (s.lo, s.hi)):
                 fail(f"loop bound of '{s.var.name}' is not an integer")
+            if s.var.name in scope:
+                fail(f"loop variable '{s.var.name}' shadows a visible name")
             fixed.add(s.var.name)
             if s.kind is LoopKind.PARALLEL and not top:
                 fail("a parallel loop must be the kernel's only top-level statement")
@@ -123,6 +128,9 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
         else:
             fail(f"unknown statement {s!r}")
 
+    names = [p.name for p in kernel.params]
+    if len(set(names)) != len(names):
+        fail(f"parameters share a name: {sorted(n for n in set(names) if names.count(n) > 1)}")
     sizes = {p.name for p in kernel.params if not isinstance(p.value, Buffer)}
     fixed = set(sizes)          # names that may be read but never assigned
     stmt(kernel.body, set(sizes), True)

@@ -122,7 +122,13 @@ class CompiledKernel:
 
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format], target,
                  dtype: DType, schedule: Schedule, name: str, inputs: tuple[str, ...],
-                 separate: frozenset[str] = frozenset()):
+                 separate: frozenset[str] = frozenset(),
+                 display: dict[str, str] | None = None):
+        """``assign``, ``formats`` and ``inputs`` use spc's internal names
+        (frontend.names); ``display`` maps the internal names that differ to the
+        user's, which keyword calls and messages use."""
+        self.display = dict(display or {})
+        self.input_names = tuple(self.display.get(n, n) for n in inputs)
         self.expression = assign
         self.formats = formats
         self.target = target
@@ -209,7 +215,10 @@ class CompiledKernel:
 
     # -- calling -------------------------------------------------------------------
     def bind(self, args, kwargs) -> dict[str, object]:
-        return bind_operands(self.name, self.inputs, args, kwargs)
+        """Operands by internal name from a call's positional and keyword arguments
+        (keywords are the callers' names)."""
+        bound = bind_operands(self.name, self.input_names, args, kwargs)
+        return {n: bound[u] for n, u in zip(self.inputs, self.input_names)}
 
     def _fast_plan(self) -> "_FastPlan | None":
         """How the fast path finds each launch argument, or None where it cannot apply.
@@ -344,28 +353,32 @@ class CompiledKernel:
         return out[()] if out.ndim == 0 else out
 
     def __call__(self, /, *args, **kwargs):
-        validate = call_option(self.inputs, kwargs)
+        validate = call_option(self.input_names, kwargs)
         device_operands = getattr(self.target, "operands", None)
-        if device_operands is not None:        # a device target (cuda) handles its operands
-            if not kwargs and len(args) == len(self.inputs):
+        if not kwargs and len(args) == len(self.inputs):
+            if device_operands is not None:    # a device target (cuda)
                 if self._device_fast is _UNPLANNED:
                     self._device_fast = self.target.fast_path(self)
-                if self._device_fast is not None:
-                    out = self._device_fast(args, validate)
-                    if out is not None:
-                        return out
-            return device_operands().call(self, self.bind(args, kwargs), validate)
-        if not kwargs and len(args) == len(self.inputs):
-            if self._plan is _UNPLANNED:
-                self.build()
-                self._plan = self._fast_plan()
-            out = self._fast_call(args, validate)
+                out = None if self._device_fast is None else self._device_fast(args, validate)
+            else:
+                if self._plan is _UNPLANNED:
+                    self.build()
+                    self._plan = self._fast_plan()
+                out = self._fast_call(args, validate)
             if out is not None:
                 return out
-        bound = self.bind(args, kwargs)
+        return self.run(self.bind(args, kwargs), validate)
+
+    def run(self, bound: dict[str, object], validate: bool = True):
+        """The result for ``bound``, every operand by internal name (``bind``'s
+        result): the general call path, for every operand family and target."""
+        device_operands = getattr(self.target, "operands", None)
+        if device_operands is not None:        # a device target (cuda) handles its operands
+            return device_operands().call(self, bound, validate)
         shapes = {n: shape_of(x) for n, x in bound.items()}
-        sizes = index_sizes(self.expression, shapes)
-        tensors = {n: to_tensor(x, self.formats[n], self._np_dtype, n, validate)
+        sizes = index_sizes(self.expression, shapes, self.display)
+        tensors = {n: to_tensor(x, self.formats[n], self._np_dtype, self.display.get(n, n),
+                                validate)
                    for n, x in bound.items()}
         index_dtype = self._pick_index_dtype(tensors, sizes)
         np_index = _NP_INDEX[index_dtype]

@@ -58,7 +58,9 @@ class CompositeKernel:
     """A compiled expression with sum-format operands; called like CompiledKernel."""
 
     def __init__(self, assign: ast.Assignment, formats: dict, target, dtype, schedule,
-                 name: str, inputs: tuple[str, ...]):
+                 name: str, inputs: tuple[str, ...], display: dict[str, str] | None = None):
+        self.display = dict(display or {})
+        self.input_names = tuple(self.display.get(n, n) for n in inputs)
         self.expression = assign
         self.formats = formats
         self.target = target
@@ -127,8 +129,9 @@ class CompositeKernel:
 
     # -- calling ----------------------------------------------------------------------
     def __call__(self, /, *args, **kwargs):
-        validate = call_option(self.inputs, kwargs)
-        bound = bind_operands(self.name, self.inputs, args, kwargs)
+        validate = call_option(self.input_names, kwargs)
+        by_user = bind_operands(self.name, self.input_names, args, kwargs)
+        bound = {n: by_user[u] for n, u in zip(self.inputs, self.input_names)}
         import numpy as np
         np_dtype = np.dtype(self.dtype.numpy)
         operands = {}
@@ -146,8 +149,8 @@ class CompositeKernel:
                 operands[part_name(n, k)] = part
         if self.source_of_pattern is None:
             k = self.kernels[0]
-            return k(**{n: operands[n] for n in k.inputs}, validate=validate)
-        outs = [k(**{n: operands[n] for n in k.inputs}, validate=validate) for k in self.kernels]
+            return k.run({n: operands[n] for n in k.inputs}, validate)
+        outs = [k.run({n: operands[n] for n in k.inputs}, validate) for k in self.kernels]
         src = split[self.source_of_pattern]
         out = SumTensor(src.shape, self.sums[self.output], outs, src.width)
         from .operands import result_family

@@ -150,12 +150,13 @@ class DeviceOperands:
         if hit is not None and hit[0] is ck.expression:
             sizes = hit[1]
         else:
-            sizes = index_sizes(ck.expression, shapes)
+            sizes = index_sizes(ck.expression, shapes, ck.display)
             if len(self._sizes) > 256:
                 self._sizes.clear()
             self._sizes[key] = (ck.expression, sizes)
         np_dtype = np.dtype(ck.dtype.numpy)
-        tensors = {n: self.to_tensor(x, families[n], ck.formats[n], np_dtype, n, validate)
+        tensors = {n: self.to_tensor(x, families[n], ck.formats[n], np_dtype,
+                                     ck.display.get(n, n), validate)
                    for n, x in bound.items()}
         index_dtype = ck._pick_index_dtype(tensors, sizes)
         np_index = _NP_INDEX[index_dtype]
