@@ -172,8 +172,8 @@ kernel sddmm_csr_csr_dense_dense(in A1_crd: i32*, in A1_pos: i32*, in A_vals: f3
       for k in [0, size_k):
         let X1_p6: i64 = X0_p1 * size_k + k
         let Y1_p7: i64 = Y0_p5 * size_k + k
-        acc = acc + A_vals[A1_p3] * X_vals[X1_p6] * Y_vals[Y1_p7]
-      S_vals[A1_p3] = acc
+        acc = acc + X_vals[X1_p6] * Y_vals[Y1_p7]
+      S_vals[A1_p3] = A_vals[A1_p3] * acc
 """
 
 GOLDEN_TRANSPOSED = """\

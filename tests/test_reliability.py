@@ -54,3 +54,36 @@ def test_validate_keyword_still_works():
 def test_blocked_operand_into_a_sparse_output_is_refused_clearly():
     with pytest.raises(spc.UnsupportedError, match="blocked operand"):
         spc.compile("C[i,j] = A[i,j]", formats={"A": "bsr(4,1)", "C": "csr"})
+
+
+@pytest.mark.parametrize("a,x,y", [
+    (np.inf, [1.0, -2.0], [1.0, 1.0]),      # inf * (1 - 2) = -inf, not inf - 2 inf = nan
+    (-np.inf, [3.0, 1.0], [1.0, -1.0]),
+    (2.0, [np.inf, 1.0], [1.0, 0.0]),
+    (np.nan, [1.0, 1.0], [1.0, 1.0]),
+])
+def test_sddmm_propagates_inf_and_nan_as_scipy_does(a, x, y):
+    A = sp.csr_matrix(np.array([[a]]))
+    X, Y = np.array([x]), np.array([y])
+    want = A.multiply(X @ Y.T).toarray()
+    got = spc.compile("sddmm", fmt="csr", dtype="float64")(A, X, Y).toarray()
+    np.testing.assert_array_equal(got, want)
+
+
+def _hyb_operands(family):
+    rng = np.random.default_rng(2)
+    A = sp.random(7, 6, density=0.5, format="csr", random_state=4)
+    X, Y = rng.standard_normal((7, 3)), rng.standard_normal((6, 3))
+    want = A.multiply(X @ Y.T).toarray()
+    if family == "scipy-dense-side":
+        return (A, sp.csr_matrix(X), Y), want
+    torch = pytest.importorskip("torch")
+    return (torch.tensor(A.toarray()).to_sparse_csr(), torch.tensor(X), torch.tensor(Y)), want
+
+
+@pytest.mark.parametrize("family", ["scipy-dense-side", "torch"])
+def test_hyb_sddmm_returns_the_operands_family(family):
+    args, want = _hyb_operands(family)
+    out = spc.compile("sddmm", fmt="hyb", dtype="float64")(*args)
+    dense = out.toarray() if sp.issparse(out) else out.to_dense().numpy()
+    np.testing.assert_allclose(dense, want, rtol=1e-12, atol=1e-12)

@@ -303,6 +303,7 @@ class Lowerer:
             if all(ix in reductions for ix in order[d:]):
                 self.acc_depth = d
         self.acc = Var("acc", value_dtype)
+        self.inner_rhs = assign.rhs          # what the innermost loop adds to acc
 
     # -- names and buffers ---------------------------------------------------
     def fresh(self, stem: str, dtype: DType = I64) -> Var:
@@ -410,6 +411,34 @@ class Lowerer:
         states, lets = self.resolve_located(states, set())
         return block(*lets, self.loops(0, states, frozenset(), set()))
 
+    def split_invariant(self, states, zero) -> tuple[ast.Expr | None, ast.Expr]:
+        """(the product of the right-hand side's factors that the reduction loops
+        below leave unchanged, or None; the product of the others), when the
+        right-hand side is a product with factors of both kinds.
+
+        Multiplying those factors once, after the reduction (``f * sum(g)``
+        rather than ``sum(f * g)``), is how scipy evaluates SDDMM, so an
+        infinite ``f`` gives an infinite result instead of ``inf - inf``; it also
+        saves a multiplication per reduction step.
+        """
+        factors = _multiplicands(self.assign.rhs)
+        if factors is None:
+            return None, self.assign.rhs
+        ids = {id(a): k for k, a in enumerate(self.accesses)}
+
+        def invariant(f) -> bool:
+            for a in _accesses_in(f):
+                k = ids[id(a)]
+                if k in zero or states[k].level < self.formats[a.tensor].nlevels:
+                    return False
+            return True
+
+        outside = [f for f in factors if invariant(f)]
+        inside = [f for f in factors if not invariant(f)]
+        if not outside or not inside:
+            return None, self.assign.rhs
+        return _product(outside), _product(inside)
+
     def uses_acc(self) -> bool:
         """Accumulate in a scalar at ``acc_depth`` (no reduction loop encloses an
         output loop, so each output entry is produced once)."""
@@ -424,9 +453,15 @@ class Lowerer:
             if self.phase == "assemble":
                 return block(*pre, self.emit_output(states, None, accumulate=False))
             pre.append(Let(self.acc, Const(0.0, self.vt)))
-            post.append(self.emit_output(states, self.acc, accumulate=self.accumulate))
+            result = self.acc
+            if depth < len(self.order):
+                hoisted, self.inner_rhs = self.split_invariant(states, zero)
+                if hoisted is not None:
+                    result = BinOp("*", simplify_expr(self.value(hoisted, states, zero)),
+                                   self.acc)
+            post.append(self.emit_output(states, result, accumulate=self.accumulate))
         if depth == len(self.order):
-            val = simplify_expr(self.value(self.assign.rhs, states, zero))
+            val = simplify_expr(self.value(self.inner_rhs, states, zero))
             if self.uses_acc():
                 inner = Assign(self.acc, BinOp("+", self.acc, val))
             else:
@@ -705,6 +740,34 @@ def _monomials(e: ast.Expr) -> list[ast.Expr]:
     if isinstance(e, ast.BinOp) and e.op == "*":
         return [ast.BinOp("*", a, b, e.span) for a in _monomials(e.lhs) for b in _monomials(e.rhs)]
     return [e]
+
+
+def _multiplicands(e: ast.Expr) -> list[ast.Expr] | None:
+    """The operands of ``e``'s chain of ``*`` (each kept whole, signs included),
+    or None when ``e`` is a sum or a difference."""
+    if isinstance(e, ast.BinOp):
+        if e.op != "*":
+            return None
+        lhs, rhs = _multiplicands(e.lhs), _multiplicands(e.rhs)
+        return None if lhs is None or rhs is None else lhs + rhs
+    return [e]
+
+
+def _product(factors: list[ast.Expr]) -> ast.Expr:
+    out = factors[0]
+    for f in factors[1:]:
+        out = ast.BinOp("*", out, f, (out.span[0], f.span[1]))
+    return out
+
+
+def _accesses_in(e: ast.Expr) -> list[ast.Access]:
+    if isinstance(e, ast.Access):
+        return [e]
+    if isinstance(e, ast.Neg):
+        return _accesses_in(e.operand)
+    if isinstance(e, ast.BinOp):
+        return _accesses_in(e.lhs) + _accesses_in(e.rhs)
+    return []
 
 
 def _factors_of(e: ast.Expr) -> list[ast.Expr]:

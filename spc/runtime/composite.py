@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
+from ..formats.tensor import Tensor
 from ..frontend import ast
 from .compiled import CompiledKernel, bind_operands, call_option
 
@@ -150,13 +151,31 @@ class CompositeKernel:
         if self.source_of_pattern is None:
             k = self.kernels[0]
             return k.run({n: operands[n] for n in k.inputs}, validate)
-        outs = [k.run({n: operands[n] for n in k.inputs}, validate) for k in self.kernels]
+        outs = [_part_tensor(k.run({n: operands[n] for n in k.inputs}, validate), k)
+                for k in self.kernels]
         src = split[self.source_of_pattern]
         out = SumTensor(src.shape, self.sums[self.output], outs, src.width)
         from .operands import result_family
-        if result_family(list(bound.values())) == "scipy":
+        family = result_family(list(bound.values()))
+        if family == "scipy":
             return out.to_scipy("csr")
+        if family == "torch":
+            from ..formats.tensor import tensor
+            return tensor(out.to_scipy("csr"), "csr").to_torch()
         return out
+
+
+def _part_tensor(result, kernel: CompiledKernel) -> Tensor:
+    """A part kernel's result (in its operands' family: scipy, torch, spc) as an
+    spc Tensor in the part's format, on the host."""
+    if isinstance(result, Tensor):
+        if type(result.vals).__module__.startswith("cupy"):
+            from .device import DeviceOperands
+            return DeviceOperands.get().to_host(result)
+        return result
+    from ..formats.tensor import tensor
+    return tensor(_host(result) if type(result).__module__.startswith("cupy") else result,
+                  kernel.formats[kernel.output])
 
 
 def _host(x):
