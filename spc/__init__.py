@@ -6,7 +6,7 @@
 """
 from .api import NAMED_KERNELS, compile
 from . import prune
-from .errors import (CompileError, DTypeError, FormatError, InputError, KernelNameError,
+from .errors import (CacheWarning, CompileError, DTypeError, FormatError, InputError, KernelNameError,
                      ParseError, ShapeError, SpcError, UnsupportedError)
 from .formats.format import Format, format_names, register_format
 from .formats.levels import Compressed, Dense, Level, LevelIO, Parent, Singleton
@@ -23,5 +23,5 @@ __all__ = [
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
     "NAMED_KERNELS", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
-    "InputError", "DTypeError", "UnsupportedError", "CompileError",
+    "InputError", "DTypeError", "UnsupportedError", "CompileError", "CacheWarning",
 ]

@@ -61,3 +61,8 @@ class UnsupportedError(SpcError, NotImplementedError):
 
 class CompileError(SpcError, RuntimeError):
     """Code generation or building failed: a bug in spc, please report it."""
+
+
+class CacheWarning(UserWarning):
+    """A disk-cache entry was not used (damaged, foreign, unloadable) or the
+    cache directory cannot be written; spc rebuilt or kept the kernel in memory."""

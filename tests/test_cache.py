@@ -30,6 +30,7 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("SPC_NO_DISK_CACHE", raising=False)
     monkeypatch.delenv("SPC_DUMP", raising=False)
     monkeypatch.setattr(cache, "_memory", {})
+    monkeypatch.setattr(cache, "_said", set())
     return d
 
 
@@ -141,7 +142,9 @@ def test_unwritable_cache_dir_costs_speed_not_correctness(tmp_path, monkeypatch,
     blocker.write_text("not a directory")
     monkeypatch.setenv("SPC_CACHE_DIR", str(blocker / "cache"))
     monkeypatch.setattr(cache, "_memory", {})
-    run_spmv()
+    monkeypatch.setattr(cache, "_said", set())
+    with pytest.warns(spc.CacheWarning, match="memory only"):
+        run_spmv()
     assert builds == ["spmv_csr_dense_dense"]
 
 
@@ -159,7 +162,8 @@ class _FailingReplace:
 
 def test_failed_write_leaves_no_temporary_file(cache_dir, builds, monkeypatch):
     monkeypatch.setattr(cache, "os", _FailingReplace())
-    run_spmv()
+    with pytest.warns(spc.CacheWarning, match="memory only"):
+        run_spmv()
     assert builds == ["spmv_csr_dense_dense"]
     assert entries(cache_dir) == {}
     assert leftovers(cache_dir) == [], "the temporary file of a failed write was left behind"
@@ -332,3 +336,124 @@ def test_spc_dump_of_the_int64_index_variant(cache_dir, tmp_path, monkeypatch):
     lowered = [(d / f"{k.name}.00_lower.ir").read_text() for d in dirs]
     assert sum("A1_pos: i64*" in text for text in lowered) == 1
     assert sum("A1_pos: i32*" in text for text in lowered) == 1
+
+
+# ---------------------------------------------------------------------- faults (issue 10)
+
+
+def _entry_for(key: str, payload: bytes, magic: bytes = cache._MAGIC, digest_of=None) -> bytes:
+    import hashlib
+    digest = hashlib.sha256(digest_of if digest_of is not None else key.encode() + payload)
+    return magic + digest.digest() + payload
+
+
+def _only_entry(cache_dir: Path) -> Path:
+    spc.compile(EXPR, formats={"A": "csr"}).build()
+    (path,) = entries(cache_dir)
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "old-format", "garbage-own-checksum",
+                                    "garbage-keyed-checksum", "other-key", "elf-garbage"])
+def test_unusable_entry_is_reported_and_rebuilt(cache_dir, builds, damage):
+    path = _only_entry(cache_dir)
+    key = path.stem
+    data = path.read_bytes()
+    payload = data[len(cache._MAGIC) + 32:]
+    garbage = bytes(range(256)) * 8
+    path.write_bytes({
+        "truncated": data[:len(data) // 3],
+        "empty": b"",
+        "old-format": _entry_for(key, payload, magic=b"spc-cache-1\n", digest_of=payload),
+        "garbage-own-checksum": _entry_for(key, garbage, digest_of=garbage),
+        "garbage-keyed-checksum": _entry_for(key, garbage),
+        "other-key": _entry_for("0" * 64, payload),
+        "elf-garbage": None,
+    }[damage] if damage != "elf-garbage" else _entry_for(key, b"\x7fELF" + garbage))
+    cache.clear_memory()
+    builds.clear()
+    with pytest.warns(spc.CacheWarning, match="rebuilt"):
+        run_spmv(spc.compile(EXPR, formats={"A": "csr"}))
+    assert builds == [spc.compile(EXPR, formats={"A": "csr"}).name]
+    # the entry was replaced by a good one: the next process loads it without building
+    assert_child_ok(run_child(cache_dir, CHILD_FORBID_BUILD="1"))
+
+
+def test_unwritable_cache_dir_is_reported_once(tmp_path, monkeypatch, builds):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("SPC_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(cache, "_memory", {})
+    monkeypatch.setattr(cache, "_said", set())
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run_spmv()
+        spc.compile("y[i] = A[i,j]*x[j]*2", formats={"A": "csr"}).build()
+    said = [w for w in seen if issubclass(w.category, spc.CacheWarning)]
+    assert len(said) == 1 and "memory only" in str(said[0].message)
+
+
+KILLED_WRITER = textwrap.dedent("""
+    import os, sys, time
+    import spc
+    from spc.runtime import cache
+    real_replace = os.replace
+    class SlowOs:
+        def __getattr__(self, name):
+            return getattr(os, name)
+        @staticmethod
+        def replace(src, dst):
+            print("writing", flush=True)
+            time.sleep(60)               # killed here, before the rename
+            real_replace(src, dst)
+    cache.os = SlowOs()
+    spc.compile(os.environ["CHILD_EXPR"], formats={"A": "csr"}).build()
+""")
+
+
+def test_writer_killed_mid_write_leaves_no_entry_and_the_next_process_works(cache_dir):
+    import signal
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER], env=child_env(cache_dir),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert entries(cache_dir) == {}
+    (tmp,) = leftovers(cache_dir)              # the killed writer's temporary file
+    old = time.time() - 2 * cache._STALE_TMP_S
+    os.utime(tmp, (old, old))
+    assert_child_ok(run_child(cache_dir))      # builds, writes, and sweeps the stale file
+    assert len(entries(cache_dir)) == 1
+    assert leftovers(cache_dir) == []
+
+
+def test_eight_processes_at_once_share_one_valid_entry(cache_dir, tmp_path):
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD],
+                              env=child_env(cache_dir, CHILD_GO_FILE=str(go)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(8)]
+    time.sleep(1.0)
+    go.write_text("go")
+    for p in procs:
+        out, err = p.communicate(timeout=180)
+        assert_child_ok(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    assert len(entries(cache_dir)) == 1
+    assert leftovers(cache_dir) == []
+    assert_child_ok(run_child(cache_dir, CHILD_FORBID_BUILD="1"))
+
+
+def test_sixteen_threads_compiling_at_once(cache_dir):
+    from concurrent.futures import ThreadPoolExecutor
+    A = sp.random(30, 20, density=0.3, format="csr", dtype=np.float64, random_state=1)
+    x = np.arange(20.0)
+
+    def work(n):
+        k = spc.compile(f"y[i] = A[i,j]*x[j]*{n % 4 + 1}", formats={"A": "csr"},
+                        dtype="float64")
+        return n, k(A, x)
+
+    with ThreadPoolExecutor(16) as pool:
+        for n, y in pool.map(work, range(32)):
+            np.testing.assert_allclose(y, (n % 4 + 1) * (A @ x))

@@ -14,6 +14,7 @@ from ..ir.nodes import Buffer, Kernel
 from ..passes import DEFAULT_PIPELINE
 from .cpu_pool import load_pool
 from .llvm_ir import emit_module
+from .objfile import elf_ok, host_machine
 from .target import Target
 
 def _source_digest(*names: str) -> str:
@@ -178,6 +179,13 @@ class CPUTarget(Target):
                 return bytes(self._tm().emit_object(mod))
         except RuntimeError as err:
             raise CompileError(f"LLVM failed on kernel {kernel.name}: {err}") from err
+
+    def recognise(self, binary: bytes) -> bool:
+        """A well-formed ELF object for this host (Mach-O and COFF objects, on
+        hosts that make them, are recognised by their magic number only)."""
+        if binary.startswith(b"\x7fELF"):
+            return elf_ok(binary, host_machine())
+        return binary.startswith((b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\x64\x86"))
 
     def load(self, binary: bytes, kernel: Kernel) -> LoadedKernel:
         if self.threading == "pool":

@@ -26,6 +26,7 @@ from ..passes.map_gpu import THREADS_PER_BLOCK, WARPS_PER_BLOCK, make_map_gpu
 from ..passes.simplify import simplify
 from ..passes.mark_noncanonical import mark_noncanonical
 from .cuda_c import host_eval, launch_plan, render_args, render_body, render_params
+from .objfile import EM_CUDA, elf_ok
 from .target import Target
 
 CODEGEN_VERSION = "cuda-2"
@@ -388,6 +389,11 @@ class CUDATarget(Target):
             return b"SRC\0" + source.encode()
         except Exception as err:  # NVRTC's CompileException carries the log
             raise CompileError(f"NVRTC failed on kernel {kernel.name}: {err}") from err
+
+    def recognise(self, binary: bytes) -> bool:
+        """A well-formed cubin (an ELF object for EM_CUDA) or source for
+        RawModule (see ``build``)."""
+        return binary.startswith(b"SRC\0") or elf_ok(binary, EM_CUDA)
 
     def load(self, binary: bytes, kernel: Kernel) -> CudaLauncher:
         return CudaLauncher(binary, kernel, wide=self.wide, group=self.group, split=self.split,

@@ -30,6 +30,11 @@ class Target(ABC):
     def load(self, binary: bytes, kernel: Kernel):
         """A launcher for a built binary: ``launcher(buffers, sizes, **launch)``."""
 
+    def recognise(self, binary: bytes) -> bool:
+        """Whether ``binary`` looks like one of this target's binaries (a cheap
+        check before a cached file is loaded; the default accepts anything)."""
+        return True
+
     @abstractmethod
     def cache_key(self) -> str:
         """Everything besides the IR that shapes the binary: arch, flags, versions."""

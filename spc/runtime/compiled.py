@@ -181,8 +181,10 @@ class CompiledKernel:
             launchers = []
             for kernel, source in zip(v.kernels, v.sources):
                 key = cache.cache_key(format_kernel(kernel), self.target.cache_key())
-                binary = cache.get_or_build(key, lambda k=kernel, s=source: self.target.build(s, k))
-                launchers.append(self.target.load(binary, kernel))
+                launchers.append(cache.load_or_build(
+                    key, lambda k=kernel, s=source: self.target.build(s, k),
+                    lambda binary, k=kernel: self.target.load(binary, k),
+                    self.target.recognise))
             v.launchers = launchers
         return self
 
