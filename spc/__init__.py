@@ -7,7 +7,7 @@
 from .api import NAMED_KERNELS, compile
 from . import prune
 from .errors import (CacheWarning, CompileError, DTypeError, FormatError, InputError, KernelNameError,
-                     ParseError, ShapeError, SpcError, UnsupportedError)
+                     ParseError, ResourceError, ShapeError, SpcError, UnsupportedError)
 from .formats.format import Format, format_names, register_format
 from .formats.levels import Compressed, Dense, Level, LevelIO, Parent, Singleton
 from .formats.levels_padded import Diagonal, FixedWidth, NMGroup
@@ -23,5 +23,5 @@ __all__ = [
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
     "NAMED_KERNELS", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
-    "InputError", "DTypeError", "UnsupportedError", "CompileError", "CacheWarning",
+    "InputError", "DTypeError", "UnsupportedError", "CompileError", "CacheWarning", "ResourceError",
 ]

@@ -66,3 +66,7 @@ class CompileError(SpcError, RuntimeError):
 class CacheWarning(UserWarning):
     """A disk-cache entry was not used (damaged, foreign, unloadable) or the
     cache directory cannot be written; spc rebuilt or kept the kernel in memory."""
+
+
+class ResourceError(SpcError, MemoryError):
+    """The host or the GPU ran out of memory for a call's output or workspace."""

@@ -169,3 +169,22 @@ def test_shape_mismatch_is_explained():
     At = _torch_sparse(A, "csr", torch.int32, torch.float32)
     with pytest.raises(spc.ShapeError):
         k(At, torch.ones(A.shape[1] + 1, 4, device=DEV))
+
+
+@pytest.mark.parametrize("family", ["torch", "cupy"])
+def test_gpu_out_of_memory_is_a_resource_error_and_leaks_nothing(family):
+    k = spc.compile("C[i,j] = x[i]*y[j]", target="cuda")
+    if family == "torch":
+        x = torch.ones(2**22, device=DEV)
+    else:
+        import cupy
+        x = cupy.ones(2**22, dtype=np.float32)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    with pytest.raises(spc.ResourceError, match="out of memory"):
+        k(x, x)                                 # 2**44 floats: 64 TiB
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() == before
+    small = x[:3]
+    out = k(small, small)
+    np.testing.assert_allclose(np.asarray(out.tolist()), np.ones((3, 3)))

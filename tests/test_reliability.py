@@ -87,3 +87,81 @@ def test_hyb_sddmm_returns_the_operands_family(family):
     out = spc.compile("sddmm", fmt="hyb", dtype="float64")(*args)
     dense = out.toarray() if sp.issparse(out) else out.to_dense().numpy()
     np.testing.assert_allclose(dense, want, rtol=1e-12, atol=1e-12)
+
+
+# -- limits ----------------------------------------------------------------------------------
+
+def test_out_of_memory_is_a_resource_error():
+    k = spc.compile("C[i,j] = x[i]*y[j]", dtype="float64")
+    x = np.ones(2**24)                      # a 2**48-entry output
+    with pytest.raises(spc.ResourceError, match="out of memory"):
+        k(x, x)
+    np.testing.assert_allclose(k(np.ones(3), np.arange(2.0)), np.outer(np.ones(3), np.arange(2.0)))
+
+
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_one_row_holding_every_nonzero(kernel):
+    m, n = 50, 20_000
+    rows = np.full(n, 17)
+    A = sp.csr_matrix((np.linspace(-1, 1, n), (rows, np.arange(n))), shape=(m, n))
+    rng = np.random.default_rng(0)
+    k = spc.compile(kernel, fmt="csr", dtype="float64")
+    if kernel == "spmv":
+        x = rng.standard_normal(n)
+        np.testing.assert_allclose(k(A, x), A @ x, rtol=1e-10, atol=1e-10)
+    elif kernel == "spmm":
+        B = rng.standard_normal((n, 3))
+        np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-10, atol=1e-10)
+    else:
+        X, Y = rng.standard_normal((m, 2)), rng.standard_normal((n, 2))
+        np.testing.assert_allclose(k(A, X, Y).toarray(), A.multiply(X @ Y.T).toarray(),
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_very_wide_dense_operand():
+    A = sp.random(40, 30, density=0.2, format="csr", random_state=2)
+    B = np.random.default_rng(1).standard_normal((30, 20_001))
+    k = spc.compile("spmm", fmt="csr", dtype="float64")
+    np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-10, atol=1e-10)
+
+
+def test_cpu_positions_are_64_bit():
+    """Index arrays may be int32, but position and offset arithmetic is int64 (an
+    M*N dense output past 2**31 entries is addressed correctly)."""
+    src = spc.compile("spmm", fmt="csr").source
+    assert "mul nsw i64" in src or "mul i64" in src
+    assert "mul i32" not in src and "mul nsw i32" not in src
+
+
+class _FakeLauncher:
+    """What RawLaunch needs of a CudaLauncher, recording which variant it asks for."""
+    name = "fake"
+    kinds = [True, False]
+    size_names = ["size_i"]
+
+    class plan:
+        lane_buffer = None
+        threads = 128
+
+    def __init__(self):
+        self.asked = []
+
+    def grid(self, sizes, device_id, span):
+        return sizes["size_i"] // 4 + 1, (), 0
+
+    def function(self, device_id, narrow, group):
+        self.asked.append(narrow)
+
+        class F:
+            ptr = 0
+        return F()
+
+
+@pytest.mark.parametrize("size,length,narrow", [(100, 1000, True), (2**31 + 5, 10, False),
+                                                (10, 2**31 + 5, False), (2**30, 1, False)])
+def test_gpu_launch_takes_64_bit_arithmetic_past_2_to_the_30(monkeypatch, size, length, narrow):
+    from spc.runtime import cuda_launch
+    monkeypatch.setattr(cuda_launch, "_driver", lambda: (lambda *a: 0))
+    fake = _FakeLauncher()
+    cuda_launch.RawLaunch(fake).launch([123], [length], [size], 0, 0)
+    assert fake.asked == [narrow]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import config
-from ..errors import InputError
+from ..errors import InputError, ResourceError, SpcError
 from ..formats.format import Format, resolve_format
 from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
@@ -35,6 +35,17 @@ _I32 = _NP_INDEX[DType.I32]
 def _named(name: str) -> Format:
     """The named 2-d format (built once: the fast call path compares with it per call)."""
     return resolve_format(name, 2)
+
+
+def out_of_memory(err: Exception, name: str) -> "ResourceError | None":
+    """A ResourceError standing for ``err`` when it is the host (MemoryError) or a
+    GPU framework (torch's or CuPy's OutOfMemoryError) running out of memory."""
+    if isinstance(err, SpcError):
+        return None
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return ResourceError(f"{name}: out of memory ({err}); nothing was computed and the "
+                             f"call's allocations were released")
+    return None
 
 
 def call_option(inputs: tuple[str, ...], kwargs: dict) -> bool:
@@ -355,6 +366,12 @@ class CompiledKernel:
         return out[()] if out.ndim == 0 else out
 
     def __call__(self, /, *args, **kwargs):
+        try:
+            return self._call(args, kwargs)
+        except Exception as err:
+            raise out_of_memory(err, self.name) or err
+
+    def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)
         device_operands = getattr(self.target, "operands", None)
         if not kwargs and len(args) == len(self.inputs):

@@ -13,7 +13,7 @@ from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
-from .compiled import CompiledKernel, bind_operands, call_option
+from .compiled import CompiledKernel, bind_operands, call_option, out_of_memory
 
 
 def part_name(tensor: str, k: int) -> str:
@@ -130,6 +130,12 @@ class CompositeKernel:
 
     # -- calling ----------------------------------------------------------------------
     def __call__(self, /, *args, **kwargs):
+        try:
+            return self._call(args, kwargs)
+        except Exception as err:
+            raise out_of_memory(err, self.name) or err
+
+    def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)
         by_user = bind_operands(self.name, self.input_names, args, kwargs)
         bound = {n: by_user[u] for n, u in zip(self.inputs, self.input_names)}
