@@ -1,0 +1,174 @@
+"""One fuzz case through spc, classified.
+
+Outcomes: ``ok``; ``refused`` (an ``spc.SpcError`` other than CompileError, at
+tensor construction, compile or call: a valid program spc declines, counted by
+exception type and stage); ``failure`` with a kind: ``wrong-answer``,
+``wrong-shape``, ``wrong-dtype``, ``bad-result``, ``exception`` (a non-spc
+exception), ``compile-error`` (spc.CompileError: spc's own "please report"),
+and, from the pool, ``crash`` and ``hang``.  ``harness`` marks a bug of the fuzzer.
+"""
+from __future__ import annotations
+
+import contextlib
+import traceback
+
+import numpy as np
+
+from . import expr as E
+from .operands import build, result_dtype, to_dense
+
+USER_FORMATS_DONE = False
+
+
+def register_user_formats() -> None:
+    """The SELL-C-sigma format of examples/sell_c_sigma.py, as "sell" (C=2, sigma=4)."""
+    global USER_FORMATS_DONE
+    if USER_FORMATS_DONE:
+        return
+    import importlib.util
+    from pathlib import Path
+    import spc
+    path = Path(__file__).resolve().parents[2] / "examples" / "sell_c_sigma.py"
+    spec = importlib.util.spec_from_file_location("sell_c_sigma", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    if "sell" not in spc.format_names():
+        mod.register(C=2, sigma=4, name="sell")
+    USER_FORMATS_DONE = True
+
+
+def reference_arrays(case: dict) -> dict:
+    out = {}
+    for name, idx in case["tensors"].items():
+        op = case["operands"][name]
+        shape = tuple(case["extents"][ix] for ix in idx)
+        a = np.asarray(op["values"], dtype=np.float64).reshape(shape)
+        if "cast" in op:
+            a = a.astype(op["cast"]).astype(np.float64)
+        out[name] = a
+    return out
+
+
+def make_schedule(case: dict):
+    import spc
+    s = case.get("schedule")
+    if s is None:
+        return None
+    order = tuple(s["order"]) if s.get("order") is not None else None
+    return spc.Schedule(order=order, parallel=s["parallel"], threads=s["threads"])
+
+
+def _err(stage: str, err: BaseException) -> dict:
+    import spc
+    name = type(err).__name__
+    msg = str(err).splitlines()[0][:300] if str(err) else ""
+    if isinstance(err, spc.CompileError):
+        return {"outcome": "failure", "kind": "compile-error", "stage": stage, "error": name,
+                "message": msg, "trace": traceback.format_exc(limit=-6)}
+    if isinstance(err, spc.SpcError):
+        return {"outcome": "refused", "kind": f"{name}@{stage}", "stage": stage,
+                "error": name, "message": msg}
+    return {"outcome": "failure", "kind": "exception", "stage": stage, "error": name,
+            "message": msg, "trace": traceback.format_exc(limit=-6)}
+
+
+def compile_case(case: dict, **extra):
+    import spc
+    return spc.compile(case["expr"], formats=dict(case["formats"]), dtype=case["dtype"],
+                       schedule=make_schedule(case), target=case.get("target", "cpu"), **extra)
+
+
+def build_inputs(case: dict, device=None) -> dict:
+    inputs = {}
+    for name, idx in case["tensors"].items():
+        shape = tuple(case["extents"][ix] for ix in idx)
+        inputs[name] = build(case["operands"][name], case["formats"].get(name, "dense"),
+                             case["dtype"], shape)
+        if device is not None:
+            inputs[name] = device(inputs[name])
+    return inputs
+
+
+def check_result(case: dict, out) -> dict:
+    arrays = reference_arrays(case)
+    want = E.reference(case["tree"], case["out_idx"], case["extents"], arrays)
+    scale = E.reference(case["tree"], case["out_idx"], case["extents"], arrays, absolute=True)
+    try:
+        got = to_dense(out)
+    except TypeError as err:
+        return {"outcome": "failure", "kind": "bad-result", "stage": "check",
+                "error": "TypeError", "message": str(err)}
+    if got.shape != want.shape:
+        return {"outcome": "failure", "kind": "wrong-shape", "stage": "check", "error": "",
+                "message": f"shape {got.shape}, expected {want.shape}"}
+    rd = result_dtype(out)
+    if rd is not None and rd != case["dtype"]:
+        return {"outcome": "failure", "kind": "wrong-dtype", "stage": "check", "error": "",
+                "message": f"dtype {rd}, expected {case['dtype']}"}
+    rtol = 1e-4 if case["dtype"] == "float32" else 1e-10
+    atol = rtol * (1 + float(scale.max(initial=0)))
+    bad = ~np.isclose(got, want, rtol=rtol, atol=atol)
+    if bad.any():
+        where = tuple(int(v[0]) for v in np.nonzero(bad)) if got.ndim else ()
+        return {"outcome": "failure", "kind": "wrong-answer", "stage": "check", "error": "",
+                "message": f"{int(bad.sum())} of {bad.size} wrong; at {where}: got "
+                           f"{got[where]!r}, expected {want[where]!r}"}
+    return {"outcome": "ok", "kind": "ok"}
+
+
+@contextlib.contextmanager
+def forced_threads(on: bool):
+    """With ``on``, even tiny calls take the multi-threaded path (spc runs calls
+    under SMALL_WORK multiply-adds on one thread)."""
+    if not on:
+        yield
+        return
+    from spc.runtime import compiled
+    old = compiled.SMALL_WORK
+    compiled.SMALL_WORK = 0
+    try:
+        yield
+    finally:
+        compiled.SMALL_WORK = old
+
+
+def run_case(case: dict, device=None) -> dict:
+    """Run ``case`` on the CPU (or, with ``device`` mapping host operands to
+    device ones, on the GPU); never raises."""
+    import spc
+    try:
+        register_user_formats()
+    except Exception as err:  # noqa: BLE001
+        return {"outcome": "harness", "kind": "harness", "stage": "setup",
+                "error": type(err).__name__, "message": str(err)[:300]}
+    try:
+        inputs = build_inputs(case, device)
+    except Exception as err:  # noqa: BLE001 - spc.tensor in a family may refuse or fail
+        tb = traceback.format_exc()
+        if isinstance(err, spc.SpcError) or "/spc/" in tb:
+            return _err("tensor", err)
+        return {"outcome": "harness", "kind": "harness", "stage": "operands",
+                "error": type(err).__name__, "message": str(err)[:300], "trace": tb[-2000:]}
+    try:
+        kernel = compile_case(case)
+    except Exception as err:  # noqa: BLE001
+        return _err("compile", err)
+    try:
+        with forced_threads(case.get("force_threads", False)):
+            if case.get("call") == "positional":
+                out = kernel(*[inputs[n] for n in kernel_inputs(kernel, case)])
+            else:
+                out = kernel(**inputs)
+    except Exception as err:  # noqa: BLE001
+        return _err("call", err)
+    try:
+        return check_result(case, out)
+    except Exception as err:  # noqa: BLE001
+        return {"outcome": "failure", "kind": "bad-result", "stage": "check",
+                "error": type(err).__name__, "message": str(err)[:300],
+                "trace": traceback.format_exc(limit=-6)}
+
+
+def kernel_inputs(kernel, case: dict) -> list[str]:
+    """The kernel's positional parameter order, as user names."""
+    return list(getattr(kernel, "input_names", None) or kernel.inputs)
