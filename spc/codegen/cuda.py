@@ -403,9 +403,8 @@ class CUDATarget(Target):
     def fast_path(self, ck):
         """The steady-state call path of CompiledKernel ``ck`` on torch CUDA
         tensors (see runtime/torch_fast.py), or None where it cannot apply."""
-        try:
-            import torch  # noqa: F401
-        except ImportError:
+        import importlib.util
+        if importlib.util.find_spec("torch") is None:
             return None
         from ..runtime.torch_fast import TorchFastPath
         return TorchFastPath.of(ck)

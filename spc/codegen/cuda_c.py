@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from itertools import count
 
 from ..errors import CompileError
+from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
                         While, dtype_of)
@@ -54,17 +55,7 @@ C_TYPES = {DType.F32: "float", DType.F64: "double", DType.I8: "signed char", DTy
 NARROW_INTS = (DType.I8, DType.I16, DType.I32)          # loads widen to spc_idx
 ELEM_TYPES = {**C_TYPES, DType.I64: "long long"}      # array element types
 
-_RESERVED = set("""
-alignas alignof and and_eq asm auto bitand bitor bool break case catch char char16_t char32_t
-class compl const constexpr const_cast continue decltype default delete do double dynamic_cast
-else enum explicit export extern false float for friend goto if inline int long mutable
-namespace new noexcept not not_eq nullptr operator or or_eq private protected public register
-reinterpret_cast return short signed sizeof static static_assert static_cast struct switch
-template this thread_local throw true try typedef typeid typename union unsigned using virtual
-void volatile wchar_t while xor xor_eq restrict main
-threadIdx blockIdx blockDim gridDim warpSize min max abs printf assert
-float2 float4 double2 int2 int4 dim3
-""".split())
+_RESERVED = C_WORDS
 
 
 def c_name(name: str) -> str:

@@ -126,7 +126,21 @@ class _Variant:
     launchers: list | None = None
 
 
-class CompiledKernel:
+class KernelCall:
+    """``kernel(*args, **kwargs)``: ``self._call(args, kwargs)``, with running out of
+    memory reported as an spc.ResourceError.  Any keyword names a tensor (``self``
+    is positional only)."""
+
+    name: str
+
+    def __call__(self, /, *args, **kwargs):
+        try:
+            return self._call(args, kwargs)
+        except Exception as err:
+            raise out_of_memory(err, self.name) or err
+
+
+class CompiledKernel(KernelCall):
     """A compiled expression.  Call it with operands (positionally in
     ``self.inputs`` order, or by name); see ``spc.compile``.
     """
@@ -364,12 +378,6 @@ class CompiledKernel:
                          for k, what in get),
                    tuple(sizes[d] for d in ints))
         return out[()] if out.ndim == 0 else out
-
-    def __call__(self, /, *args, **kwargs):
-        try:
-            return self._call(args, kwargs)
-        except Exception as err:
-            raise out_of_memory(err, self.name) or err
 
     def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)

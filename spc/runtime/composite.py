@@ -13,7 +13,7 @@ from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
-from .compiled import CompiledKernel, bind_operands, call_option, out_of_memory
+from .compiled import CompiledKernel, KernelCall, bind_operands, call_option
 
 
 def part_name(tensor: str, k: int) -> str:
@@ -55,7 +55,7 @@ def _pattern_source(assign: ast.Assignment, fmt: SumFormat) -> str:
         f"(S[i,j] = A[i,j] * ...); store {assign.lhs.tensor} in another format")
 
 
-class CompositeKernel:
+class CompositeKernel(KernelCall):
     """A compiled expression with sum-format operands; called like CompiledKernel."""
 
     def __init__(self, assign: ast.Assignment, formats: dict, target, dtype, schedule,
@@ -129,12 +129,6 @@ class CompositeKernel:
         return f"spc.CompositeKernel({self.expression.source!r}, target={self.target.name})"
 
     # -- calling ----------------------------------------------------------------------
-    def __call__(self, /, *args, **kwargs):
-        try:
-            return self._call(args, kwargs)
-        except Exception as err:
-            raise out_of_memory(err, self.name) or err
-
     def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)
         by_user = bind_operands(self.name, self.input_names, args, kwargs)
