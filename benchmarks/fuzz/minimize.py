@@ -328,12 +328,25 @@ def literal(op: dict, fmt: str, dtype: str, shape: tuple) -> str:
     return f"torch.tensor({obj.to_dense().tolist()!r}, dtype={tdt}).to_sparse_csc()"
 
 
+def on_device(lit: str, family: str, rank: int) -> str:
+    """The device form of a host operand, as fuzz.cuda.device_mapper makes it."""
+    if family.startswith("torch"):
+        return f"({lit}).cuda()"
+    if family.startswith("numpy") and rank > 0:
+        return f"cupy.asarray({lit})"
+    if family in ("scipy-csr", "scipy-csc", "scipy-coo"):
+        return f"cupyx.scipy.sparse.{family[6:]}_matrix({lit})"
+    return lit
+
+
 def reproducer(case: dict, result: dict) -> str:
     from .execute import reference_arrays
     lines = ["import numpy as np, scipy.sparse as sp, spc"]
     fams = {o["family"] for o in case["operands"].values()}
     if any(f.startswith("torch") for f in fams):
         lines[0] += ", torch"
+    if case.get("target", "cpu") == "cuda":
+        lines.append("import cupy, cupyx.scipy.sparse")
     if "sell" in case["formats"].values():
         lines.append("import sys; sys.path.insert(0, 'examples'); import sell_c_sigma; "
                      "sell_c_sigma.register(C=2, sigma=4, name='sell')")
@@ -355,6 +368,8 @@ def reproducer(case: dict, result: dict) -> str:
         shape = tuple(case["extents"][ix] for ix in idx)
         fmt = case["formats"].get(name, "dense")
         lit = literal(case["operands"][name], fmt, case["dtype"], shape)
+        if case.get("target", "cpu") == "cuda":
+            lit = on_device(lit, case["operands"][name]["family"], len(shape))
         var = name if name.isidentifier() and name.isascii() and len(name) < 12 and \
             name not in KEYWORD_LIKE and not keyword.iskeyword(name) else f"t{len(args)}"
         lines.append(f"{var} = {lit}")

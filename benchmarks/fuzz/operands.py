@@ -22,11 +22,12 @@ def _shuffle_within_rows(m: sp.csr_matrix, rng) -> sp.csr_matrix:
 
 
 def _dup_triplets(r, c, v, rng):
-    """Split about half of the entries into two stored entries that sum to it."""
+    """Split about half of the entries into two stored halves that sum to it
+    (halves, so that the sum is exact in any float dtype the values are cast to)."""
     r, c, v = list(r), list(c), list(v)
     for n in range(len(v)):
         if rng.random() < 0.5:
-            part = v[n] * 0.25
+            part = v[n] * 0.5
             v[n] = v[n] - part
             r.append(r[n]); c.append(c[n]); v.append(part)
     order = rng.permutation(len(v))
