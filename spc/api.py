@@ -4,14 +4,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from .errors import FormatError, KernelNameError, UnsupportedError
+from .errors import FormatError, KernelNameError, SpcError, UnsupportedError
 from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
 from .frontend.names import internal_names, names_of, rename, symbol_part
 from .frontend.parser import parse
 from .ir.nodes import DType
-from .runtime.compiled import CompiledKernel, Schedule
+from .runtime.compiled import CompiledKernel, Schedule, in_user_names
 from .runtime.composite import CompositeKernel
 
 NAMED_KERNELS = {
@@ -102,10 +102,13 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
             schedule, order=tuple(internal.get(ix, ix) for ix in schedule.order))
     kind = CompositeKernel if any(isinstance(f, SumFormat) for f in resolved.values()) \
         else CompiledKernel
-    return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
-                make_target(target, **target_options), dt, schedule, label,
-                tuple(internal[n] for n in input_names),
-                display={i: u for u, i in internal.items() if i != u})
+    display = {i: u for u, i in internal.items() if i != u}
+    try:
+        return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
+                    make_target(target, **target_options), dt, schedule, label,
+                    tuple(internal[n] for n in input_names), display=display)
+    except SpcError as err:
+        raise in_user_names(err, display) from None
 
 
 def _format_label(fmt) -> str:

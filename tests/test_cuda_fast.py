@@ -188,3 +188,17 @@ def test_gpu_out_of_memory_is_a_resource_error_and_leaks_nothing(family):
     small = x[:3]
     out = k(small, small)
     np.testing.assert_allclose(np.asarray(out.tolist()), np.ones((3, 3)))
+
+
+def test_uncoalesced_torch_coo_on_the_gpu_is_summed():
+    k = spc.compile("Z = D[l,n]", formats={"D": "csr"}, dtype="float64", target="cuda")
+    D = torch.sparse_coo_tensor([[0, 0], [0, 0]], torch.tensor([0.75, 0.25], dtype=torch.float64),
+                                (1, 1)).cuda()
+    assert float(k(D=D)) == 1.0
+
+
+def test_sparse_device_result_reads_back():
+    import cupy
+    k = spc.compile("Z[m] = C[m]", formats={"Z": "csf"}, dtype="float64", target="cuda")
+    out = k(C=cupy.asarray(np.array([0.0, 2.0, 0.0, 3.0])))
+    np.testing.assert_array_equal(out.to_numpy(), [0.0, 2.0, 0.0, 3.0])

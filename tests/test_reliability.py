@@ -165,3 +165,40 @@ def test_gpu_launch_takes_64_bit_arithmetic_past_2_to_the_30(monkeypatch, size, 
     fake = _FakeLauncher()
     cuda_launch.RawLaunch(fake).launch([123], [length], [size], 0, 0)
     assert fake.asked == [narrow]
+
+
+class _DeviceArray:
+    """Stands for a CuPy array: no implicit conversion to numpy, ``get()`` copies."""
+    __cuda_array_interface__ = {}
+
+    def __init__(self, a):
+        self._a = a
+        self.dtype, self.shape, self.ndim, self.size = a.dtype, a.shape, a.ndim, a.size
+
+    def __len__(self):
+        return len(self._a)
+
+    def get(self):
+        return self._a.copy()
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
+
+def test_a_device_resident_result_converts_to_host_types():
+    """A CUDA kernel's sparse result holds CuPy arrays; its conversions copy to the host."""
+    A = sp.random(6, 5, density=0.4, format="csr", random_state=8)
+    t = spc.tensor(A, "csr")
+    dev = spc.Tensor(t.shape, t.format,
+                     [{k: _DeviceArray(a) for k, a in lv.items()} for lv in t.arrays],
+                     _DeviceArray(t.vals), validate=False)
+    np.testing.assert_array_equal(dev.to_numpy(), A.toarray())
+    np.testing.assert_array_equal(dev.to_scipy().toarray(), A.toarray())
+    coords, vals = dev.to_coo()
+    assert len(vals) == A.nnz
+
+
+def test_construction_messages_use_the_users_names():
+    with pytest.raises(spc.UnsupportedError, match=r"in do \(format csr\)"):
+        spc.compile("y[i,j] = do[i,j]", formats={"do": "csr"},
+                    schedule=spc.Schedule(order=("j", "i")))

@@ -167,9 +167,25 @@ class Tensor:
         self._last_positions = parent
         return coords
 
+    def on_host(self) -> "Tensor":
+        """This tensor with numpy arrays: itself, or a host copy when its arrays
+        live on a GPU (CuPy arrays, as a CUDA kernel's sparse result holds)."""
+        if isinstance(self.vals, np.ndarray):
+            return self
+
+        def host(a):
+            return a.get() if hasattr(a, "get") and hasattr(a, "__cuda_array_interface__") \
+                else np.asarray(a)
+
+        return Tensor(self.shape, self.format, [{k: host(a) for k, a in lv.items()}
+                                                 for lv in self.arrays],
+                      host(self.vals), validate=False)
+
     def to_coo(self) -> tuple[list[np.ndarray], np.ndarray]:
         """(coordinates per dimension in the tensor's own order, values) of the
         stored entries (padding excluded), in storage order."""
+        if not isinstance(self.vals, np.ndarray):
+            return self.on_host().to_coo()
         coords = self.coords_in_storage_order()
         vals = self.vals[self._last_positions]
         by_mode = self.format.mode_coords(coords)
@@ -182,6 +198,8 @@ class Tensor:
         return [np.asarray(c, dtype=np.int64) for c in by_mode], vals
 
     def to_numpy(self) -> np.ndarray:
+        if not isinstance(self.vals, np.ndarray):
+            return self.on_host().to_numpy()
         if self.format.is_dense:
             stored = self.vals.reshape(self.level_dims)
             return np.array(stored.transpose(np.argsort(self.format.order)), order="C")
@@ -205,7 +223,7 @@ class Tensor:
         See :mod:`spc.formats.convert`.
         """
         from .convert import to_scipy
-        return to_scipy(self, layout, blocksize=blocksize, pad=pad)
+        return to_scipy(self.on_host(), layout, blocksize=blocksize, pad=pad)
 
     def to_torch(self, layout=None, *, blocksize=None, pad: bool = False):
         """A CPU torch tensor: ``layout`` "dense" (strided), "coo", "csr", "csc" or
@@ -215,7 +233,7 @@ class Tensor:
         needs ``blocksize=``).  Raises UnsupportedError without torch.
         """
         from .convert import to_torch
-        return to_torch(self, layout, blocksize=blocksize, pad=pad)
+        return to_torch(self.on_host(), layout, blocksize=blocksize, pad=pad)
 
 
 # ---------------------------------------------------------------------------

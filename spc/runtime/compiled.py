@@ -48,6 +48,17 @@ def out_of_memory(err: Exception, name: str) -> "ResourceError | None":
     return None
 
 
+def in_user_names(err: SpcError, display: dict[str, str]) -> SpcError:
+    """``err`` with every internal name in its message spelled as the user wrote it
+    (internal names that differ are mangled forms no other text contains)."""
+    message = err.message
+    for internal, user in display.items():
+        message = message.replace(internal, user)
+    if message == err.message:
+        return err
+    return type(err)(message, source=err.source, span=err.span)
+
+
 def call_option(inputs: tuple[str, ...], kwargs: dict) -> bool:
     """The ``validate`` keyword of a call (default True), taken out of ``kwargs``,
     unless a tensor is named ``validate``: then the keyword is that tensor (and

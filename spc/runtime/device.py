@@ -276,7 +276,9 @@ class DeviceOperands:
             return "csr", shape, (x.indptr, x.indices), x.data
         if x.layout == _torch().strided:
             return None                       # dense data for a sparse format
-        stamp = (x._nnz(), x.values().data_ptr(), shape, x.layout)
+        # an uncoalesced COO tensor refuses values() until coalesced: _values() serves
+        vals = x._values() if x.layout == _torch().sparse_coo else x.values()
+        stamp = (x._nnz(), vals.data_ptr(), shape, x.layout)
         hit = self._natives.get(id(x))
         if hit is not None and hit[0]() is x and hit[1] == stamp:
             return hit[2]
