@@ -39,6 +39,7 @@ I8P = I8.as_pointer()
 CONTRACT = ("contract",)
 REDUCE = ("reassoc", "contract", "nsz")
 MAX_THREADS = 256
+_LOOP_SELF = "spc.loop.self"     # stands for a loop metadata node's reference to itself
 
 _LL = {DType.F32: F32, DType.F64: F64, DType.I8: I8, DType.I16: ir.IntType(16), DType.I32: I32,
        DType.I64: I64, DType.BOOL: I1}
@@ -228,7 +229,8 @@ class _FunctionEmitter:
             b.store(ir.Constant(arr.type.pointee, None), arr)
             self.buffers[s.buf.name] = b.gep(arr, [ir.Constant(I64, 0), ir.Constant(I64, 0)])
         elif isinstance(s, For):
-            self.for_loop(s.var, self.expr(s.lo), self.expr(s.hi), s.body)
+            self.for_loop(s.var, self.expr(s.lo), self.expr(s.hi), s.body,
+                          self._vector_hint(s) if s.kind is LoopKind.VECTOR else None)
         elif isinstance(s, While):
             with _loop_blocks(b, "while") as (cond, body, exit_):
                 b.branch(cond)
@@ -256,7 +258,24 @@ class _FunctionEmitter:
         else:
             raise CompileError(f"cannot emit statement {s!r}")
 
-    def for_loop(self, var: Var, lo, hi, body) -> None:
+    def _vector_hint(self, loop: For):
+        """``llvm.loop`` metadata asking LLVM to vectorize ``loop`` (a VECTOR loop)
+        rather than unroll it: ``[0, n)`` with a constant n <= 16 is vectorized
+        n lanes wide.  The node refers to itself, as LLVM requires; llvmlite
+        cannot say so, so it names itself by a marker that ``emit_module``
+        rewrites (``_LOOP_SELF``)."""
+        m = self.b.module
+        width = loop.hi.value if isinstance(loop.hi, Const) and isinstance(loop.lo, Const) \
+            and loop.lo.value == 0 and 1 < loop.hi.value <= 16 else None
+        ops = [ir.MetaDataString(m, _LOOP_SELF),
+               m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.enable"), ir.Constant(I1, 1)]),
+               m.add_metadata([ir.MetaDataString(m, "llvm.loop.unroll.disable")])]
+        if width is not None:
+            ops.append(m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.width"),
+                                       ir.Constant(I32, width)]))
+        return m.add_metadata(ops)
+
+    def for_loop(self, var: Var, lo, hi, body, hint=None) -> None:
         b = self.b
         with self.scope():
             slot = self.declare(var)
@@ -269,7 +288,9 @@ class _FunctionEmitter:
                 with self.scope():
                     self.stmt(body)
                 b.store(b.add(b.load(slot), ir.Constant(I64, 1), flags=("nsw",)), slot)
-                b.branch(cond)
+                back = b.branch(cond)
+                if hint is not None:
+                    back.set_metadata("llvm.loop", hint)
                 b.position_at_end(exit_)
 
 
@@ -351,7 +372,20 @@ def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "",
             {p.name: v for p, v in zip(kernel.params, params) if not isinstance(p.value, Buffer)})
         lo, hi = bound.expr(par.lo), bound.expr(par.hi)
         _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi, threading)
-    return str(m)
+    return _self_references(str(m))
+
+
+def _self_references(text: str) -> str:
+    """Loop metadata made distinct and self-referring (see ``_vector_hint``)."""
+    marker = f'!"{_LOOP_SELF}"'
+    if marker not in text:
+        return text
+    lines = text.split("\n")
+    for k, line in enumerate(lines):
+        if marker in line and " = !{" in line:
+            name = line.split(" = ", 1)[0]
+            lines[k] = line.replace(" = !{", " = distinct !{", 1).replace(marker, name, 1)
+    return "\n".join(lines)
 
 
 def _emit_parallel(m, kernel, b, body_fn, params, bufs, sizes, nthreads, lo, hi,

@@ -1,4 +1,5 @@
 """Passes: pure functions Kernel -> Kernel, applied in DEFAULT_PIPELINE order."""
+from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
 from .map_parallel import map_parallel
 from .mark_noncanonical import mark_noncanonical
@@ -11,7 +12,10 @@ DEFAULT_PIPELINE = (
     map_parallel,              # outermost independent loop -> CPU threads
     simplify,                  # tidy what tiling produced
     mark_noncanonical,         # which inputs may be unsorted / hold duplicates
+    block_reductions,          # data-dependent reductions (SpMV rows) in guarded vector blocks;
+                               # after mark_noncanonical: it reads the loops as lowered, and
+                               # blocking visits the same entries
 )
 
-__all__ = ["DEFAULT_PIPELINE", "collapse_blocks", "map_parallel", "mark_noncanonical", "register_tile", "simplify",
+__all__ = ["DEFAULT_PIPELINE", "block_reductions", "collapse_blocks", "map_parallel", "mark_noncanonical", "register_tile", "simplify",
            "tile_rows_for_registers"]
