@@ -10,6 +10,19 @@ def _torch():
     return torch
 
 
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# without torch (CI installs none), a torch family is built as its numpy/scipy twin
+_WITHOUT_TORCH = {"torch-coo": "scipy-coo", "torch-coo-dup": "scipy-coo-dup",
+                  "torch-csr": "scipy-csr", "torch-csc": "scipy-csc"}
+
+
 def _shuffle_within_rows(m: sp.csr_matrix, rng) -> sp.csr_matrix:
     m = m.copy()
     for r in range(m.shape[0]):
@@ -49,6 +62,10 @@ def build(op: dict, fmt: str, dtype: str, shape: tuple):
     """The operand ``op`` (a case's operand entry) in its family."""
     import spc
     fam = op["family"]
+    if fam.startswith("torch") and not torch_available():
+        sparse_ok = len(shape) == 2 and np.dtype(op.get("cast", dtype)) != np.float16
+        fam = _WITHOUT_TORCH.get(fam, "numpy") if sparse_ok else \
+            ("np-0d" if not shape else "numpy")
     dt = np.dtype(op.get("cast", dtype))
     arr = np.asarray(op["values"], dtype=np.float64).reshape(shape)
     rng = np.random.default_rng(op["seed"])

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import (Assign, BinOp, Block, DType, For, If, Kernel, Let, Load, LoopKind, Var,
-                        add, i64, lt, mul, sub)
+                        add, i64, lt, sub)
 from ..ir.traverse import walk
 
 WIDTH = 4      # lanes of the guarded block: an xmm vector of f32 (on Zen 5, 4 beat 8 and 16:
