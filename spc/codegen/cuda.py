@@ -207,13 +207,12 @@ class CudaLauncher:
         warps = rows * -(-span // 32)
         return int(warps >= _sm_count(device_id) * NARROW_WARPS_PER_SM)
 
-    def __call__(self, buffers, sizes, nthreads: int | None = None, stream=None) -> None:
-        import numpy as np
-        cupy = _cupy()
-        device_id = cupy.cuda.runtime.getDevice()
-        span = None
-        if self.plan.lane_buffer is not None:
-            span = buffers[self.plan.lane_buffer].size
+    def configure(self, sizes, lengths, device_id: int) -> tuple[int, tuple[int, ...], int, bool]:
+        """(blocks, launch-choice arguments, lane-group size, narrow) of a launch
+        with integer parameters ``sizes`` and buffers of ``lengths`` elements:
+        ``grid``'s answer (remembered per sizes), and whether the 32-bit index
+        arithmetic variant applies (no index value can reach 2**30)."""
+        span = lengths[self.plan.lane_buffer] if self.plan.lane_buffer is not None else None
         key = (tuple(sizes), device_id, span)
         launch = self._grids.get(key)
         if launch is None:
@@ -222,11 +221,19 @@ class CudaLauncher:
                 self._grids.clear()
             self._grids[key] = launch
         blocks, extra, group = launch
+        narrow = blocks * self.plan.threads < NARROW_LIMIT \
+            and all(abs(n) < NARROW_LIMIT for n in sizes) \
+            and max(lengths, default=0) < NARROW_LIMIT
+        return blocks, extra, group, narrow
+
+    def __call__(self, buffers, sizes, nthreads: int | None = None, stream=None) -> None:
+        import numpy as np
+        cupy = _cupy()
+        device_id = cupy.cuda.runtime.getDevice()
+        blocks, extra, group, narrow = self.configure(sizes, [b.size for b in buffers],
+                                                      device_id)
         if blocks <= 0:
             return
-        # 32-bit index arithmetic when no index value can reach 2**30
-        narrow = blocks * self.plan.threads < NARROW_LIMIT and all(
-            abs(n) < NARROW_LIMIT for n in sizes) and all(b.size < NARROW_LIMIT for b in buffers)
         args, b, s = [], iter(buffers), iter(sizes)
         for is_buf in self.kinds:
             args.append(next(b) if is_buf else np.int64(next(s)))

@@ -95,11 +95,6 @@ def load_or_build(key: str, build: Callable[[], bytes], load: Callable[[bytes], 
     return loaded
 
 
-def get_or_build(key: str, build: Callable[[], bytes]) -> bytes:
-    """The binary for ``key``: from memory, else from disk, else ``build()``."""
-    return load_or_build(key, build, lambda data: data)
-
-
 def _read(key: str, recognise: Callable[[bytes], bool]) -> bytes | None:
     """The entry's payload, or None if it is missing or unusable (reported)."""
     path = _path(key)

@@ -291,6 +291,31 @@ class CompiledKernel(KernelCall):
         bound = bind_operands(self.name, self.input_names, args, kwargs)
         return {n: bound[u] for n, u in zip(self.inputs, self.input_names)}
 
+    def operand_kinds(self) -> tuple[tuple[str, int], ...] | None:
+        """Per input, ("dense", rank) for a dense format in identity order or
+        (name, 2) for the named csr / csc format; None when an input has any
+        other format (the fast call paths take these kinds only)."""
+        kinds = []
+        for n in self.inputs:
+            fmt = self.formats[n]
+            if fmt.is_dense and fmt.identity_order:
+                kinds.append(("dense", fmt.rank))
+            elif fmt.name in ("csr", "csc") and fmt == _named(fmt.name):
+                kinds.append((fmt.name, 2))
+            else:
+                return None
+        return tuple(kinds)
+
+    def index_sources(self) -> dict[str, list[tuple[int, int]]]:
+        """index -> (input position, axis) of every right-hand access that uses it,
+        left to right: the operand shapes a call reads each index's size from."""
+        position = {n: k for k, n in enumerate(self.inputs)}
+        sources: dict[str, list[tuple[int, int]]] = {}
+        for acc in self.expression.accesses():
+            for axis, ix in enumerate(acc.indices):
+                sources.setdefault(ix, []).append((position[acc.tensor], axis))
+        return sources
+
     def _fast_plan(self) -> "_FastPlan | None":
         """How the fast path finds each launch argument, or None where it cannot apply.
 
@@ -317,16 +342,9 @@ class CompiledKernel(KernelCall):
             return None
         if any(getattr(launcher, "address", None) is None for launcher in v.launchers):
             return None
-        position = {n: k for k, n in enumerate(self.inputs)}
-        kinds = []
-        for n in self.inputs:
-            fmt = self.formats[n]
-            if fmt.is_dense and fmt.identity_order:
-                kinds.append(("dense", fmt.rank))
-            elif fmt.name in ("csr", "csc") and fmt == _named(fmt.name):
-                kinds.append((fmt.name, 2))
-            else:
-                return None
+        kinds = self.operand_kinds()
+        if kinds is None:
+            return None
         if pattern >= 0 and kinds[pattern][0] not in ("csr", "csc"):
             return None
         launches = []
@@ -339,13 +357,13 @@ class CompiledKernel(KernelCall):
                 if name == f"{self.output}_vals":
                     get.append((-1, "out"))
                     continue
-                for n in self.inputs:
+                for k, n in enumerate(self.inputs):
                     if name == f"{n}_vals":
-                        get.append((position[n], "data" if kinds[position[n]][0] != "dense" else "arr"))
+                        get.append((k, "data" if kinds[k][0] != "dense" else "arr"))
                     elif name == f"{n}1_pos":
-                        get.append((position[n], "indptr"))
+                        get.append((k, "indptr"))
                     elif name == f"{n}1_crd":
-                        get.append((position[n], "indices"))
+                        get.append((k, "indices"))
                     else:
                         continue
                     break
@@ -354,11 +372,7 @@ class CompiledKernel(KernelCall):
             ints = tuple(p.name[len("size_"):] for p in kernel.params
                          if not isinstance(p.value, Buffer))
             launches.append((launcher.address, tuple(get), ints))
-        sources: dict[str, list[tuple[int, int]]] = {}
-        for acc in self.expression.accesses():
-            k = position[acc.tensor]
-            for axis, ix in enumerate(acc.indices):
-                sources.setdefault(ix, []).append((k, axis))
+        sources = self.index_sources()
         # Operands every kernel reads correctly when unsorted or duplicated (the IR
         # says so: Kernel.accepts_noncanonical) need in-bounds entries only; the
         # others must be canonical, or the call takes the general path, which

@@ -27,7 +27,6 @@ the host for the same error message the CPU target gives.
 from __future__ import annotations
 
 import threading
-import weakref
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +38,7 @@ from ..formats.tensor import Tensor, value_dtype, with_value_dtype
 from ..frontend.check import index_sizes
 from ..ir.nodes import DType
 from . import operands as host_ops
+from .memo import LiveObjectMemo
 
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 
@@ -75,7 +75,7 @@ class DeviceOperands:
         self.xp = cupy
         self._streams: dict[int, object] = {}
         # zero-copy views of torch sparse tensors, dropped when the tensor dies
-        self._natives: dict[int, tuple] = {}
+        self._natives = LiveObjectMemo()
         self._sizes: dict = {}
 
     @classmethod
@@ -279,13 +279,9 @@ class DeviceOperands:
         # an uncoalesced COO tensor refuses values() until coalesced: _values() serves
         vals = x._values() if x.layout == _torch().sparse_coo else x.values()
         stamp = (x._nnz(), vals.data_ptr(), shape, x.layout)
-        hit = self._natives.get(id(x))
-        if hit is not None and hit[0]() is x and hit[1] == stamp:
-            return hit[2]
-        native = self._torch_native(x, shape)
-        if hit is None or hit[0]() is not x:
-            weakref.finalize(x, self._natives.pop, id(x), None)
-        self._natives[id(x)] = (weakref.ref(x), stamp, native)
+        native = self._natives.get(x, stamp)
+        if native is None:
+            native = self._natives.put(x, stamp, self._torch_native(x, shape))
         return native
 
     def _torch_native(self, x, shape):

@@ -22,18 +22,15 @@ which canonicalizes or raises the same ``InputError`` as ever.
 """
 from __future__ import annotations
 
-import threading
-import weakref
 
 import numpy as np
 
-from ..formats.format import resolve_format
 from ..formats.inspect_numba import OK, compressed_errors, compressed_in_bounds
 from ..ir.lower import OutputKind, level_io, size_var, vals_buffer
 from ..ir.nodes import Buffer, DType, i64
 from .cuda_launch import RawLaunch, memset_zero
+from .memo import LiveObjectMemo
 
-_NAMED = ("csr", "csc")
 _UNSEEN = object()
 
 
@@ -57,8 +54,7 @@ class SparseOperands:
     """
 
     def __init__(self):
-        self._seen: dict[int, tuple] = {}
-        self._lock = threading.Lock()
+        self._seen = LiveObjectMemo()
 
     def lookup(self, x, kind: str, parents: int, dim: int, validate: bool = True):
         """(pointers, lengths, index dtype, values dtype, verdict, (vals, pos, crd)),
@@ -70,24 +66,17 @@ class SparseOperands:
         else:
             pos, crd = x.ccol_indices(), x.row_indices()
         stamp = (pos.data_ptr(), crd.data_ptr(), pos._version, crd._version, parents, dim)
-        hit = self._seen.get(id(x))
-        if hit is not None and hit[1] == stamp and hit[0]() is x:
-            entry = hit[2]
-            if entry[4] is not None or not validate:
-                return entry
+        entry = self._seen.get(x, stamp)
+        if entry is not None and (entry[4] is not None or not validate):
+            return entry
         vals = x.values()
         if pos.dim() != 1 or vals.dim() != 1 or pos.dtype is not crd.dtype:
             return None
         verdict = _inspect(pos.cpu().numpy(), crd.cpu().numpy(), parents, dim) if validate \
             else None
-        entry = ((vals.data_ptr(), pos.data_ptr(), crd.data_ptr()),
-                 (vals.numel(), pos.numel(), crd.numel()), pos.dtype, vals.dtype,
-                 verdict, (vals, pos, crd))
-        with self._lock:
-            if hit is None or hit[0]() is not x:
-                weakref.finalize(x, self._seen.pop, id(x), None)
-            self._seen[id(x)] = (weakref.ref(x), stamp, entry)
-        return entry
+        return self._seen.put(x, stamp, ((vals.data_ptr(), pos.data_ptr(), crd.data_ptr()),
+                                         (vals.numel(), pos.numel(), crd.numel()), pos.dtype,
+                                         vals.dtype, verdict, (vals, pos, crd)))
 
 
 def _inspect(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int) -> tuple[bool, bool]:
@@ -148,33 +137,19 @@ class TorchFastPath:
         program = ck._variant(DType.I32).program
         if program.output_kind not in (OutputKind.DENSE, OutputKind.PATTERN):
             return None
-        kinds = []
-        for n in ck.inputs:
-            fmt = ck.formats[n]
-            if fmt.is_dense and fmt.identity_order:
-                kinds.append(("dense", fmt.rank))
-            elif fmt.name in _NAMED and fmt == resolve_format(fmt.name, 2):
-                kinds.append((fmt.name, 2))
-            else:
-                return None
+        kinds = ck.operand_kinds()
+        if kinds is None:
+            return None
         pattern = None
         if program.output_kind == OutputKind.PATTERN:
             pattern = ck.inputs.index(program.pattern_source)
             out_fmt = ck.formats[ck.output]
             if kinds[pattern][0] != out_fmt.name or out_fmt != ck.formats[program.pattern_source]:
                 return None
-        position = {n: k for k, n in enumerate(ck.inputs)}
-        sources: dict[str, list[tuple[int, int]]] = {}
-        for acc in ck.expression.accesses():
-            for axis, ix in enumerate(acc.indices):
-                sources.setdefault(ix, []).append((position[acc.tensor], axis))
+        sources = ck.index_sources()
         out_dims = [sources[ix][0] for ix in ck.expression.lhs.indices]
         accepting = ck.accepts_noncanonical
         needs_canonical = tuple(n not in accepting for n in ck.inputs)
-        try:
-            _torch()
-        except ImportError:
-            return None
         return cls(ck, kinds, sources, out_dims, needs_canonical, program.output_kind, pattern)
 
     def _feeds(self, index_dtype: DType) -> list[_KernelFeed] | None:
