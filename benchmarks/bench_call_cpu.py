@@ -71,12 +71,9 @@ def run_case(system, A, case: dict, req: dict, budget: list) -> dict:
     import systems_cpu
     rec = {"op": case["op"], "n": case["n"], "system": system.name}
     try:
-        inputs = {k: np.load(p) for k, p in case["inputs"].items()}
-        ref = np.load(case["ref"])
-        try:
-            fn, to_numpy = system.prepare(case["op"], A, inputs)
-        except systems_cpu.Skip as s:
-            return {**rec, "status": "skip", "message": str(s)}
+        rec, fn, to_numpy, ref = systems_cpu.prepare_case(system, A, case)
+        if fn is None:
+            return rec
         err = common.rel_error(to_numpy(fn()), ref)
         if not err < common.REL_TOL:
             return {**rec, "status": "fail", "message": f"relative error {err:.3g}"}

@@ -303,15 +303,25 @@ def make_system(name: str) -> System:
 
 
 # -- running requests -------------------------------------------------------------------------
+def prepare_case(system: System, A, case: dict):
+    """(record, fn, to_numpy, reference) of one case for ``system``; ``fn`` is None,
+    and the record says why, when the system skips the case."""
+    rec = {"op": case["op"], "n": case["n"], "system": system.name}
+    inputs = {k: np.load(p) for k, p in case["inputs"].items()}
+    ref = np.load(case["ref"])
+    try:
+        fn, to_numpy = system.prepare(case["op"], A, inputs)
+    except Skip as s:
+        return {**rec, "status": "skip", "message": str(s)}, None, None, None
+    return rec, fn, to_numpy, ref
+
+
 def run_case(system: System, A, case: dict, req: dict, budget: list) -> dict:
     rec = {"op": case["op"], "n": case["n"], "system": system.name}
     try:
-        inputs = {k: np.load(p) for k, p in case["inputs"].items()}
-        ref = np.load(case["ref"])
-        try:
-            fn, to_numpy = system.prepare(case["op"], A, inputs)
-        except Skip as s:
-            return {**rec, "status": "skip", "message": str(s)}
+        rec, fn, to_numpy, ref = prepare_case(system, A, case)
+        if fn is None:
+            return rec
         return worker_protocol.check_and_time(rec, fn, fn, to_numpy, ref, case, req, budget,
                                               rel_error, REL_TOL, time_guarded)
     except Exception as err:  # noqa: BLE001 - a system's failure is a result, not a crash
