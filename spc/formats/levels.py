@@ -142,11 +142,19 @@ class Level:
 
     def parameters(self) -> tuple:
         """Every parameter the level was made with (its instance attributes), by
-        name: two levels of one class are equal exactly when these are."""
-        return tuple(sorted((k, _hashable(v)) for k, v in vars(self).items()))
+        name: two levels of one class are equal exactly when these are.  Levels
+        do not change once made, so this is read once (format comparisons sit
+        on the call path)."""
+        cached = self.__dict__.get("_parameters")
+        if cached is None:
+            cached = tuple(sorted((k, _hashable(v)) for k, v in vars(self).items()
+                                  if k != "_parameters"))
+            self.__dict__["_parameters"] = cached
+        return cached
 
     def __eq__(self, other) -> bool:
-        return type(self) is type(other) and self.parameters() == other.parameters()
+        return self is other or (type(self) is type(other)
+                                 and self.parameters() == other.parameters())
 
     def __hash__(self) -> int:
         return hash((type(self).__qualname__, self.parameters()))
