@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--replay", type=Path, help="rerun the failures recorded in this JSON")
     ap.add_argument("--minimize", action="store_true", help="shrink one failure per signature")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the cases in this process, without workers (for compute-sanitizer)")
     ap.add_argument("--merge", type=Path, nargs="+", help="add up the summaries of these JSONs")
     args = ap.parse_args(argv)
 
@@ -137,6 +139,9 @@ def main(argv=None) -> int:
         from fuzz.cuda import render_batches
         stream = render_batches(cases, jobs=args.jobs, batch=args.batch, timeout=args.timeout,
                                 env=env)
+    elif args.in_process:
+        from fuzz.pool import run_inline
+        stream = run_inline(cases, env, mode)
     else:
         stream = Pool(args.jobs, args.timeout, env=env, mode=mode).run(cases)
     for case, res in stream:

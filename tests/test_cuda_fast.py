@@ -4,6 +4,8 @@ after an in-place change, no synchronization (CUDA-graph capture), and the
 general path for whatever it does not cover."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -133,6 +135,10 @@ def test_duplicates_are_summed_as_scipy_does():
         np.testing.assert_allclose(got.cpu().numpy(), want)
 
 
+@pytest.mark.skipif(os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING") == "1",
+                    reason="torch cannot capture a CUDA graph without its caching allocator "
+                           "(cudaMalloc is not permitted while a stream captures), which "
+                           "benchmarks/sanitize_gpu.py turns off")
 def test_cuda_graph_capture_and_replay():
     A = _matrix()
     At = _torch_sparse(A, "csr", torch.int32, torch.float32)

@@ -99,6 +99,21 @@ def test_out_of_memory_is_a_resource_error():
     np.testing.assert_allclose(k(np.ones(3), np.arange(2.0)), np.outer(np.ones(3), np.arange(2.0)))
 
 
+@pytest.mark.parametrize("module,name,message,resource", [
+    ("torch", "AcceleratorError", "CUDA error: out of memory", True),
+    ("cupy_backends.cuda.api.runtime", "CUDARuntimeError",
+     "cudaErrorMemoryAllocation: out of memory", True),
+    ("torch", "AcceleratorError", "CUDA error: an illegal memory access", False),
+    ("mylib", "Error", "out of memory", False)])
+def test_framework_cuda_out_of_memory_errors_are_resource_errors(module, name, message, resource):
+    """torch and CuPy without their caching allocators report a failed cudaMalloc as a
+    CUDA error, not as OutOfMemoryError; it is still a ResourceError."""
+    from spc.runtime.compiled import out_of_memory
+    err = type(name, (RuntimeError,), {"__module__": module})(message)
+    got = out_of_memory(err, "k")
+    assert isinstance(got, spc.ResourceError) if resource else got is None
+
+
 @pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
 def test_one_row_holding_every_nonzero(kernel):
     m, n = 50, 20_000

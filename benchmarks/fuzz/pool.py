@@ -42,6 +42,23 @@ def _worker(conn, env: dict, mode: str) -> None:
         return
 
 
+def run_inline(cases, env: dict, mode: str):
+    """(case, result) per case, run in this process one after another: no isolation
+    from crashes or hangs, for tools that must watch every CUDA call in one process
+    (compute-sanitizer does not follow the pool's spawned workers)."""
+    os.environ.update(env)
+    from .execute import run_case as runner
+    if mode == "cuda-render":
+        from .cuda import render_case as runner
+    elif mode == "cuda-run":
+        from .cuda import run_case_gpu as runner
+    for case in cases:
+        t0 = time.perf_counter()
+        res = runner(case)
+        res["seconds"] = round(time.perf_counter() - t0, 3)
+        yield case, res
+
+
 class Pool:
     """``jobs`` workers; ``run(cases)`` yields (case, result) in completion order.
 
@@ -71,7 +88,7 @@ class Pool:
                 w["conn"].send(None)
         except (OSError, BrokenPipeError):
             pass
-        w["proc"].join(5)
+        w["proc"].join(5 if kill else 120)     # a clean exit under compute-sanitizer is slow
         if w["proc"].is_alive():
             w["proc"].kill()
             w["proc"].join(5)

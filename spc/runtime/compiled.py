@@ -45,10 +45,14 @@ def _named(name: str) -> Format:
 
 def out_of_memory(err: Exception, name: str) -> "ResourceError | None":
     """A ResourceError standing for ``err`` when it is the host (MemoryError) or a
-    GPU framework (torch's or CuPy's OutOfMemoryError) running out of memory."""
+    GPU framework running out of memory: torch's or CuPy's OutOfMemoryError, or the
+    CUDA error "out of memory" torch and CuPy raise when their caching allocators are
+    off (``PYTORCH_NO_CUDA_MEMORY_CACHING=1``, ``cupy.cuda.set_allocator(None)``)."""
     if isinstance(err, SpcError):
         return None
-    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+    framework = type(err).__module__.partition(".")[0] in ("torch", "cupy", "cupy_backends")
+    if (isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError"
+            or (framework and "out of memory" in str(err))):
         return ResourceError(f"{name}: out of memory ({err}); nothing was computed and the "
                              f"call's allocations were released")
     return None
