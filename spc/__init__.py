@@ -7,14 +7,17 @@
 from .api import NAMED_KERNELS, compile
 from . import prune
 from .errors import (CacheWarning, CompileError, DTypeError, FormatError, InputError, KernelNameError,
-                     ParseError, ResourceError, ShapeError, SpcError, UnsupportedError)
+                     ParseError, ResourceError, ScheduleError, ShapeError, SpcError,
+                     UnsupportedError)
 from .formats.format import Format, format_names, register_format
 from .formats.levels import Compressed, Dense, Level, LevelIO, Parent, Singleton
 from .formats.levels_padded import Diagonal, FixedWidth, NMGroup
 from .formats.composite import SumTensor
 from .formats.convert import to_torch_semi_structured
 from .formats.tensor import Tensor, from_coords, tensor
-from .runtime.compiled import CompiledKernel, Schedule
+from .runtime.compiled import CompiledKernel
+from .schedule import Schedule
+from .schedule_space import schedule_space
 
 __version__ = "0.1.0"
 
@@ -22,6 +25,6 @@ __all__ = [
     "compile", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
-    "NAMED_KERNELS", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
-    "InputError", "DTypeError", "UnsupportedError", "CompileError", "CacheWarning", "ResourceError",
+    "NAMED_KERNELS", "schedule_space", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
+    "InputError", "DTypeError", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
 ]

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 
-from .errors import FormatError, KernelNameError, SpcError, UnsupportedError
+from .errors import FormatError, KernelNameError, ScheduleError, SpcError, UnsupportedError
 from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
 from .frontend.names import internal_names, names_of, rename, symbol_part
 from .frontend.parser import parse
 from .ir.nodes import DType
-from .runtime.compiled import CompiledKernel, Schedule, in_user_names
+from .runtime.compiled import CompiledKernel, in_user_names
+from .schedule import Schedule
 from .runtime.composite import CompositeKernel
 
 NAMED_KERNELS = {
@@ -30,14 +32,19 @@ def make_target(target, **options):
     if isinstance(target, Target):
         return target
     if target == "cpu":
-        from .codegen.cpu import CPUTarget
-        return CPUTarget(**options)
-    if target == "cuda":
-        try:
-            from .codegen.cuda import CUDATarget
-        except ImportError as err:  # pragma: no cover - until the CUDA backend lands
-            raise UnsupportedError(f"the CUDA target is not available: {err}") from None
-        return CUDATarget(**options)
+        from .codegen.cpu import CPUTarget as cls
+    elif target == "cuda":
+        from .codegen.cuda import CUDATarget as cls
+    else:
+        cls = None
+    if cls is not None:
+        known = [p for p in inspect.signature(cls).parameters]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            raise UnsupportedError(f"target={target!r} takes no option {', '.join(unknown)} "
+                                   f"(its options: {', '.join(known) or 'none'}; schedule "
+                                   f"knobs: {', '.join(SCHEDULE_KEYWORDS)})")
+        return cls(**options)
     raise UnsupportedError(f"unknown target {target!r} (known: 'cpu', 'cuda')")
 
 
@@ -96,7 +103,7 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
     label = f"{label}_{'_'.join(_format_label(resolved[t]) for t in sorted(resolved))}"
     # inside spc, names that could collide with generated ones are mangled
     internal = internal_names(names_of(assign))
-    schedule = schedule or Schedule()
+    schedule = with_knobs(schedule or Schedule(), target_options)
     if schedule.order is not None:
         schedule = dataclasses.replace(
             schedule, order=tuple(internal.get(ix, ix) for ix in schedule.order))
@@ -109,6 +116,22 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
                     tuple(internal[n] for n in input_names), display=display)
     except SpcError as err:
         raise in_user_names(err, display) from None
+
+
+SCHEDULE_KEYWORDS = tuple(f.name for f in dataclasses.fields(Schedule))
+
+
+def with_knobs(schedule: Schedule, options: dict) -> Schedule:
+    """``schedule`` with the knobs given as ``spc.compile`` keywords (a shorthand:
+    ``spc.compile(..., group=8)`` is ``schedule=Schedule(group=8)``) taken out of
+    ``options``; a knob given both ways must agree."""
+    knobs = {k: options.pop(k) for k in SCHEDULE_KEYWORDS if k in options}
+    asked = schedule.knobs()
+    for k, v in knobs.items():
+        if k in asked and asked[k] != v:
+            raise ScheduleError.of(k, f"given as {v!r} to spc.compile and as "
+                                      f"{getattr(schedule, k)!r} in schedule=")
+    return schedule.replace(**knobs) if knobs else schedule
 
 
 def _format_label(fmt) -> str:

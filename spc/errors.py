@@ -59,6 +59,20 @@ class UnsupportedError(SpcError, NotImplementedError):
     """A valid request that spc does not implement (yet)."""
 
 
+class ScheduleError(UnsupportedError):
+    """A schedule knob that is illegal or meaningless for this kernel and target;
+    the message names the knob and says why (``knob`` holds its name)."""
+
+    def __init__(self, message: str, *, knob: str | None = None, **where):
+        self.knob = knob
+        super().__init__(message, **where)
+
+    @classmethod
+    def of(cls, knob: str, why: str) -> "ScheduleError":
+        """The error for ``knob``: "schedule <knob>: <why>"."""
+        return cls(f"schedule {knob}: {why}", knob=knob)
+
+
 class CompileError(SpcError, RuntimeError):
     """Code generation or building failed: a bug in spc, please report it."""
 

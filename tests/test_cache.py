@@ -271,7 +271,7 @@ def test_damaged_disk_entry_is_rebuilt_not_loaded(cache_dir, damage):
 
 def stage_files(k, kernel_name: str) -> list[str]:
     """The IR dump files of one kernel, in pipeline order: lowering, then each pass."""
-    passes = [p.__name__ for p in k.target.pipeline()]
+    passes = [p.__name__ for p in k.target.pipeline(k.schedule)]
     assert "simplify" in passes and "map_parallel" in passes
     return [f"{kernel_name}.00_lower.ir"] + [f"{kernel_name}.{n:02d}_{p}.ir"
                                               for n, p in enumerate(passes, start=1)]

@@ -9,11 +9,11 @@ from functools import lru_cache
 import llvmlite
 import llvmlite.binding as llvm
 
-from ..errors import CompileError
+from ..errors import CompileError, ScheduleError
 from ..ir.nodes import Buffer, Kernel
-from ..passes import DEFAULT_PIPELINE
 from .cpu_pool import load_pool
 from .llvm_ir import emit_module
+from ..schedule import GPU_LAUNCH_KNOBS
 from .objfile import elf_ok, host_machine
 from .target import Target
 
@@ -144,8 +144,12 @@ class CPUTarget(Target):
         self.opt = opt
         self.threading = threading_mode() if threading is None else threading
 
-    def pipeline(self):
-        return DEFAULT_PIPELINE
+    def check_schedule(self, schedule, kernels) -> None:
+        """The CUDA launch knobs mean nothing here."""
+        for knob in GPU_LAUNCH_KNOBS:
+            if getattr(schedule, knob) is not None:
+                raise ScheduleError.of(knob, "a CUDA launch knob; target='cpu' has no warps "
+                                             "or lanes")
 
     def cache_key(self) -> str:
         return (f"{CODEGEN_VERSION}|llvm{llvm.llvm_version_info}|llvmlite{llvmlite.__version__}"
@@ -187,7 +191,7 @@ class CPUTarget(Target):
             return elf_ok(binary, host_machine())
         return binary.startswith((b"\xcf\xfa\xed\xfe", b"\xce\xfa\xed\xfe", b"\x64\x86"))
 
-    def load(self, binary: bytes, kernel: Kernel) -> LoadedKernel:
+    def load(self, binary: bytes, kernel: Kernel, schedule=None) -> LoadedKernel:
         if self.threading == "pool":
             load_pool()          # kernels link against spc_pool_parallel
         elif self.threading == "gomp" and not load_gomp():

@@ -18,19 +18,16 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import CompileError, UnsupportedError
+from ..errors import CompileError, ScheduleError, UnsupportedError
 from ..ir.nodes import Buffer, Kernel
 from ..ir.printer import format_kernel
-from ..passes.collapse_blocks import collapse_blocks
-from ..passes.map_gpu import THREADS_PER_BLOCK, WARPS_PER_BLOCK, make_map_gpu
-from ..passes.simplify import simplify
-from ..passes.mark_noncanonical import mark_noncanonical
+from ..passes.map_gpu import THREADS_PER_BLOCK, WARPS_PER_BLOCK
+from ..schedule import GROUPS, Schedule
 from .cuda_c import host_eval, launch_plan, render_args, render_body, render_params
 from .objfile import EM_CUDA, elf_ok
 from .target import Target
 
 CODEGEN_VERSION = "cuda-2"
-GROUPS = (1, 2, 4, 8, 16, 32)    # lane-group sizes a gpu_group kernel is built for
 NVRTC_OPTIONS = ("-std=c++17",)
 HEADER_NAME = "spc_cuda.h"
 _HERE = Path(__file__).resolve().parent
@@ -93,13 +90,16 @@ class CudaLauncher:
     (in the kernel's parameter order, buffers and sizes separately)."""
 
     def __init__(self, binary: bytes, kernel: Kernel, source: str | None = None,
-                 wide: str | bool = "auto", group: str | int = "auto",
-                 split: str | int = "auto", flat: str | bool = "auto"):
+                 schedule: Schedule | None = None):
+        """``schedule``'s launch knobs (``wide``, ``group``, ``split``, ``flat``)
+        fix those choices; None leaves them to the call's sizes ("auto")."""
+        schedule = schedule or Schedule()
         self.kernel = kernel
-        self.wide = wide
-        self.group = group          # lanes per lane iteration of a gpu_group kernel
-        self.split = split          # warps per outer iteration of a gpu_group kernel
-        self.flat = flat            # flat positions for a gpu_flat kernel
+        auto = lambda v: "auto" if v is None else v     # noqa: E731
+        self.wide = auto(schedule.wide)
+        self.group = auto(schedule.group)     # lanes per lane iteration of a gpu_group kernel
+        self.split = auto(schedule.split)     # warps per outer iteration of a gpu_group kernel
+        self.flat = auto(schedule.flat)       # flat positions for a gpu_flat kernel
         self.name = kernel.name
         self.binary = binary
         self.source = source
@@ -307,45 +307,18 @@ class CUDATarget(Target):
     """NVIDIA GPUs through CUDA C and NVRTC.
 
     ``arch``: "sm_90" and the like; None means the current device's (which
-    then needs a GPU when building).  ``deterministic``: no atomics; kernels
-    whose results would need them run in a fixed order on one warp instead.
-    ``wide``: for kernels with a ``@gpu_lane_split`` loop (SpMM's columns),
-    whether a lane takes several columns (True), one (False), or the launcher
-    decides from the sizes ("auto"); a launch choice, the binary is the same.
-    ``group`` and ``split``: for kernels with a ``gpu_group`` loop (SDDMM's
-    ``k``), the lanes sharing each lane iteration (1, 2, 4, 8, 16 or 32) and
-    the warps sharing each outer iteration, or "auto" (the launcher decides
-    from the sizes); ``flat``: for kernels with a ``gpu_flat`` loop, whether
-    warps take equal chunks of the flat positions (True), a row each (False),
-    or the launcher decides ("auto"); launch choices too.
+    then needs a GPU when building).  How kernels map onto the GPU is the
+    Schedule's business (``deterministic``, ``wide``, ``group``, ``split``,
+    ``flat``: see ``spc.Schedule``), not the target's.
     """
 
     name = "cuda"
     device = True
 
-    def __init__(self, arch: str | None = None, deterministic: bool = False,
-                 wide: str | bool = "auto", group: str | int = "auto",
-                 split: str | int = "auto", flat: str | bool = "auto"):
+    def __init__(self, arch: str | None = None):
         self.arch = _normalize_arch(arch)
-        self.deterministic = bool(deterministic)
-        if wide not in ("auto", True, False):
-            raise UnsupportedError(f"wide must be 'auto', True or False, not {wide!r}")
-        if group != "auto" and group not in GROUPS:
-            raise UnsupportedError(f"group must be 'auto' or one of {GROUPS}, not {group!r}")
-        if split != "auto" and not (isinstance(split, int) and split >= 1):
-            raise UnsupportedError(f"split must be 'auto' or a positive int, not {split!r}")
-        if flat not in ("auto", True, False):
-            raise UnsupportedError(f"flat must be 'auto', True or False, not {flat!r}")
-        self.wide = wide
-        self.group = group
-        self.split = split
-        self.flat = flat
-        self._map_gpu = make_map_gpu(self.deterministic)
 
     # -- Target interface ---------------------------------------------------
-    def pipeline(self):
-        return (simplify, collapse_blocks, self._map_gpu, simplify, mark_noncanonical)
-
     def render(self, kernel: Kernel) -> str:
         plan = launch_plan(kernel)
         from .. import __version__
@@ -371,6 +344,30 @@ class CUDATarget(Target):
             template_params=template_params,
             body_params=render_params(kernel, "spc_idx"), body=render_body(kernel),
             instances=instances)
+
+    def check_schedule(self, schedule, kernels) -> None:
+        """``threads`` means nothing on a GPU; a launch knob needs the loop it steers
+        in one of ``kernels`` (map_gpu's output)."""
+        if schedule.threads is not None:
+            raise ScheduleError.of("threads", "CPU threads; on target='cuda' the grid is "
+                                              "sized from each call")
+        plans = [launch_plan(k) for k in kernels]
+        steers = {
+            "wide": (any(p.chunk_lo is not None for p in plans),
+                     "no @gpu_lane_split loop (a dense output loop cut into 32-column chunks, "
+                     "like SpMM's columns) for lanes to widen"),
+            "group": (any(p.group is not None for p in plans),
+                      "no gpu_group loop (a reduction per output entry, like SDDMM's k) for "
+                      "lanes to share"),
+            "flat": (any(p.flat for p in plans),
+                     "no gpu_flat loop (a gpu_group kernel's loop over a compressed level's "
+                     "positions) to enumerate flat"),
+        }
+        steers["split"] = steers["group"]
+        for knob, (present, missing) in steers.items():
+            if getattr(schedule, knob) is not None and not present:
+                where = "" if schedule.parallel else " (parallel=False runs one warp)"
+                raise ScheduleError.of(knob, f"this kernel has {missing}{where}")
 
     def resolved_arch(self) -> str:
         if self.arch is not None:
@@ -402,9 +399,9 @@ class CUDATarget(Target):
         RawModule (see ``build``)."""
         return binary.startswith(b"SRC\0") or elf_ok(binary, EM_CUDA)
 
-    def load(self, binary: bytes, kernel: Kernel) -> CudaLauncher:
-        return CudaLauncher(binary, kernel, wide=self.wide, group=self.group, split=self.split,
-                            flat=self.flat)
+    def load(self, binary: bytes, kernel: Kernel, schedule: Schedule | None = None
+             ) -> CudaLauncher:
+        return CudaLauncher(binary, kernel, schedule=schedule)
 
     # -- runtime hooks -----------------------------------------------------------
     def fast_path(self, ck):
@@ -422,19 +419,13 @@ class CUDATarget(Target):
         return DeviceOperands.get()
 
     def __eq__(self, other):
-        return (isinstance(other, CUDATarget) and self.arch == other.arch
-                and self.deterministic == other.deterministic and self.wide == other.wide
-                and self.group == other.group and self.split == other.split
-                and self.flat == other.flat)
+        return isinstance(other, CUDATarget) and self.arch == other.arch
 
     def __hash__(self):
-        return hash(("cuda", self.arch, self.deterministic, self.wide, self.group, self.split,
-                     self.flat))
+        return hash(("cuda", self.arch))
 
     def __repr__(self):
-        return (f"CUDATarget(arch={self.arch!r}, deterministic={self.deterministic}, "
-                f"wide={self.wide!r}, group={self.group!r}, split={self.split!r}, "
-                f"flat={self.flat!r})")
+        return f"CUDATarget(arch={self.arch!r})"
 
 
 @lru_cache(maxsize=None)

@@ -14,9 +14,11 @@ class Target(ABC):
 
     name: str = "abstract"
 
-    @abstractmethod
-    def pipeline(self) -> tuple[Callable[[Kernel], Kernel], ...]:
-        """The passes this target runs after lowering, in order."""
+    def pipeline(self, schedule) -> tuple[Callable[[Kernel], Kernel], ...]:
+        """The passes this target runs after lowering for ``schedule``, in order
+        (``spc/passes/pipeline.py``)."""
+        from ..passes.pipeline import PIPELINES
+        return PIPELINES[self.name](schedule)
 
     @abstractmethod
     def render(self, kernel: Kernel) -> str:
@@ -27,8 +29,13 @@ class Target(ABC):
         """A binary (object code, cubin) from ``render``'s output."""
 
     @abstractmethod
-    def load(self, binary: bytes, kernel: Kernel):
-        """A launcher for a built binary: ``launcher(buffers, sizes, **launch)``."""
+    def load(self, binary: bytes, kernel: Kernel, schedule=None):
+        """A launcher for a built binary: ``launcher(buffers, sizes, **launch)``;
+        ``schedule``'s launch knobs steer its launches."""
+
+    def check_schedule(self, schedule, kernels) -> None:
+        """Raise ScheduleError for a knob of ``schedule`` that this target, or the
+        scheduled IR ``kernels``, give no meaning (the default accepts all)."""
 
     def recognise(self, binary: bytes) -> bool:
         """Whether ``binary`` looks like one of this target's binaries (a cheap

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from itertools import count as _count
 
-from ..errors import UnsupportedError
+from ..errors import ScheduleError, UnsupportedError
 from ..formats.format import Format
 from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
@@ -233,12 +233,13 @@ def check_stored_by_loops(assign: ast.Assignment, formats: dict[str, Format],
 
 def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
                      order: tuple[str, ...]) -> None:
-    """Raise UnsupportedError unless ``order`` visits sparse levels after parents."""
+    """Raise ScheduleError (knob ``order``) unless ``order`` lists every loop
+    variable once and visits sparse levels after their parents."""
     plan = IndexPlan.of(assign, formats)
     want = set(plan.loop_vars)
     if set(order) != want or len(order) != len(want):
-        raise UnsupportedError(f"loop order {order} must list each loop variable of "
-                               f"'{assign.source}' exactly once: {sorted(want)}")
+        raise ScheduleError.of("order", f"loop order {order} must list each loop variable "
+                                        f"of '{assign.source}' exactly once: {sorted(want)}")
     check_stored_by_loops(assign, formats, plan)
     rank = {ix: k for k, ix in enumerate(order)}
     for acc in assign.accesses():
@@ -246,9 +247,10 @@ def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
         stored = plan.level_vars(fmt, acc.indices)
         for lvl, level in enumerate(fmt.levels):
             if not level.locatable and any(rank[p] > rank[stored[lvl]] for p in stored[:lvl]):
-                raise UnsupportedError(
-                    f"loop order {order} visits '{stored[lvl]}' before its parent levels in "
-                    f"{acc.tensor} (format {fmt}); such a level cannot be located")
+                raise ScheduleError.of(
+                    "order", f"loop order {order} visits '{stored[lvl]}' before its parent "
+                             f"levels in {acc.tensor} (format {fmt}); such a level cannot be "
+                             f"located")
 
 
 # ---------------------------------------------------------------------------

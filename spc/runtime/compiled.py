@@ -3,6 +3,7 @@ the call that checks operands, allocates outputs and launches.
 """
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from ..formats.format import Format, resolve_format
 from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
 from ..frontend import ast
+from ..schedule import Schedule
 from ..frontend.check import index_sizes
 from ..ir.lower import OutputKind, Program, lower, vals_buffer
 from ..ir.nodes import Buffer, DType, Kernel
@@ -66,7 +68,10 @@ def in_user_names(err: SpcError, display: dict[str, str]) -> SpcError:
         message = message.replace(internal, user)
     if message == err.message:
         return err
-    return type(err)(message, source=err.source, span=err.span)
+    renamed = copy.copy(err)                 # keeps the type and its fields (ScheduleError.knob)
+    renamed.message = message
+    renamed.args = (renamed._render(),)
+    return renamed
 
 
 def call_option(inputs: tuple[str, ...], kwargs: dict) -> bool:
@@ -110,20 +115,6 @@ class _CompressedView:
         v.format, v.shape, v.data = kind, t.shape, t.vals
         v.indptr, v.indices = t.arrays[1]["pos"], t.arrays[1]["crd"]
         return v
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """How to run a kernel.
-
-    ``order``: the loop order (index names, outermost first); None picks one
-    that visits sparse levels in storage order.  ``parallel``: run the
-    outermost independent loop on threads (CPU) or blocks (GPU).  ``threads``:
-    CPU threads (None: SPC_NUM_THREADS or every core).
-    """
-    order: tuple[str, ...] | None = None
-    parallel: bool = True
-    threads: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,17 +187,19 @@ class CompiledKernel(KernelCall):
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format], target,
                  dtype: DType, schedule: Schedule, name: str, inputs: tuple[str, ...],
                  separate: frozenset[str] = frozenset(),
-                 display: dict[str, str] | None = None):
-        """``assign``, ``formats`` and ``inputs`` use spc's internal names
-        (frontend.names); ``display`` maps the internal names that differ to the
-        user's, which keyword calls and messages use."""
+                 display: dict[str, str] | None = None, check_knobs: bool = True):
+        """``assign``, ``formats``, ``inputs`` and ``schedule.order`` use spc's
+        internal names (frontend.names); ``display`` maps the internal names that
+        differ to the user's, which keyword calls and messages use.
+        ``check_knobs``: refuse schedule knobs that steer nothing in this kernel
+        (a composite kernel checks them over all its parts instead)."""
         self.display = dict(display or {})
         self.input_names = tuple(self.display.get(n, n) for n in inputs)
         self.expression = assign
         self.formats = formats
         self.target = target
         self.dtype = dtype
-        self.schedule = schedule
+        self._schedule = schedule       # as asked, in internal names
         self.name = name
         self.inputs = inputs
         self.separate = separate        # tensors whose terms get kernels of their own
@@ -219,6 +212,8 @@ class CompiledKernel(KernelCall):
         self._plan = _UNPLANNED
         self._device_fast = _UNPLANNED
         self._variant(DType.I32)           # lower, render (and checks) eagerly
+        if check_knobs:
+            target.check_schedule(schedule, self._variant(DType.I32).kernels)
 
     # -- what it is -----------------------------------------------------------
     @property
@@ -244,8 +239,25 @@ class CompiledKernel(KernelCall):
     def output(self) -> str:
         return self.expression.lhs.tensor
 
+    @property
+    def schedule(self) -> Schedule:
+        """The schedule this kernel runs: the one asked for, with spc's compile-time
+        choices filled in (the loop order; CPU threads; determinism).  Launch
+        knobs left None are chosen per call from its sizes."""
+        s = self._schedule
+        order = tuple(self.display.get(ix, ix)
+                      for ix in self._variant(DType.I32).program.index_order)
+        if self.target.name == "cpu":
+            return s.replace(order=order, deterministic=True,
+                             threads=self._max_threads if s.parallel else 1)
+        return s.replace(order=order, deterministic=bool(s.deterministic))
+
     def __repr__(self) -> str:
         return f"spc.CompiledKernel({self.expression.source!r}, target={self.target.name})"
+
+    def lowered_kernels(self) -> tuple:
+        """The scheduled IR kernels (int32 indices) this kernel runs."""
+        return self._variant(DType.I32).kernels
 
     def build(self, index_dtype: DType = DType.I32) -> "CompiledKernel":
         """Build (or fetch from the cache) the binaries now rather than at first call."""
@@ -256,7 +268,7 @@ class CompiledKernel(KernelCall):
                 key = cache.cache_key(format_kernel(kernel), self.target.cache_key())
                 launchers.append(cache.load_or_build(
                     key, lambda k=kernel, s=source: self.target.build(s, k),
-                    lambda binary, k=kernel: self.target.load(binary, k),
+                    lambda binary, k=kernel: self.target.load(binary, k, self._schedule),
                     self.target.recognise))
             v.launchers = launchers
         return self
@@ -268,16 +280,14 @@ class CompiledKernel(KernelCall):
         dump = Dumper.for_kernel(f"{self.name}_{index_dtype.value}")
         dump.write("expression", f"{self.expression.source}\n{self.expression!r}\n"
                    f"formats: { {k: str(f) for k, f in sorted(self.formats.items())} }\n")
-        program = lower(self.expression, self.formats, name=self.name, order=self.schedule.order,
+        program = lower(self.expression, self.formats, name=self.name, order=self._schedule.order,
                         value_dtype=self.dtype, index_dtype=index_dtype,
                         separate=self.separate)
         kernels, sources = [], []
         for kernel in program.kernels:
             verify(kernel, "lower")
             dump.write(f"{kernel.name}.00_lower.ir", format_kernel(kernel))
-            for n, pass_ in enumerate(self.target.pipeline(), start=1):
-                if pass_.__name__ in ("map_parallel", "map_gpu") and not self.schedule.parallel:
-                    continue
+            for n, pass_ in enumerate(self.target.pipeline(self._schedule), start=1):
                 kernel = verify(pass_(kernel), pass_.__name__)
                 dump.write(f"{kernel.name}.{n:02d}_{pass_.__name__}.ir", format_kernel(kernel))
             source = self.target.render(kernel)
@@ -394,7 +404,7 @@ class CompiledKernel(KernelCall):
             free=tuple(sizes.index(ix) for ix in sizes if ix not in self._sparse_indices),
             launches=tuple((addr, get, tuple(sizes.index(ix) for ix in ints))
                            for addr, get, ints in launches),
-            parallel=self.schedule.parallel and self._max_threads > 1,
+            parallel=self._schedule.parallel and self._max_threads > 1,
             pattern=pattern)
 
     def _fast_call(self, args, validate: bool):
@@ -525,7 +535,7 @@ class CompiledKernel(KernelCall):
         return DType.I32
 
     def _threads(self, tensors: dict[str, Tensor], sizes: dict[str, int]) -> int:
-        if not self.schedule.parallel or self._max_threads == 1:
+        if not self._schedule.parallel or self._max_threads == 1:
             return 1
         free = 1
         for ix, s in sizes.items():

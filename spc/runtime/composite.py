@@ -93,7 +93,8 @@ class CompositeKernel(KernelCall):
                 sub_fmts = {a.tensor: fmts[a.tensor] for a in (sub.lhs,) + sub.accesses()}
                 self.kernels.append(CompiledKernel(
                     sub, sub_fmts, target, dtype, schedule, f"{name}_part{k}",
-                    tuple(dict.fromkeys(a.tensor for a in sub.accesses()))))
+                    tuple(dict.fromkeys(a.tensor for a in sub.accesses())),
+                    check_knobs=False))
         else:
             rhs = _rewrite(assign.rhs, self.sums)
             sub = ast.Assignment(assign.lhs, rhs, assign.source)
@@ -105,7 +106,10 @@ class CompositeKernel(KernelCall):
                     separate.add(part_name(t, j))
             self.kernels = [CompiledKernel(
                 sub, fmts, target, dtype, schedule, name,
-                tuple(dict.fromkeys(a.tensor for a in sub.accesses())), frozenset(separate))]
+                tuple(dict.fromkeys(a.tensor for a in sub.accesses())), frozenset(separate),
+                check_knobs=False)]
+        target.check_schedule(schedule, [kern for part in self.kernels
+                                         for kern in part.lowered_kernels()])
 
     # -- what it is ---------------------------------------------------------------
     @property
@@ -119,6 +123,11 @@ class CompositeKernel(KernelCall):
     @property
     def output(self) -> str:
         return self.expression.lhs.tensor
+
+    @property
+    def schedule(self):
+        """The schedule of the first part (every part runs the one asked for)."""
+        return self.kernels[0].schedule
 
     def build(self, *args, **kwargs) -> "CompositeKernel":
         for k in self.kernels:

@@ -1,0 +1,63 @@
+"""The pass order of every target, in one place.
+
+Each target runs ``lower`` and then the passes below, in order, verifying the
+IR after each (``CompiledKernel._variant``; ``SPC_DUMP`` writes every stage).
+A pass runs or not, and takes its parameters, from the Schedule's fields only:
+never from its own name or from the target.
+
+    CPU                                         CUDA
+    simplify                                    simplify
+    tile_rows_for_registers                     collapse_blocks
+    map_parallel          (parallel)            map_gpu       (parallel; deterministic)
+    simplify                                    simplify
+    mark_noncanonical                           mark_noncanonical
+    block_reductions
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..ir.nodes import Kernel
+from ..schedule import Schedule
+from .block_reductions import block_reductions
+from .collapse_blocks import collapse_blocks
+from .map_gpu import make_map_gpu
+from .map_parallel import map_parallel
+from .mark_noncanonical import mark_noncanonical
+from .register_tile import tile_rows_for_registers
+from .simplify import simplify
+
+Pass = Callable[[Kernel], Kernel]
+
+
+def cpu_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
+    """The CPU target's passes for ``schedule``."""
+    return (
+        simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
+        tile_rows_for_registers,   # SpMM-like row updates accumulate in registers
+        *((map_parallel,) if schedule.parallel else ()),
+                                   # outermost independent loop -> CPU threads
+        simplify,                  # tidy what tiling produced
+        mark_noncanonical,         # which inputs may be unsorted / hold duplicates
+        block_reductions,          # data-dependent reductions (SpMV rows) in guarded vector
+                                   # blocks; after mark_noncanonical: it reads the loops as
+                                   # lowered, and blocking visits the same entries
+    )
+
+
+def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
+    """The CUDA target's passes for ``schedule``."""
+    return (
+        simplify,                  # as on the CPU
+        collapse_blocks,           # a blocked level's dense block loops -> one flat loop
+        *((make_map_gpu(bool(schedule.deterministic)),) if schedule.parallel else ()),
+                                   # loops -> blocks, warps, lanes, threads (else one warp);
+                                   # deterministic: no atomics
+        simplify,
+        mark_noncanonical,
+    )
+
+
+PIPELINES = {"cpu": cpu_pipeline, "cuda": cuda_pipeline}
+
+__all__ = ["PIPELINES", "Pass", "cpu_pipeline", "cuda_pipeline"]

@@ -1,0 +1,101 @@
+"""``spc.Schedule``: every decision that shapes a kernel or its launch, as one value.
+
+A schedule is data: frozen, hashable and printable.  ``None`` in a field means
+"let spc choose"; ``k.schedule`` on a compiled kernel reports the schedule with
+spc's compile-time choices filled in.  Fields come in three kinds:
+
+* **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
+  reads them): ``order``, ``parallel``, ``deterministic``.  The printed IR shows
+  their effect and the reference interpreter runs it.
+* **Launch knobs** pick among launches of one binary, from the call's sizes
+  when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
+  ``flat`` (CUDA).  A launch knob set on a kernel without the loop it steers is
+  meaningless and refused.
+* **Run knobs**: ``threads`` (CPU threads per call).
+
+A value that is illegal in itself (a group of 3 lanes, 0 threads) raises
+``spc.ScheduleError`` when the Schedule is made; one that is illegal or
+meaningless for a kernel and target (an order that visits a sparse level
+before its parent, ``wide`` on the CPU) raises it from ``spc.compile``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .errors import ScheduleError
+
+GROUPS = (1, 2, 4, 8, 16, 32)      # lanes that may share one lane iteration (CUDA)
+GPU_LAUNCH_KNOBS = ("wide", "group", "split", "flat")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """How to run a kernel (see the module docstring for the kinds of knob).
+
+    ``order``: the loop order, index names outermost first (None: one that
+    visits sparse levels in storage order).  ``parallel``: run the outermost
+    independent loop on CPU threads or across the GPU grid (False: one thread /
+    one warp).  ``threads``: CPU threads (None: SPC_NUM_THREADS or every core).
+    ``deterministic``: CUDA results bit-identical from run to run: no atomics,
+    kernels that would need them run their reduction in a fixed order on one
+    warp (None: False; the CPU is always deterministic).
+    ``wide``: CUDA, a ``@gpu_lane_split`` loop (SpMM's columns) gives each lane
+    several columns (True) or one (False).  ``group``: CUDA, lanes sharing one
+    iteration of a ``gpu_group`` loop (SDDMM's nonzeros; 1 to 32, a power of
+    two).  ``split``: CUDA, warps sharing one outer iteration of such a kernel.
+    ``flat``: CUDA, warps take equal chunks of a ``gpu_flat`` loop's positions
+    across rows (True) or a row each (False).
+    """
+    order: tuple[str, ...] | None = None
+    parallel: bool = True
+    threads: int | None = None
+    deterministic: bool | None = None
+    wide: bool | None = None
+    group: int | None = None
+    split: int | None = None
+    flat: bool | None = None
+
+    def __post_init__(self):
+        if self.order is not None:
+            if isinstance(self.order, str) or not all(isinstance(i, str) for i in self.order):
+                raise ScheduleError.of("order", f"must be a sequence of index names, not "
+                                                f"{self.order!r}")
+            object.__setattr__(self, "order", tuple(self.order))
+        _check_bool("parallel", self.parallel, optional=False)
+        for knob in ("deterministic", "wide", "flat"):
+            _check_bool(knob, getattr(self, knob))
+        if self.threads is not None and not (_is_int(self.threads) and self.threads >= 1):
+            raise ScheduleError.of("threads", f"must be a positive int, not {self.threads!r}")
+        if self.group is not None and not (_is_int(self.group) and self.group in GROUPS):
+            raise ScheduleError.of("group", f"must be one of {GROUPS}, not {self.group!r}")
+        if self.split is not None and not (_is_int(self.split) and self.split >= 1):
+            raise ScheduleError.of("split", f"must be a positive int, not {self.split!r}")
+        if self.flat and self.split is not None:
+            raise ScheduleError.of("split", "warps per row mean nothing when flat=True "
+                                            "(warps take chunks of positions, not rows)")
+
+    def replace(self, **changes) -> "Schedule":
+        """A copy with ``changes`` applied (and checked)."""
+        return dataclasses.replace(self, **changes)
+
+    def knobs(self) -> dict[str, object]:
+        """The fields that differ from the default Schedule(), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != f.default}
+
+    def __str__(self) -> str:
+        return "Schedule(" + ", ".join(f"{k}={v!r}" for k, v in self.knobs().items()) + ")"
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_bool(knob: str, value, optional: bool = True) -> None:
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise ScheduleError.of(knob, f"must be True or False{' or None' if optional else ''}, "
+                                     f"not {value!r}")
+
+
+__all__ = ["GPU_LAUNCH_KNOBS", "GROUPS", "Schedule"]

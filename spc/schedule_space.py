@@ -1,0 +1,82 @@
+"""``spc.schedule_space``: the legal schedules of a kernel (the tuner's search space)."""
+from __future__ import annotations
+
+import itertools
+
+from .errors import UnsupportedError
+from .schedule import GROUPS, Schedule
+
+SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a gpu_group kernel
+MAX_ORDERS = 720               # loop orders tried at most (6 indices)
+
+
+def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32",
+                   **target_options) -> tuple[Schedule, ...]:
+    """Every legal schedule of ``spc.compile(kernel, fmt=..., formats=..., target=...,
+    dtype=...)``, the default schedule's choices first.
+
+    Ensures: each schedule compiles (``spc.compile(..., schedule=s)`` raises no
+    ScheduleError), and schedules giving the same IR and launch are listed once.
+    Enumerated: every loop order the formats allow; ``parallel`` True and False;
+    on CUDA, ``deterministic`` where it changes the IR, and the launch knobs
+    where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
+    ``split`` in {1, 2, 4, 8})).  ``threads`` is left to the machine.
+    """
+    from .api import compile as spc_compile
+
+    def build(schedule):
+        return spc_compile(kernel, fmt=fmt, formats=formats, target=target, dtype=dtype,
+                           schedule=schedule, **target_options)
+
+    default = build(Schedule())
+    indices = default.schedule.order
+    orders = [indices] + [o for o in itertools.islice(itertools.permutations(indices), MAX_ORDERS)
+                          if o != indices]
+    space: list[Schedule] = []
+    seen: set[str] = set()
+    for order in orders:
+        for parallel in (True, False):
+            base = Schedule(order=order, parallel=parallel)
+            try:
+                k = build(base)
+            except UnsupportedError:           # ScheduleError: the formats forbid this order
+                continue
+            variants = [(base, k)]
+            if k.target.name == "cuda" and parallel:
+                det = build(base.replace(deterministic=True))
+                if det.ir != k.ir:
+                    variants.append((base.replace(deterministic=True), det))
+            for s, kk in variants:
+                if kk.ir in seen:
+                    continue
+                seen.add(kk.ir)
+                space.extend(_launch_variants(s, kk))
+    return tuple(space)
+
+
+def _launch_variants(schedule: Schedule, k) -> list[Schedule]:
+    """``schedule`` with each setting of the launch knobs ``k``'s kernels have."""
+    if k.target.name != "cuda":
+        return [schedule]
+    from .codegen.cuda_c import launch_plan
+    plans = [launch_plan(kern) for kern in _kernels(k)]
+    out = [schedule]
+    if any(p.chunk_lo is not None for p in plans):
+        out = [s.replace(wide=w) for s in out for w in (False, True)]
+    if any(p.group is not None for p in plans):
+        flat = any(p.flat for p in plans)
+        out = [s.replace(group=g, **mode) for s in out for g in GROUPS
+               for mode in ([dict(flat=True)] if flat else [])
+               + [dict(flat=False if flat else None, split=n) for n in SPLITS]]
+    return out
+
+
+def _kernels(k):
+    """The scheduled IR kernels of a CompiledKernel or of every part of a composite one."""
+    parts = getattr(k, "kernels", None)
+    if parts is not None and not hasattr(k, "lowered_kernels"):
+        return [kern for part in parts for kern in part.lowered_kernels()]
+    return list(k.lowered_kernels())
+
+
+__all__ = ["schedule_space"]

@@ -1,0 +1,58 @@
+"""Every schedule of spc.schedule_space on the GPU gives scipy's numbers (issue 9).
+Marked ``cuda``; skipped without CuPy and a GPU."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+from matrices import assert_allclose
+
+pytestmark = pytest.mark.cuda
+
+from cuda_env import cupy_or_skip_module  # noqa: E402
+
+cupy = cupy_or_skip_module()
+
+
+def _matrix():
+    """70 x 50: empty rows, one dense row, a long row, the rest short."""
+    A = sp.random(70, 50, density=0.06, format="lil", random_state=5)
+    A[3, :] = 0
+    A[10, :] = np.arange(1, 51)
+    A[11, :40] = 1.5
+    return A.tocsr()
+
+
+def _cases(kernel, A, rng):
+    m, n = A.shape
+    if kernel == "spmv":
+        x = rng.standard_normal(n)
+        return (A, x), A @ x
+    if kernel == "spmm":
+        B = rng.standard_normal((n, 40))
+        return (A, B), A @ B
+    X, Y = rng.standard_normal((m, 24)), rng.standard_normal((n, 24))
+    return (A, X, Y), A.multiply(X @ Y.T).toarray()
+
+
+def _host(x):
+    if hasattr(x, "get"):
+        x = x.get()
+    if isinstance(x, spc.Tensor):
+        from spc.runtime.device import DeviceOperands
+        x = DeviceOperands.get().to_host(x).to_numpy()
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "bsr(2,2)", "ell"])
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_every_schedule_of_the_space_gives_scipys_numbers(kernel, fmt):
+    A = _matrix()
+    ops, want = _cases(kernel, A, np.random.default_rng(1))
+    space = spc.schedule_space(kernel, fmt=fmt, target="cuda", dtype="float64")
+    assert space
+    for s in space:
+        got = spc.compile(kernel, fmt=fmt, target="cuda", dtype="float64", schedule=s)(*ops)
+        assert_allclose(_host(got), want, np.float64)

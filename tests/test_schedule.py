@@ -1,0 +1,197 @@
+"""spc.Schedule as a value, the knobs it refuses, the schedule a kernel reports, the
+pass pipelines it selects, and spc.schedule_space (issue 9, items 1-2)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+from cuda_env import NVCC, nvcc
+from spc.passes.pipeline import cpu_pipeline, cuda_pipeline
+
+CUDA = dict(target="cuda", arch="sm_90")
+
+
+# ---------------------------------------------------------------------- the value
+
+
+def test_a_schedule_is_a_frozen_hashable_printable_value():
+    s = spc.Schedule(order=["i", "k", "j"], group=8)
+    assert s.order == ("i", "k", "j")                       # lists become tuples
+    assert s == spc.Schedule(order=("i", "k", "j"), group=8)
+    assert len({s, spc.Schedule(order=("i", "k", "j"), group=8)}) == 1
+    assert str(s) == "Schedule(order=('i', 'k', 'j'), group=8)"
+    assert str(spc.Schedule()) == "Schedule()"
+    with pytest.raises(AttributeError):
+        s.group = 4
+    assert s.replace(group=4).group == 4 and s.group == 8
+
+
+@pytest.mark.parametrize("knobs, knob", [
+    (dict(order="ij"), "order"), (dict(order=("i", 3)), "order"),
+    (dict(parallel=None), "parallel"), (dict(parallel=1), "parallel"),
+    (dict(threads=0), "threads"), (dict(threads=2.0), "threads"), (dict(threads=True), "threads"),
+    (dict(group=3), "group"), (dict(group=64), "group"), (dict(group=True), "group"),
+    (dict(split=0), "split"), (dict(wide="yes"), "wide"), (dict(deterministic=0), "deterministic"),
+    (dict(flat=True, split=2), "split"),
+])
+def test_an_illegal_value_names_its_knob(knobs, knob):
+    with pytest.raises(spc.ScheduleError, match=f"schedule {knob}: ") as err:
+        spc.Schedule(**knobs)
+    assert err.value.knob == knob
+
+
+# ---------------------------------------------------------------------- knobs a kernel refuses
+
+
+@pytest.mark.parametrize("kernel, options, knob, why", [
+    ("spmm", dict(wide=True), "wide", "target='cpu' has no warps"),
+    ("sddmm", dict(group=4), "group", "target='cpu'"),
+    ("spmm", dict(threads=2, **CUDA), "threads", "grid is sized from each call"),
+    ("spmm", dict(group=4, **CUDA), "group", "no gpu_group loop"),
+    ("spmm", dict(flat=True, **CUDA), "flat", "no gpu_flat loop"),
+    ("spmv", dict(wide=True, **CUDA), "wide", "no @gpu_lane_split loop"),
+    ("sddmm", dict(wide=False, **CUDA), "wide", "no @gpu_lane_split loop"),
+    ("sddmm", dict(split=2, parallel=False, **CUDA), "split", "parallel=False runs one warp"),
+    ("spmm", dict(schedule=spc.Schedule(order=("k", "i", "j"))), "order", "before its parent"),
+    ("spmm", dict(schedule=spc.Schedule(order=("i", "j"))), "order", "exactly once"),
+    ("spmm", dict(schedule=spc.Schedule(group=2), group=4, **CUDA), "group", "given as 4"),
+])
+def test_a_meaningless_or_illegal_knob_is_refused_by_name(kernel, options, knob, why):
+    with pytest.raises(spc.ScheduleError, match=why) as err:
+        spc.compile(kernel, fmt="csr", **options)
+    assert err.value.knob == knob
+    assert isinstance(err.value, spc.UnsupportedError)      # what it was before issue 9
+
+
+def test_an_unknown_compile_option_is_an_spc_error():
+    with pytest.raises(spc.UnsupportedError, match="takes no option bogus"):
+        spc.compile("spmv", target="cuda", arch="sm_90", bogus=1)
+
+
+def test_a_hyb_kernel_accepts_a_knob_one_of_its_parts_uses():
+    k = spc.compile("spmm", fmt="hyb", wide=True, **CUDA)
+    assert k.schedule.wide is True
+
+
+# ---------------------------------------------------------------------- the schedule a kernel reports
+
+
+def test_the_reported_schedule_fills_in_spcs_choices():
+    k = spc.compile("spmm", fmt="csr", dtype="float64", threads=1)
+    assert k.schedule == spc.Schedule(order=("i", "k", "j"), threads=1, deterministic=True)
+    g = spc.compile("sddmm", fmt="csr", group=8, **CUDA)
+    assert g.schedule == spc.Schedule(order=("i", "j", "k"), deterministic=False, group=8)
+
+
+def test_the_reported_order_is_in_the_users_names():
+    """Index names that are C words are mangled inside spc; the report shows the user's."""
+    k = spc.compile("y[int] = A[int,do] * x[do]", formats={"A": "csr"})
+    assert k.schedule.order == ("int", "do")
+    again = spc.compile("y[int] = A[int,do] * x[do]", formats={"A": "csr"},
+                        schedule=k.schedule)
+    assert again.ir == k.ir
+
+
+def test_a_reported_schedule_compiles_to_the_same_kernel():
+    k = spc.compile("sddmm", fmt="csr", **CUDA)
+    assert spc.compile("sddmm", fmt="csr", schedule=k.schedule, **CUDA).source == k.source
+
+
+# ---------------------------------------------------------------------- pipelines
+
+
+def _names(passes):
+    return [p.__name__ for p in passes]
+
+
+@pytest.mark.parametrize("schedule, cpu, cuda", [
+    (spc.Schedule(),
+     ["simplify", "tile_rows_for_registers", "map_parallel", "simplify", "mark_noncanonical",
+      "block_reductions"],
+     ["simplify", "collapse_blocks", "map_gpu", "simplify", "mark_noncanonical"]),
+    (spc.Schedule(parallel=False),
+     ["simplify", "tile_rows_for_registers", "simplify", "mark_noncanonical",
+      "block_reductions"],
+     ["simplify", "collapse_blocks", "simplify", "mark_noncanonical"]),
+], ids=["default", "serial"])
+def test_the_pipelines_follow_the_schedule(schedule, cpu, cuda):
+    assert _names(cpu_pipeline(schedule)) == cpu
+    assert _names(cuda_pipeline(schedule)) == cuda
+
+
+def test_deterministic_is_a_pipeline_parameter():
+    """The scalar reduction takes atomics by default and one warp when deterministic."""
+    atomic = spc.compile("s = A[i,j]", formats={"A": "csr"}, **CUDA)
+    fixed = spc.compile("s = A[i,j]", formats={"A": "csr"}, deterministic=True, **CUDA)
+    assert "atomic" in atomic.ir and "atomic" not in fixed.ir
+
+
+# ---------------------------------------------------------------------- schedule_space
+
+
+SPACE_KERNELS = ["spmv", "spmm", "sddmm"]
+
+
+@pytest.mark.parametrize("kernel", SPACE_KERNELS)
+def test_the_cpu_space_lists_each_legal_schedule_once(kernel):
+    space = spc.schedule_space(kernel, fmt="csr")
+    default = spc.compile(kernel, fmt="csr")
+    assert space[0].order == default.schedule.order
+    assert len(set(space)) == len(space)
+    irs = [spc.compile(kernel, fmt="csr", schedule=s).ir for s in space]
+    assert len(set(irs)) == len(irs)                        # no two give the same kernel
+
+
+def _operands(kernel, A, rng):
+    m, n = A.shape
+    if kernel == "spmv":
+        x = rng.standard_normal(n)
+        return (A, x), A @ x
+    if kernel == "spmm":
+        B = rng.standard_normal((n, 5))
+        return (A, B), A @ B
+    X, Y = rng.standard_normal((m, 3)), rng.standard_normal((n, 3))
+    return (A, X, Y), A.multiply(X @ Y.T).toarray()
+
+
+def _matrix():
+    """Empty rows, one dense row, the rest random."""
+    A = sp.random(9, 7, density=0.3, format="lil", random_state=3)
+    A[2, :] = 0
+    A[5, :] = np.arange(1, 8)
+    return A.tocsr()
+
+
+@pytest.mark.parametrize("kernel", SPACE_KERNELS)
+def test_every_cpu_schedule_gives_scipys_numbers(kernel):
+    A = _matrix()
+    ops, want = _operands(kernel, A, np.random.default_rng(0))
+    for s in spc.schedule_space(kernel, fmt="csr", dtype="float64"):
+        got = spc.compile(kernel, fmt="csr", dtype="float64", schedule=s)(*ops)
+        got = got.toarray() if hasattr(got, "toarray") else got
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(s))
+
+
+@pytest.mark.parametrize("kernel", SPACE_KERNELS)
+def test_launch_knobs_leave_the_cuda_source_alone(kernel):
+    """A renderer prints: equal IR gives equal source, whatever the launch knobs."""
+    by_ir: dict[str, str] = {}
+    space = spc.schedule_space(kernel, fmt="csr", **CUDA)
+    assert space
+    for s in space:
+        k = spc.compile(kernel, fmt="csr", schedule=s, **CUDA)
+        assert by_ir.setdefault(k.ir, k.source) == k.source, str(s)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+def test_every_kernel_of_the_cuda_spaces_builds_with_nvcc():
+    sources = {}
+    for kernel in SPACE_KERNELS:
+        for s in spc.schedule_space(kernel, fmt="csr", **CUDA):
+            k = spc.compile(kernel, fmt="csr", schedule=s, **CUDA)
+            sources.setdefault(k.ir, k.source)
+    for ir, source in sources.items():
+        code, log = nvcc(source)
+        assert code == 0, log
