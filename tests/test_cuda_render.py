@@ -427,3 +427,20 @@ def test_params_roles_render_const():
         if p.role is ParamRole.INPUT:
             assert f"const {'int' if p.value.dtype is DType.I32 else 'float'}* __restrict__ {p.name}" \
                 in ck.source
+
+
+@pytest.mark.parametrize("kernel, order", [
+    ("spmv", ("i_blk", "j_in", "i_in", "j_blk")),
+    ("spmm", ("i_blk", "k_in", "i_in", "k_blk", "j")),
+    ("spmm", ("i_in", "k_in", "i_blk", "k_blk", "j")),
+])
+def test_collapse_blocks_never_fuses_a_reduction_into_the_independent_loop(kernel, order):
+    """A loop order with a reduction's in-block index second once made collapse_blocks
+    fuse it with the block rows and call the fused loop independent: warps then
+    raced on the same outputs (found by the schedule-space GPU test).  Fused or not,
+    the loop called independent must write its own entries."""
+    k = spc.compile(kernel, fmt="bsr(2,2)", target="cuda", arch="sm_90",
+                    schedule=spc.Schedule(order=order))
+    independent = dict(k.lowered_kernels()[0].attrs).get("outer_independent")
+    assert independent is None or independent.startswith(("i_blk", "i_in"))
+    assert "j_in_flat" not in k.ir and "k_in_flat" not in k.ir

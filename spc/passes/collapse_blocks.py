@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from ..ir.nodes import BinOp, Block, Const, DType, For, Kernel, Let, Var, i64, mul, sub
 from ..ir.traverse import walk
+from .map_gpu import stores_follow
 
 I64 = DType.I64
 
@@ -29,7 +30,10 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
     (outer, inner) pairs in the same order; the kernel's ``outer_independent``
     attribute, when it named the outer loop, names the fused loop (iterations of
     an independent loop over block rows that each take one of its rows stay
-    independent).  Kernels of any other shape are returned unchanged.
+    independent).  Kernels of any other shape are returned unchanged, and so is
+    one whose inner loop's iterations do not each write their own entries (a
+    loop order that puts a reduction's in-block index, SpMV's ``j_in``, second:
+    its fused iterations would share outputs).
     """
     stmts = kernel.body.body if isinstance(kernel.body, Block) else (kernel.body,)
     k = 0
@@ -46,7 +50,7 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
             and isinstance(outer.lo, Const) and outer.lo.value == 0):
         return kernel
     b = int(inner.hi.value)
-    if b <= 1:
+    if b <= 1 or not stores_follow(inner):
         return kernel
     names = {n.name for n in walk(kernel.body) if isinstance(n, Var)} | {p.name for p in kernel.params}
     flat = f"{inner.var.name}_flat"

@@ -588,7 +588,7 @@ def _privatized(prefix, rest, kernel: Kernel):
     return prefix[:-1], replace(loop, body=body)
 
 
-def _stores_follow(loop: For) -> bool:
+def stores_follow(loop: For) -> bool:
     """True when every store in ``loop`` writes where the iteration's own values
     point (its index depends on the loop variable): a check of the lowerer's
     ``outer_independent`` claim that catches stores every iteration shares."""
@@ -626,7 +626,7 @@ def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
         # (a loop that assigns a variable declared before it carries state from one
         # iteration to the next: a merge's position, a sparse output's append point)
         loop = replace(rest[0], kind=LoopKind.SERIAL)
-        if _binds(loop, attrs.get("outer_independent")) and _stores_follow(loop):
+        if _binds(loop, attrs.get("outer_independent")) and stores_follow(loop):
             mapped, mode = map_outer(loop, _Ctx(kernel, atomic=False))
             new_body = Block(prefix + (mapped,))
         elif not deterministic and all(n.accumulate for n in all_stmts(loop)
