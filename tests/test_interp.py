@@ -19,11 +19,11 @@ from spc.formats.format import Format, resolve_format
 from spc.frontend import ast
 from spc.frontend.check import check, index_sizes
 from spc.frontend.parser import parse
-from spc.ir.interp import run_kernel
+from spc.ir.interp import RaceError, run_kernel
 from spc.ir.lower import OutputKind, Program, lower
 from spc.ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                          Kernel, Let, Load, Neg, Param, ParamRole, Select, Store, Var, While,
-                          i64)
+                          Kernel, Let, Load, LoopKind, Neg, Param, ParamRole, Select, Store, Var,
+                          While, i64)
 
 F64 = DType.F64
 I64 = DType.I64
@@ -380,3 +380,57 @@ def test_missing_argument_raises():
     k = kernel_of([], inputs=("src",), sizes=("n",))
     with pytest.raises(KeyError, match="n"):
         run_kernel(k, {"src": np.zeros(1), "out": np.zeros(1)})
+
+
+# ---------------------------------------------------------------------- races
+
+
+def _two_level(kind, store):
+    """for i in [0, 4) @kind: for j in [0, 3): store(i, j)"""
+    i, j = Var("i", I64), Var("j", I64)
+    return kernel_of([For(i, i64(0), i64(4), For(j, i64(0), i64(3), store(i, j)), kind)])
+
+
+@pytest.mark.parametrize("kind", [LoopKind.PARALLEL, LoopKind.GPU_WARP, LoopKind.GPU_BLOCK,
+                                  LoopKind.GPU_THREAD, LoopKind.GPU_LANE,
+                                  LoopKind.GPU_LANE_SPLIT])
+def test_concurrent_iterations_storing_one_entry_are_a_race(kind):
+    k = _two_level(kind, lambda i, j: Store(buf("out"), j, Const(1.0, F64), accumulate=True))
+    with pytest.raises(RaceError, match=r"out\[0\] is stored by iterations 0 and 1"):
+        run_kernel(k, {"out": np.zeros(3)})
+    out = np.zeros(3)
+    run_kernel(k, {"out": out}, check_races=False)     # sequentially it sums fine
+    np.testing.assert_array_equal(out, [4, 4, 4])
+
+
+@pytest.mark.parametrize("store, want", [
+    (lambda i, j: Store(buf("out"), j, Const(1.0, F64), accumulate=True, atomic=True),
+     [4, 4, 4]),                                        # atomic: no race
+    (lambda i, j: Store(buf("out"), BinOp("+", BinOp("*", i, i64(3)), j), Const(1.0, F64)),
+     [1] * 12),                                         # each iteration its own entries
+], ids=["atomic", "disjoint"])
+def test_atomic_or_disjoint_stores_are_not_races(store, want):
+    k = _two_level(LoopKind.GPU_WARP, store)
+    out = np.zeros(len(want))
+    run_kernel(k, {"out": out})
+    np.testing.assert_array_equal(out, want)
+
+
+def test_one_iteration_storing_an_entry_twice_is_not_a_race():
+    k = _two_level(LoopKind.PARALLEL,
+                   lambda i, j: Store(buf("out"), i, Const(1.0, F64), accumulate=True))
+    out = np.zeros(4)
+    run_kernel(k, {"out": out})
+    np.testing.assert_array_equal(out, [3, 3, 3, 3])
+
+
+def test_buffers_allocated_per_iteration_are_private():
+    i, j = Var("i", I64), Var("j", I64)
+    acc = Buffer("acc", F64)
+    body = Block((Alloc(acc, 2),
+                  For(j, i64(0), i64(2), Store(acc, j, Const(1.0, F64), accumulate=True)),
+                  Store(buf("out"), i, Load(acc, i64(1)))))
+    k = kernel_of([For(i, i64(0), i64(5), body, LoopKind.GPU_WARP)])
+    out = np.zeros(5)
+    run_kernel(k, {"out": out})
+    np.testing.assert_array_equal(out, [1] * 5)

@@ -195,3 +195,25 @@ def test_every_kernel_of_the_cuda_spaces_builds_with_nvcc():
     for ir, source in sources.items():
         code, log = nvcc(source)
         assert code == 0, log
+
+
+@pytest.mark.parametrize("fmt", ["csr", "coo", "bsr(2,2)", "ell", "dia"])
+@pytest.mark.parametrize("kernel", SPACE_KERNELS)
+def test_every_cuda_schedule_runs_race_free_in_the_interpreter(kernel, fmt):
+    """The CUDA IR of each schedule in the space, run by the reference interpreter
+    (which refuses two concurrent iterations storing one entry without an atomic),
+    gives scipy's numbers: the GPU's races and wrong answers, seen without a GPU."""
+    from spc.ir.nodes import DType
+    from test_cuda_render import _run_with
+    A = _matrix()
+    ops, want = _operands(kernel, A, np.random.default_rng(2))
+    seen = set()
+    for s in spc.schedule_space(kernel, fmt=fmt, dtype="float64", **CUDA):
+        cuda = spc.compile(kernel, fmt=fmt, dtype="float64", schedule=s, **CUDA)
+        if cuda.ir in seen:
+            continue                                   # launch knobs: the same IR
+        seen.add(cuda.ir)
+        cpu = dict(fmt=fmt, schedule=spc.Schedule(order=s.order, parallel=s.parallel))
+        got = _run_with(cuda._variant(DType.I32).kernels, kernel, cpu, "float64", *ops)
+        got = got.toarray() if hasattr(got, "toarray") else got
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(s))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .nodes import (Alloc, Assign, BinOp, Block, Cast, Const, DType, For, If,
-                    Kernel, Let, Load, Neg, ParamRole, Select, Store, Var, WarpSum, While)
+                    Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
+                    While)
 
 _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I16: np.int64,
        DType.I32: np.int64,
@@ -57,10 +58,44 @@ def _eval(e, env, bufs):
     raise TypeError(f"cannot evaluate {e!r}")
 
 
-def _exec(s, env, bufs):
+CONCURRENT = frozenset({LoopKind.PARALLEL, LoopKind.GPU_BLOCK, LoopKind.GPU_WARP,
+                        LoopKind.GPU_THREAD, LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT})
+
+
+class RaceError(AssertionError):
+    """Two iterations of one concurrent loop store to the same entry without an
+    atomic addition: the IR claims an independence it does not have."""
+
+
+class _Races:
+    """The iterations of concurrent loops (``CONCURRENT`` kinds) running now, and
+    the last non-atomic writer of every buffer entry.  Two writers race when,
+    at the outermost concurrent loop where their iteration paths differ, they
+    are different iterations of the same loop."""
+
+    def __init__(self):
+        self.path: list[tuple[int, int]] = []          # (loop node id, iteration)
+        self.writers: dict[tuple[int, int], tuple] = {}
+        self.arrays: dict[int, object] = {}            # keeps ids unique (allocs die)
+
+    def store(self, arr, idx: int, s) -> None:
+        self.arrays[id(arr)] = arr
+        key, me = (id(arr), idx), tuple(self.path)
+        other = self.writers.get(key)
+        if other is not None and other != me:
+            for (loop_a, it_a), (loop_b, it_b) in zip(other, me):
+                if loop_a != loop_b:
+                    break
+                if it_a != it_b:
+                    raise RaceError(f"{s.buf.name}[{idx}] is stored by iterations {it_a} and "
+                                    f"{it_b} of one concurrent loop without an atomic addition")
+        self.writers[key] = me
+
+
+def _exec(s, env, bufs, races: _Races | None = None):
     if isinstance(s, Block):
         for c in s.body:
-            _exec(c, env, bufs)
+            _exec(c, env, bufs, races)
     elif isinstance(s, (Let, Assign)):
         env[s.var.name] = _NP[s.var.dtype](_eval(s.value, env, bufs))
     elif isinstance(s, Store):
@@ -69,31 +104,42 @@ def _exec(s, env, bufs):
         if not 0 <= idx < len(arr):
             raise IndexError(f"store {s.buf.name}[{idx}] is out of bounds (length {len(arr)})")
         v = _eval(s.value, env, bufs)
+        if races is not None and races.path and not s.atomic:
+            races.store(arr, idx, s)
         arr[idx] = arr[idx] + v if s.accumulate else v
     elif isinstance(s, Alloc):
         bufs[s.buf.name] = np.zeros(s.size, dtype=_NP[s.buf.dtype])
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
+        concurrent = races is not None and s.kind in CONCURRENT
         for v in range(lo, hi):
             env[s.var.name] = np.int64(v)
-            _exec(s.body, env, bufs)
+            if concurrent:
+                races.path.append((id(s), v))
+            _exec(s.body, env, bufs, races)
+            if concurrent:
+                races.path.pop()
     elif isinstance(s, While):
         while _eval(s.cond, env, bufs):
-            _exec(s.body, env, bufs)
+            _exec(s.body, env, bufs, races)
     elif isinstance(s, If):
         if _eval(s.cond, env, bufs):
-            _exec(s.then, env, bufs)
+            _exec(s.then, env, bufs, races)
         elif s.otherwise is not None:
-            _exec(s.otherwise, env, bufs)
+            _exec(s.otherwise, env, bufs, races)
     else:
         raise TypeError(f"cannot execute {s!r}")
 
 
-def run_kernel(kernel: Kernel, args: dict[str, object]) -> None:
+def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = True) -> None:
     """Execute ``kernel`` on ``args`` (name -> numpy array or int), in place.
 
     Requires: every parameter is in ``args``; arrays have the parameter's dtype.
     Ensures: OUTPUT arrays hold what the kernel writes; inputs are untouched.
+    With ``check_races``, raises RaceError when two iterations of a concurrent
+    loop (CPU threads, GPU blocks, warps, threads or lanes) store to one entry
+    without an atomic addition: loops run in order here, so only this check
+    sees the wrong answers such a kernel gives on parallel hardware.
     """
     env: dict[str, object] = {}
     bufs: dict[str, np.ndarray] = {}
@@ -105,4 +151,4 @@ def run_kernel(kernel: Kernel, args: dict[str, object]) -> None:
         else:
             arr = args[p.name]
             bufs[p.name] = arr if p.role is ParamRole.OUTPUT else arr.copy()
-    _exec(kernel.body, env, bufs)
+    _exec(kernel.body, env, bufs, _Races() if check_races else None)
