@@ -49,13 +49,27 @@ def reference_arrays(case: dict) -> dict:
     return out
 
 
+MAX_SPACE_INDICES = 4      # schedule_space tries every loop order: 24 at most
+
+
 def make_schedule(case: dict):
+    """The case's Schedule: its order/parallel/threads, or with ``pick`` in [0, 1)
+    the schedule at that fraction of ``spc.schedule_space`` (the default schedule
+    for programs of more than MAX_SPACE_INDICES indices).  ``threads`` is a CPU
+    knob, dropped on CUDA (where spc refuses it)."""
     import spc
     s = case.get("schedule")
     if s is None:
         return None
+    if "pick" in s:
+        if len({ix for idx in case["tensors"].values() for ix in idx}) > MAX_SPACE_INDICES:
+            return None
+        space = spc.schedule_space(case["expr"], formats=dict(case["formats"]),
+                                   dtype=case["dtype"], target=case.get("target", "cpu"))
+        return space[int(s["pick"] * len(space))]
     order = tuple(s["order"]) if s.get("order") is not None else None
-    return spc.Schedule(order=order, parallel=s["parallel"], threads=s["threads"])
+    threads = s["threads"] if case.get("target", "cpu") == "cpu" else None
+    return spc.Schedule(order=order, parallel=s["parallel"], threads=threads)
 
 
 def _err(stage: str, err: BaseException) -> dict:

@@ -252,6 +252,11 @@ def gen_case(seed: int, number: int, *, target: str = "cpu", weird: float = 0.15
         order = rng.sample(all_idx, len(all_idx)) if rng.random() < 0.6 else None
         schedule = {"order": order, "parallel": rng.choice([True, False]),
                     "threads": rng.choice([None, 1, 2, 3, 8])}
+    srng = random.Random(f"{seed}:{number // variants}:space")   # (older seeds' cases unchanged)
+    if schedule is None and srng.random() < 0.2:
+        # one schedule of spc.schedule_space, loop orders over the derived indices
+        # (a blocked format's i_blk, i_in) and launch knobs included
+        schedule = {"pick": srng.random()}
     # the data side
     rep = _unify(tree, tensors)
     base = {}

@@ -355,7 +355,10 @@ def reproducer(case: dict, result: dict) -> str:
     if case.get("target", "cpu") != "cpu":
         kw.append("target='cuda'")
     s = case.get("schedule")
-    if s:
+    if s and "pick" in s:
+        from .execute import make_schedule
+        kw.append(f"schedule=spc.{make_schedule(case)!r}")
+    elif s:
         order = tuple(s["order"]) if s.get("order") is not None else None
         kw.append(f"schedule=spc.Schedule(order={order!r}, parallel={s['parallel']!r}, "
                   f"threads={s['threads']!r})")
