@@ -5,7 +5,7 @@ A schedule is data: frozen, hashable and printable.  ``None`` in a field means
 spc's compile-time choices filled in.  Fields come in three kinds:
 
 * **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
-  reads them): ``order``, ``parallel``, ``deterministic``.  The printed IR shows
+  reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``.  The printed IR shows
   their effect and the reference interpreter runs it.
 * **Launch knobs** pick among launches of one binary, from the call's sizes
   when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
@@ -27,6 +27,19 @@ from .errors import ScheduleError
 
 GROUPS = (1, 2, 4, 8, 16, 32)      # lanes that may share one lane iteration (CUDA)
 GPU_LAUNCH_KNOBS = ("wide", "group", "split", "flat")
+REORDERINGS = ("none", "length")   # values of reorder_rows
+
+
+def check_applied(schedule: "Schedule", kernels) -> None:
+    """Raise ScheduleError for an IR knob asked for whose pass changed none of the
+    scheduled ``kernels`` (``reorder_rows`` on a kernel without an independent
+    loop over the rows of a csr-like operand)."""
+    if schedule.reorder_rows not in (None, "none") and not any(
+            p.inspector for k in kernels for p in k.params):
+        raise ScheduleError.of(
+            "reorder_rows", "needs an independent outer loop over the rows of a csr-like "
+                            "operand (dense rows, then a compressed level), whose "
+                            "iterations each write their own outputs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +59,10 @@ class Schedule:
     two).  ``split``: CUDA, warps sharing one outer iteration of such a kernel.
     ``flat``: CUDA, warps take equal chunks of a ``gpu_flat`` loop's positions
     across rows (True) or a row each (False).
+    ``reorder_rows``: visit the rows of the outer loop in an order computed
+    from the sparse operand once per prepared operand (``k.prepare``):
+    ``"length"`` longest first; ``"none"`` as stored (None: spc's choice, today
+    ``"none"``).  Results come back in the caller's row order.
     """
     order: tuple[str, ...] | None = None
     parallel: bool = True
@@ -55,6 +72,7 @@ class Schedule:
     group: int | None = None
     split: int | None = None
     flat: bool | None = None
+    reorder_rows: str | None = None
 
     def __post_init__(self):
         if self.order is not None:
@@ -71,6 +89,9 @@ class Schedule:
             raise ScheduleError.of("group", f"must be one of {GROUPS}, not {self.group!r}")
         if self.split is not None and not (_is_int(self.split) and self.split >= 1):
             raise ScheduleError.of("split", f"must be a positive int, not {self.split!r}")
+        if self.reorder_rows not in (None,) + REORDERINGS:
+            raise ScheduleError.of("reorder_rows", f"must be one of {REORDERINGS} or None, not "
+                                                   f"{self.reorder_rows!r}")
         if self.flat and self.split is not None:
             raise ScheduleError.of("split", "warps per row mean nothing when flat=True "
                                             "(warps take chunks of positions, not rows)")
@@ -98,4 +119,4 @@ def _check_bool(knob: str, value, optional: bool = True) -> None:
                                      f"not {value!r}")
 
 
-__all__ = ["GPU_LAUNCH_KNOBS", "GROUPS", "Schedule"]
+__all__ = ["GPU_LAUNCH_KNOBS", "GROUPS", "REORDERINGS", "Schedule", "check_applied"]

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import itertools
 
-from .errors import UnsupportedError
-from .schedule import GROUPS, Schedule
+from .errors import ScheduleError, UnsupportedError
+from .schedule import GROUPS, REORDERINGS, Schedule
 
 SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a gpu_group kernel
 MAX_ORDERS = 720               # loop orders tried at most (6 indices)
@@ -18,7 +18,8 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     Ensures: each schedule compiles (``spc.compile(..., schedule=s)`` raises no
     ScheduleError), and schedules giving the same IR and launch are listed once.
     Enumerated: every loop order the formats allow; ``parallel`` True and False;
-    on CUDA, ``deterministic`` where it changes the IR, and the launch knobs
+    ``reorder_rows`` where the kernel has rows to reorder; on CUDA,
+    ``deterministic`` where it changes the IR, and the launch knobs
     where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
     ``split`` in {1, 2, 4, 8})).  ``threads`` is left to the machine.
     """
@@ -42,10 +43,17 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
             except UnsupportedError:           # ScheduleError: the formats forbid this order
                 continue
             variants = [(base, k)]
+            for how in REORDERINGS[1:]:
+                try:
+                    variants.append((base.replace(reorder_rows=how),
+                                     build(base.replace(reorder_rows=how))))
+                except ScheduleError:          # no rows to reorder
+                    pass
             if k.target.name == "cuda" and parallel:
-                det = build(base.replace(deterministic=True))
-                if det.ir != k.ir:
-                    variants.append((base.replace(deterministic=True), det))
+                for s, kk in list(variants):
+                    det = build(s.replace(deterministic=True))
+                    if det.ir != kk.ir:
+                        variants.append((s.replace(deterministic=True), det))
             for s, kk in variants:
                 if kk.ir in seen:
                     continue

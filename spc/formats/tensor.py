@@ -41,6 +41,7 @@ class Tensor:
         self.format = fmt
         self.arrays = [dict(a) for a in arrays]
         self.vals = vals
+        self.derived: dict = {}     # inspector results (runtime/inspectors.py), with stamps
         if validate:
             self.validate()
 

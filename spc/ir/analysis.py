@@ -55,8 +55,10 @@ class _Reader:
 
     @classmethod
     def of(cls, kernel: Kernel, tensor: str) -> "_Reader":
+        # (an inspector's array is computed from the storage as it is, in any
+        # order and with duplicates: runtime/inspectors.py)
         mine = [p.value for p in kernel.params
-                if p.tensor == tensor and isinstance(p.value, Buffer)]
+                if p.tensor == tensor and isinstance(p.value, Buffer) and not p.inspector]
         return cls(frozenset(b.name for b in mine if b.dtype.is_int),
                    frozenset(b.name for b in mine if b.dtype.is_float))
 

@@ -232,11 +232,15 @@ class Param:
     """A kernel parameter: an array (``Buffer``) or an int64 scalar (``Var``).
 
     ``tensor``: the tensor whose storage (values, level arrays or level
-    scalars) the parameter is, or None for index sizes.
+    scalars) the parameter is, or None for index sizes.  ``inspector``: for an
+    array computed from that tensor's storage rather than stored in it (a row
+    permutation), the name of the inspector (``runtime/inspectors.py``) that
+    computes it, once per prepared operand.
     """
     value: Buffer | Var
     role: ParamRole
     tensor: str | None = None
+    inspector: str | None = None
 
     @property
     def name(self) -> str:

@@ -84,7 +84,8 @@ def format_kernel(k: Kernel) -> str:
     for p in k.params:
         v = p.value
         kind = f"{v.dtype.value}*" if isinstance(v, Buffer) else v.dtype.value
-        params.append(f"{p.role.value} {v.name}: {kind}")
+        derived = f" = {p.inspector}({p.tensor})" if p.inspector else ""
+        params.append(f"{p.role.value} {v.name}: {kind}{derived}")
     lines = [f"kernel {k.name}({', '.join(params)}):"]
     for key, value in k.attrs:
         lines.append(f"  # {key}: {value}")

@@ -591,7 +591,9 @@ def _privatized(prefix, rest, kernel: Kernel):
 def stores_follow(loop: For) -> bool:
     """True when every store in ``loop`` writes where the iteration's own values
     point (its index depends on the loop variable): a check of the lowerer's
-    ``outer_independent`` claim that catches stores every iteration shares."""
+    ``outer_independent`` claim that catches stores every iteration shares.
+    Stores to arrays allocated inside the loop (each iteration's own) count as
+    following it."""
     dep = {loop.var.name}
     changed = True
     while changed:
@@ -602,7 +604,9 @@ def stores_follow(loop: For) -> bool:
                     else var_names(n.value)) & dep:
                 dep.add(n.var.name)
                 changed = True
-    return all(var_names(n.index) & dep for n in all_stmts(loop.body) if isinstance(n, Store))
+    private = {n.buf.name for n in all_stmts(loop.body) if isinstance(n, Alloc)}
+    return all(var_names(n.index) & dep for n in all_stmts(loop.body)
+               if isinstance(n, Store) and n.buf.name not in private)
 
 
 def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:

@@ -8,6 +8,7 @@ never from its own name or from the target.
     CPU                                         CUDA
     simplify                                    simplify
     tile_rows_for_registers                     collapse_blocks
+    reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
     simplify                                    simplify
     mark_noncanonical                           mark_noncanonical
@@ -24,6 +25,7 @@ from .collapse_blocks import collapse_blocks
 from .map_gpu import make_map_gpu
 from .map_parallel import map_parallel
 from .mark_noncanonical import mark_noncanonical
+from .reorder_rows import make_reorder_rows
 from .register_tile import tile_rows_for_registers
 from .simplify import simplify
 
@@ -35,6 +37,7 @@ def cpu_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     return (
         simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
         tile_rows_for_registers,   # SpMM-like row updates accumulate in registers
+        *_reorder(schedule),       # rows in an inspector's order (before threads take rows)
         *((map_parallel,) if schedule.parallel else ()),
                                    # outermost independent loop -> CPU threads
         simplify,                  # tidy what tiling produced
@@ -50,12 +53,18 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     return (
         simplify,                  # as on the CPU
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
+        *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
         *((make_map_gpu(bool(schedule.deterministic)),) if schedule.parallel else ()),
                                    # loops -> blocks, warps, lanes, threads (else one warp);
                                    # deterministic: no atomics
         simplify,
         mark_noncanonical,
     )
+
+
+def _reorder(schedule: Schedule) -> tuple[Pass, ...]:
+    how = schedule.reorder_rows
+    return (make_reorder_rows(how),) if how not in (None, "none") else ()
 
 
 PIPELINES = {"cpu": cpu_pipeline, "cuda": cuda_pipeline}

@@ -16,7 +16,8 @@ from ..formats.format import Format, resolve_format
 from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
 from ..frontend import ast
-from ..schedule import Schedule
+from ..schedule import Schedule, check_applied
+from .inspectors import derived
 from ..frontend.check import index_sizes
 from ..ir.lower import OutputKind, Program, lower, vals_buffer
 from ..ir.nodes import Buffer, DType, Kernel
@@ -214,6 +215,7 @@ class CompiledKernel(KernelCall):
         self._variant(DType.I32)           # lower, render (and checks) eagerly
         if check_knobs:
             target.check_schedule(schedule, self._variant(DType.I32).kernels)
+            check_applied(schedule, self._variant(DType.I32).kernels)
 
     # -- what it is -----------------------------------------------------------
     @property
@@ -247,6 +249,7 @@ class CompiledKernel(KernelCall):
         s = self._schedule
         order = tuple(self.display.get(ix, ix)
                       for ix in self._variant(DType.I32).program.index_order)
+        s = s.replace(reorder_rows=s.reorder_rows or "none")
         if self.target.name == "cpu":
             return s.replace(order=order, deterministic=True,
                              threads=self._max_threads if s.parallel else 1)
@@ -299,6 +302,51 @@ class CompiledKernel(KernelCall):
         return v
 
     # -- calling -------------------------------------------------------------------
+    def prepare(self, operand, name: str | None = None) -> Tensor:
+        """``operand`` made ready for repeated calls: converted once to its input's
+        format (on the GPU for target='cuda') and every inspector the schedule
+        needs (``reorder_rows``'s permutation) run on it.  Pass the result in the
+        operand's place; calls reuse the inspectors' results.
+
+        ``name``: the input it stands for (by default the only sparse input, or
+        the one inspectors read).  Ensures: the result is an spc Tensor whose
+        ``inspect_seconds`` is the time its inspectors took (0.0 when the schedule
+        needs none) and ``prepare_seconds`` the whole preparation's.
+        """
+        import time
+        t0 = time.perf_counter()
+        kernels = self._variant(DType.I32).kernels
+        wanted = [(p.tensor, p.inspector) for k in kernels for p in k.params if p.inspector]
+        users = {u: n for n, u in zip(self.inputs, self.input_names)}
+        if name is None:
+            sparse = list(dict.fromkeys(n for n, _ in wanted)) or \
+                [n for n in self.inputs if not self.formats[n].is_dense]
+            if len(sparse) != 1:
+                raise InputError(f"{self.name}: prepare(operand, name=...) must name the "
+                                 f"input, one of {', '.join(self.input_names)}")
+            internal = sparse[0]
+        elif name in users:
+            internal = users[name]
+        else:
+            raise InputError(f"{self.name}: prepare: no input named {name!r} (inputs: "
+                             f"{', '.join(self.input_names)})")
+        shown = self.display.get(internal, internal)
+        device_operands = getattr(self.target, "operands", None)
+        if device_operands is not None:
+            ops = device_operands()
+            t = ops.to_tensor(operand, ops.family(operand), self.formats[internal],
+                              self._np_dtype, shown, True)
+        else:
+            t = to_tensor(operand, self.formats[internal], self._np_dtype, shown, True)
+        if t is operand:                      # an spc Tensor already in the format: a copy
+            t = Tensor(t.shape, t.format, t.arrays, t.vals, validate=False)
+        t.inspect_seconds = 0.0
+        for tensor, inspector in wanted:
+            if tensor == internal:
+                derived(t, inspector, shown)
+        t.prepare_seconds = time.perf_counter() - t0
+        return t
+
     def bind(self, args, kwargs) -> dict[str, object]:
         """Operands by internal name from a call's positional and keyword arguments
         (keywords are the callers' names)."""
@@ -560,6 +608,11 @@ class CompiledKernel(KernelCall):
                     arrays[f"{name}{lvl}_{arr_name}"] = arr
             if not t.format.is_dense:
                 ints.update(t.scalars(name))
+        for kernel in v.kernels:                 # arrays inspectors compute from operands
+            for p in kernel.params:
+                if p.inspector and p.name not in arrays:
+                    arrays[p.name] = derived(tensors[p.tensor], p.inspector,
+                                             self.display.get(p.tensor, p.tensor))
         nthreads = self._threads(tensors, sizes)
         np_dtype = self._np_dtype
         if program.output_kind == OutputKind.DENSE:

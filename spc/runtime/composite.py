@@ -13,6 +13,7 @@ from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
+from ..schedule import check_applied
 from .compiled import CompiledKernel, KernelCall, bind_operands, call_option
 
 
@@ -108,8 +109,9 @@ class CompositeKernel(KernelCall):
                 sub, fmts, target, dtype, schedule, name,
                 tuple(dict.fromkeys(a.tensor for a in sub.accesses())), frozenset(separate),
                 check_knobs=False)]
-        target.check_schedule(schedule, [kern for part in self.kernels
-                                         for kern in part.lowered_kernels()])
+        lowered = [kern for part in self.kernels for kern in part.lowered_kernels()]
+        target.check_schedule(schedule, lowered)
+        check_applied(schedule, lowered)
 
     # -- what it is ---------------------------------------------------------------
     @property

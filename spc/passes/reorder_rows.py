@@ -1,0 +1,99 @@
+"""reorder_rows: visit the rows of the outer loop in an order computed from the matrix.
+
+    for i in [0, n):                         for i_t in [0, n):
+      let A0_p0 = i              ==>           let i = A_rows_length[i_t]
+      ... A1_pos[A0_p0] ...                    let A0_p0 = i
+                                               ...
+
+``A_rows_length`` is a new int32 parameter whose ``inspector`` (``rows_by_length``,
+``runtime/inspectors.py``) the runtime runs once per prepared operand: rows sorted
+longest first (Sputnik's row swizzle), so neighbouring warps, and a thread's chunk
+of rows, get similar work.  Results land at row ``i`` as before: callers see
+their own row order.  Only the order of independent iterations changes, so the
+numbers are the same, bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ir.nodes import Block, Buffer, DType, For, Kernel, Let, Load, Param, ParamRole, Var
+from ..ir.traverse import walk
+from .map_gpu import inline, let_env, stores_follow
+
+HOW = ("length",)                  # the orders an inspector computes
+
+
+def rows_param(kernel: Kernel, loop: For) -> Param | None:
+    """The ``pos`` array of level 1 of a tensor read at position ``loop.var`` in
+    ``loop``'s body (a csr-like operand whose rows the loop visits), or None."""
+    env = let_env(loop.body)
+    by_name = {p.name: p for p in kernel.params}
+    for node in walk(loop.body):
+        if isinstance(node, Load) and node.buf.name in by_name:
+            p = by_name[node.buf.name]
+            if p.tensor is None or p.inspector or node.buf.name != f"{p.tensor}1_pos":
+                continue
+            index = inline(node.index, env)
+            if isinstance(index, Var) and index.name == loop.var.name:
+                return p
+    return None
+
+
+def reorder_rows(kernel: Kernel, how: str = "length") -> Kernel:
+    """Visit the outer loop's rows in the order inspector ``rows_by_<how>`` gives.
+
+    Requires: a verified kernel.  Applies when the body (after leading lets) is
+    one loop over ``[0, n)`` that the kernel's ``outer_independent`` attribute
+    names, whose stores follow its variable, and which reads a tensor's level-1
+    ``pos`` at its variable (the rows of a csr-like operand).  Ensures: that loop
+    runs ``i_t`` over ``[0, n)`` and binds its variable to ``perm[i_t]``, ``perm``
+    a new int32 input parameter computed by the inspector from the tensor;
+    ``outer_independent`` names ``i_t``.  Any other kernel is returned unchanged.
+    """
+    if how not in HOW:
+        raise ValueError(f"reorder_rows: how must be one of {HOW}, not {how!r}")
+    attrs = dict(kernel.attrs)
+    stmts = kernel.body.body if isinstance(kernel.body, Block) else (kernel.body,)
+    k = 0
+    while k < len(stmts) and isinstance(stmts[k], Let):
+        k += 1
+    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+        return kernel
+    loop = stmts[k]
+    if attrs.get("outer_independent") != loop.var.name or not stores_follow(loop):
+        return kernel
+    lo = loop.lo
+    if not (getattr(lo, "value", None) == 0):
+        return kernel
+    pos = rows_param(kernel, loop)
+    if pos is None:
+        return kernel
+    names = {n.name for n in walk(kernel.body) if isinstance(n, Var)} | \
+        {p.name for p in kernel.params}
+    perm_name = f"{pos.tensor}_rows_{how}"
+    step_name = f"{loop.var.name}_t"
+    while perm_name in names:
+        perm_name += "_"
+    while step_name in names:
+        step_name += "_"
+    perm = Buffer(perm_name, DType.I32)
+    step = Var(step_name, DType.I64)
+    body = Block((Let(loop.var, Load(perm, step)),) + (
+        loop.body.body if isinstance(loop.body, Block) else (loop.body,)))
+    new_loop = For(step, loop.lo, loop.hi, body, loop.kind)
+    params = kernel.params + (Param(perm, ParamRole.INPUT, pos.tensor, f"rows_by_{how}"),)
+    attrs_out = tuple((key, step_name if key == "outer_independent" else value)
+                      for key, value in kernel.attrs)
+    return replace(kernel, params=params, body=Block(tuple(stmts[:k]) + (new_loop,)),
+                   attrs=attrs_out)
+
+
+def make_reorder_rows(how: str):
+    """The pass as a one-argument function named ``reorder_rows`` (for pipelines)."""
+    def reorder_rows_pass(kernel: Kernel) -> Kernel:
+        return reorder_rows(kernel, how)
+    reorder_rows_pass.__name__ = reorder_rows_pass.__qualname__ = "reorder_rows"
+    return reorder_rows_pass
+
+
+__all__ = ["HOW", "make_reorder_rows", "reorder_rows", "rows_param"]

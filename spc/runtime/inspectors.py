@@ -1,0 +1,79 @@
+"""Inspectors: arrays computed from an operand's storage (row permutations, ...)
+that scheduled kernels read as extra parameters (``Param.inspector``).
+
+An inspector runs on the host, once per Tensor object: its result is kept on
+the Tensor (``Tensor.derived``) with a stamp of the storage it was computed
+from, so ``k.prepare(A)``'s Tensor pays once and later calls reuse it.  Device
+tensors are read back to the host for the inspector and its result uploaded.
+An inspector must give a valid result for unsorted and duplicate entries too:
+kernels that accept such input (``Kernel.accepts_noncanonical``) read it as it
+is, and so does the inspector.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def rows_by_length(t) -> np.ndarray:
+    """The rows of ``t`` (level 0 dense rows, level 1 compressed) longest first,
+    ties in stored order (Sputnik's row swizzle).  Ensures: an int32
+    permutation of ``range(rows)``."""
+    pos = _host(t.arrays[1]["pos"]).astype(np.int64)
+    return np.argsort(-np.diff(pos), kind="stable").astype(np.int32)
+
+
+INSPECTORS = {"rows_by_length": rows_by_length}
+
+
+def _host(a) -> np.ndarray:
+    if hasattr(a, "get"):                        # CuPy
+        return a.get()
+    if type(a).__module__.startswith("torch"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+def _stamp(t) -> tuple:
+    """What an inspector's result depends on: the shape and the identity and
+    length of every level array (a prepared tensor whose storage was swapped
+    no longer matches)."""
+    return (t.shape, len(t.vals)) + tuple((name, id(a), len(a)) for lv in t.arrays
+                                          for name, a in sorted(lv.items()))
+
+
+def derived(t, inspector: str, name: str):
+    """``inspector``'s result for Tensor ``t`` (operand ``name``), computed once
+    per Tensor and kept on it; on the device when ``t``'s arrays are.
+
+    Raises InputError when ``t`` holds a result computed from other storage
+    (a prepared operand whose arrays were replaced since ``k.prepare``)."""
+    cache = t.__dict__.setdefault("derived", {})
+    stamp = _stamp(t)
+    hit = cache.get(inspector)
+    if hit is not None:
+        if hit[0] != stamp:
+            raise InputError(f"operand {name} was prepared (k.prepare) for other storage "
+                             f"than it holds now ({_describe(hit[0])} then, "
+                             f"{_describe(stamp)} now); call k.prepare on the matrix again")
+        return hit[1]
+    t0 = time.perf_counter()
+    result = INSPECTORS[inspector](t)
+    sample = t.arrays[1]["pos"]
+    if hasattr(sample, "__cuda_array_interface__"):
+        import cupy
+        result = cupy.asarray(result)
+    cache[inspector] = (stamp, result)
+    t.inspect_seconds = getattr(t, "inspect_seconds", 0.0) + time.perf_counter() - t0
+    return result
+
+
+def _describe(stamp: tuple) -> str:
+    shape, nnz = stamp[0], stamp[1]
+    return f"{'x'.join(map(str, shape))} with {nnz} stored entries"
+
+
+__all__ = ["INSPECTORS", "derived", "rows_by_length"]
