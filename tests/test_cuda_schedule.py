@@ -56,3 +56,25 @@ def test_every_schedule_of_the_space_gives_scipys_numbers(kernel, fmt):
     for s in space:
         got = spc.compile(kernel, fmt=fmt, target="cuda", dtype="float64", schedule=s)(*ops)
         assert_allclose(_host(got), want, np.float64)
+
+
+@pytest.mark.parametrize("family", ["torch", "cupyx", "scipy"])
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_a_prepared_operand_with_reordered_rows_on_the_gpu(kernel, family):
+    A = _matrix()
+    ops, want = _cases(kernel, A, np.random.default_rng(2))
+    if family == "torch":
+        torch = pytest.importorskip("torch")
+        src = torch.sparse_csr_tensor(torch.tensor(A.indptr), torch.tensor(A.indices),
+                                      torch.tensor(A.data), A.shape).cuda()
+        dense = [torch.tensor(x, device="cuda") for x in ops[1:]]
+    elif family == "cupyx":
+        import cupyx.scipy.sparse as csp
+        src, dense = csp.csr_matrix(A), [cupy.asarray(x) for x in ops[1:]]
+    else:
+        src, dense = A, list(ops[1:])
+    k = spc.compile(kernel, fmt="csr", target="cuda", dtype="float64", reorder_rows="length")
+    p = k.prepare(src)
+    assert p.inspect_seconds > 0
+    for validate in (True, False):
+        assert_allclose(_host(k(p, *dense, validate=validate)), want, np.float64)
