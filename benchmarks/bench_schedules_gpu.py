@@ -148,10 +148,10 @@ def main(argv=None) -> int:
           "cuSPARSE/best")
     groups = {}
     for r in rows:
-        groups.setdefault((r["family"], r["op"][:5]), []).append(r)
+        groups.setdefault((r["family"], r["op"]), []).append(r)
     g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
     for (fam, op), rs in sorted(groups.items()):
-        print(f"{fam:12s} {op:6s} n={len(rs):2d}  x dflt {g([r['cusparse']/r['default'] for r in rs]):5.2f}"
+        print(f"{fam:16s} {op:8s} n={len(rs):2d}  x dflt {g([r['cusparse']/r['default'] for r in rs]):5.2f}"
               f"  length/dflt {g([r['default']/r['length'] for r in rs]):5.2f}"
               f"  x best {g([r['cusparse']/r['best'] for r in rs]):5.2f}")
     wrong = sum(bool(r["wrong"]) for r in rows)

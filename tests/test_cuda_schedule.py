@@ -38,6 +38,9 @@ def _cases(kernel, A, rng):
 
 
 def _host(x):
+    if type(x).__module__.startswith("torch"):
+        x = x.to_dense() if x.layout != __import__("torch").strided else x
+        x = x.cpu().numpy()
     if hasattr(x, "get"):
         x = x.get()
     if isinstance(x, spc.Tensor):
