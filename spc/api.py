@@ -12,7 +12,7 @@ from .frontend.check import check
 from .frontend.names import internal_names, names_of, rename, symbol_part
 from .frontend.parser import parse
 from .ir.nodes import DType
-from .runtime.compiled import CompiledKernel, in_user_names
+from .runtime.compiled import CompiledKernel, in_user_names, loop_var_name
 from .schedule import Schedule
 from .runtime.composite import CompositeKernel
 
@@ -106,7 +106,7 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
     schedule = with_knobs(schedule or Schedule(), target_options)
     if schedule.order is not None:
         schedule = dataclasses.replace(
-            schedule, order=tuple(internal.get(ix, ix) for ix in schedule.order))
+            schedule, order=tuple(loop_var_name(ix, internal) for ix in schedule.order))
     kind = CompositeKernel if any(isinstance(f, SumFormat) for f in resolved.values()) \
         else CompiledKernel
     display = {i: u for u, i in internal.items() if i != u}

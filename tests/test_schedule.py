@@ -220,3 +220,19 @@ def test_every_cuda_schedule_runs_race_free_in_the_interpreter(kernel, fmt):
         got = _run_with(cuda._variant(DType.I32).kernels, kernel, cpu, "float64", *ops)
         got = got.toarray() if hasattr(got, "toarray") else got
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(s))
+
+
+@pytest.mark.parametrize("expr, formats", [
+    ("out[_] = F[i,_] + b", {"F": "bsr(4,3)"}),              # the fuzzer's case: mangled `_`
+    ("out[j] = F[i,j] + b[j]", {"F": "bsr(4,3)"}),           # a term that does not split j
+    ("y[int] = A[int,do] * x[do]", {"A": "bsr(2,2)"}),       # C words, split
+    ("C[i,j] = A[i,j] * B[i,j]", {"A": "bsr(2,2)"}),
+])
+def test_a_reported_order_with_split_indices_compiles_again(expr, formats):
+    """k.schedule names a blocked level's loops ix_blk / ix_in in the user's names, and
+    spc.compile takes them back, also for terms that do not split ix."""
+    k = spc.compile(expr, formats=formats)
+    import re
+    assert not any(re.match(r"u[a-z]*_[0-9a-f]{8}_", ix) for ix in k.schedule.order)
+    assert spc.compile(expr, formats=formats, schedule=k.schedule).ir == k.ir
+    assert spc.schedule_space(expr, formats=formats)

@@ -799,8 +799,8 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
                 f"output; compute the terms separately")
         kernels = []
         for n, group in enumerate(groups):
-            sub_order = None if order is None else tuple(
-                ix for ix in order if ix in IndexPlan.of(group, formats).loop_vars)
+            sub_order = None if order is None else group_order(
+                order, IndexPlan.of(group, formats).loop_vars)
             part = lower(group, formats, name=f"{name}_term{n}", order=sub_order,
                          value_dtype=value_dtype, index_dtype=index_dtype, accumulate=n > 0)
             kernels.extend(part.kernels)
@@ -832,6 +832,31 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
                    assign.accesses()[pattern].tensor if pattern is not None else None,
                    tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)
+
+
+SPLIT_SUFFIXES = ("_blk", "_in")     # a blocked level's index ix loops as ix_blk, ix_in
+
+
+def split_base(var: str) -> str | None:
+    """The index a blocked loop variable (``ix_blk``, ``ix_in``) splits, else None."""
+    for suffix in SPLIT_SUFFIXES:
+        if var.endswith(suffix) and len(var) > len(suffix):
+            return var[:-len(suffix)]
+    return None
+
+
+def group_order(order: tuple[str, ...], loop_vars) -> tuple[str, ...]:
+    """``order`` (the whole assignment's loop order) for one group of its terms
+    whose loop variables are ``loop_vars``: their variables in the order's order,
+    an index this group does not split taking the place of its first split part
+    (``F[i,j] + b[j]`` with F blocked: the ``b`` term's ``j`` goes where ``j_blk``
+    or ``j_in`` comes first)."""
+    out: list[str] = []
+    for ix in order:
+        var = ix if ix in loop_vars else split_base(ix)
+        if var in loop_vars and var not in out:
+            out.append(var)
+    return tuple(out)
 
 
 def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:

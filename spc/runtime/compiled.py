@@ -19,7 +19,7 @@ from ..frontend import ast
 from ..schedule import Schedule, check_applied
 from .inspectors import derived
 from ..frontend.check import index_sizes
-from ..ir.lower import OutputKind, Program, lower, vals_buffer
+from ..ir.lower import OutputKind, Program, lower, split_base, vals_buffer
 from ..ir.nodes import Buffer, DType, Kernel
 from ..ir.printer import format_kernel
 from ..ir.verify import verify
@@ -59,6 +59,17 @@ def out_of_memory(err: Exception, name: str) -> "ResourceError | None":
         return ResourceError(f"{name}: out of memory ({err}); nothing was computed and the "
                              f"call's allocations were released")
     return None
+
+
+def loop_var_name(var: str, names: dict[str, str]) -> str:
+    """Loop variable ``var`` with its index renamed by ``names`` (internal -> user
+    or back), a blocked level's ``ix_blk`` / ``ix_in`` included."""
+    if var in names:
+        return names[var]
+    base = split_base(var)
+    if base is not None and base in names:
+        return names[base] + var[len(base):]
+    return var
 
 
 def in_user_names(err: SpcError, display: dict[str, str]) -> SpcError:
@@ -247,7 +258,7 @@ class CompiledKernel(KernelCall):
         choices filled in (the loop order; CPU threads; determinism).  Launch
         knobs left None are chosen per call from its sizes."""
         s = self._schedule
-        order = tuple(self.display.get(ix, ix)
+        order = tuple(loop_var_name(ix, self.display)
                       for ix in self._variant(DType.I32).program.index_order)
         s = s.replace(reorder_rows=s.reorder_rows or "none")
         if self.target.name == "cpu":
