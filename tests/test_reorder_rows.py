@@ -188,3 +188,20 @@ def test_duplicate_and_unsorted_entries_sum_as_scipy_does():
     assert "A" in k.accepts_noncanonical
     x = np.array([1.0, 10.0, 100.0])
     np.testing.assert_allclose(k(A, x), A.toarray() @ x)
+
+
+def test_the_rows_of_an_assembled_output_are_not_an_inspectors_input():
+    """The fuzzer's case (seed 780): the pass once took the output's own pos array."""
+    expr = "out[k,p] = E[k,q] * N[p,q]"
+    formats = {"E": "csr", "N": "csr", "out": "csr"}
+    rng = np.random.default_rng(1)
+    E = sp.random(6, 5, density=0.5, format="csr", random_state=1)
+    N = sp.random(4, 5, density=0.5, format="csr", random_state=2)
+    for s in spc.schedule_space(expr, formats=formats, dtype="float64"):
+        k = spc.compile(expr, formats=formats, dtype="float64", schedule=s)
+        for p in (q for kern in k.lowered_kernels() for q in kern.params if q.inspector):
+            assert p.tensor in ("E", "N"), str(s)
+        got = k(E, N)
+        got = got.toarray() if hasattr(got, "toarray") else got
+        np.testing.assert_allclose(got, (E @ N.T).toarray(), rtol=1e-12, err_msg=str(s))
+    assert rng is not None

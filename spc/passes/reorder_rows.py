@@ -18,20 +18,24 @@ from dataclasses import replace
 
 from ..ir.nodes import Block, Buffer, DType, For, Kernel, Let, Load, Param, ParamRole, Var
 from ..ir.traverse import walk
-from .map_gpu import inline, let_env, stores_follow
+from .map_gpu import assigned, inline, let_env, stores_follow
 
 HOW = ("length",)                  # the orders an inspector computes
 
 
 def rows_param(kernel: Kernel, loop: For) -> Param | None:
-    """The ``pos`` array of level 1 of a tensor read at position ``loop.var`` in
-    ``loop``'s body (a csr-like operand whose rows the loop visits), or None."""
+    """The ``pos`` array of level 1 of an input tensor read at position
+    ``loop.var`` in ``loop``'s body (a csr-like operand whose rows the loop
+    visits), or None.  (An assembled output's ``pos`` is no input: the runtime
+    fills it, so no inspector can read it first.)"""
     env = let_env(loop.body)
     by_name = {p.name: p for p in kernel.params}
+    outputs = {p.tensor for p in kernel.params if p.role is ParamRole.OUTPUT}
     for node in walk(loop.body):
         if isinstance(node, Load) and node.buf.name in by_name:
             p = by_name[node.buf.name]
-            if p.tensor is None or p.inspector or node.buf.name != f"{p.tensor}1_pos":
+            if (p.role is not ParamRole.INPUT or p.tensor in outputs or p.tensor is None
+                    or p.inspector or node.buf.name != f"{p.tensor}1_pos"):
                 continue
             index = inline(node.index, env)
             if isinstance(index, Var) and index.name == loop.var.name:
@@ -44,8 +48,10 @@ def reorder_rows(kernel: Kernel, how: str = "length") -> Kernel:
 
     Requires: a verified kernel.  Applies when the body (after leading lets) is
     one loop over ``[0, n)`` that the kernel's ``outer_independent`` attribute
-    names, whose stores follow its variable, and which reads a tensor's level-1
-    ``pos`` at its variable (the rows of a csr-like operand).  Ensures: that loop
+    names, whose stores follow its variable, which assigns no variable declared
+    before it (a co-iteration cursor carried from row to row needs the stored
+    order), and which reads an input tensor's level-1 ``pos`` at its variable
+    (the rows of a csr-like operand).  Ensures: that loop
     runs ``i_t`` over ``[0, n)`` and binds its variable to ``perm[i_t]``, ``perm``
     a new int32 input parameter computed by the inspector from the tensor;
     ``outer_independent`` names ``i_t``.  Any other kernel is returned unchanged.
@@ -61,6 +67,8 @@ def reorder_rows(kernel: Kernel, how: str = "length") -> Kernel:
         return kernel
     loop = stmts[k]
     if attrs.get("outer_independent") != loop.var.name or not stores_follow(loop):
+        return kernel
+    if assigned(loop) & {s.var.name for s in stmts[:k]}:
         return kernel
     lo = loop.lo
     if not (getattr(lo, "value", None) == 0):
