@@ -6,7 +6,7 @@ schedule of a small sweep, against cuSPARSE, in kernel time.
 Per matrix and case (SpMM at each N, SDDMM at K = 32) it times, in one process and
 one profiler session per case: cuSPARSE through torch (``torch.sparse.mm``,
 ``torch.sparse.sampled_addmm``), spc's default schedule, and every schedule of the
-sweep (``reorder_rows`` "none" / "length" x the launch knobs where the kernel has
+sweep (``reorder_rows`` "none" / "length" / "similarity" x the launch knobs where the kernel has
 them).  Device time: the GPU time of one call's kernels and memsets, from
 torch.profiler.  spc's operands are prepared once (``k.prepare``) and called with
 ``validate=False``; every result is checked against float64 scipy first.
@@ -39,7 +39,7 @@ def sweep(kernel: str) -> list:
     """The schedules tried: reorder_rows x the launch knobs spc would otherwise pick."""
     import spc
     out = []
-    for how in ("none", "length"):
+    for how in ("none", "length", "similarity"):
         base = spc.Schedule(reorder_rows=how)
         if kernel == "spmm":
             out += [base, base.replace(wide=True), base.replace(wide=False)]
@@ -104,7 +104,7 @@ def main(argv=None) -> int:
     print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__}; "
           f"device us per call; x = cuSPARSE / spc")
     print(f"{'family':12s} {'matrix':28s} {'op':9s} {'cusp':>8s} {'default':>8s} {'length':>8s} "
-          f"{'best':>8s} {'x dflt':>7s} {'x best':>7s}  best schedule")
+          f"{'similar':>8s} {'best':>8s} {'x dflt':>7s} {'x best':>7s}  best schedule")
     rows = []
     for e in chosen:
         A = load(e)
@@ -136,23 +136,26 @@ def main(argv=None) -> int:
                        op=f"{kernel}{n}", cusparse=dev["cusparse"],
                        default=dev.get("default", math.nan),
                        length=dev.get("reorder_rows=length", math.nan),
+                       similarity=dev.get("reorder_rows=similarity", math.nan),
                        best=spc_times[best], best_name=best,
                        wrong=[lab for lab, err in checks.items() if err > REL_TOL])
             rows.append(row)
             print(f"{row['family']:12s} {row['matrix']:28s} {row['op']:9s} "
                   f"{row['cusparse']*1e6:8.1f} {row['default']*1e6:8.1f} {row['length']*1e6:8.1f} "
+                  f"{row['similarity']*1e6:8.1f} "
                   f"{row['best']*1e6:8.1f} {row['cusparse']/row['default']:7.2f} "
                   f"{row['cusparse']/row['best']:7.2f}  {best}"
                   + (f"  WRONG: {row['wrong']}" if row["wrong"] else ""), flush=True)
     print("\n# geometric means per family and op: cuSPARSE/default, default/length, "
-          "cuSPARSE/best")
+          "default/similarity, cuSPARSE/best")
     groups = {}
     for r in rows:
         groups.setdefault((r["family"], r["op"]), []).append(r)
     g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
     for (fam, op), rs in sorted(groups.items()):
         print(f"{fam:16s} {op:8s} n={len(rs):2d}  x dflt {g([r['cusparse']/r['default'] for r in rs]):5.2f}"
-              f"  length/dflt {g([r['default']/r['length'] for r in rs]):5.2f}"
+              f"  dflt/length {g([r['default']/r['length'] for r in rs]):5.2f}"
+              f"  dflt/similar {g([r['default']/r['similarity'] for r in rs]):5.2f}"
               f"  x best {g([r['cusparse']/r['best'] for r in rs]):5.2f}")
     wrong = sum(bool(r["wrong"]) for r in rows)
     print(f"\n{len(rows)} cases, {wrong} with a wrong schedule")

@@ -27,7 +27,7 @@ from .errors import ScheduleError
 
 GROUPS = (1, 2, 4, 8, 16, 32)      # lanes that may share one lane iteration (CUDA)
 GPU_LAUNCH_KNOBS = ("wide", "group", "split", "flat")
-REORDERINGS = ("none", "length")   # values of reorder_rows
+REORDERINGS = ("none", "length", "similarity")   # values of reorder_rows
 
 
 def check_applied(schedule: "Schedule", kernels) -> None:
@@ -61,8 +61,8 @@ class Schedule:
     across rows (True) or a row each (False).
     ``reorder_rows``: visit the rows of the outer loop in an order computed
     from the sparse operand once per prepared operand (``k.prepare``):
-    ``"length"`` longest first; ``"none"`` as stored (None: spc's choice, today
-    ``"none"``).  Results come back in the caller's row order.
+    ``"length"`` longest first; ``"similarity"`` rows sharing columns next to
+    each other; ``"none"`` as stored (None: spc's choice, today ``"none"``).  Results come back in the caller's row order.
     """
     order: tuple[str, ...] | None = None
     parallel: bool = True

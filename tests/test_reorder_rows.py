@@ -77,10 +77,11 @@ def test_an_unknown_ordering_is_refused():
         spc.Schedule(reorder_rows="random")
 
 
+@pytest.mark.parametrize("how", ["length", "similarity"])
 @pytest.mark.parametrize("fmt", ["csr", "bsr(2,2)", "ell", "nm(2,4)"])
 @pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
 @pytest.mark.parametrize("parallel", [True, False])
-def test_reordered_rows_give_the_same_numbers(kernel, fmt, parallel):
+def test_reordered_rows_give_the_same_numbers(kernel, fmt, parallel, how):
     from test_schedule import _operands
     A = _matrix()
     if fmt.startswith("nm"):
@@ -90,7 +91,7 @@ def test_reordered_rows_give_the_same_numbers(kernel, fmt, parallel):
     s = spc.Schedule(parallel=parallel)
     plain = spc.compile(kernel, fmt=fmt, dtype="float64", schedule=s)
     try:
-        k = spc.compile(kernel, fmt=fmt, dtype="float64", schedule=s.replace(reorder_rows="length"))
+        k = spc.compile(kernel, fmt=fmt, dtype="float64", schedule=s.replace(reorder_rows=how))
     except spc.ScheduleError:
         assert fmt in ("bsr(2,2)", "ell", "nm(2,4)")   # formats without a compressed row level
         return
@@ -205,3 +206,20 @@ def test_the_rows_of_an_assembled_output_are_not_an_inspectors_input():
         got = got.toarray() if hasattr(got, "toarray") else got
         np.testing.assert_allclose(got, (E @ N.T).toarray(), rtol=1e-12, err_msg=str(s))
     assert rng is not None
+
+
+def test_rows_by_similarity_puts_rows_sharing_columns_together():
+    """Two interleaved row clusters (even rows use columns 0-9, odd rows 10-19)."""
+    from spc.runtime.inspect_rows import panel_columns
+    rng = np.random.default_rng(0)
+    rows = [np.sort(rng.choice(10, 5, replace=False)) + 10 * (r % 2) for r in range(64)]
+    A = sp.csr_matrix((np.ones(320), np.concatenate(rows), np.arange(0, 321, 5)), shape=(64, 20))
+    t = spc.tensor(A, "csr")
+    perm = inspectors.rows_by_similarity(t)
+    np.testing.assert_array_equal(np.sort(perm), np.arange(64))
+    assert panel_columns(A.indptr, A.indices, perm, panel=8) < \
+        0.7 * panel_columns(A.indptr, A.indices, np.arange(64), panel=8)
+    k = spc.compile("spmm", fmt="csr", dtype="float64", reorder_rows="similarity")
+    assert "A_rows_similarity: i32* = rows_by_similarity(A)" in k.ir
+    B = rng.standard_normal((20, 3))
+    np.testing.assert_allclose(k(k.prepare(A), B), A @ B, rtol=1e-12)

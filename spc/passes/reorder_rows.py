@@ -8,7 +8,9 @@
 ``A_rows_length`` is a new int32 parameter whose ``inspector`` (``rows_by_length``,
 ``runtime/inspectors.py``) the runtime runs once per prepared operand: rows sorted
 longest first (Sputnik's row swizzle), so neighbouring warps, and a thread's chunk
-of rows, get similar work.  Results land at row ``i`` as before: callers see
+of rows, get similar work; or (``how="similarity"``, ``rows_by_similarity``) rows
+with overlapping column sets next to each other, so a block's or a thread's rows
+share rows of the dense operand in cache (ASpT's row reordering).  Results land at row ``i`` as before: callers see
 their own row order.  Only the order of independent iterations changes, so the
 numbers are the same, bit for bit.
 """
@@ -20,7 +22,7 @@ from ..ir.nodes import Block, Buffer, DType, For, Kernel, Let, Load, Param, Para
 from ..ir.traverse import walk
 from .map_gpu import assigned, inline, let_env, stores_follow
 
-HOW = ("length",)                  # the orders an inspector computes
+HOW = ("length", "similarity")     # the orders an inspector computes
 
 
 def rows_param(kernel: Kernel, loop: For) -> Param | None:
