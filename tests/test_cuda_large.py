@@ -11,7 +11,6 @@ holds columns ``i .. i + BAND - 1`` with value ``(p % 7) + 1`` at CSR position
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import spc

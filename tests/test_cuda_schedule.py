@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 import spc
 from matrices import assert_allclose
+from test_schedule import _operands
 
 pytestmark = pytest.mark.cuda
 
@@ -26,15 +27,7 @@ def _matrix():
 
 
 def _cases(kernel, A, rng):
-    m, n = A.shape
-    if kernel == "spmv":
-        x = rng.standard_normal(n)
-        return (A, x), A @ x
-    if kernel == "spmm":
-        B = rng.standard_normal((n, 40))
-        return (A, B), A @ B
-    X, Y = rng.standard_normal((m, 24)), rng.standard_normal((n, 24))
-    return (A, X, Y), A.multiply(X @ Y.T).toarray()
+    return _operands(kernel, A, rng, width=40, rank=24)
 
 
 def _host(x):

@@ -146,15 +146,17 @@ def test_the_cpu_space_lists_each_legal_schedule_once(kernel):
     assert len(set(irs)) == len(irs)                        # no two give the same kernel
 
 
-def _operands(kernel, A, rng):
+def _operands(kernel, A, rng, width=5, rank=3):
+    """(operands, scipy's result) of a named kernel on ``A``: SpMM with ``width``
+    columns, SDDMM with inner dimension ``rank``."""
     m, n = A.shape
     if kernel == "spmv":
         x = rng.standard_normal(n)
         return (A, x), A @ x
     if kernel == "spmm":
-        B = rng.standard_normal((n, 5))
+        B = rng.standard_normal((n, width))
         return (A, B), A @ B
-    X, Y = rng.standard_normal((m, 3)), rng.standard_normal((n, 3))
+    X, Y = rng.standard_normal((m, rank)), rng.standard_normal((n, rank))
     return (A, X, Y), A.multiply(X @ Y.T).toarray()
 
 

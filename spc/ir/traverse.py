@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass, replace
 from typing import Callable
 
-from .nodes import Block
+from .nodes import Block, For, Let
 
 
 def rewrite(node, fn: Callable):
@@ -52,3 +52,16 @@ def flatten(block: Block) -> Block:
         else:
             out.append(s)
     return Block(tuple(out))
+
+
+def top_loop(kernel):
+    """``(lets, loop)``: the leading Let statements of ``kernel``'s body and the one
+    For after them, or None when the body is not shaped so (the shape passes that
+    map or reorder the outer loop need)."""
+    stmts = kernel.body.body if isinstance(kernel.body, Block) else (kernel.body,)
+    k = 0
+    while k < len(stmts) and isinstance(stmts[k], Let):
+        k += 1
+    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+        return None
+    return tuple(stmts[:k]), stmts[k]

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import BinOp, Block, Const, DType, For, Kernel, Let, Var, i64, mul, sub
-from ..ir.traverse import walk
+from ..ir.traverse import top_loop, walk
 from .map_gpu import stores_follow
 
 I64 = DType.I64
@@ -35,13 +35,10 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
     loop order that puts a reduction's in-block index, SpMV's ``j_in``, second:
     its fused iterations would share outputs).
     """
-    stmts = kernel.body.body if isinstance(kernel.body, Block) else (kernel.body,)
-    k = 0
-    while k < len(stmts) and isinstance(stmts[k], Let):
-        k += 1
-    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+    found = top_loop(kernel)
+    if found is None:
         return kernel
-    outer = stmts[k]
+    lets, outer = found
     body = outer.body.body if isinstance(outer.body, Block) else (outer.body,)
     if not body or not isinstance(body[-1], For) or not all(isinstance(s, Let) for s in body[:-1]):
         return kernel
@@ -63,4 +60,4 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
         outer.kind)
     attrs = tuple((key, flat if key == "outer_independent" and value == outer.var.name else value)
                   for key, value in kernel.attrs)
-    return replace(kernel, body=Block(tuple(stmts[:k]) + (fused,)), attrs=attrs)
+    return replace(kernel, body=Block(lets + (fused,)), attrs=attrs)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import Block, Buffer, DType, For, Kernel, Let, Load, Param, ParamRole, Var
-from ..ir.traverse import walk
+from ..ir.traverse import top_loop, walk
 from .map_gpu import assigned, inline, let_env, stores_follow
 
 HOW = ("length", "similarity")     # the orders an inspector computes
@@ -61,16 +61,13 @@ def reorder_rows(kernel: Kernel, how: str = "length") -> Kernel:
     if how not in HOW:
         raise ValueError(f"reorder_rows: how must be one of {HOW}, not {how!r}")
     attrs = dict(kernel.attrs)
-    stmts = kernel.body.body if isinstance(kernel.body, Block) else (kernel.body,)
-    k = 0
-    while k < len(stmts) and isinstance(stmts[k], Let):
-        k += 1
-    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+    found = top_loop(kernel)
+    if found is None:
         return kernel
-    loop = stmts[k]
+    lets, loop = found
     if attrs.get("outer_independent") != loop.var.name or not stores_follow(loop):
         return kernel
-    if assigned(loop) & {s.var.name for s in stmts[:k]}:
+    if assigned(loop) & {s.var.name for s in lets}:
         return kernel
     lo = loop.lo
     if not (getattr(lo, "value", None) == 0):
@@ -94,7 +91,7 @@ def reorder_rows(kernel: Kernel, how: str = "length") -> Kernel:
     params = kernel.params + (Param(perm, ParamRole.INPUT, pos.tensor, f"rows_by_{how}"),)
     attrs_out = tuple((key, step_name if key == "outer_independent" else value)
                       for key, value in kernel.attrs)
-    return replace(kernel, params=params, body=Block(tuple(stmts[:k]) + (new_loop,)),
+    return replace(kernel, params=params, body=Block(lets + (new_loop,)),
                    attrs=attrs_out)
 
 
