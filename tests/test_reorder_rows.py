@@ -223,3 +223,24 @@ def test_rows_by_similarity_puts_rows_sharing_columns_together():
     assert "A_rows_similarity: i32* = rows_by_similarity(A)" in k.ir
     B = rng.standard_normal((20, 3))
     np.testing.assert_allclose(k(k.prepare(A), B), A @ B, rtol=1e-12)
+
+
+def test_a_prepared_operand_keeps_the_cpu_fast_path(monkeypatch, counted):
+    """Positional calls with a prepared spc Tensor skip the general path; a scipy
+    operand, whose permutation is not kept anywhere, takes it."""
+    general = []
+    real_run = spc.CompiledKernel.run
+
+    def counting_run(self, bound, validate=True):
+        general.append(1)
+        return real_run(self, bound, validate)
+    monkeypatch.setattr(spc.CompiledKernel, "run", counting_run)
+    A = _matrix().astype(np.float32)
+    x = np.random.default_rng(0).standard_normal(9).astype(np.float32)
+    k = spc.compile("spmv", fmt="csr", reorder_rows="length")
+    p = k.prepare(A)
+    for _ in range(3):
+        np.testing.assert_allclose(k(p, x), A @ x, rtol=1e-5, atol=1e-6)
+    assert general == [] and len(counted) == 1
+    np.testing.assert_allclose(k(A, x), A @ x, rtol=1e-5, atol=1e-6)
+    assert general == [1] and len(counted) == 2

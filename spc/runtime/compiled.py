@@ -142,6 +142,8 @@ class _FastPlan:
     parallel: bool                                # may use more than one thread
     pattern: int = -1                             # OutputKind.PATTERN: the operand whose
                                                   # pattern the output has (else -1)
+    inspected: tuple[int, ...] = ()               # operands inspectors read: spc Tensors
+                                                  # only (their results are kept on them)
 
 
 @functools.lru_cache(maxsize=None)
@@ -427,6 +429,9 @@ class CompiledKernel(KernelCall):
                 if not isinstance(p.value, Buffer):
                     continue
                 name = p.name
+                if p.inspector and p.tensor in self.inputs:
+                    get.append((self.inputs.index(p.tensor), "@" + p.inspector))
+                    continue
                 if name == f"{self.output}_vals":
                     get.append((-1, "out"))
                     continue
@@ -464,7 +469,9 @@ class CompiledKernel(KernelCall):
             launches=tuple((addr, get, tuple(sizes.index(ix) for ix in ints))
                            for addr, get, ints in launches),
             parallel=self._schedule.parallel and self._max_threads > 1,
-            pattern=pattern)
+            pattern=pattern,
+            inspected=tuple(sorted({k for _, get, _ in launches for k, what in get
+                                    if what.startswith("@")})))
 
     def _fast_call(self, args, validate: bool):
         """The result, or None when the fast path does not apply (see _fast_plan)."""
@@ -473,6 +480,9 @@ class CompiledKernel(KernelCall):
             return None
         dtype = self._np_dtype
         ops = list(args)
+        for k in plan.inspected:
+            if type(ops[k]) is not Tensor:
+                return None          # inspected per call: the general path does it
         work = 0
         for k, (kind, rank, canonical) in enumerate(plan.operands):
             x = ops[k]
@@ -524,8 +534,9 @@ class CompiledKernel(KernelCall):
         flat = out.reshape(-1)
         for address, get, ints in plan.launches:
             launch(address, nthreads,
-                   tuple(flat if k < 0 else (ops[k] if what == "arr" else getattr(ops[k], what))
-                         for k, what in get),
+                   tuple(flat if k < 0 else ops[k] if what == "arr"
+                         else derived(args[k], what[1:], self.input_names[k]) if what[0] == "@"
+                         else getattr(ops[k], what) for k, what in get),
                    tuple(sizes[d] for d in ints))
         if plan.pattern >= 0:
             return self._pattern_result(args[plan.pattern], ops[plan.pattern], out,

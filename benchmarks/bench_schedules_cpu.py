@@ -1,0 +1,105 @@
+"""CPU benchmark of schedule passes (issue 9): the effect of ``reorder_rows`` on
+spc's CPU kernels, with scipy in the same run as the anchor.
+
+    python benchmarks/bench_schedules_cpu.py [--data DIR] [--per-family 3] [--n 32]
+
+Per matrix (``common.quick_pick``: the 10/50/90% nnz quantiles of each family) and
+op (SpMV; SpMM and SDDMM at ``--n``), it times scipy (for SDDMM numpy on the
+sampled rows, ``A.data * einsum(X[r], Y[c])``) and spc under each ordering
+("none", "length", "similarity"), operands prepared once (``k.prepare``: positional calls with a prepared
+Tensor keep the CPU fast path), default validation, the median of calls over ``--min-time`` seconds each (``common.time_calls``).
+All in one process: the ratios between spc's schedules are the point (bench_cpu.py
+runs each system in its own process for the comparisons with torch and numba).
+Every result is checked against float64 scipy first.
+
+Prints one row per case (microseconds; "x" = scipy / spc) and per family and op
+the geometric means of default/length and default/similarity.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from common import DEFAULT_DATA, entries, load, quick_pick, time_calls  # noqa: E402
+
+ORDERINGS = ("none", "length", "similarity")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--per-family", type=int, default=3)
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--min-time", type=float, default=0.2)
+    args = ap.parse_args(argv)
+    import spc
+    rng = np.random.default_rng(0)
+    print(f"# {datetime.date.today()} cpu ({os.cpu_count()} cores); us per call; "
+          f"x = scipy / spc default")
+    print(f"{'family':17s} {'matrix':28s} {'op':9s} {'scipy':>8s} "
+          + " ".join(f"{o:>10s}" for o in ORDERINGS) + f" {'x':>6s}  inspect ms")
+    rows = []
+    for e in quick_pick(entries(args.data), args.per_family):
+        A = load(e)
+        m, k = A.shape
+        for op in ("spmv", "spmm", "sddmm"):
+            if op == "spmv":
+                ops = (rng.standard_normal(k).astype(np.float32),)
+                ref, base = A.astype(np.float64) @ ops[0], (lambda: A @ ops[0])
+            elif op == "spmm":
+                ops = (rng.standard_normal((k, args.n)).astype(np.float32),)
+                ref, base = A.astype(np.float64) @ ops[0], (lambda: A @ ops[0])
+            else:
+                X = rng.standard_normal((m, args.n)).astype(np.float32)
+                Y = rng.standard_normal((k, args.n)).astype(np.float32)
+                ops = (X, Y)
+                r, c = np.repeat(np.arange(m), np.diff(A.indptr)), A.indices
+                sampled = (X[r].astype(np.float64) * Y[c].astype(np.float64)).sum(1)
+                ref = sp.csr_matrix((A.data * sampled, A.indices, A.indptr), shape=A.shape)
+                base = (lambda: A.data * np.einsum("ij,ij->i", X[r], Y[c]))   # sampled, sparse
+            times, inspect = {"scipy": time_calls(base, min_time=args.min_time)["median_s"]}, {}
+            for how in ORDERINGS:
+                kern = spc.compile(op, fmt="csr", reorder_rows=how)
+                p = kern.prepare(A)
+                inspect[how] = p.inspect_seconds
+                out = kern(p, *ops)
+                got = out.to_numpy() if isinstance(out, spc.Tensor) else \
+                    out.toarray() if hasattr(out, "toarray") else out
+                want = ref.toarray() if hasattr(ref, "toarray") else ref
+                err = np.linalg.norm(got - want) / (np.linalg.norm(want) or 1.0)
+                if err > 1e-3:
+                    print(f"WRONG {e.name} {op} {how}: {err:.2e}")
+                    return 1
+                times[how] = time_calls(lambda: kern(p, *ops), min_time=args.min_time)["median_s"]
+            label = f"{op}{args.n if op != 'spmv' else ''}"
+            rows.append((e.family, label, times))
+            print(f"{e.family:17s} {Path(e.path).name.split('.')[0][:28]:28s} {label:9s} "
+                  f"{times['scipy']*1e6:8.1f} "
+                  + " ".join(f"{times[o]*1e6:10.1f}" for o in ORDERINGS)
+                  + f" {times['scipy']/times['none']:6.2f}  "
+                  + f"{inspect['length']*1e3:.2f} / {inspect['similarity']*1e3:.2f}", flush=True)
+    print("\n# geometric means: default / length, default / similarity (> 1: reordering is faster)")
+    g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
+    groups = {}
+    for fam, op, t in rows:
+        groups.setdefault((fam, op), []).append(t)
+    for (fam, op), ts in sorted(groups.items()):
+        print(f"{fam:17s} {op:8s} n={len(ts):2d}  dflt/length {g([t['none']/t['length'] for t in ts]):5.2f}"
+              f"  dflt/similar {g([t['none']/t['similarity'] for t in ts]):5.2f}"
+              f"  scipy/dflt {g([t['scipy']/t['none'] for t in ts]):5.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
