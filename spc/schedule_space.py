@@ -66,25 +66,17 @@ def _launch_variants(schedule: Schedule, k) -> list[Schedule]:
     """``schedule`` with each setting of the launch knobs ``k``'s kernels have."""
     if k.target.name != "cuda":
         return [schedule]
-    from .codegen.cuda_c import launch_plan
-    plans = [launch_plan(kern) for kern in _kernels(k)]
+    from .codegen.cuda import launch_knobs
+    knobs = launch_knobs(k.lowered_kernels())
     out = [schedule]
-    if any(p.chunk_lo is not None for p in plans):
+    if "wide" in knobs:
         out = [s.replace(wide=w) for s in out for w in (False, True)]
-    if any(p.group is not None for p in plans):
-        flat = any(p.flat for p in plans)
+    if "group" in knobs:
+        flat = "flat" in knobs
         out = [s.replace(group=g, **mode) for s in out for g in GROUPS
                for mode in ([dict(flat=True)] if flat else [])
                + [dict(flat=False if flat else None, split=n) for n in SPLITS]]
     return out
-
-
-def _kernels(k):
-    """The scheduled IR kernels of a CompiledKernel or of every part of a composite one."""
-    parts = getattr(k, "kernels", None)
-    if parts is not None and not hasattr(k, "lowered_kernels"):
-        return [kern for part in parts for kern in part.lowered_kernels()]
-    return list(k.lowered_kernels())
 
 
 __all__ = ["schedule_space"]

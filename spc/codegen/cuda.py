@@ -303,6 +303,32 @@ def _load_function(binary: bytes, name: str, source: str | None):
     return module.get_function(name)         # the Function keeps its Module alive
 
 
+_GROUP_LOOP = ("no gpu_group loop (a reduction per output entry, like SDDMM's k) for lanes "
+               "to share")
+_MISSING_LOOP = {        # launch knob -> the loop it steers, when a kernel has none
+    "wide": "no @gpu_lane_split loop (a dense output loop cut into 32-column chunks, like "
+            "SpMM's columns) for lanes to widen",
+    "group": _GROUP_LOOP,
+    "split": _GROUP_LOOP,
+    "flat": "no gpu_flat loop (a gpu_group kernel's loop over a compressed level's "
+            "positions) to enumerate flat",
+}
+
+
+def launch_knobs(kernels) -> frozenset[str]:
+    """The launch knobs (``wide``, ``group``, ``split``, ``flat``) that steer some
+    loop of the mapped ``kernels`` (map_gpu's output)."""
+    plans = [launch_plan(k) for k in kernels]
+    knobs = set()
+    if any(p.chunk_lo is not None for p in plans):
+        knobs.add("wide")
+    if any(p.group is not None for p in plans):
+        knobs |= {"group", "split"}
+    if any(p.flat for p in plans):
+        knobs.add("flat")
+    return frozenset(knobs)
+
+
 class CUDATarget(Target):
     """NVIDIA GPUs through CUDA C and NVRTC.
 
@@ -351,21 +377,9 @@ class CUDATarget(Target):
         if schedule.threads is not None:
             raise ScheduleError.of("threads", "CPU threads; on target='cuda' the grid is "
                                               "sized from each call")
-        plans = [launch_plan(k) for k in kernels]
-        steers = {
-            "wide": (any(p.chunk_lo is not None for p in plans),
-                     "no @gpu_lane_split loop (a dense output loop cut into 32-column chunks, "
-                     "like SpMM's columns) for lanes to widen"),
-            "group": (any(p.group is not None for p in plans),
-                      "no gpu_group loop (a reduction per output entry, like SDDMM's k) for "
-                      "lanes to share"),
-            "flat": (any(p.flat for p in plans),
-                     "no gpu_flat loop (a gpu_group kernel's loop over a compressed level's "
-                     "positions) to enumerate flat"),
-        }
-        steers["split"] = steers["group"]
-        for knob, (present, missing) in steers.items():
-            if getattr(schedule, knob) is not None and not present:
+        present = launch_knobs(kernels)
+        for knob, missing in _MISSING_LOOP.items():
+            if getattr(schedule, knob) is not None and knob not in present:
                 where = "" if schedule.parallel else " (parallel=False runs one warp)"
                 raise ScheduleError.of(knob, f"this kernel has {missing}{where}")
 
@@ -437,4 +451,4 @@ def _nvrtc_version() -> str:
         return "unknown"
 
 
-__all__ = ["CUDATarget", "CudaLauncher", "header_path", "header_text"]
+__all__ = ["CUDATarget", "CudaLauncher", "header_path", "header_text", "launch_knobs"]

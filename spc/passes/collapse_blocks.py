@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import BinOp, Block, Const, DType, For, Kernel, Let, Var, i64, mul, sub
-from ..ir.traverse import top_loop, walk
-from .map_gpu import stores_follow
+from ..ir.nodes import BinOp, Block, Const, DType, For, Kernel, Let, i64, mul, sub
+from ..ir.traverse import top_loop
+from .map_gpu import FreshNames, stores_follow
 
 I64 = DType.I64
 
@@ -49,15 +49,11 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
     b = int(inner.hi.value)
     if b <= 1 or not stores_follow(inner):
         return kernel
-    names = {n.name for n in walk(kernel.body) if isinstance(n, Var)} | {p.name for p in kernel.params}
-    flat = f"{inner.var.name}_flat"
-    while flat in names:
-        flat += "_"
-    t = Var(flat, I64)
+    t = FreshNames(kernel).fresh(f"{inner.var.name}_flat", I64)
     fused = For(t, i64(0), mul(outer.hi, i64(b)), Block(
         (Let(outer.var, BinOp("/", t, i64(b))),
          Let(inner.var, sub(t, mul(outer.var, i64(b))))) + tuple(body[:-1]) + (inner.body,)),
         outer.kind)
-    attrs = tuple((key, flat if key == "outer_independent" and value == outer.var.name else value)
+    attrs = tuple((key, t.name if key == "outer_independent" and value == outer.var.name else value)
                   for key, value in kernel.attrs)
     return replace(kernel, body=Block(lets + (fused,)), attrs=attrs)

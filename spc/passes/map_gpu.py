@@ -268,7 +268,10 @@ def lane_parallel(loop: For, params: set[str], atomic: bool) -> list[Var] | None
 # Rewrites
 # ---------------------------------------------------------------------------
 
-class _Names:
+class FreshNames:
+    """Names no variable or parameter of a kernel has: ``fresh(stem, dtype)`` is
+    ``stem``, else ``stem1``, ``stem2``... (each handed out once)."""
+
     def __init__(self, kernel: Kernel):
         self.taken = {n.name for n in walk(kernel.body) if isinstance(n, Var)}
         self.taken |= {p.name for p in kernel.params}
@@ -290,7 +293,7 @@ def _rename(s, old: str, new: Var):
     return rewrite(s, lambda n: new if isinstance(n, Var) and n.name == old else n)
 
 
-def to_lanes(loop: For, reductions: list[Var], names: _Names) -> Stmt:
+def to_lanes(loop: For, reductions: list[Var], names: FreshNames) -> Stmt:
     """``loop`` as a lane loop; each reduction gets a per-lane partial sum
     (zero-initialized) that is warp-summed and added to it after the loop."""
     if not reductions:
@@ -306,7 +309,7 @@ def to_lanes(loop: For, reductions: list[Var], names: _Names) -> Stmt:
                  + tuple(after))
 
 
-def interchange(outer: For, names: _Names) -> Stmt | None:
+def interchange(outer: For, names: FreshNames) -> Stmt | None:
     """``for p: lets; for j @lane: ... C[idx(j)] += v`` as
     ``for j @lane: r = 0; for p: lets; ...; r += v; C[idx(j)] += r``, or None.
 
@@ -459,7 +462,7 @@ def map_lanes(s: Stmt, ctx) -> tuple[Stmt, bool]:
 
 class _Ctx:
     def __init__(self, kernel: Kernel, atomic: bool):
-        self.names = _Names(kernel)
+        self.names = FreshNames(kernel)
         self.params = {p.name for p in kernel.params if isinstance(p.value, Buffer)}
         self.sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
         self.atomic = atomic
@@ -653,12 +656,3 @@ def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
         + (("gpu", mode), ("gpu_unroll", str(UNROLL))) \
         + ((("gpu_group", group),) if group else ()) + ((("gpu_flat", flat),) if flat else ())
     return replace(kernel, body=new_body, attrs=attrs_out)
-
-
-def make_map_gpu(deterministic: bool = False):
-    """The pass as a one-argument function named ``map_gpu`` (for pipelines)."""
-    def map_gpu_pass(kernel: Kernel) -> Kernel:
-        return map_gpu(kernel, deterministic=deterministic)
-    map_gpu_pass.__name__ = "map_gpu"
-    map_gpu_pass.__qualname__ = "map_gpu"
-    return map_gpu_pass

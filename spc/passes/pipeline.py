@@ -22,10 +22,10 @@ from ..ir.nodes import Kernel
 from ..schedule import Schedule
 from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
-from .map_gpu import make_map_gpu
+from .map_gpu import map_gpu
 from .map_parallel import map_parallel
 from .mark_noncanonical import mark_noncanonical
-from .reorder_rows import make_reorder_rows
+from .reorder_rows import reorder_rows
 from .register_tile import tile_rows_for_registers
 from .simplify import simplify
 
@@ -54,7 +54,8 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         simplify,                  # as on the CPU
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
-        *((make_map_gpu(bool(schedule.deterministic)),) if schedule.parallel else ()),
+        *((bound(map_gpu, deterministic=bool(schedule.deterministic)),)
+          if schedule.parallel else ()),
                                    # loops -> blocks, warps, lanes, threads (else one warp);
                                    # deterministic: no atomics
         simplify,
@@ -64,9 +65,18 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
 
 def _reorder(schedule: Schedule) -> tuple[Pass, ...]:
     how = schedule.reorder_rows
-    return (make_reorder_rows(how),) if how not in (None, "none") else ()
+    return (bound(reorder_rows, how=how),) if how not in (None, "none") else ()
+
+
+def bound(pass_fn, **params) -> Pass:
+    """``pass_fn`` with its keyword ``params`` fixed: a one-argument pass with
+    ``pass_fn``'s name (dumps and tests list passes by name)."""
+    def run(kernel: Kernel) -> Kernel:
+        return pass_fn(kernel, **params)
+    run.__name__ = run.__qualname__ = pass_fn.__name__
+    return run
 
 
 PIPELINES = {"cpu": cpu_pipeline, "cuda": cuda_pipeline}
 
-__all__ = ["PIPELINES", "Pass", "cpu_pipeline", "cuda_pipeline"]
+__all__ = ["PIPELINES", "Pass", "bound", "cpu_pipeline", "cuda_pipeline"]

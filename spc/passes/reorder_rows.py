@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import Block, Buffer, DType, For, Kernel, Let, Load, Param, ParamRole, Var
+from ..ir.nodes import (Block, Buffer, Const, DType, For, Kernel, Let, Load, Param, ParamRole,
+                        Var)
 from ..ir.traverse import top_loop, walk
-from .map_gpu import assigned, inline, let_env, stores_follow
+from .map_gpu import FreshNames, assigned, inline, let_env, stmts_of, stores_follow
 
 HOW = ("length", "similarity")     # the orders an inspector computes
 
@@ -69,38 +70,21 @@ def reorder_rows(kernel: Kernel, how: str = "length") -> Kernel:
         return kernel
     if assigned(loop) & {s.var.name for s in lets}:
         return kernel
-    lo = loop.lo
-    if not (getattr(lo, "value", None) == 0):
+    if not (isinstance(loop.lo, Const) and loop.lo.value == 0):
         return kernel
     pos = rows_param(kernel, loop)
     if pos is None:
         return kernel
-    names = {n.name for n in walk(kernel.body) if isinstance(n, Var)} | \
-        {p.name for p in kernel.params}
-    perm_name = f"{pos.tensor}_rows_{how}"
-    step_name = f"{loop.var.name}_t"
-    while perm_name in names:
-        perm_name += "_"
-    while step_name in names:
-        step_name += "_"
-    perm = Buffer(perm_name, DType.I32)
-    step = Var(step_name, DType.I64)
-    body = Block((Let(loop.var, Load(perm, step)),) + (
-        loop.body.body if isinstance(loop.body, Block) else (loop.body,)))
+    names = FreshNames(kernel)
+    perm = Buffer(names.fresh(f"{pos.tensor}_rows_{how}", DType.I32).name, DType.I32)
+    step = names.fresh(f"{loop.var.name}_t", DType.I64)
+    body = Block((Let(loop.var, Load(perm, step)),) + stmts_of(loop.body))
     new_loop = For(step, loop.lo, loop.hi, body, loop.kind)
     params = kernel.params + (Param(perm, ParamRole.INPUT, pos.tensor, f"rows_by_{how}"),)
-    attrs_out = tuple((key, step_name if key == "outer_independent" else value)
+    attrs_out = tuple((key, step.name if key == "outer_independent" else value)
                       for key, value in kernel.attrs)
     return replace(kernel, params=params, body=Block(lets + (new_loop,)),
                    attrs=attrs_out)
 
 
-def make_reorder_rows(how: str):
-    """The pass as a one-argument function named ``reorder_rows`` (for pipelines)."""
-    def reorder_rows_pass(kernel: Kernel) -> Kernel:
-        return reorder_rows(kernel, how)
-    reorder_rows_pass.__name__ = reorder_rows_pass.__qualname__ = "reorder_rows"
-    return reorder_rows_pass
-
-
-__all__ = ["HOW", "make_reorder_rows", "reorder_rows", "rows_param"]
+__all__ = ["HOW", "reorder_rows", "rows_param"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,15 +17,15 @@ from ..formats.format import Format, resolve_format
 from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
 from ..frontend import ast
-from ..schedule import Schedule, check_applied
-from .inspectors import derived
 from ..frontend.check import index_sizes
 from ..ir.lower import OutputKind, Program, lower, split_base, vals_buffer
 from ..ir.nodes import Buffer, DType, Kernel
 from ..ir.printer import format_kernel
 from ..ir.verify import verify
+from ..schedule import Schedule, check_applied
 from . import cache
 from .dump import Dumper
+from .inspectors import derived
 from .launch_cpu import launch
 from .operands import result_family, shape_of, to_tensor, with_index_dtype
 
@@ -59,6 +60,13 @@ def out_of_memory(err: Exception, name: str) -> "ResourceError | None":
         return ResourceError(f"{name}: out of memory ({err}); nothing was computed and the "
                              f"call's allocations were released")
     return None
+
+
+def check_schedule_knobs(target, schedule: Schedule, kernels) -> None:
+    """Refuse (ScheduleError) the knobs of ``schedule`` that the target, or the
+    scheduled IR ``kernels`` of one compiled expression, give no meaning."""
+    target.check_schedule(schedule, kernels)
+    check_applied(schedule, kernels)
 
 
 def loop_var_name(var: str, names: dict[str, str]) -> str:
@@ -227,8 +235,7 @@ class CompiledKernel(KernelCall):
         self._device_fast = _UNPLANNED
         self._variant(DType.I32)           # lower, render (and checks) eagerly
         if check_knobs:
-            target.check_schedule(schedule, self._variant(DType.I32).kernels)
-            check_applied(schedule, self._variant(DType.I32).kernels)
+            check_schedule_knobs(target, schedule, self.lowered_kernels())
 
     # -- what it is -----------------------------------------------------------
     @property
@@ -326,9 +333,8 @@ class CompiledKernel(KernelCall):
         ``inspect_seconds`` is the time its inspectors took (0.0 when the schedule
         needs none) and ``prepare_seconds`` the whole preparation's.
         """
-        import time
         t0 = time.perf_counter()
-        kernels = self._variant(DType.I32).kernels
+        kernels = self.lowered_kernels()
         wanted = [(p.tensor, p.inspector) for k in kernels for p in k.params if p.inspector]
         users = {u: n for n, u in zip(self.inputs, self.input_names)}
         if name is None:

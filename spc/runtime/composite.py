@@ -13,8 +13,8 @@ from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
-from ..schedule import check_applied
-from .compiled import CompiledKernel, KernelCall, bind_operands, call_option
+from .compiled import (CompiledKernel, KernelCall, bind_operands, call_option,
+                       check_schedule_knobs)
 
 
 def part_name(tensor: str, k: int) -> str:
@@ -109,9 +109,7 @@ class CompositeKernel(KernelCall):
                 sub, fmts, target, dtype, schedule, name,
                 tuple(dict.fromkeys(a.tensor for a in sub.accesses())), frozenset(separate),
                 check_knobs=False)]
-        lowered = [kern for part in self.kernels for kern in part.lowered_kernels()]
-        target.check_schedule(schedule, lowered)
-        check_applied(schedule, lowered)
+        check_schedule_knobs(target, schedule, self.lowered_kernels())
 
     # -- what it is ---------------------------------------------------------------
     @property
@@ -125,6 +123,10 @@ class CompositeKernel(KernelCall):
     @property
     def output(self) -> str:
         return self.expression.lhs.tensor
+
+    def lowered_kernels(self) -> tuple:
+        """The scheduled IR kernels (int32 indices) of every part."""
+        return tuple(kern for part in self.kernels for kern in part.lowered_kernels())
 
     @property
     def schedule(self):

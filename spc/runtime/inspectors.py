@@ -59,7 +59,7 @@ def derived(t, inspector: str, name: str):
 
     Raises InputError when ``t`` holds a result computed from other storage
     (a prepared operand whose arrays were replaced since ``k.prepare``)."""
-    cache = t.__dict__.setdefault("derived", {})
+    cache = t.derived
     stamp = _stamp(t)
     hit = cache.get(inspector)
     if hit is not None:
