@@ -7,13 +7,15 @@ Per matrix and case (SpMM at each N, SDDMM at K = 32) it times, in one process a
 one profiler session per case: cuSPARSE through torch (``torch.sparse.mm``,
 ``torch.sparse.sampled_addmm``), spc's default schedule, and every schedule of the
 sweep (``reorder_rows`` "none" / "length" / "similarity" x the launch knobs where the kernel has
-them).  Device time: the GPU time of one call's kernels and memsets, from
+them; ``split_rows`` in ``SPLITS`` x a few launch knobs).  Device time: the GPU time of one call's kernels and memsets, from
 torch.profiler.  spc's operands are prepared once (``k.prepare``) and called with
 ``validate=False``; every result is checked against float64 scipy first.
 
 Output: one row per case (times in microseconds, ratios cuSPARSE / spc), the
-best schedule's name, and per family the geometric means of default/cuSPARSE,
-reorder_rows="length"/default and best/cuSPARSE.
+the time per call a caller sees with default settings (validation on, the torch
+tensor passed as is) for cuSPARSE, spc's default and ``split_rows=True``, the
+best schedule's name, and per family the geometric means of cuSPARSE/default,
+default/reorder_rows="length", default/(best split_rows schedule) and cuSPARSE/best.
 """
 from __future__ import annotations
 
@@ -48,7 +50,16 @@ def sweep(kernel: str) -> list:
                              for s in (1, 2)]
             if how == "none":
                 out += [base.replace(group=g, flat=True) for g in (4, 8, 16)]
+    for k in SPLITS:
+        base = spc.Schedule(split_rows=k)
+        if kernel == "spmm":
+            out += [base, base.replace(wide=True), base.replace(wide=False)]
+        else:
+            out += [base] + [base.replace(group=g, split=1) for g in (8, 32)]
     return out
+
+
+SPLITS = (True, 32, 128, 512)      # split_rows values swept
 
 
 def name_of(s) -> str:
@@ -89,6 +100,22 @@ def rel_err(got, ref) -> float:
     return float(np.linalg.norm(got - ref) / (np.linalg.norm(ref) or 1.0))
 
 
+def call_time(torch, fn, reps: int = 50) -> float:
+    """Seconds per call as a caller sees them: ``reps`` back-to-back calls on
+    torch tensors after a warm-up, then one synchronization (median of 3)."""
+    import time
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t0) / reps)
+    return sorted(times)[1]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -104,7 +131,7 @@ def main(argv=None) -> int:
     print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__}; "
           f"device us per call; x = cuSPARSE / spc")
     print(f"{'family':12s} {'matrix':28s} {'op':9s} {'cusp':>8s} {'default':>8s} {'length':>8s} "
-          f"{'similar':>8s} {'best':>8s} {'x dflt':>7s} {'x best':>7s}  best schedule")
+          f"{'similar':>8s} {'auto':>8s} {'split':>8s} {'best':>8s} {'x dflt':>7s} {'x best':>7s}  best schedule")
     rows = []
     for e in chosen:
         A = load(e)
@@ -112,7 +139,7 @@ def main(argv=None) -> int:
                                      torch.tensor(A.data), A.shape).cuda()
         for kernel, n in [("spmm", n) for n in ns] + [("sddmm", 32)]:
             ops, ref = case_inputs(torch, kernel, A, n, rng)
-            labelled, checks = [], {}
+            labelled, checks, calls_on_torch = [], {}, {}
             if kernel == "spmm":
                 labelled.append(("cusparse", lambda: torch.sparse.mm(tA, ops[0])))
             else:
@@ -125,11 +152,15 @@ def main(argv=None) -> int:
                     continue
                 p = k.prepare(tA)
                 out = k(p, *ops, validate=False)
+                if name_of(s) in ("default", "split_rows=True"):
+                    calls_on_torch[name_of(s)] = lambda k=k: k(tA, *ops)
                 checks[name_of(s)] = rel_err(host(torch, out), ref)
                 if checks[name_of(s)] > REL_TOL:
                     continue
                 labelled.append((name_of(s), lambda k=k, p=p: k(p, *ops, validate=False)))
             dev = device_times(torch, labelled, args.reps)
+            calls = {"cusparse": call_time(torch, labelled[0][1])}
+            calls.update({lab: call_time(torch, fn) for lab, fn in calls_on_torch.items()})
             spc_times = {lab: t for lab, t in dev.items() if lab != "cusparse" and t == t}
             best = min(spc_times, key=spc_times.get)
             row = dict(family=e.family, matrix=Path(e.path).name.split(".")[0][:28],
@@ -137,17 +168,25 @@ def main(argv=None) -> int:
                        default=dev.get("default", math.nan),
                        length=dev.get("reorder_rows=length", math.nan),
                        similarity=dev.get("reorder_rows=similarity", math.nan),
+                       split=min((t for lab, t in spc_times.items() if "split_rows" in lab),
+                                 default=math.nan),
+                       auto=dev.get("split_rows=True", math.nan),
+                       call_cusparse=calls["cusparse"], call_default=calls.get("default", math.nan),
+                       call_auto=calls.get("split_rows=True", math.nan),
                        best=spc_times[best], best_name=best,
                        wrong=[lab for lab, err in checks.items() if err > REL_TOL])
             rows.append(row)
             print(f"{row['family']:12s} {row['matrix']:28s} {row['op']:9s} "
                   f"{row['cusparse']*1e6:8.1f} {row['default']*1e6:8.1f} {row['length']*1e6:8.1f} "
-                  f"{row['similarity']*1e6:8.1f} "
+                  f"{row['similarity']*1e6:8.1f} {row['auto']*1e6:8.1f} {row['split']*1e6:8.1f} "
                   f"{row['best']*1e6:8.1f} {row['cusparse']/row['default']:7.2f} "
-                  f"{row['cusparse']/row['best']:7.2f}  {best}"
+                  f"{row['cusparse']/row['best']:7.2f}  "
+                  f"call {row['call_cusparse']*1e6:6.1f} {row['call_default']*1e6:6.1f} "
+                  f"{row['call_auto']*1e6:6.1f}  {best}"
                   + (f"  WRONG: {row['wrong']}" if row["wrong"] else ""), flush=True)
     print("\n# geometric means per family and op: cuSPARSE/default, default/length, "
-          "default/similarity, cuSPARSE/best")
+          "default/similarity, default/split, default/auto split, cuSPARSE/best; "
+          "per call as a caller sees it: cuSPARSE / auto split")
     groups = {}
     for r in rows:
         groups.setdefault((r["family"], r["op"]), []).append(r)
@@ -156,6 +195,9 @@ def main(argv=None) -> int:
         print(f"{fam:16s} {op:8s} n={len(rs):2d}  x dflt {g([r['cusparse']/r['default'] for r in rs]):5.2f}"
               f"  dflt/length {g([r['default']/r['length'] for r in rs]):5.2f}"
               f"  dflt/similar {g([r['default']/r['similarity'] for r in rs]):5.2f}"
+              f"  dflt/split {g([r['default']/r['split'] for r in rs]):5.2f}"
+              f"  dflt/auto {g([r['default']/r['auto'] for r in rs]):5.2f}"
+              f"  call cusp/auto {g([r['call_cusparse']/r['call_auto'] for r in rs]):5.2f}"
               f"  x best {g([r['cusparse']/r['best'] for r in rs]):5.2f}")
     wrong = sum(bool(r["wrong"]) for r in rows)
     print(f"\n{len(rows)} cases, {wrong} with a wrong schedule")

@@ -5,7 +5,8 @@ A schedule is data: frozen, hashable and printable.  ``None`` in a field means
 spc's compile-time choices filled in.  Fields come in three kinds:
 
 * **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
-  reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``.  The printed IR shows
+  reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``,
+  ``split_rows``.  The printed IR shows
   their effect and the reference interpreter runs it.
 * **Launch knobs** pick among launches of one binary, from the call's sizes
   when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
@@ -30,16 +31,38 @@ GPU_LAUNCH_KNOBS = ("wide", "group", "split", "flat")
 REORDERINGS = ("none", "length", "similarity")   # values of reorder_rows
 
 
-def check_applied(schedule: "Schedule", kernels) -> None:
+def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
     """Raise ScheduleError for an IR knob asked for whose pass changed none of the
     scheduled ``kernels`` (``reorder_rows`` on a kernel without an independent
-    loop over the rows of a csr-like operand)."""
+    loop over the rows of a csr-like operand), or whose result breaks another
+    knob's promise (rows split with atomic additions under ``deterministic``,
+    which on ``target`` "cpu" holds unless set to False)."""
+    inspectors = {p.inspector.partition(":")[0] for k in kernels for p in k.params
+                  if p.inspector}
     if schedule.reorder_rows not in (None, "none") and not any(
-            p.inspector for k in kernels for p in k.params):
+            name.startswith("rows_by_") for name in inspectors):
         raise ScheduleError.of(
             "reorder_rows", "needs an independent outer loop over the rows of a csr-like "
                             "operand (dense rows, then a compressed level), whose "
                             "iterations each write their own outputs")
+    if schedule.split_rows not in (None, False):
+        if "segment_rows" not in inspectors:
+            raise ScheduleError.of(
+                "split_rows", "needs an independent outer loop over the rows of a csr-like "
+                              "operand whose body is one loop over the row's positions, "
+                              "summing into the row's outputs or writing each position's own")
+        deterministic = schedule.deterministic if target == "cuda" \
+            else schedule.deterministic is not False
+        from .ir.traverse import walk
+        from .ir.nodes import Store
+        if deterministic and any(isinstance(n, Store) and n.atomic
+                                 for k in kernels for n in walk(k.body)):
+            raise ScheduleError.of(
+                "split_rows", "segments of one row add their partial sums atomically, in "
+                              "an order that may change from run to run; "
+                              + ("deterministic=True forbids that" if target == "cuda" else
+                                 "on target='cpu' results are deterministic unless "
+                                 "deterministic=False allows it"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +85,13 @@ class Schedule:
     ``reorder_rows``: visit the rows of the outer loop in an order computed
     from the sparse operand once per prepared operand (``k.prepare``):
     ``"length"`` longest first; ``"similarity"`` rows sharing columns next to
-    each other; ``"none"`` as stored (None: spc's choice, today ``"none"``).  Results come back in the caller's row order.
+    each other; ``"none"`` as stored (None: spc's choice, today ``"none"``).
+    Results come back in the caller's row order.
+    ``split_rows``: iterate pieces of rows, each at most this many nonzeros
+    (an int), or of a size chosen from the matrix (True), instead of rows, so
+    long rows are shared by several warps or threads; partial sums of one row
+    are added atomically (see ``passes/split_rows.py``); False: rows whole
+    (None: spc's choice, today False).  Not with ``reorder_rows``.
     """
     order: tuple[str, ...] | None = None
     parallel: bool = True
@@ -73,6 +102,7 @@ class Schedule:
     split: int | None = None
     flat: bool | None = None
     reorder_rows: str | None = None
+    split_rows: int | bool | None = None
 
     def __post_init__(self):
         if self.order is not None:
@@ -92,6 +122,13 @@ class Schedule:
         if self.reorder_rows not in (None,) + REORDERINGS:
             raise ScheduleError.of("reorder_rows", f"must be one of {REORDERINGS} or None, not "
                                                    f"{self.reorder_rows!r}")
+        if not (self.split_rows is None or isinstance(self.split_rows, bool)
+                or (_is_int(self.split_rows) and self.split_rows >= 1)):
+            raise ScheduleError.of("split_rows", f"must be a positive int (nonzeros per piece), "
+                                                 f"True, False or None, not {self.split_rows!r}")
+        if self.split_rows not in (None, False) and self.reorder_rows not in (None, "none"):
+            raise ScheduleError.of("split_rows", "pieces of rows are visited in stored order; "
+                                                 "it does not combine with reorder_rows")
         if self.flat and self.split is not None:
             raise ScheduleError.of("split", "warps per row mean nothing when flat=True "
                                             "(warps take chunks of positions, not rows)")

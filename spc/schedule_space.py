@@ -7,6 +7,7 @@ from .errors import ScheduleError, UnsupportedError
 from .schedule import GROUPS, REORDERINGS, Schedule
 
 SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a gpu_group kernel
+PIECES = (True, 32, 256)       # split_rows tried: chosen from the matrix, short, long
 MAX_ORDERS = 720               # loop orders tried at most (6 indices)
 
 
@@ -18,7 +19,9 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     Ensures: each schedule compiles (``spc.compile(..., schedule=s)`` raises no
     ScheduleError), and schedules giving the same IR and launch are listed once.
     Enumerated: every loop order the formats allow; ``parallel`` True and False;
-    ``reorder_rows`` where the kernel has rows to reorder; on CUDA,
+    ``reorder_rows`` where the kernel has rows to reorder; ``split_rows`` in
+    ``PIECES`` where it has rows to split (with ``deterministic=False`` where
+    the pieces add atomically); on CUDA,
     ``deterministic`` where it changes the IR, and the launch knobs
     where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
     ``split`` in {1, 2, 4, 8})).  ``threads`` is left to the machine.
@@ -49,9 +52,16 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                                      build(base.replace(reorder_rows=how))))
                 except ScheduleError:          # no rows to reorder
                     pass
+            for size in PIECES:
+                split = _split(build, base.replace(split_rows=size))
+                if split is not None:
+                    variants.append(split)
             if k.target.name == "cuda" and parallel:
                 for s, kk in list(variants):
-                    det = build(s.replace(deterministic=True))
+                    try:
+                        det = build(s.replace(deterministic=True))
+                    except ScheduleError:      # pieces of rows adding atomically
+                        continue
                     if det.ir != kk.ir:
                         variants.append((s.replace(deterministic=True), det))
             for s, kk in variants:
@@ -60,6 +70,18 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                 seen.add(kk.ir)
                 space.extend(_launch_variants(s, kk))
     return tuple(space)
+
+
+def _split(build, schedule: Schedule):
+    """(schedule, kernel) with rows split as ``schedule`` asks, allowing
+    atomic partial sums where the target needs ``deterministic=False`` to;
+    None where the kernel has no rows to split."""
+    for s in (schedule, schedule.replace(deterministic=False)):
+        try:
+            return s, build(s)
+        except ScheduleError:
+            continue
+    return None
 
 
 def _launch_variants(schedule: Schedule, k) -> list[Schedule]:

@@ -208,3 +208,47 @@ def test_sparse_device_result_reads_back():
     k = spc.compile("Z[m] = C[m]", formats={"Z": "csf"}, dtype="float64", target="cuda")
     out = k(C=cupy.asarray(np.array([0.0, 2.0, 0.0, 3.0])))
     np.testing.assert_array_equal(out.to_numpy(), [0.0, 2.0, 0.0, 3.0])
+
+
+@pytest.mark.parametrize("schedule", [dict(split_rows=8), dict(split_rows=True),
+                                      dict(reorder_rows="length")])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_fast_path_feeds_inspector_arrays(kernel, index_dtype, schedule, general_path_counter,
+                                          monkeypatch):
+    """Kernels reading inspector arrays (row pieces, row orders) take the fast path
+    on torch tensors: the inspector runs once per tensor storage, again after an
+    in-place change."""
+    from spc.runtime import inspectors
+    runs = []
+    real = inspectors.compute
+
+    def counting(inspector, t):
+        runs.append(inspector)
+        return real(inspector, t)
+    monkeypatch.setattr(inspectors, "compute", counting)
+    A = _matrix()
+    At = _torch_sparse(A, "csr", index_dtype, torch.float64)
+    rng = np.random.default_rng(2)
+    m, n = A.shape
+    if kernel == "spmv":
+        ops, want = (rng.standard_normal(n),), lambda M: M @ ops[0]
+    elif kernel == "spmm":
+        ops, want = (rng.standard_normal((n, 40)),), lambda M: M @ ops[0]
+    else:
+        ops = (rng.standard_normal((m, 8)), rng.standard_normal((n, 8)))
+        want = lambda M: M.multiply(ops[0] @ ops[1].T).toarray()  # noqa: E731
+    dense = [torch.tensor(x, device=DEV) for x in ops]
+    k = spc.compile(kernel, fmt="csr", target="cuda", dtype="float64", **schedule)
+    for _ in range(3):
+        got = k(At, *dense)
+        got = got.to_dense() if got.layout != torch.strided else got
+        np.testing.assert_allclose(got.cpu().numpy(), want(A), rtol=1e-10, atol=1e-10)
+    assert general_path_counter == []
+    first = len(runs)
+    assert first in (1, 3)                        # a permutation, or a piece's three arrays
+    At.values()[:] = 2 * At.values()              # values only: the pieces stay valid
+    got = k(At, *dense)
+    got = got.to_dense() if got.layout != torch.strided else got
+    np.testing.assert_allclose(got.cpu().numpy(), want(2 * A), rtol=1e-10, atol=1e-10)
+    assert len(runs) == first

@@ -74,3 +74,32 @@ def test_a_prepared_operand_with_reordered_rows_on_the_gpu(kernel, family):
     assert p.inspect_seconds > 0
     for validate in (True, False):
         assert_allclose(_host(k(p, *dense, validate=validate)), want, np.float64)
+
+
+@pytest.mark.parametrize("max_nnz", [1, 7, 32, True])
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_split_rows_on_the_gpu(kernel, max_nnz):
+    """Pieces of at most ``max_nnz`` nonzeros: the long and dense rows shared by
+    warps whose partial sums add atomically; each launch knob's variants."""
+    A = _matrix()
+    ops, want = _cases(kernel, A, np.random.default_rng(3))
+    base = spc.Schedule(split_rows=max_nnz)
+    knobs = [dict(), dict(wide=True), dict(wide=False)] if kernel == "spmm" else \
+        [dict(), dict(group=8, flat=True), dict(group=32, flat=False, split=2)] \
+        if kernel == "sddmm" else [dict()]
+    for kw in knobs:
+        k = spc.compile(kernel, fmt="csr", target="cuda", dtype="float64",
+                        schedule=base.replace(**kw))
+        p = k.prepare(A)
+        for validate in (True, False):
+            assert_allclose(_host(k(p, *ops[1:], validate=validate)), want, np.float64)
+        assert_allclose(_host(k(*ops)), want, np.float64)
+
+
+@pytest.mark.parametrize("shape, nnz", [((0, 9), 0), ((6, 0), 0), ((7, 5), 0), ((1, 300), 300)])
+def test_split_rows_on_the_gpu_at_the_edges(shape, nnz):
+    A = sp.random(*shape, density=nnz / max(1, shape[0] * shape[1]), format="csr",
+                  random_state=0)
+    B = np.random.default_rng(0).standard_normal((shape[1], 33))
+    k = spc.compile("spmm", fmt="csr", target="cuda", dtype="float64", split_rows=16)
+    assert_allclose(_host(k(A, B)), A @ B, np.float64)

@@ -81,10 +81,10 @@ def test_a_hyb_kernel_accepts_a_knob_one_of_its_parts_uses():
 def test_the_reported_schedule_fills_in_spcs_choices():
     k = spc.compile("spmm", fmt="csr", dtype="float64", threads=1)
     assert k.schedule == spc.Schedule(order=("i", "k", "j"), threads=1, deterministic=True,
-                                      reorder_rows="none")
+                                      reorder_rows="none", split_rows=False)
     g = spc.compile("sddmm", fmt="csr", group=8, **CUDA)
     assert g.schedule == spc.Schedule(order=("i", "j", "k"), deterministic=False, group=8,
-                                      reorder_rows="none")
+                                      reorder_rows="none", split_rows=False)
 
 
 def test_the_reported_order_is_in_the_users_names():
@@ -217,8 +217,9 @@ def test_every_cuda_schedule_runs_race_free_in_the_interpreter(kernel, fmt):
         if cuda.ir in seen:
             continue                                   # launch knobs: the same IR
         seen.add(cuda.ir)
-        cpu = dict(fmt=fmt, schedule=spc.Schedule(order=s.order, parallel=s.parallel,
-                                                  reorder_rows=s.reorder_rows))
+        cpu = dict(fmt=fmt, schedule=spc.Schedule(
+            order=s.order, parallel=s.parallel, reorder_rows=s.reorder_rows,
+            split_rows=s.split_rows, deterministic=False if s.split_rows else None))
         got = _run_with(cuda._variant(DType.I32).kernels, kernel, cpu, "float64", *ops)
         got = got.toarray() if hasattr(got, "toarray") else got
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, err_msg=str(s))

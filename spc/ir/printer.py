@@ -84,7 +84,7 @@ def format_kernel(k: Kernel) -> str:
     for p in k.params:
         v = p.value
         kind = f"{v.dtype.value}*" if isinstance(v, Buffer) else v.dtype.value
-        derived = f" = {p.inspector}({p.tensor})" if p.inspector else ""
+        derived = f" = {_call(p.inspector, p.tensor)}" if p.inspector else ""
         params.append(f"{p.role.value} {v.name}: {kind}{derived}")
     lines = [f"kernel {k.name}({', '.join(params)}):"]
     for key, value in k.attrs:
@@ -93,3 +93,9 @@ def format_kernel(k: Kernel) -> str:
         lines.append(f"  # accepts unsorted/duplicate entries of: {', '.join(k.accepts_noncanonical)}")
     _stmt_lines(k.body, 1, lines)
     return "\n".join(lines) + "\n"
+
+
+def _call(inspector: str, tensor: str) -> str:
+    """An inspector's result as a call: ``rows_by_length(A)``, ``segment_rows(A, 64)``."""
+    name, _, arg = inspector.partition(":")
+    return f"{name}({tensor}, {arg})" if arg else f"{name}({tensor})"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import Block, For, Kernel, Let, LoopKind, ParamRole, Var
+from ..ir.nodes import Alloc, Block, For, Kernel, Let, LoopKind, ParamRole, Store, Var
 from ..ir.traverse import walk
 
 
@@ -32,13 +32,27 @@ def _binds(loop: For, index: str | None) -> bool:
     return bool(body) and isinstance(body[0], Let) and body[0].var.name == index
 
 
+def _commutes(loop: For) -> bool:
+    """True when every store in ``loop`` is an atomic accumulation (split_rows'
+    pieces of rows) and it assigns no variable declared outside it: its
+    iterations may run in any order, at once.  (Stores to arrays allocated
+    inside the loop are each iteration's own.)"""
+    from .map_gpu import all_stmts, assigned, declared
+    private = {n.buf.name for n in all_stmts(loop.body) if isinstance(n, Alloc)}
+    stores = [n for n in all_stmts(loop.body)
+              if isinstance(n, Store) and n.buf.name not in private]
+    return bool(stores) and all(n.atomic for n in stores) \
+        and not assigned(loop.body) - declared(loop.body)
+
+
 def map_parallel(kernel: Kernel) -> Kernel:
     """Mark the outermost loop PARALLEL.
 
     Requires: the lowerer's ``outer_independent`` attribute names the loop's
     variable when its iterations write disjoint output entries.
-    Ensures: only such a loop, alone at the top of the kernel and reading no
-    variable defined outside it except size parameters, becomes PARALLEL.
+    Ensures: only such a loop, or one whose stores are all atomic
+    accumulations, alone at the top of the kernel and reading no variable
+    defined outside it except size parameters, becomes PARALLEL.
     """
     attrs = dict(kernel.attrs)
     body = kernel.body
@@ -46,7 +60,7 @@ def map_parallel(kernel: Kernel) -> Kernel:
     if len(stmts) != 1 or not isinstance(stmts[0], For):
         return kernel
     loop = stmts[0]
-    if not _binds(loop, attrs.get("outer_independent")):
+    if not (_binds(loop, attrs.get("outer_independent")) or _commutes(loop)):
         return kernel
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
     if not _free_vars(loop) <= sizes:

@@ -7,7 +7,8 @@ never from its own name or from the target.
 
     CPU                                         CUDA
     simplify                                    simplify
-    tile_rows_for_registers                     collapse_blocks
+    split_rows            (split_rows)          collapse_blocks
+    tile_rows_for_registers                     split_rows    (split_rows)
     reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
     simplify                                    simplify
@@ -28,6 +29,7 @@ from .mark_noncanonical import mark_noncanonical
 from .reorder_rows import reorder_rows
 from .register_tile import tile_rows_for_registers
 from .simplify import simplify
+from .split_rows import AUTO, split_rows
 
 Pass = Callable[[Kernel], Kernel]
 
@@ -36,6 +38,7 @@ def cpu_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     """The CPU target's passes for ``schedule``."""
     return (
         simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
+        *_split(schedule),         # rows -> pieces of at most K nonzeros (atomic partial sums)
         tile_rows_for_registers,   # SpMM-like row updates accumulate in registers
         *_reorder(schedule),       # rows in an inspector's order (before threads take rows)
         *((map_parallel,) if schedule.parallel else ()),
@@ -53,6 +56,7 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     return (
         simplify,                  # as on the CPU
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
+        *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
         *((bound(map_gpu, deterministic=bool(schedule.deterministic)),)
           if schedule.parallel else ()),
@@ -66,6 +70,13 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
 def _reorder(schedule: Schedule) -> tuple[Pass, ...]:
     how = schedule.reorder_rows
     return (bound(reorder_rows, how=how),) if how not in (None, "none") else ()
+
+
+def _split(schedule: Schedule) -> tuple[Pass, ...]:
+    k = schedule.split_rows
+    if k in (None, False):
+        return ()
+    return (bound(split_rows, max_nnz=AUTO if k is True else k),)
 
 
 def bound(pass_fn, **params) -> Pass:

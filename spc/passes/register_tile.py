@@ -133,7 +133,8 @@ def _tile(red: For, row: For, lets, store: Store, base, width: int, dtype: DType
     tiled_red = replace(red, body=Block(tuple(red_body[:-1]) + (rebuild(inner),)))
     jj2 = Var(f"{tag}_kk", I64)
     write_back = For(jj2, i64(0), i64(width),
-                     Store(store.buf, add(base, add(j0, jj2)), Load(acc, jj2), accumulate=True))
+                     Store(store.buf, add(base, add(j0, jj2)), Load(acc, jj2), accumulate=True,
+                           atomic=store.atomic))
     tiles = For(t, i64(0), ntile, Block((Let(j0, add(row.lo, mul(t, i64(width)))),
                                           Alloc(acc, width), tiled_red, write_back)))
     rest_row = replace(row, lo=tend)

@@ -66,7 +66,7 @@ def check_schedule_knobs(target, schedule: Schedule, kernels) -> None:
     """Refuse (ScheduleError) the knobs of ``schedule`` that the target, or the
     scheduled IR ``kernels`` of one compiled expression, give no meaning."""
     target.check_schedule(schedule, kernels)
-    check_applied(schedule, kernels)
+    check_applied(schedule, kernels, target.name)
 
 
 def loop_var_name(var: str, names: dict[str, str]) -> str:
@@ -269,9 +269,9 @@ class CompiledKernel(KernelCall):
         s = self._schedule
         order = tuple(loop_var_name(ix, self.display)
                       for ix in self._variant(DType.I32).program.index_order)
-        s = s.replace(reorder_rows=s.reorder_rows or "none")
+        s = s.replace(reorder_rows=s.reorder_rows or "none", split_rows=s.split_rows or False)
         if self.target.name == "cpu":
-            return s.replace(order=order, deterministic=True,
+            return s.replace(order=order, deterministic=s.deterministic is not False,
                              threads=self._max_threads if s.parallel else 1)
         return s.replace(order=order, deterministic=bool(s.deterministic))
 

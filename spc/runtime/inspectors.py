@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from ..errors import InputError
-from . import inspect_rows
+from . import inspect_rows, inspect_segments
 
 
 def rows_by_length(t) -> np.ndarray:
@@ -34,7 +34,48 @@ def rows_by_similarity(t) -> np.ndarray:
     return inspect_rows.by_similarity(_host(t.arrays[1]["pos"]), _host(t.arrays[1]["crd"]))
 
 
+def row_segments(t, max_nnz: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, starts, count): the rows of ``t`` cut into pieces of at most
+    ``max_nnz`` positions ("auto": chosen from the matrix), see
+    ``inspect_segments.row_segments``."""
+    pos = _host(t.arrays[1]["pos"])
+    k = inspect_segments.auto_max_nnz(pos) if max_nnz == "auto" else int(max_nnz)
+    return inspect_segments.row_segments(pos, k)
+
+
 INSPECTORS = {"rows_by_length": rows_by_length, "rows_by_similarity": rows_by_similarity}
+PARAMETRIC = {"segment_rows": (row_segments, 0), "segment_starts": (row_segments, 1),
+              "segment_count": (row_segments, 2)}
+#  ^ "name:arg" inspectors: (function of the tensor and arg, which part of its result)
+
+
+def compute(inspector: str, t):
+    """The result of ``inspector`` ("name" or "name:arg") for ``t`` (a Tensor or
+    HostArrays); the parts of one parametric computation are computed together,
+    once per ``t``."""
+    base, _, arg = inspector.partition(":")
+    if base not in PARAMETRIC:
+        return INSPECTORS[inspector](t)
+    fn, part = PARAMETRIC[base]
+    key = (fn.__name__, arg)
+    stamp = _stamp(t)
+    hit = t.derived.get(key)
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, fn(t, arg))
+        t.derived[key] = hit
+    return hit[1][part]
+
+
+class HostArrays:
+    """What an inspector reads of a csr-like operand held elsewhere (a torch
+    sparse tensor): its shape and host copies of level 1's ``pos`` and ``crd``,
+    shaped like a Tensor's storage (``compute`` accepts it)."""
+
+    def __init__(self, shape: tuple, pos: np.ndarray, crd: np.ndarray):
+        self.shape = shape
+        self.arrays = [{}, {"pos": pos, "crd": crd}]
+        self.vals = crd                     # (its length is the stamp's nnz)
+        self.derived: dict = {}
 
 
 def _host(a) -> np.ndarray:
@@ -69,7 +110,7 @@ def derived(t, inspector: str, name: str):
                              f"{_describe(stamp)} now); call k.prepare on the matrix again")
         return hit[1]
     t0 = time.perf_counter()
-    result = INSPECTORS[inspector](t)
+    result = compute(inspector, t)
     sample = t.arrays[1]["pos"]
     if hasattr(sample, "__cuda_array_interface__"):
         import cupy
@@ -84,4 +125,5 @@ def _describe(stamp: tuple) -> str:
     return f"{'x'.join(map(str, shape))} with {nnz} stored entries"
 
 
-__all__ = ["INSPECTORS", "derived", "rows_by_length", "rows_by_similarity"]
+__all__ = ["INSPECTORS", "PARAMETRIC", "HostArrays", "compute", "derived", "row_segments",
+           "rows_by_length", "rows_by_similarity"]

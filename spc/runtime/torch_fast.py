@@ -11,6 +11,11 @@ driver API (``cuda_launch.RawLaunch``) on torch's current stream.  Nothing
 synchronizes once a sparse tensor has been seen, so calls can be captured in
 CUDA graphs after a first (warm-up) call.
 
+Kernels whose schedule reads inspector arrays (``reorder_rows``, ``split_rows``)
+get them the same way: computed from host copies of a sparse tensor's index
+arrays the first time it is seen, kept with its verdict, reused while it is
+unchanged.
+
 Validation stays on.  A sparse operand's index arrays are checked once per
 storage (``SparseOperands``) and the verdict is remembered, keyed by the
 tensor object (alive: a weak reference), its index arrays' data pointers and
@@ -28,6 +33,7 @@ import numpy as np
 from ..formats.inspect_numba import OK, compressed_errors, compressed_in_bounds
 from ..ir.lower import OutputKind, level_io, size_var, vals_buffer
 from ..ir.nodes import Buffer, DType, i64
+from . import inspectors
 from .cuda_launch import RawLaunch, memset_zero
 from .memo import LiveObjectMemo
 
@@ -76,7 +82,25 @@ class SparseOperands:
             else None
         return self._seen.put(x, stamp, ((vals.data_ptr(), pos.data_ptr(), crd.data_ptr()),
                                          (vals.numel(), pos.numel(), crd.numel()), pos.dtype,
-                                         vals.dtype, verdict, (vals, pos, crd)))
+                                         vals.dtype, verdict, (vals, pos, crd), {}))
+
+    @staticmethod
+    def derived(entry, inspector: str, shape):
+        """Inspector ``inspector``'s result for the tensor of ``entry`` (a
+        ``lookup`` answer), a torch tensor on its device: computed from host
+        copies of its index arrays the first time (one synchronization) and
+        kept with the entry, so it lives as long as the tensor is unchanged."""
+        cache = entry[6]
+        out = cache.get(inspector)
+        if out is None:
+            _, pos, crd = entry[5]
+            host = cache.get(None)            # the host copies, shared by its inspectors
+            if host is None:
+                host = cache[None] = inspectors.HostArrays(tuple(shape), pos.cpu().numpy(),
+                                                           crd.cpu().numpy())
+            result = inspectors.compute(inspector, host)
+            out = cache[inspector] = _torch().from_numpy(result).to(pos.device)
+        return out
 
 
 def _inspect(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int) -> tuple[bool, bool]:
@@ -89,7 +113,8 @@ def _inspect(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int) -> tuple[
 
 class _KernelFeed:
     """Where one kernel's parameters come from: per buffer (operand position, or
-    -1 for the output; which array), per size parameter the index it is."""
+    -1 for the output; which array: an index into the operand's pointers, or an
+    inspector's name), per size parameter the index it is."""
 
     def __init__(self, launch: RawLaunch, buffers: list[tuple[int, str]], sizes: list[str]):
         self.launch = launch
@@ -180,6 +205,9 @@ class TorchFastPath:
                         buffers.append((-1, 0))
                     elif p.name in names:
                         buffers.append(names[p.name])
+                    elif p.inspector and p.tensor in ck.inputs \
+                            and self.kinds[ck.inputs.index(p.tensor)][0] != "dense":
+                        buffers.append((ck.inputs.index(p.tensor), p.inspector))
                     else:
                         feeds = None
                         break
@@ -199,6 +227,7 @@ class TorchFastPath:
         tdtype = self.tdtype
         device = -1
         ptrs, lens, shapes = [], [], []       # per operand: (vals, pos, crd) pointers, lengths
+        entries = []                          # per operand: its SparseOperands entry (sparse)
         index_dtype = None
         for k, x in enumerate(args):
             kind, rank = self.kinds[k]
@@ -215,6 +244,7 @@ class TorchFastPath:
                     return None
                 ptrs.append((x.data_ptr(),))
                 lens.append((x.numel(),))
+                entries.append(None)
             else:
                 if x.layout is not self.layouts[kind] or len(shape) != 2:
                     return None
@@ -232,6 +262,7 @@ class TorchFastPath:
                 index_dtype = it
                 ptrs.append(p)
                 lens.append(n)
+                entries.append(entry)
             shapes.append(shape)
         sizes = {}
         for ix, where in self.sources.items():
@@ -264,6 +295,10 @@ class TorchFastPath:
                 if k < 0:
                     bp.append(out_ptr)
                     bl.append(out_n)
+                elif j.__class__ is str:         # an inspector's array
+                    arr = self.sparse.derived(entries[k], j, shapes[k])
+                    bp.append(arr.data_ptr())
+                    bl.append(arr.numel())
                 else:
                     bp.append(ptrs[k][j])
                     bl.append(lens[k][j])

@@ -1,0 +1,208 @@
+"""split_rows: cut the outer loop's rows into segments of at most K nonzeros.
+
+    for i in [0, n):                          for s in [0, A_segment_count[0]):
+      lets(i)                                   let i = A_segment_rows[s]
+      let acc = 0                     ==>       lets(i)
+      for p in [pos[i], pos[i + 1]):            let acc = 0
+        ... C[f(i, j)] += v                     for p in [A_segment_starts[s], A_segment_starts[s + 1]):
+      y[i] = acc                                  ... C[f(i, j)] atomic+= v
+                                                y[i] atomic+= acc
+
+The segments are an inspector's output (``runtime/inspectors.py``,
+``segment_*``), computed once per prepared operand: every nonempty row cut into
+``ceil(length / K)`` consecutive pieces of at most K positions (K from the
+schedule's ``split_rows``, or chosen from the matrix when it is ``True``), listed
+in row order, so that the pieces tile the positions and ``starts[s + 1]`` ends
+piece ``s``.  A long row is then shared by several warps or threads (nonzero
+balancing, as RoDe and merge-based SpMM do) and no iteration runs more than K
+positions; empty rows get no segment (outputs start at zero).
+
+Partial sums are combined by atomic additions: stores that every position of
+a row shares (SpMM's ``C[i, j]``, SpMV's ``y[i]``) become ``atomic+=``; stores
+that each position owns (SDDMM's ``out[p]``) stay as they are, and a kernel
+with only those keeps independent iterations.  Sums are reassociated; with
+atomics the order, hence the last bits, may change from run to run
+(``deterministic=True`` refuses such a split).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ir.nodes import (Assign, BinOp, Block, Buffer, Const, For, Kernel, Let, Load, Neg,
+                        Param, ParamRole, Store, Var)
+from ..ir.traverse import top_loop, walk
+from .map_gpu import (FreshNames, all_stmts, assigned, declared, exprs_of as _exprs, inline,
+                      injective, let_env, stmts_of, stores_follow)
+from .reorder_rows import rows_param
+
+AUTO = "auto"      # K chosen by the inspector from the matrix
+
+
+def segment_inspector(what: str, max_nnz: int | str) -> str:
+    """The ``Param.inspector`` name of one segment array: ``what`` is "rows",
+    "starts" or "count"."""
+    return f"segment_{what}:{max_nnz}"
+
+
+def split_rows(kernel: Kernel, max_nnz: int | str = AUTO) -> Kernel:
+    """Iterate segments of at most ``max_nnz`` positions instead of rows.
+
+    Requires: a verified kernel; ``max_nnz`` a positive int or ``AUTO``.
+    Applies when the body (after leading lets) is one loop over ``[0, n)`` that
+    ``outer_independent`` names, whose stores follow its variable, which reads
+    an input's level-1 ``pos`` at its variable (``rows_param``), and whose body
+    is lets, one loop over ``[pos[i], pos[i + 1])``, then stores of linear functions of
+    scalars that loop only sums into (initialized to zero in the row body) -- no other loop,
+    no store before the position loop.  Ensures: the loop runs over segments,
+    binding the row and clipping the position loop as above; shared stores are
+    atomic accumulations (outputs start at zero, so the segments' partial sums
+    add up to the row's); ``outer_independent`` names the segment variable when
+    no store became atomic, and is dropped otherwise.  Any other kernel is
+    returned unchanged.
+    """
+    if max_nnz != AUTO and not (isinstance(max_nnz, int) and max_nnz >= 1):
+        raise ValueError(f"split_rows: max_nnz must be a positive int or {AUTO!r}, "
+                         f"not {max_nnz!r}")
+    attrs = dict(kernel.attrs)
+    found = top_loop(kernel)
+    if found is None:
+        return kernel
+    lets, rows = found
+    if attrs.get("outer_independent") != rows.var.name or not stores_follow(rows):
+        return kernel
+    if assigned(rows) & {s.var.name for s in lets}:
+        return kernel
+    if not (isinstance(rows.lo, Const) and rows.lo.value == 0):
+        return kernel
+    pos = rows_param(kernel, rows)
+    if pos is None:
+        return kernel
+    shape = _row_shape(rows, pos.value)
+    if shape is None:
+        return kernel
+    before, positions, after = shape
+    shared = _shared_stores(before, positions, after)
+    if shared is None:
+        return kernel
+    names = FreshNames(kernel)
+    index = pos.value.dtype
+
+    def array(what: str) -> Buffer:
+        return Buffer(names.fresh(f"{pos.tensor}_segment_{what}", index).name, index)
+
+    seg_rows, seg_starts, seg_count = array("rows"), array("starts"), array("count")
+    s = names.fresh(f"{rows.var.name}_seg", rows.var.dtype)
+    one = Const(1, s.dtype)
+    clipped = replace(positions, lo=Load(seg_starts, s), hi=Load(seg_starts, BinOp("+", s, one)))
+
+    def atomic(n):
+        return replace(n, accumulate=True, atomic=True) if id(n) in shared else n
+
+    body = Block((Let(rows.var, Load(seg_rows, s)),) + before
+                 + (_map_stores(clipped, atomic),) + tuple(_map_stores(a, atomic) for a in after))
+    loop = For(s, Const(0, s.dtype), Load(seg_count, Const(0, s.dtype)), body, rows.kind)
+    params = kernel.params + tuple(
+        Param(buf, ParamRole.INPUT, pos.tensor, segment_inspector(what, max_nnz))
+        for buf, what in ((seg_rows, "rows"), (seg_starts, "starts"), (seg_count, "count")))
+    attrs_out = tuple((key, s.name if key == "outer_independent" else value)
+                      for key, value in kernel.attrs
+                      if not (key == "outer_independent" and shared))
+    return replace(kernel, params=params, body=Block(lets + (loop,)), attrs=attrs_out)
+
+
+def _row_shape(rows: For, pos: Buffer):
+    """(statements before the position loop, the position loop, statements after
+    it) when ``rows``' body has that shape (see ``split_rows``), else None."""
+    body = stmts_of(rows.body)
+    loops = [k for k, st in enumerate(body) if isinstance(st, For)]
+    if len(loops) != 1:
+        return None
+    k = loops[0]
+    before, positions, after = body[:k], body[k], body[k + 1:]
+    if not all(isinstance(st, Let) for st in before):
+        return None
+    env = let_env(Block(before))
+    lo, hi = inline(positions.lo, env), inline(positions.hi, env)
+    row = rows.var
+    if lo != Load(pos, row) or hi != Load(pos, BinOp("+", row, Const(1, row.dtype))):
+        return None
+    return tuple(before), positions, tuple(after)
+
+
+def _shared_stores(before: tuple, positions: For, after: tuple) -> set[int] | None:
+    """The ids of the stores a row's segments share (to be made atomic), or
+    None when some store cannot be split: one after the position loop must
+    store a linear function of scalars that the loop only sums into,
+    zero-initialized in the row body (``before``); one inside it must accumulate unless each position owns
+    its entry."""
+    zeros = {st.var.name for st in before
+             if isinstance(st.value, Const) and st.value.value == 0}
+    sums = {v.name for v in _sum_scalars(positions)} & zeros
+    shared: set[int] = set()
+    for st in after:
+        if not isinstance(st, Store):
+            return None
+        if not _linear(st.value, sums):
+            return None
+        shared.add(id(st))
+    for n in all_stmts(positions.body):
+        if isinstance(n, Store):
+            if injective(n.index, positions):
+                continue                       # the position's own entry
+            if not n.accumulate:
+                return None
+            shared.add(id(n))
+    return shared
+
+
+def _linear(e, sums: set[str]) -> bool:
+    """True when ``e`` is a linear function of the ``sums`` scalars with
+    coefficients that read none of them (``acc``, ``2 * acc``, ``a + b``,
+    ``-acc / n``): the row's value is then the sum of its pieces' values."""
+    if isinstance(e, Var):
+        return e.name in sums
+    if isinstance(e, Neg):
+        return _linear(e.operand, sums)
+    if isinstance(e, BinOp):
+        if e.op in ("+", "-"):
+            return _linear(e.lhs, sums) and _linear(e.rhs, sums)
+        if e.op == "*":
+            return (_linear(e.lhs, sums) and _free(e.rhs, sums)) \
+                or (_free(e.lhs, sums) and _linear(e.rhs, sums))
+        if e.op == "/":
+            return _linear(e.lhs, sums) and _free(e.rhs, sums)
+    return False
+
+
+def _free(e, sums: set[str]) -> bool:
+    return not any(isinstance(n, Var) and n.name in sums for n in walk(e))
+
+
+def _sum_scalars(positions: For) -> list[Var]:
+    """Scalars declared outside ``positions`` that its body changes only by
+    ``v = v + e`` (e not reading v) and reads nowhere else."""
+    local = declared(positions.body) | {positions.var.name}
+    out: dict[str, Var] = {}
+    bad: set[str] = set()
+    for n in all_stmts(positions.body):
+        if isinstance(n, Assign) and n.var.name not in local:
+            v = n.value
+            if isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var) \
+                    and v.lhs.name == n.var.name \
+                    and n.var.name not in {x.name for x in walk(v.rhs) if isinstance(x, Var)}:
+                out[n.var.name] = n.var
+            else:
+                bad.add(n.var.name)
+    reads = [x.name for e in _exprs(positions.body) for x in walk(e) if isinstance(x, Var)]
+    updates = {name: sum(1 for n in all_stmts(positions.body)
+                         if isinstance(n, Assign) and n.var.name == name) for name in out}
+    return [v for name, v in out.items()
+            if name not in bad and reads.count(name) == updates[name]]
+
+
+def _map_stores(s, fn):
+    from .map_gpu import _replace_stores
+    return _replace_stores(s, fn)
+
+
+__all__ = ["AUTO", "segment_inspector", "split_rows"]
