@@ -293,3 +293,18 @@ def test_nvcc_compiles_split_kernels(kernel):
     k = spc.compile(kernel, fmt="csr", split_rows=32, **CUDA)
     code, log = nvcc(k.source)
     assert code == 0, log
+
+
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_the_launcher_sizes_the_grid_from_the_pieces_rows_array(kernel):
+    """The piece count lives on the device; the length of the pieces' rows array
+    (one entry per piece) gives it to the launcher without a read back."""
+    from spc.codegen.cuda_c import launch_plan
+    from spc.ir.nodes import Buffer
+    k = spc.compile(kernel, fmt="csr", split_rows=16, **CUDA)
+    kernel_ir = k.lowered_kernels()[0]
+    buffers = [p for p in kernel_ir.params if isinstance(p.value, Buffer)]
+    plan = launch_plan(kernel_ir)
+    assert buffers[plan.items_buffer].inspector == "segment_rows:16"
+    plain = spc.compile(kernel, fmt="csr", **CUDA)
+    assert launch_plan(plain.lowered_kernels()[0]).items_buffer is None

@@ -124,18 +124,21 @@ class CudaLauncher:
                     self._functions[key] = fn
         return fn
 
-    def grid(self, sizes: dict[str, int], device_id: int, span: int | None = None
-             ) -> tuple[int, tuple[int, ...], int]:
+    def grid(self, sizes: dict[str, int], device_id: int, span: int | None = None,
+             items: int | None = None) -> tuple[int, tuple[int, ...], int]:
         """(blocks to launch (0: nothing to do), the launch-choice arguments after
         the kernel's own (spc_wide for a @gpu_lane_split loop; spc_split, and
         spc_flat where gpu_flat, for a gpu_group kernel), the lane-group size of a
         gpu_group kernel (0 for others)).  ``span``: a gpu_group kernel's total
         lane iterations, when known (the length of a buffer read at the lane
-        loop's variable)."""
+        loop's variable).  ``items``: the top loop's trip count when its bounds
+        read memory but a buffer's length gives it (``LaunchPlan.items_buffer``)."""
         plan = self.plan
         if plan.mode == "single_warp":
             return 1, (), 0
         lo, hi = host_eval(plan.lo, sizes), host_eval(plan.hi, sizes)
+        if items is not None and (lo is None or hi is None):
+            lo, hi = 0, items
         if plan.group is not None:
             return self.group_grid(lo, hi, sizes, span, device_id)
         wide = 0
@@ -212,11 +215,13 @@ class CudaLauncher:
         with integer parameters ``sizes`` and buffers of ``lengths`` elements:
         ``grid``'s answer (remembered per sizes), and whether the 32-bit index
         arithmetic variant applies (no index value can reach 2**30)."""
-        span = lengths[self.plan.lane_buffer] if self.plan.lane_buffer is not None else None
-        key = (tuple(sizes), device_id, span)
+        plan = self.plan
+        span = lengths[plan.lane_buffer] if plan.lane_buffer is not None else None
+        items = lengths[plan.items_buffer] if plan.items_buffer is not None else None
+        key = (tuple(sizes), device_id, span, items)
         launch = self._grids.get(key)
         if launch is None:
-            launch = self.grid(dict(zip(self.size_names, sizes)), device_id, span)
+            launch = self.grid(dict(zip(self.size_names, sizes)), device_id, span, items)
             if len(self._grids) > 64:
                 self._grids.clear()
             self._grids[key] = launch

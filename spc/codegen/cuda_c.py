@@ -103,6 +103,8 @@ class LaunchPlan:
     flat: bool = False               # map_gpu's gpu_flat: the launcher may enumerate positions flat
     lane_buffer: int | None = None   # a buffer parameter loaded at the lane loop's variable:
     #                                  its length is the lane loop's total trip count
+    items_buffer: int | None = None  # a buffer parameter whose length is the top loop's trip
+    #                                  count when its bounds read memory (see _items_buffer)
 
     def describe(self) -> str:
         per = {"warp": f"one warp per item, {WARPS_PER_BLOCK} warps per block",
@@ -130,6 +132,27 @@ def _inline_lets(e, lets):
     return inline(e, {s.var.name: s.value for s in lets})
 
 
+def _items_buffer(kernel: Kernel, lo, hi) -> int | None:
+    """For a top loop over an inspector's row pieces, ``[0, count[0])`` with
+    ``count`` a ``segment_count`` parameter (``passes/split_rows.py``): the
+    index among the buffer parameters of the pieces' ``segment_rows`` array,
+    one entry per piece, whose length the launcher knows without reading
+    ``count``; else None."""
+    if not (isinstance(lo, Const) and lo.value == 0 and isinstance(hi, Load)
+            and isinstance(hi.index, Const) and hi.index.value == 0):
+        return None
+    buffers = [p for p in kernel.params if isinstance(p.value, Buffer)]
+    by_name = {p.name: p for p in buffers}
+    count = by_name.get(hi.buf.name)
+    if count is None or not (count.inspector or "").startswith("segment_count:"):
+        return None
+    rows = "segment_rows:" + count.inspector.partition(":")[2]
+    for k, p in enumerate(buffers):
+        if p.inspector == rows and p.tensor == count.tensor:
+            return k
+    return None
+
+
 def launch_plan(kernel: Kernel) -> LaunchPlan:
     mode = dict(kernel.attrs).get("gpu", "single_warp")
     if mode == "single_warp":
@@ -138,6 +161,7 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
     if loop is None:
         raise CompileError(f"kernel {kernel.name}: gpu mode {mode} needs one top-level loop")
     lo, hi = _inline_lets(loop.lo, lets), _inline_lets(loop.hi, lets)
+    items_buffer = _items_buffer(kernel, lo, hi)
     chunk_lo = chunk_hi = None
     wide = WARP_SIZE
     body = stmts_of(loop.body)
@@ -166,14 +190,15 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
         return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, group=group,
                           group_lo=inline(red.lo, env), group_hi=inline(red.hi, env),
                           lane_lo=inline(lane.lo, env), lane_hi=inline(lane.hi, env),
-                          lane_buffer=lane_buffer,
+                          lane_buffer=lane_buffer, items_buffer=items_buffer,
                           flat=dict(kernel.attrs).get("gpu_flat") == lane.var.name)
     if body and isinstance(body[-1], For) and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
         chunk_lo, chunk_hi = body[-1].lo, body[-1].hi
         unroll = int(dict(kernel.attrs).get("gpu_unroll", "1"))
         if unroll > 1 and jam_plan(body[-1]) is not None:
             wide = WARP_SIZE * unroll
-    return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, chunk_lo, chunk_hi, wide)
+    return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, chunk_lo, chunk_hi, wide,
+                      items_buffer=items_buffer)
 
 
 def _group_loops(kernel: Kernel):

@@ -63,7 +63,8 @@ class SparseOperands:
         self._seen = LiveObjectMemo()
 
     def lookup(self, x, kind: str, parents: int, dim: int, validate: bool = True):
-        """(pointers, lengths, index dtype, values dtype, verdict, (vals, pos, crd)),
+        """(pointers, lengths, index dtype, values dtype, verdict, (vals, pos, crd),
+        inspector results (see ``derived``)),
         or None for a tensor the fast path does not take (batched, values not
         1-d, mixed index dtypes).  The verdict is None when never asked for
         (``validate`` False so far)."""
@@ -252,7 +253,7 @@ class TorchFastPath:
                 entry = self.sparse.lookup(x, kind, parents, dim, validate)
                 if entry is None:
                     return None
-                p, n, idx, vdt, verdict, _ = entry
+                p, n, idx, vdt, verdict = entry[:5]
                 it = self.index_dtypes.get(idx)
                 if vdt is not tdtype or it is None or (index_dtype is not None
                                                        and it is not index_dtype):
