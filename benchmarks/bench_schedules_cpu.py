@@ -1,12 +1,14 @@
-"""CPU benchmark of schedule passes (issue 9): the effect of ``reorder_rows`` on
-spc's CPU kernels, with scipy in the same run as the anchor.
+"""CPU benchmark of schedule passes (issue 9): the effect of ``reorder_rows`` and
+``split_rows`` on spc's CPU kernels, with scipy in the same run as the anchor.
 
     python benchmarks/bench_schedules_cpu.py [--data DIR] [--per-family 3] [--n 32]
 
 Per matrix (``common.quick_pick``: the 10/50/90% nnz quantiles of each family) and
 op (SpMV; SpMM and SDDMM at ``--n``), it times scipy (for SDDMM numpy on the
-sampled rows, ``A.data * einsum(X[r], Y[c])``) and spc under each ordering
-("none", "length", "similarity"), operands prepared once (``k.prepare``: positional calls with a prepared
+sampled rows, ``A.data * einsum(X[r], Y[c])``) and spc under each schedule of
+``VARIANTS`` (the row orderings "none", "length", "similarity"; rows split into
+pieces chosen from the matrix, "split", or of 32 nonzeros, "split32",
+atomics allowed), operands prepared once (``k.prepare``: positional calls with a prepared
 Tensor keep the CPU fast path), default validation, the median of calls over ``--min-time`` seconds each (``common.time_calls``).
 All in one process: the ratios between spc's schedules are the point (bench_cpu.py
 runs each system in its own process for the comparisons with torch and numba).
@@ -33,7 +35,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from common import DEFAULT_DATA, entries, load, quick_pick, time_calls  # noqa: E402
 
-ORDERINGS = ("none", "length", "similarity")
+VARIANTS = {"none": {}, "length": dict(reorder_rows="length"),
+            "similarity": dict(reorder_rows="similarity"),
+            "split": dict(split_rows=True, deterministic=False),
+            "split32": dict(split_rows=32, deterministic=False)}
 
 
 def main(argv=None) -> int:
@@ -48,7 +53,7 @@ def main(argv=None) -> int:
     print(f"# {datetime.date.today()} cpu ({os.cpu_count()} cores); us per call; "
           f"x = scipy / spc default")
     print(f"{'family':17s} {'matrix':28s} {'op':9s} {'scipy':>8s} "
-          + " ".join(f"{o:>10s}" for o in ORDERINGS) + f" {'x':>6s}  inspect ms")
+          + " ".join(f"{o:>10s}" for o in VARIANTS) + f" {'x':>6s}  inspect ms")
     rows = []
     for e in quick_pick(entries(args.data), args.per_family):
         A = load(e)
@@ -69,8 +74,8 @@ def main(argv=None) -> int:
                 ref = sp.csr_matrix((A.data * sampled, A.indices, A.indptr), shape=A.shape)
                 base = (lambda: A.data * np.einsum("ij,ij->i", X[r], Y[c]))   # sampled, sparse
             times, inspect = {"scipy": time_calls(base, min_time=args.min_time)["median_s"]}, {}
-            for how in ORDERINGS:
-                kern = spc.compile(op, fmt="csr", reorder_rows=how)
+            for how, knobs in VARIANTS.items():
+                kern = spc.compile(op, fmt="csr", **knobs)
                 p = kern.prepare(A)
                 inspect[how] = p.inspect_seconds
                 out = kern(p, *ops)
@@ -87,18 +92,19 @@ def main(argv=None) -> int:
             rows.append((e.family, label, times))
             print(f"{e.family:17s} {Path(e.path).name.split('.')[0][:28]:28s} {label:9s} "
                   f"{times['scipy']*1e6:8.1f} "
-                  + " ".join(f"{times[o]*1e6:10.1f}" for o in ORDERINGS)
+                  + " ".join(f"{times[o]*1e6:10.1f}" for o in VARIANTS)
                   + f" {times['scipy']/times['none']:6.2f}  "
-                  + f"{inspect['length']*1e3:.2f} / {inspect['similarity']*1e3:.2f}", flush=True)
-    print("\n# geometric means: default / length, default / similarity (> 1: reordering is faster)")
+                  + " / ".join(f"{inspect[o]*1e3:.2f}" for o in list(VARIANTS)[1:]), flush=True)
+    print("\n# geometric means: default / each variant (> 1: the variant is faster)")
     g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
     groups = {}
     for fam, op, t in rows:
         groups.setdefault((fam, op), []).append(t)
     for (fam, op), ts in sorted(groups.items()):
-        print(f"{fam:17s} {op:8s} n={len(ts):2d}  dflt/length {g([t['none']/t['length'] for t in ts]):5.2f}"
-              f"  dflt/similar {g([t['none']/t['similarity'] for t in ts]):5.2f}"
-              f"  scipy/dflt {g([t['scipy']/t['none'] for t in ts]):5.2f}")
+        print(f"{fam:17s} {op:8s} n={len(ts):2d}  "
+              + "  ".join(f"dflt/{o} {g([t['none']/t[o] for t in ts]):5.2f}"
+                          for o in list(VARIANTS)[1:])
+              + f"  scipy/dflt {g([t['scipy']/t['none'] for t in ts]):5.2f}")
     return 0
 
 
