@@ -444,3 +444,33 @@ def test_collapse_blocks_never_fuses_a_reduction_into_the_independent_loop(kerne
     independent = dict(k.lowered_kernels()[0].attrs).get("outer_independent")
     assert independent is None or independent.startswith(("i_blk", "i_in"))
     assert "j_in_flat" not in k.ir and "k_in_flat" not in k.ir
+
+
+# ---------------------------------------------------------------------------
+# The launch shape is a typed field of the IR, printed with it
+# ---------------------------------------------------------------------------
+
+def test_the_launch_shape_is_typed_and_printed():
+    from spc.ir.nodes import GpuMapping, GridMode
+    k = spc.compile("sddmm", fmt="csr", target="cuda", arch="sm_90")
+    kernel = k.lowered_kernels()[0]
+    assert kernel.gpu == GpuMapping(GridMode.WARP, unroll=4, group="k", flat="A1_p3")
+    assert not any(key.startswith("gpu") for key, _ in kernel.attrs)
+    assert ["  # gpu: warp", "  # gpu_unroll: 4", "  # gpu_group: k",
+            "  # gpu_flat: A1_p3"] == [line for line in k.ir.splitlines() if "# gpu" in line]
+    cpu = spc.compile("sddmm", fmt="csr")
+    assert cpu.lowered_kernels()[0].gpu is None and "# gpu" not in cpu.ir
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(group="j"), "gpu group 'j' is not a serial loop"),
+    (dict(flat="k"), "gpu flat 'k' is not a lane loop"),
+    (dict(unroll=0), "gpu unroll 0 < 1"),
+])
+def test_the_verifier_checks_the_launch_shape(change, message):
+    from dataclasses import replace
+    from spc.errors import CompileError
+    from spc.ir.verify import verify
+    kernel = spc.compile("sddmm", fmt="csr", target="cuda", arch="sm_90").lowered_kernels()[0]
+    with pytest.raises(CompileError, match=message):
+        verify(replace(kernel, gpu=replace(kernel.gpu, **change)))

@@ -156,6 +156,7 @@ class _FakeLauncher:
 
     class plan:
         lane_buffer = None
+        items_buffer = None
         threads = 128
 
     def __init__(self):
@@ -165,7 +166,7 @@ class _FakeLauncher:
     from spc.codegen.cuda import CudaLauncher
     configure = CudaLauncher.configure       # the real launch decision
 
-    def grid(self, sizes, device_id, span):
+    def grid(self, sizes, device_id, span, items):
         return sizes["size_i"] // 4 + 1, (), 0
 
     def function(self, device_id, narrow, group):

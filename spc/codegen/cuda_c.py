@@ -17,14 +17,14 @@ only spells it out:
   stores is followed by ``__syncwarp()`` so that later lane-0 code sees it.
 * ``warp_sum(x)`` is ``spc_warp_sum(x)``; ``atomic+=`` is ``spc_atomic_add``
   (both in ``runtime/spc_cuda.h``).
-* A kernel with map_gpu's ``gpu_group`` attribute (a top ``@gpu_warp`` loop
+* A kernel whose ``gpu.group`` names a loop (map_gpu's; a top ``@gpu_warp`` loop
   ending in a ``@gpu_lane`` loop whose serial reduction loop it names: SDDMM)
   is a template over the lane-group size ``spc_group`` too, instantiated for
   1, 2, 4, ... 32 (``name_g<G>``, ``name_i32_g<G>``): a group of that many
   lanes shares each lane iteration, the reduction loop spread over the group
   in 16-byte vectors where aligned (checked at run time) and summed by
   shuffles inside the group.  ``spc_split`` warps share an outer iteration;
-  with ``gpu_flat`` and ``spc_flat`` > 0 the pairs (outer iteration,
+  with ``gpu.flat`` and ``spc_flat`` > 0 the pairs (outer iteration,
   position) are enumerated flat instead, equal chunks of positions per warp
   (see ``grouped_warp_loop``).
 
@@ -83,8 +83,8 @@ def c_elem_type(dt: DType) -> str:
 class LaunchPlan:
     """How a kernel is launched.
 
-    ``mode``: "warp", "block", "thread" or "single_warp" (map_gpu's ``gpu``
-    attribute).  ``threads``: threads per block.  ``lo``/``hi``: the bounds of
+    ``mode``: "warp", "block", "thread" or "single_warp" (the value of the
+    kernel's ``gpu.grid``).  ``threads``: threads per block.  ``lo``/``hi``: the bounds of
     the top mapped loop with the top-level Lets inlined (None for single_warp);
     ``chunk_lo``/``chunk_hi``: the bounds of a ``@gpu_lane_split`` loop.
     """
@@ -95,12 +95,12 @@ class LaunchPlan:
     chunk_lo: object = None
     chunk_hi: object = None
     wide_width: int = WARP_SIZE      # a chunk's iterations with spc_wide set
-    group: str | None = None         # map_gpu's gpu_group: the reduction loop a lane group shares
+    group: str | None = None         # ``gpu.group``: the reduction loop a lane group shares
     group_lo: object = None          # its bounds (for its trip count at launch)
     group_hi: object = None
     lane_lo: object = None           # the bounds of the lane loop around it
     lane_hi: object = None
-    flat: bool = False               # map_gpu's gpu_flat: the launcher may enumerate positions flat
+    flat: bool = False               # ``gpu.flat``: the launcher may enumerate positions flat
     lane_buffer: int | None = None   # a buffer parameter loaded at the lane loop's variable:
     #                                  its length is the lane loop's total trip count
     items_buffer: int | None = None  # a buffer parameter whose length is the top loop's trip
@@ -154,7 +154,7 @@ def _items_buffer(kernel: Kernel, lo, hi) -> int | None:
 
 
 def launch_plan(kernel: Kernel) -> LaunchPlan:
-    mode = dict(kernel.attrs).get("gpu", "single_warp")
+    mode = kernel.gpu.grid.value if kernel.gpu is not None else "single_warp"
     if mode == "single_warp":
         return LaunchPlan("single_warp", WARP_SIZE)
     lets, loop = _top_loop(kernel)
@@ -165,7 +165,7 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
     chunk_lo = chunk_hi = None
     wide = WARP_SIZE
     body = stmts_of(loop.body)
-    group = dict(kernel.attrs).get("gpu_group")
+    group = kernel.gpu.group
     if group is not None:
         lane, red = _group_loops(kernel)
         inner_lets = [s for s in body[:-1] if isinstance(s, Let)]
@@ -191,10 +191,10 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
                           group_lo=inline(red.lo, env), group_hi=inline(red.hi, env),
                           lane_lo=inline(lane.lo, env), lane_hi=inline(lane.hi, env),
                           lane_buffer=lane_buffer, items_buffer=items_buffer,
-                          flat=dict(kernel.attrs).get("gpu_flat") == lane.var.name)
+                          flat=kernel.gpu.flat == lane.var.name)
     if body and isinstance(body[-1], For) and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
         chunk_lo, chunk_hi = body[-1].lo, body[-1].hi
-        unroll = int(dict(kernel.attrs).get("gpu_unroll", "1"))
+        unroll = kernel.gpu.unroll
         if unroll > 1 and jam_plan(body[-1]) is not None:
             wide = WARP_SIZE * unroll
     return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, chunk_lo, chunk_hi, wide,
@@ -202,8 +202,8 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
 
 
 def _group_loops(kernel: Kernel):
-    """(the top warp loop's lane loop, the reduction loop gpu_group names in it)."""
-    group = dict(kernel.attrs)["gpu_group"]
+    """(the top warp loop's lane loop, the reduction loop ``gpu.group`` names in it)."""
+    group = kernel.gpu.group
     _, loop = _top_loop(kernel)
     body = stmts_of(loop.body) if loop is not None else ()
     if loop is None or loop.kind is not LoopKind.GPU_WARP or not body \
@@ -376,8 +376,8 @@ class _Body:
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
         self.params = {p.name for p in kernel.params if isinstance(p.value, Buffer)}
-        self.unroll = int(dict(kernel.attrs).get("gpu_unroll", "1"))
-        self.group = dict(kernel.attrs).get("gpu_group")
+        self.unroll = kernel.gpu.unroll if kernel.gpu is not None else 1
+        self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
         self.tmp = count()
 
@@ -641,7 +641,7 @@ class _Body:
         else:
             raise CompileError(f"cannot unroll statement {s!r}")
 
-    # -- lane groups (map_gpu's gpu_group) ----------------------------------------
+    # -- lane groups (``gpu.group``) ------------------------------------------------
     def grouped_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
         """A top @gpu_warp loop ending in a @gpu_lane loop that holds the
         ``gpu_group`` reduction loop.  Launch choices shape it: the template
@@ -657,7 +657,7 @@ class _Body:
         per = f"({WARP_SIZE} / spc_group)"
         self.emit(d, "const int spc_sub = spc_lane & (spc_group - 1);")
         self.emit(d, "(void)spc_sub;")
-        flat = dict(self.kernel.attrs).get("gpu_flat") == lane.var.name
+        flat = self.kernel.gpu.flat == lane.var.name
         if flat:
             self.emit(d, "if (spc_flat > 0) {")
             self.flat_positions(s, body, lo, hi, d + 1)

@@ -247,6 +247,32 @@ class Param:
         return self.value.name
 
 
+class GridMode(Enum):
+    """How a CUDA kernel's top loop is laid on the grid (map_gpu's choice)."""
+    WARP = "warp"                # one warp per iteration, 8 warps to a block
+    BLOCK = "block"              # one block per iteration, its warps share the inner loop
+    THREAD = "thread"            # one thread per iteration
+    SINGLE_WARP = "single_warp"  # one warp runs the whole kernel
+
+
+@dataclass(frozen=True, slots=True)
+class GpuMapping:
+    """The launch shape map_gpu gives a kernel, beside its loop kinds.
+
+    ``grid``: how the top loop meets the grid.  ``unroll``: iterations of a lane
+    loop one lane may run at once (unrolled and jammed, where its body allows).
+    ``group``: the variable of the serial reduction loop (SDDMM's ``k``) that a
+    group of lanes may share, inside the top warp loop's lane loop; None when
+    the kernel has none.  ``flat``: the variable of that lane loop when it runs
+    over a compressed level's positions ``[pos[v], pos[v + 1])``, so that the
+    launcher may enumerate (outer iteration, position) pairs flat; else None.
+    """
+    grid: GridMode
+    unroll: int = 1
+    group: str | None = None
+    flat: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Kernel:
     """A kernel: parameters, body and facts about it.
@@ -255,13 +281,15 @@ class Kernel:
     unsorted or duplicated without changing the result (duplicates then sum,
     as scipy's do); every other sparse input must be canonical (sorted,
     unique).  Set by ``passes.mark_noncanonical``; empty (the safe answer)
-    until then.
+    until then.  ``gpu``: the launch shape on a CUDA grid, set by
+    ``passes.map_gpu`` (None before, and on the CPU).
     """
     name: str
     params: tuple[Param, ...]
     body: Stmt
     attrs: tuple[tuple[str, str], ...] = field(default=())
     accepts_noncanonical: tuple[str, ...] = ()
+    gpu: GpuMapping | None = None
 
     def param(self, name: str) -> Param:
         for p in self.params:

@@ -89,6 +89,13 @@ def format_kernel(k: Kernel) -> str:
     lines = [f"kernel {k.name}({', '.join(params)}):"]
     for key, value in k.attrs:
         lines.append(f"  # {key}: {value}")
+    if k.gpu is not None:
+        lines.append(f"  # gpu: {k.gpu.grid.value}")
+        lines.append(f"  # gpu_unroll: {k.gpu.unroll}")
+        if k.gpu.group is not None:
+            lines.append(f"  # gpu_group: {k.gpu.group}")
+        if k.gpu.flat is not None:
+            lines.append(f"  # gpu_flat: {k.gpu.flat}")
     if k.accepts_noncanonical:
         lines.append(f"  # accepts unsorted/duplicate entries of: {', '.join(k.accepts_noncanonical)}")
     _stmt_lines(k.body, 1, lines)

@@ -15,7 +15,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     top-level statement; GPU lane loops are not nested in lane loops, and a
     warp sum is not taken inside one (the warp's lanes must all reach it);
     an atomic store accumulates; parameter names are distinct and no Let or loop
-    variable redeclares a visible name.  Returns the kernel unchanged.
+    variable redeclares a visible name; ``kernel.gpu``'s group and flat loops
+    exist, of the kinds the mapping needs.  Returns the kernel unchanged.
     """
     where = f" (after {stage})" if stage else ""
     bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
@@ -134,4 +135,27 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     sizes = {p.name for p in kernel.params if not isinstance(p.value, Buffer)}
     fixed = set(sizes)          # names that may be read but never assigned
     stmt(kernel.body, set(sizes), True)
+    if kernel.gpu is not None:
+        _check_gpu(kernel, fail)
     return kernel
+
+
+def _check_gpu(kernel: Kernel, fail) -> None:
+    """``kernel.gpu`` names loops the body has, of the kinds it claims: the
+    ``flat`` loop a lane loop, the ``group`` loop a serial loop inside one."""
+    from .traverse import walk
+    gpu = kernel.gpu
+    if gpu.unroll < 1:
+        fail(f"gpu unroll {gpu.unroll} < 1")
+    loops = {n.var.name: n for n in walk(kernel.body) if isinstance(n, For)}
+    if gpu.group is not None:
+        red = loops.get(gpu.group)
+        if red is None or red.kind is not LoopKind.SERIAL:
+            fail(f"gpu group '{gpu.group}' is not a serial loop of the kernel")
+        if not any(n.kind is LoopKind.GPU_LANE and any(x is red for x in walk(n.body))
+                   for n in loops.values()):
+            fail(f"gpu group '{gpu.group}' is not inside a lane loop")
+    if gpu.flat is not None:
+        lane = loops.get(gpu.flat)
+        if lane is None or lane.kind is not LoopKind.GPU_LANE:
+            fail(f"gpu flat '{gpu.flat}' is not a lane loop of the kernel")

@@ -3,8 +3,9 @@
 The choices are made from the loop IR alone and recorded in it: loop kinds
 (``@gpu_block``, ``@gpu_warp``, ``@gpu_thread``, ``@gpu_lane``,
 ``@gpu_lane_split``), ``warp_sum`` expressions, ``atomic+=`` stores and the
-kernel attribute ``gpu`` (how the grid is launched: ``warp``, ``block``,
-``thread`` or ``single_warp``).  The interpreter runs the result unchanged
+kernel's typed ``gpu`` field (``GpuMapping``: how the grid is launched,
+``warp``, ``block``, ``thread`` or ``single_warp``; the unroll factor of lane
+loops; the lane-group and flat loops below).  The interpreter runs the result unchanged
 (a warp sum of one lane is its value), so tests compare the numbers before
 and after this pass.
 
@@ -33,15 +34,15 @@ The mapping:
   reduction (SDDMM's ``k``), the lanes go to that output loop instead: one
   iteration per lane, each lane running the reduction loop serially into its
   own scalar, and the warp's other lanes sharing the outer iteration's
-  operands (the row of ``X``) through the cache.  The kernel attribute
-  ``gpu_group`` names the reduction loop: at launch, from its trip count, a
+  operands (the row of ``X``) through the cache.  ``GpuMapping.group``
+  names the reduction loop: at launch, from its trip count, a
   group of 1 to 32 lanes may share each iteration of the output loop, the
   reduction loop then spread over the group's lanes and summed with
   shuffles inside the group (a group of 32 is a warp per nonzero with the
   lanes over ``k``), and ``spc_split`` warps may share one outer iteration
   (long rows); both are launch choices over the same mapping.  When that loop
-  runs over a compressed level's positions, ``[pos[i], pos[i + 1])``, the
-  attribute ``gpu_flat`` names it: the launcher may then enumerate the pairs
+  runs over a compressed level's positions, ``[pos[i], pos[i + 1])``,
+  ``GpuMapping.flat`` names it: the launcher may then enumerate the pairs
   (outer iteration, position) flat, in equal chunks of positions per warp,
   each position's outer iteration found by search (skewed rows: no warp
   gets more than its chunk; short rows: no idle lanes).
@@ -63,9 +64,9 @@ from __future__ import annotations
 from dataclasses import replace
 from itertools import count
 
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Stmt, Store, Var, WarpSum,
-                        While, block)
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For,
+                        GpuMapping, GridMode, If, Kernel, Let, Load, LoopKind, Neg, ParamRole,
+                        Stmt, Store, Var, WarpSum, While, block)
 from .map_parallel import _binds
 from ..ir.traverse import rewrite, walk
 
@@ -523,32 +524,37 @@ def contiguous_positions(outer: For, inner: For) -> bool:
     return shifted == hi
 
 
-def map_outer(loop: For, ctx: _Ctx) -> tuple[For, str]:
+def map_outer(loop: For, ctx: _Ctx) -> tuple[For, GpuMapping]:
     """Map the outermost loop (one warp, block or thread per iteration) and the
-    loops inside it; returns the loop and the launch mode."""
+    loops inside it; returns the loop and the launch shape."""
     red = group_reduction(loop, ctx)
     if red is not None:
         parts = stmts_of(loop.body)
         lanes = replace(parts[-1], kind=LoopKind.GPU_LANE)
-        flat = "," + lanes.var.name if contiguous_positions(loop, lanes) else ""
+        flat = lanes.var.name if contiguous_positions(loop, lanes) else None
         return replace(loop, body=Block(parts[:-1] + (lanes,)), kind=LoopKind.GPU_WARP), \
-            "warp:" + red.var.name + flat
+            _mapping(GridMode.WARP, group=red.var.name, flat=flat)
     body, mapped = map_lanes(loop.body, ctx)
     if not mapped:
-        return replace(loop, body=body, kind=LoopKind.GPU_THREAD), "thread"
+        return replace(loop, body=body, kind=LoopKind.GPU_THREAD), _mapping(GridMode.THREAD)
     parts = stmts_of(body)
     if parts and isinstance(parts[-1], For) and all(isinstance(s, Let) for s in parts[:-1]):
         last = parts[-1]
         if last.kind is LoopKind.GPU_LANE and _only_sizes(last.lo, ctx.sizes) \
                 and _only_sizes(last.hi, ctx.sizes):
             split = replace(last, kind=LoopKind.GPU_LANE_SPLIT)
-            return replace(loop, body=Block(parts[:-1] + (split,)), kind=LoopKind.GPU_WARP), "warp"
+            return replace(loop, body=Block(parts[:-1] + (split,)), kind=LoopKind.GPU_WARP), \
+                _mapping(GridMode.WARP)
         if last.kind is LoopKind.SERIAL and has_lane_loop(last) \
                 and lane_parallel(last, ctx.params, ctx.atomic) == []:
             per_warp = replace(last, kind=LoopKind.GPU_WARP)
             return (replace(loop, body=Block(parts[:-1] + (per_warp,)), kind=LoopKind.GPU_BLOCK),
-                    "block")
-    return replace(loop, body=body, kind=LoopKind.GPU_WARP), "warp"
+                    _mapping(GridMode.BLOCK))
+    return replace(loop, body=body, kind=LoopKind.GPU_WARP), _mapping(GridMode.WARP)
+
+
+def _mapping(grid: GridMode, group: str | None = None, flat: str | None = None) -> GpuMapping:
+    return GpuMapping(grid, UNROLL, group, flat)
 
 
 def _privatized(prefix, rest, kernel: Kernel):
@@ -617,8 +623,8 @@ def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
 
     Requires: a verified kernel whose ``outer_independent`` attribute (if any)
     names the outer loop's index.  Ensures: the interpreter computes the same
-    results (up to float reassociation of sums); the kernel attribute ``gpu``
-    says how to launch it; with ``deterministic`` no store is atomic.
+    results (up to float reassociation of sums); ``kernel.gpu`` says how to
+    launch it; with ``deterministic`` no store is atomic.
     """
     attrs = dict(kernel.attrs)
     stmts = stmts_of(kernel.body)
@@ -648,11 +654,5 @@ def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
             new_body = Block(pre + (mapped,))
     if new_body is None:
         new_body, _ = map_lanes(Block(stmts), _Ctx(kernel, atomic=False))
-        mode = "single_warp"
-    mode, _, group = mode.partition(":")
-    group, _, flat = group.partition(",")
-    attrs_out = tuple((key, val) for key, val in kernel.attrs
-                      if key not in ("gpu", "gpu_unroll", "gpu_group", "gpu_flat")) \
-        + (("gpu", mode), ("gpu_unroll", str(UNROLL))) \
-        + ((("gpu_group", group),) if group else ()) + ((("gpu_flat", flat),) if flat else ())
-    return replace(kernel, body=new_body, attrs=attrs_out)
+        mode = _mapping(GridMode.SINGLE_WARP)
+    return replace(kernel, body=new_body, gpu=mode)
