@@ -441,7 +441,7 @@ def test_collapse_blocks_never_fuses_a_reduction_into_the_independent_loop(kerne
     the loop called independent must write its own entries."""
     k = spc.compile(kernel, fmt="bsr(2,2)", target="cuda", arch="sm_90",
                     schedule=spc.Schedule(order=order))
-    independent = dict(k.lowered_kernels()[0].attrs).get("outer_independent")
+    independent = k.lowered_kernels()[0].outer_independent
     assert independent is None or independent.startswith(("i_blk", "i_in"))
     assert "j_in_flat" not in k.ir and "k_in_flat" not in k.ir
 

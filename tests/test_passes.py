@@ -6,6 +6,8 @@ Golden files: tests/golden/passes_*.ir (regenerate with SPC_UPDATE_GOLDEN=1).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -134,8 +136,8 @@ def test_map_parallel_marks_only_independent_outer_loops(kernel_id, parallel):
 def test_map_parallel_respects_the_outer_independent_attribute():
     kernel, formats, _ = KERNELS["spmv-csr"]
     (k,) = lower_expr(kernel, formats).program.kernels
-    stripped = Kernel(k.name, k.params, k.body,
-                      tuple(a for a in k.attrs if a[0] != "outer_independent"))
+    assert k.outer_independent == "i"
+    stripped = replace(k, outer_independent=None)
     assert parallel_loops(map_parallel(stripped)) == []
 
 
@@ -144,8 +146,9 @@ def test_map_parallel_keeps_loops_that_read_outer_variables_serial():
     n, i, base = Var("n", I64), Var("i", I64), Var("base", I64)
     k = Kernel("t", (Param(out, ParamRole.OUTPUT), Param(n, ParamRole.SIZE)),
                Block((For(i, i64(0), n, Store(out, BinOp("+", base, i), Const(1.0, F64))),)),
-               (("outer_independent", "i"),))
-    k2 = Kernel("t", k.params, Block((Let(base, i64(0)),) + k.body.body), k.attrs)
+               outer_independent="i")
+    k2 = Kernel("t", k.params, Block((Let(base, i64(0)),) + k.body.body),
+                outer_independent=k.outer_independent)
     assert parallel_loops(map_parallel(k2)) == []
 
 
@@ -305,7 +308,7 @@ def test_collapse_blocks_golden():
     collapsed = collapse_blocks(kernel)
     assert_golden("passes_spmm_bsr23.0_simplify", format_kernel(kernel))
     assert_golden("passes_spmm_bsr23.1_collapse_blocks", format_kernel(collapsed))
-    assert dict(collapsed.attrs)["outer_independent"] == "i_in_flat"
+    assert collapsed.outer_independent == "i_in_flat"
 
 
 @pytest.mark.parametrize("kernel_id", ["spmv-csr", "spmm-csr", "sddmm-bsr22", "add-csr"])

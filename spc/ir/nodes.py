@@ -281,8 +281,12 @@ class Kernel:
     unsorted or duplicated without changing the result (duplicates then sum,
     as scipy's do); every other sparse input must be canonical (sorted,
     unique).  Set by ``passes.mark_noncanonical``; empty (the safe answer)
-    until then.  ``gpu``: the launch shape on a CUDA grid, set by
-    ``passes.map_gpu`` (None before, and on the CPU).
+    until then.  ``outer_independent``: the variable of the top loop whose
+    iterations write disjoint output entries (the lowerer's claim, which the
+    passes that change that loop carry over), or None.  ``gpu``: the launch
+    shape on a CUDA grid, set by ``passes.map_gpu`` (None before, and on the
+    CPU).  ``attrs``: descriptive facts the printer shows (loop order, output
+    kind).
     """
     name: str
     params: tuple[Param, ...]
@@ -290,6 +294,7 @@ class Kernel:
     attrs: tuple[tuple[str, str], ...] = field(default=())
     accepts_noncanonical: tuple[str, ...] = ()
     gpu: GpuMapping | None = None
+    outer_independent: str | None = None
 
     def param(self, name: str) -> Param:
         for p in self.params:

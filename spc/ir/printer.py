@@ -89,6 +89,8 @@ def format_kernel(k: Kernel) -> str:
     lines = [f"kernel {k.name}({', '.join(params)}):"]
     for key, value in k.attrs:
         lines.append(f"  # {key}: {value}")
+    if k.outer_independent is not None:
+        lines.append(f"  # outer_independent: {k.outer_independent}")
     if k.gpu is not None:
         lines.append(f"  # gpu: {k.gpu.grid.value}")
         lines.append(f"  # gpu_unroll: {k.gpu.unroll}")

@@ -27,8 +27,8 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
     of its body.
 
     Requires: a verified kernel.  Ensures: the same statements run for the same
-    (outer, inner) pairs in the same order; the kernel's ``outer_independent``
-    attribute, when it named the outer loop, names the fused loop (iterations of
+    (outer, inner) pairs in the same order; the kernel's ``outer_independent``,
+    when it named the outer loop, names the fused loop (iterations of
     an independent loop over block rows that each take one of its rows stay
     independent).  Kernels of any other shape are returned unchanged, and so is
     one whose inner loop's iterations do not each write their own entries (a
@@ -54,6 +54,6 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
         (Let(outer.var, BinOp("/", t, i64(b))),
          Let(inner.var, sub(t, mul(outer.var, i64(b))))) + tuple(body[:-1]) + (inner.body,)),
         outer.kind)
-    attrs = tuple((key, t.name if key == "outer_independent" and value == outer.var.name else value)
-                  for key, value in kernel.attrs)
-    return replace(kernel, body=Block(lets + (fused,)), attrs=attrs)
+    independent = t.name if kernel.outer_independent == outer.var.name \
+        else kernel.outer_independent
+    return replace(kernel, body=Block(lets + (fused,)), outer_independent=independent)

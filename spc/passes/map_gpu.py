@@ -621,12 +621,11 @@ def stores_follow(loop: For) -> bool:
 def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
     """Map ``kernel``'s loops to the GPU (see the module docstring).
 
-    Requires: a verified kernel whose ``outer_independent`` attribute (if any)
+    Requires: a verified kernel whose ``outer_independent`` (if any)
     names the outer loop's index.  Ensures: the interpreter computes the same
     results (up to float reassociation of sums); ``kernel.gpu`` says how to
     launch it; with ``deterministic`` no store is atomic.
     """
-    attrs = dict(kernel.attrs)
     stmts = stmts_of(kernel.body)
     k = 0
     while k < len(stmts) and isinstance(stmts[k], Let):
@@ -639,7 +638,7 @@ def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
         # (a loop that assigns a variable declared before it carries state from one
         # iteration to the next: a merge's position, a sparse output's append point)
         loop = replace(rest[0], kind=LoopKind.SERIAL)
-        if _binds(loop, attrs.get("outer_independent")) and stores_follow(loop):
+        if _binds(loop, kernel.outer_independent) and stores_follow(loop):
             mapped, mode = map_outer(loop, _Ctx(kernel, atomic=False))
             new_body = Block(prefix + (mapped,))
         elif not deterministic and all(n.accumulate for n in all_stmts(loop)

@@ -48,19 +48,18 @@ def _commutes(loop: For) -> bool:
 def map_parallel(kernel: Kernel) -> Kernel:
     """Mark the outermost loop PARALLEL.
 
-    Requires: the lowerer's ``outer_independent`` attribute names the loop's
+    Requires: the kernel's ``outer_independent`` names the loop's
     variable when its iterations write disjoint output entries.
     Ensures: only such a loop, or one whose stores are all atomic
     accumulations, alone at the top of the kernel and reading no variable
     defined outside it except size parameters, becomes PARALLEL.
     """
-    attrs = dict(kernel.attrs)
     body = kernel.body
     stmts = body.body if isinstance(body, Block) else (body,)
     if len(stmts) != 1 or not isinstance(stmts[0], For):
         return kernel
     loop = stmts[0]
-    if not (_binds(loop, attrs.get("outer_independent")) or _commutes(loop)):
+    if not (_binds(loop, kernel.outer_independent) or _commutes(loop)):
         return kernel
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
     if not _free_vars(loop) <= sizes:

@@ -46,45 +46,50 @@ def rows_param(kernel: Kernel, loop: For) -> Param | None:
     return None
 
 
+def row_loop(kernel: Kernel) -> tuple[tuple, For, Param] | None:
+    """(leading lets, loop, the operand's ``pos`` parameter) when ``kernel``'s
+    body is lets and one loop over ``[0, n)`` that ``outer_independent`` names,
+    whose stores follow its variable, which assigns no variable declared before
+    it (a co-iteration cursor carried from row to row needs the stored order),
+    and which reads an input tensor's level-1 ``pos`` at its variable (the rows
+    of a csr-like operand, ``rows_param``); else None.  The loop the passes that
+    choose how rows are visited (reorder_rows, split_rows) rewrite."""
+    found = top_loop(kernel)
+    if found is None:
+        return None
+    lets, loop = found
+    if kernel.outer_independent != loop.var.name or not stores_follow(loop):
+        return None
+    if assigned(loop) & {s.var.name for s in lets}:
+        return None
+    if not (isinstance(loop.lo, Const) and loop.lo.value == 0):
+        return None
+    pos = rows_param(kernel, loop)
+    return None if pos is None else (lets, loop, pos)
+
+
 def reorder_rows(kernel: Kernel, how: str = "length") -> Kernel:
     """Visit the outer loop's rows in the order inspector ``rows_by_<how>`` gives.
 
-    Requires: a verified kernel.  Applies when the body (after leading lets) is
-    one loop over ``[0, n)`` that the kernel's ``outer_independent`` attribute
-    names, whose stores follow its variable, which assigns no variable declared
-    before it (a co-iteration cursor carried from row to row needs the stored
-    order), and which reads an input tensor's level-1 ``pos`` at its variable
-    (the rows of a csr-like operand).  Ensures: that loop
+    Requires: a verified kernel.  Applies to the loop ``row_loop`` finds.  Ensures: that loop
     runs ``i_t`` over ``[0, n)`` and binds its variable to ``perm[i_t]``, ``perm``
     a new int32 input parameter computed by the inspector from the tensor;
     ``outer_independent`` names ``i_t``.  Any other kernel is returned unchanged.
     """
     if how not in HOW:
         raise ValueError(f"reorder_rows: how must be one of {HOW}, not {how!r}")
-    attrs = dict(kernel.attrs)
-    found = top_loop(kernel)
+    found = row_loop(kernel)
     if found is None:
         return kernel
-    lets, loop = found
-    if attrs.get("outer_independent") != loop.var.name or not stores_follow(loop):
-        return kernel
-    if assigned(loop) & {s.var.name for s in lets}:
-        return kernel
-    if not (isinstance(loop.lo, Const) and loop.lo.value == 0):
-        return kernel
-    pos = rows_param(kernel, loop)
-    if pos is None:
-        return kernel
+    lets, loop, pos = found
     names = FreshNames(kernel)
     perm = Buffer(names.fresh(f"{pos.tensor}_rows_{how}", DType.I32).name, DType.I32)
     step = names.fresh(f"{loop.var.name}_t", DType.I64)
     body = Block((Let(loop.var, Load(perm, step)),) + stmts_of(loop.body))
     new_loop = For(step, loop.lo, loop.hi, body, loop.kind)
     params = kernel.params + (Param(perm, ParamRole.INPUT, pos.tensor, f"rows_by_{how}"),)
-    attrs_out = tuple((key, step.name if key == "outer_independent" else value)
-                      for key, value in kernel.attrs)
     return replace(kernel, params=params, body=Block(lets + (new_loop,)),
-                   attrs=attrs_out)
+                   outer_independent=step.name)
 
 
-__all__ = ["HOW", "reorder_rows", "rows_param"]
+__all__ = ["HOW", "reorder_rows", "row_loop", "rows_param"]

@@ -30,10 +30,10 @@ from dataclasses import replace
 
 from ..ir.nodes import (Assign, BinOp, Block, Buffer, Const, For, Kernel, Let, Load, Neg,
                         Param, ParamRole, Store, Var)
-from ..ir.traverse import top_loop, walk
-from .map_gpu import (FreshNames, all_stmts, assigned, declared, exprs_of as _exprs, inline,
-                      injective, let_env, stmts_of, stores_follow)
-from .reorder_rows import rows_param
+from ..ir.traverse import walk
+from .map_gpu import (FreshNames, all_stmts, declared, exprs_of as _exprs, inline, injective,
+                      let_env, stmts_of)
+from .reorder_rows import row_loop
 
 AUTO = "auto"      # K chosen by the inspector from the matrix
 
@@ -48,12 +48,10 @@ def split_rows(kernel: Kernel, max_nnz: int | str = AUTO) -> Kernel:
     """Iterate segments of at most ``max_nnz`` positions instead of rows.
 
     Requires: a verified kernel; ``max_nnz`` a positive int or ``AUTO``.
-    Applies when the body (after leading lets) is one loop over ``[0, n)`` that
-    ``outer_independent`` names, whose stores follow its variable, which reads
-    an input's level-1 ``pos`` at its variable (``rows_param``), and whose body
-    is lets, one loop over ``[pos[i], pos[i + 1])``, then stores of linear functions of
-    scalars that loop only sums into (initialized to zero in the row body) -- no other loop,
-    no store before the position loop.  Ensures: the loop runs over segments,
+    Applies to the loop ``reorder_rows.row_loop`` finds when its body is lets,
+    one loop over ``[pos[i], pos[i + 1])``, then stores of linear functions of
+    scalars that loop only sums into (initialized to zero in the row body): no
+    other loop, no store before the position loop.  Ensures: the loop runs over segments,
     binding the row and clipping the position loop as above; shared stores are
     atomic accumulations (outputs start at zero, so the segments' partial sums
     add up to the row's); ``outer_independent`` names the segment variable when
@@ -63,20 +61,10 @@ def split_rows(kernel: Kernel, max_nnz: int | str = AUTO) -> Kernel:
     if max_nnz != AUTO and not (isinstance(max_nnz, int) and max_nnz >= 1):
         raise ValueError(f"split_rows: max_nnz must be a positive int or {AUTO!r}, "
                          f"not {max_nnz!r}")
-    attrs = dict(kernel.attrs)
-    found = top_loop(kernel)
+    found = row_loop(kernel)
     if found is None:
         return kernel
-    lets, rows = found
-    if attrs.get("outer_independent") != rows.var.name or not stores_follow(rows):
-        return kernel
-    if assigned(rows) & {s.var.name for s in lets}:
-        return kernel
-    if not (isinstance(rows.lo, Const) and rows.lo.value == 0):
-        return kernel
-    pos = rows_param(kernel, rows)
-    if pos is None:
-        return kernel
+    lets, rows, pos = found
     shape = _row_shape(rows, pos.value)
     if shape is None:
         return kernel
@@ -104,10 +92,8 @@ def split_rows(kernel: Kernel, max_nnz: int | str = AUTO) -> Kernel:
     params = kernel.params + tuple(
         Param(buf, ParamRole.INPUT, pos.tensor, segment_inspector(what, max_nnz))
         for buf, what in ((seg_rows, "rows"), (seg_starts, "starts"), (seg_count, "count")))
-    attrs_out = tuple((key, s.name if key == "outer_independent" else value)
-                      for key, value in kernel.attrs
-                      if not (key == "outer_independent" and shared))
-    return replace(kernel, params=params, body=Block(lets + (loop,)), attrs=attrs_out)
+    return replace(kernel, params=params, body=Block(lets + (loop,)),
+                   outer_independent=None if shared else s.name)
 
 
 def _row_shape(rows: For, pos: Buffer):
