@@ -103,3 +103,19 @@ def test_split_rows_on_the_gpu_at_the_edges(shape, nnz):
     B = np.random.default_rng(0).standard_normal((shape[1], 33))
     k = spc.compile("spmm", fmt="csr", target="cuda", dtype="float64", split_rows=16)
     assert_allclose(_host(k(A, B)), A @ B, np.float64)
+
+
+@pytest.mark.parametrize("kernel", ["spmm", "sddmm"])
+def test_the_schedule_reports_the_launch_a_call_took(kernel):
+    A = _matrix()
+    ops, want = _cases(kernel, A, np.random.default_rng(4))
+    k = spc.compile(kernel, fmt="csr", target="cuda", dtype="float64")
+    assert (k.schedule.wide, k.schedule.group) == (None, None)
+    assert_allclose(_host(k(*ops)), want, np.float64)
+    s = k.schedule
+    if kernel == "spmm":
+        assert s.wide in (True, False)
+    else:
+        assert s.group in spc.schedule.GROUPS and (s.flat or s.split >= 1)
+    assert_allclose(_host(spc.compile(kernel, fmt="csr", target="cuda", dtype="float64",
+                                      schedule=s)(*ops)), want, np.float64)

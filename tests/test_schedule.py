@@ -239,3 +239,41 @@ def test_a_reported_order_with_split_indices_compiles_again(expr, formats):
     assert not any(re.match(r"u[a-z]*_[0-9a-f]{8}_", ix) for ix in k.schedule.order)
     assert spc.compile(expr, formats=formats, schedule=k.schedule).ir == k.ir
     assert spc.schedule_space(expr, formats=formats)
+
+
+# ---------------------------------------------------------------------- launch choices reported
+
+
+def _launched(kernel, monkeypatch, sizes, lengths, **knobs):
+    """A CUDA kernel whose launchers (no GPU: built from no binary) have sized
+    one launch of ``sizes`` and buffer ``lengths`` on a 132-multiprocessor GPU."""
+    from spc.codegen import cuda
+    from spc.ir.nodes import DType
+    monkeypatch.setattr(cuda, "_sm_count", lambda device_id: 132)
+    k = spc.compile(kernel, fmt="csr", **CUDA, **knobs)
+    v = k._variant(DType.I32)
+    v.launchers = [cuda.CudaLauncher(b"", kern, schedule=k._schedule) for kern in v.kernels]
+    assert k.schedule.wide is knobs.get("wide") and k.schedule.group is knobs.get("group")
+    for launcher in v.launchers:
+        launcher.configure(sizes, lengths, 0)
+    return k
+
+
+def test_the_reported_schedule_fills_in_the_last_launchs_choices(monkeypatch):
+    # SpMM, 1000 x 1000, N = 512: spc_wide decided from the sizes
+    k = _launched("spmm", monkeypatch, [1000, 512, 1000], [5000, 1001, 5000, 512000, 512000])
+    assert k.schedule.wide in (True, False)
+    # SDDMM, K = 64: a lane group and warps per row, or flat positions
+    s = _launched("sddmm", monkeypatch, [1000, 1000, 64], [5000, 1001, 5000, 5000, 64000,
+                                                            64000]).schedule
+    assert s.group in spc.schedule.GROUPS
+    assert (s.flat is True and s.split is None) or (s.flat is False and s.split >= 1)
+
+
+def test_a_launch_knob_asked_for_is_reported_as_asked(monkeypatch):
+    k = _launched("spmm", monkeypatch, [1000, 512, 1000], [5000, 1001, 5000, 512000, 512000],
+                  wide=False)
+    assert k.schedule.wide is False
+    k = _launched("sddmm", monkeypatch, [1000, 1000, 64], [5000, 1001, 5000, 5000, 64000, 64000],
+                  group=8)
+    assert k.schedule.group == 8

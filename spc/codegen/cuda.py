@@ -109,6 +109,7 @@ class CudaLauncher:
         self._functions: dict[tuple, object] = {}
         self._grids: dict[tuple, tuple[int, int]] = {}
         self._lock = threading.Lock()
+        self.last: tuple | None = None        # the last launch's (blocks, extra, group)
 
     def function(self, device_id: int, narrow: bool, group: int = 0):
         """The kernel (``name``, or ``name_i32`` with 32-bit index arithmetic;
@@ -196,6 +197,22 @@ class CudaLauncher:
         blocks = -(-rows * split // WARPS_PER_BLOCK)
         return min(blocks, 2**31 - 1), (split,) + tail, group
 
+    def chosen(self) -> dict[str, object]:
+        """The launch knobs the last launch took (``wide``; ``group`` and ``split``
+        or ``flat``), by name; empty before any launch or for a kernel without
+        the loops they steer."""
+        if self.last is None:
+            return {}
+        _, extra, group = self.last
+        plan = self.plan
+        if plan.group is not None:
+            if plan.flat and extra[1] > 0:
+                return {"group": group, "flat": True}
+            return {"group": group, "split": extra[0]} | ({"flat": False} if plan.flat else {})
+        if plan.chunk_lo is not None and extra:
+            return {"wide": bool(extra[0])}
+        return {}
+
     def choose_wide(self, rows: int, span: int, device_id: int) -> int:
         """Whether each lane takes ``unroll`` columns (fewer instructions per
         multiply-add) rather than one (more warps, shorter chains): wide when
@@ -225,6 +242,7 @@ class CudaLauncher:
             if len(self._grids) > 64:
                 self._grids.clear()
             self._grids[key] = launch
+        self.last = launch
         blocks, extra, group = launch
         narrow = blocks * self.plan.threads < NARROW_LIMIT \
             and all(abs(n) < NARROW_LIMIT for n in sizes) \

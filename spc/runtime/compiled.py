@@ -265,7 +265,8 @@ class CompiledKernel(KernelCall):
     def schedule(self) -> Schedule:
         """The schedule this kernel runs: the one asked for, with spc's compile-time
         choices filled in (the loop order; CPU threads; determinism).  Launch
-        knobs left None are chosen per call from its sizes."""
+        knobs left None are chosen per call from its sizes: once a call has run,
+        they report the last call's choices."""
         s = self._schedule
         order = tuple(loop_var_name(ix, self.display)
                       for ix in self._variant(DType.I32).program.index_order)
@@ -273,7 +274,20 @@ class CompiledKernel(KernelCall):
         if self.target.name == "cpu":
             return s.replace(order=order, deterministic=s.deterministic is not False,
                              threads=self._max_threads if s.parallel else 1)
-        return s.replace(order=order, deterministic=bool(s.deterministic))
+        return s.replace(order=order, deterministic=bool(s.deterministic),
+                         **{k: v for k, v in self.launch_choices().items()
+                            if getattr(s, k) is None
+                            and not (k == "flat" and v and s.split is not None)})
+
+    def launch_choices(self) -> dict[str, object]:
+        """The launch knobs the last call's launches took, by name (the first
+        kernel to take a knob decides it; empty before a call)."""
+        out: dict[str, object] = {}
+        for v in self._variants.values():
+            for launcher in v.launchers or ():
+                for knob, value in getattr(launcher, "chosen", dict)().items():
+                    out.setdefault(knob, value)
+        return out
 
     def __repr__(self) -> str:
         return f"spc.CompiledKernel({self.expression.source!r}, target={self.target.name})"
