@@ -142,3 +142,11 @@ def test_pool_module_verifies_for_each_machine(machine):
     llvm.parse_assembly(text).verify()
     calls_futex = 'call i64 (i64, ...) @"syscall"' in text
     assert calls_futex == (machine != "riscv64")
+
+
+def test_calls_take_two_threads_where_they_pay():
+    """The thresholds measured on the 2-core machine (see ``call_work``)."""
+    from spc.runtime.compiled import SMALL_WORK, call_work
+    assert call_work(12_000, 512, 1) >= SMALL_WORK > call_work(8_000, 512, 1)        # SpMV
+    assert call_work(6_554, 2_048, 8) >= SMALL_WORK > call_work(1_311, 4_096, 32)    # SpMM
+    assert call_work(205, 2 * 64 * 32, 32) < SMALL_WORK                              # tiny SDDMM
