@@ -6,13 +6,16 @@ spc's compile-time choices filled in.  Fields come in three kinds:
 
 * **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
   reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``,
-  ``split_rows``.  The printed IR shows
+  ``split_rows``, ``tile_cols`` (CPU).  The printed IR shows
   their effect and the reference interpreter runs it.
 * **Launch knobs** pick among launches of one binary, from the call's sizes
   when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
   ``flat`` (CUDA).  A launch knob set on a kernel without the loop it steers is
   meaningless and refused.
 * **Run knobs**: ``threads`` (CPU threads per call).
+
+CPU-only knobs (``threads``, ``tile_cols``) raise ScheduleError on CUDA, and
+the CUDA launch knobs on the CPU.
 
 A value that is illegal in itself (a group of 3 lanes, 0 threads) raises
 ``spc.ScheduleError`` when the Schedule is made; one that is illegal or
@@ -29,6 +32,7 @@ from .errors import ScheduleError
 GROUPS = (1, 2, 4, 8, 16, 32)      # lanes that may share one lane iteration (CUDA)
 GPU_LAUNCH_KNOBS = ("wide", "group", "split", "flat")
 REORDERINGS = ("none", "length", "similarity")   # values of reorder_rows
+TILE_COLS = tuple(2 ** k for k in range(2, 11))  # values of tile_cols: 4 ... 1024
 
 
 def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
@@ -45,6 +49,12 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
             "reorder_rows", "needs an independent outer loop over the rows of a csr-like "
                             "operand (dense rows, then a compressed level), whose "
                             "iterations each write their own outputs")
+    if schedule.tile_cols is not None and target == "cpu":
+        from .passes.register_tile import register_tiles
+        if not any(register_tiles(k) for k in kernels):
+            raise ScheduleError.of(
+                "tile_cols", "this kernel has no row update to keep in registers (a dense "
+                             "output row summed over a sparse row's entries, like SpMM's)")
     if schedule.split_rows not in (None, False):
         if "segment_rows" not in inspectors:
             raise ScheduleError.of(
@@ -92,6 +102,10 @@ class Schedule:
     long rows are shared by several warps or threads; partial sums of one row
     are added atomically (see ``passes/split_rows.py``); False: rows whole
     (None: spc's choice, today False).  Not with ``reorder_rows``.
+    ``tile_cols``: CPU, the widest register tile of an SpMM-like row update,
+    in output columns (a power of two, 4 to 1024; narrower tiles down to one
+    AVX2 vector take the rest of the row); None: half the vector registers
+    (256 float32 columns with AVX-512, 64 with AVX2).
     """
     order: tuple[str, ...] | None = None
     parallel: bool = True
@@ -103,6 +117,7 @@ class Schedule:
     flat: bool | None = None
     reorder_rows: str | None = None
     split_rows: int | bool | None = None
+    tile_cols: int | None = None
 
     def __post_init__(self):
         if self.order is not None:
@@ -129,6 +144,10 @@ class Schedule:
         if self.split_rows not in (None, False) and self.reorder_rows not in (None, "none"):
             raise ScheduleError.of("split_rows", "pieces of rows are visited in stored order; "
                                                  "it does not combine with reorder_rows")
+        if self.tile_cols is not None and not (
+                _is_int(self.tile_cols) and self.tile_cols in TILE_COLS):
+            raise ScheduleError.of("tile_cols", f"must be a power of two from 4 to 1024 "
+                                                f"(output columns), not {self.tile_cols!r}")
         if self.flat and self.split is not None:
             raise ScheduleError.of("split", "warps per row mean nothing when flat=True "
                                             "(warps take chunks of positions, not rows)")
@@ -156,4 +175,5 @@ def _check_bool(knob: str, value, optional: bool = True) -> None:
                                      f"not {value!r}")
 
 
-__all__ = ["GPU_LAUNCH_KNOBS", "GROUPS", "REORDERINGS", "Schedule", "check_applied"]
+__all__ = ["GPU_LAUNCH_KNOBS", "GROUPS", "REORDERINGS", "Schedule", "TILE_COLS",
+           "check_applied"]

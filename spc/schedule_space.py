@@ -8,6 +8,7 @@ from .schedule import GROUPS, REORDERINGS, Schedule
 
 SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a gpu_group kernel
 PIECES = (True, 32, 256)       # split_rows tried: chosen from the matrix, short, long
+TILES = (64, 128, 256)         # tile_cols tried on the CPU (the default is one of them)
 MAX_ORDERS = 720               # loop orders tried at most (6 indices)
 
 
@@ -21,7 +22,8 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     Enumerated: every loop order the formats allow; ``parallel`` True and False;
     ``reorder_rows`` where the kernel has rows to reorder; ``split_rows`` in
     ``PIECES`` where it has rows to split (with ``deterministic=False`` where
-    the pieces add atomically); on CUDA,
+    the pieces add atomically); on the CPU, ``tile_cols`` in ``TILES`` where
+    the kernel has a row update to tile; on CUDA,
     ``deterministic`` where it changes the IR, and the launch knobs
     where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
     ``split`` in {1, 2, 4, 8})).  ``threads`` is left to the machine.
@@ -56,6 +58,13 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                 split = _split(build, base.replace(split_rows=size))
                 if split is not None:
                     variants.append(split)
+            if k.target.name == "cpu":
+                for width in TILES:
+                    try:
+                        variants.append((base.replace(tile_cols=width),
+                                         build(base.replace(tile_cols=width))))
+                    except ScheduleError:      # no row update to tile
+                        break
             if k.target.name == "cuda" and parallel:
                 for s, kk in list(variants):
                     try:

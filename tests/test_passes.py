@@ -317,3 +317,42 @@ def test_collapse_blocks_leaves_other_shapes_alone(kernel_id):
     for k in lower_expr(kernel, formats).program.kernels:
         k = simplify(k)
         assert collapse_blocks(k) == k
+
+
+@pytest.mark.parametrize("features, dtype, widths", [
+    ("+avx,+avx2,+fma", "float32", [64, 32, 16, 8]),
+    ("+avx,+avx2,+fma", "float64", [32, 16, 8, 4]),
+    ("+avx,+avx2,+fma,+avx512f", "float32", [256, 128, 64, 32, 16, 8]),
+    ("+avx,+avx2,+fma,+avx512f", "float64", [128, 64, 32, 16, 8, 4]),
+])
+def test_register_tiles_fill_half_the_vector_registers(features, dtype, widths):
+    import spc
+    from spc.passes.register_tile import register_tiles
+    k = spc.compile("spmm", fmt="csr", dtype=dtype, features=features)
+    assert [w for kern in k.lowered_kernels() for w in register_tiles(kern)] == widths
+    assert k.schedule.tile_cols == widths[0]
+
+
+@pytest.mark.parametrize("tile_cols, widths", [(4, [4]), (32, [32, 16, 8, 4]), (1024, None)])
+def test_tile_cols_sets_the_widest_register_tile(tile_cols, widths):
+    import scipy.sparse as sp
+    import spc
+    from spc.passes.register_tile import register_tiles
+    k = spc.compile("spmm", fmt="csr", dtype="float64", tile_cols=tile_cols)
+    got = [w for kern in k.lowered_kernels() for w in register_tiles(kern)]
+    assert got == (widths or [1024, 512, 256, 128, 64, 32, 16, 8, 4])
+    assert k.schedule.tile_cols == tile_cols
+    A = sp.random(30, 20, density=0.3, format="csr", random_state=0)
+    B = np.random.default_rng(0).standard_normal((20, 1100))
+    np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel, kw, message", [
+    ("spmv", dict(tile_cols=64), "tile_cols: this kernel has no row update"),
+    ("spmm", dict(tile_cols=64, target="cuda", arch="sm_90"), "tile_cols: a CPU register tile"),
+    ("spmm", dict(tile_cols=48), "tile_cols: must be a power of two from 4 to 1024"),
+])
+def test_tile_cols_where_it_means_nothing_is_refused(kernel, kw, message):
+    import spc
+    with pytest.raises(spc.ScheduleError, match=message):
+        spc.compile(kernel, fmt="csr", **kw)

@@ -79,9 +79,11 @@ def test_a_hyb_kernel_accepts_a_knob_one_of_its_parts_uses():
 
 
 def test_the_reported_schedule_fills_in_spcs_choices():
+    from spc.codegen.cpu import CPUTarget
     k = spc.compile("spmm", fmt="csr", dtype="float64", threads=1)
     assert k.schedule == spc.Schedule(order=("i", "k", "j"), threads=1, deterministic=True,
-                                      reorder_rows="none", split_rows=False)
+                                      reorder_rows="none", split_rows=False,
+                                      tile_cols=CPUTarget().accumulator_bytes // 8)
     g = spc.compile("sddmm", fmt="csr", group=8, **CUDA)
     assert g.schedule == spc.Schedule(order=("i", "j", "k"), deterministic=False, group=8,
                                       reorder_rows="none", split_rows=False)

@@ -144,6 +144,16 @@ class CPUTarget(Target):
         self.opt = opt
         self.threading = threading_mode() if threading is None else threading
 
+    @property
+    def accumulator_bytes(self) -> int:
+        """Registers a row tile's accumulators may fill: half the vector
+        register file (16 of AVX-512's 32 zmm registers, 8 of AVX2's 16 ymm)."""
+        return 1024 if "+avx512f" in self.features.split(",") else 256
+
+    def pipeline(self, schedule):
+        from ..passes.pipeline import cpu_pipeline
+        return cpu_pipeline(schedule, accumulator_bytes=self.accumulator_bytes)
+
     def check_schedule(self, schedule, kernels) -> None:
         """The CUDA launch knobs mean nothing here."""
         for knob in GPU_LAUNCH_KNOBS:

@@ -400,6 +400,9 @@ class CUDATarget(Target):
         if schedule.threads is not None:
             raise ScheduleError.of("threads", "CPU threads; on target='cuda' the grid is "
                                               "sized from each call")
+        if schedule.tile_cols is not None:
+            raise ScheduleError.of("tile_cols", "a CPU register tile; on target='cuda' "
+                                                "lanes take the columns (see wide)")
         present = launch_knobs(kernels)
         for knob, missing in _MISSING_LOOP.items():
             if getattr(schedule, knob) is not None and knob not in present:

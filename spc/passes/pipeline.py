@@ -8,7 +8,7 @@ never from its own name or from the target.
     CPU                                         CUDA
     simplify                                    simplify
     split_rows            (split_rows)          collapse_blocks
-    tile_rows_for_registers                     split_rows    (split_rows)
+    tile_rows_for_registers (tile_cols)         split_rows    (split_rows)
     reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
     simplify                                    simplify
@@ -27,19 +27,23 @@ from .map_gpu import map_gpu
 from .map_parallel import map_parallel
 from .mark_noncanonical import mark_noncanonical
 from .reorder_rows import reorder_rows
-from .register_tile import tile_rows_for_registers
+from .register_tile import ACCUMULATOR_BYTES, tile_rows_for_registers
 from .simplify import simplify
 from .split_rows import AUTO, split_rows
 
 Pass = Callable[[Kernel], Kernel]
 
 
-def cpu_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
-    """The CPU target's passes for ``schedule``."""
+def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
+                 ) -> tuple[Pass, ...]:
+    """The CPU target's passes for ``schedule``; ``accumulator_bytes``: the
+    registers the target gives a row tile's accumulators by default."""
     return (
         simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
         *_split(schedule),         # rows -> pieces of at most K nonzeros (atomic partial sums)
-        tile_rows_for_registers,   # SpMM-like row updates accumulate in registers
+        bound(tile_rows_for_registers, widest=schedule.tile_cols,
+              accumulator_bytes=accumulator_bytes),
+                                   # SpMM-like row updates accumulate in registers (tile_cols)
         *_reorder(schedule),       # rows in an inspector's order (before threads take rows)
         *((map_parallel,) if schedule.parallel else ()),
                                    # outermost independent loop -> CPU threads

@@ -11,7 +11,9 @@ loop (the ``p`` loop) into tiles of ``width`` columns:
       for jj in [0, width): C[i, j0+jj] += acc[jj]
     for p in row i: ...; for j in [lo + tiles*width, N): (the original loop, remainder)
 
-Applied with decreasing widths (64, 32, 16, 8) the remainder shrinks to < 8.
+Applied with decreasing widths (256, 128, ..., 8 in float32 with AVX-512) the
+remainder shrinks to less than one AVX2 vector.  ``register_tiles`` reads the
+widths back from the IR (the ``<var><width>_acc`` arrays).
 """
 from __future__ import annotations
 
@@ -175,12 +177,45 @@ def register_tile(kernel: Kernel, *, width: int) -> Kernel:
     return replace(kernel, body=top_down(kernel.body))
 
 
-def tile_rows_for_registers(kernel: Kernel) -> Kernel:
-    """register_tile with widths 64, 32, 16, 8 (float32) or 32, 16, 8, 4 (float64),
-    so that at most 8 AVX2 registers hold accumulators and the remainder is < 8."""
+ACCUMULATOR_BYTES = 256    # accumulators kept in registers by default: 8 AVX2 registers
+SMALLEST_BYTES = 32        # the narrowest tile: one AVX2 vector
+
+
+def tile_widths(dtype: DType, widest: int | None = None,
+                accumulator_bytes: int = ACCUMULATOR_BYTES) -> tuple[int, ...]:
+    """The widths register_tile is applied with, widest first, each half the
+    last: from ``widest`` columns (None: ``accumulator_bytes`` of ``dtype``)
+    down to one AVX2 vector of ``dtype`` (or ``widest``, if narrower)."""
+    size = 8 if dtype is DType.F64 else 4
+    w = widest if widest is not None else accumulator_bytes // size
+    last = min(w, SMALLEST_BYTES // size)
+    out = []
+    while w >= last:
+        out.append(w)
+        w //= 2
+    return tuple(out)
+
+
+def tile_rows_for_registers(kernel: Kernel, *, widest: int | None = None,
+                            accumulator_bytes: int = ACCUMULATOR_BYTES) -> Kernel:
+    """register_tile with the ``tile_widths`` of the kernel's value type: the
+    accumulators of the widest tile fill ``accumulator_bytes`` of registers
+    (or ``widest`` columns), and the remainder is narrower than an AVX2 vector."""
     floats = [p.value.dtype for p in kernel.params
               if isinstance(p.value, Buffer) and p.value.dtype.is_float]
-    widths = (32, 16, 8, 4) if floats and floats[0] is DType.F64 else (64, 32, 16, 8)
-    for w in widths:
+    for w in tile_widths(floats[0] if floats else DType.F32, widest, accumulator_bytes):
         kernel = register_tile(kernel, width=w)
     return kernel
+
+
+def register_tiles(kernel: Kernel) -> tuple[int, ...]:
+    """The widths of the register tiles in ``kernel`` (the ``<var><width>_acc``
+    arrays register_tile allocates), widest first; () when it has none."""
+    import re
+    widths = set()
+    for n in walk(kernel.body):
+        if isinstance(n, Alloc):
+            m = re.fullmatch(r".*?(\d+)_acc", n.buf.name)
+            if m and int(m.group(1)) == n.size:
+                widths.add(n.size)
+    return tuple(sorted(widths, reverse=True))

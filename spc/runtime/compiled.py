@@ -282,7 +282,10 @@ class CompiledKernel(KernelCall):
                       for ix in self._variant(DType.I32).program.index_order)
         s = s.replace(reorder_rows=s.reorder_rows or "none", split_rows=s.split_rows or False)
         if self.target.name == "cpu":
+            from ..passes.register_tile import register_tiles
+            tiles = [w for k in self.lowered_kernels() for w in register_tiles(k)]
             return s.replace(order=order, deterministic=s.deterministic is not False,
+                             tile_cols=max(tiles) if tiles else s.tile_cols,
                              threads=self._max_threads if s.parallel else 1)
         return s.replace(order=order, deterministic=bool(s.deterministic),
                          **{k: v for k, v in self.launch_choices().items()
