@@ -517,6 +517,7 @@ class CompiledKernel(KernelCall):
             if type(ops[k]) is not Tensor:
                 return None          # inspected per call: the general path does it
         sparse_work = dense_work = 0
+        shapes = []
         for k, (kind, rank, canonical) in enumerate(plan.operands):
             x = ops[k]
             if kind == "dense":
@@ -524,6 +525,7 @@ class CompiledKernel(KernelCall):
                         or not x.flags.c_contiguous:
                     return None
                 dense_work += x.size
+                shapes.append(x.shape)
                 continue
             if type(x) is Tensor:
                 x = ops[k] = _CompressedView.of(x, kind)
@@ -532,13 +534,15 @@ class CompiledKernel(KernelCall):
             elif getattr(x, "format", None) != kind or not _is_scipy_sparse(x) \
                     or (k == plan.pattern and type(x) not in _SCIPY_RESULT):
                 return None
-            crd, pos = x.indices, x.indptr
-            if x.data.dtype != dtype or crd.dtype != _I32 or pos.dtype != _I32 \
-                    or len(x.data) != len(crd):
+            crd, pos, data = x.indices, x.indptr, x.data
+            if data.dtype != dtype or crd.dtype != _I32 or pos.dtype != _I32 \
+                    or len(data) != len(crd):
                 return None
             sparse_work += len(crd)
+            shape = x.shape                  # (a property on scipy matrices: read once)
+            shapes.append(shape)
             if validate:
-                rows, cols = x.shape
+                rows, cols = shape
                 parents, dim = (rows, cols) if kind == "csr" else (cols, rows)
                 if canonical or type(x) is _CompressedView:   # spc Tensors are canonical
                     ok = looks_valid(pos, crd, parents, dim, True, True)
@@ -548,11 +552,11 @@ class CompiledKernel(KernelCall):
                     return None      # malformed or non-canonical: the general path explains
         for ix, where in plan.checks:
             k0, a0 = where[0]
-            first = ops[k0].shape[a0]
+            first = shapes[k0][a0]
             for k, axis in where[1:]:
-                if ops[k].shape[axis] != first:
+                if shapes[k][axis] != first:
                     return None          # the general path explains the mismatch
-        sizes = [ops[k].shape[axis] for k, axis in plan.first]
+        sizes = [shapes[k][axis] for k, axis in plan.first]
         if plan.pattern >= 0:
             out = np.zeros(len(ops[plan.pattern].indices), dtype=dtype)
         else:
@@ -567,10 +571,10 @@ class CompiledKernel(KernelCall):
         flat = out.reshape(-1)
         for address, get, ints in plan.launches:
             launch(address, nthreads,
-                   tuple(flat if k < 0 else ops[k] if what == "arr"
-                         else derived(args[k], what[1:], self.input_names[k]) if what[0] == "@"
-                         else getattr(ops[k], what) for k, what in get),
-                   tuple(sizes[d] for d in ints))
+                   tuple([flat if k < 0 else ops[k] if what == "arr"
+                          else derived(args[k], what[1:], self.input_names[k]) if what[0] == "@"
+                          else getattr(ops[k], what) for k, what in get]),
+                   tuple([sizes[d] for d in ints]))
         if plan.pattern >= 0:
             return self._pattern_result(args[plan.pattern], ops[plan.pattern], out,
                                         tuple(sizes[d] for d in plan.out_dims))
