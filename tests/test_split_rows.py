@@ -308,3 +308,49 @@ def test_the_launcher_sizes_the_grid_from_the_pieces_rows_array(kernel):
     assert buffers[plan.items_buffer].inspector == "segment_rows:16"
     plain = spc.compile(kernel, fmt="csr", **CUDA)
     assert launch_plan(plain.lowered_kernels()[0]).items_buffer is None
+
+
+def _spmv_ir(change_loop, store_value):
+    """The lowered CSR SpMV with a scalar ``scale`` (1.0 per row) that
+    ``change_loop(loop, scale)`` may update in the position loop, and the row's
+    store ``y[i] = store_value(acc, scale)``."""
+    from dataclasses import replace
+    from test_passes import lower_expr
+    from spc.ir.nodes import Block, Const, DType, Let, Store, Var
+    from spc.ir.traverse import top_loop
+    from spc.passes import simplify
+    (k,) = lower_expr("spmv", {"A": "csr"}).program.kernels
+    k = simplify(k)
+    lets, rows = top_loop(k)
+    body = list(rows.body.body)
+    scale = Var("scale", DType.F64)
+    acc = body[2].var
+    body.insert(3, Let(scale, Const(1.0, DType.F64)))
+    body[4] = change_loop(body[4], scale)
+    body[5] = replace(body[5], value=store_value(acc, scale))
+    assert isinstance(body[5], Store)
+    return replace(k, body=Block(lets + (replace(rows, body=Block(tuple(body))),)))
+
+
+def test_a_store_scaled_by_state_the_position_loop_carries_is_not_split():
+    """``y[i] = acc * scale`` with ``scale = scale * 2`` per position: each piece
+    would scale by its own count, not the row's."""
+    from dataclasses import replace
+    from spc.ir.nodes import Assign, BinOp, Block, Const, DType
+    from spc.passes.split_rows import split_rows
+
+    def doubling(loop, scale):
+        step = Assign(scale, BinOp("*", scale, Const(2.0, DType.F64)))
+        return replace(loop, body=Block(loop.body.body + (step,)))
+    carried = _spmv_ir(doubling, lambda acc, scale: BinOp("*", acc, scale))
+    assert split_rows(carried, 4) is carried
+    fixed = _spmv_ir(lambda loop, scale: loop, lambda acc, scale: BinOp("*", acc, scale))
+    assert split_rows(fixed, 4) is not fixed          # a row-level factor splits
+
+
+def test_register_tiles_are_read_back_whatever_the_index_is_called():
+    """An output index ending in digits (``j2``): tiles ``j2256_acc`` ... are 256 wide."""
+    k = spc.compile("C[i,j2] = A[i,k] * B[k,j2]", formats={"A": "csr"}, tile_cols=64)
+    assert k.schedule.tile_cols == 64
+    from spc.passes.register_tile import register_tiles
+    assert register_tiles(k.lowered_kernels()[0]) == (64, 32, 16, 8)

@@ -218,16 +218,11 @@ def injective(index: Expr, loop: For) -> bool:
 # Which loops can be spread over lanes
 # ---------------------------------------------------------------------------
 
-def lane_parallel(loop: For, params: set[str], atomic: bool) -> list[Var] | None:
-    """The reduction variables of ``loop`` if its iterations can run on different
-    lanes (or warps), else None.
-
-    Requires: ``params`` names the kernel's buffer parameters.  Ensures: the
-    loop's iterations are independent except for (a) scalar reductions
-    ``r = r + e`` into variables declared outside it, returned (their per-lane
-    partial sums must be added up), and (b) atomic stores (when ``atomic``,
-    every store must already be atomic or injective).
-    """
+def sum_reductions(loop: For) -> list[Var] | None:
+    """The variables declared outside ``loop`` that its body assigns, when each
+    one is only summed into (``r = r + e``, ``e`` not reading ``r``; not a
+    boolean) and read nowhere else in the body; None when some outer variable
+    is assigned otherwise (state carried from one iteration to the next)."""
     body = loop.body
     local = declared(body) | {loop.var.name}
     outer = {}
@@ -245,6 +240,23 @@ def lane_parallel(loop: For, params: set[str], atomic: bool) -> list[Var] | None
         if uses.count(name) != len(assigns) or a.var.dtype is DType.BOOL:
             return None                     # read other than by its own update
         reductions.append(assigns[0].var)
+    return reductions
+
+
+def lane_parallel(loop: For, params: set[str], atomic: bool) -> list[Var] | None:
+    """The reduction variables of ``loop`` if its iterations can run on different
+    lanes (or warps), else None.
+
+    Requires: ``params`` names the kernel's buffer parameters.  Ensures: the
+    loop's iterations are independent except for (a) scalar reductions
+    ``r = r + e`` into variables declared outside it, returned (their per-lane
+    partial sums must be added up), and (b) atomic stores (when ``atomic``,
+    every store must already be atomic or injective).
+    """
+    body = loop.body
+    reductions = sum_reductions(loop)
+    if reductions is None:
+        return None
     stored: dict[str, set] = {}
     for n in all_stmts(body):
         if isinstance(n, Store):

@@ -211,11 +211,6 @@ def tile_rows_for_registers(kernel: Kernel, *, widest: int | None = None,
 def register_tiles(kernel: Kernel) -> tuple[int, ...]:
     """The widths of the register tiles in ``kernel`` (the ``<var><width>_acc``
     arrays register_tile allocates), widest first; () when it has none."""
-    import re
-    widths = set()
-    for n in walk(kernel.body):
-        if isinstance(n, Alloc):
-            m = re.fullmatch(r".*?(\d+)_acc", n.buf.name)
-            if m and int(m.group(1)) == n.size:
-                widths.add(n.size)
+    widths = {n.size for n in walk(kernel.body)
+              if isinstance(n, Alloc) and n.buf.name.endswith(f"{n.size}_acc")}
     return tuple(sorted(widths, reverse=True))

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import (Assign, BinOp, Block, Buffer, Const, For, Kernel, Let, Load, Neg,
-                        Param, ParamRole, Store, Var)
+from ..ir.nodes import (BinOp, Block, Buffer, Const, For, Kernel, Let, Load, Neg, Param,
+                        ParamRole, Store, Var)
 from ..ir.traverse import walk
-from .map_gpu import (FreshNames, all_stmts, declared, exprs_of as _exprs, inline, injective,
-                      let_env, stmts_of)
+from .map_gpu import (FreshNames, _replace_stores, all_stmts, inline, injective, let_env,
+                      stmts_of, sum_reductions)
 from .reorder_rows import row_loop
 
 AUTO = "auto"      # K chosen by the inspector from the matrix
@@ -87,7 +87,8 @@ def split_rows(kernel: Kernel, max_nnz: int | str = AUTO) -> Kernel:
         return replace(n, accumulate=True, atomic=True) if id(n) in shared else n
 
     body = Block((Let(rows.var, Load(seg_rows, s)),) + before
-                 + (_map_stores(clipped, atomic),) + tuple(_map_stores(a, atomic) for a in after))
+                 + (_replace_stores(clipped, atomic),)
+                 + tuple(_replace_stores(a, atomic) for a in after))
     loop = For(s, Const(0, s.dtype), Load(seg_count, Const(0, s.dtype)), body, rows.kind)
     params = kernel.params + tuple(
         Param(buf, ParamRole.INPUT, pos.tensor, segment_inspector(what, max_nnz))
@@ -119,16 +120,22 @@ def _shared_stores(before: tuple, positions: For, after: tuple) -> set[int] | No
     """The ids of the stores a row's segments share (to be made atomic), or
     None when some store cannot be split: one after the position loop must
     store a linear function of scalars that the loop only sums into,
-    zero-initialized in the row body (``before``); one inside it must accumulate unless each position owns
-    its entry."""
+    zero-initialized in the row body (``before``), with coefficients that read
+    nothing the loop assigns; one inside it must accumulate unless each
+    position owns its entry.  A loop that carries other state from one
+    position to the next cannot be split."""
+    reductions = sum_reductions(positions)
+    if reductions is None:
+        return None
+    changed = {v.name for v in reductions}
     zeros = {st.var.name for st in before
              if isinstance(st.value, Const) and st.value.value == 0}
-    sums = {v.name for v in _sum_scalars(positions)} & zeros
+    sums = changed & zeros
     shared: set[int] = set()
     for st in after:
         if not isinstance(st, Store):
             return None
-        if not _linear(st.value, sums):
+        if not _linear(st.value, sums, changed):
             return None
         shared.add(id(st))
     for n in all_stmts(positions.body):
@@ -141,54 +148,27 @@ def _shared_stores(before: tuple, positions: For, after: tuple) -> set[int] | No
     return shared
 
 
-def _linear(e, sums: set[str]) -> bool:
+def _linear(e, sums: set[str], changed: set[str]) -> bool:
     """True when ``e`` is a linear function of the ``sums`` scalars with
-    coefficients that read none of them (``acc``, ``2 * acc``, ``a + b``,
-    ``-acc / n``): the row's value is then the sum of its pieces' values."""
+    coefficients that read nothing in ``changed`` (``acc``, ``2 * acc``,
+    ``a + b``, ``-acc / n``): the row's value is then the sum of its pieces'."""
     if isinstance(e, Var):
         return e.name in sums
     if isinstance(e, Neg):
-        return _linear(e.operand, sums)
+        return _linear(e.operand, sums, changed)
     if isinstance(e, BinOp):
         if e.op in ("+", "-"):
-            return _linear(e.lhs, sums) and _linear(e.rhs, sums)
+            return _linear(e.lhs, sums, changed) and _linear(e.rhs, sums, changed)
         if e.op == "*":
-            return (_linear(e.lhs, sums) and _free(e.rhs, sums)) \
-                or (_free(e.lhs, sums) and _linear(e.rhs, sums))
+            return (_linear(e.lhs, sums, changed) and _free(e.rhs, changed)) \
+                or (_free(e.lhs, changed) and _linear(e.rhs, sums, changed))
         if e.op == "/":
-            return _linear(e.lhs, sums) and _free(e.rhs, sums)
+            return _linear(e.lhs, sums, changed) and _free(e.rhs, changed)
     return False
 
 
-def _free(e, sums: set[str]) -> bool:
-    return not any(isinstance(n, Var) and n.name in sums for n in walk(e))
-
-
-def _sum_scalars(positions: For) -> list[Var]:
-    """Scalars declared outside ``positions`` that its body changes only by
-    ``v = v + e`` (e not reading v) and reads nowhere else."""
-    local = declared(positions.body) | {positions.var.name}
-    out: dict[str, Var] = {}
-    bad: set[str] = set()
-    for n in all_stmts(positions.body):
-        if isinstance(n, Assign) and n.var.name not in local:
-            v = n.value
-            if isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var) \
-                    and v.lhs.name == n.var.name \
-                    and n.var.name not in {x.name for x in walk(v.rhs) if isinstance(x, Var)}:
-                out[n.var.name] = n.var
-            else:
-                bad.add(n.var.name)
-    reads = [x.name for e in _exprs(positions.body) for x in walk(e) if isinstance(x, Var)]
-    updates = {name: sum(1 for n in all_stmts(positions.body)
-                         if isinstance(n, Assign) and n.var.name == name) for name in out}
-    return [v for name, v in out.items()
-            if name not in bad and reads.count(name) == updates[name]]
-
-
-def _map_stores(s, fn):
-    from .map_gpu import _replace_stores
-    return _replace_stores(s, fn)
+def _free(e, names: set[str]) -> bool:
+    return not any(isinstance(n, Var) and n.name in names for n in walk(e))
 
 
 __all__ = ["AUTO", "segment_inspector", "split_rows"]
