@@ -250,9 +250,9 @@ def test_kernels_launch_on_the_torch_current_stream(monkeypatch):
         seen.append(cupy.cuda.get_current_stream().ptr)
         return original(self, buffers, sizes, nthreads, stream)
 
-    def spy_raw(self, pointers, lengths, sizes, stream, device_id):
+    def spy_raw(self, values, lengths, sizes, stream, device_id):
         seen.append(stream)              # the torch call path launches on this stream
-        return original_raw(self, pointers, lengths, sizes, stream, device_id)
+        return original_raw(self, values, lengths, sizes, stream, device_id)
 
     monkeypatch.setattr(cuda_mod.CudaLauncher, "__call__", spy)
     monkeypatch.setattr(cuda_launch.RawLaunch, "launch", spy_raw)

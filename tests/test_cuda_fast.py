@@ -102,6 +102,19 @@ def test_in_place_mutation_is_checked_again(general_path_counter):
         k(At, B)
 
 
+def test_in_place_row_pointer_change_is_checked_again(general_path_counter):
+    A = _matrix()
+    At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    x = torch.ones(A.shape[1], device=DEV)
+    k = spc.compile("spmv", fmt="csr", target="cuda")
+    k(At, x)
+    k(At, x)
+    assert general_path_counter == []
+    At.crow_indices()[5] = A.nnz + 7               # past the end, in place
+    with pytest.raises(spc.InputError, match="A"):
+        k(At, x)
+
+
 def test_reused_memory_is_checked_again():
     """A new tensor at the address of a freed, validated one is checked anew."""
     k = spc.compile("spmv", fmt="csr", target="cuda")
@@ -254,3 +267,37 @@ def test_fast_path_feeds_inspector_arrays(kernel, index_dtype, schedule, general
         got = got.to_dense() if got.layout != torch.strided else got
         np.testing.assert_allclose(got.cpu().numpy(), want(2 * A), rtol=1e-10, atol=1e-10)
     assert len(runs) == 2 * first and general_path_counter == []
+
+
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+@pytest.mark.parametrize("general", [False, True], ids=["fast", "general"])
+def test_unzeroed_outputs_are_fully_written(kernel, general, general_path_counter):
+    """Kernels that store every output entry once (Kernel.overwrites) get their
+    output unzeroed: NaN left in freed memory the caching allocator hands back
+    must never reach a result."""
+    A = _matrix()
+    k = spc.compile(kernel, fmt="csr", target="cuda")
+    assert k.lowered_kernels()[0].overwrites        # else this tests nothing
+    tA = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    rng = np.random.default_rng(5)
+    if kernel == "spmv":
+        ops = (torch.tensor(rng.standard_normal(A.shape[1]), dtype=torch.float32, device=DEV),)
+        expect = A @ ops[0].double().cpu().numpy()
+    elif kernel == "spmm":
+        ops = (torch.tensor(rng.standard_normal((A.shape[1], 40)), dtype=torch.float32,
+                            device=DEV),)
+        expect = A @ ops[0].double().cpu().numpy()
+    else:
+        X = rng.standard_normal((A.shape[0], 16))
+        Y = rng.standard_normal((A.shape[1], 16))
+        ops = tuple(torch.tensor(a, dtype=torch.float32, device=DEV) for a in (X, Y))
+        expect = A.multiply(X @ Y.T).toarray()
+    if general:     # strided views: the fast path takes contiguous dense operands only
+        ops = tuple(torch.stack([o, o], -1)[..., 0] for o in ops)
+    for _ in range(3):
+        for n in (A.shape[0], A.shape[0] * 40, A.nnz, 1 << 16):
+            torch.full((n,), float("nan"), device=DEV)      # freed at once, NaN left behind
+        out = k(tA, *ops)
+        got = out.to_dense() if out.layout != torch.strided else out
+        np.testing.assert_allclose(got.double().cpu().numpy(), expect, rtol=1e-4, atol=1e-4)
+    assert bool(general_path_counter) is general

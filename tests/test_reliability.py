@@ -183,7 +183,7 @@ def test_gpu_launch_takes_64_bit_arithmetic_past_2_to_the_30(monkeypatch, size, 
     from spc.runtime import cuda_launch
     monkeypatch.setattr(cuda_launch, "_driver", lambda: (lambda *a: 0))
     fake = _FakeLauncher()
-    cuda_launch.RawLaunch(fake).launch([123], [length], [size], 0, 0)
+    cuda_launch.RawLaunch(fake).launch([123, size], [length], [size], 0, 0)
     assert fake.asked == [narrow]
 
 

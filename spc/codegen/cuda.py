@@ -236,18 +236,18 @@ class CudaLauncher:
         span = lengths[plan.lane_buffer] if plan.lane_buffer is not None else None
         items = lengths[plan.items_buffer] if plan.items_buffer is not None else None
         key = (tuple(sizes), device_id, span, items)
-        launch = self._grids.get(key)
-        if launch is None:
+        hit = self._grids.get(key)
+        if hit is None:
             launch = self.grid(dict(zip(self.size_names, sizes)), device_id, span, items)
+            narrow = launch[0] * self.plan.threads < NARROW_LIMIT \
+                and all(abs(n) < NARROW_LIMIT for n in sizes)
             if len(self._grids) > 64:
                 self._grids.clear()
-            self._grids[key] = launch
+            hit = self._grids[key] = (launch, narrow)
+        launch, narrow = hit
         self.last = launch
         blocks, extra, group = launch
-        narrow = blocks * self.plan.threads < NARROW_LIMIT \
-            and all(abs(n) < NARROW_LIMIT for n in sizes) \
-            and max(lengths, default=0) < NARROW_LIMIT
-        return blocks, extra, group, narrow
+        return blocks, extra, group, narrow and max(lengths, default=0) < NARROW_LIMIT
 
     def __call__(self, buffers, sizes, nthreads: int | None = None, stream=None) -> None:
         import numpy as np

@@ -139,7 +139,10 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
     With ``check_races``, raises RaceError when two iterations of a concurrent
     loop (CPU threads, GPU blocks, warps, threads or lanes) store to one entry
     without an atomic addition: loops run in order here, so only this check
-    sees the wrong answers such a kernel gives on parallel hardware.
+    sees the wrong answers such a kernel gives on parallel hardware.  An
+    output the kernel claims to overwrite (``kernel.overwrites``) is poisoned
+    first (NaN, or -1 for integers), as the runtime leaves it unzeroed: a wrong
+    claim shows in the results.
     """
     env: dict[str, object] = {}
     bufs: dict[str, np.ndarray] = {}
@@ -151,4 +154,6 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
         else:
             arr = args[p.name]
             bufs[p.name] = arr if p.role is ParamRole.OUTPUT else arr.copy()
+            if p.name in kernel.overwrites:
+                arr.fill(np.nan if arr.dtype.kind == "f" else -1)
     _exec(kernel.body, env, bufs, _Races() if check_races else None)

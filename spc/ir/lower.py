@@ -827,7 +827,8 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
         attrs = (("order", ",".join(order)), ("output", kind))
         independent = order[0] if _outer_independent(assign, order, kind, lw) else None
         kname = name if phase == "compute" else f"{name}_assemble"
-        kernels.append(Kernel(kname, params, body, attrs, outer_independent=independent))
+        kernels.append(Kernel(kname, params, body, attrs, outer_independent=independent,
+                              adds_to_output=accumulate))
     return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
                    assign.accesses()[pattern].tensor if pattern is not None else None,
                    tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)

@@ -285,8 +285,14 @@ class Kernel:
     iterations write disjoint output entries (the lowerer's claim, which the
     passes that change that loop carry over), or None.  ``gpu``: the launch
     shape on a CUDA grid, set by ``passes.map_gpu`` (None before, and on the
-    CPU).  ``attrs``: descriptive facts the printer shows (loop order, output
-    kind).
+    CPU).  ``overwrites``: output buffers the kernel stores every entry of
+    exactly once, with plain stores, so that their contents before the launch
+    do not matter (the runtime skips zeroing them); set by
+    ``passes.overwrite_outputs``, empty (the safe answer) until then.
+    ``adds_to_output``: the kernel adds to what the output holds before it runs
+    (a later term of a sum the lowerer splits into kernels), so its output's
+    prior contents always matter.
+    ``attrs``: descriptive facts the printer shows (loop order, output kind).
     """
     name: str
     params: tuple[Param, ...]
@@ -295,6 +301,8 @@ class Kernel:
     accepts_noncanonical: tuple[str, ...] = ()
     gpu: GpuMapping | None = None
     outer_independent: str | None = None
+    overwrites: tuple[str, ...] = ()
+    adds_to_output: bool = False
 
     def param(self, name: str) -> Param:
         for p in self.params:

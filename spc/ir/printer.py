@@ -98,6 +98,10 @@ def format_kernel(k: Kernel) -> str:
             lines.append(f"  # gpu_group: {k.gpu.group}")
         if k.gpu.flat is not None:
             lines.append(f"  # gpu_flat: {k.gpu.flat}")
+    if k.adds_to_output:
+        lines.append("  # adds to the output's prior contents")
+    if k.overwrites:
+        lines.append(f"  # overwrites (no zero fill): {', '.join(k.overwrites)}")
     if k.accepts_noncanonical:
         lines.append(f"  # accepts unsorted/duplicate entries of: {', '.join(k.accepts_noncanonical)}")
     _stmt_lines(k.body, 1, lines)

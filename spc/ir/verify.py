@@ -16,7 +16,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     warp sum is not taken inside one (the warp's lanes must all reach it);
     an atomic store accumulates; parameter names are distinct and no Let or loop
     variable redeclares a visible name; ``kernel.gpu``'s group and flat loops
-    exist, of the kinds the mapping needs.  Returns the kernel unchanged.
+    exist, of the kinds the mapping needs; ``kernel.overwrites`` names output
+    buffers that no store accumulates into.  Returns the kernel unchanged.
     """
     where = f" (after {stage})" if stage else ""
     bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
@@ -137,7 +138,20 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     stmt(kernel.body, set(sizes), True)
     if kernel.gpu is not None:
         _check_gpu(kernel, fail)
+    for name in kernel.overwrites:
+        if name not in bufs or bufs[name].role is not ParamRole.OUTPUT:
+            fail(f"overwrites '{name}', which is not an output buffer")
+        if kernel.adds_to_output:
+            fail(f"overwrites '{name}' but adds to the output's prior contents")
+        if any(isinstance(n, Store) and n.buf.name == name and n.accumulate
+               for n in _walk(kernel.body)):
+            fail(f"overwrites '{name}' but accumulates into it")
     return kernel
+
+
+def _walk(body):
+    from .traverse import walk
+    return walk(body)
 
 
 def _check_gpu(kernel: Kernel, fail) -> None:

@@ -13,7 +13,8 @@ never from its own name or from the target.
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
     simplify                                    simplify
     mark_noncanonical                           mark_noncanonical
-    block_reductions
+    block_reductions                            overwrite_outputs
+    overwrite_outputs
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
 from .map_gpu import map_gpu
 from .map_parallel import map_parallel
+from .overwrite_outputs import overwrite_outputs
 from .mark_noncanonical import mark_noncanonical
 from .reorder_rows import reorder_rows
 from .register_tile import ACCUMULATOR_BYTES, tile_rows_for_registers
@@ -52,6 +54,8 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
         block_reductions,          # data-dependent reductions (SpMV rows) in guarded vector
                                    # blocks; after mark_noncanonical: it reads the loops as
                                    # lowered, and blocking visits the same entries
+        overwrite_outputs,         # outputs stored once per entry need no zero fill; last:
+                                   # it proves that of the loops the target will run
     )
 
 
@@ -68,6 +72,7 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
                                    # deterministic: no atomics
         simplify,
         mark_noncanonical,
+        overwrite_outputs,         # as on the CPU
     )
 
 

@@ -162,6 +162,7 @@ class _FastPlan:
                                                   # pattern the output has (else -1)
     inspected: tuple[int, ...] = ()               # operands inspectors read: spc Tensors
                                                   # only (their results are kept on them)
+    zero: bool = True                             # the output must start at zero
 
 
 @functools.lru_cache(maxsize=None)
@@ -195,6 +196,12 @@ class _Variant:
     kernels: tuple[Kernel, ...]        # after the target's passes
     sources: tuple[str, ...]
     launchers: list | None = None
+
+    def zeroes(self, buffer: str) -> bool:
+        """Whether output ``buffer`` must start at zero: unless the first kernel
+        stores every entry of it once (``Kernel.overwrites``); later kernels,
+        launched after it in order, add to what it stored."""
+        return not self.kernels or buffer not in self.kernels[0].overwrites
 
 
 class KernelCall:
@@ -503,6 +510,7 @@ class CompiledKernel(KernelCall):
                            for addr, get, ints in launches),
             parallel=self._schedule.parallel and self._max_threads > 1,
             pattern=pattern,
+            zero=v.zeroes(vals_buffer(self.output, self.dtype).name),
             inspected=tuple(sorted({k for _, get, _ in launches for k, what in get
                                     if what.startswith("@")})))
 
@@ -557,10 +565,11 @@ class CompiledKernel(KernelCall):
                 if shapes[k][axis] != first:
                     return None          # the general path explains the mismatch
         sizes = [shapes[k][axis] for k, axis in plan.first]
+        new = np.zeros if plan.zero else np.empty
         if plan.pattern >= 0:
-            out = np.zeros(len(ops[plan.pattern].indices), dtype=dtype)
+            out = new(len(ops[plan.pattern].indices), dtype=dtype)
         else:
-            out = np.zeros([sizes[d] for d in plan.out_dims], dtype=dtype)
+            out = new([sizes[d] for d in plan.out_dims], dtype=dtype)
         nthreads = 1
         if plan.parallel:
             free = 1
@@ -675,15 +684,17 @@ class CompiledKernel(KernelCall):
                                              self.display.get(p.tensor, p.tensor))
         nthreads = self._threads(tensors, sizes)
         np_dtype = self._np_dtype
+        out_vals = vals_buffer(out_name, self.dtype).name
+        new = xp.zeros if v.zeroes(out_vals) else xp.empty
         if program.output_kind == OutputKind.DENSE:
-            vals = xp.zeros(math.prod(out_shape), dtype=np_dtype)
+            vals = new(math.prod(out_shape), dtype=np_dtype)
             arrays[vals_buffer(out_name, self.dtype).name] = vals
             for which in range(len(v.kernels)):      # one kernel per group of terms
                 self._launch(v, which, arrays, ints, nthreads)
             return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], vals, validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
-            vals = xp.zeros(src.nnz, dtype=np_dtype)
+            vals = new(src.nnz, dtype=np_dtype)
             arrays[vals_buffer(out_name, self.dtype).name] = vals
             self._launch(v, 0, arrays, ints, nthreads)
             copied = [{k: a.copy() for k, a in lv.items()} for lv in src.arrays]

@@ -50,50 +50,51 @@ def memset_zero(ptr: int, words: int, stream: int) -> None:
 
 
 class RawLaunch:
-    """``launch(pointers, lengths, sizes, stream, device_id)`` for one kernel.
+    """``launch(values, lengths, sizes, stream, device_id)`` for one kernel.
 
-    Requires: ``launcher`` is the kernel's ``CudaLauncher``; ``pointers`` and
-    ``lengths`` follow the kernel's buffer parameters (device addresses,
-    element counts), ``sizes`` its integer parameters, ``stream`` a raw
-    ``cudaStream_t`` (0: the legacy default stream) of ``device_id``, the
-    current device.
+    Requires: ``launcher`` is the kernel's ``CudaLauncher``; ``values`` holds
+    every kernel parameter in order (a buffer's device address, a size's
+    value), ``lengths`` the buffers' element counts and ``sizes`` the integer
+    parameters, each in parameter order; ``stream`` a raw ``cudaStream_t`` (0:
+    the legacy default stream) of ``device_id``, the current device.
     Ensures: the kernel is enqueued on ``stream`` exactly as ``launcher``
     would launch it on CuPy arrays with the same contents; nothing waits.
     """
 
     def __init__(self, launcher):
         self.launcher = launcher
-        self.kinds = launcher.kinds                 # True: a buffer, False: a size
         self.plan = launcher.plan
+        self.nparams = len(launcher.kinds)
         self._handles: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
     def _handle(self, device_id: int, narrow: bool, group: int, nextra: int):
-        """(CUfunction, argument storage, the array of pointers to it) for one variant."""
+        """(CUfunction address, argument storage, the array of pointers into it)
+        for one variant.  Every argument takes an 8-byte slot: pointers and
+        sizes are 64-bit, and a 32-bit launch choice is read from its slot's
+        low half (CUDA targets are little-endian)."""
         key = (device_id, narrow, group)
         hit = self._handles.get(key)
         if hit is None:
             fn = self.launcher.function(device_id, narrow, group)
-            storage = [ctypes.c_uint64() if k else ctypes.c_int64() for k in self.kinds]
-            storage += [ctypes.c_int32() for _ in range(nextra)]
-            pointers = (ctypes.c_void_p * max(1, len(storage)))(
-                *[ctypes.addressof(s) for s in storage])
-            hit = (fn, int(fn.ptr), storage, pointers)
+            n = self.nparams + nextra
+            storage = (ctypes.c_int64 * max(1, n))()
+            base = ctypes.addressof(storage)
+            pointers = (ctypes.c_void_p * max(1, n))(*[base + 8 * k for k in range(n)])
+            hit = (int(fn.ptr), storage, pointers, fn)
             self._handles[key] = hit
         return hit
 
-    def launch(self, pointers, lengths, sizes, stream: int, device_id: int) -> None:
+    def launch(self, values, lengths, sizes, stream: int, device_id: int) -> None:
         blocks, extra, group, narrow = self.launcher.configure(sizes, lengths, device_id)
         if blocks <= 0:
             return
-        threads = self.plan.threads
+        n = self.nparams
         with self._lock:
-            _, handle, storage, argv = self._handle(device_id, narrow, group, len(extra))
-            b, s = iter(pointers), iter(sizes)
-            for slot, is_buf in zip(storage, self.kinds):
-                slot.value = next(b) if is_buf else next(s)
-            for slot, x in zip(storage[len(self.kinds):], extra):
-                slot.value = x
-            rc = _driver()(handle, blocks, 1, 1, threads, 1, 1, 0, stream, argv, None)
+            handle, storage, argv, _ = self._handle(device_id, narrow, group, len(extra))
+            storage[:n] = values
+            if extra:
+                storage[n:n + len(extra)] = extra
+            rc = _driver()(handle, blocks, 1, 1, self.plan.threads, 1, 1, 0, stream, argv, None)
         if rc != 0:
             raise SpcError(f"cuLaunchKernel failed for {self.launcher.name} (CUresult {rc})")

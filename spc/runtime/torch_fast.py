@@ -6,7 +6,8 @@ ones ``sparse_csr`` / ``sparse_csc`` tensors for csr / csc formats, the result
 dense or with the sparse operand's pattern (SDDMM).  Everything that depends
 only on the kernel (which pointer feeds which parameter, how sizes follow from
 shapes) is derived once; a call reads shapes and data pointers, looks up the
-validation verdict, allocates the output with torch and launches through the
+validation verdict, allocates the output with torch (zeroed only where the
+kernel does not store every entry: ``Kernel.overwrites``) and launches through the
 driver API (``cuda_launch.RawLaunch``) on torch's current stream.  Nothing
 synchronizes once a sparse tensor has been seen, so calls can be captured in
 CUDA graphs after a first (warm-up) call.
@@ -53,7 +54,7 @@ class SparseOperands:
     Requires: ``lookup(x, kind, parents, dim)`` gets a live ``sparse_csr`` (kind
     "csr") or ``sparse_csc`` ("csc") tensor.
     Ensures: an entry is reused only for the same live tensor object whose
-    index arrays have the same data pointers and version counters (so a tensor
+    index arrays have the same data pointers and version counter (so a tensor
     mutated in place, or a new one at a freed one's address, is read and checked
     anew); a new entry's verdict comes from host copies of the index arrays
     (one synchronization) checked by the CPU target's inspector.
@@ -68,14 +69,16 @@ class SparseOperands:
         or None for a tensor the fast path does not take (batched, values not
         1-d, mixed index dtypes).  The verdict is None when never asked for
         (``validate`` False so far)."""
-        if kind == "csr":
-            pos, crd = x.crow_indices(), x.col_indices()
-        else:
-            pos, crd = x.ccol_indices(), x.row_indices()
-        stamp = (pos.data_ptr(), crd.data_ptr(), pos._version, crd._version, parents, dim)
+        # One alias stands for both index arrays: torch gives a compressed tensor's
+        # index aliases one version counter, bumped by in-place writes through
+        # either alias and by in-place ops on the tensor, and their storage is
+        # replaced together (tests/test_cuda_fast.py mutates each in place).
+        crd = x.col_indices() if kind == "csr" else x.row_indices()
+        stamp = (crd.data_ptr(), crd._version, parents, dim)
         entry = self._seen.get(x, stamp)
         if entry is not None and (entry[4] is not None or not validate):
             return entry
+        pos = x.crow_indices() if kind == "csr" else x.ccol_indices()
         vals = x.values()
         if pos.dim() != 1 or vals.dim() != 1 or pos.dtype is not crd.dtype:
             return None
@@ -113,14 +116,17 @@ def _inspect(pos: np.ndarray, crd: np.ndarray, parents: int, dim: int) -> tuple[
 
 
 class _KernelFeed:
-    """Where one kernel's parameters come from: per buffer (operand position, or
-    -1 for the output; which array: an index into the operand's pointers, or an
-    inspector's name), per size parameter the index it is."""
+    """Where one kernel's parameters come from, in parameter order: per buffer
+    (operand position, or -1 for the output; which array: an index into the
+    operand's pointers, or an inspector's name), per size parameter
+    (``SIZE``, the index it is)."""
 
-    def __init__(self, launch: RawLaunch, buffers: list[tuple[int, str]], sizes: list[str]):
+    def __init__(self, launch: RawLaunch, params: list[tuple[int, object]]):
         self.launch = launch
-        self.buffers = buffers
-        self.sizes = sizes
+        self.params = params
+
+
+SIZE = -2          # _KernelFeed.params: an integer parameter, not a buffer
 
 
 class TorchFastPath:
@@ -140,6 +146,7 @@ class TorchFastPath:
         self.output_kind = output_kind
         self.pattern = pattern                  # the operand whose pattern a PATTERN output takes
         self.feeds: dict[DType, list[_KernelFeed] | None] = {}
+        self.zero: dict[DType, bool] = {}       # per index dtype: zero the output first
         self.sparse = SparseOperands()
         torch = _torch()
         self.torch = torch
@@ -153,6 +160,7 @@ class TorchFastPath:
                             "csc": getattr(torch, "_sparse_csc_tensor_unsafe",
                                            torch.sparse_csc_tensor)}
         self._devices: dict[int, object] = {}
+        self._current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
         self._stream = raw if raw is not None else \
             (lambda d: torch.cuda.current_stream(d).cuda_stream)
@@ -196,31 +204,32 @@ class TorchFastPath:
         size_names = {size_var(ix).name: ix for ix in self.sources}
         feeds = []
         for kernel, launcher in zip(v.kernels, v.launchers):
-            buffers, sizes = [], []
+            params = []
             for p in kernel.params:
                 if isinstance(p.value, Buffer):
                     if p.tensor == ck.output:
                         if p.name != vals_buffer(ck.output, ck.dtype).name:
                             feeds = None
                             break
-                        buffers.append((-1, 0))
+                        params.append((-1, 0))
                     elif p.name in names:
-                        buffers.append(names[p.name])
+                        params.append(names[p.name])
                     elif p.inspector and p.tensor in ck.inputs \
                             and self.kinds[ck.inputs.index(p.tensor)][0] != "dense":
-                        buffers.append((ck.inputs.index(p.tensor), p.inspector))
+                        params.append((ck.inputs.index(p.tensor), p.inspector))
                     else:
                         feeds = None
                         break
                 elif p.tensor is None and p.name in size_names:
-                    sizes.append(size_names[p.name])
+                    params.append((SIZE, size_names[p.name]))
                 else:
                     feeds = None              # a level scalar: not a csr/csc/dense kernel
                     break
             if feeds is None:
                 break
-            feeds.append(_KernelFeed(RawLaunch(launcher), buffers, sizes))
+            feeds.append(_KernelFeed(RawLaunch(launcher), params))
         self.feeds[index_dtype] = feeds
+        self.zero[index_dtype] = v.zeroes(vals_buffer(ck.output, ck.dtype).name)
         return feeds
 
     def __call__(self, args, validate: bool):
@@ -272,10 +281,11 @@ class TorchFastPath:
                 if shapes[k][axis] != first:
                     return None               # the general path explains the mismatch
             sizes[ix] = first
-        feeds = self.feeds.get(index_dtype or DType.I32, _UNSEEN)
+        index_dtype = index_dtype or DType.I32
+        feeds = self.feeds.get(index_dtype, _UNSEEN)
         if feeds is _UNSEEN:
-            feeds = self._feeds(index_dtype or DType.I32)
-        if feeds is None or torch.cuda.current_device() != device:
+            feeds = self._feeds(index_dtype)
+        if feeds is None or self._current_device() != device:
             return None                       # the general path switches devices
         dev = self._devices.get(device)
         if dev is None:
@@ -289,21 +299,26 @@ class TorchFastPath:
             out_n = lens[self.pattern][0]
             out = torch.empty(out_n, dtype=tdtype, device=dev)
         out_ptr = out.data_ptr()
-        memset_zero(out_ptr, out_n * self.value_words, stream)
+        if self.zero[index_dtype]:
+            memset_zero(out_ptr, out_n * self.value_words, stream)
         for feed in feeds:
-            bp, bl = [], []
-            for k, j in feed.buffers:
-                if k < 0:
-                    bp.append(out_ptr)
+            values, bl, sz = [], [], []
+            for k, j in feed.params:
+                if k == SIZE:
+                    n = sizes[j]
+                    values.append(n)
+                    sz.append(n)
+                elif k < 0:
+                    values.append(out_ptr)
                     bl.append(out_n)
                 elif j.__class__ is str:         # an inspector's array
                     arr = self.sparse.derived(entries[k], j, shapes[k])
-                    bp.append(arr.data_ptr())
+                    values.append(arr.data_ptr())
                     bl.append(arr.numel())
                 else:
-                    bp.append(ptrs[k][j])
+                    values.append(ptrs[k][j])
                     bl.append(lens[k][j])
-            feed.launch.launch(bp, bl, [sizes[ix] for ix in feed.sizes], stream, device)
+            feed.launch.launch(values, bl, sz, stream, device)
         if self.output_kind == OutputKind.DENSE:
             return out
         _, pos, crd = self.sparse.lookup(args[self.pattern], self.kinds[self.pattern][0],
