@@ -244,25 +244,27 @@ def test_kernels_launch_on_the_torch_current_stream(monkeypatch):
     from spc.runtime import cuda_launch
     seen = []
     original = cuda_mod.CudaLauncher.__call__
-    original_raw = cuda_launch.RawLaunch.launch
+    original_raw = cuda_launch.RawLaunch.run
 
     def spy(self, buffers, sizes, nthreads=None, stream=None):
         seen.append(cupy.cuda.get_current_stream().ptr)
         return original(self, buffers, sizes, nthreads, stream)
 
-    def spy_raw(self, values, lengths, sizes, stream, device_id):
+    def spy_raw(self, values, sizes, longest, span, items, stream, device_id):
         seen.append(stream)              # the torch call path launches on this stream
-        return original_raw(self, values, lengths, sizes, stream, device_id)
+        return original_raw(self, values, sizes, longest, span, items, stream, device_id)
 
     monkeypatch.setattr(cuda_mod.CudaLauncher, "__call__", spy)
-    monkeypatch.setattr(cuda_launch.RawLaunch, "launch", spy_raw)
+    monkeypatch.setattr(cuda_launch.RawLaunch, "run", spy_raw)
     A = torch.from_numpy(_csr().toarray()).cuda().to_sparse_csr()
     B = torch.rand(40, 8, device="cuda")
     s = torch.cuda.Stream()
+    k = gpu("spmm", fmt="csr")
     with torch.cuda.stream(s):
-        out = gpu("spmm", fmt="csr")(A, B)
+        out = k(A, B)               # the generic walk, then the specialized call
+        out = k(A, B)
     s.synchronize()
-    assert seen and all(p == s.cuda_stream for p in seen)
+    assert len(seen) >= 2 and all(p == s.cuda_stream for p in seen)
     torch.testing.assert_close(out, A.to_dense() @ B, rtol=1e-4, atol=1e-4)
 
 

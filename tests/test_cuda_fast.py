@@ -301,3 +301,32 @@ def test_unzeroed_outputs_are_fully_written(kernel, general, general_path_counte
         got = out.to_dense() if out.layout != torch.strided else out
         np.testing.assert_allclose(got.double().cpu().numpy(), expect, rtol=1e-4, atol=1e-4)
     assert bool(general_path_counter) is general
+
+
+@pytest.mark.parametrize("kernel, layout", [("spmv", "csr"), ("spmm", "csr"), ("spmm", "csc"),
+                                            ("sddmm", "csr")])
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+def test_the_specialized_call_matches_the_generic_walk(kernel, layout, index_dtype,
+                                                       general_path_counter):
+    """After the first build the call runs straight-line code written for the
+    kernel (runtime/torch_specialize.py); it gives the generic walk's results."""
+    A = _matrix()
+    k = spc.compile(kernel, fmt=layout, target="cuda")
+    tA = _torch_sparse(A, layout, index_dtype, torch.float32)
+    rng = np.random.default_rng(9)
+    if kernel == "sddmm":
+        ops = (torch.tensor(rng.standard_normal((A.shape[0], 8)), dtype=torch.float32,
+                            device=DEV),
+               torch.tensor(rng.standard_normal((A.shape[1], 8)), dtype=torch.float32,
+                            device=DEV))
+    else:
+        shape = (A.shape[1],) if kernel == "spmv" else (A.shape[1], 24)
+        ops = (torch.tensor(rng.standard_normal(shape), dtype=torch.float32, device=DEV),)
+    first = k(tA, *ops)
+    path = k._device_fast
+    assert path.call is not path.generic and "def call" in path.call.source
+    fast, generic = k(tA, *ops), path.generic((tA,) + ops, True)
+    dense = (lambda t: t.to_dense()) if kernel == "sddmm" else (lambda t: t)
+    for out in (first, fast):
+        torch.testing.assert_close(dense(out), dense(generic), rtol=0, atol=0)
+    assert general_path_counter == []

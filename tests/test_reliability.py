@@ -165,6 +165,7 @@ class _FakeLauncher:
 
     from spc.codegen.cuda import CudaLauncher
     configure = CudaLauncher.configure       # the real launch decision
+    settle = CudaLauncher.settle
 
     def grid(self, sizes, device_id, span, items):
         return sizes["size_i"] // 4 + 1, (), 0

@@ -230,12 +230,20 @@ class CudaLauncher:
     def configure(self, sizes, lengths, device_id: int) -> tuple[int, tuple[int, ...], int, bool]:
         """(blocks, launch-choice arguments, lane-group size, narrow) of a launch
         with integer parameters ``sizes`` and buffers of ``lengths`` elements:
-        ``grid``'s answer (remembered per sizes), and whether the 32-bit index
-        arithmetic variant applies (no index value can reach 2**30)."""
+        ``settle``'s answer, and whether the 32-bit index arithmetic variant
+        applies (no index value can reach 2**30)."""
         plan = self.plan
         span = lengths[plan.lane_buffer] if plan.lane_buffer is not None else None
         items = lengths[plan.items_buffer] if plan.items_buffer is not None else None
-        key = (tuple(sizes), device_id, span, items)
+        launch, narrow = self.settle(tuple(sizes), device_id, span, items)
+        self.last = launch
+        blocks, extra, group = launch
+        return blocks, extra, group, narrow and max(lengths, default=0) < NARROW_LIMIT
+
+    def settle(self, sizes: tuple, device_id: int, span, items) -> tuple[tuple, bool]:
+        """(``grid``'s answer, whether the grid and ``sizes`` allow 32-bit index
+        arithmetic), remembered per arguments (a few dozen shapes at most)."""
+        key = (sizes, device_id, span, items)
         hit = self._grids.get(key)
         if hit is None:
             launch = self.grid(dict(zip(self.size_names, sizes)), device_id, span, items)
@@ -244,10 +252,7 @@ class CudaLauncher:
             if len(self._grids) > 64:
                 self._grids.clear()
             hit = self._grids[key] = (launch, narrow)
-        launch, narrow = hit
-        self.last = launch
-        blocks, extra, group = launch
-        return blocks, extra, group, narrow and max(lengths, default=0) < NARROW_LIMIT
+        return hit
 
     def __call__(self, buffers, sizes, nthreads: int | None = None, stream=None) -> None:
         import numpy as np

@@ -608,7 +608,7 @@ class CompiledKernel(KernelCall):
             if device_operands is not None:    # a device target (cuda)
                 if self._device_fast is _UNPLANNED:
                     self._device_fast = self.target.fast_path(self)
-                out = None if self._device_fast is None else self._device_fast(args, validate)
+                out = None if self._device_fast is None else self._device_fast.call(args, validate)
             else:
                 if self._plan is _UNPLANNED:
                     self.build()

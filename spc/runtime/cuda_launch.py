@@ -14,6 +14,7 @@ import ctypes
 import threading
 from functools import lru_cache
 
+from ..codegen.cuda import NARROW_LIMIT
 from ..errors import SpcError
 
 
@@ -50,13 +51,13 @@ def memset_zero(ptr: int, words: int, stream: int) -> None:
 
 
 class RawLaunch:
-    """``launch(values, lengths, sizes, stream, device_id)`` for one kernel.
+    """Launches of one kernel from raw device pointers.
 
-    Requires: ``launcher`` is the kernel's ``CudaLauncher``; ``values`` holds
-    every kernel parameter in order (a buffer's device address, a size's
-    value), ``lengths`` the buffers' element counts and ``sizes`` the integer
-    parameters, each in parameter order; ``stream`` a raw ``cudaStream_t`` (0:
-    the legacy default stream) of ``device_id``, the current device.
+    Requires: ``launcher`` is the kernel's ``CudaLauncher``.  Of a launch:
+    ``values`` holds every kernel parameter in order (a buffer's device
+    address, a size's value); ``sizes`` the integer parameters in order;
+    ``stream`` a raw ``cudaStream_t`` (0: the legacy default stream) of
+    ``device_id``, the current device.
     Ensures: the kernel is enqueued on ``stream`` exactly as ``launcher``
     would launch it on CuPy arrays with the same contents; nothing waits.
     """
@@ -65,36 +66,53 @@ class RawLaunch:
         self.launcher = launcher
         self.plan = launcher.plan
         self.nparams = len(launcher.kinds)
-        self._handles: dict[tuple, tuple] = {}
+        self._ready: dict[tuple, tuple] = {}
         self._lock = threading.Lock()
 
-    def _handle(self, device_id: int, narrow: bool, group: int, nextra: int):
-        """(CUfunction address, argument storage, the array of pointers into it)
-        for one variant.  Every argument takes an 8-byte slot: pointers and
-        sizes are 64-bit, and a 32-bit launch choice is read from its slot's
-        low half (CUDA targets are little-endian)."""
-        key = (device_id, narrow, group)
-        hit = self._handles.get(key)
-        if hit is None:
-            fn = self.launcher.function(device_id, narrow, group)
-            n = self.nparams + nextra
-            storage = (ctypes.c_int64 * max(1, n))()
-            base = ctypes.addressof(storage)
-            pointers = (ctypes.c_void_p * max(1, n))(*[base + 8 * k for k in range(n)])
-            hit = (int(fn.ptr), storage, pointers, fn)
-            self._handles[key] = hit
-        return hit
-
     def launch(self, values, lengths, sizes, stream: int, device_id: int) -> None:
-        blocks, extra, group, narrow = self.launcher.configure(sizes, lengths, device_id)
+        """As ``run``, with ``lengths`` the buffers' element counts in order."""
+        plan = self.plan
+        span = lengths[plan.lane_buffer] if plan.lane_buffer is not None else None
+        items = lengths[plan.items_buffer] if plan.items_buffer is not None else None
+        self.run(values, tuple(sizes), max(lengths, default=0), span, items, stream, device_id)
+
+    def run(self, values, sizes: tuple, longest: int, span, items, stream: int,
+            device_id: int) -> None:
+        """Enqueue one launch.  ``longest``: the largest buffer's element count;
+        ``span`` / ``items``: the lengths of the plan's ``lane_buffer`` /
+        ``items_buffer`` (None where it has none)."""
+        key = (sizes, device_id, span, items, longest < NARROW_LIMIT)
+        ready = self._ready.get(key)
+        if ready is None:
+            ready = self._prepare(key)
+        launch, handle, blocks, storage, argv = ready
+        self.launcher.last = launch
         if blocks <= 0:
             return
-        n = self.nparams
         with self._lock:
-            handle, storage, argv, _ = self._handle(device_id, narrow, group, len(extra))
-            storage[:n] = values
-            if extra:
-                storage[n:n + len(extra)] = extra
+            storage[:self.nparams] = values
             rc = _driver()(handle, blocks, 1, 1, self.plan.threads, 1, 1, 0, stream, argv, None)
         if rc != 0:
             raise SpcError(f"cuLaunchKernel failed for {self.launcher.name} (CUresult {rc})")
+
+    def _prepare(self, key) -> tuple:
+        """(the launcher's choice, CUfunction address, blocks, argument storage
+        with the launch-choice arguments filled in, the array of pointers into
+        it) for one ``run`` key.  Every argument takes an 8-byte slot: pointers
+        and sizes are 64-bit, and a 32-bit launch choice is read from its slot's
+        low half (CUDA targets are little-endian)."""
+        sizes, device_id, span, items, short = key
+        launch, narrow = self.launcher.settle(sizes, device_id, span, items)
+        blocks, extra, group = launch
+        fn = self.launcher.function(device_id, narrow and short, group)
+        n = self.nparams + len(extra)
+        storage = (ctypes.c_int64 * max(1, n))()
+        storage[self.nparams:n] = list(extra)
+        base = ctypes.addressof(storage)
+        argv = (ctypes.c_void_p * max(1, n))(*[base + 8 * k for k in range(n)])
+        ready = (launch, int(fn.ptr), blocks, storage, argv)   # the launcher keeps fn
+        with self._lock:
+            if len(self._ready) > 64:
+                self._ready.clear()
+            self._ready[key] = ready
+        return ready

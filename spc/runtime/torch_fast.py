@@ -130,7 +130,10 @@ SIZE = -2          # _KernelFeed.params: an integer parameter, not a buffer
 
 
 class TorchFastPath:
-    """``path(args, validate)``: the result, or None where the general path must run.
+    """``path.call(args, validate)`` (or ``path(args, validate)``): the result, or
+    None where the general path must run.  ``call`` walks the plan
+    (``generic``) until the first kernel is built, then runs straight-line code
+    written for this kernel (``torch_specialize``).
 
     Ensures: a dense result is a new torch tensor; a result with the sparse
     operand's pattern is a new sparse torch tensor whose values are new and
@@ -160,6 +163,9 @@ class TorchFastPath:
                             "csc": getattr(torch, "_sparse_csc_tensor_unsafe",
                                            torch.sparse_csc_tensor)}
         self._devices: dict[int, object] = {}
+        self._layout = None                     # the feeds' parameter layout, once built
+        self.same_layout: set[DType] = set()    # index dtypes whose feeds have that layout
+        self.call = self.generic                # the call; straight-line once specialized
         self._current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
         self._stream = raw if raw is not None else \
@@ -230,9 +236,28 @@ class TorchFastPath:
             feeds.append(_KernelFeed(RawLaunch(launcher), params))
         self.feeds[index_dtype] = feeds
         self.zero[index_dtype] = v.zeroes(vals_buffer(ck.output, ck.dtype).name)
+        if feeds is not None:
+            layout = [(f.params, f.launch.plan.lane_buffer, f.launch.plan.items_buffer)
+                      for f in feeds]
+            if self._layout is None:
+                self._layout = layout
+                self.same_layout.add(index_dtype)
+                from .torch_specialize import specialize
+                self.call = specialize(self, feeds) or self.generic
+            elif layout == self._layout:
+                self.same_layout.add(index_dtype)
         return feeds
 
+    def device_of(self, d: int):
+        """torch's device object for CUDA device ``d`` (made once)."""
+        dev = self._devices[d] = self.torch.device("cuda", d)
+        return dev
+
     def __call__(self, args, validate: bool):
+        return self.call(args, validate)
+
+    def generic(self, args, validate: bool):
+        """The call, walking the plan (``torch_specialize`` writes it out)."""
         torch = self.torch
         tdtype = self.tdtype
         device = -1
@@ -289,7 +314,7 @@ class TorchFastPath:
             return None                       # the general path switches devices
         dev = self._devices.get(device)
         if dev is None:
-            dev = self._devices[device] = torch.device("cuda", device)
+            dev = self.device_of(device)
         stream = self._stream(device)
         out_shape = tuple(shapes[k][axis] for k, axis in self.out_dims)
         if self.output_kind == OutputKind.DENSE:
