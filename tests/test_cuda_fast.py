@@ -327,6 +327,8 @@ def test_the_specialized_call_matches_the_generic_walk(kernel, layout, index_dty
     assert path.call is not path.generic and "def call" in path.call.source
     fast, generic = k(tA, *ops), path.generic((tA,) + ops, True)
     dense = (lambda t: t.to_dense()) if kernel == "sddmm" else (lambda t: t)
+    exact = layout == "csr"          # csc SpMM adds atomically: the order, and last bits, vary
     for out in (first, fast):
-        torch.testing.assert_close(dense(out), dense(generic), rtol=0, atol=0)
+        torch.testing.assert_close(dense(out), dense(generic), rtol=0 if exact else 1e-5,
+                                   atol=0 if exact else 1e-5)
     assert general_path_counter == []
