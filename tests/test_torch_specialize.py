@@ -24,10 +24,13 @@ class _Launch:
     plan = _Plan()
 
 
-def _written(kernel: str, fmt: str, **kw):
-    """The specialized call of ``kernel``, from feeds derived as _feeds does."""
-    k = spc.compile(kernel, fmt=fmt, target="cuda", arch="sm_90", **kw)
+def _written(kernel: str, fmt: str | None = None, **kw):
+    """The specialized call of ``kernel``, from feeds derived as _feeds does
+    (None also where the fast path does not take the kernel)."""
+    k = spc.compile(kernel, **({"fmt": fmt} if fmt else {}), target="cuda", arch="sm_90", **kw)
     path = TorchFastPath.of(k)
+    if path is None:
+        return None
     names = {}
     for n_, name in enumerate(k.inputs):
         names[vals_buffer(name, k.dtype).name] = (n_, 0)
@@ -41,11 +44,15 @@ def _written(kernel: str, fmt: str, **kw):
         params = []
         for p in kern.params:
             if isinstance(p.value, Buffer):
+                if p.tensor != k.output and not p.inspector and p.name not in names:
+                    return None                  # a level array of another format
                 params.append((-1, 0) if p.tensor == k.output else
                               (k.inputs.index(p.tensor), p.inspector) if p.inspector else
                               names[p.name])
-            else:
+            elif p.name in sizes:
                 params.append((SIZE, sizes[p.name]))
+            else:
+                return None                      # a level scalar
         feeds.append(_KernelFeed(_Launch(), params))
     return specialize(path, feeds)
 
@@ -74,3 +81,27 @@ def test_the_written_call(kernel, fmt, launch):
 
 def test_kernels_with_inspector_arrays_keep_the_generic_walk():
     assert _written("spmm", "csr", split_rows=8) is None
+
+
+def test_kernels_without_operands_keep_the_generic_walk():
+    assert _written("Z = 0.5") is None
+
+
+def test_every_random_expression_gets_code_that_compiles():
+    """The hypothesis suite's problems: whatever the fast path takes is written
+    out as code that compiles and declines host operands."""
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from test_hypothesis import problems
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(problems())
+    def check(p):
+        try:
+            call = _written(p.expr, formats=p.formats, dtype=p.dtype)
+        except spc.SpcError:
+            return
+        if call is not None:
+            assert call(tuple(p.inputs.values()), True) is None
+
+    check()

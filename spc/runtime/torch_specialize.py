@@ -24,8 +24,9 @@ def specialize(path, feeds):
     """``call(args, validate)`` for TorchFastPath ``path`` whose kernels take
     their parameters as ``feeds`` (its ``_KernelFeed`` list for one index
     dtype; ``path.same_layout`` lists the index dtypes whose feeds match it),
-    or None where some parameter is an inspector's array."""
-    if any(isinstance(j, str) for f in feeds for k, j in f.params if k != SIZE):
+    or None where some parameter is an inspector's array or there are no
+    operands (nothing to read the device from: the general path runs)."""
+    if not path.kinds or any(isinstance(j, str) for f in feeds for k, j in f.params if k != SIZE):
         return None
     n = len(path.kinds)
     lines = ["def call(args, validate):",
