@@ -26,6 +26,7 @@ from ..schedule import Schedule, check_applied
 from . import cache
 from .dump import Dumper
 from .inspectors import derived
+from .cpu_specialize import specialize as specialize_cpu
 from .launch_cpu import launch
 from .operands import result_family, shape_of, to_tensor, with_index_dtype
 
@@ -249,6 +250,7 @@ class CompiledKernel(KernelCall):
             ix for a in assign.accesses() if not formats[a.tensor].is_dense for ix in a.indices)
         self._max_threads = schedule.threads or config.num_threads()
         self._plan = _UNPLANNED
+        self._fast = self._fast_call      # the CPU fast call: straight-line once planned
         self._device_fast = _UNPLANNED
         self._variant(DType.I32)           # lower, render (and checks) eagerly
         if check_knobs:
@@ -613,7 +615,10 @@ class CompiledKernel(KernelCall):
                 if self._plan is _UNPLANNED:
                     self.build()
                     self._plan = self._fast_plan()
-                out = self._fast_call(args, validate)
+                    self._fast = self._fast_call if self._plan is None else (
+                        specialize_cpu(self, self._plan, _CompressedView, _SCIPY_RESULT,
+                                       call_work, SMALL_WORK) or self._fast_call)
+                out = self._fast(args, validate)
             if out is not None:
                 return out
         return self.run(self.bind(args, kwargs), validate)

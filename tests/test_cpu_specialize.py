@@ -1,0 +1,99 @@
+"""The CPU fast call written out per kernel (runtime/cpu_specialize.py): the
+same results and the same refusals as the plan walk (``_fast_call``) it
+replaces, on every operand family the fast path takes and on random problems."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+
+
+def _same(a, b):
+    if a is None or b is None:
+        assert a is None and b is None
+        return
+    if sp.issparse(a) or isinstance(a, spc.Tensor):
+        assert type(a) is type(b)
+        a, b = a.toarray() if sp.issparse(a) else a.to_numpy(), \
+            b.toarray() if sp.issparse(b) else b.to_numpy()
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def _both(k, args, validate=True):
+    return k._fast(args, validate), k._fast_call(args, validate)
+
+
+def _matrix(fmt="csr", seed=0):
+    A = sp.random(30, 20, density=0.2, format="csr", random_state=seed, dtype=np.float32)
+    A = A.tolil()
+    A[3, :] = 1.0                  # a dense row
+    A[4, :] = 0.0                  # an empty row
+    return A.asformat(fmt)
+
+
+@pytest.mark.parametrize("kernel, fmt", [("spmv", "csr"), ("spmv", "csc"), ("spmm", "csr"),
+                                         ("spmm", "csc"), ("sddmm", "csr")])
+@pytest.mark.parametrize("family", ["scipy", "spc"])
+def test_the_written_call_matches_the_walk(kernel, fmt, family):
+    rng = np.random.default_rng(1)
+    A = _matrix(fmt)
+    if family == "spc":
+        A = spc.tensor(A, fmt)
+    if kernel == "spmv":
+        ops = (rng.standard_normal(20).astype(np.float32),)
+    elif kernel == "spmm":
+        ops = (rng.standard_normal((20, 7)).astype(np.float32),)
+    else:
+        ops = (rng.standard_normal((30, 5)).astype(np.float32),
+               rng.standard_normal((20, 5)).astype(np.float32))
+    k = spc.compile(kernel, fmt=fmt)
+    k(A, *ops)
+    assert k._fast is not k._fast_call and "def call" in k._fast.source
+    fast, walk = _both(k, (A,) + ops)
+    assert fast is not None
+    _same(fast, walk)
+    # what the walk declines, the written call declines
+    bad_dtype = (A,) + tuple(o.astype(np.float64) for o in ops)
+    strided = (A,) + tuple(np.stack([o, o], -1)[..., 0] for o in ops)
+    wrong_shape = (A,) + tuple(np.concatenate([o, o]) for o in ops)
+    for args in (bad_dtype, strided, wrong_shape, (A.T,) + ops if family == "scipy" else None):
+        if args is not None:
+            _same(*_both(k, args))
+
+
+def test_malformed_and_int64_operands_are_declined_alike():
+    k = spc.compile("spmv", fmt="csr")
+    x = np.ones(20, np.float32)
+    A = _matrix()
+    k(A, x)
+    bad = A.copy()
+    bad.indices[0] = 99
+    wide = A.copy()
+    wide.indices, wide.indptr = wide.indices.astype(np.int64), wide.indptr.astype(np.int64)
+    for args in ((bad, x), (wide, x)):
+        assert _both(k, args) == (None, None)
+    assert k._fast((bad, x), False) is not None           # validate=False: taken as given
+    with pytest.raises(spc.InputError):
+        k(bad, x)
+
+
+def test_random_problems_agree():
+    pytest.importorskip("hypothesis")
+    from hypothesis import HealthCheck, given, settings
+    from test_hypothesis import problems
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(problems())
+    def check(p):
+        try:
+            k = spc.compile(p.expr, formats=p.formats, dtype=p.dtype)
+            args = tuple(p.inputs[n] for n in k.input_names)
+            k(*args)                     # positional: plans the fast call
+        except spc.SpcError:
+            return
+        if k._plan is not None and k._fast is not k._fast_call:
+            _same(*_both(k, args))
+
+    check()
