@@ -97,3 +97,32 @@ def test_random_problems_agree():
             _same(*_both(k, args))
 
     check()
+
+
+EDGES = {
+    "0x5": sp.csr_matrix((0, 5), dtype=np.float32),
+    "5x0": sp.csr_matrix((5, 0), dtype=np.float32),
+    "nnz0": sp.csr_matrix((4, 6), dtype=np.float32),
+    "one-dense-row": sp.csr_matrix(np.ones((1, 7), np.float32)),
+}
+
+
+@pytest.mark.parametrize("edge", list(EDGES))
+@pytest.mark.parametrize("kernel, fmt", [("spmv", "csr"), ("spmm", "csc"), ("sddmm", "csr")])
+def test_edge_shapes_agree_with_scipy(kernel, fmt, edge):
+    rng = np.random.default_rng(3)
+    A = EDGES[edge].asformat(fmt)
+    m, n = A.shape
+    if kernel == "spmv":
+        ops = (rng.standard_normal(n).astype(np.float32),)
+    elif kernel == "spmm":
+        ops = (rng.standard_normal((n, 3)).astype(np.float32),)
+    else:
+        ops = (rng.standard_normal((m, 3)).astype(np.float32),
+               rng.standard_normal((n, 3)).astype(np.float32))
+    k = spc.compile(kernel, fmt=fmt)
+    out = k(A, *ops)                     # the written-out call, or the general path
+    _same(*_both(k, (A,) + ops))
+    want = A.multiply(ops[0] @ ops[1].T).toarray() if kernel == "sddmm" else A @ ops[0]
+    got = out.toarray() if sp.issparse(out) else out
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
