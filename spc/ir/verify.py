@@ -5,6 +5,7 @@ from ..errors import CompileError
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
                     Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum, While,
                     dtype_of)
+from .traverse import walk
 
 
 def verify(kernel: Kernel, stage: str = "") -> Kernel:
@@ -144,20 +145,14 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
         if kernel.adds_to_output:
             fail(f"overwrites '{name}' but adds to the output's prior contents")
         if any(isinstance(n, Store) and n.buf.name == name and n.accumulate
-               for n in _walk(kernel.body)):
+               for n in walk(kernel.body)):
             fail(f"overwrites '{name}' but accumulates into it")
     return kernel
-
-
-def _walk(body):
-    from .traverse import walk
-    return walk(body)
 
 
 def _check_gpu(kernel: Kernel, fail) -> None:
     """``kernel.gpu`` names loops the body has, of the kinds it claims: the
     ``flat`` loop a lane loop, the ``group`` loop a serial loop inside one."""
-    from .traverse import walk
     gpu = kernel.gpu
     if gpu.unroll < 1:
         fail(f"gpu unroll {gpu.unroll} < 1")

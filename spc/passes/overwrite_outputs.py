@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import (BinOp, Block, Buffer, Const, Expr, For, If, Kernel, Load, ParamRole,
-                        Stmt, Store, Var, While)
+from ..ir.nodes import (BinOp, Block, Buffer, Expr, For, If, Kernel, Load, ParamRole, Stmt,
+                        Store, Var, While)
+from ..ir.simplify_expr import is_const
 from .map_gpu import _replace_stores, inline, let_env
 
 
@@ -54,20 +55,19 @@ def overwrite_outputs(kernel: Kernel) -> Kernel:
             found.setdefault(store.buf.name, []).append((store, loops, guarded))
     env = let_env(kernel.body)
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE and p.tensor is None}
-    once = set()
-    for name, stores in found.items():
+    once, overwritten = set(), []
+    for name, stores in sorted(found.items()):
         if len(stores) == 1:
             store, loops, guarded = stores[0]
             if not guarded and not store.atomic and _covers_once(
                     inline(store.index, env), loops, env, sizes):
                 once.add(id(store))
+                overwritten.append(name)
     if not once:
         return kernel
     body = _replace_stores(kernel.body,
                            lambda n: replace(n, accumulate=False) if id(n) in once else n)
-    overwritten = tuple(sorted(name for name, stores in found.items()
-                               if id(stores[0][0]) in once))
-    return replace(kernel, body=body, overwrites=overwritten)
+    return replace(kernel, body=body, overwrites=tuple(overwritten))
 
 
 def _stores(s: Stmt, loops: tuple[For, ...], guarded: bool):
@@ -94,7 +94,7 @@ def _covers_once(index: Expr, loops: tuple[For, ...], env, sizes: set[str]) -> b
         return False
     whole = {}                                     # loop var -> its size var, [0, size)
     for loop in loops:
-        if _is_zero(loop.lo) and isinstance(loop.hi, Var) and loop.hi.name in sizes:
+        if is_const(loop.lo, 0) and isinstance(loop.hi, Var) and loop.hi.name in sizes:
             whole[loop.var.name] = loop.hi.name
     last = loops[-1]
     if isinstance(index, Var) and index.name == last.var.name and last.var.name not in whole:
@@ -103,7 +103,7 @@ def _covers_once(index: Expr, loops: tuple[For, ...], env, sizes: set[str]) -> b
             return False
         rest = [loop.var.name for loop in loops[:-1]]
         if not rest:
-            return _is_zero(positions)
+            return is_const(positions, 0)
         return all(v in whole for v in rest) and _row_major(positions, set(rest), whole)
     names = [loop.var.name for loop in loops]
     return all(v in whole for v in names) and len(set(names)) == len(names) \
@@ -115,11 +115,9 @@ def _positions(loop: For, env) -> Expr | None:
     lo, hi = inline(loop.lo, env), inline(loop.hi, env)
     if not (isinstance(lo, Load) and isinstance(hi, Load) and lo.buf == hi.buf):
         return None
-    q = lo.index
-    step = hi.index
-    if isinstance(step, BinOp) and step.op == "+" and _is_one(step.rhs) and step.lhs == q:
-        return q
-    if isinstance(step, BinOp) and step.op == "+" and _is_one(step.lhs) and step.rhs == q:
+    q, step = lo.index, hi.index
+    if isinstance(step, BinOp) and step.op == "+" and (
+            (is_const(step.rhs, 1) and step.lhs == q) or (is_const(step.lhs, 1) and step.rhs == q)):
         return q
     return None
 
@@ -141,10 +139,3 @@ def _row_major(e: Expr, remaining: set[str], whole: dict[str, str]) -> bool:
                 return True
     return False
 
-
-def _is_zero(e: Expr) -> bool:
-    return isinstance(e, Const) and e.value == 0
-
-
-def _is_one(e: Expr) -> bool:
-    return isinstance(e, Const) and e.value == 1
