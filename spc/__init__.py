@@ -6,7 +6,7 @@
 """
 from .api import NAMED_KERNELS, compile
 from . import prune
-from .errors import (CacheWarning, CompileError, DTypeError, FormatError, InputError, KernelNameError,
+from .errors import (CacheWarning, CompileError, DTypeError, DTypeWarning, FormatError, InputError, KernelNameError,
                      ParseError, ResourceError, ScheduleError, ShapeError, SpcError,
                      UnsupportedError)
 from .formats.format import Format, format_names, register_format
@@ -26,5 +26,5 @@ __all__ = [
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
     "NAMED_KERNELS", "schedule_space", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
-    "InputError", "DTypeError", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
+    "InputError", "DTypeError", "DTypeWarning", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
 ]

@@ -15,6 +15,7 @@ from .ir.nodes import DType
 from .runtime.compiled import CompiledKernel, in_user_names, loop_var_name
 from .schedule import Schedule
 from .runtime.composite import CompositeKernel
+from .runtime.dispatch import TypedKernel
 
 NAMED_KERNELS = {
     # name: (expression, operands taking `fmt`, positional operand order)
@@ -23,7 +24,22 @@ NAMED_KERNELS = {
     "sddmm": ("S[i,j] = A[i,j] * X[i,k] * Y[j,k]", ("A", "S"), ("A", "X", "Y")),
 }
 
-_DTYPES = {"float32": DType.F32, "float64": DType.F64, "f32": DType.F32, "f64": DType.F64}
+def _value_type(dtype) -> DType:
+    """The DType ``spc.compile``'s ``dtype=`` names (a numpy dtype or its name,
+    a torch dtype, "f32"/"f64"); a DTypeError for a type no kernel computes in."""
+    import numpy as np
+    from .runtime.value_types import COMPUTED
+    name = {"f32": "float32", "f64": "float64"}.get(dtype, dtype) if isinstance(dtype, str) \
+        else dtype
+    try:
+        name = np.dtype(name).name
+    except TypeError:
+        name = str(name).rpartition(".")[2]          # torch.float32 -> float32
+    if name not in COMPUTED:
+        from .errors import DTypeError
+        raise DTypeError(f"dtype must be None (the operands' type) or one of "
+                         f"{', '.join(COMPUTED)}, not {dtype!r}")
+    return COMPUTED[name]
 
 
 def make_target(target, **options):
@@ -48,24 +64,19 @@ def make_target(target, **options):
     raise UnsupportedError(f"unknown target {target!r} (known: 'cpu', 'cuda')")
 
 
-def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32",
-            schedule: Schedule | None = None, **target_options) -> CompiledKernel:
+def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
+            schedule: Schedule | None = None, **target_options) -> TypedKernel:
     """Compile a named kernel ("spmv", "spmm", "sddmm") or an index-notation
     expression such as ``"y[i] = A[i,j] * x[j] + b[i]"``.
 
     ``fmt`` sets the sparse operand of a named kernel; ``formats`` maps tensor
-    names of an expression to formats (unnamed tensors are dense).  ``dtype``
-    is the value type (float32 or float64).  Returns a CompiledKernel whose
-    ``.source`` and ``.ir`` show the generated code.
+    names of an expression to formats (unnamed tensors are dense).  ``dtype``:
+    None (the default) computes each call in its operands' value type, one
+    compiled kernel per type; float32 or float64 computes in that type, refusing
+    operands it would round (``runtime/value_types.py`` has the rule).  Returns a
+    TypedKernel whose ``.source`` and ``.ir`` show the generated code.
     """
-    try:
-        import numpy as np
-        dt = _DTYPES.get(np.dtype(dtype).name)
-    except TypeError:
-        dt = None
-    if dt is None:
-        from .errors import DTypeError
-        raise DTypeError(f"dtype must be float32 or float64, not {dtype!r}")
+    dt = None if dtype is None else _value_type(dtype)
     if "[" not in kernel and "=" not in kernel:
         name = kernel.strip().lower()
         if name not in NAMED_KERNELS:
@@ -110,12 +121,16 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="float32
     kind = CompositeKernel if any(isinstance(f, SumFormat) for f in resolved.values()) \
         else CompiledKernel
     display = {i: u for u, i in internal.items() if i != u}
-    try:
-        return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
-                    make_target(target, **target_options), dt, schedule, label,
-                    tuple(internal[n] for n in input_names), display=display)
-    except SpcError as err:
-        raise in_user_names(err, display) from None
+    built_target = make_target(target, **target_options)
+
+    def make(value_type: DType):
+        try:
+            return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
+                        built_target, value_type, schedule, label,
+                        tuple(internal[n] for n in input_names), display=display)
+        except SpcError as err:
+            raise in_user_names(err, display) from None
+    return TypedKernel(make, dt)
 
 
 SCHEDULE_KEYWORDS = tuple(f.name for f in dataclasses.fields(Schedule))

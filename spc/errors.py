@@ -84,3 +84,9 @@ class CacheWarning(UserWarning):
 
 class ResourceError(SpcError, MemoryError):
     """The host or the GPU ran out of memory for a call's output or workspace."""
+
+
+class DTypeWarning(UserWarning):
+    """An operand's values were converted to the value type a kernel was compiled
+    for (``spc.compile(..., dtype=...)``), a conversion that loses nothing; spc
+    says so once per kernel, operand and type."""

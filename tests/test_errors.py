@@ -580,5 +580,5 @@ def test_canonicalizing_a_large_unsorted_matrix_is_not_quadratic():
 ])
 def test_compile_accepts_every_spelling_of_a_float_dtype(dtype, expect):
     k = spc.compile("spmv", fmt="csr", dtype=dtype)
-    y = k(small_csr(), np.ones(3))
+    y = k(small_csr(expect), np.ones(3, expect))
     assert y.dtype == expect

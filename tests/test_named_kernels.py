@@ -226,15 +226,40 @@ def test_dense_operands_in_any_layout(compiled, kernel, layout):
     assert_allclose(out, kernel.reference(A, ops), np.float64)
 
 
-@pytest.mark.parametrize("given, kernel_dtype", [("float64", "float32"), ("float32", "float64")])
 @pytest.mark.parametrize("kernel", [KernelCase("spmv"), KernelCase("spmm", 7),
                                     KernelCase("sddmm", 5)], ids=str)
-def test_inputs_are_cast_to_kernel_dtype(compiled, kernel, given, kernel_dtype):
-    A = MATRICES[MATRIX_IDS.index("square_40x40")].build(given)
-    ops = kernel.operands(A, given)
-    out = compiled(kernel.name, dtype=kernel_dtype)(A, *ops)
-    assert out.dtype == np.dtype(kernel_dtype)
-    assert_allclose(out, kernel.reference(A, ops), np.float32)
+def test_float32_inputs_convert_to_a_float64_kernel_with_a_warning(compiled, kernel):
+    A = MATRICES[MATRIX_IDS.index("square_40x40")].build("float32")
+    ops = kernel.operands(A, "float32")
+    k = compiled(kernel.name, dtype="float64")
+    with pytest.warns(spc.DTypeWarning, match="converted to float64"):
+        out = k(A, *ops)
+    assert out.dtype == np.float64
+    assert_allclose(out, kernel.reference(A, ops), np.float64)
+
+
+@pytest.mark.parametrize("kernel", [KernelCase("spmv"), KernelCase("spmm", 7),
+                                    KernelCase("sddmm", 5)], ids=str)
+def test_float64_inputs_are_refused_by_a_float32_kernel(compiled, kernel):
+    A = MATRICES[MATRIX_IDS.index("square_40x40")].build("float64")
+    ops = kernel.operands(A, "float64")
+    with pytest.raises(spc.DTypeError, match="would be rounded"):
+        compiled(kernel.name, dtype="float32")(A, *ops)
+
+
+@pytest.mark.parametrize("given", [("float32", "float64"), ("float64", "float32"),
+                                   ("float32", "int64")], ids="-".join)
+@pytest.mark.parametrize("kernel", [KernelCase("spmv"), KernelCase("spmm", 7),
+                                    KernelCase("sddmm", 5)], ids=str)
+def test_default_dtype_computes_in_the_promoted_type(kernel, given):
+    """dtype=None: numpy's promotion of the operands' types (float32 with int64 is
+    float64), without a warning."""
+    sparse, dense = given
+    A = MATRICES[MATRIX_IDS.index("square_40x40")].build(sparse)
+    ops = [np.rint(o * 4).astype(dense) for o in kernel.operands(A, "float64")]
+    out = spc.compile(kernel.name)(A, *ops)
+    assert out.dtype == np.result_type(sparse, dense)
+    assert_allclose(out, kernel.reference(A, ops), out.dtype)
 
 
 @pytest.mark.parametrize("given", ["csr", "csc", "coo", "dcsr", "dense"])

@@ -27,7 +27,8 @@ class _Launch:
 def _written(kernel: str, fmt: str | None = None, **kw):
     """The specialized call of ``kernel``, from feeds derived as _feeds does
     (None also where the fast path does not take the kernel)."""
-    k = spc.compile(kernel, **({"fmt": fmt} if fmt else {}), target="cuda", arch="sm_90", **kw)
+    k = spc.compile(kernel, **({"fmt": fmt} if fmt else {}), target="cuda", arch="sm_90",
+                    **kw).specialize("float32")
     path = TorchFastPath.of(k)
     if path is None:
         return None

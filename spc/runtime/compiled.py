@@ -605,23 +605,30 @@ class CompiledKernel(KernelCall):
 
     def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)
-        device_operands = getattr(self.target, "operands", None)
-        if not kwargs and len(args) == len(self.inputs):
-            if device_operands is not None:    # a device target (cuda)
-                if self._device_fast is _UNPLANNED:
-                    self._device_fast = self.target.fast_path(self)
-                out = None if self._device_fast is None else self._device_fast.call(args, validate)
-            else:
-                if self._plan is _UNPLANNED:
-                    self.build()
-                    self._plan = self._fast_plan()
-                    self._fast = self._fast_call if self._plan is None else (
-                        specialize_cpu(self, self._plan, _CompressedView, _SCIPY_RESULT,
-                                       call_work, SMALL_WORK) or self._fast_call)
-                out = self._fast(args, validate)
+        if not kwargs:
+            out = self.fast(args, validate)
             if out is not None:
                 return out
         return self.run(self.bind(args, kwargs), validate)
+
+    def fast(self, args: tuple, validate: bool = True):
+        """The result of a call with positional operands ``args`` through the
+        target's fast path, or None where that path does not take them (the
+        caller then takes ``run``).  A result means every typed operand has the
+        kernel's value type exactly: the fast paths convert nothing."""
+        if len(args) != len(self.inputs):
+            return None
+        if getattr(self.target, "operands", None) is not None:    # a device target (cuda)
+            if self._device_fast is _UNPLANNED:
+                self._device_fast = self.target.fast_path(self)
+            return None if self._device_fast is None else self._device_fast.call(args, validate)
+        if self._plan is _UNPLANNED:
+            self.build()
+            self._plan = self._fast_plan()
+            self._fast = self._fast_call if self._plan is None else (
+                specialize_cpu(self, self._plan, _CompressedView, _SCIPY_RESULT,
+                               call_work, SMALL_WORK) or self._fast_call)
+        return self._fast(args, validate)
 
     def run(self, bound: dict[str, object], validate: bool = True):
         """The result for ``bound``, every operand by internal name (``bind``'s

@@ -142,6 +142,10 @@ class CompositeKernel(KernelCall):
         return f"spc.CompositeKernel({self.expression.source!r}, target={self.target.name})"
 
     # -- calling ----------------------------------------------------------------------
+    def fast(self, args, validate: bool = True):
+        """None: calls of sum formats take the general path (see CompiledKernel.fast)."""
+        return None
+
     def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)
         by_user = bind_operands(self.name, self.input_names, args, kwargs)
