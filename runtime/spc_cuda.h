@@ -58,6 +58,66 @@ __device__ __forceinline__ void spc_atomic_add(long long* p, long long v) {
     atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
 
+// 16-bit floats, stored as their bits (unsigned short) so that no header is
+// needed: loads widen to float, stores round to nearest even (PTX cvt.rn).
+__device__ __forceinline__ float spc_f16_to_f32(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short spc_f32_to_f16(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ float spc_bf16_to_f32(unsigned short b) {
+    return __uint_as_float(static_cast<unsigned int>(b) << 16);
+}
+__device__ __forceinline__ unsigned short spc_f32_to_bf16(float f) {
+#if __CUDA_ARCH__ >= 800
+    unsigned short b;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f));
+    return b;
+#else
+    const unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((u >> 16) | 0x40u);
+    return static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+}
+// Atomic `p[0] += v` on a 16-bit float: the hardware's add where it has one
+// (f16 from sm_70, bf16 from sm_90), else a compare-and-swap loop on the
+// aligned 32-bit word holding it.
+template <bool BF> __device__ __forceinline__ void spc_atomic_add16_cas(unsigned short* p,
+                                                                      float v) {
+    unsigned int* word = reinterpret_cast<unsigned int*>(
+        reinterpret_cast<unsigned long long>(p) & ~3ull);
+    const unsigned int shift = (reinterpret_cast<unsigned long long>(p) & 2ull) ? 16u : 0u;
+    unsigned int old = *word, seen;
+    do {
+        seen = old;
+        const unsigned short bits = static_cast<unsigned short>(seen >> shift);
+        const float sum = (BF ? spc_bf16_to_f32(bits) : spc_f16_to_f32(bits)) + v;
+        const unsigned int nb = BF ? spc_f32_to_bf16(sum) : spc_f32_to_f16(sum);
+        old = atomicCAS(word, seen, (seen & ~(0xffffu << shift)) | (nb << shift));
+    } while (old != seen);
+}
+__device__ __forceinline__ void spc_f32_to_f16_atomic_add(unsigned short* p, float v) {
+#if __CUDA_ARCH__ >= 700
+    asm volatile("red.add.noftz.f16 [%0], %1;" :: "l"(p), "h"(spc_f32_to_f16(v))
+                 : "memory");
+#else
+    spc_atomic_add16_cas<false>(p, v);
+#endif
+}
+__device__ __forceinline__ void spc_f32_to_bf16_atomic_add(unsigned short* p, float v) {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("red.add.noftz.bf16 [%0], %1;" :: "l"(p), "h"(spc_f32_to_bf16(v))
+                 : "memory");
+#else
+    spc_atomic_add16_cas<true>(p, v);
+#endif
+}
+
 // min/max with the loop IR's meaning: min(a, b) = a < b ? a : b.
 template <typename T> __device__ __forceinline__ T spc_min(T a, T b) { return a < b ? a : b; }
 template <typename T> __device__ __forceinline__ T spc_max(T a, T b) { return a > b ? a : b; }

@@ -494,10 +494,11 @@ def test_torch_value_dtypes(torch, tdtype, expect):
 
 
 @pytest.mark.parametrize("tdtype", ["float16", "bfloat16"])
-def test_torch_half_values_need_an_explicit_dtype(torch, tdtype):
+def test_torch_half_values_keep_their_type_or_convert(torch, tdtype):
     x = torch.tensor([[0.0, 1.5], [2.0, 0.0]], dtype=getattr(torch, tdtype))
-    with pytest.raises(spc.DTypeError, match="float32 or float64"):
-        spc.tensor(x, "csr")
+    t = spc.tensor(x, "csr")
+    assert t.dtype.name == tdtype
+    np.testing.assert_array_equal(t.to_numpy().astype(np.float32), [[0, 1.5], [2, 0]])
     for dtype in (np.float32, torch.float32):
         t = spc.tensor(x.to_sparse_csr(), "csr", dtype=dtype)
         assert t.dtype == np.float32

@@ -397,7 +397,8 @@ def nvcc_results():
         return {key: (f.result(), jobs[key]) for key, f in futures.items()}
 
 
-VARIANTS = [(False, "float32"), (True, "float32"), (False, "float64")]
+VARIANTS = [(False, "float32"), (True, "float32"), (False, "float64"), (False, "float16"),
+            (False, "bfloat16")]
 # the named kernels and the expressions in every variant, the rest in float32
 CORE = {i for i, _ in MATRIX[:len(NAMED) * len(FORMATS) + len(EXPRESSIONS)]}
 NVCC_PARAMS = [pytest.param(ident, det, dtype, id=f"{ident}-{dtype}{'-det' if det else ''}")

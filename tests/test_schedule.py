@@ -113,13 +113,14 @@ def _names(passes):
 @pytest.mark.parametrize("schedule, cpu, cuda", [
     (spc.Schedule(),
      ["simplify", "tile_rows_for_registers", "map_parallel", "simplify", "mark_noncanonical",
-      "block_reductions", "overwrite_outputs"],
+      "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "collapse_blocks", "map_gpu", "simplify", "mark_noncanonical",
-      "overwrite_outputs"]),
+      "overwrite_outputs", "widen_outputs"]),
     (spc.Schedule(parallel=False),
      ["simplify", "tile_rows_for_registers", "simplify", "mark_noncanonical",
-      "block_reductions", "overwrite_outputs"],
-     ["simplify", "collapse_blocks", "simplify", "mark_noncanonical", "overwrite_outputs"]),
+      "block_reductions", "overwrite_outputs", "widen_outputs"],
+     ["simplify", "collapse_blocks", "simplify", "mark_noncanonical", "overwrite_outputs",
+      "widen_outputs"]),
 ], ids=["default", "serial"])
 def test_the_pipelines_follow_the_schedule(schedule, cpu, cuda):
     assert _names(cpu_pipeline(schedule)) == cpu

@@ -53,7 +53,11 @@ from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PE
 C_TYPES = {DType.F32: "float", DType.F64: "double", DType.I8: "signed char", DType.I16: "short",
            DType.I32: "int", DType.I64: "spc_idx", DType.BOOL: "bool"}
 NARROW_INTS = (DType.I8, DType.I16, DType.I32)          # loads widen to spc_idx
-ELEM_TYPES = {**C_TYPES, DType.I64: "long long"}      # array element types
+ELEM_TYPES = {**C_TYPES, DType.I64: "long long",       # array element types: 16-bit
+              DType.F16: "unsigned short", DType.BF16: "unsigned short"}  # floats as bits
+# how a 16-bit float element widens to float and a float rounds back (spc_cuda.h)
+WIDEN = {DType.F16: "spc_f16_to_f32", DType.BF16: "spc_bf16_to_f32"}
+NARROW = {DType.F16: "spc_f32_to_f16", DType.BF16: "spc_f32_to_bf16"}
 
 _RESERVED = C_WORDS
 
@@ -280,6 +284,8 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
             text = f"{c_name(x.buf.name)}[{r(x.index)}]"
             if guard is not None and _reads(x.index) & variant:
                 text = f"({guard} ? {text} : ({c_elem_type(x.buf.dtype)})0)"
+            if x.buf.dtype in WIDEN:
+                return f"{WIDEN[x.buf.dtype]}({text})"
             return f"(spc_idx){text}" if x.buf.dtype in NARROW_INTS else text
         if isinstance(x, Neg):
             return f"(-{r(x.operand)})"
@@ -422,11 +428,19 @@ class _Body:
 
     def store(self, s: Store, ctx: str, **kw) -> str:
         target = f"{c_name(s.buf.name)}[{render_expr(s.index, **kw)}]"
-        value = _converted(s.value, s.buf.dtype, **kw)
-        if s.atomic:
-            text = f"spc_atomic_add(&{target}, {value});"
+        dt = s.buf.dtype
+        if dt in NARROW:                  # 16-bit floats: arithmetic in float, rounded once
+            value = _converted(s.value, dt.widened, **kw)
+            if s.atomic:
+                text = f"{NARROW[dt]}_atomic_add(&{target}, {value});"
+            elif s.accumulate:
+                text = f"{target} = {NARROW[dt]}({WIDEN[dt]}({target}) + {value});"
+            else:
+                text = f"{target} = {NARROW[dt]}({value});"
+        elif s.atomic:
+            text = f"spc_atomic_add(&{target}, {_converted(s.value, dt, **kw)});"
         else:
-            text = f"{target} {'+=' if s.accumulate else '='} {value};"
+            text = f"{target} {'+=' if s.accumulate else '='} {_converted(s.value, dt, **kw)};"
         if s.buf.name not in self.params or ctx in ("lane", "thread"):
             return text                    # a local array, or this thread's own iteration
         if ctx == "group":                 # the lane group's iteration: its first lane

@@ -41,8 +41,11 @@ REDUCE = ("reassoc", "contract", "nsz")
 MAX_THREADS = 256
 _LOOP_SELF = "spc.loop.self"     # stands for a loop metadata node's reference to itself
 
-_LL = {DType.F32: F32, DType.F64: F64, DType.I8: I8, DType.I16: ir.IntType(16), DType.I32: I32,
-       DType.I64: I64, DType.BOOL: I1}
+I16 = ir.IntType(16)
+_LL = {DType.F16: ir.HalfType(), DType.BF16: I16, DType.F32: F32, DType.F64: F64, DType.I8: I8,
+       DType.I16: I16, DType.I32: I32, DType.I64: I64, DType.BOOL: I1}
+# bfloat16 arrays are i16 bit patterns (llvmlite has no bfloat type): the upper
+# half of a float32, rounded to nearest even on the way in
 
 
 def ll_type(dt: DType) -> ir.Type:
@@ -111,10 +114,7 @@ class _FunctionEmitter:
             raise CompileError(f"variable {e.name} is used before it is defined")
         if isinstance(e, Load):
             ptr = b.gep(self.buffers[e.buf.name], [self.expr(e.index)], inbounds=True)
-            v = b.load(ptr)
-            if e.buf.dtype.is_int and e.buf.dtype is not DType.I64:
-                v = b.sext(v, I64)
-            return v
+            return self.widen(b.load(ptr), e.buf.dtype)
         if isinstance(e, Neg):
             v = self.expr(e.operand)
             return b.fneg(v) if dtype_of(e.operand).is_float else b.neg(v)
@@ -130,6 +130,56 @@ class _FunctionEmitter:
             lhs, rhs = self.expr(e.lhs), self.expr(e.rhs)
             return self.binop(e.op, lhs, rhs, dtype_of(e.lhs))
         raise CompileError(f"cannot emit expression {e!r}")
+
+    def widen(self, v, dt: DType):
+        """A loaded array element ``v`` of ``dt`` as its widened type (DType.widened)."""
+        b = self.b
+        if dt is DType.F16:
+            return b.fpext(v, F32)
+        if dt is DType.BF16:
+            return b.bitcast(b.shl(b.zext(v, I32), ir.Constant(I32, 16)), F32)
+        if dt.is_int and dt is not DType.I64:
+            return b.sext(v, I64)
+        return v
+
+    def narrow(self, v, dt: DType):
+        """A widened value ``v`` as an element of an array of ``dt`` (16-bit floats
+        rounded to nearest even; a bfloat16 NaN stays a quiet NaN)."""
+        b = self.b
+        if dt is DType.F16:
+            return b.fptrunc(v, _LL[dt])
+        if dt is DType.BF16:
+            bits = b.bitcast(v, I32)
+            odd = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
+            rounded = b.lshr(b.add(bits, b.add(odd, ir.Constant(I32, 0x7FFF))),
+                             ir.Constant(I32, 16))
+            quiet = b.or_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 0x40))
+            nan = b.fcmp_unordered("uno", v, v)
+            return b.trunc(b.select(nan, quiet, rounded), I16)
+        if dt.is_int and dt is not DType.I64:
+            return b.trunc(v, _LL[dt])
+        return v
+
+    def atomic_add16(self, ptr, value, dt: DType) -> None:
+        """``*ptr += value`` on a 16-bit float array element, atomically: a
+        compare-and-swap loop (x86 has no 16-bit float atomic addition)."""
+        b = self.b
+        bits_ptr = b.bitcast(ptr, I16.as_pointer())
+        start = b.load(bits_ptr)
+        loop, done = b.append_basic_block("cas.loop"), b.append_basic_block("cas.done")
+        entry = b.block
+        b.branch(loop)
+        b.position_at_end(loop)
+        old = b.phi(I16)
+        old.add_incoming(start, entry)
+        as_elem = b.bitcast(old, _LL[dt]) if dt is DType.F16 else old
+        new = self.narrow(b.fadd(self.widen(as_elem, dt), value), dt)
+        new_bits = b.bitcast(new, I16) if dt is DType.F16 else new
+        pair = b.cmpxchg(bits_ptr, old, new_bits, "monotonic", "monotonic")
+        seen = b.extract_value(pair, 0)
+        old.add_incoming(seen, b.block)
+        b.cbranch(b.extract_value(pair, 1), done, loop)
+        b.position_at_end(done)
 
     def cast(self, v, src: DType, dst: DType):
         b = self.b
@@ -214,15 +264,23 @@ class _FunctionEmitter:
         elif isinstance(s, Store):
             ptr = b.gep(self.buffers[s.buf.name], [self.expr(s.index)], inbounds=True)
             value = self.expr(s.value)
-            if s.buf.dtype.is_int and s.buf.dtype is not DType.I64 \
-                    and dtype_of(s.value) is DType.I64:
-                value = b.trunc(value, _LL[s.buf.dtype])
+            dt = s.buf.dtype
+            if dt in (DType.F16, DType.BF16):     # arithmetic in float32, then rounded
+                if s.atomic:
+                    self.atomic_add16(ptr, value, dt)
+                    return
+                if s.accumulate:
+                    value = b.fadd(self.widen(b.load(ptr), dt), value, flags=CONTRACT)
+                b.store(self.narrow(value, dt), ptr)
+                return
+            if dt.is_int and dt is not DType.I64 and dtype_of(s.value) is DType.I64:
+                value = b.trunc(value, _LL[dt])
             if s.atomic:
-                b.atomic_rmw("fadd" if s.buf.dtype.is_float else "add", ptr, value, "monotonic")
+                b.atomic_rmw("fadd" if dt.is_float else "add", ptr, value, "monotonic")
                 return
             if s.accumulate:
                 old = b.load(ptr)
-                value = b.fadd(old, value, flags=CONTRACT) if s.buf.dtype.is_float else b.add(old, value)
+                value = b.fadd(old, value, flags=CONTRACT) if dt.is_float else b.add(old, value)
             b.store(value, ptr)
         elif isinstance(s, Alloc):
             arr = self._alloca(ir.ArrayType(ll_type(s.buf.dtype), s.size), s.buf.name)

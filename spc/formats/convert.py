@@ -109,7 +109,8 @@ def _csc() -> Format:
 
 
 def _values(v, dtype) -> np.ndarray:
-    """Values as float32/float64 (integers and booleans become float64, or dtype)."""
+    """Values in a value type (tensor.VALUE_TYPES: integers and booleans become
+    float64, or dtype)."""
     v = np.asarray(v)
     if v.dtype.kind in "iub":
         return v.astype(np.float64 if dtype is None else value_dtype(dtype))
@@ -319,19 +320,30 @@ def from_dia_arrays(offsets, data, shape, fmt, dtype, what: str) -> Tensor:
 _TORCH_TO_NUMPY = {"float32": np.float32, "float64": np.float64, "float16": np.float16,
                    "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
                    "uint8": np.uint8, "bool": np.bool_}
-_TORCH_VALUES = ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+_TORCH_VALUES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                 "bool")
 
 
 def _torch_numpy(t, dtype, what: str) -> np.ndarray:
-    """A CPU torch tensor's data as numpy (values cast to ``dtype`` where numpy
-    cannot hold torch's dtype)."""
+    """A CPU torch tensor's data as numpy, without a copy (bfloat16 as ml_dtypes'
+    bfloat16; values cast to ``dtype`` where numpy cannot hold torch's dtype)."""
     name = str(t.dtype).rpartition(".")[2]
+    if name == "bfloat16":
+        torch = _torch("spc.tensor")
+        return t.view(torch.int16).numpy().view(value_dtype("bfloat16"))
     if name not in _TORCH_VALUES:
         if dtype is None:
-            raise DTypeError(f"{what}: values must be float32 or float64, not {t.dtype}; "
-                             f"pass dtype=np.float32 (or float64) to convert them")
+            raise DTypeError(f"{what}: values must be float16, bfloat16, float32 or float64, "
+                             f"not {t.dtype}; pass dtype=np.float32 (or another) to convert")
         t = t.double()
     return t.numpy()
+
+
+def torch_from_numpy(torch, a: np.ndarray):
+    """``torch.from_numpy(a)``, ml_dtypes' bfloat16 included (as torch.bfloat16)."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def torch_default_format(x) -> str:
@@ -580,7 +592,7 @@ def _from_numpy(torch, a: np.ndarray):
     a = np.ascontiguousarray(a)
     if not a.flags.writeable:
         a = a.copy()
-    return torch.from_numpy(a)
+    return torch_from_numpy(torch, a)
 
 
 def to_torch(t: Tensor, layout=None, *, blocksize=None, pad: bool = False):
@@ -589,7 +601,7 @@ def to_torch(t: Tensor, layout=None, *, blocksize=None, pad: bool = False):
     torch = _torch("to_torch")
     name = default_torch_layout(t) if layout is None else _torch_layout_name(layout, torch)
     if name == "dense":
-        return torch.from_numpy(t.to_numpy())
+        return torch_from_numpy(torch, t.to_numpy())
     if name == "coo":
         coords, vals = t.to_coo()
         order = np.lexsort(coords[::-1]) if len(vals) > 1 else np.arange(len(vals))

@@ -21,10 +21,18 @@ def pick_index_dtype(*extents: int) -> np.dtype:
     return np.dtype(np.int32) if max((0,) + tuple(extents)) <= INDEX_LIMIT_32 else np.dtype(np.int64)
 
 
+VALUE_TYPES = ("float16", "bfloat16", "float32", "float64")
+
+
 def value_dtype(dtype) -> np.dtype:
+    """The numpy dtype of values of ``dtype``, one of VALUE_TYPES (bfloat16 is
+    ml_dtypes'); a DTypeError for any other."""
+    if str(dtype) == "bfloat16" or getattr(dtype, "__name__", None) == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
     dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise DTypeError(f"values must be float32 or float64, not {dt}")
+    if dt.name not in VALUE_TYPES:
+        raise DTypeError(f"values must be {', '.join(VALUE_TYPES)}, not {dt}")
     return dt
 
 

@@ -17,6 +17,11 @@ _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I
        DType.I64: np.int64, DType.BOOL: np.bool_}
 
 
+def _array_dtype(dt: DType):
+    """The numpy dtype of an array of ``dt`` (integers of any width as int64)."""
+    return _NP[dt] if dt in _NP else dt.np
+
+
 def _eval(e, env, bufs):
     if isinstance(e, Const):
         return _NP[e.dtype](e.value)
@@ -28,7 +33,8 @@ def _eval(e, env, bufs):
         if not 0 <= idx < len(arr):
             raise IndexError(f"{e.buf.name}[{idx}] is out of bounds (length {len(arr)})")
         v = arr[idx]
-        return np.int64(v) if e.buf.dtype.is_int else v
+        wide = e.buf.dtype.widened
+        return v if wide is e.buf.dtype else _NP[wide](v)    # loads widen
     if isinstance(e, Neg):
         return -_eval(e.operand, env, bufs)
     if isinstance(e, Cast):
@@ -106,9 +112,11 @@ def _exec(s, env, bufs, races: _Races | None = None):
         v = _eval(s.value, env, bufs)
         if races is not None and races.path and not s.atomic:
             races.store(arr, idx, s)
-        arr[idx] = arr[idx] + v if s.accumulate else v
+        if s.accumulate:
+            v = _NP[s.buf.dtype.widened](arr[idx]) + v
+        arr[idx] = v                   # rounds to the array's type (16-bit floats)
     elif isinstance(s, Alloc):
-        bufs[s.buf.name] = np.zeros(s.size, dtype=_NP[s.buf.dtype])
+        bufs[s.buf.name] = np.zeros(s.size, dtype=_array_dtype(s.buf.dtype))
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
         concurrent = races is not None and s.kind in CONCURRENT
@@ -155,5 +163,5 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
             arr = args[p.name]
             bufs[p.name] = arr if p.role is ParamRole.OUTPUT else arr.copy()
             if p.name in kernel.overwrites:
-                arr.fill(np.nan if arr.dtype.kind == "f" else -1)
+                arr.fill(np.nan if p.value.dtype.is_float else -1)
     _exec(kernel.body, env, bufs, _Races() if check_races else None)

@@ -284,7 +284,8 @@ class Lowerer:
         self.assign = assign
         self.formats = formats
         self.order = order
-        self.vt = value_dtype
+        self.st = value_dtype                # how values are stored
+        self.vt = value_dtype.widened        # what arithmetic on them runs in
         self.it = index_dtype
         self.accesses = assign.accesses()
         self.out = assign.lhs
@@ -304,7 +305,7 @@ class Lowerer:
         for d in range(len(order), -1, -1):
             if all(ix in reductions for ix in order[d:]):
                 self.acc_depth = d
-        self.acc = Var("acc", value_dtype)
+        self.acc = Var("acc", self.vt)
         self.inner_rhs = assign.rhs          # what the innermost loop adds to acc
 
     # -- names and buffers ---------------------------------------------------
@@ -398,7 +399,7 @@ class Lowerer:
             a = self._access_id(e)
             if a in zero:
                 return Const(0.0, self.vt)
-            buf = self.use(vals_buffer(e.tensor, self.vt), ParamRole.INPUT, e.tensor)
+            buf = self.use(vals_buffer(e.tensor, self.st), ParamRole.INPUT, e.tensor)
             return Load(buf, states[a].parent.pos)
         if isinstance(e, ast.Const):
             return Const(float(e.value), self.vt)
@@ -636,11 +637,11 @@ class Lowerer:
         """Write one output value at the output position of the bound indices."""
         if self.output_kind == OutputKind.PATTERN:
             pos = states[self.pattern_access].parent.pos
-            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT,
+            buf = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT,
                            self.out.tensor)
             return Store(buf, pos, value, accumulate)
         if self.output_kind == OutputKind.DENSE:
-            buf = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT,
+            buf = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT,
                            self.out.tensor)
             return Store(buf, states[-1].parent.pos, value, accumulate)
         L = self.out_fmt.nlevels - 1
@@ -650,7 +651,7 @@ class Lowerer:
             pos = self.use(io.buffer("pos"), ParamRole.OUTPUT, self.out.tensor)
             return Store(pos, add(parent, i64(1)), Const(1, I64), accumulate=True)
         crd = self.use(io.buffer("crd"), ParamRole.OUTPUT, self.out.tensor)
-        vals = self.use(vals_buffer(self.out.tensor, self.vt), ParamRole.OUTPUT,
+        vals = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT,
                            self.out.tensor)
         out_p = Var("out_p", I64)
         return block(Store(crd, out_p, Var(self.out_stored[-1], I64)),

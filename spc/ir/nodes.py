@@ -12,6 +12,8 @@ from enum import Enum
 
 
 class DType(Enum):
+    F16 = "f16"         # storage only (values of arrays): loads widen to F32, and
+    BF16 = "bf16"       # stores round F32 values to nearest even
     F32 = "f32"
     F64 = "f64"
     I8 = "i8"           # narrow index arrays (e.g. N:M in-group offsets); loads widen
@@ -22,7 +24,15 @@ class DType(Enum):
 
     @property
     def is_float(self) -> bool:
-        return self in (DType.F32, DType.F64)
+        return self in (DType.F16, DType.BF16, DType.F32, DType.F64)
+
+    @property
+    def widened(self) -> "DType":
+        """The type a load of an array of this type yields (and arithmetic on it
+        runs in): int64 for integers, float32 for 16-bit floats, else itself."""
+        if self.is_int:
+            return DType.I64
+        return DType.F32 if self in (DType.F16, DType.BF16) else self
 
     @property
     def is_int(self) -> bool:
@@ -30,15 +40,26 @@ class DType(Enum):
 
     @property
     def numpy(self) -> str:
-        return {"f32": "float32", "f64": "float64", "i8": "int8", "i16": "int16",
-                "i32": "int32", "i64": "int64", "bool": "bool"}[self.value]
+        return {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64",
+                "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64",
+                "bool": "bool"}[self.value]
+
+    @property
+    def np(self):
+        """The numpy dtype of arrays of this type (bfloat16's is ml_dtypes')."""
+        import numpy as np
+        if self is DType.BF16:
+            import ml_dtypes
+            return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(self.numpy)
 
     @staticmethod
     def from_numpy(name) -> "DType":
         import numpy as np
-        return {"float32": DType.F32, "float64": DType.F64, "int8": DType.I8,
-                "int16": DType.I16, "int32": DType.I32, "int64": DType.I64,
-                "bool": DType.BOOL}[np.dtype(name).name]
+        return {"float16": DType.F16, "bfloat16": DType.BF16, "float32": DType.F32,
+                "float64": DType.F64, "int8": DType.I8, "int16": DType.I16,
+                "int32": DType.I32, "int64": DType.I64,
+                "bool": DType.BOOL}[name if name == "bfloat16" else np.dtype(name).name]
 
 
 class LoopKind(Enum):
@@ -136,7 +157,7 @@ def dtype_of(e: Expr) -> DType:
     if isinstance(e, (Const, Var, Cast)):
         return e.dtype
     if isinstance(e, Load):
-        return DType.I64 if e.buf.dtype.is_int else e.buf.dtype
+        return e.buf.dtype.widened
     if isinstance(e, BinOp):
         return e.dtype
     if isinstance(e, Neg):

@@ -28,6 +28,10 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
         raise CompileError(f"invalid IR in kernel {kernel.name}{where}: {msg}")
 
     def expr(e, scope):
+        if isinstance(e, (Const, Var, Cast)) and e.dtype.widened is not e.dtype \
+                and e.dtype.is_float:
+            fail(f"{e!r}: {e.dtype.value} is a storage type (arrays hold it; loads "
+                 f"widen it to {e.dtype.widened.value})")
         if isinstance(e, Const):
             return
         if isinstance(e, Var):
@@ -76,6 +80,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             for c in s.body:
                 stmt(c, inner, top and len(s.body) == 1)
         elif isinstance(s, Let):
+            expr(s.var, {s.var.name})
             expr(s.value, scope)
             if s.var.name in scope:
                 fail(f"'{s.var.name}' is declared again where it is already visible")

@@ -372,7 +372,7 @@ def interchange(outer: For, names: FreshNames) -> Stmt | None:
             if not var_names(c) & (outer_vars | inner_vars):
                 conds.append(c)
         guards.append(conds)
-    regs = [names.fresh(f"{s.buf.name}_reg", s.buf.dtype) for s in stores]
+    regs = [names.fresh(f"{s.buf.name}_reg", s.buf.dtype.widened) for s in stores]
     by_store = {id(s): r for s, r in zip(stores, regs)}
 
     def to_reg(n):

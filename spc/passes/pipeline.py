@@ -14,7 +14,8 @@ never from its own name or from the target.
     simplify                                    simplify
     mark_noncanonical                           mark_noncanonical
     block_reductions                            overwrite_outputs
-    overwrite_outputs
+    overwrite_outputs                           widen_outputs
+    widen_outputs
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from .reorder_rows import reorder_rows
 from .register_tile import ACCUMULATOR_BYTES, tile_rows_for_registers
 from .simplify import simplify
 from .split_rows import AUTO, split_rows
+from .widen_outputs import widen_outputs
 
 Pass = Callable[[Kernel], Kernel]
 
@@ -54,8 +56,10 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
         block_reductions,          # data-dependent reductions (SpMV rows) in guarded vector
                                    # blocks; after mark_noncanonical: it reads the loops as
                                    # lowered, and blocking visits the same entries
-        overwrite_outputs,         # outputs stored once per entry need no zero fill; last:
+        overwrite_outputs,         # outputs stored once per entry need no zero fill; late:
                                    # it proves that of the loops the target will run
+        widen_outputs,             # 16-bit outputs added into are held in float32 (after
+                                   # overwrite_outputs: what it proves is stored once stays)
     )
 
 
@@ -73,6 +77,7 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         simplify,
         mark_noncanonical,
         overwrite_outputs,         # as on the CPU
+        widen_outputs,
     )
 
 

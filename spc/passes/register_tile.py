@@ -163,7 +163,8 @@ def register_tile(kernel: Kernel, *, width: int) -> Kernel:
             if found is not None:
                 row, lets, store, base, rebuild = found
                 if store.buf.dtype.is_float:
-                    return _tile(node, row, lets, store, base, width, store.buf.dtype, rebuild)
+                    return _tile(node, row, lets, store, base, width, store.buf.dtype.widened,
+                                 rebuild)
             return replace(node, body=top_down(node.body))
         if isinstance(node, Block):
             return Block(tuple(top_down(c) for c in node.body))
@@ -203,7 +204,7 @@ def tile_rows_for_registers(kernel: Kernel, *, widest: int | None = None,
     (or ``widest`` columns), and the remainder is narrower than an AVX2 vector."""
     floats = [p.value.dtype for p in kernel.params
               if isinstance(p.value, Buffer) and p.value.dtype.is_float]
-    for w in tile_widths(floats[0] if floats else DType.F32, widest, accumulator_bytes):
+    for w in tile_widths(floats[0].widened if floats else DType.F32, widest, accumulator_bytes):
         kernel = register_tile(kernel, width=w)
     return kernel
 

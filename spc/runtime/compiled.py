@@ -22,6 +22,7 @@ from ..ir.lower import OutputKind, Program, lower, split_base, vals_buffer
 from ..ir.nodes import Buffer, DType, Kernel
 from ..ir.printer import format_kernel
 from ..ir.verify import verify
+from ..passes.widen_outputs import widen_outputs, widened_outputs
 from ..schedule import Schedule, check_applied
 from . import cache
 from .dump import Dumper
@@ -44,6 +45,7 @@ def call_work(sparse_entries: int, dense_entries: int, free: int) -> int:
 _UNPLANNED = object()
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 _I32 = _NP_INDEX[DType.I32]
+_SIXTEEN_BIT = (DType.F16, DType.BF16)   # value types the CPU fast path does not take (yet)
 try:     # the scipy classes a pattern result may share a structure with -> the result's class
     import scipy.sparse as _sp
     _SCIPY_RESULT = {_sp.csr_matrix: _sp.csr_matrix, _sp.csr_array: _sp.csr_matrix,
@@ -198,6 +200,15 @@ class _Variant:
     sources: tuple[str, ...]
     launchers: list | None = None
 
+    def array_dtype(self, buffer: str, default: DType) -> DType:
+        """The type of the array the kernels take as ``buffer`` (an output
+        widen_outputs holds in float32), ``default`` if no kernel takes it."""
+        for k in self.kernels:
+            for p in k.params:
+                if p.name == buffer:
+                    return p.value.dtype
+        return default
+
     def zeroes(self, buffer: str) -> bool:
         """Whether output ``buffer`` must start at zero: unless the first kernel
         stores every entry of it once (``Kernel.overwrites``); later kernels,
@@ -245,7 +256,7 @@ class CompiledKernel(KernelCall):
         self.separate = separate        # tensors whose terms get kernels of their own
         self._variants: dict[DType, _Variant] = {}
         # facts the call path needs, derived once
-        self._np_dtype = np.dtype(dtype.numpy)
+        self._np_dtype = dtype.np
         self._sparse_indices = frozenset(
             ix for a in assign.accesses() if not formats[a.tensor].is_dense for ix in a.indices)
         self._max_threads = schedule.threads or config.num_threads()
@@ -353,6 +364,10 @@ class CompiledKernel(KernelCall):
             dump.write(f"{kernel.name}.source", source)
             kernels.append(kernel)
             sources.append(source)
+        if len(kernels) > 1 and any(widened_outputs(k) for k in kernels):
+            # kernels of one program share the output array: all widen or none
+            kernels = [verify(widen_outputs(k, force=True), "widen_outputs") for k in kernels]
+            sources = [self.target.render(k) for k in kernels]
         v = _Variant(program, tuple(kernels), tuple(sources))
         self._variants[index_dtype] = v
         return v
@@ -445,7 +460,9 @@ class CompiledKernel(KernelCall):
         path.
         """
         v = self._variants.get(DType.I32)
-        if v is None or v.launchers is None:
+        if v is None or v.launchers is None or self.dtype in _SIXTEEN_BIT \
+                or v.array_dtype(vals_buffer(self.output, self.dtype).name, self.dtype) \
+                is not self.dtype:           # a widened output (rounded after): general path
             return None
         program = v.program
         pattern = -1
@@ -673,9 +690,12 @@ class CompiledKernel(KernelCall):
         dense = sum(len(t.vals) for t in tensors.values() if t.format.is_dense)
         return 1 if call_work(sparse, dense, free) < SMALL_WORK else self._max_threads
 
-    def _run(self, v: _Variant, tensors, sizes, np_index, xp=np) -> Tensor:
+    def _run(self, v: _Variant, tensors, sizes, np_index, xp=np,
+             array_dtype=lambda dt: dt.np, narrow=lambda a, dt: a.astype(dt.np)) -> Tensor:
         """Allocate the output with the array module ``xp`` (numpy, or cupy for a
-        device target), launch the kernels and return the output Tensor."""
+        device target), launch the kernels and return the output Tensor.
+        ``array_dtype(dt)``: the dtype of ``xp``'s arrays of values of DType ``dt``;
+        ``narrow(a, dt)``: float32 array ``a`` rounded to ``dt``."""
         program = v.program
         out_name = self.output
         out_fmt = self.formats[out_name]
@@ -695,22 +715,27 @@ class CompiledKernel(KernelCall):
                     arrays[p.name] = derived(tensors[p.tensor], p.inspector,
                                              self.display.get(p.tensor, p.tensor))
         nthreads = self._threads(tensors, sizes)
-        np_dtype = self._np_dtype
         out_vals = vals_buffer(out_name, self.dtype).name
+        # the kernels' output array: float32 for a 16-bit output they add into
+        # (passes/widen_outputs), rounded to the kernel's type once at the end
+        out_type = v.array_dtype(out_vals, self.dtype)
+        np_dtype = array_dtype(out_type)
+        rounded = (lambda a: a) if out_type is self.dtype else (lambda a: narrow(a, self.dtype))
         new = xp.zeros if v.zeroes(out_vals) else xp.empty
         if program.output_kind == OutputKind.DENSE:
             vals = new(math.prod(out_shape), dtype=np_dtype)
-            arrays[vals_buffer(out_name, self.dtype).name] = vals
+            arrays[out_vals] = vals
             for which in range(len(v.kernels)):      # one kernel per group of terms
                 self._launch(v, which, arrays, ints, nthreads)
-            return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], vals, validate=False)
+            return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], rounded(vals),
+                          validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
             vals = new(src.nnz, dtype=np_dtype)
-            arrays[vals_buffer(out_name, self.dtype).name] = vals
+            arrays[out_vals] = vals
             self._launch(v, 0, arrays, ints, nthreads)
             copied = [{k: a.copy() for k, a in lv.items()} for lv in src.arrays]
-            return Tensor(out_shape, out_fmt, copied, vals, validate=False)
+            return Tensor(out_shape, out_fmt, copied, rounded(vals), validate=False)
         # assembled: count entries per parent, prefix-sum, then fill
         last = out_fmt.nlevels - 1
         dims = [out_shape[m] for m in out_fmt.order]
@@ -723,17 +748,20 @@ class CompiledKernel(KernelCall):
         crd = xp.empty(nnz, dtype=np_index)
         vals = xp.empty(nnz, dtype=np_dtype)
         arrays[f"{out_name}{last}_crd"] = crd
-        arrays[vals_buffer(out_name, self.dtype).name] = vals
+        arrays[out_vals] = vals
         self._launch(v, 1, arrays, ints, nthreads)
         level_arrays = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
-        return Tensor(out_shape, out_fmt, level_arrays, vals, validate=False)
+        return Tensor(out_shape, out_fmt, level_arrays, rounded(vals), validate=False)
 
     def _launch(self, v: _Variant, which: int, arrays, sizes, nthreads) -> None:
         kernel = v.kernels[which]
         buffers, ints = [], []
         for p in kernel.params:
             if isinstance(p.value, Buffer):
-                buffers.append(arrays[p.name])
+                arr = arrays[p.name]
+                if p.value.dtype in _SIXTEEN_BIT and isinstance(arr, np.ndarray):
+                    arr = arr.view(np.uint16)     # numba's launcher types no 16-bit floats
+                buffers.append(arr)
             else:
                 ints.append(sizes[p.name])
         v.launchers[which](buffers, ints, nthreads=nthreads)
@@ -750,7 +778,8 @@ class CompiledKernel(KernelCall):
                 arr = np.array(stored.transpose(np.argsort(out.format.order)), order="C")
             if fam == "torch":
                 import torch
-                return torch.from_numpy(arr)
+                from ..formats.convert import torch_from_numpy
+                return torch_from_numpy(torch, arr)
             return arr
         if fam == "torch" and out.ndim == 2:
             return out.to_torch()

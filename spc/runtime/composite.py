@@ -150,8 +150,7 @@ class CompositeKernel(KernelCall):
         validate = call_option(self.input_names, kwargs)
         by_user = bind_operands(self.name, self.input_names, args, kwargs)
         bound = {n: by_user[u] for n, u in zip(self.inputs, self.input_names)}
-        import numpy as np
-        np_dtype = np.dtype(self.dtype.numpy)
+        np_dtype = self.dtype.np
         operands = {}
         split = {}
         for n, x in bound.items():

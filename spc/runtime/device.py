@@ -154,7 +154,7 @@ class DeviceOperands:
             if len(self._sizes) > 256:
                 self._sizes.clear()
             self._sizes[key] = (ck.expression, sizes)
-        np_dtype = np.dtype(ck.dtype.numpy)
+        np_dtype = ck.dtype.np
         tensors = {n: self.to_tensor(x, families[n], ck.formats[n], np_dtype,
                                      ck.display.get(n, n), validate)
                    for n, x in bound.items()}
@@ -169,8 +169,19 @@ class DeviceOperands:
         alloc = self.cp
         if "torch" in families.values():
             alloc = _TorchArrays(self, self.cp.cuda.runtime.getDevice())
-        out = ck._run(v, tensors, sizes, np_index, xp=alloc)
+        out = ck._run(v, tensors, sizes, np_index, xp=alloc, array_dtype=device_dtype,
+                      narrow=self.narrow)
         return self.to_family(ck, out, bound, families, alloc)
+
+    def narrow(self, a, dt: DType):
+        """The float32 device array ``a`` rounded to ``dt`` (to nearest even; bfloat16
+        as its bits, a NaN staying a quiet NaN)."""
+        if dt is not DType.BF16:
+            return a.astype(device_dtype(dt))
+        cp = self.cp
+        bits = cp.ascontiguousarray(a).view(cp.uint32)
+        rounded = (bits + cp.uint32(0x7FFF) + ((bits >> 16) & cp.uint32(1))) >> 16
+        return cp.where(cp.isnan(a), (bits >> 16) | cp.uint32(0x40), rounded).astype(cp.uint16)
 
     def shape_of(self, x, fam: str) -> tuple[int, ...]:
         if fam in ("cupy", "cupyx", "torch", "spc-device"):
@@ -180,7 +191,14 @@ class DeviceOperands:
     # -- operands in ------------------------------------------------------------------
     def to_tensor(self, x, fam: str, fmt: Format, dtype: np.dtype, name: str,
                   validate: bool) -> Tensor:
-        """Operand ``name`` as a Tensor in ``fmt`` whose arrays are CuPy arrays."""
+        """Operand ``name`` as a Tensor in ``fmt`` whose arrays are CuPy arrays
+        (bfloat16 values as their bits: CuPy has no bfloat16; they are checked,
+        canonicalized and summed as float32, which holds every bfloat16 exactly,
+        and rounded once)."""
+        if dtype.name == "bfloat16":
+            t = self.to_tensor(x, fam, fmt, np.dtype(np.float32), name, validate)
+            return Tensor(t.shape, t.format, t.arrays, self.narrow(t.vals, DType.BF16),
+                          validate=False)
         with host_ops.operand_errors(name):
             if fam == "torch" and not x.is_cuda:
                 x = self._torch_to_host(x)
@@ -198,8 +216,11 @@ class DeviceOperands:
         return Tensor(t.shape, t.format, arrays, cp.asarray(t.vals), validate=False)
 
     def _torch_to_host(self, x):
-        """A CPU torch tensor as numpy / scipy (then handled like host data)."""
+        """A CPU torch tensor as numpy / scipy (then handled like host data;
+        bfloat16, which scipy cannot hold, as float32: exact)."""
         x = x.detach()
+        if x.dtype is _torch().bfloat16:
+            x = x.float()
         if x.layout == _torch().strided:
             return x.numpy()
         import scipy.sparse as sp
@@ -220,9 +241,12 @@ class DeviceOperands:
     def _as_cupy(self, t):
         """A torch CUDA tensor (dense) as a CuPy array over the same memory (no
         copy; the array keeps the tensor alive)."""
+        if t.dtype is _torch().bfloat16:
+            t = t.float()            # exact; the array keeps the copy alive
         dt = _np_dtype_of(t.dtype)
         if dt is None:
-            raise DTypeError(f"values must be float32 or float64, not {t.dtype}")
+            raise DTypeError(f"values must be float16, bfloat16, float32 or float64, "
+                             f"not {t.dtype}")
         shape = tuple(t.shape)
         if t.numel() == 0:
             return self.cp.empty(shape, dtype=dt)
@@ -486,7 +510,12 @@ class DeviceOperands:
         fams = set(families.values())
         if "torch" in fams:
             cuda = any(families[n] == "torch" and x.is_cuda for n, x in bound.items())
-            return self._to_torch(out, cuda, alloc)
+            return self._to_torch(out, cuda, alloc, bf16=ck.dtype is DType.BF16)
+        if ck.dtype is DType.BF16:              # bits on the device: bfloat16 on the host
+            host = self.to_host(out)
+            out = Tensor(host.shape, host.format, host.arrays,
+                         host.vals.view(DType.BF16.np), validate=False)
+            return ck._to_family(out, bound, None)
         if fams & {"cupy", "cupyx", "spc-device"}:
             return self._to_cupy(out, sparse_family="cupyx" if "cupyx" in fams else "spc")
         return ck._to_family(self.to_host(out), bound, None)
@@ -517,13 +546,15 @@ class DeviceOperands:
                 return out
         return out
 
-    def _to_torch(self, out: Tensor, cuda: bool, alloc=None):
+    def _to_torch(self, out: Tensor, cuda: bool, alloc=None, bf16: bool = False):
         torch = _torch()
 
         def t(a):
             x = alloc.tensor_of(a) if isinstance(alloc, _TorchArrays) else None
             if x is None:
                 x = torch.from_dlpack(a)
+            if bf16 and x.dtype in (torch.uint16, torch.int16):     # values as bits
+                x = x.view(torch.bfloat16)
             return x if cuda else x.cpu()
 
         if out.format.is_dense:
@@ -562,11 +593,17 @@ def _torch_stream(device_id: int) -> int:
 _TORCH_NP: dict = {}
 
 
+def device_dtype(dt: DType) -> np.dtype:
+    """The dtype of device arrays of values of ``dt``: bfloat16 as its bits."""
+    return np.dtype(np.uint16) if dt is DType.BF16 else dt.np
+
+
 def _np_dtype_of(torch_dtype):
     """The numpy dtype of a torch dtype spc accepts (None for half precision and others)."""
     if not _TORCH_NP:
         torch = _torch()
-        _TORCH_NP.update({torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+        _TORCH_NP.update({torch.float16: np.dtype(np.float16),
+                          torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
                           torch.int32: np.dtype(np.int32), torch.int64: np.dtype(np.int64),
                           torch.int16: np.dtype(np.int16), torch.int8: np.dtype(np.int8),
                           torch.uint8: np.dtype(np.uint8), torch.bool: np.dtype(np.bool_)})
@@ -586,10 +623,14 @@ class _TorchArrays:
     def _new(self, make, n, dtype):
         torch = _torch()
         dt = np.dtype(dtype)
-        tdt = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
+        tdt = {np.dtype(np.float16): torch.float16, np.dtype(np.uint16): torch.bfloat16,
+               np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
                np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}[dt]
         t = make(int(n), dtype=tdt, device=self.device)
-        view = self.ops._as_cupy(t)
+        # bfloat16 (device_dtype) is seen as its bits
+        view = self.ops._as_cupy(t.view(torch.int16) if tdt is torch.bfloat16 else t)
+        if tdt is torch.bfloat16:
+            view = view.view(np.uint16)
         if n:
             self.owners[view.data.ptr] = t
         return view

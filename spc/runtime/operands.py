@@ -84,7 +84,7 @@ def _as_array(x, name: str) -> np.ndarray:
         raise DTypeError(f"operand {name}: a device array was given to a CPU kernel; "
                          f"compile with target='cuda' or move it to the host")
     arr = np.asarray(x)
-    if arr.dtype.kind not in "iufb":
+    if arr.dtype.kind not in "iufb" and arr.dtype.name != "bfloat16":
         raise DTypeError(f"operand {name}: dtype {arr.dtype} is not numeric")
     return arr
 
@@ -98,8 +98,8 @@ def _dense(x, fmt: Format, dtype: np.dtype, name: str) -> Tensor:
     elif isinstance(x, Tensor):
         x = x.to_numpy()
     arr = _as_array(x, name)
-    if arr.dtype.kind == "f" and arr.dtype not in (np.float32, np.float64):
-        value_dtype(arr.dtype)
+    if arr.dtype.kind == "f":
+        value_dtype(arr.dtype)           # refuses float types kernels do not take
     stored = arr.transpose(fmt.order) if fmt.order != tuple(range(arr.ndim)) else arr
     vals = np.ascontiguousarray(stored, dtype=dtype).reshape(-1)
     return Tensor(arr.shape, fmt, [{} for _ in fmt.levels], vals, validate=False)

@@ -153,8 +153,10 @@ class TorchFastPath:
         self.sparse = SparseOperands()
         torch = _torch()
         self.torch = torch
-        self.tdtype = {DType.F32: torch.float32, DType.F64: torch.float64}[ck.dtype]
-        self.value_words = {DType.F32: 1, DType.F64: 2}[ck.dtype]    # 32-bit words a value
+        self.tdtype = {DType.F16: torch.float16, DType.BF16: torch.bfloat16,
+                       DType.F32: torch.float32, DType.F64: torch.float64}[ck.dtype]
+        # 32-bit words a value (16-bit outputs are never zeroed here: see ``of``)
+        self.value_words = {DType.F32: 1, DType.F64: 2}.get(ck.dtype, 0)
         self.index_dtypes = {torch.int32: DType.I32, torch.int64: DType.I64}
         self.layouts = {"csr": torch.sparse_csr, "csc": torch.sparse_csc}
         # the result of an SDDMM-like kernel shares the sparse operand's index tensors
@@ -174,9 +176,14 @@ class TorchFastPath:
     @classmethod
     def of(cls, ck) -> "TorchFastPath | None":
         """The fast path of CompiledKernel ``ck``, or None where it cannot apply."""
-        program = ck._variant(DType.I32).program
+        v = ck._variant(DType.I32)
+        program = v.program
         if program.output_kind not in (OutputKind.DENSE, OutputKind.PATTERN):
             return None
+        out_vals = vals_buffer(ck.output, ck.dtype).name
+        if v.array_dtype(out_vals, ck.dtype) is not ck.dtype or \
+                (ck.dtype.np.itemsize < 4 and v.zeroes(out_vals)):
+            return None          # a widened 16-bit output (rounded after): the general path
         kinds = ck.operand_kinds()
         if kinds is None:
             return None

@@ -22,7 +22,9 @@ import numpy as np
 from ..errors import DTypeError, DTypeWarning
 from ..ir.nodes import DType
 
-COMPUTED = {"float32": DType.F32, "float64": DType.F64}   # value types kernels compute in
+# the value types kernels take: 16-bit floats are stored as such and computed in float32
+COMPUTED = {"float16": DType.F16, "bfloat16": DType.BF16, "float32": DType.F32,
+            "float64": DType.F64}
 _BFLOAT16 = "bfloat16"
 
 
@@ -62,7 +64,7 @@ def promoted(names: dict[str, str | None]) -> DType:
         (floats if dt.kind == "f" else rest).append(dt)
     if floats:
         result = np.result_type(*floats, *rest)
-        if bf16:
+        if bf16:          # bfloat16 with float16 or wider: float32 at least (as torch)
             result = np.promote_types(result, np.float32)
     elif bf16:
         return _computed(_BFLOAT16)
@@ -88,7 +90,7 @@ def lossless(src: str, dst: DType) -> bool:
         return False
     if dst.numpy == _BFLOAT16:
         return dt.kind == "b" or (dt.kind in "iu" and dt.itemsize == 1)
-    return np.can_cast(dt, np.dtype(dst.numpy), "safe")
+    return np.can_cast(dt, dst.np, "safe")
 
 
 def check_operands(names: dict[str, str | None], dtype: DType, kernel: str,
