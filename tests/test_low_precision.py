@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import spc
 from spc.codegen.cpu import CPUTarget
 from spc.ir.interp import run_kernel
+from spc.ir.printer import format_kernel
 from spc.ir.nodes import (Buffer, DType, For, Kernel, Let, Load, LoopKind, Param, ParamRole,
                           Store, Var, i64)
 from spc.ir.verify import verify
@@ -21,7 +22,7 @@ from spc.ir.verify import verify
 import ml_dtypes  # noqa: E402  (a dependency of spc: numpy arrays of bfloat16)
 
 TYPES = {"float16": 2e-3, "bfloat16": 1e-2}
-FORMATS = ["csr", "csc", "coo", "dcsr", "dense", "bsr(2,2)", "ell", "dia", "hyb"]
+FORMATS = ["csr", "csc", "coo", "dcsr", "dense", "bsr(2,2)", "ell", "dia", "nm(2,4)", "hyb"]
 
 
 def _matrix(dtype: str, shape=(24, 18), density=0.3, seed=3) -> sp.csr_matrix:
@@ -56,6 +57,8 @@ def _values(out) -> np.ndarray:
 @pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
 def test_named_kernels_in_16_bits(kernel, fmt, dtype):
     A64 = _matrix(dtype)
+    if fmt.startswith("nm"):
+        A64 = sp.csr_matrix(spc.prune.nm(A64, 2, 4))
     A = spc.tensor(A64, fmt, dtype=dtype)
     k = spc.compile(kernel, fmt=fmt)
     if kernel == "spmv":
@@ -171,7 +174,8 @@ def test_stores_round_to_nearest_even_as_numpy_does(dtype):
     a, x = np.concatenate([a, special_a]), np.concatenate([x, special_x])
     A = spc.tensor(sp.diags(a.astype(np.float64)).tocsr(), "csr", dtype=dtype)
     y = np.asarray(spc.compile("spmv")(A, x))
-    expect = (a.astype(np.float32) * x.astype(np.float32)).astype(dt)
+    with np.errstate(over="ignore"):
+        expect = (a.astype(np.float32) * x.astype(np.float32)).astype(dt)
     nan = np.isnan(expect.astype(np.float32))
     assert np.array_equal(y.view(np.uint16)[~nan], expect.view(np.uint16)[~nan])
     assert np.isnan(y[nan].astype(np.float32)).all()
@@ -226,3 +230,24 @@ def test_the_interpreter_gives_the_backends_bits(fmt, dtype):
     interpreted = np.asarray(ck(A, x))
     assert native.dtype == interpreted.dtype == np.dtype(A.dtype)
     assert np.array_equal(native.view(np.uint16), interpreted.view(np.uint16))
+
+
+@pytest.mark.parametrize("dt", [DType.F16, DType.BF16])
+@pytest.mark.parametrize("n", [0, 1, 100_001])
+def test_the_cpu_rounds_widened_outputs_as_numpy_does(dt, n):
+    """runtime/narrow_cpu: the IR kernel that rounds a widened output agrees bit
+    for bit with numpy's / ml_dtypes' conversion, NaN and overflow included, on
+    one thread and on several."""
+    from spc.runtime.narrow_cpu import narrow, narrow_kernel
+    a = np.random.default_rng(n).standard_normal(n).astype(np.float32) * 100
+    if n > 6:
+        a[3], a[4], a[5] = np.nan, 1e30, -1e30
+    got = narrow(CPUTarget(), a, dt, threads=2)
+    with np.errstate(over="ignore"):
+        expect = a.astype(dt.np)
+    nan = np.isnan(a)
+    assert got.dtype == dt.np
+    assert np.array_equal(got.view(np.uint16)[~nan], expect.view(np.uint16)[~nan])
+    assert np.isnan(got[nan].astype(np.float32)).all()
+    kernel = narrow_kernel(dt)
+    assert kernel.overwrites == ("y",) and f"out y: {dt.value}*" in format_kernel(kernel)

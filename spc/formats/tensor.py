@@ -60,7 +60,13 @@ class Tensor:
 
     @property
     def dtype(self) -> np.dtype:
-        return self.vals.dtype
+        """The values' type.  On a GPU, bfloat16 values are held as their bits
+        (a uint16 CuPy array: CuPy has no bfloat16); values are floats, so uint16
+        values there always are bfloat16."""
+        dt = self.vals.dtype
+        if dt == np.uint16 and not isinstance(self.vals, np.ndarray):
+            return value_dtype("bfloat16")
+        return dt
 
     @property
     def index_dtype(self) -> np.dtype:
@@ -186,9 +192,12 @@ class Tensor:
             return a.get() if hasattr(a, "get") and hasattr(a, "__cuda_array_interface__") \
                 else np.asarray(a)
 
+        vals = host(self.vals)
+        if vals.dtype == np.uint16:          # bfloat16 bits (see ``dtype``)
+            vals = vals.view(value_dtype("bfloat16"))
         return Tensor(self.shape, self.format, [{k: host(a) for k, a in lv.items()}
                                                  for lv in self.arrays],
-                      host(self.vals), validate=False)
+                      vals, validate=False)
 
     def to_coo(self) -> tuple[list[np.ndarray], np.ndarray]:
         """(coordinates per dimension in the tensor's own order, values) of the
@@ -377,7 +386,7 @@ def tensor(x, fmt=None, *, dtype=None, shape=None, validate: bool = True) -> Ten
 
 def with_value_dtype(t: Tensor, dtype) -> Tensor:
     """``t`` with values of ``dtype`` (``t`` itself when they already are, or dtype is None)."""
-    if dtype is None or np.dtype(dtype) == t.dtype:
+    if dtype is None or np.dtype(dtype) == t.vals.dtype:
         return t
     return Tensor(t.shape, t.format, t.arrays, t.vals.astype(value_dtype(dtype)), validate=False)
 

@@ -29,6 +29,7 @@ from .dump import Dumper
 from .inspectors import derived
 from .cpu_specialize import specialize as specialize_cpu
 from .launch_cpu import launch
+from .narrow_cpu import narrow as narrow_cpu
 from .operands import result_family, shape_of, to_tensor, with_index_dtype
 
 SMALL_WORK = 100_000      # below this much work (``call_work``) a call runs on one thread
@@ -45,7 +46,7 @@ def call_work(sparse_entries: int, dense_entries: int, free: int) -> int:
 _UNPLANNED = object()
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 _I32 = _NP_INDEX[DType.I32]
-_SIXTEEN_BIT = (DType.F16, DType.BF16)   # value types the CPU fast path does not take (yet)
+_SIXTEEN_BIT = (DType.F16, DType.BF16)   # value types numba's launcher takes as bits
 try:     # the scipy classes a pattern result may share a structure with -> the result's class
     import scipy.sparse as _sp
     _SCIPY_RESULT = {_sp.csr_matrix: _sp.csr_matrix, _sp.csr_array: _sp.csr_matrix,
@@ -460,7 +461,7 @@ class CompiledKernel(KernelCall):
         path.
         """
         v = self._variants.get(DType.I32)
-        if v is None or v.launchers is None or self.dtype in _SIXTEEN_BIT \
+        if v is None or v.launchers is None \
                 or v.array_dtype(vals_buffer(self.output, self.dtype).name, self.dtype) \
                 is not self.dtype:           # a widened output (rounded after): general path
             return None
@@ -597,12 +598,14 @@ class CompiledKernel(KernelCall):
             if call_work(sparse_work, dense_work, free) >= SMALL_WORK:
                 nthreads = self._max_threads
         flat = out.reshape(-1)
+        bits = self.dtype in _SIXTEEN_BIT         # numba's launcher sees 16-bit floats' bits
         for address, get, ints in plan.launches:
-            launch(address, nthreads,
-                   tuple([flat if k < 0 else ops[k] if what == "arr"
-                          else derived(args[k], what[1:], self.input_names[k]) if what[0] == "@"
-                          else getattr(ops[k], what) for k, what in get]),
-                   tuple([sizes[d] for d in ints]))
+            bufs = [flat if k < 0 else ops[k] if what == "arr"
+                    else derived(args[k], what[1:], self.input_names[k]) if what[0] == "@"
+                    else getattr(ops[k], what) for k, what in get]
+            if bits:
+                bufs = [b.view(np.uint16) if b.dtype == dtype else b for b in bufs]
+            launch(address, nthreads, tuple(bufs), tuple([sizes[d] for d in ints]))
         if plan.pattern >= 0:
             return self._pattern_result(args[plan.pattern], ops[plan.pattern], out,
                                         tuple(sizes[d] for d in plan.out_dims))
@@ -691,7 +694,7 @@ class CompiledKernel(KernelCall):
         return 1 if call_work(sparse, dense, free) < SMALL_WORK else self._max_threads
 
     def _run(self, v: _Variant, tensors, sizes, np_index, xp=np,
-             array_dtype=lambda dt: dt.np, narrow=lambda a, dt: a.astype(dt.np)) -> Tensor:
+             array_dtype=lambda dt: dt.np, narrow=None) -> Tensor:
         """Allocate the output with the array module ``xp`` (numpy, or cupy for a
         device target), launch the kernels and return the output Tensor.
         ``array_dtype(dt)``: the dtype of ``xp``'s arrays of values of DType ``dt``;
@@ -720,6 +723,9 @@ class CompiledKernel(KernelCall):
         # (passes/widen_outputs), rounded to the kernel's type once at the end
         out_type = v.array_dtype(out_vals, self.dtype)
         np_dtype = array_dtype(out_type)
+        if narrow is None:                     # the CPU: an IR kernel rounds (narrow_cpu)
+            def narrow(a, dt):
+                return narrow_cpu(self.target, a, dt, self._threads(tensors, sizes))
         rounded = (lambda a: a) if out_type is self.dtype else (lambda a: narrow(a, self.dtype))
         new = xp.zeros if v.zeroes(out_vals) else xp.empty
         if program.output_kind == OutputKind.DENSE:

@@ -86,6 +86,9 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         add(f"    flat = {flat}")
         flat = "flat"
     arrays[-1, "out"] = flat
+    if ck._np_dtype.itemsize == 2:         # 16-bit floats: numba's launcher sees their bits
+        for key in [key for key in arrays if key[1] in ("arr", "data", "out")]:
+            arrays[key] = f"{arrays[key]}.view(u16)"
     for q, (address, get, ints) in enumerate(plan.launches):
         bufs = "".join(arrays[k, what] + ", " for k, what in get)
         add(f"    launch({address}, nt, ({bufs}), ({''.join(f'z{d}, ' for d in ints)}))")
@@ -97,6 +100,7 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
     source = "\n".join(lines) + "\n"
     namespace = dict(
         ndarray=np.ndarray, dtype=ck._np_dtype, i32=np.dtype(np.int32), Tensor=Tensor,
+        u16=np.dtype(np.uint16),
         View=view, view_of=view.of, is_scipy=_is_scipy_sparse, scipy_result=scipy_result,
         looks_valid=looks_valid, compressed_in_bounds=compressed_in_bounds,
         zeros=np.zeros, empty=np.empty, call_work=call_work, small_work=small_work,

@@ -196,6 +196,15 @@ class DeviceOperands:
         canonicalized and summed as float32, which holds every bfloat16 exactly,
         and rounded once)."""
         if dtype.name == "bfloat16":
+            if fam == "torch" and x.is_cuda and x.layout == _torch().strided and fmt.is_dense \
+                    and x.dtype is _torch().bfloat16:              # dense: its bits, no copy
+                with host_ops.operand_errors(name):
+                    bits = self._as_cupy(x.detach().view(_torch().int16)).view(np.uint16)
+                    return self._dense(bits, fmt, bits.dtype, name)
+            if fam == "spc-device" and x.vals.dtype == np.uint16:     # bits already (prepared)
+                if x.format == fmt:
+                    return self.to_tensor(x, fam, fmt, x.vals.dtype, name, validate)
+                x, fam = self.to_host(x), "spc"
             t = self.to_tensor(x, fam, fmt, np.dtype(np.float32), name, validate)
             return Tensor(t.shape, t.format, t.arrays, self.narrow(t.vals, DType.BF16),
                           validate=False)
@@ -501,9 +510,14 @@ class DeviceOperands:
         raise InputError(f"{what}: malformed storage")
 
     def to_host(self, t: Tensor) -> Tensor:
+        """Device Tensor ``t`` on the host (values held as bfloat16 bits, uint16, as
+        bfloat16: device values are floats, so uint16 values are always bits)."""
         cp = self.cp
         arrays = [{k: cp.asnumpy(a) for k, a in lv.items()} for lv in t.arrays]
-        return Tensor(t.shape, t.format, arrays, cp.asnumpy(t.vals), validate=False)
+        vals = cp.asnumpy(t.vals)
+        if vals.dtype == np.uint16:
+            vals = vals.view(DType.BF16.np)
+        return Tensor(t.shape, t.format, arrays, vals, validate=False)
 
     # -- results out ------------------------------------------------------------------
     def to_family(self, ck, out: Tensor, bound: dict, families: dict, alloc=None):
@@ -511,11 +525,9 @@ class DeviceOperands:
         if "torch" in fams:
             cuda = any(families[n] == "torch" and x.is_cuda for n, x in bound.items())
             return self._to_torch(out, cuda, alloc, bf16=ck.dtype is DType.BF16)
-        if ck.dtype is DType.BF16:              # bits on the device: bfloat16 on the host
-            host = self.to_host(out)
-            out = Tensor(host.shape, host.format, host.arrays,
-                         host.vals.view(DType.BF16.np), validate=False)
-            return ck._to_family(out, bound, None)
+        if ck.dtype is DType.BF16 and not fams & {"spc-device"}:
+            # CuPy has no bfloat16: the bits come back as bfloat16 on the host (to_host)
+            return ck._to_family(self.to_host(out), bound, None)
         if fams & {"cupy", "cupyx", "spc-device"}:
             return self._to_cupy(out, sparse_family="cupyx" if "cupyx" in fams else "spc")
         return ck._to_family(self.to_host(out), bound, None)
