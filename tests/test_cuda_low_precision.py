@@ -134,3 +134,20 @@ def test_long_sums_accumulate_in_float32_on_the_gpu(tdtype):
                 continue
             y = spc.compile("spmv", fmt=fmt, target="cuda", **schedule)(As, x)
             assert float(y[0]) == 2.0, (fmt, schedule)
+
+
+@pytest.mark.parametrize("tdtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("n", [8, 33, 64, 130, 1024])
+def test_spmm_in_16_bits_at_every_width(tdtype, n):
+    """SpMM with ``unroll`` columns per lane (wide) and one (narrow), at widths
+    that are and are not multiples of the unroll (N = 130: rows alternate
+    between 16-byte aligned and not)."""
+    A64 = _matrix(tdtype, shape=(300, 257), density=0.05)
+    A = torch.tensor(A64.toarray()).to(tdtype).cuda().to_sparse_csr()
+    B = _dense((257, n), tdtype, 5)
+    ref = A64 @ B.double().cpu().numpy()
+    tol = TOLERANCE.get(tdtype, 1e-5)
+    for wide in (True, False):
+        out = spc.compile("spmm", target="cuda", wide=wide)(A, B)
+        assert out.dtype is tdtype
+        assert _err(out, ref) <= tol, wide
