@@ -65,18 +65,26 @@ def make_target(target, **options):
 
 
 def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
-            schedule: Schedule | None = None, **target_options) -> TypedKernel:
+            accumulate=None, schedule: Schedule | None = None,
+            **target_options) -> TypedKernel:
     """Compile a named kernel ("spmv", "spmm", "sddmm") or an index-notation
     expression such as ``"y[i] = A[i,j] * x[j] + b[i]"``.
 
     ``fmt`` sets the sparse operand of a named kernel; ``formats`` maps tensor
     names of an expression to formats (unnamed tensors are dense).  ``dtype``:
     None (the default) computes each call in its operands' value type, one
-    compiled kernel per type; float32 or float64 computes in that type, refusing
-    operands it would round (``runtime/value_types.py`` has the rule).  Returns a
+    compiled kernel per type; float16, bfloat16 (stored in 16 bits, computed in
+    float32), float32 or float64 computes in that type, refusing operands it
+    would round (``runtime/value_types.py`` has the rule).  ``accumulate``:
+    the type sums run in, "float32" or "float64" (None: float32 for 16-bit
+    values, else the values' type); never narrower than the values.  Returns a
     TypedKernel whose ``.source`` and ``.ir`` show the generated code.
     """
     dt = None if dtype is None else _value_type(dtype)
+    sums = None if accumulate is None else _value_type(accumulate)
+    if sums is not None and sums.widened is not sums:
+        from .errors import DTypeError
+        raise DTypeError(f"accumulate={accumulate!r}: sums run in float32 or float64")
     if "[" not in kernel and "=" not in kernel:
         name = kernel.strip().lower()
         if name not in NAMED_KERNELS:
@@ -124,10 +132,15 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     built_target = make_target(target, **target_options)
 
     def make(value_type: DType):
+        if sums is not None and sums.np.itemsize < value_type.widened.np.itemsize:
+            from .errors import DTypeError
+            raise DTypeError(f"accumulate={accumulate!r} would sum {value_type.numpy} values "
+                             f"in less precision than they hold")
         try:
             return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
                         built_target, value_type, schedule, label,
-                        tuple(internal[n] for n in input_names), display=display)
+                        tuple(internal[n] for n in input_names), display=display,
+                        accumulate=sums)
         except SpcError as err:
             raise in_user_names(err, display) from None
     return TypedKernel(make, dt)

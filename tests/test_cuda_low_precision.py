@@ -153,3 +153,23 @@ def test_spmm_in_16_bits_at_every_width(tdtype, n):
         out = spc.compile("spmm", target="cuda", wide=wide)(A, B)
         assert out.dtype is tdtype
         assert _err(out, ref) <= tol, wide
+
+
+@pytest.mark.parametrize("tdtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_accumulate_float64_on_the_gpu(tdtype):
+    """accumulate="float64": sums in float64 (warp sums and registers), scatter and
+    split outputs held in float64 and rounded once."""
+    n = 1 << 14
+    A = torch.ones(1, n, dtype=tdtype, device="cuda")
+    small = 2.0 ** -25 if tdtype is torch.float32 else 2.0 ** -12
+    x = torch.full((n,), small, dtype=tdtype, device="cuda")
+    x[0] = 1.0
+    want = torch.tensor(1 + (n - 1) * small, dtype=torch.float64).to(tdtype)
+    for fmt, As in (("csr", A.to_sparse_csr()), ("csc", A.to_sparse_csc()),
+                    ("coo", A.to_sparse_coo())):
+        for schedule in ({}, {"split_rows": 64}):
+            if schedule and fmt != "csr":
+                continue
+            y = spc.compile("spmv", fmt=fmt, target="cuda", accumulate="float64",
+                            **schedule)(As, x)
+            assert y.dtype is tdtype and y[0].item() == want.item(), (fmt, schedule)

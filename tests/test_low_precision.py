@@ -251,3 +251,57 @@ def test_the_cpu_rounds_widened_outputs_as_numpy_does(dt, n):
     assert np.isnan(got[nan].astype(np.float32)).all()
     kernel = narrow_kernel(dt)
     assert kernel.overwrites == ("y",) and f"out y: {dt.value}*" in format_kernel(kernel)
+
+
+# ------------------------------------------------------------------ accumulate=
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_accumulate_float64_sums_float32_values_in_float64(fmt):
+    """1 + (n - 1) * 2**-25 in float32 steps stays near 1 (each small addend
+    rounds away or is halved); summed in float64 and rounded once it is
+    float32's nearest value.  Scatter outputs (csc, coo) are held in float64."""
+    n = 1 << 14
+    A = spc.tensor(sp.csr_matrix(np.ones((1, n))), fmt, dtype="float32")
+    x = np.full(n, 2.0 ** -25, dtype=np.float32)
+    x[0] = 1.0
+    k = spc.compile("spmv", fmt=fmt, accumulate="float64")
+    y = k(A, x)
+    assert y.dtype == np.float32
+    assert y[0] == np.float32(1 + (n - 1) * 2.0 ** -25)
+    assert "let acc: f64" in k.ir or "out y_vals: f64*" in k.ir
+    assert spc.compile("spmv", fmt=fmt)(A, x)[0] != y[0]      # float32 sums lose them
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_accumulate_float64_on_every_kernel(kernel, dtype):
+    A64 = _matrix(dtype if dtype != "float32" else "float16")
+    A = spc.tensor(A64, "csr", dtype=dtype)
+    ops = {"spmv": lambda: [_dense(A64.shape[1], dtype, 1)],
+           "spmm": lambda: [_dense((A64.shape[1], 9), dtype, 2)],
+           "sddmm": lambda: [_dense((A64.shape[0], 5), dtype, 3),
+                             _dense((A64.shape[1], 5), dtype, 4)]}[kernel]()
+    wide = [o.astype(np.float64) for o in ops]
+    ref = {"spmv": lambda: A64 @ wide[0], "spmm": lambda: A64 @ wide[0],
+           "sddmm": lambda: A64.multiply(wide[0] @ wide[1].T).toarray()}[kernel]()
+    out = spc.compile(kernel, accumulate="float64")(A, *ops)
+    assert str(out.dtype) == dtype
+    assert _rel_err(_values(out), ref) <= TYPES.get(dtype, 1e-6)
+
+
+def test_accumulate_is_never_narrower_than_the_values():
+    with pytest.raises(spc.DTypeError, match="less precision"):
+        spc.compile("spmv", accumulate="float32")(sp.eye(3, format="csr"), np.ones(3))
+    with pytest.raises(spc.DTypeError, match="float32 or float64"):
+        spc.compile("spmv", accumulate="float16")
+    k = spc.compile("spmv", dtype="float64", accumulate="float64")
+    assert k(sp.eye(3, format="csr"), np.ones(3)).dtype == np.float64
+
+
+def test_the_verifier_refuses_a_store_that_widens():
+    o = Buffer("o", DType.F64)
+    k = Kernel("k", (Param(o, ParamRole.OUTPUT),),
+               Store(o, i64(0), Load(Buffer("o32", DType.F32), i64(0))))
+    with pytest.raises(spc.CompileError):
+        verify(k)

@@ -147,7 +147,7 @@ class _FunctionEmitter:
         rounded to nearest even; a bfloat16 NaN stays a quiet NaN)."""
         b = self.b
         if dt is DType.F16:
-            return b.fptrunc(v, _LL[dt])
+            return b.fptrunc(v, _LL[dt])          # from float32 (F16C's vcvtps2ph)
         if dt is DType.BF16:
             bits = b.bitcast(v, I32)
             odd = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
@@ -264,14 +264,27 @@ class _FunctionEmitter:
         elif isinstance(s, Store):
             ptr = b.gep(self.buffers[s.buf.name], [self.expr(s.index)], inbounds=True)
             value = self.expr(s.value)
-            dt = s.buf.dtype
-            if dt in (DType.F16, DType.BF16):     # arithmetic in float32, then rounded
+            dt, vt = s.buf.dtype, dtype_of(s.value)
+            if dt.is_float and dt is not vt:     # arithmetic in vt, then rounded once
+                if dt in (DType.F16, DType.BF16) and vt is DType.F64:
+                    # 16-bit from float64 through float32: LLVM's direct double -> half
+                    # is a compiler-rt call the JIT cannot resolve on x86
+                    value, vt = b.fptrunc(value, F32), DType.F32
                 if s.atomic:
-                    self.atomic_add16(ptr, value, dt)
+                    if vt is DType.F64:
+                        value = b.fptrunc(value, F32)
+                    if dt in (DType.F16, DType.BF16):
+                        self.atomic_add16(ptr, value, dt)
+                    else:
+                        b.atomic_rmw("fadd", ptr, value, "monotonic")
                     return
                 if s.accumulate:
-                    value = b.fadd(self.widen(b.load(ptr), dt), value, flags=CONTRACT)
-                b.store(self.narrow(value, dt), ptr)
+                    old = self.widen(b.load(ptr), dt)             # float32 (or the array's)
+                    if vt is DType.F64 and dt is not DType.F64:
+                        old = b.fpext(old, F64)
+                    value = b.fadd(old, value, flags=CONTRACT)
+                b.store(self.narrow(value, dt) if dt in (DType.F16, DType.BF16)
+                        else b.fptrunc(value, _LL[dt]), ptr)
                 return
             if dt.is_int and dt is not DType.I64 and dtype_of(s.value) is DType.I64:
                 value = b.trunc(value, _LL[dt])

@@ -27,6 +27,8 @@ VALUE_TYPES = ("float16", "bfloat16", "float32", "float64")
 def value_dtype(dtype) -> np.dtype:
     """The numpy dtype of values of ``dtype``, one of VALUE_TYPES (bfloat16 is
     ml_dtypes'); a DTypeError for any other."""
+    if str(dtype).startswith("torch."):
+        dtype = str(dtype)[len("torch."):]          # torch.float16 -> "float16"
     if str(dtype) == "bfloat16" or getattr(dtype, "__name__", None) == "bfloat16":
         import ml_dtypes
         return np.dtype(ml_dtypes.bfloat16)

@@ -21,9 +21,9 @@ from ..errors import ScheduleError, UnsupportedError
 from ..formats.format import Format
 from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
-from .nodes import (Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Kernel,
+from .nodes import (Assign, BinOp, Block, Buffer, Cast, Const, DType, Expr, For, If, Kernel,
                     Let, Load, Neg, Param, ParamRole, Stmt, Store, Var, While, add,
-                    and_, block, eq, i64, lt, mul, or_)
+                    and_, block, dtype_of, eq, i64, lt, mul, or_)
 from .simplify_expr import simplify_expr
 
 I64 = DType.I64
@@ -280,12 +280,12 @@ class Lowerer:
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format],
                  order: tuple[str, ...], value_dtype: DType, index_dtype: DType,
                  output_kind: str, pattern_access: int | None, phase: str,
-                 accumulate: bool = False):
+                 accumulate: bool = False, sum_dtype: DType | None = None):
         self.assign = assign
         self.formats = formats
         self.order = order
         self.st = value_dtype                # how values are stored
-        self.vt = value_dtype.widened        # what arithmetic on them runs in
+        self.vt = sum_dtype or value_dtype.widened   # what arithmetic on them runs in
         self.it = index_dtype
         self.accesses = assign.accesses()
         self.out = assign.lhs
@@ -400,7 +400,8 @@ class Lowerer:
             if a in zero:
                 return Const(0.0, self.vt)
             buf = self.use(vals_buffer(e.tensor, self.st), ParamRole.INPUT, e.tensor)
-            return Load(buf, states[a].parent.pos)
+            load = Load(buf, states[a].parent.pos)
+            return load if dtype_of(load) is self.vt else Cast(load, self.vt)
         if isinstance(e, ast.Const):
             return Const(float(e.value), self.vt)
         if isinstance(e, ast.Neg):
@@ -784,13 +785,15 @@ def _factors_of(e: ast.Expr) -> list[ast.Expr]:
 def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "kernel",
           order: tuple[str, ...] | None = None, value_dtype: DType = DType.F32,
           index_dtype: DType = DType.I32, accumulate: bool = False,
-          separate: frozenset[str] = frozenset()) -> Program:
+          separate: frozenset[str] = frozenset(), sum_dtype: DType | None = None) -> Program:
     """Lower a checked assignment to loop IR.
 
     Requires: ``formats`` maps every tensor of ``assign`` (output included) to a
     Format of the tensor's rank; ``assign`` passed ``frontend.check``.
     Ensures: the kernels compute ``assign`` for every valid input; the output's
-    arrays are the Program's OUTPUT parameters.
+    arrays are the Program's OUTPUT parameters.  Arithmetic runs in ``sum_dtype``
+    (default: ``value_dtype.widened``); loads are cast to it, and stores round
+    to the arrays' type.
     """
     groups = split_terms(assign, separate)
     if len(groups) > 1:
@@ -803,7 +806,8 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
             sub_order = None if order is None else group_order(
                 order, IndexPlan.of(group, formats).loop_vars)
             part = lower(group, formats, name=f"{name}_term{n}", order=sub_order,
-                         value_dtype=value_dtype, index_dtype=index_dtype, accumulate=n > 0)
+                         value_dtype=value_dtype, index_dtype=index_dtype, accumulate=n > 0,
+                         sum_dtype=sum_dtype)
             kernels.extend(part.kernels)
         return replace(part, kernels=tuple(kernels),
                        index_order=order or default_loop_order(assign, formats))
@@ -822,7 +826,7 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     kernels = []
     for phase in phases:
         lw = Lowerer(assign, formats, order, value_dtype, index_dtype, kind, pattern, phase,
-                     accumulate)
+                     accumulate, sum_dtype)
         body = lw.lower_body()
         params = _params(lw, order)
         attrs = (("order", ",".join(order)), ("output", kind))

@@ -193,7 +193,9 @@ class Assign:
 
 @dataclass(frozen=True, slots=True)
 class Store:
-    """``buf[index] = value``, or ``buf[index] += value`` when ``accumulate``.
+    """``buf[index] = value``, or ``buf[index] += value`` when ``accumulate``
+    (the addition in the value's type).  A value of a wider float type than the
+    array's element is rounded to it, to nearest even, once.
 
     ``atomic`` (with ``accumulate``): the addition is atomic, because other
     threads may add to the same entry concurrently.

@@ -102,6 +102,10 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             expr(s.value, scope)
             if dtype_of(s.index) not in (DType.I64, DType.I32):
                 fail(f"index of store to '{s.buf.name}' is not an integer")
+            if s.buf.dtype.is_float and dtype_of(s.value) is DType.F32 \
+                    and s.buf.dtype.widened is DType.F64:
+                fail(f"store of a float32 value to '{s.buf.name}', a float64 array "
+                     f"(stores may round values, never widen them)")
         elif isinstance(s, Alloc):
             local_bufs.add(s.buf.name)
         elif isinstance(s, For):

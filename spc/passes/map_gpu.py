@@ -66,7 +66,7 @@ from itertools import count
 
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For,
                         GpuMapping, GridMode, If, Kernel, Let, Load, LoopKind, Neg, ParamRole,
-                        Stmt, Store, Var, WarpSum, While, block)
+                        Stmt, Store, Var, WarpSum, While, block, dtype_of)
 from .map_parallel import _binds
 from ..ir.traverse import rewrite, walk
 
@@ -372,7 +372,7 @@ def interchange(outer: For, names: FreshNames) -> Stmt | None:
             if not var_names(c) & (outer_vars | inner_vars):
                 conds.append(c)
         guards.append(conds)
-    regs = [names.fresh(f"{s.buf.name}_reg", s.buf.dtype.widened) for s in stores]
+    regs = [names.fresh(f"{s.buf.name}_reg", dtype_of(s.value)) for s in stores]
     by_store = {id(s): r for s, r in zip(stores, regs)}
 
     def to_reg(n):

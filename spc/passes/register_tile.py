@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, DType, For, If, Kernel, Let,
-                        Load, ParamRole, Store, Var, While, add, i64, mul)
+                        Load, ParamRole, Store, Var, While, add, dtype_of, i64, mul)
 from ..ir.traverse import rewrite, walk
 
 I64 = DType.I64
@@ -163,7 +163,7 @@ def register_tile(kernel: Kernel, *, width: int) -> Kernel:
             if found is not None:
                 row, lets, store, base, rebuild = found
                 if store.buf.dtype.is_float:
-                    return _tile(node, row, lets, store, base, width, store.buf.dtype.widened,
+                    return _tile(node, row, lets, store, base, width, dtype_of(store.value),
                                  rebuild)
             return replace(node, body=top_down(node.body))
         if isinstance(node, Block):
@@ -202,9 +202,9 @@ def tile_rows_for_registers(kernel: Kernel, *, widest: int | None = None,
     """register_tile with the ``tile_widths`` of the kernel's value type: the
     accumulators of the widest tile fill ``accumulator_bytes`` of registers
     (or ``widest`` columns), and the remainder is narrower than an AVX2 vector."""
-    floats = [p.value.dtype for p in kernel.params
-              if isinstance(p.value, Buffer) and p.value.dtype.is_float]
-    for w in tile_widths(floats[0].widened if floats else DType.F32, widest, accumulator_bytes):
+    sums = [dtype_of(n.value) for n in walk(kernel.body)       # what accumulators hold
+            if isinstance(n, Store) and n.buf.dtype.is_float]
+    for w in tile_widths(sums[0] if sums else DType.F32, widest, accumulator_bytes):
         kernel = register_tile(kernel, width=w)
     return kernel
 

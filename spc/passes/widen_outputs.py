@@ -1,58 +1,70 @@
-"""widen_outputs: a 16-bit float output that a kernel adds into is held in float32.
+"""widen_outputs: an output a kernel adds into is held in the type it sums in.
 
-Kernels compute in float32 whatever their arrays hold: loads of float16 and
-bfloat16 widen, and stores round (``DType.widened``).  An output stored once
-per entry (``Kernel.overwrites``) is rounded once, on that store.  An output
-the kernel adds into -- SpMM's rows accumulated nonzero by nonzero on the CPU,
-a csc SpMV's scatter, atomics, the later terms of a split sum -- would be
-rounded at every addition, so that the sum would be computed in 16 bits.  This
-pass gives such an output a float32 array instead:
+Kernels sum in float32 whatever their arrays hold (loads of float16 and bfloat16
+widen), or in float64 where asked (``spc.compile(..., accumulate="float64")``:
+loads are cast up), and stores round to the array's type.  An output stored
+once per entry (``Kernel.overwrites``) is rounded once, on that store.  An
+output the kernel adds into -- SpMM's rows accumulated nonzero by nonzero on the
+CPU, a csc SpMV's scatter, atomics, the later terms of a split sum -- would be
+rounded at every addition, so that the sum would be computed in the storage
+type.  This pass gives such an output an array of the sums' type instead:
 
     out C_vals: f16*   ...   C_vals[i * size_j + j] += ...
       ==>
     out C_vals: f32*   ...   C_vals[i * size_j + j] += ...
 
 and the runtime rounds the result to the storage type once, after the
-program's last kernel (``force``: widen regardless, for the other kernels of a
-program one of whose kernels was widened: they share the output array).
+program's last kernel (``to``: widen to that type regardless, for the kernels
+of a program one of whose kernels was widened: they share the output array).
 Runs after overwrite_outputs, which decides what is stored once.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import Buffer, DType, Kernel, Param, ParamRole
-from ..ir.traverse import rewrite
+from ..ir.nodes import Buffer, DType, Kernel, Param, ParamRole, Store, dtype_of
+from ..ir.traverse import rewrite, walk
 
 NARROW = (DType.F16, DType.BF16)
+_WIDTH = {DType.F16: 0, DType.BF16: 0, DType.F32: 1, DType.F64: 2}
 
 
-def widen_outputs(kernel: Kernel, force: bool = False) -> Kernel:
-    """``kernel`` with each 16-bit float output it does not store once per entry
-    (or every one, with ``force``) held in float32.  Requires: a verified
-    kernel.  Ensures: the same values, rounded once instead of per addition."""
-    wide = {p.name for p in kernel.params
-            if p.role is ParamRole.OUTPUT and isinstance(p.value, Buffer)
-            and p.value.dtype in NARROW
-            and (force or kernel.adds_to_output or p.name not in kernel.overwrites)}
+def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
+    """``kernel`` with each float output it does not store once per entry held in
+    the type of the sums it stores (at least float32; float64 where the kernel
+    sums in float64: ``spc.compile(..., accumulate="float64")``), or with ``to``,
+    every float output held in that type.  Requires: a verified kernel.  Ensures:
+    the same values, rounded once instead of per addition."""
+    sums: dict[str, DType] = {}              # output -> the widest value stored into it
+    for n in walk(kernel.body):
+        if isinstance(n, Store) and n.buf.dtype.is_float:
+            vt, old = dtype_of(n.value), sums.get(n.buf.name)
+            if old is None or _WIDTH[vt] > _WIDTH[old]:
+                sums[n.buf.name] = vt
+    wide: dict[str, DType] = {}
+    for p in kernel.params:
+        if p.role is not ParamRole.OUTPUT or not isinstance(p.value, Buffer) \
+                or not p.value.dtype.is_float:
+            continue
+        dt = p.value.dtype
+        if to is not None:
+            target = to
+        elif p.name in kernel.overwrites and not kernel.adds_to_output:
+            continue
+        else:
+            target = sums.get(p.name, dt.widened)
+            if _WIDTH[target] < _WIDTH[dt.widened]:
+                target = dt.widened
+        if target is not dt:
+            wide[p.name] = target
     if not wide:
         return kernel
 
     def widen(n):
         if isinstance(n, Buffer) and n.name in wide:
-            return Buffer(n.name, n.dtype.widened)
+            return Buffer(n.name, wide[n.name])
         return n
 
     params = tuple(replace(p, value=widen(p.value)) if isinstance(p, Param) else p
                    for p in kernel.params)
     return replace(kernel, params=params, body=rewrite(kernel.body, widen))
-
-
-def widened_outputs(kernel: Kernel) -> frozenset[str]:
-    """The output arrays of ``kernel`` held wider than its input values (this pass's work)."""
-    narrow = {p.value.dtype for p in kernel.params
-              if p.role is ParamRole.INPUT and isinstance(p.value, Buffer)
-              and p.value.dtype in NARROW}
-    return frozenset(p.name for p in kernel.params if p.role is ParamRole.OUTPUT
-                     and isinstance(p.value, Buffer) and narrow
-                     and p.value.dtype is DType.F32)

@@ -22,7 +22,7 @@ from ..ir.lower import OutputKind, Program, lower, split_base, vals_buffer
 from ..ir.nodes import Buffer, DType, Kernel
 from ..ir.printer import format_kernel
 from ..ir.verify import verify
-from ..passes.widen_outputs import widen_outputs, widened_outputs
+from ..passes.widen_outputs import widen_outputs
 from ..schedule import Schedule, check_applied
 from . import cache
 from .dump import Dumper
@@ -239,18 +239,21 @@ class CompiledKernel(KernelCall):
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format], target,
                  dtype: DType, schedule: Schedule, name: str, inputs: tuple[str, ...],
                  separate: frozenset[str] = frozenset(),
-                 display: dict[str, str] | None = None, check_knobs: bool = True):
+                 display: dict[str, str] | None = None, check_knobs: bool = True,
+                 accumulate: DType | None = None):
         """``assign``, ``formats``, ``inputs`` and ``schedule.order`` use spc's
         internal names (frontend.names); ``display`` maps the internal names that
         differ to the user's, which keyword calls and messages use.
         ``check_knobs``: refuse schedule knobs that steer nothing in this kernel
-        (a composite kernel checks them over all its parts instead)."""
+        (a composite kernel checks them over all its parts instead).
+        ``accumulate``: the type sums run in (None: ``dtype.widened``)."""
         self.display = dict(display or {})
         self.input_names = tuple(self.display.get(n, n) for n in inputs)
         self.expression = assign
         self.formats = formats
         self.target = target
         self.dtype = dtype
+        self.accumulate = accumulate
         self._schedule = schedule       # as asked, in internal names
         self.name = name
         self.inputs = inputs
@@ -353,7 +356,7 @@ class CompiledKernel(KernelCall):
                    f"formats: { {k: str(f) for k, f in sorted(self.formats.items())} }\n")
         program = lower(self.expression, self.formats, name=self.name, order=self._schedule.order,
                         value_dtype=self.dtype, index_dtype=index_dtype,
-                        separate=self.separate)
+                        separate=self.separate, sum_dtype=self.accumulate)
         kernels, sources = [], []
         for kernel in program.kernels:
             verify(kernel, "lower")
@@ -365,9 +368,12 @@ class CompiledKernel(KernelCall):
             dump.write(f"{kernel.name}.source", source)
             kernels.append(kernel)
             sources.append(source)
-        if len(kernels) > 1 and any(widened_outputs(k) for k in kernels):
-            # kernels of one program share the output array: all widen or none
-            kernels = [verify(widen_outputs(k, force=True), "widen_outputs") for k in kernels]
+        out_vals = vals_buffer(self.output, self.dtype).name
+        held = {p.value.dtype for k in kernels for p in k.params if p.name == out_vals}
+        if len(held) > 1:
+            # kernels of one program share the output array: all hold it in the widest type
+            widest = max(held, key=lambda dt: dt.np.itemsize)
+            kernels = [verify(widen_outputs(k, to=widest), "widen_outputs") for k in kernels]
             sources = [self.target.render(k) for k in kernels]
         v = _Variant(program, tuple(kernels), tuple(sources))
         self._variants[index_dtype] = v
@@ -698,7 +704,8 @@ class CompiledKernel(KernelCall):
         """Allocate the output with the array module ``xp`` (numpy, or cupy for a
         device target), launch the kernels and return the output Tensor.
         ``array_dtype(dt)``: the dtype of ``xp``'s arrays of values of DType ``dt``;
-        ``narrow(a, dt)``: float32 array ``a`` rounded to ``dt``."""
+        ``narrow(a, dt)``: a float32 or float64 array ``a`` rounded to ``dt``
+        (default: the CPU's IR kernel, runtime/narrow_cpu)."""
         program = v.program
         out_name = self.output
         out_fmt = self.formats[out_name]
@@ -719,7 +726,7 @@ class CompiledKernel(KernelCall):
                                              self.display.get(p.tensor, p.tensor))
         nthreads = self._threads(tensors, sizes)
         out_vals = vals_buffer(out_name, self.dtype).name
-        # the kernels' output array: float32 for a 16-bit output they add into
+        # the kernels' output array: the sums' type for an output they add into
         # (passes/widen_outputs), rounded to the kernel's type once at the end
         out_type = v.array_dtype(out_vals, self.dtype)
         np_dtype = array_dtype(out_type)

@@ -60,7 +60,8 @@ class CompositeKernel(KernelCall):
     """A compiled expression with sum-format operands; called like CompiledKernel."""
 
     def __init__(self, assign: ast.Assignment, formats: dict, target, dtype, schedule,
-                 name: str, inputs: tuple[str, ...], display: dict[str, str] | None = None):
+                 name: str, inputs: tuple[str, ...], display: dict[str, str] | None = None,
+                 accumulate=None):
         self.display = dict(display or {})
         self.input_names = tuple(self.display.get(n, n) for n in inputs)
         self.expression = assign
@@ -95,7 +96,7 @@ class CompositeKernel(KernelCall):
                 self.kernels.append(CompiledKernel(
                     sub, sub_fmts, target, dtype, schedule, f"{name}_part{k}",
                     tuple(dict.fromkeys(a.tensor for a in sub.accesses())),
-                    check_knobs=False))
+                    check_knobs=False, accumulate=accumulate))
         else:
             rhs = _rewrite(assign.rhs, self.sums)
             sub = ast.Assignment(assign.lhs, rhs, assign.source)
@@ -108,7 +109,7 @@ class CompositeKernel(KernelCall):
             self.kernels = [CompiledKernel(
                 sub, fmts, target, dtype, schedule, name,
                 tuple(dict.fromkeys(a.tensor for a in sub.accesses())), frozenset(separate),
-                check_knobs=False)]
+                check_knobs=False, accumulate=accumulate)]
         check_schedule_knobs(target, schedule, self.lowered_kernels())
 
     # -- what it is ---------------------------------------------------------------

@@ -174,12 +174,12 @@ class DeviceOperands:
         return self.to_family(ck, out, bound, families, alloc)
 
     def narrow(self, a, dt: DType):
-        """The float32 device array ``a`` rounded to ``dt`` (to nearest even; bfloat16
-        as its bits, a NaN staying a quiet NaN)."""
+        """The float32 or float64 device array ``a`` rounded to ``dt`` (to nearest
+        even; bfloat16 as its bits, through float32, a NaN staying a quiet NaN)."""
         if dt is not DType.BF16:
             return a.astype(device_dtype(dt))
         cp = self.cp
-        bits = cp.ascontiguousarray(a).view(cp.uint32)
+        bits = cp.ascontiguousarray(a, dtype=cp.float32).view(cp.uint32)
         rounded = (bits + cp.uint32(0x7FFF) + ((bits >> 16) & cp.uint32(1))) >> 16
         return cp.where(cp.isnan(a), (bits >> 16) | cp.uint32(0x40), rounded).astype(cp.uint16)
 
@@ -249,7 +249,8 @@ class DeviceOperands:
 
     def _as_cupy(self, t):
         """A torch CUDA tensor (dense) as a CuPy array over the same memory (no
-        copy; the array keeps the tensor alive)."""
+        copy; the array keeps the tensor alive), except bfloat16, which CuPy
+        cannot hold: a float32 copy (exact)."""
         if t.dtype is _torch().bfloat16:
             t = t.float()            # exact; the array keeps the copy alive
         dt = _np_dtype_of(t.dtype)
