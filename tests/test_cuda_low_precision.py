@@ -95,7 +95,7 @@ def test_formats_in_16_bits(kernel, fmt, tdtype):
     k = spc.compile(kernel, fmt=fmt, target="cuda")
     A = spc.tensor(A64, fmt, dtype=np_dtype)
     if fmt != "hyb":                     # sum formats are split per call, not prepared
-        A = k.prepare(A)
+        A = k.prepare(A, name="A")
     if kernel == "spmv":
         x = _dense(A64.shape[1], tdtype, 1)
         out, ref = k(A, x), A64 @ x.double().cpu().numpy()

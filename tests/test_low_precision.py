@@ -305,3 +305,24 @@ def test_the_verifier_refuses_a_store_that_widens():
                Store(o, i64(0), Load(Buffer("o32", DType.F32), i64(0))))
     with pytest.raises(spc.CompileError):
         verify(k)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("kernel", ["spmv", "sddmm"])
+def test_torch_operands_of_a_sum_format_in_16_bits(kernel, dtype):
+    """hyb (a sum of formats) splits torch operands on the host and returns torch:
+    neither step goes through scipy, which holds no 16-bit values."""
+    torch = pytest.importorskip("torch")
+    tdt = getattr(torch, dtype)
+    A64 = _matrix(dtype)
+    A = torch.tensor(A64.toarray()).to(tdt).to_sparse_csr()
+    if kernel == "spmv":
+        x = torch.tensor(_dense(A64.shape[1], "float32", 1)).to(tdt)
+        out, ref = spc.compile(kernel, fmt="hyb")(A, x), A64 @ x.double().numpy()
+    else:
+        X = torch.tensor(_dense((A64.shape[0], 4), "float32", 2)).to(tdt)
+        Y = torch.tensor(_dense((A64.shape[1], 4), "float32", 3)).to(tdt)
+        out = spc.compile(kernel, fmt="hyb")(A, X, Y).to_dense()
+        ref = A64.multiply(X.double().numpy() @ Y.double().numpy().T).toarray()
+    assert out.dtype is tdt
+    assert _rel_err(out.double().numpy(), ref) <= TYPES[dtype]

@@ -176,9 +176,10 @@ class CompositeKernel(KernelCall):
         family = result_family(list(bound.values()))
         if family == "scipy":
             return out.to_scipy("csr")
-        if family == "torch":
-            from ..formats.tensor import tensor
-            return tensor(out.to_scipy("csr"), "csr").to_torch()
+        if family == "torch":             # (not through scipy: it holds no 16-bit values)
+            from ..formats.tensor import from_coords
+            coords, vals = out.to_coo()
+            return from_coords(coords, vals, out.shape, "csr").to_torch()
         return out
 
 
@@ -208,5 +209,8 @@ def _host(x):
         t = x.detach()
         if t.is_cuda:
             t = t.cpu()
-        return t.to_dense().numpy() if t.layout != __import__("torch").strided else t.numpy()
+        if t.layout != __import__("torch").strided:
+            t = t.to_dense()
+        from ..formats.convert import _torch_numpy
+        return _torch_numpy(t, None, "operand")          # bfloat16 as ml_dtypes'
     return x
