@@ -41,3 +41,18 @@ def compiled():
         key = tuple(sorted(formats.items())) if formats else None
         return _compile(kernel, fmt, key, str(dtype), schedule)
     return get
+
+
+@pytest.fixture
+def general_path_counter(monkeypatch):
+    """Counts calls that reach the general device path (runtime/device.py)."""
+    from spc.runtime.device import DeviceOperands
+    calls = []
+    original = DeviceOperands.call
+
+    def counting(self, ck, bound, validate):
+        calls.append(ck.name)
+        return original(self, ck, bound, validate)
+
+    monkeypatch.setattr(DeviceOperands, "call", counting)
+    return calls

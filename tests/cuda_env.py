@@ -44,3 +44,4 @@ def gpu(kernel, **kw):
     if key not in _COMPILED:
         _COMPILED[key] = spc.compile(kernel, target="cuda", **kw)
     return _COMPILED[key]
+

@@ -11,7 +11,6 @@ import pytest
 import scipy.sparse as sp
 
 import spc
-from spc.runtime.device import DeviceOperands
 
 pytestmark = pytest.mark.cuda
 torch = pytest.importorskip("torch")
@@ -41,20 +40,6 @@ def _torch_sparse(A, layout, index_dtype, dtype):
     vals = torch.tensor(M.data, dtype=dtype, device=DEV)
     make = torch.sparse_csr_tensor if layout == "csr" else torch.sparse_csc_tensor
     return make(pos, crd, vals, A.shape)
-
-
-@pytest.fixture
-def general_path_counter(monkeypatch):
-    """Counts calls that reach the general device path."""
-    calls = []
-    original = DeviceOperands.call
-
-    def counting(self, ck, bound, validate):
-        calls.append(ck.name)
-        return original(self, ck, bound, validate)
-
-    monkeypatch.setattr(DeviceOperands, "call", counting)
-    return calls
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -9,7 +9,6 @@ import pytest
 import scipy.sparse as sp
 
 import spc
-from spc.runtime.device import DeviceOperands
 
 pytestmark = pytest.mark.cuda
 torch = pytest.importorskip("torch")
@@ -47,22 +46,9 @@ def _err(out, ref) -> float:
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
-@pytest.fixture
-def general_calls(monkeypatch):
-    calls = []
-    original = DeviceOperands.call
-
-    def counting(self, ck, bound, validate):
-        calls.append(ck.name)
-        return original(self, ck, bound, validate)
-
-    monkeypatch.setattr(DeviceOperands, "call", counting)
-    return calls
-
-
 @pytest.mark.parametrize("tdtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
-def test_torch_csr_in_16_bits_takes_the_fast_path(kernel, tdtype, general_calls):
+def test_torch_csr_in_16_bits_takes_the_fast_path(kernel, tdtype, general_path_counter):
     A64 = _matrix(tdtype)
     A = torch.tensor(A64.toarray()).to(tdtype).cuda().to_sparse_csr()
     k = spc.compile(kernel, target="cuda")
@@ -80,7 +66,7 @@ def test_torch_csr_in_16_bits_takes_the_fast_path(kernel, tdtype, general_calls)
         out = k(*ops)
         assert out.dtype is tdtype and out.is_cuda
         assert _err(out, ref) <= TOLERANCE[tdtype]
-    assert len(general_calls) <= 1          # the first call builds the fast path's feeds
+    assert len(general_path_counter) <= 1   # the first call builds the fast path's feeds
 
 
 @pytest.mark.parametrize("tdtype", [torch.float16, torch.bfloat16], ids=str)
