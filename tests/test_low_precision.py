@@ -326,3 +326,13 @@ def test_torch_operands_of_a_sum_format_in_16_bits(kernel, dtype):
         ref = A64.multiply(X.double().numpy() @ Y.double().numpy().T).toarray()
     assert out.dtype is tdt
     assert _rel_err(out.double().numpy(), ref) <= TYPES[dtype]
+
+
+@pytest.mark.parametrize("dtype", list(TYPES))
+def test_16_bit_tensors_come_to_scipy_as_float32(dtype):
+    """scipy.sparse holds no 16-bit values: to_scipy widens them (exactly)."""
+    A64 = _matrix(dtype)
+    m = spc.tensor(A64, "csr", dtype=dtype).to_scipy()
+    assert m.dtype == np.float32
+    np.testing.assert_array_equal(m.toarray(), A64.toarray().astype(np.float32))
+    assert (m @ np.ones(A64.shape[1], np.float32)).dtype == np.float32    # scipy can use it

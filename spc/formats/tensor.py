@@ -240,10 +240,14 @@ class Tensor:
         ``tobsr()`` choice).  scipy's BSR needs a shape that is a multiple of the
         block size: when the shape is not, "bsr" raises ShapeError unless
         ``pad=True``, which returns the BSR matrix of ``self.padded_shape``.
-        See :mod:`spc.formats.convert`.
+        16-bit values come back as float32 (exactly): scipy.sparse holds no
+        float16 or bfloat16.  See :mod:`spc.formats.convert`.
         """
         from .convert import to_scipy
-        return to_scipy(self.on_host(), layout, blocksize=blocksize, pad=pad)
+        t = self.on_host()
+        if t.vals.dtype.itemsize < 4:
+            t = Tensor(t.shape, t.format, t.arrays, t.vals.astype(np.float32), validate=False)
+        return to_scipy(t, layout, blocksize=blocksize, pad=pad)
 
     def to_torch(self, layout=None, *, blocksize=None, pad: bool = False):
         """A CPU torch tensor: ``layout`` "dense" (strided), "coo", "csr", "csc" or
