@@ -59,7 +59,8 @@ class TypedKernel(KernelCall):
         names = {n: type_name(x) for n, x in operands.items()}
         if self.dtype is None:
             return promoted(names)
-        check_operands(names, self.dtype, self.name, self._warned)
+        check_operands(names, self.dtype, f"kernel '{self._last.expression.source}'",
+                       self._warned)
         return self.dtype
 
     def _call(self, args, kwargs):
