@@ -27,19 +27,15 @@ NAMED_KERNELS = {
 def _value_type(dtype) -> DType:
     """The DType ``spc.compile``'s ``dtype=`` names (a numpy dtype or its name,
     a torch dtype, "f32"/"f64"); a DTypeError for a type no kernel computes in."""
-    import numpy as np
+    from .errors import DTypeError
+    from .formats.tensor import value_dtype
     from .runtime.value_types import COMPUTED
-    name = {"f32": "float32", "f64": "float64"}.get(dtype, dtype) if isinstance(dtype, str) \
-        else dtype
     try:
-        name = np.dtype(name).name
-    except TypeError:
-        name = str(name).rpartition(".")[2]          # torch.float32 -> float32
-    if name not in COMPUTED:
-        from .errors import DTypeError
+        return COMPUTED[value_dtype({"f32": "float32", "f64": "float64"}.get(dtype, dtype)
+                                    if isinstance(dtype, str) else dtype).name]
+    except (DTypeError, TypeError):
         raise DTypeError(f"dtype must be None (the operands' type) or one of "
-                         f"{', '.join(COMPUTED)}, not {dtype!r}")
-    return COMPUTED[name]
+                         f"{', '.join(COMPUTED)}, not {dtype!r}") from None
 
 
 def make_target(target, **options):
@@ -132,7 +128,7 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     built_target = make_target(target, **target_options)
 
     def make(value_type: DType):
-        if sums is not None and sums.np.itemsize < value_type.widened.np.itemsize:
+        if sums is not None and sums.nbytes < value_type.widened.nbytes:
             from .errors import DTypeError
             raise DTypeError(f"accumulate={accumulate!r} would sum {value_type.numpy} values "
                              f"in less precision than they hold")

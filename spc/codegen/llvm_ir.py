@@ -142,12 +142,18 @@ class _FunctionEmitter:
             return b.sext(v, I64)
         return v
 
-    def narrow(self, v, dt: DType):
-        """A widened value ``v`` as an element of an array of ``dt`` (16-bit floats
-        rounded to nearest even; a bfloat16 NaN stays a quiet NaN)."""
+    def narrow(self, v, vt: DType, dt: DType):
+        """Value ``v`` of type ``vt`` as an element of an array of ``dt``, no wider:
+        floats rounded to nearest even (float64 to 16 bits through float32: LLVM's
+        direct double -> half is a compiler-rt call the JIT cannot resolve on x86;
+        a bfloat16 NaN stays a quiet NaN), integers truncated."""
         b = self.b
-        if dt is DType.F16:
-            return b.fptrunc(v, _LL[dt])          # from float32 (F16C's vcvtps2ph)
+        if vt is dt:
+            return v
+        if vt is DType.F64 and dt is not DType.F32 and dt.is_float:
+            v = b.fptrunc(v, F32)
+        if dt in (DType.F32, DType.F16):
+            return b.fptrunc(v, _LL[dt])          # float16: F16C's vcvtps2ph
         if dt is DType.BF16:
             bits = b.bitcast(v, I32)
             odd = b.and_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 1))
@@ -156,9 +162,7 @@ class _FunctionEmitter:
             quiet = b.or_(b.lshr(bits, ir.Constant(I32, 16)), ir.Constant(I32, 0x40))
             nan = b.fcmp_unordered("uno", v, v)
             return b.trunc(b.select(nan, quiet, rounded), I16)
-        if dt.is_int and dt is not DType.I64:
-            return b.trunc(v, _LL[dt])
-        return v
+        return b.trunc(v, _LL[dt])
 
     def atomic_add16(self, ptr, value, dt: DType) -> None:
         """``*ptr += value`` on a 16-bit float array element, atomically: a
@@ -173,7 +177,7 @@ class _FunctionEmitter:
         old = b.phi(I16)
         old.add_incoming(start, entry)
         as_elem = b.bitcast(old, _LL[dt]) if dt is DType.F16 else old
-        new = self.narrow(b.fadd(self.widen(as_elem, dt), value), dt)
+        new = self.narrow(b.fadd(self.widen(as_elem, dt), value), DType.F32, dt)
         new_bits = b.bitcast(new, I16) if dt is DType.F16 else new
         pair = b.cmpxchg(bits_ptr, old, new_bits, "monotonic", "monotonic")
         seen = b.extract_value(pair, 0)
@@ -266,28 +270,20 @@ class _FunctionEmitter:
             value = self.expr(s.value)
             dt, vt = s.buf.dtype, dtype_of(s.value)
             if dt.is_float and dt is not vt:     # arithmetic in vt, then rounded once
-                if dt in (DType.F16, DType.BF16) and vt is DType.F64:
-                    # 16-bit from float64 through float32: LLVM's direct double -> half
-                    # is a compiler-rt call the JIT cannot resolve on x86
-                    value, vt = b.fptrunc(value, F32), DType.F32
-                if s.atomic:
-                    if vt is DType.F64:
-                        value = b.fptrunc(value, F32)
-                    if dt in (DType.F16, DType.BF16):
-                        self.atomic_add16(ptr, value, dt)
-                    else:
+                if s.atomic:                     # each addition in the array's precision
+                    value = self.narrow(value, vt, DType.F32)
+                    if dt is DType.F32:
                         b.atomic_rmw("fadd", ptr, value, "monotonic")
+                    else:
+                        self.atomic_add16(ptr, value, dt)
                     return
                 if s.accumulate:
-                    old = self.widen(b.load(ptr), dt)             # float32 (or the array's)
-                    if vt is DType.F64 and dt is not DType.F64:
-                        old = b.fpext(old, F64)
-                    value = b.fadd(old, value, flags=CONTRACT)
-                b.store(self.narrow(value, dt) if dt in (DType.F16, DType.BF16)
-                        else b.fptrunc(value, _LL[dt]), ptr)
+                    old = self.widen(b.load(ptr), dt)
+                    value = b.fadd(self.cast(old, dt.widened, vt), value, flags=CONTRACT)
+                b.store(self.narrow(value, vt, dt), ptr)
                 return
-            if dt.is_int and dt is not DType.I64 and dtype_of(s.value) is DType.I64:
-                value = b.trunc(value, _LL[dt])
+            if dt.is_int and dt is not DType.I64:
+                value = self.narrow(value, dtype_of(s.value), dt)
             if s.atomic:
                 b.atomic_rmw("fadd" if dt.is_float else "add", ptr, value, "monotonic")
                 return

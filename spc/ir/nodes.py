@@ -45,6 +45,12 @@ class DType(Enum):
                 "bool": "bool"}[self.value]
 
     @property
+    def nbytes(self) -> int:
+        """Bytes an array element of this type takes."""
+        return {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i8": 1, "i16": 2, "i32": 4,
+                "i64": 8, "bool": 1}[self.value]
+
+    @property
     def np(self):
         """The numpy dtype of arrays of this type (bfloat16's is ml_dtypes')."""
         import numpy as np

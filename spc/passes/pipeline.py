@@ -58,7 +58,7 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
                                    # lowered, and blocking visits the same entries
         overwrite_outputs,         # outputs stored once per entry need no zero fill; late:
                                    # it proves that of the loops the target will run
-        widen_outputs,             # 16-bit outputs added into are held in float32 (after
+        widen_outputs,             # outputs added into are held in the sums' type (after
                                    # overwrite_outputs: what it proves is stored once stays)
     )
 

@@ -25,8 +25,9 @@ from dataclasses import replace
 from ..ir.nodes import Buffer, DType, Kernel, Param, ParamRole, Store, dtype_of
 from ..ir.traverse import rewrite, walk
 
-NARROW = (DType.F16, DType.BF16)
-_WIDTH = {DType.F16: 0, DType.BF16: 0, DType.F32: 1, DType.F64: 2}
+
+def _nbytes(dt: DType) -> int:
+    return dt.nbytes
 
 
 def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
@@ -38,9 +39,8 @@ def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
     sums: dict[str, DType] = {}              # output -> the widest value stored into it
     for n in walk(kernel.body):
         if isinstance(n, Store) and n.buf.dtype.is_float:
-            vt, old = dtype_of(n.value), sums.get(n.buf.name)
-            if old is None or _WIDTH[vt] > _WIDTH[old]:
-                sums[n.buf.name] = vt
+            vt = dtype_of(n.value)
+            sums[n.buf.name] = max(sums.get(n.buf.name, vt), vt, key=_nbytes)
     wide: dict[str, DType] = {}
     for p in kernel.params:
         if p.role is not ParamRole.OUTPUT or not isinstance(p.value, Buffer) \
@@ -52,9 +52,7 @@ def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
         elif p.name in kernel.overwrites and not kernel.adds_to_output:
             continue
         else:
-            target = sums.get(p.name, dt.widened)
-            if _WIDTH[target] < _WIDTH[dt.widened]:
-                target = dt.widened
+            target = max(sums.get(p.name, dt.widened), dt.widened, key=_nbytes)
         if target is not dt:
             wide[p.name] = target
     if not wide:

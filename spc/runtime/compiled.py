@@ -372,7 +372,7 @@ class CompiledKernel(KernelCall):
         held = {p.value.dtype for k in kernels for p in k.params if p.name == out_vals}
         if len(held) > 1:
             # kernels of one program share the output array: all hold it in the widest type
-            widest = max(held, key=lambda dt: dt.np.itemsize)
+            widest = max(held, key=lambda dt: dt.nbytes)
             kernels = [verify(widen_outputs(k, to=widest), "widen_outputs") for k in kernels]
             sources = [self.target.render(k) for k in kernels]
         v = _Variant(program, tuple(kernels), tuple(sources))
@@ -730,10 +730,15 @@ class CompiledKernel(KernelCall):
         # (passes/widen_outputs), rounded to the kernel's type once at the end
         out_type = v.array_dtype(out_vals, self.dtype)
         np_dtype = array_dtype(out_type)
-        if narrow is None:                     # the CPU: an IR kernel rounds (narrow_cpu)
-            def narrow(a, dt):
-                return narrow_cpu(self.target, a, dt, self._threads(tensors, sizes))
-        rounded = (lambda a: a) if out_type is self.dtype else (lambda a: narrow(a, self.dtype))
+        if out_type is self.dtype:
+            def rounded(a):
+                return a
+        elif narrow is None:                   # the CPU: an IR kernel rounds (narrow_cpu)
+            def rounded(a):
+                return narrow_cpu(self.target, a, self.dtype, nthreads)
+        else:
+            def rounded(a):
+                return narrow(a, self.dtype)
         new = xp.zeros if v.zeroes(out_vals) else xp.empty
         if program.output_kind == OutputKind.DENSE:
             vals = new(math.prod(out_shape), dtype=np_dtype)

@@ -182,7 +182,7 @@ class TorchFastPath:
             return None
         out_vals = vals_buffer(ck.output, ck.dtype).name
         if v.array_dtype(out_vals, ck.dtype) is not ck.dtype or \
-                (ck.dtype.np.itemsize < 4 and v.zeroes(out_vals)):
+                (ck.dtype.nbytes < 4 and v.zeroes(out_vals)):
             return None          # a widened 16-bit output (rounded after): the general path
         kinds = ck.operand_kinds()
         if kinds is None:

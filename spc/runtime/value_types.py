@@ -84,7 +84,7 @@ def _computed(name: str) -> DType:
 def lossless(src: str, dst: DType) -> bool:
     """Whether values of type ``src`` convert to ``dst`` exactly."""
     if src == _BFLOAT16:
-        return dst.numpy in ("float32", "float64") or dst.numpy == _BFLOAT16
+        return dst.numpy in ("float32", "float64", _BFLOAT16)
     dt = _numpy(src)
     if dt is None or dt.kind not in "biuf":
         return False
