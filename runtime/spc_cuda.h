@@ -118,6 +118,61 @@ __device__ __forceinline__ void spc_f32_to_bf16_atomic_add(unsigned short* p, fl
 #endif
 }
 
+// A warp's 16 x 8 tile d += a (16 x 16) * b (16 x 8) in float32, a and b 16-bit
+// (BF: bfloat16, else float16) in the m16n8k16 fragment layout: lane = 4 g + t holds
+// a = {(g, 2t..2t+1), (g+8, 2t..), (g, 2t+8..), (g+8, 2t+8..)} (row, k; low half
+// first), b = {(2t..2t+1, g), (2t+8..2t+9, g)} (k, column) and d = {(g, 2t),
+// (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}.  Tensor cores on sm_80 and later; before,
+// the same sums through shuffles.
+template <bool BF> __device__ __forceinline__ float spc_half_to_f32(unsigned short h) {
+    return BF ? spc_bf16_to_f32(h) : spc_f16_to_f32(h);
+}
+template <bool BF> __device__ __forceinline__ void spc_mma_16816(float* d, const unsigned* a,
+                                                                const unsigned* b) {
+#if __CUDA_ARCH__ >= 800
+    if (BF) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+#else
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {           // the lanes holding k = 2s, 2s+1, 2s+8, 2s+9
+        unsigned ra[4], rb[2][2];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) ra[q] = __shfl_sync(SPC_FULL_MASK, a[q], 4 * g + s);
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            rb[c][0] = __shfl_sync(SPC_FULL_MASK, b[0], 4 * (2 * t + c) + s);
+            rb[c][1] = __shfl_sync(SPC_FULL_MASK, b[1], 4 * (2 * t + c) + s);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {           // d[q]: row g + 8 (q >> 1), column 2t + (q & 1)
+            const int row = q >> 1, col = q & 1;
+            float sum = 0.0f;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {       // k = 2s + h (a[row], b[0]), 2s + 8 + h (a[2 + row], b[1])
+                sum += spc_half_to_f32<BF>((unsigned short)(ra[row] >> (16 * h)))
+                     * spc_half_to_f32<BF>((unsigned short)(rb[col][0] >> (16 * h)));
+                sum += spc_half_to_f32<BF>((unsigned short)(ra[2 + row] >> (16 * h)))
+                     * spc_half_to_f32<BF>((unsigned short)(rb[col][1] >> (16 * h)));
+            }
+            d[q] += sum;
+        }
+    }
+#endif
+}
+__device__ __forceinline__ unsigned spc_pack16(unsigned short lo, unsigned short hi) {
+    return (unsigned)lo | ((unsigned)hi << 16);
+}
+
 // min/max with the loop IR's meaning: min(a, b) = a < b ? a : b.
 template <typename T> __device__ __forceinline__ T spc_min(T a, T b) { return a < b ? a : b; }
 template <typename T> __device__ __forceinline__ T spc_max(T a, T b) { return a > b ? a : b; }

@@ -132,14 +132,34 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             from .errors import DTypeError
             raise DTypeError(f"accumulate={accumulate!r} would sum {value_type.numpy} values "
                              f"in less precision than they hold")
+        knobs = schedule if dt is not None else for_value_type(schedule, value_type,
+                                                                 built_target.name)
         try:
             return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
-                        built_target, value_type, schedule, label,
+                        built_target, value_type, knobs, label,
                         tuple(internal[n] for n in input_names), display=display,
                         accumulate=sums)
         except SpcError as err:
             raise in_user_names(err, display) from None
-    return TypedKernel(make, dt)
+    typed = TypedKernel(make, dt)
+    if dt is None and built_target.name == "cuda" and (
+            schedule.tensor_cores or schedule.tile_cols is not None):
+        typed.specialize(DType.F16)     # the tensor-core knobs steer 16-bit values: refused
+    return typed                        # now where they cannot
+
+
+TENSOR_CORE_TYPES = (DType.F16, DType.BF16)
+
+
+def for_value_type(schedule: Schedule, value_type: DType, target: str) -> Schedule:
+    """``schedule`` for the ``value_type`` specialization of a kernel compiled with
+    ``dtype=None``: on CUDA the tensor-core knobs (``tensor_cores=True``,
+    ``tile_cols``) steer the value types that have tensor cores (float16,
+    bfloat16); specializations of other types compute with scalar loops
+    (with an explicit ``dtype=`` of such a type they are refused instead)."""
+    if target != "cuda" or value_type in TENSOR_CORE_TYPES:
+        return schedule
+    return schedule.replace(tensor_cores=schedule.tensor_cores and None, tile_cols=None)
 
 
 SCHEDULE_KEYWORDS = tuple(f.name for f in dataclasses.fields(Schedule))

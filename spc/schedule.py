@@ -6,7 +6,7 @@ spc's compile-time choices filled in.  Fields come in three kinds:
 
 * **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
   reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``,
-  ``split_rows``, ``tile_cols`` (CPU).  The printed IR shows
+  ``split_rows``, ``tile_cols``, ``tensor_cores`` (CUDA).  The printed IR shows
   their effect and the reference interpreter runs it.
 * **Launch knobs** pick among launches of one binary, from the call's sizes
   when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
@@ -14,8 +14,9 @@ spc's compile-time choices filled in.  Fields come in three kinds:
   meaningless and refused.
 * **Run knobs**: ``threads`` (CPU threads per call).
 
-CPU-only knobs (``threads``, ``tile_cols``) raise ScheduleError on CUDA, and
-the CUDA launch knobs on the CPU.
+CPU-only knobs (``threads``; ``tile_cols`` but for a tensor-core tile's columns)
+raise ScheduleError on CUDA, and the CUDA launch knobs and ``tensor_cores`` on
+the CPU.
 
 A value that is illegal in itself (a group of 3 lanes, 0 threads) raises
 ``spc.ScheduleError`` when the Schedule is made; one that is illegal or
@@ -55,6 +56,13 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
             raise ScheduleError.of(
                 "tile_cols", "this kernel has no row update to keep in registers (a dense "
                              "output row summed over a sparse row's entries, like SpMM's)")
+    if schedule.tensor_cores and target == "cuda":
+        from .passes.tensorize import tensorized
+        if not any(tensorized(k) for k in kernels):
+            raise ScheduleError.of(
+                "tensor_cores", "needs a product of a blocked sparse operand (bsr, blocks "
+                                "of multiples of 16 x 16) and a dense one, summed over the "
+                                "block's columns (SpMM), with float16 or bfloat16 values")
     if schedule.split_rows not in (None, False):
         if "segment_rows" not in inspectors:
             raise ScheduleError.of(
@@ -102,10 +110,18 @@ class Schedule:
     long rows are shared by several warps or threads; partial sums of one row
     are added atomically (see ``passes/split_rows.py``); False: rows whole
     (None: spc's choice, today False).  Not with ``reorder_rows``.
-    ``tile_cols``: CPU, the widest register tile of an SpMM-like row update,
+    ``tile_cols``: on the CPU, the widest register tile of an SpMM-like row update,
     in output columns (a power of two, 4 to 1024; narrower tiles down to one
     AVX2 vector take the rest of the row); None: half the vector registers
-    (256 float32 columns with AVX-512, 64 with AVX2).
+    (256 float32 columns with AVX-512, 64 with AVX2).  On CUDA, the output
+    columns of a tensor-core tile (8 to 256; None: 64).
+    ``tensor_cores``: CUDA, compute a block-sparse times dense product (BSR
+    SpMM with blocks of multiples of 16 x 16, float16 or bfloat16 values) with
+    the GPU's matrix instructions, a warp per tile of the output
+    (``passes/tensorize.py``); False: scalar loops; None: spc's choice (tensor
+    cores wherever they apply, unless another knob asks for rows split or
+    reordered, or for one warp).  Not with ``split_rows``, ``reorder_rows`` or
+    ``parallel=False``.
     """
     order: tuple[str, ...] | None = None
     parallel: bool = True
@@ -118,6 +134,7 @@ class Schedule:
     reorder_rows: str | None = None
     split_rows: int | bool | None = None
     tile_cols: int | None = None
+    tensor_cores: bool | None = None
 
     def __post_init__(self):
         if self.order is not None:
@@ -126,7 +143,7 @@ class Schedule:
                                                 f"{self.order!r}")
             object.__setattr__(self, "order", tuple(self.order))
         _check_bool("parallel", self.parallel, optional=False)
-        for knob in ("deterministic", "wide", "flat"):
+        for knob in ("deterministic", "wide", "flat", "tensor_cores"):
             _check_bool(knob, getattr(self, knob))
         if self.threads is not None and not (_is_int(self.threads) and self.threads >= 1):
             raise ScheduleError.of("threads", f"must be a positive int, not {self.threads!r}")
@@ -148,6 +165,14 @@ class Schedule:
                 _is_int(self.tile_cols) and self.tile_cols in TILE_COLS):
             raise ScheduleError.of("tile_cols", f"must be a power of two from 4 to 1024 "
                                                 f"(output columns), not {self.tile_cols!r}")
+        if self.tensor_cores:
+            if self.split_rows not in (None, False) or self.reorder_rows not in (None, "none"):
+                raise ScheduleError.of("tensor_cores", "a warp's tile takes whole block rows "
+                                                       "in stored order; it does not combine "
+                                                       "with split_rows or reorder_rows")
+            if not self.parallel:
+                raise ScheduleError.of("tensor_cores", "tiles are spread over the grid's "
+                                                       "warps; parallel=False runs one warp")
         if self.flat and self.split is not None:
             raise ScheduleError.of("split", "warps per row mean nothing when flat=True "
                                             "(warps take chunks of positions, not rows)")

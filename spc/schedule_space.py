@@ -4,11 +4,13 @@ from __future__ import annotations
 import itertools
 
 from .errors import ScheduleError, UnsupportedError
+from .passes.tensorize import tensorized
 from .schedule import GROUPS, REORDERINGS, Schedule
 
 SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a gpu_group kernel
 PIECES = (True, 32, 256)       # split_rows tried: chosen from the matrix, short, long
 TILES = (64, 128, 256)         # tile_cols tried on the CPU (the default is one of them)
+TENSOR_TILES = (16, 32, 128)   # tile_cols tried for tensor-core tiles (besides the default, 64)
 MAX_ORDERS = 720               # loop orders tried at most (6 indices)
 
 
@@ -23,7 +25,8 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     ``reorder_rows`` where the kernel has rows to reorder; ``split_rows`` in
     ``PIECES`` where it has rows to split (with ``deterministic=False`` where
     the pieces add atomically); on the CPU, ``tile_cols`` in ``TILES`` where
-    the kernel has a row update to tile; on CUDA,
+    the kernel has a row update to tile; on CUDA, where the kernel has tensor-core
+    tiles, ``tensor_cores=False`` and ``tile_cols`` in ``TENSOR_TILES``; and
     ``deterministic`` where it changes the IR, and the launch knobs
     where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
     ``split`` in {1, 2, 4, 8})).  ``threads`` is left to the machine.
@@ -66,6 +69,13 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                     except ScheduleError:      # no row update to tile
                         break
             if k.target.name == "cuda" and parallel:
+                for s, kk in list(variants):
+                    if not any(tensorized(x) for x in kk.lowered_kernels()):
+                        continue                   # tiles: other widths, or scalar loops
+                    variants.append((s.replace(tensor_cores=False),
+                                     build(s.replace(tensor_cores=False))))
+                    variants.extend((s.replace(tile_cols=w), build(s.replace(tile_cols=w)))
+                                    for w in TENSOR_TILES)
                 for s, kk in list(variants):
                     try:
                         det = build(s.replace(deterministic=True))

@@ -13,12 +13,12 @@ import pytest
 NVCC = shutil.which("nvcc")
 
 
-def nvcc(source: str) -> tuple[int, str]:
-    """Compile CUDA C ``source`` with ``nvcc -arch=sm_90 -cubin``: (exit code, log)."""
+def nvcc(source: str, arch: str = "sm_90") -> tuple[int, str]:
+    """Compile CUDA C ``source`` with ``nvcc -arch=<arch> -cubin``: (exit code, log)."""
     with tempfile.TemporaryDirectory() as d:
         cu = os.path.join(d, "k.cu")
         Path(cu).write_text(source)
-        r = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-o", os.path.join(d, "k.cubin"), cu],
+        r = subprocess.run([NVCC, f"-arch={arch}", "-cubin", "-o", os.path.join(d, "k.cubin"), cu],
                            capture_output=True, text=True, timeout=300)
         return r.returncode, r.stdout + r.stderr
 

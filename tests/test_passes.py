@@ -349,7 +349,8 @@ def test_tile_cols_sets_the_widest_register_tile(tile_cols, widths):
 
 @pytest.mark.parametrize("kernel, kw, message", [
     ("spmv", dict(tile_cols=64), "tile_cols: this kernel has no row update"),
-    ("spmm", dict(tile_cols=64, target="cuda", arch="sm_90"), "tile_cols: a CPU register tile"),
+    ("spmm", dict(tile_cols=64, target="cuda", arch="sm_90"),
+     "tile_cols: on target=.cuda., the columns of a tensor-core tile"),
     ("spmm", dict(tile_cols=48), "tile_cols: must be a power of two from 4 to 1024"),
 ])
 def test_tile_cols_where_it_means_nothing_is_refused(kernel, kw, message):

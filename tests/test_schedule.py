@@ -86,7 +86,8 @@ def test_the_reported_schedule_fills_in_spcs_choices():
                                       tile_cols=CPUTarget().accumulator_bytes // 8)
     g = spc.compile("sddmm", fmt="csr", group=8, **CUDA)
     assert g.schedule == spc.Schedule(order=("i", "j", "k"), deterministic=False, group=8,
-                                      reorder_rows="none", split_rows=False)
+                                      reorder_rows="none", split_rows=False,
+                                      tensor_cores=False)
 
 
 def test_the_reported_order_is_in_the_users_names():
@@ -114,7 +115,7 @@ def _names(passes):
     (spc.Schedule(),
      ["simplify", "tile_rows_for_registers", "map_parallel", "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
-     ["simplify", "collapse_blocks", "map_gpu", "simplify", "mark_noncanonical",
+     ["simplify", "tensorize", "collapse_blocks", "map_gpu", "simplify", "mark_noncanonical",
       "overwrite_outputs", "widen_outputs"]),
     (spc.Schedule(parallel=False),
      ["simplify", "tile_rows_for_registers", "simplify", "mark_noncanonical",

@@ -155,11 +155,14 @@ class CPUTarget(Target):
         return cpu_pipeline(schedule, accumulator_bytes=self.accumulator_bytes)
 
     def check_schedule(self, schedule, kernels) -> None:
-        """The CUDA launch knobs mean nothing here."""
+        """The CUDA launch knobs and tensor cores mean nothing here."""
         for knob in GPU_LAUNCH_KNOBS:
             if getattr(schedule, knob) is not None:
                 raise ScheduleError.of(knob, "a CUDA launch knob; target='cpu' has no warps "
                                              "or lanes")
+        if schedule.tensor_cores:
+            raise ScheduleError.of("tensor_cores", "a GPU's matrix instructions; "
+                                                   "target='cpu' has none")
 
     def cache_key(self) -> str:
         return (f"{CODEGEN_VERSION}|llvm{llvm.llvm_version_info}|llvmlite{llvmlite.__version__}"

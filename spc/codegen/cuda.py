@@ -406,8 +406,15 @@ class CUDATarget(Target):
             raise ScheduleError.of("threads", "CPU threads; on target='cuda' the grid is "
                                               "sized from each call")
         if schedule.tile_cols is not None:
-            raise ScheduleError.of("tile_cols", "a CPU register tile; on target='cuda' "
-                                                "lanes take the columns (see wide)")
+            from ..passes.tensorize import tensorized
+            if not 8 <= schedule.tile_cols <= 256:
+                raise ScheduleError.of("tile_cols", f"a tensor-core tile has 8 to 256 "
+                                                    f"columns, not {schedule.tile_cols}")
+            if not any(tensorized(k) for k in kernels):
+                raise ScheduleError.of("tile_cols", "on target='cuda', the columns of a "
+                                                    "tensor-core tile, which this kernel "
+                                                    "has none of (else lanes take the "
+                                                    "columns: see wide)")
         present = launch_knobs(kernels)
         for knob, missing in _MISSING_LOOP.items():
             if getattr(schedule, knob) is not None and knob not in present:

@@ -45,6 +45,7 @@ from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
                         While, dtype_of)
+from ..ir.traverse import rewrite, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
                               all_stmts, stmts_of)
 
@@ -386,6 +387,8 @@ class _Body:
         self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
         self.tmp = count()
+        self.fragments = {name: shape for name, shape in _mma_accumulators(kernel)}
+        self.names = {n.name for n in walk(kernel.body) if isinstance(n, Var)}
 
     def emit(self, depth: int, text: str) -> None:
         self.lines.append("    " * depth + text)
@@ -408,6 +411,9 @@ class _Body:
             self.emit(depth, f"{c_name(s.var.name)} = {_converted(s.value, s.var.dtype)};")
         elif isinstance(s, Store):
             self.emit(depth, self.store(s, ctx))
+        elif isinstance(s, Alloc) and s.buf.name in self.fragments:
+            rows, cols = self.fragments[s.buf.name]       # a tile: this lane's entries
+            self.emit(depth, f"float {c_name(s.buf.name)}[{rows * cols // WARP_SIZE}] = {{}};")
         elif isinstance(s, Alloc):
             self.emit(depth, f"{c_elem_type(s.buf.dtype)} {c_name(s.buf.name)}[{s.size}] = {{}};")
         elif isinstance(s, While):
@@ -451,6 +457,9 @@ class _Body:
                            f"the mapped loops ({ctx} context) would race")
 
     def loop(self, s: For, depth: int, ctx: str) -> None:
+        if s.kind is LoopKind.MMA_M:
+            self.mma_tile(s, depth, ctx)
+            return
         v = c_name(s.var.name)
         lo, hi = self.fresh("lo"), self.fresh("hi")
         kind = s.kind
@@ -977,6 +986,143 @@ class _Body:
         if jam is not None:
             self.emit(d + 1, "}")
         self.emit(d, "}")
+
+
+    # -- tensor-core tiles ---------------------------------------------------------
+    def mma_tile(self, s: For, d: int, ctx: str) -> None:
+        """A warp's tile (``LoopKind.MMA_M``, see passes/tensorize.py).  The product
+        form becomes mma.sync m16n8k16 instructions: each lane loads the operand
+        entries its fragments hold, found by rendering the loads with the tile's
+        loop variables bound to the fragment's coordinates.  The write-out form
+        runs its body once per accumulator entry a lane holds, with those
+        coordinates bound and ``acc[...]`` read from the lane's registers."""
+        if ctx != "warp":
+            raise CompileError(f"kernel {self.kernel.name}: a tensor-core tile in {ctx} "
+                               f"context (it needs the whole warp)")
+        n_loop, k_loop = _mma_loops(s)
+        if n_loop is None:
+            raise CompileError(f"kernel {self.kernel.name}: @mma_m loop over {s.var.name} "
+                               f"does not hold one @mma_n loop")
+        if k_loop is not None:
+            self.mma_product(s, n_loop, k_loop, d)
+        else:
+            self.mma_write(s, n_loop, d)
+
+    def mma_product(self, m: For, n: For, k: For, d: int) -> None:
+        (store,) = stmts_of(k.body)
+        rows, cols, depth = (int(x.hi.value) for x in (m, n, k))
+        x, y = store.value.lhs, store.value.rhs
+        if n.var.name in _reads(x):
+            x, y = y, x
+        types = {ld.buf.dtype for ld in walk(store.value) if isinstance(ld, Load)} & set(NARROW)
+        if len(types) != 1 or rows % 16 or cols % 8 or depth % 16:
+            raise CompileError(f"kernel {self.kernel.name}: no m16n8k16 instruction for a "
+                               f"{rows} x {cols} x {depth} tile of {sorted(t.value for t in types)}")
+        dt = types.pop()
+        g, t, mi, ki, ni, a, b = (self.fresh(x) for x in ("g", "t", "mi", "ki", "ni", "a", "b"))
+        r, c, kk = (m.var.name, n.var.name, k.var.name)
+
+        def at(row, col, kx):
+            bound = {r: row, c: col, kk: kx}
+            return lambda v: f"({bound[v]})" if bound.get(v) is not None else c_name(v)
+
+        frag = c_name(store.buf.name)
+        mt = rows // 16
+        # per 16 of k: the A fragments of every 16 rows, then per 8 columns one B
+        # fragment, used by every 16 rows
+        self.emit(d, "{")
+        self.emit(d + 1, f"const int {g} = spc_lane >> 2, {t} = spc_lane & 3;")
+        self.emit(d + 1, "#pragma unroll")
+        self.emit(d + 1, f"for (int {ki} = 0; {ki} < {depth // 16}; ++{ki}) {{")
+        self.emit(d + 2, f"unsigned {a}[{mt}][4];")
+        self.emit(d + 2, "#pragma unroll")
+        self.emit(d + 2, f"for (int {mi} = 0; {mi} < {mt}; ++{mi}) {{")
+        for q, (dr, dk) in enumerate(((0, 0), (8, 0), (0, 8), (8, 8))):
+            row = f"{mi} * 16 + {g} + {dr}"
+            lo, hi = (self.bits(x, at(row, None, f"{ki} * 16 + 2 * {t} + {dk + h}"), dt)
+                      for h in (0, 1))
+            self.emit(d + 3, f"{a}[{mi}][{q}] = spc_pack16({lo}, {hi});")
+        self.emit(d + 2, "}")
+        self.emit(d + 2, "#pragma unroll")
+        self.emit(d + 2, f"for (int {ni} = 0; {ni} < {cols // 8}; ++{ni}) {{")
+        self.emit(d + 3, f"unsigned {b}[2];")
+        for q, dk in enumerate((0, 8)):
+            col = f"{ni} * 8 + {g}"
+            lo, hi = (self.bits(y, at(None, col, f"{ki} * 16 + 2 * {t} + {dk + h}"), dt)
+                      for h in (0, 1))
+            self.emit(d + 3, f"{b}[{q}] = spc_pack16({lo}, {hi});")
+        bf = "true" if dt is DType.BF16 else "false"
+        self.emit(d + 3, "#pragma unroll")
+        self.emit(d + 3, f"for (int {mi} = 0; {mi} < {mt}; ++{mi})")
+        self.emit(d + 4, f"spc_mma_16816<{bf}>({frag} + ({mi} * {cols // 8} + {ni}) * 4, "
+                         f"{a}[{mi}], {b});")
+        self.emit(d + 2, "}")
+        self.emit(d + 1, "}")
+        self.emit(d, "}")
+
+    def bits(self, e, name, dt: DType) -> str:
+        """``e``, a float value, as the bits of its ``dt`` (16-bit) rounding: a load
+        of a ``dt`` array is its element as stored; a select of zero keeps its
+        condition (so that a guarded load is made only where it holds)."""
+        if isinstance(e, Load) and e.buf.dtype is dt:
+            return f"{c_name(e.buf.name)}[{render_expr(e.index, name=name)}]"
+        if isinstance(e, Select) and isinstance(e.if_false, Const) \
+                and e.if_false.value == 0 and math.copysign(1.0, e.if_false.value) > 0:
+            return (f"({render_expr(e.cond, name=name)} ? {self.bits(e.if_true, name, dt)} "
+                    f": (unsigned short)0)")
+        return f"{NARROW[dt]}({render_expr(e, name=name)})"
+
+    def mma_write(self, m: For, n: For, d: int) -> None:
+        rows, cols = int(m.hi.value), int(n.hi.value)
+        frags = {ld.buf.name for ld in walk(n.body) if isinstance(ld, Load)} & set(self.fragments)
+        if len(frags) != 1 or self.fragments[next(iter(frags))] != (rows, cols):
+            raise CompileError(f"kernel {self.kernel.name}: the tile write over {m.var.name} "
+                               f"must read one {rows} x {cols} accumulator")
+        frag = frags.pop()
+        entry = Var(next(f"{frag}_entry{k or ''}" for k in count()
+                         if f"{frag}_entry{k or ''}" not in self.names), DType.F32)
+        body = rewrite(n.body, lambda x: entry if isinstance(x, Load) and x.buf.name == frag
+                       else x)
+        g, t, mi, ni, q = (self.fresh(x) for x in ("g", "t", "mi", "ni", "q"))
+        self.emit(d, "{")
+        self.emit(d + 1, f"const int {g} = spc_lane >> 2, {t} = spc_lane & 3;")
+        for depth_, (v, hi) in enumerate(((mi, rows // 16), (ni, cols // 8), (q, 4)), start=1):
+            self.emit(d + depth_, "#pragma unroll")
+            self.emit(d + depth_, f"for (int {v} = 0; {v} < {hi}; ++{v}) {{")
+        dd = d + 4
+        self.emit(dd, f"const spc_idx {c_name(m.var.name)} = {mi} * 16 + {g} + 8 * ({q} >> 1);")
+        self.emit(dd, f"const spc_idx {c_name(n.var.name)} = {ni} * 8 + 2 * {t} + ({q} & 1);")
+        self.emit(dd, f"const float {c_name(entry.name)} = "
+                      f"{c_name(frag)}[({mi} * {cols // 8} + {ni}) * 4 + {q}];")
+        self.block(body, dd, "lane")           # each lane writes the entries it holds
+        for depth_ in (3, 2, 1):
+            self.emit(d + depth_, "}")
+        self.emit(d, "}")
+
+
+def _mma_loops(m: For):
+    """(the @mma_n loop of a @mma_m loop, its @mma_k loop or None); (None, None)
+    when the tile is not so shaped."""
+    inner = stmts_of(m.body)
+    if len(inner) != 1 or not isinstance(inner[0], For) or inner[0].kind is not LoopKind.MMA_N:
+        return None, None
+    n = inner[0]
+    body = stmts_of(n.body)
+    if len(body) == 1 and isinstance(body[0], For) and body[0].kind is LoopKind.MMA_K:
+        return n, body[0]
+    return n, None
+
+
+def _mma_accumulators(kernel: Kernel):
+    """(buffer name, (rows, columns)) of each tile accumulator: the local array a
+    tile's product form adds into."""
+    for loop in walk(kernel.body):
+        if isinstance(loop, For) and loop.kind is LoopKind.MMA_M:
+            n, k = _mma_loops(loop)
+            if k is not None:
+                for st in stmts_of(k.body):
+                    if isinstance(st, Store):
+                        yield st.buf.name, (int(loop.hi.value), int(n.hi.value))
 
 
 def render_body(kernel: Kernel) -> str:

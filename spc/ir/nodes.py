@@ -77,6 +77,16 @@ class LoopKind(Enum):
     GPU_LANE = "gpu_lane"        # iterations spread over the 32 lanes of the warp
     GPU_LANE_SPLIT = "gpu_lane_split"  # 32-iteration chunks, each one warp's lanes
     VECTOR = "vector"            # a hint: vectorize/unroll this inner loop
+    # A warp's tensor-core tile (passes/tensorize.py): an MMA_M loop over a
+    # tile's rows holding one MMA_N loop over its columns, whose body is either
+    # one MMA_K loop holding one store ``acc[r * N + c] += X * Y`` into a local
+    # accumulator (X reads rows and k, Y k and columns: the product), or
+    # statements that read ``acc[r * N + c]`` (writing the tile out).  The
+    # iterations run in order here (the interpreter, the meaning); on a GPU the
+    # warp's lanes share them as the matrix instruction lays them out.
+    MMA_M = "mma_m"
+    MMA_N = "mma_n"
+    MMA_K = "mma_k"
 
 
 # --------------------------------------------------------------------------

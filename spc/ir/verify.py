@@ -118,6 +118,11 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             fixed.add(s.var.name)
             if s.kind is LoopKind.PARALLEL and not top:
                 fail("a parallel loop must be the kernel's only top-level statement")
+            if s.kind in MMA_KINDS:
+                _check_tile(s, id(s) in tile_inner, in_lanes[0], fail)
+                if s.kind is LoopKind.MMA_M:
+                    tile_inner.update(id(n) for n in walk(s.body)
+                                      if isinstance(n, For) and n.kind in MMA_KINDS)
             lanes = s.kind in lane_kinds
             if lanes and in_lanes[0]:
                 fail(f"lane loop over '{s.var.name}' inside another lane loop")
@@ -140,6 +145,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
         else:
             fail(f"unknown statement {s!r}")
 
+    tile_inner: set[int] = set()       # the @mma_n and @mma_k loops of tiles seen
     names = [p.name for p in kernel.params]
     if len(set(names)) != len(names):
         fail(f"parameters share a name: {sorted(n for n in set(names) if names.count(n) > 1)}")
@@ -157,6 +163,38 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                for n in walk(kernel.body)):
             fail(f"overwrites '{name}' but accumulates into it")
     return kernel
+
+
+MMA_KINDS = (LoopKind.MMA_M, LoopKind.MMA_N, LoopKind.MMA_K)
+_TILE_STEP = {LoopKind.MMA_M: 16, LoopKind.MMA_N: 8, LoopKind.MMA_K: 16}
+
+
+def _check_tile(loop: For, nested: bool, in_lanes: bool, fail) -> None:
+    """A tensor-core tile's loop (``LoopKind.MMA_M``'s docstring): @mma_m at the
+    head of a tile, not inside lane loops, holding exactly one @mma_n loop
+    whose body is one @mma_k loop holding one accumulating store, or statements
+    without loops; each over ``[0, a multiple of its instruction step)``."""
+    kind = loop.kind.value
+    if (loop.kind is LoopKind.MMA_M) == nested:
+        fail(f"@{kind} loop over '{loop.var.name}' "
+             + ("inside a tile" if nested else "outside a tile (an @mma_m loop's)"))
+    if in_lanes:
+        fail(f"@{kind} loop over '{loop.var.name}' inside a lane loop (a tile needs the warp)")
+    step = _TILE_STEP[loop.kind]
+    if not (isinstance(loop.lo, Const) and loop.lo.value == 0 and isinstance(loop.hi, Const)
+            and loop.hi.value > 0 and loop.hi.value % step == 0):
+        fail(f"@{kind} loop over '{loop.var.name}' must run over [0, a multiple of {step})")
+    body = loop.body.body if isinstance(loop.body, Block) else (loop.body,)
+    loops = [n for n in walk(loop.body) if isinstance(n, (For, While))]
+    if loop.kind is LoopKind.MMA_M:
+        if len(body) != 1 or not isinstance(body[0], For) or body[0].kind is not LoopKind.MMA_N:
+            fail(f"@mma_m loop over '{loop.var.name}' must hold exactly one @mma_n loop")
+    elif loop.kind is LoopKind.MMA_N:
+        if loops and not (len(body) == 1 and isinstance(body[0], For)
+                          and body[0].kind is LoopKind.MMA_K):
+            fail(f"@mma_n loop over '{loop.var.name}' must hold one @mma_k loop or no loops")
+    elif len(body) != 1 or not isinstance(body[0], Store) or not body[0].accumulate:
+        fail(f"@mma_k loop over '{loop.var.name}' must hold one accumulating store")
 
 
 def _check_gpu(kernel: Kernel, fail) -> None:

@@ -33,9 +33,10 @@ def collapse_blocks(kernel: Kernel) -> Kernel:
     independent).  Kernels of any other shape are returned unchanged, and so is
     one whose inner loop's iterations do not each write their own entries (a
     loop order that puts a reduction's in-block index, SpMV's ``j_in``, second:
-    its fused iterations would share outputs).
+    its fused iterations would share outputs), and a kernel already mapped to
+    the GPU (tensorize's tiles).
     """
-    found = top_loop(kernel)
+    found = top_loop(kernel) if kernel.gpu is None else None
     if found is None:
         return kernel
     lets, outer = found

@@ -636,8 +636,11 @@ def map_gpu(kernel: Kernel, *, deterministic: bool = False) -> Kernel:
     Requires: a verified kernel whose ``outer_independent`` (if any)
     names the outer loop's index.  Ensures: the interpreter computes the same
     results (up to float reassociation of sums); ``kernel.gpu`` says how to
-    launch it; with ``deterministic`` no store is atomic.
+    launch it; with ``deterministic`` no store is atomic.  A kernel an earlier
+    pass mapped (``kernel.gpu`` set: tensorize's tiles) is returned unchanged.
     """
+    if kernel.gpu is not None:
+        return kernel
     stmts = stmts_of(kernel.body)
     k = 0
     while k < len(stmts) and isinstance(stmts[k], Let):

@@ -7,6 +7,7 @@ never from its own name or from the target.
 
     CPU                                         CUDA
     simplify                                    simplify
+                                                tensorize     (tensor_cores; tile_cols)
     split_rows            (split_rows)          collapse_blocks
     tile_rows_for_registers (tile_cols)         split_rows    (split_rows)
     reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
@@ -33,6 +34,7 @@ from .reorder_rows import reorder_rows
 from .register_tile import ACCUMULATOR_BYTES, tile_rows_for_registers
 from .simplify import simplify
 from .split_rows import AUTO, split_rows
+from .tensorize import tensorize
 from .widen_outputs import widen_outputs
 
 Pass = Callable[[Kernel], Kernel]
@@ -67,6 +69,7 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     """The CUDA target's passes for ``schedule``."""
     return (
         simplify,                  # as on the CPU
+        *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
@@ -79,6 +82,14 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         overwrite_outputs,         # as on the CPU
         widen_outputs,
     )
+
+
+def _tensorize(schedule: Schedule) -> tuple[Pass, ...]:
+    whole_rows = schedule.split_rows in (None, False) and \
+        schedule.reorder_rows in (None, "none")
+    if schedule.tensor_cores is False or not schedule.parallel or not whole_rows:
+        return ()
+    return (bound(tensorize, tile_cols=schedule.tile_cols),)
 
 
 def _reorder(schedule: Schedule) -> tuple[Pass, ...]:

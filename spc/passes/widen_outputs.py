@@ -3,7 +3,8 @@
 Kernels sum in float32 whatever their arrays hold (loads of float16 and bfloat16
 widen), or in float64 where asked (``spc.compile(..., accumulate="float64")``:
 loads are cast up), and stores round to the array's type.  An output stored
-once per entry (``Kernel.overwrites``) is rounded once, on that store.  An
+once per entry (``Kernel.overwrites``), or only ever stored and never added
+into (a tensor-core tile's write), is rounded once, on its store.  An
 output the kernel adds into -- SpMM's rows accumulated nonzero by nonzero on the
 CPU, a csc SpMV's scatter, atomics, the later terms of a split sum -- would be
 rounded at every addition, so that the sum would be computed in the storage
@@ -31,7 +32,8 @@ def _nbytes(dt: DType) -> int:
 
 
 def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
-    """``kernel`` with each float output it does not store once per entry held in
+    """``kernel`` with each float output it adds into (or does not store once per
+    entry, unless it only ever stores it) held in
     the type of the sums it stores (at least float32; float64 where the kernel
     sums in float64: ``spc.compile(..., accumulate="float64")``), or with ``to``,
     every float output held in that type.  Requires: a verified kernel.  Ensures:
@@ -41,6 +43,8 @@ def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
         if isinstance(n, Store) and n.buf.dtype.is_float:
             vt = dtype_of(n.value)
             sums[n.buf.name] = max(sums.get(n.buf.name, vt), vt, key=_nbytes)
+    added = {n.buf.name for n in walk(kernel.body) if isinstance(n, Store) and n.accumulate}
+    plain = set(sums) - added                # outputs only ever stored, never added into
     wide: dict[str, DType] = {}
     for p in kernel.params:
         if p.role is not ParamRole.OUTPUT or not isinstance(p.value, Buffer) \
@@ -49,8 +53,8 @@ def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
         dt = p.value.dtype
         if to is not None:
             target = to
-        elif p.name in kernel.overwrites and not kernel.adds_to_output:
-            continue
+        elif not kernel.adds_to_output and (p.name in kernel.overwrites or p.name in plain):
+            continue                         # every value stored is rounded once
         else:
             target = max(sums.get(p.name, dt.widened), dt.widened, key=_nbytes)
         if target is not dt:

@@ -334,6 +334,12 @@ class DeviceOperands:
                 x = x.coalesce()            # sorted, duplicates summed (scipy's meaning)
             idx = self._as_cupy(x.indices())
             return "coo", shape, (idx[0], idx[1]), self._as_cupy(x.values())
+        if x.layout == torch.sparse_bsr:
+            self._matrix(x)
+            r, c = (int(b) for b in x.values().shape[1:])
+            return (f"bsr({r},{c})", shape,
+                    (self._as_cupy(x.crow_indices()), self._as_cupy(x.col_indices())),
+                    self._as_cupy(x.values().reshape(-1)))
         return None
 
     @staticmethod
@@ -354,13 +360,20 @@ class DeviceOperands:
         if native is None:                     # a dense device array for a sparse format
             arr = self._dense_array(x, fam)
             if arr.ndim == 2:
-                m = self.cpsp.csr_matrix(arr.astype(np.float64) if arr.dtype.kind != "f" else arr)
+                m = self.cpsp.csr_matrix(arr.astype(np.float64) if arr.dtype.kind != "f" else
+                                         arr.astype(np.float32) if arr.dtype == np.float16
+                                         else arr)
                 native = ("csr", tuple(arr.shape), (m.indptr, m.indices), m.data)
             else:
                 t = host_ops.to_tensor(cp.asnumpy(arr), fmt, np.dtype(
                     arr.dtype if arr.dtype.kind == "f" else np.float64), "x", False)
                 return self.to_device(t)
         layout, shape, arrays, vals = native
+        if layout.startswith("bsr"):
+            if fmt == resolve_format(layout, 2):          # torch's blocks are the format's
+                return self._blocked(shape, fmt, arrays, vals, validate)
+            x = x.to_dense().to_sparse_csr()              # other blocks: through csr
+            layout, shape, arrays, vals = self._torch_native(x, shape)
         if vals.dtype.kind != "f":
             vals = vals.astype(np.float64)
         value_dtype(vals.dtype)
@@ -397,6 +410,19 @@ class DeviceOperands:
         host.sum_duplicates()
         return self.to_device(host_ops.to_tensor(host, fmt, np.dtype(host.dtype), "x", False))
 
+    def _blocked(self, shape, fmt: Format, arrays, vals, validate: bool) -> Tensor:
+        """A torch BSR tensor's arrays (block row pointers, block columns, blocks
+        row-major) as a Tensor in ``fmt``, the same blocked format: no copy."""
+        if vals.dtype.kind != "f":
+            vals = vals.astype(np.float64)
+        pos, crd = arrays
+        if pos.dtype != crd.dtype:
+            pos, crd = (a.astype(np.promote_types(pos.dtype, crd.dtype)) for a in arrays)
+        t = Tensor(shape, fmt, [{}, {"pos": pos, "crd": crd}, {}, {}], vals, validate=False)
+        if validate and self.problems(t):
+            self.raise_host_error(t, "sparse BSR tensor")
+        return t
+
     def _from_native(self, layout, shape, arrays, vals, fmt: Format) -> Tensor:
         if layout in ("csr", "csc"):
             pos, crd = arrays
@@ -406,7 +432,11 @@ class DeviceOperands:
         return Tensor(shape, fmt, [{"pos": pos, "crd": row}, {"crd": col}], vals, validate=False)
 
     def _cupyx(self, layout, shape, arrays, vals):
+        """A cupyx matrix of native arrays (float16 values as float32, exactly:
+        cupyx holds no 16-bit values; callers round back where they need to)."""
         sp = self.cpsp
+        if vals.dtype == np.float16:
+            vals = vals.astype(np.float32)
         if arrays[0].dtype != np.int32:
             if max(len(vals), *shape, 0) > 2**31 - 1:
                 raise UnsupportedError("converting a sparse operand with 64-bit indices "

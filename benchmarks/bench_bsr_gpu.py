@@ -1,0 +1,131 @@
+"""GPU benchmark of block-sparse SpMM in 16 bits (issue 11): spc's BSR SpMM on tensor
+cores against torch's BSR paths, dense cuBLAS and spc's own scalar kernel.
+
+    python benchmarks/bench_bsr_gpu.py [--sizes 4096] [--ns 256,1024] [--blocks 16,32]
+                                       [--sparsity 0.9] [--dtype float16]
+
+Per case (an M x M matrix whose blocks are kept at random with probability
+1 - sparsity, times an M x N dense matrix), in one process and one profiler
+session: device time (torch.profiler, the GPU time of one call's kernels) of
+- torch: ``A_bsr @ B`` (torch's dispatch: cuSPARSE bsrmm or its Triton kernel);
+- triton: ``torch.sparse._triton_ops.bsr_dense_mm`` where torch has it;
+- cublas: ``torch.mm`` of the dense matrix;
+- spc: ``tensor_cores`` on at each ``tile_cols`` in ``--tiles``, and off (the
+  scalar kernel), operands prepared once, ``validate=False``.
+Each system's result is checked against float64 from the same 16-bit inputs.
+Prints one row per case, then the best spc against the best torch BSR path and
+against cuBLAS.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_gpu import device_times  # noqa: E402
+
+
+def rel(got, ref) -> float:
+    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def geo(xs):
+    xs = [x for x in xs if x == x and x > 0]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
+
+
+def block_sparse(torch, m, block, sparsity, seed, dtype):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    keep = torch.rand((m // block, m // block), generator=g, device="cuda") >= sparsity
+    vals = torch.rand((m, m), generator=g, device="cuda") * 2 - 1
+    mask = keep.repeat_interleave(block, 0).repeat_interleave(block, 1)
+    return (vals * mask).to(dtype)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="4096")
+    ap.add_argument("--ns", default="256,1024")
+    ap.add_argument("--blocks", default="16,32")
+    ap.add_argument("--sparsity", default="0.9")
+    ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"))
+    ap.add_argument("--tiles", default="32,64,128")
+    ap.add_argument("--reps", type=int, default=20)
+    args = ap.parse_args(argv)
+    import torch
+    import spc
+    dtype = getattr(torch, args.dtype)
+    tol = 2e-3 if dtype is torch.float16 else 1e-2
+    try:
+        from torch.sparse._triton_ops import bsr_dense_mm
+    except ImportError:
+        bsr_dense_mm = None
+    tiles = [int(t) for t in args.tiles.split(",")]
+    print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__} "
+          f"{args.dtype}; device time per call in microseconds")
+    spcs = [f"spc_tc{t}" for t in tiles] + ["spc_scalar"]
+    head = ("M", "block", "sparsity", "N", "torch", "triton", "cublas", *spcs, "worst_err")
+    print(" ".join(f"{h:>10}" for h in head))
+    rows, failed = [], False
+    for m in (int(x) for x in args.sizes.split(",")):
+        for b in (int(x) for x in args.blocks.split(",")):
+            for s in (float(x) for x in args.sparsity.split(",")):
+                A = block_sparse(torch, m, b, s, seed=m + b, dtype=dtype)
+                Ab = A.to_sparse_bsr((b, b))
+                kernels = {f"spc_tc{t}": spc.compile("spmm", fmt=f"bsr({b},{b})", target="cuda",
+                                                     tile_cols=t) for t in tiles}
+                kernels["spc_scalar"] = spc.compile("spmm", fmt=f"bsr({b},{b})", target="cuda",
+                                                    tensor_cores=False)
+                prepared = {name: k.prepare(Ab) for name, k in kernels.items()}
+                for n in (int(x) for x in args.ns.split(",")):
+                    B = (torch.rand((m, n), device="cuda") * 2 - 1).to(dtype)
+                    ref = A.double() @ B.double()
+                    ref = ref.cpu().numpy()
+                    calls = [("torch", lambda B=B: Ab @ B),
+                             ("cublas", lambda B=B: torch.mm(A, B))]
+                    if bsr_dense_mm is not None:
+                        calls.append(("triton", lambda B=B: bsr_dense_mm(Ab, B)))
+                    calls += [(name, lambda k=k, p=prepared[name], B=B: k(p, B, validate=False))
+                              for name, k in kernels.items()]
+                    errs, ok_calls = {}, []
+                    for name, fn in calls:
+                        try:
+                            out = fn()
+                        except (RuntimeError, ValueError) as err:
+                            print(f"# {name}: {str(err).splitlines()[0][:100]}")
+                            continue
+                        errs[name] = rel(out.double().cpu().numpy(), ref)
+                        ok_calls.append((name, fn))
+                    times = device_times(torch, ok_calls, args.reps)
+                    worst = max(v for name, v in errs.items() if name.startswith("spc"))
+                    failed |= worst > tol
+                    row = dict(M=m, block=b, sparsity=s, N=n, **times, worst_err=worst)
+                    rows.append(row)
+                    us = lambda key: f"{row.get(key, float('nan')) * 1e6:10.1f}"  # noqa: E731
+                    print(f"{m:>10} {b:>10} {s:>10} {n:>10} " +
+                          " ".join(us(h) for h in head[4:-1]) + f" {worst:10.1e}", flush=True)
+    print("\n# best spc tensor-core tile against torch's best BSR path and dense cuBLAS")
+    print(f"{'M':>6} {'block':>6} {'sparsity':>9} {'N':>6} {'tile':>8} {'torchBSR/spc':>13} "
+          f"{'cublas/spc':>11} {'scalar/spc':>11}")
+    for r in rows:
+        best = min(spcs[:-1], key=lambda k: r.get(k, float("inf")))
+        t = r[best]
+        bsr = min(r.get("torch", float("inf")), r.get("triton", float("inf")))
+        print(f"{r['M']:>6} {r['block']:>6} {r['sparsity']:>9} {r['N']:>6} {best[6:]:>8} "
+              f"{bsr / t:13.2f} {r['cublas'] / t:11.2f} {r['spc_scalar'] / t:11.2f}")
+    print(f"# geometric means: torchBSR/spc "
+          f"{geo([min(r.get('torch', 1e9), r.get('triton', 1e9)) / min(r[k] for k in spcs[:-1]) for r in rows]):.2f}, "
+          f"cublas/spc {geo([r['cublas'] / min(r[k] for k in spcs[:-1]) for r in rows]):.2f}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

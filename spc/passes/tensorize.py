@@ -1,0 +1,326 @@
+"""tensorize: a block-sparse times dense product onto the GPU's matrix instructions.
+
+The lowerer gives a product of a blocked sparse operand (BSR with r x c blocks)
+and a dense one as scalar loops (SpMM, ``C[i,j] = A[i,k] * B[k,j]``):
+
+    for i_blk in [0, (size_i + r - 1) / r):              # block rows, independent
+      for i_in in [0, r):  if i < size_i:                  # m: the block's rows
+        for p in [pos[i_blk], pos[i_blk + 1]):           # the row's blocks
+          let k_blk = crd[p]
+          for k_in in [0, c):  if k < size_k:             # k: the block's columns
+            for j in [0, size_j):                          # n: the dense columns
+              C[i * size_j + j] += A_vals[(p * r + i_in) * c + k_in] * B_vals[k * size_j + j]
+
+Each block times a slice of ``B`` is a small dense matrix product, the shape
+tensor cores compute.  This pass gives every (block row, column tile) pair a
+warp holding the output tile in an accumulator, runs the block row's blocks
+through it, and writes the tile out once:
+
+    for tile in [0, blocks * tiles) @gpu_warp:
+      let i_blk = tile / tiles;  let j_tile = tile - i_blk * tiles
+      alloc acc: f32[r * W]
+      for p in [pos[i_blk], pos[i_blk + 1]):
+        let k_blk = crd[p]
+        for i_in in [0, r) @mma_m:  for j_in in [0, W) @mma_n:  for k_in in [0, c) @mma_k:
+          acc[i_in * W + j_in] += A_vals[...] * select(k < size_k && j < size_j, B_vals[...], 0)
+      for i_in in [0, r) @mma_m:  for j_in in [0, W) @mma_n:
+        let j = j_tile * W + j_in
+        if i < size_i && j < size_j:  C[i * size_j + j] = acc[i_in * W + j_in]
+
+with ``W`` the tile's columns (``tile_cols``).  The interpreter runs the tile
+loops in order (the same sums, in the same order, as before); the CUDA
+renderer spells them as ``mma.sync`` m16n8k16 instructions over the warp's
+lanes (``LoopKind.MMA_M``).  Guards that kept the scalar loops inside the
+matrix become selects of zero on the loads (and a condition on the tile's
+write), so no load or store leaves its array.
+
+Applies where: the top loop is the independent loop over block rows; below
+it, lets, guards and loops lead to one accumulating store of a product of two
+loads of float16 (or of bfloat16) values; three of the loops are the tile's
+(m: in the output's and one operand's address; n: in the output's and the
+other's; k: in both operands', not the output's), m and k over constant
+ranges of a multiple of 16 (the instruction's), n over any range from 0;
+one more loop, the sparse positions, whose bounds read none of them; and
+every guard bounds one of m, n, k.  Anything else is returned unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, Expr, For, GpuMapping, GridMode,
+                        If, Kernel, Let, Load, LoopKind, ParamRole, Select, Store, Var, Alloc,
+                        and_, add, i64, lt, mul, sub)
+from ..ir.traverse import rewrite, walk
+from .map_gpu import FreshNames, _coefficient, _signed_terms, inline, stmts_of, var_names
+
+I64 = DType.I64
+F32 = DType.F32
+INSTRUCTION = {DType.F16: (16, 8, 16), DType.BF16: (16, 8, 16)}   # (m, n, k) per value type
+TILE_COLS = 64                # output columns per warp tile unless the schedule says
+
+
+def tensorize(kernel: Kernel, *, tile_cols: int | None = None) -> Kernel:
+    """``kernel`` with its block-times-dense product in tensor-core tiles of
+    ``tile_cols`` output columns (a multiple of 8; None: ``TILE_COLS``).
+
+    Requires: a verified kernel, not yet mapped to the GPU.  Ensures: where
+    the module docstring's shape is found, a kernel mapped one warp per tile
+    (``kernel.gpu``) whose interpreted results equal the input's; else
+    ``kernel`` itself.
+    """
+    width = TILE_COLS if tile_cols is None else tile_cols
+    if kernel.gpu is not None or width % 8:
+        return kernel
+    found = _match(kernel)
+    if found is None:
+        return kernel
+    return _rebuild(kernel, found, width)
+
+
+class _Match:
+    """What ``_match`` found: the top lets and loop, the tile loops by role,
+    the sparse loop, the lets to keep (outside or inside the sparse loop),
+    the guards by role, the two operand loads (the one reading m first) and
+    the output store, with tile-dependent lets inlined into all of them."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _chain(s):
+    """The statements from ``s`` down to a single store: ("let", Let),
+    ("for", For), ("if", cond) and last ("store", Store); None when some
+    level holds anything else (two loops, an else branch, an assignment)."""
+    items = []
+    while True:
+        body = stmts_of(s)
+        if not body or not all(isinstance(x, Let) for x in body[:-1]):
+            return None
+        items.extend(("let", x) for x in body[:-1])
+        last = body[-1]
+        if isinstance(last, For) and last.kind is LoopKind.SERIAL:
+            items.append(("for", last))
+            s = last.body
+        elif isinstance(last, If) and last.otherwise is None:
+            items.append(("if", last.cond))
+            s = last.then
+        elif isinstance(last, Store):
+            items.append(("store", last))
+            return items
+        else:
+            return None
+
+
+def _is_range(loop: For, sizes: set[str]) -> bool:
+    """``[0, hi)`` with hi a constant or a size parameter."""
+    return isinstance(loop.lo, Const) and loop.lo.value == 0 and (
+        isinstance(loop.hi, Const) or (isinstance(loop.hi, Var) and loop.hi.name in sizes))
+
+
+def _multiple(loop: For, step: int) -> bool:
+    """``loop`` runs over a constant range, a positive multiple of ``step``."""
+    return isinstance(loop.hi, Const) and loop.hi.value > 0 and loop.hi.value % step == 0
+
+
+def _value_load(e, bufs) -> Load | None:
+    return e if isinstance(e, Load) and e.buf.name in bufs \
+        and bufs[e.buf.name].role is ParamRole.INPUT and e.buf.dtype in INSTRUCTION else None
+
+
+def _match(kernel: Kernel) -> _Match | None:
+    stmts = stmts_of(kernel.body)
+    k = 0
+    while k < len(stmts) and isinstance(stmts[k], Let):
+        k += 1
+    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+        return None
+    prefix, outer = stmts[:k], stmts[k]
+    if outer.kind is not LoopKind.SERIAL or kernel.outer_independent != outer.var.name \
+            or not (isinstance(outer.lo, Const) and outer.lo.value == 0):
+        return None
+    items = _chain(outer.body)
+    if items is None:
+        return None
+    store = items[-1][1]
+    bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
+    out = bufs.get(store.buf.name)
+    if out is None or out.role is not ParamRole.OUTPUT or not store.accumulate or store.atomic \
+            or not (isinstance(store.value, BinOp) and store.value.op == "*"):
+        return None
+    x, y = _value_load(store.value.lhs, bufs), _value_load(store.value.rhs, bufs)
+    if x is None or y is None or x.buf.dtype is not y.buf.dtype:
+        return None
+    sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
+    loops = [s for kind, s in items if kind == "for"]
+    tile = [f for f in loops if _is_range(f, sizes)]
+    sparse = [f for f in loops if f not in tile]
+    if len(tile) != 3 or len(sparse) != 1:
+        return None
+    tile_vars = {f.var.name for f in tile}
+    # lets reading a tile variable are inlined where used; the others are kept
+    lets = [s for kind, s in items if kind == "let"]
+    dependent: set[str] = set(tile_vars)
+    for s in lets:
+        if var_names(s.value) & dependent:
+            dependent.add(s.var.name)
+    env = {s.var.name: s.value for s in lets if s.var.name in dependent}
+    names = [s.var.name for s in lets]
+    if len(set(names)) != len(names):
+        return None
+    x_at, y_at, out_at = (inline(e.index, env) for e in (x, y, store))
+    guards = [inline(c, env) for kind, c in items if kind == "if"]
+    used = {f.var.name: tuple(f.var.name in var_names(e) for e in (x_at, y_at, out_at))
+            for f in tile}
+    outs = [(v, in_x) for v, (in_x, in_y, in_out) in used.items() if in_out and in_x != in_y]
+    ks = [v for v, (in_x, in_y, in_out) in used.items() if in_x and in_y and not in_out]
+    if len(outs) != 2 or len(ks) != 1 or outs[0][1] == outs[1][1]:
+        return None
+    by_name = {f.var.name: f for f in tile}
+    inst_m, _, inst_k = INSTRUCTION[x.buf.dtype]
+    kk = by_name[ks[0]]
+    if not _multiple(kk, inst_k):
+        return None
+    # m: the output index over a block's rows (a constant multiple of the
+    # instruction's); the operand that reads it is the instruction's A
+    rows = [o for o in outs if _multiple(by_name[o[0]], inst_m)]
+    if not rows:
+        return None
+    (m_name, m_in_x), = rows[:1]
+    n_name = next(v for v, _ in outs if v != m_name)
+    if not m_in_x:
+        x, y, x_at, y_at = y, x, y_at, x_at
+    m, n = by_name[m_name], by_name[n_name]
+    roles = {"m": m_name, "n": n_name, "k": ks[0]}
+    by_role = {"m": [], "n": [], "k": []}
+    for c in guards:
+        hit = var_names(c) & tile_vars
+        if len(hit) != 1:
+            return None
+        by_role[next(r for r in roles if roles[r] in hit)].append(c)
+    p = sparse[0]
+    p_lo, p_hi = inline(p.lo, env), inline(p.hi, env)
+    if (var_names(p_lo) | var_names(p_hi)) & dependent:
+        return None
+    # kept lets go outside the sparse loop unless they read it
+    inner = {p.var.name}
+    outside, within = [], []
+    for s in lets:
+        if s.var.name in dependent:
+            continue
+        if var_names(s.value) & inner:
+            inner.add(s.var.name)
+            within.append(s)
+        else:
+            outside.append(s)
+    if (var_names(p_lo) | var_names(p_hi)) & inner or any(
+            var_names(e) & inner for e in [out_at] + by_role["m"] + by_role["n"]):
+        return None                   # the tile's place may not depend on the block
+    return _Match(prefix=prefix, outer=outer, m=m, n=n, k=kk, sparse=p, p_lo=p_lo,
+                  p_hi=p_hi, outside=outside, within=within, guards=by_role, x=x, y=y,
+                  x_at=x_at, y_at=y_at, out=store, out_at=out_at)
+
+
+def _all(conds: list[Expr]) -> Expr | None:
+    out = None
+    for c in conds:
+        out = c if out is None else and_(out, c)
+    return out
+
+
+def _guarded(load: Load, index: Expr, cond: Expr | None) -> Expr:
+    value = Load(load.buf, index)
+    return value if cond is None else Select(cond, value, Const(0.0, F32))
+
+
+def _whole(guard: Expr, var: str, trips: int) -> Expr | None:
+    """A condition, free of ``var``, under which ``guard`` holds for every ``var``
+    in ``[0, trips)``: ``guard`` at ``var = trips - 1`` when it reads ``e < b``
+    or ``e <= b`` with ``e`` growing in ``var`` (a positive constant multiple of
+    it plus terms without it) and ``b`` free of it; None otherwise."""
+    if not (isinstance(guard, BinOp) and guard.op in ("<", "<=")) \
+            or var in var_names(guard.rhs):
+        return None
+    slope = 0
+    for sign, term in _signed_terms(guard.lhs):
+        if var in var_names(term):
+            c = _coefficient(term, var)
+            if c is None:
+                return None
+            slope += sign * c
+    if slope <= 0:
+        return None
+    last = i64(trips - 1)
+    return rewrite(guard, lambda x: last if isinstance(x, Var) and x.name == var else x)
+
+
+def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
+    names = FreshNames(kernel)
+    names.taken |= {n.buf.name for n in walk(kernel.body) if isinstance(n, (Load, Store, Alloc))}
+    tile = names.fresh("tile", I64)
+    j_tile = names.fresh(f"{f.n.var.name}_tile", I64)
+    j_in = names.fresh(f"{f.n.var.name}_in", I64)
+    acc = Buffer(names.fresh("acc", F32).name, F32)
+    rows, depth = int(f.m.hi.value), int(f.k.hi.value)
+    tiles = BinOp("/", add(f.n.hi, i64(width - 1)), i64(width))
+    j = add(mul(Var(j_tile.name, I64), i64(width)), j_in)
+
+    def at_j(e):
+        return rewrite(e, lambda x: j if isinstance(x, Var) and x.name == f.n.var.name else x)
+
+    n_guard = [at_j(c) for c in f.guards["n"]]
+    if not (isinstance(f.n.hi, Const) and f.n.hi.value % width == 0):
+        n_guard.append(lt(j, f.n.hi))
+    slot = add(mul(f.m.var, i64(width)), j_in)
+    m_guard, k_guard = f.guards["m"], f.guards["k"]
+
+    def product(guarded: bool) -> For:
+        x = _guarded(f.x, f.x_at, _all(m_guard + k_guard) if guarded else None)
+        y = _guarded(f.y, at_j(f.y_at), _all(k_guard + n_guard) if guarded else None)
+        store = Store(acc, slot, BinOp("*", x, y), accumulate=True)
+        return For(f.m.var, i64(0), i64(rows), For(j_in, i64(0), i64(width), For(
+            f.k.var, i64(0), i64(depth), store, LoopKind.MMA_K), LoopKind.MMA_N),
+            LoopKind.MMA_M)
+
+    def write_out(guarded: bool) -> For:
+        write = Store(f.out.buf, at_j(f.out_at), Load(acc, slot),
+                      accumulate=kernel.adds_to_output)
+        cond = _all(m_guard + n_guard) if guarded else None
+        return For(f.m.var, i64(0), i64(rows), For(
+            j_in, i64(0), i64(width), write if cond is None else If(cond, write),
+            LoopKind.MMA_N), LoopKind.MMA_M)
+
+    # regular and residual tiles: where every guard holds over the whole tile (all
+    # but the edges of the matrix), the tile runs without them
+    whole = [_whole(c, f.m.var.name, rows) for c in m_guard] + \
+        [_whole(c, j_in.name, width) for c in n_guard]
+    whole_k = [_whole(c, f.k.var.name, depth) for c in k_guard]
+    if any(w is None for w in whole + whole_k) or not (whole or whole_k):
+        compute, written, tile_lets = product(True), write_out(True), ()
+    else:
+        inside = names.fresh("whole_tile", DType.BOOL)
+        tile_lets = (Let(inside, _all(whole) or Const(True, DType.BOOL)),)
+        regular = _all([inside] + whole_k)
+        compute = If(regular, product(False), product(True))
+        written = If(inside, write_out(False), write_out(True))
+    o = f.outer.var
+    body = Block((Let(o, BinOp("/", tile, tiles)),
+                  Let(j_tile, sub(tile, mul(o, tiles))),
+                  *f.outside,
+                  *tile_lets,
+                  Alloc(acc, rows * width),
+                  For(f.sparse.var, f.p_lo, f.p_hi, Block((*f.within, compute))),
+                  written))
+    top = For(tile, i64(0), mul(f.outer.hi, tiles), body, LoopKind.GPU_WARP)
+    return replace(kernel, body=Block((*f.prefix, top)), gpu=GpuMapping(GridMode.WARP),
+                   outer_independent=tile.name)
+
+
+def tensorized(kernel: Kernel) -> int | None:
+    """The output columns of ``kernel``'s tensor-core tiles, or None when it has none."""
+    for n in walk(kernel.body):
+        if isinstance(n, For) and n.kind is LoopKind.MMA_N:
+            return int(n.hi.value)
+    return None
+
+
+__all__ = ["INSTRUCTION", "TILE_COLS", "tensorize", "tensorized"]

@@ -1,0 +1,111 @@
+"""Tensor cores on the GPU (passes/tensorize.py): BSR SpMM in float16 and
+bfloat16 through mma.sync tiles, against a float64 reference computed from the
+same 16-bit inputs, over block shapes, sizes that are no multiple of the block
+or the tile, empty block rows, nnz = 0, and every tile width."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import spc
+
+pytestmark = pytest.mark.cuda
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device for torch", allow_module_level=True)
+from cuda_env import cupy_or_skip_module  # noqa: E402
+
+cupy_or_skip_module()
+
+TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+DTYPES = [torch.float16, torch.bfloat16]
+
+
+def _block_sparse(m, k, block, density, seed, tdtype):
+    """A dense torch matrix on the GPU whose nonzeros fill ``density`` of its
+    ``block`` blocks, with block row 1 empty where there is one."""
+    rng = np.random.default_rng(seed)
+    r, c = block
+    mask = rng.random((-(-m // r), -(-k // c))) < density
+    if mask.shape[0] > 2:
+        mask[1] = False
+    dense = np.kron(mask, np.ones(block))[:m, :k] * rng.uniform(-1, 1, (m, k))
+    return torch.tensor(dense).to(tdtype).cuda()
+
+
+def _ref(A, B):
+    return A.double().cpu().numpy() @ B.double().cpu().numpy()
+
+
+def _rel(out, ref) -> float:
+    out = out.double().cpu().numpy() if isinstance(out, torch.Tensor) else out
+    return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+@pytest.mark.parametrize("tdtype", DTYPES, ids=str)
+@pytest.mark.parametrize("block", [(16, 16), (16, 32), (32, 16), (32, 32)], ids=str)
+@pytest.mark.parametrize("shape", [(96, 80, 64), (37, 50, 70), (40, 33, 1), (16, 16, 8),
+                                   (130, 66, 130)], ids=str)
+def test_bsr_spmm_on_tensor_cores_matches_float64(block, shape, tdtype):
+    m, kdim, n = shape
+    A = _block_sparse(m, kdim, block, 0.4, seed=m + n, tdtype=tdtype)
+    B = (torch.rand((kdim, n), generator=torch.Generator().manual_seed(n)) * 2 - 1) \
+        .to(tdtype).cuda()
+    fmt = f"bsr({block[0]},{block[1]})"
+    k = spc.compile("spmm", fmt=fmt, target="cuda")
+    whole = m % block[0] == 0 and kdim % block[1] == 0     # torch's bsr needs whole blocks
+    got = k(A.to_sparse_bsr(block) if whole else A.to_sparse_csr(), B)
+    assert k.schedule.tensor_cores is True
+    assert got.dtype == tdtype
+    assert _rel(got, _ref(A, B)) <= TOLERANCE[tdtype]
+
+
+@pytest.mark.parametrize("tdtype", DTYPES, ids=str)
+@pytest.mark.parametrize("tile_cols", [8, 16, 32, 64, 128, 256])
+def test_every_tile_width_gives_the_same_product(tile_cols, tdtype):
+    A = _block_sparse(64, 96, (16, 16), 0.3, seed=1, tdtype=tdtype)
+    B = (torch.rand((96, 200), generator=torch.Generator().manual_seed(2)) * 2 - 1) \
+        .to(tdtype).cuda()
+    k = spc.compile("spmm", fmt="bsr(16,16)", target="cuda", tile_cols=tile_cols)
+    got = k(A.to_sparse_bsr((16, 16)), B)
+    assert k.schedule.tile_cols == tile_cols
+    assert _rel(got, _ref(A, B)) <= TOLERANCE[tdtype]
+
+
+@pytest.mark.parametrize("tdtype", DTYPES, ids=str)
+def test_tensor_cores_agree_with_the_scalar_kernel(tdtype):
+    A = _block_sparse(128, 128, (16, 16), 0.25, seed=4, tdtype=tdtype)
+    B = (torch.rand((128, 96), generator=torch.Generator().manual_seed(5)) * 2 - 1) \
+        .to(tdtype).cuda()
+    on = spc.compile("spmm", fmt="bsr(16,16)", target="cuda")(A.to_sparse_bsr((16, 16)), B)
+    off = spc.compile("spmm", fmt="bsr(16,16)", target="cuda", tensor_cores=False)(
+        A.to_sparse_bsr((16, 16)), B)
+    ref = _ref(A, B)
+    assert _rel(on, ref) <= TOLERANCE[tdtype] and _rel(off, ref) <= TOLERANCE[tdtype]
+    # both sum in float32 and round once: they differ by at most a rounding or two
+    assert _rel(on, off.double().cpu().numpy()) <= 2 * TOLERANCE[tdtype]
+
+
+@pytest.mark.parametrize("tdtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(48, 32, 0), (0, 32, 16), (48, 0, 16), (48, 32, 16)],
+                         ids=str)
+def test_empty_operands(shape, tdtype):
+    m, kdim, n = shape
+    A = torch.zeros((m, kdim), dtype=tdtype, device="cuda")     # nnz = 0
+    B = torch.ones((kdim, n), dtype=tdtype, device="cuda")
+    k = spc.compile("spmm", fmt="bsr(16,16)", target="cuda")
+    got = k(A.to_sparse_csr(), B)
+    assert tuple(got.shape) == (m, n)
+    assert not got.any()
+
+
+def test_a_prepared_operand_and_repeated_calls_give_identical_bits():
+    A = _block_sparse(256, 256, (16, 16), 0.2, seed=7, tdtype=torch.float16)
+    B = (torch.rand((256, 128), generator=torch.Generator().manual_seed(8)) * 2 - 1) \
+        .half().cuda()
+    k = spc.compile("spmm", fmt="bsr(16,16)", target="cuda")
+    p = k.prepare(A.to_sparse_bsr((16, 16)))
+    first = k(p, B, validate=False)
+    for _ in range(3):
+        assert torch.equal(k(p, B, validate=False), first)      # no atomics: deterministic
+    assert _rel(first, _ref(A, B)) <= TOLERANCE[torch.float16]
