@@ -109,3 +109,58 @@ def test_a_prepared_operand_and_repeated_calls_give_identical_bits():
     for _ in range(3):
         assert torch.equal(k(p, B, validate=False), first)      # no atomics: deterministic
     assert _rel(first, _ref(A, B)) <= TOLERANCE[torch.float16]
+
+
+_FRAGMENT_KERNEL = r"""
+extern "C" __global__ void fragment_mma(const unsigned* a, const unsigned* b, float* d, int bf) {
+    const int lane = threadIdx.x;
+    unsigned ra[4], rb[2];
+    float acc[4] = {0.5f, -0.25f, 1.0f, 0.0f};
+    for (int q = 0; q < 4; ++q) ra[q] = a[lane * 4 + q];
+    for (int q = 0; q < 2; ++q) rb[q] = b[lane * 2 + q];
+    if (bf) spc_mma_16816<true>(acc, ra, rb); else spc_mma_16816<false>(acc, ra, rb);
+    for (int q = 0; q < 4; ++q) d[lane * 4 + q] = acc[q];
+}
+"""
+
+
+@pytest.mark.parametrize("tdtype", DTYPES, ids=str)
+def test_the_shuffle_fallback_computes_what_the_instruction_does(tmp_path, tdtype):
+    """spc_mma_16816 before sm_80 (PTX for compute_75, compiled by the driver for
+    this GPU, so __CUDA_ARCH__ is 750) and on tensor cores (this GPU's own code),
+    on the same random fragments, against numpy through the documented layout."""
+    import subprocess
+    from cuda_env import NVCC
+    import cupy
+    from spc.codegen.cuda import header_text
+    if NVCC is None:
+        pytest.skip("nvcc is not installed")
+    src = tmp_path / "frag.cu"
+    src.write_text(header_text() + _FRAGMENT_KERNEL)
+    major, minor = torch.cuda.get_device_capability()
+    results = []
+    for arch in ("compute_75", f"compute_{major}{minor}"):
+        ptx = tmp_path / f"{arch}.ptx"
+        subprocess.run([NVCC, f"-arch={arch}", "-ptx", "-o", str(ptx), str(src)], check=True)
+        fn = cupy.RawModule(path=str(ptx)).get_function("fragment_mma")
+        g = torch.Generator().manual_seed(3)
+        vals = (torch.rand((2, 16, 16), generator=g) * 2 - 1).to(tdtype)   # A, then B^T
+        bits = vals.view(torch.int16).numpy().view(np.uint16).astype(np.uint32)
+        A, Bt = bits[0], bits[1]
+        lane = np.arange(32)
+        g_, t_ = lane // 4, lane % 4
+        pair = lambda m, r, c: m[r, c] | (m[r, c + 1] << 16)            # noqa: E731
+        a = np.stack([pair(A, g_, 2 * t_), pair(A, g_ + 8, 2 * t_),
+                      pair(A, g_, 2 * t_ + 8), pair(A, g_ + 8, 2 * t_ + 8)], 1)
+        b = np.stack([pair(Bt, g_, 2 * t_), pair(Bt, g_, 2 * t_ + 8)], 1)  # (k, n) = Bt[n, k]
+        d = cupy.zeros(128, dtype=cupy.float32)
+        fn((1,), (32,), (cupy.asarray(a.astype(np.uint32).ravel()),
+                         cupy.asarray(b.astype(np.uint32).ravel()), d,
+                         np.int32(tdtype is torch.bfloat16)))
+        results.append(cupy.asnumpy(d).reshape(32, 4))
+        ref = vals[0].double().numpy() @ vals[1].double().numpy()[:8].T    # 16 x 8
+        want = np.stack([ref[g_, 2 * t_], ref[g_, 2 * t_ + 1],
+                         ref[g_ + 8, 2 * t_], ref[g_ + 8, 2 * t_ + 1]], 1) \
+            + np.array([0.5, -0.25, 1.0, 0.0])
+        np.testing.assert_allclose(results[-1], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
