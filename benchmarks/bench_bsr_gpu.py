@@ -1,17 +1,19 @@
-"""GPU benchmark of block-sparse SpMM in 16 bits (issue 11): spc's BSR SpMM on tensor
-cores against torch's BSR paths, dense cuBLAS and spc's own scalar kernel.
+"""GPU benchmark of block-sparse SpMM on tensor cores (issue 11): spc's BSR SpMM in
+float16, bfloat16 or float32 as tf32 against torch's BSR paths, dense cuBLAS and spc's
+own scalar kernel.
 
     python benchmarks/bench_bsr_gpu.py [--sizes 4096] [--ns 256,1024] [--blocks 16,32]
-                                       [--sparsity 0.9] [--dtype float16]
+                                       [--sparsity 0.9] [--dtype float16|bfloat16|float32]
 
 Per case (an M x M matrix whose blocks are kept at random with probability
 1 - sparsity, times an M x N dense matrix), in one process and one profiler
 session: device time (torch.profiler, the GPU time of one call's kernels) of
 - torch: ``A_bsr @ B`` (torch's dispatch: cuSPARSE bsrmm or its Triton kernel);
 - triton: ``torch.sparse._triton_ops.bsr_dense_mm`` where torch has it;
-- cublas: ``torch.mm`` of the dense matrix;
-- spc: ``tensor_cores`` on at each ``tile_cols`` in ``--tiles``, and off (the
-  scalar kernel), operands prepared once, ``validate=False``.
+- cublas: ``torch.mm`` of the dense matrix (float32: in float32, and ``cublas_tf32``
+  with torch's tf32 allowed);
+- spc: ``tensor_cores`` on at each ``tile_cols`` in ``--tiles`` (float32: ``tf32=True``),
+  and off (the scalar kernel), operands prepared once, ``validate=False``.
 Each system's result is checked against float64 from the same 16-bit inputs.
 Prints one row per case, then the best spc against the best torch BSR path and
 against cuBLAS.
@@ -50,20 +52,30 @@ def block_sparse(torch, m, block, sparsity, seed, dtype):
     return (vals * mask).to(dtype)
 
 
+def _tf32_mm(torch, A, B):
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        return torch.mm(A, B)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="4096")
     ap.add_argument("--ns", default="256,1024")
     ap.add_argument("--blocks", default="16,32")
     ap.add_argument("--sparsity", default="0.9")
-    ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16"))
+    ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
     ap.add_argument("--tiles", default="32,64,128")
     ap.add_argument("--reps", type=int, default=20)
     args = ap.parse_args(argv)
     import torch
     import spc
     dtype = getattr(torch, args.dtype)
-    tol = 2e-3 if dtype is torch.float16 else 1e-2
+    tol = 1e-2 if dtype is torch.bfloat16 else 2e-3        # float32: tf32 inputs
+    tf32 = dtype is torch.float32
     try:
         from torch.sparse._triton_ops import bsr_dense_mm
     except ImportError:
@@ -72,7 +84,8 @@ def main(argv=None) -> int:
     print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__} "
           f"{args.dtype}; device time per call in microseconds")
     spcs = [f"spc_tc{t}" for t in tiles] + ["spc_scalar"]
-    head = ("M", "block", "sparsity", "N", "torch", "triton", "cublas", *spcs, "worst_err")
+    dense = ["cublas"] + (["cublas_tf32"] if tf32 else [])
+    head = ("M", "block", "sparsity", "N", "torch", "triton", *dense, *spcs, "worst_err")
     print(" ".join(f"{h:>10}" for h in head))
     rows, failed = [], False
     for m in (int(x) for x in args.sizes.split(",")):
@@ -81,7 +94,7 @@ def main(argv=None) -> int:
                 A = block_sparse(torch, m, b, s, seed=m + b, dtype=dtype)
                 Ab = A.to_sparse_bsr((b, b))
                 kernels = {f"spc_tc{t}": spc.compile("spmm", fmt=f"bsr({b},{b})", target="cuda",
-                                                     tile_cols=t) for t in tiles}
+                                                     tile_cols=t, tf32=tf32) for t in tiles}
                 kernels["spc_scalar"] = spc.compile("spmm", fmt=f"bsr({b},{b})", target="cuda",
                                                     tensor_cores=False)
                 prepared = {name: k.prepare(Ab) for name, k in kernels.items()}
@@ -91,6 +104,8 @@ def main(argv=None) -> int:
                     ref = ref.cpu().numpy()
                     calls = [("torch", lambda B=B: Ab @ B),
                              ("cublas", lambda B=B: torch.mm(A, B))]
+                    if tf32:
+                        calls.append(("cublas_tf32", lambda B=B: _tf32_mm(torch, A, B)))
                     if bsr_dense_mm is not None:
                         calls.append(("triton", lambda B=B: bsr_dense_mm(Ab, B)))
                     calls += [(name, lambda k=k, p=prepared[name], B=B: k(p, B, validate=False))
@@ -114,13 +129,14 @@ def main(argv=None) -> int:
                           " ".join(us(h) for h in head[4:-1]) + f" {worst:10.1e}", flush=True)
     print("\n# best spc tensor-core tile against torch's best BSR path and dense cuBLAS")
     print(f"{'M':>6} {'block':>6} {'sparsity':>9} {'N':>6} {'tile':>8} {'torchBSR/spc':>13} "
-          f"{'cublas/spc':>11} {'scalar/spc':>11}")
+          f"{'cublas/spc':>11} {'scalar/spc':>11}" + (f" {'cublasTF32/spc':>15}" if tf32 else ""))
     for r in rows:
         best = min(spcs[:-1], key=lambda k: r.get(k, float("inf")))
         t = r[best]
         bsr = min(r.get("torch", float("inf")), r.get("triton", float("inf")))
         print(f"{r['M']:>6} {r['block']:>6} {r['sparsity']:>9} {r['N']:>6} {best[6:]:>8} "
-              f"{bsr / t:13.2f} {r['cublas'] / t:11.2f} {r['spc_scalar'] / t:11.2f}")
+              f"{bsr / t:13.2f} {r['cublas'] / t:11.2f} {r['spc_scalar'] / t:11.2f}"
+              + (f" {r['cublas_tf32'] / t:15.2f}" if tf32 else ""))
     print(f"# geometric means: torchBSR/spc "
           f"{geo([min(r.get('torch', 1e9), r.get('triton', 1e9)) / min(r[k] for k in spcs[:-1]) for r in rows]):.2f}, "
           f"cublas/spc {geo([r['cublas'] / min(r[k] for k in spcs[:-1]) for r in rows]):.2f}")

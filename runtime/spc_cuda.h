@@ -169,6 +169,49 @@ template <bool BF> __device__ __forceinline__ void spc_mma_16816(float* d, const
     }
 #endif
 }
+// float32 rounded to TensorFloat-32 (10 mantissa bits, to nearest, ties away from zero;
+// NaN and infinity unchanged), still a float32.
+__device__ __forceinline__ float spc_to_tf32(float x) {
+#if __CUDA_ARCH__ >= 800
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return __uint_as_float(r);
+#else
+    const unsigned bits = __float_as_uint(x);
+    return isfinite(x) ? __uint_as_float((bits + 0x1000u) & 0xFFFFE000u) : x;
+#endif
+}
+// A warp's 16 x 8 tile d += a (16 x 8) * b (8 x 8), tf32 inputs (float32 bits) in the
+// m16n8k8 fragment layout: lane = 4 g + t holds a = {(g, t), (g+8, t), (g, t+4),
+// (g+8, t+4)} (row, k), b = {(t, g), (t+4, g)} (k, column), d as spc_mma_16816's.
+__device__ __forceinline__ void spc_mma_1688_tf32(float* d, const unsigned* a,
+                                                  const unsigned* b) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {           // the lanes holding k = s and s + 4
+        unsigned ra[4], rb[2][2];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) ra[q] = __shfl_sync(SPC_FULL_MASK, a[q], 4 * g + s);
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            rb[c][0] = __shfl_sync(SPC_FULL_MASK, b[0], 4 * (2 * t + c) + s);
+            rb[c][1] = __shfl_sync(SPC_FULL_MASK, b[1], 4 * (2 * t + c) + s);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {           // d[q]: row g + 8 (q >> 1), column 2t + (q & 1)
+            const int row = q >> 1, col = q & 1;
+            d[q] += __uint_as_float(ra[row]) * __uint_as_float(rb[col][0])
+                  + __uint_as_float(ra[2 + row]) * __uint_as_float(rb[col][1]);
+        }
+    }
+#endif
+}
 __device__ __forceinline__ unsigned spc_pack16(unsigned short lo, unsigned short hi) {
     return (unsigned)lo | ((unsigned)hi << 16);
 }

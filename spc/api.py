@@ -142,10 +142,10 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
         except SpcError as err:
             raise in_user_names(err, display) from None
     typed = TypedKernel(make, dt)
-    if dt is None and built_target.name == "cuda" and (
+    if dt is None and built_target.name == "cuda" and not schedule.tf32 and (
             schedule.tensor_cores or schedule.tile_cols is not None):
         typed.specialize(DType.F16)     # the tensor-core knobs steer 16-bit values: refused
-    return typed                        # now where they cannot
+    return typed                        # now where they cannot (tf32: float32's, built)
 
 
 TENSOR_CORE_TYPES = (DType.F16, DType.BF16)
@@ -155,11 +155,17 @@ def for_value_type(schedule: Schedule, value_type: DType, target: str) -> Schedu
     """``schedule`` for the ``value_type`` specialization of a kernel compiled with
     ``dtype=None``: on CUDA the tensor-core knobs (``tensor_cores=True``,
     ``tile_cols``) steer the value types that have tensor cores (float16,
-    bfloat16); specializations of other types compute with scalar loops
-    (with an explicit ``dtype=`` of such a type they are refused instead)."""
-    if target != "cuda" or value_type in TENSOR_CORE_TYPES:
+    bfloat16, and float32 with ``tf32=True``), ``tf32`` the float32 one;
+    specializations of other types compute with scalar loops (with an
+    explicit ``dtype=`` of such a type they are refused instead)."""
+    if target != "cuda":
         return schedule
-    return schedule.replace(tensor_cores=schedule.tensor_cores and None, tile_cols=None)
+    if value_type in TENSOR_CORE_TYPES:
+        return schedule.replace(tf32=schedule.tf32 and None)
+    if value_type is DType.F32 and schedule.tf32:
+        return schedule
+    return schedule.replace(tensor_cores=schedule.tensor_cores and None, tile_cols=None,
+                            tf32=schedule.tf32 and None)
 
 
 SCHEDULE_KEYWORDS = tuple(f.name for f in dataclasses.fields(Schedule))

@@ -6,7 +6,7 @@ spc's compile-time choices filled in.  Fields come in three kinds:
 
 * **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
   reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``,
-  ``split_rows``, ``tile_cols``, ``tensor_cores`` (CUDA).  The printed IR shows
+  ``split_rows``, ``tile_cols``, ``tensor_cores``, ``tf32`` (CUDA).  The printed IR shows
   their effect and the reference interpreter runs it.
 * **Launch knobs** pick among launches of one binary, from the call's sizes
   when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
@@ -63,6 +63,12 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
                 "tensor_cores", "needs a product of a blocked sparse operand (bsr, blocks "
                                 "of multiples of 16 x 16) and a dense one, summed over the "
                                 "block's columns (SpMM), with float16 or bfloat16 values")
+    if schedule.tf32 and target == "cuda":
+        from .passes.tensorize import uses_tf32
+        if not any(uses_tf32(k) for k in kernels):
+            raise ScheduleError.of(
+                "tf32", "needs float32 values in a product tensor cores compute (bsr "
+                        "SpMM, blocks of multiples of 16 x 8)")
     if schedule.split_rows not in (None, False):
         if "segment_rows" not in inspectors:
             raise ScheduleError.of(
@@ -122,6 +128,9 @@ class Schedule:
     cores wherever they apply, unless another knob asks for rows split or
     reordered, or for one warp).  Not with ``split_rows``, ``reorder_rows`` or
     ``parallel=False``.
+    ``tf32``: CUDA, float32 values: where tensor cores apply, run them on
+    TensorFloat-32 inputs (10 mantissa bits, rounded to nearest; products and
+    sums in float32), about float16's precision (None: False; opt-in).
     """
     order: tuple[str, ...] | None = None
     parallel: bool = True
@@ -135,6 +144,7 @@ class Schedule:
     split_rows: int | bool | None = None
     tile_cols: int | None = None
     tensor_cores: bool | None = None
+    tf32: bool | None = None
 
     def __post_init__(self):
         if self.order is not None:
@@ -143,7 +153,7 @@ class Schedule:
                                                 f"{self.order!r}")
             object.__setattr__(self, "order", tuple(self.order))
         _check_bool("parallel", self.parallel, optional=False)
-        for knob in ("deterministic", "wide", "flat", "tensor_cores"):
+        for knob in ("deterministic", "wide", "flat", "tensor_cores", "tf32"):
             _check_bool(knob, getattr(self, knob))
         if self.threads is not None and not (_is_int(self.threads) and self.threads >= 1):
             raise ScheduleError.of("threads", f"must be a positive int, not {self.threads!r}")
@@ -173,6 +183,9 @@ class Schedule:
             if not self.parallel:
                 raise ScheduleError.of("tensor_cores", "tiles are spread over the grid's "
                                                        "warps; parallel=False runs one warp")
+        if self.tf32 and self.tensor_cores is False:
+            raise ScheduleError.of("tf32", "tf32 is an input type of tensor cores; "
+                                           "tensor_cores=False turns them off")
         if self.flat and self.split is not None:
             raise ScheduleError.of("split", "warps per row mean nothing when flat=True "
                                             "(warps take chunks of positions, not rows)")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import spc
+from spc.ir.interp import to_tf32
 
 pytestmark = pytest.mark.cuda
 torch = pytest.importorskip("torch")
@@ -17,7 +18,7 @@ from cuda_env import cupy_or_skip_module  # noqa: E402
 
 cupy_or_skip_module()
 
-TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2}
+TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 2e-3}  # fp32: tf32
 DTYPES = [torch.float16, torch.bfloat16]
 
 
@@ -42,7 +43,7 @@ def _rel(out, ref) -> float:
     return float(np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
-@pytest.mark.parametrize("tdtype", DTYPES, ids=str)
+@pytest.mark.parametrize("tdtype", DTYPES + [torch.float32], ids=str)
 @pytest.mark.parametrize("block", [(16, 16), (16, 32), (32, 16), (32, 32)], ids=str)
 @pytest.mark.parametrize("shape", [(96, 80, 64), (37, 50, 70), (40, 33, 1), (16, 16, 8),
                                    (130, 66, 130)], ids=str)
@@ -52,7 +53,7 @@ def test_bsr_spmm_on_tensor_cores_matches_float64(block, shape, tdtype):
     B = (torch.rand((kdim, n), generator=torch.Generator().manual_seed(n)) * 2 - 1) \
         .to(tdtype).cuda()
     fmt = f"bsr({block[0]},{block[1]})"
-    k = spc.compile("spmm", fmt=fmt, target="cuda")
+    k = spc.compile("spmm", fmt=fmt, target="cuda", tf32=tdtype is torch.float32)
     whole = m % block[0] == 0 and kdim % block[1] == 0     # torch's bsr needs whole blocks
     got = k(A.to_sparse_bsr(block) if whole else A.to_sparse_csr(), B)
     assert k.schedule.tensor_cores is True
@@ -118,17 +119,19 @@ extern "C" __global__ void fragment_mma(const unsigned* a, const unsigned* b, fl
     float acc[4] = {0.5f, -0.25f, 1.0f, 0.0f};
     for (int q = 0; q < 4; ++q) ra[q] = a[lane * 4 + q];
     for (int q = 0; q < 2; ++q) rb[q] = b[lane * 2 + q];
-    if (bf) spc_mma_16816<true>(acc, ra, rb); else spc_mma_16816<false>(acc, ra, rb);
+    if (bf == 2) spc_mma_1688_tf32(acc, ra, rb);
+    else if (bf) spc_mma_16816<true>(acc, ra, rb); else spc_mma_16816<false>(acc, ra, rb);
     for (int q = 0; q < 4; ++q) d[lane * 4 + q] = acc[q];
 }
 """
 
 
-@pytest.mark.parametrize("tdtype", DTYPES, ids=str)
+@pytest.mark.parametrize("tdtype", DTYPES + [torch.float32], ids=str)
 def test_the_shuffle_fallback_computes_what_the_instruction_does(tmp_path, tdtype):
-    """spc_mma_16816 before sm_80 (PTX for compute_75, compiled by the driver for
-    this GPU, so __CUDA_ARCH__ is 750) and on tensor cores (this GPU's own code),
-    on the same random fragments, against numpy through the documented layout."""
+    """spc_mma_16816 and spc_mma_1688_tf32 (float32) before sm_80 (PTX for
+    compute_75, compiled by the driver for this GPU, so __CUDA_ARCH__ is 750) and on
+    tensor cores (this GPU's own code), on the same random fragments, against numpy
+    through the documented layouts."""
     import subprocess
     from cuda_env import NVCC
     import cupy
@@ -138,29 +141,39 @@ def test_the_shuffle_fallback_computes_what_the_instruction_does(tmp_path, tdtyp
     src = tmp_path / "frag.cu"
     src.write_text(header_text() + _FRAGMENT_KERNEL)
     major, minor = torch.cuda.get_device_capability()
+    tf32 = tdtype is torch.float32
+    depth = 8 if tf32 else 16
+    g = torch.Generator().manual_seed(3)
+    vals = (torch.rand((2, 16, depth), generator=g) * 2 - 1).to(tdtype)    # A, then B^T
+    if tf32:                                   # inputs tf32 already: no rounding to model
+        vals = torch.tensor(to_tf32(vals.numpy()))
+        bits = vals.numpy().view(np.uint32)
+    else:
+        bits = vals.view(torch.int16).numpy().view(np.uint16).astype(np.uint32)
+    A, Bt = bits[0], bits[1]
+    lane = np.arange(32)
+    g_, t_ = lane // 4, lane % 4
+    if tf32:
+        a = np.stack([A[g_, t_], A[g_ + 8, t_], A[g_, t_ + 4], A[g_ + 8, t_ + 4]], 1)
+        b = np.stack([Bt[g_, t_], Bt[g_, t_ + 4]], 1)                   # (k, n) = Bt[n, k]
+    else:
+        pair = lambda m, r, c: m[r, c] | (m[r, c + 1] << 16)            # noqa: E731
+        a = np.stack([pair(A, g_, 2 * t_), pair(A, g_ + 8, 2 * t_),
+                      pair(A, g_, 2 * t_ + 8), pair(A, g_ + 8, 2 * t_ + 8)], 1)
+        b = np.stack([pair(Bt, g_, 2 * t_), pair(Bt, g_, 2 * t_ + 8)], 1)
+    ref = vals[0].double().numpy() @ vals[1].double().numpy()[:8].T        # 16 x 8
+    want = np.stack([ref[g_, 2 * t_], ref[g_, 2 * t_ + 1],
+                     ref[g_ + 8, 2 * t_], ref[g_ + 8, 2 * t_ + 1]], 1) \
+        + np.array([0.5, -0.25, 1.0, 0.0])
     results = []
     for arch in ("compute_75", f"compute_{major}{minor}"):
         ptx = tmp_path / f"{arch}.ptx"
         subprocess.run([NVCC, f"-arch={arch}", "-ptx", "-o", str(ptx), str(src)], check=True)
         fn = cupy.RawModule(path=str(ptx)).get_function("fragment_mma")
-        g = torch.Generator().manual_seed(3)
-        vals = (torch.rand((2, 16, 16), generator=g) * 2 - 1).to(tdtype)   # A, then B^T
-        bits = vals.view(torch.int16).numpy().view(np.uint16).astype(np.uint32)
-        A, Bt = bits[0], bits[1]
-        lane = np.arange(32)
-        g_, t_ = lane // 4, lane % 4
-        pair = lambda m, r, c: m[r, c] | (m[r, c + 1] << 16)            # noqa: E731
-        a = np.stack([pair(A, g_, 2 * t_), pair(A, g_ + 8, 2 * t_),
-                      pair(A, g_, 2 * t_ + 8), pair(A, g_ + 8, 2 * t_ + 8)], 1)
-        b = np.stack([pair(Bt, g_, 2 * t_), pair(Bt, g_, 2 * t_ + 8)], 1)  # (k, n) = Bt[n, k]
         d = cupy.zeros(128, dtype=cupy.float32)
         fn((1,), (32,), (cupy.asarray(a.astype(np.uint32).ravel()),
                          cupy.asarray(b.astype(np.uint32).ravel()), d,
-                         np.int32(tdtype is torch.bfloat16)))
+                         np.int32(2 if tf32 else tdtype is torch.bfloat16)))
         results.append(cupy.asnumpy(d).reshape(32, 4))
-        ref = vals[0].double().numpy() @ vals[1].double().numpy()[:8].T    # 16 x 8
-        want = np.stack([ref[g_, 2 * t_], ref[g_, 2 * t_ + 1],
-                         ref[g_ + 8, 2 * t_], ref[g_ + 8, 2 * t_ + 1]], 1) \
-            + np.array([0.5, -0.25, 1.0, 0.0])
         np.testing.assert_allclose(results[-1], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 import spc
 from spc.errors import CompileError
-from spc.ir.interp import run_kernel
+from spc.ir.interp import run_kernel, to_tf32
 from spc.ir.lower import lower
 from spc.ir.nodes import DType, For, LoopKind
 from spc.ir.printer import format_kernel
@@ -25,7 +25,7 @@ from spc.passes.widen_outputs import widen_outputs
 from test_ir_golden import assert_golden
 
 CUDA = dict(target="cuda", arch="sm_90")
-NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
 
 
 def _lowered(fmt: str, dtype: str, kernel: str = "spmm", **kw):
@@ -231,5 +231,64 @@ def test_nvcc_compiles_the_tiles_for_tensor_cores_and_the_fallback(arch, dtype):
         pytest.skip("nvcc is not installed")
     src = spc.compile("spmm", fmt="bsr(32,32)", dtype=dtype, tile_cols=32,
                       **CUDA).source
+    code, log = nvcc(src, arch=arch)
+    assert code == 0, log
+
+
+# ---------------------------------------------------------------------- tf32
+
+
+def test_tf32_rounds_to_nearest_with_ties_away_from_zero():
+    one = np.float32(1.0)
+    ulp = np.float32(2.0 ** -10)                 # tf32's spacing at 1
+    assert to_tf32(one + ulp / 4) == one
+    assert to_tf32(one + ulp / 2) == one + ulp   # a tie: away from zero
+    assert to_tf32(-(one + ulp / 2)) == -(one + ulp)
+    assert to_tf32(one + ulp * 0.75) == one + ulp
+    x = np.array([np.inf, -np.inf, np.nan, 0.0, -0.0, 3.0], dtype=np.float32)
+    got = to_tf32(x)
+    assert np.isinf(got[:2]).all() and np.isnan(got[2]) and (got[3:] == x[3:]).all()
+    assert np.signbit(got[4])
+    r = to_tf32(np.random.default_rng(0).standard_normal(1000).astype(np.float32))
+    assert not (r.view(np.uint32) & 0x1FFF).any()                    # 10 mantissa bits
+
+
+@pytest.mark.parametrize("fmt", ["bsr(16,16)", "bsr(16,8)", "bsr(32,24)"])
+def test_tf32_tiles_compute_the_product_of_rounded_inputs(fmt):
+    """The tf32 kernel on float32 inputs gives the bits of the scalar loops on the
+    inputs rounded to tf32 (the same sums, in the same order)."""
+    before, ck = _lowered(fmt, "float32", tf32=True)
+    after = verify(tensorize(before, tile_cols=16, tf32=True), "tensorize")
+    assert tensorized(after) == 16 and "tf32(" in format_kernel(after)
+    assert tensorize(before, tile_cols=16) is before        # float32 needs tf32=True
+    for m, k, n, density in SHAPES:
+        A, B = _case(m, k, n, density, seed=m + 3 * n)
+        rounded = sp.csr_matrix((to_tf32(A.data), A.indices, A.indptr), shape=A.shape)
+        want = _interpret(widen_outputs(before), ck, rounded, to_tf32(B), "float32")
+        np.testing.assert_array_equal(_interpret(after, ck, A, B, "float32"), want)
+
+
+def test_the_tf32_knob():
+    k = spc.compile("spmm", fmt="bsr(16,16)", tf32=True, **CUDA)
+    assert k.schedule.tf32 is True and k.schedule.tensor_cores is True
+    assert "tf32(" in k.ir and "spc_mma_1688_tf32" in k.source
+    assert k.specialize("float16").schedule.tf32 is False           # 16-bit: no tf32
+    assert spc.compile("spmm", fmt="bsr(16,16)", **CUDA).schedule.tf32 is False   # opt-in
+    with pytest.raises(spc.ScheduleError, match="tf32"):
+        spc.compile("spmm", fmt="bsr(16,16)", tf32=True)            # the CPU
+    with pytest.raises(spc.ScheduleError, match="tf32"):
+        spc.compile("spmm", fmt="bsr(16,16)", tf32=True, tensor_cores=False, **CUDA)
+    with pytest.raises(spc.ScheduleError, match="tf32"):
+        spc.compile("spmm", fmt="bsr(16,16)", tf32=True, dtype="float16", **CUDA)
+    with pytest.raises(spc.ScheduleError, match="tf32"):
+        spc.compile("spmm", fmt="csr", tf32=True, **CUDA)
+
+
+@pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
+def test_nvcc_compiles_tf32_tiles(arch):
+    from cuda_env import NVCC, nvcc
+    if NVCC is None:
+        pytest.skip("nvcc is not installed")
+    src = spc.compile("spmm", fmt="bsr(32,16)", tf32=True, tile_cols=32, **CUDA).source
     code, log = nvcc(src, arch=arch)
     assert code == 0, log

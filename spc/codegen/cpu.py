@@ -160,9 +160,10 @@ class CPUTarget(Target):
             if getattr(schedule, knob) is not None:
                 raise ScheduleError.of(knob, "a CUDA launch knob; target='cpu' has no warps "
                                              "or lanes")
-        if schedule.tensor_cores:
-            raise ScheduleError.of("tensor_cores", "a GPU's matrix instructions; "
-                                                   "target='cpu' has none")
+        for knob in ("tensor_cores", "tf32"):
+            if getattr(schedule, knob):
+                raise ScheduleError.of(knob, "a GPU's matrix instructions; target='cpu' "
+                                             "has none")
 
     def cache_key(self) -> str:
         return (f"{CODEGEN_VERSION}|llvm{llvm.llvm_version_info}|llvmlite{llvmlite.__version__}"

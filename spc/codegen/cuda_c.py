@@ -43,8 +43,8 @@ from itertools import count
 from ..errors import CompileError
 from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
-                        While, dtype_of)
+                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var,
+                        WarpSum, While, dtype_of)
 from ..ir.traverse import rewrite, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
                               all_stmts, stmts_of)
@@ -296,6 +296,8 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
             return f"({r(x.cond)} ? {r(x.if_true)} : {r(x.if_false)})"
         if isinstance(x, WarpSum):
             return f"spc_warp_sum({r(x.value)})"
+        if isinstance(x, ToTF32):
+            return f"spc_to_tf32({r(x.value)})"
         if isinstance(x, BinOp):
             a, b = r(x.lhs), r(x.rhs)
             if x.op in ("min", "max"):
@@ -1014,10 +1016,18 @@ class _Body:
         x, y = store.value.lhs, store.value.rhs
         if n.var.name in _reads(x):
             x, y = y, x
-        types = {ld.buf.dtype for ld in walk(store.value) if isinstance(ld, Load)} & set(NARROW)
-        if len(types) != 1 or rows % 16 or cols % 8 or depth % 16:
-            raise CompileError(f"kernel {self.kernel.name}: no m16n8k16 instruction for a "
-                               f"{rows} x {cols} x {depth} tile of {sorted(t.value for t in types)}")
+        types = {ld.buf.dtype for ld in walk(store.value) if isinstance(ld, Load)}
+        tf32 = isinstance(x, ToTF32) and isinstance(y, ToTF32)
+        shape = MMA_TF32 if tf32 else MMA_16
+        step = shape.k
+        if tf32:
+            x, y = x.value, y.value
+        elif len(types) != 1 or not types <= set(NARROW):
+            types = set()
+        if not types or rows % 16 or cols % 8 or depth % step:
+            raise CompileError(f"kernel {self.kernel.name}: no {shape.name} instruction for "
+                               f"a {rows} x {cols} x {depth} tile of "
+                               f"{sorted(t.value for t in types)}")
         dt = types.pop()
         g, t, mi, ki, ni, a, b = (self.fresh(x) for x in ("g", "t", "mi", "ki", "ni", "a", "b"))
         r, c, kk = (m.var.name, n.var.name, k.var.name)
@@ -1026,50 +1036,57 @@ class _Body:
             bound = {r: row, c: col, kk: kx}
             return lambda v: f"({bound[v]})" if bound.get(v) is not None else c_name(v)
 
+        def entry(e, row, col, dk):
+            """One fragment register: ``e``'s values at the lane's (row or column, k)
+            pairs, packed (16-bit: two k, low first; tf32: one)."""
+            kx = f"{ki} * {step} + {shape.lane_k} * {t} + "
+            parts = [self.bits(e, at(row, col, kx + str(dk + h)), dt, tf32)
+                     for h in range(shape.per_register)]
+            return parts[0] if tf32 else f"spc_pack16({parts[0]}, {parts[1]})"
+
         frag = c_name(store.buf.name)
         mt = rows // 16
-        # per 16 of k: the A fragments of every 16 rows, then per 8 columns one B
+        # per k step: the A fragments of every 16 rows, then per 8 columns one B
         # fragment, used by every 16 rows
         self.emit(d, "{")
         self.emit(d + 1, f"const int {g} = spc_lane >> 2, {t} = spc_lane & 3;")
         self.emit(d + 1, "#pragma unroll")
-        self.emit(d + 1, f"for (int {ki} = 0; {ki} < {depth // 16}; ++{ki}) {{")
+        self.emit(d + 1, f"for (int {ki} = 0; {ki} < {depth // step}; ++{ki}) {{")
         self.emit(d + 2, f"unsigned {a}[{mt}][4];")
         self.emit(d + 2, "#pragma unroll")
         self.emit(d + 2, f"for (int {mi} = 0; {mi} < {mt}; ++{mi}) {{")
-        for q, (dr, dk) in enumerate(((0, 0), (8, 0), (0, 8), (8, 8))):
-            row = f"{mi} * 16 + {g} + {dr}"
-            lo, hi = (self.bits(x, at(row, None, f"{ki} * 16 + 2 * {t} + {dk + h}"), dt)
-                      for h in (0, 1))
-            self.emit(d + 3, f"{a}[{mi}][{q}] = spc_pack16({lo}, {hi});")
+        for q, (dr, dk) in enumerate(shape.a):
+            self.emit(d + 3, f"{a}[{mi}][{q}] = "
+                             f"{entry(x, f'{mi} * 16 + {g} + {dr}', None, dk)};")
         self.emit(d + 2, "}")
         self.emit(d + 2, "#pragma unroll")
         self.emit(d + 2, f"for (int {ni} = 0; {ni} < {cols // 8}; ++{ni}) {{")
         self.emit(d + 3, f"unsigned {b}[2];")
-        for q, dk in enumerate((0, 8)):
-            col = f"{ni} * 8 + {g}"
-            lo, hi = (self.bits(y, at(None, col, f"{ki} * 16 + 2 * {t} + {dk + h}"), dt)
-                      for h in (0, 1))
-            self.emit(d + 3, f"{b}[{q}] = spc_pack16({lo}, {hi});")
-        bf = "true" if dt is DType.BF16 else "false"
+        for q, dk in enumerate(shape.b):
+            self.emit(d + 3, f"{b}[{q}] = {entry(y, None, f'{ni} * 8 + {g}', dk)};")
+        call = "spc_mma_1688_tf32" if tf32 else \
+            f"spc_mma_16816<{'true' if dt is DType.BF16 else 'false'}>"
         self.emit(d + 3, "#pragma unroll")
         self.emit(d + 3, f"for (int {mi} = 0; {mi} < {mt}; ++{mi})")
-        self.emit(d + 4, f"spc_mma_16816<{bf}>({frag} + ({mi} * {cols // 8} + {ni}) * 4, "
-                         f"{a}[{mi}], {b});")
+        self.emit(d + 4, f"{call}({frag} + ({mi} * {cols // 8} + {ni}) * 4, {a}[{mi}], {b});")
         self.emit(d + 2, "}")
         self.emit(d + 1, "}")
         self.emit(d, "}")
 
-    def bits(self, e, name, dt: DType) -> str:
-        """``e``, a float value, as the bits of its ``dt`` (16-bit) rounding: a load
-        of a ``dt`` array is its element as stored; a select of zero keeps its
+    def bits(self, e, name, dt: DType, tf32: bool = False) -> str:
+        """``e``, a float value, as the bits of an instruction's input: with ``tf32``
+        its tf32 rounding; else its ``dt`` (16-bit) rounding, where a load of a
+        ``dt`` array is its element as stored.  A select of zero keeps its
         condition (so that a guarded load is made only where it holds)."""
-        if isinstance(e, Load) and e.buf.dtype is dt:
-            return f"{c_name(e.buf.name)}[{render_expr(e.index, name=name)}]"
         if isinstance(e, Select) and isinstance(e.if_false, Const) \
                 and e.if_false.value == 0 and math.copysign(1.0, e.if_false.value) > 0:
-            return (f"({render_expr(e.cond, name=name)} ? {self.bits(e.if_true, name, dt)} "
-                    f": (unsigned short)0)")
+            zero = "0u" if tf32 else "(unsigned short)0"
+            return (f"({render_expr(e.cond, name=name)} ? "
+                    f"{self.bits(e.if_true, name, dt, tf32)} : {zero})")
+        if tf32:
+            return f"__float_as_uint(spc_to_tf32({render_expr(e, name=name)}))"
+        if isinstance(e, Load) and e.buf.dtype is dt:
+            return f"{c_name(e.buf.name)}[{render_expr(e.index, name=name)}]"
         return f"{NARROW[dt]}({render_expr(e, name=name)})"
 
     def mma_write(self, m: For, n: For, d: int) -> None:
@@ -1098,6 +1115,23 @@ class _Body:
         for depth_ in (3, 2, 1):
             self.emit(d + depth_, "}")
         self.emit(d, "}")
+
+
+@dataclass(frozen=True)
+class MmaShape:
+    """An instruction's fragments: ``k`` per instruction; the A registers as (row
+    offset, k offset) and the B registers as k offsets, k counted from
+    ``lane_k`` * (lane % 4); ``per_register`` inputs in each."""
+    name: str
+    k: int
+    a: tuple
+    b: tuple
+    lane_k: int
+    per_register: int
+
+
+MMA_16 = MmaShape("m16n8k16", 16, ((0, 0), (8, 0), (0, 8), (8, 8)), (0, 8), 2, 2)
+MMA_TF32 = MmaShape("m16n8k8 tf32", 8, ((0, 0), (8, 0), (0, 4), (8, 4)), (0, 4), 1, 1)
 
 
 def _mma_loops(m: For):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .nodes import (Alloc, Assign, BinOp, Block, Cast, Const, DType, For, If,
-                    Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum,
-                    While)
+                    Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var,
+                    WarpSum, While)
 
 _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I16: np.int64,
        DType.I32: np.int64,
@@ -20,6 +20,17 @@ _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I
 def _array_dtype(dt: DType):
     """The numpy dtype of an array of ``dt`` (integers of any width as int64)."""
     return _NP[dt] if dt in _NP else dt.np
+
+
+def to_tf32(x):
+    """float32 ``x`` (a scalar or an array) rounded to TensorFloat-32: the low 13
+    mantissa bits cleared, to nearest with ties away from zero (cvt.rna.tf32.f32);
+    NaNs and infinities unchanged."""
+    a = np.asarray(x, dtype=np.float32)
+    bits = a.view(np.uint32)
+    rounded = ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+    out = np.where(np.isfinite(a), rounded, a).astype(np.float32)
+    return out if out.ndim else np.float32(out)
 
 
 def _eval(e, env, bufs):
@@ -43,6 +54,8 @@ def _eval(e, env, bufs):
         return _eval(e.if_true if _eval(e.cond, env, bufs) else e.if_false, env, bufs)
     if isinstance(e, WarpSum):
         return _eval(e.value, env, bufs)      # one lane: the sum over lanes is its value
+    if isinstance(e, ToTF32):
+        return to_tf32(_eval(e.value, env, bufs))
     if isinstance(e, BinOp):
         a = _eval(e.lhs, env, bufs)
         if e.op == "&&":

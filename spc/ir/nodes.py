@@ -165,7 +165,15 @@ class WarpSum:
     value: "Expr"
 
 
-Expr = Const | Var | Load | BinOp | Neg | Cast | Select | WarpSum
+@dataclass(frozen=True, slots=True)
+class ToTF32:
+    """``value`` (a float32) rounded to TensorFloat-32, the inputs of a tf32 tensor-core
+    tile: 10 mantissa bits, to nearest with ties away from zero (PTX ``cvt.rna.tf32.f32``;
+    a NaN or infinity stays one), still a float32."""
+    value: "Expr"
+
+
+Expr = Const | Var | Load | BinOp | Neg | Cast | Select | WarpSum | ToTF32
 
 
 def dtype_of(e: Expr) -> DType:
@@ -180,7 +188,7 @@ def dtype_of(e: Expr) -> DType:
         return dtype_of(e.operand)
     if isinstance(e, Select):
         return dtype_of(e.if_true)
-    if isinstance(e, WarpSum):
+    if isinstance(e, (WarpSum, ToTF32)):
         return dtype_of(e.value)
     raise TypeError(f"not an expression: {e!r}")
 

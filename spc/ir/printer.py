@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, Var, WarpSum, While,
-                    Expr)
+                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum,
+                    While, Expr)
 
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6}
 
@@ -29,6 +29,8 @@ def format_expr(e: Expr, prec: int = 0) -> str:
                 f"{format_expr(e.if_false)})")
     if isinstance(e, WarpSum):
         return f"warp_sum({format_expr(e.value)})"
+    if isinstance(e, ToTF32):
+        return f"tf32({format_expr(e.value)})"
     if isinstance(e, BinOp):
         if e.op in ("min", "max"):
             return f"{e.op}({format_expr(e.lhs)}, {format_expr(e.rhs)})"

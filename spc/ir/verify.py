@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
-                    Let, Load, LoopKind, Neg, ParamRole, Select, Store, Var, WarpSum, While,
-                    dtype_of)
+                    Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum,
+                    While, dtype_of)
 from .traverse import walk
 
 
@@ -63,6 +63,11 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 expr(x, scope)
             if dtype_of(e.cond) is not DType.BOOL:
                 fail("select condition is not a boolean")
+            return
+        if isinstance(e, ToTF32):
+            expr(e.value, scope)
+            if dtype_of(e.value) is not DType.F32:
+                fail("tf32() rounds float32 values only")
             return
         if isinstance(e, WarpSum):
             if in_lanes[0]:
@@ -166,7 +171,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
 
 
 MMA_KINDS = (LoopKind.MMA_M, LoopKind.MMA_N, LoopKind.MMA_K)
-_TILE_STEP = {LoopKind.MMA_M: 16, LoopKind.MMA_N: 8, LoopKind.MMA_K: 16}
+_TILE_STEP = {LoopKind.MMA_M: 16, LoopKind.MMA_N: 8, LoopKind.MMA_K: 8}
 
 
 def _check_tile(loop: For, nested: bool, in_lanes: bool, fail) -> None:

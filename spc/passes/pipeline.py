@@ -7,7 +7,7 @@ never from its own name or from the target.
 
     CPU                                         CUDA
     simplify                                    simplify
-                                                tensorize     (tensor_cores; tile_cols)
+                                                tensorize     (tensor_cores; tile_cols, tf32)
     split_rows            (split_rows)          collapse_blocks
     tile_rows_for_registers (tile_cols)         split_rows    (split_rows)
     reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
@@ -89,7 +89,7 @@ def _tensorize(schedule: Schedule) -> tuple[Pass, ...]:
         schedule.reorder_rows in (None, "none")
     if schedule.tensor_cores is False or not schedule.parallel or not whole_rows:
         return ()
-    return (bound(tensorize, tile_cols=schedule.tile_cols),)
+    return (bound(tensorize, tile_cols=schedule.tile_cols, tf32=bool(schedule.tf32)),)
 
 
 def _reorder(schedule: Schedule) -> tuple[Pass, ...]:

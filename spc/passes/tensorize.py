@@ -42,26 +42,33 @@ other's; k: in both operands', not the output's), m and k over constant
 ranges of a multiple of 16 (the instruction's), n over any range from 0;
 one more loop, the sparse positions, whose bounds read none of them; and
 every guard bounds one of m, n, k.  Anything else is returned unchanged.
+
+With ``tf32`` (``spc.Schedule.tf32``), float32 products get tiles too: their
+inputs are rounded to TensorFloat-32 (``tf32(x)`` in the printed IR, which the
+interpreter computes) and run as m16n8k8 tf32 instructions, k in steps of 8.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, Expr, For, GpuMapping, GridMode,
-                        If, Kernel, Let, Load, LoopKind, ParamRole, Select, Store, Var, Alloc,
+                        If, Kernel, Let, Load, LoopKind, ParamRole, Select, Store, ToTF32, Var, Alloc,
                         and_, add, i64, lt, mul, sub)
 from ..ir.traverse import rewrite, walk
 from .map_gpu import FreshNames, _coefficient, _signed_terms, inline, stmts_of, var_names
 
 I64 = DType.I64
 F32 = DType.F32
-INSTRUCTION = {DType.F16: (16, 8, 16), DType.BF16: (16, 8, 16)}   # (m, n, k) per value type
+INSTRUCTION = {DType.F16: (16, 8, 16), DType.BF16: (16, 8, 16),   # (m, n, k) per value type
+               DType.F32: (16, 8, 8)}                            # (float32: as tf32)
 TILE_COLS = 64                # output columns per warp tile unless the schedule says
 
 
-def tensorize(kernel: Kernel, *, tile_cols: int | None = None) -> Kernel:
+def tensorize(kernel: Kernel, *, tile_cols: int | None = None, tf32: bool = False) -> Kernel:
     """``kernel`` with its block-times-dense product in tensor-core tiles of
-    ``tile_cols`` output columns (a multiple of 8; None: ``TILE_COLS``).
+    ``tile_cols`` output columns (a multiple of 8; None: ``TILE_COLS``); with
+    ``tf32``, float32 products too, their inputs rounded to tf32 (``ToTF32``:
+    the results then differ from the input's by that rounding).
 
     Requires: a verified kernel, not yet mapped to the GPU.  Ensures: where
     the module docstring's shape is found, a kernel mapped one warp per tile
@@ -71,7 +78,7 @@ def tensorize(kernel: Kernel, *, tile_cols: int | None = None) -> Kernel:
     width = TILE_COLS if tile_cols is None else tile_cols
     if kernel.gpu is not None or width % 8:
         return kernel
-    found = _match(kernel)
+    found = _match(kernel, tf32)
     if found is None:
         return kernel
     return _rebuild(kernel, found, width)
@@ -122,12 +129,13 @@ def _multiple(loop: For, step: int) -> bool:
     return isinstance(loop.hi, Const) and loop.hi.value > 0 and loop.hi.value % step == 0
 
 
-def _value_load(e, bufs) -> Load | None:
+def _value_load(e, bufs, tf32: bool) -> Load | None:
+    types = INSTRUCTION if tf32 else (DType.F16, DType.BF16)
     return e if isinstance(e, Load) and e.buf.name in bufs \
-        and bufs[e.buf.name].role is ParamRole.INPUT and e.buf.dtype in INSTRUCTION else None
+        and bufs[e.buf.name].role is ParamRole.INPUT and e.buf.dtype in types else None
 
 
-def _match(kernel: Kernel) -> _Match | None:
+def _match(kernel: Kernel, tf32: bool) -> _Match | None:
     stmts = stmts_of(kernel.body)
     k = 0
     while k < len(stmts) and isinstance(stmts[k], Let):
@@ -147,7 +155,7 @@ def _match(kernel: Kernel) -> _Match | None:
     if out is None or out.role is not ParamRole.OUTPUT or not store.accumulate or store.atomic \
             or not (isinstance(store.value, BinOp) and store.value.op == "*"):
         return None
-    x, y = _value_load(store.value.lhs, bufs), _value_load(store.value.rhs, bufs)
+    x, y = (_value_load(e, bufs, tf32) for e in (store.value.lhs, store.value.rhs))
     if x is None or y is None or x.buf.dtype is not y.buf.dtype:
         return None
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
@@ -276,6 +284,8 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
     def product(guarded: bool) -> For:
         x = _guarded(f.x, f.x_at, _all(m_guard + k_guard) if guarded else None)
         y = _guarded(f.y, at_j(f.y_at), _all(k_guard + n_guard) if guarded else None)
+        if f.x.buf.dtype is F32:               # tf32 inputs
+            x, y = ToTF32(x), ToTF32(y)
         store = Store(acc, slot, BinOp("*", x, y), accumulate=True)
         return For(f.m.var, i64(0), i64(rows), For(j_in, i64(0), i64(width), For(
             f.k.var, i64(0), i64(depth), store, LoopKind.MMA_K), LoopKind.MMA_N),
@@ -315,6 +325,11 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
                    outer_independent=tile.name)
 
 
+def uses_tf32(kernel: Kernel) -> bool:
+    """Whether ``kernel`` rounds inputs to tf32 (float32 tiles)."""
+    return any(isinstance(n, ToTF32) for n in walk(kernel.body))
+
+
 def tensorized(kernel: Kernel) -> int | None:
     """The output columns of ``kernel``'s tensor-core tiles, or None when it has none."""
     for n in walk(kernel.body):
@@ -323,4 +338,4 @@ def tensorized(kernel: Kernel) -> int | None:
     return None
 
 
-__all__ = ["INSTRUCTION", "TILE_COLS", "tensorize", "tensorized"]
+__all__ = ["INSTRUCTION", "TILE_COLS", "tensorize", "tensorized", "uses_tf32"]

@@ -311,10 +311,11 @@ class CompiledKernel(KernelCall):
             return s.replace(order=order, deterministic=s.deterministic is not False,
                              tile_cols=max(tiles) if tiles else s.tile_cols,
                              threads=self._max_threads if s.parallel else 1)
-        from ..passes.tensorize import tensorized
+        from ..passes.tensorize import tensorized, uses_tf32
         tiles = [w for k in self.lowered_kernels() if (w := tensorized(k))]
         return s.replace(order=order, deterministic=bool(s.deterministic),
                          tensor_cores=bool(tiles), tile_cols=max(tiles) if tiles else None,
+                         tf32=any(uses_tf32(k) for k in self.lowered_kernels()),
                          **{k: v for k, v in self.launch_choices().items()
                             if getattr(s, k) is None
                             and not (k == "flat" and v and s.split is not None)})
