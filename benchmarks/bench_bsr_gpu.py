@@ -40,7 +40,7 @@ def rel(got, ref) -> float:
 
 
 def geo(xs):
-    xs = [x for x in xs if x == x and x > 0]
+    xs = [x for x in xs if x == x and 0 < x < float("inf")]
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
 
 
@@ -50,6 +50,35 @@ def block_sparse(torch, m, block, sparsity, seed, dtype):
     vals = torch.rand((m, m), generator=g, device="cuda") * 2 - 1
     mask = keep.repeat_interleave(block, 0).repeat_interleave(block, 1)
     return (vals * mask).to(dtype)
+
+
+def _dense(torch, out):
+    if isinstance(out, torch.Tensor):
+        return (out.to_dense() if out.layout != torch.strided else out).double().cpu().numpy()
+    return np.asarray(out.to_numpy(), dtype=np.float64)
+
+
+def _sddmm_calls(torch, A, k, dtype, kernels, prepared, tf32):
+    """The SDDMM calls for mask A and inner size k, and float64's result."""
+    m = A.shape[0]
+    X, Y = ((torch.rand((m, k), device="cuda") * 2 - 1).to(dtype) for _ in range(2))
+    mask = (A != 0).to(dtype)
+    ref = (mask.double() * (X.double() @ Y.double().T) * A.double()).cpu().numpy()
+    csr = A.to_sparse_csr()
+    calls = [("cublas", lambda: torch.mm(X, Y.T) * A)]
+    if tf32:
+        calls.append(("cublas_tf32", lambda: _tf32_mm(torch, X, Y.T) * A))
+    calls.append(("torch", lambda: _sampled(torch, csr, X, Y)))
+    calls += [(name, lambda kk=kk, p=prepared[name]: kk(p, X, Y, validate=False))
+              for name, kk in kernels.items()]
+    return calls, ref
+
+
+def _sampled(torch, csr, X, Y):
+    """torch's SDDMM (cuSPARSE): csr * (X @ Y^T) on csr's pattern."""
+    s = torch.sparse.sampled_addmm(csr, X, Y.T, beta=0.0)
+    return torch.sparse_csr_tensor(s.crow_indices(), s.col_indices(),
+                                   s.values() * csr.values(), s.shape)
 
 
 def _tf32_mm(torch, A, B):
@@ -70,6 +99,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float16", choices=("float16", "bfloat16", "float32"))
     ap.add_argument("--tiles", default="32,64,128")
     ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--kernel", default="spmm", choices=("spmm", "sddmm"),
+                    help="sddmm: S = A * (X @ Y^T) on A's blocks, K = each of --ns; torch's "
+                         "sampled_addmm on a CSR tensor of the same pattern and dense "
+                         "torch.mm then the mask stand in for torch BSR and cuBLAS")
     args = ap.parse_args(argv)
     import torch
     import spc
@@ -81,6 +114,8 @@ def main(argv=None) -> int:
     except ImportError:
         bsr_dense_mm = None
     tiles = [int(t) for t in args.tiles.split(",")]
+    if args.kernel == "sddmm":
+        tiles = tiles[:1]              # SDDMM's tiles are its blocks: tile_cols is not a knob
     print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__} "
           f"{args.dtype}; device time per call in microseconds")
     spcs = [f"spc_tc{t}" for t in tiles] + ["spc_scalar"]
@@ -93,23 +128,28 @@ def main(argv=None) -> int:
             for s in (float(x) for x in args.sparsity.split(",")):
                 A = block_sparse(torch, m, b, s, seed=m + b, dtype=dtype)
                 Ab = A.to_sparse_bsr((b, b))
-                kernels = {f"spc_tc{t}": spc.compile("spmm", fmt=f"bsr({b},{b})", target="cuda",
-                                                     tile_cols=t, tf32=tf32) for t in tiles}
-                kernels["spc_scalar"] = spc.compile("spmm", fmt=f"bsr({b},{b})", target="cuda",
-                                                    tensor_cores=False)
+                sddmm = args.kernel == "sddmm"
+                kernels = {f"spc_tc{t}": spc.compile(args.kernel, fmt=f"bsr({b},{b})",
+                                                     target="cuda", tf32=tf32,
+                                                     **({} if sddmm else {"tile_cols": t}))
+                           for t in tiles}
+                kernels["spc_scalar"] = spc.compile(args.kernel, fmt=f"bsr({b},{b})",
+                                                    target="cuda", tensor_cores=False)
                 prepared = {name: k.prepare(Ab) for name, k in kernels.items()}
                 for n in (int(x) for x in args.ns.split(",")):
-                    B = (torch.rand((m, n), device="cuda") * 2 - 1).to(dtype)
-                    ref = A.double() @ B.double()
-                    ref = ref.cpu().numpy()
-                    calls = [("torch", lambda B=B: Ab @ B),
-                             ("cublas", lambda B=B: torch.mm(A, B))]
-                    if tf32:
-                        calls.append(("cublas_tf32", lambda B=B: _tf32_mm(torch, A, B)))
-                    if bsr_dense_mm is not None:
-                        calls.append(("triton", lambda B=B: bsr_dense_mm(Ab, B)))
-                    calls += [(name, lambda k=k, p=prepared[name], B=B: k(p, B, validate=False))
-                              for name, k in kernels.items()]
+                    if sddmm:
+                        calls, ref = _sddmm_calls(torch, A, n, dtype, kernels, prepared, tf32)
+                    else:
+                        B = (torch.rand((m, n), device="cuda") * 2 - 1).to(dtype)
+                        ref = (A.double() @ B.double()).cpu().numpy()
+                        calls = [("torch", lambda B=B: Ab @ B),
+                                 ("cublas", lambda B=B: torch.mm(A, B))]
+                        if tf32:
+                            calls.append(("cublas_tf32", lambda B=B: _tf32_mm(torch, A, B)))
+                        if bsr_dense_mm is not None:
+                            calls.append(("triton", lambda B=B: bsr_dense_mm(Ab, B)))
+                        calls += [(name, lambda k=k, p=prepared[name], B=B:
+                                   k(p, B, validate=False)) for name, k in kernels.items()]
                     errs, ok_calls = {}, []
                     for name, fn in calls:
                         try:
@@ -117,7 +157,7 @@ def main(argv=None) -> int:
                         except (RuntimeError, ValueError) as err:
                             print(f"# {name}: {str(err).splitlines()[0][:100]}")
                             continue
-                        errs[name] = rel(out.double().cpu().numpy(), ref)
+                        errs[name] = rel(_dense(torch, out), ref)
                         ok_calls.append((name, fn))
                     times = device_times(torch, ok_calls, args.reps)
                     worst = max(v for name, v in errs.items() if name.startswith("spc"))
@@ -135,7 +175,7 @@ def main(argv=None) -> int:
         t = r[best]
         bsr = min(r.get("torch", float("inf")), r.get("triton", float("inf")))
         print(f"{r['M']:>6} {r['block']:>6} {r['sparsity']:>9} {r['N']:>6} {best[6:]:>8} "
-              f"{bsr / t:13.2f} {r['cublas'] / t:11.2f} {r['spc_scalar'] / t:11.2f}"
+              f"{bsr / t if bsr < float('inf') else float('nan'):13.2f} {r['cublas'] / t:11.2f} {r['spc_scalar'] / t:11.2f}"
               + (f" {r['cublas_tf32'] / t:15.2f}" if tf32 else ""))
     print(f"# geometric means: torchBSR/spc "
           f"{geo([min(r.get('torch', 1e9), r.get('triton', 1e9)) / min(r[k] for k in spcs[:-1]) for r in rows]):.2f}, "

@@ -74,8 +74,12 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                         continue                   # tiles: other widths, or scalar loops
                     variants.append((s.replace(tensor_cores=False),
                                      build(s.replace(tensor_cores=False))))
-                    variants.extend((s.replace(tile_cols=w), build(s.replace(tile_cols=w)))
-                                    for w in TENSOR_TILES)
+                    for w in TENSOR_TILES:
+                        try:
+                            variants.append((s.replace(tile_cols=w),
+                                             build(s.replace(tile_cols=w))))
+                        except ScheduleError:      # tiles that are the blocks (SDDMM)
+                            break
                 for s, kk in list(variants):
                     try:
                         det = build(s.replace(deterministic=True))

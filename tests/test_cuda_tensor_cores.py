@@ -177,3 +177,29 @@ def test_the_shuffle_fallback_computes_what_the_instruction_does(tmp_path, tdtyp
         results.append(cupy.asnumpy(d).reshape(32, 4))
         np.testing.assert_allclose(results[-1], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def _stored(out) -> np.ndarray:
+    """A sampled result (torch sparse, or an spc Tensor) as a dense float64 array."""
+    if isinstance(out, torch.Tensor):
+        return (out.to_dense() if out.layout != torch.strided else out).double().cpu().numpy()
+    return np.asarray(out.to_numpy(), dtype=np.float64)
+
+
+@pytest.mark.parametrize("tdtype", DTYPES + [torch.float32], ids=str)
+@pytest.mark.parametrize("block", [(16, 16), (32, 16), (16, 8), (8, 16)], ids=str)
+@pytest.mark.parametrize("shape", [(96, 80, 64), (37, 50, 70), (40, 33, 1), (64, 64, 8)],
+                         ids=str)
+def test_bsr_sddmm_on_tensor_cores_matches_float64(block, shape, tdtype):
+    m, n, kdim = shape
+    mask = _block_sparse(m, n, block, 0.4, seed=m + kdim, tdtype=tdtype)
+    g = torch.Generator().manual_seed(kdim)
+    X, Y = ((torch.rand((r, kdim), generator=g) * 2 - 1).to(tdtype).cuda() for r in (m, n))
+    k = spc.compile("sddmm", fmt=f"bsr({block[0]},{block[1]})", target="cuda",
+                    tf32=tdtype is torch.float32)
+    whole = m % block[0] == 0 and n % block[1] == 0
+    got = k(mask.to_sparse_bsr(block) if whole else mask.to_sparse_csr(), X, Y)
+    assert k.schedule.tensor_cores is True
+    m64 = mask.double().cpu().numpy()
+    ref = m64 * (X.double().cpu().numpy() @ Y.double().cpu().numpy().T) * (m64 != 0)
+    assert _rel(_stored(got), ref) <= TOLERANCE[tdtype]

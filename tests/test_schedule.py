@@ -87,7 +87,7 @@ def test_the_reported_schedule_fills_in_spcs_choices():
     g = spc.compile("sddmm", fmt="csr", group=8, **CUDA)
     assert g.schedule == spc.Schedule(order=("i", "j", "k"), deterministic=False, group=8,
                                       reorder_rows="none", split_rows=False,
-                                      tensor_cores=False)
+                                      tensor_cores=False, tf32=False)
 
 
 def test_the_reported_order_is_in_the_users_names():

@@ -116,7 +116,7 @@ def test_golden_ir():
     ("bsr(4,4)", "float16", "spmm", {}),
     ("csr", "float16", "spmm", {}),                 # not blocked
     ("bsr(16,16)", "float16", "spmv", {}),          # no dense columns to tile
-    ("bsr(16,16)", "float16", "sddmm", {}),
+    ("bsr(8,8)", "float16", "sddmm", {}),
     ("bsr(16,16)", "float16", "spmm", {"accumulate": "float64"}),
 ])
 def test_where_the_pass_does_not_apply(fmt, dtype, kernel, kw):
@@ -292,3 +292,55 @@ def test_nvcc_compiles_tf32_tiles(arch):
     src = spc.compile("spmm", fmt="bsr(32,16)", tf32=True, tile_cols=32, **CUDA).source
     code, log = nvcc(src, arch=arch)
     assert code == 0, log
+
+
+# ---------------------------------------------------------------------- SDDMM
+
+
+def _interpret_sddmm(kernel, ck, A, X, Y, dtype: str) -> np.ndarray:
+    """S = A * (X @ Y.T) on A's blocks, by the interpreter: the stored values, float64."""
+    t = spc.tensor(A, ck.formats["A"], dtype=NP[dtype])
+    args = {"A_vals": t.vals, "size_i": A.shape[0], "size_j": A.shape[1],
+            "size_k": X.shape[1]}
+    for name, arr in (("X", X), ("Y", Y)):
+        args[f"{name}_vals"] = np.ascontiguousarray(arr.astype(NP[dtype])).ravel()
+    for lvl, arrays in enumerate(t.arrays):
+        for name, arr in arrays.items():
+            args[f"A{lvl}_{name}"] = arr.astype(np.int32)
+    out = {p.name: p.value.dtype for p in kernel.params}["S_vals"].np
+    args["S_vals"] = np.zeros(t.vals.size, dtype=out)
+    run_kernel(kernel, args)
+    return args["S_vals"].astype(NP[dtype]).astype(np.float64)
+
+
+SDDMM_SHAPES = [(37, 20, 19, 0.3), (16, 16, 16, 1.0), (40, 33, 1, 0.3), (20, 20, 5, 0.0),
+                (0, 16, 8, 0.1), (16, 0, 8, 0.1), (16, 16, 0, 0.5)]    # (m, n, K, density)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+@pytest.mark.parametrize("fmt", ["bsr(16,16)", "bsr(16,8)", "bsr(8,16)", "bsr(32,16)"])
+def test_sampled_tiles_keep_the_interpreters_bits(fmt, dtype):
+    """SDDMM on a blocked mask: each block's tile sums the same products in the
+    same order (float32: of the inputs rounded to tf32)."""
+    tf32 = dtype == "float32"
+    before, ck = _lowered(fmt, dtype, "sddmm", **({"tf32": True} if tf32 else {}))
+    after = verify(tensorize(before, tf32=tf32), "tensorize")
+    assert tensorized(after) and after.gpu is not None
+    for m, n, k, density in SDDMM_SHAPES:
+        A, _ = _case(m, n, 1, density, seed=m + k)
+        rng = np.random.default_rng(k)
+        X, Y = (rng.uniform(-1, 1, (r, k)).astype(np.float32) for r in (m, n))
+        Xr, Yr = (to_tf32(a) for a in (X, Y)) if tf32 else (X, Y)
+        want = _interpret_sddmm(widen_outputs(before), ck, A, Xr, Yr, dtype)
+        np.testing.assert_array_equal(_interpret_sddmm(after, ck, A, X, Y, dtype), want)
+
+
+def test_sampled_tiles_are_the_blocks():
+    k = spc.compile("sddmm", fmt="bsr(32,16)", dtype="float16", **CUDA)
+    assert k.schedule.tensor_cores is True and k.schedule.tile_cols == 16
+    assert spc.compile("sddmm", fmt="bsr(32,16)", dtype="float16", tile_cols=16,
+                       **CUDA).ir == k.ir
+    with pytest.raises(spc.ScheduleError, match="blocks"):
+        spc.compile("sddmm", fmt="bsr(32,16)", dtype="float16", tile_cols=64, **CUDA)
+    assert_golden("tensorize_sddmm_bsr1616_f16",
+                  spc.compile("sddmm", fmt="bsr(16,16)", dtype="float16", **CUDA).ir)

@@ -410,11 +410,16 @@ class CUDATarget(Target):
             if not 8 <= schedule.tile_cols <= 256:
                 raise ScheduleError.of("tile_cols", f"a tensor-core tile has 8 to 256 "
                                                     f"columns, not {schedule.tile_cols}")
-            if not any(tensorized(k) for k in kernels):
+            widths = {tensorized(k) for k in kernels} - {None}
+            if not widths:
                 raise ScheduleError.of("tile_cols", "on target='cuda', the columns of a "
                                                     "tensor-core tile, which this kernel "
                                                     "has none of (else lanes take the "
                                                     "columns: see wide)")
+            if schedule.tile_cols not in widths:
+                raise ScheduleError.of("tile_cols", f"this kernel's tensor-core tiles are "
+                                                    f"its blocks (a sampled product: "
+                                                    f"SDDMM), {sorted(widths)} columns wide")
         present = launch_knobs(kernels)
         for knob, missing in _MISSING_LOOP.items():
             if getattr(schedule, knob) is not None and knob not in present:

@@ -43,6 +43,14 @@ ranges of a multiple of 16 (the instruction's), n over any range from 0;
 one more loop, the sparse positions, whose bounds read none of them; and
 every guard bounds one of m, n, k.  Anything else is returned unchanged.
 
+A sampled product (SDDMM on a blocked mask, ``S[i,j] = A[i,j] * X[i,k] * Y[j,k]``)
+has a dense product per stored block: ``acc = 0; for k: acc += X[i,k] * Y[j,k];
+S[p] = A[p] * acc`` under the block's two loops.  There each block row gets a
+thread block whose warps take its stored blocks in turn; a warp computes its
+block as a tile (the block's rows and columns, k in steps of the instruction's,
+the last step guarded), then writes ``f(tile)`` entry by entry
+(``_match_sampled``); the tile's columns are the block's, not ``tile_cols``.
+
 With ``tf32`` (``spc.Schedule.tf32``), float32 products get tiles too: their
 inputs are rounded to TensorFloat-32 (``tf32(x)`` in the printed IR, which the
 interpreter computes) and run as m16n8k8 tf32 instructions, k in steps of 8.
@@ -53,6 +61,7 @@ from dataclasses import replace
 
 from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, Expr, For, GpuMapping, GridMode,
                         If, Kernel, Let, Load, LoopKind, ParamRole, Select, Store, ToTF32, Var, Alloc,
+                        Assign,
                         and_, add, i64, lt, mul, sub)
 from ..ir.traverse import rewrite, walk
 from .map_gpu import FreshNames, _coefficient, _signed_terms, inline, stmts_of, var_names
@@ -79,9 +88,12 @@ def tensorize(kernel: Kernel, *, tile_cols: int | None = None, tf32: bool = Fals
     if kernel.gpu is not None or width % 8:
         return kernel
     found = _match(kernel, tf32)
-    if found is None:
-        return kernel
-    return _rebuild(kernel, found, width)
+    if found is not None:
+        return _rebuild(kernel, found, width)
+    found = _match_sampled(kernel, tf32)
+    if found is not None:
+        return _rebuild_sampled(kernel, found)
+    return kernel
 
 
 class _Match:
@@ -323,6 +335,198 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
     top = For(tile, i64(0), mul(f.outer.hi, tiles), body, LoopKind.GPU_WARP)
     return replace(kernel, body=Block((*f.prefix, top)), gpu=GpuMapping(GridMode.WARP),
                    outer_independent=tile.name)
+
+
+# ---------------------------------------------------------------------------
+# Sampled products (SDDMM): a dense product per stored block
+# ---------------------------------------------------------------------------
+
+def _match_sampled(kernel: Kernel, tf32: bool) -> _Match | None:
+    """The SDDMM shape: below the independent top loop, the sparse loop over a
+    block row's blocks, the block's two tile loops (m, n: constant ranges) and
+    guards, then ``acc = 0; for k in [0, K): acc = acc + X * Y; out[...] = f(acc)``
+    with X reading m and k, Y reading n and k, and f not reading k."""
+    stmts = stmts_of(kernel.body)
+    k = 0
+    while k < len(stmts) and isinstance(stmts[k], Let):
+        k += 1
+    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+        return None
+    prefix, outer = stmts[:k], stmts[k]
+    if outer.kind is not LoopKind.SERIAL or kernel.outer_independent != outer.var.name \
+            or not (isinstance(outer.lo, Const) and outer.lo.value == 0):
+        return None
+    items, s = [], outer.body
+    while True:                               # lets, loops and guards down to the sum
+        body = stmts_of(s)
+        n_lets = 0
+        while n_lets < len(body) and isinstance(body[n_lets], Let):
+            n_lets += 1
+        items.extend(("let", x) for x in body[:n_lets])
+        rest = body[n_lets:]
+        if len(rest) == 1 and isinstance(rest[0], For) and rest[0].kind is LoopKind.SERIAL:
+            items.append(("for", rest[0]))
+            s = rest[0].body
+        elif len(rest) == 1 and isinstance(rest[0], If) and rest[0].otherwise is None:
+            items.append(("if", rest[0].cond))
+            s = rest[0].then
+        elif len(rest) == 2 and isinstance(rest[0], For) and isinstance(rest[1], Store):
+            red, store = rest
+            break
+        else:
+            return None
+    bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
+    sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
+    red_body = stmts_of(red.body)
+    if red.kind is not LoopKind.SERIAL or not _is_range(red, sizes) or not red_body \
+            or not all(isinstance(x, Let) for x in red_body[:-1]) \
+            or not isinstance(red_body[-1], Assign):
+        return None
+    update = red_body[-1]
+    acc_var = update.var
+    sum_ = update.value
+    if not (isinstance(sum_, BinOp) and sum_.op == "+" and isinstance(sum_.lhs, Var)
+            and sum_.lhs.name == acc_var.name and isinstance(sum_.rhs, BinOp)
+            and sum_.rhs.op == "*"):
+        return None
+    lets = [x for kind, x in items if kind == "let"]
+    start = [x for x in lets if x.var.name == acc_var.name]
+    if len(start) != 1 or not (isinstance(start[0].value, Const) and start[0].value.value == 0) \
+            or acc_var.dtype is not F32:
+        return None
+    lets = [x for x in lets if x.var.name != acc_var.name]
+    x, y = (_value_load(e, bufs, tf32) for e in (sum_.rhs.lhs, sum_.rhs.rhs))
+    out = bufs.get(store.buf.name)
+    if x is None or y is None or x.buf.dtype is not y.buf.dtype or out is None \
+            or out.role is not ParamRole.OUTPUT or store.accumulate or store.atomic:
+        return None
+    loops = [f for kind, f in items if kind == "for"]
+    tile = [f for f in loops if _is_range(f, sizes)]
+    sparse = [f for f in loops if f not in tile]
+    if len(tile) != 2 or len(sparse) != 1:
+        return None
+    tile_vars = {f.var.name for f in tile} | {red.var.name}
+    dependent = set(tile_vars)
+    for let in lets + list(red_body[:-1]):
+        if var_names(let.value) & dependent:
+            dependent.add(let.var.name)
+    env = {x_.var.name: x_.value for x_ in lets + list(red_body[:-1])
+           if x_.var.name in dependent}
+    x_at, y_at = (inline(e.index, env) for e in (x, y))
+    value = inline(store.value, env)
+    out_at = inline(store.index, env)
+    if red.var.name in var_names(value) | var_names(out_at) \
+            or sum(isinstance(n, Var) and n.name == acc_var.name for n in walk(value)) != 1:
+        return None
+    kk = red.var.name
+    inst_m, _, inst_k = INSTRUCTION[x.buf.dtype]
+    def roles(xa, ya):
+        """(m, n): the tile loop only ``xa`` reads (a multiple of the instruction's
+        rows) and the one only ``ya`` reads (of 8), or None."""
+        ms = [f for f in tile if f.var.name in var_names(xa) - var_names(ya)
+              and _multiple(f, inst_m)]
+        ns = [f for f in tile if f.var.name in var_names(ya) - var_names(xa) and _multiple(f, 8)]
+        return (ms[0], ns[0]) if ms and ns else None
+
+    if kk not in var_names(x_at) & var_names(y_at):
+        return None
+    found = roles(x_at, y_at)
+    if found is None:                         # the operand reading the rows is A
+        found = roles(y_at, x_at)
+        if found is None:
+            return None
+        x, y, x_at, y_at = y, x, y_at, x_at
+    m, n = found
+    if not {m.var.name, n.var.name} <= var_names(out_at):
+        return None
+    by_role = {"m": [], "n": []}
+    for kind, c in items:
+        if kind != "if":
+            continue
+        c = inline(c, env)
+        hit = var_names(c) & tile_vars
+        if hit == {m.var.name}:
+            by_role["m"].append(c)
+        elif hit == {n.var.name}:
+            by_role["n"].append(c)
+        else:
+            return None
+    p = sparse[0]
+    p_lo, p_hi = inline(p.lo, env), inline(p.hi, env)
+    if (var_names(p_lo) | var_names(p_hi)) & dependent:
+        return None
+    inner = {p.var.name}
+    outside, within = [], []
+    for let in lets:
+        if let.var.name in dependent:
+            continue
+        if var_names(let.value) & inner:
+            inner.add(let.var.name)
+            within.append(let)
+        else:
+            outside.append(let)
+    return _Match(prefix=prefix, outer=outer, m=m, n=n, k=red, sparse=p, p_lo=p_lo, p_hi=p_hi,
+                  outside=outside, within=within, guards=by_role, x=x, y=y, x_at=x_at,
+                  y_at=y_at, out=store, out_at=out_at, value=value, acc=acc_var,
+                  step=inst_k)
+
+
+def _rebuild_sampled(kernel: Kernel, f: _Match) -> Kernel:
+    """A thread block per block row, its warps taking the row's stored blocks in
+    turn; per block, the block's product over k in steps of the instruction's
+    (the last step guarded), then its entries written."""
+    names = FreshNames(kernel)
+    names.taken |= {n.buf.name for n in walk(kernel.body) if isinstance(n, (Load, Store, Alloc))}
+    rows, cols, step = int(f.m.hi.value), int(f.n.hi.value), f.step
+    acc = Buffer(names.fresh("acc", F32).name, F32)
+    k_tile = names.fresh(f"{f.k.var.name}_tile", I64)
+    k_in = names.fresh(f"{f.k.var.name}_in", I64)
+    k = add(mul(k_tile, i64(step)), k_in)
+
+    def at_k(e):
+        return rewrite(e, lambda x: k if isinstance(x, Var) and x.name == f.k.var.name else x)
+
+    x_at, y_at = at_k(f.x_at), at_k(f.y_at)
+    k_guard = [] if isinstance(f.k.hi, Const) and f.k.hi.value % step == 0 \
+        else [lt(k, f.k.hi)]
+    slot = add(mul(f.m.var, i64(cols)), f.n.var)
+
+    def product(guarded: bool) -> For:
+        x = _guarded(f.x, x_at, _all(f.guards["m"] + k_guard) if guarded else None)
+        y = _guarded(f.y, y_at, _all(f.guards["n"] + k_guard) if guarded else None)
+        if f.x.buf.dtype is F32:
+            x, y = ToTF32(x), ToTF32(y)
+        return For(f.m.var, i64(0), i64(rows), For(f.n.var, i64(0), i64(cols), For(
+            k_in, i64(0), i64(step), Store(acc, slot, BinOp("*", x, y), accumulate=True),
+            LoopKind.MMA_K), LoopKind.MMA_N), LoopKind.MMA_M)
+
+    entry = Load(acc, slot)
+    value = rewrite(f.value, lambda x: entry if isinstance(x, Var) and x.name == f.acc.name
+                    else x)
+    write = Store(f.out.buf, f.out_at, value, accumulate=kernel.adds_to_output)
+
+    def write_out(guarded: bool) -> For:
+        cond = _all(f.guards["m"] + f.guards["n"]) if guarded else None
+        return For(f.m.var, i64(0), i64(rows), For(
+            f.n.var, i64(0), i64(cols), write if cond is None else If(cond, write),
+            LoopKind.MMA_N), LoopKind.MMA_M)
+    whole = [_whole(c, f.m.var.name, rows) for c in f.guards["m"]] + \
+        [_whole(c, f.n.var.name, cols) for c in f.guards["n"]]
+    last_k = [_whole(c, k_in.name, step) for c in k_guard]
+    tile_lets = ()
+    if any(w is None for w in whole + last_k) or not (whole or last_k):
+        compute, written = product(True), write_out(True)
+    else:
+        inside = names.fresh("whole_tile", DType.BOOL)
+        tile_lets = (Let(inside, _all(whole) or Const(True, DType.BOOL)),)
+        compute = If(_all([inside] + last_k), product(False), product(True))
+        written = If(inside, write_out(False), write_out(True))
+    steps = BinOp("/", add(f.k.hi, i64(step - 1)), i64(step))
+    block_body = Block((*f.within, *tile_lets, Alloc(acc, rows * cols),
+                        For(k_tile, i64(0), steps, compute), written))
+    body = Block((*f.outside, For(f.sparse.var, f.p_lo, f.p_hi, block_body, LoopKind.GPU_WARP)))
+    top = replace(f.outer, body=body, kind=LoopKind.GPU_BLOCK)
+    return replace(kernel, body=Block((*f.prefix, top)), gpu=GpuMapping(GridMode.BLOCK))
 
 
 def uses_tf32(kernel: Kernel) -> bool:
