@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import sys
 from pathlib import Path
 
@@ -33,15 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_gpu import device_times  # noqa: E402
-
-
-def rel(got, ref) -> float:
-    return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
-def geo(xs):
-    xs = [x for x in xs if x == x and 0 < x < float("inf")]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
+from bench_precision_gpu import geo, rel  # noqa: E402
 
 
 def block_sparse(torch, m, block, sparsity, seed, dtype):

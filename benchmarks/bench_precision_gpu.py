@@ -37,7 +37,8 @@ def rel(got, ref) -> float:
 
 
 def geo(xs):
-    xs = [x for x in xs if x == x and x > 0]
+    """The geometric mean of the finite positive values of ``xs`` (nan when none)."""
+    xs = [x for x in xs if x == x and 0 < x < float("inf")]
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
 
 

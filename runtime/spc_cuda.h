@@ -127,6 +127,19 @@ __device__ __forceinline__ void spc_f32_to_bf16_atomic_add(unsigned short* p, fl
 template <bool BF> __device__ __forceinline__ float spc_half_to_f32(unsigned short h) {
     return BF ? spc_bf16_to_f32(h) : spc_f16_to_f32(h);
 }
+// For the shuffle fallbacks: ra, the a registers of lane 4 g + s (this lane's
+// rows g, g + 8); rb[c], the b registers of lane 4 (2t + c) + s (its columns).
+__device__ __forceinline__ void spc_mma_gather(const unsigned* a, const unsigned* b, int s,
+                                               unsigned* ra, unsigned (*rb)[2]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) ra[q] = __shfl_sync(SPC_FULL_MASK, a[q], 4 * g + s);
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+        rb[c][0] = __shfl_sync(SPC_FULL_MASK, b[0], 4 * (2 * t + c) + s);
+        rb[c][1] = __shfl_sync(SPC_FULL_MASK, b[1], 4 * (2 * t + c) + s);
+    }
+}
 template <bool BF> __device__ __forceinline__ void spc_mma_16816(float* d, const unsigned* a,
                                                                 const unsigned* b) {
 #if __CUDA_ARCH__ >= 800
@@ -142,17 +155,10 @@ template <bool BF> __device__ __forceinline__ void spc_mma_16816(float* d, const
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
     }
 #else
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {           // the lanes holding k = 2s, 2s+1, 2s+8, 2s+9
         unsigned ra[4], rb[2][2];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) ra[q] = __shfl_sync(SPC_FULL_MASK, a[q], 4 * g + s);
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-            rb[c][0] = __shfl_sync(SPC_FULL_MASK, b[0], 4 * (2 * t + c) + s);
-            rb[c][1] = __shfl_sync(SPC_FULL_MASK, b[1], 4 * (2 * t + c) + s);
-        }
+        spc_mma_gather(a, b, s, ra, rb);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {           // d[q]: row g + 8 (q >> 1), column 2t + (q & 1)
             const int row = q >> 1, col = q & 1;
@@ -192,17 +198,10 @@ __device__ __forceinline__ void spc_mma_1688_tf32(float* d, const unsigned* a,
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int s = 0; s < 4; ++s) {           // the lanes holding k = s and s + 4
         unsigned ra[4], rb[2][2];
-#pragma unroll
-        for (int q = 0; q < 4; ++q) ra[q] = __shfl_sync(SPC_FULL_MASK, a[q], 4 * g + s);
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-            rb[c][0] = __shfl_sync(SPC_FULL_MASK, b[0], 4 * (2 * t + c) + s);
-            rb[c][1] = __shfl_sync(SPC_FULL_MASK, b[1], 4 * (2 * t + c) + s);
-        }
+        spc_mma_gather(a, b, s, ra, rb);
 #pragma unroll
         for (int q = 0; q < 4; ++q) {           // d[q]: row g + 8 (q >> 1), column 2t + (q & 1)
             const int row = q >> 1, col = q & 1;

@@ -989,11 +989,11 @@ class _Body:
             self.emit(d + 1, "}")
         self.emit(d, "}")
 
-
     # -- tensor-core tiles ---------------------------------------------------------
     def mma_tile(self, s: For, d: int, ctx: str) -> None:
         """A warp's tile (``LoopKind.MMA_M``, see passes/tensorize.py).  The product
-        form becomes mma.sync m16n8k16 instructions: each lane loads the operand
+        form becomes mma.sync instructions (m16n8k16 for 16-bit inputs, m16n8k8 for
+        tf32 ones, ``MmaShape``): each lane loads the operand
         entries its fragments hold, found by rendering the loads with the tile's
         loop variables bound to the fragment's coordinates.  The write-out form
         runs its body once per accumulator entry a lane holds, with those
@@ -1022,6 +1022,7 @@ class _Body:
         step = shape.k
         if tf32:
             x, y = x.value, y.value
+            types = types if types == {DType.F32} else set()
         elif len(types) != 1 or not types <= set(NARROW):
             types = set()
         if not types or rows % 16 or cols % 8 or depth % step:
@@ -1029,7 +1030,8 @@ class _Body:
                                f"a {rows} x {cols} x {depth} tile of "
                                f"{sorted(t.value for t in types)}")
         dt = types.pop()
-        g, t, mi, ki, ni, a, b = (self.fresh(x) for x in ("g", "t", "mi", "ki", "ni", "a", "b"))
+        g, t, mi, ki, ni, a, b = (self.fresh(stem)
+                                  for stem in ("g", "t", "mi", "ki", "ni", "a", "b"))
         r, c, kk = (m.var.name, n.var.name, k.var.name)
 
         def at(row, col, kx):
@@ -1100,7 +1102,7 @@ class _Body:
                          if f"{frag}_entry{k or ''}" not in self.names), DType.F32)
         body = rewrite(n.body, lambda x: entry if isinstance(x, Load) and x.buf.name == frag
                        else x)
-        g, t, mi, ni, q = (self.fresh(x) for x in ("g", "t", "mi", "ni", "q"))
+        g, t, mi, ni, q = (self.fresh(stem) for stem in ("g", "t", "mi", "ni", "q"))
         self.emit(d, "{")
         self.emit(d + 1, f"const int {g} = spc_lane >> 2, {t} = spc_lane & 3;")
         for depth_, (v, hi) in enumerate(((mi, rows // 16), (ni, cols // 8), (q, 4)), start=1):

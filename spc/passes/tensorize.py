@@ -22,12 +22,15 @@ through it, and writes the tile out once:
       for p in [pos[i_blk], pos[i_blk + 1]):
         let k_blk = crd[p]
         for i_in in [0, r) @mma_m:  for j_in in [0, W) @mma_n:  for k_in in [0, c) @mma_k:
-          acc[i_in * W + j_in] += A_vals[...] * select(k < size_k && j < size_j, B_vals[...], 0)
+          acc[i_in * W + j_in] += select(i < size_i && k < size_k, A_vals[...], 0)
+                                  * select(k < size_k && j < size_j, B_vals[...], 0)
       for i_in in [0, r) @mma_m:  for j_in in [0, W) @mma_n:
-        let j = j_tile * W + j_in
         if i < size_i && j < size_j:  C[i * size_j + j] = acc[i_in * W + j_in]
 
-with ``W`` the tile's columns (``tile_cols``).  The interpreter runs the tile
+with ``W`` the tile's columns (``tile_cols``) and ``j = j_tile * W + j_in``.
+Tiles where every guard holds throughout (all but the matrix's edges: the
+``whole_tile`` condition, and a block inside ``size_k``) run a copy of the
+tile loops without the selects and conditions: regular and residual parts.  The interpreter runs the tile
 loops in order (the same sums, in the same order, as before); the CUDA
 renderer spells them as ``mma.sync`` m16n8k16 instructions over the warp's
 lanes (``LoopKind.MMA_M``).  Guards that kept the scalar loops inside the
@@ -64,7 +67,7 @@ from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, Expr, For, GpuMappin
                         Assign,
                         and_, add, i64, lt, mul, sub)
 from ..ir.traverse import rewrite, walk
-from .map_gpu import FreshNames, _coefficient, _signed_terms, inline, stmts_of, var_names
+from .map_gpu import FreshNames, inline, linear_coefficient, stmts_of, var_names
 
 I64 = DType.I64
 F32 = DType.F32
@@ -147,17 +150,48 @@ def _value_load(e, bufs, tf32: bool) -> Load | None:
         and bufs[e.buf.name].role is ParamRole.INPUT and e.buf.dtype in types else None
 
 
-def _match(kernel: Kernel, tf32: bool) -> _Match | None:
+def _independent_top(kernel: Kernel):
+    """(the top Lets, the top loop) when the body is Lets and one serial loop
+    from 0 that is the kernel's independent loop; else None."""
     stmts = stmts_of(kernel.body)
     k = 0
     while k < len(stmts) and isinstance(stmts[k], Let):
         k += 1
     if len(stmts) != k + 1 or not isinstance(stmts[k], For):
         return None
-    prefix, outer = stmts[:k], stmts[k]
+    outer = stmts[k]
     if outer.kind is not LoopKind.SERIAL or kernel.outer_independent != outer.var.name \
             or not (isinstance(outer.lo, Const) and outer.lo.value == 0):
         return None
+    return stmts[:k], outer
+
+
+def _kept_lets(sparse: For, lets, env, dependent):
+    """(the sparse loop's bounds, the lets kept outside it, those kept inside it,
+    the names that vary with it): lets that read no tile variable are kept,
+    inside the loop when they read it, else before it; None when the loop's
+    bounds read a tile variable or vary with the loop."""
+    lo, hi = inline(sparse.lo, env), inline(sparse.hi, env)
+    inner = {sparse.var.name}
+    outside, within = [], []
+    for let in lets:
+        if let.var.name in dependent:
+            continue
+        if var_names(let.value) & inner:
+            inner.add(let.var.name)
+            within.append(let)
+        else:
+            outside.append(let)
+    if (var_names(lo) | var_names(hi)) & (dependent | inner):
+        return None
+    return lo, hi, outside, within, inner
+
+
+def _match(kernel: Kernel, tf32: bool) -> _Match | None:
+    found = _independent_top(kernel)
+    if found is None:
+        return None
+    prefix, outer = found
     items = _chain(outer.body)
     if items is None:
         return None
@@ -218,22 +252,11 @@ def _match(kernel: Kernel, tf32: bool) -> _Match | None:
             return None
         by_role[next(r for r in roles if roles[r] in hit)].append(c)
     p = sparse[0]
-    p_lo, p_hi = inline(p.lo, env), inline(p.hi, env)
-    if (var_names(p_lo) | var_names(p_hi)) & dependent:
+    placed = _kept_lets(p, lets, env, dependent)
+    if placed is None:
         return None
-    # kept lets go outside the sparse loop unless they read it
-    inner = {p.var.name}
-    outside, within = [], []
-    for s in lets:
-        if s.var.name in dependent:
-            continue
-        if var_names(s.value) & inner:
-            inner.add(s.var.name)
-            within.append(s)
-        else:
-            outside.append(s)
-    if (var_names(p_lo) | var_names(p_hi)) & inner or any(
-            var_names(e) & inner for e in [out_at] + by_role["m"] + by_role["n"]):
+    p_lo, p_hi, outside, within, inner = placed
+    if any(var_names(e) & inner for e in [out_at] + by_role["m"] + by_role["n"]):
         return None                   # the tile's place may not depend on the block
     return _Match(prefix=prefix, outer=outer, m=m, n=n, k=kk, sparse=p, p_lo=p_lo,
                   p_hi=p_hi, outside=outside, within=within, guards=by_role, x=x, y=y,
@@ -260,14 +283,8 @@ def _whole(guard: Expr, var: str, trips: int) -> Expr | None:
     if not (isinstance(guard, BinOp) and guard.op in ("<", "<=")) \
             or var in var_names(guard.rhs):
         return None
-    slope = 0
-    for sign, term in _signed_terms(guard.lhs):
-        if var in var_names(term):
-            c = _coefficient(term, var)
-            if c is None:
-                return None
-            slope += sign * c
-    if slope <= 0:
+    slope = linear_coefficient(guard.lhs, var)
+    if slope is None or slope <= 0:
         return None
     last = i64(trips - 1)
     return rewrite(guard, lambda x: last if isinstance(x, Var) and x.name == var else x)
@@ -346,16 +363,10 @@ def _match_sampled(kernel: Kernel, tf32: bool) -> _Match | None:
     block row's blocks, the block's two tile loops (m, n: constant ranges) and
     guards, then ``acc = 0; for k in [0, K): acc = acc + X * Y; out[...] = f(acc)``
     with X reading m and k, Y reading n and k, and f not reading k."""
-    stmts = stmts_of(kernel.body)
-    k = 0
-    while k < len(stmts) and isinstance(stmts[k], Let):
-        k += 1
-    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+    found = _independent_top(kernel)
+    if found is None:
         return None
-    prefix, outer = stmts[:k], stmts[k]
-    if outer.kind is not LoopKind.SERIAL or kernel.outer_independent != outer.var.name \
-            or not (isinstance(outer.lo, Const) and outer.lo.value == 0):
-        return None
+    prefix, outer = found
     items, s = [], outer.body
     while True:                               # lets, loops and guards down to the sum
         body = stmts_of(s)
@@ -452,19 +463,10 @@ def _match_sampled(kernel: Kernel, tf32: bool) -> _Match | None:
         else:
             return None
     p = sparse[0]
-    p_lo, p_hi = inline(p.lo, env), inline(p.hi, env)
-    if (var_names(p_lo) | var_names(p_hi)) & dependent:
+    placed = _kept_lets(p, lets, env, dependent)
+    if placed is None:
         return None
-    inner = {p.var.name}
-    outside, within = [], []
-    for let in lets:
-        if let.var.name in dependent:
-            continue
-        if var_names(let.value) & inner:
-            inner.add(let.var.name)
-            within.append(let)
-        else:
-            outside.append(let)
+    p_lo, p_hi, outside, within, _ = placed
     return _Match(prefix=prefix, outer=outer, m=m, n=n, k=red, sparse=p, p_lo=p_lo, p_hi=p_hi,
                   outside=outside, within=within, guards=by_role, x=x, y=y, x_at=x_at,
                   y_at=y_at, out=store, out_at=out_at, value=value, acc=acc_var,
