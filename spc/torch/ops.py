@@ -1,0 +1,144 @@
+"""The torch operators behind ``spc.torch``, on a CSR matrix's arrays.
+
+``torch.ops.spc.spmm_csr(crow, col, vals, n_cols, B)``: ``A @ B``;
+``torch.ops.spc.spmm_t_csr(crow, col, vals, n_cols, G)``: ``A.T @ G``;
+``torch.ops.spc.sddmm_csr(crow, col, vals, n_cols, X, Y)``: the values of
+``A * (X @ Y.T)`` on A's pattern; where A is the ``(len(crow) - 1) x n_cols`` CSR
+matrix of ``crow``, ``col``, ``vals``.  Each runs an spc kernel compiled once per
+device type (CPU, CUDA) and value type, and has a fake implementation (shapes
+only) for ``torch.compile``, and autograd formulas made of the same three
+operators:
+
+    C = A @ B:          dvals = sddmm(ones, dC, B);       dB = A.T @ dC
+    C = A.T @ G:        dvals = sddmm(ones, G, dC);       dG = A @ dC
+    S = A * (X Y^T):    dvals = sddmm(dS, X, Y);          dX = (dS * A) @ Y;  dY = (dS * A).T @ X
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+import spc
+
+_KERNELS: dict = {}
+# what spc.compile gets: the named kernels (sddmm's result keeps A's pattern), and
+# the transposed product as an expression
+_COMPILE = {"spmm": ("spmm", {"fmt": "csr"}), "sddmm": ("sddmm", {"fmt": "csr"}),
+            "spmm_t": ("C[k,j] = A[i,k] * G[i,j]", {"formats": {"A": "csr"}})}
+
+
+def _kernel(name: str, device: torch.device):
+    """The spc kernel of ``name`` for ``device``'s type, compiled once (dtype=None:
+    each value type gets its specialization at first use)."""
+    key = (name, device.type)
+    k = _KERNELS.get(key)
+    if k is None:
+        target = "cuda" if device.type == "cuda" else "cpu"
+        kernel, formats = _COMPILE[name]
+        k = _KERNELS[key] = spc.compile(kernel, target=target, **formats)
+    return k
+
+
+def _matrix(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int) -> Tensor:
+    return torch.sparse_csr_tensor(crow, col, vals, (crow.shape[0] - 1, n_cols))
+
+
+def _check(what: str, vals: Tensor, *dense: Tensor) -> None:
+    for t in (vals, *dense):
+        if not t.is_floating_point():
+            raise spc.DTypeError(f"spc.torch.{what}: values must be floating point, "
+                                 f"not {t.dtype}")
+
+
+def _result_type(*ts: Tensor) -> torch.dtype:
+    out = ts[0].dtype
+    for t in ts[1:]:
+        out = torch.promote_types(out, t.dtype)
+    return out
+
+
+@torch.library.custom_op("spc::spmm_csr", mutates_args=())
+def spmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor) -> Tensor:
+    """``A @ B`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
+    _check("spmm_csr", vals, B)
+    return _kernel("spmm", B.device)(_matrix(crow, col, vals, n_cols), B)
+
+
+@torch.library.custom_op("spc::spmm_t_csr", mutates_args=())
+def spmm_t_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, G: Tensor) -> Tensor:
+    """``A.T @ G`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
+    _check("spmm_t_csr", vals, G)
+    return _kernel("spmm_t", G.device)(_matrix(crow, col, vals, n_cols), G)
+
+
+@torch.library.custom_op("spc::sddmm_csr", mutates_args=())
+def sddmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, X: Tensor,
+              Y: Tensor) -> Tensor:
+    """The values of ``A * (X @ Y.T)`` on the pattern of the CSR matrix A of (crow,
+    col, vals) with ``n_cols`` columns, in A's storage order."""
+    _check("sddmm_csr", vals, X, Y)
+    out = _kernel("sddmm", X.device)(_matrix(crow, col, vals, n_cols), X, Y)
+    return out.values()
+
+
+@spmm_csr.register_fake
+def _(crow, col, vals, n_cols, B):
+    return B.new_empty((crow.shape[0] - 1, B.shape[1]), dtype=_result_type(vals, B))
+
+
+@spmm_t_csr.register_fake
+def _(crow, col, vals, n_cols, G):
+    return G.new_empty((n_cols, G.shape[1]), dtype=_result_type(vals, G))
+
+
+@sddmm_csr.register_fake
+def _(crow, col, vals, n_cols, X, Y):
+    return vals.new_empty(vals.shape, dtype=_result_type(vals, X, Y))
+
+
+# -- autograd ------------------------------------------------------------------------
+
+def _save(ctx, inputs, output):
+    crow, col, vals, n_cols, *dense = inputs
+    ctx.save_for_backward(crow, col, vals, *dense)
+    ctx.n_cols = n_cols
+
+
+def _spmm_backward(ctx, dC):
+    crow, col, vals, B = ctx.saved_tensors
+    dvals = dB = None
+    if ctx.needs_input_grad[2]:
+        dvals = sddmm_csr(crow, col, torch.ones_like(vals), ctx.n_cols, dC, B)
+    if ctx.needs_input_grad[4]:
+        dB = spmm_t_csr(crow, col, vals, ctx.n_cols, dC)
+    return None, None, dvals, None, dB
+
+
+def _spmm_t_backward(ctx, dC):
+    crow, col, vals, G = ctx.saved_tensors
+    dvals = dG = None
+    if ctx.needs_input_grad[2]:
+        dvals = sddmm_csr(crow, col, torch.ones_like(vals), ctx.n_cols, G, dC)
+    if ctx.needs_input_grad[4]:
+        dG = spmm_csr(crow, col, vals, ctx.n_cols, dC)
+    return None, None, dvals, None, dG
+
+
+def _sddmm_backward(ctx, dS):
+    crow, col, vals, X, Y = ctx.saved_tensors
+    dvals = dX = dY = None
+    if ctx.needs_input_grad[2]:
+        dvals = sddmm_csr(crow, col, dS, ctx.n_cols, X, Y)
+    weighted = dS * vals
+    if ctx.needs_input_grad[4]:
+        dX = spmm_csr(crow, col, weighted, ctx.n_cols, Y)
+    if ctx.needs_input_grad[5]:
+        dY = spmm_t_csr(crow, col, weighted, ctx.n_cols, X)
+    return None, None, dvals, None, dX, dY
+
+
+spmm_csr.register_autograd(_spmm_backward, setup_context=_save)
+spmm_t_csr.register_autograd(_spmm_t_backward, setup_context=_save)
+sddmm_csr.register_autograd(_sddmm_backward, setup_context=_save)
+
+__all__ = ["sddmm_csr", "spmm_csr", "spmm_t_csr"]
