@@ -133,3 +133,112 @@ def test_bad_operands_raise_spc_errors():
         st.spmm_csr(crow, col, vals, 5, torch.ones(4, 3, dtype=torch.float64))   # 5 rows
     with pytest.raises(TypeError, match="sparse"):
         st.spmm(torch.ones(3, 3), torch.ones(3, 3))
+
+
+# ---------------------------------------------------------------------- SparseLinear
+
+
+def _linear(in_f=64, out_f=32, seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(in_f, out_f).to(dtype)
+
+
+@pytest.mark.parametrize("kw, kept", [
+    (dict(sparsity=0.0), 1.0), (dict(sparsity=0.5), 0.5), (dict(sparsity=0.9), 0.1),
+    (dict(n_m=(2, 4)), 0.5), (dict(n_m=(1, 4)), 0.25),
+    (dict(block=(16, 16), sparsity=0.5), 0.5), (dict(block=(8, 16), sparsity=0.75), 0.25)])
+def test_pruning_keeps_the_largest_entries_in_the_asked_pattern(kw, kept):
+    lin = _linear()
+    w = lin.weight.detach()
+    mask = st.prune(w, **kw)
+    assert mask.float().mean().item() == pytest.approx(kept, abs=1 / w.numel())
+    if "n_m" in kw:
+        n, m = kw["n_m"]
+        assert (mask.reshape(32, -1, m).sum(-1) == n).all()
+        groups = w.abs().reshape(32, -1, m)
+        kept_min = groups.masked_fill(~mask.reshape(groups.shape), float("inf")).min(-1).values
+        dropped_max = groups.masked_fill(mask.reshape(groups.shape), -1).max(-1).values
+        assert (kept_min >= dropped_max).all()
+    elif "block" in kw:
+        r, c = kw["block"]
+        blocks = mask.reshape(32 // r, r, 64 // c, c)
+        assert (blocks.all(dim=(1, 3)) | ~blocks.any(dim=(1, 3))).all()   # whole blocks
+    elif kw["sparsity"] > 0:
+        assert w.abs()[mask].min() >= w.abs()[~mask].max()
+
+
+@pytest.mark.parametrize("kw", [dict(sparsity=1.0), dict(sparsity=-0.1), dict(n_m=(3, 5)),
+                                dict(n_m=(2, 4), sparsity=0.5), dict(block=(5, 16), sparsity=0.5)])
+def test_pruning_refuses_what_it_cannot_do(kw):
+    with pytest.raises(ValueError, match="prune"):
+        st.prune(_linear().weight, **kw)
+
+
+@pytest.mark.parametrize("kw", [dict(sparsity=0.7), dict(n_m=(2, 4)),
+                                dict(block=(16, 16), sparsity=0.5)])
+def test_sparse_linear_is_the_pruned_linear_forward_and_backward(kw):
+    lin = _linear(dtype=torch.float64)
+    layer = st.SparseLinear.from_dense(lin, **kw)
+    mask = st.prune(lin.weight, **kw)
+    x = torch.randn(2, 3, 64, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (2, 3, 32)
+    w = (lin.weight.detach() * mask).requires_grad_()
+    b = lin.bias.detach().clone().requires_grad_()
+    want = torch.nn.functional.linear(x, w, b)
+    torch.testing.assert_close(y, want)
+    g = torch.randn_like(y)
+    y.backward(g)
+    dx = x.grad.clone()
+    x.grad = None
+    want.backward(g)
+    torch.testing.assert_close(dx, x.grad)
+    torch.testing.assert_close(layer.bias.grad, b.grad)
+    rows = torch.repeat_interleave(torch.arange(32), layer.crow.diff())
+    torch.testing.assert_close(layer.vals.grad, w.grad[rows, layer.col])
+
+
+def test_sparse_linear_state_dict_and_save_round_trip(tmp_path):
+    lin = _linear()
+    layer = st.SparseLinear.from_dense(lin, sparsity=0.5)
+    assert set(layer.state_dict()) == {"crow", "col", "vals", "bias"}
+    other = st.SparseLinear.from_dense(_linear(seed=1), sparsity=0.5)   # same nnz
+    other.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 64)
+    torch.testing.assert_close(other(x), layer(x))
+    torch.save(layer, tmp_path / "layer.pt")
+    loaded = torch.load(tmp_path / "layer.pt", weights_only=False)
+    torch.testing.assert_close(loaded(x), layer(x))
+    no_bias = torch.nn.Linear(64, 32, bias=False)
+    assert st.SparseLinear.from_dense(no_bias, sparsity=0.5).bias is None
+
+
+def test_sparse_linear_trains_and_compiles_fullgraph():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        st.SparseLinear.from_dense(torch.nn.Linear(64, 48), sparsity=0.8), torch.nn.ReLU(),
+        st.SparseLinear.from_dense(torch.nn.Linear(48, 8), n_m=(2, 4)))
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x, target = torch.randn(16, 64), torch.randn(16, 8)
+    torch.testing.assert_close(compiled(x), model(x))
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(compiled(x), target)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+    assert model[0].vals.numel() == round(0.2 * 64 * 48)      # the pattern stays
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_sparse_linear_moves_and_casts(device, dtype):
+    layer = st.SparseLinear.from_dense(_linear(), sparsity=0.5).to(device=device, dtype=dtype)
+    assert layer.vals.dtype == dtype and layer.crow.dtype == torch.int64
+    x = torch.randn(3, 64).to(device=device, dtype=dtype)
+    want = torch.nn.functional.linear(x.float(), layer.weight().to_dense().float(),
+                                      layer.bias.float())
+    torch.testing.assert_close(layer(x).float(), want, rtol=2e-3, atol=2e-3)

@@ -1,6 +1,7 @@
 """spc kernels as torch operators: autograd, ``torch.compile`` and fake tensors.
 
     import spc.torch
+    layer = spc.torch.SparseLinear.from_dense(linear, sparsity=0.9)   # a drop-in nn.Linear
     C = spc.torch.spmm(A, B)          # A: a torch sparse CSR (or COO) matrix, B dense
     S = spc.torch.sddmm(A, X, Y)      # A * (X @ Y.T) on A's pattern, a sparse CSR result
 
@@ -14,6 +15,7 @@ fake implementations, so that a module calling them compiles with
 """
 from __future__ import annotations
 
+from .linear import SparseLinear, prune
 from .ops import sddmm_csr, spmm_csr, spmm_t_csr
 
 
@@ -45,4 +47,4 @@ def sddmm(A, X, Y):
     return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), vals, A.shape)
 
 
-__all__ = ["sddmm", "sddmm_csr", "spmm", "spmm_csr", "spmm_t_csr"]
+__all__ = ["SparseLinear", "prune", "sddmm", "sddmm_csr", "spmm", "spmm_csr", "spmm_t_csr"]

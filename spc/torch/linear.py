@@ -1,0 +1,112 @@
+"""``SparseLinear``: a drop-in ``nn.Linear`` whose weight is sparse, held as CSR arrays.
+
+    layer = spc.torch.SparseLinear.from_dense(nn.Linear(512, 256), sparsity=0.9)
+    layer = spc.torch.SparseLinear.from_dense(linear, n_m=(2, 4))       # 2 of every 4
+    layer = spc.torch.SparseLinear.from_dense(linear, block=(16, 16), sparsity=0.75)
+
+The weight's pattern (``crow``, ``col``) is a pair of buffers and its values
+(``vals``) a parameter, so ``state_dict`` holds all three, ``.to(device)`` moves
+them, training updates the kept values, and ``torch.compile(fullgraph=True)``
+compiles the forward (``torch.ops.spc.spmm_csr``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .ops import spmm_csr
+
+
+def prune(weight: Tensor, *, sparsity: float | None = None, n_m: tuple[int, int] | None = None,
+          block: tuple[int, int] | None = None) -> Tensor:
+    """A boolean mask of the entries of ``weight`` (out x in) to keep, by magnitude:
+    ``n_m=(n, m)``: the n largest of every m consecutive inputs of each output
+    (``in`` a multiple of m); ``block=(r, c)``: the blocks of largest norm,
+    ``1 - sparsity`` of them (the shape a multiple of the block); else the
+    ``1 - sparsity`` largest entries.  Ties keep the lower index."""
+    w = weight.detach().abs()
+    out_f, in_f = w.shape
+    if n_m is not None:
+        if sparsity is not None or block is not None:
+            raise ValueError("prune: n_m fixes the sparsity; give no sparsity or block")
+        n, m = n_m
+        if not 0 < n <= m or in_f % m:
+            raise ValueError(f"prune: n_m=({n}, {m}) needs 0 < n <= m and in_features "
+                             f"({in_f}) a multiple of m")
+        groups = w.reshape(out_f, in_f // m, m)
+        keep = torch.zeros_like(groups, dtype=torch.bool)
+        keep.scatter_(2, groups.topk(n, dim=2).indices, True)
+        return keep.reshape(out_f, in_f)
+    if sparsity is None or not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"prune: sparsity must be in [0, 1), not {sparsity!r}")
+    if block is not None:
+        r, c = block
+        if out_f % r or in_f % c:
+            raise ValueError(f"prune: the weight's shape {tuple(w.shape)} is not a multiple "
+                             f"of the block {block}")
+        norms = w.reshape(out_f // r, r, in_f // c, c).pow(2).sum(dim=(1, 3))
+        keep = _largest(norms, 1.0 - sparsity)
+        return keep.repeat_interleave(r, 0).repeat_interleave(c, 1)
+    return _largest(w, 1.0 - sparsity)
+
+
+def _largest(x: Tensor, fraction: float) -> Tensor:
+    count = max(1, round(fraction * x.numel())) if x.numel() else 0
+    keep = torch.zeros(x.numel(), dtype=torch.bool, device=x.device)
+    keep[x.flatten().topk(count).indices] = True
+    return keep.reshape(x.shape)
+
+
+class SparseLinear(nn.Module):
+    """``y = x @ W.T + bias`` with W (``out_features`` x ``in_features``) sparse: CSR
+    arrays ``crow``, ``col`` (buffers) and ``vals`` (a parameter)."""
+
+    def __init__(self, in_features: int, out_features: int, crow: Tensor, col: Tensor,
+                 vals: Tensor, bias: Tensor | None = None):
+        super().__init__()
+        if crow.shape != (out_features + 1,) or col.shape != vals.shape:
+            raise ValueError(f"SparseLinear: crow must have out_features + 1 = "
+                             f"{out_features + 1} entries and col as many as vals")
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("crow", crow.clone())
+        self.register_buffer("col", col.clone())
+        self.vals = nn.Parameter(vals.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, *, sparsity: float | None = None,
+                   n_m: tuple[int, int] | None = None,
+                   block: tuple[int, int] | None = None) -> "SparseLinear":
+        """``linear`` with its weight pruned by magnitude (see ``prune``); bias kept;
+        same device and dtype."""
+        w = linear.weight.detach()
+        mask = prune(w, sparsity=sparsity, n_m=n_m, block=block)
+        rows, cols = mask.nonzero(as_tuple=True)        # row-major: CSR order; kept
+        crow = torch.zeros(w.shape[0] + 1, dtype=torch.int64, device=w.device)  # zeros stay
+        crow[1:] = torch.bincount(rows, minlength=w.shape[0]).cumsum(0)
+        return cls(linear.in_features, linear.out_features, crow, cols, w[rows, cols],
+                   linear.bias)
+
+    @property
+    def nnz(self) -> int:
+        return self.vals.numel()
+
+    def weight(self) -> Tensor:
+        """The weight as a torch sparse CSR tensor (sharing this module's arrays)."""
+        return torch.sparse_csr_tensor(self.crow, self.col, self.vals,
+                                       (self.out_features, self.in_features))
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-1]
+        cols = x.reshape(-1, self.in_features).t().contiguous()      # in x batch
+        y = spmm_csr(self.crow, self.col, self.vals, self.in_features, cols).t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"nnz={self.nnz}, bias={self.bias is not None}")
+
+
+__all__ = ["SparseLinear", "prune"]
