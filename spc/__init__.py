@@ -5,7 +5,7 @@
     C = spmm(A, B)
 """
 from .api import NAMED_KERNELS, compile
-from . import prune
+from . import cache, prune
 from .errors import (CacheWarning, CompileError, DTypeError, DTypeWarning, FormatError, InputError, KernelNameError,
                      ParseError, ResourceError, ScheduleError, ShapeError, SpcError,
                      UnsupportedError)
@@ -22,7 +22,7 @@ from .schedule_space import schedule_space
 __version__ = "0.1.0"
 
 __all__ = [
-    "compile", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",
+    "compile", "cache", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
     "NAMED_KERNELS", "schedule_space", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",

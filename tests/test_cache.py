@@ -457,3 +457,83 @@ def test_sixteen_threads_compiling_at_once(cache_dir):
     with ThreadPoolExecutor(16) as pool:
         for n, y in pool.map(work, range(32)):
             np.testing.assert_allclose(y, (n % 4 + 1) * (A @ x))
+
+
+# ---------------------------------------------------------------------- spc.cache, logging
+
+
+def test_cache_info_and_clear(cache_dir):
+    k = spc.compile("spmv", fmt="csr")
+    run_spmv(k)
+    info = spc.cache.info()
+    assert info["directory"] == str(cache_dir)
+    assert info["entries"] == len(entries(cache_dir)) >= 1
+    assert info["bytes"] == sum(p.stat().st_size for p in entries(cache_dir))
+    assert info["memory_entries"] >= 1 and info["disk"] is True
+    assert spc.cache.clear() == info["entries"]
+    assert spc.cache.info()["entries"] == 0 and spc.cache.info()["memory_entries"] == 0
+    run_spmv(k)                              # kernels compiled already keep working
+    run_spmv(spc.compile("spmv", fmt="csr"))  # and new ones rebuild
+
+
+def test_the_disk_cache_keeps_under_its_cap_dropping_the_least_recently_used(
+        cache_dir, monkeypatch):
+    kernels = [dict(fmt="csr"), dict(fmt="csr", parallel=False), dict(fmt="coo"),
+               dict(fmt="csc")]
+    written = []
+    for k, kw in enumerate(kernels[:3]):
+        run_spmv(spc.compile("spmv", **kw))
+        (new,) = set(entries(cache_dir)) - set(written)
+        written.append(new)
+        # used k+1 hundred seconds ago: the first written is the least recently used
+        os.utime(new, ns=(time.time_ns() - (3 - k) * 10**11, new.stat().st_mtime_ns))
+    cap = sum(p.stat().st_size for p in written)           # the next entry passes it
+    monkeypatch.setenv("SPC_CACHE_MAX_BYTES", str(cap))
+    run_spmv(spc.compile("spmv", **kernels[3]))
+    left = entries(cache_dir)
+    assert written[0] not in left                          # the least recently used went
+    assert len(set(left) - set(written)) == 1              # the new entry stayed
+    assert sum(p.stat().st_size for p in left) <= cap
+
+
+def test_a_disk_hit_counts_as_a_use_without_rewriting_the_entry(cache_dir):
+    run_spmv(spc.compile("spmv", fmt="csr"))
+    (entry,) = entries(cache_dir)
+    os.utime(entry, ns=(time.time_ns() - 10**11, entry.stat().st_mtime_ns))
+    mtime, atime = entry.stat().st_mtime_ns, entry.stat().st_atime
+    cache.clear_memory()
+    run_spmv(spc.compile("spmv", fmt="csr"))
+    assert entry.stat().st_mtime_ns == mtime and entry.stat().st_atime > atime
+
+
+def test_compiles_and_cache_hits_are_logged(cache_dir, caplog):
+    import logging
+    with caplog.at_level(logging.DEBUG, logger="spc"):
+        run_spmv(spc.compile("spmv", fmt="csr"))
+        cache.clear_memory()
+        run_spmv(spc.compile("spmv", fmt="csr"))
+    messages = [r.getMessage() for r in caplog.records if r.name == "spc"]
+    assert any(m.startswith("built ") for m in messages)
+    assert any(m.startswith("cache hit on disk") for m in messages)
+
+
+@pytest.mark.parametrize("platform, env, want", [
+    ("linux", {"XDG_CACHE_HOME": "/x"}, "/x/spc"),
+    ("darwin", {}, "~/Library/Caches/spc"),
+    ("win32", {"LOCALAPPDATA": "C:/Users/u/AppData/Local"}, "C:/Users/u/AppData/Local/spc/Cache"),
+])
+def test_the_default_cache_directory_is_the_platforms(platform, env, want, monkeypatch):
+    from spc import config
+    monkeypatch.delenv("SPC_CACHE_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(config.sys, "platform", platform)
+    assert config.cache_dir() == Path(os.path.expanduser(want))
+
+
+def test_a_malformed_cache_cap_is_an_spc_error(monkeypatch):
+    from spc import config
+    monkeypatch.setenv("SPC_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(spc.SpcError, match="SPC_CACHE_MAX_BYTES"):
+        config.cache_max_bytes()

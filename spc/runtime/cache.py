@@ -16,6 +16,7 @@ so once per process.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -33,6 +34,7 @@ _MAGIC = b"spc-cache-2\n"
 _OLD_MAGICS = (b"spc-cache-1\n",)
 _STALE_TMP_S = 3600           # temporary files older than this are a killed writer's
 _said: set[str] = set()       # problems reported already (once per process)
+log = logging.getLogger("spc")
 
 
 def cache_key(ir_text: str, target_key: str) -> str:
@@ -73,6 +75,7 @@ def load_or_build(key: str, build: Callable[[], bytes], load: Callable[[bytes], 
     with _lock:
         hit = _memory.get(key)
     if hit is not None:
+        log.debug("cache hit in memory: %s", key[:16])
         return load(hit)
     use_disk = config.disk_cache_enabled()
     data = _read(key, recognise) if use_disk else None
@@ -83,13 +86,18 @@ def load_or_build(key: str, build: Callable[[], bytes], load: Callable[[bytes], 
             _say(f"spc cache entry {_path(key)} could not be loaded "
                  f"({type(err).__name__}: {err}); rebuilt")
         else:
+            log.debug("cache hit on disk: %s", _path(key))
+            _touch(_path(key))
             with _lock:
                 _memory[key] = data
             return loaded
+    t0 = time.perf_counter()
     data = build()
+    log.info("built %s (%d bytes) in %.2f s", key[:16], len(data), time.perf_counter() - t0)
     loaded = load(data)
     if use_disk:
         _write(key, data)
+        _cap(config.cache_max_bytes())
     with _lock:
         _memory[key] = data
     return loaded
@@ -159,6 +167,72 @@ def _remove_stale_temporaries(folder) -> None:
         pass
 
 
+def _touch(path) -> None:
+    """Mark an entry used now: its access time (the size cap removes the least
+    recently used; the modification time stays the write's)."""
+    try:
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+    except OSError:
+        pass
+
+
+def entries() -> list[tuple[object, int, float]]:
+    """(path, bytes, last use: the access time) of every entry on disk, least
+    recently used first."""
+    out = []
+    try:
+        folders = [d for d in config.cache_dir().iterdir() if d.is_dir()]
+    except OSError:
+        return out
+    for folder in folders:
+        try:
+            for f in folder.glob("*.bin"):
+                try:
+                    st = f.stat()
+                except OSError:
+                    continue
+                out.append((f, st.st_size, st.st_atime))
+        except OSError:
+            continue
+    return sorted(out, key=lambda e: e[2])
+
+
+def _cap(limit: int) -> None:
+    """Remove the least recently used entries until the disk cache holds at most
+    ``limit`` bytes (90% of it, so that the next writes do not scan again)."""
+    found = entries()
+    total = sum(size for _, size, _ in found)
+    if total <= limit:
+        return
+    target = int(limit * 0.9)
+    for path, size, _ in found:
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        log.info("cache over %d bytes: removed %s", limit, path)
+        total -= size
+        if total <= target:
+            break
+
+
 def clear_memory() -> None:
     with _lock:
         _memory.clear()
+
+
+def clear_disk() -> int:
+    """Remove every entry on disk; the number removed."""
+    removed = 0
+    for path, _, _ in entries():
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def memory_entries() -> int:
+    with _lock:
+        return len(_memory)

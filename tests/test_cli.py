@@ -1,0 +1,71 @@
+"""The ``spc`` command (spc/cli.py): --version, show, cache; errors as ``spc: error``."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import spc
+from spc.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPC_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"spc {spc.__version__}"
+
+
+def test_show_prints_the_ir_schedule_and_source(capsys):
+    assert main(["show", "spmv", "--fmt", "csr", "--source"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("kernel spmv_csr")
+    assert "# schedule: Schedule(order=('i', 'j')" in out and "define " in out   # LLVM IR
+    assert main(["show", "y[i] = A[i,j] * x[j]", "--format", "A=csr", "--dtype",
+                 "float64"]) == 0
+    assert "A_vals: f64*" in capsys.readouterr().out
+
+
+def test_show_renders_cuda_without_a_gpu(capsys):
+    assert main(["show", "spmm", "--fmt", "bsr(16,16)", "--target", "cuda", "--arch",
+                 "sm_90", "--dtype", "float16", "--source"]) == 0
+    out = capsys.readouterr().out
+    assert "@mma_m" in out and "spc_mma_16816" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["show", "nope"], "unknown kernel 'nope'"),
+    (["show", "spmv", "--fmt", "zzz"], "zzz"),
+    (["show", "y[i] = A[i,j] * x[j]", "--format", "A"], "TENSOR=FORMAT"),
+])
+def test_bad_requests_print_an_error_and_return_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spc: error:") and message in err
+
+
+def test_cache_info_and_clear(cache_dir, capsys):
+    spc.cache.clear(disk=False)                   # so that the build writes to disk
+    spc.compile("spmv", fmt="csr").build()
+    assert main(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"directory: {cache_dir}" in out and "entries: 1" in out
+    assert main(["cache", "clear"]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert spc.cache.info()["entries"] == 0
+
+
+def test_python_dash_m_spc_runs_the_command():
+    r = subprocess.run([sys.executable, "-m", "spc", "--version"], capture_output=True,
+                       text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"spc {spc.__version__}"
