@@ -30,7 +30,8 @@ from .inspectors import derived
 from .cpu_specialize import specialize as specialize_cpu
 from .launch_cpu import launch
 from .narrow_cpu import narrow as narrow_cpu
-from .operands import result_family, shape_of, to_tensor, with_index_dtype
+from .operands import (as_scipy_kind, result_family, scipy_arrays, shape_of, to_tensor,
+                       with_index_dtype)
 
 SMALL_WORK = 100_000      # below this much work (``call_work``) a call runs on one thread
 ENTRY_WORK = 8            # a stored sparse entry's own cost, in multiply-adds (gather, index)
@@ -49,8 +50,8 @@ _I32 = _NP_INDEX[DType.I32]
 _SIXTEEN_BIT = (DType.F16, DType.BF16)   # value types numba's launcher takes as bits
 try:     # the scipy classes a pattern result may share a structure with -> the result's class
     import scipy.sparse as _sp
-    _SCIPY_RESULT = {_sp.csr_matrix: _sp.csr_matrix, _sp.csr_array: _sp.csr_matrix,
-                     _sp.csc_matrix: _sp.csc_matrix, _sp.csc_array: _sp.csc_matrix}
+    _SCIPY_RESULT = {_sp.csr_matrix: _sp.csr_matrix, _sp.csr_array: _sp.csr_array,
+                     _sp.csc_matrix: _sp.csc_matrix, _sp.csc_array: _sp.csc_array}
 except ImportError:   # pragma: no cover - scipy is optional
     _SCIPY_RESULT = {}
 
@@ -172,7 +173,7 @@ class _FastPlan:
 @functools.lru_cache(maxsize=None)
 def _scipy_fields(cls) -> "dict | None":
     """The instance fields (other than the arrays and shape) scipy's constructor
-    gives a ``cls`` (csr_matrix or csc_matrix), when they are exactly the ones
+    gives a ``cls`` (csr/csc matrix or array), when they are exactly the ones
     ``_scipy_result`` sets; None when this scipy stores anything else, and the
     public constructor must be used."""
     probe = cls((np.zeros(1, np.float32), np.zeros(1, np.int32), np.array([0, 1], np.int32)),
@@ -624,7 +625,7 @@ class CompiledKernel(KernelCall):
     def _pattern_result(self, given, src, vals: np.ndarray, shape: tuple[int, ...]):
         """The fast path's result with the pattern of operand ``given`` (``src``: it,
         or its _CompressedView): what the general path returns (a Tensor for a
-        Tensor, else a scipy csr_matrix/csc_matrix), with ``vals`` as values and
+        Tensor, else a scipy csr/csc matrix, or array for an array), with ``vals`` as values and
         copies of the operand's index arrays, so that the result is independent
         of the operand (a copy costs ~1 us per 10^5 entries)."""
         if type(given) is Tensor:
@@ -807,5 +808,5 @@ class CompiledKernel(KernelCall):
             return out.to_torch()
         if fam == "scipy" and out.ndim == 2:
             layout = out.format.name if out.format.name in ("csr", "csc", "coo") else "csr"
-            return out.to_scipy(layout)
+            return as_scipy_kind(out.to_scipy(layout), scipy_arrays(list(bound.values())))
         return out

@@ -175,7 +175,8 @@ class CompositeKernel(KernelCall):
         from .operands import result_family
         family = result_family(list(bound.values()))
         if family == "scipy":
-            return out.to_scipy("csr")
+            from .operands import as_scipy_kind, scipy_arrays
+            return as_scipy_kind(out.to_scipy("csr"), scipy_arrays(list(bound.values())))
         if family == "torch":             # (not through scipy: it holds no 16-bit values)
             from ..formats.tensor import from_coords
             coords, vals = out.to_coo()

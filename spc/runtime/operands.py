@@ -113,6 +113,27 @@ def with_index_dtype(t: Tensor, index_dtype: np.dtype) -> Tensor:
     return Tensor(t.shape, t.format, arrays, t.vals, validate=False)
 
 
+def scipy_arrays(inputs: list) -> bool:
+    """Whether every scipy.sparse input is a sparse array (``csr_array``...), not a
+    matrix: sparse results then come back as arrays, else as matrices."""
+    found = [x for x in inputs if _is_scipy_sparse(x)]
+    return bool(found) and all(_is_sparse_array(x) for x in found)
+
+
+def _is_sparse_array(x) -> bool:
+    import scipy.sparse as sp
+    base = getattr(sp, "sparray", None)          # scipy >= 1.11
+    return isinstance(x, base) if base is not None else type(x).__name__.endswith("_array")
+
+
+def as_scipy_kind(m, arrays: bool):
+    """scipy matrix ``m`` as the sparse array of its format when ``arrays`` (no copy)."""
+    if not arrays:
+        return m
+    import scipy.sparse as sp
+    return getattr(sp, f"{m.format}_array")(m, copy=False)
+
+
 def result_family(inputs: list) -> str:
     fams = {family_of(x) for x in inputs}
     for fam in ("torch", "scipy", "spc", "numpy"):
