@@ -7,7 +7,8 @@ SPC_CACHE_MAX_BYTES  the disk cache's size cap; the least recently used entries
                go first when a write passes it (default: 2 GiB)
 SPC_DUMP       a directory; when set, every compilation stage is written there
 SPC_DATA_DIR   the real-matrix corpus (default: ../shared/data beside the repo)
-SPC_NUM_THREADS  threads used by CPU parallel loops (default: all cores)
+SPC_NUM_THREADS  threads used by CPU parallel loops (default: OMP_NUM_THREADS's
+               first number, else all cores; spc.set_num_threads caps it later)
 SPC_NO_DISK_CACHE  set to 1 to keep compiled kernels in memory only
 """
 from __future__ import annotations
@@ -71,6 +72,9 @@ def num_threads() -> int:
         except ValueError:
             raise SpcError(f"SPC_NUM_THREADS must be a whole number of threads, not "
                            f"{env!r}") from None
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if omp.isdigit() and int(omp) >= 1:      # OpenMP's convention (a list: its first level)
+        return int(omp)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux

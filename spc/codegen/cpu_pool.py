@@ -83,6 +83,7 @@ class _Emitter:
         self.nworkers = self._global("spc_pool_nworkers", I64, align=64)
         self.growing = self._global("spc_pool_growing", I32)
         self.spin = self._global("spc_pool_spin", I64, init=DEFAULT_SPIN)
+        self.cap = self._global("spc_pool_cap", I64, init=MAX_WORKERS + 1)
         self.worker_chunks = self._global("spc_pool_chunks_by_workers", I64, align=64)
         self.syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
         self.sched_yield = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
@@ -276,8 +277,8 @@ class _Emitter:
         body, ctx, lo, hi, nthreads = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         total = b.sub(hi, lo)
-        nt = b.select(b.icmp_signed("<", nthreads, c64(MAX_WORKERS + 1)), nthreads,
-                      c64(MAX_WORKERS + 1))
+        cap = self.load(b, self.cap, "monotonic")          # spc_pool_set_cap's
+        nt = b.select(b.icmp_signed("<", nthreads, cap), nthreads, cap)
         nt = b.select(b.icmp_signed("<", total, nt), total, nt)
         serial = fn.append_basic_block("serial")
         pick = fn.append_basic_block("pick")
@@ -355,10 +356,18 @@ class _Emitter:
         b.ret_void()
 
     def emit_controls(self):
-        """``spc_pool_set_spin(n)`` and ``spc_pool_worker_chunks()`` for tuning and tests."""
+        """``spc_pool_set_spin(n)``, ``spc_pool_set_cap(n)`` (threads per call at most:
+        1 to MAX_WORKERS + 1) and ``spc_pool_worker_chunks()``."""
         fn = ir.Function(self.m, ir.FunctionType(VOID, [I64]), "spc_pool_set_spin")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         b.store_atomic(fn.args[0], self.spin, "monotonic", 8)
+        b.ret_void()
+        fn = ir.Function(self.m, ir.FunctionType(VOID, [I64]), "spc_pool_set_cap")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        n = fn.args[0]
+        n = b.select(b.icmp_signed("<", n, c64(1)), c64(1), n)
+        n = b.select(b.icmp_signed(">", n, c64(MAX_WORKERS + 1)), c64(MAX_WORKERS + 1), n)
+        b.store_atomic(n, self.cap, "monotonic", 8)
         b.ret_void()
         fn = ir.Function(self.m, ir.FunctionType(I64, []), "spc_pool_worker_chunks")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -369,7 +378,7 @@ def emit_pool_module(triple: str = "", datalayout: str = "", machine: str | None
     """The pool's LLVM IR text for ``machine`` (default: this one's).
 
     Ensures: defines ``spc_pool_parallel`` (ENTRY_FN), ``spc_pool_grow``,
-    ``spc_pool_set_spin`` and ``spc_pool_worker_chunks``.  Where the futex
+    ``spc_pool_set_spin``, ``spc_pool_set_cap`` and ``spc_pool_worker_chunks``.  Where the futex
     system call number is unknown, idle workers yield instead of sleeping.
     """
     machine = (machine or platform.machine()).lower()
@@ -392,6 +401,7 @@ class Pool:
         self.entry = addr(ENTRY)
         self.grow = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr("spc_pool_grow"))
         self.set_spin = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("spc_pool_set_spin"))
+        self.set_cap = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("spc_pool_set_cap"))
         self.worker_chunks = ctypes.CFUNCTYPE(ctypes.c_int64)(addr("spc_pool_worker_chunks"))
 
 

@@ -309,9 +309,11 @@ class CompiledKernel(KernelCall):
         if self.target.name == "cpu":
             from ..passes.register_tile import register_tiles
             tiles = [w for k in self.lowered_kernels() for w in register_tiles(k)]
+            from ..threads import cap
             return s.replace(order=order, deterministic=s.deterministic is not False,
                              tile_cols=max(tiles) if tiles else s.tile_cols,
-                             threads=self._max_threads if s.parallel else 1)
+                             threads=min(self._max_threads, cap() or self._max_threads)
+                             if s.parallel else 1)
         from ..passes.tensorize import tensorized, uses_tf32
         tiles = [w for k in self.lowered_kernels() if (w := tensorized(k))]
         return s.replace(order=order, deterministic=bool(s.deterministic),
