@@ -6,7 +6,7 @@
 """
 from .api import NAMED_KERNELS, compile
 from . import cache, prune
-from .errors import (CacheWarning, CompileError, DTypeError, DTypeWarning, FormatError, InputError, KernelNameError,
+from .errors import (CacheWarning, CompileError, DTypeError, DTypeWarning, FormatError, InputError, KernelNameError, PerformanceWarning,
                      ParseError, ResourceError, ScheduleError, ShapeError, SpcError,
                      UnsupportedError)
 from .formats.format import Format, format_names, register_format
@@ -27,5 +27,5 @@ __all__ = [
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
     "NAMED_KERNELS", "schedule_space", "set_num_threads", "get_num_threads", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
-    "InputError", "DTypeError", "DTypeWarning", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
+    "InputError", "DTypeError", "DTypeWarning", "PerformanceWarning", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
 ]

@@ -86,6 +86,12 @@ class ResourceError(SpcError, MemoryError):
     """The host or the GPU ran out of memory for a call's output or workspace."""
 
 
+class PerformanceWarning(UserWarning):
+    """A call does costly work a caller can avoid: converting an operand to a format
+    that stores many times more entries than it holds (said once per operand,
+    format and size)."""
+
+
 class DTypeWarning(UserWarning):
     """An operand's values were converted to the value type a kernel was compiled
     for (``spc.compile(..., dtype=...)``), a conversion that loses nothing; spc

@@ -47,23 +47,66 @@ def to_tensor(x, fmt: Format, dtype: np.dtype, name: str, validate: bool) -> Ten
         # the common case, without copies: a contiguous array of the kernel's dtype
         return Tensor(x.shape, fmt, [{} for _ in range(fmt.nlevels)], x.reshape(-1), validate=False)
     with operand_errors(name):
+        held = stored_entries(x)
         if _is_torch(x):
             if x.is_cuda:
                 raise DTypeError(f"operand {name}: a CUDA tensor was given to a CPU kernel; "
                                  f"compile with target='cuda' or move it to the host")
-            return with_value_dtype(tensor(x, fmt, dtype=dtype), dtype)
-        if fmt.is_dense:
-            return _dense(x, fmt, dtype, name)
-        if isinstance(x, Tensor):
+            t = with_value_dtype(tensor(x, fmt, dtype=dtype), dtype)
+        elif fmt.is_dense:
+            t = _dense(x, fmt, dtype, name)
+        elif isinstance(x, Tensor):
             if validate:
                 x.validate(f"operand {name}")
-            t = tensor(x, fmt)
+            t = with_value_dtype(tensor(x, fmt), dtype)
         elif _is_scipy_sparse(x):
-            t = tensor(x, fmt, validate=validate)
+            t = with_value_dtype(tensor(x, fmt, validate=validate), dtype)
         else:
-            arr = _as_array(x, name)
-            t = tensor(arr, fmt)
-        return with_value_dtype(t, dtype)
+            t = with_value_dtype(tensor(_as_array(x, name), fmt), dtype)
+        if held is not None:
+            warn_if_inflated(name, fmt, held, len(t.vals))
+        return t
+
+
+INFLATION = 4            # a conversion storing this many times the entries held warns
+INFLATION_FLOOR = 1 << 16  # ...when it stores at least this many (small ones do not matter)
+
+
+def stored_entries(x) -> int | None:
+    """The entries a sparse operand holds (scipy, torch sparse, spc Tensor in a
+    sparse format); None for dense data."""
+    if _is_scipy_sparse(x):
+        return int(x.nnz)
+    if isinstance(x, Tensor) and not x.format.is_dense:
+        return len(x.vals)
+    if _is_torch(x) and str(x.layout) != "torch.strided":       # COO, CSR, CSC, BSR...
+        return int(x._nnz())
+    return None
+
+
+def warn_if_inflated(name: str, fmt: Format, held: int, stored: int) -> None:
+    """A PerformanceWarning when converting operand ``name`` (``held`` entries) to
+    ``fmt`` stores ``stored`` entries, INFLATION times as many or more."""
+    if stored >= INFLATION_FLOOR and stored >= INFLATION * max(held, 1):
+        import warnings
+        from ..errors import PerformanceWarning
+        warnings.warn(f"operand {name}: converting its {held:,} stored entries to format "
+                      f"{fmt} stores {stored:,} ({stored / max(held, 1):.0f}x); a format "
+                      f"closer to its pattern would be cheaper (k.prepare() converts once, "
+                      f"not per call)",
+                      PerformanceWarning, stacklevel=caller_level())
+
+
+def caller_level() -> int:
+    """The ``stacklevel`` of ``warnings.warn`` (called by this function's caller)
+    that names the first frame outside spc: the user's call."""
+    import os
+    import sys
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    level, frame = 2, sys._getframe(2)          # warn_if_inflated's caller: level 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @contextlib.contextmanager
