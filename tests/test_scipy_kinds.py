@@ -33,3 +33,28 @@ def test_mixed_kinds_give_matrices_and_dense_results_stay_numpy():
     assert _kind(add(sp.csr_array(A), A)) == "matrix"
     y = spc.compile("spmv", fmt="csr")(sp.csr_array(A), np.ones(5))
     assert isinstance(y, np.ndarray)
+
+
+class _DLPackOnly:
+    """An array that numpy knows only through DLPack (as a JAX array is)."""
+
+    def __init__(self, a):
+        self._a = a
+
+    def __dlpack__(self, **kw):
+        return self._a.__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return self._a.__dlpack_device__()
+
+
+def test_dlpack_arrays_are_read_without_a_copy_and_results_are_numpy():
+    x = np.arange(5, dtype=np.float64)
+    y = spc.compile("spmv", fmt="csr")(A, _DLPackOnly(x))
+    np.testing.assert_allclose(y, A @ x)
+    B = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    C = spc.compile("spmm", fmt="csr", dtype="float32")(A.astype(np.float32), _DLPackOnly(B))
+    assert isinstance(C, np.ndarray)
+    np.testing.assert_allclose(C, A.astype(np.float32) @ B, rtol=1e-6)
+    view = np.from_dlpack(_DLPackOnly(x))
+    assert np.shares_memory(view, x)

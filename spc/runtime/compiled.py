@@ -30,8 +30,8 @@ from .inspectors import derived
 from .cpu_specialize import specialize as specialize_cpu
 from .launch_cpu import launch
 from .narrow_cpu import narrow as narrow_cpu
-from .operands import (as_scipy_kind, result_family, scipy_arrays, shape_of, to_tensor,
-                       with_index_dtype)
+from .operands import (as_scipy_kind, from_dlpack, result_family, scipy_arrays, shape_of,
+                       to_tensor, with_index_dtype)
 
 SMALL_WORK = 100_000      # below this much work (``call_work``) a call runs on one thread
 ENTRY_WORK = 8            # a stored sparse entry's own cost, in multiply-adds (gather, index)
@@ -669,6 +669,7 @@ class CompiledKernel(KernelCall):
         device_operands = getattr(self.target, "operands", None)
         if device_operands is not None:        # a device target (cuda) handles its operands
             return device_operands().call(self, bound, validate)
+        bound = {n: from_dlpack(x) for n, x in bound.items()}
         shapes = {n: shape_of(x) for n, x in bound.items()}
         sizes = index_sizes(self.expression, shapes, self.display)
         tensors = {n: to_tensor(x, self.formats[n], self._np_dtype, self.display.get(n, n),

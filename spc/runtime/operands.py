@@ -30,6 +30,21 @@ def family_of(x) -> str:
     return "python"
 
 
+def from_dlpack(x):
+    """``x`` as a numpy array over the same memory when it is a DLPack array of no
+    family spc knows (a JAX array, say), on the CPU; any other operand unchanged.
+    A DLPack array numpy cannot take (on a device) is a DTypeError."""
+    if type(x) is np.ndarray or not hasattr(x, "__dlpack__") or isinstance(x, Tensor) \
+            or _is_torch(x) or _is_scipy_sparse(x) or type(x).__module__.startswith("cupy"):
+        return x
+    try:
+        return np.from_dlpack(x)
+    except (BufferError, RuntimeError, TypeError, ValueError) as err:
+        raise DTypeError(f"a {type(x).__name__} given through DLPack could not be read on "
+                         f"the CPU ({err}); compile with target='cuda' for device arrays, "
+                         f"or move it to the host") from None
+
+
 def shape_of(x) -> tuple[int, ...]:
     if isinstance(x, Tensor) or _is_scipy_sparse(x):
         return tuple(x.shape)
