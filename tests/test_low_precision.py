@@ -336,3 +336,24 @@ def test_16_bit_tensors_come_to_scipy_as_float32(dtype):
     assert m.dtype == np.float32
     np.testing.assert_array_equal(m.toarray(), A64.toarray().astype(np.float32))
     assert (m @ np.ones(A64.shape[1], np.float32)).dtype == np.float32    # scipy can use it
+
+
+def test_outputs_read_back_or_added_into_are_widened_and_only_stored_ones_are_not():
+    """widen_outputs: a 16-bit output the kernel reads back (out[i] = out[i] + x[i], a
+    plain store) or adds into is held in float32; one only ever stored stays 16-bit."""
+    from spc.ir.nodes import (BinOp, Block, Buffer, DType, For, Kernel, Load, Param,
+                              ParamRole, Store, Var, i64)
+    from spc.passes.widen_outputs import widen_outputs
+    n = Var("size_n", DType.I64)
+    i = Var("i", DType.I64)
+    x, out = Buffer("x", DType.F16), Buffer("out", DType.F16)
+
+    def kernel(value, accumulate=False):
+        body = For(i, i64(0), n, Store(out, i, value, accumulate=accumulate))
+        return Kernel("k", (Param(x, ParamRole.INPUT), Param(out, ParamRole.OUTPUT),
+                            Param(n, ParamRole.SIZE)), Block((body,)))
+
+    held = lambda k: k.param("out").value.dtype                    # noqa: E731
+    assert held(widen_outputs(kernel(BinOp("+", Load(out, i), Load(x, i))))) is DType.F32
+    assert held(widen_outputs(kernel(Load(x, i), accumulate=True))) is DType.F32
+    assert held(widen_outputs(kernel(Load(x, i)))) is DType.F16

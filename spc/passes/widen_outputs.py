@@ -3,8 +3,8 @@
 Kernels sum in float32 whatever their arrays hold (loads of float16 and bfloat16
 widen), or in float64 where asked (``spc.compile(..., accumulate="float64")``:
 loads are cast up), and stores round to the array's type.  An output stored
-once per entry (``Kernel.overwrites``), or only ever stored and never added
-into (a tensor-core tile's write), is rounded once, on its store.  An
+once per entry (``Kernel.overwrites``), or only ever stored, never added into
+nor read back (a tensor-core tile's write), is rounded once, on its store.  An
 output the kernel adds into -- SpMM's rows accumulated nonzero by nonzero on the
 CPU, a csc SpMV's scatter, atomics, the later terms of a split sum -- would be
 rounded at every addition, so that the sum would be computed in the storage
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import Buffer, DType, Kernel, Param, ParamRole, Store, dtype_of
+from ..ir.nodes import Buffer, DType, Kernel, Load, Param, ParamRole, Store, dtype_of
 from ..ir.traverse import rewrite, walk
 
 
@@ -44,7 +44,8 @@ def widen_outputs(kernel: Kernel, to: DType | None = None) -> Kernel:
             vt = dtype_of(n.value)
             sums[n.buf.name] = max(sums.get(n.buf.name, vt), vt, key=_nbytes)
     added = {n.buf.name for n in walk(kernel.body) if isinstance(n, Store) and n.accumulate}
-    plain = set(sums) - added                # outputs only ever stored, never added into
+    added |= {n.buf.name for n in walk(kernel.body) if isinstance(n, Load)}   # read back
+    plain = set(sums) - added                # outputs only ever stored, never read back
     wide: dict[str, DType] = {}
     for p in kernel.params:
         if p.role is not ParamRole.OUTPUT or not isinstance(p.value, Buffer) \
