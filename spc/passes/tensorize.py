@@ -66,7 +66,7 @@ from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, Expr, For, GpuMappin
                         If, Kernel, Let, Load, LoopKind, ParamRole, Select, Store, ToTF32, Var, Alloc,
                         Assign,
                         and_, add, i64, lt, mul, sub)
-from ..ir.traverse import rewrite, walk
+from ..ir.traverse import rewrite, top_loop, walk
 from .map_gpu import FreshNames, inline, linear_coefficient, stmts_of, var_names
 
 I64 = DType.I64
@@ -110,24 +110,29 @@ class _Match:
 
 
 def _chain(s):
-    """The statements from ``s`` down to a single store: ("let", Let),
-    ("for", For), ("if", cond) and last ("store", Store); None when some
-    level holds anything else (two loops, an else branch, an assignment)."""
+    """The statements from ``s`` down to a store: ("let", Let), ("for", For),
+    ("if", cond) and last either ("store", Store), a single store, or
+    ("reduce", (For, Store)), a loop followed by a store; None when some level
+    holds anything else (two loops, an else branch, an assignment)."""
     items = []
     while True:
         body = stmts_of(s)
-        if not body or not all(isinstance(x, Let) for x in body[:-1]):
-            return None
-        items.extend(("let", x) for x in body[:-1])
-        last = body[-1]
-        if isinstance(last, For) and last.kind is LoopKind.SERIAL:
-            items.append(("for", last))
-            s = last.body
-        elif isinstance(last, If) and last.otherwise is None:
-            items.append(("if", last.cond))
-            s = last.then
-        elif isinstance(last, Store):
-            items.append(("store", last))
+        n_lets = 0
+        while n_lets < len(body) and isinstance(body[n_lets], Let):
+            n_lets += 1
+        items.extend(("let", x) for x in body[:n_lets])
+        rest = body[n_lets:]
+        if len(rest) == 1 and isinstance(rest[0], For) and rest[0].kind is LoopKind.SERIAL:
+            items.append(("for", rest[0]))
+            s = rest[0].body
+        elif len(rest) == 1 and isinstance(rest[0], If) and rest[0].otherwise is None:
+            items.append(("if", rest[0].cond))
+            s = rest[0].then
+        elif len(rest) == 1 and isinstance(rest[0], Store):
+            items.append(("store", rest[0]))
+            return items
+        elif len(rest) == 2 and isinstance(rest[0], For) and isinstance(rest[1], Store):
+            items.append(("reduce", tuple(rest)))
             return items
         else:
             return None
@@ -151,19 +156,16 @@ def _value_load(e, bufs, tf32: bool) -> Load | None:
 
 
 def _independent_top(kernel: Kernel):
-    """(the top Lets, the top loop) when the body is Lets and one serial loop
-    from 0 that is the kernel's independent loop; else None."""
-    stmts = stmts_of(kernel.body)
-    k = 0
-    while k < len(stmts) and isinstance(stmts[k], Let):
-        k += 1
-    if len(stmts) != k + 1 or not isinstance(stmts[k], For):
+    """``top_loop``'s (Lets, loop) when the loop is serial, from 0, and the
+    kernel's independent loop; else None."""
+    found = top_loop(kernel)
+    if found is None:
         return None
-    outer = stmts[k]
+    outer = found[1]
     if outer.kind is not LoopKind.SERIAL or kernel.outer_independent != outer.var.name \
             or not (isinstance(outer.lo, Const) and outer.lo.value == 0):
         return None
-    return stmts[:k], outer
+    return found
 
 
 def _kept_lets(sparse: For, lets, env, dependent):
@@ -193,7 +195,7 @@ def _match(kernel: Kernel, tf32: bool) -> _Match | None:
         return None
     prefix, outer = found
     items = _chain(outer.body)
-    if items is None:
+    if items is None or items[-1][0] != "store":
         return None
     store = items[-1][1]
     bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
@@ -290,9 +292,29 @@ def _whole(guard: Expr, var: str, trips: int) -> Expr | None:
     return rewrite(guard, lambda x: last if isinstance(x, Var) and x.name == var else x)
 
 
-def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
+def _regular_or_residual(names: FreshNames, whole: list, whole_k: list, product, write_out):
+    """(lets, the tile's product, its write-out): with ``whole`` (per guard on the
+    tile's rows or columns, a condition under which it holds throughout; None
+    where unknown) and ``whole_k`` (the same for the k block) all known, a
+    ``whole_tile`` let and, under it, ``product(False)`` / ``write_out(False)``
+    without guards, the guarded forms elsewhere; otherwise the guarded forms."""
+    if any(w is None for w in whole + whole_k) or not (whole or whole_k):
+        return (), product(True), write_out(True)
+    inside = names.fresh("whole_tile", DType.BOOL)
+    lets = (Let(inside, _all(whole) or Const(True, DType.BOOL)),)
+    return (lets, If(_all([inside] + whole_k), product(False), product(True)),
+            If(inside, write_out(False), write_out(True)))
+
+
+def _tile_names(kernel: Kernel) -> FreshNames:
+    """Fresh names for ``kernel``, its buffers' names taken too."""
     names = FreshNames(kernel)
     names.taken |= {n.buf.name for n in walk(kernel.body) if isinstance(n, (Load, Store, Alloc))}
+    return names
+
+
+def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
+    names = _tile_names(kernel)
     tile = names.fresh("tile", I64)
     j_tile = names.fresh(f"{f.n.var.name}_tile", I64)
     j_in = names.fresh(f"{f.n.var.name}_in", I64)
@@ -333,14 +355,8 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
     whole = [_whole(c, f.m.var.name, rows) for c in m_guard] + \
         [_whole(c, j_in.name, width) for c in n_guard]
     whole_k = [_whole(c, f.k.var.name, depth) for c in k_guard]
-    if any(w is None for w in whole + whole_k) or not (whole or whole_k):
-        compute, written, tile_lets = product(True), write_out(True), ()
-    else:
-        inside = names.fresh("whole_tile", DType.BOOL)
-        tile_lets = (Let(inside, _all(whole) or Const(True, DType.BOOL)),)
-        regular = _all([inside] + whole_k)
-        compute = If(regular, product(False), product(True))
-        written = If(inside, write_out(False), write_out(True))
+    tile_lets, compute, written = _regular_or_residual(names, whole, whole_k, product,
+                                                       write_out)
     o = f.outer.var
     body = Block((Let(o, BinOp("/", tile, tiles)),
                   Let(j_tile, sub(tile, mul(o, tiles))),
@@ -367,25 +383,10 @@ def _match_sampled(kernel: Kernel, tf32: bool) -> _Match | None:
     if found is None:
         return None
     prefix, outer = found
-    items, s = [], outer.body
-    while True:                               # lets, loops and guards down to the sum
-        body = stmts_of(s)
-        n_lets = 0
-        while n_lets < len(body) and isinstance(body[n_lets], Let):
-            n_lets += 1
-        items.extend(("let", x) for x in body[:n_lets])
-        rest = body[n_lets:]
-        if len(rest) == 1 and isinstance(rest[0], For) and rest[0].kind is LoopKind.SERIAL:
-            items.append(("for", rest[0]))
-            s = rest[0].body
-        elif len(rest) == 1 and isinstance(rest[0], If) and rest[0].otherwise is None:
-            items.append(("if", rest[0].cond))
-            s = rest[0].then
-        elif len(rest) == 2 and isinstance(rest[0], For) and isinstance(rest[1], Store):
-            red, store = rest
-            break
-        else:
-            return None
+    items = _chain(outer.body)             # lets, loops and guards down to the sum
+    if items is None or items[-1][0] != "reduce":
+        return None
+    red, store = items[-1][1]
     bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
     red_body = stmts_of(red.body)
@@ -477,8 +478,7 @@ def _rebuild_sampled(kernel: Kernel, f: _Match) -> Kernel:
     """A thread block per block row, its warps taking the row's stored blocks in
     turn; per block, the block's product over k in steps of the instruction's
     (the last step guarded), then its entries written."""
-    names = FreshNames(kernel)
-    names.taken |= {n.buf.name for n in walk(kernel.body) if isinstance(n, (Load, Store, Alloc))}
+    names = _tile_names(kernel)
     rows, cols, step = int(f.m.hi.value), int(f.n.hi.value), f.step
     acc = Buffer(names.fresh("acc", F32).name, F32)
     k_tile = names.fresh(f"{f.k.var.name}_tile", I64)
@@ -515,14 +515,8 @@ def _rebuild_sampled(kernel: Kernel, f: _Match) -> Kernel:
     whole = [_whole(c, f.m.var.name, rows) for c in f.guards["m"]] + \
         [_whole(c, f.n.var.name, cols) for c in f.guards["n"]]
     last_k = [_whole(c, k_in.name, step) for c in k_guard]
-    tile_lets = ()
-    if any(w is None for w in whole + last_k) or not (whole or last_k):
-        compute, written = product(True), write_out(True)
-    else:
-        inside = names.fresh("whole_tile", DType.BOOL)
-        tile_lets = (Let(inside, _all(whole) or Const(True, DType.BOOL)),)
-        compute = If(_all([inside] + last_k), product(False), product(True))
-        written = If(inside, write_out(False), write_out(True))
+    tile_lets, compute, written = _regular_or_residual(names, whole, last_k, product,
+                                                       write_out)
     steps = BinOp("/", add(f.k.hi, i64(step - 1)), i64(step))
     block_body = Block((*f.within, *tile_lets, Alloc(acc, rows * cols),
                         For(k_tile, i64(0), steps, compute), written))

@@ -104,24 +104,20 @@ def _save(ctx, inputs, output):
     ctx.n_cols = n_cols
 
 
-def _spmm_backward(ctx, dC):
-    crow, col, vals, B = ctx.saved_tensors
-    dvals = dB = None
-    if ctx.needs_input_grad[2]:
-        dvals = sddmm_csr(crow, col, torch.ones_like(vals), ctx.n_cols, dC, B)
-    if ctx.needs_input_grad[4]:
-        dB = spmm_t_csr(crow, col, vals, ctx.n_cols, dC)
-    return None, None, dvals, None, dB
-
-
-def _spmm_t_backward(ctx, dC):
-    crow, col, vals, G = ctx.saved_tensors
-    dvals = dG = None
-    if ctx.needs_input_grad[2]:
-        dvals = sddmm_csr(crow, col, torch.ones_like(vals), ctx.n_cols, G, dC)
-    if ctx.needs_input_grad[4]:
-        dG = spmm_csr(crow, col, vals, ctx.n_cols, dC)
-    return None, None, dvals, None, dG
+def _product_backward(transposed: bool):
+    """The backward of ``C = A @ D`` (``A.T @ D`` when ``transposed``): the values'
+    gradient is the sampled product of dC and D on A's pattern (rows of dC for
+    ``A @ D``, of D for ``A.T @ D``), D's the other product of A with dC."""
+    def backward(ctx, dC):
+        crow, col, vals, D = ctx.saved_tensors
+        dvals = dD = None
+        if ctx.needs_input_grad[2]:
+            rows, cols = (D, dC) if transposed else (dC, D)
+            dvals = sddmm_csr(crow, col, torch.ones_like(vals), ctx.n_cols, rows, cols)
+        if ctx.needs_input_grad[4]:
+            dD = (spmm_csr if transposed else spmm_t_csr)(crow, col, vals, ctx.n_cols, dC)
+        return None, None, dvals, None, dD
+    return backward
 
 
 def _sddmm_backward(ctx, dS):
@@ -137,8 +133,8 @@ def _sddmm_backward(ctx, dS):
     return None, None, dvals, None, dX, dY
 
 
-spmm_csr.register_autograd(_spmm_backward, setup_context=_save)
-spmm_t_csr.register_autograd(_spmm_t_backward, setup_context=_save)
+spmm_csr.register_autograd(_product_backward(transposed=False), setup_context=_save)
+spmm_t_csr.register_autograd(_product_backward(transposed=True), setup_context=_save)
 sddmm_csr.register_autograd(_sddmm_backward, setup_context=_save)
 
 __all__ = ["sddmm_csr", "spmm_csr", "spmm_t_csr"]
