@@ -2,7 +2,7 @@
 on torch CUDA tensors against torch's own call (cuSPARSE), per kernel.
 
     python benchmarks/bench_call_gpu.py [--data DIR] [--per-family 3] [--ns 32,128]
-                                        [--cold] [--out results.json]
+                                        [--cold] [--cupy] [--out results.json]
 
 Per case and system it reports:
 
@@ -55,8 +55,26 @@ def host_time(torch, fn, calls: int = ISSUE_CALLS) -> float:
     return statistics.median(out)
 
 
-def systems(torch, spc, A, op: str, n: int, rng):
-    """(reference, {name: fn}) for one case; A is a scipy CSR matrix."""
+def systems(torch, spc, A, op: str, n: int, rng, cupy: bool = False):
+    """(reference, {name: fn}) for one case; A is a scipy CSR matrix.  With
+    ``cupy``, also "spc-cupy": spc's default call on the same data as a cupyx
+    CSR matrix and CuPy arrays (zero-copy views of the torch tensors)."""
+    ref, fns = _systems(torch, spc, A, op, n, rng)
+    if cupy:
+        import cupy as cp
+        import cupyx.scipy.sparse as csp
+        tA, *dense = fns.pop("_operands")
+        cA = csp.csr_matrix((cp.from_dlpack(tA.values()), cp.from_dlpack(tA.col_indices()),
+                             cp.from_dlpack(tA.crow_indices())), shape=tuple(tA.shape))
+        cdense = [cp.from_dlpack(x.contiguous()) for x in dense]
+        spc_k = fns.pop("_kernel")
+        fns["spc-cupy"] = lambda: spc_k(cA, *cdense)
+    fns.pop("_operands", None)
+    fns.pop("_kernel", None)
+    return ref, fns
+
+
+def _systems(torch, spc, A, op: str, n: int, rng):
     dev = "cuda"
     f32 = torch.float32
     tA = torch.sparse_csr_tensor(torch.tensor(A.indptr, dtype=torch.int32, device=dev),
@@ -69,13 +87,15 @@ def systems(torch, spc, A, op: str, n: int, rng):
         ref = A.astype(np.float64) @ x.cpu().double().numpy()
         return ref, {"torch": lambda: tA @ x,
                      "spc": lambda: spc_k(tA, x),
-                     "spc-novalidate": lambda: spc_k(tA, x, validate=False)}
+                     "spc-novalidate": lambda: spc_k(tA, x, validate=False),
+                     "_operands": (tA, x), "_kernel": spc_k}
     if op == "spmm":
         B = torch.tensor(rng.standard_normal((k, n)), dtype=f32, device=dev)
         ref = A.astype(np.float64) @ B.cpu().double().numpy()
         return ref, {"torch": lambda: tA @ B,
                      "spc": lambda: spc_k(tA, B),
-                     "spc-novalidate": lambda: spc_k(tA, B, validate=False)}
+                     "spc-novalidate": lambda: spc_k(tA, B, validate=False),
+                     "_operands": (tA, B), "_kernel": spc_k}
     # torch's sampled_addmm samples X @ Y^T on A's pattern, spc's SDDMM scales it by
     # A's values: with A's values all ones the two compute the same
     tA.values().fill_(1.0)
@@ -87,10 +107,13 @@ def systems(torch, spc, A, op: str, n: int, rng):
     ref = A.multiply(X.cpu().double().numpy() @ Y.cpu().double().numpy().T).toarray()
     return ref, {"torch": lambda: torch.sparse.sampled_addmm(tA, X, Yt, beta=0.0, alpha=1.0),
                  "spc": lambda: spc_k(tA, X, Y),
-                 "spc-novalidate": lambda: spc_k(tA, X, Y, validate=False)}
+                 "spc-novalidate": lambda: spc_k(tA, X, Y, validate=False),
+                 "_operands": (tA, X, Y), "_kernel": spc_k}
 
 
 def check(torch, out, ref) -> float:
+    if not isinstance(out, torch.Tensor):             # CuPy or cupyx
+        out = torch.from_dlpack(out.toarray() if hasattr(out, "toarray") else out)
     got = out if out.layout is torch.strided else out.to_dense()
     got = got.double().cpu().numpy()
     return float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
@@ -142,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ops", default="spmm,sddmm,spmv")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--cold", action="store_true")
+    ap.add_argument("--cupy", action="store_true", help="also time spc on CuPy/cupyx operands")
     ap.add_argument("--out", default="bench_call_gpu.json")
     args = ap.parse_args(argv)
     import scipy.sparse as sp
@@ -164,7 +188,7 @@ def main(argv=None) -> int:
         A.sort_indices()
         for op in args.ops.split(","):
             for n in ([1] if op == "spmv" else ns):
-                ref, fns = systems(torch, spc, A, op, n, rng)
+                ref, fns = systems(torch, spc, A, op, n, rng, args.cupy)
                 errs = {s: check(torch, fn(), ref) for s, fn in fns.items()}
                 bad = [s for s, e in errs.items() if not e < 1e-3]
                 if bad:

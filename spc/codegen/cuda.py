@@ -254,12 +254,17 @@ class CudaLauncher:
             hit = self._grids[key] = (launch, narrow)
         return hit
 
-    def __call__(self, buffers, sizes, nthreads: int | None = None, stream=None) -> None:
+    def __call__(self, buffers, sizes, nthreads: int | None = None, stream=None,
+                 narrow_ok: bool = True) -> None:
+        """Launch on CuPy arrays ``buffers``; ``narrow_ok`` False keeps 64-bit index
+        arithmetic even where every length allows 32 (for arrays whose values,
+        not only lengths, may be anything: the storage checks)."""
         import numpy as np
         cupy = _cupy()
         device_id = cupy.cuda.runtime.getDevice()
         blocks, extra, group, narrow = self.configure(sizes, [b.size for b in buffers],
                                                       device_id)
+        narrow = narrow and narrow_ok
         if blocks <= 0:
             return
         args, b, s = [], iter(buffers), iter(sizes)

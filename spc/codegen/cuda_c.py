@@ -301,6 +301,8 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
         if isinstance(x, BinOp):
             a, b = r(x.lhs), r(x.rhs)
             if x.op in ("min", "max"):
+                if dtype_of(x).is_int:       # one type for both (an index and a literal)
+                    return f"spc_{x.op}<{c_type(dtype_of(x))}>({a}, {b})"
                 return f"spc_{x.op}({a}, {b})"
             return f"({a} {x.op} {b})"
         raise CompileError(f"cannot render expression {x!r}")

@@ -136,6 +136,18 @@ class Level:
         """Raise InputError if the arrays are malformed; return the position count."""
         return parent_count
 
+    def device_check(self, index: DType, parent: "Level | None"):
+        """The kernels (``formats/storage_check``) that check this level's arrays on
+        a device, below a level ``parent`` (None at the root): a tuple, empty
+        when the level has no arrays; None when it has no such check (the caller
+        checks a copy on the host)."""
+        return None
+
+    def lengths_fit(self, arrays: dict, parent_count: int) -> bool:
+        """Whether the arrays are 1-d with the lengths ``parent_count`` parents
+        need: what ``device_check``'s kernels take for granted."""
+        return all(getattr(arrays.get(n), "ndim", None) == 1 for n in self.array_names)
+
     def __repr__(self) -> str:
         flags = "" if self.unique else "(nonunique)"
         return f"{self.name}{flags}"
@@ -187,6 +199,9 @@ class Dense(Level):
 
     def validate(self, arrays, parent_count, dim, what):
         return parent_count * dim
+
+    def device_check(self, index, parent):
+        return ()
 
     def size(self, arrays, parent_count, dim):
         return parent_count * dim
@@ -243,6 +258,14 @@ class Compressed(Level):
         child = np.arange(int(counts.sum()), dtype=np.int64) + starts
         return owner, child, arrays["crd"][child].astype(np.int64)
 
+    def device_check(self, index, parent):
+        from .storage_check import compressed_check
+        return (compressed_check(index, ordered=self.ordered, unique=self.unique),)
+
+    def lengths_fit(self, arrays, parent_count):
+        return super().lengths_fit(arrays, parent_count) and \
+            len(arrays["pos"]) == parent_count + 1
+
     def validate(self, arrays, parent_count, dim, what):
         from . import inspect_numba as ins
         pos, crd = arrays["pos"], arrays["crd"]
@@ -283,6 +306,16 @@ class Singleton(Level):
     def unpack(self, arrays, parent_pos, parent_count, dim):
         owner = np.arange(len(parent_pos))
         return owner, parent_pos.astype(np.int64), arrays["crd"][parent_pos].astype(np.int64)
+
+    def device_check(self, index, parent):
+        from .storage_check import singleton_check
+        if isinstance(parent, Singleton):
+            return None            # an order over three levels or more: checked on the host
+        after = isinstance(parent, Compressed) and not parent.unique and parent.ordered
+        return (singleton_check(index, after_parent=after, unique=self.unique),)
+
+    def lengths_fit(self, arrays, parent_count):
+        return super().lengths_fit(arrays, parent_count) and len(arrays["crd"]) == parent_count
 
     def validate(self, arrays, parent_count, dim, what):
         crd = arrays["crd"]

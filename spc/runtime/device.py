@@ -33,7 +33,6 @@ import numpy as np
 
 from ..errors import DTypeError, InputError, ShapeError, SpcError, UnsupportedError
 from ..formats.format import Format, resolve_format
-from ..formats.levels import Compressed, Dense, Singleton
 from ..formats.tensor import Tensor, value_dtype, with_value_dtype
 from ..frontend.check import index_sizes
 from ..ir.nodes import DType
@@ -462,67 +461,21 @@ class DeviceOperands:
     # -- validation on the device -------------------------------------------------
     def problems(self, t: Tensor) -> str | None:
         """None if ``t`` is well formed; "order" if its only problem is unsorted or
-        duplicate coordinates; "structure" otherwise.  One synchronization."""
-        cp = self.cp
-        flags_struct, flags_order = [], []
-        count = 1
-        dims = t.level_dims
-        simple_coo = (len(t.format.levels) >= 2 and isinstance(t.format.levels[0], Compressed)
-                      and not t.format.levels[0].unique
-                      and all(isinstance(lv, Singleton) for lv in t.format.levels[1:]))
-        for lvl, (level, dim) in enumerate(zip(t.format.levels, dims)):
-            arrays = t.arrays[lvl]
-            if isinstance(level, Dense):
-                count *= dim
-            elif isinstance(level, Compressed):
-                pos, crd = arrays.get("pos"), arrays.get("crd")
-                if pos is None or crd is None or pos.ndim != 1 or crd.ndim != 1 \
-                        or len(pos) != count + 1:
-                    return "structure"
-                flags_struct.append(pos[0] != 0)
-                if count:
-                    flags_struct.append(cp.any(pos[1:] < pos[:-1]))
-                flags_struct.append(pos[-1] != len(crd))
-                if len(crd):
-                    flags_struct.append((crd.min() < 0) | (crd.max() >= dim))
-                    if level.ordered and len(crd) > 1:
-                        starts = cp.zeros(len(crd), dtype=bool)
-                        heads = pos[:-1]
-                        starts[heads[heads < len(crd)]] = True
-                        step = crd[1:].astype(np.int64) - crd[:-1]
-                        bad = (step <= 0) if level.unique else (step < 0)
-                        flags_order.append(cp.any(bad & ~starts[1:]))
-                count = len(crd)
-            elif isinstance(level, Singleton):
-                crd = arrays.get("crd")
-                if crd is None or crd.ndim != 1 or len(crd) != count:
-                    return "structure"
-                if len(crd):
-                    flags_struct.append((crd.min() < 0) | (crd.max() >= dim))
-            else:
-                return "structure" if self._host_invalid(t) else None
-        if len(t.vals) != count or t.vals.ndim != 1:
-            return "structure"
-        if any(isinstance(lv, Singleton) for lv in t.format.levels) and count > 1:
-            if not simple_coo:
-                return "structure" if self._host_invalid(t) else None
-            keys = [t.arrays[0]["crd"]] + [t.arrays[lvl]["crd"] for lvl in
-                                           range(1, len(t.format.levels))]
-            greater = cp.zeros(count - 1, dtype=bool)
-            equal = cp.ones(count - 1, dtype=bool)
-            for k in keys:
-                a, b = k[1:], k[:-1]
-                greater |= equal & (a > b)
-                equal &= a == b
-            flags_order.append(cp.any(~greater))
-        flags = cp.stack([cp.asarray(f, dtype=bool).reshape(()) for f in
-                          flags_struct + flags_order]) if flags_struct or flags_order else None
-        if flags is None:
-            return None
-        host = cp.asnumpy(flags)
-        if host[:len(flags_struct)].any():
-            return "structure"
-        return "order" if host.any() else None
+        duplicate coordinates; "structure" otherwise.  Checked on the device by
+        spc's own storage-check kernels (one synchronization), or on a host copy
+        for levels that have none."""
+        from .device_check import NOT_CHECKED, storage_problems
+        found = storage_problems(t, self.cp, self._check_target())
+        if found is NOT_CHECKED:
+            return "structure" if self._host_invalid(t) else None
+        return found
+
+    def _check_target(self):
+        target = self.__dict__.get("_target")
+        if target is None:
+            from ..codegen.cuda import CUDATarget
+            target = self.__dict__["_target"] = CUDATarget()
+        return target
 
     def _host_invalid(self, t: Tensor) -> bool:
         try:
