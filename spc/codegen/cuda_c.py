@@ -43,7 +43,7 @@ from itertools import count
 from ..errors import CompileError
 from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var,
+                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.traverse import rewrite, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
@@ -298,6 +298,9 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
             return f"spc_warp_sum({r(x.value)})"
         if isinstance(x, ToTF32):
             return f"spc_to_tf32({r(x.value)})"
+        if isinstance(x, Call):              # CUDA's math library: expf, exp, fabsf...
+            fn = "fabs" if x.fn == "abs" else x.fn
+            return f"{fn}{'f' if dtype_of(x) is DType.F32 else ''}({r(x.value)})"
         if isinstance(x, BinOp):
             a, b = r(x.lhs), r(x.rhs)
             if x.op in ("min", "max"):

@@ -25,7 +25,7 @@ from llvmlite import ir
 from ..errors import CompileError
 from . import cpu_pool
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, Select, Store, Var, WarpSum,
+                        Kernel, Let, Load, LoopKind, Neg, Select, Store, Var, WarpSum, Call,
                         While, dtype_of)
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -124,6 +124,8 @@ class _FunctionEmitter:
             return b.select(self.expr(e.cond), self.expr(e.if_true), self.expr(e.if_false))
         if isinstance(e, WarpSum):
             return self.expr(e.value)      # one lane per thread on a CPU: the sum is the value
+        if isinstance(e, Call):
+            return self.math(e.fn, self.expr(e.value), dtype_of(e.value))
         if isinstance(e, BinOp):
             if e.op in ("&&", "||"):
                 return self.short_circuit(e)
@@ -196,6 +198,17 @@ class _FunctionEmitter:
         if dst.is_float:
             return b.sitofp(v, ll_type(dst))
         return b.sext(v, ll_type(dst)) if dst is DType.I64 else b.trunc(v, ll_type(dst))
+
+    def math(self, fn: str, v, dt: DType):
+        """``fn(v)`` through LLVM's intrinsic (``llvm.exp.f32``...: the C library's
+        ``expf`` where the CPU has no instruction for it)."""
+        ty = ll_type(dt)
+        name = f"llvm.{'fabs' if fn == 'abs' else fn}.{'f32' if dt is DType.F32 else 'f64'}"
+        module = self.b.module
+        callee = module.globals.get(name)
+        if callee is None:
+            callee = ir.Function(module, ir.FunctionType(ty, [ty]), name=name)
+        return self.b.call(callee, [v])
 
     def binop(self, op: str, a, c, dt: DType):
         b = self.b

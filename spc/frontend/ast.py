@@ -33,13 +33,36 @@ class Neg:
 
 @dataclass(frozen=True, slots=True)
 class BinOp:
-    op: str            # one of "+", "-", "*"
+    op: str            # one of "+", "-", "*", "/"
     lhs: "Expr"
     rhs: "Expr"
     span: Span
 
 
-Expr = Access | Const | Neg | BinOp
+@dataclass(frozen=True, slots=True)
+class Call:
+    """An element-wise function of its arguments: ``fn`` is one of ``FUNCTIONS``
+    (``frontend.check`` refuses other names and wrong argument counts)."""
+    fn: str
+    args: tuple["Expr", ...]
+    span: Span
+
+
+# element-wise functions: name -> number of arguments
+FUNCTIONS = {"exp": 1, "log": 1, "sqrt": 1, "abs": 1, "relu": 1, "max": 2, "min": 2}
+
+Expr = Access | Const | Neg | BinOp | Call
+
+
+def children(e: Expr) -> tuple[Expr, ...]:
+    """The sub-expressions of ``e`` (none for an access or a constant)."""
+    if isinstance(e, Neg):
+        return (e.operand,)
+    if isinstance(e, BinOp):
+        return (e.lhs, e.rhs)
+    if isinstance(e, Call):
+        return e.args
+    return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +79,8 @@ class Assignment:
         def walk(e: Expr) -> None:
             if isinstance(e, Access):
                 out.append(e)
-            elif isinstance(e, Neg):
-                walk(e.operand)
-            elif isinstance(e, BinOp):
-                walk(e.lhs)
-                walk(e.rhs)
+            for child in children(e):
+                walk(child)
 
         walk(self.rhs)
         return tuple(out)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from spc.errors import ParseError, ShapeError
-from spc.frontend.ast import Access, Assignment
+from spc.frontend.ast import FUNCTIONS, Access, Assignment, Call, children
 
 
 def _repeated_index(acc: Access) -> int | None:
@@ -23,6 +23,7 @@ def check(assign: Assignment) -> None:
     span of the offending part.
     """
     src, lhs = assign.source, assign.lhs
+    _check_calls(assign.rhs, src)
 
     n = _repeated_index(lhs)
     if n is not None:
@@ -53,6 +54,22 @@ def check(assign: Assignment) -> None:
             raise ParseError(
                 f"output index '{ix}' does not appear on the right-hand side",
                 source=src, span=span)
+
+
+def _check_calls(e, src: str) -> None:
+    """Raise ParseError (spanning the call) for an unknown function or a call
+    with the wrong number of arguments anywhere in ``e``."""
+    if isinstance(e, Call):
+        arity = FUNCTIONS.get(e.fn)
+        if arity is None:
+            raise ParseError(f"unknown function '{e.fn}' (element-wise functions: "
+                             f"{', '.join(sorted(FUNCTIONS))})", source=src, span=e.span)
+        if len(e.args) != arity:
+            takes = "1 argument" if arity == 1 else f"{arity} arguments"
+            raise ParseError(f"{e.fn}() takes {takes}, got {len(e.args)}",
+                             source=src, span=e.span)
+    for child in children(e):
+        _check_calls(child, src)
 
 
 def _count(n: int) -> str:

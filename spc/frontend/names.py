@@ -67,6 +67,8 @@ def rename(assign: ast.Assignment, mapping: dict[str, str]) -> ast.Assignment:
             return ast.Neg(expr(e.operand), e.span)
         if isinstance(e, ast.BinOp):
             return ast.BinOp(e.op, expr(e.lhs), expr(e.rhs), e.span)
+        if isinstance(e, ast.Call):
+            return ast.Call(e.fn, tuple(expr(a) for a in e.args), e.span)
         return e
 
     return ast.Assignment(access(assign.lhs), expr(assign.rhs), assign.source)

@@ -11,12 +11,12 @@ from pathlib import Path
 import lark
 
 from spc.errors import ParseError
-from spc.frontend.ast import Access, Assignment, BinOp, Const, Expr, Neg
+from spc.frontend.ast import Access, Assignment, BinOp, Call, Const, Expr, Neg
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _parser: lark.Lark | None = None
 
-_OPS = {"add": "+", "sub": "-", "mul": "*"}
+_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 
 
 def _get_parser() -> lark.Lark:
@@ -80,6 +80,9 @@ def _expr(tree: lark.Tree) -> Expr:
         return Neg(operand=_expr(tree.children[0]), span=_span(tree))
     if kind == "paren":
         return _expr(tree.children[0])
+    if kind == "call":
+        name, *args = tree.children
+        return Call(fn=str(name), args=tuple(_expr(a) for a in args), span=_span(tree))
     if kind in _OPS:
         lhs, rhs = tree.children
         return BinOp(op=_OPS[kind], lhs=_expr(lhs), rhs=_expr(rhs), span=_span(tree))

@@ -9,12 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from .nodes import (Alloc, Assign, BinOp, Block, Cast, Const, DType, For, If,
-                    Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var,
+                    Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
 
 _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I16: np.int64,
        DType.I32: np.int64,
        DType.I64: np.int64, DType.BOOL: np.bool_}
+
+
+_MATH = {"exp": np.exp, "log": np.log, "sqrt": np.sqrt, "abs": np.abs}
 
 
 def _array_dtype(dt: DType):
@@ -56,6 +59,10 @@ def _eval(e, env, bufs):
         return _eval(e.value, env, bufs)      # one lane: the sum over lanes is its value
     if isinstance(e, ToTF32):
         return to_tf32(_eval(e.value, env, bufs))
+    if isinstance(e, Call):
+        x = _eval(e.value, env, bufs)
+        with np.errstate(all="ignore"):          # log(0) = -inf, sqrt(-1) = nan: as C
+            return type(x)(_MATH[e.fn](x))
     if isinstance(e, BinOp):
         a = _eval(e.lhs, env, bufs)
         if e.op == "&&":

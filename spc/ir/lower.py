@@ -21,7 +21,7 @@ from ..errors import ScheduleError, UnsupportedError
 from ..formats.format import Format
 from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
-from .nodes import (Assign, BinOp, Block, Buffer, Cast, Const, DType, Expr, For, If, Kernel,
+from .nodes import (Assign, BinOp, Block, Buffer, Call, Cast, Const, DType, Expr, For, If, Kernel,
                     Let, Load, Neg, Param, ParamRole, Stmt, Store, Var, While, add,
                     and_, block, dtype_of, eq, i64, lt, mul, or_)
 from .simplify_expr import simplify_expr
@@ -373,8 +373,18 @@ class Lowerer:
             return None if e.value == 0 else [frozenset()]
         if isinstance(e, ast.Neg):
             return self.lattice(e.operand, iterated, zero)
+        if isinstance(e, ast.Call):
+            args = [self.lattice(a, iterated, zero) for a in e.args]
+            if e.fn in ZERO_PRESERVING:        # f(0, ..., 0) = 0: iterate as a sum
+                pts = _unions(args)
+                return sorted(pts, key=lambda p: (-len(p), sorted(p))) if pts else None
+            return _everywhere(args)          # f(0) != 0: a value at every coordinate
         lhs = self.lattice(e.lhs, iterated, zero)
         rhs = self.lattice(e.rhs, iterated, zero)
+        if e.op == "/":
+            if isinstance(e.rhs, ast.Const) and e.rhs.value != 0:
+                return lhs                     # a scaling: zero where the numerator is
+            return _everywhere([lhs, rhs])     # x / 0 is inf or nan: every coordinate
         if e.op == "*":
             if lhs is None or rhs is None:
                 return None
@@ -406,6 +416,13 @@ class Lowerer:
             return Const(float(e.value), self.vt)
         if isinstance(e, ast.Neg):
             return Neg(self.value(e.operand, states, zero))
+        if isinstance(e, ast.Call):
+            args = [self.value(a, states, zero) for a in e.args]
+            if e.fn == "relu":
+                return BinOp("max", args[0], Const(0.0, self.vt))
+            if e.fn in ("max", "min"):
+                return BinOp(e.fn, args[0], args[1])
+            return Call(e.fn, args[0])
         return BinOp(e.op, self.value(e.lhs, states, zero), self.value(e.rhs, states, zero))
 
     # -- the loop nest ---------------------------------------------------------------
@@ -691,6 +708,29 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
     return OutputKind.ASSEMBLED, None
 
 
+# element-wise functions whose value is 0 where every argument is 0: they iterate
+# only where an argument has an entry (the others: at every coordinate)
+ZERO_PRESERVING = frozenset({"sqrt", "abs", "relu", "max", "min"})
+
+
+def _unions(args) -> set[frozenset]:
+    """The lattice points of a sum of terms whose lattices are ``args`` (None:
+    structurally zero): every union of one point per term, each term optional."""
+    pts: set[frozenset] = set()
+    for a in args:
+        if a is None:
+            continue
+        pts = pts | set(a) | {p | q for p in pts for q in a}
+    return pts
+
+
+def _everywhere(args) -> list[frozenset]:
+    """The lattice points of an expression of ``args`` that is nonzero where all
+    of them are zero: their unions, and the empty point (no operand present)."""
+    pts = _unions(args) | {frozenset()}
+    return sorted(pts, key=lambda p: (-len(p), sorted(p)))
+
+
 def _product_factors(e: ast.Expr):
     if isinstance(e, ast.BinOp) and e.op == "*":
         lhs, rhs = _product_factors(e.lhs), _product_factors(e.rhs)
@@ -717,7 +757,7 @@ def split_terms(assign: ast.Assignment,
     out_ix = set(assign.lhs.indices)
     groups: dict[frozenset, list[ast.Expr]] = {}
     for term in _monomials(assign.rhs):
-        factors = [f for f in _factors_of(term) if isinstance(f, ast.Access)]
+        factors = _accesses_in(term)
         red = frozenset(ix for f in factors for ix in f.indices if ix not in out_ix)
         parts = frozenset(f.tensor for f in factors if f.tensor in separate)
         groups.setdefault((red, parts), []).append(term)
@@ -767,19 +807,7 @@ def _product(factors: list[ast.Expr]) -> ast.Expr:
 def _accesses_in(e: ast.Expr) -> list[ast.Access]:
     if isinstance(e, ast.Access):
         return [e]
-    if isinstance(e, ast.Neg):
-        return _accesses_in(e.operand)
-    if isinstance(e, ast.BinOp):
-        return _accesses_in(e.lhs) + _accesses_in(e.rhs)
-    return []
-
-
-def _factors_of(e: ast.Expr) -> list[ast.Expr]:
-    if isinstance(e, ast.BinOp):
-        return _factors_of(e.lhs) + _factors_of(e.rhs)
-    if isinstance(e, ast.Neg):
-        return _factors_of(e.operand)
-    return [e]
+    return [a for child in ast.children(e) for a in _accesses_in(child)]
 
 
 def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "kernel",

@@ -173,7 +173,18 @@ class ToTF32:
     value: "Expr"
 
 
-Expr = Const | Var | Load | BinOp | Neg | Cast | Select | WarpSum | ToTF32
+@dataclass(frozen=True, slots=True)
+class Call:
+    """``fn(value)``, an element-wise math function of a float (one of
+    ``MATH_FUNCTIONS``), in the value's type: ``exp``, ``log`` (natural),
+    ``sqrt``, ``abs``."""
+    fn: str
+    value: "Expr"
+
+
+MATH_FUNCTIONS = ("exp", "log", "sqrt", "abs")
+
+Expr = Const | Var | Load | BinOp | Neg | Cast | Select | WarpSum | ToTF32 | Call
 
 
 def dtype_of(e: Expr) -> DType:
@@ -188,7 +199,7 @@ def dtype_of(e: Expr) -> DType:
         return dtype_of(e.operand)
     if isinstance(e, Select):
         return dtype_of(e.if_true)
-    if isinstance(e, (WarpSum, ToTF32)):
+    if isinstance(e, (WarpSum, ToTF32, Call)):
         return dtype_of(e.value)
     raise TypeError(f"not an expression: {e!r}")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum,
+                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     While, Expr)
 
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6}
@@ -31,6 +31,8 @@ def format_expr(e: Expr, prec: int = 0) -> str:
         return f"warp_sum({format_expr(e.value)})"
     if isinstance(e, ToTF32):
         return f"tf32({format_expr(e.value)})"
+    if isinstance(e, Call):
+        return f"{e.fn}({format_expr(e.value)})"
     if isinstance(e, BinOp):
         if e.op in ("min", "max"):
             return f"{e.op}({format_expr(e.lhs)}, {format_expr(e.rhs)})"

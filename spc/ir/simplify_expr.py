@@ -1,7 +1,7 @@
 """Algebraic simplification of IR expressions (constant folding, x*0, x+0, x*1)."""
 from __future__ import annotations
 
-from .nodes import BinOp, Cast, Const, DType, Expr, Neg, Select, dtype_of
+from .nodes import BinOp, Call, Cast, Const, DType, Expr, Neg, Select, dtype_of
 
 
 def is_const(e: Expr, value) -> bool:
@@ -60,4 +60,6 @@ def simplify_expr(e: Expr) -> Expr:
         return Cast(x, e.dtype)
     if isinstance(e, Select):
         return Select(simplify_expr(e.cond), simplify_expr(e.if_true), simplify_expr(e.if_false))
+    if isinstance(e, Call):
+        return Call(e.fn, simplify_expr(e.value))
     return e

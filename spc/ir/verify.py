@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..errors import CompileError
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
-                    Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum,
+                    Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum, Call,
+                    MATH_FUNCTIONS,
                     While, dtype_of)
 from .traverse import walk
 
@@ -63,6 +64,13 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 expr(x, scope)
             if dtype_of(e.cond) is not DType.BOOL:
                 fail("select condition is not a boolean")
+            return
+        if isinstance(e, Call):
+            expr(e.value, scope)
+            if e.fn not in MATH_FUNCTIONS:
+                fail(f"unknown function {e.fn}()")
+            if not dtype_of(e.value).is_float:
+                fail(f"{e.fn}() of a non-float value")
             return
         if isinstance(e, ToTF32):
             expr(e.value, scope)
