@@ -24,6 +24,68 @@ NAMED_KERNELS = {
     "sddmm": ("S[i,j] = A[i,j] * X[i,k] * Y[j,k]", ("A", "S"), ("A", "X", "Y")),
 }
 
+# named programs: (statements, operands taking `fmt`, positional operand order)
+NAMED_PROGRAMS = {
+    # O = softmax over the stored entries of each row of c * (Q K^T) * A, times V
+    # (a row with no entries gives 0); c is the scale, 1/sqrt(d) by default
+    "attention": ("S[i,j] = c * A[i,j] * Q[i,k] * K[j,k]; "
+                  "m[i] = max(j, S[i,j]); "
+                  "l[i] = stored(S[i,j]) * exp(S[i,j] - m[i]); "
+                  "r[i] = 1 / max(l[i], 1e-30); "
+                  "O[i,d] = stored(S[i,j]) * exp(S[i,j] - m[i]) * V[j,d] * r[i]",
+                  ("A", "S"), ("A", "Q", "K", "V", "c")),
+}
+
+
+def _compile_program(text: str, *, fmt=None, formats=None, **options):
+    """A ProgramKernel of the statements of ``text`` (or of a named program)."""
+    from .runtime.program import ProgramKernel
+    name = text.strip().lower()
+    if name in NAMED_PROGRAMS:
+        text, sparse_ops, positional = NAMED_PROGRAMS[name]
+        formats = dict(formats or {})
+        for op in sparse_ops:
+            formats.setdefault(op, fmt if fmt is not None else "csr")
+        program = ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options),
+                                formats, positional)
+        return NamedProgram(name, program) if name == "attention" else program
+    if fmt is not None:
+        raise FormatError("fmt= is for named kernels; give a program formats={...}")
+    return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options), formats)
+
+
+class NamedProgram:
+    """A named program called with its operands positionally; ``attention(A, Q, K,
+    V, scale=None)`` fills the scale in (1/sqrt(d), d = Q's columns)."""
+
+    def __init__(self, name: str, program):
+        self.name = name
+        self.program = program
+
+    def __call__(self, A, Q, K, V, scale=None, *, validate: bool = True):
+        import math
+        if scale is None:
+            d = int(Q.shape[1])
+            scale = 1.0 / math.sqrt(d) if d else 1.0
+        return self.program(A, Q, K, V, _scalar_like(float(scale), Q), validate=validate)
+
+    def __getattr__(self, attr):
+        return getattr(self.__dict__["program"], attr)
+
+
+def _scalar_like(value: float, like):
+    """``value`` as a 0-d array of ``like``'s family, device and dtype."""
+    import numpy as np
+    module = type(like).__module__.partition(".")[0]
+    if module == "torch":
+        import torch
+        return torch.tensor(value, dtype=like.dtype, device=like.device)
+    if module == "cupy":
+        import cupy
+        return cupy.asarray(value, dtype=like.dtype)
+    return np.asarray(value, dtype=getattr(like, "dtype", np.float64))
+
+
 def _value_type(dtype) -> DType:
     """The DType ``spc.compile``'s ``dtype=`` names (a numpy dtype or its name,
     a torch dtype, "f32"/"f64"); a DTypeError for a type no kernel computes in."""
@@ -76,6 +138,11 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     values, else the values' type); never narrower than the values.  Returns a
     TypedKernel whose ``.source`` and ``.ir`` show the generated code.
     """
+    from .runtime.program import split_statements
+    if isinstance(kernel, str) and (len(split_statements(kernel)) > 1
+                                    or kernel.strip().lower() in NAMED_PROGRAMS):
+        return _compile_program(kernel, fmt=fmt, formats=formats, target=target, dtype=dtype,
+                                accumulate=accumulate, schedule=schedule, **target_options)
     dt = None if dtype is None else _value_type(dtype)
     sums = None if accumulate is None else _value_type(accumulate)
     if sums is not None and sums.widened is not sums:

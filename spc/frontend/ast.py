@@ -48,10 +48,25 @@ class Call:
     span: Span
 
 
-# element-wise functions: name -> number of arguments
-FUNCTIONS = {"exp": 1, "log": 1, "sqrt": 1, "abs": 1, "relu": 1, "max": 2, "min": 2}
+@dataclass(frozen=True, slots=True)
+class Reduce:
+    """``op(index, body)``: ``body`` reduced over ``index`` with ``op`` ("max",
+    "min" or "sum"), written ``m[i] = max(j, S[i,j])``.  The parser makes one
+    from a call of max/min/sum whose first argument is a bare name used as an
+    index in the second."""
+    op: str
+    index: str
+    body: "Expr"
+    span: Span
 
-Expr = Access | Const | Neg | BinOp | Call
+
+# element-wise functions: name -> number of arguments (max, min and sum also
+# reduce: max(j, e))
+FUNCTIONS = {"exp": 1, "log": 1, "sqrt": 1, "abs": 1, "relu": 1, "max": 2, "min": 2,
+             "stored": 1}
+REDUCTIONS = ("max", "min", "sum")
+
+Expr = Access | Const | Neg | BinOp | Call | Reduce
 
 
 def children(e: Expr) -> tuple[Expr, ...]:
@@ -62,7 +77,16 @@ def children(e: Expr) -> tuple[Expr, ...]:
         return (e.lhs, e.rhs)
     if isinstance(e, Call):
         return e.args
+    if isinstance(e, Reduce):
+        return (e.body,)
     return ()
+
+
+def index_names(e: Expr) -> set[str]:
+    """Every index an access inside ``e`` uses."""
+    if isinstance(e, Access):
+        return set(e.indices)
+    return {ix for c in children(e) for ix in index_names(c)}
 
 
 @dataclass(frozen=True, slots=True)

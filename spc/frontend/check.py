@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from spc.errors import ParseError, ShapeError
-from spc.frontend.ast import FUNCTIONS, Access, Assignment, Call, children
+from spc.frontend.ast import FUNCTIONS, Access, Assignment, Call, Reduce, children
 
 
 def _repeated_index(acc: Access) -> int | None:
@@ -24,6 +24,7 @@ def check(assign: Assignment) -> None:
     """
     src, lhs = assign.source, assign.lhs
     _check_calls(assign.rhs, src)
+    _check_reduction(assign)
 
     n = _repeated_index(lhs)
     if n is not None:
@@ -56,6 +57,37 @@ def check(assign: Assignment) -> None:
                 source=src, span=span)
 
 
+def _check_reduction(assign: Assignment) -> None:
+    """A reduction ``max(j, e)`` must be the whole right-hand side, over an index
+    absent from the left, and the only index it leaves out of the left."""
+    rhs, src = assign.rhs, assign.source
+
+    def nested(e) -> Reduce | None:
+        for c in children(e):
+            if isinstance(c, Reduce):
+                return c
+            found = nested(c)
+            if found is not None:
+                return found
+        return None
+
+    inner = nested(rhs)
+    if inner is not None:
+        raise ParseError(f"a reduction {inner.op}({inner.index}, ...) must be the whole "
+                         f"right-hand side", source=src, span=inner.span)
+    if not isinstance(rhs, Reduce):
+        return
+    if rhs.index in assign.lhs.indices:
+        raise ParseError(f"{rhs.op}({rhs.index}, ...) reduces over '{rhs.index}', which is an "
+                         f"index of the output", source=src, span=rhs.span)
+    others = sorted({ix for acc in assign.accesses() for ix in acc.indices}
+                    - set(assign.lhs.indices) - {rhs.index})
+    if others:
+        raise ParseError(f"{rhs.op}({rhs.index}, ...) reduces over '{rhs.index}' only, but "
+                         f"{', '.join(repr(o) for o in others)} is not an index of the output "
+                         f"either", source=src, span=rhs.span)
+
+
 def _check_calls(e, src: str) -> None:
     """Raise ParseError (spanning the call) for an unknown function or a call
     with the wrong number of arguments anywhere in ``e``."""
@@ -67,6 +99,9 @@ def _check_calls(e, src: str) -> None:
         if len(e.args) != arity:
             takes = "1 argument" if arity == 1 else f"{arity} arguments"
             raise ParseError(f"{e.fn}() takes {takes}, got {len(e.args)}",
+                             source=src, span=e.span)
+        if e.fn == "stored" and not isinstance(e.args[0], Access):
+            raise ParseError("stored() takes one tensor access, such as stored(A[i,j])",
                              source=src, span=e.span)
     for child in children(e):
         _check_calls(child, src)

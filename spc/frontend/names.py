@@ -69,6 +69,8 @@ def rename(assign: ast.Assignment, mapping: dict[str, str]) -> ast.Assignment:
             return ast.BinOp(e.op, expr(e.lhs), expr(e.rhs), e.span)
         if isinstance(e, ast.Call):
             return ast.Call(e.fn, tuple(expr(a) for a in e.args), e.span)
+        if isinstance(e, ast.Reduce):
+            return ast.Reduce(e.op, mapping.get(e.index, e.index), expr(e.body), e.span)
         return e
 
     return ast.Assignment(access(assign.lhs), expr(assign.rhs), assign.source)

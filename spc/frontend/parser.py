@@ -11,7 +11,8 @@ from pathlib import Path
 import lark
 
 from spc.errors import ParseError
-from spc.frontend.ast import Access, Assignment, BinOp, Call, Const, Expr, Neg
+from spc.frontend.ast import (REDUCTIONS, Access, Assignment, BinOp, Call, Const, Expr, Neg,
+                              Reduce, index_names)
 
 _GRAMMAR = Path(__file__).with_name("grammar.lark")
 _parser: lark.Lark | None = None
@@ -82,7 +83,12 @@ def _expr(tree: lark.Tree) -> Expr:
         return _expr(tree.children[0])
     if kind == "call":
         name, *args = tree.children
-        return Call(fn=str(name), args=tuple(_expr(a) for a in args), span=_span(tree))
+        args = tuple(_expr(a) for a in args)
+        first = args[0]
+        if str(name) in REDUCTIONS and len(args) == 2 and isinstance(first, Access) \
+                and not first.indices and first.tensor in index_names(args[1]):
+            return Reduce(op=str(name), index=first.tensor, body=args[1], span=_span(tree))
+        return Call(fn=str(name), args=args, span=_span(tree))
     if kind in _OPS:
         lhs, rhs = tree.children
         return BinOp(op=_OPS[kind], lhs=_expr(lhs), rhs=_expr(rhs), span=_span(tree))

@@ -22,7 +22,7 @@ from ..formats.format import Format
 from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
 from .nodes import (Assign, BinOp, Block, Buffer, Call, Cast, Const, DType, Expr, For, If, Kernel,
-                    Let, Load, Neg, Param, ParamRole, Stmt, Store, Var, While, add,
+                    Let, Load, Neg, Param, ParamRole, Select, Stmt, Store, Var, While, add,
                     and_, block, dtype_of, eq, i64, lt, mul, or_)
 from .simplify_expr import simplify_expr
 
@@ -280,14 +280,21 @@ class Lowerer:
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format],
                  order: tuple[str, ...], value_dtype: DType, index_dtype: DType,
                  output_kind: str, pattern_access: int | None, phase: str,
-                 accumulate: bool = False, sum_dtype: DType | None = None):
+                 accumulate: bool = False, sum_dtype: DType | None = None,
+                 combine: str = "+"):
         self.assign = assign
+        self.combine = combine               # how reduction steps combine: "+", "max", "min"
         self.formats = formats
         self.order = order
         self.st = value_dtype                # how values are stored
         self.vt = sum_dtype or value_dtype.widened   # what arithmetic on them runs in
         self.it = index_dtype
         self.accesses = assign.accesses()
+        # accesses of one tensor with the same indices are one access: one iterator
+        # (stored(S[i,j]) * exp(S[i,j]) walks S once, not in a merge with itself)
+        first: dict[tuple, int] = {}
+        self.same = tuple(first.setdefault((a.tensor, a.indices), k)
+                          for k, a in enumerate(self.accesses))
         self.out = assign.lhs
         self.out_fmt = formats[self.out.tensor]
         self.output_kind = output_kind
@@ -306,6 +313,7 @@ class Lowerer:
             if all(ix in reductions for ix in order[d:]):
                 self.acc_depth = d
         self.acc = Var("acc", self.vt)
+        self.seen = Var("seen", DType.BOOL)  # a max/min reduction met an entry
         self.inner_rhs = assign.rhs          # what the innermost loop adds to acc
 
     # -- names and buffers ---------------------------------------------------
@@ -400,7 +408,7 @@ class Lowerer:
     def _access_id(self, e: ast.Access) -> int:
         for k, acc in enumerate(self.accesses):
             if acc is e:
-                return k
+                return self.same[k]
         raise KeyError(e)
 
     # -- the value of the right-hand side ------------------------------------------
@@ -416,6 +424,9 @@ class Lowerer:
             return Const(float(e.value), self.vt)
         if isinstance(e, ast.Neg):
             return Neg(self.value(e.operand, states, zero))
+        if isinstance(e, ast.Call) and e.fn == "stored":     # 1 where the entry is stored
+            present = self._access_id(e.args[0]) not in zero
+            return Const(1.0 if present else 0.0, self.vt)
         if isinstance(e, ast.Call):
             args = [self.value(a, states, zero) for a in e.args]
             if e.fn == "relu":
@@ -445,7 +456,7 @@ class Lowerer:
         factors = _multiplicands(self.assign.rhs)
         if factors is None:
             return None, self.assign.rhs
-        ids = {id(a): k for k, a in enumerate(self.accesses)}
+        ids = {id(a): self.same[k] for k, a in enumerate(self.accesses)}
 
         def invariant(f) -> bool:
             for a in _accesses_in(f):
@@ -473,9 +484,12 @@ class Lowerer:
         if depth == self.acc_depth and self.uses_acc():
             if self.phase == "assemble":
                 return block(*pre, self.emit_output(states, None, accumulate=False))
-            pre.append(Let(self.acc, Const(0.0, self.vt)))
+            pre.append(Let(self.acc, Const(IDENTITY[self.combine], self.vt)))
             result = self.acc
-            if depth < len(self.order):
+            if self.combine != "+":        # over no entries, max and min give 0
+                pre.append(Let(self.seen, Const(False, DType.BOOL)))
+                result = Select(self.seen, self.acc, Const(0.0, self.vt))
+            if depth < len(self.order) and self.combine == "+":
                 hoisted, self.inner_rhs = self.split_invariant(states, zero)
                 if hoisted is not None:
                     result = BinOp("*", simplify_expr(self.value(hoisted, states, zero)),
@@ -483,8 +497,17 @@ class Lowerer:
             post.append(self.emit_output(states, result, accumulate=self.accumulate))
         if depth == len(self.order):
             val = simplify_expr(self.value(self.inner_rhs, states, zero))
-            if self.uses_acc():
-                inner = Assign(self.acc, BinOp("+", self.acc, val))
+            if self.uses_acc() and self.combine != "+":
+                inner = block(Assign(self.acc, BinOp(self.combine, self.acc, val)),
+                              Assign(self.seen, Const(True, DType.BOOL)))
+            elif self.uses_acc():
+                inner = Assign(self.acc, BinOp(self.combine, self.acc, val))
+            elif self.combine != "+":
+                raise UnsupportedError(
+                    f"'{self.assign.source}': a {self.combine} reduction runs inside the "
+                    f"loops over the output's indices; loop order {self.order} visits a "
+                    f"reduced index first (store the operands so that the output's indices "
+                    f"come first)")
             else:
                 inner = self.emit_output(states, val, accumulate=True)
         else:
@@ -708,9 +731,12 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
     return OutputKind.ASSEMBLED, None
 
 
+# the value a reduction starts from
+IDENTITY = {"+": 0.0, "max": float("-inf"), "min": float("inf")}
+
 # element-wise functions whose value is 0 where every argument is 0: they iterate
 # only where an argument has an entry (the others: at every coordinate)
-ZERO_PRESERVING = frozenset({"sqrt", "abs", "relu", "max", "min"})
+ZERO_PRESERVING = frozenset({"sqrt", "abs", "relu", "max", "min", "stored"})
 
 
 def _unions(args) -> set[frozenset]:
@@ -823,7 +849,11 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     (default: ``value_dtype.widened``); loads are cast to it, and stores round
     to the arrays' type.
     """
-    groups = split_terms(assign, separate)
+    combine = "+"
+    if isinstance(assign.rhs, ast.Reduce):      # m[i] = max(j, e): e, combined by max
+        combine = {"sum": "+", "max": "max", "min": "min"}[assign.rhs.op]
+        assign = ast.Assignment(assign.lhs, assign.rhs.body, assign.source)
+    groups = split_terms(assign, separate) if combine == "+" else [assign]
     if len(groups) > 1:
         if not formats[assign.lhs.tensor].is_dense:
             raise UnsupportedError(
@@ -854,7 +884,7 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     kernels = []
     for phase in phases:
         lw = Lowerer(assign, formats, order, value_dtype, index_dtype, kind, pattern, phase,
-                     accumulate, sum_dtype)
+                     accumulate, sum_dtype, combine)
         body = lw.lower_body()
         params = _params(lw, order)
         attrs = (("order", ",".join(order)), ("output", kind))

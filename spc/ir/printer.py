@@ -14,7 +14,9 @@ def format_expr(e: Expr, prec: int = 0) -> str:
         if e.dtype is DType.BOOL:
             return "true" if e.value else "false"
         if e.dtype.is_float:
-            return repr(float(e.value)) + ("f" if e.dtype is DType.F32 else "")
+            text = repr(float(e.value))
+            finite = text not in ("inf", "-inf", "nan")
+            return text + ("f" if e.dtype is DType.F32 and finite else "")
         return str(int(e.value))
     if isinstance(e, Var):
         return e.name

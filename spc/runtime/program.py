@@ -1,0 +1,105 @@
+"""Programs of several statements: ``"S[i,j] = ...; m[i] = max(j, S[i,j]); ..."``.
+
+Each statement compiles to its own kernel (``spc.compile`` of that statement,
+with the program's formats, target, dtype and schedule); a call runs them in
+order, each reading the program's operands and the results of the statements
+before it by name, and returns the last statement's result.  Intermediate
+results live in memory between the kernels (in the operands' family, on their
+device): nothing is fused yet.
+"""
+from __future__ import annotations
+
+from ..errors import FormatError, ParseError
+from ..frontend.parser import parse
+from .compiled import KernelCall
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of ``text``, separated by ``;`` or newlines (empty ones dropped)."""
+    return [s.strip() for line in text.splitlines() for s in line.split(";") if s.strip()]
+
+
+class ProgramKernel(KernelCall):
+    """A compiled program: call it with its operands (positionally in
+    ``input_names`` order, or by name); ``kernels`` are the statements' kernels
+    in order, ``ir`` and ``source`` theirs, one after the other."""
+
+    def __init__(self, text: str, compile_statement, formats: dict | None = None,
+                 inputs: tuple[str, ...] | None = None):
+        """``compile_statement(statement, formats)`` compiles one statement;
+        ``formats`` maps tensor names of any statement to formats; ``inputs``
+        orders the operands (default: first appearance)."""
+        statements = split_statements(text)
+        self.source_text = text
+        written: dict[str, str] = {}
+        read: list[str] = []
+        parsed = []
+        for stmt in statements:
+            assign = parse(stmt)
+            out = assign.lhs.tensor
+            for acc in assign.accesses():
+                name = acc.tensor
+                if name not in written and name not in read:
+                    read.append(name)
+            if out in written:
+                raise ParseError(f"tensor '{out}' is written by two statements",
+                                 source=stmt, span=assign.lhs.span)
+            if out in read:
+                raise ParseError(f"tensor '{out}' is read before this statement writes it",
+                                 source=stmt, span=assign.lhs.span)
+            written[out] = stmt
+            parsed.append(assign)
+        formats = dict(formats or {})
+        unknown = sorted(set(formats) - set(written) - set(read))
+        if unknown:
+            raise FormatError(f"formats names {', '.join(map(repr, unknown))}, which is not "
+                              f"a tensor of the program")
+        self.kernels = []
+        self.reads = []
+        for stmt, assign in zip(statements, parsed):
+            names = [assign.lhs.tensor] + [a.tensor for a in assign.accesses()]
+            mine = {n: formats[n] for n in names if n in formats}
+            self.kernels.append(compile_statement(stmt, mine))
+            self.reads.append(tuple(dict.fromkeys(a.tensor for a in assign.accesses())))
+        self.output = parsed[-1].lhs.tensor
+        self.outputs = tuple(a.lhs.tensor for a in parsed)
+        self.input_names = tuple(inputs) if inputs is not None else tuple(read)
+        if set(self.input_names) != set(read):
+            raise ParseError(f"the program's operands are {sorted(read)}, not "
+                             f"{sorted(self.input_names)}", source=text, span=(0, len(text)))
+        self.name = "program"
+        self.statements = tuple(statements)
+
+    def _call(self, args, kwargs):
+        validate = kwargs.pop("validate", True)
+        if len(args) > len(self.input_names):
+            raise TypeError(f"the program takes {len(self.input_names)} operands "
+                            f"({', '.join(self.input_names)}), got {len(args)}")
+        env = dict(zip(self.input_names, args))
+        for name, value in kwargs.items():
+            if name not in self.input_names:
+                raise TypeError(f"the program has no operand '{name}' (its operands: "
+                                f"{', '.join(self.input_names)})")
+            if name in env:
+                raise TypeError(f"operand '{name}' given twice")
+            env[name] = value
+        missing = [n for n in self.input_names if n not in env]
+        if missing:
+            raise TypeError(f"missing operand(s) {', '.join(missing)}")
+        result = None
+        for out, kernel, reads in zip(self.outputs, self.kernels, self.reads):
+            result = kernel(**{n: env[n] for n in reads}, validate=validate)
+            env[out] = result
+        return result
+
+    @property
+    def ir(self) -> str:
+        return "\n".join(k.ir for k in self.kernels)
+
+    @property
+    def source(self) -> str:
+        return "\n".join(k.source for k in self.kernels)
+
+    def __repr__(self) -> str:
+        return f"ProgramKernel({'; '.join(self.statements)!r})"
+

@@ -1,0 +1,213 @@
+"""Programs of several statements, reductions other than sum, ``stored()``, and the
+named ``attention`` program (issue 12, part 1 and an unfused part 3)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+
+RNG = np.random.default_rng(7)
+L, D = 16, 4
+Q, K, V = (RNG.standard_normal((L, D)) for _ in range(3))
+
+
+def _band(width=2, n=L):
+    return sp.csr_matrix((np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= width)
+                         .astype(float))
+
+
+def _blocks(seed=3, n=L, b=2):
+    rng = np.random.default_rng(seed)
+    keep = rng.random((n // b, n // b)) < 0.4
+    keep[1] = False                                   # an empty block row
+    return sp.csr_matrix(np.kron(keep, np.ones((b, b))))
+
+
+def reference_attention(mask, Q, K, V, scale=None, values=None):
+    """Row softmax over the stored entries of ``mask`` of scale * (Q K^T) * values."""
+    scale = 1 / np.sqrt(Q.shape[1]) if scale is None else scale
+    S = scale * (Q @ K.T) * (values if values is not None else 1.0)
+    out = np.zeros((Q.shape[0], V.shape[1]))
+    for i in range(Q.shape[0]):
+        js = np.nonzero(mask[i])[0]
+        if len(js):
+            w = np.exp(S[i, js] - S[i, js].max())
+            out[i] = (w / w.sum()) @ V[js]
+    return out
+
+
+# -- reductions --------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["csr", "coo", "dcsr", "dense"])
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_max_and_min_reduce_over_stored_entries(op, fmt):
+    # a row with no entries gives 0, whatever the format (as segment reductions do)
+    A = sp.random(9, 7, density=0.4, format="csr", random_state=2)
+    A.data -= 0.5
+    A = A.tolil()
+    A[4, :] = 0                                          # an empty row
+    A = A.tocsr()
+    k = spc.compile(f"m[i] = {op}(j, A[i,j])", formats={"A": fmt}, dtype="float64")
+    operand = A.toarray() if fmt == "dense" else spc.tensor(A, fmt)
+    got = k(A=operand)
+    dense = A.toarray()
+    for i in range(9):
+        row = A.getrow(i).data if fmt != "dense" else dense[i]
+        want = getattr(np, op)(row) if len(row) else 0.0
+        assert got[i] == want
+
+
+def test_max_reduction_of_an_expression():
+    A = sp.random(6, 5, density=0.5, format="csr", random_state=4)
+    x = np.linspace(-1, 1, 5)
+    k = spc.compile("m[i] = max(j, A[i,j] * x[j] - 1)", formats={"A": "csr"}, dtype="float64")
+    want = [max(v * x[j] - 1 for j, v in zip(A.getrow(i).indices, A.getrow(i).data))
+            if A.getrow(i).nnz else 0.0 for i in range(6)]
+    np.testing.assert_allclose(k(A=A, x=x), want)
+
+
+def test_explicit_sum_is_the_implicit_one():
+    A = sp.random(6, 5, density=0.5, format="csr", random_state=5)
+    x = np.arange(5.0)
+    k = spc.compile("y[i] = sum(j, A[i,j] * x[j])", formats={"A": "csr"}, dtype="float64")
+    np.testing.assert_allclose(k(A=A, x=x), A @ x)
+
+
+def test_max_reduction_needs_the_output_loops_outside():
+    with pytest.raises(spc.UnsupportedError, match="max reduction"):
+        spc.compile("m[i] = max(j, A[i,j])", formats={"A": "csc"})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("m[i] = max(j, A[i,j]) + 1", "must be the whole right-hand side"),
+    ("m[i] = max(i, A[i,j])", "which is an index of the output"),
+    ("m[i] = max(j, A[i,j] * B[j,k])", "'k' is not an index of the output"),
+    ("C[i] = stored(A[i] + B[i])", "stored() takes one tensor access"),
+])
+def test_bad_reductions_point_at_the_text(text, message):
+    with pytest.raises(spc.ParseError) as err:
+        spc.compile(text)
+    assert message in str(err.value) and "^" in str(err.value)
+
+
+# -- stored() ----------------------------------------------------------------------
+
+def test_stored_is_one_at_stored_entries_explicit_zeros_included():
+    A = sp.csr_matrix((np.array([0.0, 2.0]), np.array([0, 2]), np.array([0, 2, 2])),
+                      shape=(2, 3))
+    k = spc.compile("C[i,j] = stored(A[i,j])", formats={"A": "csr"}, dtype="float64")
+    np.testing.assert_array_equal(k(A=A), [[1, 0, 1], [0, 0, 0]])
+
+
+def test_stored_masks_a_function_that_is_not_zero_at_zero():
+    A = sp.random(7, 6, density=0.3, format="csr", random_state=8)
+    k = spc.compile("C[i,j] = stored(A[i,j]) * exp(A[i,j])", formats={"A": "csr"},
+                    dtype="float64")
+    assert "for j in [0, size_j)" not in k.ir          # A's entries only
+    dense = A.toarray()
+    np.testing.assert_allclose(k(A=A), np.where(dense != 0, np.exp(dense), 0))
+
+
+# -- programs ----------------------------------------------------------------------
+
+def test_program_statements_read_earlier_results():
+    A = sp.random(8, 6, density=0.4, format="csr", random_state=9)
+    x = np.arange(6.0)
+    p = spc.compile("y[i] = A[i,j] * x[j]; z[i] = relu(y[i] - 1)\nw[i] = z[i] * 2",
+                    formats={"A": "csr"}, dtype="float64")
+    assert p.input_names == ("A", "x")
+    np.testing.assert_allclose(p(A, x), np.maximum(A @ x - 1, 0) * 2)
+    np.testing.assert_allclose(p(A=A, x=x), np.maximum(A @ x - 1, 0) * 2)
+    assert p.ir.count("kernel ") == 3
+
+
+def test_program_sparse_intermediate():
+    A = sp.random(8, 6, density=0.4, format="csr", random_state=10)
+    X, Y = RNG.standard_normal((8, 3)), RNG.standard_normal((6, 3))
+    p = spc.compile("S[i,j] = A[i,j] * X[i,k] * Y[j,k]; m[i] = max(j, S[i,j])",
+                    formats={"A": "csr", "S": "csr"}, dtype="float64")
+    S = A.multiply(X @ Y.T).tocsr()
+    want = [S.getrow(i).data.max() if S.getrow(i).nnz else 0.0 for i in range(8)]
+    np.testing.assert_allclose(p(A, X, Y), want)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("y[i] = A[i,j] * x[j]; y[i] = x[i]", "written by two statements"),
+    ("z[i] = y[i] * 2; y[i] = A[i,j] * x[j]", "read before this statement writes it"),
+])
+def test_bad_programs_are_refused(text, message):
+    with pytest.raises(spc.ParseError, match=message):
+        spc.compile(text, formats={"A": "csr"})
+
+
+def test_program_formats_must_name_its_tensors():
+    with pytest.raises(spc.FormatError, match="'B'"):
+        spc.compile("y[i] = A[i,j] * x[j]; z[i] = y[i]", formats={"A": "csr", "B": "csr"})
+
+
+def test_program_operands_are_checked():
+    p = spc.compile("y[i] = A[i,j] * x[j]; z[i] = y[i]", formats={"A": "csr"})
+    with pytest.raises(TypeError, match="missing operand"):
+        p(A=sp.eye(3, format="csr"))
+    with pytest.raises(TypeError, match="no operand 'q'"):
+        p(A=sp.eye(3, format="csr"), x=np.ones(3), q=1)
+
+
+# -- attention ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, mask", [
+    ("csr", _band()), ("coo", _band()), ("dia", _band()), ("ell", _band()),
+    ("bsr(2,2)", _blocks()), ("csr", _blocks()),
+])
+def test_attention_matches_a_row_softmax(fmt, mask):
+    att = spc.compile("attention", fmt=fmt, dtype="float64")
+    got = att(mask, Q, K, V)
+    np.testing.assert_allclose(got, reference_attention(mask.toarray() != 0, Q, K, V),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_attention_rows_without_entries_give_zero_and_mask_values_scale_scores():
+    mask = _band().tolil()
+    mask[5, :] = 0
+    mask = mask.tocsr()
+    mask.data *= 0.5
+    att = spc.compile("attention", dtype="float64")
+    got = att(mask, Q, K, V, scale=0.3)
+    want = reference_attention(mask.toarray() != 0, Q, K, V, scale=0.3, values=mask.toarray())
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert not got[5].any()
+
+
+def test_attention_float32():
+    att = spc.compile("attention")
+    got = att(_band().astype(np.float32), Q.astype(np.float32), K.astype(np.float32),
+              V.astype(np.float32))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, reference_attention(_band().toarray() != 0, Q, K, V),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_attention_torch_cpu():
+    torch = pytest.importorskip("torch")
+    mask = _band()
+    tm = torch.sparse_csr_tensor(torch.tensor(mask.indptr), torch.tensor(mask.indices),
+                                 torch.tensor(mask.data), mask.shape)
+    att = spc.compile("attention", dtype="float64")
+    got = att(tm, torch.tensor(Q), torch.tensor(K), torch.tensor(V))
+    assert isinstance(got, torch.Tensor)
+    np.testing.assert_allclose(got.numpy(), reference_attention(mask.toarray() != 0, Q, K, V),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fmt, mask", [("csr", _band()), ("bsr(2,2)", _blocks()),
+                                       ("dia", _band())])
+def test_attention_on_the_gpu(fmt, mask):
+    from cuda_env import cupy_or_skip_module
+    cp = cupy_or_skip_module()
+    att = spc.compile("attention", fmt=fmt, target="cuda", dtype="float64")
+    got = att(mask, cp.asarray(Q), cp.asarray(K), cp.asarray(V))
+    np.testing.assert_allclose(cp.asnumpy(got), reference_attention(mask.toarray() != 0, Q, K, V),
+                               rtol=1e-12, atol=1e-12)
