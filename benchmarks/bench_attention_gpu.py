@@ -55,6 +55,24 @@ def timed(torch, fn, reps: int) -> float:
     return statistics.median(out)
 
 
+def profile(torch, fn, calls: int = 5) -> None:
+    """Print the device time per call of each kernel ``fn`` launches, and its host time."""
+    import time
+    from torch.profiler import ProfilerActivity, profile as prof
+    fn()
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CUDA]) as p:
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        host = (time.perf_counter() - t) / calls
+        torch.cuda.synchronize()
+    rows = sorted(((e.key, e.device_time_total / calls) for e in p.key_averages()
+                   if e.device_time_total > 0), key=lambda r: -r[1])
+    print(f"    spc host {host * 1e3:.3f} ms/call; device per call: " + "; ".join(
+        f"{k[:40]} {us:.1f} us" for k, us in rows[:8]))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", default="2048,4096,8192")
@@ -62,6 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print spc's kernels' device times per call (torch.profiler)")
     args = ap.parse_args(argv)
     import torch
     import torch.nn.functional as F
@@ -127,6 +147,8 @@ def main(argv=None) -> int:
                     cells.append(f"{'fail':>12s}")
                     print(f"  {s}: {type(e).__name__}: {str(e)[:300]}")
             print(f"{name:9s} {L:5d} {mask.mean():7.3f}  " + "  ".join(cells), flush=True)
+            if args.profile:
+                profile(torch, systems["spc"])
     return 0
 
 

@@ -61,13 +61,20 @@ class NamedProgram:
     def __init__(self, name: str, program):
         self.name = name
         self.program = program
+        self._scales: dict = {}        # the scale operand per (value, family, dtype, device)
 
     def __call__(self, A, Q, K, V, scale=None, *, validate: bool = True):
         import math
         if scale is None:
             d = int(Q.shape[1])
             scale = 1.0 / math.sqrt(d) if d else 1.0
-        return self.program(A, Q, K, V, _scalar_like(float(scale), Q), validate=validate)
+        key = (float(scale), type(Q), str(getattr(Q, "dtype", "")), str(getattr(Q, "device", "")))
+        c = self._scales.get(key)
+        if c is None:                  # made once: a torch CUDA scalar is a copy to the device
+            if len(self._scales) > 16:
+                self._scales.clear()
+            c = self._scales[key] = _scalar_like(float(scale), Q)
+        return self.program(A, Q, K, V, c, validate=validate)
 
     def __getattr__(self, attr):
         return getattr(self.__dict__["program"], attr)

@@ -211,3 +211,14 @@ def test_attention_on_the_gpu(fmt, mask):
     got = att(mask, cp.asarray(Q), cp.asarray(K), cp.asarray(V))
     np.testing.assert_allclose(cp.asnumpy(got), reference_attention(mask.toarray() != 0, Q, K, V),
                                rtol=1e-12, atol=1e-12)
+
+
+def test_each_statement_checks_the_callers_sparse_operands():
+    # A has a duplicate: SpMV sums it as it reads, the max reduction needs it summed
+    # first; each statement canonicalizes for itself
+    A = sp.csr_matrix((np.array([1.0, 2.0, 5.0]), np.array([0, 0, 1]), np.array([0, 2, 3])),
+                      shape=(2, 2))
+    A.has_canonical_format = False
+    p = spc.compile("y[i] = A[i,j] * x[j]; m[i] = max(j, A[i,j]); z[i] = m[i] + y[i] * 0",
+                    formats={"A": "csr"}, dtype="float64")
+    np.testing.assert_allclose(p(A, np.ones(2)), [3.0, 5.0])

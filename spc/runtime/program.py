@@ -88,7 +88,13 @@ class ProgramKernel(KernelCall):
             raise TypeError(f"missing operand(s) {', '.join(missing)}")
         result = None
         for out, kernel, reads in zip(self.outputs, self.kernels, self.reads):
-            result = kernel(**{n: env[n] for n in reads}, validate=validate)
+            # results of earlier statements are well formed and canonical (spc built
+            # them): a statement whose sparse operands are all such results checks
+            # no storage (shapes and types are always checked).  Each statement
+            # checks the caller's sparse operands it reads: whether one needs
+            # canonicalizing depends on the statement's kernel.
+            own = any(n in self.input_names and not _is_dense(kernel, n) for n in reads)
+            result = kernel(**{n: env[n] for n in reads}, validate=validate and own)
             env[out] = result
         return result
 
@@ -103,3 +109,9 @@ class ProgramKernel(KernelCall):
     def __repr__(self) -> str:
         return f"ProgramKernel({'; '.join(self.statements)!r})"
 
+
+def _is_dense(kernel, name: str) -> bool:
+    """Whether ``kernel`` (a TypedKernel) takes operand ``name`` (a user name) dense."""
+    internal = {v: k for k, v in kernel.display.items()}.get(name, name)
+    fmt = kernel.formats.get(internal)
+    return fmt is not None and fmt.is_dense
