@@ -30,8 +30,7 @@ NAMED_PROGRAMS = {
     # (a row with no entries gives 0); c is the scale, 1/sqrt(d) by default
     "attention": ("S[i,j] = c * A[i,j] * Q[i,k] * K[j,k]; "
                   "m[i] = max(j, S[i,j]); "
-                  "l[i] = stored(S[i,j]) * exp(S[i,j] - m[i]); "
-                  "r[i] = 1 / max(l[i], 1e-30); "
+                  "r[i] = 1 / max(sum(j, stored(S[i,j]) * exp(S[i,j] - m[i])), 1e-30); "
                   "O[i,d] = stored(S[i,j]) * exp(S[i,j] - m[i]) * V[j,d] * r[i]",
                   ("A", "S"), ("A", "Q", "K", "V", "c")),
 }

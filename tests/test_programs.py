@@ -81,7 +81,9 @@ def test_max_reduction_needs_the_output_loops_outside():
 
 
 @pytest.mark.parametrize("text, message", [
-    ("m[i] = max(j, A[i,j]) + 1", "must be the whole right-hand side"),
+    ("m[i] = max(j, A[i,j]) + sum(j, A[i,j])", "one reduction per statement"),
+    ("m[i] = exp(max(j, A[i,j] * sum(k, B[j,k])))", "inside another one"),
+    ("C[i,j] = relu(sum(k, A[i,k] * B[k,j]) + b[k])", "outside the reduction"),
     ("m[i] = max(i, A[i,j])", "which is an index of the output"),
     ("m[i] = max(j, A[i,j] * B[j,k])", "'k' is not an index of the output"),
     ("C[i] = stored(A[i] + B[i])", "stored() takes one tensor access"),
@@ -90,6 +92,48 @@ def test_bad_reductions_point_at_the_text(text, message):
     with pytest.raises(spc.ParseError) as err:
         spc.compile(text)
     assert message in str(err.value) and "^" in str(err.value)
+
+
+# -- a reduction inside an expression: an epilogue per output entry ------------------
+
+@pytest.mark.parametrize("fmt", ["csr", "coo", "dense"])
+def test_spmm_with_bias_and_activation_is_one_kernel(fmt):
+    A = sp.random(30, 20, density=0.2, format="csr", random_state=1)
+    B, b = RNG.standard_normal((20, 8)), RNG.standard_normal(8)
+    k = spc.compile("C[i,j] = relu(sum(k, A[i,k] * B[k,j]) + b[j])", formats={"A": fmt},
+                    dtype="float64")
+    assert k.ir.count("kernel ") == 1
+    operand = A.toarray() if fmt == "dense" else spc.tensor(A, fmt)
+    np.testing.assert_allclose(k(A=operand, B=B, b=b), np.maximum(A @ B + b, 0), atol=1e-12)
+
+
+def test_sddmm_with_an_epilogue_keeps_the_pattern():
+    A = sp.random(30, 20, density=0.2, format="csr", random_state=2)
+    X, Y = RNG.standard_normal((30, 5)), RNG.standard_normal((20, 5))
+    k = spc.compile("S[i,j] = A[i,j] * exp(sum(k, X[i,k] * Y[j,k]) / 2)",
+                    formats={"A": "csr", "S": "csr"}, dtype="float64")
+    assert "# output: pattern" in k.ir
+    np.testing.assert_allclose(k(A=A, X=X, Y=Y).toarray(),
+                               A.multiply(np.exp(X @ Y.T / 2)).toarray(), rtol=1e-12)
+
+
+def test_max_reduction_with_an_epilogue():
+    A = sp.random(9, 7, density=0.4, format="csr", random_state=3)
+    k = spc.compile("m[i] = 2 * max(j, A[i,j]) + 1", formats={"A": "csr"}, dtype="float64")
+    want = [2 * A.getrow(i).data.max() + 1 if A.getrow(i).nnz else 1.0 for i in range(9)]
+    np.testing.assert_allclose(k(A=A), want)
+
+
+@pytest.mark.cuda
+def test_spmm_epilogue_on_the_gpu():
+    from cuda_env import cupy_or_skip_module
+    cp = cupy_or_skip_module()
+    A = sp.random(300, 200, density=0.05, format="csr", random_state=1)
+    B, b = RNG.standard_normal((200, 32)), RNG.standard_normal(32)
+    k = spc.compile("C[i,j] = relu(sum(k, A[i,k] * B[k,j]) + b[j])", formats={"A": "csr"},
+                    target="cuda", dtype="float64")
+    got = cp.asnumpy(k(A=A, B=cp.asarray(B), b=cp.asarray(b)))
+    np.testing.assert_allclose(got, np.maximum(A @ B + b, 0), atol=1e-12)
 
 
 # -- stored() ----------------------------------------------------------------------

@@ -71,12 +71,34 @@ def _check_reduction(assign: Assignment) -> None:
                 return found
         return None
 
-    inner = nested(rhs)
-    if inner is not None:
-        raise ParseError(f"a reduction {inner.op}({inner.index}, ...) must be the whole "
-                         f"right-hand side", source=src, span=inner.span)
-    if not isinstance(rhs, Reduce):
+    top = rhs if isinstance(rhs, Reduce) else nested(rhs)
+    if top is None:
         return
+    found = list(_reductions(rhs))
+    if len(found) > 1:
+        raise ParseError("one reduction per statement (compute the other in a statement "
+                         "of its own)", source=src, span=found[1].span)
+    inner = nested(top)
+    if inner is not None:
+        raise ParseError(f"a reduction {inner.op}({inner.index}, ...) inside another one",
+                         source=src, span=inner.span)
+    if top is not rhs:
+        # f(max(j, e), ...): the rest must read only the output's indices
+        outside = set()
+        stack = [rhs]
+        while stack:
+            e = stack.pop()
+            if e is top:
+                continue
+            if isinstance(e, Access):
+                outside |= set(e.indices)
+            stack.extend(children(e))
+        extra = sorted(outside - set(assign.lhs.indices))
+        if extra:
+            raise ParseError(f"outside the reduction {top.op}({top.index}, ...), index "
+                             f"{', '.join(repr(x) for x in extra)} is not an index of the "
+                             f"output", source=src, span=rhs.span)
+    rhs = top
     if rhs.index in assign.lhs.indices:
         raise ParseError(f"{rhs.op}({rhs.index}, ...) reduces over '{rhs.index}', which is an "
                          f"index of the output", source=src, span=rhs.span)
@@ -86,6 +108,14 @@ def _check_reduction(assign: Assignment) -> None:
         raise ParseError(f"{rhs.op}({rhs.index}, ...) reduces over '{rhs.index}' only, but "
                          f"{', '.join(repr(o) for o in others)} is not an index of the output "
                          f"either", source=src, span=rhs.span)
+
+
+def _reductions(e):
+    if isinstance(e, Reduce):
+        yield e
+        return
+    for c in children(e):
+        yield from _reductions(c)
 
 
 def _check_calls(e, src: str) -> None:

@@ -314,7 +314,13 @@ class Lowerer:
                 self.acc_depth = d
         self.acc = Var("acc", self.vt)
         self.seen = Var("seen", DType.BOOL)  # a max/min reduction met an entry
-        self.inner_rhs = assign.rhs          # what the innermost loop adds to acc
+        # C[i,j] = f(sum(k, e), ...): the reduction ``e`` runs in the loops below
+        # acc_depth, the epilogue f once per output entry with the sum in place
+        nested = nested_reduce(assign.rhs)
+        self.body = nested.body if nested is not None else assign.rhs
+        self.epilogue = assign.rhs if nested is not None else None
+        self.reduced: Expr | None = None     # the reduction's value, for the epilogue
+        self.inner_rhs = self.body           # what the innermost loop adds to acc
 
     # -- names and buffers ---------------------------------------------------
     def fresh(self, stem: str, dtype: DType = I64) -> Var:
@@ -381,6 +387,8 @@ class Lowerer:
             return None if e.value == 0 else [frozenset()]
         if isinstance(e, ast.Neg):
             return self.lattice(e.operand, iterated, zero)
+        if isinstance(e, ast.Reduce):
+            return self.lattice(e.body, iterated, zero)
         if isinstance(e, ast.Call):
             args = [self.lattice(a, iterated, zero) for a in e.args]
             if e.fn in ZERO_PRESERVING:        # f(0, ..., 0) = 0: iterate as a sum
@@ -424,6 +432,11 @@ class Lowerer:
             return Const(float(e.value), self.vt)
         if isinstance(e, ast.Neg):
             return Neg(self.value(e.operand, states, zero))
+        if isinstance(e, ast.Reduce):                        # inside an epilogue
+            if self.reduced is None:
+                raise UnsupportedError(f"'{self.assign.source}': a reduction inside an "
+                                       f"expression needs its loops innermost")
+            return self.reduced
         if isinstance(e, ast.Call) and e.fn == "stored":     # 1 where the entry is stored
             present = self._access_id(e.args[0]) not in zero
             return Const(1.0 if present else 0.0, self.vt)
@@ -453,9 +466,9 @@ class Lowerer:
         infinite ``f`` gives an infinite result instead of ``inf - inf``; it also
         saves a multiplication per reduction step.
         """
-        factors = _multiplicands(self.assign.rhs)
+        factors = _multiplicands(self.body)
         if factors is None:
-            return None, self.assign.rhs
+            return None, self.body
         ids = {id(a): self.same[k] for k, a in enumerate(self.accesses)}
 
         def invariant(f) -> bool:
@@ -468,7 +481,7 @@ class Lowerer:
         outside = [f for f in factors if invariant(f)]
         inside = [f for f in factors if not invariant(f)]
         if not outside or not inside:
-            return None, self.assign.rhs
+            return None, self.body
         return _product(outside), _product(inside)
 
     def uses_acc(self) -> bool:
@@ -494,6 +507,9 @@ class Lowerer:
                 if hoisted is not None:
                     result = BinOp("*", simplify_expr(self.value(hoisted, states, zero)),
                                    self.acc)
+            if self.epilogue is not None:      # f(reduction, ...) once per output entry
+                self.reduced = result
+                result = simplify_expr(self.value(self.epilogue, states, zero))
             post.append(self.emit_output(states, result, accumulate=self.accumulate))
         if depth == len(self.order):
             val = simplify_expr(self.value(self.inner_rhs, states, zero))
@@ -546,7 +562,9 @@ class Lowerer:
             if st.level < fmt.nlevels and self.level_var(acc, st.level) == ix \
                     and not fmt.levels[st.level].locatable:
                 iterated[a] = st.level
-        points = self.lattice(self.assign.rhs, iterated, zero)
+        rhs = self.body if self.epilogue is not None and depth >= self.acc_depth \
+            else self.assign.rhs             # below the output's loops: the reduction only
+        points = self.lattice(rhs, iterated, zero)
         if points is None:
             return Block(())
         inner_bound = bound | {ix}
@@ -717,7 +735,10 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
         sparse_over_out = [f for f in factors if isinstance(f, ast.Access)
                            and not formats[f.tensor].is_dense
                            and set(f.indices) & set(assign.lhs.indices)]
-        if len(sparse_over_out) == 1:
+        # a function or reduction of dense operands only is dense over the output
+        opaque = any(not formats[a.tensor].is_dense for f in factors
+                     if not isinstance(f, (ast.Access, ast.Const)) for a in _accesses_in(f))
+        if len(sparse_over_out) == 1 and not opaque:
             f = sparse_over_out[0]
             if f.indices == assign.lhs.indices and formats[f.tensor] == out_fmt:
                 return OutputKind.PATTERN, next(k for k, a in enumerate(accesses) if a is f)
@@ -757,11 +778,23 @@ def _everywhere(args) -> list[frozenset]:
     return sorted(pts, key=lambda p: (-len(p), sorted(p)))
 
 
+def nested_reduce(e: ast.Expr) -> "ast.Reduce | None":
+    """The reduction inside ``e`` (``relu(sum(k, A[i,k]*B[k,j]) + b[j])``), when
+    ``e`` is not itself one; None where it has none (frontend.check allows one)."""
+    for child in ast.children(e):
+        if isinstance(child, ast.Reduce):
+            return child
+        found = nested_reduce(child)
+        if found is not None:
+            return found
+    return None
+
+
 def _product_factors(e: ast.Expr):
     if isinstance(e, ast.BinOp) and e.op == "*":
         lhs, rhs = _product_factors(e.lhs), _product_factors(e.rhs)
         return None if lhs is None or rhs is None else lhs + rhs
-    if isinstance(e, (ast.Access, ast.Const)):
+    if isinstance(e, (ast.Access, ast.Const, ast.Call, ast.Reduce)):
         return [e]
     if isinstance(e, ast.Neg):
         return _product_factors(e.operand)
@@ -853,7 +886,13 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     if isinstance(assign.rhs, ast.Reduce):      # m[i] = max(j, e): e, combined by max
         combine = {"sum": "+", "max": "max", "min": "min"}[assign.rhs.op]
         assign = ast.Assignment(assign.lhs, assign.rhs.body, assign.source)
-    groups = split_terms(assign, separate) if combine == "+" else [assign]
+    nested = nested_reduce(assign.rhs)
+    if nested is not None:
+        combine = {"sum": "+", "max": "max", "min": "min"}[nested.op]
+        if order is None:
+            order = _outputs_first(assign, formats)
+    groups = split_terms(assign, separate) if combine == "+" and nested is None \
+        else [assign]
     if len(groups) > 1:
         if not formats[assign.lhs.tensor].is_dense:
             raise UnsupportedError(
@@ -895,6 +934,21 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
                    assign.accesses()[pattern].tensor if pattern is not None else None,
                    tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)
+
+
+def _outputs_first(assign: ast.Assignment, formats: dict[str, Format]) -> tuple[str, ...]:
+    """The default loop order with the reduction's loops moved inside the output's
+    (an epilogue runs once per output entry, after the reduction), or the default
+    order itself where the formats forbid that (the lowerer then says why)."""
+    order = default_loop_order(assign, formats)
+    plan = IndexPlan.of(assign, formats)
+    outs = [ix for ix in order if plan.origin(ix) in assign.lhs.indices]
+    moved = tuple(outs + [ix for ix in order if ix not in outs])
+    try:
+        check_loop_order(assign, formats, moved)
+    except UnsupportedError:
+        return order
+    return moved
 
 
 SPLIT_SUFFIXES = ("_blk", "_in")     # a blocked level's index ix loops as ix_blk, ix_in
