@@ -36,9 +36,11 @@ NAMED_PROGRAMS = {
 }
 
 
-def _compile_program(text: str, *, fmt=None, formats=None, **options):
-    """A ProgramKernel of the statements of ``text`` (or of a named program)."""
+def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool = True, **options):
+    """A ProgramKernel of the statements of ``text`` (or of a named program);
+    ``fuse`` False keeps every statement a kernel of its own."""
     from .runtime.program import ProgramKernel
+    fused = (lambda stmts, f: _compile_fused(stmts, f, **options)) if fuse else None
     name = text.strip().lower()
     if name in NAMED_PROGRAMS:
         text, sparse_ops, positional = NAMED_PROGRAMS[name]
@@ -46,11 +48,81 @@ def _compile_program(text: str, *, fmt=None, formats=None, **options):
         for op in sparse_ops:
             formats.setdefault(op, fmt if fmt is not None else "csr")
         program = ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options),
-                                formats, positional)
+                                formats, positional, fused)
         return NamedProgram(name, program) if name == "attention" else program
     if fmt is not None:
         raise FormatError("fmt= is for named kernels; give a program formats={...}")
-    return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options), formats)
+    return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options), formats,
+                         compile_fused=fused)
+
+
+def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=None,
+                   schedule: Schedule | None = None, **target_options):
+    """The statements as one kernel (``passes/fuse_rows``: their loops over rows
+    fused, intermediate vectors in registers), or None where they do not fuse.
+
+    The kernel's signature (what binds operands and sizes) is the last
+    statement's output and every tensor the statements read that they do not
+    produce, each accessed with one tuple of indices throughout."""
+    from .frontend import ast
+    from .frontend.names import is_plain
+    from .ir.lower import OutputKind, Program, lower
+    from .passes.fuse_rows import NotFusable, fuse_rows
+    assigns = [parse(s) for s in statements]
+    for a in assigns:
+        check(a)
+    made = [a.lhs.tensor for a in assigns]
+    external: dict[str, ast.Access] = {}
+    ranks = {}
+    for a in assigns:
+        for acc in (a.lhs,) + a.accesses():
+            ranks[acc.tensor] = len(acc.indices)
+            if not all(is_plain(n) for n in (acc.tensor, *acc.indices)):
+                return None                     # keep to names spc spells as written
+            if acc.tensor in made:
+                continue
+            seen = external.setdefault(acc.tensor, acc)
+            if seen.indices != acc.indices:
+                return None
+    out = assigns[-1].lhs
+    if not set(out.indices) <= {ix for acc in external.values() for ix in acc.indices}:
+        return None
+    resolved = {t: resolve_sum_format(formats.get(t)) or resolve_format(
+        formats.get(t, "dense"), r, what=f"tensor {t}") for t, r in ranks.items()}
+    if any(isinstance(f, SumFormat) for f in resolved.values()) or not resolved[out.tensor].is_dense:
+        return None
+    rhs = None
+    for acc in external.values():
+        rhs = acc if rhs is None else ast.BinOp("*", rhs, acc, acc.span)
+    text = "; ".join(statements)
+    signature = ast.Assignment(out, rhs, text)
+    dt = None if dtype is None else _value_type(dtype)
+    sums = None if accumulate is None else _value_type(accumulate)
+    label = "f" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    built_target = make_target(target, **target_options)
+    schedule = with_knobs(schedule or Schedule(), target_options).replace(order=None)
+    sig_formats = {t: resolved[t] for t in [out.tensor, *external]}
+
+    def make(value_type: DType):
+        def lowering(index_dtype):
+            kernels = []
+            for n, a in enumerate(assigns):
+                mine = {t: resolved[t] for t in [a.lhs.tensor] + [x.tensor for x in a.accesses()]}
+                program = lower(a, mine, name=f"{label}_{n}", value_dtype=value_type,
+                                index_dtype=index_dtype, sum_dtype=sums)
+                if len(program.kernels) != 1 or program.output_kind != OutputKind.DENSE:
+                    raise NotFusable(f"statement {n} is not one kernel with a dense output")
+                kernels.append(program.compute)
+            fused = fuse_rows(kernels, label)
+            return Program((fused,), out.tensor, OutputKind.DENSE, resolved[out.tensor], None,
+                           tuple(fused.attrs[0][1].split(",")) if fused.attrs else (),
+                           tuple(sorted(sig_formats.items())), value_type, index_dtype)
+        return CompiledKernel(signature, sig_formats, built_target, value_type, schedule, label,
+                              tuple(external), accumulate=sums, lowering=lowering)
+    try:
+        return TypedKernel(make, dt)
+    except (NotFusable, UnsupportedError):
+        return None
 
 
 class NamedProgram:
@@ -149,6 +221,8 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
                                     or kernel.strip().lower() in NAMED_PROGRAMS):
         return _compile_program(kernel, fmt=fmt, formats=formats, target=target, dtype=dtype,
                                 accumulate=accumulate, schedule=schedule, **target_options)
+    if "fuse" in target_options:
+        raise UnsupportedError("fuse= is for programs of several statements")
     dt = None if dtype is None else _value_type(dtype)
     sums = None if accumulate is None else _value_type(accumulate)
     if sums is not None and sums.widened is not sums:

@@ -164,7 +164,11 @@ def test_program_statements_read_earlier_results():
     assert p.input_names == ("A", "x")
     np.testing.assert_allclose(p(A, x), np.maximum(A @ x - 1, 0) * 2)
     np.testing.assert_allclose(p(A=A, x=x), np.maximum(A @ x - 1, 0) * 2)
-    assert p.ir.count("kernel ") == 3
+    assert p.ir.count("kernel ") == 1                      # fused: y and z in registers
+    q = spc.compile("y[i] = A[i,j] * x[j]; z[i] = relu(y[i] - 1)\nw[i] = z[i] * 2",
+                    formats={"A": "csr"}, dtype="float64", fuse=False)
+    assert q.ir.count("kernel ") == 3
+    np.testing.assert_allclose(q(A, x), np.maximum(A @ x - 1, 0) * 2)
 
 
 def test_program_sparse_intermediate():
@@ -197,6 +201,39 @@ def test_program_operands_are_checked():
         p(A=sp.eye(3, format="csr"))
     with pytest.raises(TypeError, match="no operand 'q'"):
         p(A=sp.eye(3, format="csr"), x=np.ones(3), q=1)
+
+
+# -- row fusion -----------------------------------------------------------------------
+
+def test_rows_fuse_and_intermediates_stay_in_registers():
+    p = spc.compile("m[i] = max(j, S[i,j]); r[i] = sum(j, exp(S[i,j] - m[i])); "
+                    "O[i,d] = S[i,j] * V[j,d] * r[i]", formats={"S": "csr"}, dtype="float64")
+    (k,) = p.kernels
+    assert "m_vals" not in k.ir and "r_vals" not in k.ir and "let m_row" in k.ir
+    S = sp.random(12, 9, density=0.3, format="csr", random_state=11)
+    Vd = RNG.standard_normal((9, 3))
+    dense = S.toarray()
+    m = np.array([S.getrow(i).data.max() if S.getrow(i).nnz else 0.0 for i in range(12)])
+    r = np.exp(dense - m[:, None]).sum(1)          # exp(0 - m) where S has no entry too
+    np.testing.assert_allclose(p(S, Vd), (S @ Vd) * r[:, None], rtol=1e-12)
+    unfused = spc.compile("m[i] = max(j, S[i,j]); r[i] = sum(j, exp(S[i,j] - m[i])); "
+                          "O[i,d] = S[i,j] * V[j,d] * r[i]", formats={"S": "csr"},
+                          dtype="float64", fuse=False)
+    np.testing.assert_allclose(p(S, Vd), unfused(S, Vd), rtol=1e-13)
+
+
+def test_statements_reading_a_result_at_other_entries_do_not_fuse():
+    A = sp.random(7, 7, density=0.4, format="csr", random_state=12)
+    x = np.arange(7.0)
+    p = spc.compile("y[i] = A[i,j] * x[j]; z[i] = A[i,j] * y[j]", formats={"A": "csr"},
+                    dtype="float64")
+    assert len(p.kernels) == 2
+    np.testing.assert_allclose(p(A, x), A @ (A @ x))
+
+
+def test_fuse_is_for_programs():
+    with pytest.raises(spc.UnsupportedError, match="fuse="):
+        spc.compile("y[i] = A[i,j] * x[j]", fuse=False)
 
 
 # -- attention ---------------------------------------------------------------------

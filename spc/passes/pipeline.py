@@ -115,4 +115,9 @@ def bound(pass_fn, **params) -> Pass:
 
 PIPELINES = {"cpu": cpu_pipeline, "cuda": cuda_pipeline}
 
-__all__ = ["PIPELINES", "Pass", "bound", "cpu_pipeline", "cuda_pipeline"]
+# Passes over a program's kernels, before the per-kernel pipelines above: consecutive
+# statements whose loops over rows line up become one kernel (api._compile_fused)
+from .fuse_rows import fuse_rows  # noqa: E402
+PROGRAM_PASSES = (fuse_rows,)
+
+__all__ = ["PIPELINES", "PROGRAM_PASSES", "Pass", "bound", "cpu_pipeline", "cuda_pipeline"]

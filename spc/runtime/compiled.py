@@ -241,13 +241,17 @@ class CompiledKernel(KernelCall):
                  dtype: DType, schedule: Schedule, name: str, inputs: tuple[str, ...],
                  separate: frozenset[str] = frozenset(),
                  display: dict[str, str] | None = None, check_knobs: bool = True,
-                 accumulate: DType | None = None):
+                 accumulate: DType | None = None, lowering=None):
         """``assign``, ``formats``, ``inputs`` and ``schedule.order`` use spc's
         internal names (frontend.names); ``display`` maps the internal names that
         differ to the user's, which keyword calls and messages use.
         ``check_knobs``: refuse schedule knobs that steer nothing in this kernel
         (a composite kernel checks them over all its parts instead).
-        ``accumulate``: the type sums run in (None: ``dtype.widened``)."""
+        ``accumulate``: the type sums run in (None: ``dtype.widened``).
+        ``lowering(index_dtype)``: the lowered Program to run instead of
+        lowering ``assign`` (a fused program: ``assign`` is then its signature,
+        the output and every operand, which sizes and binding read)."""
+        self._lowering = lowering
         self.display = dict(display or {})
         self.input_names = tuple(self.display.get(n, n) for n in inputs)
         self.expression = assign
@@ -361,9 +365,10 @@ class CompiledKernel(KernelCall):
         dump = Dumper.for_kernel(f"{self.name}_{index_dtype.value}")
         dump.write("expression", f"{self.expression.source}\n{self.expression!r}\n"
                    f"formats: { {k: str(f) for k, f in sorted(self.formats.items())} }\n")
-        program = lower(self.expression, self.formats, name=self.name, order=self._schedule.order,
-                        value_dtype=self.dtype, index_dtype=index_dtype,
-                        separate=self.separate, sum_dtype=self.accumulate)
+        program = self._lowering(index_dtype) if self._lowering is not None else lower(
+            self.expression, self.formats, name=self.name, order=self._schedule.order,
+            value_dtype=self.dtype, index_dtype=index_dtype, separate=self.separate,
+            sum_dtype=self.accumulate)
         kernels, sources = [], []
         for kernel in program.kernels:
             verify(kernel, "lower")

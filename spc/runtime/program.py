@@ -25,8 +25,10 @@ class ProgramKernel(KernelCall):
     in order, ``ir`` and ``source`` theirs, one after the other."""
 
     def __init__(self, text: str, compile_statement, formats: dict | None = None,
-                 inputs: tuple[str, ...] | None = None):
+                 inputs: tuple[str, ...] | None = None, compile_fused=None):
         """``compile_statement(statement, formats)`` compiles one statement;
+        ``compile_fused(statements, formats)`` a run of statements as one kernel
+        (``passes/fuse_rows``), or returns None where they do not fuse;
         ``formats`` maps tensor names of any statement to formats; ``inputs``
         orders the operands (default: first appearance)."""
         statements = split_statements(text)
@@ -56,13 +58,23 @@ class ProgramKernel(KernelCall):
                               f"a tensor of the program")
         self.kernels = []
         self.reads = []
-        for stmt, assign in zip(statements, parsed):
-            names = [assign.lhs.tensor] + [a.tensor for a in assign.accesses()]
-            mine = {n: formats[n] for n in names if n in formats}
-            self.kernels.append(compile_statement(stmt, mine))
-            self.reads.append(tuple(dict.fromkeys(a.tensor for a in assign.accesses())))
+        outputs = []
+        start = 0
+        while start < len(statements):
+            end, kernel = _fused_run(statements, parsed, start, formats, compile_fused)
+            group = parsed[start:end]
+            if kernel is None:
+                names = [group[0].lhs.tensor] + [a.tensor for a in group[0].accesses()]
+                kernel = compile_statement(statements[start],
+                                           {n: formats[n] for n in names if n in formats})
+            made = {a.lhs.tensor for a in group}
+            self.kernels.append(kernel)
+            self.reads.append(tuple(dict.fromkeys(a.tensor for g in group for a in g.accesses()
+                                                  if a.tensor not in made)))
+            outputs.append(group[-1].lhs.tensor)
+            start = end
         self.output = parsed[-1].lhs.tensor
-        self.outputs = tuple(a.lhs.tensor for a in parsed)
+        self.outputs = tuple(outputs)
         self.input_names = tuple(inputs) if inputs is not None else tuple(read)
         if set(self.input_names) != set(read):
             raise ParseError(f"the program's operands are {sorted(read)}, not "
@@ -115,3 +127,23 @@ def _is_dense(kernel, name: str) -> bool:
     internal = {v: k for k, v in kernel.display.items()}.get(name, name)
     fmt = kernel.formats.get(internal)
     return fmt is not None and fmt.is_dense
+
+
+def _fused_run(statements, parsed, start: int, formats: dict, compile_fused):
+    """(end, kernel): the longest run ``statements[start:end]`` of two or more that
+    ``compile_fused`` makes one kernel of, whose results but the last no later
+    statement reads; or (start + 1, None)."""
+    if compile_fused is None:
+        return start + 1, None
+    for end in range(len(parsed), start + 1, -1):
+        inner = {a.lhs.tensor for a in parsed[start:end - 1]}
+        later = {a.tensor for g in parsed[end:] for a in g.accesses()}
+        if inner & later:
+            continue
+        names = {n for g in parsed[start:end] for n in
+                 [g.lhs.tensor] + [a.tensor for a in g.accesses()]}
+        kernel = compile_fused(statements[start:end],
+                               {n: f for n, f in formats.items() if n in names})
+        if kernel is not None:
+            return end, kernel
+    return start + 1, None
