@@ -28,11 +28,11 @@ NAMED_KERNELS = {
 NAMED_PROGRAMS = {
     # O = softmax over the stored entries of each row of c * (Q K^T) * A, times V
     # (a row with no entries gives 0); c is the scale, 1/sqrt(d) by default
-    "attention": ("S[i,j] = c * A[i,j] * Q[i,k] * K[j,k]; "
+    "attention": ("S[i,j] = {scale} * A[i,j] * Q[i,k] * K[j,k]; "
                   "m[i] = max(j, S[i,j]); "
                   "r[i] = 1 / max(sum(j, stored(S[i,j]) * exp(S[i,j] - m[i])), 1e-30); "
                   "O[i,d] = stored(S[i,j]) * exp(S[i,j] - m[i]) * V[j,d] * r[i]",
-                  ("A", "S"), ("A", "Q", "K", "V", "c")),
+                  ("A", "S"), ("A", "Q", "K", "V")),
 }
 
 
@@ -47,9 +47,12 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool = True, **
         formats = dict(formats or {})
         for op in sparse_ops:
             formats.setdefault(op, fmt if fmt is not None else "csr")
-        program = ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options),
-                                formats, positional, fused)
-        return NamedProgram(name, program) if name == "attention" else program
+
+        def build(scale: float):
+            return ProgramKernel(text.format(scale=repr(float(scale))),
+                                 lambda stmt, f: compile(stmt, formats=f, **options),
+                                 formats, positional, fused)
+        return NamedProgram(name, build)
     if fmt is not None:
         raise FormatError("fmt= is for named kernels; give a program formats={...}")
     return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options), formats,
@@ -126,42 +129,33 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
 
 
 class NamedProgram:
-    """A named program called with its operands positionally; ``attention(A, Q, K,
-    V, scale=None)`` fills the scale in (1/sqrt(d), d = Q's columns)."""
+    """A named program taking a scale: ``attention(A, Q, K, V, scale=None)`` (scale
+    1/sqrt(d), d = Q's columns).  The scale is a constant of the program's
+    kernels, which are compiled once per scale (a scale operand would keep the
+    calls off the straight-line call paths); ``program`` is the last one run."""
 
-    def __init__(self, name: str, program):
+    def __init__(self, name: str, build):
         self.name = name
-        self.program = program
-        self._scales: dict = {}        # the scale operand per (value, family, dtype, device)
+        self._build = build
+        self._programs: dict[float, object] = {}
+        self.program = build(1.0)
 
     def __call__(self, A, Q, K, V, scale=None, *, validate: bool = True):
         import math
         if scale is None:
             d = int(Q.shape[1])
             scale = 1.0 / math.sqrt(d) if d else 1.0
-        key = (float(scale), type(Q), str(getattr(Q, "dtype", "")), str(getattr(Q, "device", "")))
-        c = self._scales.get(key)
-        if c is None:                  # made once: a torch CUDA scalar is a copy to the device
-            if len(self._scales) > 16:
-                self._scales.clear()
-            c = self._scales[key] = _scalar_like(float(scale), Q)
-        return self.program(A, Q, K, V, c, validate=validate)
+        scale = float(scale)
+        program = self._programs.get(scale)
+        if program is None:
+            if len(self._programs) > 16:
+                self._programs.clear()
+            program = self._programs[scale] = self._build(scale)
+        self.program = program
+        return program(A, Q, K, V, validate=validate)
 
     def __getattr__(self, attr):
         return getattr(self.__dict__["program"], attr)
-
-
-def _scalar_like(value: float, like):
-    """``value`` as a 0-d array of ``like``'s family, device and dtype."""
-    import numpy as np
-    module = type(like).__module__.partition(".")[0]
-    if module == "torch":
-        import torch
-        return torch.tensor(value, dtype=like.dtype, device=like.device)
-    if module == "cupy":
-        import cupy
-        return cupy.asarray(value, dtype=like.dtype)
-    return np.asarray(value, dtype=getattr(like, "dtype", np.float64))
 
 
 def _value_type(dtype) -> DType:

@@ -65,8 +65,9 @@ class TypedKernel(KernelCall):
 
     def _call(self, args, kwargs):
         last = self._last
-        if not kwargs:
-            out = last.fast(args)
+        if not kwargs or (len(kwargs) == 1 and "validate" in kwargs
+                          and "validate" not in self.input_names):
+            out = last.fast(args, bool(kwargs.get("validate", True)))
             if out is not None:         # every typed operand had last's type
                 return out
         rest = dict(kwargs)

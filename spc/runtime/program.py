@@ -106,7 +106,8 @@ class ProgramKernel(KernelCall):
             # checks the caller's sparse operands it reads: whether one needs
             # canonicalizing depends on the statement's kernel.
             own = any(n in self.input_names and not _is_dense(kernel, n) for n in reads)
-            result = kernel(**{n: env[n] for n in reads}, validate=validate and own)
+            args = [env[n] for n in kernel.input_names]     # positional: the fast call paths
+            result = kernel(*args) if validate and own else kernel(*args, validate=False)
             env[out] = result
         return result
 
