@@ -752,7 +752,8 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
     return OutputKind.ASSEMBLED, None
 
 
-# the value a reduction starts from
+# a reduction's IR operator, by its name in index notation, and the value it starts from
+COMBINE = {"sum": "+", "max": "max", "min": "min"}
 IDENTITY = {"+": 0.0, "max": float("-inf"), "min": float("inf")}
 
 # element-wise functions whose value is 0 where every argument is 0: they iterate
@@ -884,11 +885,11 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     """
     combine = "+"
     if isinstance(assign.rhs, ast.Reduce):      # m[i] = max(j, e): e, combined by max
-        combine = {"sum": "+", "max": "max", "min": "min"}[assign.rhs.op]
+        combine = COMBINE[assign.rhs.op]
         assign = ast.Assignment(assign.lhs, assign.rhs.body, assign.source)
     nested = nested_reduce(assign.rhs)
     if nested is not None:
-        combine = {"sum": "+", "max": "max", "min": "min"}[nested.op]
+        combine = COMBINE[nested.op]
         if order is None:
             order = _outputs_first(assign, formats)
     groups = split_terms(assign, separate) if combine == "+" and nested is None \
