@@ -35,6 +35,24 @@ __device__ __forceinline__ long long spc_warp_sum(long long v) {
     for (int o = SPC_WARP_SIZE / 2; o > 0; o >>= 1) v += __shfl_xor_sync(SPC_FULL_MASK, v, o);
     return v;
 }
+// The maximum, minimum of v over the warp's lanes, in every lane; whether any lane's v holds.
+template <typename T> __device__ __forceinline__ T spc_warp_max(T v) {
+#pragma unroll
+    for (int o = SPC_WARP_SIZE / 2; o > 0; o >>= 1) {
+        const T w = __shfl_xor_sync(SPC_FULL_MASK, v, o);
+        v = w > v ? w : v;
+    }
+    return v;
+}
+template <typename T> __device__ __forceinline__ T spc_warp_min(T v) {
+#pragma unroll
+    for (int o = SPC_WARP_SIZE / 2; o > 0; o >>= 1) {
+        const T w = __shfl_xor_sync(SPC_FULL_MASK, v, o);
+        v = w < v ? w : v;
+    }
+    return v;
+}
+__device__ __forceinline__ bool spc_warp_any(bool v) { return __any_sync(SPC_FULL_MASK, v); }
 
 // The sum of v over a group of G lanes (G a power of two up to 32; the groups
 // are aligned runs of G lanes), in each of them.  A butterfly inside the group:

@@ -45,6 +45,7 @@ from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
+from ..ir.printer import WARP_OPS
 from ..ir.traverse import rewrite, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
                               all_stmts, stmts_of)
@@ -295,7 +296,7 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
         if isinstance(x, Select):
             return f"({r(x.cond)} ? {r(x.if_true)} : {r(x.if_false)})"
         if isinstance(x, WarpSum):
-            return f"spc_warp_sum({r(x.value)})"
+            return f"spc_warp_{WARP_OPS[x.op]}({r(x.value)})"
         if isinstance(x, ToTF32):
             return f"spc_to_tf32({r(x.value)})"
         if isinstance(x, Call):              # CUDA's math library: expf, exp, fabsf...

@@ -157,12 +157,14 @@ class Select:
 
 @dataclass(frozen=True, slots=True)
 class WarpSum:
-    """The sum of ``value`` over the 32 lanes of a warp, in every lane.
+    """The sum of ``value`` over the 32 lanes of a warp, in every lane; with ``op``
+    "max", "min" or "||" (booleans) their maximum, minimum or disjunction.
 
     Meaningful after a ``GPU_LANE`` loop that accumulated per-lane partial
-    sums; in a single-lane execution (the interpreter, a CPU) it is ``value``.
+    results; in a single-lane execution (the interpreter, a CPU) it is ``value``.
     """
     value: "Expr"
+    op: str = "+"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,9 @@ from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6}
 
 
+WARP_OPS = {"+": "sum", "max": "max", "min": "min", "||": "any"}   # WarpSum's op, by name
+
+
 def format_expr(e: Expr, prec: int = 0) -> str:
     """Render an expression with the fewest parentheses that keep its meaning."""
     if isinstance(e, Const):
@@ -30,7 +33,7 @@ def format_expr(e: Expr, prec: int = 0) -> str:
         return (f"select({format_expr(e.cond)}, {format_expr(e.if_true)}, "
                 f"{format_expr(e.if_false)})")
     if isinstance(e, WarpSum):
-        return f"warp_sum({format_expr(e.value)})"
+        return f"warp_{WARP_OPS[e.op]}({format_expr(e.value)})"
     if isinstance(e, ToTF32):
         return f"tf32({format_expr(e.value)})"
     if isinstance(e, Call):

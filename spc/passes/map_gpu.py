@@ -236,6 +236,19 @@ def sum_reductions(loop: For) -> list[Var] | None:
     one is only summed into (``r = r + e``, ``e`` not reading ``r``; not a
     boolean) and read nowhere else in the body; None when some outer variable
     is assigned otherwise (state carried from one iteration to the next)."""
+    found = reductions_of(loop)
+    if found is None or any(op != "+" for _, op in found):
+        return None
+    return [r for r, _ in found]
+
+
+def reductions_of(loop: For) -> list[tuple[Var, str]] | None:
+    """(variable, operator) for each variable declared outside ``loop`` that its
+    body assigns, when each is only combined into by one associative operator
+    and read nowhere else in the body: ``r = r + e``, ``r = max(r, e)``,
+    ``r = min(r, e)`` (``e`` not reading ``r``; not a boolean), or a boolean
+    ``r = true`` (operator "||"); None when some outer variable is assigned
+    otherwise (state carried from one iteration to the next)."""
     body = loop.body
     local = declared(body) | {loop.var.name}
     outer = {}
@@ -245,29 +258,48 @@ def sum_reductions(loop: For) -> list[Var] | None:
     uses = reads(body)
     reductions = []
     for name, assigns in outer.items():
-        for a in assigns:
-            v = a.value
-            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
-                    and v.lhs.name == name and name not in var_names(v.rhs)):
-                return None
-        if uses.count(name) != len(assigns) or a.var.dtype is DType.BOOL:
+        ops = {_combined_by(a) for a in assigns}
+        if len(ops) != 1 or None in ops:
+            return None
+        op = ops.pop()
+        if uses.count(name) != (0 if op == "||" else len(assigns)):
             return None                     # read other than by its own update
-        reductions.append(assigns[0].var)
+        reductions.append((assigns[0].var, op))
     return reductions
 
 
+def _combined_by(a: Assign) -> str | None:
+    """The operator of a reduction step ``a`` (see ``reductions_of``), or None."""
+    v, name = a.value, a.var.name
+    if a.var.dtype is DType.BOOL:
+        return "||" if isinstance(v, Const) and v.value is True else None
+    if isinstance(v, BinOp) and v.op in ("+", "max", "min") and isinstance(v.lhs, Var) \
+            and v.lhs.name == name and name not in var_names(v.rhs):
+        return v.op
+    return None
+
+
 def lane_parallel(loop: For, params: set[str], atomic: bool) -> list[Var] | None:
-    """The reduction variables of ``loop`` if its iterations can run on different
-    lanes (or warps), else None.
+    """``lane_reductions`` where every reduction is a sum: the summed variables."""
+    found = lane_reductions(loop, params, atomic)
+    if found is None or any(op != "+" for _, op in found):
+        return None
+    return [r for r, _ in found]
+
+
+def lane_reductions(loop: For, params: set[str], atomic: bool
+                    ) -> list[tuple[Var, str]] | None:
+    """The reductions of ``loop`` (variable, operator) if its iterations can run
+    on different lanes (or warps), else None.
 
     Requires: ``params`` names the kernel's buffer parameters.  Ensures: the
-    loop's iterations are independent except for (a) scalar reductions
-    ``r = r + e`` into variables declared outside it, returned (their per-lane
-    partial sums must be added up), and (b) atomic stores (when ``atomic``,
-    every store must already be atomic or injective).
+    loop's iterations are independent except for (a) scalar reductions into
+    variables declared outside it (``reductions_of``), returned with their
+    operators (the per-lane partial results must be combined), and (b) atomic
+    stores (when ``atomic``, every store must already be atomic or injective).
     """
     body = loop.body
-    reductions = sum_reductions(loop)
+    reductions = reductions_of(loop)
     if reductions is None:
         return None
     stored: dict[str, set] = {}
@@ -315,22 +347,34 @@ def _zero(dtype: DType) -> Const:
     return Const(0.0 if dtype.is_float else 0, dtype)
 
 
+def _identity(op: str, dtype: DType) -> Const:
+    """The value a reduction by ``op`` starts from."""
+    if op == "||":
+        return Const(False, DType.BOOL)
+    if op in ("max", "min"):
+        if not dtype.is_float:
+            raise AssertionError("integer max/min reductions are not lowered")
+        return Const(float("-inf") if op == "max" else float("inf"), dtype)
+    return _zero(dtype)
+
+
 def _rename(s, old: str, new: Var):
     return rewrite(s, lambda n: new if isinstance(n, Var) and n.name == old else n)
 
 
-def to_lanes(loop: For, reductions: list[Var], names: FreshNames) -> Stmt:
-    """``loop`` as a lane loop; each reduction gets a per-lane partial sum
-    (zero-initialized) that is warp-summed and added to it after the loop."""
+def to_lanes(loop: For, reductions: list[tuple[Var, str]], names: FreshNames) -> Stmt:
+    """``loop`` as a lane loop; each reduction gets a per-lane partial result
+    (starting from its operator's identity) that is combined over the warp and
+    into the reduction after the loop."""
     if not reductions:
         return replace(loop, kind=LoopKind.GPU_LANE)
     body = loop.body
     before, after = [], []
-    for r in reductions:
+    for r, op in reductions:
         part = names.fresh(f"{r.name}_lane", r.dtype)
         body = _rename(body, r.name, part)
-        before.append(Let(part, _zero(r.dtype)))
-        after.append(Assign(r, BinOp("+", r, WarpSum(part))))
+        before.append(Let(part, _identity(op, r.dtype)))
+        after.append(Assign(r, BinOp(op, r, WarpSum(part, op))))
     return Block(tuple(before) + (replace(loop, body=body, kind=LoopKind.GPU_LANE),)
                  + tuple(after))
 
@@ -472,7 +516,7 @@ def map_lanes(s: Stmt, ctx) -> tuple[Stmt, bool]:
         if mapped:
             swapped = interchange(loop, ctx.names)
             return (swapped if swapped is not None else loop), True
-        reductions = lane_parallel(loop, ctx.params, ctx.atomic)
+        reductions = lane_reductions(loop, ctx.params, ctx.atomic)
         if reductions is None:
             return loop, False
         return to_lanes(loop, reductions, ctx.names), True
