@@ -1,0 +1,8 @@
+"""all-MiniLM-L6-v2 with its linear layers pruned and run through spc (issue 15).
+
+    python examples/minilm/run.py --device cpu [--quick] [--out DIR] [--model-dir DIR]
+
+Modules: ``wordpiece`` (tokenizer), ``weights`` (model files), ``bert`` (the
+forward), ``sparsify`` (pruning and the spc / torch.sparse / masked-dense
+linears), ``sentences`` (the fixed sentence set), ``bench`` (the table).
+"""
