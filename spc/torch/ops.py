@@ -20,6 +20,8 @@ from torch import Tensor
 
 import spc
 
+from .host import host_dense, host_matrix
+
 _KERNELS: dict = {}
 # what spc.compile gets: the named kernels (sddmm's result keeps A's pattern), and
 # the transposed product as an expression
@@ -57,18 +59,30 @@ def _result_type(*ts: Tensor) -> torch.dtype:
     return out
 
 
+def _product(name: str, crow: Tensor, col: Tensor, vals: Tensor, n_cols: int,
+             D: Tensor) -> Tensor:
+    """``name``'s kernel on the CSR matrix and D: on the CPU, with the matrix prepared
+    once (``host.py``) when D is a numpy-able tensor of vals' type; else on torch
+    tensors."""
+    k = _kernel(name, D.device)
+    matrix = host_matrix(crow, col, vals, n_cols) if D.dtype == vals.dtype else None
+    if matrix is None or D.device.type != "cpu":
+        return k(_matrix(crow, col, vals, n_cols), D)
+    return torch.from_numpy(k(matrix, host_dense(D)))
+
+
 @torch.library.custom_op("spc::spmm_csr", mutates_args=())
 def spmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor) -> Tensor:
     """``A @ B`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
     _check("spmm_csr", vals, B)
-    return _kernel("spmm", B.device)(_matrix(crow, col, vals, n_cols), B)
+    return _product("spmm", crow, col, vals, n_cols, B)
 
 
 @torch.library.custom_op("spc::spmm_t_csr", mutates_args=())
 def spmm_t_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, G: Tensor) -> Tensor:
     """``A.T @ G`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
     _check("spmm_t_csr", vals, G)
-    return _kernel("spmm_t", G.device)(_matrix(crow, col, vals, n_cols), G)
+    return _product("spmm_t", crow, col, vals, n_cols, G)
 
 
 @torch.library.custom_op("spc::sddmm_csr", mutates_args=())

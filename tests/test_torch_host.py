@@ -1,0 +1,76 @@
+"""spc.torch's CPU operands prepared once per live CSR matrix (spc/torch/host.py)."""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spc.torch import spmm_csr, spmm_t_csr  # noqa: E402
+from spc.torch.host import host_matrix  # noqa: E402
+
+
+def csr(seed=0, shape=(12, 9), density=0.3, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    dense = torch.rand(shape, generator=g, dtype=torch.float64)
+    dense[torch.rand(shape, generator=g) > density] = 0
+    dense[3] = 0                                                # an empty row
+    m = dense.to(dtype).to_sparse_csr()
+    return m.crow_indices().clone(), m.col_indices().clone(), m.values().clone(), dense
+
+
+def test_same_tensors_reuse_one_matrix():
+    crow, col, vals, _ = csr()
+    assert host_matrix(crow, col, vals, 9) is host_matrix(crow, col, vals, 9)
+
+
+def test_equal_copies_get_their_own_matrix():
+    crow, col, vals, _ = csr()
+    assert host_matrix(crow, col, vals, 9) is not host_matrix(crow, col, vals.clone(), 9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
+@pytest.mark.parametrize("op, transposed", [(spmm_csr, False), (spmm_t_csr, True)])
+def test_products_match_dense(dtype, op, transposed):
+    crow, col, vals, dense = csr(dtype=dtype)
+    a = dense.to(dtype).to(torch.float64)
+    d = torch.rand(12 if transposed else 9, 5, dtype=dtype)
+    expected = (a.t() if transposed else a) @ d.to(torch.float64)
+    tol = 1e-2 if dtype == torch.float16 else 1e-5
+    for _ in range(2):                                          # built, then reused
+        out = op(crow, col, vals, 9, d)
+        assert out.dtype == dtype
+        torch.testing.assert_close(out.to(torch.float64), expected, rtol=tol, atol=tol)
+
+
+def test_values_changed_in_place_are_seen():
+    crow, col, vals, dense = csr()
+    b = torch.rand(9, 4)
+    first = spmm_csr(crow, col, vals, 9, b)
+    vals.mul_(2)
+    torch.testing.assert_close(spmm_csr(crow, col, vals, 9, b), 2 * first)
+
+
+def test_pattern_changed_in_place_is_seen():
+    crow, col, vals, dense = csr()
+    b = torch.rand(9, 4)
+    spmm_csr(crow, col, vals, 9, b)
+    col.copy_((col + 1) % 9)                 # unsorted within rows now; still in bounds
+    moved = torch.sparse_csr_tensor(crow, col, vals, (12, 9)).to_dense()
+    torch.testing.assert_close(spmm_csr(crow, col, vals, 9, b), moved @ b)
+
+
+def test_bfloat16_takes_the_general_path():
+    crow, col, vals, dense = csr(dtype=torch.bfloat16)
+    assert host_matrix(crow, col, vals, 9) is None
+    b = torch.rand(9, 4, dtype=torch.bfloat16)
+    out = spmm_csr(crow, col, vals, 9, b)
+    expected = dense.to(torch.bfloat16).float() @ b.float()
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+
+
+def test_mixed_value_types_take_the_general_path():
+    crow, col, vals, dense = csr()
+    b = torch.rand(9, 4, dtype=torch.float64)
+    out = spmm_csr(crow, col, vals, 9, b)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, dense.float().double() @ b)
