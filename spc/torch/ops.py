@@ -68,7 +68,8 @@ def _product(name: str, crow: Tensor, col: Tensor, vals: Tensor, n_cols: int,
     matrix = host_matrix(crow, col, vals, n_cols) if D.dtype == vals.dtype else None
     if matrix is None or D.device.type != "cpu":
         return k(_matrix(crow, col, vals, n_cols), D)
-    return torch.from_numpy(k(matrix, host_dense(D)))
+    # host_matrix validated the arrays it was built from, and rebuilds when they change
+    return torch.from_numpy(k(matrix, host_dense(D), validate=False))
 
 
 @torch.library.custom_op("spc::spmm_csr", mutates_args=())
