@@ -20,7 +20,7 @@ from torch import Tensor
 
 import spc
 
-from .host import host_dense, host_matrix
+from .prepared import host_dense, prepared_matrix
 
 _KERNELS: dict = {}
 # what spc.compile gets: the named kernels (sddmm's result keeps A's pattern), and
@@ -61,14 +61,16 @@ def _result_type(*ts: Tensor) -> torch.dtype:
 
 def _product(name: str, crow: Tensor, col: Tensor, vals: Tensor, n_cols: int,
              D: Tensor) -> Tensor:
-    """``name``'s kernel on the CSR matrix and D: on the CPU, with the matrix prepared
-    once (``host.py``) when D is a numpy-able tensor of vals' type; else on torch
-    tensors."""
+    """``name``'s kernel on the CSR matrix and D, the matrix prepared once per live
+    arrays (``prepared.py``); on the CPU, with D as a numpy view when it has vals'
+    type (spc's fast call), else as torch tensors."""
     k = _kernel(name, D.device)
-    matrix = host_matrix(crow, col, vals, n_cols) if D.dtype == vals.dtype else None
-    if matrix is None or D.device.type != "cpu":
+    matrix = prepared_matrix(crow, col, vals, n_cols)
+    if D.device.type != "cpu":
+        return k(_matrix(crow, col, vals, n_cols) if matrix is None else matrix, D)
+    if matrix is None or D.dtype != vals.dtype:
         return k(_matrix(crow, col, vals, n_cols), D)
-    # host_matrix validated the arrays it was built from, and rebuilds when they change
+    # prepared_matrix validated the arrays it was built from, and rebuilds when they change
     return torch.from_numpy(k(matrix, host_dense(D), validate=False))
 
 

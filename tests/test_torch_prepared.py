@@ -1,4 +1,4 @@
-"""spc.torch's CPU operands prepared once per live CSR matrix (spc/torch/host.py)."""
+"""spc.torch's sparse operand prepared once per live CSR matrix (spc/torch/prepared.py)."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spc.torch import spmm_csr, spmm_t_csr  # noqa: E402
-from spc.torch.host import host_matrix  # noqa: E402
+from spc.torch.prepared import prepared_matrix  # noqa: E402
 
 
 def csr(seed=0, shape=(12, 9), density=0.3, dtype=torch.float32):
@@ -20,12 +20,12 @@ def csr(seed=0, shape=(12, 9), density=0.3, dtype=torch.float32):
 
 def test_same_tensors_reuse_one_matrix():
     crow, col, vals, _ = csr()
-    assert host_matrix(crow, col, vals, 9) is host_matrix(crow, col, vals, 9)
+    assert prepared_matrix(crow, col, vals, 9) is prepared_matrix(crow, col, vals, 9)
 
 
 def test_equal_copies_get_their_own_matrix():
     crow, col, vals, _ = csr()
-    assert host_matrix(crow, col, vals, 9) is not host_matrix(crow, col, vals.clone(), 9)
+    assert prepared_matrix(crow, col, vals, 9) is not prepared_matrix(crow, col, vals.clone(), 9)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64])
@@ -61,7 +61,7 @@ def test_pattern_changed_in_place_is_seen():
 
 def test_bfloat16_takes_the_general_path():
     crow, col, vals, dense = csr(dtype=torch.bfloat16)
-    assert host_matrix(crow, col, vals, 9) is None
+    assert prepared_matrix(crow, col, vals, 9) is None
     b = torch.rand(9, 4, dtype=torch.bfloat16)
     out = spmm_csr(crow, col, vals, 9, b)
     expected = dense.to(torch.bfloat16).float() @ b.float()
@@ -74,3 +74,15 @@ def test_mixed_value_types_take_the_general_path():
     out = spmm_csr(crow, col, vals, 9, b)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, dense.float().double() @ b)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_reuses_one_sparse_tensor_and_matches_dense():
+    crow, col, vals, dense = (t.cuda() for t in csr())
+    assert prepared_matrix(crow, col, vals, 9) is prepared_matrix(crow, col, vals, 9)
+    b = torch.rand(9, 4, device="cuda")
+    for _ in range(2):
+        torch.testing.assert_close(spmm_csr(crow, col, vals, 9, b), dense.float() @ b)
+    vals.mul_(2)
+    torch.testing.assert_close(spmm_csr(crow, col, vals, 9, b), 2 * dense.float() @ b)
