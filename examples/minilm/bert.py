@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .weights import read_config, read_safetensors
+from .weights import read_config, read_safetensors, weights_file
 
 # checkpoint name (under encoder.layer.N.) -> attribute of Layer
 LINEARS = {"attention.self.query": "query", "attention.self.key": "key",
@@ -67,10 +67,10 @@ class MiniLM(nn.Module):
 
     @classmethod
     def load(cls, folder) -> "MiniLM":
-        """The model of ``folder``'s ``config.json`` and ``model.safetensors``, in
+        """The model of ``folder``'s ``config.json`` and weights, in
         eval mode on the CPU."""
         model = cls(read_config(folder))
-        model.load_state_dict(checkpoint_to_state(read_safetensors(folder / "model.safetensors"),
+        model.load_state_dict(checkpoint_to_state(read_safetensors(weights_file(folder)),
                                                   len(model.layers)))
         return model.eval()
 

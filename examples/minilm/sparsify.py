@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 import spc.torch
@@ -33,7 +34,7 @@ VARIANTS = ("masked", "spc", "torch.sparse")
 
 
 def torch_layout(pattern: dict, device: torch.device, dtype: torch.dtype) -> str:
-    """The torch.sparse layout used for ``pattern``: ``"semi-structured"`` for 2:4 on
+    """The torch.sparse layout tried first for ``pattern``: ``"semi-structured"`` for 2:4 on
     CUDA in 16-bit types (torch's 2:4 kernels), ``"bsr"`` for blocks, else ``"csr"``."""
     if pattern.get("n_m") == (2, 4) and device.type == "cuda" and \
             dtype in (torch.float16, torch.bfloat16):
@@ -43,26 +44,38 @@ def torch_layout(pattern: dict, device: torch.device, dtype: torch.dtype) -> str
 
 class TorchSparseLinear(nn.Module):
     """``y = x @ W.T + bias`` with W a torch sparse tensor: ``torch.sparse.mm(W, x.T)``
-    for CSR and BSR; ``W @ x.T`` through torch's semi-structured 2:4 tensor."""
+    for CSR and BSR; ``F.linear`` for torch's semi-structured 2:4 tensor (its
+    documented use).  ``layout`` says which one runs: where torch refuses the
+    preferred layout for this device and type (BSR or 2:4 kernels missing), the
+    weight is held as CSR instead."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None, layout: str,
                  block: tuple[int, int] | None = None):
         super().__init__()
-        self.layout = layout
-        if layout == "semi-structured":
-            self.weight = torch.sparse.to_sparse_semi_structured(weight)
-        elif layout == "bsr":
-            self.weight = weight.to_sparse_bsr(block)
-        else:
-            self.weight = weight.to_sparse_csr()
         self.bias = bias
+        self.layout, self.weight = "csr", weight.to_sparse_csr()
+        if layout != "csr":
+            try:
+                self.layout, self.weight = layout, self._convert(weight, layout, block)
+                with torch.no_grad():
+                    self(torch.zeros(8, weight.shape[1], device=weight.device,
+                                     dtype=weight.dtype))
+            except (RuntimeError, NotImplementedError, TypeError, ValueError) as refused:
+                self.refused = f"{layout}: {str(refused).splitlines()[0][:80]}"
+                self.layout, self.weight = "csr", weight.to_sparse_csr()
+
+    @staticmethod
+    def _convert(weight: Tensor, layout: str, block):
+        if layout == "semi-structured":
+            return torch.sparse.to_sparse_semi_structured(weight)
+        if layout == "bsr":
+            return weight.to_sparse_bsr(block)
+        return weight.to_sparse_csr()
 
     def forward(self, x: Tensor) -> Tensor:
-        cols = x.reshape(-1, x.shape[-1]).t()
         if self.layout == "semi-structured":
-            y = (self.weight @ cols.contiguous()).t()
-        else:
-            y = torch.sparse.mm(self.weight, cols).t()
+            return F.linear(x, self.weight, self.bias)
+        y = torch.sparse.mm(self.weight, x.reshape(-1, x.shape[-1]).t()).t()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], y.shape[-1])
@@ -99,3 +112,12 @@ def sparsify(model: nn.Module, variant: str, pattern: dict) -> nn.Module:
     for parent, name, child in targets:
         setattr(parent, name, sparse_linear(child, variant, pattern))
     return model
+
+
+def torch_sparse_layout(model: nn.Module) -> str:
+    """The layouts the ``TorchSparseLinear`` modules of ``model`` run, and why torch
+    refused the one tried first, if it did."""
+    mods = [m for m in model.modules() if isinstance(m, TorchSparseLinear)]
+    layouts = sorted({m.layout for m in mods})
+    refused = sorted({m.refused for m in mods if hasattr(m, "refused")})
+    return "/".join(layouts) + (f" (refused {'; '.join(refused)})" if refused else "")
