@@ -100,7 +100,9 @@ def machine(device: str) -> str:
             if line.startswith("model name"):
                 name = line.split(":", 1)[1].strip()
                 break
-    return f"{name}, {torch.get_num_threads()} torch threads"
+    import spc
+    return (f"{name}, {os.cpu_count()} cores, threads: torch {torch.get_num_threads()}, "
+            f"spc {spc.get_num_threads()}")
 
 
 def commit() -> str:

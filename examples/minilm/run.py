@@ -28,6 +28,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+import spc  # noqa: E402
+
 from minilm.bench import compare, report  # noqa: E402
 from minilm.bert import MiniLM  # noqa: E402
 from minilm.sentences import SENTENCES  # noqa: E402
@@ -50,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds each latency is measured for (default 1, --quick 0.2)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and spc alike (default: each its own default)")
     p.add_argument("--quick", action="store_true",
                    help="four patterns, 8 sentences at batch 1, short timings")
     p.add_argument("--out", type=Path, default=None, help="folder for minilm_<device>.md")
@@ -63,6 +67,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: torch sees no CUDA device")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        spc.set_num_threads(args.threads)
     folder = model_dir(args.model_dir)
     if args.pack:
         tokenizer = WordPiece(folder / "vocab.txt")
