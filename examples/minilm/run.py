@@ -63,6 +63,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def padded_lengths(tokenizer, sentences, batch: int) -> str:
+    """The tokens per padded sentence of the batches, in words."""
+    widths = [tokenizer(list(sentences[i: i + batch]))[0].shape[1]
+              for i in range(0, len(sentences), batch)]
+    if len(set(widths)) == 1:
+        return str(widths[0])
+    return f"{min(widths)}-{max(widths)}, mean {sum(widths) / len(widths):.1f}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -81,13 +90,12 @@ def main(argv=None) -> int:
     patterns = args.patterns or (QUICK_PATTERNS if args.quick else tuple(PATTERNS))
     min_time = args.min_time or (0.2 if args.quick else 1.0)
     print(f"all-MiniLM-L6-v2 from {folder} on {args.device} ({args.dtype})")
-    rows = []
+    rows, seq_lens = [], {}
     for bs in args.batch_sizes:
         sentences = SENTENCES[:8] if args.quick and bs == 1 else SENTENCES
         rows += compare(dense, tokenizer, sentences, patterns=patterns, batch_sizes=[bs],
                         device=args.device, min_time=min_time)
-    seq_lens = {bs: max(tokenizer(list(SENTENCES[:bs]))[0].shape[1], 0)
-                for bs in args.batch_sizes}
+        seq_lens[bs] = padded_lengths(tokenizer, sentences, bs)
     text = report(rows, device=args.device, dtype=args.dtype,
                   seq_lens=seq_lens, command="python " + shlex.join(sys.argv))
     print("\n" + text)
