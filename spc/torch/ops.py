@@ -23,6 +23,7 @@ import spc
 from .prepared import host_dense, prepared_matrix
 
 _KERNELS: dict = {}
+_SPECIALIZED: dict = {}      # (name, torch dtype) -> the CPU kernel for that value type
 # what spc.compile gets: the named kernels (sddmm's result keeps A's pattern), and
 # the transposed product as an expression
 _COMPILE = {"spmm": ("spmm", {"fmt": "csr"}), "sddmm": ("sddmm", {"fmt": "csr"}),
@@ -70,8 +71,12 @@ def _product(name: str, crow: Tensor, col: Tensor, vals: Tensor, n_cols: int,
         return k(_matrix(crow, col, vals, n_cols) if matrix is None else matrix, D)
     if matrix is None or D.dtype != vals.dtype:
         return k(_matrix(crow, col, vals, n_cols), D)
-    # prepared_matrix validated the arrays it was built from, and rebuilds when they change
-    return torch.from_numpy(k(matrix, host_dense(D), validate=False))
+    # the specialization for the one value type (no per-call type promotion); validated:
+    # prepared_matrix checked the arrays it was built from, and rebuilds when they change
+    typed = _SPECIALIZED.get((name, D.dtype))
+    if typed is None:
+        typed = _SPECIALIZED[name, D.dtype] = k.specialize(str(D.dtype).rpartition(".")[2])
+    return torch.from_numpy(typed(matrix, host_dense(D), validate=False))
 
 
 @torch.library.custom_op("spc::spmm_csr", mutates_args=())
