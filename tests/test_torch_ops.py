@@ -198,6 +198,21 @@ def test_sparse_linear_is_the_pruned_linear_forward_and_backward(kw):
     torch.testing.assert_close(layer.vals.grad, w.grad[rows, layer.col])
 
 
+@pytest.mark.parametrize("batch", [1, 9, 15, 16, 17, 40])       # across the CPU's padding
+def test_sparse_linear_any_batch_forward_backward_and_compiled(batch):
+    lin = _linear(dtype=torch.float64)
+    layer = st.SparseLinear.from_dense(lin, sparsity=0.7)
+    w = (lin.weight.detach() * st.prune(lin.weight, sparsity=0.7)).requires_grad_()
+    x = torch.randn(batch, 64, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(y, torch.nn.functional.linear(x, w, lin.bias.detach()))
+    torch.testing.assert_close(torch.compile(layer, fullgraph=True, backend="aot_eager")(x), y)
+    (dx,) = torch.autograd.grad(y.square().sum(), x)
+    x2 = x.detach().requires_grad_()
+    torch.nn.functional.linear(x2, w, lin.bias.detach()).square().sum().backward()
+    torch.testing.assert_close(dx, x2.grad)
+
+
 def test_sparse_linear_state_dict_and_save_round_trip(tmp_path):
     lin = _linear()
     layer = st.SparseLinear.from_dense(lin, sparsity=0.5)

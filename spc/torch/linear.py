@@ -12,9 +12,12 @@ compiles the forward (``torch.ops.spc.spmm_csr``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ops import spmm_csr
+
+PAD_COLUMNS = 16      # the CPU forward pads the batch (SpMM columns) to a multiple of this
 
 
 def prune(weight: Tensor, *, sparsity: float | None = None, n_m: tuple[int, int] | None = None,
@@ -98,8 +101,15 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        cols = x.reshape(-1, self.in_features).t().contiguous()      # in x batch
-        y = spmm_csr(self.crow, self.col, self.vals, self.in_features, cols).t()
+        cols = x.reshape(-1, self.in_features).t()                     # in x batch
+        n = cols.shape[1]
+        # spc's CPU SpMM runs B's columns in vector tiles of 256 down to 8 and the last
+        # (n mod 8) in a scalar loop that adds into C per stored entry: 9 to 15 columns
+        # take 3 to 7 times as long as 16 (a 1536 x 384 weight, 2026-11-29); so the
+        # batch is padded with zero columns to a multiple of PAD_COLUMNS there
+        padded = -(-n // PAD_COLUMNS) * PAD_COLUMNS if x.device.type == "cpu" else n
+        cols = F.pad(cols, (0, padded - n)) if padded != n else cols.contiguous()
+        y = spmm_csr(self.crow, self.col, self.vals, self.in_features, cols)[:, :n].t()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
