@@ -5,7 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from spc.torch import spmm_csr, spmm_t_csr  # noqa: E402
+from spc.torch import prune as st_prune  # noqa: E402
+from spc.torch import spmm_csr, spmm_csr_as, spmm_t_csr  # noqa: E402
 from spc.torch.prepared import prepared_matrix  # noqa: E402
 
 
@@ -86,3 +87,36 @@ def test_cuda_reuses_one_sparse_tensor_and_matches_dense():
         torch.testing.assert_close(spmm_csr(crow, col, vals, 9, b), dense.float() @ b)
     vals.mul_(2)
     torch.testing.assert_close(spmm_csr(crow, col, vals, 9, b), 2 * dense.float() @ b)
+
+
+@pytest.mark.parametrize("fmt", ["bsr(2,3)", "ell", "nm(1,3)"])
+def test_other_formats_are_converted_once_and_follow_the_values(fmt):
+    crow, col, vals, dense = csr()
+    if fmt == "nm(1,3)":                      # one entry per group of 3 columns
+        dense = torch.zeros(12, 9, dtype=torch.float64)
+        dense[:, ::3] = torch.arange(1.0, 37.0).reshape(12, 3)
+        m = dense.float().to_sparse_csr()
+        crow, col, vals = m.crow_indices(), m.col_indices(), m.values().clone()
+    matrix = prepared_matrix(crow, col, vals, 9, fmt)
+    assert matrix is prepared_matrix(crow, col, vals, 9, fmt)
+    assert matrix is not prepared_matrix(crow, col, vals, 9)
+    b = torch.rand(9, 4)
+    torch.testing.assert_close(spmm_csr_as(crow, col, vals, 9, b, fmt), dense.float() @ b)
+    vals.mul_(-1)
+    torch.testing.assert_close(spmm_csr_as(crow, col, vals, 9, b, fmt), -dense.float() @ b)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_sparse_linear_bsr_blocks(dtype):
+    from spc.torch import SparseLinear
+    lin = torch.nn.Linear(64, 32).cuda().to(dtype)
+    layer = SparseLinear.from_dense(lin, block=(16, 16), sparsity=0.5, fmt="bsr(16,16)")
+    assert prepared_matrix(layer.crow, layer.col, layer.vals, 64, "bsr(16,16)").layout == \
+        torch.sparse_bsr
+    x = torch.randn(40, 64, device="cuda", dtype=dtype)
+    w = lin.weight.detach() * st_prune(lin.weight, block=(16, 16), sparsity=0.5)
+    tol = 1e-2 if dtype == torch.float16 else 1e-4
+    torch.testing.assert_close(layer(x).float(), (x @ w.t() + lin.bias).float(), rtol=tol,
+                               atol=tol)

@@ -23,21 +23,21 @@ import spc
 from .prepared import host_dense, prepared_matrix
 
 _KERNELS: dict = {}
-_SPECIALIZED: dict = {}      # (name, torch dtype) -> the CPU kernel for that value type
+_SPECIALIZED: dict = {}      # (name, torch dtype, fmt) -> the CPU kernel for that value type
 # what spc.compile gets: the named kernels (sddmm's result keeps A's pattern), and
 # the transposed product as an expression
 _COMPILE = {"spmm": ("spmm", {"fmt": "csr"}), "sddmm": ("sddmm", {"fmt": "csr"}),
             "spmm_t": ("C[k,j] = A[i,k] * G[i,j]", {"formats": {"A": "csr"}})}
 
 
-def _kernel(name: str, device: torch.device):
-    """The spc kernel of ``name`` for ``device``'s type, compiled once (dtype=None:
-    each value type gets its specialization at first use)."""
-    key = (name, device.type)
+def _kernel(name: str, device: torch.device, fmt: str = "csr"):
+    """The spc kernel of ``name`` for ``device``'s type (SpMM: with A in ``fmt``),
+    compiled once (dtype=None: each value type gets its specialization at first use)."""
+    key = (name, device.type, fmt)
     k = _KERNELS.get(key)
     if k is None:
         target = "cuda" if device.type == "cuda" else "cpu"
-        kernel, formats = _COMPILE[name]
+        kernel, formats = _COMPILE[name] if fmt == "csr" else ("spmm", {"fmt": fmt})
         k = _KERNELS[key] = spc.compile(kernel, target=target, **formats)
     return k
 
@@ -61,21 +61,22 @@ def _result_type(*ts: Tensor) -> torch.dtype:
 
 
 def _product(name: str, crow: Tensor, col: Tensor, vals: Tensor, n_cols: int,
-             D: Tensor) -> Tensor:
-    """``name``'s kernel on the CSR matrix and D, the matrix prepared once per live
-    arrays (``prepared.py``); on the CPU, with D as a numpy view when it has vals'
-    type (spc's fast call), else as torch tensors."""
-    k = _kernel(name, D.device)
-    matrix = prepared_matrix(crow, col, vals, n_cols)
+             D: Tensor, fmt: str = "csr") -> Tensor:
+    """``name``'s kernel (A in ``fmt``) on the CSR matrix and D, the matrix prepared
+    once per live arrays (``prepared.py``); on the CPU, with D as a numpy view when it
+    has vals' type (spc's fast call), else as torch tensors (converted per call)."""
+    k = _kernel(name, D.device, fmt)
+    matrix = prepared_matrix(crow, col, vals, n_cols, fmt)
     if D.device.type != "cpu":
         return k(_matrix(crow, col, vals, n_cols) if matrix is None else matrix, D)
     if matrix is None or D.dtype != vals.dtype:
         return k(_matrix(crow, col, vals, n_cols), D)
     # the specialization for the one value type (no per-call type promotion); validated:
     # prepared_matrix checked the arrays it was built from, and rebuilds when they change
-    typed = _SPECIALIZED.get((name, D.dtype))
+    typed = _SPECIALIZED.get((name, D.dtype, fmt))
     if typed is None:
-        typed = _SPECIALIZED[name, D.dtype] = k.specialize(str(D.dtype).rpartition(".")[2])
+        typed = _SPECIALIZED[name, D.dtype, fmt] = k.specialize(
+            str(D.dtype).rpartition(".")[2])
     return torch.from_numpy(typed(matrix, host_dense(D), validate=False))
 
 
@@ -84,6 +85,16 @@ def spmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor) ->
     """``A @ B`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
     _check("spmm_csr", vals, B)
     return _product("spmm", crow, col, vals, n_cols, B)
+
+
+@torch.library.custom_op("spc::spmm_csr_as", mutates_args=())
+def spmm_csr_as(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor,
+                fmt: str) -> Tensor:
+    """``A @ B`` for the CSR matrix A of (crow, col, vals), computed by spc's SpMM for
+    A in format ``fmt`` (``"bsr(16,16)"``, ``"nm(2,4)"``...; the conversion made once
+    per live arrays); its gradients are spmm_csr's."""
+    _check("spmm_csr_as", vals, B)
+    return _product("spmm", crow, col, vals, n_cols, B, fmt)
 
 
 @torch.library.custom_op("spc::spmm_t_csr", mutates_args=())
@@ -105,6 +116,11 @@ def sddmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, X: Tensor,
 
 @spmm_csr.register_fake
 def _(crow, col, vals, n_cols, B):
+    return B.new_empty((crow.shape[0] - 1, B.shape[1]), dtype=_result_type(vals, B))
+
+
+@spmm_csr_as.register_fake
+def _(crow, col, vals, n_cols, B, fmt):
     return B.new_empty((crow.shape[0] - 1, B.shape[1]), dtype=_result_type(vals, B))
 
 
@@ -155,8 +171,18 @@ def _sddmm_backward(ctx, dS):
     return None, None, dvals, None, dX, dY
 
 
-spmm_csr.register_autograd(_product_backward(transposed=False), setup_context=_save)
+def _save_as(ctx, inputs, output):
+    _save(ctx, inputs[:5], output)
+
+
+def _spmm_as_backward(ctx, dC):
+    return (*_SPMM_BACKWARD(ctx, dC), None)
+
+
+_SPMM_BACKWARD = _product_backward(transposed=False)
+spmm_csr.register_autograd(_SPMM_BACKWARD, setup_context=_save)
+spmm_csr_as.register_autograd(_spmm_as_backward, setup_context=_save_as)
 spmm_t_csr.register_autograd(_product_backward(transposed=True), setup_context=_save)
 sddmm_csr.register_autograd(_sddmm_backward, setup_context=_save)
 
-__all__ = ["sddmm_csr", "spmm_csr", "spmm_t_csr"]
+__all__ = ["sddmm_csr", "spmm_csr", "spmm_csr_as", "spmm_t_csr"]
