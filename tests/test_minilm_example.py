@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch", reason="the MiniLM example needs torch")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from minilm.bert import LINEARS, NORMS, MiniLM  # noqa: E402
-from minilm.sparsify import PATTERNS, TorchSparseLinear, sparsify  # noqa: E402
+from minilm.sparsify import PATTERNS, TorchSparseLinear, sparsify, spc_format  # noqa: E402
 from minilm.weights import (ModelNotFound, model_dir, pack, read_safetensors,  # noqa: E402
                             write_safetensors)
 from minilm.wordpiece import WordPiece  # noqa: E402
@@ -141,6 +141,22 @@ def test_sparse_variants_equal_pruned_dense(tiny, pattern, variant, module):
     with torch.no_grad():
         torch.testing.assert_close(sparse(*inputs), masked(*inputs), rtol=1e-4, atol=1e-5)
         assert not torch.allclose(masked(*inputs), model(*inputs), atol=1e-3)  # pruned
+
+
+@pytest.mark.parametrize("pattern, choice, fmt", [("16x16 blocks, 50%", "auto", "bsr(16,16)"),
+                                                   ("2:4", "auto", "nm(2,4)"),
+                                                   ("90%", "auto", "csr"),
+                                                   ("2:4", "ell", "ell")])
+def test_spc_in_the_pattern_s_format_equals_pruned_dense(tiny, pattern, choice, fmt):
+    model, tok = tiny
+    inputs = tok(["the cafe unable", "run runs a b"])
+    chosen = spc_format(PATTERNS[pattern], choice)
+    assert chosen == fmt
+    sparse = sparsify(model, "spc", PATTERNS[pattern], chosen)
+    assert {m.fmt for m in sparse.modules() if isinstance(m, spc.torch.SparseLinear)} == {fmt}
+    with torch.no_grad():
+        torch.testing.assert_close(sparse(*inputs), sparsify(model, "masked", PATTERNS[pattern])(
+            *inputs), rtol=1e-4, atol=1e-5)
 
 
 def test_masked_model_keeps_the_pattern(tiny):

@@ -12,13 +12,14 @@ from pathlib import Path
 import torch
 from torch.utils.benchmark import Timer
 
-from .sparsify import PATTERNS, sparsify, torch_sparse_layout
+from .sparsify import PATTERNS, sparsify, spc_format, torch_sparse_layout
 
 
 @dataclass(frozen=True)
 class Row:
     pattern: str
     batch: int
+    spc_fmt: str
     torch_layout: str
     cos_mean: float            # spc's embeddings against the dense model's
     cos_min: float
@@ -54,19 +55,22 @@ def latency_ms(model, inputs, min_time: float) -> float:
 
 
 def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device,
-            min_time: float, log=print) -> list[Row]:
-    """One ``Row`` per pattern and batch size."""
+            min_time: float, spc_fmt: str = "csr", log=print) -> list[Row]:
+    """One ``Row`` per pattern and batch size (spc's weights in ``spc_format(pattern,
+    spc_fmt)``)."""
     rows = []
     for bs in batch_sizes:
         inputs = batches(tokenizer, sentences, bs, device)
         reference = embed(dense, inputs)
         for name in patterns:
             pattern = PATTERNS[name]
-            models = {v: sparsify(dense, v, pattern) for v in ("masked", "spc", "torch.sparse")}
+            fmt = spc_format(pattern, spc_fmt)
+            models = {v: sparsify(dense, v, pattern, fmt)
+                      for v in ("masked", "spc", "torch.sparse")}
             out = {v: embed(m, inputs) for v, m in models.items()}
             cos = (out["spc"] * reference).sum(-1) / (out["spc"].norm(dim=-1) *
                                                       reference.norm(dim=-1))
-            row = Row(name, bs, torch_sparse_layout(models["torch.sparse"]),
+            row = Row(name, bs, fmt, torch_sparse_layout(models["torch.sparse"]),
                       cos.mean().item(), cos.min().item(),
                       (out["spc"] - out["masked"]).abs().max().item(),
                       latency_ms(dense, inputs, min_time),      # again: the load drifts
@@ -78,13 +82,13 @@ def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device,
 
 
 HEADER = ("| pruning | batch | cos mean | cos min | max abs(spc - pruned dense) | dense ms "
-          "| spc ms | torch.sparse ms (layout) | spc vs dense | spc vs torch.sparse |\n"
+          "| spc ms (format) | torch.sparse ms (layout) | spc vs dense | spc vs torch.sparse |\n"
           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def format_row(r: Row) -> str:
     return (f"| {r.pattern} | {r.batch} | {r.cos_mean:.4f} | {r.cos_min:.4f} "
-            f"| {r.spc_vs_masked:.1e} | {r.dense_ms:.2f} | {r.spc_ms:.2f} "
+            f"| {r.spc_vs_masked:.1e} | {r.dense_ms:.2f} | {r.spc_ms:.2f} ({r.spc_fmt}) "
             f"| {r.torch_sparse_ms:.2f} ({r.torch_layout}) | {r.dense_ms / r.spc_ms:.2f}x "
             f"| {r.torch_sparse_ms / r.spc_ms:.2f}x |")
 

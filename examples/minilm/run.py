@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds each latency is measured for (default 1, --quick 0.2)")
+    p.add_argument("--spc-fmt", default="csr",
+                   help="the format SparseLinear computes in: csr (default), auto (bsr(16,16) "
+                        "for blocks, nm(2,4) for 2:4, else csr) or any spc format name")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and spc alike (default: each its own default)")
     p.add_argument("--quick", action="store_true",
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
     for bs in args.batch_sizes:
         sentences = SENTENCES[:8] if args.quick and bs == 1 else SENTENCES
         rows += compare(dense, tokenizer, sentences, patterns=patterns, batch_sizes=[bs],
-                        device=args.device, min_time=min_time)
+                        device=args.device, min_time=min_time, spc_fmt=args.spc_fmt)
         seq_lens[bs] = padded_lengths(tokenizer, sentences, bs)
     text = report(rows, device=args.device, dtype=args.dtype,
                   seq_lens=seq_lens, command="python " + shlex.join(sys.argv))

@@ -33,6 +33,18 @@ PATTERNS = {
 VARIANTS = ("masked", "spc", "torch.sparse")
 
 
+def spc_format(pattern: dict, choice: str) -> str:
+    """The format ``SparseLinear`` computes in: ``choice`` itself, or for ``"auto"`` the
+    one that fits the pattern (``bsr(r,c)`` for blocks, ``nm(n,m)`` for N:M, csr)."""
+    if choice != "auto":
+        return choice
+    if "block" in pattern:
+        return "bsr({},{})".format(*pattern["block"])
+    if "n_m" in pattern:
+        return "nm({},{})".format(*pattern["n_m"])
+    return "csr"
+
+
 def torch_layout(pattern: dict, device: torch.device, dtype: torch.dtype) -> str:
     """The torch.sparse layout tried first for ``pattern``: ``"semi-structured"`` for 2:4 on
     CUDA in 16-bit types (torch's 2:4 kernels), ``"bsr"`` for blocks, else ``"csr"``."""
@@ -89,12 +101,14 @@ def masked_linear(linear: nn.Linear, pattern: dict) -> nn.Linear:
     return out
 
 
-def sparse_linear(linear: nn.Linear, variant: str, pattern: dict) -> nn.Module:
-    """``linear`` pruned by ``pattern``, run as ``variant`` (one of ``VARIANTS``)."""
+def sparse_linear(linear: nn.Linear, variant: str, pattern: dict,
+                  fmt: str = "csr") -> nn.Module:
+    """``linear`` pruned by ``pattern``, run as ``variant`` (one of ``VARIANTS``; spc's
+    with the weight in ``fmt``)."""
     if variant == "masked":
         return masked_linear(linear, pattern)
     if variant == "spc":
-        return spc.torch.SparseLinear.from_dense(linear, **pattern)
+        return spc.torch.SparseLinear.from_dense(linear, fmt=fmt, **pattern)
     if variant == "torch.sparse":
         w = linear.weight.detach()
         layout = torch_layout(pattern, w.device, w.dtype)
@@ -104,13 +118,13 @@ def sparse_linear(linear: nn.Linear, variant: str, pattern: dict) -> nn.Module:
     raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
 
 
-def sparsify(model: nn.Module, variant: str, pattern: dict) -> nn.Module:
+def sparsify(model: nn.Module, variant: str, pattern: dict, fmt: str = "csr") -> nn.Module:
     """A copy of ``model`` with every ``nn.Linear`` replaced by ``sparse_linear``."""
     model = copy.deepcopy(model)
     targets = [(parent, name, child) for parent in model.modules()
                for name, child in parent.named_children() if isinstance(child, nn.Linear)]
     for parent, name, child in targets:
-        setattr(parent, name, sparse_linear(child, variant, pattern))
+        setattr(parent, name, sparse_linear(child, variant, pattern, fmt))
     return model
 
 
