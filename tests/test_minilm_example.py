@@ -217,3 +217,13 @@ def test_real_weights_match_safetensors(real_dir):
     theirs = safetensors_torch.load_file(str(real_dir / "model.safetensors"))
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_real_model_reproduces_sentence_transformers(real_dir):
+    st = pytest.importorskip("sentence_transformers",
+                             reason="sentence-transformers not installed")
+    reference = st.SentenceTransformer(str(real_dir), device="cpu")
+    expected = torch.as_tensor(reference.encode(SENTENCES))
+    with torch.no_grad():
+        ours = MiniLM.load(real_dir)(*WordPiece(real_dir / "vocab.txt")(SENTENCES))
+    assert torch.nn.functional.cosine_similarity(ours, expected).min().item() > 0.99999

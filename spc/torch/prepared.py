@@ -7,8 +7,8 @@ tensors are the same live objects, unmoved and unmodified (data pointers and
 torch's version counters):
 
 * CPU (values float16/32/64): an spc ``Tensor`` in the kernel's format (for csr:
-  int32 indices where they fit and the values shared without a copy).  spc's planned fast call takes it
-  with numpy views of the dense operand (about 40 us for a 1536 x 384 weight on
+  int32 indices where they fit and the values shared without a copy).  spc's
+  planned fast call takes it with numpy views of the dense operand (about 40 us for a 1536 x 384 weight on
   8 columns), where torch CPU tensors take the general path (about 200 us: a
   conversion and a validation on every call).
 * CUDA: one torch sparse CSR tensor (BSR for a ``bsr(r,c)`` kernel, which reads
