@@ -8,14 +8,14 @@ torch's version counters):
 
 * CPU (values float16/32/64): an spc ``Tensor`` in the kernel's format (for csr:
   int32 indices where they fit and the values shared without a copy).  spc's
-  planned fast call takes it with numpy views of the dense operand (about 40 us for a 1536 x 384 weight on
-  8 columns), where torch CPU tensors take the general path (about 200 us: a
-  conversion and a validation on every call).
+  planned fast call takes it with numpy views of the dense operand (about 40 us
+  for a 1536 x 384 weight on 8 columns), where torch CPU tensors take the
+  general path (about 200 us: a conversion and a validation on every call).
 * CUDA: one torch sparse CSR tensor (BSR for a ``bsr(r,c)`` kernel, which reads
-  it without a copy).  spc checks a CUDA sparse operand's index
-  arrays the first time it sees that tensor object (a copy to the host, one
-  synchronization) and remembers the verdict for the object; a new tensor
-  built on every call would be checked on every call.
+  it without a copy; other formats are converted by spc on every call).  spc
+  checks a CUDA sparse operand's index arrays the first time it sees that tensor
+  object (a copy to the host, one synchronization) and remembers the verdict for
+  the object; a new tensor built on every call would be checked on every call.
 
 As in spc's own CUDA path, a write that bypasses torch's version counter (into
 ``crow.data``, say) is not seen: build new tensors after one.
