@@ -69,8 +69,8 @@ class TorchSparseLinear(nn.Module):
         if layout != "csr":
             try:
                 self.layout, self.weight = layout, self._convert(weight, layout, block)
-                with torch.no_grad():
-                    self(torch.zeros(8, weight.shape[1], device=weight.device,
+                with torch.no_grad():          # batch x tokens x features, odd sizes
+                    self(torch.zeros(2, 13, weight.shape[1], device=weight.device,
                                      dtype=weight.dtype))
             except (RuntimeError, NotImplementedError, TypeError, ValueError) as refused:
                 self.refused = f"{layout}: {str(refused).splitlines()[0][:80]}"
