@@ -59,7 +59,8 @@ def parse_args(argv=None):
                    help="CPU threads for torch and spc alike (default: each its own default)")
     p.add_argument("--quick", action="store_true",
                    help="four patterns, 8 sentences at batch 1, short timings")
-    p.add_argument("--out", type=Path, default=None, help="folder for minilm_<device>_<dtype>.md")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for minilm_<device>_<dtype>.md")
     p.add_argument("--pack", type=Path, default=None, metavar="DIR",
                    help="write a carryable copy of the model for these sentences to DIR "
                         "and stop")
