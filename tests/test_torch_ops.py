@@ -237,6 +237,11 @@ def test_sparse_linear_in_other_formats(fmt, kw):
     assert f"fmt={fmt!r}" in repr(layer)
 
 
+def test_sparse_linear_refuses_an_unknown_format():
+    with pytest.raises(spc.FormatError, match="SparseLinear's weight: unknown format 'bsx'"):
+        st.SparseLinear.from_dense(_linear(), sparsity=0.5, fmt="bsx")
+
+
 def test_sparse_linear_state_dict_and_save_round_trip(tmp_path):
     lin = _linear()
     layer = st.SparseLinear.from_dense(lin, sparsity=0.5)

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..formats.composite import resolve_sum_format
+from ..formats.format import resolve_format
 from .ops import spmm_csr, spmm_csr_as
 
 PAD_COLUMNS = 16      # the CPU forward pads the batch (SpMM columns) to a multiple of this
@@ -70,6 +72,8 @@ class SparseLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, crow: Tensor, col: Tensor,
                  vals: Tensor, bias: Tensor | None = None, *, fmt: str = "csr"):
         super().__init__()
+        if resolve_sum_format(fmt) is None:
+            resolve_format(fmt, 2, what="SparseLinear's weight")   # FormatError if unknown
         self.fmt = fmt
         if crow.shape != (out_features + 1,) or col.shape != vals.shape:
             raise ValueError(f"SparseLinear: crow must have out_features + 1 = "

@@ -1,6 +1,8 @@
 """The torch operators behind ``spc.torch``, on a CSR matrix's arrays.
 
 ``torch.ops.spc.spmm_csr(crow, col, vals, n_cols, B)``: ``A @ B``;
+``torch.ops.spc.spmm_csr_as(crow, col, vals, n_cols, B, fmt)``: ``A @ B`` by spc's
+SpMM for A in format ``fmt`` (converted once per live arrays; spmm_csr's gradients);
 ``torch.ops.spc.spmm_t_csr(crow, col, vals, n_cols, G)``: ``A.T @ G``;
 ``torch.ops.spc.sddmm_csr(crow, col, vals, n_cols, X, Y)``: the values of
 ``A * (X @ Y.T)`` on A's pattern; where A is the ``(len(crow) - 1) x n_cols`` CSR
