@@ -24,6 +24,16 @@ def test_same_tensors_reuse_one_matrix():
     assert prepared_matrix(crow, col, vals, 9) is prepared_matrix(crow, col, vals, 9)
 
 
+def test_an_entry_goes_with_its_tensors():
+    from spc.torch import prepared
+    crow, col, vals, _ = csr()
+    prepared_matrix(crow, col, vals, 9)
+    key = (id(crow), id(col), id(vals), "csr")
+    assert key in prepared._entries
+    del vals
+    assert key not in prepared._entries
+
+
 def test_equal_copies_get_their_own_matrix():
     crow, col, vals, _ = csr()
     assert prepared_matrix(crow, col, vals, 9) is not prepared_matrix(crow, col, vals.clone(), 9)

@@ -76,8 +76,18 @@ def prepared_matrix(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, fmt: s
     matrix = _build(crow, col, vals, n_cols, fmt)
     if len(_entries) >= MAX_ENTRIES:
         _entries.clear()
-    _entries[key] = (tuple(weakref.ref(t) for t in (crow, col, vals)), stamps, matrix)
+    refs = tuple(weakref.ref(t, lambda ref, key=key: _forget(key, ref))
+                 for t in (crow, col, vals))
+    _entries[key] = (refs, stamps, matrix)
     return matrix
+
+
+def _forget(key: tuple, ref: weakref.ref) -> None:
+    """Drop the entry of ``key`` when one of its tensors dies (not a newer entry that
+    took the same ids)."""
+    entry = _entries.get(key)
+    if entry is not None and any(r is ref for r in entry[0]):
+        del _entries[key]
 
 
 def host_dense(x: Tensor) -> np.ndarray:
