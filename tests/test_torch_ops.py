@@ -82,6 +82,7 @@ def test_gradients_reach_the_values_of_a_sparse_tensor():
     ("spmm_csr", lambda crow, col, vals: (crow, col, vals, 5, _rand(5, 3))),
     ("spmm_t_csr", lambda crow, col, vals: (crow, col, vals, 5, _rand(7, 3))),
     ("sddmm_csr", lambda crow, col, vals: (crow, col, vals, 5, _rand(7, 2), _rand(5, 2))),
+    ("spmm_csr_as", lambda crow, col, vals: (crow, col, vals, 5, _rand(5, 3), "ell")),
 ])
 def test_torch_opcheck(op, args):
     """Schema, fake tensors, autograd registration and AOT dispatch (torch's own check)."""
@@ -196,6 +197,49 @@ def test_sparse_linear_is_the_pruned_linear_forward_and_backward(kw):
     torch.testing.assert_close(layer.bias.grad, b.grad)
     rows = torch.repeat_interleave(torch.arange(32), layer.crow.diff())
     torch.testing.assert_close(layer.vals.grad, w.grad[rows, layer.col])
+
+
+@pytest.mark.parametrize("batch", [1, 9, 15, 16, 17, 40])       # across the CPU's padding
+def test_sparse_linear_any_batch_forward_backward_and_compiled(batch):
+    lin = _linear(dtype=torch.float64)
+    layer = st.SparseLinear.from_dense(lin, sparsity=0.7)
+    w = (lin.weight.detach() * st.prune(lin.weight, sparsity=0.7)).requires_grad_()
+    x = torch.randn(batch, 64, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(y, torch.nn.functional.linear(x, w, lin.bias.detach()))
+    torch.testing.assert_close(torch.compile(layer, fullgraph=True, backend="aot_eager")(x), y)
+    (dx,) = torch.autograd.grad(y.square().sum(), x)
+    x2 = x.detach().requires_grad_()
+    torch.nn.functional.linear(x2, w, lin.bias.detach()).square().sum().backward()
+    torch.testing.assert_close(dx, x2.grad)
+
+
+@pytest.mark.parametrize("fmt, kw", [("bsr(16,16)", dict(block=(16, 16), sparsity=0.5)),
+                                     ("bsr(16,16)", dict(sparsity=0.7)),   # scattered
+                                     ("nm(2,4)", dict(n_m=(2, 4))),
+                                     ("ell", dict(sparsity=0.7)),
+                                     ("csc", dict(sparsity=0.7))])
+def test_sparse_linear_in_other_formats(fmt, kw):
+    """The forward through spc's SpMM for the weight in ``fmt``, gradients as CSR's."""
+    lin = _linear(dtype=torch.float64)
+    layer = st.SparseLinear.from_dense(lin, fmt=fmt, **kw)
+    reference = st.SparseLinear.from_dense(lin, **kw)
+    x = torch.randn(5, 64, dtype=torch.float64, requires_grad=True)
+    y = layer(x)
+    torch.testing.assert_close(y, reference(x))
+    torch.testing.assert_close(torch.compile(layer, fullgraph=True, backend="aot_eager")(x), y)
+    y.square().sum().backward()
+    reference(x).square().sum().backward()
+    torch.testing.assert_close(layer.vals.grad, reference.vals.grad)
+    with torch.no_grad():                       # a converted copy must see the new values
+        layer.vals.mul_(2)
+    torch.testing.assert_close(layer(x), 2 * (y - layer.bias) + layer.bias)
+    assert f"fmt={fmt!r}" in repr(layer)
+
+
+def test_sparse_linear_refuses_an_unknown_format():
+    with pytest.raises(spc.FormatError, match="SparseLinear's weight: unknown format 'bsx'"):
+        st.SparseLinear.from_dense(_linear(), sparsity=0.5, fmt="bsx")
 
 
 def test_sparse_linear_state_dict_and_save_round_trip(tmp_path):

@@ -16,7 +16,7 @@ fake implementations, so that a module calling them compiles with
 from __future__ import annotations
 
 from .linear import SparseLinear, prune
-from .ops import sddmm_csr, spmm_csr, spmm_t_csr
+from .ops import sddmm_csr, spmm_csr, spmm_csr_as, spmm_t_csr
 
 
 def _csr(A):
@@ -47,4 +47,5 @@ def sddmm(A, X, Y):
     return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), vals, A.shape)
 
 
-__all__ = ["SparseLinear", "prune", "sddmm", "sddmm_csr", "spmm", "spmm_csr", "spmm_t_csr"]
+__all__ = ["SparseLinear", "prune", "sddmm", "sddmm_csr", "spmm", "spmm_csr", "spmm_csr_as",
+           "spmm_t_csr"]

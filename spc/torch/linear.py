@@ -12,9 +12,14 @@ compiles the forward (``torch.ops.spc.spmm_csr``).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ops import spmm_csr
+from ..formats.composite import resolve_sum_format
+from ..formats.format import resolve_format
+from .ops import spmm_csr, spmm_csr_as
+
+PAD_COLUMNS = 16      # the CPU forward pads the batch (SpMM columns) to a multiple of this
 
 
 def prune(weight: Tensor, *, sparsity: float | None = None, n_m: tuple[int, int] | None = None,
@@ -59,11 +64,17 @@ def _largest(x: Tensor, fraction: float) -> Tensor:
 
 class SparseLinear(nn.Module):
     """``y = x @ W.T + bias`` with W (``out_features`` x ``in_features``) sparse: CSR
-    arrays ``crow``, ``col`` (buffers) and ``vals`` (a parameter)."""
+    arrays ``crow``, ``col`` (buffers) and ``vals`` (a parameter).  The forward runs
+    spc's SpMM with W in ``fmt`` (``"csr"``, or any spc format: ``"bsr(16,16)"``,
+    ``"nm(2,4)"``, ``"ell"``..., converted from the arrays once while they are
+    unchanged); the arrays, the state_dict and the gradients stay CSR's."""
 
     def __init__(self, in_features: int, out_features: int, crow: Tensor, col: Tensor,
-                 vals: Tensor, bias: Tensor | None = None):
+                 vals: Tensor, bias: Tensor | None = None, *, fmt: str = "csr"):
         super().__init__()
+        if resolve_sum_format(fmt) is None:
+            resolve_format(fmt, 2, what="SparseLinear's weight")   # FormatError if unknown
+        self.fmt = fmt
         if crow.shape != (out_features + 1,) or col.shape != vals.shape:
             raise ValueError(f"SparseLinear: crow must have out_features + 1 = "
                              f"{out_features + 1} entries and col as many as vals")
@@ -75,17 +86,17 @@ class SparseLinear(nn.Module):
 
     @classmethod
     def from_dense(cls, linear: nn.Linear, *, sparsity: float | None = None,
-                   n_m: tuple[int, int] | None = None,
-                   block: tuple[int, int] | None = None) -> "SparseLinear":
+                   n_m: tuple[int, int] | None = None, block: tuple[int, int] | None = None,
+                   fmt: str = "csr") -> "SparseLinear":
         """``linear`` with its weight pruned by magnitude (see ``prune``); bias kept;
-        same device and dtype."""
+        same device and dtype; the forward in ``fmt``."""
         w = linear.weight.detach()
         mask = prune(w, sparsity=sparsity, n_m=n_m, block=block)
         rows, cols = mask.nonzero(as_tuple=True)        # row-major: CSR order; kept
         crow = torch.zeros(w.shape[0] + 1, dtype=torch.int64, device=w.device)  # zeros stay
         crow[1:] = torch.bincount(rows, minlength=w.shape[0]).cumsum(0)
         return cls(linear.in_features, linear.out_features, crow, cols, w[rows, cols],
-                   linear.bias)
+                   linear.bias, fmt=fmt)
 
     @property
     def nnz(self) -> int:
@@ -98,15 +109,26 @@ class SparseLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:-1]
-        cols = x.reshape(-1, self.in_features).t().contiguous()      # in x batch
-        y = spmm_csr(self.crow, self.col, self.vals, self.in_features, cols).t()
+        cols = x.reshape(-1, self.in_features).t()                     # in x batch
+        n = cols.shape[1]
+        # spc's CPU SpMM runs B's columns in vector tiles of 256 down to 8 and the last
+        # (n mod 8) in a scalar loop that adds into C per stored entry: 9 to 15 columns
+        # take 3 to 7 times as long as 16 (a 1536 x 384 weight, 2026-11-29); so the
+        # batch is padded with zero columns to a multiple of PAD_COLUMNS there
+        padded = -(-n // PAD_COLUMNS) * PAD_COLUMNS if x.device.type == "cpu" else n
+        cols = F.pad(cols, (0, padded - n)) if padded != n else cols.contiguous()
+        if self.fmt == "csr":
+            y = spmm_csr(self.crow, self.col, self.vals, self.in_features, cols)
+        else:
+            y = spmm_csr_as(self.crow, self.col, self.vals, self.in_features, cols, self.fmt)
+        y = y[:, :n].t()
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"nnz={self.nnz}, bias={self.bias is not None}")
+                f"nnz={self.nnz}, bias={self.bias is not None}, fmt={self.fmt!r}")
 
 
 __all__ = ["SparseLinear", "prune"]

