@@ -1,0 +1,129 @@
+"""spc.tune: the search chooses a correct candidate, rejects wrong ones, keeps to its budget."""
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+from spc.tuning.candidates import Candidate
+
+
+def matrix(m=60, k=50, density=0.1, seed=0):
+    return sp.random(m, k, density=density, format="csr", dtype=np.float32, random_state=seed)
+
+
+def dense(*shape, seed=1):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+class WrongKernel:
+    """A 'kernel' that answers at once, and wrongly: the fastest candidate of all."""
+    name = "wrong"
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __call__(self, A, B):
+        return np.zeros((A.shape[0], B.shape[1]), np.float32)
+
+    def prepare(self, A):
+        return A
+
+
+class FailingKernel(WrongKernel):
+    def __call__(self, A, B):
+        raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize("kernel, operands, ref", [
+    ("spmm", lambda A: (dense(50, 8),), lambda A, B: A @ B),
+    ("spmv", lambda A: (dense(50),), lambda A, x: A @ x),
+], ids=["spmm", "spmv"])
+def test_tuned_kernel_matches_scipy(kernel, operands, ref):
+    A = matrix()
+    ops = operands(A)
+    k = spc.tune(kernel, A, *ops, budget_s=2, database=False)
+    np.testing.assert_allclose(k(A, *ops), ref(A, *ops), rtol=1e-4, atol=1e-4)
+    other = matrix(seed=5)
+    np.testing.assert_allclose(k(other, *ops), ref(other, *ops), rtol=1e-4, atol=1e-4)
+    assert k.report.chosen.status == "chosen"
+    assert k.report.default.speedup is not None
+
+
+def test_sddmm_tuned_returns_scipy_with_the_pattern():
+    A = matrix()
+    X, Y = dense(60, 4), dense(50, 4, seed=2)
+    k = spc.tune("sddmm", A, X, Y, budget_s=2, database=False)
+    S = k(A, X, Y)
+    assert sp.issparse(S)
+    r = np.repeat(np.arange(60), np.diff(A.indptr))
+    want = A.data * np.einsum("ij,ij->i", X[r], Y[A.indices])
+    np.testing.assert_allclose(S.toarray()[r, A.indices], want, rtol=1e-4, atol=1e-5)
+
+
+def test_wrong_candidate_is_rejected_and_never_chosen():
+    A, B = matrix(), dense(50, 8)
+    fake = [Candidate("csr", spc.Schedule(parallel=False), build=lambda: WrongKernel(A.shape)),
+            Candidate("csr", spc.Schedule(threads=1), build=lambda: FailingKernel(A.shape))]
+    k = spc.tune("spmm", A, B, budget_s=5, database=False, candidates=fake)
+    by_schedule = {t.candidate.schedule: t for t in k.report.trials}
+    wrong = by_schedule[spc.Schedule(parallel=False)]
+    assert wrong.status == "rejected" and wrong.reason.startswith("wrong result")
+    failing = by_schedule[spc.Schedule(threads=1)]
+    assert failing.status == "rejected" and "boom" in failing.reason
+    assert k.report.chosen.candidate == Candidate("csr", spc.Schedule())
+    np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-4, atol=1e-4)
+    assert "rejected (wrong result" in str(k.report)
+
+
+def test_budget_is_kept_loosely():
+    A = matrix(200, 180, 0.05)
+    B = dense(180, 16)
+    t0 = time.perf_counter()
+    k = spc.tune("spmm", A, B, fmt=["csr", "ell", "hyb"], budget_s=0.0, database=False)
+    assert time.perf_counter() - t0 < 20          # only the default was compiled and timed
+    statuses = {t.status for t in k.report.trials}
+    assert statuses <= {"chosen", "skipped"}
+    assert any(t.reason.startswith("budget") for t in k.report.trials)
+
+
+def test_formats_the_matrix_does_not_suit_are_pruned_with_a_reason():
+    A = matrix(64, 64, 0.3)
+    k = spc.tune("spmm", A, dense(64, 8), budget_s=0, database=False)
+    reasons = {t.candidate.fmt: t.reason for t in k.report.trials
+               if t.candidate.schedule == spc.Schedule() and t.status == "skipped"}
+    assert "block density" in reasons["bsr(16,16)"]
+    assert "not 2:4" in reasons["nm(2,4)"]
+
+
+def test_a_2_4_matrix_tries_nm_and_stays_correct():
+    W = spc.prune.nm(dense(32, 64, seed=3), 2, 4)
+    A = sp.csr_matrix(W)
+    B = dense(64, 8)
+    k = spc.tune("spmm", A, B, budget_s=5, database=False)
+    tried = {t.candidate.fmt for t in k.report.trials if t.status in ("ok", "chosen")}
+    assert "nm(2,4)" in tried
+    np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("A", [sp.csr_matrix((0, 5), dtype=np.float32),
+                               sp.csr_matrix((4, 5), dtype=np.float32)], ids=["0xn", "nnz0"])
+def test_empty_matrices(A):
+    B = dense(5, 3)
+    k = spc.tune("spmm", A, B, budget_s=1, database=False)
+    np.testing.assert_array_equal(k(A, B), np.zeros((A.shape[0], 3), np.float32))
+
+
+def test_not_a_named_kernel():
+    with pytest.raises(spc.UnsupportedError, match="named kernels"):
+        spc.tune("y[i] = A[i,j] * x[j]", matrix(), dense(50))
+
+
+def test_report_rows_and_table():
+    A, B = matrix(), dense(50, 4)
+    k = spc.tune("spmm", A, B, budget_s=2, database=False)
+    rows = k.report.rows()
+    assert rows[0]["status"] == "chosen"
+    assert {"format", "schedule", "time_s", "speedup", "status", "reason"} <= set(rows[0])
+    assert str(k.report).splitlines()[0].startswith("spc.tune spmm N=4 float32 on cpu")
