@@ -61,7 +61,7 @@ def make_target(target, **options):
 
 
 def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
-            accumulate=None, schedule: Schedule | None = None,
+            accumulate=None, schedule: "Schedule | str | None" = None,
             **target_options) -> TypedKernel:
     """Compile a named kernel ("spmv", "spmm", "sddmm") or an index-notation
     expression such as ``"y[i] = A[i,j] * x[j] + b[i]"``.
@@ -75,7 +75,15 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     the type sums run in, "float32" or "float64" (None: float32 for 16-bit
     values, else the values' type); never narrower than the values.  Returns a
     TypedKernel whose ``.source`` and ``.ir`` show the generated code.
+
+    ``schedule="auto"`` (named kernels): a kernel that runs, per sparse
+    operand, the format and schedule the tuning database recorded for the
+    nearest matrix (``spc.tune`` fills it), else the default (see
+    ``spc/tuning/auto.py``).
     """
+    if isinstance(schedule, str):
+        return _auto(kernel, schedule, fmt=fmt, formats=formats, target=target, dtype=dtype,
+                     accumulate=accumulate, options=target_options)
     dt = None if dtype is None else _value_type(dtype)
     sums = None if accumulate is None else _value_type(accumulate)
     if sums is not None and sums.widened is not sums:
@@ -146,6 +154,20 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             schedule.tensor_cores or schedule.tile_cols is not None):
         typed.specialize(DType.F16)     # the tensor-core knobs steer 16-bit values: refused
     return typed                        # now where they cannot (tf32: float32's, built)
+
+
+def _auto(kernel, schedule: str, *, fmt, formats, target, dtype, accumulate, options):
+    """``spc.compile(..., schedule="auto")``: an AutoKernel; ScheduleError for any other
+    string, UnsupportedError for the options auto does not take."""
+    if schedule != "auto":
+        raise ScheduleError(f"schedule must be a spc.Schedule, None or \"auto\", not "
+                            f"{schedule!r}")
+    if formats is not None or accumulate is not None or options:
+        given = ", ".join(k for k, v in (("formats", formats), ("accumulate", accumulate))
+                          if v is not None) or ", ".join(options)
+        raise UnsupportedError(f"schedule=\"auto\" takes fmt, target and dtype; not {given}")
+    from .tuning.auto import AutoKernel
+    return AutoKernel(kernel, fmt=fmt, target=target, dtype=dtype)
 
 
 TENSOR_CORE_TYPES = (DType.F16, DType.BF16)
