@@ -62,10 +62,19 @@ def mismatch(out, ref, dtype: str) -> str | None:
                                scale=_scale(want.data))
     if hasattr(out, "to_numpy"):
         out = out.to_numpy()
-    out = np.asarray(out)
+    out = host(out)
     if out.shape != ref.shape:
         return f"shape {out.shape}, expected {ref.shape}"
     return _dense_mismatch(out.astype(np.float64), ref, tol)
+
+
+def host(x):
+    """A numpy array of ``x``: torch and CuPy arrays (on a GPU too) are copied to the host."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
+    return np.asarray(x)
 
 
 def _scale(values: np.ndarray) -> float:

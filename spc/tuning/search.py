@@ -7,11 +7,10 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 
 from ..errors import ScheduleError, SpcError
 from .candidates import Candidate, Pruned
-from .reference import mismatch, reference
+from .reference import host, mismatch, reference
 from .report import Trial, TuneReport
 from .timing import rotated_copies, time_call
 
@@ -47,8 +46,8 @@ def search(kernel: str, A_csr, dense: tuple, candidates: list[Candidate], pruned
     back on.
     """
     t_start = time.perf_counter()
-    host = tuple(_host(d) for d in dense)
-    want = reference(kernel, A_csr, host)
+    host_dense = tuple(host(d) for d in dense)
+    want = reference(kernel, A_csr, host_dense)
     arg_sets = rotated_copies(dense)
     trials = [Trial(p.candidate, "skipped", f"pruned: {p.reason}") for p in pruned]
     alive: list[Contender] = []
@@ -142,15 +141,6 @@ def _time(c: Contender, arg_sets, repeats: int, calls: int, device: str) -> None
 def _repeats(estimate: float, factor: int) -> int:
     base = math.ceil(TARGET_ROUND_S / max(estimate, 1e-7))
     return int(min(MAX_REPEATS, max(MIN_REPEATS, base)) * factor)
-
-
-def _host(x):
-    """A numpy view or copy of array ``x`` (torch and CuPy arrays are copied to the host)."""
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
-        return x.get()
-    return np.asarray(x)
 
 
 def _first_line(err) -> str:
