@@ -11,6 +11,7 @@ import spc
 from spc.tuning.candidates import Candidate
 from spc.tuning.database import VERSION, Database
 from spc.tuning.report import Trial, TuneReport
+from spc.tuning.rules import untuned_schedule
 from spc.tuning.signature import signature
 
 
@@ -96,7 +97,7 @@ def test_a_corrupt_entry_is_tuned_again(tmp_path, monkeypatch):
     (path,) = (tmp_path / "tune").rglob("*.json")
     path.write_text("garbage")
     with pytest.warns(spc.CacheWarning, match="corrupt"):
-        assert spc.compile("spmm", schedule="auto").choice(A, B)[2] == "default"
+        assert spc.compile("spmm", schedule="auto").choice(A, B)[2] == "rules"
     spc.tune("spmm", A, B, budget_s=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -107,7 +108,7 @@ def test_auto_uses_the_database_and_falls_back(tmp_path, monkeypatch):
     monkeypatch.setenv("SPC_CACHE_DIR", str(tmp_path))
     A, B = matrix(), np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32)
     auto = spc.compile("spmm", schedule="auto")
-    assert auto.choice(A, B) == ("csr", spc.Schedule(), "default")
+    assert auto.choice(A, B) == ("csr", untuned_schedule("spmm", signature(A), 8), "rules")
     np.testing.assert_allclose(auto(A, B), A @ B, rtol=1e-5, atol=1e-5)
     Database.default().record(report_for(A, fmt="ell", schedule=spc.Schedule(parallel=False)))
     auto = spc.compile("spmm", schedule="auto")
@@ -117,7 +118,7 @@ def test_auto_uses_the_database_and_falls_back(tmp_path, monkeypatch):
     other = matrix(seed=7)
     assert auto.choice(other, B)[2] == "nearest"
     np.testing.assert_allclose(auto(other, B), other @ B, rtol=1e-5, atol=1e-5)
-    assert spc.compile("spmm", fmt="csr", schedule="auto").choice(A, B)[2] == "default"
+    assert spc.compile("spmm", fmt="csr", schedule="auto").choice(A, B)[2] == "rules"
 
 
 def test_auto_sees_values_changed_in_place(tmp_path, monkeypatch):

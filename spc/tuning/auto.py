@@ -1,6 +1,6 @@
 """``spc.compile(kernel, schedule="auto")``: a kernel that, per sparse operand,
 runs the format and schedule the tuning database recorded for the nearest
-matrix (exact signature first), or the default schedule when it has none."""
+matrix (exact signature first), or the untuned default (``rules.py``) when it has none."""
 from __future__ import annotations
 
 import weakref
@@ -9,6 +9,7 @@ from collections import OrderedDict
 from ..schedule import Schedule
 from .bound import BoundKernel
 from .reference import check_kernel, width
+from .rules import untuned_schedule
 from .signature import signature
 
 KEPT_OPERANDS = 64          # operands whose choice is remembered (least recently used go)
@@ -47,7 +48,8 @@ class AutoKernel:
 
     def choice(self, A, *rest) -> tuple[str, Schedule, str]:
         """(format, schedule, how) a call with ``A`` (and dense operands ``rest``)
-        runs; ``how`` is "exact", "nearest" or "default" (nothing recorded)."""
+        runs; ``how`` is "exact", "nearest" or "rules" (nothing recorded: the
+        untuned default of ``rules.py``, in the format asked for or csr)."""
         return self._lookup(A, rest)
 
     def _bound(self, A, rest) -> BoundKernel:
@@ -67,12 +69,14 @@ class AutoKernel:
         return bound
 
     def _lookup(self, A, rest):
-        default = (self.fmt or "csr", Schedule(), "default")
         dtype = str(self.dtype) if self.dtype is not None else str(getattr(A, "dtype", "float32"))
         sig = signature(A)
+        n = width(self.kernel_name, rest)
+        fmt = self.fmt or "csr"
+        default = (fmt, untuned_schedule(self.kernel_name, sig, n, self.target)
+                   if fmt == "csr" else Schedule(), "rules")
         try:
-            hit = self.database.lookup(self.kernel_name, dtype, sig, width(self.kernel_name, rest),
-                                       self.target, fmt=self.fmt)
+            hit = self.database.lookup(self.kernel_name, dtype, sig, n, self.target, fmt=self.fmt)
         except OSError:
             return default
         if hit is None:
