@@ -127,3 +127,11 @@ def test_report_rows_and_table():
     assert rows[0]["status"] == "chosen"
     assert {"format", "schedule", "time_s", "speedup", "status", "reason"} <= set(rows[0])
     assert str(k.report).splitlines()[0].startswith("spc.tune spmm N=4 float32 on cpu")
+
+
+def test_a_format_asked_for_is_the_one_chosen():
+    A, B = matrix(), dense(50, 8)
+    k = spc.tune("spmm", A, B, fmt="ell", budget_s=3, database=False)
+    assert k.fmt == "ell" and k.report.chosen.candidate.fmt == "ell"
+    assert k.report.default.status == "ok"                    # timed as the baseline
+    np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-4, atol=1e-4)

@@ -29,7 +29,7 @@ class Contender:
 
 def search(kernel: str, A_csr, dense: tuple, candidates: list[Candidate], pruned: list[Pruned],
            report: TuneReport, *, budget_s: float, build, prepare,
-           device: str = "cpu") -> Contender:
+           device: str = "cpu", choosable=lambda candidate: True) -> Contender:
     """Try ``candidates`` (the default, csr with Schedule(), first) on the canonical
     csr matrix ``A_csr`` with dense operands ``dense``; fill ``report.trials`` and
     return the winner.
@@ -42,8 +42,9 @@ def search(kernel: str, A_csr, dense: tuple, candidates: list[Candidate], pruned
     chosen.  Ensures: the first candidate is always tried (the budget may be 0);
     others start only while less than ``budget_s`` has passed; the winner has the
     least amortized time (kernel + conversion / report.calls) in the last round.
-    Raises the default candidate's error when it fails: there is nothing to fall
-    back on.
+    Only candidates ``choosable`` accepts may win (the default is always
+    timed, as the speedups' baseline).  Raises the default candidate's error
+    when it fails, and SpcError when no choosable candidate is right.
     """
     t_start = time.perf_counter()
     host_dense = tuple(host(d) for d in dense)
@@ -63,23 +64,26 @@ def search(kernel: str, A_csr, dense: tuple, candidates: list[Candidate], pruned
             alive.append(contender)
             _time(contender, arg_sets, _repeats(contender.estimate, 1), report.calls, device)
     default = alive[0] if alive and alive[0].trial.candidate == candidates[0] else None
+    pool = [c for c in alive if choosable(c.trial.candidate)]
+    if not pool:
+        reasons = "; ".join(f"{t.candidate}: {t.reason}" for t in trials
+                            if t.status in ("rejected", "skipped") and choosable(t.candidate))
+        raise SpcError(f"spc.tune: no candidate of {kernel} that may be chosen computed the "
+                       f"reference's result ({reasons or 'none was tried'})")
     rounds = 1
-    while len(alive) > 1 and time.perf_counter() - t_start < budget_s:
-        alive.sort(key=lambda c: c.trial.amortized)
-        alive = alive[:math.ceil(len(alive) / 2)]
+    while len(pool) > 1 and time.perf_counter() - t_start < budget_s:
+        pool.sort(key=lambda c: c.trial.amortized)
+        pool = pool[:math.ceil(len(pool) / 2)]
         rounds += 1
-        for c in alive:
+        for c in pool:
             _time(c, arg_sets, _repeats(c.estimate, 2 ** (rounds - 1)), report.calls, device)
-    if not alive:
-        reasons = "; ".join(f"{t.candidate}: {t.reason}" for t in trials if t.status == "rejected")
-        raise SpcError(f"spc.tune: no candidate of {kernel} computed the reference's result "
-                       f"({reasons})")
-    best = min(alive, key=lambda c: c.trial.amortized)
+    best = min(pool, key=lambda c: c.trial.amortized)
     if default is not None and best is not default:     # the baseline, timed beside the winner
         finals = (best, default)
         for c in finals:
             _time(c, arg_sets, _repeats(c.estimate, 2 ** rounds), report.calls, device)
-        best = min(finals, key=lambda c: c.trial.amortized)
+        if choosable(default.trial.candidate):
+            best = min(finals, key=lambda c: c.trial.amortized)
     baseline = default.trial.amortized if default is not None else None
     for t in trials:
         if t.status == "ok" and baseline and t.amortized:

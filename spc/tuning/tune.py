@@ -37,8 +37,9 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
     them), and return a kernel bound to it.
 
     ``fmt``: None lets the tuner choose among csr, bsr(r,c), ell, hyb and
-    nm(2,4) where the matrix suits them (``tune.candidates`` has the rules); a
-    format name or a list restricts it.  ``calls``: the number of calls the
+    nm(2,4) where the matrix suits them (``candidates.py`` has the rules); a
+    format name or a list restricts the choice to those formats (csr's default
+    schedule is still timed, as the baseline).  ``calls``: the number of calls the
     one-off conversion is spread over.  ``budget_s``: no new candidate starts
     after this many seconds (compiling, checking and timing count; the
     default candidate always runs).  ``database``: True records the result in
@@ -62,8 +63,9 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
     n = width(name, dense)
     dtype_name = str(dtype) if dtype is not None else str(A_csr.dtype)
     default = Candidate("csr", spc.Schedule())
+    kept, pruned = formats(sig, fmt)
+    allowed = None if fmt is None else set(kept)
     if candidates is None:
-        kept, pruned = formats(sig, fmt)
         listed = []
         for f in kept:
             good, bad = schedules(name, f, sig, n, target)
@@ -72,6 +74,7 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
         cands = [default] + [c for c in listed if c != default]
     else:
         cands, pruned = [default] + [c for c in candidates if c != default], []
+        allowed = None
     report = TuneReport(name, target, dtype_name, n, calls, sig, budget_s=budget_s)
     compiled = {}
 
@@ -90,7 +93,8 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
         return BoundKernel(k, c.fmt, c.schedule).prepare(A_csr)
 
     best = search(name, A_csr, dense, cands, pruned, report, budget_s=budget_s,
-                  build=build, prepare=prepare, device=target)
+                  build=build, prepare=prepare, device=target,
+                  choosable=lambda c: allowed is None or c.fmt in allowed)
     chosen = best.trial.candidate
     tuned = TunedKernel(best.kernel, chosen.fmt, chosen.schedule, report)
     if sp.issparse(A):
