@@ -59,9 +59,10 @@ class BoundKernel:
 
     def _prepared(self, A):
         """The kept conversion of ``A``, made now when there is none; None where the
-        kernel takes ``A`` as it is (a scipy csr matrix for a csr kernel without
-        inspectors) or ``A`` is not a scipy matrix."""
-        if not sp.issparse(A) or (self.fmt == "csr" and A.format == "csr"
+        kernel takes ``A`` as it is (a scipy csr matrix for a CPU csr kernel without
+        inspectors: no copy) or ``A`` is not a scipy matrix.  A CUDA kernel always
+        keeps its operand on the GPU, rather than copying it there per call."""
+        if not sp.issparse(A) or (self.fmt == "csr" and A.format == "csr" and on_cpu(self.kernel)
                                   and not inspects(self.schedule)):
             return None
         if self._held is not None:
@@ -74,6 +75,12 @@ class BoundKernel:
 
     def __repr__(self) -> str:
         return f"<spc tuned kernel {self.kernel.name}: {self.fmt}, {self.schedule}>"
+
+
+def on_cpu(kernel) -> bool:
+    """The kernel runs on the CPU (spc kernels name their target; others are taken as CPU)."""
+    target = getattr(kernel, "target", None)
+    return getattr(target, "name", "cpu") == "cpu"
 
 
 def inspects(schedule: Schedule) -> bool:

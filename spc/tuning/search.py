@@ -49,7 +49,7 @@ def search(kernel: str, A_csr, dense: tuple, candidates: list[Candidate], pruned
     t_start = time.perf_counter()
     host_dense = tuple(host(d) for d in dense)
     want = reference(kernel, A_csr, host_dense)
-    arg_sets = rotated_copies(dense)
+    arg_sets = rotated_copies(dense, min_bytes=(128 if device == "cuda" else 32) << 20)
     trials = [Trial(p.candidate, "skipped", f"pruned: {p.reason}") for p in pruned]
     alive: list[Contender] = []
     for i, cand in enumerate(candidates):

@@ -88,7 +88,7 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
         return compiled[key]
 
     def prepare(k, c: Candidate):
-        if c.fmt == "csr" and not inspects(c.schedule):
+        if c.fmt == "csr" and not inspects(c.schedule) and target == "cpu":
             return A_csr                  # taken as it is, as the bound kernel will
         return BoundKernel(k, c.fmt, c.schedule).prepare(A_csr)
 
