@@ -135,3 +135,22 @@ def test_a_format_asked_for_is_the_one_chosen():
     assert k.fmt == "ell" and k.report.chosen.candidate.fmt == "ell"
     assert k.report.default.status == "ok"                    # timed as the baseline
     np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-4, atol=1e-4)
+
+
+def test_unsorted_duplicate_input():
+    rows, cols = np.array([3, 0, 3, 1, 0]), np.array([2, 4, 2, 0, 1])
+    A = sp.coo_matrix((np.array([1, 2, 3, 4, 5], np.float32), (rows, cols)), shape=(5, 6))
+    B = dense(6, 4)
+    k = spc.tune("spmm", A, B, budget_s=1, database=False)
+    np.testing.assert_allclose(k(A, B), A.toarray() @ B, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("A", [sp.csr_matrix((4, 5), dtype=np.float32),
+                               sp.csr_matrix(np.vstack([np.ones((1, 5)), np.zeros((3, 5))])
+                                             .astype(np.float32))],
+                         ids=["nnz0", "one-dense-row"])
+def test_sddmm_edge_cases(A):
+    X, Y = dense(4, 3), dense(5, 3, seed=4)
+    k = spc.tune("sddmm", A, X, Y, budget_s=1, database=False)
+    S = k(A, X, Y)
+    np.testing.assert_allclose(S.toarray(), A.toarray() * (X @ Y.T), rtol=1e-5, atol=1e-6)
