@@ -59,3 +59,30 @@ def test_help(command, capsys):
         main(command + ["--help"])
     assert stop.value.code == 0
     assert "usage: spc" in capsys.readouterr().out
+
+
+def test_eight_concurrent_spc_tune_processes_leave_the_database_consistent(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    import warnings
+    from pathlib import Path
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(9):                                     # file 8 is tuned by every process
+        sp.save_npz(data / f"m{i}.npz", sp.random(20 + i, 16, density=0.2, format="csr",
+                                                  dtype=np.float32, random_state=i))
+    env = dict(os.environ, SPC_CACHE_DIR=str(tmp_path / "cache"), SPC_NUM_THREADS="1")
+    repo = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = str(repo) + os.pathsep + env.get("PYTHONPATH", "")
+    procs = [subprocess.Popen([sys.executable, "-m", "spc", "tune", str(data / f"m{i}.npz"),
+                               str(data / "m8.npz"), "--n", "4", "--budget", "0"],
+                              env=env, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(8)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, results
+    monkeypatch.setenv("SPC_CACHE_DIR", str(tmp_path / "cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # no torn or corrupt entry
+        entries = Database.default().entries("spmm", "float32")
+    assert sorted(e.signature.rows for e in entries) == [20 + i for i in range(9)]
