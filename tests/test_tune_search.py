@@ -154,3 +154,10 @@ def test_sddmm_edge_cases(A):
     k = spc.tune("sddmm", A, X, Y, budget_s=1, database=False)
     S = k(A, X, Y)
     np.testing.assert_allclose(S.toarray(), A.toarray() * (X @ Y.T), rtol=1e-5, atol=1e-6)
+
+
+def test_a_format_asked_for_is_tried_even_without_budget():
+    A, B = matrix(), dense(50, 8)
+    k = spc.tune("spmm", A, B, fmt="ell", budget_s=0, database=False)
+    assert k.fmt == "ell"
+    np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-4, atol=1e-4)

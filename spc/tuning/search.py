@@ -35,16 +35,19 @@ def search(kernel: str, A_csr, dense: tuple, candidates: list[Candidate], pruned
     return the winner.
 
     ``build(candidate)`` compiles a candidate (ScheduleError: it does not apply,
-    reported as skipped); ``prepare(kernel, candidate)`` converts ``A_csr`` for it (called twice: the
-    second is timed as the conversion; the first call of the kernel, which builds
-    it, is untimed too).  A
-    candidate whose result differs from the float64 reference is rejected and never
-    chosen.  Ensures: the first candidate is always tried (the budget may be 0);
-    others start only while less than ``budget_s`` has passed; the winner has the
-    least amortized time (kernel + conversion / report.calls) in the last round.
-    Only candidates ``choosable`` accepts may win (the default is always
-    timed, as the speedups' baseline).  Raises the default candidate's error
-    when it fails, and SpcError when no choosable candidate is right.
+    reported as skipped); ``prepare(kernel, candidate)`` converts ``A_csr`` for
+    it (called twice: the second is timed as the conversion; the kernel's first
+    call, which builds its binary, is untimed too).  A candidate whose result
+    differs from the float64 reference is rejected and never chosen.  Only
+    candidates ``choosable`` accepts may win (the default is always timed, as
+    the speedups' baseline).
+
+    Ensures: the first candidate, and the candidates up to the first right one
+    that may win, are tried whatever the budget (it may be 0); others start
+    only while less than ``budget_s`` has passed; the winner has the least
+    amortized time (kernel + conversion / report.calls) in the last round.
+    Raises the default candidate's error when it fails, and SpcError when no
+    candidate that may win is right.
     """
     t_start = time.perf_counter()
     host_dense = tuple(host(d) for d in dense)
@@ -53,7 +56,8 @@ def search(kernel: str, A_csr, dense: tuple, candidates: list[Candidate], pruned
     trials = [Trial(p.candidate, "skipped", f"pruned: {p.reason}") for p in pruned]
     alive: list[Contender] = []
     for i, cand in enumerate(candidates):
-        if i > 0 and time.perf_counter() - t_start > budget_s:
+        have_winner = any(choosable(c.trial.candidate) for c in alive)
+        if i > 0 and have_winner and time.perf_counter() - t_start > budget_s:
             trials.append(Trial(cand, "skipped", f"budget of {budget_s:g} s spent"))
             continue
         trial = Trial(cand, "rejected")
