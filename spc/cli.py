@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                            "(default 10)")
     tune.add_argument("--calls", type=int, default=100,
                       help="calls a format conversion is amortized over (default 100)")
+    tune.add_argument("--space", default="rules", choices=("rules", "full"),
+                      help="rules: the schedules the tuner's rules keep (default); full: "
+                           "every schedule spc.schedule_space lists (slower)")
     tune.add_argument("--out", type=Path, default=None, metavar="DIR",
                       help="write report.md, report.csv, trials.csv (and speedup.png with "
                            "matplotlib) here")
@@ -113,6 +116,7 @@ def _tune(args) -> int:
         return 2
     rows, problems = sweep(files, args.kernel, args.n, target=args.target,
                            budget_s=args.budget, calls=args.calls, out=args.out,
+                           space=args.space,
                            say=lambda line: print(line, flush=True),
                            warn=lambda line: print(line, file=sys.stderr, flush=True))
     if args.out is not None:

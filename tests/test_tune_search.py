@@ -161,3 +161,13 @@ def test_a_format_asked_for_is_tried_even_without_budget():
     k = spc.tune("spmm", A, B, fmt="ell", budget_s=0, database=False)
     assert k.fmt == "ell"
     np.testing.assert_allclose(k(A, B), A @ B, rtol=1e-4, atol=1e-4)
+
+
+def test_full_space_tries_every_listed_schedule():
+    A, X, Y = matrix(), dense(60, 4), dense(50, 4, seed=2)
+    k = spc.tune("sddmm", A, X, Y, fmt="ell", space="full", budget_s=30, database=False)
+    tried = {t.candidate.schedule for t in k.report.trials if t.candidate.fmt == "ell"}
+    assert tried == set(spc.schedule_space("sddmm", fmt="ell"))
+    assert k.fmt == "ell"
+    with pytest.raises(spc.UnsupportedError, match="space"):
+        spc.tune("spmm", A, dense(50, 4), space="all")

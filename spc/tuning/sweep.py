@@ -98,6 +98,7 @@ def scipy_time(kernel: str, A, dense: tuple) -> float:
 
 def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
           budget_s: float = 10.0, calls: int = 100, out: Path | None = None,
+          space: str = "rules",
           say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
     """Tune ``kernel`` for every file and N; returns (rows, problems).  Writes the
     database (through ``spc.tune``) and, with ``out``, ``report.md``, ``report.csv``,
@@ -121,7 +122,8 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             dense = operands(kernel, A, n)
             t0 = time.perf_counter()
             try:
-                tuned = spc.tune(kernel, A, *dense, target=target, budget_s=budget_s, calls=calls)
+                tuned = spc.tune(kernel, A, *dense, target=target, budget_s=budget_s, calls=calls,
+                                 space=space)
             except spc.SpcError as err:
                 problems.append(f"{path} N={n}: {err}")
                 warn(f"spc tune: {path} N={n} failed: {err}")

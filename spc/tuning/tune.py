@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import scipy.sparse as sp
 
-from ..errors import InputError
+from ..errors import InputError, UnsupportedError
 from .bound import BoundKernel, inspects
 from .candidates import Candidate, formats, schedules
 from .reference import check_kernel, width
@@ -31,7 +31,8 @@ class TunedKernel(BoundKernel):
 
 def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
          budget_s: float = DEFAULT_BUDGET_S, calls: int = DEFAULT_CALLS,
-         database=True, candidates: list[Candidate] | None = None) -> TunedKernel:
+         database=True, candidates: list[Candidate] | None = None,
+         space: str = "rules") -> TunedKernel:
     """Find the fastest correct format and schedule of named ``kernel`` ("spmv",
     "spmm", "sddmm") for ``operands`` (the sparse matrix first, as the kernel takes
     them), and return a kernel bound to it.
@@ -54,6 +55,8 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
     """
     import spc
     name = check_kernel(kernel)
+    if space not in ("rules", "full"):
+        raise UnsupportedError(f"spc.tune: space must be 'rules' or 'full', not {space!r}")
     if not operands:
         raise InputError(f"spc.tune({name!r}, ...) needs the kernel's operands, the sparse "
                          f"matrix first")
@@ -68,6 +71,10 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
     if candidates is None:
         listed = []
         for f in kept:
+            if space == "full":
+                listed += [Candidate(f, s) for s in spc.schedule_space(
+                    name, fmt=f, target=target, dtype=dtype or "float32")]
+                continue
             good, bad = schedules(name, f, sig, n, target)
             listed += [Candidate(f, s) for s in good]
             pruned += bad
