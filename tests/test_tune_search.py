@@ -171,3 +171,9 @@ def test_full_space_tries_every_listed_schedule():
     assert k.fmt == "ell"
     with pytest.raises(spc.UnsupportedError, match="space"):
         spc.tune("spmm", A, dense(50, 4), space="all")
+
+
+@pytest.mark.parametrize("kwargs", [dict(calls=0), dict(budget_s=-1), dict(budget_s=float("nan"))])
+def test_bad_calls_or_budget(kwargs):
+    with pytest.raises(spc.InputError, match="calls must be"):
+        spc.tune("spmm", matrix(), dense(50, 4), database=False, **kwargs)

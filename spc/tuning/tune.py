@@ -44,7 +44,7 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
     one-off conversion is spread over.  ``budget_s``: no new candidate starts
     after this many seconds (compiling, checking and timing count; the
     default candidate always runs).  ``database``: True records the result in
-    the tuning database of this machine (``spc.tune.database``), a Database
+    the tuning database of this machine (``spc/tuning/database.py``), a Database
     records it there, False nowhere.  ``candidates``: try these after the
     default instead of the rules' (tests inject their own).
 
@@ -57,6 +57,9 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
     name = check_kernel(kernel)
     if space not in ("rules", "full"):
         raise UnsupportedError(f"spc.tune: space must be 'rules' or 'full', not {space!r}")
+    if not (isinstance(calls, int) and calls >= 1) or not budget_s >= 0:
+        raise InputError(f"spc.tune: calls must be a positive int and budget_s at least 0, "
+                         f"not calls={calls!r}, budget_s={budget_s!r}")
     if not operands:
         raise InputError(f"spc.tune({name!r}, ...) needs the kernel's operands, the sparse "
                          f"matrix first")
