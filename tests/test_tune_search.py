@@ -177,3 +177,13 @@ def test_full_space_tries_every_listed_schedule():
 def test_bad_calls_or_budget(kwargs):
     with pytest.raises(spc.InputError, match="calls must be"):
         spc.tune("spmm", matrix(), dense(50, 4), database=False, **kwargs)
+
+
+@pytest.mark.parametrize("kernel, operands", [
+    ("spmm", (dense(40, 8),)),
+    ("spmm", ()),
+    ("sddmm", (dense(60, 4), dense(40, 4))),
+], ids=["spmm-shape", "spmm-missing", "sddmm-shape"])
+def test_bad_operands_get_the_kernels_own_error(kernel, operands):
+    with pytest.raises(spc.SpcError):
+        spc.tune(kernel, matrix(), *operands, database=False, budget_s=0)

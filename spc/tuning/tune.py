@@ -102,6 +102,7 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
             return A_csr                  # taken as it is, as the bound kernel will
         return BoundKernel(k, c.fmt, c.schedule).prepare(A_csr)
 
+    build(default)(A_csr, *dense)           # bad operands: the kernel's own error, first
     best = search(name, A_csr, dense, cands, pruned, report, budget_s=budget_s,
                   build=build, prepare=prepare, device=target,
                   choosable=lambda c: allowed is None or c.fmt in allowed)
