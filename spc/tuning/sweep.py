@@ -109,6 +109,7 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
     trials: list[dict] = []
     total = len(files) * len(ns)
     done = 0
+    label = _labels(files)
     for path in files:
         try:
             A = load_matrix(path)
@@ -131,18 +132,36 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             wall = time.perf_counter() - t0
             rep = tuned.report
             chosen, default = rep.chosen, rep.default
-            row = Row(path.name, n, A.shape[0], A.shape[1], A.nnz, chosen.candidate.fmt,
+            row = Row(label[path], n, A.shape[0], A.shape[1], A.nnz, chosen.candidate.fmt,
                       _knobs(chosen.candidate.schedule), chosen.amortized, default.amortized,
                       scipy_time(kernel, A, dense), chosen.speedup or 1.0, wall,
                       sum(t.status in ("chosen", "ok", "rejected") for t in rep.trials))
             rows.append(row)
-            trials += [dict(matrix=path.name, n=n, **t) for t in rep.rows()]
-            say(f"[{done}/{total}] {path.name} N={n}: {row.fmt} [{row.schedule}] "
+            trials += [dict(matrix=label[path], n=n, **t) for t in rep.rows()]
+            say(f"[{done}/{total}] {label[path]} N={n}: {row.fmt} [{row.schedule}] "
                 f"{row.tuned_s * 1e6:.1f} us, {row.speedup:.2f}x default, "
                 f"{row.scipy_s / row.tuned_s:.2f}x scipy ({wall:.1f} s, {row.tried} tried)")
     if out is not None:
         write_report(out, kernel, target, rows, trials, problems)
     return rows, problems
+
+
+def _labels(files: list[Path]) -> dict[Path, str]:
+    """Each file's path below the folder all of them share (its name when alone), so
+    files of one name in different folders (DLMC layers) stay apart in the report."""
+    import os
+    parents = [str(f.resolve().parent) for f in files]
+    try:
+        base = Path(os.path.commonpath(parents)) if parents else None
+    except ValueError:
+        base = None
+    out = {}
+    for f in files:
+        try:
+            out[f] = f.resolve().relative_to(base).as_posix() if base else f.name
+        except ValueError:
+            out[f] = f.name
+    return out
 
 
 def _knobs(schedule) -> str:
