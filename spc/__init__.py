@@ -19,6 +19,7 @@ from .runtime.compiled import CompiledKernel
 from .schedule import Schedule
 from .schedule_space import schedule_space
 from .threads import get_num_threads, set_num_threads
+from .tuning import TuneReport, tune
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,6 @@ __all__ = [
     "compile", "cache", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
-    "NAMED_KERNELS", "schedule_space", "set_num_threads", "get_num_threads", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
+    "NAMED_KERNELS", "schedule_space", "tune", "TuneReport", "set_num_threads", "get_num_threads", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
     "InputError", "DTypeError", "DTypeWarning", "PerformanceWarning", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
 ]

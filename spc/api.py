@@ -71,6 +71,8 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
     from .frontend.names import is_plain
     from .ir.lower import OutputKind, Program, lower
     from .passes.fuse_rows import NotFusable, fuse_rows
+    if isinstance(schedule, str):          # schedule="auto": each statement its own
+        return None
     assigns = [parse(s) for s in statements]
     for a in assigns:
         check(a)
@@ -195,7 +197,7 @@ def make_target(target, **options):
 
 
 def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
-            accumulate=None, schedule: Schedule | None = None,
+            accumulate=None, schedule: "Schedule | str | None" = None,
             **target_options) -> TypedKernel:
     """Compile a named kernel ("spmv", "spmm", "sddmm") or an index-notation
     expression such as ``"y[i] = A[i,j] * x[j] + b[i]"``.
@@ -209,6 +211,11 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     the type sums run in, "float32" or "float64" (None: float32 for 16-bit
     values, else the values' type); never narrower than the values.  Returns a
     TypedKernel whose ``.source`` and ``.ir`` show the generated code.
+
+    ``schedule="auto"`` (named kernels): a kernel that runs, per sparse
+    operand, the format and schedule the tuning database recorded for the
+    nearest matrix (``spc.tune`` fills it), else the default (see
+    ``spc/tuning/auto.py``).
     """
     from .runtime.program import split_statements
     if isinstance(kernel, str) and (len(split_statements(kernel)) > 1
@@ -217,6 +224,9 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
                                 accumulate=accumulate, schedule=schedule, **target_options)
     if "fuse" in target_options:
         raise UnsupportedError("fuse= is for programs of several statements")
+    if isinstance(schedule, str):
+        return _auto(kernel, schedule, fmt=fmt, formats=formats, target=target, dtype=dtype,
+                     accumulate=accumulate, options=target_options)
     dt = None if dtype is None else _value_type(dtype)
     sums = None if accumulate is None else _value_type(accumulate)
     if sums is not None and sums.widened is not sums:
@@ -287,6 +297,20 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             schedule.tensor_cores or schedule.tile_cols is not None):
         typed.specialize(DType.F16)     # the tensor-core knobs steer 16-bit values: refused
     return typed                        # now where they cannot (tf32: float32's, built)
+
+
+def _auto(kernel, schedule: str, *, fmt, formats, target, dtype, accumulate, options):
+    """``spc.compile(..., schedule="auto")``: an AutoKernel; ScheduleError for any other
+    string, UnsupportedError for the options auto does not take."""
+    if schedule != "auto":
+        raise ScheduleError(f"schedule must be a spc.Schedule, None or \"auto\", not "
+                            f"{schedule!r}")
+    if formats is not None or accumulate is not None or options:
+        given = ", ".join(k for k, v in (("formats", formats), ("accumulate", accumulate))
+                          if v is not None) or ", ".join(options)
+        raise UnsupportedError(f"schedule=\"auto\" takes fmt, target and dtype; not {given}")
+    from .tuning.auto import AutoKernel
+    return AutoKernel(kernel, fmt=fmt, target=target, dtype=dtype)
 
 
 TENSOR_CORE_TYPES = (DType.F16, DType.BF16)

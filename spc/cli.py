@@ -1,13 +1,15 @@
-"""The ``spc`` command: ``spc --version``, ``spc show``, ``spc cache``.
+"""The ``spc`` command: ``spc --version``, ``spc show``, ``spc cache``, ``spc tune``.
 
     spc show spmm --fmt csr --target cuda --arch sm_90 --source
     spc show "y[i] = A[i,j] * x[j]" --format A=csr
     spc cache info        (or: spc cache clear)
+    spc tune ../shared/data/graphs --kernel spmm --n 32 128 --budget 10 --out tune_report
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +32,30 @@ def _parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="the compiled-kernel cache",
                            description="Show or empty the compiled-kernel cache.")
     cache.add_argument("action", nargs="?", default="info", choices=("info", "clear"))
+    tune = sub.add_parser("tune", help="tune a kernel over matrix files and record the best",
+                          description="Search formats and schedules of a named kernel for "
+                                      "each matrix file (.smtx, .mtx, optionally .gz, .npz; "
+                                      "folders are searched) and each N, record the winners "
+                                      "in the tuning database (used by schedule='auto') "
+                                      "and write a report.  A missing or malformed file is "
+                                      "reported and skipped; the exit status is 1 then.")
+    tune.add_argument("paths", nargs="+", metavar="PATH", help="matrix files or folders")
+    tune.add_argument("--kernel", default="spmm", choices=("spmv", "spmm", "sddmm"))
+    tune.add_argument("--n", type=int, nargs="+", default=[32], metavar="N",
+                      help="dense widths: SpMM's output columns, SDDMM's inner size "
+                           "(default 32)")
+    tune.add_argument("--target", default="cpu", choices=("cpu", "cuda"))
+    tune.add_argument("--budget", type=float, default=10.0, metavar="S",
+                      help="seconds per matrix and N after which no new candidate starts "
+                           "(default 10)")
+    tune.add_argument("--calls", type=int, default=100,
+                      help="calls a format conversion is amortized over (default 100)")
+    tune.add_argument("--space", default="rules", choices=("rules", "full"),
+                      help="rules: the schedules the tuner's rules keep (default); full: "
+                           "every schedule spc.schedule_space lists (slower)")
+    tune.add_argument("--out", type=Path, default=None, metavar="DIR",
+                      help="write report.md, report.csv, trials.csv (and speedup.png with "
+                           "matplotlib) here")
     return ap
 
 
@@ -44,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return _show(spc, args)
         if args.command == "cache":
             return _cache(spc, args)
+        if args.command == "tune":
+            return _tune(args)
     except spc.SpcError as err:
         print(f"spc: error: {err}", file=sys.stderr)
         return 2
@@ -75,6 +103,25 @@ def _cache(spc, args) -> int:
     for key, value in spc.cache.info().items():
         print(f"{key}: {value}")
     return 0
+
+
+def _tune(args) -> int:
+    from .tuning.sweep import matrix_files, sweep
+    files = matrix_files(args.paths)
+    if not files:
+        print("spc tune: no matrix files under " + ", ".join(args.paths), file=sys.stderr)
+        return 1
+    if any(n < 1 for n in args.n) or args.calls < 1:
+        print("spc tune: --n and --calls must be positive", file=sys.stderr)
+        return 2
+    rows, problems = sweep(files, args.kernel, args.n, target=args.target,
+                           budget_s=args.budget, calls=args.calls, out=args.out,
+                           space=args.space,
+                           say=lambda line: print(line, flush=True),
+                           warn=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.out is not None:
+        print(f"spc tune: wrote {args.out / 'report.md'}")
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
