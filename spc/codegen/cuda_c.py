@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass
 from itertools import count
 
-from ..errors import CompileError
+from ..errors import CompileError, UnsupportedError
 from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var,
@@ -416,6 +416,10 @@ class _Body:
         elif isinstance(s, Alloc) and s.buf.name in self.fragments:
             rows, cols = self.fragments[s.buf.name]       # a tile: this lane's entries
             self.emit(depth, f"float {c_name(s.buf.name)}[{rows * cols // WARP_SIZE}] = {{}};")
+        elif isinstance(s, Alloc) and s.is_workspace:
+            raise UnsupportedError(
+                f"kernel {self.kernel.name}: workspace '{s.buf.name}' (a sparse output built row "
+                f"by row, as SpGEMM's) is not generated for CUDA yet; use target='cpu'")
         elif isinstance(s, Alloc):
             self.emit(depth, f"{c_elem_type(s.buf.dtype)} {c_name(s.buf.name)}[{s.size}] = {{}};")
         elif isinstance(s, While):

@@ -129,7 +129,8 @@ def _exec(s, env, bufs, races: _Races | None = None):
             v = _NP[s.buf.dtype.widened](arr[idx]) + v
         arr[idx] = v                   # rounds to the array's type (16-bit floats)
     elif isinstance(s, Alloc):
-        bufs[s.buf.name] = np.zeros(s.size, dtype=_array_dtype(s.buf.dtype))
+        size = s.size if isinstance(s.size, int) else int(_eval(s.size, env, bufs))
+        bufs[s.buf.name] = np.zeros(size, dtype=_array_dtype(s.buf.dtype))
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
         concurrent = races is not None and s.kind in CONCURRENT

@@ -25,6 +25,7 @@ from .nodes import (Assign, BinOp, Block, Buffer, Cast, Const, DType, Expr, For,
                     Let, Load, Neg, Param, ParamRole, Stmt, Store, Var, While, add,
                     and_, block, dtype_of, eq, i64, lt, mul, or_)
 from .simplify_expr import simplify_expr
+from .workspace import RowWorkspace
 
 I64 = DType.I64
 
@@ -51,6 +52,11 @@ class Program:
     formats: tuple[tuple[str, Format], ...]
     value_dtype: DType
     index_dtype: DType
+    # an assembled output built in a workspace drops the entries whose sum is
+    # exactly zero, as scipy's sparse products do: the compute kernel writes each
+    # row's count of kept entries to ``<out><last>_nnz`` and the runtime packs
+    # the rows when some were dropped
+    drops_zeros: bool = False
 
     @property
     def compute(self) -> Kernel:
@@ -159,7 +165,41 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
     Among the orders allowed, indices that select sparse levels come first
     (so sparse operands drive the iteration), then the rest in order of first
     appearance (output indices first); dense inner dimensions end up innermost.
+    A sparse output is appended in storage order where some order allows it;
+    otherwise only its parent levels' indices come first and its last index
+    goes where the operands allow: the row is built in a workspace
+    (``uses_workspace``), as Gustavson's SpGEMM ``C[i,j] = A[i,k]*B[k,j]``
+    visits ``j`` under ``k``.
     """
+    try:
+        return _loop_order(assign, formats, workspace=False)
+    except UnsupportedError:
+        if formats[assign.lhs.tensor].is_dense:
+            raise
+        try:
+            return _loop_order(assign, formats, workspace=True)
+        except UnsupportedError:
+            pass
+        raise
+
+
+def uses_workspace(assign: ast.Assignment, formats: dict[str, Format],
+                   order: tuple[str, ...]) -> bool:
+    """True when ``order`` builds the sparse (assembled) output's rows in a
+    workspace: it visits the output's parent levels' indices first, in storage
+    order, and its last index later than right after them."""
+    out_fmt = formats[assign.lhs.tensor]
+    if out_fmt.is_dense or out_fmt.nlevels == 0:
+        return False
+    out_stored = [assign.lhs.indices[m] for m in out_fmt.order]
+    rows = len(out_stored) - 1
+    return tuple(order[:rows]) == tuple(out_stored[:rows]) and out_stored[-1] in order[rows + 1:]
+
+
+def _loop_order(assign: ast.Assignment, formats: dict[str, Format], *,
+                workspace: bool) -> tuple[str, ...]:
+    """default_loop_order's search; ``workspace``: a sparse output's last index
+    need not follow its parents (its rows are built in a workspace)."""
     plan = IndexPlan.of(assign, formats)
     indices: list[str] = list(plan.loop_vars)
     check_stored_by_loops(assign, formats, plan)
@@ -190,11 +230,12 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
                 f"storage order, but a blocked operand splits its index "
                 f"{', '.join(map(repr, split))} into block and in-block loops; use a dense "
                 f"output, or an operand format without blocks")
-        for k, ix in enumerate(out_stored):
-            before[ix].update(out_stored[:k])
+        first = out_stored[:-1] if workspace else out_stored
+        for k, ix in enumerate(first):
+            before[ix].update(first[:k])
         for ix in indices:
-            if ix not in out_stored:
-                before[ix].update(out_stored)
+            if ix not in first:
+                before[ix].update(first)
     order: list[str] = []
     remaining = list(indices)
     while remaining:
@@ -280,7 +321,8 @@ class Lowerer:
     def __init__(self, assign: ast.Assignment, formats: dict[str, Format],
                  order: tuple[str, ...], value_dtype: DType, index_dtype: DType,
                  output_kind: str, pattern_access: int | None, phase: str,
-                 accumulate: bool = False, sum_dtype: DType | None = None):
+                 accumulate: bool = False, sum_dtype: DType | None = None,
+                 workspace: bool = False):
         self.assign = assign
         self.formats = formats
         self.order = order
@@ -307,6 +349,14 @@ class Lowerer:
                 self.acc_depth = d
         self.acc = Var("acc", self.vt)
         self.inner_rhs = assign.rhs          # what the innermost loop adds to acc
+        self.ws = self._workspace() if workspace else None
+
+    def _workspace(self) -> RowWorkspace:
+        """The workspace over the output's last stored index (see ir/workspace.py)."""
+        io = self.io(self.out.tensor, self.out.indices, self.out_fmt.nlevels - 1)
+        vals = io.buffer("ws_vals", self.vt) if self.phase == "compute" else None
+        return RowWorkspace(io.buffer("ws_mark", DType.I8), io.buffer("ws_crd"), vals, io.dim,
+                            self.fresh(f"{self.out.tensor}_ws_n"), self.fresh)
 
     # -- names and buffers ---------------------------------------------------
     def fresh(self, stem: str, dtype: DType = I64) -> Var:
@@ -413,7 +463,8 @@ class Lowerer:
         states = {a: AccessState(0, ROOT) for a in range(len(self.accesses))}
         states[-1] = AccessState(0, ROOT)        # the output
         states, lets = self.resolve_located(states, set())
-        return block(*lets, self.loops(0, states, frozenset(), set()))
+        allocs = self.ws.allocs() if self.ws is not None else []
+        return block(*allocs, *lets, self.loops(0, states, frozenset(), set()))
 
     def split_invariant(self, states, zero) -> tuple[ast.Expr | None, ast.Expr]:
         """(the product of the right-hand side's factors that the reduction loops
@@ -453,6 +504,9 @@ class Lowerer:
         post: list[Stmt] = []
         if depth == self.append_depth():
             pre.extend(self.begin_append(states))
+            if self.ws is not None:
+                pre.append(self.ws.begin_row())
+                post.append(self.end_row(states))
         if depth == self.acc_depth and self.uses_acc():
             if self.phase == "assemble":
                 return block(*pre, self.emit_output(states, None, accumulate=False))
@@ -464,7 +518,9 @@ class Lowerer:
                     result = BinOp("*", simplify_expr(self.value(hoisted, states, zero)),
                                    self.acc)
             post.append(self.emit_output(states, result, accumulate=self.accumulate))
-        if depth == len(self.order):
+        if depth == len(self.order) and self.ws is not None and self.phase == "assemble":
+            inner = self.emit_output(states, None, accumulate=True)
+        elif depth == len(self.order):
             val = simplify_expr(self.value(self.inner_rhs, states, zero))
             if self.uses_acc():
                 inner = Assign(self.acc, BinOp("+", self.acc, val))
@@ -645,6 +701,8 @@ class Lowerer:
             buf = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT,
                            self.out.tensor)
             return Store(buf, states[-1].parent.pos, value, accumulate)
+        if self.ws is not None:
+            return self.ws.scatter(Var(self.out_stored[-1], I64), value)
         L = self.out_fmt.nlevels - 1
         io = self.io(self.out.tensor, self.out.indices, L)
         parent = states[-1].parent.pos
@@ -658,6 +716,29 @@ class Lowerer:
         return block(Store(crd, out_p, Var(self.out_stored[-1], I64)),
                      Store(vals, out_p, value),
                      Assign(out_p, add(out_p, i64(1))))
+
+
+    def end_row(self, states) -> Stmt:
+        """After a row was scattered into the workspace: record its size (assemble)
+        or write its nonzero sums in coordinate order (compute), resetting the
+        workspace."""
+        io = self.io(self.out.tensor, self.out.indices, self.out_fmt.nlevels - 1)
+        parent = states[-1].parent.pos
+        if self.phase == "assemble":
+            pos = self.use(io.buffer("pos"), ParamRole.OUTPUT, self.out.tensor)
+            return self.ws.end_counted_row(lambda n: Store(pos, add(parent, i64(1)), n))
+        crd = self.use(io.buffer("crd"), ParamRole.OUTPUT, self.out.tensor)
+        vals = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT, self.out.tensor)
+        kept = self.use(io.buffer("nnz"), ParamRole.OUTPUT, self.out.tensor)
+        pos = self.use(io.buffer("pos"), ParamRole.INPUT, self.out.tensor)
+        out_p = Var("out_p", I64)
+
+        def emit(j: Var, v: Var) -> Stmt:
+            return If(BinOp("!=", v, Const(0.0, v.dtype)),
+                      block(Store(crd, out_p, j), Store(vals, out_p, v),
+                            Assign(out_p, add(out_p, i64(1)))))
+        return block(self.ws.gather_row(emit),
+                     Store(kept, parent, BinOp("-", out_p, Load(pos, parent))))
 
 
 # ---------------------------------------------------------------------------
@@ -816,27 +897,35 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     check_loop_order(assign, formats, order)
     kind, pattern = classify_output(assign, formats)
     out_fmt = formats[assign.lhs.tensor]
+    workspace = False
     if kind == OutputKind.ASSEMBLED:
         out_stored = [assign.lhs.indices[m] for m in out_fmt.order]   # never blocked
-        if tuple(order[:len(out_stored)]) != tuple(out_stored):
+        workspace = uses_workspace(assign, formats, order)
+        if tuple(order[:len(out_stored)]) != tuple(out_stored) and not workspace:
             raise UnsupportedError(
                 f"a sparse output is appended in storage order: loop order {order} must "
-                f"start with {tuple(out_stored)}")
+                f"start with {tuple(out_stored)}, or with {tuple(out_stored[:-1])} (its "
+                f"rows then built in a workspace over '{out_stored[-1]}')")
     phases = ("assemble", "compute") if kind == OutputKind.ASSEMBLED else ("compute",)
     kernels = []
     for phase in phases:
         lw = Lowerer(assign, formats, order, value_dtype, index_dtype, kind, pattern, phase,
-                     accumulate, sum_dtype)
+                     accumulate, sum_dtype, workspace=workspace)
         body = lw.lower_body()
         params = _params(lw, order)
         attrs = (("order", ",".join(order)), ("output", kind))
         independent = order[0] if _outer_independent(assign, order, kind, lw) else None
         kname = name if phase == "compute" else f"{name}_assemble"
+        if workspace:
+            attrs += (("workspace", out_stored[-1]),)
         kernels.append(Kernel(kname, params, body, attrs, outer_independent=independent,
-                              adds_to_output=accumulate))
+                              adds_to_output=accumulate,
+                              workspaces=tuple(b.name for b in lw.ws.buffers) if workspace
+                              and independent is not None else ()))
     return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
                    assign.accesses()[pattern].tensor if pattern is not None else None,
-                   tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)
+                   tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype,
+                   drops_zeros=workspace)
 
 
 SPLIT_SUFFIXES = ("_blk", "_in")     # a blocked level's index ix loops as ix_blk, ix_in

@@ -256,9 +256,21 @@ class If:
 
 @dataclass(frozen=True, slots=True)
 class Alloc:
-    """A local array of ``size`` (a compile-time constant) elements, zeroed."""
+    """A local array of ``size`` elements, zeroed, alive until the end of the
+    block that declares it.
+
+    ``size`` is a compile-time constant (registers or stack: accumulator
+    tiles) or an integer expression of the kernel's sizes, e.g. ``size_j``:
+    a *workspace* over an index (TACO's precompute), heap memory on the CPU.
+    Declared inside a concurrent loop's body, each iteration has its own.
+    """
     buf: Buffer
-    size: int
+    size: "int | Expr"
+
+    @property
+    def is_workspace(self) -> bool:
+        """True when the size is known only at run time (an expression)."""
+        return not isinstance(self.size, int)
 
 
 Stmt = Block | Let | Assign | Store | For | While | If | Alloc
@@ -339,6 +351,11 @@ class Kernel:
     ``adds_to_output``: the kernel adds to what the output holds before it runs
     (a later term of a sum the lowerer splits into kernels), so its output's
     prior contents always matter.
+    ``workspaces``: the arrays of the workspaces (``Alloc`` with a size
+    expression) that lead the kernel's body, before its top loop, which every
+    iteration of that loop leaves zeroed as it found them (the lowerer's claim):
+    so a pass may declare them once per chunk of iterations instead
+    (map_parallel), and each thread has its own.
     ``attrs``: descriptive facts the printer shows (loop order, output kind).
     """
     name: str
@@ -350,6 +367,7 @@ class Kernel:
     outer_independent: str | None = None
     overwrites: tuple[str, ...] = ()
     adds_to_output: bool = False
+    workspaces: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:

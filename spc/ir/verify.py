@@ -112,6 +112,12 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 fail(f"store of a float32 value to '{s.buf.name}', a float64 array "
                      f"(stores may round values, never widen them)")
         elif isinstance(s, Alloc):
+            if s.is_workspace:
+                expr(s.size, scope)
+                if dtype_of(s.size) is not DType.I64:
+                    fail(f"size of workspace '{s.buf.name}' is not an int64 expression")
+            elif s.size < 0:
+                fail(f"negative size of local array '{s.buf.name}'")
             local_bufs.add(s.buf.name)
         elif isinstance(s, For):
             expr(s.lo, scope)

@@ -30,6 +30,7 @@ from .inspectors import derived
 from .cpu_specialize import specialize as specialize_cpu
 from .launch_cpu import launch
 from .narrow_cpu import narrow as narrow_cpu
+from .pack_rows import pack_rows
 from .operands import (as_scipy_kind, from_dlpack, result_family, scipy_arrays, shape_of,
                        to_tensor, with_index_dtype)
 
@@ -775,7 +776,11 @@ class CompiledKernel(KernelCall):
         vals = xp.empty(nnz, dtype=np_dtype)
         arrays[f"{out_name}{last}_crd"] = crd
         arrays[out_vals] = vals
+        if program.drops_zeros:                # each row's count of entries kept
+            kept = arrays[f"{out_name}{last}_nnz"] = xp.zeros(parents, dtype=np_index)
         self._launch(v, 1, arrays, ints, nthreads)
+        if program.drops_zeros:
+            pos, crd, vals = pack_rows(pos, kept, crd, vals, xp)
         level_arrays = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
         return Tensor(out_shape, out_fmt, level_arrays, rounded(vals), validate=False)
 

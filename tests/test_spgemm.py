@@ -1,0 +1,216 @@
+"""SpGEMM through row workspaces on the CPU: ``C[i,j] = A[i,k]*B[k,j]`` with
+every operand sparse, checked against scipy's ``A @ B``.
+
+spc's result is sorted and duplicate-free, and, as scipy's sparse product,
+holds no entry whose sum is exactly zero (cancellation drops it; a NaN stays).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+
+from matrices import MATRICES, Case, assert_allclose, from_mask, random_mask, rng_for
+
+CSR3 = {"A": "csr", "B": "csr", "C": "csr"}
+SPGEMM = "C[i,j] = A[i,k]*B[k,j]"
+
+
+def right_operand(a: sp.csr_matrix, name: str, cols: int, density: float, dtype) -> sp.csr_matrix:
+    """A fixed-seed CSR matrix with as many rows as ``a`` has columns."""
+    rng = rng_for(name)
+    return from_mask(random_mask(rng, (a.shape[1], cols), density), rng, dtype)
+
+
+def assert_canonical_product(c, expected: sp.spmatrix, dtype) -> None:
+    """``c`` is a canonical CSR matrix (sorted, unique columns per row) with the
+    pattern and (to rounding) the values of scipy's ``expected``."""
+    assert sp.issparse(c) and c.format == "csr"
+    assert c.shape == expected.shape
+    for r in range(c.shape[0]):
+        row = c.indices[c.indptr[r]:c.indptr[r + 1]]
+        assert np.all(np.diff(row) > 0), f"row {r} is not sorted and unique: {row}"
+    e = expected.tocsr()
+    e.sort_indices()
+    assert np.array_equal(c.indptr, e.indptr)
+    assert np.array_equal(c.indices, e.indices)
+    assert_allclose(c, e, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", MATRICES, ids=str)
+def test_spgemm_matches_scipy(compiled, case: Case, dtype):
+    a = case.build(dtype)
+    b = right_operand(a, f"{case.id}-B", 23, 0.2, dtype)
+    c = compiled(SPGEMM, formats=CSR3, dtype=np.dtype(dtype).name)(a, b)
+    assert_canonical_product(c, a @ b, dtype)
+
+
+@pytest.mark.parametrize("case", MATRICES, ids=str)
+def test_a_times_a_transposed_as_csr(compiled, case: Case):
+    """``A Aᵀ`` with Aᵀ passed as a csr operand (scipy's ``A.T`` is csc: converted)."""
+    a = case.build(np.float64)
+    c = compiled(SPGEMM, formats=CSR3, dtype="float64")(a, a.T)
+    assert_canonical_product(c, a @ a.T, np.float64)
+
+
+@pytest.mark.parametrize("case", MATRICES, ids=str)
+def test_a_squared(compiled, case: Case):
+    a = case.build(np.float64)
+    if a.shape[0] != a.shape[1]:
+        pytest.skip("A² needs a square matrix")
+    c = compiled(SPGEMM, formats=CSR3, dtype="float64")(a, a)
+    assert_canonical_product(c, a @ a, np.float64)
+
+
+# Row lengths chosen to reach each way the workspace orders a row (ir/workspace.py):
+# wide output rows with few entries (insertion sort, then heapsort) and rows
+# dense enough to scan the marks.
+@pytest.mark.parametrize("m, k, n, da, db", [
+    pytest.param(30, 30, 5000, 0.07, 0.001, id="short-rows-insertion"),
+    pytest.param(30, 30, 5000, 0.1, 0.01, id="wide-rows-heapsort"),
+    pytest.param(40, 30, 60, 0.3, 0.3, id="dense-rows-scan"),
+    pytest.param(1, 300, 1, 1.0, 1.0, id="one-by-one-output"),
+])
+def test_row_orderings(compiled, m, k, n, da, db):
+    rng = rng_for(f"orderings-{m}-{k}-{n}-{da}-{db}")
+    a = from_mask(random_mask(rng, (m, k), da), rng, np.float64)
+    b = from_mask(random_mask(rng, (k, n), db), rng, np.float64)
+    c = compiled(SPGEMM, formats=CSR3, dtype="float64")(a, b)
+    assert_canonical_product(c, a @ b, np.float64)
+
+
+def test_cancellation_drops_exact_zeros_as_scipy_does(compiled):
+    """An entry whose products sum to exactly 0 is not stored (scipy's ``@`` drops
+    it too); a NaN sum is stored."""
+    a = sp.csr_matrix(np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]))
+    b = sp.csr_matrix(np.array([[2.0, 0.0], [-2.0, 5.0], [np.nan, 0.0]]))
+    c = compiled(SPGEMM, formats=CSR3, dtype="float64")(a, b)
+    expected = a @ b
+    assert c.nnz == expected.nnz == 4
+    assert np.array_equal(c.indptr, [0, 1, 3, 4])       # (0, 0) = 2 - 2 is dropped
+    assert np.array_equal(c.indices, [1, 0, 1, 0])
+    assert c[0, 1] == 5.0 and np.isnan(c[2, 0])
+    assert np.array_equal(c.indptr, expected.indptr)
+
+
+def test_all_products_cancel(compiled):
+    a = sp.csr_matrix(np.array([[1.0, -1.0], [2.0, -2.0]]))
+    b = sp.csr_matrix(np.array([[3.0, 1.0], [3.0, 1.0]]))
+    c = compiled(SPGEMM, formats=CSR3, dtype="float64")(a, b)
+    assert c.nnz == 0 == (a @ b).nnz
+    assert np.array_equal(c.indptr, [0, 0, 0])
+
+
+def test_int64_indices(compiled):
+    """Operands with int64 indices run the int64 kernels; the result keeps them."""
+    case = next(c for c in MATRICES if c.id == "power_law_200x150")
+    a = case.build(np.float64)
+    b = right_operand(a, "int64-B", 90, 0.1, np.float64)
+    wide = [spc.tensor(m, "csr") for m in (a, b)]
+    for t in wide:
+        t.arrays[1]["pos"] = t.arrays[1]["pos"].astype(np.int64)
+        t.arrays[1]["crd"] = t.arrays[1]["crd"].astype(np.int64)
+    c = compiled(SPGEMM, formats=CSR3, dtype="float64")(*wide)
+    assert isinstance(c, spc.Tensor) and c.arrays[1]["crd"].dtype == np.int64
+    assert_canonical_product(c.to_scipy("csr"), a @ b, np.float64)
+
+
+def _unsorted_with_duplicates(rng, m, n) -> sp.csr_matrix:
+    """Raw CSR arrays with unsorted columns, duplicates and empty rows (scipy's
+    constructors would canonicalize them)."""
+    indptr, cols, vals = [0], [], []
+    for i in range(m):
+        row = [] if i % 3 == 1 else list(rng.integers(0, n, rng.integers(1, 6)))
+        cols += row
+        vals += list(rng.uniform(0.1, 1.0, len(row)))
+        indptr.append(len(cols))
+    a = sp.csr_matrix((np.asarray(vals), np.asarray(cols, np.int32), np.asarray(indptr, np.int32)),
+                      shape=(m, n))
+    a.has_sorted_indices = False
+    assert not a.has_canonical_format
+    return a
+
+
+def test_unsorted_and_duplicate_operands(compiled):
+    rng = rng_for("spgemm-noncanonical")
+    a = _unsorted_with_duplicates(rng, 12, 9)
+    b = _unsorted_with_duplicates(rng, 9, 14)
+    expected = a.toarray() @ b.toarray()
+    c = compiled(SPGEMM, formats=CSR3, dtype="float64")(a, b)
+    canon_a, canon_b = a.copy(), b.copy()
+    canon_a.sum_duplicates()
+    canon_b.sum_duplicates()
+    assert_canonical_product(c, canon_a @ canon_b, np.float64)
+    assert_allclose(c, expected, np.float64)
+
+
+def test_threads_match_one_thread():
+    """Rows in parallel chunks (each its own workspace) give the serial result,
+    bit for bit (each row is summed in the same order)."""
+    rng = rng_for("spgemm-threads")
+    a = from_mask(random_mask(rng, (3000, 400), 0.02), rng, np.float64)
+    b = from_mask(random_mask(rng, (400, 2500), 0.02), rng, np.float64)
+    serial = spc.compile(SPGEMM, formats=CSR3, dtype="float64",
+                         schedule=spc.Schedule(parallel=False))
+    threaded = spc.compile(SPGEMM, formats=CSR3, dtype="float64",
+                           schedule=spc.Schedule(threads=4))
+    assert "@parallel" in threaded.ir and "@parallel" not in serial.ir
+    one, many = serial(a, b), threaded(a, b)
+    assert np.array_equal(one.indptr, many.indptr)
+    assert np.array_equal(one.indices, many.indices)
+    assert np.array_equal(one.data, many.data)
+    assert_canonical_product(many, a @ b, np.float64)
+
+
+@pytest.mark.parametrize("formats", [
+    pytest.param({"A": "dcsr", "B": "csr", "C": "csr"}, id="dcsr-csr"),
+    pytest.param({"A": "csr", "B": "dcsr", "C": "csr"}, id="csr-dcsr"),
+    pytest.param({"A": "coo", "B": "csr", "C": "csr"}, id="coo-csr"),
+])
+def test_other_operand_formats(compiled, formats):
+    case = next(c for c in MATRICES if c.id == "empty_rows_30x25")
+    a = case.build(np.float64)
+    b = right_operand(a, "formats-B", 31, 0.15, np.float64)
+    c = compiled(SPGEMM, formats=formats, dtype="float64")(a, b)
+    assert_canonical_product(c, a @ b, np.float64)
+
+
+def test_csc_output_is_built_column_by_column(compiled):
+    """A csc output's rows are columns: ``C`` csc with ``A``, ``B`` csc is
+    Gustavson over columns (``Cᵀ = Bᵀ Aᵀ``)."""
+    case = next(c for c in MATRICES if c.id == "dense_col_50x40")
+    a = case.build(np.float64)
+    b = right_operand(a, "csc-B", 27, 0.2, np.float64)
+    k = compiled(SPGEMM, formats={"A": "csc", "B": "csc", "C": "csc"}, dtype="float64")
+    assert "workspace" in k.ir
+    c = k(a.tocsc(), b.tocsc())
+    assert sp.issparse(c) and c.format == "csc"
+    assert_allclose(c, a @ b, np.float64)
+
+
+def test_sum_of_products_under_one_reduction(compiled):
+    """``A B + A D`` (one reduction, k): B's and D's rows merge into one workspace."""
+    case = next(c for c in MATRICES if c.id == "square_40x40")
+    a = case.build(np.float64)
+    b = right_operand(a, "sum-B", 35, 0.1, np.float64)
+    d = right_operand(a, "sum-D", 35, 0.1, np.float64)
+    k = compiled("C[i,j] = A[i,k]*B[k,j] + A[i,k]*D[k,j]",
+                 formats={"A": "csr", "B": "csr", "D": "csr", "C": "csr"}, dtype="float64")
+    c = k(a, b, d)
+    assert_canonical_product(c, a @ b + a @ d, np.float64)
+
+
+def test_masked_spgemm(compiled):
+    """``C = M ⊙ (A B)`` with M csr: the workspace row holds only M's pattern."""
+    case = next(c for c in MATRICES if c.id == "power_law_200x150")
+    a = case.build(np.float64)
+    b = right_operand(a, "masked-B", 120, 0.05, np.float64)
+    rng = rng_for("masked-M")
+    m = from_mask(random_mask(rng, (a.shape[0], 120), 0.1), rng, np.float64)
+    k = compiled("C[i,j] = M[i,j]*A[i,k]*B[k,j]",
+                 formats={"M": "csr", "A": "csr", "B": "csr", "C": "csr"}, dtype="float64")
+    c = k(m, a, b)
+    assert_canonical_product(c, m.multiply(a @ b).tocsr(), np.float64)
