@@ -14,11 +14,12 @@ import scipy.sparse as sp
 import spc
 from spc.ir.interp import run_kernel
 from spc.ir.lower import uses_workspace
-from spc.ir.nodes import (Alloc, Buffer, DType, For, Kernel, LoopKind, Param, ParamRole, Var)
+from spc.ir.nodes import (Alloc, Block, Buffer, DType, For, Kernel, Let, LoopKind, Param, ParamRole,
+                          Store, Var, i64)
 from spc.ir.printer import format_expr, format_kernel
 from spc.ir.traverse import walk
 from spc.ir.verify import verify
-from spc.ir.workspace import heap_sort, insertion_sort
+from spc.ir.workspace import insertion_sort, merge_sort
 from spc.passes.pipeline import cpu_pipeline
 from spc.passes.map_parallel import map_parallel
 from spc.runtime.pack_rows import pack_rows
@@ -36,21 +37,38 @@ CSR3 = {"A": "csr", "B": "csr", "C": "csr"}
 
 
 def _sort_kernel(sort) -> Kernel:
-    xs, n = Buffer("xs", DType.I32), Var("n", I64)
+    """A kernel sorting xs[0, n) with ``sort``; xs has 2n entries, and the sorted
+    entries end at xs[off, off + n), off stored in out[0]."""
+    xs, n, out = Buffer("xs", DType.I32), Var("n", I64), Buffer("out", I64)
     names = count()
-    body = sort(xs, n, lambda stem: Var(f"{stem}{next(names)}", I64))
-    return verify(Kernel("sort", (Param(xs, ParamRole.OUTPUT), Param(n, ParamRole.SIZE)), body))
+    fresh = lambda stem: Var(f"{stem}{next(names)}", I64)      # noqa: E731
+    off = Var("off", I64)
+    body = sort(xs, n, n, off, fresh) if sort is merge_sort else sort(xs, n, fresh)
+    body = Block((Let(off, i64(0)), body, Store(out, i64(0), off)))
+    params = (Param(xs, ParamRole.OUTPUT), Param(out, ParamRole.OUTPUT), Param(n, ParamRole.SIZE))
+    return verify(Kernel("sort", params, body))
 
 
-@pytest.mark.parametrize("sort", [insertion_sort, heap_sort], ids=lambda f: f.__name__)
-@pytest.mark.parametrize("n, distinct", [(0, True), (1, True), (2, True), (3, True), (16, True),
-                                         (17, True), (64, True), (101, True), (40, False)])
-def test_ir_sorts_sort(sort, n, distinct):
-    rng = rng_for(f"sort-{n}-{distinct}")
-    xs = (rng.permutation(5 * n)[:n] if distinct else rng.integers(0, 7, n)).astype(np.int32)
-    out = xs.copy()
-    run_kernel(_sort_kernel(sort), {"xs": out, "n": n})
-    assert np.array_equal(out, np.sort(xs))
+def _runs(rng, n: int, runs: int) -> np.ndarray:
+    """n distinct values as ``runs`` ascending runs (a gathered Gustavson row)."""
+    values = rng.permutation(5 * n)[:n]
+    cuts = np.sort(rng.choice(np.arange(1, n), size=min(runs, n) - 1, replace=False)) \
+        if n > 1 and runs > 1 else []
+    return np.concatenate([np.sort(part) for part in np.split(values, cuts)]) if n else values
+
+
+@pytest.mark.parametrize("sort", [insertion_sort, merge_sort], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("n, runs", [(0, 1), (1, 1), (2, 2), (3, 3), (16, 1), (17, 17),
+                                     (64, 5), (101, 101), (40, 2), (33, 32)])
+def test_ir_sorts_sort(sort, n, runs):
+    rng = rng_for(f"sort-{n}-{runs}")
+    xs = _runs(rng, n, runs).astype(np.int32)
+    buf = np.concatenate([xs, np.full(n, -7, np.int32)])
+    out = np.zeros(1, np.int64)
+    run_kernel(_sort_kernel(sort), {"xs": buf, "out": out, "n": n})
+    off = int(out[0])
+    assert off in (0, n)
+    assert np.array_equal(buf[off:off + n], np.sort(xs))
 
 
 # ---------------------------------------------------------------- lowering
@@ -63,7 +81,8 @@ def test_spgemm_lowers_to_assemble_and_compute_with_a_workspace():
     assemble, compute = program.kernels
     for kernel in (assemble, compute):
         workspaces = [n for n in walk(kernel.body) if isinstance(n, Alloc) and n.is_workspace]
-        assert workspaces and all(format_expr(a.size) == "size_j" for a in workspaces)
+        assert workspaces and all(format_expr(a.size) in ("size_j", "size_j * 2")
+                                  for a in workspaces)
         assert "workspace C1_ws_mark: i8[size_j]" in format_kernel(kernel)
         assert kernel.workspaces == tuple(a.buf.name for a in workspaces)
     assert "C_vals" not in {p.name for p in assemble.params}      # counting reads no values

@@ -9,8 +9,9 @@ visits ``j`` under ``k`` -- each row is first scattered into a workspace over
 the index and then gathered into the output:
 
 * ``mark`` (int8): 1 where the current row has an entry;
-* ``coords`` (index type): the row's coordinates, in the order first touched,
-  ``count`` of them;
+* ``coords`` (index type, twice the index's extent): the row's coordinates,
+  in the order first touched, ``count`` of them (the second half is scratch
+  for sorting them);
 * ``vals`` (the sums' type; the compute kernel only): the row's sums.
 
 The gather emits the row in coordinate order and resets every slot the row
@@ -23,7 +24,8 @@ by a test in the IR:
   in order; a sequential pass over ``size`` bytes costs less than sorting
   ``count`` coordinates with data-dependent branches);
 * ``count <= INSERTION_MAX``: insertion sort (short rows: the fewest steps);
-* otherwise heapsort (O(count log count), in place, no recursion).
+* otherwise a natural merge sort, whose passes merge the ascending runs the
+  row was appended in (O(count log runs); see ``merge_sort``).
 """
 from __future__ import annotations
 
@@ -58,8 +60,10 @@ class RowWorkspace:
         return tuple(b for b in (self.mark, self.coords, self.vals) if b is not None)
 
     def allocs(self) -> list[Stmt]:
-        """The workspace's arrays, zeroed, each of ``size`` elements."""
-        return [Alloc(b, self.size) for b in self.buffers]
+        """The workspace's arrays, zeroed: ``size`` elements each, twice that for
+        ``coords`` (its second half is the merge sort's other buffer)."""
+        return [Alloc(b, mul(self.size, i64(2)) if b is self.coords else self.size)
+                for b in self.buffers]
 
     def begin_row(self) -> Stmt:
         return Let(self.count, i64(0))
@@ -93,14 +97,14 @@ class RowWorkspace:
 
         jj = self.fresh("ws_j")
         scan = For(jj, i64(0), self.size, If(BinOp("!=", Load(self.mark, jj), i64(0)), visit(jj)))
-        q = self.fresh("ws_q")
-        jq = self.fresh("ws_j")
-        listed = For(q, i64(0), self.count, block(Let(jq, Load(self.coords, q)), visit(jq)))
+        q, jq, off = self.fresh("ws_q"), self.fresh("ws_j"), self.fresh("ws_off")
+        listed = For(q, i64(0), self.count,
+                     block(Let(jq, Load(self.coords, add(off, q))), visit(jq)))
         sort = If(BinOp("<=", self.count, i64(INSERTION_MAX)),
                   insertion_sort(self.coords, self.count, self.fresh),
-                  heap_sort(self.coords, self.count, self.fresh))
+                  merge_sort(self.coords, self.count, self.size, off, self.fresh))
         dense_enough = BinOp("<=", self.size, mul(self.count, i64(SCAN_RATIO)))
-        return If(dense_enough, scan, block(sort, listed))
+        return If(dense_enough, scan, block(Let(off, i64(0)), sort, listed))
 
 
 def insertion_sort(buf: Buffer, n: Expr, fresh) -> Stmt:
@@ -115,32 +119,50 @@ def insertion_sort(buf: Buffer, n: Expr, fresh) -> Stmt:
         Store(buf, r, key)))
 
 
-def _sift_down(buf: Buffer, root: Expr, end: Expr, fresh) -> Stmt:
-    """Restore the max-heap property of ``buf[root, end)`` below ``root``."""
-    r, c, top = fresh("srt_r"), fresh("srt_c"), fresh("srt_t")
-    left = add(mul(r, i64(2)), i64(1))
-    return block(
-        Let(r, root),
-        While(lt(left, end), block(
-            Let(c, left),
-            If(and_(lt(add(c, i64(1)), end), lt(Load(buf, c), Load(buf, add(c, i64(1))))),
-               Assign(c, add(c, i64(1)))),
-            If(lt(Load(buf, r), Load(buf, c)),
-               block(Let(top, Load(buf, r)), Store(buf, r, Load(buf, c)), Store(buf, c, top),
-                     Assign(r, c)),
-               Assign(r, end)))))          # in place: stop (2 * end + 1 >= end)
+def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
+    """Sort ``buf[0, n)`` ascending by a bottom-up *natural* merge sort, with
+    ``buf[half, half + n)`` as the other buffer; ``result`` is assigned the
+    offset (0 or ``half``) where the sorted entries end up.
+
+    Each pass merges neighbouring ascending runs, so a row gathered from r
+    sorted rows of an operand (Gustavson's rows are unions of B's sorted rows,
+    each appending its new coordinates in order) takes ceil(log2 r) passes
+    instead of log2 n.
+    """
+    src, dst, runs, swap = fresh("srt_src"), fresh("srt_dst"), fresh("srt_runs"), fresh("srt_t")
+    p, mid, hi = fresh("srt_p"), fresh("srt_mid"), fresh("srt_hi")
+    a, b, o = fresh("srt_a"), fresh("srt_b"), fresh("srt_o")
+
+    def at(off: Expr, k: Expr) -> Load:
+        return Load(buf, add(off, k))
+
+    def ascending(k: Var) -> Expr:       # k < n and buf[k - 1] < buf[k] (in src)
+        return and_(lt(k, n), lt(at(src, sub(k, i64(1))), at(src, k)))
+
+    def take(k: Var) -> Stmt:            # dst[o++] = src[k++]
+        return block(Store(buf, add(dst, o), at(src, k)), Assign(k, add(k, i64(1))),
+                     Assign(o, add(o, i64(1))))
+
+    one_pass = block(
+        Assign(runs, i64(0)),
+        Let(p, i64(0)),
+        While(lt(p, n), block(
+            Let(mid, add(p, i64(1))),
+            While(ascending(mid), Assign(mid, add(mid, i64(1)))),
+            Let(hi, mid),
+            If(lt(hi, n), block(Assign(hi, add(hi, i64(1))),
+                                While(ascending(hi), Assign(hi, add(hi, i64(1)))))),
+            Let(a, p), Let(b, mid), Let(o, p),
+            While(and_(lt(a, mid), lt(b, hi)),
+                  If(lt(at(src, b), at(src, a)), take(b), take(a))),
+            While(lt(a, mid), take(a)),
+            While(lt(b, hi), take(b)),
+            Assign(runs, add(runs, i64(1))),
+            Assign(p, hi))),
+        Let(swap, src), Assign(src, dst), Assign(dst, swap))
+    return block(Let(src, i64(0)), Let(dst, half), Let(runs, i64(2)),
+                 While(lt(i64(1), runs), one_pass),
+                 Assign(result, src))
 
 
-def heap_sort(buf: Buffer, n: Expr, fresh) -> Stmt:
-    """Sort ``buf[0, n)`` ascending, by heapsort."""
-    t, u, top = fresh("srt_t"), fresh("srt_u"), fresh("srt_t")
-    half = BinOp("/", n, i64(2))
-    build = For(t, i64(0), half, _sift_down(buf, sub(sub(half, i64(1)), t), n, fresh))
-    last = sub(sub(n, i64(1)), u)
-    pop = For(u, i64(0), sub(n, i64(1)), block(
-        Let(top, Load(buf, i64(0))), Store(buf, i64(0), Load(buf, last)), Store(buf, last, top),
-        _sift_down(buf, i64(0), last, fresh)))
-    return block(build, pop)
-
-
-__all__ = ["INSERTION_MAX", "RowWorkspace", "SCAN_RATIO", "heap_sort", "insertion_sort"]
+__all__ = ["INSERTION_MAX", "RowWorkspace", "SCAN_RATIO", "insertion_sort", "merge_sort"]
