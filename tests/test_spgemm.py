@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import spc
 
@@ -214,3 +216,45 @@ def test_masked_spgemm(compiled):
                  formats={"M": "csr", "A": "csr", "B": "csr", "C": "csr"}, dtype="float64")
     c = k(m, a, b)
     assert_canonical_product(c, m.multiply(a @ b).tocsr(), np.float64)
+
+
+@pytest.mark.parametrize("expr, formats, second", [
+    pytest.param(SPGEMM, {"A": "csr", "B": "csc", "C": "csr"}, lambda a: a.T,
+                 id="B-csc-is-A.T"),
+    pytest.param("C[i,j] = A[i,k]*B[j,k]", CSR3, lambda a: a, id="B[j,k]-csr-is-A"),
+])
+def test_a_times_a_transposed_without_conversion(compiled, expr, formats, second):
+    """``A Aᵀ`` with Aᵀ stored column-major (scipy's ``A.T`` is csc), or written
+    with transposed indices: inner products over the row pairs, no workspace."""
+    case = next(c for c in MATRICES if c.id == "power_law_200x150")
+    a = case.build(np.float64)
+    k = compiled(expr, formats=formats, dtype="float64")
+    assert "workspace" not in k.ir
+    c = k(a, second(a))
+    assert_allclose(c, a @ a.T, np.float64)
+
+
+FORMATS = ("csr", "dcsr", "coo")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(m=st.integers(0, 12), k=st.integers(0, 12), n=st.integers(0, 40),
+       da=st.floats(0.0, 1.0), db=st.floats(0.0, 1.0), seed=st.integers(0, 2**16),
+       fa=st.sampled_from(FORMATS), fb=st.sampled_from(FORMATS),
+       masked=st.booleans())
+def test_random_products_with_workspaces(m, k, n, da, db, seed, fa, fb, masked):
+    """Random shapes, densities and operand formats, masked or not, against scipy."""
+    rng = np.random.default_rng(seed)
+    a = from_mask(random_mask(rng, (m, k), da), rng, np.float64)
+    b = from_mask(random_mask(rng, (k, n), db), rng, np.float64)
+    formats = {"A": fa, "B": fb, "C": "csr"}
+    if masked:
+        mask = from_mask(random_mask(rng, (m, n), 0.3), rng, np.float64)
+        kern = spc.compile("C[i,j] = M[i,j]*A[i,k]*B[k,j]", formats={**formats, "M": "csr"},
+                           dtype="float64")
+        c, expected = kern(mask, a, b), mask.multiply(a @ b).tocsr()
+    else:
+        kern = spc.compile(SPGEMM, formats=formats, dtype="float64")
+        c, expected = kern(a, b), a @ b
+    assert "workspace" in kern.ir
+    assert_canonical_product(c, expected, np.float64)
