@@ -300,8 +300,8 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
             return f"spc_to_tf32({r(x.value)})"
         if isinstance(x, BinOp):
             a, b = r(x.lhs), r(x.rhs)
-            if x.op in ("min", "max"):
-                return f"spc_{x.op}({a}, {b})"
+            if x.op in ("min", "max"):      # typed: an int64 beside a literal deduces one T
+                return f"spc_{x.op}<{c_type(dtype_of(x.lhs))}>({a}, {b})"
             return f"({a} {x.op} {b})"
         raise CompileError(f"cannot render expression {x!r}")
 

@@ -175,7 +175,7 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
             env[p.name] = np.int64(args[p.name])
         else:
             arr = args[p.name]
-            bufs[p.name] = arr if p.role is ParamRole.OUTPUT else arr.copy()
+            bufs[p.name] = arr if p.role in (ParamRole.OUTPUT, ParamRole.SCRATCH) else arr.copy()
             if p.name in kernel.overwrites:
                 arr.fill(np.nan if p.value.dtype.is_float else -1)
     _exec(kernel.body, env, bufs, _Races() if check_races else None)

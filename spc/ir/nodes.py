@@ -284,6 +284,8 @@ class ParamRole(Enum):
     INPUT = "in"        # read only
     OUTPUT = "out"      # written by the kernel
     SIZE = "size"       # an int64 scalar (a dimension or a length)
+    SCRATCH = "scratch"  # an array of ``Param.extent`` elements the runtime zeroes and
+                         # the kernel leaves zeroed (workspaces of concurrent rows, CUDA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,12 +296,14 @@ class Param:
     scalars) the parameter is, or None for index sizes.  ``inspector``: for an
     array computed from that tensor's storage rather than stored in it (a row
     permutation), the name of the inspector (``runtime/inspectors.py``) that
-    computes it, once per prepared operand.
+    computes it, once per prepared operand.  ``extent``: a SCRATCH array's
+    length, an expression of the kernel's size parameters.
     """
     value: Buffer | Var
     role: ParamRole
     tensor: str | None = None
     inspector: str | None = None
+    extent: "Expr | None" = None
 
     @property
     def name(self) -> str:

@@ -99,7 +99,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             expr(s.value, scope)
         elif isinstance(s, Store):
             p = bufs.get(s.buf.name)
-            if s.buf.name not in local_bufs and (p is None or p.role is not ParamRole.OUTPUT):
+            if s.buf.name not in local_bufs and (p is None or p.role not in (
+                    ParamRole.OUTPUT, ParamRole.SCRATCH)):
                 fail(f"store to '{s.buf.name}', which is not an output")
             if s.atomic and not s.accumulate:
                 fail(f"atomic store to '{s.buf.name}' that does not accumulate")

@@ -31,6 +31,7 @@ from .cpu_specialize import specialize as specialize_cpu
 from .launch_cpu import launch
 from .narrow_cpu import narrow as narrow_cpu
 from .pack_rows import pack_rows
+from .scratch import scratch_arrays
 from .operands import (as_scipy_kind, from_dlpack, result_family, scipy_arrays, shape_of,
                        to_tensor, with_index_dtype)
 
@@ -728,6 +729,7 @@ class CompiledKernel(KernelCall):
                     arrays[f"{name}{lvl}_{arr_name}"] = arr
             if not t.format.is_dense:
                 ints.update(t.scalars(name))
+        arrays.update(scratch_arrays(v.kernels, ints, xp, array_dtype))
         for kernel in v.kernels:                 # arrays inspectors compute from operands
             for p in kernel.params:
                 if p.inspector and p.name not in arrays:
