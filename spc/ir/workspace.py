@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Let, Load,
-                    Stmt, Store, Var, While, add, and_, block, eq, i64, lt, mul, sub)
+                    Select, Stmt, Store, Var, While, add, and_, block, eq, i64, lt, mul, sub)
 
 SCAN_RATIO = 32
 INSERTION_MAX = 16
@@ -132,6 +132,8 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
     src, dst, runs, swap = fresh("srt_src"), fresh("srt_dst"), fresh("srt_runs"), fresh("srt_t")
     p, mid, hi = fresh("srt_p"), fresh("srt_mid"), fresh("srt_hi")
     a, b, o = fresh("srt_a"), fresh("srt_b"), fresh("srt_o")
+    x, y = fresh("srt_x"), fresh("srt_y")
+    from_b = Var(fresh("srt_fromb").name, DType.BOOL)
 
     def at(off: Expr, k: Expr) -> Load:
         return Load(buf, add(off, k))
@@ -153,8 +155,12 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
             If(lt(hi, n), block(Assign(hi, add(hi, i64(1))),
                                 While(ascending(hi), Assign(hi, add(hi, i64(1)))))),
             Let(a, p), Let(b, mid), Let(o, p),
-            While(and_(lt(a, mid), lt(b, hi)),
-                  If(lt(at(src, b), at(src, a)), take(b), take(a))),
+            While(and_(lt(a, mid), lt(b, hi)), block(       # branch-free: selects
+                Let(x, at(src, a)), Let(y, at(src, b)), Let(from_b, lt(y, x)),
+                Store(buf, add(dst, o), Select(from_b, y, x)),
+                Assign(a, add(a, Select(from_b, i64(0), i64(1)))),
+                Assign(b, add(b, Select(from_b, i64(1), i64(0)))),
+                Assign(o, add(o, i64(1))))),
             While(lt(a, mid), take(a)),
             While(lt(b, hi), take(b)),
             Assign(runs, add(runs, i64(1))),
