@@ -258,3 +258,18 @@ def test_random_products_with_workspaces(m, k, n, da, db, seed, fa, fb, masked):
         c, expected = kern(a, b), a @ b
     assert "workspace" in kern.ir
     assert_canonical_product(c, expected, np.float64)
+
+
+def test_masked_product_with_b_in_csc_takes_inner_products(compiled):
+    """``M ⊙ (A B)`` with B in csc: the order i, j (M's row), k (A's row merged with
+    B's column) appends in storage order; no workspace."""
+    case = next(c for c in MATRICES if c.id == "power_law_200x150")
+    a = case.build(np.float64)
+    b = right_operand(a, "masked-csc-B", 120, 0.05, np.float64)
+    rng = rng_for("masked-csc-M")
+    m = from_mask(random_mask(rng, (a.shape[0], 120), 0.1), rng, np.float64)
+    k = compiled("C[i,j] = M[i,j]*A[i,k]*B[k,j]",
+                 formats={"M": "csr", "A": "csr", "B": "csc", "C": "csr"}, dtype="float64")
+    assert "workspace" not in k.ir
+    c = k(m, a, b.tocsc())
+    assert_allclose(c, m.multiply(a @ b), np.float64)
