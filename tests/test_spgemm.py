@@ -273,3 +273,28 @@ def test_masked_product_with_b_in_csc_takes_inner_products(compiled):
     assert "workspace" not in k.ir
     c = k(m, a, b.tocsc())
     assert_allclose(c, m.multiply(a @ b), np.float64)
+
+
+def test_sparse_vector_output_of_a_transposed_product(compiled):
+    """``y[j] = A[i,j]*x[i]`` with y a sparse vector: its one compressed level is
+    bound under the reduction i, so the whole vector is one workspace row."""
+    case = next(c for c in MATRICES if c.id == "empty_rows_30x25")
+    a = case.build(np.float64)
+    x = rng_for("ws-vector-x").uniform(-1, 1, a.shape[0])
+    k = compiled("y[j] = A[i,j]*x[i]", formats={"A": "csr", "y": "s"}, dtype="float64")
+    assert "workspace" in k.ir
+    y = k(a, x)
+    assert np.all(np.diff(y.arrays[0]["crd"]) > 0)
+    np.testing.assert_allclose(y.to_numpy(), a.T @ x, rtol=1e-12, atol=1e-12)
+
+
+def test_three_tensor_output_rows(compiled):
+    """``C[i,j,l] = T[i,j,k]*B[k,l]`` with C in dds: each (i, j) is a workspace row."""
+    rng = rng_for("ws-3d")
+    t = np.where(rng.random((6, 7, 8)) < 0.2, rng.uniform(0.1, 1, (6, 7, 8)), 0.0)
+    b = from_mask(random_mask(rng, (8, 9), 0.3), rng, np.float64)
+    k = compiled("C[i,j,l] = T[i,j,k]*B[k,l]", formats={"T": "dds", "B": "csr", "C": "dds"},
+                 dtype="float64")
+    assert "workspace" in k.ir
+    np.testing.assert_allclose(k(t, b).to_numpy(), np.einsum("ijk,kl->ijl", t, b.toarray()),
+                               rtol=1e-12, atol=1e-12)
