@@ -298,3 +298,39 @@ def test_three_tensor_output_rows(compiled):
     assert "workspace" in k.ir
     np.testing.assert_allclose(k(t, b).to_numpy(), np.einsum("ijk,kl->ijl", t, b.toarray()),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case_id", ["square_40x40", "empty_rows_30x25", "nnz0_12x15",
+                                     "rows0_0x9", "dense_row_40x50"])
+@pytest.mark.parametrize("expr, reference", [
+    ("C[i,j] = A[i,k]*B[k,j] + D[i,j]", lambda a, b, d: a @ b + d),
+    ("C[i,j] = D[i,j] - 2*A[i,k]*B[k,j]", lambda a, b, d: d - 2 * (a @ b)),
+])
+def test_terms_with_different_reductions_share_the_row_workspace(compiled, case_id, expr,
+                                                                   reference):
+    """``A B + D`` into a sparse C: per row, the product's loops (k, j) and D's (j)
+    scatter into one workspace, so D is added once."""
+    case = next(c for c in MATRICES if c.id == case_id)
+    a = case.build(np.float64)
+    b = right_operand(a, f"terms-{case_id}-B", 17, 0.2, np.float64)
+    rng = rng_for(f"terms-{case_id}-D")
+    d = from_mask(random_mask(rng, (a.shape[0], 17), 0.2), rng, np.float64)
+    k = compiled(expr, formats={"A": "csr", "B": "csr", "D": "csr", "C": "csr"},
+                 dtype="float64")
+    assert "workspace" in k.ir
+    assert_canonical_product(k(A=a, B=b, D=d), reference(a, b, d), np.float64)
+
+
+def test_terms_whose_operand_iterates_the_rows_are_refused():
+    with pytest.raises(spc.UnsupportedError, match="locate the output's rows.*D \\(dcsr\\)"):
+        spc.compile("C[i,j] = A[i,k]*B[k,j] + D[i,j]",
+                    formats={"A": "csr", "B": "csr", "D": "dcsr", "C": "csr"})
+
+
+def test_terms_check_an_explicit_order_term_by_term():
+    """An explicit order is checked for each term (fuzz finding: an order visiting an
+    ell level before its parent once lowered to wrong loops instead of being refused)."""
+    with pytest.raises(spc.ScheduleError, match="before its parent levels in G"):
+        spc.compile("s[j] = G[j,p]*-G[j,p] + H[p,j,l] + 3",
+                    formats={"G": "ell", "H": "dds", "s": "coo"},
+                    schedule=spc.Schedule(order=("l", "p", "j")))

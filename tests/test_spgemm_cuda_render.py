@@ -19,7 +19,8 @@ from test_spgemm import CSR3, SPGEMM, assert_canonical_product, right_operand
 
 MASKED = ("C[i,j] = M[i,j]*A[i,k]*B[k,j]", {**CSR3, "M": "csr"})
 KERNELS = [pytest.param(SPGEMM, CSR3, id="spgemm"), pytest.param(*MASKED, id="masked"),
-           pytest.param(SPGEMM, {"A": "csc", "B": "csc", "C": "csc"}, id="spgemm-csc")]
+           pytest.param(SPGEMM, {"A": "csc", "B": "csc", "C": "csc"}, id="spgemm-csc"),
+           pytest.param("C[i,j] = A[i,k]*B[k,j] + D[i,j]", {**CSR3, "D": "csr"}, id="ab-plus-d")]
 
 
 def _cuda(expr, formats, dtype="float64"):

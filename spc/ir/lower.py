@@ -350,6 +350,7 @@ class Lowerer:
         self.acc = Var("acc", self.vt)
         self.inner_rhs = assign.rhs          # what the innermost loop adds to acc
         self.ws = self._workspace() if workspace else None
+        self.row_owner = True     # starts and gathers the output's rows (lower_terms: no)
 
     def _workspace(self) -> RowWorkspace:
         """The workspace over the output's last stored index (see ir/workspace.py)."""
@@ -502,7 +503,7 @@ class Lowerer:
     def loops(self, depth: int, states, zero: frozenset[int], bound: set[str]) -> Stmt:
         pre: list[Stmt] = []
         post: list[Stmt] = []
-        if depth == self.append_depth():
+        if depth == self.append_depth() and self.row_owner:
             pre.extend(self.begin_append(states))
             if self.ws is not None:
                 pre.append(self.ws.begin_row())
@@ -879,9 +880,10 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     groups = split_terms(assign, separate)
     if len(groups) > 1:
         if not formats[assign.lhs.tensor].is_dense:
-            raise UnsupportedError(
-                f"'{assign.source}': additive terms with different reductions need a dense "
-                f"output; compute the terms separately")
+            from .lower_terms import lower_terms_in_workspace
+            return lower_terms_in_workspace(assign, groups, formats, name=name, order=order,
+                                            value_dtype=value_dtype, index_dtype=index_dtype,
+                                            sum_dtype=sum_dtype)
         kernels = []
         for n, group in enumerate(groups):
             sub_order = None if order is None else group_order(
