@@ -98,3 +98,10 @@ def test_nvcc_compiles_the_rendered_kernels(expr, formats, dtype):
     ck = _cuda(expr, formats, dtype)
     code, log = nvcc(ck.source)
     assert code == 0, log
+
+
+def test_a_workspace_no_thread_can_own_is_refused_on_cuda():
+    """A sparse vector built under a reduction (one row, shared by every
+    iteration of the top loop) has no rows to give threads: refused, naming it."""
+    with pytest.raises(spc.UnsupportedError, match="workspace .* not generated for CUDA"):
+        _cuda("y[j] = A[i,j]*x[i]", {"A": "csr", "y": "s"})
