@@ -334,3 +334,16 @@ def test_terms_check_an_explicit_order_term_by_term():
         spc.compile("s[j] = G[j,p]*-G[j,p] + H[p,j,l] + 3",
                     formats={"G": "ell", "H": "dds", "s": "coo"},
                     schedule=spc.Schedule(order=("l", "p", "j")))
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float16", 2e-3), ("bfloat16", 2e-2)])
+def test_sixteen_bit_values_sum_in_float32(dtype, rtol):
+    """16-bit operands: the workspace holds float32 sums, each rounded once on output."""
+    case = next(c for c in MATRICES if c.id == "square_40x40")
+    a = case.build(np.float64)
+    b = right_operand(a, "f16-B", 20, 0.2, np.float64)
+    k = spc.compile(SPGEMM, formats=CSR3)
+    c = k(spc.tensor(a, "csr", dtype=dtype), spc.tensor(b, "csr", dtype=dtype))
+    assert str(c.vals.dtype) == dtype and "C1_ws_vals: f32" in k.ir
+    np.testing.assert_allclose(c.to_numpy().astype(np.float64), (a @ b).toarray(),
+                               rtol=rtol, atol=rtol * 4)

@@ -180,7 +180,7 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
             return _loop_order(assign, formats, workspace=True)
         except UnsupportedError:
             pass
-        raise
+        raise                        # the first refusal: it names the orders that conflict
 
 
 def uses_workspace(assign: ast.Assignment, formats: dict[str, Format],
@@ -717,7 +717,6 @@ class Lowerer:
         return block(Store(crd, out_p, Var(self.out_stored[-1], I64)),
                      Store(vals, out_p, value),
                      Assign(out_p, add(out_p, i64(1))))
-
 
     def end_row(self, states) -> Stmt:
         """After a row was scattered into the workspace: record its size (assemble)
