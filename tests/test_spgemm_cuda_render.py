@@ -105,3 +105,9 @@ def test_a_workspace_no_thread_can_own_is_refused_on_cuda():
     iteration of the top loop) has no rows to give threads: refused, naming it."""
     with pytest.raises(spc.UnsupportedError, match="workspace .* not generated for CUDA"):
         _cuda("y[j] = A[i,j]*x[i]", {"A": "csr", "y": "s"})
+
+
+def test_serial_schedule_runs_every_row_on_one_thread():
+    ck = spc.compile(SPGEMM, formats=CSR3, target="cuda", arch="sm_90",
+                     schedule=spc.Schedule(parallel=False))
+    assert "let i_chunks: i64 = min(max(size_i, 0), 1)" in ck.ir

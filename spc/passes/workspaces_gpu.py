@@ -28,8 +28,9 @@ SCRATCH_ELEMENTS = 1 << 25       # per workspace array: 32 Mi elements (128 MiB 
 I64 = DType.I64
 
 
-def workspaces_gpu(kernel: Kernel) -> Kernel:
-    """Map a workspace kernel's rows to GPU threads (see the module docstring).
+def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
+    """Map a workspace kernel's rows to GPU threads (see the module docstring);
+    with ``parallel`` False (the schedule's), one thread runs every row.
 
     Requires: a verified kernel.  Ensures: kernels without workspaces (or not
     shaped as workspaces then the top loop) are returned unchanged; otherwise
@@ -49,9 +50,8 @@ def workspaces_gpu(kernel: Kernel) -> Kernel:
     widest = allocs[0].size
     for a in allocs[1:]:
         widest = BinOp("max", widest, a.size)
-    chunks = BinOp("min", BinOp("max", span, i64(0)),
-                   BinOp("max", i64(1), BinOp("/", i64(SCRATCH_ELEMENTS),
-                                              BinOp("max", widest, i64(1)))))
+    most = BinOp("max", i64(1), BinOp("/", i64(SCRATCH_ELEMENTS), BinOp("max", widest, i64(1))))
+    chunks = BinOp("min", BinOp("max", span, i64(0)), most if parallel else i64(1))
     count, per = Var(f"{loop.var.name}_chunks", I64), Var(f"{loop.var.name}_per_chunk", I64)
     setup = (Let(count, chunks),
              Let(per, BinOp("max", i64(1), BinOp("/", add(span, sub(count, i64(1))),
