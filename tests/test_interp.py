@@ -132,7 +132,7 @@ def interpret(lowered: Lowered, operands: dict[str, object],
         kept = args[f"{out}{last}_nnz"] = np.zeros(len(pos) - 1, dtype=index_dtype)
     run_kernel(compute, args)
     if program.drops_zeros:
-        pos, crd, vals = pack_rows(pos, kept, crd, vals, np)
+        pos, crd, vals = pack_rows(pos, kept, crd, vals)
     levels = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
     result = spc.Tensor(out_shape, out_fmt, levels, vals)     # validates the assembled pattern
     return result.to_numpy()

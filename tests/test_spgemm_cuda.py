@@ -42,3 +42,20 @@ def test_masked_and_larger_on_the_gpu():
     assert_canonical_product(c, m.multiply(a @ b).tocsr(), np.float32)
     assert_canonical_product(gpu(SPGEMM, formats=CSR3, dtype="float32")(a, b), a @ b,
                              np.float32)
+
+
+def test_torch_cuda_csr_operands():
+    """torch CUDA CSR in, torch out (scratch allocated through torch's allocator);
+    a cancelling entry is dropped (the rows are packed on the device)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    import scipy.sparse as sp
+    a = sp.csr_matrix(np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]))
+    b = sp.csr_matrix(np.array([[2.0, 0.0], [-2.0, 5.0], [3.0, 0.0]]))
+    ta = torch.tensor(a.toarray(), device="cuda").to_sparse_csr()
+    tb = torch.tensor(b.toarray(), device="cuda").to_sparse_csr()
+    c = gpu(SPGEMM, formats=CSR3, dtype="float64")(ta, tb)
+    assert c.is_cuda and c.layout == torch.sparse_csr
+    assert c.values().numel() == (a @ b).nnz
+    np.testing.assert_allclose(c.to_dense().cpu().numpy(), (a @ b).toarray())

@@ -174,14 +174,14 @@ def test_pack_rows_keeps_each_rows_first_entries():
     crd = np.array([0, 3, 1, 2, -1], np.int32)
     vals = np.array([1.0, 2.0, 3.0, 4.0, 9.0])
     kept = np.array([2, 0, 2], np.int32)
-    p, c, v = pack_rows(pos, kept, crd, vals, np)
+    p, c, v = pack_rows(pos, kept, crd, vals)
     assert p.tolist() == [0, 2, 2, 4] and c.tolist() == [0, 3, 1, 2]
     assert v.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_pack_rows_copies_nothing_when_all_are_kept():
     pos, crd, vals = np.array([0, 1]), np.array([0]), np.array([1.0])
-    assert all(x is y for x, y in zip(pack_rows(pos, np.array([1]), crd, vals, np),
+    assert all(x is y for x, y in zip(pack_rows(pos, np.array([1]), crd, vals),
                                       (pos, crd, vals)))
 
 

@@ -782,7 +782,7 @@ class CompiledKernel(KernelCall):
             kept = arrays[f"{out_name}{last}_nnz"] = xp.zeros(parents, dtype=np_index)
         self._launch(v, 1, arrays, ints, nthreads)
         if program.drops_zeros:
-            pos, crd, vals = pack_rows(pos, kept, crd, vals, xp)
+            pos, crd, vals = pack_rows(pos, kept, crd, vals)
         level_arrays = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
         return Tensor(out_shape, out_fmt, level_arrays, rounded(vals), validate=False)
 
