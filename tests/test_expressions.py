@@ -177,7 +177,6 @@ def test_three_tensor_input_family(compiled, fmt, family):
 
 
 @pytest.mark.parametrize("expr, formats", [
-    pytest.param("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csr", "C": "csr"}, id="spgemm-csr"),
     pytest.param("C[i,j] = A[i,j]*B[i,j]", {"A": "csr", "B": "csc", "C": "csr"}, id="mul-csr-csc"),
     pytest.param("C[i,j] = A[i,j]*B[i,j]", {"A": "coo", "B": "coo", "C": "coo"}, id="mul-coo-out"),
     pytest.param("S[i,j] = A[i,j]*X[i,k]*Y[j,k]", {"A": "csr", "S": "csc"}, id="sddmm-csr-to-csc"),

@@ -21,6 +21,7 @@ from spc.frontend.check import check, index_sizes
 from spc.frontend.parser import parse
 from spc.ir.interp import RaceError, run_kernel
 from spc.ir.lower import OutputKind, Program, lower
+from spc.runtime.pack_rows import pack_rows
 from spc.ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                           Kernel, Let, Load, LoopKind, Neg, Param, ParamRole, Select, Store, Var,
                           While, i64)
@@ -127,7 +128,11 @@ def interpret(lowered: Lowered, operands: dict[str, object],
     vals = np.zeros(nnz, dtype=np.float64)
     args[f"{out}{last}_crd"] = crd
     args[f"{out}_vals"] = vals
+    if program.drops_zeros:               # rows built in a workspace keep nonzero sums only
+        kept = args[f"{out}{last}_nnz"] = np.zeros(len(pos) - 1, dtype=index_dtype)
     run_kernel(compute, args)
+    if program.drops_zeros:
+        pos, crd, vals = pack_rows(pos, kept, crd, vals)
     levels = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
     result = spc.Tensor(out_shape, out_fmt, levels, vals)     # validates the assembled pattern
     return result.to_numpy()

@@ -53,6 +53,9 @@ GOLDEN_KERNELS = [
     pytest.param("spmv", {"fmt": "hyb"}, id="spmv_hyb"),
     pytest.param("C[i,j] = A[i,j] + B[i,j]", {"formats": {"A": "ell", "B": "csr", "C": "csr"}},
                  id="add_ell_csr"),
+    pytest.param("C[i,j] = A[i,k]*B[k,j]", {"formats": CSR3}, id="spgemm_csr"),
+    pytest.param("C[i,j] = M[i,j]*A[i,k]*B[k,j]", {"formats": {**CSR3, "M": "csr"}},
+                 id="spgemm_masked_csr"),
 ]
 
 

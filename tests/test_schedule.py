@@ -115,12 +115,12 @@ def _names(passes):
     (spc.Schedule(),
      ["simplify", "tile_rows_for_registers", "map_parallel", "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
-     ["simplify", "tensorize", "collapse_blocks", "map_gpu", "simplify", "mark_noncanonical",
+     ["simplify", "tensorize", "collapse_blocks", "workspaces_gpu", "map_gpu", "simplify", "mark_noncanonical",
       "overwrite_outputs", "widen_outputs"]),
     (spc.Schedule(parallel=False),
      ["simplify", "tile_rows_for_registers", "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
-     ["simplify", "collapse_blocks", "simplify", "mark_noncanonical", "overwrite_outputs",
+     ["simplify", "collapse_blocks", "workspaces_gpu", "simplify", "mark_noncanonical", "overwrite_outputs",
       "widen_outputs"]),
 ], ids=["default", "serial"])
 def test_the_pipelines_follow_the_schedule(schedule, cpu, cuda):

@@ -40,7 +40,7 @@ import math
 from dataclasses import dataclass
 from itertools import count
 
-from ..errors import CompileError
+from ..errors import CompileError, UnsupportedError
 from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
@@ -304,10 +304,8 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
             return f"{fn}{'f' if dtype_of(x) is DType.F32 else ''}({r(x.value)})"
         if isinstance(x, BinOp):
             a, b = r(x.lhs), r(x.rhs)
-            if x.op in ("min", "max"):
-                if dtype_of(x).is_int:       # one type for both (an index and a literal)
-                    return f"spc_{x.op}<{c_type(dtype_of(x))}>({a}, {b})"
-                return f"spc_{x.op}({a}, {b})"
+            if x.op in ("min", "max"):      # typed: an int64 beside a literal deduces one T
+                return f"spc_{x.op}<{c_type(dtype_of(x.lhs))}>({a}, {b})"
             return f"({a} {x.op} {b})"
         raise CompileError(f"cannot render expression {x!r}")
 
@@ -422,6 +420,10 @@ class _Body:
         elif isinstance(s, Alloc) and s.buf.name in self.fragments:
             rows, cols = self.fragments[s.buf.name]       # a tile: this lane's entries
             self.emit(depth, f"float {c_name(s.buf.name)}[{rows * cols // WARP_SIZE}] = {{}};")
+        elif isinstance(s, Alloc) and s.is_workspace:
+            raise UnsupportedError(
+                f"kernel {self.kernel.name}: workspace '{s.buf.name}' (a sparse output built row "
+                f"by row, as SpGEMM's) is not generated for CUDA yet; use target='cpu'")
         elif isinstance(s, Alloc):
             self.emit(depth, f"{c_elem_type(s.buf.dtype)} {c_name(s.buf.name)}[{s.size}] = {{}};")
         elif isinstance(s, While):

@@ -224,6 +224,8 @@ class _FunctionEmitter:
             if op in ("min", "max"):
                 cmp = b.fcmp_ordered("<" if op == "min" else ">", a, c)
                 return b.select(cmp, a, c)
+            if op == "!=":       # true for NaN operands, as in C and the interpreter
+                return b.fcmp_unordered("!=", a, c)
             return b.fcmp_ordered(op, a, c)
         if op == "+":
             return b.add(a, c, flags=("nsw",))
@@ -261,8 +263,16 @@ class _FunctionEmitter:
     def stmt(self, s) -> None:
         b = self.b
         if isinstance(s, Block):
+            heap = []
             for child in s.body:
-                self.stmt(child)
+                if isinstance(child, Alloc) and child.is_workspace:
+                    heap.append(self.workspace(child))
+                else:
+                    self.stmt(child)
+            for ptr in reversed(heap):           # workspaces live until their block ends
+                b.call(self._libc("free", VOID, [I8P]), [ptr])
+        elif isinstance(s, Alloc) and s.is_workspace:
+            self.stmt(Block((s,)))
         elif isinstance(s, Let):
             value = self.expr(s.value)
             b.store(value, self.declare(s.var))
@@ -337,6 +347,26 @@ class _FunctionEmitter:
                             self.stmt(s.otherwise)
         else:
             raise CompileError(f"cannot emit statement {s!r}")
+
+    def _libc(self, name: str, ret: ir.Type, args: list) -> ir.Function:
+        """The C library function ``name`` declared in this module."""
+        m = self.b.module
+        fn = m.globals.get(name)
+        return fn if fn is not None else ir.Function(m, ir.FunctionType(ret, args), name)
+
+    def workspace(self, s: Alloc) -> ir.Value:
+        """Emit a workspace ``s``: ``calloc(size, element)`` (zeroed heap memory,
+        whose pages the system zeroes lazily when it is large); returns the raw
+        pointer the enclosing block frees.  The size is at least one element,
+        so that an empty workspace is a valid pointer too."""
+        b = self.b
+        ty = ll_type(s.buf.dtype)
+        n = self.expr(s.size)
+        n = b.select(b.icmp_signed("<", n, ir.Constant(I64, 1)), ir.Constant(I64, 1), n)
+        width = ir.Constant(I64, max(1, s.buf.dtype.nbytes))
+        raw = b.call(self._libc("calloc", I8P, [I64, I64]), [n, width], name=s.buf.name)
+        self.buffers[s.buf.name] = b.bitcast(raw, ty.as_pointer())
+        return raw
 
     def _vector_hint(self, loop: For):
         """``llvm.loop`` metadata asking LLVM to vectorize ``loop`` (a VECTOR loop)

@@ -136,7 +136,8 @@ def _exec(s, env, bufs, races: _Races | None = None):
             v = _NP[s.buf.dtype.widened](arr[idx]) + v
         arr[idx] = v                   # rounds to the array's type (16-bit floats)
     elif isinstance(s, Alloc):
-        bufs[s.buf.name] = np.zeros(s.size, dtype=_array_dtype(s.buf.dtype))
+        size = s.size if isinstance(s.size, int) else int(_eval(s.size, env, bufs))
+        bufs[s.buf.name] = np.zeros(size, dtype=_array_dtype(s.buf.dtype))
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
         concurrent = races is not None and s.kind in CONCURRENT
@@ -181,7 +182,7 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
             env[p.name] = np.int64(args[p.name])
         else:
             arr = args[p.name]
-            bufs[p.name] = arr if p.role is ParamRole.OUTPUT else arr.copy()
+            bufs[p.name] = arr if p.role in (ParamRole.OUTPUT, ParamRole.SCRATCH) else arr.copy()
             if p.name in kernel.overwrites:
                 arr.fill(np.nan if p.value.dtype.is_float else -1)
     _exec(kernel.body, env, bufs, _Races() if check_races else None)

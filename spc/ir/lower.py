@@ -25,6 +25,7 @@ from .nodes import (Assign, BinOp, Block, Buffer, Call, Cast, Const, DType, Expr
                     Let, Load, Neg, Param, ParamRole, Select, Stmt, Store, Var, While, add,
                     and_, block, dtype_of, eq, i64, lt, mul, or_)
 from .simplify_expr import simplify_expr
+from .workspace import RowWorkspace
 
 I64 = DType.I64
 
@@ -51,6 +52,11 @@ class Program:
     formats: tuple[tuple[str, Format], ...]
     value_dtype: DType
     index_dtype: DType
+    # an assembled output built in a workspace drops the entries whose sum is
+    # exactly zero, as scipy's sparse products do: the compute kernel writes each
+    # row's count of kept entries to ``<out><last>_nnz`` and the runtime packs
+    # the rows when some were dropped
+    drops_zeros: bool = False
 
     @property
     def compute(self) -> Kernel:
@@ -159,7 +165,41 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
     Among the orders allowed, indices that select sparse levels come first
     (so sparse operands drive the iteration), then the rest in order of first
     appearance (output indices first); dense inner dimensions end up innermost.
+    A sparse output is appended in storage order where some order allows it;
+    otherwise only its parent levels' indices come first and its last index
+    goes where the operands allow: the row is built in a workspace
+    (``uses_workspace``), as Gustavson's SpGEMM ``C[i,j] = A[i,k]*B[k,j]``
+    visits ``j`` under ``k``.
     """
+    try:
+        return _loop_order(assign, formats, workspace=False)
+    except UnsupportedError:
+        if formats[assign.lhs.tensor].is_dense:
+            raise
+        try:
+            return _loop_order(assign, formats, workspace=True)
+        except UnsupportedError:
+            pass
+        raise                        # the first refusal: it names the orders that conflict
+
+
+def uses_workspace(assign: ast.Assignment, formats: dict[str, Format],
+                   order: tuple[str, ...]) -> bool:
+    """True when ``order`` builds the sparse (assembled) output's rows in a
+    workspace: it visits the output's parent levels' indices first, in storage
+    order, and its last index later than right after them."""
+    out_fmt = formats[assign.lhs.tensor]
+    if out_fmt.is_dense or out_fmt.nlevels == 0:
+        return False
+    out_stored = [assign.lhs.indices[m] for m in out_fmt.order]
+    rows = len(out_stored) - 1
+    return tuple(order[:rows]) == tuple(out_stored[:rows]) and out_stored[-1] in order[rows + 1:]
+
+
+def _loop_order(assign: ast.Assignment, formats: dict[str, Format], *,
+                workspace: bool) -> tuple[str, ...]:
+    """default_loop_order's search; ``workspace``: a sparse output's last index
+    need not follow its parents (its rows are built in a workspace)."""
     plan = IndexPlan.of(assign, formats)
     indices: list[str] = list(plan.loop_vars)
     check_stored_by_loops(assign, formats, plan)
@@ -190,11 +230,12 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
                 f"storage order, but a blocked operand splits its index "
                 f"{', '.join(map(repr, split))} into block and in-block loops; use a dense "
                 f"output, or an operand format without blocks")
-        for k, ix in enumerate(out_stored):
-            before[ix].update(out_stored[:k])
+        first = out_stored[:-1] if workspace else out_stored
+        for k, ix in enumerate(first):
+            before[ix].update(first[:k])
         for ix in indices:
-            if ix not in out_stored:
-                before[ix].update(out_stored)
+            if ix not in first:
+                before[ix].update(first)
     order: list[str] = []
     remaining = list(indices)
     while remaining:
@@ -281,7 +322,7 @@ class Lowerer:
                  order: tuple[str, ...], value_dtype: DType, index_dtype: DType,
                  output_kind: str, pattern_access: int | None, phase: str,
                  accumulate: bool = False, sum_dtype: DType | None = None,
-                 combine: str = "+"):
+                 combine: str = "+", workspace: bool = False):
         self.assign = assign
         self.combine = combine               # how reduction steps combine: "+", "max", "min"
         self.formats = formats
@@ -321,6 +362,15 @@ class Lowerer:
         self.epilogue = assign.rhs if nested is not None else None
         self.reduced: Expr | None = None     # the reduction's value, for the epilogue
         self.inner_rhs = self.body           # what the innermost loop adds to acc
+        self.ws = self._workspace() if workspace else None
+        self.row_owner = True     # starts and gathers the output's rows (lower_terms: no)
+
+    def _workspace(self) -> RowWorkspace:
+        """The workspace over the output's last stored index (see ir/workspace.py)."""
+        io = self.io(self.out.tensor, self.out.indices, self.out_fmt.nlevels - 1)
+        vals = io.buffer("ws_vals", self.vt) if self.phase == "compute" else None
+        return RowWorkspace(io.buffer("ws_mark", DType.I8), io.buffer("ws_crd"), vals, io.dim,
+                            self.fresh(f"{self.out.tensor}_ws_n"), self.fresh)
 
     # -- names and buffers ---------------------------------------------------
     def fresh(self, stem: str, dtype: DType = I64) -> Var:
@@ -454,7 +504,8 @@ class Lowerer:
         states = {a: AccessState(0, ROOT) for a in range(len(self.accesses))}
         states[-1] = AccessState(0, ROOT)        # the output
         states, lets = self.resolve_located(states, set())
-        return block(*lets, self.loops(0, states, frozenset(), set()))
+        allocs = self.ws.allocs() if self.ws is not None else []
+        return block(*allocs, *lets, self.loops(0, states, frozenset(), set()))
 
     def split_invariant(self, states, zero) -> tuple[ast.Expr | None, ast.Expr]:
         """(the product of the right-hand side's factors that the reduction loops
@@ -492,8 +543,11 @@ class Lowerer:
     def loops(self, depth: int, states, zero: frozenset[int], bound: set[str]) -> Stmt:
         pre: list[Stmt] = []
         post: list[Stmt] = []
-        if depth == self.append_depth():
+        if depth == self.append_depth() and self.row_owner:
             pre.extend(self.begin_append(states))
+            if self.ws is not None:
+                pre.append(self.ws.begin_row())
+                post.append(self.end_row(states))
         if depth == self.acc_depth and self.uses_acc():
             if self.phase == "assemble":
                 return block(*pre, self.emit_output(states, None, accumulate=False))
@@ -511,7 +565,9 @@ class Lowerer:
                 self.reduced = result
                 result = simplify_expr(self.value(self.epilogue, states, zero))
             post.append(self.emit_output(states, result, accumulate=self.accumulate))
-        if depth == len(self.order):
+        if depth == len(self.order) and self.ws is not None and self.phase == "assemble":
+            inner = self.emit_output(states, None, accumulate=True)
+        elif depth == len(self.order):
             val = simplify_expr(self.value(self.inner_rhs, states, zero))
             if self.uses_acc() and self.combine != "+":
                 inner = block(Assign(self.acc, BinOp(self.combine, self.acc, val)),
@@ -703,6 +759,8 @@ class Lowerer:
             buf = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT,
                            self.out.tensor)
             return Store(buf, states[-1].parent.pos, value, accumulate)
+        if self.ws is not None:
+            return self.ws.scatter(Var(self.out_stored[-1], I64), value)
         L = self.out_fmt.nlevels - 1
         io = self.io(self.out.tensor, self.out.indices, L)
         parent = states[-1].parent.pos
@@ -716,6 +774,28 @@ class Lowerer:
         return block(Store(crd, out_p, Var(self.out_stored[-1], I64)),
                      Store(vals, out_p, value),
                      Assign(out_p, add(out_p, i64(1))))
+
+    def end_row(self, states) -> Stmt:
+        """After a row was scattered into the workspace: record its size (assemble)
+        or write its nonzero sums in coordinate order (compute), resetting the
+        workspace."""
+        io = self.io(self.out.tensor, self.out.indices, self.out_fmt.nlevels - 1)
+        parent = states[-1].parent.pos
+        if self.phase == "assemble":
+            pos = self.use(io.buffer("pos"), ParamRole.OUTPUT, self.out.tensor)
+            return self.ws.end_counted_row(lambda n: Store(pos, add(parent, i64(1)), n))
+        crd = self.use(io.buffer("crd"), ParamRole.OUTPUT, self.out.tensor)
+        vals = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT, self.out.tensor)
+        kept = self.use(io.buffer("nnz"), ParamRole.OUTPUT, self.out.tensor)
+        pos = self.use(io.buffer("pos"), ParamRole.INPUT, self.out.tensor)
+        out_p = Var("out_p", I64)
+
+        def emit(j: Var, v: Var) -> Stmt:
+            return If(BinOp("!=", v, Const(0.0, v.dtype)),
+                      block(Store(crd, out_p, j), Store(vals, out_p, v),
+                            Assign(out_p, add(out_p, i64(1)))))
+        return block(self.ws.gather_row(emit),
+                     Store(kept, parent, BinOp("-", out_p, Load(pos, parent))))
 
 
 # ---------------------------------------------------------------------------
@@ -896,9 +976,10 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
         else [assign]
     if len(groups) > 1:
         if not formats[assign.lhs.tensor].is_dense:
-            raise UnsupportedError(
-                f"'{assign.source}': additive terms with different reductions need a dense "
-                f"output; compute the terms separately")
+            from .lower_terms import lower_terms_in_workspace
+            return lower_terms_in_workspace(assign, groups, formats, name=name, order=order,
+                                            value_dtype=value_dtype, index_dtype=index_dtype,
+                                            sum_dtype=sum_dtype)
         kernels = []
         for n, group in enumerate(groups):
             sub_order = None if order is None else group_order(
@@ -914,27 +995,40 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     check_loop_order(assign, formats, order)
     kind, pattern = classify_output(assign, formats)
     out_fmt = formats[assign.lhs.tensor]
+    workspace = False
     if kind == OutputKind.ASSEMBLED:
         out_stored = [assign.lhs.indices[m] for m in out_fmt.order]   # never blocked
-        if tuple(order[:len(out_stored)]) != tuple(out_stored):
+        workspace = uses_workspace(assign, formats, order)
+        if workspace and (combine != "+" or nested is not None):
+            what = f"a {combine} reduction" if combine != "+" else "a reduction inside an expression"
+            raise UnsupportedError(
+                f"'{assign.source}': {what} is not built in a workspace (the sparse output "
+                f"{assign.lhs.tensor} would need one); use a dense output")
+        if tuple(order[:len(out_stored)]) != tuple(out_stored) and not workspace:
             raise UnsupportedError(
                 f"a sparse output is appended in storage order: loop order {order} must "
-                f"start with {tuple(out_stored)}")
+                f"start with {tuple(out_stored)}, or with {tuple(out_stored[:-1])} (its "
+                f"rows then built in a workspace over '{out_stored[-1]}')")
     phases = ("assemble", "compute") if kind == OutputKind.ASSEMBLED else ("compute",)
     kernels = []
     for phase in phases:
         lw = Lowerer(assign, formats, order, value_dtype, index_dtype, kind, pattern, phase,
-                     accumulate, sum_dtype, combine)
+                     accumulate, sum_dtype, combine, workspace=workspace)
         body = lw.lower_body()
         params = _params(lw, order)
         attrs = (("order", ",".join(order)), ("output", kind))
         independent = order[0] if _outer_independent(assign, order, kind, lw) else None
         kname = name if phase == "compute" else f"{name}_assemble"
+        if workspace:
+            attrs += (("workspace", out_stored[-1]),)
         kernels.append(Kernel(kname, params, body, attrs, outer_independent=independent,
-                              adds_to_output=accumulate))
+                              adds_to_output=accumulate,
+                              workspaces=tuple(b.name for b in lw.ws.buffers) if workspace
+                              and independent is not None else ()))
     return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
                    assign.accesses()[pattern].tensor if pattern is not None else None,
-                   tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype)
+                   tuple(order), tuple(sorted(formats.items())), value_dtype, index_dtype,
+                   drops_zeros=workspace)
 
 
 def _outputs_first(assign: ast.Assignment, formats: dict[str, Format]) -> tuple[str, ...]:

@@ -269,9 +269,21 @@ class If:
 
 @dataclass(frozen=True, slots=True)
 class Alloc:
-    """A local array of ``size`` (a compile-time constant) elements, zeroed."""
+    """A local array of ``size`` elements, zeroed, alive until the end of the
+    block that declares it.
+
+    ``size`` is a compile-time constant (registers or stack: accumulator
+    tiles) or an integer expression of the kernel's sizes, e.g. ``size_j``:
+    a *workspace* over an index (TACO's precompute), heap memory on the CPU.
+    Declared inside a concurrent loop's body, each iteration has its own.
+    """
     buf: Buffer
-    size: int
+    size: "int | Expr"
+
+    @property
+    def is_workspace(self) -> bool:
+        """True when the size is known only at run time (an expression)."""
+        return not isinstance(self.size, int)
 
 
 Stmt = Block | Let | Assign | Store | For | While | If | Alloc
@@ -285,6 +297,8 @@ class ParamRole(Enum):
     INPUT = "in"        # read only
     OUTPUT = "out"      # written by the kernel
     SIZE = "size"       # an int64 scalar (a dimension or a length)
+    SCRATCH = "scratch"  # an array of ``Param.extent`` elements the runtime zeroes and
+                         # the kernel leaves zeroed (workspaces of concurrent rows, CUDA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,12 +309,14 @@ class Param:
     scalars) the parameter is, or None for index sizes.  ``inspector``: for an
     array computed from that tensor's storage rather than stored in it (a row
     permutation), the name of the inspector (``runtime/inspectors.py``) that
-    computes it, once per prepared operand.
+    computes it, once per prepared operand.  ``extent``: a SCRATCH array's
+    length, an expression of the kernel's size parameters.
     """
     value: Buffer | Var
     role: ParamRole
     tensor: str | None = None
     inspector: str | None = None
+    extent: "Expr | None" = None
 
     @property
     def name(self) -> str:
@@ -352,6 +368,11 @@ class Kernel:
     ``adds_to_output``: the kernel adds to what the output holds before it runs
     (a later term of a sum the lowerer splits into kernels), so its output's
     prior contents always matter.
+    ``workspaces``: the arrays of the workspaces (``Alloc`` with a size
+    expression) that lead the kernel's body, before its top loop, which every
+    iteration of that loop leaves zeroed as it found them (the lowerer's claim):
+    so a pass may declare them once per chunk of iterations instead
+    (map_parallel), and each thread has its own.
     ``attrs``: descriptive facts the printer shows (loop order, output kind).
     """
     name: str
@@ -363,6 +384,7 @@ class Kernel:
     outer_independent: str | None = None
     overwrites: tuple[str, ...] = ()
     adds_to_output: bool = False
+    workspaces: tuple[str, ...] = ()
 
     def param(self, name: str) -> Param:
         for p in self.params:

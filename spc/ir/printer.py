@@ -63,7 +63,9 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
         op = ("atomic+=" if s.atomic else "+=") if s.accumulate else "="
         out.append(f"{pad}{s.buf.name}[{format_expr(s.index)}] {op} {format_expr(s.value)}")
     elif isinstance(s, Alloc):
-        out.append(f"{pad}alloc {s.buf.name}: {s.buf.dtype.value}[{s.size}]")
+        size = s.size if isinstance(s.size, int) else format_expr(s.size)
+        kind = "workspace" if s.is_workspace else "alloc"
+        out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]")
     elif isinstance(s, For):
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")

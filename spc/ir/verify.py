@@ -107,7 +107,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             expr(s.value, scope)
         elif isinstance(s, Store):
             p = bufs.get(s.buf.name)
-            if s.buf.name not in local_bufs and (p is None or p.role is not ParamRole.OUTPUT):
+            if s.buf.name not in local_bufs and (p is None or p.role not in (
+                    ParamRole.OUTPUT, ParamRole.SCRATCH)):
                 fail(f"store to '{s.buf.name}', which is not an output")
             if s.atomic and not s.accumulate:
                 fail(f"atomic store to '{s.buf.name}' that does not accumulate")
@@ -120,6 +121,12 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 fail(f"store of a float32 value to '{s.buf.name}', a float64 array "
                      f"(stores may round values, never widen them)")
         elif isinstance(s, Alloc):
+            if s.is_workspace:
+                expr(s.size, scope)
+                if dtype_of(s.size) is not DType.I64:
+                    fail(f"size of workspace '{s.buf.name}' is not an int64 expression")
+            elif s.size < 0:
+                fail(f"negative size of local array '{s.buf.name}'")
             local_bufs.add(s.buf.name)
         elif isinstance(s, For):
             expr(s.lo, scope)

@@ -1,9 +1,21 @@
-"""map_parallel: run the outermost loop on CPU threads when that is safe."""
+"""map_parallel: run the outermost loop on CPU threads when that is safe.
+
+A kernel that builds rows in workspaces (``Kernel.workspaces``: arrays declared
+before its top loop, which every iteration leaves zeroed) runs in chunks of
+rows instead: the top loop becomes a PARALLEL loop over at most
+``WORKSPACE_CHUNKS`` chunks, each declaring its own workspaces (an array
+declared in a concurrent loop's body is each iteration's own) and running its
+rows in order.  Enough chunks that threads balance uneven rows, few enough
+that allocating a workspace per chunk costs little beside the chunk's rows.
+"""
 from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import Alloc, Block, For, Kernel, Let, LoopKind, ParamRole, Store, Var
+from ..ir.nodes import (Alloc, BinOp, Block, For, Kernel, Let, LoopKind, ParamRole, Store, Var,
+                        add, i64, mul, sub)
+
+WORKSPACE_CHUNKS = 64
 from ..ir.traverse import walk
 
 
@@ -56,6 +68,8 @@ def map_parallel(kernel: Kernel) -> Kernel:
     """
     body = kernel.body
     stmts = body.body if isinstance(body, Block) else (body,)
+    if kernel.workspaces:
+        return _chunked(kernel, stmts)
     if len(stmts) != 1 or not isinstance(stmts[0], For):
         return kernel
     loop = stmts[0]
@@ -65,3 +79,27 @@ def map_parallel(kernel: Kernel) -> Kernel:
     if not _free_vars(loop) <= sizes:
         return kernel
     return replace(kernel, body=Block((replace(loop, kind=LoopKind.PARALLEL),)))
+
+
+def _chunked(kernel: Kernel, stmts) -> Kernel:
+    """``kernel`` (workspaces, then its top loop) with the loop run in PARALLEL
+    chunks that each declare the workspaces; unchanged unless the loop's
+    iterations are independent (``outer_independent``) and the workspaces are
+    exactly the statements before it."""
+    allocs, loop = stmts[:-1], stmts[-1] if stmts else None
+    if not isinstance(loop, For) or not _binds(loop, kernel.outer_independent) \
+            or tuple(a.buf.name for a in allocs if isinstance(a, Alloc)) != kernel.workspaces \
+            or len(allocs) != len(kernel.workspaces):
+        return kernel
+    chunk = Var(f"{loop.var.name}_chunk", loop.var.dtype)
+    span = sub(loop.hi, loop.lo)
+    per = BinOp("max", i64(1), BinOp("/", add(span, i64(WORKSPACE_CHUNKS - 1)),
+                                     i64(WORKSPACE_CHUNKS)))
+    first = add(loop.lo, mul(chunk, per))
+    rows = For(loop.var, first, BinOp("min", loop.hi, add(first, per)), loop.body, loop.kind)
+    count = BinOp("/", add(span, sub(per, i64(1))), per)
+    par = For(chunk, i64(0), count, Block((*allocs, rows)), LoopKind.PARALLEL)
+    sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
+    if not _free_vars(par) <= sizes:
+        return kernel
+    return replace(kernel, body=Block((par,)), workspaces=(), outer_independent=chunk.name)

@@ -11,6 +11,7 @@ never from its own name or from the target.
     split_rows            (split_rows)          collapse_blocks
     tile_rows_for_registers (tile_cols)         split_rows    (split_rows)
     reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
+                                                workspaces_gpu
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
     simplify                                    simplify
     mark_noncanonical                           mark_noncanonical
@@ -36,6 +37,7 @@ from .simplify import simplify
 from .split_rows import AUTO, split_rows
 from .tensorize import tensorize
 from .widen_outputs import widen_outputs
+from .workspaces_gpu import workspaces_gpu
 
 Pass = Callable[[Kernel], Kernel]
 
@@ -73,6 +75,9 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
+        bound(workspaces_gpu, parallel=schedule.parallel),
+                                   # rows built in workspaces: a thread per chunk of rows
+                                   # (parallel; else one), workspaces in global scratch
         *((bound(map_gpu, deterministic=bool(schedule.deterministic)),)
           if schedule.parallel else ()),
                                    # loops -> blocks, warps, lanes, threads (else one warp);

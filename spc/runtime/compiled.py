@@ -30,6 +30,8 @@ from .inspectors import derived
 from .cpu_specialize import specialize as specialize_cpu
 from .launch_cpu import launch
 from .narrow_cpu import narrow as narrow_cpu
+from .pack_rows import pack_rows
+from .scratch import scratch_arrays
 from .operands import (as_scipy_kind, from_dlpack, result_family, scipy_arrays, shape_of,
                        to_tensor, with_index_dtype)
 
@@ -732,6 +734,7 @@ class CompiledKernel(KernelCall):
                     arrays[f"{name}{lvl}_{arr_name}"] = arr
             if not t.format.is_dense:
                 ints.update(t.scalars(name))
+        arrays.update(scratch_arrays(v.kernels, ints, xp, array_dtype))
         for kernel in v.kernels:                 # arrays inspectors compute from operands
             for p in kernel.params:
                 if p.inspector and p.name not in arrays:
@@ -780,7 +783,11 @@ class CompiledKernel(KernelCall):
         vals = xp.empty(nnz, dtype=np_dtype)
         arrays[f"{out_name}{last}_crd"] = crd
         arrays[out_vals] = vals
+        if program.drops_zeros:                # each row's count of entries kept
+            kept = arrays[f"{out_name}{last}_nnz"] = xp.zeros(parents, dtype=np_index)
         self._launch(v, 1, arrays, ints, nthreads)
+        if program.drops_zeros:
+            pos, crd, vals = pack_rows(pos, kept, crd, vals)
         level_arrays = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
         return Tensor(out_shape, out_fmt, level_arrays, rounded(vals), validate=False)
 

@@ -621,7 +621,8 @@ class _TorchArrays:
         dt = np.dtype(dtype)
         tdt = {np.dtype(np.float16): torch.float16, np.dtype(np.uint16): torch.bfloat16,
                np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64,
-               np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64}[dt]
+               np.dtype(np.int32): torch.int32, np.dtype(np.int64): torch.int64,
+               np.dtype(np.int8): torch.int8}[dt]          # int8: workspace marks (scratch)
         t = make(int(n), dtype=tdt, device=self.device)
         # bfloat16 (device_dtype) is seen as its bits
         view = self.ops._as_cupy(t.view(torch.int16) if tdt is torch.bfloat16 else t)

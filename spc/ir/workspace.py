@@ -1,0 +1,174 @@
+"""Row workspaces as loop IR: a dense temporary over a sparse output's last
+index (TACO's *precompute*; Kjolstad et al., "Tensor Algebra Compilation with
+Workspaces", CGO 2019).
+
+A sparse output is appended in storage order, so its last (compressed) index
+must be bound by the loop right under its parents.  When that index is bound
+under a reduction instead -- Gustavson's SpGEMM ``C[i,j] = A[i,k]*B[k,j]``
+visits ``j`` under ``k`` -- each row is first scattered into a workspace over
+the index and then gathered into the output:
+
+* ``mark`` (int8): 1 where the current row has an entry;
+* ``coords`` (index type, twice the index's extent): the row's coordinates,
+  in the order first touched, ``count`` of them (the second half is scratch
+  for sorting them);
+* ``vals`` (the sums' type; the compute kernel only): the row's sums.
+
+The gather emits the row in coordinate order and resets every slot the row
+touched, so each row starts from a zeroed workspace (the claim
+``Kernel.workspaces`` records, which lets map_parallel give each chunk of
+rows its own).  The order comes from one of three IR sorts, chosen per row
+by a test in the IR:
+
+* ``count * SCAN_RATIO >= size``: scan ``mark`` over the whole index (already
+  in order; a sequential pass over ``size`` bytes costs less than sorting
+  ``count`` coordinates with data-dependent branches);
+* ``count <= INSERTION_MAX``: insertion sort (short rows: the fewest steps);
+* otherwise a natural merge sort, whose passes merge the ascending runs the
+  row was appended in (O(count log runs); see ``merge_sort``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Let, Load,
+                    Select, Stmt, Store, Var, While, add, and_, block, eq, i64, lt, mul, sub)
+
+SCAN_RATIO = 32
+INSERTION_MAX = 16
+I64 = DType.I64
+
+
+@dataclass(frozen=True)
+class RowWorkspace:
+    """The IR names of one workspace and the statements that use it.
+
+    ``size``: the extent of the index it spans (an expression of the kernel's
+    sizes); ``count``: the number of coordinates the current row touched;
+    ``fresh(stem)``: a new local variable named from ``stem``.
+    """
+    mark: Buffer
+    coords: Buffer
+    vals: Buffer | None
+    size: Expr
+    count: Var
+    fresh: Callable[[str], Var]
+
+    @property
+    def buffers(self) -> tuple[Buffer, ...]:
+        return tuple(b for b in (self.mark, self.coords, self.vals) if b is not None)
+
+    def allocs(self) -> list[Stmt]:
+        """The workspace's arrays, zeroed: ``size`` elements each, twice that for
+        ``coords`` (its second half is the merge sort's other buffer)."""
+        return [Alloc(b, mul(self.size, i64(2)) if b is self.coords else self.size)
+                for b in self.buffers]
+
+    def begin_row(self) -> Stmt:
+        return Let(self.count, i64(0))
+
+    def scatter(self, j: Expr, value: Expr | None) -> Stmt:
+        """Add ``value`` (None: count only) at coordinate ``j`` of the row."""
+        first = If(eq(Load(self.mark, j), i64(0)),
+                   block(Store(self.mark, j, i64(1)),
+                         Store(self.coords, self.count, j),
+                         Assign(self.count, add(self.count, i64(1)))))
+        if value is None:
+            return first
+        return block(first, Store(self.vals, j, value, accumulate=True))
+
+    def end_counted_row(self, row_count: Callable[[Expr], Stmt]) -> Stmt:
+        """``row_count(count)`` (the assemble kernel records the row's size),
+        then clear the marks the row set."""
+        q = self.fresh("ws_q")
+        return block(row_count(self.count),
+                     For(q, i64(0), self.count,
+                         Store(self.mark, Load(self.coords, q), i64(0))))
+
+    def gather_row(self, emit: Callable[[Var, Var], Stmt]) -> Stmt:
+        """``emit(j, v)`` for each coordinate ``j`` of the row in increasing order,
+        with ``v`` its sum, each slot reset after it is emitted."""
+        def visit(j: Var) -> Stmt:
+            v = self.fresh("ws_v")
+            v = Var(v.name, self.vals.dtype.widened)
+            return block(Let(v, Load(self.vals, j)), emit(j, v),
+                         Store(self.vals, j, Const(0.0, v.dtype)), Store(self.mark, j, i64(0)))
+
+        jj = self.fresh("ws_j")
+        scan = For(jj, i64(0), self.size, If(BinOp("!=", Load(self.mark, jj), i64(0)), visit(jj)))
+        q, jq, off = self.fresh("ws_q"), self.fresh("ws_j"), self.fresh("ws_off")
+        listed = For(q, i64(0), self.count,
+                     block(Let(jq, Load(self.coords, add(off, q))), visit(jq)))
+        sort = If(BinOp("<=", self.count, i64(INSERTION_MAX)),
+                  insertion_sort(self.coords, self.count, self.fresh),
+                  merge_sort(self.coords, self.count, self.size, off, self.fresh))
+        dense_enough = BinOp("<=", self.size, mul(self.count, i64(SCAN_RATIO)))
+        return If(dense_enough, scan, block(Let(off, i64(0)), sort, listed))
+
+
+def insertion_sort(buf: Buffer, n: Expr, fresh) -> Stmt:
+    """Sort ``buf[0, n)`` ascending, by insertion."""
+    q, key, r = fresh("srt_q"), fresh("srt_key"), fresh("srt_r")
+    before = Load(buf, sub(r, i64(1)))
+    return For(q, i64(1), n, block(
+        Let(key, Load(buf, q)),
+        Let(r, q),
+        While(and_(lt(i64(0), r), lt(key, before)),
+              block(Store(buf, r, before), Assign(r, sub(r, i64(1))))),
+        Store(buf, r, key)))
+
+
+def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
+    """Sort ``buf[0, n)`` ascending by a bottom-up *natural* merge sort, with
+    ``buf[half, half + n)`` as the other buffer; ``result`` is assigned the
+    offset (0 or ``half``) where the sorted entries end up.
+
+    Each pass merges neighbouring ascending runs, so a row gathered from r
+    sorted rows of an operand (Gustavson's rows are unions of B's sorted rows,
+    each appending its new coordinates in order) takes ceil(log2 r) passes
+    instead of log2 n.
+    """
+    src, dst, runs, swap = fresh("srt_src"), fresh("srt_dst"), fresh("srt_runs"), fresh("srt_t")
+    p, mid, hi = fresh("srt_p"), fresh("srt_mid"), fresh("srt_hi")
+    a, b, o = fresh("srt_a"), fresh("srt_b"), fresh("srt_o")
+    x, y = fresh("srt_x"), fresh("srt_y")
+    from_b = Var(fresh("srt_fromb").name, DType.BOOL)
+
+    def at(off: Expr, k: Expr) -> Load:
+        return Load(buf, add(off, k))
+
+    def ascending(k: Var) -> Expr:       # k < n and buf[k - 1] < buf[k] (in src)
+        return and_(lt(k, n), lt(at(src, sub(k, i64(1))), at(src, k)))
+
+    def take(k: Var) -> Stmt:            # dst[o++] = src[k++]
+        return block(Store(buf, add(dst, o), at(src, k)), Assign(k, add(k, i64(1))),
+                     Assign(o, add(o, i64(1))))
+
+    one_pass = block(
+        Assign(runs, i64(0)),
+        Let(p, i64(0)),
+        While(lt(p, n), block(
+            Let(mid, add(p, i64(1))),
+            While(ascending(mid), Assign(mid, add(mid, i64(1)))),
+            Let(hi, mid),
+            If(lt(hi, n), block(Assign(hi, add(hi, i64(1))),
+                                While(ascending(hi), Assign(hi, add(hi, i64(1)))))),
+            Let(a, p), Let(b, mid), Let(o, p),
+            While(and_(lt(a, mid), lt(b, hi)), block(       # branch-free: selects
+                Let(x, at(src, a)), Let(y, at(src, b)), Let(from_b, lt(y, x)),
+                Store(buf, add(dst, o), Select(from_b, y, x)),
+                Assign(a, add(a, Select(from_b, i64(0), i64(1)))),
+                Assign(b, add(b, Select(from_b, i64(1), i64(0)))),
+                Assign(o, add(o, i64(1))))),
+            While(lt(a, mid), take(a)),
+            While(lt(b, hi), take(b)),
+            Assign(runs, add(runs, i64(1))),
+            Assign(p, hi))),
+        Let(swap, src), Assign(src, dst), Assign(dst, swap))
+    return block(Let(src, i64(0)), Let(dst, half), Let(runs, i64(2)),
+                 While(lt(i64(1), runs), one_pass),
+                 Assign(result, src))
+
+
+__all__ = ["INSERTION_MAX", "RowWorkspace", "SCAN_RATIO", "insertion_sort", "merge_sort"]
