@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import spc
-from spc.ir.interp import run_kernel
-from spc.ir.nodes import Alloc, Buffer, DType, GridMode, LoopKind, ParamRole
+from spc.ir.nodes import Alloc, DType, GridMode, ParamRole
 from spc.ir.traverse import walk
 from spc.passes.workspaces_gpu import workspaces_gpu
 
 from cuda_env import NVCC, nvcc
 from matrices import MATRICES, from_mask, random_mask, rng_for
+from test_cuda_render import InterpLauncher   # (the interpreter checks races: chunks own slices)
 from test_spgemm import CSR3, SPGEMM, assert_canonical_product, right_operand
 
 MASKED = ("C[i,j] = M[i,j]*A[i,k]*B[k,j]", {**CSR3, "M": "csr"})
@@ -44,17 +44,6 @@ def test_kernels_without_workspaces_are_left_alone():
         assert workspaces_gpu(kernel) is kernel
 
 
-class InterpLauncher:
-    """Runs a kernel in the interpreter with the runtime's calling convention."""
-
-    def __init__(self, kernel):
-        self.kernel = kernel
-
-    def __call__(self, buffers, sizes, nthreads=1):
-        args, b, s = {}, iter(buffers), iter(sizes)
-        for p in self.kernel.params:
-            args[p.name] = next(b) if isinstance(p.value, Buffer) else next(s)
-        run_kernel(self.kernel, args)       # races checked: chunks touch their own slices
 
 
 def _interpreted(expr, formats, *operands):
