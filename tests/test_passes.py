@@ -157,7 +157,7 @@ def test_tile_rows_for_registers_tiles_spmm():
     (k,) = lower_expr(kernel, formats).program.kernels
     after = verify(tile_rows_for_registers(simplify(k)))
     allocs = sorted(n.size for n in walk(after.body) if isinstance(n, Alloc))
-    assert allocs == [4, 8, 16, 32], "float64 kernels tile by 32, 16, 8 and 4 columns"
+    assert allocs == [1, 2, 4, 8, 16, 32], "float64 kernels tile by 32, 16, ..., 2, 1 columns"
 
 
 @pytest.mark.parametrize("kernel_id", ["spmv-csr", "sddmm-csr", "add-csr", "spmv-coo"])
@@ -320,10 +320,10 @@ def test_collapse_blocks_leaves_other_shapes_alone(kernel_id):
 
 
 @pytest.mark.parametrize("features, dtype, widths", [
-    ("+avx,+avx2,+fma", "float32", [64, 32, 16, 8]),
-    ("+avx,+avx2,+fma", "float64", [32, 16, 8, 4]),
-    ("+avx,+avx2,+fma,+avx512f", "float32", [256, 128, 64, 32, 16, 8]),
-    ("+avx,+avx2,+fma,+avx512f", "float64", [128, 64, 32, 16, 8, 4]),
+    ("+avx,+avx2,+fma", "float32", [64, 32, 16, 8, 4, 2, 1]),
+    ("+avx,+avx2,+fma", "float64", [32, 16, 8, 4, 2, 1]),
+    ("+avx,+avx2,+fma,+avx512f", "float32", [256, 128, 64, 32, 16, 8, 4, 2, 1]),
+    ("+avx,+avx2,+fma,+avx512f", "float64", [128, 64, 32, 16, 8, 4, 2, 1]),
 ])
 def test_register_tiles_fill_half_the_vector_registers(features, dtype, widths):
     import spc
@@ -333,14 +333,15 @@ def test_register_tiles_fill_half_the_vector_registers(features, dtype, widths):
     assert k.schedule.tile_cols == widths[0]
 
 
-@pytest.mark.parametrize("tile_cols, widths", [(4, [4]), (32, [32, 16, 8, 4]), (1024, None)])
+@pytest.mark.parametrize("tile_cols, widths", [(4, [4, 2, 1]), (32, [32, 16, 8, 4, 2, 1]),
+                                               (1024, None)])
 def test_tile_cols_sets_the_widest_register_tile(tile_cols, widths):
     import scipy.sparse as sp
     import spc
     from spc.passes.register_tile import register_tiles
     k = spc.compile("spmm", fmt="csr", dtype="float64", tile_cols=tile_cols)
     got = [w for kern in k.lowered_kernels() for w in register_tiles(kern)]
-    assert got == (widths or [1024, 512, 256, 128, 64, 32, 16, 8, 4])
+    assert got == (widths or [1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1])
     assert k.schedule.tile_cols == tile_cols
     A = sp.random(30, 20, density=0.3, format="csr", random_state=0)
     B = np.random.default_rng(0).standard_normal((20, 1100))

@@ -353,4 +353,4 @@ def test_register_tiles_are_read_back_whatever_the_index_is_called():
     k = spc.compile("C[i,j2] = A[i,k] * B[k,j2]", formats={"A": "csr"}, tile_cols=64)
     assert k.schedule.tile_cols == 64
     from spc.passes.register_tile import register_tiles
-    assert register_tiles(k.lowered_kernels()[0]) == (64, 32, 16, 8)
+    assert register_tiles(k.lowered_kernels()[0]) == (64, 32, 16, 8, 4, 2, 1)

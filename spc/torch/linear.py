@@ -111,10 +111,11 @@ class SparseLinear(nn.Module):
         lead = x.shape[:-1]
         cols = x.reshape(-1, self.in_features).t()                     # in x batch
         n = cols.shape[1]
-        # spc's CPU SpMM runs B's columns in vector tiles of 256 down to 8 and the last
-        # (n mod 8) in a scalar loop that adds into C per stored entry: 9 to 15 columns
-        # take 3 to 7 times as long as 16 (a 1536 x 384 weight, 2026-11-29); so the
-        # batch is padded with zero columns to a multiple of PAD_COLUMNS there
+        # spc's CPU SpMM sums B's columns in register tiles of 256, 128, ..., 2, 1
+        # columns, each walking A's row once: 9 to 15 columns take 2 to 4 walks where
+        # 16 take one (a 1536 x 384 weight at 50%: 405-790 us against 220 us for 16,
+        # one thread, 2026-11-29); so the batch is padded with zero columns to a
+        # multiple of PAD_COLUMNS there
         padded = -(-n // PAD_COLUMNS) * PAD_COLUMNS if x.device.type == "cpu" else n
         cols = F.pad(cols, (0, padded - n)) if padded != n else cols.contiguous()
         if self.fmt == "csr":
