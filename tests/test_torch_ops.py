@@ -286,3 +286,23 @@ def test_sparse_linear_moves_and_casts(device, dtype):
     want = torch.nn.functional.linear(x.float(), layer.weight().to_dense().float(),
                                       layer.bias.float())
     torch.testing.assert_close(layer(x).float(), want, rtol=2e-3, atol=2e-3)
+
+
+def test_inference_calls_skip_the_operator_machinery(monkeypatch):
+    """Under no_grad (nothing to differentiate, nothing compiling) SparseLinear calls
+    spc's product directly; the numbers are the operator's."""
+    from spc.torch import linear as linear_mod
+    torch.manual_seed(0)
+    layer = spc.torch.SparseLinear.from_dense(torch.nn.Linear(24, 40), sparsity=0.7)
+    x = torch.randn(3, 5, 24)
+    with_grad = layer(x)
+    calls = []
+    direct = linear_mod.spmm_direct
+    monkeypatch.setattr(linear_mod, "spmm_direct", lambda *a: calls.append(1) or direct(*a))
+    with torch.no_grad():
+        without = layer(x)
+    assert calls and with_grad.requires_grad and not without.requires_grad
+    torch.testing.assert_close(without, with_grad.detach())
+    calls.clear()
+    layer(x).sum().backward()                # gradients: the operator, not the direct call
+    assert not calls and layer.vals.grad is not None

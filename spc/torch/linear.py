@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..formats.composite import resolve_sum_format
 from ..formats.format import resolve_format
-from .ops import spmm_csr, spmm_csr_as
+from .ops import direct_call_ok, spmm_csr, spmm_csr_as, spmm_direct
 
 PAD_COLUMNS = 16      # the CPU forward pads the batch (SpMM columns) to a multiple of this
 
@@ -118,7 +118,9 @@ class SparseLinear(nn.Module):
         # multiple of PAD_COLUMNS there
         padded = -(-n // PAD_COLUMNS) * PAD_COLUMNS if x.device.type == "cpu" else n
         cols = F.pad(cols, (0, padded - n)) if padded != n else cols.contiguous()
-        if self.fmt == "csr":
+        if direct_call_ok(x, self.vals):    # inference: no operator machinery
+            y = spmm_direct(self.crow, self.col, self.vals, self.in_features, cols, self.fmt)
+        elif self.fmt == "csr":
             y = spmm_csr(self.crow, self.col, self.vals, self.in_features, cols)
         else:
             y = spmm_csr_as(self.crow, self.col, self.vals, self.in_features, cols, self.fmt)
