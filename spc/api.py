@@ -199,8 +199,11 @@ def make_target(target, **options):
 def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             accumulate=None, schedule: "Schedule | str | None" = None,
             **target_options) -> TypedKernel:
-    """Compile a named kernel ("spmv", "spmm", "sddmm") or an index-notation
-    expression such as ``"y[i] = A[i,j] * x[j] + b[i]"``.
+    """Compile a named kernel ("spmv", "spmm", "sddmm"), a named program
+    ("attention"), an index-notation expression such as
+    ``"y[i] = A[i,j] * x[j] + b[i]"``, or a program of several such statements
+    separated by ``;`` or newlines (a ProgramKernel; ``fuse=False`` keeps each
+    statement a kernel of its own).
 
     ``fmt`` sets the sparse operand of a named kernel; ``formats`` maps tensor
     names of an expression to formats (unnamed tensors are dense).  ``dtype``:

@@ -1,11 +1,12 @@
 """Programs of several statements: ``"S[i,j] = ...; m[i] = max(j, S[i,j]); ..."``.
 
-Each statement compiles to its own kernel (``spc.compile`` of that statement,
-with the program's formats, target, dtype and schedule); a call runs them in
-order, each reading the program's operands and the results of the statements
-before it by name, and returns the last statement's result.  Intermediate
-results live in memory between the kernels (in the operands' family, on their
-device): nothing is fused yet.
+Consecutive statements whose loops over rows line up compile to one kernel
+(``passes/fuse_rows``, through ``compile_fused``); every other statement to its
+own (``spc.compile`` of that statement, with the program's formats, target,
+dtype and schedule).  A call runs the kernels in order, each reading the
+program's operands and earlier results by name, and returns the last
+statement's result.  Results read by a later kernel live in memory between
+the kernels (in the operands' family, on their device).
 """
 from __future__ import annotations
 
