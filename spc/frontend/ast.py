@@ -82,6 +82,22 @@ def children(e: Expr) -> tuple[Expr, ...]:
     return ()
 
 
+def reductions_in(e: Expr):
+    """The reductions in ``e``, outermost ones only (not those inside another),
+    left to right; ``e`` itself when it is one."""
+    if isinstance(e, Reduce):
+        yield e
+        return
+    for c in children(e):
+        yield from reductions_in(c)
+
+
+def nested_reduce(e: Expr) -> "Reduce | None":
+    """The first reduction strictly inside ``e`` (``relu(sum(k, A[i,k]*B[k,j]) +
+    b[j])``, or the one inside a reduction ``e``), or None."""
+    return next((r for c in children(e) for r in reductions_in(c)), None)
+
+
 def index_names(e: Expr) -> set[str]:
     """Every index an access inside ``e`` uses."""
     if isinstance(e, Access):

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from spc.errors import ParseError, ShapeError
-from spc.frontend.ast import FUNCTIONS, Access, Assignment, Call, Reduce, children
+from spc.frontend.ast import (FUNCTIONS, Access, Assignment, Call, children,
+                              nested_reduce, reductions_in)
 
 
 def _repeated_index(acc: Access) -> int | None:
@@ -58,27 +59,18 @@ def check(assign: Assignment) -> None:
 
 
 def _check_reduction(assign: Assignment) -> None:
-    """A reduction ``max(j, e)`` must be the whole right-hand side, over an index
-    absent from the left, and the only index it leaves out of the left."""
+    """At most one reduction ``max(j, e)``, none inside it, over an index absent
+    from the left and the only index it leaves out of the left; around it (an
+    epilogue) only the output's indices."""
     rhs, src = assign.rhs, assign.source
-
-    def nested(e) -> Reduce | None:
-        for c in children(e):
-            if isinstance(c, Reduce):
-                return c
-            found = nested(c)
-            if found is not None:
-                return found
-        return None
-
-    top = rhs if isinstance(rhs, Reduce) else nested(rhs)
-    if top is None:
+    found = list(reductions_in(rhs))
+    if not found:
         return
-    found = list(_reductions(rhs))
+    top = found[0]
     if len(found) > 1:
         raise ParseError("one reduction per statement (compute the other in a statement "
                          "of its own)", source=src, span=found[1].span)
-    inner = nested(top)
+    inner = nested_reduce(top)
     if inner is not None:
         raise ParseError(f"a reduction {inner.op}({inner.index}, ...) inside another one",
                          source=src, span=inner.span)
@@ -108,14 +100,6 @@ def _check_reduction(assign: Assignment) -> None:
         raise ParseError(f"{rhs.op}({rhs.index}, ...) reduces over '{rhs.index}' only, but "
                          f"{', '.join(repr(o) for o in others)} is not an index of the output "
                          f"either", source=src, span=rhs.span)
-
-
-def _reductions(e):
-    if isinstance(e, Reduce):
-        yield e
-        return
-    for c in children(e):
-        yield from _reductions(c)
 
 
 def _check_calls(e, src: str) -> None:

@@ -357,7 +357,7 @@ class Lowerer:
         self.seen = Var("seen", DType.BOOL)  # a max/min reduction met an entry
         # C[i,j] = f(sum(k, e), ...): the reduction ``e`` runs in the loops below
         # acc_depth, the epilogue f once per output entry with the sum in place
-        nested = nested_reduce(assign.rhs)
+        nested = ast.nested_reduce(assign.rhs)
         self.body = nested.body if nested is not None else assign.rhs
         self.epilogue = assign.rhs if nested is not None else None
         self.reduced: Expr | None = None     # the reduction's value, for the epilogue
@@ -859,18 +859,6 @@ def _everywhere(args) -> list[frozenset]:
     return sorted(pts, key=lambda p: (-len(p), sorted(p)))
 
 
-def nested_reduce(e: ast.Expr) -> "ast.Reduce | None":
-    """The reduction inside ``e`` (``relu(sum(k, A[i,k]*B[k,j]) + b[j])``), when
-    ``e`` is not itself one; None where it has none (frontend.check allows one)."""
-    for child in ast.children(e):
-        if isinstance(child, ast.Reduce):
-            return child
-        found = nested_reduce(child)
-        if found is not None:
-            return found
-    return None
-
-
 def _product_factors(e: ast.Expr):
     if isinstance(e, ast.BinOp) and e.op == "*":
         lhs, rhs = _product_factors(e.lhs), _product_factors(e.rhs)
@@ -967,7 +955,7 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     if isinstance(assign.rhs, ast.Reduce):      # m[i] = max(j, e): e, combined by max
         combine = COMBINE[assign.rhs.op]
         assign = ast.Assignment(assign.lhs, assign.rhs.body, assign.source)
-    nested = nested_reduce(assign.rhs)
+    nested = ast.nested_reduce(assign.rhs)
     if nested is not None:
         combine = COMBINE[nested.op]
         if order is None:
