@@ -83,12 +83,13 @@ def _product(name: str, crow: Tensor, col: Tensor, vals: Tensor, n_cols: int,
 
 
 def spmm_direct(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor,
-                fmt: str = "csr") -> Tensor:
+                fmt: str = "csr", what: str | None = None) -> Tensor:
     """What ``spmm_csr`` (``fmt`` "csr") or ``spmm_csr_as`` compute, called without
     the operator machinery (dispatch, autograd, schema checks: about 100 us of
     host time a call on the H200's host, 2026-11-29): for calls that need no
-    gradient and are not being traced by ``torch.compile``."""
-    _check("spmm_csr", vals, B)
+    gradient and are not being traced by ``torch.compile``; also those operators'
+    own implementation (``what``: the operator's name in errors)."""
+    _check(what or ("spmm_csr" if fmt == "csr" else "spmm_csr_as"), vals, B)
     return _product("spmm", crow, col, vals, n_cols, B, fmt)
 
 
@@ -103,8 +104,7 @@ def direct_call_ok(*tensors: Tensor) -> bool:
 @torch.library.custom_op("spc::spmm_csr", mutates_args=())
 def spmm_csr(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor) -> Tensor:
     """``A @ B`` for the CSR matrix A of (crow, col, vals) with ``n_cols`` columns."""
-    _check("spmm_csr", vals, B)
-    return _product("spmm", crow, col, vals, n_cols, B)
+    return spmm_direct(crow, col, vals, n_cols, B)
 
 
 @torch.library.custom_op("spc::spmm_csr_as", mutates_args=())
@@ -113,8 +113,7 @@ def spmm_csr_as(crow: Tensor, col: Tensor, vals: Tensor, n_cols: int, B: Tensor,
     """``A @ B`` for the CSR matrix A of (crow, col, vals), computed by spc's SpMM for
     A in format ``fmt`` (``"bsr(16,16)"``, ``"nm(2,4)"``...; the conversion made once
     per live arrays); its gradients are spmm_csr's."""
-    _check("spmm_csr_as", vals, B)
-    return _product("spmm", crow, col, vals, n_cols, B, fmt)
+    return spmm_direct(crow, col, vals, n_cols, B, fmt, "spmm_csr_as")
 
 
 @torch.library.custom_op("spc::spmm_t_csr", mutates_args=())
