@@ -120,7 +120,7 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
                 kernels.append(program.compute)
             fused = fuse_rows(kernels, label)
             return Program((fused,), out.tensor, OutputKind.DENSE, resolved[out.tensor], None,
-                           tuple(fused.attrs[0][1].split(",")) if fused.attrs else (),
+                           tuple(dict(fused.attrs)["order"].split(",")),
                            tuple(sorted(sig_formats.items())), value_type, index_dtype)
         return CompiledKernel(signature, sig_formats, built_target, value_type, schedule, label,
                               tuple(external), accumulate=sums, lowering=lowering)
@@ -139,8 +139,8 @@ class NamedProgram:
     def __init__(self, name: str, build):
         self.name = name
         self._build = build
-        self._programs: dict[float, object] = {}
-        self.program = build(1.0)
+        self.program = build(1.0)      # built now, so that errors show at compile time
+        self._programs: dict[float, object] = {1.0: self.program}
 
     def __call__(self, A, Q, K, V, scale=None, *, validate: bool = True):
         import math

@@ -234,6 +234,21 @@ class KernelCall:
             raise out_of_memory(err, self.name) or err
 
 
+class KernelSequence(KernelCall):
+    """A call that runs several kernels in order (``kernels``: CompiledKernels or
+    kernels built like them); its ``ir`` and ``source`` are theirs, in order."""
+
+    kernels: list
+
+    @property
+    def ir(self) -> str:
+        return "\n".join(k.ir for k in self.kernels)
+
+    @property
+    def source(self) -> str:
+        return "\n".join(k.source for k in self.kernels)
+
+
 class CompiledKernel(KernelCall):
     """A compiled expression.  Call it with operands (positionally in
     ``self.inputs`` order, or by name); see ``spc.compile``.

@@ -13,7 +13,7 @@ from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
-from .compiled import (CompiledKernel, KernelCall, bind_operands, call_option,
+from .compiled import (CompiledKernel, KernelSequence, bind_operands, call_option,
                        check_schedule_knobs)
 
 
@@ -56,7 +56,7 @@ def _pattern_source(assign: ast.Assignment, fmt: SumFormat) -> str:
         f"(S[i,j] = A[i,j] * ...); store {assign.lhs.tensor} in another format")
 
 
-class CompositeKernel(KernelCall):
+class CompositeKernel(KernelSequence):
     """A compiled expression with sum-format operands; called like CompiledKernel."""
 
     def __init__(self, assign: ast.Assignment, formats: dict, target, dtype, schedule,
@@ -113,13 +113,6 @@ class CompositeKernel(KernelCall):
         check_schedule_knobs(target, schedule, self.lowered_kernels())
 
     # -- what it is ---------------------------------------------------------------
-    @property
-    def ir(self) -> str:
-        return "\n".join(k.ir for k in self.kernels)
-
-    @property
-    def source(self) -> str:
-        return "\n".join(k.source for k in self.kernels)
 
     @property
     def output(self) -> str:

@@ -27,7 +27,7 @@ the host for the same error message the CPU target gives.
 from __future__ import annotations
 
 import threading
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -465,17 +465,16 @@ class DeviceOperands:
         spc's own storage-check kernels (one synchronization), or on a host copy
         for levels that have none."""
         from .device_check import NOT_CHECKED, storage_problems
-        found = storage_problems(t, self.cp, self._check_target())
+        found = storage_problems(t, self.cp, self._check_target)
         if found is NOT_CHECKED:
             return "structure" if self._host_invalid(t) else None
         return found
 
+    @cached_property
     def _check_target(self):
-        target = self.__dict__.get("_target")
-        if target is None:
-            from ..codegen.cuda import CUDATarget
-            target = self.__dict__["_target"] = CUDATarget()
-        return target
+        """The CUDA target the storage checks are built for (the current device's arch)."""
+        from ..codegen.cuda import CUDATarget
+        return CUDATarget()
 
     def _host_invalid(self, t: Tensor) -> bool:
         try:

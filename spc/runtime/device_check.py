@@ -99,7 +99,7 @@ def storage_problems(t: Tensor, cp, target):
     plan = check_plan(t)
     if plan is NOT_CHECKED or isinstance(plan, str) or not plan:
         return plan or None
-    wide = _index_dtype(t) is DType.I64
+    wide = plan[0][0].param("crd").value.dtype is DType.I64     # every check reads a crd
     status = cp.zeros(2, dtype=cp.int32)
     for kernel, buffers, sizes in plan:
         args = {**buffers, **sizes, "status": status}

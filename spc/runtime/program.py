@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..errors import FormatError, ParseError
 from ..frontend.parser import parse
-from .compiled import KernelCall
+from .compiled import KernelSequence
 
 
 def split_statements(text: str) -> list[str]:
@@ -20,7 +20,7 @@ def split_statements(text: str) -> list[str]:
     return [s.strip() for line in text.splitlines() for s in line.split(";") if s.strip()]
 
 
-class ProgramKernel(KernelCall):
+class ProgramKernel(KernelSequence):
     """A compiled program: call it with its operands (positionally in
     ``input_names`` order, or by name); ``kernels`` are the statements' kernels
     in order, ``ir`` and ``source`` theirs, one after the other."""
@@ -58,7 +58,7 @@ class ProgramKernel(KernelCall):
             raise FormatError(f"formats names {', '.join(map(repr, unknown))}, which is not "
                               f"a tensor of the program")
         self.kernels = []
-        self.reads = []
+        reads = []
         outputs = []
         start = 0
         while start < len(statements):
@@ -70,8 +70,7 @@ class ProgramKernel(KernelCall):
                                            {n: formats[n] for n in names if n in formats})
             made = {a.lhs.tensor for a in group}
             self.kernels.append(kernel)
-            self.reads.append(tuple(dict.fromkeys(a.tensor for g in group for a in g.accesses()
-                                                  if a.tensor not in made)))
+            reads.append({a.tensor for g in group for a in g.accesses() if a.tensor not in made})
             outputs.append(group[-1].lhs.tensor)
             start = end
         self.output = parsed[-1].lhs.tensor
@@ -82,6 +81,13 @@ class ProgramKernel(KernelCall):
                              f"{sorted(self.input_names)}", source=text, span=(0, len(text)))
         self.name = "program"
         self.statements = tuple(statements)
+        # results of earlier statements are well formed and canonical (spc built
+        # them): a kernel whose sparse operands are all such results checks no
+        # storage (shapes and types are always checked).  Each kernel checks the
+        # caller's sparse operands it reads: whether one needs canonicalizing
+        # depends on that kernel.
+        self.checks = tuple(any(n in self.input_names and not _is_dense(k, n) for n in r)
+                            for k, r in zip(self.kernels, reads))
 
     def _call(self, args, kwargs):
         validate = kwargs.pop("validate", True)
@@ -100,25 +106,12 @@ class ProgramKernel(KernelCall):
         if missing:
             raise TypeError(f"missing operand(s) {', '.join(missing)}")
         result = None
-        for out, kernel, reads in zip(self.outputs, self.kernels, self.reads):
-            # results of earlier statements are well formed and canonical (spc built
-            # them): a statement whose sparse operands are all such results checks
-            # no storage (shapes and types are always checked).  Each statement
-            # checks the caller's sparse operands it reads: whether one needs
-            # canonicalizing depends on the statement's kernel.
-            own = any(n in self.input_names and not _is_dense(kernel, n) for n in reads)
+        for out, kernel, check in zip(self.outputs, self.kernels, self.checks):
             args = [env[n] for n in kernel.input_names]     # positional: the fast call paths
-            result = kernel(*args) if validate and own else kernel(*args, validate=False)
+            result = kernel(*args) if validate and check else kernel(*args, validate=False)
             env[out] = result
         return result
 
-    @property
-    def ir(self) -> str:
-        return "\n".join(k.ir for k in self.kernels)
-
-    @property
-    def source(self) -> str:
-        return "\n".join(k.source for k in self.kernels)
 
     def __repr__(self) -> str:
         return f"ProgramKernel({'; '.join(self.statements)!r})"
