@@ -4,6 +4,8 @@ path, dense SDPA with a boolean mask, and FlexAttention with a block mask.
     python benchmarks/bench_attention_gpu.py [--lengths 2048,4096,8192] [--d 64]
                                              [--dtype float32] [--no-flex] [--reps 20]
 
+``spc`` is the default (one fused kernel: the scores recomputed where read);
+``spc-rows`` keeps the scores in memory between two kernels (``fuse="rows"``).
 Masks: BigBird-like blocks of 64 (a window of 3 block diagonals, 2 global block
 columns and rows, 3 random blocks per block row) and a sliding window
 |i - j| <= 128.  Every system's output is checked against a float64 dense
@@ -22,6 +24,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+
+# spc: the fused program (scores recomputed where read, never stored); spc-rows:
+# fuse="rows" (the scores kernel, then one kernel for softmax and the product)
+COLUMNS = ("spc", "spc-rows", "torch.sparse", "sdpa-mask", "flex")
 
 
 def bigbird(L: int, block: int = 64, seed: int = 0) -> np.ndarray:
@@ -88,7 +95,8 @@ def main(argv=None) -> int:
 
     import spc
     dev, dt = "cuda", getattr(torch, args.dtype)
-    att = spc.compile("attention", fmt="csr", target="cuda")
+    att = spc.compile("attention", fmt="csr", target="cuda")          # one fused kernel
+    att_rows = spc.compile("attention", fmt="csr", target="cuda", fuse="rows")  # scores stored
     flex = None
     if not args.no_flex:
         try:
@@ -97,7 +105,7 @@ def main(argv=None) -> int:
         except Exception as err:  # noqa: BLE001 - FlexAttention is optional
             print(f"(no FlexAttention: {type(err).__name__}: {err})")
     print(f"{'mask':9s} {'L':>5s} {'density':>7s}  " + "  ".join(
-        f"{s:>12s}" for s in ("spc", "torch.sparse", "sdpa-mask", "flex")) + "   (ms; error)")
+        f"{s:>12s}" for s in COLUMNS) + "   (ms; error)")
     for L in [int(x) for x in args.lengths.split(",")]:
         for name, mask in (("bigbird", bigbird(L)), ("window", window(L))):
             g = torch.Generator(device=dev).manual_seed(0)
@@ -119,6 +127,7 @@ def main(argv=None) -> int:
                 return torch.sparse.mm(p, V)
 
             systems = {"spc": lambda: att(A, Q, K, V, scale),
+                       "spc-rows": lambda: att_rows(A, Q, K, V, scale),
                        "torch.sparse": torch_sparse,
                        "sdpa-mask": lambda: F.scaled_dot_product_attention(
                            Q[None, None], K[None, None], V[None, None], attn_mask=mask_t,
@@ -133,7 +142,7 @@ def main(argv=None) -> int:
                 except Exception as err:  # noqa: BLE001
                     print(f"(flex failed: {type(err).__name__}: {str(err)[:200]})")
             cells = []
-            for s in ("spc", "torch.sparse", "sdpa-mask", "flex"):
+            for s in COLUMNS:
                 fn = systems.get(s)
                 if fn is None:
                     cells.append(f"{'-':>12s}")

@@ -36,11 +36,18 @@ NAMED_PROGRAMS = {
 }
 
 
-def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool = True, **options):
-    """A ProgramKernel of the statements of ``text`` (or of a named program);
-    ``fuse`` False keeps every statement a kernel of its own."""
+def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = True,
+                     **options):
+    """A ProgramKernel of the statements of ``text`` (or of a named program).
+    ``fuse``: True fuses statements over the same rows into one kernel and
+    recomputes sampled results where they are read (``_compile_fused``);
+    "rows" fuses rows but keeps sampled results in memory; False keeps every
+    statement a kernel of its own."""
     from .runtime.program import ProgramKernel
-    fused = (lambda stmts, f: _compile_fused(stmts, f, **options)) if fuse else None
+    if fuse not in (True, False, "rows"):
+        raise UnsupportedError(f"fuse must be True, 'rows' or False, not {fuse!r}")
+    fused = (lambda stmts, f: _compile_fused(stmts, f, inline=fuse is True, **options)) \
+        if fuse else None
     name = text.strip().lower()
     if name in NAMED_PROGRAMS:
         text, sparse_ops, positional = NAMED_PROGRAMS[name]
@@ -60,9 +67,12 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool = True, **
 
 
 def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=None,
-                   schedule: Schedule | None = None, **target_options):
+                   schedule: Schedule | None = None, inline: bool = True, **target_options):
     """The statements as one kernel (``passes/fuse_rows``: their loops over rows
     fused, intermediate vectors in registers), or None where they do not fuse.
+    With ``inline``, a result with a sparse operand's pattern that later
+    statements read entry by entry is recomputed where they read it
+    (``passes/inline_producer``) instead of stored.
 
     The kernel's signature (what binds operands and sizes) is the last
     statement's output and every tensor the statements read that they do not
@@ -71,6 +81,7 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
     from .frontend.names import is_plain
     from .ir.lower import OutputKind, Program, lower
     from .passes.fuse_rows import NotFusable, fuse_rows
+    from .passes.inline_producer import inline_sampled
     if isinstance(schedule, str):          # schedule="auto": each statement its own
         return None
     assigns = [parse(s) for s in statements]
@@ -110,14 +121,21 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
 
     def make(value_type: DType):
         def lowering(index_dtype):
-            kernels = []
+            kernels, producers = [], []
             for n, a in enumerate(assigns):
                 mine = {t: resolved[t] for t in [a.lhs.tensor] + [x.tensor for x in a.accesses()]}
                 program = lower(a, mine, name=f"{label}_{n}", value_dtype=value_type,
                                 index_dtype=index_dtype, sum_dtype=sums)
+                if len(program.kernels) == 1 and program.output_kind == OutputKind.PATTERN \
+                        and n < len(assigns) - 1 and inline:
+                    producers.append((program.compute, a.lhs.tensor, program.pattern_source))
+                    continue
                 if len(program.kernels) != 1 or program.output_kind != OutputKind.DENSE:
                     raise NotFusable(f"statement {n} is not one kernel with a dense output")
-                kernels.append(program.compute)
+                kernel = program.compute
+                for t, (producer, result, source) in enumerate(producers):
+                    kernel = inline_sampled(producer, kernel, result, source, f"s{t}")
+                kernels.append(kernel)
             fused = fuse_rows(kernels, label)
             return Program((fused,), out.tensor, OutputKind.DENSE, resolved[out.tensor], None,
                            tuple(dict(fused.attrs)["order"].split(",")),

@@ -1,0 +1,182 @@
+"""Producer inlining: a sampled result recomputed where it is read, never stored.
+
+A statement whose result has the pattern of a sparse operand (SDDMM,
+``S[i,j] = c * A[i,j] * Q[i,k] * K[j,k]``) stores one value per stored entry of
+``A``.  When later statements of a program read it only entry by entry, as
+they walk its rows, the value can be recomputed at each read instead:
+
+    for i:                                  for i:
+      for p in row i of A:                    for p in row i of S:     (S: A's pattern)
+        let j = A_crd[p]                        let j = S_crd[p]
+        acc = sum_k Q[i,k] * K[j,k]             ... S_vals[p] ...
+        S_vals[p] = c * A_vals[p] * acc
+
+becomes one loop per reading loop, the producer's body in front of the reader's:
+
+    for i:
+      for p in row i of A:
+        let j_s = A_crd[p];  acc_s = sum_k Q[i,k] * K[j_s,k];  let S_at = c * A_vals[p] * acc_s
+        let j = A_crd[p]
+        ... S_at ...
+
+The nnz-sized intermediate ``S`` is gone: the price is one recomputation per
+reading loop (three for attention: the row's max, its sum, its product with
+``V``).
+"""
+from __future__ import annotations
+
+from ..ir.nodes import Block, Buffer, For, Kernel, Let, Load, Param, ParamRole, Store, Var
+from ..ir.simplify_expr import simplify_expr
+from ..ir.traverse import rewrite, top_loop, walk
+from .fuse_rows import NotFusable
+
+
+class NotInlinable(NotFusable):
+    """The producer or a reader does not have the shape ``inline_producer`` takes."""
+
+
+def inline_sampled(producer: Kernel, reader: Kernel, result: str, pattern: str,
+                   tag: str) -> Kernel:
+    """``reader`` with its reads of tensor ``result`` (which ``producer`` computes
+    with the pattern of tensor ``pattern``) recomputed in place, or ``reader``
+    itself where it does not read ``result`` (see ``inline_producer``)."""
+    outs = [p.name for p in producer.params if p.role is ParamRole.OUTPUT]
+    if len(outs) != 1:
+        raise NotInlinable("the producer has more than one output")
+    reads = [p.name for p in reader.params if p.tensor == result]
+    if not reads:
+        return reader
+    known = {p.name for p in producer.params if p.tensor == pattern}
+    level_arrays = {}
+    for name in reads:
+        if name == outs[0]:
+            continue
+        twin = pattern + name[len(result):] if name.startswith(result) else None
+        if twin not in known:
+            raise NotInlinable(f"{name} has no twin among {pattern}'s arrays")
+        level_arrays[name] = twin
+    return inline_producer(producer, reader, outs[0], pattern, level_arrays, tag)
+
+
+def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
+                    level_arrays: dict[str, str], tag: str) -> Kernel:
+    """``reader`` with its reads of ``producer``'s result recomputed in place.
+
+    Requires: ``producer`` is lowered (before the target's passes): lets, then
+    one loop over rows whose body is lets and one loop over the positions of
+    the rows of ``pattern`` (the tensor whose pattern the result takes), which
+    ends in the one store of the result's values at its position;
+    ``level_arrays`` maps the result's level arrays (``S1_pos``, ``S1_crd``)
+    to the pattern's (``A1_pos``, ``A1_crd``), which hold the same numbers;
+    ``result`` names the result's values buffer.  ``reader`` reads the values
+    only at the position of a loop over the result's positions that encloses
+    the read.
+    Ensures: the same numbers as running ``producer`` then ``reader``, with
+    the result's buffers gone from the reader's parameters and the producer's
+    inputs added; names the producer declares get the suffix ``tag``; else
+    NotInlinable.
+    """
+    shape = top_loop(producer)
+    if shape is None:
+        raise NotInlinable("the producer is not one loop after its lets")
+    lets, rows = shape
+    inner = [s for s in _stmts(rows.body)]
+    if not inner or not isinstance(inner[-1], For) or \
+            not all(isinstance(s, Let) for s in inner[:-1]):
+        raise NotInlinable("the producer's row body is not lets then one loop")
+    positions = inner[-1]
+    body = _stmts(positions.body)
+    if not body or not isinstance(body[-1], Store) or body[-1].buf.name != result \
+            or body[-1].accumulate or body[-1].index != positions.var:
+        raise NotInlinable("the producer's position loop does not end in its one store")
+    if any(isinstance(n, Store) for n in walk(tuple(body[:-1]))):
+        raise NotInlinable("the producer stores more than its result")
+    row_lets = list(lets) + inner[:-1]
+    declared = {s.var.name for s in row_lets} | {n.var.name for n in walk(tuple(body))
+                                                 if isinstance(n, (Let, For))}
+
+    def renamed(node):
+        return rewrite(node, lambda n: Var(f"{n.name}_{tag}", n.dtype)
+                       if isinstance(n, Var) and n.name in declared else n)
+
+    row_var = rows.var
+
+    def recompute(p: Var, i_value) -> tuple[list, Var]:
+        """The producer's statements for position ``p`` of row ``i_value``, and the
+        scalar holding its value there."""
+        value = Var(f"{result}_{tag}", body[-1].buf.dtype.widened)
+        subst = {row_var.name: i_value, positions.var.name: p}
+        stmts = [renamed(s) for s in row_lets + body[:-1]]
+        stmts.append(Let(value, renamed(body[-1].value)))
+        stmts = [rewrite(s, lambda n: subst.get(n.name, n) if isinstance(n, Var) else n)
+                 for s in stmts]
+        return stmts, value
+
+    reader_rows = top_loop(reader)
+    if reader_rows is None:
+        raise NotInlinable("the reader is not one loop after its lets")
+    i = reader_rows[1].var
+    if i.name != row_var.name:
+        raise NotInlinable("the reader's rows are not the producer's")
+    arrays = set(level_arrays)
+    row_lets_of_reader = {s.var.name: s.value for s in _stmts(reader_rows[1].body)
+                          if isinstance(s, Let)}
+    seen_loops = []
+
+    def fn(n):
+        if isinstance(n, For) and _reads(n.lo, arrays):
+            if not _at_row(n.lo, i, row_lets_of_reader):
+                raise NotInlinable(f"the reader walks another row of {result} than its own")
+            stmts, value = recompute(n.var, i)
+            new_body = rewrite(n.body, lambda m: value if isinstance(m, Load)
+                               and m.buf.name == result and m.index == n.var else m)
+            seen_loops.append(n.var.name)
+            return For(n.var, n.lo, n.hi, Block(tuple(stmts) + tuple(_stmts(new_body))),
+                       n.kind)
+        return n
+
+    new_reader = rewrite(reader, fn)
+    for n in walk(new_reader.body):
+        if isinstance(n, Load) and n.buf.name == result:
+            raise NotInlinable(f"the reader reads {result} outside a loop over its positions")
+    if not seen_loops:
+        raise NotInlinable(f"the reader does not walk the rows of {result}")
+    new_reader = rewrite(new_reader, lambda n: Buffer(level_arrays[n.name], n.dtype)
+                         if isinstance(n, Buffer) and n.name in level_arrays else n)
+    params = _params(reader, producer, result, level_arrays)
+    return Kernel(reader.name, params, new_reader.body, reader.attrs,
+                  outer_independent=reader.outer_independent)
+
+
+def _stmts(s) -> list:
+    return list(s.body) if isinstance(s, Block) else [s]
+
+
+def _at_row(lo, i: Var, lets: dict) -> bool:
+    """Whether ``lo`` is ``pos[x]`` with ``x`` (its lets substituted) the row ``i``."""
+    if not isinstance(lo, Load):
+        return False
+    x = rewrite(lo.index, lambda n: lets.get(n.name, n) if isinstance(n, Var) else n)
+    return simplify_expr(x) == i
+
+
+def _reads(e, names: set[str]) -> bool:
+    return any(isinstance(n, Load) and n.buf.name in names for n in walk(e))
+
+
+def _params(reader: Kernel, producer: Kernel, result: str,
+            level_arrays: dict[str, str]) -> tuple[Param, ...]:
+    """The reader's parameters without the result's arrays, with the producer's
+    inputs and sizes (each once; buffers first, sizes last, by name)."""
+    dropped = {result, *level_arrays}
+    seen: dict[str, Param] = {}
+    for p in reader.params + producer.params:
+        if p.name in dropped or p.name in seen:
+            continue
+        if p.role is ParamRole.OUTPUT and p in producer.params:
+            continue
+        seen[p.name] = p
+    bufs = sorted((p for p in seen.values() if isinstance(p.value, Buffer)), key=lambda p: p.name)
+    sizes = sorted((p for p in seen.values() if not isinstance(p.value, Buffer)),
+                   key=lambda p: p.name)
+    return tuple(bufs) + tuple(sizes)

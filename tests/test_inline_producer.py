@@ -1,0 +1,186 @@
+"""Producer inlining (``passes/inline_producer``): a sampled result recomputed
+where later statements read it.  Golden printed IR, the interpreter giving the
+same numbers before (producer, then reader, the result in an array) and after
+(the reader alone), refusals, and the attention program as one kernel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+from spc.formats.format import resolve_format
+from spc.frontend.check import check
+from spc.frontend.parser import parse
+from spc.ir.interp import run_kernel
+from spc.ir.lower import lower
+from spc.ir.nodes import DType
+from spc.ir.printer import format_kernel
+from spc.ir.verify import verify
+from spc.passes.fuse_rows import fuse_rows
+from spc.passes.inline_producer import NotInlinable, inline_sampled
+from test_ir_golden import assert_golden
+from test_programs import reference_attention
+
+SCORES = "S[i,j] = 0.5 * A[i,j] * Q[i,k] * K[j,k]"
+SOFTMAX = ("m[i] = max(j, S[i,j])",
+           "r[i] = 1 / max(sum(j, stored(S[i,j]) * exp(S[i,j] - m[i])), 1e-30)",
+           "O[i,d] = stored(S[i,j]) * exp(S[i,j] - m[i]) * V[j,d] * r[i]")
+SPARSE = {"A": "csr", "S": "csr", "B": "csr"}
+
+
+def _lowered(text: str, n: int = 0):
+    a = parse(text)
+    check(a)
+    ranks = {a.lhs.tensor: len(a.lhs.indices), **{x.tensor: len(x.indices)
+                                                   for x in a.accesses()}}
+    formats = {t: resolve_format(SPARSE.get(t, "dense"), r) for t, r in ranks.items()}
+    return verify(lower(a, formats, name=f"s{n}", value_dtype=DType.F64).compute)
+
+
+def _operands(seed=0, rows=9, cols=7, d=3):
+    A = sp.random(rows, cols, density=0.4, format="csr", random_state=seed).tolil()
+    A[3, :] = 0                                      # an empty row
+    A[5, :] = 1.5                                    # a full row
+    A = A.tocsr()
+    rng = np.random.default_rng(seed)
+    Q, K, V = rng.standard_normal((rows, 4)), rng.standard_normal((cols, 4)), \
+        rng.standard_normal((cols, d))
+    return {"A1_pos": A.indptr.astype(np.int32), "A1_crd": A.indices.astype(np.int32),
+            "A_vals": A.data.copy(), "Q_vals": Q.reshape(-1).copy(),
+            "K_vals": K.reshape(-1).copy(), "V_vals": V.reshape(-1).copy(),
+            "size_i": rows, "size_j": cols, "size_k": 4, "size_d": d}, A
+
+
+def _softmax_readers():
+    producer = _lowered(SCORES)
+    return producer, [inline_sampled(producer, _lowered(t, n + 1), "S", "A", "s0")
+                      for n, t in enumerate(SOFTMAX)]
+
+
+def test_golden():
+    _, readers = _softmax_readers()
+    assert_golden("inline_producer_attention", format_kernel(verify(readers[-1])))
+
+
+def test_interpreter_same_numbers_before_and_after():
+    args, A = _operands()
+    rows = args["size_i"]
+    before = dict(args, S_vals=np.zeros(A.nnz), S1_pos=args["A1_pos"], S1_crd=args["A1_crd"],
+                  m_vals=np.zeros(rows), r_vals=np.zeros(rows), O_vals=np.zeros(rows * 3))
+    run_kernel(_lowered(SCORES), before)
+    for n, text in enumerate(SOFTMAX):
+        run_kernel(_lowered(text, n + 1), before)
+    producer, readers = _softmax_readers()
+    after = dict(args, m_vals=np.zeros(rows), r_vals=np.zeros(rows), O_vals=np.zeros(rows * 3))
+    for k in readers:
+        run_kernel(verify(k), after)
+    np.testing.assert_allclose(after["O_vals"], before["O_vals"], rtol=1e-15)
+    assert before["O_vals"].any()
+    fused = dict(args, O_vals=np.zeros(rows * 3))
+    run_kernel(verify(fuse_rows(readers, "attention")), fused)
+    np.testing.assert_allclose(fused["O_vals"], before["O_vals"], rtol=1e-15)
+
+
+def test_the_result_leaves_the_parameters_and_the_producers_inputs_join():
+    _, readers = _softmax_readers()
+    names = {p.name for p in readers[-1].params}
+    assert {"S_vals", "S1_pos", "S1_crd"}.isdisjoint(names)
+    assert {"A_vals", "A1_pos", "A1_crd", "Q_vals", "K_vals", "V_vals", "size_k"} <= names
+
+
+def test_a_reader_that_does_not_read_the_result_is_unchanged():
+    reader = _lowered("y[i] = B[i,j] * x[j]", 1)
+    assert inline_sampled(_lowered(SCORES), reader, "S", "A", "s0") is reader
+
+
+def test_a_reader_of_another_row_is_refused():
+    reader = _lowered("y[i] = S[j,i] * x[j]", 1)      # S's column i: not the loop's row
+    with pytest.raises(NotInlinable, match="rows are not|another row|outside a loop"):
+        inline_sampled(_lowered(SCORES), reader, "S", "A", "s0")
+
+
+def test_a_producer_not_over_rows_is_refused():
+    SPARSE.update(A="coo", S="coo")                  # a coo producer walks positions, not rows
+    try:
+        producer = _lowered(SCORES)
+    finally:
+        SPARSE.update(A="csr", S="csr")
+    with pytest.raises(NotInlinable):
+        inline_sampled(producer, _lowered(SOFTMAX[0], 1), "S", "A", "s0")
+
+
+# -- through spc.compile --------------------------------------------------------------
+
+def test_attention_is_one_kernel_without_the_scores():
+    att = spc.compile("attention", dtype="float64")
+    (k,) = att.program.kernels
+    assert "S_vals:" not in k.ir and "S1_pos" not in k.ir and "in A_vals:" in k.ir
+    rows = spc.compile("attention", dtype="float64", fuse="rows")
+    assert len(rows.program.kernels) == 2 and "out S_vals:" in rows.program.kernels[0].ir
+
+
+@pytest.mark.parametrize("fuse", [True, "rows", False])
+def test_attention_edge_rows_duplicates_and_unsorted_masks(fuse):
+    args, A = _operands(seed=4, rows=9, cols=9)
+    Q = args["Q_vals"].reshape(9, 4)
+    K = args["K_vals"].reshape(9, 4)
+    V = args["V_vals"].reshape(9, 3)
+    # duplicate and unsorted entries in row 0: summed first, as scipy does
+    messy = sp.csr_matrix((np.r_[[1.0, 2.0, 1.0], A.data[A.indptr[1]:]],
+                           np.r_[[4, 1, 4], A.indices[A.indptr[1]:]],
+                           np.r_[0, 3 + A.indptr[1:] - A.indptr[1]]), shape=A.shape)
+    att = spc.compile("attention", dtype="float64", fuse=fuse)
+    tidy = messy.copy()
+    tidy.sum_duplicates()
+    want = reference_attention(tidy.toarray() != 0, Q, K, V, scale=0.7, values=tidy.toarray())
+    np.testing.assert_allclose(att(messy, Q, K, V, scale=0.7), want, rtol=1e-12, atol=1e-12)
+
+
+def test_fuse_takes_true_rows_or_false():
+    with pytest.raises(spc.UnsupportedError, match="fuse must be"):
+        spc.compile("attention", fuse="always")
+
+
+def test_a_sampled_result_that_is_the_programs_output_stays_stored():
+    p = spc.compile("S[i,j] = A[i,j] * Q[i,k] * K[j,k]; y[i] = sum(j, S[i,j])",
+                    formats={"A": "csr", "S": "csr"}, dtype="float64")
+    args, A = _operands(seed=5)
+    Q, K = args["Q_vals"].reshape(9, 4), args["K_vals"].reshape(7, 4)
+    assert len(p.kernels) == 1
+    np.testing.assert_allclose(p(A, Q, K), (A.toarray() * (Q @ K.T)).sum(1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_fused_attention_cuda_source_compiles_with_nvcc(dtype):
+    from cuda_env import NVCC, nvcc
+    if NVCC is None:
+        pytest.skip("nvcc is not installed")
+    att = spc.compile("attention", target="cuda", dtype=dtype)
+    (k,) = att.program.kernels
+    code, log = nvcc(k.source)
+    assert code == 0, log
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fuse", [True, "rows"])
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_fused_attention_on_the_gpu(fuse, dtype, tol):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    rows, cols, d = 70, 53, 37                      # no multiple of a warp or a vector
+    A = sp.random(rows, cols, density=0.2, format="csr", random_state=9).tolil()
+    A[3, :] = 0                                     # an empty row
+    A[5, :] = 1.0                                   # a dense row
+    A = A.tocsr()
+    rng = np.random.default_rng(9)
+    Q, K, V = rng.standard_normal((rows, 40)), rng.standard_normal((cols, 40)), \
+        rng.standard_normal((cols, d))
+    t = getattr(torch, dtype)
+    At = torch.sparse_csr_tensor(torch.tensor(A.indptr), torch.tensor(A.indices),
+                                 torch.tensor(A.data, dtype=t), A.shape, device="cuda")
+    att = spc.compile("attention", target="cuda", fuse=fuse)
+    got = att(At, *(torch.tensor(x, dtype=t, device="cuda") for x in (Q, K, V)), 0.2)
+    want = reference_attention(A.toarray() != 0, Q, K, V, scale=0.2, values=A.toarray())
+    np.testing.assert_allclose(got.double().cpu().numpy(), want, rtol=tol, atol=tol)
