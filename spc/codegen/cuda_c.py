@@ -224,13 +224,6 @@ def _group_loops(kernel: Kernel):
     return lane, reds[0]
 
 
-def _constant_trip(loop: For) -> bool:
-    """A @vector loop over constant bounds: the renderer unrolls it whole (its
-    arrays indexed by the loop variable then live in registers)."""
-    return loop.kind is LoopKind.VECTOR and isinstance(loop.lo, Const) \
-        and isinstance(loop.hi, Const)
-
-
 def host_eval(e, sizes: dict[str, int]) -> int | None:
     """The value of an integer IR expression of sizes and constants, or None
     when it reads memory or anything else the host does not know."""
@@ -486,9 +479,7 @@ class _Body:
         self.emit(d, f"const spc_idx {hi} = {render_expr(s.hi)};")
         if kind is LoopKind.SERIAL or kind is LoopKind.PARALLEL or kind is LoopKind.VECTOR:
             inner = ctx
-            if _constant_trip(s):
-                self.emit(d, "#pragma unroll")        # a @vector loop of a constant trip count
-            elif ctx in ("lane", "thread") and not any(
+            if ctx in ("lane", "thread") and not any(
                     isinstance(n, (For, While)) for n in all_stmts(s.body)):
                 self.emit(d, "#pragma unroll 4")
             head = f"for (spc_idx {v} = {lo}; {v} < {hi}; ++{v})"
@@ -656,7 +647,7 @@ class _Body:
                    for n in all_stmts(s.body)):
                 self.emit(d + 1, "__syncwarp();")
             self.emit(d, "}")
-        elif isinstance(s, For) and s.kind not in (LoopKind.SERIAL, LoopKind.VECTOR):
+        elif isinstance(s, For) and s.kind is not LoopKind.SERIAL:
             raise CompileError(f"cannot unroll a @{s.kind.value} loop")
         elif isinstance(s, For):
             v = c_name(s.var.name)
@@ -664,7 +655,7 @@ class _Body:
             self.emit(d, "{")
             self.emit(d + 1, f"const spc_idx {lo} = {render_expr(s.lo)};")
             self.emit(d + 1, f"const spc_idx {hi} = {render_expr(s.hi)};")
-            self.emit(d + 1, "#pragma unroll" if _constant_trip(s) else "#pragma unroll 2")
+            self.emit(d + 1, "#pragma unroll 2")
             self.emit(d + 1, f"for (spc_idx {v} = {lo}; {v} < {hi}; ++{v}) {{")
             self.jam_block(s.body, d + 2, jam, ok, ctx)
             self.emit(d + 1, "}")

@@ -14,7 +14,7 @@ With lanes on the innermost loops (``k``, ``d``), every position costs a warp
 sum whose latency nothing hides.  Here the positions go to the lanes instead,
 each lane running its positions' stages serially:
 
-    let m_lane = -inf;  alloc acc_row: f32[64] per lane
+    let m_lane = -inf;  alloc acc_row: f32[128]      (each lane its own)
     for p in row i @gpu_lane:
       stage;  m_lane = max(m_lane, acc)
       for d in [0, size_d):  acc_row[d] += exp(acc - m_row) * V[j*size_d + d]
@@ -22,13 +22,9 @@ each lane running its positions' stages serially:
     for d in [0, size_d):  let t = warp_sum(acc_row[d]);  O[i*size_d + d] += t
 
 A loop that adds into an output row (the ``d`` loop) accumulates in a
-lane-private row (32 or 64 entries: the narrowest that holds it, known at
-run time, so one ``if`` per width; wider rows would take more registers than
-a warp can keep at useful occupancy) that the warp sums once, at the end;
-its loops run over the width (``@vector``, a constant trip count the CUDA
-renderer unrolls: the row stays in registers) with the entries past the
-row's length skipped.  Where the row is longer than 64, an ``if`` keeps the
-loop as map_gpu would map it otherwise.  The interpreter runs both
+lane-private row of ``LANE_ROW`` entries that the warp sums once, at the end;
+where the row is longer than that (known only at run time), an ``if`` keeps
+the loop as map_gpu would map it otherwise.  The interpreter runs both
 branches' loops in order (a warp sum of one lane is its value), so the
 numbers are the serial loop's.
 """
@@ -40,8 +36,7 @@ from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, For, 
                         LoopKind, Stmt, Store, Var, WarpSum, sub)
 from ..ir.traverse import rewrite
 
-ROW_WIDTHS = (32, 64)   # a lane's private output row: the narrowest that holds the row,
-                             # a constant, so that unrolled loops keep it in registers
+LANE_ROW = 128          # entries of a lane's private output row (registers / local memory)
 
 
 def positions_to_lanes(loop: For, ctx) -> tuple[Stmt, object] | None:
@@ -103,36 +98,17 @@ def positions_to_lanes(loop: For, ctx) -> tuple[Stmt, object] | None:
         lanes = replace(loop, body=new_body, kind=LoopKind.GPU_LANE)
         return Block(tuple(before) + (lanes,) + tuple(after)), None
     acc_type = store.buf.dtype.widened          # a lane's row sums in the values' widened type
-    length = sub(row.hi, row.lo)
-    versions = []
-    for width in ROW_WIDTHS:
-        acc = Buffer(names.fresh(f"{store.buf.name}_row{width}", acc_type).name, acc_type)
-        t = names.fresh(f"{row.var.name}_t", DType.I64)
-        lanes = replace(loop, kind=LoopKind.GPU_LANE, body=rewrite(
-            new_body, lambda n, acc=acc, t=t, w=width: _over_row(
-                n, row, t, w, length, lambda s: Store(acc, t, s.value, accumulate=True))
-            if isinstance(n, For) and n.var == row.var else n))
-        total = names.fresh(f"{store.buf.name}_sum", acc_type)
-        write_back = _over_row(For(row.var, row.lo, row.hi, Block((
-            Let(total, WarpSum(Load(acc, t))), Store(store.buf, index, total, accumulate=True)))),
-            row, t, width, length, lambda s: s)
-        versions.append((width, Block(tuple(before) + (Alloc(acc, width, per_lane=True), lanes)
-                                      + tuple(after) + (write_back,))))
-    chosen = versions[-1][1]                    # the caller's guard: length <= the widest
-    for width, version in reversed(versions[:-1]):
-        chosen = If(BinOp("<=", length, Const(width, DType.I64)), version, chosen)
-    return chosen, BinOp("<=", length, Const(ROW_WIDTHS[-1], DType.I64))
-
-
-def _over_row(loop: For, row: For, t: Var, width: int, length, store_as) -> For:
-    """``loop`` (over ``row``'s range) as ``for t in [0, width) @vector: if t <
-    length: let d = lo + t; ...`` with its stores replaced by ``store_as(store)``:
-    a constant trip count, so a lane's row stays in registers once unrolled."""
-    from .map_gpu import stmts_of
-    body = tuple(store_as(s) if isinstance(s, Store) else s for s in stmts_of(loop.body))
-    inner = Block((Let(row.var, BinOp("+", row.lo, t)),) + body)
-    return For(t, Const(0, DType.I64), Const(width, DType.I64),
-               If(BinOp("<", t, length), inner), LoopKind.VECTOR)
+    acc = Buffer(names.fresh(f"{store.buf.name}_lane_row", acc_type).name, acc_type)
+    offset = sub(row.var, row.lo)
+    lanes = replace(loop, kind=LoopKind.GPU_LANE, body=rewrite(
+        new_body, lambda n: Store(acc, offset, n.value, accumulate=True)
+        if isinstance(n, Store) and n.buf == store.buf else n))
+    total = names.fresh(f"{store.buf.name}_sum", acc_type)
+    write_back = For(row.var, row.lo, row.hi, Block((
+        Let(total, WarpSum(Load(acc, offset))),
+        Store(store.buf, index, total, accumulate=True))))
+    fast = Block(tuple(before) + (Alloc(acc, LANE_ROW, per_lane=True), lanes) + tuple(after) + (write_back,))
+    return fast, BinOp("<=", sub(row.hi, row.lo), Const(LANE_ROW, DType.I64))
 
 
 def _is_stage(loop: For, local: set[str], all_stmts) -> bool:
