@@ -184,31 +184,3 @@ def test_fused_attention_on_the_gpu(fuse, dtype, tol):
     got = att(At, *(torch.tensor(x, dtype=t, device="cuda") for x in (Q, K, V)), 0.2)
     want = reference_attention(A.toarray() != 0, Q, K, V, scale=0.2, values=A.toarray())
     np.testing.assert_allclose(got.double().cpu().numpy(), want, rtol=tol, atol=tol)
-
-
-# -- on the GPU's loops (passes/lane_positions), in the interpreter ---------------------
-
-def _cuda_attention_ir(dtype="float64"):
-    from spc.ir.nodes import DType as D
-    att = spc.compile("attention", target="cuda", arch="sm_90", dtype=dtype)
-    (typed,) = att.program.kernels
-    (kernel,) = typed.specialize(dtype)._variant(D.I32).kernels
-    return kernel
-
-
-def test_cuda_attention_puts_positions_on_lanes():
-    ir = format_kernel(_cuda_attention_ir())
-    assert ir.count("@gpu_lane") >= 3 and "if size_d <= 128:" in ir
-    assert "alloc O_vals_lane_row: f64[128] per lane" in ir and "warp_sum(O_vals_lane_row[" in ir
-
-
-@pytest.mark.parametrize("d", [1, 37, 128, 130])      # 130: the row does not fit a lane's
-def test_cuda_attention_loops_give_the_reference_in_the_interpreter(d):
-    kernel = _cuda_attention_ir()
-    args, A = _operands(seed=6, rows=9, cols=9, d=d)
-    args = {**args, "O_vals": np.zeros(9 * d)}
-    run_kernel(kernel, args)
-    Q, K, V = args["Q_vals"].reshape(9, 4), args["K_vals"].reshape(9, 4), \
-        args["V_vals"].reshape(9, d)
-    want = reference_attention(A.toarray() != 0, Q, K, V, scale=1.0, values=A.toarray())
-    np.testing.assert_allclose(args["O_vals"].reshape(9, d), want, rtol=1e-12, atol=1e-12)

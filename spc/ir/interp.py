@@ -103,7 +103,6 @@ class _Races:
         self.path: list[tuple[int, int]] = []          # (loop node id, iteration)
         self.writers: dict[tuple[int, int], tuple] = {}
         self.arrays: dict[int, object] = {}            # keeps ids unique (allocs die)
-        self.per_lane: set[str] = set()                 # arrays each lane has a copy of
 
     def store(self, arr, idx: int, s) -> None:
         self.arrays[id(arr)] = arr
@@ -131,8 +130,7 @@ def _exec(s, env, bufs, races: _Races | None = None):
         if not 0 <= idx < len(arr):
             raise IndexError(f"store {s.buf.name}[{idx}] is out of bounds (length {len(arr)})")
         v = _eval(s.value, env, bufs)
-        if races is not None and races.path and not s.atomic \
-                and not (s.accumulate and s.buf.name in races.per_lane):
+        if races is not None and races.path and not s.atomic:
             races.store(arr, idx, s)
         if s.accumulate:
             v = _NP[s.buf.dtype.widened](arr[idx]) + v
@@ -140,8 +138,6 @@ def _exec(s, env, bufs, races: _Races | None = None):
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else int(_eval(s.size, env, bufs))
         bufs[s.buf.name] = np.zeros(size, dtype=_array_dtype(s.buf.dtype))
-        if races is not None and s.per_lane:
-            races.per_lane.add(s.buf.name)
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
         concurrent = races is not None and s.kind in CONCURRENT

@@ -276,16 +276,9 @@ class Alloc:
     tiles) or an integer expression of the kernel's sizes, e.g. ``size_j``:
     a *workspace* over an index (TACO's precompute), heap memory on the CPU.
     Declared inside a concurrent loop's body, each iteration has its own.
-
-    ``per_lane``: each lane of the warp has its own copy (a GPU thread's
-    registers), which the lanes' iterations of a lane loop only add into and
-    which is read only through warp sums (``warp_sum(a[k])``).  One copy that
-    every lane adds into (the interpreter's, running lanes in order) then
-    holds what the warp sums give.
     """
     buf: Buffer
     size: "int | Expr"
-    per_lane: bool = False
 
     @property
     def is_workspace(self) -> bool:

@@ -65,8 +65,7 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else format_expr(s.size)
         kind = "workspace" if s.is_workspace else "alloc"
-        lanes = " per lane" if s.per_lane else ""
-        out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]{lanes}")
+        out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]")
     elif isinstance(s, For):
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")

@@ -603,9 +603,6 @@ def map_outer(loop: For, ctx: _Ctx) -> tuple[For, GpuMapping]:
         flat = lanes.var.name if contiguous_positions(loop, lanes) else None
         return replace(loop, body=Block(parts[:-1] + (lanes,)), kind=LoopKind.GPU_WARP), \
             _mapping(GridMode.WARP, group=red.var.name, flat=flat)
-    staged = _positions_on_lanes(loop, ctx)
-    if staged is not None:
-        return replace(loop, body=staged, kind=LoopKind.GPU_WARP), _mapping(GridMode.WARP)
     body, mapped = map_lanes(loop.body, ctx)
     if not mapped:
         return replace(loop, body=body, kind=LoopKind.GPU_THREAD), _mapping(GridMode.THREAD)
@@ -623,28 +620,6 @@ def map_outer(loop: For, ctx: _Ctx) -> tuple[For, GpuMapping]:
             return (replace(loop, body=Block(parts[:-1] + (per_warp,)), kind=LoopKind.GPU_BLOCK),
                     _mapping(GridMode.BLOCK))
     return replace(loop, body=body, kind=LoopKind.GPU_WARP), _mapping(GridMode.WARP)
-
-
-def _positions_on_lanes(loop: For, ctx: _Ctx) -> Block | None:
-    """The body of the warp loop ``loop`` with the position loops that
-    ``lane_positions`` takes on lanes (each where its guard holds; the
-    statement mapped by ``map_lanes`` otherwise) and the rest mapped by
-    ``map_lanes``; None where it takes none."""
-    from .lane_positions import positions_to_lanes
-    if ctx.atomic:
-        return None
-    stmts = stmts_of(loop.body)
-    found = [positions_to_lanes(s, ctx) if isinstance(s, For) else None for s in stmts]
-    if all(f is None for f in found):
-        return None
-    parts = []
-    for s, f in zip(stmts, found):
-        if f is None:
-            parts.append(map_lanes(s, ctx)[0])
-        else:
-            stmt, guard = f
-            parts.append(stmt if guard is None else If(guard, stmt, map_lanes(s, ctx)[0]))
-    return Block(tuple(parts))
 
 
 def _mapping(grid: GridMode, group: str | None = None, flat: str | None = None) -> GpuMapping:
