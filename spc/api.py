@@ -36,16 +36,20 @@ NAMED_PROGRAMS = {
 }
 
 
-def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = True,
+def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str | None = None,
                      **options):
     """A ProgramKernel of the statements of ``text`` (or of a named program).
     ``fuse``: True fuses statements over the same rows into one kernel and
     recomputes sampled results where they are read (``_compile_fused``);
     "rows" fuses rows but keeps sampled results in memory; False keeps every
-    statement a kernel of its own."""
+    statement a kernel of its own; None (the default) is True on the CPU and
+    "rows" on CUDA, where recomputing a row's scores in each of its loops
+    costs more than storing them once (measured: ``benchmarks/bench_attention_gpu.py``)."""
     from .runtime.program import ProgramKernel
+    if fuse is None:
+        fuse = "rows" if make_target(options.get("target", "cpu")).name == "cuda" else True
     if fuse not in (True, False, "rows"):
-        raise UnsupportedError(f"fuse must be True, 'rows' or False, not {fuse!r}")
+        raise UnsupportedError(f"fuse must be None, True, 'rows' or False, not {fuse!r}")
     fused = (lambda stmts, f: _compile_fused(stmts, f, inline=fuse is True, **options)) \
         if fuse else None
     name = text.strip().lower()
@@ -220,8 +224,8 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     """Compile a named kernel ("spmv", "spmm", "sddmm"), a named program
     ("attention"), an index-notation expression such as
     ``"y[i] = A[i,j] * x[j] + b[i]"``, or a program of several such statements
-    separated by ``;`` or newlines (a ProgramKernel; ``fuse=False`` keeps each
-    statement a kernel of its own).
+    separated by ``;`` or newlines (a ProgramKernel; ``fuse=`` True, "rows" or
+    False chooses how much of it becomes one kernel: see ``_compile_program``).
 
     ``fmt`` sets the sparse operand of a named kernel; ``formats`` maps tensor
     names of an expression to formats (unnamed tensors are dense).  ``dtype``:

@@ -137,6 +137,12 @@ def test_attention_edge_rows_duplicates_and_unsorted_masks(fuse):
     np.testing.assert_allclose(att(messy, Q, K, V, scale=0.7), want, rtol=1e-12, atol=1e-12)
 
 
+def test_fuse_defaults_to_one_kernel_on_the_cpu_and_stored_scores_on_cuda():
+    assert len(spc.compile("attention").program.kernels) == 1
+    assert len(spc.compile("attention", target="cuda").program.kernels) == 2
+    assert len(spc.compile("attention", target="cuda", fuse=True).program.kernels) == 1
+
+
 def test_fuse_takes_true_rows_or_false():
     with pytest.raises(spc.UnsupportedError, match="fuse must be"):
         spc.compile("attention", fuse="always")
@@ -156,7 +162,7 @@ def test_fused_attention_cuda_source_compiles_with_nvcc(dtype):
     from cuda_env import NVCC, nvcc
     if NVCC is None:
         pytest.skip("nvcc is not installed")
-    att = spc.compile("attention", target="cuda", dtype=dtype)
+    att = spc.compile("attention", target="cuda", dtype=dtype, fuse=True)
     (k,) = att.program.kernels
     code, log = nvcc(k.source)
     assert code == 0, log
