@@ -4,7 +4,7 @@ path, dense SDPA with a boolean mask, and FlexAttention with a block mask.
     python benchmarks/bench_attention_gpu.py [--lengths 2048,4096,8192] [--d 64]
                                              [--dtype float32] [--no-flex] [--reps 20]
 
-``spc`` is the default (on CUDA the scores in memory between two kernels,
+``spc`` is the default (the scores in memory between two kernels,
 ``fuse="rows"``); ``spc-fused`` is ``fuse=True`` (one kernel, the scores
 recomputed in each of the row's loops).
 Masks: BigBird-like blocks of 64 (a window of 3 block diagonals, 2 global block
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-# spc: the default (on CUDA fuse="rows": the scores kernel, then one kernel for the
+# spc: the default (fuse="rows": the scores kernel, then one kernel for the
 # softmax and the product); spc-fused: fuse=True (one kernel, scores recomputed, never stored)
 COLUMNS = ("spc", "spc-fused", "torch.sparse", "sdpa-mask", "flex")
 

@@ -36,20 +36,19 @@ NAMED_PROGRAMS = {
 }
 
 
-def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str | None = None,
+def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "rows",
                      **options):
     """A ProgramKernel of the statements of ``text`` (or of a named program).
     ``fuse``: True fuses statements over the same rows into one kernel and
     recomputes sampled results where they are read (``_compile_fused``);
     "rows" fuses rows but keeps sampled results in memory; False keeps every
-    statement a kernel of its own; None (the default) is True on the CPU and
-    "rows" on CUDA, where recomputing a row's scores in each of its loops
-    costs more than storing them once (measured: ``benchmarks/bench_attention_gpu.py``)."""
+    statement a kernel of its own.  "rows" is the default: recomputing a
+    row's scores in each of its loops costs more than storing them once on
+    both targets today (``benchmarks/bench_attention_gpu.py``,
+    ``bench_attention_cpu.py``); True saves the nnz-sized array."""
     from .runtime.program import ProgramKernel
-    if fuse is None:
-        fuse = "rows" if make_target(options.get("target", "cpu")).name == "cuda" else True
     if fuse not in (True, False, "rows"):
-        raise UnsupportedError(f"fuse must be None, True, 'rows' or False, not {fuse!r}")
+        raise UnsupportedError(f"fuse must be True, 'rows' or False, not {fuse!r}")
     fused = (lambda stmts, f: _compile_fused(stmts, f, inline=fuse is True, **options)) \
         if fuse else None
     name = text.strip().lower()
