@@ -1,0 +1,256 @@
+"""spc.export: the CPU artifact built with ``cc`` through its Makefile and run on
+Matrix Market files (written by scipy.io.mmwrite) with no Python, its result
+compared with spc's own; the CUDA artifact compiled with nvcc for sm_90; and
+the kernels export refuses, with the reason."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+import spc
+from spc.exporter.example import DEFAULT_N, fill_value
+from spc.exporter.plan import compiled_of, plan_export
+
+from matrices import MATRICES, dense_operand
+
+CC = shutil.which("cc")
+MAKE = shutil.which("make")
+NVCC = shutil.which("nvcc")
+needs_cc = pytest.mark.skipif(CC is None or MAKE is None, reason="cc or make is not installed")
+KERNELS = ["spmv", "spmm", "sddmm"]
+DTYPES = ["float32", "float64"]
+RTOL = {"float32": 1e-6, "float64": 1e-13}   # the same IR, optimized the same way
+N = 5                                         # SpMM's columns, SDDMM's inner extent
+
+
+def dense_inputs(kernel: str, A, dtype) -> list[np.ndarray]:
+    """The dense operands of ``kernel`` for sparse operand ``A``."""
+    m, k = A.shape
+    if kernel == "spmv":
+        return [dense_operand("x", (k,), dtype)]
+    if kernel == "spmm":
+        return [dense_operand("B", (k, N), dtype)]
+    return [dense_operand("X", (m, N), dtype), dense_operand("Y", (k, N), dtype)]
+
+
+def write_mtx(path: Path, x) -> str:
+    """``x`` as a Matrix Market file (a vector as one column); its path.  Values
+    are written as float64 (exact for float32): scipy's writer pads float32
+    values with NUL bytes at precision=17."""
+    if isinstance(x, np.ndarray) and x.ndim == 1:
+        x = x.reshape(-1, 1)
+    x = x.astype(np.float64)
+    scipy.io.mmwrite(str(path), x, precision=17)
+    return str(path)
+
+
+def read_result(path: Path) -> np.ndarray:
+    """The example's output file as a dense array.  Array files are parsed here:
+    scipy.io.mmread dies of a floating point exception on an empty one."""
+    text = path.read_text()
+    if text.startswith("%%MatrixMarket matrix array"):
+        lines = [ln for ln in text.splitlines() if ln and not ln.startswith("%")]
+        rows, cols = map(int, lines[0].split())
+        vals = np.array([float(v) for v in lines[1:]], dtype=np.float64)
+        assert len(vals) == rows * cols
+        return vals.reshape(cols, rows).T
+    return scipy.io.mmread(str(path)).toarray()
+
+
+def as_dense(result, shape) -> np.ndarray:
+    d = result.toarray() if sp.issparse(result) else np.asarray(result)
+    return d.reshape(shape)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(kernel, dtype) -> (compiled kernel, directory with the built example)."""
+    cache = {}
+
+    def get(kernel: str, dtype: str, index: str = "int32"):
+        key = (kernel, dtype, index)
+        if key not in cache:
+            k = spc.compile(kernel, fmt="csr", dtype=dtype)
+            d = tmp_path_factory.mktemp(f"{kernel}_{dtype}_{index}")
+            spc.export(k, d, index=index)
+            r = subprocess.run([MAKE, "-C", str(d), "CFLAGS=-O2 -std=c99 -Wall -Werror "
+                                "-Wno-unused-function -D_POSIX_C_SOURCE=199309L"],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stdout + r.stderr
+            cache[key] = (k, d)
+        return cache[key]
+    return get
+
+
+def run_example(d: Path, files: list[str], *extra: str) -> Path:
+    out = d / "out.mtx"
+    r = subprocess.run([str(d / "example"), *files, "-o", str(out), *extra],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@needs_cc
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("case", MATRICES, ids=str)
+def test_cpu_export_matches_spc(built, tmp_path, kernel, dtype, case):
+    k, d = built(kernel, dtype)
+    A = case.build(dtype)
+    dense = dense_inputs(kernel, A, dtype)
+    files = [write_mtx(tmp_path / "A.mtx", A)] + [
+        write_mtx(tmp_path / f"in{n}.mtx", x) for n, x in enumerate(dense)]
+    expected = k(A, *dense)
+    got = read_result(run_example(d, files))
+    want = as_dense(expected, got.shape)
+    assert got.shape == (want.shape if want.ndim == 2 else got.shape)
+    np.testing.assert_allclose(got.reshape(want.shape), want, rtol=RTOL[dtype], atol=0)
+
+
+@needs_cc
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_cpu_export_fills_missing_dense_inputs(built, tmp_path, kernel):
+    """Given only the matrix, the example fills the dense inputs as documented
+    (``fill_value``) and takes -n for an extent no file has."""
+    k, d = built(kernel, "float64")
+    A = MATRICES[0].build(np.float64)
+    shapes = [x.shape for x in dense_inputs(kernel, A, np.float64)]
+    shapes = [tuple(DEFAULT_N if s == N else s for s in shape) for shape in shapes]
+    dense = [np.array([fill_value(e, n + 1) for e in range(int(np.prod(shape)))]).reshape(shape)
+             for n, shape in enumerate(shapes)]
+    got = read_result(run_example(d, [write_mtx(tmp_path / "A.mtx", A)]))
+    np.testing.assert_allclose(got.reshape(-1), as_dense(k(A, *dense), -1), rtol=1e-13)
+
+
+@needs_cc
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_cpu_export_sums_unsorted_duplicate_entries(built, tmp_path, kernel):
+    """A coordinate file in any order with repeated entries reads as scipy sums it."""
+    rows = np.array([3, 0, 3, 1, 0, 3, 2])
+    cols = np.array([1, 2, 1, 0, 2, 4, 3])
+    vals = np.array([0.5, -1.0, 0.25, 2.0, 3.0, -0.75, 1.5])
+    coo = sp.coo_matrix((vals, (rows, cols)), shape=(4, 5))
+    k, d = built(kernel, "float64")
+    A = coo.tocsr()
+    A.sum_duplicates()
+    dense = dense_inputs(kernel, A, np.float64)
+    files = [write_mtx(tmp_path / "A.mtx", coo)] + [
+        write_mtx(tmp_path / f"in{n}.mtx", x) for n, x in enumerate(dense)]
+    got = read_result(run_example(d, files))
+    np.testing.assert_allclose(got.reshape(-1), as_dense(k(A, *dense), -1), rtol=1e-13)
+
+
+@needs_cc
+def test_cpu_export_reads_symmetric_files(built, tmp_path):
+    k, d = built("spmv", "float64")
+    path = tmp_path / "S.mtx"
+    path.write_text("%%MatrixMarket matrix coordinate real symmetric\n3 3 3\n"
+                    "1 1 2.0\n3 1 -1.5\n2 2 4.0\n")
+    x = np.array([1.0, 2.0, 3.0])
+    got = read_result(run_example(d, [str(path), write_mtx(tmp_path / "x.mtx", x)]))
+    S = np.array([[2.0, 0, -1.5], [0, 4.0, 0], [-1.5, 0, 0]])
+    np.testing.assert_allclose(got.reshape(-1), S @ x, rtol=1e-15)
+
+
+@needs_cc
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_cpu_export_threads_give_the_same_result(built, tmp_path, kernel):
+    """-t 2 starts a pthread for the call; rows are split, the result is identical."""
+    k, d = built(kernel, "float64")
+    A = MATRICES[-1].build(np.float64)
+    dense = dense_inputs(kernel, A, np.float64)
+    files = [write_mtx(tmp_path / "A.mtx", A)] + [
+        write_mtx(tmp_path / f"in{n}.mtx", x) for n, x in enumerate(dense)]
+    one = read_result(run_example(d, files, "-t", "1"))
+    two = read_result(run_example(d, files, "-t", "2", "-r", "3"))
+    np.testing.assert_array_equal(one, two)
+
+
+@needs_cc
+def test_cpu_export_int64_indices(built, tmp_path):
+    k, d = built("spmm", "float32", "int64")
+    assert "const int64_t *A1_pos" in (d / f"{k.name}.h").read_text()
+    A = MATRICES[0].build(np.float32)
+    B = dense_operand("B", (A.shape[1], N), np.float32)
+    got = read_result(run_example(d, [write_mtx(tmp_path / "A.mtx", A),
+                                      write_mtx(tmp_path / "B.mtx", B)]))
+    np.testing.assert_allclose(got, k(A, B), rtol=1e-6)
+
+
+@needs_cc
+def test_cpu_example_rejects_mismatched_shapes(built, tmp_path):
+    k, d = built("spmv", "float64")
+    A = MATRICES[0].build(np.float64)
+    x = np.ones(A.shape[1] + 1)
+    r = subprocess.run([str(d / "example"), write_mtx(tmp_path / "A.mtx", A),
+                        write_mtx(tmp_path / "x.mtx", x)], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "x axis 0 has 41 entries, not 40" in r.stderr
+
+
+def test_header_lists_every_parameter_in_ir_order(tmp_path):
+    """The header is generated from Kernel.params: names in order, a comment each."""
+    k = spc.compile("sddmm", fmt="csr", dtype="float32")
+    spc.export(k, tmp_path, example=False)
+    kernel = k.lowered_kernels()[0]
+    header = (tmp_path / f"{kernel.name}.h").read_text()
+    run = header[header.index(f"{kernel.name}_run("):]
+    names = re.findall(r"\*?(\w+),\s*/\*", run)
+    assert names == [p.name for p in kernel.params]
+    assert "S_vals needs no initialisation" in header
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"{kernel.name}{ext}" for ext in (".h", ".ll", ".o"))
+
+
+def test_spmm_header_asks_for_a_zeroed_output(tmp_path):
+    k = spc.compile("spmm", fmt="csr", dtype="float64")
+    spc.export(k, tmp_path, example=False)
+    assert "C_vals must hold zeros before each call" in \
+        (tmp_path / f"{k.lowered_kernels()[0].name}.h").read_text()
+
+
+def test_dtype_none_kernel_exports_the_asked_type(tmp_path):
+    k = spc.compile("spmv", fmt="csr")
+    spc.export(k, tmp_path, dtype="float64", example=False)
+    assert "const double *A_vals" in next(tmp_path.glob("*.h")).read_text()
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda: spc.compile("spmm", fmt="csr", reorder_rows="length"), {},
+     "computed by the inspector"),
+    (lambda: spc.compile("spmv", fmt="csr", dtype="float16"), {}, "float16"),
+    (lambda: spc.compile("C[i,j] = A[i,j] + B[i,j]",
+                         formats={"A": "csr", "B": "csr", "C": "csr"}, dtype="float32"), {},
+     "IR kernels in sequence"),
+    (lambda: spc.compile("spmv", fmt="bsr(2,2)", dtype="float32"), {}, "bsr"),
+    (lambda: spc.compile("spmv", fmt="csr", dtype="float32"), {"index": "int16"}, "int16"),
+    (lambda: spc.compile("spmv", fmt="csr", dtype="float32"), {"dtype": "float64"},
+     "dtype=None"),
+    (lambda: spc.compile("y[i] = A[i,j]*x[j]; z[i] = y[i]*y[i]", fuse=False,
+                         formats={"A": "csr"}, dtype="float32"), {}, "several compiled"),
+], ids=["inspector", "float16", "assembled", "bsr-example", "index", "dtype", "program"])
+def test_export_refuses_with_a_reason(tmp_path, make, args, message):
+    with pytest.raises(spc.ExportError, match=re.escape(message)):
+        spc.export(make(), tmp_path, **args)
+
+
+def test_bsr_exports_without_the_example(tmp_path):
+    """A format the example does not read still exports: object, IR and header."""
+    k = spc.compile("spmv", fmt="bsr(2,2)", dtype="float32")
+    spc.export(k, tmp_path, example=False)
+    header = next(tmp_path.glob("*.h")).read_text()
+    assert "A's level" in header and (tmp_path / "Makefile").exists() is False
+
+
+def test_plan_describes_csr_arrays():
+    plan = plan_export(compiled_of(spc.compile("spmv", fmt="csr", dtype="float32"), None))
+    what = {d.name: d.what for d in plan.params}
+    assert what["A1_pos"].startswith("A's level 1 (compressed, axis 1): positions")
+    assert what["size_j"] == "extent of index j (A axis 1, x axis 0)"
