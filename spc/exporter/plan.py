@@ -74,6 +74,7 @@ class ExportPlan:
     size_sources: dict[str, tuple[tuple[int, int], ...]]   # size param -> (input, axis)
     expression: str
     example_problem: str | None         # why the C example cannot be generated, or None
+    schedule: object = None             # the Schedule asked for (its launch knobs, on CUDA)
 
     @property
     def name(self) -> str:
@@ -157,7 +158,8 @@ def plan_export(ck, index: str = "int32") -> ExportPlan:
         params=docs, inputs=inputs, output=output, output_kind=program.output_kind,
         pattern_source=program.pattern_source, zero_output=out_vals not in kernel.overwrites,
         size_sources=size_sources, expression=expr.source,
-        example_problem=_example_problem(kernel, inputs, output, program))
+        example_problem=_example_problem(kernel, inputs, output, program),
+        schedule=ck._schedule)
 
 
 def _kind(fmt) -> str:
