@@ -284,3 +284,36 @@ def test_cuda_launch_follows_the_launch_plan(tmp_path):
     spc.export(spmm, tmp_path / "spmm", example=False)
     cu = next((tmp_path / "spmm").glob("*.cu")).read_text()
     assert "int wide = 0;" in cu
+
+
+def _gpu_present() -> bool:
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    r = subprocess.run([smi, "-L"], capture_output=True, text=True)
+    return r.returncode == 0 and "GPU" in r.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(NVCC is None or MAKE is None, reason="nvcc or make is not installed")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("case", [MATRICES[-1], MATRICES[7], MATRICES[8]], ids=str)
+def test_cuda_export_runs_and_matches_spc(tmp_path, kernel, dtype, case):
+    """On a GPU: the CUDA example, built with nvcc for the device (ARCH=native),
+    gives spc's CPU result (the GPU sums in another order: a float tolerance)."""
+    if not _gpu_present():
+        pytest.skip("no NVIDIA GPU (nvidia-smi -L lists none)")
+    k = spc.compile(kernel, fmt="csr", dtype=dtype, target="cuda")
+    spc.export(k, tmp_path, dtype=None)
+    r = subprocess.run([MAKE, "-C", str(tmp_path), "ARCH=native"], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    A = case.build(dtype)
+    dense = dense_inputs(kernel, A, dtype)
+    files = [write_mtx(tmp_path / "A.mtx", A)] + [
+        write_mtx(tmp_path / f"in{n}.mtx", x) for n, x in enumerate(dense)]
+    got = read_result(run_example(tmp_path, files, "-r", "10"))
+    want = as_dense(spc.compile(kernel, fmt="csr", dtype=dtype)(A, *dense), got.shape)
+    tol = {"float32": 1e-4, "float64": 1e-10}[dtype]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
