@@ -317,3 +317,45 @@ def test_cuda_export_runs_and_matches_spc(tmp_path, kernel, dtype, case):
     want = as_dense(spc.compile(kernel, fmt="csr", dtype=dtype)(A, *dense), got.shape)
     tol = {"float32": 1e-4, "float64": 1e-10}[dtype]
     np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+EXPRESSIONS = [      # (expression, formats, operands by name: "A" sparse 30 x 25, else dense)
+    ("s = A[i,j]*x[i]*y[j]", {"A": "csr"}, {"x": (30,), "y": (25,)}),
+    ("y[j] = A[i,j]*x[i]", {"A": "csr"}, {"x": (30,)}),
+    ("C[i,j] = A[i,j]*B[i,j]", {"A": "csr"}, {"B": (30, 25)}),
+    ("C[i,j] = A[i,j]*B[i,j]", {"A": "csr", "C": "csr"}, {"B": (30, 25)}),
+    ("y[i] = A[i,j]*x[j]*b[i]", {"A": "csr"}, {"x": (25,), "b": (30,)}),
+]
+
+
+@needs_cc
+@pytest.mark.parametrize("expr, formats, dense", EXPRESSIONS, ids=[
+    "scalar", "transposed-spmv", "dense-output", "pattern-output", "scaled-rows"])
+def test_cpu_export_of_expressions(tmp_path, expr, formats, dense):
+    """The example binds any csr/dense expression from the IR's description: scalar,
+    matrix and pattern outputs, outputs the kernel adds into."""
+    k = spc.compile(expr, formats=formats, dtype="float64")
+    spc.export(k, tmp_path)
+    r = subprocess.run([MAKE, "-C", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    A = MATRICES[8].build(np.float64)                  # empty_rows_30x25
+    ops = {"A": A} | {n: dense_operand(n, shape, np.float64) for n, shape in dense.items()}
+    files = [write_mtx(tmp_path / f"{n}.mtx", ops[n]) for n in k.input_names]
+    got = read_result(run_example(tmp_path, files))
+    want = k(**ops)
+    want = want.toarray() if sp.issparse(want) else np.asarray(want)
+    np.testing.assert_allclose(got.reshape(-1), want.reshape(-1), rtol=1e-13, atol=1e-15)
+
+
+@needs_cc
+def test_cpu_object_needs_no_spc_runtime(built):
+    """The object's undefined symbols are libc's, libm's and pthreads' only: no
+    spc thread pool, no libgomp."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm is not installed")
+    k, d = built("spmm", "float32")
+    r = subprocess.run([nm, "-u", str(d / f"{k.name}.o")], capture_output=True, text=True)
+    undefined = {line.split()[-1] for line in r.stdout.splitlines() if line.strip()}
+    assert undefined <= {"pthread_create", "pthread_join", "memset", "memcpy", "malloc",
+                         "free"}, undefined

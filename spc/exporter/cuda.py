@@ -201,7 +201,7 @@ def _group_launch(plan, lp, sched, sizes, args, lo, hi) -> list[str]:
     if sched.group is not None:
         out.append(f"    int group = {int(sched.group)};")
     else:
-        out += [f"    int group = 1;",
+        out += ["    int group = 1;",
                 "    if (red < 0) group = 8;",
                 f"    else while (group < 32 && red >= {cuda_target.GROUP_ELEMENTS}LL * group * 2) group *= 2;"]
     out.append("    int split = 1, flat = 0;")
