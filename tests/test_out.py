@@ -194,3 +194,16 @@ def test_out_is_refused_for_sum_formats():
     k = spc.compile("spmv", fmt="hyb", dtype="float32")
     with pytest.raises(spc.OutputError, match="sum formats"):
         k(A40, X40, out=np.zeros(40, np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_torch_bfloat16_out(fmt):
+    """A bfloat16 torch ``out`` (numpy cannot view it): the result is copied in."""
+    torch = pytest.importorskip("torch")
+    k = spc.compile("spmv", fmt=fmt, dtype="bfloat16")
+    A = spc.tensor(MATRICES[0].build(np.float32), fmt, dtype="bfloat16")
+    x = torch.from_numpy(dense_operand("x", (40,), np.float32)).to(torch.bfloat16)
+    out = torch.full((40,), float("nan"), dtype=torch.bfloat16)
+    assert k(A, x, out=out) is out
+    expected = k(A, x)
+    assert torch.equal(out, expected)

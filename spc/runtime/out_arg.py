@@ -118,8 +118,20 @@ def overlapping(view, arrays: dict) -> str | None:
 
 
 def copy_into(out, result) -> None:
-    """Copy the dense ``result`` (same family as ``out``) into ``out``."""
-    if _module(out) == "torch":
-        out.copy_(result.reshape(out.shape))
-    else:
+    """Copy the dense ``result`` (a numpy or CuPy array on ``out``'s side; bfloat16
+    values may be numpy's ml_dtypes type or their 16-bit patterns) into ``out``."""
+    if _module(out) != "torch":
         out[...] = result.reshape(out.shape)
+        return
+    import torch
+    if _module(result) == "cupy":
+        src = torch.from_dlpack(result)
+    else:
+        arr = np.ascontiguousarray(result)
+        if arr.dtype.name == "bfloat16":
+            arr = arr.view(np.uint16)
+        src = torch.from_numpy(arr)
+    if src.dtype != out.dtype and not src.is_floating_point() \
+            and src.element_size() == out.element_size():
+        src = src.view(out.dtype)                 # bfloat16 values held as their bits
+    out.copy_(src.reshape(out.shape))
