@@ -359,3 +359,24 @@ def test_cpu_object_needs_no_spc_runtime(built):
     undefined = {line.split()[-1] for line in r.stdout.splitlines() if line.strip()}
     assert undefined <= {"pthread_create", "pthread_join", "memset", "memcpy", "malloc",
                          "free"}, undefined
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
+@pytest.mark.parametrize("kernel, options", [
+    ("spmv", dict(fmt="csr", parallel=False)),      # one warp in all
+    ("spmv", dict(fmt="csc")),                       # atomic scatter
+    ("spmm", dict(fmt="coo")),
+    ("spmv", dict(fmt="ell")),                       # a level scalar
+    ("spmm", dict(fmt="bsr(4,4)")),
+    ("sddmm", dict(fmt="coo")),
+], ids=["single-warp", "csc", "coo-spmm", "ell", "bsr", "coo-sddmm"])
+def test_cuda_export_of_other_formats_compiles(tmp_path, kernel, options):
+    """Formats the example does not read still export (example=False): the kernel
+    and its launch function compile with nvcc for sm_90, without warnings."""
+    k = spc.compile(kernel, dtype="float32", target="cuda", arch="sm_90", **options)
+    spc.export(k, tmp_path, example=False)
+    cu = next(tmp_path.glob("*.cu"))
+    r = subprocess.run([NVCC, "-arch=sm_90", "-std=c++17", "-c", "-o", str(tmp_path / "k.o"),
+                        str(cu)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "warning" not in r.stderr, r.stderr
