@@ -380,3 +380,24 @@ def test_cuda_export_of_other_formats_compiles(tmp_path, kernel, options):
                         str(cu)], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "warning" not in r.stderr, r.stderr
+
+
+DATA = Path("/work/shared/data/graphs")
+
+
+@needs_cc
+@pytest.mark.parametrize("graph", ["cora", "pubmed"])
+def test_cpu_export_on_a_real_graph(built, tmp_path, graph):
+    """A real symmetric pattern file (only its lower triangle stored), read by the
+    example's reader; the result agrees with spc on scipy's reading of it."""
+    source = DATA / f"{graph}.mtx.gz"
+    if not source.exists():
+        pytest.skip(f"{source} is absent (real matrices are in /work/shared/data)")
+    import gzip
+    path = tmp_path / f"{graph}.mtx"
+    path.write_bytes(gzip.decompress(source.read_bytes()))
+    k, d = built("spmv", "float64")
+    A = scipy.io.mmread(str(path)).tocsr().astype(np.float64)
+    x = dense_operand("x", (A.shape[1],), np.float64)
+    got = read_result(run_example(d, [str(path), write_mtx(tmp_path / "x.mtx", x)]))
+    np.testing.assert_allclose(got.reshape(-1), k(A, x), rtol=1e-13)
