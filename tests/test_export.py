@@ -401,3 +401,47 @@ def test_cpu_export_on_a_real_graph(built, tmp_path, graph):
     x = dense_operand("x", (A.shape[1],), np.float64)
     got = read_result(run_example(d, [str(path), write_mtx(tmp_path / "x.mtx", x)]))
     np.testing.assert_allclose(got.reshape(-1), k(A, x), rtol=1e-13)
+
+
+GRID_KERNELS = [
+    ("spmv", {}), ("spmm", {}), ("spmm", {"wide": True}), ("spmm", {"wide": False}),
+    ("sddmm", {}), ("sddmm", {"flat": False}), ("sddmm", {"flat": False, "split": 3}),
+    ("sddmm", {"group": 4, "flat": False}), ("spmv", {"parallel": False}),
+]
+
+
+@needs_cc
+@pytest.mark.parametrize("sms", [132, 8])
+@pytest.mark.parametrize("kernel, knobs", GRID_KERNELS,
+                         ids=[f"{k}-{sorted(o.items())}" for k, o in GRID_KERNELS])
+def test_cuda_grid_is_spc_launchers(tmp_path, monkeypatch, kernel, knobs, sms):
+    """The exported <name>_grid, compiled with cc, gives CudaLauncher.grid's launch
+    (blocks, launch-choice arguments, lane-group size) for sizes from empty to large."""
+    import ctypes
+    import itertools
+    from spc.codegen import cuda as cuda_target
+    from spc.exporter.cuda import render_grid
+    k = spc.compile(kernel, fmt="csr", dtype="float32", target="cuda", arch="sm_90", **knobs)
+    plan = plan_export(compiled_of(k, None))
+    (tmp_path / "grid.c").write_text(render_grid(plan, linkage=""))
+    r = subprocess.run([CC, "-O1", "-shared", "-fPIC", "-o", str(tmp_path / "grid.so"),
+                        str(tmp_path / "grid.c")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    grid = getattr(ctypes.CDLL(str(tmp_path / "grid.so")), f"{plan.name}_grid")
+    size_names = [d.name for d in plan.params if not d.is_buffer]
+    has_span = "long long len_" in render_grid(plan)
+    monkeypatch.setattr(cuda_target, "_sm_count", lambda device_id: sms)
+    launcher = cuda_target.CudaLauncher(b"", plan.kernel, schedule=plan.schedule)
+    values = {"size_i": [0, 1, 1000, 10**6], "size_j": [1, 33, 512], "size_k": [1, 16, 300]}
+    for combo in itertools.product(*(values[n] for n in size_names),
+                                   [0, 5000, 10**7] if has_span else [None]):
+        sizes = dict(zip(size_names, combo[:-1]))
+        span = combo[-1]
+        blocks, extra, group = ctypes.c_longlong(), (ctypes.c_int * 2)(), ctypes.c_int()
+        args = [ctypes.c_longlong(v) for v in sizes.values()]
+        if has_span:
+            args.append(ctypes.c_longlong(span))
+        grid(*args, ctypes.c_int(sms), ctypes.byref(blocks), extra, ctypes.byref(group))
+        want_blocks, want_extra, want_group = launcher.grid(sizes, 0, span)
+        got = (blocks.value, tuple(extra[:len(want_extra)]), group.value)
+        assert got == (want_blocks, tuple(want_extra), want_group), (sizes, span)

@@ -115,66 +115,69 @@ def render_header(plan: ExportPlan) -> str:
     ])
 
 
-def render_launch(plan: ExportPlan) -> str:
-    """The host launch function (C++ for nvcc), appended to the rendered kernel."""
+def _size_params(plan: ExportPlan) -> list[str]:
+    """The grid function's leading parameters: the sizes, then the span length."""
+    out = [f"long long {c_name(p.name)}" for p in plan.kernel.params
+           if not isinstance(p.value, Buffer)]
+    span = span_parameter(plan)
+    return out + ([f"long long {span}"] if span is not None else [])
+
+
+def render_grid(plan: ExportPlan, linkage: str = 'extern "C" ') -> str:
+    """``<name>_grid(sizes..., [span,] sms, &blocks, extra, &group)``: the launch
+    spc's launcher makes for these sizes on a GPU of ``sms`` multiprocessors
+    (``CudaLauncher.grid``): the blocks (0: nothing to launch), the launch-choice
+    arguments after the kernel's own (``extra[0..1]``: spc_wide, or spc_split
+    and spc_flat) and the lane-group size (0 unless a lane-group kernel).
+    Host C, valid as C and C++."""
     kernel, name = plan.kernel, plan.name
     lp = launch_plan(kernel)
     sched = plan.schedule
     sizes = {p.name for p in kernel.params if not isinstance(p.value, Buffer)}
-    args = [c_name(p.name) for p in kernel.params]
     lo, hi = host_c(lp.lo, sizes), host_c(lp.hi, sizes)
     body = [
-        "    int device = 0, sms = 0;",
-        "    cudaError_t err = cudaGetDevice(&device);",
-        "    if (err == cudaSuccess)",
-        "        err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);",
-        "    if (err != cudaSuccess) return err;",
-        "    (void)sms;",
         f"    const long long persistent = (long long)sms * {2048 // THREADS_PER_BLOCK};",
         "    (void)persistent;",
-        "    long long blocks = 0;",
+        "    *blocks = 0; extra[0] = 0; extra[1] = 0; *group = 0;",
     ]
-    launch = f"{name}<<<(unsigned)blocks, {lp.threads}, 0, stream>>>"
     if lp.mode == "single_warp":
-        body += ["    blocks = 1;", f"    {launch}({', '.join(args)});"]
+        body.append("    *blocks = 1;")
     elif lp.group is not None:
-        body += _group_launch(plan, lp, sched, sizes, args, lo, hi)
+        body += _group_grid(plan, lp, sched, sizes, lo, hi)
+    elif lo is None or hi is None:
+        body.append("    *blocks = persistent;")
+        if lp.chunk_lo is not None:
+            body.append(f"    extra[0] = {1 if sched.wide is True else 0};")
     else:
-        extra = []
-        if lo is None or hi is None:
-            body.append("    blocks = persistent;")
-            if lp.chunk_lo is not None:
-                extra.append("1" if sched.wide is True else "0")
-        else:
-            body.append(f"    long long items = SPC_MAXLL(0LL, {hi} - {lo});")
-            if lp.chunk_lo is not None:
-                chunk = f"SPC_MAXLL(0LL, {host_c(lp.chunk_hi, sizes)} - {host_c(lp.chunk_lo, sizes)})"
-                body.append(f"    long long span = {chunk};")
-                if lp.wide_width == 32 or sched.wide is False:
-                    body.append("    int wide = 0;")
-                elif sched.wide is True:
-                    body.append("    int wide = 1;")
-                else:
-                    body.append(f"    int wide = items * ((span + 31) / 32) >= (long long)sms * "
-                                f"{cuda_target.NARROW_WARPS_PER_SM};")
-                body.append(f"    long long width = wide ? {lp.wide_width} : 32;")
-                body.append("    items *= (span + width - 1) / width;")
-                extra.append("wide")
-            per = {"warp": f"(items + {WARPS_PER_BLOCK - 1}) / {WARPS_PER_BLOCK}",
-                   "thread": f"(items + {lp.threads - 1}) / {lp.threads}",
-                   "block": "items"}[lp.mode]
-            body.append(f"    blocks = SPC_MINLL({per}, 2147483647LL);")
-        body += ["    if (blocks <= 0) return cudaSuccess;",
-                 f"    {launch}({', '.join(args + extra)});"]
-    body.append("    return cudaGetLastError();")
+        body.append(f"    long long items = SPC_MAXLL(0LL, {hi} - {lo});")
+        if lp.chunk_lo is not None:
+            body.append(f"    long long span = SPC_MAXLL(0LL, {host_c(lp.chunk_hi, sizes)} - "
+                        f"{host_c(lp.chunk_lo, sizes)});")
+            if lp.wide_width == 32 or sched.wide is False:
+                body.append("    int wide = 0;")
+            elif sched.wide is True:
+                body.append("    int wide = 1;")
+            else:
+                body.append(f"    int wide = items * ((span + 31) / 32) >= (long long)sms * "
+                            f"{cuda_target.NARROW_WARPS_PER_SM};")
+            body += [f"    long long width = wide ? {lp.wide_width} : 32;",
+                     "    items *= (span + width - 1) / width;",
+                     "    extra[0] = wide;"]
+        per = {"warp": f"(items + {WARPS_PER_BLOCK - 1}) / {WARPS_PER_BLOCK}",
+               "thread": f"(items + {lp.threads - 1}) / {lp.threads}",
+               "block": "items"}[lp.mode]
+        body.append(f"    *blocks = SPC_MINLL({per}, 2147483647LL);")
+    params = _size_params(plan) + ["int sms", "long long *blocks", "int *extra", "int *group"]
     return "\n".join([
-        "",
-        "// ---- host launch function, generated by spc.export ----",
+        "#ifndef SPC_MINLL",
         "#define SPC_MINLL(a, b) ((a) < (b) ? (a) : (b))",
         "#define SPC_MAXLL(a, b) ((a) > (b) ? (a) : (b))",
+        "#endif",
         "",
-        f'extern "C" cudaError_t {name}_launch(',
-        *_signature(plan, False),
+        f"/* The launch of {name} spc's launcher makes for these sizes on a GPU of sms",
+        " * multiprocessors: blocks (0: nothing to launch), extra[0..1] (the launch-choice",
+        " * arguments after the kernel's own) and the lane-group size (0: none). */",
+        f"{linkage}void {name}_grid({', '.join(params)})",
         "{",
         *body,
         "}",
@@ -182,9 +185,52 @@ def render_launch(plan: ExportPlan) -> str:
     ])
 
 
-def _group_launch(plan, lp, sched, sizes, args, lo, hi) -> list[str]:
-    """The launch of a lane-group kernel (CudaLauncher.group_grid in C)."""
-    name = plan.name
+def render_launch(plan: ExportPlan) -> str:
+    """The host grid and launch functions (C++ for nvcc), after the rendered kernel."""
+    kernel, name = plan.kernel, plan.name
+    lp = launch_plan(kernel)
+    args = [c_name(p.name) for p in kernel.params]
+    extra: list[str] = []
+    if lp.chunk_lo is not None:
+        extra = ["extra[0]"]
+    elif lp.group is not None:
+        extra = ["extra[0]"] + (["extra[1]"] if lp.flat else [])
+    size_args = [c_name(p.name) for p in kernel.params if not isinstance(p.value, Buffer)]
+    span = span_parameter(plan)
+    if span is not None:
+        size_args.append(span)
+    launch = f"<<<(unsigned)blocks, {lp.threads}, 0, stream>>>({', '.join(args + extra)})"
+    if lp.group is None:
+        call = [f"    {name}{launch};"]
+    else:
+        call = ["    switch (group) {"]
+        call += [f"    case {g}: {name}_g{g}{launch}; break;" for g in GROUPS]
+        call += ["    default: return cudaErrorInvalidValue;", "    }"]
+    return "\n".join([
+        "",
+        "// ---- host grid and launch functions, generated by spc.export ----",
+        render_grid(plan),
+        f'extern "C" cudaError_t {name}_launch(',
+        *_signature(plan, False),
+        "{",
+        "    int device = 0, sms = 0, extra[2], group;",
+        "    long long blocks;",
+        "    cudaError_t err = cudaGetDevice(&device);",
+        "    if (err == cudaSuccess)",
+        "        err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);",
+        "    if (err != cudaSuccess) return err;",
+        f"    {name}_grid({', '.join(size_args + ['sms', '&blocks', 'extra', '&group'])});",
+        "    if (blocks <= 0) return cudaSuccess;",
+        "    (void)extra; (void)group;",
+        *call,
+        "    return cudaGetLastError();",
+        "}",
+        "",
+    ])
+
+
+def _group_grid(plan, lp, sched, sizes, lo, hi) -> list[str]:
+    """The grid of a lane-group kernel (CudaLauncher.group_grid in C)."""
     span = span_parameter(plan)
     glo, ghi = host_c(lp.group_lo, sizes), host_c(lp.group_hi, sizes)
     llo, lhi = host_c(lp.lane_lo, sizes), host_c(lp.lane_hi, sizes)
@@ -199,54 +245,49 @@ def _group_launch(plan, lp, sched, sizes, args, lo, hi) -> list[str]:
     else:
         out.append("    if (span >= 0 && rows > 0) mean = (double)span / (double)rows;")
     if sched.group is not None:
-        out.append(f"    int group = {int(sched.group)};")
+        out.append(f"    int g = {int(sched.group)};")
     else:
-        out += ["    int group = 1;",
-                "    if (red < 0) group = 8;",
-                f"    else while (group < 32 && red >= {cuda_target.GROUP_ELEMENTS}LL * group * 2) group *= 2;"]
-    out.append("    int split = 1, flat = 0;")
-    flat_allowed = lp.flat and span is not None and sched.flat is not False
-    if flat_allowed:
+        out += ["    int g = 1;",
+                "    if (red < 0) g = 8;",
+                f"    else while (g < 32 && red >= {cuda_target.GROUP_ELEMENTS}LL * g * 2) g *= 2;"]
+    out += ["    *group = g;", "    (void)span; (void)mean;"]
+    if lp.flat and span is not None and sched.flat is not False:
         cond = "span >= 0" if sched.flat is True else "span >= 0 && mean >= 0.0"
         out += [
             f"    if ({cond}) {{",
-            "        long long steps = (span + (32 / group) - 1) / (32 / group);",
+            "        long long steps = (span + (32 / g) - 1) / (32 / g);",
             f"        long long want = (long long)sms * {cuda_target.FLAT_WARPS_PER_SM};",
             f"        long long per_warp = SPC_MAXLL(1LL, SPC_MINLL({cuda_target.FLAT_MAX_STEPS}LL, (steps + want - 1) / want));",
             "        long long warps = (steps + per_warp - 1) / per_warp;",
-            f"        blocks = SPC_MAXLL(1LL, (warps + {WARPS_PER_BLOCK - 1}) / {WARPS_PER_BLOCK});",
-            "        flat = (int)per_warp;",
-            "    } else",
+            f"        *blocks = SPC_MAXLL(1LL, (warps + {WARPS_PER_BLOCK - 1}) / {WARPS_PER_BLOCK});",
+            "        extra[0] = 1;",
+            "        extra[1] = (int)per_warp;",
+            "        return;",
+            "    }",
         ]
-    fixed_split = None if sched.split is None else int(sched.split)
+    fixed = None if sched.split is None else int(sched.split)
     out += [
         "    if (rows < 0) {",
-        f"        split = {fixed_split if fixed_split is not None else 1};",
-        "        blocks = persistent;",
-        "    } else {",
+        f"        extra[0] = {fixed if fixed is not None else 1};",
+        "        *blocks = persistent;",
+        "        return;",
+        "    }",
     ]
-    if fixed_split is not None:
-        out.append(f"        split = {fixed_split};")
+    if fixed is not None:
+        out.append(f"    int split = {fixed};")
     else:
         out += [
-            "        if (rows > 0 && mean >= 0.0) {",
-            f"            long long want = ((long long)sms * {cuda_target.SPLIT_WARPS_PER_SM} + rows - 1) / rows;",
-            "            long long most = ((long long)(mean * group) + 31) / 32;",
-            "            split = (int)SPC_MAXLL(1LL, SPC_MINLL(want, most));",
-            "        }",
+            "    int split = 1;",
+            "    if (rows > 0 && mean >= 0.0) {",
+            f"        long long want = ((long long)sms * {cuda_target.SPLIT_WARPS_PER_SM} + rows - 1) / rows;",
+            "        long long most = ((long long)(mean * g) + 31) / 32;",
+            "        split = (int)SPC_MAXLL(1LL, SPC_MINLL(want, most));",
+            "    }",
         ]
     out += [
-        f"        blocks = SPC_MINLL((rows * split + {WARPS_PER_BLOCK - 1}) / {WARPS_PER_BLOCK}, 2147483647LL);",
-        "    }",
-        "    if (blocks <= 0) return cudaSuccess;",
-        "    (void)flat;",
-        "    switch (group) {",
+        "    extra[0] = split;",
+        f"    *blocks = SPC_MINLL((rows * split + {WARPS_PER_BLOCK - 1}) / {WARPS_PER_BLOCK}, 2147483647LL);",
     ]
-    extra = ["split"] + (["flat"] if lp.flat else [])
-    for g in GROUPS:
-        out.append(f"    case {g}: {name}_g{g}<<<(unsigned)blocks, {lp.threads}, 0, stream>>>"
-                   f"({', '.join(args + extra)}); break;")
-    out += ["    default: return cudaErrorInvalidValue;", "    }"]
     return out
 
 
