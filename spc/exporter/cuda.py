@@ -106,6 +106,11 @@ def render_header(plan: ExportPlan) -> str:
         f"cudaError_t {name}_launch(",
         *_signature(plan, True)[:-1], _signature(plan, True)[-1].replace(")", ");", 1),
         "",
+        "/* The grid <name>_launch uses (blocks, launch-choice arguments, lane-group size),",
+        " * for a GPU of sms multiprocessors: for callers launching the kernel themselves. */",
+        f"void {name}_grid(" + ", ".join(_size_params(plan) + [
+            "int sms", "long long *blocks", "int *extra", "int *group"]) + ");",
+        "",
         "#ifdef __cplusplus",
         "}",
         "#endif",
