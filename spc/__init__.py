@@ -6,9 +6,11 @@
 """
 from .api import NAMED_KERNELS, compile
 from . import cache, prune
-from .errors import (CacheWarning, CompileError, DTypeError, DTypeWarning, FormatError, InputError, KernelNameError, PerformanceWarning,
+from .errors import (CacheWarning, CompileError, DTypeError, DTypeWarning, ExportError, FormatError, InputError, KernelNameError, PerformanceWarning,
+                     OutputError,
                      ParseError, ResourceError, ScheduleError, ShapeError, SpcError,
                      UnsupportedError)
+from .exporter import export
 from .formats.format import Format, format_names, register_format
 from .formats.levels import Compressed, Dense, Level, LevelIO, Parent, Singleton
 from .formats.levels_padded import Diagonal, FixedWidth, NMGroup
@@ -24,9 +26,9 @@ from .tuning import TuneReport, tune
 __version__ = "0.1.0"
 
 __all__ = [
-    "compile", "cache", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",
+    "compile", "export", "cache", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",
     "FixedWidth", "Diagonal", "NMGroup",
     "NAMED_KERNELS", "schedule_space", "tune", "TuneReport", "set_num_threads", "get_num_threads", "SpcError", "ParseError", "ShapeError", "FormatError", "KernelNameError",
-    "InputError", "DTypeError", "DTypeWarning", "PerformanceWarning", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
+    "InputError", "OutputError", "ExportError", "DTypeError", "DTypeWarning", "PerformanceWarning", "UnsupportedError", "ScheduleError", "CompileError", "CacheWarning", "ResourceError",
 ]

@@ -1,7 +1,9 @@
-"""The ``spc`` command: ``spc --version``, ``spc show``, ``spc cache``, ``spc tune``.
+"""The ``spc`` command: ``spc --version``, ``spc show``, ``spc export``, ``spc cache``,
+``spc tune``.
 
     spc show spmm --fmt csr --target cuda --arch sm_90 --source
     spc show "y[i] = A[i,j] * x[j]" --format A=csr
+    spc export spmv --fmt csr --dtype float64 spmv_export   (then: cd spmv_export && make)
     spc cache info        (or: spc cache clear)
     spc tune ../shared/data/graphs --kernel spmm --n 32 128 --budget 10 --out tune_report
 """
@@ -20,15 +22,19 @@ def _parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a kernel's scheduled IR (and its source)",
                           description="Print the scheduled loop IR of a named kernel "
                                       "(spmv, spmm, sddmm...) or an expression.")
-    show.add_argument("kernel", help="a named kernel or an expression in index notation")
-    show.add_argument("--fmt", help="the format of the named kernel's sparse operand")
-    show.add_argument("--format", action="append", default=[], metavar="TENSOR=FORMAT",
-                      help="an expression's tensor format (repeatable), e.g. A=csr")
-    show.add_argument("--target", default="cpu", choices=("cpu", "cuda"))
-    show.add_argument("--arch", help="CUDA arch to render for (e.g. sm_90; default: the "
-                                     "current GPU's)")
-    show.add_argument("--dtype", default="float32", help="value type (default float32)")
+    _kernel_arguments(show)
     show.add_argument("--source", action="store_true", help="print the LLVM IR / CUDA C too")
+    export = sub.add_parser("export", help="write a kernel as a standalone C/CUDA artifact",
+                            description="Write a kernel as object code (cpu) or CUDA C "
+                                        "(cuda) with a header, a C example that runs it "
+                                        "on Matrix Market files and a Makefile "
+                                        "(docs/export.md).")
+    _kernel_arguments(export)
+    export.add_argument("directory", type=Path, help="where to write the files")
+    export.add_argument("--index", default="int32", choices=("int32", "int64"),
+                        help="the index arrays' type (default int32)")
+    export.add_argument("--no-example", action="store_true",
+                        help="write the kernel and its header only")
     cache = sub.add_parser("cache", help="the compiled-kernel cache",
                            description="Show or empty the compiled-kernel cache.")
     cache.add_argument("action", nargs="?", default="info", choices=("info", "clear"))
@@ -59,6 +65,18 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _kernel_arguments(p: argparse.ArgumentParser) -> None:
+    """The arguments naming a kernel to compile (``show`` and ``export``)."""
+    p.add_argument("kernel", help="a named kernel or an expression in index notation")
+    p.add_argument("--fmt", help="the format of the named kernel's sparse operand")
+    p.add_argument("--format", action="append", default=[], metavar="TENSOR=FORMAT",
+                   help="an expression's tensor format (repeatable), e.g. A=csr")
+    p.add_argument("--target", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--arch", help="CUDA arch to render for (e.g. sm_90; default: the "
+                                  "current GPU's)")
+    p.add_argument("--dtype", default="float32", help="value type (default float32)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv``; 0 on success, 2 on a bad request (the
     error printed as ``spc: error: ...``)."""
@@ -68,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "show":
             return _show(spc, args)
+        if args.command == "export":
+            out = spc.export(_compile(spc, args), args.directory, index=args.index,
+                             example=not args.no_example)
+            print(f"wrote {', '.join(sorted(p.name for p in out.iterdir()))} to {out}")
+            return 0
         if args.command == "cache":
             return _cache(spc, args)
         if args.command == "tune":
@@ -79,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _show(spc, args) -> int:
+def _compile(spc, args):
+    """spc.compile with the kernel arguments of ``show`` and ``export``."""
     formats = {}
     for item in args.format:
         name, eq, fmt = item.partition("=")
@@ -87,8 +111,12 @@ def _show(spc, args) -> int:
             raise spc.FormatError(f"--format takes TENSOR=FORMAT, not {item!r}")
         formats[name] = fmt
     options = {"arch": args.arch} if args.target == "cuda" and args.arch else {}
-    k = spc.compile(args.kernel, fmt=args.fmt, formats=formats or None, target=args.target,
-                    dtype=args.dtype, **options)
+    return spc.compile(args.kernel, fmt=args.fmt, formats=formats or None,
+                       target=args.target, dtype=args.dtype, **options)
+
+
+def _show(spc, args) -> int:
+    k = _compile(spc, args)
     print(k.ir)
     print(f"# schedule: {k.schedule}")
     if args.source:

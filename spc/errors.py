@@ -51,6 +51,11 @@ class InputError(SpcError, ValueError):
     """An operand is malformed (index out of range, non-monotone pointers...)."""
 
 
+class OutputError(InputError):
+    """An ``out=`` array that cannot hold the result: wrong shape, dtype, device
+    or memory layout, or one that overlaps an operand the kernel reads."""
+
+
 class DTypeError(SpcError, TypeError):
     """An operand has a dtype spc cannot use for this kernel."""
 
@@ -71,6 +76,11 @@ class ScheduleError(UnsupportedError):
     def of(cls, knob: str, why: str) -> "ScheduleError":
         """The error for ``knob``: "schedule <knob>: <why>"."""
         return cls(f"schedule {knob}: {why}", knob=knob)
+
+
+class ExportError(UnsupportedError):
+    """``spc.export`` cannot write a standalone artifact for this kernel (the
+    message says which part of it needs spc's Python runtime)."""
 
 
 class CompileError(SpcError, RuntimeError):

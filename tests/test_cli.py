@@ -43,8 +43,19 @@ def test_show_renders_cuda_without_a_gpu(capsys):
     assert "@mma_m" in out and "spc_mma_16816" in out
 
 
+def test_export_writes_the_artifact(tmp_path, capsys):
+    assert main(["export", "spmv", "--fmt", "csr", "--dtype", "float64",
+                 str(tmp_path / "out")]) == 0
+    assert "example.c" in capsys.readouterr().out
+    assert "const double *A_vals" in (tmp_path / "out" / "spmv_csr_dense_dense.h").read_text()
+    assert main(["export", "spmv", "--fmt", "bsr(2,2)", "--no-example", "--index", "int64",
+                 str(tmp_path / "bsr")]) == 0
+    assert not (tmp_path / "bsr" / "Makefile").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["show", "nope"], "unknown kernel 'nope'"),
+    (["export", "spmv", "--fmt", "bsr(2,2)", "somewhere"], "pass example=False"),
     (["show", "spmv", "--fmt", "zzz"], "zzz"),
     (["show", "y[i] = A[i,j] * x[j]", "--format", "A"], "TENSOR=FORMAT"),
 ])

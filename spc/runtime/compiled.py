@@ -32,6 +32,7 @@ from .launch_cpu import launch
 from .narrow_cpu import narrow as narrow_cpu
 from .pack_rows import pack_rows
 from .scratch import scratch_arrays
+from .out_arg import check_out, copy_into, flat_view, out_option, overlapping
 from .operands import (as_scipy_kind, from_dlpack, result_family, scipy_arrays, shape_of,
                        to_tensor, with_index_dtype)
 
@@ -569,10 +570,11 @@ class CompiledKernel(KernelCall):
             inspected=tuple(sorted({k for _, get, _ in launches for k, what in get
                                     if what.startswith("@")})))
 
-    def _fast_call(self, args, validate: bool):
-        """The result, or None when the fast path does not apply (see _fast_plan)."""
+    def _fast_call(self, args, validate: bool, out=None):
+        """The result, or None when the fast path does not apply (see _fast_plan;
+        ``out=`` calls take the general path here)."""
         plan = self._plan
-        if plan is None:
+        if plan is None or out is not None:
             return None
         dtype = self._np_dtype
         ops = list(args)
@@ -664,16 +666,26 @@ class CompiledKernel(KernelCall):
             out = self.fast(args, validate)
             if out is not None:
                 return out
-        return self.run(self.bind(args, kwargs), validate)
+            return self.run(self.bind(args, kwargs), validate)
+        out = out_option(self.input_names, kwargs)
+        if out is not None and not kwargs:
+            result = self.fast(args, validate, out)
+            if result is not None:
+                return result
+        return self.run(self.bind(args, kwargs), validate, out=out)
 
-    def fast(self, args: tuple, validate: bool = True):
+    def fast(self, args: tuple, validate: bool = True, out=None):
         """The result of a call with positional operands ``args`` through the
         target's fast path, or None where that path does not take them (the
         caller then takes ``run``).  A result means every typed operand has the
-        kernel's value type exactly: the fast paths convert nothing."""
+        kernel's value type exactly: the fast paths convert nothing.  ``out``:
+        the caller's out= array (the CPU's specialized path writes into a
+        fitting numpy array; any other takes ``run``, which explains a misfit)."""
         if len(args) != len(self.inputs):
             return None
         if getattr(self.target, "operands", None) is not None:    # a device target (cuda)
+            if out is not None:
+                return None
             if self._device_fast is _UNPLANNED:
                 self._device_fast = self.target.fast_path(self)
             return None if self._device_fast is None else self._device_fast.call(args, validate)
@@ -683,14 +695,18 @@ class CompiledKernel(KernelCall):
             self._fast = self._fast_call if self._plan is None else (
                 specialize_cpu(self, self._plan, _CompressedView, _SCIPY_RESULT,
                                call_work, SMALL_WORK) or self._fast_call)
+        if out is not None:
+            return self._fast(args, validate, out)
         return self._fast(args, validate)
 
-    def run(self, bound: dict[str, object], validate: bool = True):
+    def run(self, bound: dict[str, object], validate: bool = True, out=None):
         """The result for ``bound``, every operand by internal name (``bind``'s
-        result): the general call path, for every operand family and target."""
+        result): the general call path, for every operand family and target.
+        ``out``: a dense array to write the result into and return
+        (``runtime/out_arg.py`` says which it takes)."""
         device_operands = getattr(self.target, "operands", None)
         if device_operands is not None:        # a device target (cuda) handles its operands
-            return device_operands().call(self, bound, validate)
+            return device_operands().call(self, bound, validate, out=out)
         bound = {n: from_dlpack(x) for n, x in bound.items()}
         shapes = {n: shape_of(x) for n, x in bound.items()}
         sizes = index_sizes(self.expression, shapes, self.display)
@@ -705,8 +721,8 @@ class CompiledKernel(KernelCall):
         if v is None or v.launchers is None:
             self.build(index_dtype)
             v = self._variants[index_dtype]
-        out = self._run(v, tensors, sizes, np_index)
-        return self._to_family(out, bound, tensors)
+        result = self._run(v, tensors, sizes, np_index, out=out)
+        return out if out is not None else self._to_family(result, bound, tensors)
 
     def _pick_index_dtype(self, tensors: dict[str, Tensor], sizes: dict[str, int]) -> DType:
         if any(not t.format.is_dense and t.index_dtype == np.int64 for t in tensors.values()):
@@ -730,16 +746,23 @@ class CompiledKernel(KernelCall):
         return 1 if call_work(sparse, dense, free) < SMALL_WORK else self._max_threads
 
     def _run(self, v: _Variant, tensors, sizes, np_index, xp=np,
-             array_dtype=lambda dt: dt.np, narrow=None) -> Tensor:
+             array_dtype=lambda dt: dt.np, narrow=None, out=None, device_id=None,
+             as_device_array=None) -> Tensor:
         """Allocate the output with the array module ``xp`` (numpy, or cupy for a
         device target), launch the kernels and return the output Tensor.
         ``array_dtype(dt)``: the dtype of ``xp``'s arrays of values of DType ``dt``;
         ``narrow(a, dt)``: a float32 or float64 array ``a`` rounded to ``dt``
-        (default: the CPU's IR kernel, runtime/narrow_cpu)."""
+        (default: the CPU's IR kernel, runtime/narrow_cpu).  ``out``: the
+        caller's dense array (on GPU ``device_id``, None for the host), checked
+        here and written with the result (``as_device_array`` views a torch
+        CUDA tensor as a CuPy array)."""
         program = v.program
         out_name = self.output
         out_fmt = self.formats[out_name]
         out_shape = tuple(sizes[ix] for ix in self.expression.lhs.indices)
+        if out is not None:
+            check_out(out, result=self.display.get(out_name, out_name), fmt=out_fmt,
+                      shape=out_shape, dtype=self._np_dtype, device_id=device_id)
         arrays: dict[str, np.ndarray] = {}
         ints = {f"size_{ix}": n for ix, n in sizes.items()}
         for name, t in tensors.items():
@@ -772,11 +795,22 @@ class CompiledKernel(KernelCall):
                 return narrow(a, self.dtype)
         new = xp.zeros if v.zeroes(out_vals) else xp.empty
         if program.output_kind == OutputKind.DENSE:
-            vals = new(math.prod(out_shape), dtype=np_dtype)
+            view = None if out is None or out_type is not self.dtype else \
+                flat_view(out, as_device_array)
+            if view is not None:
+                self._check_overlap(view, arrays)
+                if v.zeroes(out_vals):
+                    view.fill(0)
+                vals = view
+            else:
+                vals = new(math.prod(out_shape), dtype=np_dtype)
             arrays[out_vals] = vals
             for which in range(len(v.kernels)):      # one kernel per group of terms
                 self._launch(v, which, arrays, ints, nthreads)
-            return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], rounded(vals),
+            result = rounded(vals)
+            if out is not None and view is None:
+                copy_into(out, result)
+            return Tensor(out_shape, out_fmt, [{} for _ in out_fmt.levels], result,
                           validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
@@ -805,6 +839,19 @@ class CompiledKernel(KernelCall):
             pos, crd, vals = pack_rows(pos, kept, crd, vals)
         level_arrays = [{} for _ in range(last)] + [{"pos": pos, "crd": crd}]
         return Tensor(out_shape, out_fmt, level_arrays, rounded(vals), validate=False)
+
+    def _check_overlap(self, view, arrays: dict) -> None:
+        """Refuse (OutputError) an ``out=`` whose memory may overlap an array the
+        kernels read: they would read entries they have overwritten."""
+        clash = overlapping(view, arrays)
+        if clash is None:
+            return
+        owner = next((n for n in sorted(self.inputs, key=len, reverse=True)
+                      if clash.startswith(n)), clash)
+        from ..errors import OutputError
+        raise OutputError(f"out= shares memory with operand {self.display.get(owner, owner)} "
+                          f"(its array {clash}), which the kernel reads while it writes out=; "
+                          f"pass a separate array")
 
     def _launch(self, v: _Variant, which: int, arrays, sizes, nthreads) -> None:
         kernel = v.kernels[which]

@@ -9,10 +9,11 @@ part, each writing that part's pattern.
 """
 from __future__ import annotations
 
-from ..errors import UnsupportedError
+from ..errors import OutputError, UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
+from .out_arg import out_option
 from .compiled import (CompiledKernel, KernelSequence, bind_operands, call_option,
                        check_schedule_knobs)
 
@@ -136,12 +137,15 @@ class CompositeKernel(KernelSequence):
         return f"spc.CompositeKernel({self.expression.source!r}, target={self.target.name})"
 
     # -- calling ----------------------------------------------------------------------
-    def fast(self, args, validate: bool = True):
+    def fast(self, args, validate: bool = True, out=None):
         """None: calls of sum formats take the general path (see CompiledKernel.fast)."""
         return None
 
     def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)
+        if out_option(self.input_names, kwargs) is not None:
+            raise OutputError(f"{self.name}: out= is not supported for kernels over sum "
+                              f"formats (they add their parts' results in Python)")
         by_user = bind_operands(self.name, self.input_names, args, kwargs)
         bound = {n: by_user[u] for n, u in zip(self.inputs, self.input_names)}
         np_dtype = self.dtype.np

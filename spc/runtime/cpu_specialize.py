@@ -25,9 +25,12 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
     if plan.inspected or not plan.operands:
         return None
     n = len(plan.operands)
-    lines = ["def call(args, validate):",
+    lines = ["def call(args, validate, given=None):",
              f"    {', '.join(f'x{k}' for k in range(n))}{',' if n == 1 else ''} = args"]
     add = lines.append
+    if plan.pattern >= 0:
+        add("    if given is not None:")
+        add("        return None          # out= is for dense results: the general path says so")
     arrays: dict[tuple[int, str], str] = {}
     sparse_work, dense_work = [], []
     for k, (kind, rank, canonical) in enumerate(plan.operands):
@@ -74,7 +77,21 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         add(f"    out = {new}(len(c{plan.pattern}), dtype=dtype)")
         flat = "out"
     else:
-        add(f"    out = {new}([{', '.join(f'z{d}' for d in plan.out_dims)}], dtype=dtype)")
+        shape = "".join(f"z{d}, " for d in plan.out_dims)
+        add("    if given is None:")
+        add(f"        out = {new}(({shape}), dtype=dtype)")
+        add("    else:                    # out=: anything unusual takes the general path")
+        add("        out = given")
+        add(f"        if type(out) is not ndarray or (out.dtype is not dtype and out.dtype != dtype) "
+            f"or out.shape != ({shape}) or not out.flags.c_contiguous "
+            f"or not out.flags.writeable:")
+        add("            return None")
+        reads = [name for name in arrays.values()]
+        if reads:
+            add("        if " + " or ".join(f"share(out, {r})" for r in reads) + ":")
+            add("            return None")
+        if plan.zero:
+            add("        out.fill(0)")
         flat = "out" if len(plan.out_dims) == 1 else "out.reshape(-1)"
     if plan.parallel:
         free = " * ".join(f"z{d}" for d in plan.free) or "1"
@@ -96,14 +113,14 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         add(f"    return pattern_result(args[{plan.pattern}], x{plan.pattern}, out, "
             f"({''.join(f'z{d}, ' for d in plan.out_dims)}))")
     else:
-        add("    return out[()]" if not plan.out_dims else "    return out")
+        add("    return out" if plan.out_dims else "    return out if given is not None else out[()]")
     source = "\n".join(lines) + "\n"
     namespace = dict(
         ndarray=np.ndarray, dtype=ck._np_dtype, i32=np.dtype(np.int32), Tensor=Tensor,
         u16=np.dtype(np.uint16),
         View=view, view_of=view.of, is_scipy=_is_scipy_sparse, scipy_result=scipy_result,
         looks_valid=looks_valid, compressed_in_bounds=compressed_in_bounds,
-        zeros=np.zeros, empty=np.empty, call_work=call_work, small_work=small_work,
+        zeros=np.zeros, empty=np.empty, share=np.may_share_memory, call_work=call_work, small_work=small_work,
         max_threads=ck._max_threads, launch=launch, pattern_result=ck._pattern_result)
     exec(compile(source, f"<spc fast call of {ck.name}>", "exec"), namespace)
     call = namespace["call"]

@@ -131,18 +131,19 @@ class DeviceOperands:
         return s
 
     # -- the call -------------------------------------------------------------------
-    def call(self, ck, bound: dict, validate: bool):
-        """Run CompiledKernel ``ck`` on ``bound`` operands; see the module docstring."""
+    def call(self, ck, bound: dict, validate: bool, out=None):
+        """Run CompiledKernel ``ck`` on ``bound`` operands; see the module docstring.
+        ``out``: a dense device array written with the result and returned."""
         families = {n: self.family(x) for n, x in bound.items()}
         device_id = self.device_of(bound, families)
         with self.cp.cuda.Device(device_id):
             stream = self.stream_for(families, device_id)
             if stream is None:
-                return self._call(ck, bound, families, validate)
+                return self._call(ck, bound, families, validate, out)
             with stream:
-                return self._call(ck, bound, families, validate)
+                return self._call(ck, bound, families, validate, out)
 
-    def _call(self, ck, bound, families, validate):
+    def _call(self, ck, bound, families, validate, out=None):
         shapes = {n: self.shape_of(x, families[n]) for n, x in bound.items()}
         key = (id(ck.expression), tuple(shapes.items()))
         hit = self._sizes.get(key)
@@ -168,9 +169,11 @@ class DeviceOperands:
         alloc = self.cp
         if "torch" in families.values():
             alloc = _TorchArrays(self, self.cp.cuda.runtime.getDevice())
-        out = ck._run(v, tensors, sizes, np_index, xp=alloc, array_dtype=device_dtype,
-                      narrow=self.narrow)
-        return self.to_family(ck, out, bound, families, alloc)
+        result = ck._run(v, tensors, sizes, np_index, xp=alloc, array_dtype=device_dtype,
+                         narrow=self.narrow, out=out,
+                         device_id=self.cp.cuda.runtime.getDevice(),
+                         as_device_array=self._as_cupy)
+        return out if out is not None else self.to_family(ck, result, bound, families, alloc)
 
     def narrow(self, a, dt: DType):
         """The float32 or float64 device array ``a`` rounded to ``dt`` (to nearest

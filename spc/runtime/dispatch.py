@@ -11,7 +11,11 @@ from typing import Callable
 
 from ..ir.nodes import DType
 from .compiled import KernelCall, bind_operands, call_option
+from .out_arg import out_option
 from .value_types import check_operands, promoted, type_name
+
+
+_CALL_OPTIONS = frozenset({"validate", "out"})   # keywords that name no tensor
 
 
 class TypedKernel(KernelCall):
@@ -65,13 +69,16 @@ class TypedKernel(KernelCall):
 
     def _call(self, args, kwargs):
         last = self._last
-        if not kwargs or (len(kwargs) == 1 and "validate" in kwargs
-                          and "validate" not in self.input_names):
-            out = last.fast(args, bool(kwargs.get("validate", True)))
+        if not kwargs or (kwargs.keys() <= _CALL_OPTIONS
+                          and not _CALL_OPTIONS & set(self.input_names)):
+            given = kwargs.get("out")
+            validate = bool(kwargs.get("validate", True))
+            out = last.fast(args, validate) if given is None else last.fast(args, validate, given)
             if out is not None:         # every typed operand had last's type
                 return out
         rest = dict(kwargs)
         call_option(self.input_names, rest)
+        out_option(self.input_names, rest)
         k = self.specialize(self.value_type(
             bind_operands(self.name, self.input_names, args, rest)))
         self._last = k
