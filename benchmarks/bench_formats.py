@@ -736,6 +736,7 @@ def main(argv=None):
         return
     import bench_cpu                       # quiesce, machine info (no torch import)
     t_start = time.time()
+    common.machine_load()          # starts psutil's CPU-use count for the run's record
     spc_hash = common.spc_tree_hash()
     mats = matrix_set(args.quick, args.families, args.max_nnz, args.matrices, args.nm_patterns,
                       args.per_family, args.data)
@@ -850,7 +851,7 @@ def main(argv=None):
         "systems": {s: {"info": w.info, "restarts": w.restarts} for s, w in workers.items()},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "op_ns": op_ns, "hyb": hyb_note or "available", "pruning": sorted(prune_how),
-        "wall_s": time.time() - t_start, "loadavg": list(os.getloadavg()),
+        "wall_s": time.time() - t_start, "machine_load": common.machine_load(),
         "timed_cases": len(ok),
         "noisy_cases": sum(1 for r in ok if r.get("external_load", 0) >= args.max_external_load),
         "retry_s": dict(retry_used),
