@@ -391,6 +391,7 @@ def main(argv=None):
     try:
         start_workers(systems, args.out, env, HERE / "systems_cpu.py", CASE_FIELDS, common.REPO,
                       workers)
+        t_loop = time.perf_counter()
         for mi, entry in enumerate(es):
             t0 = time.perf_counter()
             req = prepare_matrix(entry, args.ops, ns, scratch, args.min_time, args.min_repeats,
@@ -428,7 +429,7 @@ def main(argv=None):
             print(f"[{mi + 1}/{len(es)}] {entry.family} {entry.name} {entry.rows}x{entry.cols} "
                   f"nnz={entry.nnz} ({time.perf_counter() - t0:.1f} s: prep {t_prep:.1f}, "
                   + ", ".join(f"{s} {sys_time[s]:.1f}" for s in systems) + ") "
-                  + " ".join(parts), flush=True)
+                  + " ".join(parts) + f" ({common.eta(t_loop, mi + 1, len(es))})", flush=True)
             for r in records[-len(systems) * len(req["cases"]):]:
                 if r["status"] in ("fail", "error"):
                     print(f"    {r['system']} {r['op']} N={r['n']}: {r['status']}: "

@@ -771,6 +771,7 @@ def main(argv=None):
     try:
         start_workers(systems, args.out, env, HERE / "formats_workers.py", CASE_FIELDS, common.REPO,
                       workers)
+        t_loop = time.perf_counter()
         for mi, mat in enumerate(mats):
             t0 = time.perf_counter()
             A = mat.build()
@@ -831,7 +832,8 @@ def main(argv=None):
             print(f"[{mi + 1}/{len(mats)}] {family_label(mat.family)} {mat.name} "
                   f"{A.shape[0]}x{A.shape[1]} nnz={A.nnz} ({time.perf_counter() - t0:.1f} s: "
                   f"prep {t_prep:.1f}, " + ", ".join(f"{s} {v:.1f}" for s, v in sys_time.items())
-                  + ") best: " + "; ".join(f"{k}: {v}" for k, v in best.items()), flush=True)
+                  + ") best: " + "; ".join(f"{k}: {v}" for k, v in best.items())
+                  + f" ({common.eta(t_loop, mi + 1, len(mats))})", flush=True)
             for r in records:
                 if r["matrix"] == mat.name and r["status"] in ("fail", "error"):
                     print(f"    {r['label']} {op_label(r['op'], r['n'])}: {r['status']}: "

@@ -339,6 +339,18 @@ def cuda_event_times(torch, fn, reps: int, *, warmup: int = 0) -> list[float]:
     return out
 
 
+def eta(started: float, done: int, total: int) -> str:
+    """The time left of a loop over ``total`` items, ``done`` of them finished
+    ``time.perf_counter() - started`` seconds after it began: "eta 3.2 min"
+    (the mean time per item so far times the items left; "done" at the end)."""
+    if done >= total:
+        return "done"
+    if done <= 0:
+        return "eta ?"
+    left = (time.perf_counter() - started) / done * (total - done)
+    return f"eta {left:.0f} s" if left < 90 else f"eta {left / 60:.1f} min"
+
+
 def time_calls(fn, *, min_time: float = 0.2, min_repeats: int = 5,
                max_repeats: int = 200_000, warmup: int = 1) -> dict:
     """Median wall time of ``fn()``, timed call by call after ``warmup`` calls
