@@ -32,3 +32,15 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         return f"`{path}`" if text == path else f"{text} (`{path}`)"
 
     return _LINK.sub(replace, markdown)
+
+
+SECTION_TITLES = {"Api": "API reference"}    # mkdocs titles a folder's section by its name
+
+
+def on_nav(nav, config, files):
+    """The navigation (built from every page under docs/, no ``nav:`` in
+    mkdocs.yml) with the sections of ``SECTION_TITLES`` renamed."""
+    for item in nav.items:
+        if getattr(item, "is_section", False) and item.title in SECTION_TITLES:
+            item.title = SECTION_TITLES[item.title]
+    return nav
