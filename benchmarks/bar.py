@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 from collections import defaultdict
 
 
@@ -39,7 +39,7 @@ def main(argv=None):
     print(f"spc {args.op} over the best of {', '.join(args.against)} (geometric mean per family)")
     print("| N | family | geomean | spc wins | matrices |\n|---|---|---|---|---|")
     for (n, fam), ratios in sorted(speedups(records, set(args.against), args.op).items()):
-        gm = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        gm = statistics.geometric_mean(ratios)
         wins = sum(x > 1 for x in ratios)
         print(f"| {n} | {fam} | {gm:.2f}x | {wins} | {len(ratios)} |")
 

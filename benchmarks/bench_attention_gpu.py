@@ -25,6 +25,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
 
 
 # spc: the default (fuse="rows": the scores kernel, then one kernel for the
@@ -50,17 +53,8 @@ def window(L: int, w: int = 128) -> np.ndarray:
 
 
 def timed(torch, fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        out.append(a.elapsed_time(b) / 1e3)
-    return statistics.median(out)
+    """Median seconds of one call between CUDA events, after one warm-up call."""
+    return statistics.median(common.cuda_event_times(torch, fn, reps, warmup=1))
 
 
 def profile(torch, fn, calls: int = 5) -> None:

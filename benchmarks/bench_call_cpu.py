@@ -48,20 +48,10 @@ TINY = "tiny-64x64-5pct"
 
 # -- the worker side -------------------------------------------------------------------------
 def latency(fn, *, calls: int, min_time: float, warmup_s: float = 0.05) -> dict:
-    """p50, p99, mean and max of ``fn()`` timed call by call (seconds)."""
-    perf = time.perf_counter
-    t_end = perf() + warmup_s
-    while perf() < t_end:
-        fn()
-    times = []
-    t_end = perf() + min_time
-    while len(times) < calls or perf() < t_end:
-        t = perf()
-        fn()
-        times.append(perf() - t)
-        if len(times) >= 200_000:
-            break
-    a = np.array(times)
+    """p50, p99, mean and max of ``fn()`` timed call by call (seconds;
+    ``common.call_times``)."""
+    a = np.array(common.call_times(fn, min_repeats=calls, min_time=min_time,
+                                   warmup_s=warmup_s))
     return {"p50_s": float(np.median(a)), "p99_s": float(np.percentile(a, 99)),
             "mean_s": float(a.mean()), "max_s": float(a.max()), "calls": len(a)}
 

@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import common  # noqa: E402
 from bench_gpu import caller_time, device_times, pick  # noqa: E402
 
 ISSUE_CALLS = 200
@@ -44,15 +44,8 @@ ISSUE_CALLS = 200
 
 def host_time(torch, fn, calls: int = ISSUE_CALLS) -> float:
     """Median seconds of host time per call over 5 bursts of ``calls`` unsynchronized calls."""
-    out = []
-    for _ in range(5):
-        torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        out.append((time.perf_counter() - t) / calls)
-        torch.cuda.synchronize()
-    return statistics.median(out)
+    return statistics.median(common.burst_times(fn, calls=calls, bursts=5,
+                                                sync=torch.cuda.synchronize, sync_timed=False))
 
 
 def systems(torch, spc, A, op: str, n: int, rng, cupy: bool = False):
@@ -215,7 +208,7 @@ def main(argv=None) -> int:
         if rs:
             ratios = [r["ratio"] for r in rs]
             summary[f"{fam}/{op}/N={n}"] = dict(
-                geomean_torch_over_spc=float(np.exp(np.mean(np.log(ratios)))),
+                geomean_torch_over_spc=statistics.geometric_mean(ratios),
                 min_ratio=min(ratios),
                 median_spc_host_us=statistics.median(r["spc_host_us"] for r in rs),
                 median_torch_host_us=statistics.median(r["torch_host_us"] for r in rs))

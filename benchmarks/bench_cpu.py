@@ -349,6 +349,7 @@ def main(argv=None):
         resummarize(args.resummarize, args.out)
         return
     t_start = time.time()
+    common.machine_load()          # starts psutil's CPU-use count for the run's record
     spc_hash = common.spc_tree_hash()
     es = common.entries(args.data, families=args.families, max_nnz=args.max_nnz)
     if args.matrices:
@@ -390,6 +391,7 @@ def main(argv=None):
     try:
         start_workers(systems, args.out, env, HERE / "systems_cpu.py", CASE_FIELDS, common.REPO,
                       workers)
+        t_loop = time.perf_counter()
         for mi, entry in enumerate(es):
             t0 = time.perf_counter()
             req = prepare_matrix(entry, args.ops, ns, scratch, args.min_time, args.min_repeats,
@@ -427,7 +429,7 @@ def main(argv=None):
             print(f"[{mi + 1}/{len(es)}] {entry.family} {entry.name} {entry.rows}x{entry.cols} "
                   f"nnz={entry.nnz} ({time.perf_counter() - t0:.1f} s: prep {t_prep:.1f}, "
                   + ", ".join(f"{s} {sys_time[s]:.1f}" for s in systems) + ") "
-                  + " ".join(parts), flush=True)
+                  + " ".join(parts) + f" ({common.eta(t_loop, mi + 1, len(es))})", flush=True)
             for r in records[-len(systems) * len(req["cases"]):]:
                 if r["status"] in ("fail", "error"):
                     print(f"    {r['system']} {r['op']} N={r['n']}: {r['status']}: "
@@ -448,7 +450,7 @@ def main(argv=None):
         "matrices": len(es), "per_family": per_family,
         "systems": {s: {"info": w.info, "restarts": w.restarts} for s, w in workers.items()},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "loadavg": list(os.getloadavg()), "wall_s": time.time() - t_start,
+        "machine_load": common.machine_load(), "wall_s": time.time() - t_start,
         "skip_reasons": {s: sorted(v) for s, v in skip_reasons.items()},
         "timed_cases": sum(1 for r in records if r["status"] == "ok"),
         "noisy_cases": sum(1 for r in records if r["status"] == "ok"
@@ -469,13 +471,17 @@ def report(records, meta, systems, families, op_ns, out: Path) -> None:
     (out / "results.json").write_text(json.dumps(
         {"meta": meta, "aggregate": agg, "records": records}, indent=1, default=str))
     (out / "summary.md").write_text(text)
+    written = [out / "results.json", out / "summary.md"]
+    figure = out / "gflops.png"
+    figure.unlink(missing_ok=True)          # never leave an earlier run's plot beside these numbers
     try:
-        plot(agg, systems, families, op_ns, out / "gflops.png")
+        plot(agg, systems, families, op_ns, figure)
+        written.append(figure)
     except Exception as err:  # noqa: BLE001 - the numbers matter more than the picture
-        print(f"plot failed: {type(err).__name__}: {err}", file=sys.stderr)
+        print(f"plot failed, no {figure.name}: {type(err).__name__}: {err}", file=sys.stderr)
     print()
     print(text)
-    print(f"wrote {out / 'results.json'}, {out / 'summary.md'}, {out / 'gflops.png'}")
+    print("wrote " + ", ".join(str(p) for p in written))
 
 
 def resummarize(path: Path, out: Path) -> None:

@@ -736,6 +736,7 @@ def main(argv=None):
         return
     import bench_cpu                       # quiesce, machine info (no torch import)
     t_start = time.time()
+    common.machine_load()          # starts psutil's CPU-use count for the run's record
     spc_hash = common.spc_tree_hash()
     mats = matrix_set(args.quick, args.families, args.max_nnz, args.matrices, args.nm_patterns,
                       args.per_family, args.data)
@@ -770,6 +771,7 @@ def main(argv=None):
     try:
         start_workers(systems, args.out, env, HERE / "formats_workers.py", CASE_FIELDS, common.REPO,
                       workers)
+        t_loop = time.perf_counter()
         for mi, mat in enumerate(mats):
             t0 = time.perf_counter()
             A = mat.build()
@@ -830,7 +832,8 @@ def main(argv=None):
             print(f"[{mi + 1}/{len(mats)}] {family_label(mat.family)} {mat.name} "
                   f"{A.shape[0]}x{A.shape[1]} nnz={A.nnz} ({time.perf_counter() - t0:.1f} s: "
                   f"prep {t_prep:.1f}, " + ", ".join(f"{s} {v:.1f}" for s, v in sys_time.items())
-                  + ") best: " + "; ".join(f"{k}: {v}" for k, v in best.items()), flush=True)
+                  + ") best: " + "; ".join(f"{k}: {v}" for k, v in best.items())
+                  + f" ({common.eta(t_loop, mi + 1, len(mats))})", flush=True)
             for r in records:
                 if r["matrix"] == mat.name and r["status"] in ("fail", "error"):
                     print(f"    {r['label']} {op_label(r['op'], r['n'])}: {r['status']}: "
@@ -850,7 +853,7 @@ def main(argv=None):
         "systems": {s: {"info": w.info, "restarts": w.restarts} for s, w in workers.items()},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "op_ns": op_ns, "hyb": hyb_note or "available", "pruning": sorted(prune_how),
-        "wall_s": time.time() - t_start, "loadavg": list(os.getloadavg()),
+        "wall_s": time.time() - t_start, "machine_load": common.machine_load(),
         "timed_cases": len(ok),
         "noisy_cases": sum(1 for r in ok if r.get("external_load", 0) >= args.max_external_load),
         "retry_s": dict(retry_used),

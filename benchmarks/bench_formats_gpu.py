@@ -130,12 +130,7 @@ class Env:
 
     def caller_time(self, fn, reps):
         if self.dry:
-            ts = []
-            for _ in range(reps):
-                t = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t)
-            return statistics.median(ts)
+            return statistics.median(common.call_times(fn, min_repeats=reps))
         import bench_gpu
         return bench_gpu.caller_time(self.torch, fn, reps)
 

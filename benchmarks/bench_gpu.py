@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import statistics
 import sys
@@ -38,6 +37,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
 
 FAMILIES = ("dlmc-transformer", "dlmc-rn50", "graph")
 LABEL = {"dlmc-transformer": "transformer", "dlmc-rn50": "rn50", "graph": "graphs"}
@@ -79,16 +81,7 @@ def floor_bytes(op, rows, cols, nnz, n):
 # -- timing -----------------------------------------------------------------------------------
 def caller_time(torch, fn, reps: int) -> float:
     """Median seconds of one call, CUDA events around it, idle stream before each."""
-    times = []
-    for _ in range(reps):
-        torch.cuda.synchronize()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e-3)
-    return statistics.median(times)
+    return statistics.median(common.cuda_event_times(torch, fn, reps))
 
 
 def device_times(torch, labelled, reps: int) -> dict:
@@ -232,11 +225,6 @@ class Case:
         return torch.linalg.vector_norm(got - ref).item() / den
 
 
-def geomean(xs):
-    xs = [x for x in xs if x > 0 and math.isfinite(x)]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=os.environ.get("SPC_DATA_DIR"))
@@ -358,7 +346,7 @@ def report(rows, dev, bw, ops, ns):
                             if o:
                                 pair_c.append(o[0]["caller_s"] / r["caller_s"])
                                 pair_d.append(o[0]["device_s"] / r["device_s"])
-                    sp_.append((geomean(pair_c), geomean(pair_d)))
+                    sp_.append((common.geomean(pair_c), common.geomean(pair_d)))
                 if any(x == x for pair in sp_ for x in pair):
                     print(f"  geomean speedup of spc over {other:8s} caller: "
                           + " / ".join(f"{c:.2f}x" for c, _ in sp_)

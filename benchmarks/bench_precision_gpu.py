@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import sys
 from pathlib import Path
 
@@ -30,16 +29,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_gpu import device_times, pick  # noqa: E402
 from common import DEFAULT_DATA, entries, load  # noqa: E402
+from common import geomean as geo  # noqa: E402 - bench_bsr_gpu imports geo from here too
 
 
 def rel(got, ref) -> float:
     return float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30))
-
-
-def geo(xs):
-    """The geometric mean of the finite positive values of ``xs`` (nan when none)."""
-    xs = [x for x in xs if x == x and 0 < x < float("inf")]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
 
 
 def main(argv=None) -> int:

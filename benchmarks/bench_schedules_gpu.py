@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import common  # noqa: E402
 from bench_gpu import device_times, pick  # noqa: E402
 from common import DEFAULT_DATA, entries, load  # noqa: E402
 
@@ -103,17 +105,8 @@ def rel_err(got, ref) -> float:
 def call_time(torch, fn, reps: int = 50) -> float:
     """Seconds per call as a caller sees them: ``reps`` back-to-back calls on
     torch tensors after a warm-up, then one synchronization (median of 3)."""
-    import time
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) / reps)
-    return sorted(times)[1]
+    return statistics.median(common.burst_times(fn, calls=reps, bursts=3, warmup=1,
+                                                sync=torch.cuda.synchronize))
 
 
 def main(argv=None) -> int:
@@ -190,7 +183,7 @@ def main(argv=None) -> int:
     groups = {}
     for r in rows:
         groups.setdefault((r["family"], r["op"]), []).append(r)
-    g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
+    g = statistics.geometric_mean
     for (fam, op), rs in sorted(groups.items()):
         print(f"{fam:16s} {op:8s} n={len(rs):2d}  x dflt {g([r['cusparse']/r['default'] for r in rs]):5.2f}"
               f"  dflt/length {g([r['default']/r['length'] for r in rs]):5.2f}"

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import math
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
             print(f"{r['family']:17s} {r['matrix']:28s} {label:8s} {scipy_t*1e6:9.1f} "
                   f"{default*1e6:9.1f} {times[best]*1e6:9.1f} {default/times[best]:9.2f}  "
                   f"{r['best_name']}", flush=True)
-    g = lambda xs: math.exp(sum(math.log(x) for x in xs) / len(xs))  # noqa: E731
+    g = statistics.geometric_mean
     print("\n# geometric means per family and op: default / best, scipy / best")
     groups: dict = {}
     for r in rows:

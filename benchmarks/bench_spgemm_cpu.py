@@ -24,6 +24,8 @@ import scipy
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common                   # noqa: E402
 import spc                      # noqa: E402
 from spc import corpus          # noqa: E402
 
@@ -38,13 +40,8 @@ DLMC_PICKS = ("transformer/magnitude_pruning/0.7/body_encoder_layer_0_ffn_conv2"
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()                                  # warm-up (compiles, caches)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    """Median milliseconds of ``repeats`` calls, after a warm-up call (compiles, caches)."""
+    return statistics.median(common.call_times(fn, min_repeats=repeats, warmup=1)) * 1e3
 
 
 def cases(max_nnz: int):
@@ -130,7 +127,7 @@ def main() -> None:
         print(f"{label:58s} {a.nnz:9d} {ref.nnz:10d} {t_spc:9.2f} {t_scipy:9.2f} "
               f"{t_torch:9.2f} {best / t_spc:7.2f}x")
     if ratios:
-        geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        geo = statistics.geometric_mean(ratios)
         print(f"geometric mean speed-up of spc over the best of scipy and torch: {geo:.2f}x "
               f"({len(ratios)} cases)")
 

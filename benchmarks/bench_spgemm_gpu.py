@@ -12,13 +12,15 @@ import argparse
 import gzip
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
 GRAPHS = "cora,citeseer,pubmed,PROTEINS,facebook_combined,squirrel"
 
 
@@ -33,15 +35,9 @@ def load(path: Path):
 
 
 def timed(torch, fn, reps: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+    """Median seconds of one call and the synchronization after it, after a warm-up call."""
+    return statistics.median(common.burst_times(fn, calls=1, bursts=reps, warmup=1,
+                                                sync=torch.cuda.synchronize))
 
 
 def main(argv=None) -> int:
@@ -76,7 +72,7 @@ def main(argv=None) -> int:
               f"torch/cuSPARSE {t_torch * 1e3:7.2f} ms  cuSPARSE/spc {t_torch / t_spc:5.2f}  "
               f"max error {err:.1e}", flush=True)
     if ratios:
-        print(f"geomean cuSPARSE time / spc time: {np.exp(np.mean(np.log(ratios))):.3f}")
+        print(f"geomean cuSPARSE time / spc time: {statistics.geometric_mean(ratios):.3f}")
     return 0
 
 

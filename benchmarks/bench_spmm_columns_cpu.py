@@ -13,24 +13,20 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
 
 
 def timed(fn, repeats: int, calls: int = 20) -> float:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        out.append((time.perf_counter() - t) / calls)
-    return statistics.median(out)
+    """Median seconds per call over ``repeats`` bursts of ``calls`` calls, after a warm-up call."""
+    return statistics.median(common.burst_times(fn, calls=calls, bursts=repeats, warmup=1))
 
 
 def main(argv=None) -> int:

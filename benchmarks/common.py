@@ -1,7 +1,9 @@
 """Shared pieces of the CPU benchmarks: the corpus, the cases, their inputs and
-float64 references, FLOP and byte counts, the correctness check, and the timer.
+float64 references, FLOP and byte counts, the correctness check, the timers of
+every benchmark (CPU and GPU: ``call_times``, ``burst_times``, ``cuda_event_times``),
+the machine's load (psutil where installed) and the geometric mean.
 
-Nothing here imports torch or numba, so the driver (``bench_cpu.py``) and every
+Nothing here imports torch or numba (the GPU timer takes torch as an argument), so the driver (``bench_cpu.py``) and every
 per-system worker (``systems_cpu.py``) can import it without pulling in an
 OpenMP runtime they do not measure.
 """
@@ -254,16 +256,26 @@ def rel_error(out: np.ndarray, ref: np.ndarray) -> float:
 
 
 # -- timing ----------------------------------------------------------------------------------------
-def time_calls(fn, *, min_time: float = 0.2, min_repeats: int = 5,
-               max_repeats: int = 200_000, warmup: int = 1) -> dict:
-    """Median wall time of ``fn()``, timed call by call after ``warmup`` calls
-    (callers have made one call already, for the check),
-    repeated until at least ``min_repeats`` calls and ``min_time`` seconds of
-    timed calls (at most ``max_repeats`` calls)."""
+# The one timer of every benchmark: call_times (call by call, wall clock),
+# burst_times (back-to-back calls, optionally synchronized), cuda_event_times
+# (CUDA events around each call).  Callers take medians (statistics.median).
+def call_times(fn, *, min_repeats: int = 5, min_time: float = 0.0, max_repeats: int = 200_000,
+               warmup: int = 0, warmup_s: float = 0.0) -> list[float]:
+    """Seconds of each timed call of ``fn()``, timed call by call (perf_counter).
+
+    Requires: ``fn`` takes no argument.
+    Ensures: ``warmup`` untimed calls, then untimed calls until ``warmup_s``
+    seconds have passed, then timed calls until there are at least
+    ``min_repeats`` of them and they add up to ``min_time`` seconds (but never
+    more than ``max_repeats``); the list is in call order.
+    """
+    pc = time.perf_counter
     for _ in range(warmup):
         fn()
-    times = []
-    pc = time.perf_counter
+    t_end = pc() + warmup_s
+    while warmup_s > 0 and pc() < t_end:
+        fn()
+    times: list[float] = []
     total = 0.0
     while (len(times) < min_repeats or total < min_time) and len(times) < max_repeats:
         t = pc()
@@ -271,18 +283,97 @@ def time_calls(fn, *, min_time: float = 0.2, min_repeats: int = 5,
         dt = pc() - t
         times.append(dt)
         total += dt
-    times.sort()
+    return times
+
+
+def burst_times(fn, *, calls: int, bursts: int, warmup: int = 0, sync=None,
+                sync_timed: bool = True) -> list[float]:
+    """Seconds per call of each of ``bursts`` bursts of ``calls`` back-to-back calls.
+
+    Requires: ``calls`` and ``bursts`` >= 1; ``sync`` is None or a function that
+    waits for the calls' work (``torch.cuda.synchronize``).
+    Ensures: ``warmup`` untimed calls (then ``sync()``), and around each burst
+    ``sync()`` before it (untimed) and after it (inside the timed span when
+    ``sync_timed``: what a caller waits for; else outside it: the host's time
+    to issue the calls).
+    """
+    pc = time.perf_counter
+    for _ in range(warmup):
+        fn()
+    if sync is not None:
+        sync()
+    out = []
+    for _ in range(bursts):
+        if sync is not None:
+            sync()
+        t = pc()
+        for _ in range(calls):
+            fn()
+        if sync is not None and sync_timed:
+            sync()
+        out.append((pc() - t) / calls)
+        if sync is not None and not sync_timed:
+            sync()
+    return out
+
+
+def cuda_event_times(torch, fn, reps: int, *, warmup: int = 0) -> list[float]:
+    """Seconds of each of ``reps`` calls of ``fn()`` between two CUDA events,
+    the device idle before each (``torch``: the torch module).
+
+    Ensures: ``warmup`` untimed calls first; each timed call starts after a
+    synchronization and is read after its end event completes.
+    """
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(reps):
+        torch.cuda.synchronize()
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end) * 1e-3)
+    return out
+
+
+def eta(started: float, done: int, total: int) -> str:
+    """The time left of a loop over ``total`` items, ``done`` of them finished
+    ``time.perf_counter() - started`` seconds after it began: "eta 3.2 min"
+    (the mean time per item so far times the items left; "done" at the end)."""
+    if done >= total:
+        return "done"
+    if done <= 0:
+        return "eta ?"
+    left = (time.perf_counter() - started) / done * (total - done)
+    return f"eta {left:.0f} s" if left < 90 else f"eta {left / 60:.1f} min"
+
+
+def time_calls(fn, *, min_time: float = 0.2, min_repeats: int = 5,
+               max_repeats: int = 200_000, warmup: int = 1) -> dict:
+    """Median wall time of ``fn()``, timed call by call after ``warmup`` calls
+    (callers have made one call already, for the check),
+    repeated until at least ``min_repeats`` calls and ``min_time`` seconds of
+    timed calls (at most ``max_repeats`` calls): ``call_times`` summarized."""
+    times = sorted(call_times(fn, min_repeats=min_repeats, min_time=min_time,
+                              max_repeats=max_repeats, warmup=warmup))
     return {"median_s": statistics.median(times), "min_s": times[0],
             "p25_s": times[len(times) // 4], "p75_s": times[(3 * len(times)) // 4],
-            "repeats": len(times), "total_s": total}
+            "repeats": len(times), "total_s": sum(times)}
 
 
 _TICK_NS = 1e9 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
 
 
 def machine_busy_ns() -> float:
-    """CPU time (ns) every process has used so far, steal included (/proc/stat;
-    10 ms resolution)."""
+    """CPU time (ns) every process has used so far, steal included (psutil's
+    ``cpu_times``, else /proc/stat; clock-tick resolution, 10 ms)."""
+    psutil = _psutil()
+    if psutil is not None:
+        t = psutil.cpu_times()
+        return sum(getattr(t, f, 0.0) for f in _BUSY_FIELDS) * 1e9
     try:
         with open("/proc/stat") as fh:
             f = fh.readline().split()
@@ -290,6 +381,35 @@ def machine_busy_ns() -> float:
         return 0.0
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f[1:9])
     return (user + nice + system + irq + softirq + steal) * _TICK_NS
+
+
+_BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq", "steal")
+
+
+def _psutil():
+    """The psutil module (the bench extra installs it), or None."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil
+
+
+def machine_load() -> dict:
+    """The machine's load now: ``loadavg`` (1, 5, 15 min), ``cpus`` (logical) and,
+    with psutil, ``cpu_percent`` (the machine's CPU use, %, since the previous
+    call of this function; None at the first)."""
+    psutil = _psutil()
+    if psutil is None:
+        return {"loadavg": list(os.getloadavg()), "cpus": os.cpu_count(), "cpu_percent": None}
+    first = not _LOAD_PRIMED
+    _LOAD_PRIMED.append(True)
+    pct = psutil.cpu_percent(interval=None)
+    return {"loadavg": list(psutil.getloadavg()), "cpus": psutil.cpu_count(),
+            "cpu_percent": None if first else pct}
+
+
+_LOAD_PRIMED: list = []
 
 
 def process_cpu_ns(pid: int | str = "self", skip_tid: int | None = None) -> int:
@@ -406,8 +526,10 @@ def spc_tree_hash() -> str:
 
 
 def geomean(xs) -> float:
+    """``statistics.geometric_mean`` of the finite positive values of ``xs``
+    (NaN when there are none): failed or empty cases do not poison the mean."""
     xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
+    return statistics.geometric_mean(xs) if xs else math.nan
 
 
 def write_cases(name: str, A, ops, ns, scratch):

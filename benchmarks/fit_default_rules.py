@@ -27,8 +27,8 @@ import argparse
 import datetime
 import itertools
 import json
-import math
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -85,7 +85,7 @@ def picked_time(case: dict, params: dict) -> float:
 
 def score(cases: list[dict], params: dict) -> float:
     """Geometric mean of tuned time / the rules' pick's time (1.0: the rules find the tuned speed)."""
-    return math.exp(sum(math.log(c["tuned"] / picked_time(c, params)) for c in cases) / len(cases))
+    return statistics.geometric_mean(c["tuned"] / picked_time(c, params) for c in cases)
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,9 @@ from .schedule_space import schedule_space
 from .threads import get_num_threads, set_num_threads
 from .tuning import TuneReport, tune
 
-__version__ = "0.1.0"
+from ._version import find_version as _find_version
+
+__version__ = _find_version()
 
 __all__ = [
     "compile", "export", "cache", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",

@@ -23,6 +23,8 @@ NAMED_KERNELS = {
     "spmm": ("C[i,j] = A[i,k] * B[k,j]", ("A",), ("A", "B")),
     "sddmm": ("S[i,j] = A[i,j] * X[i,k] * Y[j,k]", ("A", "S"), ("A", "X", "Y")),
 }
+"""The named kernels ``spc.compile`` knows: name -> (expression, the operands that
+``fmt=`` sets, the order of positional operands)."""
 
 # named programs: (statements, operands taking `fmt`, positional operand order)
 NAMED_PROGRAMS = {

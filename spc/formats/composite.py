@@ -102,14 +102,17 @@ class SumTensor:
 
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return len(self.shape)
 
     @property
     def dtype(self):
+        """The value type (every part's)."""
         return self.parts[0].dtype
 
     @property
     def nnz(self) -> int:
+        """The sum of every part's ``nnz``."""
         return sum(p.nnz for p in self.parts)
 
     @property
@@ -118,20 +121,24 @@ class SumTensor:
         return sum(p.nbytes for p in self.parts)
 
     def validate(self, what: str = "tensor") -> None:
+        """Check every part's storage; an InputError names ``what`` and the part."""
         for k, p in enumerate(self.parts):
             p.validate(f"{what} part {k} ({p.format})")
 
     def to_coo(self):
+        """``(coords, vals)``: every part's stored entries, concatenated (not summed)."""
         cs, vs = zip(*(p.to_coo() for p in self.parts))
         return [np.concatenate([c[d] for c in cs]) for d in range(self.ndim)], np.concatenate(vs)
 
     def to_numpy(self) -> np.ndarray:
+        """The dense array: the sum of the parts."""
         out = np.zeros(self.shape, dtype=self.dtype)
         for p in self.parts:
             out += p.to_numpy()
         return out
 
     def to_scipy(self, layout: str = "csr"):
+        """The sum of the parts as a scipy.sparse matrix in ``layout`` (duplicates summed)."""
         import scipy.sparse as sp
         coords, vals = self.to_coo()
         m = sp.coo_matrix((vals, (coords[0], coords[1])), shape=self.shape)

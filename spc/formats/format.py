@@ -69,13 +69,16 @@ class Format:
 
     @property
     def nlevels(self) -> int:
+        """The number of levels."""
         return len(self.levels)
 
     @property
     def is_blocked(self) -> bool:
+        """Whether some mode is stored in blocks larger than 1 (bsr)."""
         return any(b > 1 for b in self.block)
 
     def block_of(self, mode: int) -> int:
+        """The block size of dimension ``mode`` (1 for an unblocked mode)."""
         return self.block[mode] if self.block else 1
 
     def level_part(self, level: int) -> str:
@@ -110,6 +113,7 @@ class Format:
 
     @property
     def is_dense(self) -> bool:
+        """Whether every level is dense (the format stores every entry)."""
         return self._is_dense
 
     @property
@@ -118,6 +122,7 @@ class Format:
         return self._identity
 
     def level_of_mode(self, mode: int) -> int:
+        """The level that stores dimension ``mode``."""
         return self.order.index(mode)
 
     def __str__(self) -> str:
@@ -232,6 +237,7 @@ def register_format(name: str, make: Callable[[int], Format]) -> None:
 
 
 def format_names() -> list[str]:
+    """The format names every format argument accepts, sorted (parametric ones as ``name(...)``)."""
     return sorted(set(_NAMED) | {f"{n}(...)" for n in _PARAMETRIC} | {"hyb", "hyb(...)"})
 
 

@@ -39,6 +39,7 @@ class Parent:
 
     @property
     def is_segment(self) -> bool:
+        """Whether the parent is a segment ``[seg_lo, seg_hi)`` of positions (below a non-unique level), not one position."""
         return self.pos is None
 
 
@@ -59,9 +60,11 @@ class LevelIO:
     dim: Expr
 
     def buffer(self, name: str, dtype: DType | None = None) -> Buffer:
+        """The IR buffer of the level's array ``name`` (of ``dtype``, else the index type)."""
         return Buffer(f"{self.tensor}{self.level}_{name}", dtype or self.index_dtype)
 
     def scalar(self, name: str) -> Var:
+        """The IR variable of the level's integer scalar ``name``."""
         return Var(f"{self.tensor}{self.level}_{name}", DType.I64)
 
 
@@ -79,9 +82,14 @@ class Level:
 
     # -- IR ---------------------------------------------------------------
     def iter_bounds(self, io: LevelIO, parent: Parent) -> tuple[Expr, Expr]:
+        """Iterate by position: the IR bounds ``(lo, hi)`` of the positions below ``parent``
+        (a compressed level: ``pos[p] .. pos[p+1]``).  Levels that cannot iterate raise
+        NotImplementedError."""
         raise NotImplementedError(f"{self.name} level cannot be iterated by position")
 
     def coord(self, io: LevelIO, p: Expr, parent: Parent) -> Expr:
+        """The IR coordinate stored at position ``p`` below ``parent`` (a compressed level:
+        ``crd[p]``).  Levels that cannot iterate raise NotImplementedError."""
         raise NotImplementedError(f"{self.name} level cannot be iterated by position")
 
     def valid(self, io: LevelIO, p: Expr, coord: Expr) -> Expr | None:
@@ -108,6 +116,9 @@ class Level:
         raise NotImplementedError
 
     def locate(self, io: LevelIO, parent_pos: Expr, i: Expr) -> Expr:
+        """Locate: the IR position of coordinate ``i`` below ``parent_pos``, in O(1) (a
+        dense level: ``parent_pos * dim + i``).  Levels that cannot locate raise
+        NotImplementedError."""
         raise NotImplementedError(f"{self.name} level cannot locate")
 
     # -- storage ------------------------------------------------------------

@@ -202,6 +202,7 @@ class NMGroup(Level):
         return mul(BinOp("/", add(dim, i64(self.m - 1)), i64(self.m)), i64(self.n))
 
     def slots(self, dim: int) -> int:
+        """Slots per parent position for a dimension of ``dim``: n per group of m, groups rounded up."""
         return -(-dim // self.m) * self.n
 
     def iter_bounds(self, io, parent):

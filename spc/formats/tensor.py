@@ -58,6 +58,7 @@ class Tensor:
     # -- properties ---------------------------------------------------------
     @property
     def ndim(self) -> int:
+        """The number of dimensions."""
         return len(self.shape)
 
     @property
@@ -72,6 +73,7 @@ class Tensor:
 
     @property
     def index_dtype(self) -> np.dtype:
+        """The type of the index arrays (int32 where the tensor has none)."""
         for level, a in zip(self.format.levels, self.arrays):
             for name, arr in a.items():
                 if name not in level.array_dtypes:
@@ -85,6 +87,7 @@ class Tensor:
 
     @property
     def level_dims(self) -> tuple[int, ...]:
+        """The size of each level's coordinate range, in storage order (``Format.level_dims``)."""
         return self.format.level_dims(self.shape)
 
     @property
@@ -218,6 +221,7 @@ class Tensor:
         return [np.asarray(c, dtype=np.int64) for c in by_mode], vals
 
     def to_numpy(self) -> np.ndarray:
+        """The dense array (copied to the host if the tensor lives on a GPU)."""
         if not isinstance(self.vals, np.ndarray):
             return self.on_host().to_numpy()
         if self.format.is_dense:

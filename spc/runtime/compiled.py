@@ -229,6 +229,28 @@ class KernelCall:
     name: str
 
     def __call__(self, /, *args, **kwargs):
+        """Run the kernel on its operands and return the result.
+
+        Operands come positionally, in ``input_names`` order (a named kernel:
+        ``spmv(A, x)``, ``spmm(A, B)``, ``sddmm(A, X, Y)``), or by tensor name
+        (``k(A=A, x=x, b=b)``), or both.  Each may be a numpy array, a
+        scipy.sparse matrix or array, an spc Tensor (also one returned by
+        ``prepare``), a Python number or nested list, and on ``target="cuda"``
+        a CuPy array, a ``cupyx.scipy.sparse`` matrix or a torch tensor.
+        ``validate=False`` (a keyword, unless a tensor is named ``validate``)
+        skips the storage checks: the caller then promises in-bounds,
+        canonical operands.
+
+        Requires: operands whose shapes agree with the expression (a
+        ``ShapeError`` otherwise), value types the kernel computes in (see the
+        dtype policy; a ``DTypeError`` otherwise) and well-formed storage (an
+        ``InputError`` naming the operand otherwise).
+        Ensures: the result in the operands' family (the return-type rules):
+        torch in, torch out; else scipy in, scipy out for a sparse result;
+        a dense result is a numpy array (a numpy scalar for a 0-d output); a
+        sparse result with no numpy or scipy form is an spc Tensor.  Running
+        out of host or GPU memory raises ``ResourceError``.
+        """
         try:
             return self._call(args, kwargs)
         except Exception as err:
@@ -316,6 +338,7 @@ class CompiledKernel(KernelCall):
 
     @property
     def output(self) -> str:
+        """The name of the output tensor (spc's internal name)."""
         return self.expression.lhs.tensor
 
     @property

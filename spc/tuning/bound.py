@@ -6,7 +6,6 @@ import weakref
 import zlib
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..schedule import Schedule
 
@@ -30,6 +29,7 @@ class BoundKernel:
         self._held: tuple | None = None       # (weakref to operand, fingerprint, prepared)
 
     def __call__(self, A, *rest, **kwargs):
+        import scipy.sparse as sp   # scipy is optional: imported on use
         prepared = self._prepared(A)
         if prepared is None:
             return self.kernel(A, *rest, **kwargs)
@@ -62,6 +62,7 @@ class BoundKernel:
         kernel takes ``A`` as it is (a scipy csr matrix for a CPU csr kernel without
         inspectors: no copy) or ``A`` is not a scipy matrix.  A CUDA kernel always
         keeps its operand on the GPU, rather than copying it there per call."""
+        import scipy.sparse as sp   # scipy is optional: imported on use
         if not sp.issparse(A) or (self.fmt == "csr" and A.format == "csr" and on_cpu(self.kernel)
                                   and not inspects(self.schedule)):
             return None

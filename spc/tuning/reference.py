@@ -3,7 +3,6 @@ the check that a candidate's result matches one."""
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from ..errors import UnsupportedError
 
@@ -30,6 +29,7 @@ def width(kernel: str, dense: tuple) -> int:
 def reference(kernel: str, A: sp.csr_matrix, dense: tuple):
     """``kernel``'s result on canonical csr ``A`` and host arrays ``dense``, in float64
     (a numpy array, or for SDDMM a csr matrix with A's pattern)."""
+    import scipy.sparse as sp   # scipy is optional: imported on use
     A64 = A.astype(np.float64)
     if kernel in ("spmv", "spmm"):
         return A64 @ np.asarray(dense[0], dtype=np.float64)
@@ -43,6 +43,7 @@ def mismatch(out, ref, dtype: str) -> str | None:
     """None when ``out`` matches ``ref`` within ``dtype``'s tolerance (relative to the
     largest finite reference value; NaNs and infinities must match exactly), else
     a sentence saying how it differs."""
+    import scipy.sparse as sp   # scipy is optional: imported on use
     tol = TOLERANCE.get(dtype, 1e-4)
     if sp.issparse(ref):
         if hasattr(out, "to_scipy") and not sp.issparse(out):

@@ -47,6 +47,7 @@ class TuneReport:
 
     @property
     def chosen(self) -> Trial:
+        """The trial the tuner chose (the fastest correct one)."""
         return next(t for t in self.trials if t.status == "chosen")
 
     @property
@@ -55,6 +56,7 @@ class TuneReport:
         return next(t for t in self.trials if t.candidate == Candidate("csr", _default()))
 
     def rows(self) -> list[dict]:
+        """Every trial as a dict, in the report's order (the chosen one first)."""
         return [t.as_dict() for t in self.trials]
 
     def __str__(self) -> str:

@@ -1,8 +1,6 @@
 """``spc.tune``: search formats and schedules for one matrix, return the winner bound."""
 from __future__ import annotations
 
-import scipy.sparse as sp
-
 from ..errors import InputError, UnsupportedError
 from .bound import BoundKernel, inspects
 from .candidates import Candidate, formats, schedules
@@ -53,6 +51,7 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
     a mismatch); ``result.report`` lists every candidate with its time,
     speedup over the default (csr, ``Schedule()``) and status.
     """
+    import scipy.sparse as sp   # scipy is optional: imported on use
     import spc
     name = check_kernel(kernel)
     if space not in ("rules", "full"):
@@ -120,6 +119,7 @@ def tune(kernel: str, *operands, fmt=None, target: str = "cpu", dtype=None,
 def _canonical_csr(A):
     """``A`` as a canonical scipy csr matrix (sorted indices, no duplicates); a copy
     only when needed."""
+    import scipy.sparse as sp   # scipy is optional: imported on use
     if hasattr(A, "to_scipy") and not sp.issparse(A):
         A = A.to_scipy()
     elif not sp.issparse(A):
