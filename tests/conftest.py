@@ -50,9 +50,9 @@ def general_path_counter(monkeypatch):
     calls = []
     original = DeviceOperands.call
 
-    def counting(self, ck, bound, validate):
+    def counting(self, ck, bound, validate, **options):
         calls.append(ck.name)
-        return original(self, ck, bound, validate)
+        return original(self, ck, bound, validate, **options)
 
     monkeypatch.setattr(DeviceOperands, "call", counting)
     return calls

@@ -308,7 +308,7 @@ def test_the_specialized_call_matches_the_generic_walk(kernel, layout, index_dty
         shape = (A.shape[1],) if kernel == "spmv" else (A.shape[1], 24)
         ops = (torch.tensor(rng.standard_normal(shape), dtype=torch.float32, device=DEV),)
     first = k(tA, *ops)
-    path = k._device_fast
+    path = k._device_fast.torch
     assert path.call is not path.generic and "def call" in path.call.source
     fast, generic = k(tA, *ops), path.generic((tA,) + ops, True)
     dense = (lambda t: t.to_dense()) if kernel == "sddmm" else (lambda t: t)

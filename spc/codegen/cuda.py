@@ -467,13 +467,11 @@ class CUDATarget(Target):
 
     # -- runtime hooks -----------------------------------------------------------
     def fast_path(self, ck):
-        """The steady-state call path of CompiledKernel ``ck`` on torch CUDA
-        tensors (see runtime/torch_fast.py), or None where it cannot apply."""
-        import importlib.util
-        if importlib.util.find_spec("torch") is None:
-            return None
-        from ..runtime.torch_fast import TorchFastPath
-        return TorchFastPath.of(ck)
+        """The steady-state call paths of CompiledKernel ``ck``: on torch CUDA
+        tensors (runtime/torch_fast.py) and on CuPy arrays and cupyx matrices
+        (runtime/cupy_fast.py), each made at its family's first call."""
+        from ..runtime.device_fast import DeviceFastPaths
+        return DeviceFastPaths(ck)
 
     def operands(self):
         """The device-side operand handling (CuPy, torch, host data moved over)."""

@@ -129,16 +129,14 @@ class _KernelFeed:
 SIZE = -2          # _KernelFeed.params: an integer parameter, not a buffer
 
 
-class TorchFastPath:
-    """``path.call(args, validate)`` (or ``path(args, validate)``): the result, or
-    None where the general path must run.  ``call`` walks the plan
-    (``generic``) until the first kernel is built, then runs straight-line code
-    written for this kernel (``torch_specialize``).
+class FeedPlan:
+    """What a device fast path knows of one kernel, whatever the operands'
+    family: each input's kind, where each size comes from, the output's axes,
+    which inputs must be canonical, and per index dtype the kernels' feeds
+    (``_feeds``).  ``TorchFastPath`` and ``cupy_fast.CupyFastPath`` read
+    their operands into it."""
 
-    Ensures: a dense result is a new torch tensor; a result with the sparse
-    operand's pattern is a new sparse torch tensor whose values are new and
-    whose index tensors are the operand's own (no copy: they are not written).
-    """
+    SPECIALIZE = False          # write straight-line code once the feeds are built
 
     def __init__(self, ck, kinds, sources, out_dims, needs_canonical, output_kind, pattern):
         self.ck = ck
@@ -150,31 +148,14 @@ class TorchFastPath:
         self.pattern = pattern                  # the operand whose pattern a PATTERN output takes
         self.feeds: dict[DType, list[_KernelFeed] | None] = {}
         self.zero: dict[DType, bool] = {}       # per index dtype: zero the output first
-        self.sparse = SparseOperands()
-        torch = _torch()
-        self.torch = torch
-        self.tdtype = {DType.F16: torch.float16, DType.BF16: torch.bfloat16,
-                       DType.F32: torch.float32, DType.F64: torch.float64}[ck.dtype]
         # 32-bit words a value (16-bit outputs are never zeroed here: see ``of``)
         self.value_words = {DType.F32: 1, DType.F64: 2}.get(ck.dtype, 0)
-        self.index_dtypes = {torch.int32: DType.I32, torch.int64: DType.I64}
-        self.layouts = {"csr": torch.sparse_csr, "csc": torch.sparse_csc}
-        # the result of an SDDMM-like kernel shares the sparse operand's index tensors
-        self.make_sparse = {"csr": getattr(torch, "_sparse_csr_tensor_unsafe",
-                                           torch.sparse_csr_tensor),
-                            "csc": getattr(torch, "_sparse_csc_tensor_unsafe",
-                                           torch.sparse_csc_tensor)}
-        self._devices: dict[int, object] = {}
         self._layout = None                     # the feeds' parameter layout, once built
         self.same_layout: set[DType] = set()    # index dtypes whose feeds have that layout
-        self.call = self.generic                # the call; straight-line once specialized
-        self._current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
-        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
-        self._stream = raw if raw is not None else \
-            (lambda d: torch.cuda.current_stream(d).cuda_stream)
+        self.call = self.generic
 
     @classmethod
-    def of(cls, ck) -> "TorchFastPath | None":
+    def of(cls, ck) -> "FeedPlan | None":
         """The fast path of CompiledKernel ``ck``, or None where it cannot apply."""
         v = ck._variant(DType.I32)
         program = v.program
@@ -249,19 +230,58 @@ class TorchFastPath:
             if self._layout is None:
                 self._layout = layout
                 self.same_layout.add(index_dtype)
-                from .torch_specialize import specialize
-                self.call = specialize(self, feeds) or self.generic
+                if self.SPECIALIZE:
+                    from .torch_specialize import specialize
+                    self.call = specialize(self, feeds) or self.generic
             elif layout == self._layout:
                 self.same_layout.add(index_dtype)
         return feeds
+
+    def __call__(self, args, validate: bool):
+        return self.call(args, validate)
+
+    def generic(self, args, validate: bool):
+        """The result, or None where the general path must run (per family)."""
+        raise NotImplementedError
+
+
+class TorchFastPath(FeedPlan):
+    """``path.call(args, validate)`` (or ``path(args, validate)``): the result, or
+    None where the general path must run.  ``call`` walks the plan
+    (``generic``) until the first kernel is built, then runs straight-line code
+    written for this kernel (``torch_specialize``).
+
+    Ensures: a dense result is a new torch tensor; a result with the sparse
+    operand's pattern is a new sparse torch tensor whose values are new and
+    whose index tensors are the operand's own (no copy: they are not written).
+    """
+
+    SPECIALIZE = True
+
+    def __init__(self, *plan):
+        super().__init__(*plan)
+        self.sparse = SparseOperands()
+        torch = _torch()
+        self.torch = torch
+        self.tdtype = {DType.F16: torch.float16, DType.BF16: torch.bfloat16,
+                       DType.F32: torch.float32, DType.F64: torch.float64}[self.ck.dtype]
+        self.index_dtypes = {torch.int32: DType.I32, torch.int64: DType.I64}
+        self.layouts = {"csr": torch.sparse_csr, "csc": torch.sparse_csc}
+        # the result of an SDDMM-like kernel shares the sparse operand's index tensors
+        self.make_sparse = {"csr": getattr(torch, "_sparse_csr_tensor_unsafe",
+                                           torch.sparse_csr_tensor),
+                            "csc": getattr(torch, "_sparse_csc_tensor_unsafe",
+                                           torch.sparse_csc_tensor)}
+        self._devices: dict[int, object] = {}
+        self._current_device = getattr(torch._C, "_cuda_getDevice", torch.cuda.current_device)
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        self._stream = raw if raw is not None else \
+            (lambda d: torch.cuda.current_stream(d).cuda_stream)
 
     def device_of(self, d: int):
         """torch's device object for CUDA device ``d`` (made once)."""
         dev = self._devices[d] = self.torch.device("cuda", d)
         return dev
-
-    def __call__(self, args, validate: bool):
-        return self.call(args, validate)
 
     def generic(self, args, validate: bool):
         """The call, walking the plan (``torch_specialize`` writes it out)."""
