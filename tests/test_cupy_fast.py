@@ -56,6 +56,9 @@ def test_fast_path_gives_the_general_paths_results(kernel, layout, dtype,
     got = k(dA, *ops)
     assert general_path_counter == []
     assert type(got) is (type(dA) if kernel == "sddmm" else cp.ndarray)
+    if kernel == "sddmm":                         # the mask's index arrays, new values
+        assert got.indices.data.ptr == dA.indices.data.ptr
+        assert got.data.data.ptr != dA.data.data.ptr
     want = k.specialize(np.dtype(dtype).name).run(
         k.specialize(np.dtype(dtype).name).bind((dA,) + ops, {}), True)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
