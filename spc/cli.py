@@ -1,11 +1,12 @@
 """The ``spc`` command: ``spc --version``, ``spc show``, ``spc export``, ``spc cache``,
-``spc tune``.
+``spc tune``, ``spc bench``.
 
     spc show spmm --fmt csr --target cuda --arch sm_90 --source
     spc show "y[i] = A[i,j] * x[j]" --format A=csr
     spc export spmv --fmt csr --dtype float64 spmv_export   (then: cd spmv_export && make)
     spc cache info        (or: spc cache clear)
     spc tune ../shared/data/graphs --kernel spmm --n 32 128 --budget 10 --out tune_report
+    spc bench --list      (then: spc bench cpu --quick; spc bench call-gpu --help)
 """
 from __future__ import annotations
 
@@ -62,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", type=Path, default=None, metavar="DIR",
                       help="write report.md, report.csv, trials.csv (and speedup.png with "
                            "matplotlib) here")
+    bench = sub.add_parser("bench", help="run a benchmark suite against the anchors",
+                           description="Run one of the benchmark suites of a source "
+                                       "checkout (benchmarks/bench_*.py: spc beside scipy, "
+                                       "torch, numba, cuSPARSE...); arguments after the "
+                                       "suite's name go to it (spc bench cpu --help).")
+    bench.add_argument("suite", nargs="?", help="the suite (spc bench --list names them)")
+    bench.add_argument("--list", action="store_true", help="list the suites")
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the suite's own arguments")
     return ap
 
 
@@ -95,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cache(spc, args)
         if args.command == "tune":
             return _tune(args)
+        if args.command == "bench":
+            return _bench(args)
     except spc.SpcError as err:
         print(f"spc: error: {err}", file=sys.stderr)
         return 2
@@ -150,6 +161,28 @@ def _tune(args) -> int:
     if args.out is not None:
         print(f"spc tune: wrote {args.out / 'report.md'}")
     return 1 if problems else 0
+
+
+def _bench(args) -> int:
+    from . import bench_suites
+    folder = bench_suites.benchmarks_dir()
+    if folder is None:
+        print("spc bench: the benchmark suites live in a source checkout's benchmarks/ "
+              "folder, which this installation has none of (clone the repository and run "
+              "spc from it)", file=sys.stderr)
+        return 2
+    found = bench_suites.suites(folder)
+    if args.list or args.suite is None:
+        width = max(map(len, found), default=0)
+        for name, script in found.items():
+            print(f"{name:{width}s}  {bench_suites.summary(script)}")
+        return 0
+    script = found.get(args.suite)
+    if script is None:
+        print(f"spc bench: no suite {args.suite!r} (suites: {', '.join(found)})",
+              file=sys.stderr)
+        return 2
+    return bench_suites.run(script, args.args)
 
 
 if __name__ == "__main__":

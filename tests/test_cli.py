@@ -80,3 +80,31 @@ def test_python_dash_m_spc_runs_the_command():
     r = subprocess.run([sys.executable, "-m", "spc", "--version"], capture_output=True,
                        text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == f"spc {spc.__version__}"
+
+
+# -- spc bench ---------------------------------------------------------------------
+
+def test_bench_lists_the_suites_of_the_checkout(capsys):
+    assert main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    names = [line.split()[0] for line in out.splitlines()]
+    assert {"cpu", "gpu", "call-cpu", "attention-cpu", "spgemm-cpu"} <= set(names)
+    assert all(len(line) < 120 for line in out.splitlines())
+
+
+def test_bench_refuses_an_unknown_suite(capsys):
+    assert main(["bench", "no-such-suite"]) == 2
+    assert "no suite 'no-such-suite'" in capsys.readouterr().err
+
+
+def test_bench_passes_the_suites_arguments_on():
+    r = subprocess.run([sys.executable, "-m", "spc", "bench", "spmm-columns-cpu", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "usage:" in r.stdout and "--repeats" in r.stdout
+
+
+def test_bench_without_a_checkout_says_where_the_suites_are(monkeypatch, capsys):
+    from spc import bench_suites
+    monkeypatch.setattr(bench_suites, "benchmarks_dir", lambda start=None: None)
+    assert main(["bench", "cpu"]) == 2
+    assert "source checkout" in capsys.readouterr().err
