@@ -108,11 +108,12 @@ class _SparseLayer(torch.nn.Module):
                           + self.bias)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_torch_compile_fullgraph_forward_and_backward(backend):
+def test_torch_compile_fullgraph_forward_and_backward(backend, device):
     dense, *_ = _matrix(dtype=torch.float32)
-    layer = _SparseLayer(dense)
-    x = torch.randn(5, 3, requires_grad=True)
+    layer = _SparseLayer(dense).to(device)
+    x = torch.randn(5, 3, device=device, requires_grad=True)
     want = layer(x)
     want.sum().backward()
     grads = [p.grad.clone() for p in (layer.vals, layer.bias)] + [x.grad.clone()]
@@ -257,13 +258,14 @@ def test_sparse_linear_state_dict_and_save_round_trip(tmp_path):
     assert st.SparseLinear.from_dense(no_bias, sparsity=0.5).bias is None
 
 
-def test_sparse_linear_trains_and_compiles_fullgraph():
+@pytest.mark.parametrize("device", DEVICES)
+def test_sparse_linear_trains_and_compiles_fullgraph(device):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         st.SparseLinear.from_dense(torch.nn.Linear(64, 48), sparsity=0.8), torch.nn.ReLU(),
-        st.SparseLinear.from_dense(torch.nn.Linear(48, 8), n_m=(2, 4)))
+        st.SparseLinear.from_dense(torch.nn.Linear(48, 8), n_m=(2, 4))).to(device)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
-    x, target = torch.randn(16, 64), torch.randn(16, 8)
+    x, target = torch.randn(16, 64, device=device), torch.randn(16, 8, device=device)
     torch.testing.assert_close(compiled(x), model(x))
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     losses = []
