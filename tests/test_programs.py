@@ -107,6 +107,17 @@ def test_spmm_with_bias_and_activation_is_one_kernel(fmt):
     np.testing.assert_allclose(k(A=operand, B=B, b=b), np.maximum(A @ B + b, 0), atol=1e-12)
 
 
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+@pytest.mark.parametrize("text", ["C[i,j] = relu(sum(k, A[i,k] * B[k,j]) + b[j])",
+                                  "C[i,j] = exp(sum(k, A[i,k] * B[k,j]))"])
+def test_an_epilogue_under_an_order_that_reduces_first_is_refused(text, target):
+    # the order (i, k, j) adds into C[i,j] position by position: there is no whole
+    # sum to apply the function to (it used to be dropped: a wrong answer)
+    with pytest.raises(spc.UnsupportedError, match=r"epilogue.*\('i', 'j', 'k'\)"):
+        spc.compile(text, formats={"A": "csr"}, target=target,
+                    schedule=spc.Schedule(order=("i", "k", "j")))
+
+
 def test_sddmm_with_an_epilogue_keeps_the_pattern():
     A = sp.random(30, 20, density=0.2, format="csr", random_state=2)
     X, Y = RNG.standard_normal((30, 5)), RNG.standard_normal((20, 5))

@@ -574,12 +574,18 @@ class Lowerer:
                               Assign(self.seen, Const(True, DType.BOOL)))
             elif self.uses_acc():
                 inner = Assign(self.acc, BinOp(self.combine, self.acc, val))
-            elif self.combine != "+":
+            elif self.combine != "+" or self.epilogue is not None:
+                what = f"a {self.combine} reduction" if self.combine != "+" else \
+                    "a function of a reduction (an epilogue)"
+                outputs_first = tuple(ix for ix in self.order
+                                      if self.plan.origin(ix) in self.out.indices)
+                outputs_first += tuple(ix for ix in self.order if ix not in outputs_first)
                 raise UnsupportedError(
-                    f"'{self.assign.source}': a {self.combine} reduction runs inside the "
-                    f"loops over the output's indices; loop order {self.order} visits a "
-                    f"reduced index first (store the operands so that the output's indices "
-                    f"come first)")
+                    f"'{self.assign.source}': {what} runs inside the loops over the "
+                    f"output's indices; loop order {self.order} visits a reduced index "
+                    f"first (the order {outputs_first} puts the output's indices first; "
+                    f"where the formats forbid it, store the operands so that they come "
+                    f"first)")
             else:
                 inner = self.emit_output(states, val, accumulate=True)
         else:
