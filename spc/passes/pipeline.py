@@ -7,6 +7,7 @@ never from its own name or from the target.
 
     CPU                                         CUDA
     simplify                                    simplify
+    epilogue_rows
                                                 tensorize     (tensor_cores; tile_cols, tf32)
     split_rows            (split_rows)          collapse_blocks
     tile_rows_for_registers (tile_cols)         split_rows    (split_rows)
@@ -27,6 +28,7 @@ from ..ir.nodes import Kernel
 from ..schedule import Schedule
 from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
+from .epilogue_rows import epilogue_rows
 from .map_gpu import map_gpu
 from .map_parallel import map_parallel
 from .overwrite_outputs import overwrite_outputs
@@ -48,6 +50,8 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
     registers the target gives a row tile's accumulators by default."""
     return (
         simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
+        epilogue_rows,             # f(sum over a row's entries) per output entry -> the row
+                                   # summed in SpMM's order, then f (before the tiles below)
         *_split(schedule),         # rows -> pieces of at most K nonzeros (atomic partial sums)
         bound(tile_rows_for_registers, widest=schedule.tile_cols,
               accumulator_bytes=accumulator_bytes),
