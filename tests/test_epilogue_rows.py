@@ -102,3 +102,27 @@ def test_compiled_spmm_relu_matches_numpy(shape, density, dtype):
         got = k(A.astype(dtype), B.astype(dtype), b.astype(dtype))
         tol = 1e-5 if dtype == "float32" else 1e-12
     np.testing.assert_allclose(got, np.maximum(A @ B + b, 0), rtol=tol, atol=tol)
+
+
+def test_fold_applies_the_function_in_the_tiles_write_backs():
+    from spc.passes.epilogue_rows import fold_epilogue
+    from spc.passes.register_tile import tile_rows_for_registers
+    tiled = verify(tile_rows_for_registers(epilogue_rows(_lowered(SPMM_RELU, {"A": "csr"}))))
+    folded = verify(fold_epilogue(tiled))
+    text = format_kernel(folded)
+    assert "= max(j1_acc[j1_kk] + b_vals[" in text and "C_vals[C1_p3] + b_vals" not in text
+    for n in (1, 5, 37):                           # column counts across the tile widths
+        A = _matrix(seed=n)
+        args, _, _ = _args(A, n=n)
+        before = dict(args, C_vals=np.zeros(9 * n))
+        run_kernel(tiled, before)
+        after = dict(args, C_vals=np.full(9 * n, np.nan))     # every entry written once
+        run_kernel(folded, after)
+        np.testing.assert_array_equal(after["C_vals"], before["C_vals"])
+
+
+def test_fold_leaves_a_row_with_a_remainder_loop_alone():
+    from spc.passes.epilogue_rows import fold_epilogue
+    from spc.passes.register_tile import register_tile
+    tiled = register_tile(epilogue_rows(_lowered(SPMM_RELU, {"A": "csr"})), width=8)
+    assert fold_epilogue(tiled) is tiled          # columns past the tiles: no single write

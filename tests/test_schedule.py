@@ -113,12 +113,14 @@ def _names(passes):
 
 @pytest.mark.parametrize("schedule, cpu, cuda", [
     (spc.Schedule(),
-     ["simplify", "tile_rows_for_registers", "map_parallel", "simplify", "mark_noncanonical",
+     ["simplify", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue", "map_parallel",
+      "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "tensorize", "collapse_blocks", "workspaces_gpu", "map_gpu", "simplify", "mark_noncanonical",
       "overwrite_outputs", "widen_outputs"]),
     (spc.Schedule(parallel=False),
-     ["simplify", "tile_rows_for_registers", "simplify", "mark_noncanonical",
+     ["simplify", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue", "simplify",
+      "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "collapse_blocks", "workspaces_gpu", "simplify", "mark_noncanonical", "overwrite_outputs",
       "widen_outputs"]),

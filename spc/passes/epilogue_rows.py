@@ -20,8 +20,11 @@ applies the function in one more pass over the row:
       for j in [0, size_j):  C[i,j] = f(C[i,j], j)
 
 The sums are the same, in the same order, and ``register_tile`` then keeps the
-row's partial sums in registers as it does for SpMM.  The output is no longer
-stored once per entry (``overwrite_outputs`` sees that: it is zeroed first).
+row's partial sums in registers as it does for SpMM.  ``fold_epilogue`` (after
+``register_tile``) moves the function into the tiles' write-backs,
+``C[i,j] = f(acc[jj], j)``, so the row is written once and not read back: SpMM +
+bias + ReLU then costs what SpMM costs (0.96-1.04x on this 2-core VM,
+``benchmarks/bench_epilogue.py``, 2026-11-29).
 """
 from __future__ import annotations
 
@@ -112,9 +115,90 @@ def _stmts(s) -> list:
     return list(s.body) if isinstance(s, Block) else [s]
 
 
+def _flat(s) -> list:
+    """The statements of ``s`` with nested Blocks opened."""
+    if not isinstance(s, Block):
+        return [s]
+    return [x for c in s.body for x in _flat(c)]
+
+
 def _size(e, sizes: set[str]) -> bool:
     return isinstance(e, Var) and e.name in sizes
 
 
 def _reads(e, names: set[str]) -> bool:
     return any(isinstance(n, Var) and n.name in names for n in walk(e))
+
+
+def fold_epilogue(kernel: Kernel) -> Kernel:
+    """After ``register_tile``: each tile's write-back applies the epilogue
+    (``C[i,j] = f(acc[jj])`` instead of ``C[i,j] += acc[jj]`` and a pass of
+    ``C[i,j] = f(C[i,j])`` over the row), where the row's columns are all summed
+    in tiles (down to one column: no remainder loop) and the row ends in the
+    pass ``epilogue_rows`` wrote; else ``kernel`` unchanged.
+
+    Ensures: the same numbers: every entry is written once, by the one tile
+    that holds its whole sum, with the function applied to it.
+    """
+    found = top_loop(kernel)
+    if found is None:
+        return kernel
+    lets0, rows = found
+    body = _flat(rows.body)
+    if not body or not isinstance(body[-1], For):
+        return kernel
+    apply = body[-1]
+    parts = _stmts(apply.body)
+    if not parts or not isinstance(parts[-1], Store) or not all(isinstance(s, Let)
+                                                                for s in parts[:-1]):
+        return kernel
+    final = parts[-1]
+    out = final.buf
+    own = Load(out, final.index)
+    if final.accumulate or not any(n == own for n in walk(final.value)) or any(
+            isinstance(n, Load) and n.buf == out and n != own for n in walk(final.value)):
+        return kernel
+    tiles = []
+    for s in body[:-1]:
+        if isinstance(s, Let):
+            continue
+        tile = _tile_of(s, out)
+        if tile is None:
+            return kernel                 # a remainder loop, or anything else storing
+        tiles.append(s)
+    if not tiles:
+        return kernel
+
+    def folded(s):
+        if not any(s is t for t in tiles):
+            return s
+        inner = _stmts(s.body)
+        start, write = inner[0], inner[-1]
+        kk, acc = write.var, write.body.value.buf
+        value = rewrite(final.value, lambda n: Load(acc, kk) if n == own else n)
+        new_write = replace(write, body=Block(
+            (Let(apply.var, BinOp("+", start.var, kk)),) + tuple(parts[:-1])
+            + (Store(out, final.index, value),)))
+        return replace(s, body=Block(tuple(inner[:-1]) + (new_write,)))
+
+    new_rows = replace(rows, body=Block(tuple(folded(s) for s in body[:-1])))
+    return replace(kernel, body=Block(tuple(lets0) + (new_rows,)))
+
+
+def _tile_of(loop, out) -> bool | None:
+    """True if ``loop`` is one of register_tile's tile loops over ``out``'s row
+    (``for t: let j0 = ...; alloc acc; <the reduction>; for kk: out[..] += acc[kk]``)."""
+    if not isinstance(loop, For):
+        return None
+    inner = _stmts(loop.body)
+    if len(inner) < 3 or not isinstance(inner[0], Let) or not isinstance(inner[-1], For):
+        return None
+    write = inner[-1]
+    store = write.body if isinstance(write.body, Store) else None
+    if store is None or store.buf != out or not store.accumulate \
+            or not isinstance(store.value, Load) or store.value.index != write.var:
+        return None
+    for s in inner[1:-1]:
+        if any(isinstance(n, Store) and n.buf == out for n in walk(s)):
+            return None
+    return True

@@ -11,6 +11,7 @@ never from its own name or from the target.
                                                 tensorize     (tensor_cores; tile_cols, tf32)
     split_rows            (split_rows)          collapse_blocks
     tile_rows_for_registers (tile_cols)         split_rows    (split_rows)
+    fold_epilogue
     reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
                                                 workspaces_gpu
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
@@ -28,7 +29,7 @@ from ..ir.nodes import Kernel
 from ..schedule import Schedule
 from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
-from .epilogue_rows import epilogue_rows
+from .epilogue_rows import epilogue_rows, fold_epilogue
 from .map_gpu import map_gpu
 from .map_parallel import map_parallel
 from .overwrite_outputs import overwrite_outputs
@@ -56,6 +57,7 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
         bound(tile_rows_for_registers, widest=schedule.tile_cols,
               accumulator_bytes=accumulator_bytes),
                                    # SpMM-like row updates accumulate in registers (tile_cols)
+        fold_epilogue,             # epilogue_rows' pass over the row -> the tiles' write-backs
         *_reorder(schedule),       # rows in an inspector's order (before threads take rows)
         *((map_parallel,) if schedule.parallel else ()),
                                    # outermost independent loop -> CPU threads
