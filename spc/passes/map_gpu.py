@@ -46,6 +46,11 @@ The mapping:
   (outer iteration, position) flat, in equal chunks of positions per warp,
   each position's outer iteration found by search (skewed rows: no warp
   gets more than its chunk; short rows: no idle lanes).
+* When that inner reduction runs over a row's positions instead and the
+  output loop over a range of sizes (``C[i,j] = f(sum(k, A[i,k] * B[k,j]))``:
+  SpMM with an epilogue, whose sum stays inside the column loop), the
+  columns go to lanes, split into 32-column warps, each lane walking the row
+  (``column_lanes``): SpMM's mapping, B's rows read coalesced.
 * Otherwise, when the warp's body is one serial loop whose iterations write
   their own entries and which holds lane loops, the outer loop gets a block
   per iteration and that loop a warp per iteration.
@@ -549,8 +554,39 @@ def _only_sizes(e: Expr, sizes: set[str]) -> bool:
 def group_reduction(loop: For, ctx: _Ctx) -> For | None:
     """For an outer loop whose body is ``lets; for p: (lets; for k: r = r + e;
     statements without loops)``, where the ``p`` loop's iterations write their
-    own entries and ``k`` is a pure sum reduction into scalars declared inside
-    the ``p`` loop: the ``k`` loop (the one a lane group may share), else None."""
+    own entries and ``k`` is a pure sum reduction over a range of sizes only
+    (a dense index) into scalars declared inside the ``p`` loop: the ``k``
+    loop (the one a lane group may share), else None."""
+    found = _output_and_reduction(loop, ctx)
+    if found is None or not (_only_sizes(found[1].lo, ctx.sizes)
+                             and _only_sizes(found[1].hi, ctx.sizes)):
+        return None
+    return found[1]
+
+
+def column_lanes(loop: For, ctx: _Ctx) -> For | None:
+    """For an outer loop shaped as ``group_reduction`` wants but whose reduction
+    runs over a row's positions (``C[i,j] = f(sum(k, A[i,k] * B[k,j]))``: an
+    epilogue keeps the sum inside the column loop) and whose output loop runs
+    over a range of sizes only: that output loop, whose iterations go to lanes
+    (each lane walking the row, B's rows read coalesced: SpMM's mapping), else
+    None."""
+    found = _output_and_reduction(loop, ctx)
+    if found is None:
+        return None
+    out_loop, red = found
+    if _only_sizes(red.lo, ctx.sizes) and _only_sizes(red.hi, ctx.sizes):
+        return None
+    if not (_only_sizes(out_loop.lo, ctx.sizes) and _only_sizes(out_loop.hi, ctx.sizes)):
+        return None
+    return out_loop
+
+
+def _output_and_reduction(loop: For, ctx: _Ctx) -> tuple[For, For] | None:
+    """(the output loop, its one sum-reduction loop) of an outer loop whose body
+    is ``lets; for p: (lets; for k: r = r + e; statements without loops)``, the
+    ``p`` iterations writing their own entries and ``r`` declared inside the
+    ``p`` loop; else None."""
     if ctx.atomic:
         return None
     parts = stmts_of(loop.body)
@@ -574,7 +610,7 @@ def group_reduction(loop: For, ctx: _Ctx) -> For | None:
         return None
     if any(isinstance(n, WarpSum) for e in exprs_of(out_loop) for n in walk(e)):
         return None
-    return red
+    return out_loop, red
 
 
 def contiguous_positions(outer: For, inner: For) -> bool:
@@ -603,6 +639,12 @@ def map_outer(loop: For, ctx: _Ctx) -> tuple[For, GpuMapping]:
         flat = lanes.var.name if contiguous_positions(loop, lanes) else None
         return replace(loop, body=Block(parts[:-1] + (lanes,)), kind=LoopKind.GPU_WARP), \
             _mapping(GridMode.WARP, group=red.var.name, flat=flat)
+    cols = column_lanes(loop, ctx)
+    if cols is not None:
+        parts = stmts_of(loop.body)
+        split = replace(parts[-1], kind=LoopKind.GPU_LANE_SPLIT)
+        return replace(loop, body=Block(parts[:-1] + (split,)), kind=LoopKind.GPU_WARP), \
+            _mapping(GridMode.WARP)
     body, mapped = map_lanes(loop.body, ctx)
     if not mapped:
         return replace(loop, body=body, kind=LoopKind.GPU_THREAD), _mapping(GridMode.THREAD)
