@@ -293,10 +293,3 @@ def test_a_caller_waiting_for_a_held_worker_sleeps_and_finishes(probe, crowding)
     assert caller.get("returned")
     assert (seen == 1).all()
     assert used < 0.1, f"the waiting caller used {used:.3f} s of CPU in 0.4 s"
-
-
-@pytest.mark.parametrize("machine, window", [("x86_64", cpu_pool.SERIAL_WINDOW),
-                                             ("aarch64", 0), ("riscv64", 0)])
-def test_serial_windows_only_where_the_cycle_counter_is_known(machine, window):
-    text = cpu_pool.emit_pool_module(machine=machine)
-    assert f'@"spc_pool_window" = global i64 {window}' in text

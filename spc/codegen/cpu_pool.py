@@ -323,9 +323,8 @@ class _Emitter:
         b.cbranch(b.icmp_unsigned("==", b.and_(kv, c64(PROBE_EVERY - 1)), c64(0)), look, go_on)
         b.position_at_end(look)
         busy = b.call(crowded, [])
-        window = self.load(b, self.window, "monotonic")           # 0: no windows
-        opens = b.and_(busy, b.icmp_unsigned("!=", window, c64(0)))
-        until = b.select(opens, b.add(b.call(self.cycles, []), window), c64(0))
+        window = self.load(b, self.window, "monotonic")
+        until = b.select(busy, b.add(b.call(self.cycles, []), window), c64(0))
         with b.if_then(b.icmp_unsigned("!=", self.load(b, self.serial_until, "monotonic"), until)):
             b.store_atomic(until, self.serial_until, "monotonic", 8)
         b.cbranch(busy, nap, go_on)
