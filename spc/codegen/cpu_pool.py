@@ -31,15 +31,7 @@ thread that has not started work:
   Measured on the 2-core machine with one busy process: a worker spinning
   there kept its core while the caller queued behind the busy process on the
   other, and the caller stalled for the worker's whole spin (~0.5 ms, about
-  2% of 20 us calls); with the probe the p99 of those calls fell to ~45 us;
-* a probe that finds the machine crowded opens a window (``SERIAL_WINDOW``
-  cycles) in which calls run on the caller alone: with workers asleep and no
-  core free, a woken worker came too late to help (20-100 us calls took as
-  long as on one thread, plus the wake-up).  When the window has passed, the
-  caller reads the load itself (one ``pread``) and opens another or goes back
-  to the workers.  Calls whose one-thread run took ``LONG_CALL`` cycles or
-  more (``durations``, by kernel) keep their threads even then.  Not on
-  machines without a cycle counter LLVM reads (x86 only here).
+  2% of 20 us calls); with the probe the p99 of those calls fell to ~45 us.
 
 Every chunk is run exactly once by someone, so results never depend on how
 many workers joined (none, after a fork or when no slot is free).
@@ -65,10 +57,6 @@ CHUNKS_PER_THREAD = 16  # many more chunks than threads balance skewed rows
 DEFAULT_SPIN = 20_000  # pause instructions a worker spins before it sleeps (~50-100 us)
 WAIT_SPIN = 2_000      # pauses a caller spins for claimed chunks before it sleeps
 PROBE_EVERY = 1_024    # spinning pauses between two looks at the machine's load (~25 us)
-SERIAL_WINDOW = 1 << 21  # cycles (~0.8 ms at 2.6 GHz) calls run serially after a crowded look
-LONG_CALL = 1 << 20    # cycles (~0.4 ms) of one thread above which a call keeps its threads
-                       # on a crowded machine (a woken worker still takes a share of it)
-DURATION_SLOTS = 64    # the last one-thread duration of calls, by kernel (a hash of fn)
 
 # futex(2) system call numbers by machine; the pool needs one of them
 _FUTEX_NR = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
@@ -112,13 +100,6 @@ class _Emitter:
         self.probe_fd = self._global("spc_pool_probe_fd", I32, init=-1)
         self.ncpus = self._global("spc_pool_ncpus", I64)
         self.naps = self._global("spc_pool_nap_count", I64, align=64)
-        self.serial_until = self._global("spc_pool_serial_until", I64, align=64)
-        self.window = self._global("spc_pool_window", I64, init=SERIAL_WINDOW if x86 else 0)
-        self.crowded_serial = self._global("spc_pool_crowded_serial", I64, align=64)
-        self.long_call = self._global("spc_pool_long_call", I64, init=LONG_CALL)
-        self.durations = self._global("spc_pool_durations", ir.ArrayType(I64, DURATION_SLOTS),
-                                      align=64)
-        self.cycles = ir.Function(m, ir.FunctionType(I64, []), "llvm.readcyclecounter")
         self.pread = ir.Function(m, ir.FunctionType(I64, [I32, I8P, I64, I64]), "pread")
         self.syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
         self.sched_yield = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
@@ -322,12 +303,7 @@ class _Emitter:
         go_on = fn.append_basic_block("spin.on")
         b.cbranch(b.icmp_unsigned("==", b.and_(kv, c64(PROBE_EVERY - 1)), c64(0)), look, go_on)
         b.position_at_end(look)
-        busy = b.call(crowded, [])
-        window = self.load(b, self.window, "monotonic")
-        until = b.select(busy, b.add(b.call(self.cycles, []), window), c64(0))
-        with b.if_then(b.icmp_unsigned("!=", self.load(b, self.serial_until, "monotonic"), until)):
-            b.store_atomic(until, self.serial_until, "monotonic", 8)
-        b.cbranch(busy, nap, go_on)
+        b.cbranch(b.call(crowded, []), nap, go_on)
         b.position_at_end(go_on)
         b.cbranch(b.icmp_signed("<", kv, self.load(b, self.spin, "monotonic")), spin, spun)
         b.position_at_end(nap)
@@ -379,61 +355,18 @@ class _Emitter:
         b.ret(self.load(b, self.nworkers))
         return fn
 
-    def emit_entry(self, grow, crowded_fn):
+    def emit_entry(self, grow):
         """``spc_pool_parallel(fn, ctx, lo, hi, nthreads)``: see the module docstring."""
         fn = ir.Function(self.m, ENTRY_FN, ENTRY)
         body, ctx, lo, hi, nthreads = fn.args
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        timed = b.alloca(I1, name="timed")           # a crowded call kept its threads:
-        t0 = b.alloca(I64, name="t0")                # time it (for ``durations``)
-        b.store(ir.Constant(I1, 0), timed)
-        key = b.and_(b.lshr(b.ptrtoint(body, I64), c64(4)), c64(DURATION_SLOTS - 1))
-        last = b.gep(self.durations, [c64(0), key])
         total = b.sub(hi, lo)
         cap = self.load(b, self.cap, "monotonic")          # spc_pool_set_cap's
         nt = b.select(b.icmp_signed("<", nthreads, cap), nthreads, cap)
         nt = b.select(b.icmp_signed("<", total, nt), total, nt)
         serial = fn.append_basic_block("serial")
         pick = fn.append_basic_block("pick")
-        look = fn.append_basic_block("look")
-        crowded = fn.append_basic_block("crowded")
-        b.cbranch(b.icmp_signed("<=", nt, c64(1)), serial, look)
-        # a worker found the machine crowded lately: workers sleep and a free core
-        # is unlikely, so one thread is as fast and spares the wake-up
-        b.position_at_end(look)
-        until = self.load(b, self.serial_until, "monotonic")
-        now = b.call(self.cycles, [])
-        recheck = fn.append_basic_block("recheck")
-        expired = fn.append_basic_block("expired")
-        b.cbranch(b.icmp_unsigned("<", now, until), crowded, expired)
-        # the window is over: look again (the caller: waking a worker to look
-        # could stall this call on it), else parallel as usual
-        b.position_at_end(expired)
-        b.cbranch(b.icmp_unsigned("==", until, c64(0)), pick, recheck)
-        b.position_at_end(recheck)
-        still = b.call(crowded_fn, [])
-        window = self.load(b, self.window, "monotonic")
-        b.store_atomic(b.select(still, b.add(now, window), c64(0)), self.serial_until,
-                       "monotonic", 8)
-        b.cbranch(still, crowded, pick)
-        # on a crowded machine a call that took long on one thread keeps its
-        # threads (a woken worker still takes a share); others run on one, timed
-        b.position_at_end(crowded)
-        keep = fn.append_basic_block("crowded.keep")
-        alone = fn.append_basic_block("crowded.alone")
-        long_ = b.icmp_signed(">=", self.load(b, last, "monotonic"),
-                              self.load(b, self.long_call, "monotonic"))
-        b.cbranch(long_, keep, alone)
-        b.position_at_end(keep)
-        b.store(ir.Constant(I1, 1), timed)
-        b.store(b.call(self.cycles, []), t0)
-        b.branch(pick)
-        b.position_at_end(alone)
-        b.atomic_rmw("add", self.crowded_serial, c64(1), "monotonic")
-        start = b.call(self.cycles, [])
-        b.call(body, [ctx, lo, hi])
-        b.store_atomic(b.sub(b.call(self.cycles, []), start), last, "monotonic", 8)
-        b.ret_void()
+        b.cbranch(b.icmp_signed("<=", nt, c64(1)), serial, pick)
         b.position_at_end(serial)
         with b.if_then(b.icmp_signed(">", total, c64(0))):
             b.call(body, [ctx, lo, hi])
@@ -512,9 +445,6 @@ class _Emitter:
         b.branch(wait)
         b.position_at_end(waited)
         b.store_atomic(c64(0), owner, "release", 8)
-        with b.if_then(b.load(timed)):               # about what one thread would take
-            spent = b.sub(b.call(self.cycles, []), b.load(t0))
-            b.store_atomic(b.mul(spent, nt), last, "monotonic", 8)
         b.ret_void()
 
     def emit_controls(self):
@@ -539,18 +469,6 @@ class _Emitter:
         b.store_atomic(fn.args[1], self.ncpus, "monotonic", 8)
         b.store_atomic(b.trunc(fn.args[0], I32), self.probe_fd, "monotonic", 4)
         b.ret_void()
-        fn = ir.Function(self.m, ir.FunctionType(VOID, [I64]), "spc_pool_set_window")
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        b.store_atomic(fn.args[0], self.window, "monotonic", 8)
-        b.store_atomic(c64(0), self.serial_until, "monotonic", 8)
-        b.ret_void()
-        fn = ir.Function(self.m, ir.FunctionType(VOID, [I64]), "spc_pool_set_long_call")
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        b.store_atomic(fn.args[0], self.long_call, "monotonic", 8)
-        b.ret_void()
-        fn = ir.Function(self.m, ir.FunctionType(I64, []), "spc_pool_crowded_serial_calls")
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        b.ret(self.load(b, self.crowded_serial, "monotonic"))
         fn = ir.Function(self.m, ir.FunctionType(I64, []), "spc_pool_naps")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         b.ret(self.load(b, self.naps, "monotonic"))
@@ -568,9 +486,8 @@ def emit_pool_module(triple: str = "", datalayout: str = "", machine: str | None
     m.triple = triple
     m.data_layout = datalayout
     e = _Emitter(m, _FUTEX_NR.get(machine), machine in ("x86_64", "amd64"))
-    crowded = e.emit_crowded()
-    e.emit_worker(crowded)
-    e.emit_entry(e.emit_grow(), crowded)
+    e.emit_worker(e.emit_crowded())
+    e.emit_entry(e.emit_grow())
     e.emit_controls()
     return str(m)
 
@@ -590,10 +507,6 @@ class Pool:
             addr("spc_pool_set_probe"))
         self.naps = ctypes.CFUNCTYPE(ctypes.c_int64)(addr("spc_pool_naps"))
         self.crowded = ctypes.CFUNCTYPE(ctypes.c_bool)(addr("spc_pool_crowded"))
-        self.set_window = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("spc_pool_set_window"))
-        self.set_long_call = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("spc_pool_set_long_call"))
-        self.crowded_serial_calls = ctypes.CFUNCTYPE(ctypes.c_int64)(
-            addr("spc_pool_crowded_serial_calls"))
 
 
 _LOCK = threading.Lock()
