@@ -170,14 +170,14 @@ def _operands(kernel, A, rng):
 @pytest.mark.parametrize("how", MALFORMED)
 @pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
 def test_the_check_in_the_launch_refuses_malformed_operands(kernel, how):
-    """The written call checks the operand in its launch (``launch_checked``):
+    """The written call checks the operand in its launch (``launch_in_bounds``, ``launch_valid``):
     a malformed one is declined before anything runs, and the call raises
     InputError from the general path."""
     k = spc.compile(kernel, fmt="csr")
     A = _matrix()
     ops = _operands(kernel, A, np.random.default_rng(5))
     k(A, *ops)
-    assert "launch_checked(" in k._fast.source
+    assert "launch_valid(" in k._fast.source
     bad = _spoil(A, how)
     assert _both(k, (bad,) + ops) == (None, None)
     with pytest.raises(spc.InputError):

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import Tensor, _is_scipy_sparse
-from .launch_cpu import launch, launch_checked
+from .launch_cpu import launch, launch_in_bounds, launch_valid
 
 
 def specialize(ck, plan, view, scipy_result, call_work, small_work):
@@ -32,7 +32,7 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
     sparse_work, dense_work = [], []
     # one sparse operand, one kernel: its check runs in the launch's dispatch
     fused = len(plan.launches) == 1 and sum(kind != "dense" for kind, _, _ in plan.operands) == 1
-    fused_check = ""
+    fused_check = fused_view = ""
     for k, (kind, rank, canonical) in enumerate(plan.operands):
         if kind == "dense":
             add(f"    if type(x{k}) is not ndarray or (x{k}.dtype is not dtype and x{k}.dtype != "
@@ -59,8 +59,8 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         add(f"    s{k} = x{k}.shape")
         parents, dim = ("0", "1") if kind == "csr" else ("1", "0")
         if fused:                         # checked by the launch (below)
-            whole = "True" if canonical else f"type(x{k}) is View"
-            fused_check = f"p{k}, c{k}, s{k}[{parents}], s{k}[{dim}], {whole}"
+            fused_check = f"p{k}, c{k}, s{k}[{parents}], s{k}[{dim}]"
+            fused_view = "True" if canonical else f"type(x{k}) is View"
         else:
             check = f"looks_valid(p{k}, c{k}, s{k}[{parents}], s{k}[{dim}], True, True)"
             if not canonical:             # spc Tensors are canonical: check so
@@ -102,7 +102,11 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         if fused:
             add("    if not validate:")
             add(f"        launch({args})")
-            add(f"    elif not launch_checked({args}, {fused_check}):")
+            if fused_view == "True":
+                add(f"    elif not launch_valid({args}, {fused_check}):")
+            else:                         # spc Tensors are canonical: check so
+                add(f"    elif not (launch_valid({args}, {fused_check}) if {fused_view} else "
+                    f"launch_in_bounds({args}, {fused_check})):")
             add("        return None      # malformed or non-canonical: the general path explains")
         else:
             add(f"    launch({args})")
@@ -118,7 +122,8 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         View=view, view_of=view.of, is_scipy=_is_scipy_sparse, scipy_result=scipy_result,
         looks_valid=looks_valid, compressed_in_bounds=compressed_in_bounds,
         zeros=np.zeros, empty=np.empty, call_work=call_work, small_work=small_work,
-        max_threads=ck._max_threads, launch=launch, launch_checked=launch_checked,
+        max_threads=ck._max_threads, launch=launch, launch_in_bounds=launch_in_bounds,
+        launch_valid=launch_valid,
         pattern_result=ck._pattern_result)
     exec(compile(source, f"<spc fast call of {ck.name}>", "exec"), namespace)
     call = namespace["call"]
