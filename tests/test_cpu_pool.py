@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -150,3 +151,95 @@ def test_calls_take_two_threads_where_they_pay():
     assert call_work(12_000, 512, 1) >= SMALL_WORK > call_work(8_000, 512, 1)        # SpMV
     assert call_work(6_554, 2_048, 8) >= SMALL_WORK > call_work(1_311, 4_096, 32)    # SpMM
     assert call_work(205, 2 * 64 * 32, 32) < SMALL_WORK                              # tiny SDDMM
+
+
+@pytest.fixture
+def probe(tmp_path):
+    """Point the pool's load probe at a file the test writes (``write(text, cpus)``);
+    back to the machine's /proc/loadavg afterwards."""
+    def write(text: str, cpus: int = 2) -> None:
+        path = tmp_path / f"loadavg{len(list(tmp_path.iterdir()))}"
+        path.write_text(text)
+        assert cpu_pool.watch_load(pool, str(path), cpus)
+    yield write
+    pool.set_probe(-1, 0)
+    cpu_pool.watch_load(pool)
+
+
+@pytest.mark.parametrize("text, cpus, crowded", [
+    ("0.50 0.40 0.30 3/120 9701\n", 2, True),     # three runnable threads on two cores
+    ("0.50 0.40 0.30 2/120 9701\n", 2, False),
+    ("4.00 3.00 2.00 12/300 1\n", 16, False),
+    ("4.00 3.00 2.00 17/300 1\n", 16, True),
+    ("4.00 3.00 2.00 123/300 1\n", 8, True),       # several digits
+    ("0.50 0.40\n", 2, False),                     # no fourth field
+    ("", 2, False),
+])
+def test_the_load_probe_reads_the_runnable_count(probe, text, cpus, crowded):
+    probe(text, cpus)
+    assert pool.crowded() is crowded
+
+
+def test_without_a_probe_file_the_machine_is_never_crowded(probe):
+    assert not cpu_pool.watch_load(pool, "/nonexistent/loadavg", 2)
+    pool.set_probe(-1, 2)
+    assert pool.crowded() is False
+
+
+def test_workers_nap_instead_of_spinning_on_a_crowded_machine(probe):
+    """A worker that finds more threads runnable than cores sleeps at once
+    (counted by ``naps``); every chunk still runs exactly once."""
+    probe("9.00 9.00 9.00 50/100 1\n", 2)
+    before = pool.naps()
+    for _ in range(20):
+        assert (run_pool(0, 20_000, 2) == 1).all()
+    deadline = time.monotonic() + 10
+    while pool.naps() == before and time.monotonic() < deadline:
+        run_pool(0, 20_000, 2)
+        time.sleep(0.01)
+    assert pool.naps() > before
+
+
+def test_a_caller_waiting_for_a_held_worker_sleeps_and_finishes():
+    """A worker is held inside its chunk until the test lets it go: the caller
+    runs every chunk no worker started, then waits for the held one asleep
+    (its CPU time stays low while the worker is held), and every index runs
+    exactly once."""
+    lo, hi = 0, 6_400
+    seen = np.zeros(hi - lo, dtype=np.int64)
+    lock = threading.Lock()
+    worker_in, release = threading.Event(), threading.Event()
+    caller = {}
+
+    def chunk(ctx, first, last):
+        if threading.get_ident() != caller["ident"]:
+            worker_in.set()
+            release.wait(30)
+        else:
+            worker_in.wait(30)              # make sure a worker takes one chunk
+        with lock:
+            seen[first - lo:last - lo] += 1
+    cb = CHUNK(chunk)
+
+    def call():
+        caller["ident"] = threading.get_ident()
+        caller["clock"] = time.pthread_getcpuclockid(caller["ident"])
+        ENTRY(pool.entry)(cb, None, lo, hi, 2)
+        caller["returned"] = True
+    t = threading.Thread(target=call)
+    t.start()
+    assert worker_in.wait(30), "no worker joined the call"
+    deadline = time.monotonic() + 30
+    while seen.sum() < hi - lo - 2 * (hi - lo) // (2 * cpu_pool.CHUNKS_PER_THREAD) \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)                    # the caller runs the chunks no one holds
+    time.sleep(0.05)
+    cpu0 = time.clock_gettime(caller["clock"])
+    time.sleep(0.4)
+    used = time.clock_gettime(caller["clock"]) - cpu0
+    assert "returned" not in caller          # it waits for the held chunk
+    release.set()
+    t.join(30)
+    assert caller.get("returned")
+    assert (seen == 1).all()
+    assert used < 0.1, f"the waiting caller used {used:.3f} s of CPU in 0.4 s"

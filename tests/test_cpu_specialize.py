@@ -126,3 +126,97 @@ def test_edge_shapes_agree_with_scipy(kernel, fmt, edge):
     want = A.multiply(ops[0] @ ops[1].T).toarray() if kernel == "sddmm" else A @ ops[0]
     got = out.toarray() if sp.issparse(out) else out
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _spoil(A, how: str):
+    """A copy of csr ``A`` (at least 5 rows, row 3 full) broken in one way."""
+    B = A.copy()
+    if how == "pointer-start":
+        B.indptr[0] = 1
+    elif how == "pointer-decreases":
+        B.indptr[2] = B.indptr[3] + 1
+    elif how == "pointer-end":
+        B.indptr[-1] += 1
+    elif how == "coordinate-high":
+        B.indices[B.indptr[3]] = B.shape[1]
+    elif how == "coordinate-negative":
+        B.indices[B.indptr[3]] = -1
+    elif how == "unsorted":
+        lo, hi = B.indptr[3], B.indptr[4]
+        B.indices[lo:hi] = B.indices[lo:hi][::-1].copy()
+        B.data[lo:hi] = B.data[lo:hi][::-1].copy()
+        B.has_sorted_indices = False
+    elif how == "duplicates":
+        lo = B.indptr[3]
+        B.indices[lo + 1] = B.indices[lo]
+        B.has_canonical_format = False
+    return B
+
+
+MALFORMED = ["pointer-start", "pointer-decreases", "pointer-end", "coordinate-high",
+             "coordinate-negative"]
+
+
+def _operands(kernel, A, rng):
+    m, n = A.shape
+    if kernel == "spmv":
+        return (rng.standard_normal(n).astype(np.float32),)
+    if kernel == "spmm":
+        return (rng.standard_normal((n, 3)).astype(np.float32),)
+    return (rng.standard_normal((m, 3)).astype(np.float32),
+            rng.standard_normal((n, 3)).astype(np.float32))
+
+
+@pytest.mark.parametrize("how", MALFORMED)
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_the_check_in_the_launch_refuses_malformed_operands(kernel, how):
+    """The written call checks the operand in its launch (``launch_in_bounds``, ``launch_valid``):
+    a malformed one is declined before anything runs, and the call raises
+    InputError from the general path."""
+    k = spc.compile(kernel, fmt="csr")
+    A = _matrix()
+    ops = _operands(kernel, A, np.random.default_rng(5))
+    k(A, *ops)
+    assert "launch_valid(" in k._fast.source
+    bad = _spoil(A, how)
+    assert _both(k, (bad,) + ops) == (None, None)
+    with pytest.raises(spc.InputError):
+        k(bad, *ops)
+
+
+@pytest.mark.parametrize("how", ["unsorted", "duplicates"])
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_unsorted_or_duplicate_operands_give_scipys_answer(kernel, how):
+    """Kernels that only walk the operand take it as it is (bounds checked in
+    the launch); SDDMM, whose result keeps the pattern, declines it in the
+    written call and the general path canonicalizes it."""
+    k = spc.compile(kernel, fmt="csr")
+    A = _matrix()
+    ops = _operands(kernel, A, np.random.default_rng(6))
+    k(A, *ops)
+    B = _spoil(A, how)
+    dense = B.toarray()                      # duplicates summed, as scipy reads them
+    fast, walk = _both(k, (B,) + ops)
+    _same(fast, walk)
+    got = k(B, *ops)
+    if kernel == "sddmm":
+        assert fast is None
+        got, want = got.toarray(), dense * (ops[0] @ ops[1].T)
+    else:
+        assert fast is not None
+        want = dense @ ops[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["spmv", "spmm", "sddmm"])
+def test_the_checked_launch_runs_spc_tensors_and_unchecked_calls(kernel):
+    k = spc.compile(kernel, fmt="csr")
+    A = _matrix()
+    ops = _operands(kernel, A, np.random.default_rng(7))
+    ref = k(A, *ops)
+    for args, validate in (((spc.tensor(A, "csr"),) + ops, True), ((A,) + ops, False)):
+        fast, walk = _both(k, args, validate)
+        assert fast is not None
+        _same(fast, walk)
+        got = fast.to_scipy() if isinstance(fast, spc.Tensor) else fast
+        _same(got if not sp.issparse(ref) else sp.csr_matrix(got), ref)

@@ -19,10 +19,19 @@ thread that has not started work:
   after a successful claim, when the caller cannot have returned;
 * the caller takes chunks itself until none is left, then waits only for
   chunks that workers actually claimed (a ``done`` count reaching the number
-  of chunks);
+  of chunks): it spins briefly, then sleeps on the slot's ``wake`` futex, which
+  a worker finishing a chunk bumps when the caller says it sleeps, so a
+  worker the OS preempted mid-chunk can have the caller's core;
 * idle workers spin briefly (``spc_pool_set_spin``) watching an epoch word,
   then sleep on it with a futex; a caller bumps the epoch and wakes up to
-  ``nthreads - 1`` sleepers.
+  ``nthreads - 1`` sleepers.  A worker spins only while the machine has a core
+  to spare: it reads the runnable-thread count (``/proc/loadavg``, see
+  ``watch_load``) when it starts spinning and every ``PROBE_EVERY`` pauses,
+  and sleeps at once when more threads are runnable than there are cores.
+  Measured on the 2-core machine with one busy process: a worker spinning
+  there kept its core while the caller queued behind the busy process on the
+  other, and the caller stalled for the worker's whole spin (~0.5 ms, about
+  2% of 20 us calls); with the probe the p99 of those calls fell to ~45 us.
 
 Every chunk is run exactly once by someone, so results never depend on how
 many workers joined (none, after a fork or when no slot is free).
@@ -30,6 +39,7 @@ many workers joined (none, after a fork or when no slot is free).
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import threading
 from functools import lru_cache
@@ -45,7 +55,8 @@ MAX_WORKERS = 255      # seats are 8 bits of the claim word
 MAX_CHUNKS = (1 << 24) - 1
 CHUNKS_PER_THREAD = 16  # many more chunks than threads balance skewed rows
 DEFAULT_SPIN = 20_000  # pause instructions a worker spins before it sleeps (~50-100 us)
-WAIT_SPIN = 2_000      # pauses a caller spins for claimed chunks before it yields
+WAIT_SPIN = 2_000      # pauses a caller spins for claimed chunks before it sleeps
+PROBE_EVERY = 1_024    # spinning pauses between two looks at the machine's load (~25 us)
 
 # futex(2) system call numbers by machine; the pool needs one of them
 _FUTEX_NR = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98}
@@ -56,9 +67,10 @@ CHUNK_FN = ir.FunctionType(VOID, [I8P, I64, I64])       # fn(ctx, first, last)
 ENTRY_FN = ir.FunctionType(VOID, [CHUNK_FN.as_pointer(), I8P, I64, I64, I64])
 
 # slot fields, in order; the struct is padded to 128 bytes (two cache lines)
-_FIELDS = ("word", "done", "fn", "ctx", "lo", "hi", "chunk", "nchunks", "owner")
+_FIELDS = ("word", "done", "fn", "ctx", "lo", "hi", "chunk", "nchunks", "owner", "asleep",
+           "wake")
 _SLOT = ir.LiteralStructType([I64, I64, CHUNK_FN.as_pointer(), I8P, I64, I64, I64, I64, I64,
-                              ir.ArrayType(I64, 7)])
+                              I32, I32, ir.ArrayType(I64, 6)])
 SEAT = 1 << 24
 REM_MASK = SEAT - 1
 
@@ -85,6 +97,10 @@ class _Emitter:
         self.spin = self._global("spc_pool_spin", I64, init=DEFAULT_SPIN)
         self.cap = self._global("spc_pool_cap", I64, init=MAX_WORKERS + 1)
         self.worker_chunks = self._global("spc_pool_chunks_by_workers", I64, align=64)
+        self.probe_fd = self._global("spc_pool_probe_fd", I32, init=-1)
+        self.ncpus = self._global("spc_pool_ncpus", I64)
+        self.naps = self._global("spc_pool_nap_count", I64, align=64)
+        self.pread = ir.Function(m, ir.FunctionType(I64, [I32, I8P, I64, I64]), "pread")
         self.syscall = ir.Function(m, ir.FunctionType(I64, [I64], var_arg=True), "syscall")
         self.sched_yield = ir.Function(m, ir.FunctionType(I32, []), "sched_yield")
         self.worker_main = ir.Function(m, ir.FunctionType(I8P, [I8P]), "spc_pool_worker")
@@ -167,16 +183,69 @@ class _Emitter:
         b.branch(head)
         b.position_at_end(exit_)
 
-    def futex(self, b, op, val):
+    def futex(self, b, op, val, word=None):
+        """futex(word, op, val) on ``word`` (default: the epoch); without a
+        futex, a wait yields instead."""
         if self.futex_nr is None:
             if op == _FUTEX_WAIT_PRIVATE:
                 b.call(self.sched_yield, [])
             return
-        b.call(self.syscall, [c64(self.futex_nr), self.epoch, c64(op), val,
-                              ir.Constant(I8P, None)])
+        b.call(self.syscall, [c64(self.futex_nr), self.epoch if word is None else word,
+                              c64(op), val, ir.Constant(I8P, None)])
 
     # -- functions -----------------------------------------------------------------
-    def emit_worker(self):
+    def emit_crowded(self):
+        """``spc_pool_crowded()``: whether more threads are runnable on the machine
+        than it has cores, read from the probe file (``/proc/loadavg``, whose
+        fourth field is "runnable/total"); false without a probe.  A worker that
+        spins on a crowded machine keeps a core from a thread that waits for one,
+        the caller's included (which then stalls a whole spin, ~0.5 ms)."""
+        fn = ir.Function(self.m, ir.FunctionType(I1, []), "spc_pool_crowded")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        fd = self.load(b, self.probe_fd, "monotonic")
+        no = fn.append_basic_block("no")
+        read = fn.append_basic_block("read")
+        b.cbranch(b.icmp_signed("<", fd, c32(0)), no, read)
+        b.position_at_end(no)
+        b.ret(ir.Constant(I1, 0))
+        b.position_at_end(read)
+        buf = b.alloca(ir.ArrayType(I8, 64), name="buf")
+        text = b.bitcast(buf, I8P)
+        n = b.call(self.pread, [fd, text, c64(63), c64(0)])
+        k = b.alloca(I64, name="k")
+        spaces = b.alloca(I64, name="spaces")
+        value = b.alloca(I64, name="value")
+        for var in (k, spaces, value):
+            b.store(c64(0), var)
+        head, exit_ = self.loop(b, "parse")
+        kv = b.load(k)
+        more = fn.append_basic_block("parse.char")
+        b.cbranch(b.icmp_signed("<", kv, n), more, exit_)
+        b.position_at_end(more)
+        c = b.zext(b.load(b.gep(text, [kv])), I64)
+        b.store(b.add(kv, c64(1)), k)
+        field = fn.append_basic_block("parse.field")
+        skip = fn.append_basic_block("parse.skip")
+        b.cbranch(b.icmp_signed("<", b.load(spaces), c64(3)), skip, field)
+        b.position_at_end(skip)                       # before the fourth field: count spaces
+        sp = b.load(spaces)
+        b.store(b.select(b.icmp_unsigned("==", c, c64(ord(" "))), b.add(sp, c64(1)), sp), spaces)
+        b.branch(head)
+        b.position_at_end(field)                      # the runnable count, up to its '/'
+        digit = b.sub(c, c64(ord("0")))
+        is_digit = b.icmp_unsigned("<", digit, c64(10))
+        acc = fn.append_basic_block("parse.digit")
+        b.cbranch(is_digit, acc, exit_)
+        b.position_at_end(acc)
+        b.store(b.add(b.mul(b.load(value), c64(10)), digit), value)
+        b.branch(head)
+        b.position_at_end(exit_)
+        cpus = self.load(b, self.ncpus, "monotonic")
+        b.ret(b.and_(b.icmp_signed(">", cpus, c64(0)),
+                     b.icmp_signed(">", b.load(value), cpus)))
+        return fn
+
+    def emit_worker(self, crowded):
         """A worker: scan every slot for work; spin watching the epoch; sleep."""
         fn = self.worker_main
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -206,17 +275,23 @@ class _Emitter:
         gen = b.lshr(w, c64(32))
 
         def finished(bb):
-            bb.atomic_rmw("add", self.field(bb, slot, "done"), c64(1), "release")
+            bb.atomic_rmw("add", self.field(bb, slot, "done"), c64(1), "seq_cst")
             bb.atomic_rmw("add", self.worker_chunks, c64(1), "monotonic")
+            asleep = self.load(bb, self.field(bb, slot, "asleep"), "seq_cst")
+            with bb.if_then(bb.icmp_unsigned("!=", asleep, c32(0))):
+                bb.atomic_rmw("add", self.field(bb, slot, "wake"), c32(1), "seq_cst")
+                self.futex(bb, _FUTEX_WAKE_PRIVATE, c64(1), self.field(bb, slot, "wake"))
         self.claim_loop(b, slot, gen, finished)
         b.branch(next_slot)
         b.position_at_end(next_slot)
         b.store(b.add(kv, c64(1)), k)
         b.branch(scan)
-        # nothing (more) to do: spin while the epoch stays, then sleep on it
+        # nothing (more) to do: spin while the epoch stays and the machine has a
+        # core to spare, then sleep on the epoch
         b.position_at_end(scan_done)
         b.store(c64(0), k)
         spin, spun = self.loop(b, "spin")
+        nap = fn.append_basic_block("spin.nap")
         changed = b.icmp_unsigned("!=", self.load(b, self.epoch, "monotonic"), b.load(seen))
         step = fn.append_basic_block("spin.step")
         b.cbranch(changed, top, step)
@@ -224,7 +299,16 @@ class _Emitter:
         kv = b.load(k)
         b.store(b.add(kv, c64(1)), k)
         self.relax(b)
+        look = fn.append_basic_block("spin.look")
+        go_on = fn.append_basic_block("spin.on")
+        b.cbranch(b.icmp_unsigned("==", b.and_(kv, c64(PROBE_EVERY - 1)), c64(0)), look, go_on)
+        b.position_at_end(look)
+        b.cbranch(b.call(crowded, []), nap, go_on)
+        b.position_at_end(go_on)
         b.cbranch(b.icmp_signed("<", kv, self.load(b, self.spin, "monotonic")), spin, spun)
+        b.position_at_end(nap)
+        b.atomic_rmw("add", self.naps, c64(1), "monotonic")
+        b.branch(spun)
         b.position_at_end(spun)
         b.atomic_rmw("add", self.sleepers, c32(1), "seq_cst")
         still = b.icmp_unsigned("==", self.load(b, self.epoch, "seq_cst"), b.load(seen))
@@ -349,7 +433,15 @@ class _Emitter:
         b.store(b.add(sv, c64(1)), spins)
         self.relax(b)
         with b.if_then(b.icmp_signed(">", sv, c64(WAIT_SPIN))):
-            b.call(self.sched_yield, [])
+            # sleep until a worker finishes a chunk: the core is free for it
+            asleep, wake = self.field(b, slot, "asleep"), self.field(b, slot, "wake")
+            b.store_atomic(c32(1), asleep, "seq_cst", 4)
+            seq = self.load(b, wake, "seq_cst")
+            still = b.icmp_signed("<", self.load(b, self.field(b, slot, "done"), "seq_cst"),
+                                  target)
+            with b.if_then(still):
+                self.futex(b, _FUTEX_WAIT_PRIVATE, b.zext(seq, I64), wake)
+            b.store_atomic(c32(0), asleep, "seq_cst", 4)
         b.branch(wait)
         b.position_at_end(waited)
         b.store_atomic(c64(0), owner, "release", 8)
@@ -372,6 +464,14 @@ class _Emitter:
         fn = ir.Function(self.m, ir.FunctionType(I64, []), "spc_pool_worker_chunks")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         b.ret(self.load(b, self.worker_chunks, "monotonic"))
+        fn = ir.Function(self.m, ir.FunctionType(VOID, [I64, I64]), "spc_pool_set_probe")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.store_atomic(fn.args[1], self.ncpus, "monotonic", 8)
+        b.store_atomic(b.trunc(fn.args[0], I32), self.probe_fd, "monotonic", 4)
+        b.ret_void()
+        fn = ir.Function(self.m, ir.FunctionType(I64, []), "spc_pool_naps")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        b.ret(self.load(b, self.naps, "monotonic"))
 
 
 def emit_pool_module(triple: str = "", datalayout: str = "", machine: str | None = None) -> str:
@@ -386,7 +486,7 @@ def emit_pool_module(triple: str = "", datalayout: str = "", machine: str | None
     m.triple = triple
     m.data_layout = datalayout
     e = _Emitter(m, _FUTEX_NR.get(machine), machine in ("x86_64", "amd64"))
-    e.emit_worker()
+    e.emit_worker(e.emit_crowded())
     e.emit_entry(e.emit_grow())
     e.emit_controls()
     return str(m)
@@ -403,10 +503,30 @@ class Pool:
         self.set_spin = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("spc_pool_set_spin"))
         self.set_cap = ctypes.CFUNCTYPE(None, ctypes.c_int64)(addr("spc_pool_set_cap"))
         self.worker_chunks = ctypes.CFUNCTYPE(ctypes.c_int64)(addr("spc_pool_worker_chunks"))
+        self.set_probe = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64)(
+            addr("spc_pool_set_probe"))
+        self.naps = ctypes.CFUNCTYPE(ctypes.c_int64)(addr("spc_pool_naps"))
+        self.crowded = ctypes.CFUNCTYPE(ctypes.c_bool)(addr("spc_pool_crowded"))
 
 
 _LOCK = threading.Lock()
 _KEEP: list = []
+LOAD_FILE = "/proc/loadavg"
+
+
+def watch_load(pool: Pool, path: str = LOAD_FILE, cpus: int | None = None) -> bool:
+    """Let ``pool``'s idle workers read the machine's runnable-thread count from
+    ``path`` (/proc/loadavg's format) and stop spinning while it exceeds
+    ``cpus`` (default: the machine's).  Ensures: the file stays open for the
+    process's life (workers read it at any time); False, and workers spin as
+    before, where it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    pool.set_probe(fd, cpus or os.cpu_count() or 0)
+    _KEEP.append(fd)
+    return True
 
 
 @lru_cache(maxsize=None)
@@ -431,6 +551,7 @@ def load_pool() -> Pool | None:
         engine = llvm.create_mcjit_compiler(mod, tm)
         engine.finalize_object()
         pool = Pool(engine)
+        watch_load(pool)
         llvm.add_symbol(ENTRY, pool.entry)
         _KEEP.append(pool)
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(pool))

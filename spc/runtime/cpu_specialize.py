@@ -14,7 +14,7 @@ import numpy as np
 
 from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import Tensor, _is_scipy_sparse
-from .launch_cpu import launch
+from .launch_cpu import launch, launch_in_bounds, launch_valid
 
 
 def specialize(ck, plan, view, scipy_result, call_work, small_work):
@@ -33,6 +33,9 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         add("        return None          # out= is for dense results: the general path says so")
     arrays: dict[tuple[int, str], str] = {}
     sparse_work, dense_work = [], []
+    # one sparse operand, one kernel: its check runs in the launch's dispatch
+    fused = len(plan.launches) == 1 and sum(kind != "dense" for kind, _, _ in plan.operands) == 1
+    fused_check = fused_view = ""
     for k, (kind, rank, canonical) in enumerate(plan.operands):
         if kind == "dense":
             add(f"    if type(x{k}) is not ndarray or (x{k}.dtype is not dtype and x{k}.dtype != "
@@ -58,12 +61,16 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         add("        return None")
         add(f"    s{k} = x{k}.shape")
         parents, dim = ("0", "1") if kind == "csr" else ("1", "0")
-        check = f"looks_valid(p{k}, c{k}, s{k}[{parents}], s{k}[{dim}], True, True)"
-        if not canonical:                 # spc Tensors are canonical: check so
-            check = (f"({check} if type(x{k}) is View else compressed_in_bounds(p{k}, c{k}, "
-                     f"s{k}[{parents}], s{k}[{dim}]))")
-        add(f"    if validate and not {check}:")
-        add("        return None      # malformed or non-canonical: the general path explains")
+        if fused:                         # checked by the launch (below)
+            fused_check = f"p{k}, c{k}, s{k}[{parents}], s{k}[{dim}]"
+            fused_view = "True" if canonical else f"type(x{k}) is View"
+        else:
+            check = f"looks_valid(p{k}, c{k}, s{k}[{parents}], s{k}[{dim}], True, True)"
+            if not canonical:             # spc Tensors are canonical: check so
+                check = (f"({check} if type(x{k}) is View else compressed_in_bounds(p{k}, "
+                         f"c{k}, s{k}[{parents}], s{k}[{dim}]))")
+            add(f"    if validate and not {check}:")
+            add("        return None      # malformed or non-canonical: the general path explains")
         arrays[k, "indices"], arrays[k, "indptr"], arrays[k, "data"] = f"c{k}", f"p{k}", f"v{k}"
         sparse_work.append(f"len(c{k})")
     for _, where in plan.checks:
@@ -108,7 +115,18 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
             arrays[key] = f"{arrays[key]}.view(u16)"
     for q, (address, get, ints) in enumerate(plan.launches):
         bufs = "".join(arrays[k, what] + ", " for k, what in get)
-        add(f"    launch({address}, nt, ({bufs}), ({''.join(f'z{d}, ' for d in ints)}))")
+        args = f"{address}, nt, ({bufs}), ({''.join(f'z{d}, ' for d in ints)})"
+        if fused:
+            add("    if not validate:")
+            add(f"        launch({args})")
+            if fused_view == "True":
+                add(f"    elif not launch_valid({args}, {fused_check}):")
+            else:                         # spc Tensors are canonical: check so
+                add(f"    elif not (launch_valid({args}, {fused_check}) if {fused_view} else "
+                    f"launch_in_bounds({args}, {fused_check})):")
+            add("        return None      # malformed or non-canonical: the general path explains")
+        else:
+            add(f"    launch({args})")
     if plan.pattern >= 0:
         add(f"    return pattern_result(args[{plan.pattern}], x{plan.pattern}, out, "
             f"({''.join(f'z{d}, ' for d in plan.out_dims)}))")
@@ -120,8 +138,10 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         u16=np.dtype(np.uint16),
         View=view, view_of=view.of, is_scipy=_is_scipy_sparse, scipy_result=scipy_result,
         looks_valid=looks_valid, compressed_in_bounds=compressed_in_bounds,
-        zeros=np.zeros, empty=np.empty, share=np.may_share_memory, call_work=call_work, small_work=small_work,
-        max_threads=ck._max_threads, launch=launch, pattern_result=ck._pattern_result)
+        zeros=np.zeros, empty=np.empty, share=np.may_share_memory, call_work=call_work,
+        small_work=small_work, max_threads=ck._max_threads, launch=launch,
+        launch_in_bounds=launch_in_bounds, launch_valid=launch_valid,
+        pattern_result=ck._pattern_result)
     exec(compile(source, f"<spc fast call of {ck.name}>", "exec"), namespace)
     call = namespace["call"]
     call.source = source
