@@ -160,13 +160,9 @@ class CupyFastPath(FeedPlan):
                 return None
             device = d
             shapes.append(x.shape)
-        sizes = {}
-        for ix, where in self.sources.items():
-            first = shapes[where[0][0]][where[0][1]]
-            for k, axis in where[1:]:
-                if shapes[k][axis] != first:
-                    return None
-            sizes[ix] = first
+        sizes = self.sizes_of(shapes)
+        if sizes is None:
+            return None
         feeds = self.feeds.get(DType.I32)
         if feeds is None:
             if DType.I32 in self.feeds:
@@ -196,20 +192,7 @@ class CupyFastPath(FeedPlan):
         out_ptr, out_n = out.data.ptr, out.size
         if self.zero[DType.I32]:
             memset_zero(out_ptr, out_n * self.value_words, stream)
-        for feed in feeds:
-            values, bl, sz = [], [], []
-            for k, j in feed.params:
-                if k == SIZE:
-                    n = sizes[j]
-                    values.append(n)
-                    sz.append(n)
-                elif k < 0:
-                    values.append(out_ptr)
-                    bl.append(out_n)
-                else:
-                    values.append(ptrs[k][j])
-                    bl.append(lens[k][j])
-            feed.launch.launch(values, bl, sz, stream, device)
+        self.launch_feeds(feeds, sizes, ptrs, lens, out_ptr, out_n, stream, device)
         if self.output_kind == OutputKind.DENSE:
             return out
         return _with_values(args[self.pattern], out, canonical and validate)

@@ -240,6 +240,44 @@ class FeedPlan:
     def __call__(self, args, validate: bool):
         return self.call(args, validate)
 
+    def sizes_of(self, shapes) -> dict | None:
+        """Each index's size read from the operands' shapes, or None where two
+        operands disagree (the general path explains the mismatch)."""
+        sizes = {}
+        for ix, where in self.sources.items():
+            first = shapes[where[0][0]][where[0][1]]
+            for k, axis in where[1:]:
+                if shapes[k][axis] != first:
+                    return None
+            sizes[ix] = first
+        return sizes
+
+    @staticmethod
+    def launch_feeds(feeds, sizes, ptrs, lens, out_ptr: int, out_n: int, stream: int,
+                     device: int, derived=None) -> None:
+        """Enqueue every kernel of ``feeds`` with its parameters: sizes, the
+        output (``out_ptr``, ``out_n`` entries), operand arrays (``ptrs`` and
+        ``lens`` per operand) and inspector arrays (``derived(operand, name)``:
+        a (pointer, length) pair)."""
+        for feed in feeds:
+            values, bl, sz = [], [], []
+            for k, j in feed.params:
+                if k == SIZE:
+                    n = sizes[j]
+                    values.append(n)
+                    sz.append(n)
+                elif k < 0:
+                    values.append(out_ptr)
+                    bl.append(out_n)
+                elif j.__class__ is str:         # an inspector's array
+                    ptr, n = derived(k, j)
+                    values.append(ptr)
+                    bl.append(n)
+                else:
+                    values.append(ptrs[k][j])
+                    bl.append(lens[k][j])
+            feed.launch.launch(values, bl, sz, stream, device)
+
     def generic(self, args, validate: bool):
         """The result, or None where the general path must run (per family)."""
         raise NotImplementedError
@@ -326,13 +364,9 @@ class TorchFastPath(FeedPlan):
                 lens.append(n)
                 entries.append(entry)
             shapes.append(shape)
-        sizes = {}
-        for ix, where in self.sources.items():
-            first = shapes[where[0][0]][where[0][1]]
-            for k, axis in where[1:]:
-                if shapes[k][axis] != first:
-                    return None               # the general path explains the mismatch
-            sizes[ix] = first
+        sizes = self.sizes_of(shapes)
+        if sizes is None:
+            return None
         index_dtype = index_dtype or DType.I32
         feeds = self.feeds.get(index_dtype, _UNSEEN)
         if feeds is _UNSEEN:
@@ -353,24 +387,12 @@ class TorchFastPath(FeedPlan):
         out_ptr = out.data_ptr()
         if self.zero[index_dtype]:
             memset_zero(out_ptr, out_n * self.value_words, stream)
-        for feed in feeds:
-            values, bl, sz = [], [], []
-            for k, j in feed.params:
-                if k == SIZE:
-                    n = sizes[j]
-                    values.append(n)
-                    sz.append(n)
-                elif k < 0:
-                    values.append(out_ptr)
-                    bl.append(out_n)
-                elif j.__class__ is str:         # an inspector's array
-                    arr = self.sparse.derived(entries[k], j, shapes[k])
-                    values.append(arr.data_ptr())
-                    bl.append(arr.numel())
-                else:
-                    values.append(ptrs[k][j])
-                    bl.append(lens[k][j])
-            feed.launch.launch(values, bl, sz, stream, device)
+
+        def derived(k, name):
+            arr = self.sparse.derived(entries[k], name, shapes[k])
+            return arr.data_ptr(), arr.numel()
+
+        self.launch_feeds(feeds, sizes, ptrs, lens, out_ptr, out_n, stream, device, derived)
         if self.output_kind == OutputKind.DENSE:
             return out
         _, pos, crd = self.sparse.lookup(args[self.pattern], self.kinds[self.pattern][0],
