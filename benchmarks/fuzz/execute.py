@@ -105,7 +105,8 @@ def build_inputs(case: dict, device=None) -> dict:
 
 def check_result(case: dict, out) -> dict:
     arrays = reference_arrays(case)
-    want = E.reference(case["tree"], case["out_idx"], case["extents"], arrays)
+    want = E.with_epilogue(case, E.reference(case["tree"], case["out_idx"], case["extents"],
+                                             arrays))
     scale = E.reference(case["tree"], case["out_idx"], case["extents"], arrays, absolute=True)
     public_error = None
     try:

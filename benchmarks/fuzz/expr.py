@@ -35,9 +35,39 @@ def text(e) -> str:
     return f"({out})" if e[2] else out
 
 
-def statement(out: str, out_idx, tree) -> str:
+EPILOGUES = {"relu": lambda a: np.maximum(a, 0.0), "abs": np.abs}   # 1-Lipschitz: the
+                                                  # tolerance of the sum still holds
+
+
+def reduced_index(tree, out_idx) -> tuple[bool, str | None]:
+    """(whether an epilogue can wrap ``tree``, the one index it sums over or
+    None): every product reduces the same indices, at most one (``f(sum(k,
+    e))`` sums every term over ``k``; einsum sums each term over its own)."""
+    sets = {frozenset(ix for a in acc for ix in a[2]) - set(out_idx)
+            for _, acc in monomials(tree)}
+    if len(sets) != 1:
+        return False, None
+    (only,) = sets
+    if len(only) > 1:
+        return False, None
+    return True, next(iter(only), None)
+
+
+def statement(out: str, out_idx, tree, epilogue: str | None = None) -> str:
+    """The statement's text; with ``epilogue`` (a name of ``EPILOGUES``, valid
+    per ``reduced_index``) the right side is ``f(sum(k, ...))`` or ``f(...)``."""
     lhs = out + (f"[{','.join(out_idx)}]" if out_idx else "")
-    return f"{lhs} = {text(tree)}"
+    rhs = text(tree)
+    if epilogue is not None:
+        _, k = reduced_index(tree, out_idx)
+        rhs = f"{epilogue}(sum({k}, {rhs}))" if k is not None else f"{epilogue}({rhs})"
+    return f"{lhs} = {rhs}"
+
+
+def with_epilogue(case: dict, want: np.ndarray) -> np.ndarray:
+    """The reference ``want`` with the case's epilogue applied (if any)."""
+    name = case.get("epilogue")
+    return want if name is None else EPILOGUES[name](want)
 
 
 def monomials(e) -> list[tuple[float, list]]:

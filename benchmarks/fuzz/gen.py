@@ -213,6 +213,9 @@ def apply_nm(arr: np.ndarray, n: int, m: int) -> np.ndarray:
 VARIANTS = 4   # consecutive case numbers share a program (compiled once per worker)
 
 
+EPILOGUE_RATE = 0.2
+
+
 def gen_case(seed: int, number: int, *, target: str = "cpu", weird: float = 0.15,
              sizes=(0, 1, 1, 2, 3, 4, 5, 7), variants: int = VARIANTS) -> dict:
     """Case ``number`` of ``seed``: the program, formats, schedule and dtype come
@@ -286,7 +289,14 @@ def gen_case(seed: int, number: int, *, target: str = "cpu", weird: float = 0.15
         operands[name] = op
     call = drng.choice(["keyword", "keyword", "positional"])
     force_threads = target == "cpu" and drng.random() < 0.3
-    return {"id": f"{seed}-{number}", "target": target, "expr": E.statement(out, out_idx, tree),
+    # a function of the sum (an epilogue, relu or abs) now and then, where every product
+    # reduces the same (at most one) index; its own stream, so older seeds' cases stay
+    erng = random.Random(f"{seed}:{number // variants}:epilogue")
+    epilogue = None
+    if erng.random() < EPILOGUE_RATE and E.reduced_index(tree, out_idx)[0]:
+        epilogue = erng.choice(sorted(E.EPILOGUES))
+    return {"id": f"{seed}-{number}", "target": target,
+            "expr": E.statement(out, out_idx, tree, epilogue), "epilogue": epilogue,
             "out": out, "out_idx": list(out_idx), "tree": tree,
             "tensors": {n: list(i) for n, i in tensors.items()}, "formats": formats,
             "schedule": schedule, "extents": extents, "dtype": dtype, "operands": operands,

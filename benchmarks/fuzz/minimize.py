@@ -90,7 +90,11 @@ def normalize(case: dict) -> dict | None:
     s = case.get("schedule")
     if s and s.get("order") is not None:
         s["order"] = [ix for ix in s["order"] if ix in used]
-    case["expr"] = E.statement(case["out"], case["out_idx"], case["tree"])
+    if case.get("epilogue") is not None and not E.reduced_index(case["tree"],
+                                                                 case["out_idx"])[0]:
+        case["epilogue"] = None
+    case["expr"] = E.statement(case["out"], case["out_idx"], case["tree"],
+                               case.get("epilogue"))
     return case
 
 
@@ -383,7 +387,8 @@ def reproducer(case: dict, result: dict) -> str:
         lines.append("out = k(*[ops[n] for n in k.input_names])   # positional call")
     else:
         lines.append(f"out = k(**{ops})")
-    want = E.reference(case["tree"], case["out_idx"], case["extents"], reference_arrays(case))
+    want = E.with_epilogue(case, E.reference(case["tree"], case["out_idx"], case["extents"],
+                                             reference_arrays(case)))
     lines.append(f"# numpy (float64) says: {np.round(want, 6).tolist()!r}")
     lines.append(f"# spc: {result['kind']}: {result.get('error', '')} {result.get('message', '')[:160]}")
     return "\n".join(lines)
