@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import logging
 
-from .errors import FormatError, KernelNameError, ScheduleError, SpcError, UnsupportedError
+from .errors import (FormatError, KernelNameError, ModeOrderConflict, ScheduleError, SpcError,
+                     UnsupportedError)
 from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
@@ -16,6 +18,8 @@ from .runtime.compiled import CompiledKernel, in_user_names, loop_var_name
 from .schedule import Schedule
 from .runtime.composite import CompositeKernel
 from .runtime.dispatch import TypedKernel
+
+_log = logging.getLogger("spc")
 
 NAMED_KERNELS = {
     # name: (expression, operands taking `fmt`, positional operand order)
@@ -281,6 +285,11 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     display = {i: u for u, i in internal.items() if i != u}
     built_target = make_target(target, **target_options)
 
+    inner_assign = rename(assign, internal)
+    inner_formats = {internal[t]: f for t, f in resolved.items()}
+    inner_inputs = tuple(internal[n] for n in input_names)
+    copying: list = []          # the copy plan, once found (logged once per compile)
+
     def make(value_type: DType):
         if sums is not None and sums.nbytes < value_type.widened.nbytes:
             from .errors import DTypeError
@@ -289,10 +298,22 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
         knobs = schedule if dt is not None else for_value_type(schedule, value_type,
                                                                  built_target.name)
         try:
-            return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
-                        built_target, value_type, knobs, label,
-                        tuple(internal[n] for n in input_names), display=display,
-                        accumulate=sums)
+            if copying:
+                return _copying_kernel(copying[0], inner_assign, inner_formats, inner_inputs,
+                                       display, built_target, value_type, knobs, label, sums)
+            try:
+                return kind(inner_assign, inner_formats, built_target, value_type, knobs, label,
+                            inner_inputs, display=display, accumulate=sums)
+            except ModeOrderConflict as conflict:
+                plan = _copy_plan(conflict, inner_assign, inner_formats, display)
+                k = _copying_kernel(plan, inner_assign, inner_formats, inner_inputs, display,
+                                    built_target, value_type, knobs, label, sums)
+                copying.append(plan)
+                for line in k.describe_copies():
+                    _log.info("spc.compile('%s'): %s; the copy is built on each call from "
+                              "host operands, once per storage for spc Tensors",
+                              assign.source, line)
+                return k
         except SpcError as err:
             raise in_user_names(err, display) from None
     typed = TypedKernel(make, dt)
@@ -300,6 +321,34 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             schedule.tensor_cores or schedule.tile_cols is not None):
         typed.specialize(DType.F16)     # the tensor-core knobs steer 16-bit values: refused
     return typed                        # now where they cannot (tf32: float32's, built)
+
+
+def _copy_plan(conflict: ModeOrderConflict, assign, formats, display):
+    """The copies that resolve ``conflict`` (``ir/operand_copies.plan_copies``);
+    ``conflict`` itself, with what was tried, when none does."""
+    from .ir.operand_copies import lowers, plan_copies
+    plan = plan_copies(assign, formats, lowers)
+    if plan is None:
+        raise ModeOrderConflict(f"{conflict.message}; spc found no operand whose copy in "
+                                f"another storage order resolves it") from None
+    return plan
+
+
+def _copying_kernel(plan, assign, formats, inputs, display, target, value_type, knobs, label,
+                    sums):
+    """A CopyingKernel running ``plan``'s rewritten expression (see runtime/operand_copies)."""
+    from .runtime.operand_copies import CopyingKernel
+    kept = [n for n in inputs if any(a.tensor == n for a in plan.assign.accesses())]
+    inner_inputs = tuple(dict.fromkeys(kept + [c.copy for c in plan.copies]))
+    inner_display = dict(display)
+    for c in plan.copies:
+        inner_display[c.copy] = f"{display.get(c.source, c.source)} (its copy in {c.format})"
+    kind = CompositeKernel if any(isinstance(f, SumFormat) for f in plan.formats.values()) \
+        else CompiledKernel
+    inner = kind(plan.assign, plan.formats, target, value_type, knobs, label, inner_inputs,
+                 display=inner_display, accumulate=sums)
+    return CopyingKernel(plan, inner, expression=assign, formats=formats, inputs=inputs,
+                         display=display, name=inner.name)
 
 
 def _auto(kernel, schedule: str, *, fmt, formats, target, dtype, accumulate, options):

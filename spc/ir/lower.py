@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from itertools import count as _count
 
-from ..errors import ScheduleError, UnsupportedError
+from ..errors import ModeOrderConflict, ScheduleError, UnsupportedError
 from ..formats.format import Format
 from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
@@ -241,7 +241,7 @@ def _loop_order(assign: ast.Assignment, formats: dict[str, Format], *,
     while remaining:
         ready = [ix for ix in remaining if before[ix] <= set(order)]
         if not ready:
-            raise UnsupportedError(
+            raise ModeOrderConflict(
                 f"no loop order visits every sparse level after its parents in "
                 f"'{assign.source}': the operands' mode orders conflict; store one of "
                 f"them in another format (e.g. csc instead of csr)")

@@ -1,0 +1,202 @@
+"""Operand copies: reading an operand through a copy stored in another order.
+
+When the operands' storage orders conflict (``C[i,j] = A[i,j]*B[j,i]`` with A
+and B in csr: A needs ``i`` before ``j``, B ``j`` before ``i``), no loop order
+visits every sparse level after its parents.  TACO asks the user to store one
+operand transposed; spc inserts that copy itself: the access ``B[j,i]`` is
+rewritten to read a new tensor ``B__T10[j,i]`` whose format stores the same
+coordinates in an order that agrees with the others (csc here), and the
+runtime (``runtime/operand_copies.py``) builds the copy from B at call time.
+
+This module decides, from the expression and the formats only, which accesses
+to copy and in which format; it is a pure rewrite of the assignment and the
+format map.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import FormatError, ModeOrderConflict, SpcError, UnsupportedError
+from ..formats.format import Format, format_names, resolve_format
+from ..formats.levels import Compressed, Dense, Singleton
+from ..frontend import ast
+
+COPY_MARK = "__T"        # a copy of tensor A read as A[j,i] is named A__T10 (modes 1, 0)
+MAX_COPIED = 3           # accesses copied at most (subsets tried: sum of C(n, k), k <= 3)
+
+
+@dataclass(frozen=True)
+class OperandCopy:
+    """The access ``source[indices]`` reads tensor ``copy``: the same entries as
+    ``source`` (format ``source_format``) stored in ``format``."""
+    source: str
+    copy: str
+    indices: tuple[str, ...]
+    source_format: object
+    format: Format
+
+    def describe(self, display: dict[str, str] | None = None) -> str:
+        """One line for logs and ``k.ir``, in the user's names (``display``:
+        internal -> user)."""
+        show = (display or {}).get
+        name = show(self.source, self.source)
+        idx = ",".join(show(ix, ix) for ix in self.indices)
+        return (f"{name}[{idx}] is read through a copy of {name} in {self.format} "
+                f"({name} is {self.source_format}; its storage order conflicts with the "
+                f"other tensors')")
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """``assign`` and ``formats`` rewritten to read the ``copies``."""
+    assign: ast.Assignment
+    formats: dict
+    copies: tuple[OperandCopy, ...]
+
+
+def copy_name(tensor: str, order: tuple[int, ...]) -> str:
+    """The name of the copy of ``tensor`` stored in mode ``order`` (spc's
+    internal names never contain ``__T`` followed by digits)."""
+    return f"{tensor}{COPY_MARK}{''.join(map(str, order))}"
+
+
+def _plain(fmt) -> bool:
+    return isinstance(fmt, Format) and not fmt.is_blocked and all(
+        type(lv) in (Dense, Compressed, Singleton) for lv in fmt.levels)
+
+
+@functools.lru_cache(maxsize=None)
+def _named(rank: int) -> tuple[tuple[str, Format], ...]:
+    out = []
+    for name in format_names():
+        if "(" in name:
+            continue
+        try:
+            out.append((name, resolve_format(name, rank)))
+        except (FormatError, SpcError):
+            pass
+    return tuple(out)
+
+
+def copy_format(fmt, order: tuple[int, ...]) -> Format:
+    """A format storing modes in ``order``: ``fmt``'s levels when they are plain
+    (dense, compressed, singleton: csr becomes csc, dcsr dcsc, coo coo in the
+    other order), else a dense level over compressed ones (blocked, padded or
+    sum formats: the copy holds their entries, not their slots)."""
+    levels = None
+    if _plain(fmt):
+        try:
+            Format(fmt.levels, order)
+            levels = fmt.levels
+        except FormatError:
+            levels = None
+    if levels is None:
+        levels = (Dense(),) + tuple(Compressed() for _ in order[1:])
+    probe = Format(levels, order)
+    for name, named in _named(len(order)):
+        if named == probe:
+            return Format(levels, order, name)
+    letters = "".join("d" if isinstance(lv, Dense) else "q" if isinstance(lv, Singleton)
+                      else "s" for lv in levels)
+    base = fmt.name if levels is getattr(fmt, "levels", None) and fmt.name else letters
+    return Format(levels, order, f"{base} in mode order {order}")
+
+
+def _rewrite(e: ast.Expr, names: dict[tuple[str, tuple[str, ...]], str]):
+    """``e`` with each access (tensor, indices) in ``names`` reading ``names[...]``."""
+    if isinstance(e, ast.Access):
+        new = names.get((e.tensor, e.indices))
+        return e if new is None else ast.Access(new, e.indices, e.span, e.index_spans)
+    if isinstance(e, ast.Neg):
+        return ast.Neg(_rewrite(e.operand, names), e.span)
+    if isinstance(e, ast.BinOp):
+        return ast.BinOp(e.op, _rewrite(e.lhs, names), _rewrite(e.rhs, names), e.span)
+    if isinstance(e, ast.Call):
+        return ast.Call(e.fn, tuple(_rewrite(a, names) for a in e.args), e.span)
+    if isinstance(e, ast.Reduce):
+        return ast.Reduce(e.op, e.index, _rewrite(e.body, names), e.span)
+    return e
+
+
+def _with(assign: ast.Assignment, names) -> ast.Assignment:
+    return ast.Assignment(assign.lhs, _rewrite(assign.rhs, names), assign.source)
+
+
+def _storage_order(indices: tuple[str, ...], loop_order: tuple[str, ...],
+                   origin: Callable[[str], str]) -> tuple[int, ...]:
+    """The modes of an access with ``indices`` in the order ``loop_order``
+    binds them (a blocked loop variable counts for its index)."""
+    rank = {}
+    for k, var in enumerate(loop_order):
+        rank.setdefault(origin(var), k)
+    return tuple(sorted(range(len(indices)), key=lambda m: (rank.get(indices[m], 1 << 30), m)))
+
+
+def plan_copies(assign: ast.Assignment, formats: dict,
+                fits: Callable[[ast.Assignment, dict], bool]) -> CopyPlan | None:
+    """The fewest accesses to read through copies so that ``fits(assign',
+    formats')`` (the lowerer finds a loop order), or None when no choice of up
+    to ``MAX_COPIED`` accesses does.
+
+    Requires: ``assign`` is checked, ``formats`` maps each of its tensors to a
+    Format or SumFormat.  Ensures: every copy reads the same logical tensor as
+    the access it replaces (same indices, same shape); accesses of one tensor
+    with the same indices share one copy; the output is never copied.  Tries
+    later accesses first (in ``A*B`` it copies B where either would do).
+    """
+    from .lower import IndexPlan, default_loop_order
+    candidates = list(dict.fromkeys(
+        (a.tensor, a.indices) for a in assign.accesses()
+        if not formats[a.tensor].is_dense and len(a.indices) > 1))[::-1]
+    for size in range(1, min(MAX_COPIED, len(candidates)) + 1):
+        for chosen in itertools.combinations(candidates, size):
+            # the loop order the others allow, the chosen accesses read densely
+            free = {key: f"{key[0]}{COPY_MARK}{n}" for n, key in enumerate(chosen)}
+            trial_fmts = dict(formats)
+            for (tensor, idx), name in free.items():
+                trial_fmts[name] = resolve_format("dense", len(idx))
+            trial = _with(assign, free)
+            try:
+                order = default_loop_order(trial, _planning_formats(trial_fmts))
+                plan = IndexPlan.of(trial, _planning_formats(trial_fmts))
+            except UnsupportedError:
+                continue
+            names, copies, new_fmts = {}, [], dict(formats)
+            for tensor, idx in chosen:
+                modes = _storage_order(idx, order, plan.origin)
+                fmt = copy_format(formats[tensor], modes)
+                name = copy_name(tensor, modes)
+                names[(tensor, idx)] = name
+                new_fmts[name] = fmt
+                copies.append(OperandCopy(tensor, name, idx, formats[tensor], fmt))
+            new_assign = _with(assign, names)
+            kept = {a.tensor for a in (new_assign.lhs,) + new_assign.accesses()}
+            new_fmts = {t: f for t, f in new_fmts.items() if t in kept}
+            if fits(new_assign, new_fmts):
+                return CopyPlan(new_assign, new_fmts, tuple(copies))
+    return None
+
+
+def _planning_formats(formats: dict) -> dict:
+    """``formats`` with sum formats (hyb) stood in for by their last part (their
+    parts share one storage order)."""
+    return {t: (f.parts[-1] if not isinstance(f, Format) and hasattr(f, "parts") else f)
+            for t, f in formats.items()}
+
+
+def lowers(assign: ast.Assignment, formats: dict) -> bool:
+    """True unless lowering ``assign`` (sum formats stood in for by a part) finds
+    no loop order or refuses it as unsupported."""
+    from .lower import lower
+    try:
+        lower(assign, _planning_formats(formats))
+    except UnsupportedError:
+        return False
+    return True
+
+
+__all__ = ["COPY_MARK", "CopyPlan", "ModeOrderConflict", "OperandCopy", "copy_format",
+           "copy_name", "lowers", "plan_copies"]
