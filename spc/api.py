@@ -304,8 +304,8 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             try:
                 return kind(inner_assign, inner_formats, built_target, value_type, knobs, label,
                             inner_inputs, display=display, accumulate=sums)
-            except ModeOrderConflict as conflict:
-                plan = _copy_plan(conflict, inner_assign, inner_formats, display)
+            except (ModeOrderConflict, ScheduleError) as conflict:
+                plan = _copy_plan(conflict, inner_assign, inner_formats, schedule.order)
                 k = _copying_kernel(plan, inner_assign, inner_formats, inner_inputs, display,
                                     built_target, value_type, knobs, label, sums)
                 copying.append(plan)
@@ -323,10 +323,25 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     return typed                        # now where they cannot (tf32: float32's, built)
 
 
-def _copy_plan(conflict: ModeOrderConflict, assign, formats, display):
-    """The copies that resolve ``conflict`` (``ir/operand_copies.plan_copies``);
-    ``conflict`` itself, with what was tried, when none does."""
-    from .ir.operand_copies import lowers, plan_copies
+def _copy_plan(conflict: UnsupportedError, assign, formats, order):
+    """The copies that resolve ``conflict`` (``ir/operand_copies``), or raise.
+
+    A ModeOrderConflict (no loop order exists): the fewest copies that let the
+    lowerer find one, else the conflict with what was tried.  A ScheduleError
+    of an explicit ``order``: where the program needs copies anyway (it has a
+    conflict without ``order``), the copies of the accesses ``order`` visits
+    out of storage order; else ``conflict`` itself (a program without conflicts
+    keeps its refusal, which names the level and the orders that work)."""
+    from .ir.operand_copies import lowers, plan_copies, plan_copies_for_order
+    if isinstance(conflict, ScheduleError):
+        if order is None or conflict.knob != "order" or lowers(assign, formats) or \
+                plan_copies(assign, formats, lowers) is None:
+            raise conflict
+        plan = plan_copies_for_order(assign, formats, order,
+                                     lambda a, f: lowers(a, f, order))
+        if plan is None:
+            raise conflict
+        return plan
     plan = plan_copies(assign, formats, lowers)
     if plan is None:
         raise ModeOrderConflict(f"{conflict.message}; spc found no operand whose copy in "

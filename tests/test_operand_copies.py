@@ -241,10 +241,28 @@ def test_no_copy_of_up_to_three_operands_resolves_it():
         spc.compile(expr, formats={"A": "csr", "B": "csr", "D": "csr", "E": "csr", "C": "csc"})
 
 
-def test_an_explicit_order_is_not_rewritten():
-    with pytest.raises(spc.ScheduleError, match="visits 'i' before its parent levels in B"):
-        spc.compile("C[i,j] = A[i,j]*B[j,i]", formats={"A": "csr", "B": "csr"},
-                    schedule=spc.Schedule(order=("i", "j")))
+@pytest.mark.parametrize("order, copied", [(("i", "j"), "B"), (("j", "i"), "A")])
+def test_an_explicit_order_picks_the_operand_copied(order, copied):
+    k = spc.compile("C[i,j] = A[i,j]*B[j,i]", formats={"A": "csr", "B": "csr"},
+                    schedule=spc.Schedule(order=order))
+    assert [c.source for c in k.copies] == [copied] and k.schedule.order == order
+    a = MATRICES[0].build()
+    assert_allclose(k(A=a, B=a), a.multiply(a.T).toarray())
+
+
+def test_an_explicit_order_of_a_program_without_conflicts_is_still_refused():
+    with pytest.raises(spc.ScheduleError, match="visits 'j' before its parent levels in A"):
+        spc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"},
+                    schedule=spc.Schedule(order=("j", "i")))
+
+
+def test_the_schedule_space_of_a_program_with_copies_compiles():
+    space = spc.schedule_space("C[i,j] = A[i,j]*B[j,i]", formats={"A": "csr", "B": "csr"})
+    assert {s.order for s in space} == {("i", "j"), ("j", "i")}
+    a = MATRICES[0].build()
+    for s in space:
+        k = spc.compile("C[i,j] = A[i,j]*B[j,i]", formats={"A": "csr", "B": "csr"}, schedule=s)
+        assert_allclose(k(A=a, B=a), a.multiply(a.T).toarray())
 
 
 # ---------------------------------------------------------------- random expressions

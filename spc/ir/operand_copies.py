@@ -180,6 +180,54 @@ def plan_copies(assign: ast.Assignment, formats: dict,
     return None
 
 
+def plan_copies_for_order(assign: ast.Assignment, formats: dict, order: tuple[str, ...],
+                          fits: Callable[[ast.Assignment, dict], bool]) -> CopyPlan | None:
+    """Copies of exactly the accesses that the explicit loop ``order`` visits
+    out of their storage order, each stored in the order ``order`` binds its
+    indices; None when there are none, or ``fits(assign', formats')`` refuses
+    the result (``order`` then cannot be honoured by copies: the output's
+    order, a blocked index, an unknown variable)."""
+    from .lower import IndexPlan
+    try:
+        plan = IndexPlan.of(assign, _planning_formats(formats))
+    except UnsupportedError:
+        return None
+    rank = {}
+    for k, var in enumerate(order):
+        rank.setdefault(plan.origin(var), k)
+    names, copies, new_fmts = {}, [], dict(formats)
+    for a in assign.accesses():
+        fmt = formats[a.tensor]
+        key = (a.tensor, a.indices)
+        if fmt.is_dense or len(a.indices) < 2 or key in names \
+                or any(ix not in rank for ix in a.indices):
+            continue
+        modes = _storage_order(a.indices, order, plan.origin)
+        stored = _planning_formats({a.tensor: fmt})[a.tensor].order
+        if _keeps_order(stored, modes):
+            continue
+        cfmt = copy_format(fmt, modes)
+        name = copy_name(a.tensor, modes)
+        names[key] = name
+        new_fmts[name] = cfmt
+        copies.append(OperandCopy(a.tensor, name, a.indices, fmt, cfmt))
+    if not copies:
+        return None
+    new_assign = _with(assign, names)
+    kept = {a.tensor for a in (new_assign.lhs,) + new_assign.accesses()}
+    new_fmts = {t: f for t, f in new_fmts.items() if t in kept}
+    if not fits(new_assign, new_fmts):
+        return None
+    return CopyPlan(new_assign, new_fmts, tuple(copies))
+
+
+def _keeps_order(stored: tuple[int, ...], modes: tuple[int, ...]) -> bool:
+    """True when storage mode order ``stored`` (a blocked format may list a mode
+    twice) visits modes in the order ``modes`` does."""
+    first = list(dict.fromkeys(stored))
+    return tuple(first) == tuple(modes)
+
+
 def _planning_formats(formats: dict) -> dict:
     """``formats`` with sum formats (hyb) stood in for by their last part (their
     parts share one storage order)."""
@@ -187,16 +235,16 @@ def _planning_formats(formats: dict) -> dict:
             for t, f in formats.items()}
 
 
-def lowers(assign: ast.Assignment, formats: dict) -> bool:
-    """True unless lowering ``assign`` (sum formats stood in for by a part) finds
-    no loop order or refuses it as unsupported."""
+def lowers(assign: ast.Assignment, formats: dict, order: tuple[str, ...] | None = None) -> bool:
+    """True unless lowering ``assign`` (sum formats stood in for by a part), in
+    loop ``order`` when given, finds no loop order or refuses it as unsupported."""
     from .lower import lower
     try:
-        lower(assign, _planning_formats(formats))
+        lower(assign, _planning_formats(formats), order=order)
     except UnsupportedError:
         return False
     return True
 
 
 __all__ = ["COPY_MARK", "CopyPlan", "ModeOrderConflict", "OperandCopy", "copy_format",
-           "copy_name", "lowers", "plan_copies"]
+           "copy_name", "lowers", "plan_copies", "plan_copies_for_order"]
