@@ -304,15 +304,15 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             try:
                 return kind(inner_assign, inner_formats, built_target, value_type, knobs, label,
                             inner_inputs, display=display, accumulate=sums)
-            except (ModeOrderConflict, ScheduleError) as conflict:
-                plan = _copy_plan(conflict, inner_assign, inner_formats, schedule.order)
+            except UnsupportedError as conflict:
+                plan = dataclasses.replace(
+                    _copy_plan(conflict, inner_assign, inner_formats, schedule.order),
+                    reason=in_user_names(conflict, display).message)
                 k = _copying_kernel(plan, inner_assign, inner_formats, inner_inputs, display,
                                     built_target, value_type, knobs, label, sums)
                 copying.append(plan)
-                for line in k.describe_copies():
-                    _log.info("spc.compile('%s'): %s; the copy is built on each call from "
-                              "host operands, once per storage for spc Tensors",
-                              assign.source, line)
+                _log.info("spc.compile('%s'): %s; because %s", assign.source,
+                          "; ".join(k.describe_copies()), plan.reason)
                 return k
         except SpcError as err:
             raise in_user_names(err, display) from None
@@ -324,28 +324,40 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
 
 
 def _copy_plan(conflict: UnsupportedError, assign, formats, order):
-    """The copies that resolve ``conflict`` (``ir/operand_copies``), or raise.
+    """The copies that let the kernels compute what ``conflict`` refused
+    (``ir/operand_copies``), or raise.
 
-    A ModeOrderConflict (no loop order exists): the fewest copies that let the
-    lowerer find one, else the conflict with what was tried.  A ScheduleError
-    of an explicit ``order``: where the program needs copies anyway (it has a
-    conflict without ``order``), the copies of the accesses ``order`` visits
-    out of storage order; else ``conflict`` itself (a program without conflicts
-    keeps its refusal, which names the level and the orders that work)."""
-    from .ir.operand_copies import lowers, plan_copies, plan_copies_for_order
-    if isinstance(conflict, ScheduleError):
-        if order is None or conflict.knob != "order" or lowers(assign, formats) or \
-                plan_copies(assign, formats, lowers) is None:
+    Without an explicit ``order``: the fewest operands read through copies in
+    another storage order or format (a conflict of mode orders, a blocked
+    operand beside an unblocked one), else a sparse output computed in a
+    format the kernels build and converted (``plan_output``: coo, dcsr, csf,
+    ell... outputs), else the refusal (a ModeOrderConflict says what was tried).
+    A ScheduleError of another knob is raised as it is.
+
+    With an explicit ``order``: only where the program needs copies anyway (it
+    has no loop order without them), the copies of the accesses ``order``
+    visits out of storage order; else the refusal, which names the level and
+    the orders that work."""
+    from .ir.operand_copies import lowers, plan_copies, plan_copies_for_order, plan_output
+    if order is not None:
+        if not (isinstance(conflict, ScheduleError) and conflict.knob == "order") or \
+                lowers(assign, formats) or plan_copies(assign, formats, lowers) is None:
             raise conflict
         plan = plan_copies_for_order(assign, formats, order,
                                      lambda a, f: lowers(a, f, order))
         if plan is None:
             raise conflict
         return plan
+    if isinstance(conflict, ScheduleError):
+        raise conflict
     plan = plan_copies(assign, formats, lowers)
+    if plan is None and not formats[assign.lhs.tensor].is_dense:
+        plan = plan_output(assign, formats, lowers)
     if plan is None:
-        raise ModeOrderConflict(f"{conflict.message}; spc found no operand whose copy in "
-                                f"another storage order resolves it") from None
+        if isinstance(conflict, ModeOrderConflict):
+            raise ModeOrderConflict(f"{conflict.message}; spc found no operand whose copy in "
+                                    f"another storage order resolves it") from None
+        raise conflict
     return plan
 
 

@@ -127,6 +127,7 @@ def test_the_copy_is_logged_and_shown():
         logger.setLevel(old)
     lines = [r.getMessage() for r in records if "read through a copy" in r.getMessage()]
     assert len(lines) == 1 and "B[j,i] is read through a copy of B in csc (B is csr" in lines[0]
+    assert "because no loop order visits every sparse level" in lines[0]
     assert k.ir.startswith("# operand copy: B[j,i] is read through a copy of B in csc")
     assert [(c.source, c.format.name) for c in k.copies] == [("B", "csc")]
     assert k.schedule.order == ("i", "j")
@@ -235,10 +236,39 @@ def test_device_operands_are_refused_with_the_format_to_use():
 # ---------------------------------------------------------------- what stays refused
 
 
-def test_no_copy_of_up_to_three_operands_resolves_it():
+def test_an_output_in_conflict_with_every_operand_is_computed_in_their_order():
     expr = "C[i,j] = A[i,j]*B[i,j]*D[i,j]*E[i,j]"
-    with pytest.raises(spc.UnsupportedError, match="found no operand whose copy"):
-        spc.compile(expr, formats={"A": "csr", "B": "csr", "D": "csr", "E": "csr", "C": "csc"})
+    k = spc.compile(expr, formats={"A": "csr", "B": "csr", "D": "csr", "E": "csr", "C": "csc"})
+    assert not k.copies and str(k.plan.output.computed) == "csr"
+    assert "# output copy: C is computed in csr and converted to csc" in k.ir
+    a = MATRICES[0].build()
+    out = k(A=a, B=a, D=a, E=a)
+    assert sp.issparse(out) and out.format == "csc"
+    assert_allclose(out, a.toarray() ** 4)
+
+
+@pytest.mark.parametrize("fmt", ["coo", "dcsr", "ell", "hyb", "dia", "bsr(2,3)"])
+@pytest.mark.parametrize("case", EDGE, ids=str)
+def test_outputs_the_kernels_cannot_build_are_converted(case, fmt):
+    a = case.build(np.float64)
+    k = spc.compile("C[i,j] = 2*A[i,j]", formats={"A": "csr", "C": fmt})
+    assert k.plan.output is not None and str(k.plan.output.wanted) == fmt
+    out = k(A=spc.tensor(a, "csr"))
+    assert str(out.format) == fmt
+    assert_allclose(out, 2 * a.toarray())
+
+
+def test_a_dense_intermediate_output_is_refused_above_the_limit(monkeypatch):
+    from spc.ir import operand_copies as planning
+    monkeypatch.setattr(planning, "assembled_formats",
+                        lambda rank, preferred: [spc.formats.format.resolve_format("dense", rank)])
+    k = spc.compile("C[i,j] = A[i,j]", formats={"A": "csr", "C": "coo"})
+    assert k.plan.output.computed.is_dense
+    a = MATRICES[0].build()
+    assert_allclose(k(A=a), a.toarray())
+    monkeypatch.setattr(runtime_copies, "DENSE_OUTPUT_LIMIT", a.shape[0] * a.shape[1] - 1)
+    with pytest.raises(spc.UnsupportedError, match=r"C would be computed densely \(1600 entries"):
+        k(A=a)
 
 
 @pytest.mark.parametrize("order, copied", [(("i", "j"), "B"), (("j", "i"), "A")])

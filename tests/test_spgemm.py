@@ -321,10 +321,17 @@ def test_terms_with_different_reductions_share_the_row_workspace(compiled, case_
     assert_canonical_product(k(A=a, B=b, D=d), reference(a, b, d), np.float64)
 
 
-def test_terms_whose_operand_iterates_the_rows_are_refused():
-    with pytest.raises(spc.UnsupportedError, match="locate the output's rows.*D \\(dcsr\\)"):
-        spc.compile("C[i,j] = A[i,k]*B[k,j] + D[i,j]",
-                    formats={"A": "csr", "B": "csr", "D": "dcsr", "C": "csr"})
+def test_terms_whose_operand_iterates_the_rows_read_a_csr_copy():
+    """Refused before issue 13 part 3: D in dcsr iterates the rows the terms share;
+    it is read through a copy in csr."""
+    k = spc.compile("C[i,j] = A[i,k]*B[k,j] + D[i,j]",
+                    formats={"A": "csr", "B": "csr", "D": "dcsr", "C": "csr"}, dtype="float64")
+    assert [(c.source, c.format.name) for c in k.copies] == [("D", "csr")]
+    a = MATRICES[0].build(np.float64)
+    b = right_operand(a, "dcsr-term-B", 17, 0.2, np.float64)
+    rng = rng_for("dcsr-term-D")
+    d = from_mask(random_mask(rng, (a.shape[0], 17), 0.2), rng, np.float64)
+    np.testing.assert_allclose(k(A=a, B=b, D=d).toarray(), (a @ b + d).toarray(), rtol=1e-12)
 
 
 def test_terms_check_an_explicit_order_term_by_term():

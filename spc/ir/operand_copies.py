@@ -44,17 +44,32 @@ class OperandCopy:
         show = (display or {}).get
         name = show(self.source, self.source)
         idx = ",".join(show(ix, ix) for ix in self.indices)
-        return (f"{name}[{idx}] is read through a copy of {name} in {self.format} "
-                f"({name} is {self.source_format}; its storage order conflicts with the "
-                f"other tensors')")
+        return f"{name}[{idx}] is read through a copy of {name} in {self.format} ({name} is " \
+               f"{self.source_format})"
+
+
+@dataclass(frozen=True)
+class OutputCopy:
+    """The output ``tensor`` is computed in ``computed`` and converted to the
+    format asked for, ``wanted``, after the kernels run."""
+    tensor: str
+    computed: Format
+    wanted: object
+
+    def describe(self, display: dict[str, str] | None = None) -> str:
+        name = (display or {}).get(self.tensor, self.tensor)
+        return f"{name} is computed in {self.computed} and converted to {self.wanted}"
 
 
 @dataclass(frozen=True)
 class CopyPlan:
-    """``assign`` and ``formats`` rewritten to read the ``copies``."""
+    """``assign`` and ``formats`` rewritten to read the ``copies`` (and, with
+    ``output``, to compute the output in another format)."""
     assign: ast.Assignment
     formats: dict
     copies: tuple[OperandCopy, ...]
+    output: OutputCopy | None = None
+    reason: str = ""        # the refusal of the program as written, which the copies answer
 
 
 def copy_name(tensor: str, order: tuple[int, ...]) -> str:
@@ -164,20 +179,46 @@ def plan_copies(assign: ast.Assignment, formats: dict,
                 plan = IndexPlan.of(trial, _planning_formats(trial_fmts))
             except UnsupportedError:
                 continue
-            names, copies, new_fmts = {}, [], dict(formats)
-            for tensor, idx in chosen:
-                modes = _storage_order(idx, order, plan.origin)
-                fmt = copy_format(formats[tensor], modes)
-                name = copy_name(tensor, modes)
-                names[(tensor, idx)] = name
-                new_fmts[name] = fmt
-                copies.append(OperandCopy(tensor, name, idx, formats[tensor], fmt))
-            new_assign = _with(assign, names)
-            kept = {a.tensor for a in (new_assign.lhs,) + new_assign.accesses()}
-            new_fmts = {t: f for t, f in new_fmts.items() if t in kept}
-            if fits(new_assign, new_fmts):
-                return CopyPlan(new_assign, new_fmts, tuple(copies))
+            for plain in (False, True):
+                names, copies, new_fmts = {}, [], dict(formats)
+                for tensor, idx in chosen:
+                    modes = _storage_order(idx, order, plan.origin)
+                    fmt = copy_format(_CSR_LIKE[len(idx)] if plain else formats[tensor], modes)
+                    name = copy_name(tensor, modes) + ("p" if plain else "")
+                    names[(tensor, idx)] = name
+                    new_fmts[name] = fmt
+                    copies.append(OperandCopy(tensor, name, idx, formats[tensor], fmt))
+                new_assign = _with(assign, names)
+                kept = {a.tensor for a in (new_assign.lhs,) + new_assign.accesses()}
+                new_fmts = {t: f for t, f in new_fmts.items() if t in kept}
+                if all(c.format == formats[c.source] and c.indices == _only_access(assign, c)
+                       for c in copies):
+                    continue            # copies identical to their sources change nothing
+                if fits(new_assign, new_fmts):
+                    return CopyPlan(new_assign, new_fmts, tuple(copies))
     return None
+
+
+class _CsrLike(dict):
+    """rank -> a dense level over compressed ones, in mode order (a stand-in
+    copy_format reorders): the format a copy takes when the source's own levels
+    do not serve (blocked, iterated rows)."""
+
+    def __missing__(self, rank: int) -> Format:
+        fmt = Format((Dense(),) + tuple(Compressed() for _ in range(rank - 1)),
+                     tuple(range(rank)))
+        self[rank] = fmt
+        return fmt
+
+
+_CSR_LIKE = _CsrLike()
+
+
+def _only_access(assign: ast.Assignment, copy: OperandCopy):
+    """``copy.indices`` when it replaces every access of its source (so an
+    identical copy would change nothing), else None."""
+    keys = {a.indices for a in assign.accesses() if a.tensor == copy.source}
+    return copy.indices if keys == {copy.indices} else None
 
 
 def plan_copies_for_order(assign: ast.Assignment, formats: dict, order: tuple[str, ...],
@@ -221,6 +262,41 @@ def plan_copies_for_order(assign: ast.Assignment, formats: dict, order: tuple[st
     return CopyPlan(new_assign, new_fmts, tuple(copies))
 
 
+def assembled_formats(rank: int, preferred: tuple[int, ...]) -> list[Format]:
+    """The output formats the kernels build directly, to try in turn: dense
+    levels over one compressed level (csr-like) in mode order ``preferred``,
+    then in the other orders, then dense."""
+    levels = tuple(Dense() for _ in range(rank - 1)) + (Compressed(),)
+    orders = [preferred] + [o for o in itertools.permutations(range(rank)) if o != preferred]
+    out = [copy_format(Format(levels, orders[0]), o) for o in orders]
+    return out + [resolve_format("dense", rank)]
+
+
+def plan_output(assign: ast.Assignment, formats: dict,
+                fits: Callable[[ast.Assignment, dict], bool]) -> CopyPlan | None:
+    """A plan computing the sparse output in a format the kernels build
+    (``assembled_formats``), reading operands through copies where that needs
+    them; None when none fits.  Requires: the output's format is not dense."""
+    out = assign.lhs.tensor
+    wanted = formats[out]
+    rank = len(assign.lhs.indices)
+    if rank == 0:
+        return None
+    order = tuple(getattr(_planning_formats({out: wanted})[out], "order", range(rank)))
+    preferred = tuple(dict.fromkeys(order))
+    for computed in assembled_formats(rank, preferred):
+        if computed == wanted:
+            continue
+        trial = dict(formats)
+        trial[out] = computed
+        plan = CopyPlan(assign, trial, ()) if fits(assign, trial) else \
+            plan_copies(assign, trial, fits)
+        if plan is not None:
+            return CopyPlan(plan.assign, plan.formats, plan.copies,
+                            OutputCopy(out, computed, wanted))
+    return None
+
+
 def _keeps_order(stored: tuple[int, ...], modes: tuple[int, ...]) -> bool:
     """True when storage mode order ``stored`` (a blocked format may list a mode
     twice) visits modes in the order ``modes`` does."""
@@ -246,5 +322,5 @@ def lowers(assign: ast.Assignment, formats: dict, order: tuple[str, ...] | None 
     return True
 
 
-__all__ = ["COPY_MARK", "CopyPlan", "ModeOrderConflict", "OperandCopy", "copy_format",
+__all__ = ["COPY_MARK", "CopyPlan", "OutputCopy", "assembled_formats", "plan_output", "ModeOrderConflict", "OperandCopy", "copy_format",
            "copy_name", "lowers", "plan_copies", "plan_copies_for_order"]

@@ -15,21 +15,33 @@ What a copy costs:
 - a device operand (CuPy, CUDA torch tensor, device spc Tensor): refused with
   an UnsupportedError; spc does not convert on the device yet.
 
+An output the kernels cannot build (coo, dcsr, csf, ell, hyb...) is computed
+in one they do (csr-like: dense levels over one compressed level, in some mode
+order; dense as the last resort, refused above ``DENSE_OUTPUT_LIMIT`` entries)
+and converted on every call: its coordinates gathered, sorted and packed by
+the wanted format's levels.
+
 The conversion reuses spc's format conversion (``from_coords``), not a kernel
 generated from the IR.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import InputError, UnsupportedError
-from ..formats.composite import SumFormat, SumTensor
+from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.format import Format
 from ..formats.tensor import Tensor, from_coords
-from ..ir.operand_copies import CopyPlan, OperandCopy
+from ..ir.operand_copies import CopyPlan, OperandCopy, OutputCopy
 from .compiled import KernelSequence, bind_operands, call_option
 from .inspectors import storage_stamp
-from .operands import as_scipy_kind, operand_errors, result_family, scipy_arrays, to_tensor
+from ..frontend.check import index_sizes
+from .operands import (as_scipy_kind, from_dlpack, operand_errors, result_family, scipy_arrays,
+                       shape_of, to_tensor)
+
+DENSE_OUTPUT_LIMIT = 1 << 27   # entries of a sparse output computed densely, then converted
 
 
 def copy_structure(t: Tensor, fmt: Format):
@@ -110,6 +122,27 @@ def in_family(out, user_operands: list, given: list):
     return out
 
 
+def converted_output(out, output: OutputCopy, dtype: np.dtype, shown: str, user_operands: list):
+    """The kernels' result ``out`` (in ``output.computed``, in any family) stored
+    in ``output.wanted`` (its coordinates gathered, sorted and packed by the
+    format's levels), returned as the callers' operands' family returns a
+    sparse result: scipy (csr, csc or coo layout), torch, else an spc Tensor."""
+    wanted = output.wanted
+    if isinstance(wanted, SumFormat):
+        t = sum_tensor(out, wanted, dtype=dtype)
+    else:
+        t = to_tensor(out, wanted, dtype, shown, False)
+    fam = result_family(user_operands)
+    if t.ndim == 2 and fam == "torch":
+        return t.to_torch() if not isinstance(t, SumTensor) else from_coords(
+            *t.to_coo(), t.shape, "csr").to_torch()
+    if t.ndim == 2 and fam == "scipy":
+        name = getattr(t.format, "name", None)
+        layout = name if name in ("csr", "csc", "coo") else "csr"
+        return as_scipy_kind(t.to_scipy(layout), scipy_arrays(user_operands))
+    return t
+
+
 class CopyingKernel(KernelSequence):
     """A compiled expression that reads some operands through copies in another
     storage order; called like CompiledKernel.  ``copies`` lists them;
@@ -140,13 +173,20 @@ class CopyingKernel(KernelSequence):
         return self.expression.lhs.tensor
 
     def describe_copies(self) -> list[str]:
-        """One line per copy, in the user's names."""
-        return [c.describe(self.display) for c in self.copies]
+        """One line per copy (the output's last), in the user's names."""
+        lines = [c.describe(self.display) for c in self.copies]
+        if self.plan.output is not None:
+            lines.append(self.plan.output.describe(self.display))
+        return lines
 
     @property
     def ir(self) -> str:
         """The copies (as comments), then the scheduled IR of every kernel."""
-        head = "".join(f"# operand copy: {line}\n" for line in self.describe_copies())
+        head = "".join(f"# operand copy: {c.describe(self.display)}\n" for c in self.copies)
+        if self.plan.output is not None:
+            head += f"# output copy: {self.plan.output.describe(self.display)}\n"
+        if self.plan.reason:
+            head += f"# because: {self.plan.reason}\n"
         return head + self.inner.ir
 
     @property
@@ -184,10 +224,38 @@ class CopyingKernel(KernelSequence):
         validate = call_option(self.input_names, kwargs)
         by_user = bind_operands(self.name, self.input_names, args, kwargs)
         bound = {n: by_user[u] for n, u in zip(self.inputs, self.input_names)}
+        output = self.plan.output
+        if output is not None:
+            for n, x in bound.items():
+                if _on_device(x):
+                    raise UnsupportedError(
+                        f"operand {self.display.get(n, n)}: this kernel computes "
+                        f"{self.display.get(self.output, self.output)} in {output.computed} and "
+                        f"converts it to {output.wanted} on the host; pass host operands, or "
+                        f"ask for the output in {output.computed}")
+            if output.computed.is_dense:
+                self._check_dense_size(bound, output)
         ops = self._operands(bound, validate)
         off = {} if validate or "validate" in self.inner.input_names else {"validate": False}
         out = self.inner._call(tuple(ops), off)
-        return in_family(out, list(bound.values()), ops)
+        if output is None:
+            return in_family(out, list(bound.values()), ops)
+        return converted_output(out, output, self.dtype.np,
+                                self.display.get(self.output, self.output), list(bound.values()))
+
+    def _check_dense_size(self, bound: dict, output: OutputCopy) -> None:
+        """Raise UnsupportedError before computing the output densely when it would
+        hold more than DENSE_OUTPUT_LIMIT entries."""
+        shapes = {n: shape_of(from_dlpack(x)) for n, x in bound.items()}
+        sizes = index_sizes(self.expression, shapes, self.display)
+        entries = math.prod(sizes[ix] for ix in self.expression.lhs.indices)
+        if entries > DENSE_OUTPUT_LIMIT:
+            shown = self.display.get(self.output, self.output)
+            raise UnsupportedError(
+                f"{self.name}: {shown} would be computed densely ({entries} entries) before "
+                f"its conversion to {output.wanted}, more than spc allows "
+                f"({DENSE_OUTPUT_LIMIT}); use a dense output or an output format the kernels "
+                f"build (csr, csc)")
 
     def prepare(self, operand, name: str | None = None) -> Tensor:
         """``operand`` as an spc Tensor in its input's format with its copies'
