@@ -334,30 +334,46 @@ def _copy_plan(conflict: UnsupportedError, assign, formats, order):
     ell... outputs), else the refusal (a ModeOrderConflict says what was tried).
     A ScheduleError of another knob is raised as it is.
 
-    With an explicit ``order``: only where the program needs copies anyway (it
-    has no loop order without them), the copies of the accesses ``order``
+    With an explicit ``order``: only where the program without ``order`` needs
+    a plan, that plan's output format and copies of the accesses ``order``
     visits out of storage order; else the refusal, which names the level and
     the orders that work."""
-    from .ir.operand_copies import lowers, plan_copies, plan_copies_for_order, plan_output
+    from .ir.operand_copies import CopyPlan, lowers, plan_copies_for_order
     if order is not None:
-        if not (isinstance(conflict, ScheduleError) and conflict.knob == "order") or \
-                lowers(assign, formats) or plan_copies(assign, formats, lowers) is None:
+        if isinstance(conflict, ScheduleError) and conflict.knob != "order" or \
+                lowers(assign, formats):
             raise conflict
-        plan = plan_copies_for_order(assign, formats, order,
-                                     lambda a, f: lowers(a, f, order))
+        base = _plan_without_order(assign, formats)
+        if base is None:
+            raise conflict
+        if base.output is not None:       # the output as the program without order computes it
+            formats = {**formats, assign.lhs.tensor: base.output.computed}
+        if lowers(assign, formats, order):
+            plan = CopyPlan(assign, formats, ())
+        else:
+            plan = plan_copies_for_order(assign, formats, order,
+                                         lambda a, f: lowers(a, f, order))
         if plan is None:
             raise conflict
-        return plan
+        return dataclasses.replace(plan, output=base.output)
     if isinstance(conflict, ScheduleError):
         raise conflict
-    plan = plan_copies(assign, formats, lowers)
-    if plan is None and not formats[assign.lhs.tensor].is_dense:
-        plan = plan_output(assign, formats, lowers)
+    plan = _plan_without_order(assign, formats)
     if plan is None:
         if isinstance(conflict, ModeOrderConflict):
             raise ModeOrderConflict(f"{conflict.message}; spc found no operand whose copy in "
                                     f"another storage order resolves it") from None
         raise conflict
+    return plan
+
+
+def _plan_without_order(assign, formats):
+    """The fewest operand copies that let the kernels compute ``assign``, else
+    its sparse output computed in another format (with copies), else None."""
+    from .ir.operand_copies import lowers, plan_copies, plan_output
+    plan = plan_copies(assign, formats, lowers)
+    if plan is None and not formats[assign.lhs.tensor].is_dense:
+        plan = plan_output(assign, formats, lowers)
     return plan
 
 

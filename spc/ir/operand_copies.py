@@ -225,9 +225,10 @@ def plan_copies_for_order(assign: ast.Assignment, formats: dict, order: tuple[st
                           fits: Callable[[ast.Assignment, dict], bool]) -> CopyPlan | None:
     """Copies of exactly the accesses that the explicit loop ``order`` visits
     out of their storage order, each stored in the order ``order`` binds its
-    indices; None when there are none, or ``fits(assign', formats')`` refuses
-    the result (``order`` then cannot be honoured by copies: the output's
-    order, a blocked index, an unknown variable)."""
+    indices (in its own levels, else in csr-like ones, with every operand in
+    exotic levels copied too); None when there are none, or ``fits(assign',
+    formats')`` refuses the result (``order`` then cannot be honoured by
+    copies: the output's order, a blocked index, an unknown variable)."""
     from .lower import IndexPlan
     try:
         plan = IndexPlan.of(assign, _planning_formats(formats))
@@ -236,30 +237,31 @@ def plan_copies_for_order(assign: ast.Assignment, formats: dict, order: tuple[st
     rank = {}
     for k, var in enumerate(order):
         rank.setdefault(plan.origin(var), k)
-    names, copies, new_fmts = {}, [], dict(formats)
-    for a in assign.accesses():
-        fmt = formats[a.tensor]
-        key = (a.tensor, a.indices)
-        if fmt.is_dense or len(a.indices) < 2 or key in names \
-                or any(ix not in rank for ix in a.indices):
+    for plain in (False, True):
+        names, copies, new_fmts = {}, [], dict(formats)
+        for a in assign.accesses():
+            fmt = formats[a.tensor]
+            key = (a.tensor, a.indices)
+            if fmt.is_dense or len(a.indices) < 2 or key in names \
+                    or any(ix not in rank for ix in a.indices):
+                continue
+            modes = _storage_order(a.indices, order, plan.origin)
+            stored = _planning_formats({a.tensor: fmt})[a.tensor].order
+            if _keeps_order(stored, modes) and not (plain and not _plain(fmt)):
+                continue
+            cfmt = copy_format(_CSR_LIKE[len(modes)] if plain else fmt, modes)
+            name = copy_name(a.tensor, modes) + ("p" if plain else "")
+            names[key] = name
+            new_fmts[name] = cfmt
+            copies.append(OperandCopy(a.tensor, name, a.indices, fmt, cfmt))
+        if not copies:
             continue
-        modes = _storage_order(a.indices, order, plan.origin)
-        stored = _planning_formats({a.tensor: fmt})[a.tensor].order
-        if _keeps_order(stored, modes):
-            continue
-        cfmt = copy_format(fmt, modes)
-        name = copy_name(a.tensor, modes)
-        names[key] = name
-        new_fmts[name] = cfmt
-        copies.append(OperandCopy(a.tensor, name, a.indices, fmt, cfmt))
-    if not copies:
-        return None
-    new_assign = _with(assign, names)
-    kept = {a.tensor for a in (new_assign.lhs,) + new_assign.accesses()}
-    new_fmts = {t: f for t, f in new_fmts.items() if t in kept}
-    if not fits(new_assign, new_fmts):
-        return None
-    return CopyPlan(new_assign, new_fmts, tuple(copies))
+        new_assign = _with(assign, names)
+        kept = {a.tensor for a in (new_assign.lhs,) + new_assign.accesses()}
+        new_fmts = {t: f for t, f in new_fmts.items() if t in kept}
+        if fits(new_assign, new_fmts):
+            return CopyPlan(new_assign, new_fmts, tuple(copies))
+    return None
 
 
 def assembled_formats(rank: int, preferred: tuple[int, ...]) -> list[Format]:
