@@ -338,7 +338,9 @@ def _copy_plan(conflict: UnsupportedError, assign, formats, order):
     a plan, that plan's output format and copies of the accesses ``order``
     visits out of storage order; else the refusal, which names the level and
     the orders that work."""
-    from .ir.operand_copies import CopyPlan, lowers, plan_copies_for_order
+    from .ir.lower import split_base
+    from .ir.operand_copies import (CopyPlan, _storage_order, assembled_formats, lowers,
+                                    plan_copies_for_order)
     if order is not None:
         if isinstance(conflict, ScheduleError) and conflict.knob != "order" or \
                 lowers(assign, formats):
@@ -346,16 +348,24 @@ def _copy_plan(conflict: UnsupportedError, assign, formats, order):
         base = _plan_without_order(assign, formats)
         if base is None:
             raise conflict
-        if base.output is not None:       # the output as the program without order computes it
-            formats = {**formats, assign.lhs.tensor: base.output.computed}
-        if lowers(assign, formats, order):
-            plan = CopyPlan(assign, formats, ())
-        else:
-            plan = plan_copies_for_order(assign, formats, order,
-                                         lambda a, f: lowers(a, f, order))
-        if plan is None:
-            raise conflict
-        return dataclasses.replace(plan, output=base.output)
+        outputs = [None]
+        if base.output is not None:       # the output as the program without order computes
+            out = assign.lhs.tensor           # it, or in the mode order ``order`` appends
+            outputs = list(dict.fromkeys([base.output.computed] + assembled_formats(
+                len(assign.lhs.indices), _storage_order(assign.lhs.indices, order,
+                                                        lambda v: split_base(v) or v))))
+        for computed in outputs:
+            trial = formats if computed is None else {**formats, out: computed}
+            if lowers(assign, trial, order):
+                plan = CopyPlan(assign, trial, ())
+            else:
+                plan = plan_copies_for_order(assign, trial, order,
+                                             lambda a, f: lowers(a, f, order))
+            if plan is not None:
+                output = None if computed is None else dataclasses.replace(
+                    base.output, computed=computed)
+                return dataclasses.replace(plan, output=output)
+        raise conflict
     if isinstance(conflict, ScheduleError):
         raise conflict
     plan = _plan_without_order(assign, formats)

@@ -313,12 +313,52 @@ def _planning_formats(formats: dict) -> dict:
             for t, f in formats.items()}
 
 
+def _expand_sums(assign: ast.Assignment, formats: dict):
+    """(assign, formats, parts) with every sum-format operand read as the sum of
+    its parts (``A[i,j] -> A__0[i,j] + A__1[i,j]``), as runtime/composite.py
+    lowers it; ``parts`` the part tensors' names."""
+    sums = {t: f for t, f in formats.items()
+            if not isinstance(f, Format) and hasattr(f, "parts")}
+    if not sums:
+        return assign, formats, frozenset()
+
+    def expand(e):
+        if isinstance(e, ast.Access) and e.tensor in sums:
+            out = None
+            for k in range(len(sums[e.tensor].parts)):
+                part = ast.Access(f"{e.tensor}__{k}", e.indices, e.span, e.index_spans)
+                out = part if out is None else ast.BinOp("+", out, part, e.span)
+            return out
+        if isinstance(e, ast.Neg):
+            return ast.Neg(expand(e.operand), e.span)
+        if isinstance(e, ast.BinOp):
+            return ast.BinOp(e.op, expand(e.lhs), expand(e.rhs), e.span)
+        if isinstance(e, ast.Call):
+            return ast.Call(e.fn, tuple(expand(a) for a in e.args), e.span)
+        if isinstance(e, ast.Reduce):
+            return ast.Reduce(e.op, e.index, expand(e.body), e.span)
+        return e
+
+    fmts = {t: f for t, f in formats.items() if t not in sums}
+    for t, f in sums.items():
+        for k, part in enumerate(f.parts):
+            fmts[f"{t}__{k}"] = part
+    return (ast.Assignment(assign.lhs, expand(assign.rhs), assign.source), fmts,
+            frozenset(n for n in fmts if n not in formats))
+
+
 def lowers(assign: ast.Assignment, formats: dict, order: tuple[str, ...] | None = None) -> bool:
-    """True unless lowering ``assign`` (sum formats stood in for by a part), in
-    loop ``order`` when given, finds no loop order or refuses it as unsupported."""
+    """True unless lowering ``assign``, in loop ``order`` when given, finds no
+    loop order or refuses it as unsupported.  Sum-format operands are lowered
+    as the sums of their parts (as runtime/composite.py does); a sum-format
+    output is not judged here (False: the composite kernel builds it only with
+    an operand's pattern)."""
     from .lower import lower
+    if not isinstance(formats[assign.lhs.tensor], Format):
+        return False
+    expanded, fmts, parts = _expand_sums(assign, formats)
     try:
-        lower(assign, _planning_formats(formats), order=order)
+        lower(expanded, fmts, order=order, separate=parts)
     except UnsupportedError:
         return False
     return True
