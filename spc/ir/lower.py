@@ -291,7 +291,16 @@ def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
                 raise ScheduleError.of(
                     "order", f"loop order {order} visits '{stored[lvl]}' before its parent "
                              f"levels in {acc.tensor} (format {fmt}); such a level cannot be "
-                             f"located")
+                             f"located{_order_that_works(assign, formats)}")
+
+
+def _order_that_works(assign: ast.Assignment, formats: dict[str, Format]) -> str:
+    """"; the order (...) works" with spc's default order, for messages refusing
+    an explicit one ("" when there is none)."""
+    try:
+        return f"; the order {default_loop_order(assign, formats)} works (or leave order to spc)"
+    except UnsupportedError:
+        return ""
 
 
 # ---------------------------------------------------------------------------
