@@ -385,3 +385,16 @@ def test_a_device_tensor_is_refused_on_the_cuda_target():
     a = MATRICES[0].build()
     with pytest.raises(spc.UnsupportedError, match="operand B: .* host only"):
         k(A=a, B=_DeviceArray())
+
+
+@pytest.mark.parametrize("layout", ["csr", "coo"])
+def test_unsorted_and_duplicate_scipy_input_is_summed_in_the_copy(layout):
+    rows, cols = np.array([0, 0, 2, 1, 0]), np.array([2, 1, 0, 1, 2])
+    vals = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    b = sp.coo_matrix((vals, (rows, cols)), shape=(3, 3))
+    if layout == "csr":                        # unsorted columns, a duplicate (0, 2)
+        b = sp.csr_matrix((vals[[0, 1, 4, 3, 2]], cols[[0, 1, 4, 3, 2]], [0, 3, 4, 5]),
+                          shape=(3, 3))
+    a = sp.csr_matrix(np.arange(1.0, 10.0).reshape(3, 3))
+    k = spc.compile("C[i,j] = A[i,j]*B[j,i]", formats={"A": "csr", "B": "csr"})
+    assert_allclose(k(A=a, B=b), a.toarray() * b.toarray().T)

@@ -11,7 +11,9 @@ What a copy costs:
   only gathers the values, one pass over them (so values changed in place are
   seen);
 - any other host operand (scipy, numpy, torch): converted to the copy's format
-  on every call (a sort of its coordinates, as ``spc.tensor(x, fmt)``);
+  on every call (a sort of its coordinates, as ``spc.tensor(x, fmt)``; scipy
+  input whose copy is csr, csc or coo goes through scipy's own conversion,
+  then the usual checks);
 - a device operand (CuPy, CUDA torch tensor, device spc Tensor): refused with
   an UnsupportedError; spc does not convert on the device yet.
 
@@ -32,8 +34,8 @@ import numpy as np
 
 from ..errors import InputError, UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
-from ..formats.format import Format
-from ..formats.tensor import Tensor, from_coords
+from ..formats.format import Format, resolve_format
+from ..formats.tensor import Tensor, _is_scipy_sparse, from_coords
 from ..ir.operand_copies import CopyPlan, OperandCopy, OutputCopy
 from .compiled import KernelSequence, bind_operands, call_option
 from .inspectors import storage_stamp
@@ -42,6 +44,7 @@ from .operands import (as_scipy_kind, from_dlpack, operand_errors, result_family
                        shape_of, to_tensor)
 
 DENSE_OUTPUT_LIMIT = 1 << 27   # entries of a sparse output computed densely, then converted
+SCIPY_LAYOUTS = ("csr", "csc", "coo")   # copies of scipy input scipy converts to itself
 
 
 def copy_structure(t: Tensor, fmt: Format):
@@ -98,6 +101,10 @@ def read_copy(x, copy: OperandCopy, dtype: np.dtype, shown: str, validate: bool)
     if isinstance(x, SumTensor):
         coords, vals = x.to_coo()
         return from_coords(coords, np.asarray(vals).astype(dtype), x.shape, fmt)
+    if _is_scipy_sparse(x) and fmt.name in SCIPY_LAYOUTS and \
+            fmt == resolve_format(fmt.name, 2) and x.format != fmt.name:
+        with operand_errors(shown):
+            x = x.asformat(fmt.name)      # scipy's own transposition (compiled), then checked
     return to_tensor(x, fmt, dtype, shown, validate)
 
 
