@@ -302,6 +302,11 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
                 return _copying_kernel(copying[0], inner_assign, inner_formats, inner_inputs,
                                        display, built_target, value_type, knobs, label, sums)
             try:
+                if schedule.order is None and not copying and _gustavson(
+                        inner_assign, inner_formats, copying, display):
+                    return _copying_kernel(copying[0], inner_assign, inner_formats,
+                                           inner_inputs, display, built_target, value_type,
+                                           knobs, label, sums)
                 return kind(inner_assign, inner_formats, built_target, value_type, knobs, label,
                             inner_inputs, display=display, accumulate=sums)
             except UnsupportedError as conflict:
@@ -375,6 +380,40 @@ def _copy_plan(conflict: UnsupportedError, assign, formats, order):
                                     f"another storage order resolves it") from None
         raise conflict
     return plan
+
+
+def _gustavson(assign, formats, copying: list, display) -> bool:
+    """When the default order would build the sparse output by inner products over
+    a dense loop (csr x csc SpGEMM into csr: rows x columns merges), the fewest
+    operand copies that give a row-workspace (Gustavson) order instead, put in
+    ``copying`` and logged; True when there are such copies."""
+    from .ir.lower import default_loop_order, uses_workspace, workspace_loop_order
+    from .ir.operand_copies import dense_inner_products, lowers, plan_copies
+    if not dense_inner_products(assign, formats):
+        return False
+
+    def gustavson(a, f):
+        try:
+            return lowers(a, f) and not dense_inner_products(a, f) and \
+                uses_workspace(a, f, default_loop_order(a, f))
+        except UnsupportedError:
+            return False
+    last = assign.lhs.indices[formats[assign.lhs.tensor].order[-1]]
+
+    def rows_then_reductions(a, f):          # Gustavson's order: the output's last index
+        order = workspace_loop_order(a, f)   # innermost, under the reductions
+        return tuple(v for v in order if v != last) + (last,)
+    plan = plan_copies(assign, formats, gustavson, rows_then_reductions)
+    if plan is None:
+        return False
+    reason = (f"'{assign.source}': the loop order without copies builds the sparse output "
+              f"{assign.lhs.tensor} by inner products over every coordinate of its last index")
+    plan = dataclasses.replace(plan, reason=in_user_names(UnsupportedError(reason),
+                                                           display).message)
+    copying.append(plan)
+    _log.info("spc.compile('%s'): %s; because %s", assign.source,
+              "; ".join(c.describe(display) for c in plan.copies), plan.reason)
+    return True
 
 
 def _plan_without_order(assign, formats):

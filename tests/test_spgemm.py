@@ -223,15 +223,26 @@ def test_masked_spgemm(compiled):
                  id="B-csc-is-A.T"),
     pytest.param("C[i,j] = A[i,k]*B[j,k]", CSR3, lambda a: a, id="B[j,k]-csr-is-A"),
 ])
-def test_a_times_a_transposed_without_conversion(compiled, expr, formats, second):
+def test_a_times_a_transposed_reads_a_copy_for_gustavson(compiled, expr, formats, second):
     """``A Aᵀ`` with Aᵀ stored column-major (scipy's ``A.T`` is csc), or written
-    with transposed indices: inner products over the row pairs, no workspace."""
+    with transposed indices: without a copy the loops are inner products over
+    every (row, column) pair; since issue 13 part 3 B is read through a copy
+    that gives Gustavson's row workspace (rows x columns merges -> the flops)."""
     case = next(c for c in MATRICES if c.id == "power_law_200x150")
     a = case.build(np.float64)
     k = compiled(expr, formats=formats, dtype="float64")
-    assert "workspace" not in k.ir
+    assert "workspace" in k.ir and [c.source for c in k.copies] == ["B"]
+    assert "by inner products over every coordinate" in k.ir
     c = k(a, second(a))
     assert_allclose(c, a @ a.T, np.float64)
+
+
+def test_an_explicit_inner_product_order_is_kept(compiled):
+    k = compiled(SPGEMM, formats={"A": "csr", "B": "csc", "C": "csr"}, dtype="float64",
+                 schedule=spc.Schedule(order=("i", "j", "k")))
+    assert "workspace" not in k.ir and not hasattr(k._last, "copies")
+    a = MATRICES[0].build(np.float64)
+    assert_allclose(k(a, a.T), a @ a.T, np.float64)
 
 
 FORMATS = ("csr", "dcsr", "coo")

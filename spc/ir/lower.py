@@ -183,6 +183,12 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
         raise                        # the first refusal: it names the orders that conflict
 
 
+def workspace_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tuple[str, ...]:
+    """The loop order ``default_loop_order`` takes when a sparse output's rows are
+    built in a workspace: only the output's parent indices come first."""
+    return _loop_order(assign, formats, workspace=True)
+
+
 def uses_workspace(assign: ast.Assignment, formats: dict[str, Format],
                    order: tuple[str, ...]) -> bool:
     """True when ``order`` builds the sparse (assembled) output's rows in a

@@ -151,7 +151,8 @@ def _storage_order(indices: tuple[str, ...], loop_order: tuple[str, ...],
 
 
 def plan_copies(assign: ast.Assignment, formats: dict,
-                fits: Callable[[ast.Assignment, dict], bool]) -> CopyPlan | None:
+                fits: Callable[[ast.Assignment, dict], bool],
+                loop_order: Callable | None = None) -> CopyPlan | None:
     """The fewest accesses to read through copies so that ``fits(assign',
     formats')`` (the lowerer finds a loop order), or None when no choice of up
     to ``MAX_COPIED`` accesses does.
@@ -161,6 +162,8 @@ def plan_copies(assign: ast.Assignment, formats: dict,
     the access it replaces (same indices, same shape); accesses of one tensor
     with the same indices share one copy; the output is never copied.  Tries
     later accesses first (in ``A*B`` it copies B where either would do).
+    ``loop_order(assign, formats)`` gives the order the copies are stored for
+    (default: ``default_loop_order``).
     """
     from .lower import IndexPlan, default_loop_order
     candidates = list(dict.fromkeys(
@@ -175,7 +178,7 @@ def plan_copies(assign: ast.Assignment, formats: dict,
                 trial_fmts[name] = resolve_format("dense", len(idx))
             trial = _with(assign, free)
             try:
-                order = default_loop_order(trial, _planning_formats(trial_fmts))
+                order = (loop_order or default_loop_order)(trial, _planning_formats(trial_fmts))
                 plan = IndexPlan.of(trial, _planning_formats(trial_fmts))
             except UnsupportedError:
                 continue
@@ -313,6 +316,35 @@ def _planning_formats(formats: dict) -> dict:
             for t, f in formats.items()}
 
 
+def dense_inner_products(assign: ast.Assignment, formats: dict) -> bool:
+    """True when spc's default loop order builds the assembled sparse output by
+    inner products over a dense loop: the output's last stored index is bound by
+    no sparse level of any operand (every coordinate of it is visited, a merge
+    over the reduction below each), as csr x csc SpGEMM into csr does.  Such a
+    kernel costs rows x columns merges; Gustavson's order with a copy does not."""
+    from .lower import IndexPlan, OutputKind, classify_output, default_loop_order
+    fmts = _planning_formats(formats)
+    out = assign.lhs
+    try:
+        if classify_output(assign, fmts)[0] != OutputKind.ASSEMBLED:
+            return False
+        order = default_loop_order(assign, fmts)
+        plan = IndexPlan.of(assign, fmts)
+    except UnsupportedError:
+        return False
+    reductions = {ix for a in assign.accesses() for ix in a.indices} - set(out.indices)
+    last = plan.level_vars(fmts[out.tensor], out.indices)[-1]
+    if not reductions or order.index(last) > min(order.index(v) for v in order
+                                                 if plan.origin(v) in reductions):
+        return False                    # appended before any reduction: not inner products
+    for a in assign.accesses():
+        fmt = fmts[a.tensor]
+        stored = plan.level_vars(fmt, a.indices)
+        if any(v == last and not lv.locatable for v, lv in zip(stored, fmt.levels)):
+            return False                # a sparse operand drives the output's index
+    return True
+
+
 def _expand_sums(assign: ast.Assignment, formats: dict):
     """(assign, formats, parts) with every sum-format operand read as the sum of
     its parts (``A[i,j] -> A__0[i,j] + A__1[i,j]``), as runtime/composite.py
@@ -364,5 +396,5 @@ def lowers(assign: ast.Assignment, formats: dict, order: tuple[str, ...] | None 
     return True
 
 
-__all__ = ["COPY_MARK", "CopyPlan", "OutputCopy", "assembled_formats", "plan_output", "ModeOrderConflict", "OperandCopy", "copy_format",
+__all__ = ["COPY_MARK", "CopyPlan", "dense_inner_products", "OutputCopy", "assembled_formats", "plan_output", "ModeOrderConflict", "OperandCopy", "copy_format",
            "copy_name", "lowers", "plan_copies", "plan_copies_for_order"]
