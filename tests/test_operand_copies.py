@@ -398,3 +398,22 @@ def test_unsorted_and_duplicate_scipy_input_is_summed_in_the_copy(layout):
     a = sp.csr_matrix(np.arange(1.0, 10.0).reshape(3, 3))
     k = spc.compile("C[i,j] = A[i,j]*B[j,i]", formats={"A": "csr", "B": "csr"})
     assert_allclose(k(A=a, B=b), a.toarray() * b.toarray().T)
+
+
+@pytest.mark.parametrize("expr, formats, quadratic", [
+    ("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csc", "C": "csr"}, True),
+    ("C[i,j] = A[i,k]*B[j,k]", {"A": "csr", "B": "csr", "C": "csr"}, True),
+    ("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csr", "C": "csr"}, False),   # Gustavson
+    ("y[i] = A[i,j]*x[j]", {"A": "csr", "y": "sparse"}, False),              # SpMV's rows
+    ("C[i,j] = M[i,j]*A[i,k]*B[k,j]", {"M": "csr", "A": "csr", "B": "csc", "C": "csr"},
+     False),                                                                 # M drives j
+    ("C[i,j] = A[i,k]*B[j,k]", {"A": "csr", "B": "csr"}, False),              # dense output
+])
+def test_inner_products_over_a_nested_dense_loop_are_recognised(expr, formats, quadratic):
+    from spc.formats.format import resolve_format
+    from spc.frontend.parser import parse
+    from spc.ir.operand_copies import dense_inner_products
+    assign = parse(expr)
+    ranks = {a.tensor: len(a.indices) for a in (assign.lhs,) + assign.accesses()}
+    fmts = {t: resolve_format(formats.get(t, "dense"), r) for t, r in ranks.items()}
+    assert dense_inner_products(assign, fmts) == quadratic

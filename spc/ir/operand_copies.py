@@ -318,9 +318,10 @@ def _planning_formats(formats: dict) -> dict:
 
 def dense_inner_products(assign: ast.Assignment, formats: dict) -> bool:
     """True when spc's default loop order builds the assembled sparse output by
-    inner products over a dense loop: the output's last stored index is bound by
-    no sparse level of any operand (every coordinate of it is visited, a merge
-    over the reduction below each), as csr x csc SpGEMM into csr does.  Such a
+    inner products over a dense loop nested in another: the output's last stored
+    index is bound by no sparse level of any operand (every coordinate of it is
+    visited under each outer iteration, a merge over the reduction below each),
+    as csr x csc SpGEMM into csr does.  Such a
     kernel costs rows x columns merges; Gustavson's order with a copy does not."""
     from .lower import IndexPlan, OutputKind, classify_output, default_loop_order
     fmts = _planning_formats(formats)
@@ -334,9 +335,9 @@ def dense_inner_products(assign: ast.Assignment, formats: dict) -> bool:
         return False
     reductions = {ix for a in assign.accesses() for ix in a.indices} - set(out.indices)
     last = plan.level_vars(fmts[out.tensor], out.indices)[-1]
-    if not reductions or order.index(last) > min(order.index(v) for v in order
-                                                 if plan.origin(v) in reductions):
-        return False                    # appended before any reduction: not inner products
+    if not reductions or order.index(last) == 0 or order.index(last) > min(
+            order.index(v) for v in order if plan.origin(v) in reductions):
+        return False        # outermost (SpMV's rows), or under the reductions: not quadratic
     for a in assign.accesses():
         fmt = fmts[a.tensor]
         stored = plan.level_vars(fmt, a.indices)
