@@ -340,6 +340,9 @@ CUDA_CASES = [
     pytest.param("C[i,j] = A[i,j]*B[j,i]", {"A": "csr", "B": "csr", "C": "csr"}, id="csr-out"),
     pytest.param("C[i,j] = A[i,k]*B[k,j]", {"A": "csc", "B": "csr", "C": "csr"}, id="spgemm"),
     pytest.param("C[i,j] = A[i,j]+B[j,i]", {"A": "coo", "B": "coo"}, id="coo-sum"),
+    pytest.param("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csc", "C": "csr"},
+                 id="gustavson-copy"),
+    pytest.param("C[i,j] = A[i,j]*B[j,i]", {"A": "csr", "B": "csr", "C": "coo"}, id="coo-out"),
 ]
 
 
