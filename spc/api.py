@@ -310,11 +310,29 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
                 return kind(inner_assign, inner_formats, built_target, value_type, knobs, label,
                             inner_inputs, display=display, accumulate=sums)
             except UnsupportedError as conflict:
+                reason = in_user_names(conflict, display).message
                 plan = dataclasses.replace(
                     _copy_plan(conflict, inner_assign, inner_formats, schedule.order),
-                    reason=in_user_names(conflict, display).message)
-                k = _copying_kernel(plan, inner_assign, inner_formats, inner_inputs, display,
-                                    built_target, value_type, knobs, label, sums)
+                    reason=reason)
+                tried: set = set()
+                while True:         # a target may refuse what lowering accepts (CUDA
+                    try:            # workspaces): then the output in the next format
+                        k = _copying_kernel(plan, inner_assign, inner_formats, inner_inputs,
+                                            display, built_target, value_type, knobs, label,
+                                            sums)
+                        break
+                    except UnsupportedError as refused:
+                        if isinstance(refused, ScheduleError) or schedule.order is not None \
+                                or inner_formats[inner_assign.lhs.tensor].is_dense:
+                            raise
+                        from .ir.operand_copies import lowers, plan_output
+                        if plan.output is not None:
+                            tried.add(plan.output.computed)
+                        plan = plan_output(inner_assign, inner_formats, lowers,
+                                           exclude=frozenset(tried))
+                        if plan is None:
+                            raise conflict from None
+                        plan = dataclasses.replace(plan, reason=reason)
                 copying.append(plan)
                 _log.info("spc.compile('%s'): %s; because %s", assign.source,
                           "; ".join(k.describe_copies()), plan.reason)
@@ -370,6 +388,8 @@ def _copy_plan(conflict: UnsupportedError, assign, formats, order):
                 output = None if computed is None else dataclasses.replace(
                     base.output, computed=computed)
                 return dataclasses.replace(plan, output=output)
+        if lowers(base.assign, base.formats, order):    # the plan's own copies serve the order
+            return base
         raise conflict
     if isinstance(conflict, ScheduleError):
         raise conflict

@@ -420,3 +420,15 @@ def test_inner_products_over_a_nested_dense_loop_are_recognised(expr, formats, q
     ranks = {a.tensor: len(a.indices) for a in (assign.lhs,) + assign.accesses()}
     fmts = {t: resolve_format(formats.get(t, "dense"), r) for t, r in ranks.items()}
     assert dense_inner_products(assign, fmts) == quadratic
+
+
+def test_a_refusal_of_the_cuda_pipeline_is_answered_by_a_copy():
+    """A sparse vector built in a workspace under a reduction: lowering accepts it,
+    the CUDA pipeline does not (no rows to give threads); A is read through a csc
+    copy instead, which nvcc compiles."""
+    from cuda_env import NVCC, nvcc
+    k = _cuda("y[i] = A[m,i]*x[m]", {"A": "csr", "y": "coo"})
+    assert [c.format.name for c in k.copies] == ["csc"] and "not generated for CUDA" in k.ir
+    if NVCC is not None:
+        code, log = nvcc(k.source)
+        assert code == 0, log

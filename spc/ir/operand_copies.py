@@ -278,10 +278,12 @@ def assembled_formats(rank: int, preferred: tuple[int, ...]) -> list[Format]:
 
 
 def plan_output(assign: ast.Assignment, formats: dict,
-                fits: Callable[[ast.Assignment, dict], bool]) -> CopyPlan | None:
+                fits: Callable[[ast.Assignment, dict], bool],
+                exclude=frozenset()) -> CopyPlan | None:
     """A plan computing the sparse output in a format the kernels build
-    (``assembled_formats``), reading operands through copies where that needs
-    them; None when none fits.  Requires: the output's format is not dense."""
+    (``assembled_formats``, except those in ``exclude``: a target refused
+    them), reading operands through copies where that needs them; None when
+    none fits.  Requires: the output's format is not dense."""
     out = assign.lhs.tensor
     wanted = formats[out]
     rank = len(assign.lhs.indices)
@@ -290,7 +292,7 @@ def plan_output(assign: ast.Assignment, formats: dict,
     order = tuple(getattr(_planning_formats({out: wanted})[out], "order", range(rank)))
     preferred = tuple(dict.fromkeys(order))
     for computed in assembled_formats(rank, preferred):
-        if computed == wanted:
+        if computed == wanted or computed in exclude:
             continue
         trial = dict(formats)
         trial[out] = computed
