@@ -322,13 +322,14 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
                                             sums)
                         break
                     except UnsupportedError as refused:
-                        if isinstance(refused, ScheduleError) or schedule.order is not None \
+                        if isinstance(refused, ScheduleError) \
                                 or inner_formats[inner_assign.lhs.tensor].is_dense:
                             raise
                         from .ir.operand_copies import lowers, plan_output
                         if plan.output is not None:
                             tried.add(plan.output.computed)
-                        plan = plan_output(inner_assign, inner_formats, lowers,
+                        plan = plan_output(inner_assign, inner_formats,
+                                           lambda a, f: lowers(a, f, schedule.order),
                                            exclude=frozenset(tried))
                         if plan is None:
                             raise conflict from None
@@ -366,8 +367,8 @@ def _copy_plan(conflict: UnsupportedError, assign, formats, order):
                                     plan_copies_for_order)
     if order is not None:
         if isinstance(conflict, ScheduleError) and conflict.knob != "order" or \
-                lowers(assign, formats):
-            raise conflict
+                lowers(assign, formats) and not lowers(assign, formats, order):
+            raise conflict          # an order refused in a program that needs no plan
         base = _plan_without_order(assign, formats)
         if base is None:
             raise conflict
