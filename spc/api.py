@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
+import logging
 
-from .errors import FormatError, KernelNameError, ScheduleError, SpcError, UnsupportedError
+from .errors import (FormatError, KernelNameError, ModeOrderConflict, ScheduleError, SpcError,
+                     UnsupportedError)
 from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
@@ -16,6 +18,8 @@ from .runtime.compiled import CompiledKernel, in_user_names, loop_var_name
 from .schedule import Schedule
 from .runtime.composite import CompositeKernel
 from .runtime.dispatch import TypedKernel
+
+_log = logging.getLogger("spc")
 
 NAMED_KERNELS = {
     # name: (expression, operands taking `fmt`, positional operand order)
@@ -304,6 +308,11 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     display = {i: u for u, i in internal.items() if i != u}
     built_target = make_target(target, **target_options)
 
+    inner_assign = rename(assign, internal)
+    inner_formats = {internal[t]: f for t, f in resolved.items()}
+    inner_inputs = tuple(internal[n] for n in input_names)
+    copying: list = []          # the copy plan, once found (logged once per compile)
+
     def make(value_type: DType):
         if sums is not None and sums.nbytes < value_type.widened.nbytes:
             from .errors import DTypeError
@@ -312,10 +321,46 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
         knobs = schedule if dt is not None else for_value_type(schedule, value_type,
                                                                  built_target.name)
         try:
-            return kind(rename(assign, internal), {internal[t]: f for t, f in resolved.items()},
-                        built_target, value_type, knobs, label,
-                        tuple(internal[n] for n in input_names), display=display,
-                        accumulate=sums)
+            if copying:
+                return _copying_kernel(copying[0], inner_assign, inner_formats, inner_inputs,
+                                       display, built_target, value_type, knobs, label, sums)
+            try:
+                if schedule.order is None and not copying and _gustavson(
+                        inner_assign, inner_formats, copying, display):
+                    return _copying_kernel(copying[0], inner_assign, inner_formats,
+                                           inner_inputs, display, built_target, value_type,
+                                           knobs, label, sums)
+                return kind(inner_assign, inner_formats, built_target, value_type, knobs, label,
+                            inner_inputs, display=display, accumulate=sums)
+            except UnsupportedError as conflict:
+                reason = in_user_names(conflict, display).message
+                plan = dataclasses.replace(
+                    _copy_plan(conflict, inner_assign, inner_formats, schedule.order),
+                    reason=reason)
+                tried: set = set()
+                while True:         # a target may refuse what lowering accepts (CUDA
+                    try:            # workspaces): then the output in the next format
+                        k = _copying_kernel(plan, inner_assign, inner_formats, inner_inputs,
+                                            display, built_target, value_type, knobs, label,
+                                            sums)
+                        break
+                    except UnsupportedError as refused:
+                        if isinstance(refused, ScheduleError) \
+                                or inner_formats[inner_assign.lhs.tensor].is_dense:
+                            raise
+                        from .ir.operand_copies import lowers, plan_output
+                        if plan.output is not None:
+                            tried.add(plan.output.computed)
+                        plan = plan_output(inner_assign, inner_formats,
+                                           lambda a, f: lowers(a, f, schedule.order),
+                                           exclude=frozenset(tried))
+                        if plan is None:
+                            raise conflict from None
+                        plan = dataclasses.replace(plan, reason=reason)
+                copying.append(plan)
+                _log.info("spc.compile('%s'): %s; because %s", assign.source,
+                          "; ".join(k.describe_copies()), plan.reason)
+                return k
         except SpcError as err:
             raise in_user_names(err, display) from None
     typed = TypedKernel(make, dt)
@@ -323,6 +368,123 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             schedule.tensor_cores or schedule.tile_cols is not None):
         typed.specialize(DType.F16)     # the tensor-core knobs steer 16-bit values: refused
     return typed                        # now where they cannot (tf32: float32's, built)
+
+
+def _copy_plan(conflict: UnsupportedError, assign, formats, order):
+    """The copies that let the kernels compute what ``conflict`` refused
+    (``ir/operand_copies``), or raise.
+
+    Without an explicit ``order``: the fewest operands read through copies in
+    another storage order or format (a conflict of mode orders, a blocked
+    operand beside an unblocked one), else a sparse output computed in a
+    format the kernels build and converted (``plan_output``: coo, dcsr, csf,
+    ell... outputs), else the refusal (a ModeOrderConflict says what was tried).
+    A ScheduleError of another knob is raised as it is.
+
+    With an explicit ``order``: only where the program without ``order`` needs
+    a plan, that plan's output format and copies of the accesses ``order``
+    visits out of storage order; else the refusal, which names the level and
+    the orders that work."""
+    from .ir.lower import split_base
+    from .ir.operand_copies import (CopyPlan, _storage_order, assembled_formats, lowers,
+                                    plan_copies_for_order)
+    if order is not None:
+        if isinstance(conflict, ScheduleError) and conflict.knob != "order" or \
+                lowers(assign, formats) and not lowers(assign, formats, order):
+            raise conflict          # an order refused in a program that needs no plan
+        base = _plan_without_order(assign, formats)
+        if base is None:
+            raise conflict
+        outputs = [None]
+        if base.output is not None:       # the output as the program without order computes
+            out = assign.lhs.tensor           # it, or in the mode order ``order`` appends
+            outputs = list(dict.fromkeys([base.output.computed] + assembled_formats(
+                len(assign.lhs.indices), _storage_order(assign.lhs.indices, order,
+                                                        lambda v: split_base(v) or v))))
+        for computed in outputs:
+            trial = formats if computed is None else {**formats, out: computed}
+            if lowers(assign, trial, order):
+                plan = CopyPlan(assign, trial, ())
+            else:
+                plan = plan_copies_for_order(assign, trial, order,
+                                             lambda a, f: lowers(a, f, order))
+            if plan is not None:
+                output = None if computed is None else dataclasses.replace(
+                    base.output, computed=computed)
+                return dataclasses.replace(plan, output=output)
+        if lowers(base.assign, base.formats, order):    # the plan's own copies serve the order
+            return base
+        raise conflict
+    if isinstance(conflict, ScheduleError):
+        raise conflict
+    plan = _plan_without_order(assign, formats)
+    if plan is None:
+        if isinstance(conflict, ModeOrderConflict):
+            raise ModeOrderConflict(f"{conflict.message}; spc found no operand whose copy in "
+                                    f"another storage order resolves it") from None
+        raise conflict
+    return plan
+
+
+def _gustavson(assign, formats, copying: list, display) -> bool:
+    """When the default order would build the sparse output by inner products over
+    a dense loop (csr x csc SpGEMM into csr: rows x columns merges), the fewest
+    operand copies that give a row-workspace (Gustavson) order instead, put in
+    ``copying`` and logged; True when there are such copies."""
+    from .ir.lower import default_loop_order, uses_workspace, workspace_loop_order
+    from .ir.operand_copies import dense_inner_products, lowers, plan_copies
+    if not dense_inner_products(assign, formats):
+        return False
+
+    def gustavson(a, f):
+        try:
+            return lowers(a, f) and not dense_inner_products(a, f) and \
+                uses_workspace(a, f, default_loop_order(a, f))
+        except UnsupportedError:
+            return False
+    last = assign.lhs.indices[formats[assign.lhs.tensor].order[-1]]
+
+    def rows_then_reductions(a, f):          # Gustavson's order: the output's last index
+        order = workspace_loop_order(a, f)   # innermost, under the reductions
+        return tuple(v for v in order if v != last) + (last,)
+    plan = plan_copies(assign, formats, gustavson, rows_then_reductions)
+    if plan is None:
+        return False
+    reason = (f"'{assign.source}': the loop order without copies builds the sparse output "
+              f"{assign.lhs.tensor} by inner products over every coordinate of its last index")
+    plan = dataclasses.replace(plan, reason=in_user_names(UnsupportedError(reason),
+                                                           display).message)
+    copying.append(plan)
+    _log.info("spc.compile('%s'): %s; because %s", assign.source,
+              "; ".join(c.describe(display) for c in plan.copies), plan.reason)
+    return True
+
+
+def _plan_without_order(assign, formats):
+    """The fewest operand copies that let the kernels compute ``assign``, else
+    its sparse output computed in another format (with copies), else None."""
+    from .ir.operand_copies import lowers, plan_copies, plan_output
+    plan = plan_copies(assign, formats, lowers)
+    if plan is None and not formats[assign.lhs.tensor].is_dense:
+        plan = plan_output(assign, formats, lowers)
+    return plan
+
+
+def _copying_kernel(plan, assign, formats, inputs, display, target, value_type, knobs, label,
+                    sums):
+    """A CopyingKernel running ``plan``'s rewritten expression (see runtime/operand_copies)."""
+    from .runtime.operand_copies import CopyingKernel
+    kept = [n for n in inputs if any(a.tensor == n for a in plan.assign.accesses())]
+    inner_inputs = tuple(dict.fromkeys(kept + [c.copy for c in plan.copies]))
+    inner_display = dict(display)
+    for c in plan.copies:
+        inner_display[c.copy] = f"{display.get(c.source, c.source)} (its copy in {c.format})"
+    kind = CompositeKernel if any(isinstance(f, SumFormat) for f in plan.formats.values()) \
+        else CompiledKernel
+    inner = kind(plan.assign, plan.formats, target, value_type, knobs, label, inner_inputs,
+                 display=inner_display, accumulate=sums)
+    return CopyingKernel(plan, inner, expression=assign, formats=formats, inputs=inputs,
+                         display=display, name=inner.name)
 
 
 def _auto(kernel, schedule: str, *, fmt, formats, target, dtype, accumulate, options):

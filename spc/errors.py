@@ -64,6 +64,13 @@ class UnsupportedError(SpcError, NotImplementedError):
     """A valid request that spc does not implement (yet)."""
 
 
+class ModeOrderConflict(UnsupportedError):
+    """No loop order visits every sparse level after its parents: the operands'
+    storage (mode) orders conflict.  ``spc.compile`` answers it by reading an
+    operand through a copy stored in another order (``ir/operand_copies.py``);
+    it reaches the user only when no such copy helps."""
+
+
 class ScheduleError(UnsupportedError):
     """A schedule knob that is illegal or meaningless for this kernel and target;
     the message names the knob and says why (``knob`` holds its name)."""

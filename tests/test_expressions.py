@@ -176,15 +176,27 @@ def test_three_tensor_input_family(compiled, fmt, family):
     assert_allclose(y, case.reference(**dense), np.float64)
 
 
-@pytest.mark.parametrize("expr, formats", [
-    pytest.param("C[i,j] = A[i,j]*B[i,j]", {"A": "csr", "B": "csc", "C": "csr"}, id="mul-csr-csc"),
-    pytest.param("C[i,j] = A[i,j]*B[i,j]", {"A": "coo", "B": "coo", "C": "coo"}, id="mul-coo-out"),
-    pytest.param("S[i,j] = A[i,j]*X[i,k]*Y[j,k]", {"A": "csr", "S": "csc"}, id="sddmm-csr-to-csc"),
+@pytest.mark.parametrize("expr, formats, expected", [
+    pytest.param("C[i,j] = A[i,j]*B[i,j]", {"A": "csr", "B": "csc", "C": "csr"},
+                 lambda a, b, x, y: a * b, id="mul-csr-csc"),
+    pytest.param("C[i,j] = A[i,j]*B[i,j]", {"A": "coo", "B": "coo", "C": "coo"},
+                 lambda a, b, x, y: a * b, id="mul-coo-out"),
+    pytest.param("S[i,j] = A[i,j]*X[i,k]*Y[j,k]", {"A": "csr", "S": "csc"},
+                 lambda a, b, x, y: a * (x @ y.T), id="sddmm-csr-to-csc"),
 ])
-def test_unsupported_combination_says_so(expr, formats):
-    """Combinations spc does not implement raise UnsupportedError at compile time."""
-    with pytest.raises(spc.UnsupportedError):
-        spc.compile(expr, formats=formats, dtype="float64")
+def test_combinations_once_refused_compute_through_copies(expr, formats, expected):
+    """Combinations spc refused before issue 13 part 3 read an operand through a
+    copy, or compute the output in a format the kernels build and convert it."""
+    k = spc.compile(expr, formats=formats, dtype="float64")
+    assert k.copies or k.plan.output is not None
+    a, b = sparse_array("once-a", (7, 6), 0.4), sparse_array("once-b", (7, 6), 0.4)
+    x, y = sparse_array("once-x", (7, 3), 1.0), sparse_array("once-y", (6, 3), 1.0)
+    operands = {"A": a, "B": b, "X": x, "Y": y}
+    out = k(**{n: operands[n] for n in k.input_names})
+    fmt = formats.get(expr[0])
+    if fmt in ("coo", "csc"):
+        assert isinstance(out, spc.Tensor) and out.format.name == fmt
+    assert_allclose(out, expected(a, b, x, y), np.float64)
 
 
 # ---------------------------------------------------------------- threads

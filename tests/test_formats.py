@@ -150,14 +150,23 @@ def test_expression_matches_einsum(expr, formats, kinds, shape):
     assert_allclose(got, spec(dense))
 
 
-def test_blocked_and_unblocked_iteration_of_one_index_is_refused():
-    with pytest.raises(spc.UnsupportedError, match="blocks of"):
-        spc.compile("C[i,j] = A[i,j] + B[i,j]", formats={"A": "bsr(2,2)", "B": "csr"})
-    with pytest.raises(spc.UnsupportedError, match="same block size"):
-        spc.compile("C[i,j] = A[i,j] + B[i,j]", formats={"A": "bsr(2,2)", "B": "bsr(4,4)"})
-    with pytest.raises(spc.UnsupportedError):
-        spc.compile("C[i,j] = A[i,j] + B[i,j]",
-                    formats={"A": "bsr(2,2)", "B": "bsr(2,2)", "C": "bsr(2,2)"})
+@pytest.mark.parametrize("formats", [
+    {"A": "bsr(2,2)", "B": "csr"},
+    {"A": "bsr(2,2)", "B": "bsr(4,4)"},
+    {"A": "bsr(2,2)", "B": "bsr(2,2)", "C": "bsr(2,2)"},
+])
+def test_blocked_and_unblocked_iteration_of_one_index_reads_copies(formats):
+    """Refused before issue 13 part 3: a blocked operand beside an unblocked one
+    (or other blocks) over one index is read through a csr copy; a bsr output is
+    computed in csr and converted."""
+    k = spc.compile("C[i,j] = A[i,j] + B[i,j]", formats=formats, dtype="float64")
+    assert k.copies
+    a = dense_operand("blk-a", (6, 8)) * (dense_operand("blk-ma", (6, 8)) > 0.3)
+    b = dense_operand("blk-b", (6, 8)) * (dense_operand("blk-mb", (6, 8)) > 0.3)
+    out = k(A=spc.tensor(a, formats["A"]), B=spc.tensor(b, formats["B"]))
+    if "C" in formats:
+        assert isinstance(out, spc.Tensor) and out.format.name == "bsr(2,2)"
+    assert_allclose(out, a + b, np.float64)
 
 
 # --------------------------------------------------------------------- random inputs

@@ -75,9 +75,15 @@ def test_explicit_sum_is_the_implicit_one():
     np.testing.assert_allclose(k(A=A, x=x), A @ x)
 
 
-def test_max_reduction_needs_the_output_loops_outside():
-    with pytest.raises(spc.UnsupportedError, match="max reduction"):
-        spc.compile("m[i] = max(j, A[i,j])", formats={"A": "csc"})
+def test_max_reduction_over_columns_of_a_csc_matrix_reads_a_csr_copy():
+    """Refused before issue 13 part 3 (the max needs the output's loop outside):
+    A is read through a csr copy.  A row without entries gives 0."""
+    k = spc.compile("m[i] = max(j, A[i,j])", formats={"A": "csc"}, dtype="float64")
+    assert [c.format.name for c in k.copies] == ["csr"]
+    a = sp.random(7, 5, density=0.3, format="csr", random_state=3)
+    a.data -= 0.5
+    want = [max(a.data[a.indptr[r]:a.indptr[r + 1]], default=0.0) for r in range(7)]
+    np.testing.assert_allclose(k(A=a.tocsc()), want)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -51,9 +51,12 @@ def test_validate_keyword_still_works():
     np.testing.assert_allclose(k(A, np.ones(4), validate=False), A @ np.ones(4))
 
 
-def test_blocked_operand_into_a_sparse_output_is_refused_clearly():
-    with pytest.raises(spc.UnsupportedError, match="blocked operand"):
-        spc.compile("C[i,j] = A[i,j]", formats={"A": "bsr(4,1)", "C": "csr"})
+def test_blocked_operand_into_a_sparse_output_reads_a_csr_copy():
+    """Refused before issue 13 part 3 (a blocked operand splits the output's index)."""
+    k = spc.compile("C[i,j] = A[i,j]", formats={"A": "bsr(4,1)", "C": "csr"}, dtype="float64")
+    assert [c.format.name for c in k.copies] == ["csr"]
+    a = sp.random(9, 7, density=0.3, format="csr", random_state=4)
+    np.testing.assert_allclose(k(A=a).toarray(), a.toarray())
 
 
 @pytest.mark.parametrize("a,x,y", [

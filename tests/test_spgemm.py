@@ -223,15 +223,26 @@ def test_masked_spgemm(compiled):
                  id="B-csc-is-A.T"),
     pytest.param("C[i,j] = A[i,k]*B[j,k]", CSR3, lambda a: a, id="B[j,k]-csr-is-A"),
 ])
-def test_a_times_a_transposed_without_conversion(compiled, expr, formats, second):
+def test_a_times_a_transposed_reads_a_copy_for_gustavson(compiled, expr, formats, second):
     """``A Aᵀ`` with Aᵀ stored column-major (scipy's ``A.T`` is csc), or written
-    with transposed indices: inner products over the row pairs, no workspace."""
+    with transposed indices: without a copy the loops are inner products over
+    every (row, column) pair; since issue 13 part 3 B is read through a copy
+    that gives Gustavson's row workspace (rows x columns merges -> the flops)."""
     case = next(c for c in MATRICES if c.id == "power_law_200x150")
     a = case.build(np.float64)
     k = compiled(expr, formats=formats, dtype="float64")
-    assert "workspace" not in k.ir
+    assert "workspace" in k.ir and [c.source for c in k.copies] == ["B"]
+    assert "by inner products over every coordinate" in k.ir
     c = k(a, second(a))
     assert_allclose(c, a @ a.T, np.float64)
+
+
+def test_an_explicit_inner_product_order_is_kept(compiled):
+    k = compiled(SPGEMM, formats={"A": "csr", "B": "csc", "C": "csr"}, dtype="float64",
+                 schedule=spc.Schedule(order=("i", "j", "k")))
+    assert "workspace" not in k.ir and not hasattr(k._last, "copies")
+    a = MATRICES[0].build(np.float64)
+    assert_allclose(k(a, a.T), a @ a.T, np.float64)
 
 
 FORMATS = ("csr", "dcsr", "coo")
@@ -321,10 +332,17 @@ def test_terms_with_different_reductions_share_the_row_workspace(compiled, case_
     assert_canonical_product(k(A=a, B=b, D=d), reference(a, b, d), np.float64)
 
 
-def test_terms_whose_operand_iterates_the_rows_are_refused():
-    with pytest.raises(spc.UnsupportedError, match="locate the output's rows.*D \\(dcsr\\)"):
-        spc.compile("C[i,j] = A[i,k]*B[k,j] + D[i,j]",
-                    formats={"A": "csr", "B": "csr", "D": "dcsr", "C": "csr"})
+def test_terms_whose_operand_iterates_the_rows_read_a_csr_copy():
+    """Refused before issue 13 part 3: D in dcsr iterates the rows the terms share;
+    it is read through a copy in csr."""
+    k = spc.compile("C[i,j] = A[i,k]*B[k,j] + D[i,j]",
+                    formats={"A": "csr", "B": "csr", "D": "dcsr", "C": "csr"}, dtype="float64")
+    assert [(c.source, c.format.name) for c in k.copies] == [("D", "csr")]
+    a = MATRICES[0].build(np.float64)
+    b = right_operand(a, "dcsr-term-B", 17, 0.2, np.float64)
+    rng = rng_for("dcsr-term-D")
+    d = from_mask(random_mask(rng, (a.shape[0], 17), 0.2), rng, np.float64)
+    np.testing.assert_allclose(k(A=a, B=b, D=d).toarray(), (a @ b + d).toarray(), rtol=1e-12)
 
 
 def test_terms_check_an_explicit_order_term_by_term():

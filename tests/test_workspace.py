@@ -185,16 +185,21 @@ def test_pack_rows_copies_nothing_when_all_are_kept():
                                       (pos, crd, vals)))
 
 
-# ---------------------------------------------------------------- still refused
+# ---------------------------------------------------------------- conflicting orders
 
 
 @pytest.mark.parametrize("expr, formats", [
-    # the output's row index must come first, but B stores j before i
+    # the output's row index must come first, but B stores j before i: B is read
+    # through a copy in csc (tests/test_operand_copies.py has the rest)
     pytest.param("C[i,j] = A[i,j]*B[j,i]", CSR3, id="transposed-operand"),
 ])
-def test_conflicting_orders_are_still_refused(expr, formats):
-    with pytest.raises(spc.UnsupportedError, match="no loop order"):
-        spc.compile(expr, formats=formats)
+def test_conflicting_orders_read_a_copy(expr, formats):
+    a = MATRICES[0].build(np.float64)
+    k = spc.compile(expr, formats=formats)
+    assert [c.format.name for c in k.copies] == ["csc"]
+    out = k(A=a, B=a)
+    assert sp.issparse(out) and out.format == "csr"
+    np.testing.assert_allclose(out.toarray(), a.multiply(a.T).toarray(), rtol=1e-12)
 
 
 def test_explicit_order_that_no_workspace_serves_names_the_orders_that_work():

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from itertools import count as _count
 
-from ..errors import ScheduleError, UnsupportedError
+from ..errors import ModeOrderConflict, ScheduleError, UnsupportedError
 from ..formats.format import Format
 from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
@@ -183,6 +183,12 @@ def default_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tu
         raise                        # the first refusal: it names the orders that conflict
 
 
+def workspace_loop_order(assign: ast.Assignment, formats: dict[str, Format]) -> tuple[str, ...]:
+    """The loop order ``default_loop_order`` takes when a sparse output's rows are
+    built in a workspace: only the output's parent indices come first."""
+    return _loop_order(assign, formats, workspace=True)
+
+
 def uses_workspace(assign: ast.Assignment, formats: dict[str, Format],
                    order: tuple[str, ...]) -> bool:
     """True when ``order`` builds the sparse (assembled) output's rows in a
@@ -241,7 +247,7 @@ def _loop_order(assign: ast.Assignment, formats: dict[str, Format], *,
     while remaining:
         ready = [ix for ix in remaining if before[ix] <= set(order)]
         if not ready:
-            raise UnsupportedError(
+            raise ModeOrderConflict(
                 f"no loop order visits every sparse level after its parents in "
                 f"'{assign.source}': the operands' mode orders conflict; store one of "
                 f"them in another format (e.g. csc instead of csr)")
@@ -291,7 +297,16 @@ def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
                 raise ScheduleError.of(
                     "order", f"loop order {order} visits '{stored[lvl]}' before its parent "
                              f"levels in {acc.tensor} (format {fmt}); such a level cannot be "
-                             f"located")
+                             f"located{_order_that_works(assign, formats)}")
+
+
+def _order_that_works(assign: ast.Assignment, formats: dict[str, Format]) -> str:
+    """"; the order (...) works" with spc's default order, for messages refusing
+    an explicit one ("" when there is none)."""
+    try:
+        return f"; the order {default_loop_order(assign, formats)} works (or leave order to spc)"
+    except UnsupportedError:
+        return ""
 
 
 # ---------------------------------------------------------------------------

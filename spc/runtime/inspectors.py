@@ -58,7 +58,7 @@ def compute(inspector: str, t):
         return INSPECTORS[inspector](t)
     fn, part = PARAMETRIC[base]
     key = (fn.__name__, arg)
-    stamp = _stamp(t)
+    stamp = storage_stamp(t)
     hit = t.derived.get(key)
     if hit is None or hit[0] != stamp:
         hit = (stamp, fn(t, arg))
@@ -86,7 +86,7 @@ def _host(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def _stamp(t) -> tuple:
+def storage_stamp(t) -> tuple:
     """What an inspector's result depends on: the shape and the identity and
     length of every level array (a prepared tensor whose storage was swapped
     no longer matches)."""
@@ -101,7 +101,7 @@ def derived(t, inspector: str, name: str):
     Raises InputError when ``t`` holds a result computed from other storage
     (a prepared operand whose arrays were replaced since ``k.prepare``)."""
     cache = t.derived
-    stamp = _stamp(t)
+    stamp = storage_stamp(t)
     hit = cache.get(inspector)
     if hit is not None:
         if hit[0] != stamp:
@@ -125,5 +125,5 @@ def _describe(stamp: tuple) -> str:
     return f"{'x'.join(map(str, shape))} with {nnz} stored entries"
 
 
-__all__ = ["INSPECTORS", "PARAMETRIC", "HostArrays", "compute", "derived", "row_segments",
+__all__ = ["INSPECTORS", "PARAMETRIC", "HostArrays", "compute", "derived", "row_segments", "storage_stamp",
            "rows_by_length", "rows_by_similarity"]
