@@ -179,3 +179,23 @@ def test_functions_match_numpy_on_the_gpu(case):
                     dtype="float64")
     with np.errstate(all="ignore"):
         np.testing.assert_allclose(_dense(k(**ops)), ref(*dense), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("y[i] = abs(sum(j, H[i,j] * x[j]))", lambda A, x: np.abs(A @ x)),
+    ("y[i,j] = relu(H[i,j] * x[j])", lambda A, x: np.maximum(A.toarray() * x, 0)),
+    ("y[i] = max(j, H[i,j])", lambda A, x: np.array([A.getrow(i).data.max() if A.getrow(i).nnz
+                                                     else 0.0 for i in range(A.shape[0])])),
+])
+def test_a_sum_format_operand_inside_a_function_is_read_whole(text, want):
+    # hyb's parts are computed as separate terms: a function of the whole is not the sum
+    # of the functions of the parts, so the operand is read through a csr copy (this
+    # used to fail with a KeyError: fuzz seed 902)
+    A = sp.random(9, 7, density=0.4, format="csr", random_state=8).tolil()
+    A[2, :] = -1.5                                     # a full row, negative
+    A = A.tocsr()
+    x = np.arange(7.0) - 3
+    k = spc.compile(text, formats={"H": "hyb"}, dtype="float64")
+    got = k(A, x) if "x[" in text else k(A)
+    np.testing.assert_allclose(got, want(A, x), rtol=1e-12, atol=1e-12)
+    assert [c.source for c in k.copies] == ["H"]

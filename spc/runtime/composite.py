@@ -44,6 +44,29 @@ def _rewrite(e: ast.Expr, sums: dict[str, SumFormat], pick: dict[str, int] | Non
     return e
 
 
+def _refuse_inside_functions(assign: ast.Assignment, sums: dict[str, SumFormat]) -> None:
+    """An UnsupportedError where a sum-format operand sits inside a function or a
+    reduction (``abs(sum(j, H[i,j] * x[j]))``): its parts are computed as separate
+    terms, and a function of the whole is not the sum of the functions of the
+    parts.  (spc.compile then reads the operand through a copy in a csr-like
+    format: ``ir/operand_copies``.)"""
+    def inside(e, under: bool) -> str | None:
+        if isinstance(e, ast.Access):
+            return e.tensor if under and e.tensor in sums else None
+        deeper = under or isinstance(e, (ast.Call, ast.Reduce))
+        for c in ast.children(e):
+            found = inside(c, deeper)
+            if found is not None:
+                return found
+        return None
+    found = inside(assign.rhs, False)
+    if found is not None:
+        raise UnsupportedError(
+            f"'{assign.source}': {found} ({sums[found]}) is read inside a function or a "
+            f"reduction; its parts are summed as separate terms, which a function of the "
+            f"whole does not allow; store {found} in a single format (e.g. csr)")
+
+
 def _pattern_source(assign: ast.Assignment, fmt: SumFormat) -> str:
     """The operand whose pattern a sum-format output takes: a factor of the
     right-hand side product in the output's format and with its indices."""
@@ -72,6 +95,7 @@ class CompositeKernel(KernelSequence):
         self.name = name
         self.inputs = inputs
         self.sums = {t: f for t, f in formats.items() if isinstance(f, SumFormat)}
+        _refuse_inside_functions(assign, self.sums)
         out = assign.lhs.tensor
         plain = {t: f for t, f in formats.items() if t not in self.sums}
         self.source_of_pattern = None
