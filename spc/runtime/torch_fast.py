@@ -156,7 +156,10 @@ class FeedPlan:
 
     @classmethod
     def of(cls, ck) -> "FeedPlan | None":
-        """The fast path of CompiledKernel ``ck``, or None where it cannot apply."""
+        """The fast path of CompiledKernel ``ck``, or None where it cannot apply (a
+        kernel of another kind: one reading operand copies, a composite)."""
+        if not hasattr(ck, "_variant"):
+            return None
         v = ck._variant(DType.I32)
         program = v.program
         if program.output_kind not in (OutputKind.DENSE, OutputKind.PATTERN):
