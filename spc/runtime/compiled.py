@@ -121,6 +121,22 @@ def call_option(inputs: tuple[str, ...], kwargs: dict) -> bool:
     return bool(kwargs.pop("validate", True))
 
 
+def prepared_input(kernel, name: str | None, candidates: list[str]) -> str:
+    """The internal name of the input ``kernel.prepare(operand, name)`` prepares:
+    ``name`` (a user's input name), or without one the only ``candidates``
+    entry; an InputError where neither says which."""
+    if name is None:
+        if len(candidates) != 1:
+            raise InputError(f"{kernel.name}: prepare(operand, name=...) must name the "
+                             f"input, one of {', '.join(kernel.input_names)}")
+        return candidates[0]
+    users = {u: n for n, u in zip(kernel.inputs, kernel.input_names)}
+    if name not in users:
+        raise InputError(f"{kernel.name}: prepare: no input named {name!r} (inputs: "
+                         f"{', '.join(kernel.input_names)})")
+    return users[name]
+
+
 def bind_operands(name: str, inputs: tuple[str, ...], args, kwargs) -> dict[str, object]:
     """Operands by name from a call's positional (``inputs`` order) and keyword arguments."""
     if len(args) > len(inputs):
@@ -447,19 +463,8 @@ class CompiledKernel(KernelCall):
         t0 = time.perf_counter()
         kernels = self.lowered_kernels()
         wanted = [(p.tensor, p.inspector) for k in kernels for p in k.params if p.inspector]
-        users = {u: n for n, u in zip(self.inputs, self.input_names)}
-        if name is None:
-            sparse = list(dict.fromkeys(n for n, _ in wanted)) or \
-                [n for n in self.inputs if not self.formats[n].is_dense]
-            if len(sparse) != 1:
-                raise InputError(f"{self.name}: prepare(operand, name=...) must name the "
-                                 f"input, one of {', '.join(self.input_names)}")
-            internal = sparse[0]
-        elif name in users:
-            internal = users[name]
-        else:
-            raise InputError(f"{self.name}: prepare: no input named {name!r} (inputs: "
-                             f"{', '.join(self.input_names)})")
+        internal = prepared_input(self, name, list(dict.fromkeys(n for n, _ in wanted)) or
+                                  [n for n in self.inputs if not self.formats[n].is_dense])
         shown = self.display.get(internal, internal)
         device_operands = getattr(self.target, "operands", None)
         if device_operands is not None:

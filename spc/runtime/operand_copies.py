@@ -32,12 +32,12 @@ import math
 
 import numpy as np
 
-from ..errors import InputError, UnsupportedError
+from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.format import Format, resolve_format
 from ..formats.tensor import Tensor, _is_scipy_sparse, from_coords
 from ..ir.operand_copies import CopyPlan, OperandCopy, OutputCopy
-from .compiled import KernelSequence, bind_operands, call_option
+from .compiled import KernelSequence, bind_operands, call_option, prepared_input
 from .inspectors import storage_stamp
 from ..frontend.check import index_sizes
 from .operands import (as_scipy_kind, from_dlpack, operand_errors, result_family, scipy_arrays,
@@ -269,18 +269,8 @@ class CopyingKernel(KernelSequence):
         structure computed and kept on it: calls given it gather values only.
         ``name``: the input it stands for (default: the one input read through
         copies)."""
-        users = {u: n for n, u in zip(self.inputs, self.input_names)}
-        sources = list(dict.fromkeys(c.source for c in self.copies))
-        if name is None:
-            if len(sources) != 1:
-                raise InputError(f"{self.name}: prepare(operand, name=...) must name the "
-                                 f"input, one of {', '.join(self.input_names)}")
-            internal = sources[0]
-        elif name in users:
-            internal = users[name]
-        else:
-            raise InputError(f"{self.name}: prepare: no input named {name!r} (inputs: "
-                             f"{', '.join(self.input_names)})")
+        internal = prepared_input(self, name,
+                                  list(dict.fromkeys(c.source for c in self.copies)))
         shown = self.display.get(internal, internal)
         fmt = self.formats[internal]
         if isinstance(fmt, SumFormat) or _on_device(operand):
