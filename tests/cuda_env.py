@@ -1,5 +1,6 @@
 """What the CUDA tests share: nvcc (no GPU needed), the module-level skip of
-tests that need CuPy and a GPU, and their memoized compile."""
+tests that need CuPy and a GPU, their memoized compile, and the fast-path tests'
+matrix."""
 from __future__ import annotations
 
 import os
@@ -45,3 +46,16 @@ def gpu(kernel, **kw):
         _COMPILED[key] = spc.compile(kernel, target="cuda", **kw)
     return _COMPILED[key]
 
+
+def fast_path_matrix(m=300, n=200, density=0.03, seed=0):
+    """A canonical float64 scipy CSR matrix with one dense row (7) and one empty
+    row (11): the device fast paths' tests (torch and CuPy) share it."""
+    import numpy as np
+    import scipy.sparse as sp
+    A = sp.random(m, n, density=density, format="csr", random_state=seed, dtype=np.float64)
+    A.data[:] = np.random.default_rng(seed).standard_normal(A.nnz)
+    A[7, :] = 1.5                       # one dense row
+    A[11, :] = 0                        # an empty row
+    A.eliminate_zeros()
+    A.sort_indices()
+    return A

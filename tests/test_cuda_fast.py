@@ -16,21 +16,11 @@ pytestmark = pytest.mark.cuda
 torch = pytest.importorskip("torch")
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device for torch", allow_module_level=True)
-from cuda_env import cupy_or_skip_module  # noqa: E402
+from cuda_env import cupy_or_skip_module, fast_path_matrix as _matrix  # noqa: E402
 
 cupy_or_skip_module()
 
 DEV = "cuda"
-
-
-def _matrix(m=300, n=200, density=0.03, seed=0):
-    A = sp.random(m, n, density=density, format="csr", random_state=seed, dtype=np.float64)
-    A.data[:] = np.random.default_rng(seed).standard_normal(A.nnz)
-    A[7, :] = 1.5                       # one dense row
-    A[11, :] = 0                        # an empty row
-    A.eliminate_zeros()
-    A.sort_indices()
-    return A
 
 
 def _torch_sparse(A, layout, index_dtype, dtype):
