@@ -33,6 +33,7 @@ from dataclasses import replace
 from ..ir.nodes import (Assign, BinOp, Block, Const, For, Kernel, Let, Load, LoopKind, ParamRole,
                         Store, Var)
 from ..ir.traverse import rewrite, top_loop, walk
+from .map_gpu import stmts_of
 
 
 def epilogue_rows(kernel: Kernel) -> Kernel:
@@ -56,7 +57,7 @@ def epilogue_rows(kernel: Kernel) -> Kernel:
     lets0, rows = found
     if kernel.outer_independent != rows.var.name:
         return kernel
-    body = _stmts(rows.body)
+    body = stmts_of(rows.body)
     if not body or not isinstance(body[-1], For) or not all(isinstance(s, Let) for s in body[:-1]):
         return kernel
     cols = body[-1]
@@ -64,7 +65,7 @@ def epilogue_rows(kernel: Kernel) -> Kernel:
     if cols.kind is not LoopKind.SERIAL or not _size(cols.hi, sizes) \
             or not (_size(cols.lo, sizes) or isinstance(cols.lo, Const)):
         return kernel
-    parts = _stmts(cols.body)
+    parts = stmts_of(cols.body)
     if len(parts) < 3 or not all(isinstance(s, Let) for s in parts[:-3]):
         return kernel
     init, red, store = parts[-3:]
@@ -78,7 +79,7 @@ def epilogue_rows(kernel: Kernel) -> Kernel:
     col_names = {cols.var.name} | {s.var.name for s in col_lets}
     if _reads(red.lo, col_names) or _reads(red.hi, col_names):
         return kernel
-    red_parts = _stmts(red.body)
+    red_parts = stmts_of(red.body)
     step = red_parts[-1] if red_parts else None
     if not (isinstance(step, Assign) and step.var == acc and isinstance(step.value, BinOp)
             and step.value.op == "+" and step.value.lhs == acc
@@ -111,17 +112,6 @@ def epilogue_rows(kernel: Kernel) -> Kernel:
     return replace(kernel, body=Block(tuple(lets0) + (new_rows,)))
 
 
-def _stmts(s) -> list:
-    return list(s.body) if isinstance(s, Block) else [s]
-
-
-def _flat(s) -> list:
-    """The statements of ``s`` with nested Blocks opened."""
-    if not isinstance(s, Block):
-        return [s]
-    return [x for c in s.body for x in _flat(c)]
-
-
 def _size(e, sizes: set[str]) -> bool:
     return isinstance(e, Var) and e.name in sizes
 
@@ -144,11 +134,11 @@ def fold_epilogue(kernel: Kernel) -> Kernel:
     if found is None:
         return kernel
     lets0, rows = found
-    body = _flat(rows.body)
+    body = stmts_of(rows.body)
     if not body or not isinstance(body[-1], For):
         return kernel
     apply = body[-1]
-    parts = _stmts(apply.body)
+    parts = stmts_of(apply.body)
     if not parts or not isinstance(parts[-1], Store) or not all(isinstance(s, Let)
                                                                 for s in parts[:-1]):
         return kernel
@@ -172,7 +162,7 @@ def fold_epilogue(kernel: Kernel) -> Kernel:
     def folded(s):
         if not any(s is t for t in tiles):
             return s
-        inner = _stmts(s.body)
+        inner = stmts_of(s.body)
         start, write = inner[0], inner[-1]
         kk, acc = write.var, write.body.value.buf
         value = rewrite(final.value, lambda n: Load(acc, kk) if n == own else n)
@@ -190,7 +180,7 @@ def _tile_of(loop, out) -> bool | None:
     (``for t: let j0 = ...; alloc acc; <the reduction>; for kk: out[..] += acc[kk]``)."""
     if not isinstance(loop, For):
         return None
-    inner = _stmts(loop.body)
+    inner = stmts_of(loop.body)
     if len(inner) < 3 or not isinstance(inner[0], Let) or not isinstance(inner[-1], For):
         return None
     write = inner[-1]

@@ -29,6 +29,7 @@ from ..ir.nodes import Block, Buffer, For, Kernel, Let, Load, Param, ParamRole, 
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, top_loop, walk
 from .fuse_rows import NotFusable
+from .map_gpu import stmts_of
 
 
 class NotInlinable(NotFusable):
@@ -80,12 +81,12 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
     if shape is None:
         raise NotInlinable("the producer is not one loop after its lets")
     lets, rows = shape
-    inner = [s for s in _stmts(rows.body)]
+    inner = [s for s in stmts_of(rows.body)]
     if not inner or not isinstance(inner[-1], For) or \
             not all(isinstance(s, Let) for s in inner[:-1]):
         raise NotInlinable("the producer's row body is not lets then one loop")
     positions = inner[-1]
-    body = _stmts(positions.body)
+    body = stmts_of(positions.body)
     if not body or not isinstance(body[-1], Store) or body[-1].buf.name != result \
             or body[-1].accumulate or body[-1].index != positions.var:
         raise NotInlinable("the producer's position loop does not end in its one store")
@@ -106,7 +107,7 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
         scalar holding its value there."""
         value = Var(f"{result}_{tag}", body[-1].buf.dtype.widened)
         subst = {row_var.name: i_value, positions.var.name: p}
-        stmts = [renamed(s) for s in row_lets + body[:-1]]
+        stmts = [renamed(s) for s in (*row_lets, *body[:-1])]
         stmts.append(Let(value, renamed(body[-1].value)))
         stmts = [rewrite(s, lambda n: subst.get(n.name, n) if isinstance(n, Var) else n)
                  for s in stmts]
@@ -119,7 +120,7 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
     if i.name != row_var.name:
         raise NotInlinable("the reader's rows are not the producer's")
     arrays = set(level_arrays)
-    row_lets_of_reader = {s.var.name: s.value for s in _stmts(reader_rows[1].body)
+    row_lets_of_reader = {s.var.name: s.value for s in stmts_of(reader_rows[1].body)
                           if isinstance(s, Let)}
     seen_loops = []
 
@@ -131,7 +132,7 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
             new_body = rewrite(n.body, lambda m: value if isinstance(m, Load)
                                and m.buf.name == result and m.index == n.var else m)
             seen_loops.append(n.var.name)
-            return For(n.var, n.lo, n.hi, Block(tuple(stmts) + tuple(_stmts(new_body))),
+            return For(n.var, n.lo, n.hi, Block(tuple(stmts) + tuple(stmts_of(new_body))),
                        n.kind)
         return n
 
@@ -146,10 +147,6 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
     params = _params(reader, producer, result, level_arrays)
     return Kernel(reader.name, params, new_reader.body, reader.attrs,
                   outer_independent=reader.outer_independent)
-
-
-def _stmts(s) -> list:
-    return list(s.body) if isinstance(s, Block) else [s]
 
 
 def _at_row(lo, i: Var, lets: dict) -> bool:
