@@ -106,7 +106,8 @@ class ResourceError(SpcError, MemoryError):
 class PerformanceWarning(UserWarning):
     """A call does costly work a caller can avoid: converting an operand to a format
     that stores many times more entries than it holds (said once per operand,
-    format and size)."""
+    format and size), or copying a host operand of 16 MiB or more to the GPU on
+    a call of a CUDA kernel (``runtime/device.py``, ``HOST_COPY_WARN_BYTES``)."""
 
 
 class DTypeWarning(UserWarning):

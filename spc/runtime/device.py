@@ -41,6 +41,13 @@ from .memo import LiveObjectMemo
 
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 
+# a host operand of this many bytes or more, copied to the GPU on a call, is a
+# PerformanceWarning: at PCIe speeds it costs milliseconds every call
+HOST_COPY_WARN_BYTES = 16 << 20
+
+# DLPack device types (dlpack.h) whose memory CuPy can read in place
+_DLPACK_ON_GPU = {2, 13}          # kDLCUDA, kDLCUDAManaged
+
 
 @lru_cache(maxsize=256)
 def _named_matrix_format(fmt: Format) -> str | None:
@@ -53,6 +60,26 @@ def _named_matrix_format(fmt: Format) -> str | None:
 
 def _is_torch(x) -> bool:
     return type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "layout")
+
+
+def _on_device(x, fam: str) -> bool:
+    """Whether operand ``x`` of family ``fam`` lives on a GPU already."""
+    if fam == "torch":
+        return bool(x.is_cuda)
+    return fam in ("cupy", "cupyx", "spc-device")
+
+
+def warn_if_copied_large(name: str, t: Tensor) -> None:
+    """A PerformanceWarning when host operand ``name``, now device Tensor ``t``,
+    was copied to the GPU for this call and holds HOST_COPY_WARN_BYTES or more."""
+    size = int(t.vals.nbytes) + sum(int(a.nbytes) for lv in t.arrays for a in lv.values())
+    if size >= HOST_COPY_WARN_BYTES:
+        import warnings
+        from ..errors import PerformanceWarning
+        warnings.warn(f"operand {name}: {size / (1 << 20):.0f} MiB copied from the host to "
+                      f"the GPU on this call (and on every call given host data); pass a "
+                      f"CuPy array or a CUDA torch tensor, or k.prepare() it once",
+                      PerformanceWarning, stacklevel=host_ops.caller_level())
 
 
 class DeviceOperands:
@@ -98,6 +125,27 @@ class DeviceOperands:
             return "spc-device"
         return host_ops.family_of(x)
 
+    def from_dlpack(self, x):
+        """``x`` as a CuPy array over the same memory when it is a DLPack array of
+        no family spc knows (a JAX array, say) on a GPU; such an array on the
+        host as a numpy array (``operands.from_dlpack``); any other operand
+        unchanged."""
+        if isinstance(x, (np.ndarray, Tensor, self.cp.ndarray)) or _is_torch(x) \
+                or not hasattr(x, "__dlpack__") or not hasattr(x, "__dlpack_device__") \
+                or host_ops.family_of(x) != "python" or self.cpsp.issparse(x):
+            return x
+        try:
+            on_gpu = int(x.__dlpack_device__()[0]) in _DLPACK_ON_GPU
+        except (TypeError, ValueError, IndexError, AttributeError):
+            on_gpu = False
+        if not on_gpu:
+            return host_ops.from_dlpack(x)
+        try:
+            return self.cp.from_dlpack(x)
+        except (BufferError, RuntimeError, TypeError, ValueError) as err:
+            raise DTypeError(f"a {type(x).__name__} given through DLPack could not be read "
+                             f"on the GPU ({err})") from None
+
     def device_of(self, bound: dict, families: dict) -> int:
         ids = set()
         for n, x in bound.items():
@@ -134,6 +182,7 @@ class DeviceOperands:
     def call(self, ck, bound: dict, validate: bool, out=None):
         """Run CompiledKernel ``ck`` on ``bound`` operands; see the module docstring.
         ``out``: a dense device array written with the result and returned."""
+        bound = {n: self.from_dlpack(x) for n, x in bound.items()}
         families = {n: self.family(x) for n, x in bound.items()}
         device_id = self.device_of(bound, families)
         with self.cp.cuda.Device(device_id):
@@ -158,6 +207,9 @@ class DeviceOperands:
         tensors = {n: self.to_tensor(x, families[n], ck.formats[n], np_dtype,
                                      ck.display.get(n, n), validate)
                    for n, x in bound.items()}
+        for n, x in bound.items():
+            if not _on_device(x, families[n]):
+                warn_if_copied_large(ck.display.get(n, n), tensors[n])
         index_dtype = ck._pick_index_dtype(tensors, sizes)
         np_index = _NP_INDEX[index_dtype]
         if index_dtype is DType.I64:
