@@ -517,6 +517,17 @@ def test_compiles_and_cache_hits_are_logged(cache_dir, caplog):
     assert any(m.startswith("cache hit on disk") for m in messages)
 
 
+def test_the_schedule_a_build_chose_is_logged(cache_dir, caplog):
+    import logging
+    k = spc.compile("spmm", fmt="csr", schedule=spc.Schedule(reorder_rows="length"))
+    with caplog.at_level(logging.INFO, logger="spc"):
+        k.build()
+    (line,) = [r.getMessage() for r in caplog.records
+               if r.name == "spc" and "schedule Schedule(" in r.getMessage()]
+    assert line.startswith(f"{k.name} (cpu, f32, i32 indices)")
+    assert str(k.schedule) in line and "reorder_rows='length'" in line
+
+
 @pytest.mark.parametrize("platform, env, want", [
     ("linux", {"XDG_CACHE_HOME": "/x"}, "/x/spc"),
     ("darwin", {}, "~/Library/Caches/spc"),

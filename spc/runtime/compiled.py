@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ from .scratch import scratch_arrays
 from .out_arg import check_out, copy_into, flat_view, out_option, overlapping
 from .operands import (as_scipy_kind, from_dlpack, result_family, scipy_arrays, shape_of,
                        to_tensor, with_index_dtype)
+
+_log = logging.getLogger("spc")
 
 SMALL_WORK = 100_000      # below this much work (``call_work``) a call runs on one thread
 ENTRY_WORK = 8            # a stored sparse entry's own cost, in multiply-adds (gather, index)
@@ -413,6 +416,9 @@ class CompiledKernel(KernelCall):
                     lambda binary, k=kernel: self.target.load(binary, k, self._schedule),
                     self.target.recognise))
             v.launchers = launchers
+            if _log.isEnabledFor(logging.INFO):
+                _log.info("%s (%s, %s, %s indices): schedule %s", self.name, self.target.name,
+                          self.dtype.value, index_dtype.value, self.schedule)
         return self
 
     def _variant(self, index_dtype: DType) -> _Variant:
