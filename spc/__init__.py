@@ -27,6 +27,10 @@ from ._version import find_version as _find_version
 
 __version__ = _find_version()
 
+from .threadpool_control import register as _register_with_threadpoolctl  # noqa: E402
+
+_register_with_threadpoolctl()        # threadpoolctl's limits cap spc's pool, if installed
+
 __all__ = [
     "compile", "export", "cache", "tensor", "prune", "to_torch_semi_structured", "SumTensor", "from_coords", "Tensor", "Schedule", "CompiledKernel", "Format",
     "register_format", "format_names", "Level", "Dense", "Compressed", "Singleton", "LevelIO", "Parent",

@@ -6,6 +6,7 @@ every core the process may run on; ``set_num_threads(n)`` changes it for the
 whole process from the next call on, kernels compiled already included (it
 caps spc's thread pool, so a call pays nothing for it).  A schedule's
 ``threads=`` is the most a kernel asks for; the smaller of the two wins.
+threadpoolctl's ``threadpool_limits`` sets the same cap (``threadpool_control.py``).
 """
 from __future__ import annotations
 

@@ -53,3 +53,21 @@ def test_the_default_follows_spc_then_openmp_conventions(env, want, monkeypatch)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert config.num_threads() == (want or cores)
+
+
+def test_threadpoolctl_limits_cap_spcs_pool_like_an_openmp_runtime(restore):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    A = sp.random(4000, 4000, density=0.01, format="csr", random_state=1, dtype=np.float32)
+    B = np.random.default_rng(1).standard_normal((4000, 64)).astype(np.float32)
+    k = spc.compile("spmm", fmt="csr", threads=2)
+    want = k(A, B)
+    (info,) = [d for d in threadpoolctl.threadpool_info() if d["internal_api"] == "spc"]
+    assert info["user_api"] == "openmp" and info["version"] == spc.__version__
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert spc.get_num_threads() == 1 and k.schedule.threads == 1
+        before = load_pool().worker_chunks()
+        np.testing.assert_array_equal(k(A, B), want)
+        assert load_pool().worker_chunks() == before  # no worker ran a chunk
+    assert spc.get_num_threads() == config.num_threads()
+    with threadpoolctl.threadpool_limits(1, user_api="blas"):
+        assert spc.get_num_threads() == config.num_threads()
