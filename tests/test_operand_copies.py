@@ -221,16 +221,27 @@ def test_results_keep_the_callers_family(family):
     assert_allclose(out, a.multiply(a.T).toarray())
 
 
-class _DeviceArray:
-    """Stands for a CuPy array (spc tells device arrays by their module)."""
-    __module__ = "cupy._core.core"
-    shape = (3, 3)
+class _DeviceMatrix:
+    """Stands for a cupyx matrix (spc tells device data by its module): ``get()``
+    gives the host matrix."""
+    __module__ = "cupyx.scipy.sparse._csr"
+
+    def __init__(self, m):
+        self.m = m
+        self.shape = m.shape
+
+    def get(self):
+        return self.m
 
 
-def test_device_operands_are_refused_with_the_format_to_use():
+def test_a_device_operand_is_copied_through_the_host_with_a_warning():
     k = spc.compile("C[i,j] = A[i,j]*B[j,i]", formats={"A": "csr", "B": "csr"})
-    with pytest.raises(spc.UnsupportedError, match=r"operand B: .* copy in csc .* host only"):
-        read_copy(_DeviceArray(), k.copies[0], np.dtype(np.float64), "B", True)
+    b = MATRICES[1].build()
+    with pytest.warns(spc.PerformanceWarning, match=r"operand B: read through a copy in csc"
+                                                    r".* compile with B in csc"):
+        t = read_copy(_DeviceMatrix(b), k.copies[0], np.dtype(np.float64), "B", True)
+    assert str(t.format) == str(k.copies[0].format)
+    assert_allclose(t.to_scipy("csc"), b.toarray())
 
 
 # ---------------------------------------------------------------- what stays refused
@@ -383,11 +394,42 @@ def test_interpreter_on_cuda_kernels_reading_copies_matches_numpy(expr, formats,
     assert_allclose(out, expected, np.float64)
 
 
-def test_a_device_tensor_is_refused_on_the_cuda_target():
-    k = _cuda("C[i,j] = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"})
-    a = MATRICES[0].build()
-    with pytest.raises(spc.UnsupportedError, match="operand B: .* host only"):
-        k(A=a, B=_DeviceArray())
+@pytest.mark.cuda
+@pytest.mark.parametrize("family", ["cupy", "torch"])
+@pytest.mark.parametrize("expr, formats, reference", [
+    ("C[i,j] = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"}, lambda a, b: a * b.T),
+    ("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csc", "C": "csr"}, lambda a, b: a @ b),
+    ("y[i] = A[m,i]*B[m,i]", {"A": "csr", "B": "csr", "y": "coo"},
+     lambda a, b: (a * b).sum(axis=0)),
+])
+def test_device_operands_read_through_copies_give_device_results(family, expr, formats,
+                                                                 reference):
+    """Copies of device operands are built on the host and the result comes back on
+    the device, in the operands' family, with a PerformanceWarning."""
+    from cuda_env import cupy_or_skip_module
+    cp = cupy_or_skip_module()
+    a, b = MATRICES[1].build(), MATRICES[1].build().T.tocsr()
+    if family == "torch":
+        torch = pytest.importorskip("torch")
+        dev = lambda m: torch.sparse_csr_tensor(                        # noqa: E731
+            *(torch.from_numpy(x).cuda() for x in (m.indptr, m.indices, m.data)), m.shape)
+        host = lambda r: r.cpu().to_dense().numpy() if r.layout != torch.strided \
+            else r.cpu().numpy()                                         # noqa: E731
+    else:
+        import cupyx.scipy.sparse as cpsp
+        dev = lambda m: cpsp.csr_matrix(m)                              # noqa: E731
+        host = lambda r: (r.get().toarray() if hasattr(r, "get") and cpsp.issparse(r)
+                          else r.to_scipy("csr").toarray() if isinstance(r, spc.Tensor)
+                          else cp.asnumpy(r))                            # noqa: E731
+    k = _cuda(expr, formats)
+    with pytest.warns(spc.PerformanceWarning, match="host and back"):
+        out = k(A=dev(a), B=dev(b))
+    assert type(out).__module__.split(".")[0] in (("torch",) if family == "torch" else
+                                                   ("cupy", "cupyx", "spc"))
+    if isinstance(out, spc.Tensor):
+        assert isinstance(out.vals, cp.ndarray)
+    assert_allclose(np.asarray(host(out)).ravel(),
+                    np.asarray(reference(a.toarray(), b.toarray())).ravel())
 
 
 @pytest.mark.parametrize("layout", ["csr", "coo"])

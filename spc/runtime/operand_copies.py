@@ -14,14 +14,16 @@ What a copy costs:
   on every call (a sort of its coordinates, as ``spc.tensor(x, fmt)``; scipy
   input whose copy is csr, csc or coo goes through scipy's own conversion,
   then the usual checks);
-- a device operand (CuPy, CUDA torch tensor, device spc Tensor): refused with
-  an UnsupportedError; spc does not convert on the device yet.
+- a device operand (CuPy, cupyx, CUDA torch tensor, device spc Tensor): copied
+  to the host, converted there as above and copied back, on every call, with a
+  PerformanceWarning (spc does not convert on the device yet); the result comes
+  back on the device, in the operands' family.
 
 An output the kernels cannot build (coo, dcsr, csf, ell, hyb...) is computed
 in one they do (csr-like: dense levels over one compressed level, in some mode
 order; dense as the last resort, refused above ``DENSE_OUTPUT_LIMIT`` entries)
 and converted on every call: its coordinates gathered, sorted and packed by
-the wanted format's levels.
+the wanted format's levels (on the host: a device result goes there and back).
 
 The conversion reuses spc's format conversion (``from_coords``), not a kernel
 generated from the IR.
@@ -36,6 +38,7 @@ from ..errors import UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.format import Format, resolve_format
 from ..formats.tensor import Tensor, _is_scipy_sparse, from_coords
+from ..ir.nodes import DType
 from ..ir.operand_copies import CopyPlan, OperandCopy, OutputCopy
 from .compiled import KernelSequence, bind_operands, call_option, prepared_input
 from .inspectors import storage_stamp
@@ -73,16 +76,65 @@ def _on_device(x) -> bool:
     return mod.startswith("torch") and bool(getattr(x, "is_cuda", False))
 
 
+def host_copy(x):
+    """Device operand ``x`` on the host, in the host family nearest its own: a
+    CuPy array as numpy, a cupyx matrix as scipy, a CUDA torch tensor as a CPU
+    one, a device spc Tensor as a host one."""
+    if isinstance(x, Tensor):
+        from .device import DeviceOperands
+        return DeviceOperands.get().to_host(x)
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
+    return x.cpu()
+
+
+def _warn_round_trip(what: str, shown: str, instead: str) -> None:
+    import warnings
+    from ..errors import PerformanceWarning
+    from .operands import caller_level
+    warnings.warn(f"{what}: spc builds it on the host, so {shown} goes to the host and back "
+                  f"on every call; {instead} to avoid it", PerformanceWarning,
+                  stacklevel=caller_level())
+
+
+def device_result(out, user_operands: list):
+    """Result ``out`` of a call with device operands among ``user_operands``, on
+    the device in their family (torch CUDA tensors: torch; else CuPy arrays and
+    cupyx matrices, or spc Tensors with CuPy arrays where cupyx has no layout);
+    ``out`` unchanged where it is there already."""
+    from .device import DeviceOperands
+    if _on_device(out):
+        return out
+    ops = DeviceOperands.get()
+    fams = {ops.family(x) for x in user_operands if _on_device(x)}
+    if type(out).__module__.startswith("torch"):       # a CPU torch result: torch operands
+        return out.cuda()
+    vals = out.vals if isinstance(out, Tensor) else out
+    if "torch" not in fams and getattr(vals, "dtype", None) == np.dtype(DType.BF16.np):
+        return out            # CuPy holds no bfloat16: such results stay on the host (device.py)
+    if _is_scipy_sparse(out):
+        layout = out.format if out.format in SCIPY_LAYOUTS else "csr"
+        out = to_tensor(out, resolve_format(layout, 2), out.dtype, "the result", False)
+    if isinstance(out, np.ndarray):
+        if "torch" in fams:
+            import torch
+            return torch.from_numpy(np.ascontiguousarray(out)).cuda()
+        return ops.cp.asarray(out)
+    t = ops.to_device(out)
+    if "torch" in fams:
+        return ops._to_torch(t, True)
+    return ops._to_cupy(t, sparse_family="cupyx" if "cupyx" in fams else "spc")
+
+
 def read_copy(x, copy: OperandCopy, dtype: np.dtype, shown: str, validate: bool) -> Tensor:
     """Operand ``x`` (the caller's value of ``copy.source``) stored in
     ``copy.format`` with values of ``dtype``; see the module docstring for what
     it costs per operand family."""
     if _on_device(x):
-        raise UnsupportedError(
-            f"operand {shown}: this kernel reads {shown} through a copy in {copy.format} (its "
-            f"storage order conflicts with the other operands'), and spc builds such copies "
-            f"on the host only; pass {shown} as host data (scipy, numpy, a host spc.Tensor), "
-            f"or compile with {shown} in {copy.format}")
+        _warn_round_trip(f"operand {shown}: read through a copy in {copy.format} (its "
+                         f"storage order conflicts with the other operands')", shown,
+                         f"compile with {shown} in {copy.format}")
+        x = host_copy(x)
     fmt = copy.format
     if isinstance(x, Tensor) and not isinstance(x.format, SumFormat):
         key = ("copy", fmt)
@@ -232,23 +284,25 @@ class CopyingKernel(KernelSequence):
         by_user = bind_operands(self.name, self.input_names, args, kwargs)
         bound = {n: by_user[u] for n, u in zip(self.inputs, self.input_names)}
         output = self.plan.output
-        if output is not None:
-            for n, x in bound.items():
-                if _on_device(x):
-                    raise UnsupportedError(
-                        f"operand {self.display.get(n, n)}: this kernel computes "
-                        f"{self.display.get(self.output, self.output)} in {output.computed} and "
-                        f"converts it to {output.wanted} on the host; pass host operands, or "
-                        f"ask for the output in {output.computed}")
-            if output.computed.is_dense:
-                self._check_dense_size(bound, output)
+        users = list(bound.values())
+        on_device = any(_on_device(x) for x in users)
+        if output is not None and output.computed.is_dense:
+            self._check_dense_size(bound, output)
         ops = self._operands(bound, validate)
         off = {} if validate or "validate" in self.inner.input_names else {"validate": False}
         out = self.inner._call(tuple(ops), off)
         if output is None:
-            return in_family(out, list(bound.values()), ops)
-        return converted_output(out, output, self.dtype.np,
-                                self.display.get(self.output, self.output), list(bound.values()))
+            out = in_family(out, users, ops)
+            return device_result(out, users) if on_device else out
+        shown = self.display.get(self.output, self.output)
+        if on_device:
+            _warn_round_trip(f"{shown}: computed in {output.computed} and converted to "
+                             f"{output.wanted}", shown, f"ask for {shown} in {output.computed}")
+            out = host_copy(out) if _on_device(out) else out
+            return device_result(converted_output(out, output, self.dtype.np, shown,
+                                                  [host_copy(x) if _on_device(x) else x
+                                                   for x in users]), users)
+        return converted_output(out, output, self.dtype.np, shown, users)
 
     def _check_dense_size(self, bound: dict, output: OutputCopy) -> None:
         """Raise UnsupportedError before computing the output densely when it would
