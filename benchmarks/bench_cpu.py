@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # this checkout's spc, as the workers'
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from worker_protocol import start_workers  # noqa: E402
@@ -388,10 +389,10 @@ def main(argv=None):
     retry_used = defaultdict(float)
     retry_budget = args.retry_budget / max(1, len(systems))
     skip_reasons = defaultdict(set)
+    bar = common.progress(len(es), desc="bench_cpu")
     try:
         start_workers(systems, args.out, env, HERE / "systems_cpu.py", CASE_FIELDS, common.REPO,
                       workers)
-        t_loop = time.perf_counter()
         for mi, entry in enumerate(es):
             t0 = time.perf_counter()
             req = prepare_matrix(entry, args.ops, ns, scratch, args.min_time, args.min_repeats,
@@ -426,15 +427,17 @@ def main(argv=None):
                                 else f"{s}={rs[s]['status'].upper()}"
                                 for s in systems if s in rs)
                 parts.append(f"{op}{'' if op == 'spmv' else n}[{vals}]")
-            print(f"[{mi + 1}/{len(es)}] {entry.family} {entry.name} {entry.rows}x{entry.cols} "
-                  f"nnz={entry.nnz} ({time.perf_counter() - t0:.1f} s: prep {t_prep:.1f}, "
-                  + ", ".join(f"{s} {sys_time[s]:.1f}" for s in systems) + ") "
-                  + " ".join(parts) + f" ({common.eta(t_loop, mi + 1, len(es))})", flush=True)
+            bar.write(f"[{mi + 1}/{len(es)}] {entry.family} {entry.name} {entry.rows}x{entry.cols} "
+                      f"nnz={entry.nnz} ({time.perf_counter() - t0:.1f} s: prep {t_prep:.1f}, "
+                      + ", ".join(f"{s} {sys_time[s]:.1f}" for s in systems) + ") "
+                      + " ".join(parts))
             for r in records[-len(systems) * len(req["cases"]):]:
                 if r["status"] in ("fail", "error"):
-                    print(f"    {r['system']} {r['op']} N={r['n']}: {r['status']}: "
-                          f"{r.get('message', '')[:300]}", flush=True)
+                    bar.write(f"    {r['system']} {r['op']} N={r['n']}: {r['status']}: "
+                              f"{r.get('message', '')[:300]}")
+            bar.update()
     finally:
+        bar.close()
         for w in workers.values():
             w.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -394,16 +394,12 @@ def _do_bench():
     return do_bench if "return_mode" in params else None
 
 
-def eta(started: float, done: int, total: int) -> str:
-    """The time left of a loop over ``total`` items, ``done`` of them finished
-    ``time.perf_counter() - started`` seconds after it began: "eta 3.2 min"
-    (the mean time per item so far times the items left; "done" at the end)."""
-    if done >= total:
-        return "done"
-    if done <= 0:
-        return "eta ?"
-    left = (time.perf_counter() - started) / done * (total - done)
-    return f"eta {left:.0f} s" if left < 90 else f"eta {left / 60:.1f} min"
+def progress(total: int, *, desc: str = "", unit: str = "matrix"):
+    """``spc.progress.Progress`` over ``total`` items: a tqdm bar on stderr where
+    tqdm is installed, else a line with the time left after each item (imported
+    here, on use, so the workers importing this module never import spc)."""
+    from spc.progress import Progress             # noqa: PLC0415
+    return Progress(total, desc=desc, unit=unit)
 
 
 def time_calls(fn, *, min_time: float = 0.2, min_repeats: int = 5,

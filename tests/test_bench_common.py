@@ -189,17 +189,6 @@ def test_machine_load_and_busy_time():
     assert common.machine_busy_ns() >= a >= 0
 
 
-@pytest.mark.parametrize("elapsed, done, total, expected", [
-    (10.0, 1, 4, "eta 30 s"),       # 10 s per item, 3 left
-    (60.0, 1, 3, "eta 2.0 min"),
-    (5.0, 4, 4, "done"),
-    (5.0, 0, 4, "eta ?"),
-])
-def test_eta(monkeypatch, elapsed, done, total, expected):
-    monkeypatch.setattr(common.time, "perf_counter", lambda: 100.0 + elapsed)
-    assert common.eta(100.0, done, total) == expected
-
-
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py"))
 
 IMPORT_ALL = """

@@ -99,10 +99,13 @@ def scipy_time(kernel: str, A, dense: tuple) -> float:
 def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
           budget_s: float = 10.0, calls: int = 100, out: Path | None = None,
           space: str = "rules",
-          say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
+          say: Callable[[str], None] = print, warn: Callable[[str], None] = print,
+          advance: Callable[[int], None] = lambda n: None) -> tuple[list[Row], list[str]]:
     """Tune ``kernel`` for every file and N; returns (rows, problems).  Writes the
     database (through ``spc.tune``) and, with ``out``, ``report.md``, ``report.csv``,
-    ``trials.csv`` and, when matplotlib is importable, ``speedup.png``."""
+    ``trials.csv`` and, when matplotlib is importable, ``speedup.png``.  ``say``
+    gets a line per result, ``warn`` one per problem, ``advance(k)`` the number of
+    (file, N) cases each step finished (``spc.progress.Progress.update``)."""
     import spc
     rows: list[Row] = []
     problems: list[str] = []
@@ -117,6 +120,7 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             problems.append(str(err))
             warn(f"spc tune: skipped {err}")
             done += len(ns)
+            advance(len(ns))
             continue
         for n in ns:
             done += 1
@@ -128,6 +132,7 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             except spc.SpcError as err:
                 problems.append(f"{path} N={n}: {err}")
                 warn(f"spc tune: {path} N={n} failed: {err}")
+                advance(1)
                 continue
             wall = time.perf_counter() - t0
             rep = tuned.report
@@ -141,6 +146,7 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             say(f"[{done}/{total}] {label[path]} N={n}: {row.fmt} [{row.schedule}] "
                 f"{row.tuned_s * 1e6:.1f} us, {row.speedup:.2f}x default, "
                 f"{row.scipy_s / row.tuned_s:.2f}x scipy ({wall:.1f} s, {row.tried} tried)")
+            advance(1)
     if out is not None:
         write_report(out, kernel, target, rows, trials, problems)
     return rows, problems
