@@ -160,7 +160,9 @@ def _tune(args) -> int:
                                space=args.space, say=bar.write,
                                warn=lambda line: bar.write(line, err=True), advance=bar.update)
     if args.out is not None:
-        print(f"spc tune: wrote {args.out / 'report.md'}")
+        figure = args.out / "speedup.png"              # there only when this run drew it
+        print(f"spc tune: wrote {args.out / 'report.md'}"
+              + (f" and {figure}" if figure.is_file() else ""))
     return 1 if problems else 0
 
 
