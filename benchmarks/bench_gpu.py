@@ -116,7 +116,6 @@ def copy_bandwidth(torch) -> tuple[float, str]:
     a = torch.empty(n, device="cuda")
     b = torch.empty_like(a)
     t = common.gpu_kernel_time(torch, lambda: b.copy_(a), reps=10, warmup=3)
-    del a, b
     return 2 * n * 4 / t.seconds, t.timer
 
 

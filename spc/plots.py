@@ -23,12 +23,11 @@ def save_figure(path: Path, draw: Callable, *, figsize: tuple[float, float],
     path = Path(path)
     path.unlink(missing_ok=True)
     try:
-        import matplotlib                  # noqa: F401 - a None entry in sys.modules hides it
-        from matplotlib.figure import Figure
+        import matplotlib.figure           # a None entry for matplotlib in sys.modules hides it
     except ImportError:
         return NO_MATPLOTLIB
     try:
-        fig = Figure(figsize=figsize)
+        fig = matplotlib.figure.Figure(figsize=figsize)
         draw(fig)
         fig.savefig(path, dpi=dpi)
     except Exception as err:  # noqa: BLE001 - the numbers matter more than the picture
