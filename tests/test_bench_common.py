@@ -165,6 +165,21 @@ def test_gpu_kernel_time_falls_back_when_do_bench_lacks_return_mode(monkeypatch)
     assert t == common.GpuTime(pytest.approx(0.002), common.EVENTS)
 
 
+@pytest.mark.cuda
+def test_gpu_kernel_time_of_a_copy_on_a_gpu():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    a = torch.ones(1 << 24, device="cuda")               # 64 MiB, beyond any L2
+    b = torch.empty_like(a)
+    t = common.gpu_kernel_time(torch, lambda: b.copy_(a), reps=5, rep_ms=20.0)
+    assert t.timer == (common.DO_BENCH if common._do_bench() else common.EVENTS)
+    gbs = 2 * a.numel() * 4 / t.seconds / 1e9
+    assert 50 < gbs < 20_000, (t, gbs)                   # a copy at some GPU's bandwidth
+    torch.cuda.synchronize()
+    assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("xs, expected", [
     ([1.0, 4.0], 2.0),
     ([2.0, 8.0, 0.0, -1.0, math.nan, math.inf, None], 4.0),   # failed cases dropped
