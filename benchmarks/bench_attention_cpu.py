@@ -17,7 +17,6 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +26,15 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import common  # noqa: E402
 from bench_attention_gpu import bigbird, window  # noqa: E402
 
 COLUMNS = ("spc", "spc-fused", "torch.sparse", "sdpa-mask")
 
 
 def timed(fn, reps: int) -> float:
-    fn()
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return statistics.median(out)
+    """Median seconds of ``reps`` calls timed call by call, after one warm-up call."""
+    return statistics.median(common.call_times(fn, min_repeats=reps, warmup=1))
 
 
 def main(argv=None) -> int:

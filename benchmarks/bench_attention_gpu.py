@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         except Exception as err:  # noqa: BLE001 - FlexAttention is optional
             print(f"(no FlexAttention: {type(err).__name__}: {err})")
     print(f"{'mask':9s} {'L':>5s} {'density':>7s}  " + "  ".join(
-        f"{s:>12s}" for s in COLUMNS) + "   (ms; error)")
+        f"{s:>12s}" for s in COLUMNS) + "   (ms, caller view: CUDA events, median; error)")
     for L in [int(x) for x in args.lengths.split(",")]:
         for name, mask in (("bigbird", bigbird(L)), ("window", window(L))):
             g = torch.Generator(device=dev).manual_seed(0)

@@ -10,7 +10,8 @@ inputs and a float64 reference to a scratch dir, and asks the workers in turn
 (the order rotates from matrix to matrix).  A worker checks its first result
 (relative error < 1e-3) and only then times: warm-up, then the median of call
 by call timings, at least 5 repeats and at least --min-time seconds in all.
-Writes results.json, summary.md and gflops.png into --out; prints the summary.
+Writes results.json, summary.md and (with matplotlib) gflops.png into --out; prints
+the summary, which names the plot only when it was written.
 See benchmarks/README.md.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # this checkout's spc, as the workers'
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from worker_protocol import start_workers  # noqa: E402
@@ -243,37 +245,40 @@ def summary_markdown(agg, meta, systems, families, op_ns) -> str:
     return "\n".join(lines)
 
 
-def plot(agg, systems, families, op_ns, path: Path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot(agg, systems, families, op_ns, path: Path) -> str | None:
+    """Bars of median GFLOP/s per family, a panel per (op, N), saved at ``path``;
+    None when written, else why not (``spc.plots.save_figure``)."""
+    from spc.plots import save_figure          # noqa: PLC0415
     fams = [f for f in FAMILIES if f in families]
     panels = len(op_ns)
-    cols = min(3, panels)
-    rows = math.ceil(panels / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
-    width = 0.8 / max(1, len(systems))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for idx, (op, n) in enumerate(op_ns):
-        ax = axes[idx // cols][idx % cols]
-        for j, s in enumerate(systems):
-            vals = [agg["medians"].get(f"{op}|{n}|{s}|{f}", {}).get("gflops", 0.0)
-                    for f in fams]
-            xs = [i + (j - (len(systems) - 1) / 2) * width for i in range(len(fams))]
-            ax.bar(xs, vals, width, label=s, color=colors[j % len(colors)],
-                   edgecolor="black" if s == "spc" else None, linewidth=0.8)
-        ax.set_xticks(range(len(fams)))
-        ax.set_xticklabels([FAMILY_LABEL.get(f, f) for f in fams], fontsize=8)
-        ax.set_title(f"{op}, N={n}" if op != "spmv" else "spmv")
-        ax.set_ylabel("median GFLOP/s")
-        ax.grid(axis="y", alpha=0.3)
-    for idx in range(panels, rows * cols):
-        axes[idx // cols][idx % cols].axis("off")
-    axes[0][0].legend(fontsize=7, ncol=2)
-    fig.suptitle("CPU float32, median GFLOP/s per family (higher is better)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    cols = max(1, min(3, panels))
+    rows = max(1, math.ceil(panels / cols))
+
+    def draw(fig):
+        import matplotlib                      # noqa: PLC0415
+        axes = fig.subplots(rows, cols, squeeze=False)
+        width = 0.8 / max(1, len(systems))
+        colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+        for idx, (op, n) in enumerate(op_ns):
+            ax = axes[idx // cols][idx % cols]
+            for j, s in enumerate(systems):
+                vals = [agg["medians"].get(f"{op}|{n}|{s}|{f}", {}).get("gflops", 0.0)
+                        for f in fams]
+                xs = [i + (j - (len(systems) - 1) / 2) * width for i in range(len(fams))]
+                ax.bar(xs, vals, width, label=s, color=colors[j % len(colors)],
+                       edgecolor="black" if s == "spc" else None, linewidth=0.8)
+            ax.set_xticks(range(len(fams)))
+            ax.set_xticklabels([FAMILY_LABEL.get(f, f) for f in fams], fontsize=8)
+            ax.set_title(f"{op}, N={n}" if op != "spmv" else "spmv")
+            ax.set_ylabel("median GFLOP/s")
+            ax.grid(axis="y", alpha=0.3)
+        for idx in range(panels, rows * cols):
+            axes[idx // cols][idx % cols].axis("off")
+        axes[0][0].legend(fontsize=7, ncol=2)
+        fig.suptitle("CPU float32, median GFLOP/s per family (higher is better)", fontsize=10)
+        fig.tight_layout()
+
+    return save_figure(path, draw, figsize=(5.2 * cols, 3.6 * rows))
 
 
 # -- main ----------------------------------------------------------------------------------------
@@ -388,10 +393,10 @@ def main(argv=None):
     retry_used = defaultdict(float)
     retry_budget = args.retry_budget / max(1, len(systems))
     skip_reasons = defaultdict(set)
+    bar = common.progress(len(es), desc="bench_cpu")
     try:
         start_workers(systems, args.out, env, HERE / "systems_cpu.py", CASE_FIELDS, common.REPO,
                       workers)
-        t_loop = time.perf_counter()
         for mi, entry in enumerate(es):
             t0 = time.perf_counter()
             req = prepare_matrix(entry, args.ops, ns, scratch, args.min_time, args.min_repeats,
@@ -426,15 +431,17 @@ def main(argv=None):
                                 else f"{s}={rs[s]['status'].upper()}"
                                 for s in systems if s in rs)
                 parts.append(f"{op}{'' if op == 'spmv' else n}[{vals}]")
-            print(f"[{mi + 1}/{len(es)}] {entry.family} {entry.name} {entry.rows}x{entry.cols} "
-                  f"nnz={entry.nnz} ({time.perf_counter() - t0:.1f} s: prep {t_prep:.1f}, "
-                  + ", ".join(f"{s} {sys_time[s]:.1f}" for s in systems) + ") "
-                  + " ".join(parts) + f" ({common.eta(t_loop, mi + 1, len(es))})", flush=True)
+            bar.write(f"[{mi + 1}/{len(es)}] {entry.family} {entry.name} {entry.rows}x{entry.cols} "
+                      f"nnz={entry.nnz} ({time.perf_counter() - t0:.1f} s: prep {t_prep:.1f}, "
+                      + ", ".join(f"{s} {sys_time[s]:.1f}" for s in systems) + ") "
+                      + " ".join(parts))
             for r in records[-len(systems) * len(req["cases"]):]:
                 if r["status"] in ("fail", "error"):
-                    print(f"    {r['system']} {r['op']} N={r['n']}: {r['status']}: "
-                          f"{r.get('message', '')[:300]}", flush=True)
+                    bar.write(f"    {r['system']} {r['op']} N={r['n']}: {r['status']}: "
+                              f"{r.get('message', '')[:300]}")
+            bar.update()
     finally:
+        bar.close()
         for w in workers.values():
             w.close()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -464,21 +471,19 @@ def main(argv=None):
 
 
 def report(records, meta, systems, families, op_ns, out: Path) -> None:
-    """Aggregate, write results.json, summary.md and gflops.png, print the summary."""
+    """Aggregate, write results.json, gflops.png (with matplotlib) and summary.md,
+    print the summary.  summary.md names the plot only when it was written, else
+    says why there is none."""
+    from spc.plots import plot_line           # noqa: PLC0415
     agg = aggregate(records, systems, families, meta["args"]["max_external_load"])
-    text = summary_markdown(agg, meta, systems, families, op_ns)
     out.mkdir(parents=True, exist_ok=True)
+    figure = out / "gflops.png"
+    why_not = plot(agg, systems, families, op_ns, figure)   # removes an earlier run's plot
+    text = summary_markdown(agg, meta, systems, families, op_ns) + plot_line(figure, why_not) + "\n"
     (out / "results.json").write_text(json.dumps(
         {"meta": meta, "aggregate": agg, "records": records}, indent=1, default=str))
     (out / "summary.md").write_text(text)
-    written = [out / "results.json", out / "summary.md"]
-    figure = out / "gflops.png"
-    figure.unlink(missing_ok=True)          # never leave an earlier run's plot beside these numbers
-    try:
-        plot(agg, systems, families, op_ns, figure)
-        written.append(figure)
-    except Exception as err:  # noqa: BLE001 - the numbers matter more than the picture
-        print(f"plot failed, no {figure.name}: {type(err).__name__}: {err}", file=sys.stderr)
+    written = [out / "results.json", out / "summary.md"] + ([figure] if why_not is None else [])
     print()
     print(text)
     print("wrote " + ", ".join(str(p) for p in written))

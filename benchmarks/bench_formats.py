@@ -42,6 +42,7 @@ import numpy as np
 import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))     # this checkout's spc, as the workers'
 sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 from worker_protocol import start_workers  # noqa: E402
@@ -768,10 +769,10 @@ def main(argv=None):
     retry_used = defaultdict(float)
     retry_budget = args.retry_budget / max(1, len(systems))
     prune_how = set()
+    bar = common.progress(len(mats), desc="bench_formats")
     try:
         start_workers(systems, args.out, env, HERE / "formats_workers.py", CASE_FIELDS, common.REPO,
                       workers)
-        t_loop = time.perf_counter()
         for mi, mat in enumerate(mats):
             t0 = time.perf_counter()
             A = mat.build()
@@ -829,16 +830,17 @@ def main(argv=None):
                     base = next((r for r in rs if r["label"] == BASELINE), None)
                     best[op_label(op, n)] = (f"{b['label']} {_fmt(b['gflops'])}"
                                              + (f" (csr {_fmt(base['gflops'])})" if base else ""))
-            print(f"[{mi + 1}/{len(mats)}] {family_label(mat.family)} {mat.name} "
-                  f"{A.shape[0]}x{A.shape[1]} nnz={A.nnz} ({time.perf_counter() - t0:.1f} s: "
-                  f"prep {t_prep:.1f}, " + ", ".join(f"{s} {v:.1f}" for s, v in sys_time.items())
-                  + ") best: " + "; ".join(f"{k}: {v}" for k, v in best.items())
-                  + f" ({common.eta(t_loop, mi + 1, len(mats))})", flush=True)
+            bar.write(f"[{mi + 1}/{len(mats)}] {family_label(mat.family)} {mat.name} "
+                      f"{A.shape[0]}x{A.shape[1]} nnz={A.nnz} ({time.perf_counter() - t0:.1f} s: "
+                      f"prep {t_prep:.1f}, " + ", ".join(f"{s} {v:.1f}" for s, v in sys_time.items())
+                      + ") best: " + "; ".join(f"{k}: {v}" for k, v in best.items()))
             for r in records:
                 if r["matrix"] == mat.name and r["status"] in ("fail", "error"):
-                    print(f"    {r['label']} {op_label(r['op'], r['n'])}: {r['status']}: "
-                          f"{r.get('message', '')[:300]}", flush=True)
+                    bar.write(f"    {r['label']} {op_label(r['op'], r['n'])}: {r['status']}: "
+                              f"{r.get('message', '')[:300]}")
+            bar.update()
     finally:
+        bar.close()
         for w in workers.values():
             w.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -563,35 +563,37 @@ def main(argv=None):
 
     records, storage = [], []
     poisoned, truncated = None, 0
-    for i, mat in enumerate(mats):
-        if args.budget_s and time.time() - t_start > args.budget_s:
-            truncated = len(mats) - i
-            print(f"  budget of {args.budget_s:.0f} s spent: {truncated} matrices not run",
-                  flush=True)
-            break
-        t0 = time.perf_counter()
-        A = mat.build()
-        formats = bf.formats_for(mat, args.formats)
-        poisoned = run_matrix(env, mat, A, formats, sorted(set(args.n)), args, spc_kernels,
-                              hyb_note, records, storage)
-        mine = [r for r in records if r["matrix"] == mat.name and r["status"] == "ok"
-                and r["n"] == max(args.n)]
-        best = max(mine, key=lambda r: r["gflops"]) if mine else None
-        base = next((r for r in mine if r["label"] == "spc:csr"), None)
-        print(f"[{i + 1}/{len(mats)}] {bf.family_label(mat.family)} {mat.name} "
-              f"{A.shape[0]}x{A.shape[1]} nnz={A.nnz} ({time.perf_counter() - t0:.1f} s) "
-              + (f"N={max(args.n)} best {best['label']} {best['gflops']:.0f} GFLOP/s"
-                 + (f", spc:csr {base['gflops']:.0f}" if base else "") if best else ""),
-              flush=True)
-        for r in records:
-            if r["matrix"] == mat.name and r["status"] in ("fail", "error"):
-                print(f"    {r['label']} N={r['n']}: {r['status']}: {r['message'][:300]}",
-                      flush=True)
-        if poisoned:
-            print(f"  CUDA context lost ({poisoned}); stopping", flush=True)
-            break
-        if not args.dry_run:
-            env.torch.cuda.empty_cache()
+    bar = common.progress(len(mats), desc="bench_formats_gpu")
+    try:
+        for i, mat in enumerate(mats):
+            if args.budget_s and time.time() - t_start > args.budget_s:
+                truncated = len(mats) - i
+                bar.write(f"  budget of {args.budget_s:.0f} s spent: {truncated} matrices not run")
+                break
+            t0 = time.perf_counter()
+            A = mat.build()
+            formats = bf.formats_for(mat, args.formats)
+            poisoned = run_matrix(env, mat, A, formats, sorted(set(args.n)), args, spc_kernels,
+                                  hyb_note, records, storage)
+            mine = [r for r in records if r["matrix"] == mat.name and r["status"] == "ok"
+                    and r["n"] == max(args.n)]
+            best = max(mine, key=lambda r: r["gflops"]) if mine else None
+            base = next((r for r in mine if r["label"] == "spc:csr"), None)
+            bar.write(f"[{i + 1}/{len(mats)}] {bf.family_label(mat.family)} {mat.name} "
+                      f"{A.shape[0]}x{A.shape[1]} nnz={A.nnz} ({time.perf_counter() - t0:.1f} s) "
+                      + (f"N={max(args.n)} best {best['label']} {best['gflops']:.0f} GFLOP/s"
+                         + (f", spc:csr {base['gflops']:.0f}" if base else "") if best else ""))
+            for r in records:
+                if r["matrix"] == mat.name and r["status"] in ("fail", "error"):
+                    bar.write(f"    {r['label']} N={r['n']}: {r['status']}: {r['message'][:300]}")
+            bar.update()
+            if poisoned:
+                bar.write(f"  CUDA context lost ({poisoned}); stopping")
+                break
+            if not args.dry_run:
+                env.torch.cuda.empty_cache()
+    finally:
+        bar.close()
     meta = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "env": info, "dry_run": args.dry_run, "hyb": hyb_note or "available",
             "pruning": bf.pruner(), "matrices": len(storage), "planned": len(mats),

@@ -109,23 +109,14 @@ def device_times(torch, labelled, reps: int) -> dict:
     return out
 
 
-def copy_bandwidth(torch) -> float:
-    """Device-to-device copy bandwidth in bytes/s (bytes read plus written)."""
+def copy_bandwidth(torch) -> tuple[float, str]:
+    """(device-to-device copy bandwidth in bytes/s, bytes read plus written; the
+    timer): the median device time of a 1 GiB copy (``common.gpu_kernel_time``)."""
     n = 1 << 28                         # 1 GiB of float32
     a = torch.empty(n, device="cuda")
     b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(10):
-        b.copy_(a)
-    e.record()
-    e.synchronize()
-    secs = s.elapsed_time(e) * 1e-3 / 10
-    del a, b
-    return 2 * n * 4 / secs
+    t = common.gpu_kernel_time(torch, lambda: b.copy_(a), reps=10, warmup=3)
+    return 2 * n * 4 / t.seconds, t.timer
 
 
 # -- systems ----------------------------------------------------------------------------------
@@ -260,9 +251,9 @@ def main(argv=None) -> int:
                     err = case.check(torch, cupy, "spc")
                     print(f"memcheck {e.name} {op} N={n}: rel err {err:.1e}", flush=True)
         return 0
-    bw = copy_bandwidth(torch)
+    bw, bw_timer = copy_bandwidth(torch)
     print(f"# {dev}, {datetime.date.today()}, torch {torch.__version__}, cupy {cupy.__version__}; "
-          f"copy bandwidth {bw / 1e9:.0f} GB/s; {len(entries)} matrices", flush=True)
+          f"copy bandwidth {bw / 1e9:.0f} GB/s ({bw_timer}); {len(entries)} matrices", flush=True)
     rows = []
     t0 = time.time()
     for e in entries:
@@ -306,7 +297,7 @@ def main(argv=None) -> int:
               f"[{time.time() - t0:.0f}s]", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(device=dev, date=str(datetime.date.today()),
-                                                   copy_bw=bw, rows=rows), indent=1))
+                                                   copy_bw=bw, copy_bw_timer=bw_timer, rows=rows), indent=1))
     report(rows, dev, bw, ops, ns)
     return 0
 

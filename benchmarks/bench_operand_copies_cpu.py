@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common                   # noqa: E402
 import spc                      # noqa: E402
 from spc import corpus          # noqa: E402
 
@@ -36,13 +38,8 @@ EXPR = "C[i,j] = A[i,j]*B[j,i]"
 
 
 def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    """Median milliseconds of ``repeats`` calls timed call by call, after one warm-up call."""
+    return statistics.median(common.call_times(fn, min_repeats=repeats, warmup=1)) * 1e3
 
 
 def matrices(names):

@@ -118,31 +118,28 @@ def main(argv=None) -> int:
         print(f"{fam:17s} {op:8s} n={len(rs):2d}  dflt/best {g([r['default']/r['best'] for r in rs]):5.2f}"
               f"  scipy/best {g([r['scipy']/r['best'] for r in rs]):5.2f}")
     if args.plot is not None:
-        plot(rows, args.plot)
+        why_not = plot(rows, args.plot)
+        print(f"# wrote {args.plot}" if why_not is None else f"# no plot: {why_not}")
     return 0
 
 
-def plot(rows, path: Path) -> None:
-    """Bars of default / best schedule per case, grouped by op."""
-    try:
-        import matplotlib
-    except ImportError:
-        print("# no plot: matplotlib is not installed (pip install '.[bench]')")
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(rows)), 3.6))
-    labels = [f"{r['op']} {r['matrix'][:16]}" for r in rows]
-    ax.bar(range(len(rows)), [r["default"] / r["best"] for r in rows], color="tab:blue")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(rows)))
-    ax.set_xticklabels(labels, rotation=75, ha="right", fontsize=7)
-    ax.set_ylabel("default time / best schedule's")
-    ax.set_title("CPU: the best schedule of spc.schedule_space against the default")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"# wrote {path}")
+def plot(rows, path: Path) -> str | None:
+    """Bars of default / best schedule per case, saved at ``path``; None when
+    written, else why not (``spc.plots.save_figure``)."""
+    from spc.plots import save_figure
+
+    def draw(fig):
+        ax = fig.subplots()
+        labels = [f"{r['op']} {r['matrix'][:16]}" for r in rows]
+        ax.bar(range(len(rows)), [r["default"] / r["best"] for r in rows], color="tab:blue")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(labels, rotation=75, ha="right", fontsize=7)
+        ax.set_ylabel("default time / best schedule's")
+        ax.set_title("CPU: the best schedule of spc.schedule_space against the default")
+        fig.tight_layout()
+
+    return save_figure(path, draw, figsize=(max(6.0, 0.35 * len(rows)), 3.6))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Shared pieces of the CPU benchmarks: the corpus, the cases, their inputs and
 float64 references, FLOP and byte counts, the correctness check, the timers of
-every benchmark (CPU and GPU: ``call_times``, ``burst_times``, ``cuda_event_times``),
-the machine's load (psutil where installed) and the geometric mean.
+every benchmark (CPU and GPU: ``call_times``, ``burst_times``, ``cuda_event_times``,
+and ``gpu_kernel_time``: triton's ``do_bench`` where triton is importable), the
+machine's load (psutil where installed) and the geometric mean.
 
 Nothing here imports torch or numba (the GPU timer takes torch as an argument), so the driver (``bench_cpu.py``) and every
 per-system worker (``systems_cpu.py``) can import it without pulling in an
@@ -10,6 +11,7 @@ OpenMP runtime they do not measure.
 from __future__ import annotations
 
 import gzip
+import inspect
 import math
 import os
 import statistics
@@ -256,9 +258,11 @@ def rel_error(out: np.ndarray, ref: np.ndarray) -> float:
 
 
 # -- timing ----------------------------------------------------------------------------------------
-# The one timer of every benchmark: call_times (call by call, wall clock),
+# The timers of every benchmark: call_times (call by call, wall clock),
 # burst_times (back-to-back calls, optionally synchronized), cuda_event_times
-# (CUDA events around each call).  Callers take medians (statistics.median).
+# (CUDA events around each call: the caller's view) and gpu_kernel_time (device
+# time: triton's do_bench, else cuda_event_times).  Callers take medians
+# (statistics.median).
 def call_times(fn, *, min_repeats: int = 5, min_time: float = 0.0, max_repeats: int = 200_000,
                warmup: int = 0, warmup_s: float = 0.0) -> list[float]:
     """Seconds of each timed call of ``fn()``, timed call by call (perf_counter).
@@ -339,16 +343,63 @@ def cuda_event_times(torch, fn, reps: int, *, warmup: int = 0) -> list[float]:
     return out
 
 
-def eta(started: float, done: int, total: int) -> str:
-    """The time left of a loop over ``total`` items, ``done`` of them finished
-    ``time.perf_counter() - started`` seconds after it began: "eta 3.2 min"
-    (the mean time per item so far times the items left; "done" at the end)."""
-    if done >= total:
-        return "done"
-    if done <= 0:
-        return "eta ?"
-    left = (time.perf_counter() - started) / done * (total - done)
-    return f"eta {left:.0f} s" if left < 90 else f"eta {left / 60:.1f} min"
+# the timer a GpuTime came from, as report columns name it
+DO_BENCH = "do_bench median"     # triton.testing.do_bench: L2 flushed before each call
+EVENTS = "events median"         # cuda_event_times: idle stream before each call, L2 warm
+
+
+@dataclass(frozen=True)
+class GpuTime:
+    """Median device seconds per call, and the timer that measured them
+    (``DO_BENCH`` or ``EVENTS``), so a report can say which."""
+    seconds: float
+    timer: str
+
+
+def gpu_kernel_time(torch, fn, *, reps: int = 30, warmup: int = 1, warmup_ms: float = 25.0,
+                    rep_ms: float = 100.0) -> GpuTime:
+    """The median device time of one call of ``fn()`` (``torch``: the torch module).
+
+    Requires: ``fn`` takes no argument and launches its work on torch's current
+    stream.
+    Ensures: where triton is importable (and its ``do_bench`` takes
+    ``return_mode``), ``triton.testing.do_bench(fn, warmup=warmup_ms,
+    rep=rep_ms, return_mode="median")``: about ``warmup_ms`` of untimed calls,
+    then about ``rep_ms`` of timed ones, each after zeroing a buffer larger than
+    L2 (so no call finds the last one's data in cache) and between two CUDA
+    events, with no synchronization between calls (a launch shorter than the
+    flush hides behind it); timer ``DO_BENCH``.  Else the median of
+    ``cuda_event_times(torch, fn, reps, warmup=warmup)``: the stream idle before
+    each call, L2 as the last call left it, the host's launch time included
+    when it exceeds the kernel's; timer ``EVENTS``.
+    """
+    do_bench = _do_bench()
+    if do_bench is not None:
+        ms = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+        return GpuTime(float(ms) * 1e-3, DO_BENCH)
+    return GpuTime(statistics.median(cuda_event_times(torch, fn, reps, warmup=warmup)), EVENTS)
+
+
+def _do_bench():
+    """``triton.testing.do_bench`` when triton is importable and its ``do_bench``
+    takes ``return_mode`` (triton >= 2.1), else None."""
+    try:
+        from triton.testing import do_bench      # noqa: PLC0415
+    except ImportError:
+        return None
+    try:
+        params = inspect.signature(do_bench).parameters
+    except (TypeError, ValueError):
+        return None
+    return do_bench if "return_mode" in params else None
+
+
+def progress(total: int, *, desc: str = "", unit: str = "matrix"):
+    """``spc.progress.Progress`` over ``total`` items: a tqdm bar on stderr where
+    tqdm is installed, else a line with the time left after each item (imported
+    here, on use, so the workers importing this module never import spc)."""
+    from spc.progress import Progress             # noqa: PLC0415
+    return Progress(total, desc=desc, unit=unit)
 
 
 def time_calls(fn, *, min_time: float = 0.2, min_repeats: int = 5,

@@ -153,13 +153,16 @@ def _tune(args) -> int:
     if any(n < 1 for n in args.n) or args.calls < 1:
         print("spc tune: --n and --calls must be positive", file=sys.stderr)
         return 2
-    rows, problems = sweep(files, args.kernel, args.n, target=args.target,
-                           budget_s=args.budget, calls=args.calls, out=args.out,
-                           space=args.space,
-                           say=lambda line: print(line, flush=True),
-                           warn=lambda line: print(line, file=sys.stderr, flush=True))
+    from .progress import Progress
+    with Progress(len(files) * len(args.n), desc="spc tune", unit="case") as bar:
+        rows, problems = sweep(files, args.kernel, args.n, target=args.target,
+                               budget_s=args.budget, calls=args.calls, out=args.out,
+                               space=args.space, say=bar.write,
+                               warn=lambda line: bar.write(line, err=True), advance=bar.update)
     if args.out is not None:
-        print(f"spc tune: wrote {args.out / 'report.md'}")
+        figure = args.out / "speedup.png"              # there only when this run drew it
+        print(f"spc tune: wrote {args.out / 'report.md'}"
+              + (f" and {figure}" if figure.is_file() else ""))
     return 1 if problems else 0
 
 

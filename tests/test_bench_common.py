@@ -116,6 +116,70 @@ def test_cuda_event_times_reads_events_around_each_call():
     assert fake.log == ["call"] + ["sync", "record", "call", "record", "event-sync"] * 3
 
 
+def fake_triton(monkeypatch, do_bench):
+    """Make ``from triton.testing import do_bench`` give ``do_bench``."""
+    import types
+    triton = types.ModuleType("triton")
+    testing = types.ModuleType("triton.testing")
+    testing.do_bench = do_bench
+    triton.testing = testing
+    monkeypatch.setitem(sys.modules, "triton", triton)
+    monkeypatch.setitem(sys.modules, "triton.testing", testing)
+
+
+def test_gpu_kernel_time_uses_do_bench_when_triton_is_there(monkeypatch):
+    calls = []
+
+    def do_bench(fn, warmup=25, rep=100, grad_to_none=None, quantiles=None, return_mode="mean"):
+        calls.append(dict(fn=fn, warmup=warmup, rep=rep, quantiles=quantiles,
+                          return_mode=return_mode))
+        fn()
+        return 0.25                                   # milliseconds, as triton's
+
+    fake_triton(monkeypatch, do_bench)
+    fake = FakeCuda()
+    t = common.gpu_kernel_time(type("torch", (), {"cuda": fake}), fake.call, reps=3,
+                               warmup_ms=5.0, rep_ms=40.0)
+    assert t == common.GpuTime(0.25e-3, common.DO_BENCH)
+    assert calls == [dict(fn=fake.call, warmup=5.0, rep=40.0, quantiles=None,
+                          return_mode="median")]
+    assert fake.log == ["call"]                       # no event loop of ours besides
+
+
+def test_gpu_kernel_time_falls_back_to_events_without_triton(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)   # import triton raises ImportError
+    fake = FakeCuda()
+    t = common.gpu_kernel_time(type("torch", (), {"cuda": fake}), fake.call, reps=3, warmup=1)
+    assert t.timer == common.EVENTS
+    assert t.seconds == pytest.approx(0.002)
+    assert fake.log == ["call"] + ["sync", "record", "call", "record", "event-sync"] * 3
+
+
+def test_gpu_kernel_time_falls_back_when_do_bench_lacks_return_mode(monkeypatch):
+    def old_do_bench(fn, warmup=25, rep=100, percentiles=(0.5, 0.2, 0.8)):
+        raise AssertionError("an old do_bench must not be called")
+
+    fake_triton(monkeypatch, old_do_bench)
+    fake = FakeCuda()
+    t = common.gpu_kernel_time(type("torch", (), {"cuda": fake}), fake.call, reps=2, warmup=0)
+    assert t == common.GpuTime(pytest.approx(0.002), common.EVENTS)
+
+
+@pytest.mark.cuda
+def test_gpu_kernel_time_of_a_copy_on_a_gpu():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device for torch")
+    a = torch.ones(1 << 24, device="cuda")               # 64 MiB, beyond any L2
+    b = torch.empty_like(a)
+    t = common.gpu_kernel_time(torch, lambda: b.copy_(a), reps=5, rep_ms=20.0)
+    assert t.timer == (common.DO_BENCH if common._do_bench() else common.EVENTS)
+    gbs = 2 * a.numel() * 4 / t.seconds / 1e9
+    assert 50 < gbs < 20_000, (t, gbs)                   # a copy at some GPU's bandwidth
+    torch.cuda.synchronize()
+    assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("xs, expected", [
     ([1.0, 4.0], 2.0),
     ([2.0, 8.0, 0.0, -1.0, math.nan, math.inf, None], 4.0),   # failed cases dropped
@@ -138,17 +202,6 @@ def test_machine_load_and_busy_time():
     a = common.machine_busy_ns()
     sum(range(200_000))
     assert common.machine_busy_ns() >= a >= 0
-
-
-@pytest.mark.parametrize("elapsed, done, total, expected", [
-    (10.0, 1, 4, "eta 30 s"),       # 10 s per item, 3 left
-    (60.0, 1, 3, "eta 2.0 min"),
-    (5.0, 4, 4, "done"),
-    (5.0, 0, 4, "eta ?"),
-])
-def test_eta(monkeypatch, elapsed, done, total, expected):
-    monkeypatch.setattr(common.time, "perf_counter", lambda: 100.0 + elapsed)
-    assert common.eta(100.0, done, total) == expected
 
 
 SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py"))
@@ -174,3 +227,18 @@ def test_every_benchmark_script_imports_without_gpu_packages():
                        timeout=300, cwd=BENCH.parent)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {}
+
+
+def _has_main(script: Path) -> bool:
+    return 'if __name__ == "__main__"' in script.read_text()
+
+
+RUNNABLE = [p.name for p in sorted(BENCH.glob("*.py")) if _has_main(p)]
+
+
+@pytest.mark.parametrize("script", RUNNABLE)
+def test_every_benchmark_script_answers_help(script):
+    r = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True,
+                       text=True, timeout=120, cwd=BENCH.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("usage: "), r.stdout[:500]

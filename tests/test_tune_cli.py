@@ -42,6 +42,16 @@ def test_tune_keeps_going_past_a_malformed_file(folder, capsys):
     assert len(Database.default().entries("spmm", "float32")) == 4
 
 
+def test_tune_shows_its_progress_on_stderr(folder, capsys, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "tqdm", None)       # the plain lines, tqdm or not
+    assert main(["tune", str(folder / "data"), "--n", "4", "--budget", "0.2"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines()
+           if line.startswith("spc tune: ") and "/3, " in line]
+    assert [line.split(",")[0] for line in err] == [f"spc tune: {i}/3" for i in (1, 2, 3)]
+    assert err[-1].endswith(", done")
+
+
 def test_tune_sddmm_on_one_file(folder, capsys):
     assert main(["tune", str(folder / "data" / "good.npz"), "--kernel", "sddmm", "--n", "4",
                  "--budget", "0.5"]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,10 +100,13 @@ def scipy_time(kernel: str, A, dense: tuple) -> float:
 def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
           budget_s: float = 10.0, calls: int = 100, out: Path | None = None,
           space: str = "rules",
-          say: Callable[[str], None] = print, warn: Callable[[str], None] = print) -> tuple[list[Row], list[str]]:
+          say: Callable[[str], None] = print, warn: Callable[[str], None] = print,
+          advance: Callable[[int], None] = lambda n: None) -> tuple[list[Row], list[str]]:
     """Tune ``kernel`` for every file and N; returns (rows, problems).  Writes the
     database (through ``spc.tune``) and, with ``out``, ``report.md``, ``report.csv``,
-    ``trials.csv`` and, when matplotlib is importable, ``speedup.png``."""
+    ``trials.csv`` and, when matplotlib is importable, ``speedup.png``.  ``say``
+    gets a line per result, ``warn`` one per problem, ``advance(k)`` the number of
+    (file, N) cases each step finished (``spc.progress.Progress.update``)."""
     import spc
     rows: list[Row] = []
     problems: list[str] = []
@@ -117,6 +121,7 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             problems.append(str(err))
             warn(f"spc tune: skipped {err}")
             done += len(ns)
+            advance(len(ns))
             continue
         for n in ns:
             done += 1
@@ -128,6 +133,7 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             except spc.SpcError as err:
                 problems.append(f"{path} N={n}: {err}")
                 warn(f"spc tune: {path} N={n} failed: {err}")
+                advance(1)
                 continue
             wall = time.perf_counter() - t0
             rep = tuned.report
@@ -141,6 +147,7 @@ def sweep(files: list[Path], kernel: str, ns: list[int], *, target: str = "cpu",
             say(f"[{done}/{total}] {label[path]} N={n}: {row.fmt} [{row.schedule}] "
                 f"{row.tuned_s * 1e6:.1f} us, {row.speedup:.2f}x default, "
                 f"{row.scipy_s / row.tuned_s:.2f}x scipy ({wall:.1f} s, {row.tried} tried)")
+            advance(1)
     if out is not None:
         write_report(out, kernel, target, rows, trials, problems)
     return rows, problems
@@ -170,15 +177,19 @@ def _knobs(schedule) -> str:
 
 
 def geomean(xs: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else float("nan")
+    """``statistics.geometric_mean`` of ``xs`` (positive numbers); NaN when empty."""
+    return statistics.geometric_mean(xs) if xs else float("nan")
 
 
 def write_report(out: Path, kernel: str, target: str, rows: list[Row], trials: list[dict],
-                 problems: list[str]) -> None:
+                 problems: list[str]) -> list[Path]:
     """``report.md`` (a table and geometric means), ``report.csv``, ``trials.csv`` and,
-    with matplotlib, ``speedup.png`` under ``out``."""
+    with matplotlib, ``speedup.png`` under ``out``; returns the files written.
+    report.md names ``speedup.png`` only when it was written, else says why not."""
+    from ..plots import plot_line
     from .device import device_key
     out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.csv"]
     fields = list(Row.__dataclass_fields__)
     with open(out / "report.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -190,6 +201,9 @@ def write_report(out: Path, kernel: str, target: str, rows: list[Row], trials: l
             w = csv.DictWriter(f, fieldnames=list(trials[0]))
             w.writeheader()
             w.writerows(trials)
+        written.append(out / "trials.csv")
+    figure = out / "speedup.png"
+    why_not = _plot(figure, kernel, rows)
     lines = [f"# spc tune {kernel} on {target} ({device_key(target)}), "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
              "| matrix | N | rows x cols | nnz | format | schedule | tuned us | default us "
@@ -205,28 +219,31 @@ def write_report(out: Path, kernel: str, target: str, rows: list[Row], trials: l
                   f"{geomean([r.scipy_s / r.tuned_s for r in rows]):.2f}x."]
     if problems:
         lines += ["", "Skipped:", *[f"- {p}" for p in problems]]
+    lines += ["", plot_line(figure, why_not)]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    _plot(out / "speedup.png", kernel, rows)
+    return written + ([figure] if why_not is None else []) + [out / "report.md"]
 
 
-def _plot(path: Path, kernel: str, rows: list[Row]) -> None:
-    try:
-        import matplotlib
-    except ImportError:
-        return
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(rows)), 3.6))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r.speedup for r in rows], 0.4, label="vs spc default")
-    ax.bar(x + 0.2, [r.scipy_s / r.tuned_s for r in rows], 0.4, label="vs scipy")
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"{r.matrix[:18]} N={r.n}\n{r.fmt}" for r in rows], rotation=75,
-                       ha="right", fontsize=6)
-    ax.set_ylabel("speedup of the tuned kernel")
-    ax.set_title(f"spc tune: {kernel}")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _plot(path: Path, kernel: str, rows: list[Row]) -> str | None:
+    """Bars of the tuned kernel's speedups per case, saved at ``path``; None when
+    written, else why not (``spc.plots.save_figure``)."""
+    from ..plots import save_figure
+    if not rows:
+        path.unlink(missing_ok=True)
+        return "no case was tuned"
+
+    def draw(fig):
+        ax = fig.subplots()
+        x = np.arange(len(rows))
+        ax.bar(x - 0.2, [r.speedup for r in rows], 0.4, label="vs spc default")
+        ax.bar(x + 0.2, [r.scipy_s / r.tuned_s for r in rows], 0.4, label="vs scipy")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{r.matrix[:18]} N={r.n}\n{r.fmt}" for r in rows], rotation=75,
+                           ha="right", fontsize=6)
+        ax.set_ylabel("speedup of the tuned kernel")
+        ax.set_title(f"spc tune: {kernel}")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+
+    return save_figure(path, draw, figsize=(max(6.0, 0.4 * len(rows)), 3.6))
