@@ -399,8 +399,8 @@ def test_interpreter_on_cuda_kernels_reading_copies_matches_numpy(expr, formats,
 @pytest.mark.parametrize("expr, formats, reference", [
     ("C[i,j] = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"}, lambda a, b: a * b.T),
     ("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csc", "C": "csr"}, lambda a, b: a @ b),
-    ("y[i] = A[m,i]*B[m,i]", {"A": "csr", "B": "csr", "y": "coo"},
-     lambda a, b: (a * b).sum(axis=0)),
+    ("C[i,j] = A[i,j]*B[i,j]", {"A": "csr", "B": "csr", "C": "coo"}, lambda a, b: a * b),
+    ("s = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"}, lambda a, b: (a * b.T).sum()),
 ])
 def test_device_operands_read_through_copies_give_device_results(family, expr, formats,
                                                                  reference):

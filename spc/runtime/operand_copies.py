@@ -115,7 +115,8 @@ def device_result(out, user_operands: list):
     if _is_scipy_sparse(out):
         layout = out.format if out.format in SCIPY_LAYOUTS else "csr"
         out = to_tensor(out, resolve_format(layout, 2), out.dtype, "the result", False)
-    if isinstance(out, np.ndarray):
+    if isinstance(out, (np.ndarray, np.generic, float, int)):   # dense, or a scalar
+        out = np.asarray(out)
         if "torch" in fams:
             import torch
             return torch.from_numpy(np.ascontiguousarray(out)).cuda()
