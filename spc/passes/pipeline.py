@@ -7,6 +7,7 @@ never from its own name or from the target.
 
     CPU                                         CUDA
     simplify                                    simplify
+    collapse_rows                               collapse_rows
     epilogue_rows
                                                 tensorize     (tensor_cores; tile_cols, tf32)
     split_rows            (split_rows)          collapse_blocks
@@ -29,6 +30,7 @@ from ..ir.nodes import Kernel
 from ..schedule import Schedule
 from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
+from .collapse_rows import collapse_rows
 from .epilogue_rows import epilogue_rows, fold_epilogue
 from .map_gpu import map_gpu
 from .map_parallel import map_parallel
@@ -51,6 +53,8 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
     registers the target gives a row tile's accumulators by default."""
     return (
         simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
+        collapse_rows,             # a batch loop (heads) around a sparse operand's rows -> one
+                                   # loop over (head, row) pairs, so threads take pairs
         epilogue_rows,             # f(sum over a row's entries) per output entry -> the row
                                    # summed in SpMM's order, then f (before the tiles below)
         *_split(schedule),         # rows -> pieces of at most K nonzeros (atomic partial sums)
@@ -77,6 +81,7 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     """The CUDA target's passes for ``schedule``."""
     return (
         simplify,                  # as on the CPU
+        collapse_rows,             # as on the CPU: warps take (head, row) pairs
         *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
