@@ -114,7 +114,7 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
     from .frontend.names import is_plain
     from .ir.lower import OutputKind, Program, lower
     from .passes.fuse_rows import NotFusable, fuse_rows
-    from .passes.inline_producer import inline_sampled
+    from .passes.inline_producer import inline_batched, inline_sampled
     if isinstance(schedule, str):          # schedule="auto": each statement its own
         return None
     assigns = [parse(s) for s in statements]
@@ -163,11 +163,22 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
                         and n < len(assigns) - 1 and inline:
                     producers.append((program.compute, a.lhs.tensor, program.pattern_source))
                     continue
+                if program.output_kind == OutputKind.ASSEMBLED and n < len(assigns) - 1 \
+                        and inline:          # a batch of a pattern (S[h,i,j] of A[i,j]): the
+                    dense = dict(mine)       # value it computes, lowered as if stored dense
+                    dense[a.lhs.tensor] = resolve_format("dense", len(a.lhs.indices))
+                    values = lower(a, dense, name=f"{label}_{n}", value_dtype=value_type,
+                                   index_dtype=index_dtype, sum_dtype=sums)
+                    if len(values.kernels) == 1:
+                        producers.append((values.compute, a.lhs.tensor, None))
+                        continue
                 if len(program.kernels) != 1 or program.output_kind != OutputKind.DENSE:
                     raise NotFusable(f"statement {n} is not one kernel with a dense output")
                 kernel = program.compute
                 for t, (producer, result, source) in enumerate(producers):
-                    kernel = inline_sampled(producer, kernel, result, source, f"s{t}")
+                    kernel = inline_sampled(producer, kernel, result, source, f"s{t}") \
+                        if source is not None else \
+                        inline_batched(producer, kernel, result, f"s{t}")
                 kernels.append(kernel)
             fused = fuse_rows(kernels, label)
             return Program((fused,), out.tensor, OutputKind.DENSE, resolved[out.tensor], None,

@@ -67,7 +67,7 @@ def fuse_rows(kernels: list[Kernel], name: str) -> Kernel:
     keep = {v.var.name for v in nest}
     levels: list[list] = [[] for _ in nest]     # each nest level's lets, then the inner body
     inner: list = []
-    entry = _entry(nest)
+    entry = row_entry(nest)
     for t, loop in enumerate(loops):
         stmts = _renamed(loop.body, t, keep=keep)
         lets_seen: dict = {}
@@ -120,7 +120,7 @@ def _stores_all(bodies: list[list], intermediates: dict[str, Var]) -> bool:
                for stmts in bodies)
 
 
-def _entry(nest: list[For]):
+def row_entry(nest: list[For]):
     """The dense position of the nest's variables: ``((v0 * hi1) + v1) * hi2 + v2 ...``."""
     e = nest[0].var
     for loop in nest[1:]:
