@@ -4,6 +4,8 @@ printed IR, the interpreter giving the same numbers before and after, and the
 kernels it leaves alone."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -65,6 +67,12 @@ def test_interpreter_same_numbers_before_and_after(heads):
     np.testing.assert_allclose(after["O_vals"], want.reshape(-1), rtol=1e-14)
 
 
+def test_only_the_lowerers_claim_lets_rows_collapse():
+    (k,) = _kernels(HEADS_SPMM, {"A": "csr"})
+    assert k.rows_independent == "i"
+    assert collapse_rows(replace(k, rows_independent=None)) == replace(k, rows_independent=None)
+
+
 def test_a_row_max_per_head_over_a_dds_tensor_collapses():
     (k,) = _kernels(HEADS_MAX, {"S": "dds"})
     assert collapse_rows(k).outer_independent == "h_i_flat"
@@ -75,7 +83,8 @@ def test_a_row_max_per_head_over_a_dds_tensor_collapses():
     ("C[i,j] = A[i,k] * B[k,j]", {"A": "bsr(4,4)"}),     # a block's rows: a constant trip
     ("y[i] = A[i,j] * x[j]", {"A": "csr"}),              # no loop between rows and positions
     ("y[j] = A[i,j] * x[i]", {"A": "csr"}),              # rows that add into shared entries
-])
+    ("y[j] = A[i,j] * x[i]", {"A": "bsr(4,4)"}),         # j_in outer, block rows adding into
+])                                                       # the same y[j]: no rows_independent
 def test_kernels_left_unchanged(text, formats):
     (k,) = _kernels(text, formats)
     assert collapse_rows(k) == k

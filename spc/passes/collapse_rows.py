@@ -30,7 +30,9 @@ def collapse_rows(kernel: Kernel) -> Kernel:
     rest of its body.
 
     Requires: a verified kernel.  Applies when the top loop starts at 0 and is
-    the kernel's ``outer_independent``; its body is lets then one loop from 0
+    the kernel's ``outer_independent``; its body is lets then one loop, the
+    kernel's ``rows_independent`` (the lowerer's claim that its iterations too
+    write disjoint entries), from 0
     to a bound that is not a constant (a block's rows are ``collapse_blocks``'
     on CUDA, and stay nested on the CPU) and that no statement of the outer
     body defines; each iteration of
@@ -46,14 +48,16 @@ def collapse_rows(kernel: Kernel) -> Kernel:
     if found is None:
         return kernel
     lets, outer = found
-    if kernel.outer_independent != outer.var.name or not _zero(outer.lo):
+    if kernel.outer_independent != outer.var.name or not _zero(outer.lo) \
+            or kernel.rows_independent is None:
         return kernel
     body = outer.body.body if isinstance(outer.body, Block) else (outer.body,)
     if not body or not isinstance(body[-1], For) or not all(isinstance(s, Let) for s in body[:-1]):
         return kernel
     inner = body[-1]
     defined = {outer.var.name} | {s.var.name for s in body[:-1]}
-    if not _zero(inner.lo) or isinstance(inner.hi, Const) or var_names(inner.hi) & defined \
+    if inner.var.name != kernel.rows_independent or not _zero(inner.lo) \
+            or isinstance(inner.hi, Const) or var_names(inner.hi) & defined \
             or not stores_follow(inner) or not _reads_structure(inner, kernel):
         return kernel
     flat = FreshNames(kernel).fresh(f"{outer.var.name}_{inner.var.name}_flat", I64)
@@ -61,7 +65,8 @@ def collapse_rows(kernel: Kernel) -> Kernel:
         (Let(outer.var, BinOp("/", flat, inner.hi)),
          Let(inner.var, sub(flat, mul(outer.var, inner.hi)))) + tuple(body[:-1])
         + (inner.body,)), outer.kind)
-    return replace(kernel, body=Block(lets + (collapsed,)), outer_independent=flat.name)
+    return replace(kernel, body=Block(lets + (collapsed,)), outer_independent=flat.name,
+                   rows_independent=None)
 
 
 def _zero(e) -> bool:

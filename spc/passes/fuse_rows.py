@@ -84,7 +84,10 @@ def fuse_rows(kernels: list[Kernel], name: str) -> Kernel:
         body = For(loop.var, loop.lo, loop.hi, body, loop.kind)
         if depth:
             body = Block(tuple(levels[depth - 1]) + (body,))
-    return Kernel(name, params, body, kernels[-1].attrs, outer_independent=first.var.name)
+    rows = nest[1].var.name if len(nest) > 1 and all(
+        k.rows_independent == nest[1].var.name for k in kernels) else None
+    return Kernel(name, params, body, kernels[-1].attrs, outer_independent=first.var.name,
+                  rows_independent=rows)
 
 
 def _stmts(stmt) -> list:

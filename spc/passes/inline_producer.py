@@ -153,7 +153,8 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
                          if isinstance(n, Buffer) and n.name in level_arrays else n)
     params = _params(reader, producer, result, level_arrays)
     return Kernel(reader.name, params, new_reader.body, reader.attrs,
-                  outer_independent=reader.outer_independent)
+                  outer_independent=reader.outer_independent,
+                  rows_independent=reader.rows_independent)
 
 
 def _at_row(lo, i: Var, lets: dict) -> bool:
@@ -288,7 +289,8 @@ def inline_batched(producer: Kernel, reader: Kernel, result: str, tag: str) -> K
         return reader
     params = _params(reader, producer, out[0], {a: a for a in arrays})
     return Kernel(reader.name, params, new_reader.body, reader.attrs,
-                  outer_independent=reader.outer_independent)
+                  outer_independent=reader.outer_independent,
+                  rows_independent=reader.rows_independent)
 
 
 def _resolved(e, lets: dict):
