@@ -42,8 +42,8 @@ NAMED_PROGRAMS = {
 }
 
 # the same programs over a batch of heads h (issue 12): Q, K, V and the result carry a
-# leading heads index, the mask A is shared by every head.  (statements, operands taking
-# `fmt`, the formats of the other sparse results); a call with 3-d operands runs these
+# leading heads index, the mask A is shared by every head.  (statements, the formats of
+# the sparse results; the operands take NAMED_PROGRAMS' formats); 3-d operands run these
 HEADS_PROGRAMS = {
     # S[h] has A's pattern in every head, stored per head as csr (levels dense h,
     # dense i, compressed j), whatever A's format: spc assembles it from A's entries
@@ -51,7 +51,7 @@ HEADS_PROGRAMS = {
                   "m[h,i] = max(j, S[h,i,j]); "
                   "r[h,i] = 1 / max(sum(j, stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i])), 1e-30); "
                   "O[h,i,d] = stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i]) * V[h,j,d] * r[h,i]",
-                  ("A",), {"S": "dds"}),
+                  {"S": "dds"}),
 }
 
 
@@ -81,18 +81,14 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
             return ProgramKernel(text.format(scale=repr(float(scale))),
                                  lambda stmt, f: compile(stmt, formats=f, **options),
                                  formats, positional, fused)
-        build_heads = None
-        if name in HEADS_PROGRAMS:
-            heads_text, heads_ops, others = HEADS_PROGRAMS[name]
-            heads_formats = {**others, **{t: f for t, f in formats.items() if t not in others}}
-            for op in heads_ops:
-                heads_formats[op] = fmt if fmt is not None else "csr"
+        heads_text, results = HEADS_PROGRAMS.get(name, (None, {}))
+        heads_formats = {**formats, **results}    # the mask as above, S per head
 
-            def build_heads(scale: float):
-                return ProgramKernel(heads_text.format(scale=repr(float(scale))),
-                                     lambda stmt, f: compile(stmt, formats=f, **options),
-                                     heads_formats, positional, fused)
-        return NamedProgram(name, build, build_heads)
+        def build_heads(scale: float):
+            return ProgramKernel(heads_text.format(scale=repr(float(scale))),
+                                 lambda stmt, f: compile(stmt, formats=f, **options),
+                                 heads_formats, positional, fused)
+        return NamedProgram(name, build, build_heads if heads_text is not None else None)
     if fmt is not None:
         raise FormatError("fmt= is for named kernels; give a program formats={...}")
     return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options), formats,
