@@ -133,10 +133,11 @@ PIPELINES = {"cpu": cpu_pipeline, "cuda": cuda_pipeline}
 
 # Passes over a program's kernels, before the per-kernel pipelines above, in this order
 # (api._compile_fused): with fuse=True a sampled result that later statements read row by
-# row is recomputed in each reader (inline_sampled); then consecutive statements whose
-# loops over rows line up become one kernel (fuse_rows; fuse="rows" runs this one only)
+# row is recomputed in each reader (inline_sampled; inline_batched for a batch of heads
+# over one pattern); then consecutive statements whose loops over rows, or over (head,
+# row) nests, line up become one kernel (fuse_rows; fuse="rows" runs this one only)
 from .fuse_rows import fuse_rows  # noqa: E402
-from .inline_producer import inline_sampled  # noqa: E402
-PROGRAM_PASSES = (inline_sampled, fuse_rows)
+from .inline_producer import inline_batched, inline_sampled  # noqa: E402
+PROGRAM_PASSES = (inline_sampled, inline_batched, fuse_rows)
 
 __all__ = ["PIPELINES", "PROGRAM_PASSES", "Pass", "bound", "cpu_pipeline", "cuda_pipeline"]
