@@ -2,14 +2,20 @@
 path and dense ``scaled_dot_product_attention`` with a boolean mask.
 
     python benchmarks/bench_attention_cpu.py [--lengths 1024,2048] [--d 64] [--reps 5]
+                                             [--heads 1]
 
 Masks as in ``bench_attention_gpu.py`` (BigBird-like blocks of 64, a sliding
-window |i - j| <= 128), one head, float32.  Every system's output is checked
-against a float64 dense masked softmax before it is timed; times are medians
-of ``--reps`` calls after one warm-up call (the caller's view, default
-settings).  ``spc`` is the default (the scores stored between two kernels,
-``fuse="rows"``); ``spc-fused`` is one kernel, the scores recomputed where
-read (``fuse=True``).
+window |i - j| <= 128), float32, ``--heads`` heads (1 to 16) sharing the mask.
+Every system's output is checked against a float64 dense masked softmax (per
+head) before it is timed; times are medians of ``--reps`` calls after one
+warm-up call (the caller's view, default settings).  ``spc`` is the default
+(the scores stored between two kernels, ``fuse="rows"``); ``spc-fused`` is one
+kernel, the scores recomputed where read (``fuse=True``).  With one head the
+operands are (L, d); with H > 1 they are (H, L, d) and spc runs every head in
+one call (one kernel per statement), ``spc-per-head`` makes H single-head calls
+of the default program, ``torch.sparse`` loops over the heads (its sampled
+product and softmax take one CSR matrix per call) and ``sdpa-mask`` takes the
+heads batched, (1, H, L, d).
 """
 from __future__ import annotations
 
@@ -29,7 +35,17 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import common  # noqa: E402
 from bench_attention_gpu import bigbird, window  # noqa: E402
 
-COLUMNS = ("spc", "spc-fused", "torch.sparse", "sdpa-mask")
+COLUMNS = ("spc", "spc-fused", "spc-per-head", "torch.sparse", "sdpa-mask")
+
+
+def reference(mask: np.ndarray, Q, K, V, scale: float) -> np.ndarray:
+    """The float64 dense masked softmax of one head (rows without entries: 0)."""
+    S = (Q.astype(np.float64) @ K.T.astype(np.float64)) * scale
+    S = np.where(mask, S, -np.inf)
+    m = S.max(1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    E = np.where(mask, np.exp(S - m), 0.0)
+    return (E / np.maximum(E.sum(1, keepdims=True), 1e-300)) @ V.astype(np.float64)
 
 
 def timed(fn, reps: int) -> float:
@@ -42,7 +58,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lengths", default="1024,2048")
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--heads", type=int, default=1, help="heads sharing the mask (1 to 16)")
     args = ap.parse_args(argv)
+    if not 1 <= args.heads <= 16:
+        ap.error("--heads takes 1 to 16")
+    H = args.heads
     import spc
     try:
         import torch
@@ -51,21 +71,23 @@ def main(argv=None) -> int:
         torch = None
     att = spc.compile("attention", fmt="csr")
     att_fused = spc.compile("attention", fmt="csr", fuse=True)
+    print(f"heads: {H}")
     print(f"{'mask':9s} {'L':>5s} {'density':>7s}  " + "  ".join(f"{s:>14s}" for s in COLUMNS)
           + "   (ms / max error)")
     for L in [int(x) for x in args.lengths.split(",")]:
         for name, mask in (("bigbird", bigbird(L)), ("window", window(L))):
             rng = np.random.default_rng(0)
-            Q, K, V = (rng.standard_normal((L, args.d)).astype(np.float32) for _ in range(3))
+            shape = (L, args.d) if H == 1 else (H, L, args.d)
+            Q, K, V = (rng.standard_normal(shape).astype(np.float32) for _ in range(3))
             scale = 1 / math.sqrt(args.d)
             A = sp.csr_matrix(mask.astype(np.float32))
-            S = (Q.astype(np.float64) @ K.T.astype(np.float64)) * scale
-            S = np.where(mask, S, -np.inf)
-            m = S.max(1, keepdims=True)
-            E = np.where(mask, np.exp(S - m), 0.0)
-            ref = (E / E.sum(1, keepdims=True)) @ V.astype(np.float64)
+            ref = reference(mask, Q, K, V, scale) if H == 1 else np.stack(
+                [reference(mask, Q[h], K[h], V[h], scale) for h in range(H)])
             systems = {"spc": lambda: att(A, Q, K, V, scale),
                        "spc-fused": lambda: att_fused(A, Q, K, V, scale)}
+            if H > 1:
+                systems["spc-per-head"] = lambda: np.stack(
+                    [att(A, Q[h], K[h], V[h], scale) for h in range(H)])
             if torch is not None:
                 Qt, Kt, Vt = (torch.from_numpy(x) for x in (Q, K, V))
                 At = torch.sparse_csr_tensor(torch.from_numpy(A.indptr).long(),
@@ -73,15 +95,21 @@ def main(argv=None) -> int:
                                              torch.from_numpy(A.data), (L, L))
                 mt = torch.from_numpy(mask)
 
-                def torch_sparse():
-                    s = torch.sparse.sampled_addmm(At, Qt, Kt.T, beta=0.0, alpha=scale)
+                def one_head(q, k, v):
+                    s = torch.sparse.sampled_addmm(At, q, k.T, beta=0.0, alpha=scale)
                     p = torch.sparse.softmax(s.to_sparse_coo(), dim=1)
-                    return torch.sparse.mm(p, Vt)
+                    return torch.sparse.mm(p, v)
+
+                def torch_sparse():
+                    if H == 1:
+                        return one_head(Qt, Kt, Vt)
+                    return torch.stack([one_head(Qt[h], Kt[h], Vt[h]) for h in range(H)])
 
                 systems["torch.sparse"] = torch_sparse
                 systems["sdpa-mask"] = lambda: F.scaled_dot_product_attention(
-                    Qt[None, None], Kt[None, None], Vt[None, None], attn_mask=mt,
-                    scale=scale)[0, 0]
+                    Qt.reshape(1, H, L, args.d), Kt.reshape(1, H, L, args.d),
+                    Vt.reshape(1, H, L, args.d), attn_mask=mt,
+                    scale=scale).reshape(ref.shape)
             cells = []
             for s in COLUMNS:
                 fn = systems.get(s)

@@ -3,6 +3,7 @@ path, dense SDPA with a boolean mask, and FlexAttention with a block mask.
 
     python benchmarks/bench_attention_gpu.py [--lengths 2048,4096,8192] [--d 64]
                                              [--dtype float32] [--no-flex] [--reps 20]
+                                             [--heads 1]
 
 ``spc`` is the default (the scores in memory between two kernels,
 ``fuse="rows"``); ``spc-fused`` is ``fuse=True`` (one kernel, the scores
@@ -11,7 +12,12 @@ Masks: BigBird-like blocks of 64 (a window of 3 block diagonals, 2 global block
 columns and rows, 3 random blocks per block row) and a sliding window
 |i - j| <= 128.  Every system's output is checked against a float64 dense
 masked softmax before it is timed; times are medians of CUDA-event-timed
-calls (the caller's view, default settings), one head.
+calls (the caller's view, default settings).  ``--heads`` H (1 to 16) heads share
+the mask: with H > 1 the operands are (H, L, d), spc runs every head in one call
+(one kernel per statement, warps over (head, row) pairs), ``spc-per-head`` makes
+H single-head calls, ``torch.sparse`` loops over the heads (its sampled product
+and softmax take one CSR matrix per call), SDPA and FlexAttention take the heads
+batched, (1, H, L, d).
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ import common  # noqa: E402
 
 # spc: the default (fuse="rows": the scores kernel, then one kernel for the
 # softmax and the product); spc-fused: fuse=True (one kernel, scores recomputed, never stored)
-COLUMNS = ("spc", "spc-fused", "torch.sparse", "sdpa-mask", "flex")
+COLUMNS = ("spc", "spc-fused", "spc-per-head", "torch.sparse", "sdpa-mask", "flex")
 
 
 def bigbird(L: int, block: int = 64, seed: int = 0) -> np.ndarray:
@@ -82,9 +88,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--no-flex", action="store_true")
+    ap.add_argument("--heads", type=int, default=1, help="heads sharing the mask (1 to 16)")
     ap.add_argument("--profile", action="store_true",
                     help="also print spc's kernels' device times per call (torch.profiler)")
     args = ap.parse_args(argv)
+    if not 1 <= args.heads <= 16:
+        ap.error("--heads takes 1 to 16")
+    H = args.heads
     import torch
     import torch.nn.functional as F
 
@@ -99,41 +109,51 @@ def main(argv=None) -> int:
             flex = torch.compile(flex_attention)
         except Exception as err:  # noqa: BLE001 - FlexAttention is optional
             print(f"(no FlexAttention: {type(err).__name__}: {err})")
+    print(f"heads: {H}")
     print(f"{'mask':9s} {'L':>5s} {'density':>7s}  " + "  ".join(
         f"{s:>12s}" for s in COLUMNS) + "   (ms, caller view: CUDA events, median; error)")
     for L in [int(x) for x in args.lengths.split(",")]:
         for name, mask in (("bigbird", bigbird(L)), ("window", window(L))):
             g = torch.Generator(device=dev).manual_seed(0)
-            Q, K, V = (torch.randn(L, args.d, device=dev, generator=g, dtype=dt)
+            shape = (L, args.d) if H == 1 else (H, L, args.d)
+            Q, K, V = (torch.randn(*shape, device=dev, generator=g, dtype=dt)
                        for _ in range(3))
+            batched = [x.reshape(1, H, L, args.d) for x in (Q, K, V)]
             scale = 1 / math.sqrt(args.d)
             mask_t = torch.from_numpy(mask).to(dev)
             rows, cols = np.nonzero(mask)
             crow = torch.from_numpy(np.concatenate(([0], np.cumsum(mask.sum(1))))).to(dev)
             A = torch.sparse_csr_tensor(crow.int(), torch.from_numpy(cols).int().to(dev),
                                         torch.ones(len(cols), device=dev, dtype=dt), (L, L))
-            S = (Q.double() @ K.double().T) * scale
+            S = (Q.double() @ K.double().transpose(-1, -2)) * scale
             S = S.masked_fill(~mask_t, float("-inf"))
-            ref = torch.softmax(S, dim=1).nan_to_num(0.0) @ V.double()
+            ref = torch.softmax(S, dim=-1).nan_to_num(0.0) @ V.double()
+
+            def one_head(q, k, v):
+                s = torch.sparse.sampled_addmm(A, q, k.T, beta=0.0, alpha=scale)
+                p = torch.sparse.softmax(s.to_sparse_coo(), dim=1)
+                return torch.sparse.mm(p, v)
 
             def torch_sparse():
-                s = torch.sparse.sampled_addmm(A, Q, K.T, beta=0.0, alpha=scale)
-                p = torch.sparse.softmax(s.to_sparse_coo(), dim=1)
-                return torch.sparse.mm(p, V)
+                if H == 1:
+                    return one_head(Q, K, V)
+                return torch.stack([one_head(Q[h], K[h], V[h]) for h in range(H)])
 
             systems = {"spc": lambda: att(A, Q, K, V, scale),
                        "spc-fused": lambda: att_fused(A, Q, K, V, scale),
                        "torch.sparse": torch_sparse,
                        "sdpa-mask": lambda: F.scaled_dot_product_attention(
-                           Q[None, None], K[None, None], V[None, None], attn_mask=mask_t,
-                           scale=scale)[0, 0]}
+                           *batched, attn_mask=mask_t, scale=scale).reshape(ref.shape)}
+            if H > 1:
+                systems["spc-per-head"] = lambda: torch.stack(
+                    [att(A, Q[h], K[h], V[h], scale) for h in range(H)])
             if flex is not None:
                 def mask_mod(b, h, q, kv, m=mask_t):
                     return m[q, kv]
                 try:
                     bm = create_block_mask(mask_mod, None, None, L, L, device=dev)
-                    systems["flex"] = lambda: flex(Q[None, None], K[None, None], V[None, None],
-                                                   block_mask=bm, scale=scale)[0, 0]
+                    systems["flex"] = lambda: flex(*batched, block_mask=bm,
+                                                   scale=scale).reshape(ref.shape)
                 except Exception as err:  # noqa: BLE001
                     print(f"(flex failed: {type(err).__name__}: {str(err)[:200]})")
             cells = []

@@ -41,6 +41,19 @@ NAMED_PROGRAMS = {
                   ("A", "S"), ("A", "Q", "K", "V")),
 }
 
+# the same programs over a batch of heads h (issue 12): Q, K, V and the result carry a
+# leading heads index, the mask A is shared by every head.  (statements, the formats of
+# the sparse results; the operands take NAMED_PROGRAMS' formats); 3-d operands run these
+HEADS_PROGRAMS = {
+    # S[h] has A's pattern in every head, stored per head as csr (levels dense h,
+    # dense i, compressed j), whatever A's format: spc assembles it from A's entries
+    "attention": ("S[h,i,j] = {scale} * A[i,j] * Q[h,i,k] * K[h,j,k]; "
+                  "m[h,i] = max(j, S[h,i,j]); "
+                  "r[h,i] = 1 / max(sum(j, stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i])), 1e-30); "
+                  "O[h,i,d] = stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i]) * V[h,j,d] * r[h,i]",
+                  {"S": "dds"}),
+}
+
 
 def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "rows",
                      **options):
@@ -68,7 +81,14 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
             return ProgramKernel(text.format(scale=repr(float(scale))),
                                  lambda stmt, f: compile(stmt, formats=f, **options),
                                  formats, positional, fused)
-        return NamedProgram(name, build)
+        heads_text, results = HEADS_PROGRAMS.get(name, (None, {}))
+        heads_formats = {**formats, **results}    # the mask as above, S per head
+
+        def build_heads(scale: float):
+            return ProgramKernel(heads_text.format(scale=repr(float(scale))),
+                                 lambda stmt, f: compile(stmt, formats=f, **options),
+                                 heads_formats, positional, fused)
+        return NamedProgram(name, build, build_heads if heads_text is not None else None)
     if fmt is not None:
         raise FormatError("fmt= is for named kernels; give a program formats={...}")
     return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options), formats,
@@ -90,7 +110,7 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
     from .frontend.names import is_plain
     from .ir.lower import OutputKind, Program, lower
     from .passes.fuse_rows import NotFusable, fuse_rows
-    from .passes.inline_producer import inline_sampled
+    from .passes.inline_producer import inline_batched, inline_sampled
     if isinstance(schedule, str):          # schedule="auto": each statement its own
         return None
     assigns = [parse(s) for s in statements]
@@ -139,11 +159,22 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
                         and n < len(assigns) - 1 and inline:
                     producers.append((program.compute, a.lhs.tensor, program.pattern_source))
                     continue
+                if program.output_kind == OutputKind.ASSEMBLED and n < len(assigns) - 1 \
+                        and inline:          # a batch of a pattern (S[h,i,j] of A[i,j]): the
+                    dense = dict(mine)       # value it computes, lowered as if stored dense
+                    dense[a.lhs.tensor] = resolve_format("dense", len(a.lhs.indices))
+                    values = lower(a, dense, name=f"{label}_{n}", value_dtype=value_type,
+                                   index_dtype=index_dtype, sum_dtype=sums)
+                    if len(values.kernels) == 1:
+                        producers.append((values.compute, a.lhs.tensor, None))
+                        continue
                 if len(program.kernels) != 1 or program.output_kind != OutputKind.DENSE:
                     raise NotFusable(f"statement {n} is not one kernel with a dense output")
                 kernel = program.compute
                 for t, (producer, result, source) in enumerate(producers):
-                    kernel = inline_sampled(producer, kernel, result, source, f"s{t}")
+                    kernel = inline_sampled(producer, kernel, result, source, f"s{t}") \
+                        if source is not None else \
+                        inline_batched(producer, kernel, result, f"s{t}")
                 kernels.append(kernel)
             fused = fuse_rows(kernels, label)
             return Program((fused,), out.tensor, OutputKind.DENSE, resolved[out.tensor], None,
@@ -159,32 +190,85 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
 
 class NamedProgram:
     """A named program taking a scale: ``attention(A, Q, K, V, scale=None)`` (scale
-    1/sqrt(d), d = Q's columns).  The scale is a constant of the program's
-    kernels, which are compiled once per scale (a scale operand would keep the
-    calls off the straight-line call paths); ``program`` is the last one run."""
+    1/sqrt(d), d = Q's last dimension).  The scale is a constant of the
+    program's kernels, which are compiled once per scale (a scale operand would
+    keep the calls off the straight-line call paths); ``program`` is the last
+    one run.
 
-    def __init__(self, name: str, build):
+    Heads (issue 12): a call dispatches on the operands' rank.  Q, K, V of shape
+    (L, d) run the program of ``NAMED_PROGRAMS``; of shape (H, L, d) the program
+    of ``HEADS_PROGRAMS`` (every head in one kernel per statement, the heads loop
+    outermost, the mask A shared by all heads; the result is (H, L, d)), compiled
+    at the first such call.  Q, K, V of different ranks or numbers of heads
+    raise a ShapeError naming them."""
+
+    def __init__(self, name: str, build, build_heads=None):
         self.name = name
         self._build = build
+        self._build_heads = build_heads
         self.program = build(1.0)      # built now, so that errors show at compile time
-        self._programs: dict[float, object] = {1.0: self.program}
+        self._programs: dict[tuple[bool, float], object] = {(False, 1.0): self.program}
 
     def __call__(self, A, Q, K, V, scale=None, *, validate: bool = True):
         import math
+        heads = _heads_of(self.name, {"Q": Q, "K": K, "V": V},
+                          batched=self._build_heads is not None)
         if scale is None:
-            d = int(Q.shape[1])
+            d = int(Q.shape[-1])
             scale = 1.0 / math.sqrt(d) if d else 1.0
-        scale = float(scale)
-        program = self._programs.get(scale)
-        if program is None:
-            if len(self._programs) > 16:
-                self._programs.clear()
-            program = self._programs[scale] = self._build(scale)
+        program = self._program(heads is not None, float(scale))
         self.program = program
         return program(A, Q, K, V, validate=validate)
 
+    def heads_program(self, scale: float = 1.0):
+        """The program a call with (H, L, d) operands runs at ``scale``, compiled
+        now if it was not (to read its kernels' ``ir`` and ``source`` without a
+        call: on ``target="cuda"`` with no GPU, say); UnsupportedError for a
+        program without a heads form."""
+        if self._build_heads is None:
+            raise UnsupportedError(f"{self.name} has no form over a batch of heads")
+        return self._program(True, float(scale))
+
+    def _program(self, heads: bool, scale: float):
+        """The program for 3-d (``heads``) or 2-d operands at ``scale``, built once."""
+        key = (heads, scale)
+        program = self._programs.get(key)
+        if program is None:
+            if len(self._programs) > 16:
+                self._programs.clear()
+            program = self._programs[key] = (self._build_heads if heads else self._build)(scale)
+        return program
+
     def __getattr__(self, attr):
         return getattr(self.__dict__["program"], attr)
+
+
+def _heads_of(name: str, operands: dict, *, batched: bool) -> int | None:
+    """The number of heads of a named program's dense operands (each of shape
+    (L, d), or (H, L, d) when the program has a heads form), or None for 2-d
+    operands; a ShapeError naming the operands that disagree."""
+    from .errors import ShapeError
+    shapes = {n: tuple(getattr(x, "shape", ())) for n, x in operands.items()}
+    ranks = {n: len(s) for n, s in shapes.items()}
+    allowed = (2, 3) if batched else (2,)
+    wrong = [n for n, r in ranks.items() if r not in allowed]
+    if wrong:
+        raise ShapeError(f"{name}: operand(s) {', '.join(wrong)} have shape(s) "
+                         f"{', '.join(str(shapes[n]) for n in wrong)}; "
+                         f"{', '.join(operands)} must each be "
+                         + ("(L, d) or, for a batch of heads, (H, L, d)" if batched
+                            else "(L, d)"))
+    if len(set(ranks.values())) > 1:
+        raise ShapeError(f"{name}: operands {', '.join(f'{n} {shapes[n]}' for n in shapes)} "
+                         f"mix 2-d and 3-d: give every one as (L, d), or every one as "
+                         f"(H, L, d)")
+    if next(iter(ranks.values())) == 2:
+        return None
+    heads = {n: s[0] for n, s in shapes.items()}
+    if len(set(heads.values())) > 1:
+        raise ShapeError(f"{name}: operands {', '.join(f'{n} {shapes[n]}' for n in shapes)} "
+                         f"have different numbers of heads (first dimension)")
+    return int(next(iter(heads.values())))
 
 
 def _value_type(dtype) -> DType:

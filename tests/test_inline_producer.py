@@ -18,7 +18,7 @@ from spc.ir.nodes import DType
 from spc.ir.printer import format_kernel
 from spc.ir.verify import verify
 from spc.passes.fuse_rows import fuse_rows
-from spc.passes.inline_producer import NotInlinable, inline_sampled
+from spc.passes.inline_producer import NotInlinable, inline_batched, inline_sampled
 from test_ir_golden import assert_golden
 from test_programs import reference_attention
 
@@ -190,3 +190,84 @@ def test_fused_attention_on_the_gpu(fuse, dtype, tol):
     got = att(At, *(torch.tensor(x, dtype=t, device="cuda") for x in (Q, K, V)), 0.2)
     want = reference_attention(A.toarray() != 0, Q, K, V, scale=0.2, values=A.toarray())
     np.testing.assert_allclose(got.double().cpu().numpy(), want, rtol=tol, atol=tol)
+
+
+# -- a batch of heads over one pattern (inline_batched) -------------------------------
+
+HEADS_SCORES = "S[h,i,j] = 0.5 * A[i,j] * Q[h,i,k] * K[h,j,k]"
+HEADS_SOFTMAX = ("m[h,i] = max(j, S[h,i,j])",
+                 "r[h,i] = 1 / max(sum(j, stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i])), 1e-30)",
+                 "O[h,i,d] = stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i]) * V[h,j,d] * r[h,i]")
+
+
+def _lowered_heads(text: str, n: int = 0, stored: str = "dds"):
+    """``text`` lowered with A csr and S (heads x rows x columns) in ``stored``."""
+    a = parse(text)
+    check(a)
+    ranks = {a.lhs.tensor: len(a.lhs.indices), **{x.tensor: len(x.indices)
+                                                   for x in a.accesses()}}
+    names = {"A": "csr", "S": stored}
+    formats = {t: resolve_format(names.get(t, "dense"), r) for t, r in ranks.items()}
+    return verify(lower(a, formats, name=f"s{n}", value_dtype=DType.F64).compute)
+
+
+def _heads_readers():
+    producer = _lowered_heads(HEADS_SCORES, stored="dense")
+    return [inline_batched(producer, _lowered_heads(t, n + 1), "S", "s0")
+            for n, t in enumerate(HEADS_SOFTMAX)]
+
+
+def _heads_operands(heads, seed=0):
+    """The mask's operands (``_operands``: an empty and a full row) for ``heads``
+    heads, and S stored as dds: row (h, i) holds row i of A's entries."""
+    args, A = _operands(seed=seed, rows=9, cols=9)
+    rng = np.random.default_rng(seed)
+    Q, K, V = (rng.standard_normal((heads, 9, 4)), rng.standard_normal((heads, 9, 4)),
+               rng.standard_normal((heads, 9, 3)))
+    rows = np.repeat(np.arange(9), np.diff(A.indptr))
+    S = np.concatenate([0.5 * A.data * np.einsum("pk,pk->p", Q[h][rows], K[h][A.indices])
+                        for h in range(heads)])
+    args.update(Q_vals=Q.reshape(-1).copy(), K_vals=K.reshape(-1).copy(),
+                V_vals=V.reshape(-1).copy(), size_h=heads, size_k=4,
+                S2_pos=np.concatenate([[0]] + [h * A.nnz + A.indptr[1:]
+                                               for h in range(heads)]).astype(np.int32),
+                S2_crd=np.tile(A.indices, heads).astype(np.int32), S_vals=S)
+    return args, A, (Q, K, V)
+
+
+def test_heads_golden():
+    readers = _heads_readers()
+    assert_golden("inline_producer_attention_heads", format_kernel(verify(readers[-1])))
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_heads_interpreter_same_numbers_before_and_after(heads):
+    args, A, (Q, K, V) = _heads_operands(heads, seed=2)
+    rows = heads * 9
+    before = dict(args, m_vals=np.zeros(rows), r_vals=np.zeros(rows), O_vals=np.zeros(rows * 3))
+    for n, text in enumerate(HEADS_SOFTMAX):
+        run_kernel(_lowered_heads(text, n + 1), before)
+    fused = {k: v for k, v in args.items() if not k.startswith("S")}
+    fused["O_vals"] = np.zeros(rows * 3)
+    run_kernel(verify(fuse_rows(_heads_readers(), "attention_heads")), fused)
+    np.testing.assert_allclose(fused["O_vals"], before["O_vals"], rtol=1e-13, atol=1e-14)
+    want = np.stack([reference_attention(A.toarray() != 0, Q[h], K[h], V[h], scale=0.5,
+                                         values=A.toarray()) for h in range(heads)])
+    np.testing.assert_allclose(fused["O_vals"], want.reshape(-1), rtol=1e-12, atol=1e-12)
+
+
+def test_heads_reader_of_another_row_is_refused():
+    # S read at row (h, j): not the reader's own row of S
+    reader = _lowered_heads("y[h,i] = S[h,j,i]", 1)
+    with pytest.raises(NotInlinable):
+        inline_batched(_lowered_heads(HEADS_SCORES, stored="dense"), reader, "S", "s0")
+
+
+def test_heads_producer_not_over_rows_is_refused():
+    a = parse(HEADS_SCORES)
+    check(a)
+    formats = {"S": resolve_format("dense", 3), "A": resolve_format("coo", 2),
+               "Q": resolve_format("dense", 3), "K": resolve_format("dense", 3)}
+    producer = lower(a, formats, name="p", value_dtype=DType.F64).compute
+    with pytest.raises(NotInlinable):
+        inline_batched(producer, _lowered_heads(HEADS_SOFTMAX[0], 1), "S", "s0")

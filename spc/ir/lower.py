@@ -1027,11 +1027,13 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
         params = _params(lw, order)
         attrs = (("order", ",".join(order)), ("output", kind))
         independent = order[0] if _outer_independent(assign, order, kind, lw) else None
+        rows = order[1] if independent is not None and _rows_independent(assign, order, lw) \
+            else None
         kname = name if phase == "compute" else f"{name}_assemble"
         if workspace:
             attrs += (("workspace", out_stored[-1]),)
         kernels.append(Kernel(kname, params, body, attrs, outer_independent=independent,
-                              adds_to_output=accumulate,
+                              rows_independent=rows, adds_to_output=accumulate,
                               workspaces=tuple(b.name for b in lw.ws.buffers) if workspace
                               and independent is not None else ()))
     return Program(tuple(kernels), assign.lhs.tensor, kind, out_fmt,
@@ -1091,6 +1093,31 @@ def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:
     if lw.plan.origin(order[0]) != assign.lhs.indices[out_fmt.order[0]]:
         return False
     return kind != OutputKind.ASSEMBLED or out_fmt.levels[0].locatable
+
+
+def _rows_independent(assign, order, lw: Lowerer) -> bool:
+    """True when, the outermost loop being independent, the second loop walks
+    the rows of a sparse operand and too writes disjoint output entries: a
+    batch of rows (heads ``h`` around the rows ``i`` of a shared mask,
+    ``O[h,i,d] = A[i,j] * V[h,j,d]``).  It binds the output's second stored
+    index, at a dense (locatable) level of an output whose first level is
+    dense, and some sparse operand stores that index at a dense level of its
+    own (not a dense loop over columns under the rows, as SpMM's ``j``)."""
+    out_fmt = lw.out_fmt
+    if len(order) < 2 or len(assign.lhs.indices) < 2 or out_fmt.is_blocked:
+        return False
+    row = lw.plan.origin(order[1])
+    if row != assign.lhs.indices[out_fmt.order[1]] or not out_fmt.levels[0].locatable \
+            or not out_fmt.levels[1].locatable:
+        return False
+    for acc in assign.accesses():
+        fmt = lw.formats[acc.tensor]
+        if fmt.is_dense or fmt.is_blocked or row not in acc.indices:
+            continue
+        level = fmt.order.index(acc.indices.index(row))
+        if fmt.levels[level].locatable:
+            return True
+    return False
 
 
 def _params(lw: Lowerer, order) -> tuple[Param, ...]:

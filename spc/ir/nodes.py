@@ -359,7 +359,11 @@ class Kernel:
     unique).  Set by ``passes.mark_noncanonical``; empty (the safe answer)
     until then.  ``outer_independent``: the variable of the top loop whose
     iterations write disjoint output entries (the lowerer's claim, which the
-    passes that change that loop carry over), or None.  ``gpu``: the launch
+    passes that change that loop carry over), or None.  ``rows_independent``:
+    the variable of the loop directly inside that top loop when its iterations
+    too write disjoint output entries (the rows under a batch of heads: the
+    output's second stored level is dense), as lowered; or None (a pass that
+    rebuilds the kernel drops it; ``passes.collapse_rows`` reads it).  ``gpu``: the launch
     shape on a CUDA grid, set by ``passes.map_gpu`` (None before, and on the
     CPU).  ``overwrites``: output buffers the kernel stores every entry of
     exactly once, with plain stores, so that their contents before the launch
@@ -382,6 +386,7 @@ class Kernel:
     accepts_noncanonical: tuple[str, ...] = ()
     gpu: GpuMapping | None = None
     outer_independent: str | None = None
+    rows_independent: str | None = None
     overwrites: tuple[str, ...] = ()
     adds_to_output: bool = False
     workspaces: tuple[str, ...] = ()

@@ -102,6 +102,8 @@ def format_kernel(k: Kernel) -> str:
         lines.append(f"  # {key}: {value}")
     if k.outer_independent is not None:
         lines.append(f"  # outer_independent: {k.outer_independent}")
+    if k.rows_independent is not None:
+        lines.append(f"  # rows_independent: {k.rows_independent}")
     if k.gpu is not None:
         lines.append(f"  # gpu: {k.gpu.grid.value}")
         lines.append(f"  # gpu_unroll: {k.gpu.unroll}")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import (Alloc, Block, Buffer, For, Kernel, Let, Load, Param, ParamRole, Store,
-                        Var)
+from ..ir.nodes import (Alloc, BinOp, Block, Buffer, Const, For, Kernel, Let, Load, Param,
+                        ParamRole, Stmt, Store, Var)
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, top_loop, walk
 
@@ -31,10 +31,16 @@ def fuse_rows(kernels: list[Kernel], name: str) -> Kernel:
     Requires: each kernel is lowered (before the target's passes) with a top
     loop over the same variable and bounds that it claims independent; every
     output of a kernel but the last is a buffer later kernels read, stored once
-    per iteration at the loop's index and read there only.
+    per iteration of the row nest (below) at the nest's entry and read there only.
+    The row nest is the top loop, or (batched rows, ``m[h,i]``) the top loop and
+    the loops directly inside it that every kernel shares (same variable,
+    bounds from 0), down to the first depth whose body stores every
+    intermediate; its entry is the dense position of its variables
+    (``h * size_i + i``).
     Ensures: the result has the last kernel's output and the inputs of all
-    (the intermediate buffers gone), one top loop whose body runs the kernels'
-    bodies in order, the intermediates held in scalars; else NotFusable.
+    (the intermediate buffers gone), one loop nest whose innermost body runs
+    the kernels' bodies in order, the intermediates held in scalars; else
+    NotFusable.
     """
     shapes = [top_loop(k) for k in kernels]
     if any(s is None for s in shapes):
@@ -49,7 +55,6 @@ def fuse_rows(kernels: list[Kernel], name: str) -> Kernel:
             raise NotFusable(f"{k.name}: iterations of its top loop are not independent")
         if k.adds_to_output:
             raise NotFusable(f"{k.name} adds to its output")
-    i = first.var
     outputs = [[p for p in k.params if p.role is ParamRole.OUTPUT] for k in kernels]
     intermediates: dict[str, Var] = {}
     for outs in outputs[:-1]:
@@ -57,15 +62,73 @@ def fuse_rows(kernels: list[Kernel], name: str) -> Kernel:
             raise NotFusable("a kernel before the last has more than one output")
         buf = outs[0].value
         intermediates[buf.name] = Var(f"{outs[0].tensor or buf.name}_row", buf.dtype.widened)
-    body: list = []
-    for t, (k, (_, loop)) in enumerate(zip(kernels, shapes)):
-        stmts = _renamed(loop.body, t, keep={i.name})
-        stmts = _scalarized(stmts, i, intermediates, t == len(kernels) - 1)
-        body.extend(stmts)
+    loops = [loop for _, loop in shapes]
+    nest = _row_nest(loops, intermediates)
+    keep = {v.var.name for v in nest}
+    levels: list[list] = [[] for _ in nest]     # each nest level's lets, then the inner body
+    inner: list = []
+    entry = row_entry(nest)
+    for t, loop in enumerate(loops):
+        stmts = _renamed(loop.body, t, keep=keep)
+        lets_seen: dict = {}
+        for depth in range(1, len(nest)):
+            lets = [s for s in stmts if isinstance(s, Let)]
+            levels[depth - 1].extend(lets)
+            lets_seen.update({s.var.name: s.value for s in lets})
+            stmts = _stmts(next(s for s in stmts if isinstance(s, For)).body)
+        inner.extend(_scalarized(stmts, entry, intermediates, lets_seen))
     params = _merged_params(kernels, set(intermediates))
-    last = kernels[-1]
-    return Kernel(name, params, For(i, first.lo, first.hi, Block(tuple(body)), first.kind),
-                  last.attrs, outer_independent=i.name)
+    body: Stmt = Block(tuple(inner))
+    for depth in range(len(nest) - 1, -1, -1):
+        loop = nest[depth]
+        body = For(loop.var, loop.lo, loop.hi, body, loop.kind)
+        if depth:
+            body = Block(tuple(levels[depth - 1]) + (body,))
+    rows = nest[1].var.name if len(nest) > 1 and all(
+        k.rows_independent == nest[1].var.name for k in kernels) else None
+    return Kernel(name, params, body, kernels[-1].attrs, outer_independent=first.var.name,
+                  rows_independent=rows)
+
+
+def _stmts(stmt) -> list:
+    return list(stmt.body) if isinstance(stmt, Block) else [stmt]
+
+
+def _row_nest(loops: list[For], intermediates: dict[str, Var]) -> list[For]:
+    """The loops (of the first kernel) of the row nest ``fuse_rows`` fuses: the top
+    loop, then the loops every kernel has as its one loop after lets, same
+    variable and bounds from 0, until a depth whose body stores every
+    intermediate directly (the top loop alone when there are none)."""
+    nest = [loops[0]]
+    bodies = [_stmts(loop.body) for loop in loops]
+    while intermediates and not _stores_all(bodies[:-1], intermediates):
+        inner = []
+        for stmts in bodies:
+            fors = [s for s in stmts if isinstance(s, For)]
+            if len(fors) != 1 or not all(isinstance(s, (Let, For)) for s in stmts):
+                return nest
+            inner.append(fors[0])
+        head = inner[0]
+        if any((f.var, f.lo, f.hi) != (head.var, head.lo, head.hi) for f in inner) \
+                or head.lo != Const(0, head.lo.dtype):
+            return nest
+        nest.append(head)
+        bodies = [_stmts(f.body) for f in inner]
+    return nest
+
+
+def _stores_all(bodies: list[list], intermediates: dict[str, Var]) -> bool:
+    """Whether each body (but the last kernel's) stores its intermediate directly."""
+    return all(any(isinstance(s, Store) and s.buf.name in intermediates for s in stmts)
+               for stmts in bodies)
+
+
+def row_entry(nest: list[For]):
+    """The dense position of the nest's variables: ``((v0 * hi1) + v1) * hi2 + v2 ...``."""
+    e = nest[0].var
+    for loop in nest[1:]:
+        e = BinOp("+", BinOp("*", e, loop.hi), loop.var)
+    return simplify_expr(e)
 
 
 def _renamed(stmt, t: int, keep: set[str]) -> list:
@@ -88,14 +151,18 @@ def _renamed(stmt, t: int, keep: set[str]) -> list:
     return list(out.body) if isinstance(out, Block) else [out]
 
 
-def _scalarized(stmts: list, i: Var, intermediates: dict[str, Var], last: bool) -> list:
-    """``stmts`` (one loop body) with stores of intermediates at entry ``i`` as Lets
-    of their scalars, and loads of them at entry ``i`` as those scalars."""
-    lets = {s.var.name: s.value for s in stmts if isinstance(s, Let)}
+def _scalarized(stmts: list, entry, intermediates: dict[str, Var], outer_lets: dict) -> list:
+    """``stmts`` (the innermost body of the row nest) with stores of intermediates
+    at the nest's ``entry`` as Lets of their scalars, and loads of them there as
+    those scalars (``outer_lets``: the lets of the enclosing nest levels)."""
+    lets = dict(outer_lets)
+    lets.update({s.var.name: s.value for s in stmts if isinstance(s, Let)})
 
     def at_i(index) -> bool:
-        e = rewrite(index, lambda n: lets.get(n.name, n) if isinstance(n, Var) else n)
-        return simplify_expr(e) == i
+        e, seen = index, None
+        while e != seen:                        # lets may name lets of outer levels
+            seen, e = e, rewrite(e, lambda n: lets.get(n.name, n) if isinstance(n, Var) else n)
+        return simplify_expr(e) == entry
 
     for n in walk(tuple(stmts)):
         if isinstance(n, Load) and n.buf.name in intermediates and not at_i(n.index):

@@ -22,13 +22,20 @@ becomes one loop per reading loop, the producer's body in front of the reader's:
 The nnz-sized intermediate ``S`` is gone: the price is one recomputation per
 reading loop (three for attention: the row's max, its sum, its product with
 ``V``).
+
+Over a batch of heads (``S[h,i,j] = c * A[i,j] * Q[h,i,k] * K[h,j,k]``, S stored
+per head as dense h, dense i, compressed j: row (h, i) holds row i of A),
+``inline_batched`` does the same: each reader loop over row (h, i) of S walks
+row i of A instead, the producer's statements (lowered with S dense, never
+run) in front.
 """
 from __future__ import annotations
 
-from ..ir.nodes import Block, Buffer, For, Kernel, Let, Load, Param, ParamRole, Store, Var
+from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, For, Kernel, Let, Load, Param,
+                        ParamRole, Store, Var)
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, top_loop, walk
-from .fuse_rows import NotFusable
+from .fuse_rows import NotFusable, row_entry
 from .map_gpu import stmts_of
 
 
@@ -146,7 +153,8 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
                          if isinstance(n, Buffer) and n.name in level_arrays else n)
     params = _params(reader, producer, result, level_arrays)
     return Kernel(reader.name, params, new_reader.body, reader.attrs,
-                  outer_independent=reader.outer_independent)
+                  outer_independent=reader.outer_independent,
+                  rows_independent=reader.rows_independent)
 
 
 def _at_row(lo, i: Var, lets: dict) -> bool:
@@ -177,3 +185,117 @@ def _params(reader: Kernel, producer: Kernel, result: str,
     sizes = sorted((p for p in seen.values() if not isinstance(p.value, Buffer)),
                    key=lambda p: p.name)
     return tuple(bufs) + tuple(sizes)
+
+
+def inline_batched(producer: Kernel, reader: Kernel, result: str, tag: str) -> Kernel:
+    """``reader`` with its reads of ``result`` recomputed in place, where
+    ``result`` has a batch of a sparse operand's pattern: ``S[h,i,j] = c *
+    A[i,j] * Q[h,i,k] * K[h,j,k]`` stored as (dense h, dense i, compressed j),
+    row (h, i) holding the entries of row i of A in A's order (issue 12's
+    attention over heads).
+
+    Requires: ``producer`` is the statement lowered with ``result`` dense
+    (what it stores is never run, only the value it computes): lets, then a
+    nest of loops from 0 (h, i), each body lets and one loop, the innermost
+    body lets and one loop over positions of a sparse level (its lower bound
+    loaded), which ends in the one store of the result's values; nothing else
+    stores.  ``reader`` reads the result only through loops over the positions
+    of its row at the reader's nest entry (``S2_pos[h * size_i + i]`` to
+    ``S2_pos[h * size_i + i + 1]``), with coordinates and values loaded at the
+    loop's position; its nest variables have the producer's names.
+    Ensures: each such loop walks the producer's positions instead, the
+    producer's statements at its front, the coordinate its producer's, the
+    value recomputed: the same numbers as running the assembled result and
+    then ``reader``; the result's arrays leave the reader's parameters and the
+    producer's inputs join them; else NotInlinable.
+    """
+    shape = top_loop(producer)
+    if shape is None:
+        raise NotInlinable("the producer is not one loop after its lets")
+    row_lets, nest = list(shape[0]), [shape[1]]
+    while True:
+        stmts = stmts_of(nest[-1].body)
+        if not stmts or not isinstance(stmts[-1], For) or \
+                not all(isinstance(s, Let) for s in stmts[:-1]):
+            raise NotInlinable("the producer's loops are not lets then one loop each")
+        row_lets.extend(stmts[:-1])
+        if isinstance(stmts[-1].lo, Load):
+            positions = stmts[-1]
+            break
+        nest.append(stmts[-1])
+    body = stmts_of(positions.body)
+    out = [p.name for p in producer.params if p.role is ParamRole.OUTPUT]
+    if len(out) != 1 or not body or not isinstance(body[-1], Store) \
+            or body[-1].buf.name != out[0] or body[-1].accumulate:
+        raise NotInlinable("the producer's position loop does not end in its one store")
+    if any(isinstance(n, Store) for n in walk(tuple(body[:-1]))):
+        raise NotInlinable("the producer stores more than its result")
+    if any(loop.lo != Const(0, DType.I64) for loop in nest):
+        raise NotInlinable("the producer's nest does not start at 0")
+    declared = {s.var.name for s in row_lets} | {positions.var.name} | \
+        {n.var.name for n in walk(tuple(body)) if isinstance(n, (Let, For))}
+    coords = {s.var.name for s in body if isinstance(s, Let)}
+
+    def renamed(node):
+        return rewrite(node, lambda n: Var(f"{n.name}_{tag}", n.dtype)
+                       if isinstance(n, Var) and n.name in declared else n)
+
+    arrays = {p.name for p in reader.params if p.tensor == result and isinstance(p.value, Buffer)}
+    values = f"{result}_vals"
+    if values not in arrays:
+        raise NotInlinable(f"the reader does not read {result}'s values")
+    entry = row_entry(nest)
+    reader_lets = {n.var.name: n.value for n in walk(reader.body) if isinstance(n, Let)}
+    seen_loops = []
+
+    def fn(n):
+        if not (isinstance(n, For) and _reads(n.lo, arrays)):
+            return n
+        pos = n.lo.buf.name if isinstance(n.lo, Load) else None
+        if pos is None or n.hi != Load(n.lo.buf, BinOp("+", n.lo.index, Const(1, DType.I64))) \
+                or _resolved(n.lo.index, reader_lets) != entry:
+            raise NotInlinable(f"the reader walks {result} otherwise than by its rows")
+        p = n.var
+        stmts = [renamed(s) for s in body[:-1]]
+        value = Var(f"{result}_{tag}", body[-1].buf.dtype.widened)
+        stmts.append(Let(value, renamed(body[-1].value)))
+        stmts = [rewrite(s, lambda m: p if isinstance(m, Var) and m.name == f"{positions.var.name}_{tag}"
+                         else m) for s in stmts]
+
+        def read(m):
+            if isinstance(m, Let) and isinstance(m.value, Load) and m.value.buf.name in arrays \
+                    and m.value.buf.name not in (pos, values) and m.value.index == p:
+                if m.var.name not in coords:
+                    raise NotInlinable(f"the producer computes no coordinate {m.var.name}")
+                return Let(m.var, Var(f"{m.var.name}_{tag}", m.var.dtype))
+            if isinstance(m, Load) and m.buf.name == values and m.index == p:
+                return value
+            return m
+        new_body = rewrite(n.body, read)
+        if any(isinstance(m, Load) and m.buf.name in arrays for m in walk(new_body)):
+            raise NotInlinable(f"the reader reads {result} elsewhere than at its loop's position")
+        if any(isinstance(m, Var) and m.name == p.name for m in walk(new_body)):
+            raise NotInlinable(f"the reader uses {result}'s position {p.name} for more than "
+                               f"reading {result}")
+        seen_loops.append(p.name)
+        prefix = tuple(renamed(s) for s in row_lets)
+        return Block(prefix + (For(p, renamed(positions.lo), renamed(positions.hi),
+                                   Block(tuple(stmts) + tuple(stmts_of(new_body))), n.kind),))
+
+    new_reader = rewrite(reader, fn)
+    if any(isinstance(n, Load) and n.buf.name in arrays for n in walk(new_reader.body)):
+        raise NotInlinable(f"the reader reads {result} outside a loop over its positions")
+    if not seen_loops:
+        return reader
+    params = _params(reader, producer, out[0], {a: a for a in arrays})
+    return Kernel(reader.name, params, new_reader.body, reader.attrs,
+                  outer_independent=reader.outer_independent,
+                  rows_independent=reader.rows_independent)
+
+
+def _resolved(e, lets: dict):
+    """``e`` with the lets it names substituted until none is left, simplified."""
+    seen = None
+    while e != seen:
+        seen, e = e, rewrite(e, lambda n: lets.get(n.name, n) if isinstance(n, Var) else n)
+    return simplify_expr(e)

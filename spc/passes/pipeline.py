@@ -7,6 +7,7 @@ never from its own name or from the target.
 
     CPU                                         CUDA
     simplify                                    simplify
+    collapse_rows                               collapse_rows
     epilogue_rows
                                                 tensorize     (tensor_cores; tile_cols, tf32)
     split_rows            (split_rows)          collapse_blocks
@@ -29,6 +30,7 @@ from ..ir.nodes import Kernel
 from ..schedule import Schedule
 from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
+from .collapse_rows import collapse_rows
 from .epilogue_rows import epilogue_rows, fold_epilogue
 from .map_gpu import map_gpu
 from .map_parallel import map_parallel
@@ -51,6 +53,8 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
     registers the target gives a row tile's accumulators by default."""
     return (
         simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
+        collapse_rows,             # a batch loop (heads) around a sparse operand's rows -> one
+                                   # loop over (head, row) pairs, so threads take pairs
         epilogue_rows,             # f(sum over a row's entries) per output entry -> the row
                                    # summed in SpMM's order, then f (before the tiles below)
         *_split(schedule),         # rows -> pieces of at most K nonzeros (atomic partial sums)
@@ -77,6 +81,7 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     """The CUDA target's passes for ``schedule``."""
     return (
         simplify,                  # as on the CPU
+        collapse_rows,             # as on the CPU: warps take (head, row) pairs
         *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
@@ -128,10 +133,11 @@ PIPELINES = {"cpu": cpu_pipeline, "cuda": cuda_pipeline}
 
 # Passes over a program's kernels, before the per-kernel pipelines above, in this order
 # (api._compile_fused): with fuse=True a sampled result that later statements read row by
-# row is recomputed in each reader (inline_sampled); then consecutive statements whose
-# loops over rows line up become one kernel (fuse_rows; fuse="rows" runs this one only)
+# row is recomputed in each reader (inline_sampled; inline_batched for a batch of heads
+# over one pattern); then consecutive statements whose loops over rows, or over (head,
+# row) nests, line up become one kernel (fuse_rows; fuse="rows" runs this one only)
 from .fuse_rows import fuse_rows  # noqa: E402
-from .inline_producer import inline_sampled  # noqa: E402
-PROGRAM_PASSES = (inline_sampled, fuse_rows)
+from .inline_producer import inline_batched, inline_sampled  # noqa: E402
+PROGRAM_PASSES = (inline_sampled, inline_batched, fuse_rows)
 
 __all__ = ["PIPELINES", "PROGRAM_PASSES", "Pass", "bound", "cpu_pipeline", "cuda_pipeline"]
