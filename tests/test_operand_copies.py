@@ -396,19 +396,21 @@ def test_interpreter_on_cuda_kernels_reading_copies_matches_numpy(expr, formats,
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("family", ["cupy", "torch"])
-@pytest.mark.parametrize("expr, formats, reference", [
-    ("C[i,j] = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"}, lambda a, b: a * b.T),
-    ("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csc", "C": "csr"}, lambda a, b: a @ b),
-    ("C[i,j] = A[i,j]*B[i,j]", {"A": "csr", "B": "csr", "C": "coo"}, lambda a, b: a * b),
-    ("s = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"}, lambda a, b: (a * b.T).sum()),
+@pytest.mark.parametrize("expr, formats, transposed, reference", [
+    ("C[i,j] = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"}, True, lambda a, b: a * b.T),
+    ("C[i,j] = A[i,k]*B[k,j]", {"A": "csr", "B": "csc", "C": "csr"}, True, lambda a, b: a @ b),
+    ("C[i,j] = A[i,j]*B[i,j]", {"A": "csr", "B": "csr", "C": "coo"}, False,
+     lambda a, b: a * b),
+    ("s = A[i,j]*B[j,i]", {"A": "csr", "B": "csr"}, True, lambda a, b: (a * b.T).sum()),
 ])
 def test_device_operands_read_through_copies_give_device_results(family, expr, formats,
-                                                                 reference):
+                                                                 transposed, reference):
     """Copies of device operands are built on the host and the result comes back on
     the device, in the operands' family, with a PerformanceWarning."""
     from cuda_env import cupy_or_skip_module
     cp = cupy_or_skip_module()
-    a, b = MATRICES[1].build(), MATRICES[1].build().T.tocsr()
+    a = MATRICES[1].build()
+    b = a.T.tocsr() if transposed else (2 * a).tocsr()          # B's shape: B[j,i] or B[i,j]
     if family == "torch":
         torch = pytest.importorskip("torch")
         dev = lambda m: torch.sparse_csr_tensor(                        # noqa: E731

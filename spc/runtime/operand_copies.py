@@ -119,8 +119,12 @@ def device_result(out, user_operands: list):
         out = np.asarray(out)
         if "torch" in fams:
             import torch
-            return torch.from_numpy(np.ascontiguousarray(out)).cuda()
+            return torch.from_numpy(out.copy() if out.ndim == 0 else np.ascontiguousarray(out)
+                                    ).cuda()      # ascontiguousarray makes 0-d arrays 1-d
         return ops.cp.asarray(out)
+    if isinstance(out, SumTensor):            # hyb and other sums: their parts on the device
+        return SumTensor(out.shape, out.format, [ops.to_device(p) for p in out.parts],
+                         out.width)
     t = ops.to_device(out)
     if "torch" in fams:
         return ops._to_torch(t, True)
