@@ -303,6 +303,10 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     if schedule.order is not None:
         schedule = dataclasses.replace(
             schedule, order=tuple(loop_var_name(ix, internal) for ix in schedule.order))
+    if schedule.tile is not None:
+        schedule = dataclasses.replace(
+            schedule, tile=tuple(sorted((loop_var_name(ix, internal), n)
+                                        for ix, n in schedule.tile)))
     kind = CompositeKernel if any(isinstance(f, SumFormat) for f in resolved.values()) \
         else CompiledKernel
     display = {i: u for u, i in internal.items() if i != u}
