@@ -151,6 +151,8 @@ class _Context:
         if isinstance(container, For) and (container.kind is not LoopKind.SERIAL
                                            or container.var.name in self.panel_loops):
             return False
+        if isinstance(container, If) and container.otherwise is not None:
+            return False                       # the panels would wrap the other branch too
         region = stmts[at]
         loop = self.tiled_loop(region)
         written = {n.buf.name for n in walk(loop.body) if isinstance(n, Store)}
