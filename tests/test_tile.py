@@ -303,3 +303,10 @@ def test_tiles_reads_the_panels_back():
     (kernel,) = k.lowered_kernels()
     assert tiles(kernel) == {"i": 32, "j": 128}
     assert tiles(spc.compile("spmm", fmt="csr").lowered_kernels()[0]) == {}
+
+
+def test_the_tuning_database_keeps_the_knob_through_json():
+    import json
+    from spc.tuning.database import _schedule_from_json, _schedule_json
+    s = spc.Schedule(tile={"j": 128, "i": 64}, parallel=False)
+    assert _schedule_from_json(json.loads(json.dumps(_schedule_json(s)))) == s
