@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import subprocess
 import sys
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
               + " ".join(f"{t[v]*1e3:9.2f}" if v in t else f"{'':9s}" for v in names)
               + f"  {best:>8s} {min(others) / spc_t[best] if others else float('nan'):6.2f}"
               + f" {t['numba'] / spc_t[best] if 'numba' in t else float('nan'):7.2f}"
-              + f" {spc_t['spc'] / min(panels) if panels and 'spc' in spc_t else float('nan'):8.2f}")
+              + f" {spc_t['spc'] / min(panels) if panels and 'spc' in spc_t else math.nan:8.2f}")
     return 0
 
 

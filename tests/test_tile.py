@@ -8,13 +8,14 @@ panel sizes that do not divide the index (a remainder panel); refusals.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import spc
-from spc.ir.nodes import For, LoopKind
+from spc.ir.nodes import Block, For, LoopKind
 from spc.ir.printer import format_kernel
 from spc.ir.traverse import walk
 from spc.ir.verify import verify
@@ -23,6 +24,7 @@ from spc.passes.pipeline import cpu_pipeline
 from spc.passes.tile import tile, tiles
 
 from matrices import MATRICES, dense_operand
+from test_interp import KERNELS as INTERP_KERNELS, MATRICES as INTERP_MATRICES
 from test_interp import interpret, lower_expr
 from test_ir_golden import AVX2, assert_golden
 
@@ -310,3 +312,81 @@ def test_the_tuning_database_keeps_the_knob_through_json():
     from spc.tuning.database import _schedule_from_json, _schedule_json
     s = spc.Schedule(tile={"j": 128, "i": 64}, parallel=False)
     assert _schedule_from_json(json.loads(json.dumps(_schedule_json(s)))) == s
+
+
+@pytest.mark.parametrize("kernel_id", sorted(INTERP_KERNELS))
+def test_tiling_any_index_of_any_kernel_keeps_its_numbers(kernel_id):
+    """Every loop index of the interpreter's kernels (formats, sums, products,
+    sparse outputs), panels of 2: the pipeline's IR runs race-free in the
+    interpreter and gives the untiled numbers (or the index has no dense loop)."""
+    kernel, formats, case = INTERP_KERNELS[kernel_id]
+    A = INTERP_MATRICES["empty-rows-7x4"](3)
+    operands, _ = case(A, 3)
+    lowered = lower_expr(kernel, formats)
+    order = [v for k in lowered.program.kernels
+             for v in dict(k.attrs).get("order", "").split(",") if v]
+    want = interpret(lowered, operands)
+    for index in dict.fromkeys(order):
+        schedule = spc.Schedule(tile={index: 2})
+        scheduled = tuple(_run_pipeline(k, cpu_pipeline(schedule))
+                          for k in lowered.program.kernels)
+        np.testing.assert_allclose(interpret(lowered, operands, kernels=scheduled), want,
+                                   rtol=1e-12, atol=1e-12, err_msg=f"tile={{{index!r}: 2}}")
+
+
+def _running_blend(outer_independent):
+    """``for i: for j: y[0] = y[0] * 0.5 + x[i * m + j]``: every iteration reads
+    what the last wrote, so the (i, j) order is the result."""
+    from spc.ir.nodes import (BinOp, Buffer, Const, DType, Kernel, Load, Param, ParamRole,
+                              Store, Var, add, i64, mul)
+    f64, n, m = DType.F64, Var("size_i", DType.I64), Var("size_j", DType.I64)
+    i, j = Var("i", DType.I64), Var("j", DType.I64)
+    x, y = Buffer("x_vals", f64), Buffer("y_vals", f64)
+    blend = Store(y, i64(0), add(BinOp("*", Load(y, i64(0)), Const(0.5, f64)),
+                                 Load(x, add(mul(i, m), j))))
+    body = Block((For(i, i64(0), n, Block((For(j, i64(0), m, blend),))),))
+    params = (Param(x, ParamRole.INPUT, "x"), Param(y, ParamRole.OUTPUT, "y"),
+              Param(n, ParamRole.SIZE), Param(m, ParamRole.SIZE))
+    return Kernel("blend", params, body, outer_independent=outer_independent)
+
+
+def test_panels_whose_entries_other_rows_share_stay_inside_the_rows():
+    """Panels of j above i would reorder the updates of y[0] (a wrong answer):
+    the pass keeps them inside the i loop, and the numbers are unchanged."""
+    from spc.ir.interp import run_kernel
+    kernel = _running_blend(outer_independent=None)
+    after = verify(tile(kernel, sizes=(("j", 2),)))
+    assert [s.var.name for s in after.body.body] == ["i"]
+    x = dense_operand("x", 5 * 7)
+    results = []
+    for k in (kernel, after):
+        y = np.zeros(1)
+        run_kernel(k, {"x_vals": x, "y_vals": y, "size_i": 5, "size_j": 7})
+        results.append(y[0])
+    assert results[0] == results[1]
+
+
+def test_panels_of_a_loop_carrying_a_scalar_stay_around_that_loop():
+    """``let acc = 0; for i: for j: acc = acc * 0.5 + x[i * m + j]; y[0] = acc``:
+    the loop carries ``acc`` from iteration to iteration, so its panels wrap it
+    in place (in order), never the i loop."""
+    from spc.ir.interp import run_kernel
+    from spc.ir.nodes import Assign, BinOp, Const, DType, Let, Store, Var, add, i64
+    blend = _running_blend(outer_independent="i")
+    acc = Var("acc", DType.F64)
+    (outer,) = blend.body.body
+    (inner,) = outer.body.body
+    carried = Assign(acc, add(BinOp("*", acc, Const(0.5, DType.F64)), inner.body.value.rhs))
+    body = Block((Let(acc, Const(0.0, DType.F64)),
+                  replace(outer, body=Block((replace(inner, body=carried),))),
+                  Store(inner.body.buf, i64(0), acc)))
+    kernel = verify(replace(blend, body=body, outer_independent=None))
+    after = verify(tile(kernel, sizes=(("j", 2),)))
+    assert [s.var.name for s in after.body.body if isinstance(s, For)] == ["i"]
+    x = dense_operand("x", 5 * 7)
+    results = []
+    for k in (kernel, after):
+        y = np.zeros(1)
+        run_kernel(k, {"x_vals": x, "y_vals": y, "size_i": 5, "size_j": 7})
+        results.append(y[0])
+    assert results[0] == results[1]

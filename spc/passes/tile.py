@@ -40,8 +40,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..errors import ScheduleError
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Const, DType, Expr, For, If, Kernel, Let,
-                        Load, LoopKind, ParamRole, Stmt, Store, Var, While, add, i64, mul)
+from ..ir.nodes import (BinOp, Block, Const, DType, Expr, For, If, Kernel, Let, Load,
+                        LoopKind, ParamRole, Stmt, Store, Var, While, add, i64, mul)
 from ..ir.traverse import rewrite, top_loop, walk
 from .map_gpu import assigned, declared, inline, let_env, stmts_of, var_names
 
