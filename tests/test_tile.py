@@ -390,3 +390,32 @@ def test_panels_of_a_loop_carrying_a_scalar_stay_around_that_loop():
         run_kernel(k, {"x_vals": x, "y_vals": y, "size_i": 5, "size_j": 7})
         results.append(y[0])
     assert results[0] == results[1]
+
+
+def _attention_operands():
+    A = next(c for c in MATRICES if c.id == "empty_rows_30x25").build()
+    A = sp.csr_matrix(A[:25, :25])
+    Q, K, V = (dense_operand(n, (25, 19)) for n in "QKV")
+    return A, Q, K, V
+
+
+@pytest.mark.parametrize("fuse", ["rows", True, False])
+@pytest.mark.parametrize("knob", [{"k": 4}, {"d": 5}, {"i": 7, "d": 8}])
+def test_a_program_tiles_each_statement_s_own_indices(knob, fuse):
+    ops = _attention_operands()
+    want = spc.compile("attention", fmt="csr", dtype="float64", fuse=fuse)(*ops)
+    k = spc.compile("attention", fmt="csr", dtype="float64", fuse=fuse, tile=knob)
+    assert "_tile in [0, " in k.ir
+    np.testing.assert_allclose(np.asarray(k(*ops)), np.asarray(want), rtol=1e-12, atol=1e-12)
+
+
+def test_a_program_refuses_an_index_no_statement_has():
+    with pytest.raises(spc.ScheduleError, match="no statement of this program has an index "
+                                                "'x' \\(its indices: d, i, j, k\\)"):
+        spc.compile("attention", fmt="csr", schedule=spc.Schedule(tile={"x": 4}))
+
+
+def test_schedule_knobs_given_as_keywords_reach_a_fused_program():
+    """(A fix on the way: the fused path read the keywords as target options.)"""
+    k = spc.compile("attention", fmt="csr", parallel=False)
+    assert "@parallel" not in k.ir
