@@ -12,8 +12,9 @@ A kernel whose top loop is a panel loop (``passes/tile.py``: SpMM's N panels
 hoisted above the rows) holding an independent loop over rows runs in chunks
 of rows too, each walking every panel over its rows: the threads take rows, and
 a chunk's rows share a panel of the dense operand in cache.  (Threads taking
-panels instead, a parallel loop per panel, was slower or equal: see
-``_rows_under_panels``.)
+panels instead measured the same on the 2-core machine, within its noise, as
+did 8 or 2 chunks of rows: ``benchmarks/README.md``, "Panels"; rows keep
+threads busy however few panels N makes.)
 """
 from __future__ import annotations
 

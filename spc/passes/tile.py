@@ -1,24 +1,26 @@
 """tile: strip-mine the dense loop over an index into panels, and hoist the panels out.
 
-    for i in [0, M):                              for j_tile in [0, (N + T - 1) / T):
-      lets(i)                                       let j_lo = j_tile * T
-      for p in [pos[i], pos[i + 1]):      ==>       let j_hi = min(j_lo + T, N)
-        let k = crd[p]                              for i in [0, M):
-        for j in [0, N):                              lets(i)
-          C[i * N + j] += A[p] * B[k * N + j]         for p in [pos[i], pos[i + 1]):
-                                                        let k = crd[p]
-                                                        for j in [j_lo, j_hi):
-                                                          C[i * N + j] += A[p] * B[k * N + j]
+    for i in [0, M):                            for j_tile in [0, (N + T - 1) / T):
+      lets(i)                                     let j_tile_lo = j_tile * T
+      for p in [pos[i], pos[i + 1]):    ==>       let j_tile_hi = min(j_tile_lo + T, N)
+        let k = crd[p]                            for i in [0, M):
+        for j in [0, N):                            lets(i)
+          C[i * N + j] += A[p] * B[k * N + j]       for p in [pos[i], pos[i + 1]):
+                                                      let k = crd[p]
+                                                      for j in [j_tile_lo, j_tile_hi):
+                                                        C[i * N + j] += A[p] * B[k * N + j]
 
 The panel loop (``<index>_tile``) first wraps the loop over the index, then moves
 out past each enclosing ``for`` (or guard ``if``) while that is legal:
 
 * everything the enclosing statement runs besides the panel loop is a ``let``
   reading no array the panel loop writes (it is recomputed once per panel), and
-  the tiled loop's bounds do not read what it defines;
+  the tiled loop's bounds read nothing the enclosing statement defines;
 * the tiled loop assigns no variable declared outside it (a sum carried across
   its iterations, SDDMM's ``acc += X[i,k] * Y[j,k]``: the panels of a reduction
-  stay inside the sum they split, in order, so its value is bit for bit the same);
+  stay inside the sum they split, in order, so its value is bit for bit the same;
+  a reduction that adds into the output itself, SDDMM in order i,k,j, may leave
+  its entries by the next rule, each entry still summing its terms in order);
 * iterations of different panels touch disjoint entries, so the new order of
   (outer iteration, panel) pairs cannot change a result: every array the tiled
   loop writes is read and written there only at ``Q * N + j`` (``j`` in
@@ -37,7 +39,7 @@ returned unchanged; ``check_tiled`` then refuses the knob.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ..errors import ScheduleError
 from ..ir.nodes import (BinOp, Block, Const, DType, Expr, For, If, Kernel, Let, Load,
@@ -51,21 +53,14 @@ I64 = DType.I64
 def tile(kernel: Kernel, *, sizes: tuple[tuple[str, int], ...]) -> Kernel:
     """Tile the dense loops over each index of ``sizes`` (index, panel size), in order.
 
-    Requires: a verified kernel; sizes positive.  Ensures: every loop over
-    ``[lo, hi)`` of a named index (``lo``, ``hi`` free of the loops around it)
-    runs inside a panel loop placed as the module docstring says; the results
-    are unchanged bit for bit; other kernels are returned unchanged.
+    Requires: a verified kernel; sizes positive.  Ensures: every loop over a named
+    index whose bounds read no array runs inside a panel loop placed as the module
+    docstring says; each output entry sums its terms in the same order (results
+    unchanged bit for bit); a kernel without such a loop is returned unchanged.
     """
     for index, size in sizes:
         kernel = tile_index(kernel, index, size)
     return kernel
-
-
-@dataclass(frozen=True)
-class _Pending:
-    """A statement ``region`` holding the one loop over the index to tile,
-    which a panel loop will wrap (here, or further out)."""
-    region: Stmt
 
 
 def tile_index(kernel: Kernel, index: str, size: int) -> Kernel:
@@ -97,49 +92,47 @@ class _Context:
         self.panel_loops = {n.var.name for n in walk(kernel.body)
                             if isinstance(n, For) and tile_of(n) is not None}
 
-    # -- the walk: bottom-up, carrying a region that may still move out ------------
-    def visit(self, s: Stmt, top: bool = False) -> tuple[Stmt, _Pending | None]:
-        """``s`` rewritten; with a pending region when the loop over the index
-        inside ``s`` may still move above ``s``'s parent."""
+    # -- the walk: bottom-up; a statement holding the loop over the index reports
+    # -- whether the panel loop, not yet placed, may still move out of it --------
+    def visit(self, s: Stmt, top: bool = False) -> tuple[Stmt, bool]:
+        """``s`` rewritten, and True when ``s`` holds the loop over the index with
+        its panel loop not yet placed (its parent places it: around ``s``, or
+        further out)."""
         if isinstance(s, Block):
             return self.visit_block(s.body, container=None, top=top)
         if isinstance(s, For):
             if s.var.name == self.index and _dense(s):
-                return s, _Pending(s)
-            body, pending = self.visit_block(stmts_of(s.body), container=s, top=top)
-            new = replace(s, body=body)
-            if pending is None:
-                return new, None
-            return new, _Pending(new)
+                return s, True
+            body, unplaced = self.visit_block(stmts_of(s.body), container=s, top=top)
+            return replace(s, body=body), unplaced
         if isinstance(s, If):
-            then, pending = self.visit_block(stmts_of(s.then), container=s, top=False)
+            then, unplaced = self.visit_block(stmts_of(s.then), container=s, top=False)
             otherwise = None
             if s.otherwise is not None:
                 otherwise, _ = self.visit_block(stmts_of(s.otherwise), container=None, top=False)
-            new = replace(s, then=then, otherwise=otherwise)
-            return new, (_Pending(new) if pending is not None and otherwise is None else None)
+            return replace(s, then=then, otherwise=otherwise), unplaced
         if isinstance(s, While):
             body, _ = self.visit_block(stmts_of(s.body), container=None, top=False)
-            return replace(s, body=body), None
-        return s, None
+            return replace(s, body=body), False
+        return s, False
 
-    def visit_block(self, stmts, container, top: bool) -> tuple[Block, _Pending | None]:
-        """The statements rewritten; a pending region is returned (left in place,
-        to move above ``container``) only when the panel loop may move past it."""
+    def visit_block(self, stmts, container, top: bool) -> tuple[Block, bool]:
+        """The statements rewritten, each unplaced panel loop placed around its
+        statement, unless it may move past ``container`` (then True: the caller's
+        parent places it)."""
         out: list[Stmt] = []
-        pendings: list[int] = []
+        unplaced: list[int] = []
         for s in stmts:
-            new, pending = self.visit(s, top=top and container is None)
-            if pending is not None:
-                pendings.append(len(out))
+            new, waiting = self.visit(s, top=top and container is None)
+            if waiting:
+                unplaced.append(len(out))
             out.append(new)
-        keep = len(pendings) == 1 and container is not None and \
-            self.may_hoist(container, out, pendings[0], top)
-        if not keep:
-            for k in pendings:
+        moves = len(unplaced) == 1 and container is not None and \
+            self.may_hoist(container, out, unplaced[0], top)
+        if not moves:
+            for k in unplaced:
                 out[k] = self.wrap(out[k])
-        block = Block(tuple(out))
-        return block, (_Pending(block) if keep else None)
+        return Block(tuple(out)), moves
 
     # -- legality -------------------------------------------------------------------
     def tiled_loop(self, region: Stmt) -> For:
