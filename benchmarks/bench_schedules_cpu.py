@@ -8,7 +8,8 @@ op (SpMV; SpMM and SDDMM at ``--n``), it times scipy (for SDDMM numpy on the
 sampled rows, ``A.data * einsum(X[r], Y[c])``) and spc under each schedule of
 ``VARIANTS`` (the row orderings "none", "length", "similarity"; rows split into
 pieces chosen from the matrix, "split", or of 32 nonzeros, "split32",
-atomics allowed), operands prepared once (``k.prepare``: positional calls with a prepared
+atomics allowed; "panels", ``tile`` per op: SpMV's rows in panels of 256, SpMM's
+N in panels of 128 above the rows, SDDMM's reduction in panels of 64), operands prepared once (``k.prepare``: positional calls with a prepared
 Tensor keep the CPU fast path), default validation, the median of calls over ``--min-time`` seconds each (``common.time_calls``).
 All in one process: the ratios between spc's schedules are the point (bench_cpu.py
 runs each system in its own process for the comparisons with torch and numba).
@@ -38,7 +39,11 @@ from common import DEFAULT_DATA, entries, load, quick_pick, time_calls  # noqa: 
 VARIANTS = {"none": {}, "length": dict(reorder_rows="length"),
             "similarity": dict(reorder_rows="similarity"),
             "split": dict(split_rows=True, deterministic=False),
-            "split32": dict(split_rows=32, deterministic=False)}
+            "split32": dict(split_rows=32, deterministic=False),
+            # panels (passes/tile.py): SpMV row panels of 256 rows, SpMM's N panels of
+            # 128 columns above the rows, SDDMM's reduction in panels of 64
+            "panels": lambda op: dict(tile={"spmv": {"i": 256}, "spmm": {"j": 128},
+                                            "sddmm": {"k": 64}}[op])}
 
 
 def main(argv=None) -> int:
@@ -75,7 +80,7 @@ def main(argv=None) -> int:
                 base = (lambda: A.data * np.einsum("ij,ij->i", X[r], Y[c]))   # sampled, sparse
             times, inspect = {"scipy": time_calls(base, min_time=args.min_time)["median_s"]}, {}
             for how, knobs in VARIANTS.items():
-                kern = spc.compile(op, fmt="csr", **knobs)
+                kern = spc.compile(op, fmt="csr", **(knobs(op) if callable(knobs) else knobs))
                 p = kern.prepare(A)
                 inspect[how] = p.inspect_seconds
                 out = kern(p, *ops)

@@ -68,18 +68,21 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     from .runtime.program import ProgramKernel
     if fuse not in (True, False, "rows"):
         raise UnsupportedError(f"fuse must be True, 'rows' or False, not {fuse!r}")
-    fused = (lambda stmts, f: _compile_fused(stmts, f, inline=fuse is True, **options)) \
-        if fuse else None
     name = text.strip().lower()
-    if name in NAMED_PROGRAMS:
-        text, sparse_ops, positional = NAMED_PROGRAMS[name]
+    named = NAMED_PROGRAMS.get(name)
+    options = _program_tiles(named[0].format(scale="1.0") if named else text, options)
+    fused = (lambda stmts, f: _compile_fused(stmts, f, inline=fuse is True,
+                                             **_tiles_of(stmts, options))) if fuse else None
+    if named:
+        text, sparse_ops, positional = named
         formats = dict(formats or {})
         for op in sparse_ops:
             formats.setdefault(op, fmt if fmt is not None else "csr")
 
         def build(scale: float):
             return ProgramKernel(text.format(scale=repr(float(scale))),
-                                 lambda stmt, f: compile(stmt, formats=f, **options),
+                                 lambda stmt, f: compile(stmt, formats=f,
+                                                         **_tiles_of([stmt], options)),
                                  formats, positional, fused)
         heads_text, results = HEADS_PROGRAMS.get(name, (None, {}))
         heads_formats = {**formats, **results}    # the mask as above, S per head
@@ -91,8 +94,49 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
         return NamedProgram(name, build, build_heads if heads_text is not None else None)
     if fmt is not None:
         raise FormatError("fmt= is for named kernels; give a program formats={...}")
-    return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f, **options), formats,
-                         compile_fused=fused)
+    return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f,
+                                                       **_tiles_of([stmt], options)),
+                         formats, compile_fused=fused)
+
+
+def _indices_of(statements) -> set[str]:
+    out: set[str] = set()
+    for stmt in statements:
+        a = parse(stmt)
+        for acc in (a.lhs,) + a.accesses():
+            out.update(acc.indices)
+    return out
+
+
+def _program_tiles(text: str, options: dict) -> dict:
+    """``options`` with a ``tile`` knob (given as a keyword or in ``schedule=``) moved
+    into ``schedule=``; ScheduleError for an index no statement of ``text`` has."""
+    from .runtime.program import split_statements
+    schedule = options.get("schedule")
+    if isinstance(schedule, str) or ("tile" not in options and getattr(schedule, "tile", None)
+                                     is None):
+        return options
+    options = dict(options)
+    schedule = (schedule or Schedule()).replace(tile=options.pop("tile", None)
+                                                or (schedule.tile if schedule else None))
+    indices = _indices_of(split_statements(text))
+    for index, _ in schedule.tile or ():
+        if index not in indices:
+            raise ScheduleError.of("tile", f"no statement of this program has an index "
+                                           f"'{index}' (its indices: {', '.join(sorted(indices))})")
+    options["schedule"] = schedule
+    return options
+
+
+def _tiles_of(statements, options: dict) -> dict:
+    """``options`` for compiling ``statements`` of a program: the schedule's ``tile``
+    kept for the indices they have (each statement tiles the indices it has)."""
+    schedule = options.get("schedule")
+    if not isinstance(schedule, Schedule) or schedule.tile is None:
+        return options
+    indices = _indices_of(statements)
+    kept = tuple((ix, n) for ix, n in schedule.tile if ix in indices)
+    return {**options, "schedule": schedule.replace(tile=kept or None)}
 
 
 def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=None,
@@ -144,8 +188,8 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
     dt = None if dtype is None else _value_type(dtype)
     sums = None if accumulate is None else _value_type(accumulate)
     label = "f" + hashlib.sha1(text.encode()).hexdigest()[:8]
-    built_target = make_target(target, **target_options)
     schedule = with_knobs(schedule or Schedule(), target_options).replace(order=None)
+    built_target = make_target(target, **target_options)     # after with_knobs took the knobs
     sig_formats = {t: resolved[t] for t in [out.tensor, *external]}
 
     def make(value_type: DType):
@@ -387,6 +431,10 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     if schedule.order is not None:
         schedule = dataclasses.replace(
             schedule, order=tuple(loop_var_name(ix, internal) for ix in schedule.order))
+    if schedule.tile is not None:
+        schedule = dataclasses.replace(
+            schedule, tile=tuple(sorted((loop_var_name(ix, internal), n)
+                                        for ix, n in schedule.tile)))
     kind = CompositeKernel if any(isinstance(f, SumFormat) for f in resolved.values()) \
         else CompiledKernel
     display = {i: u for u, i in internal.items() if i != u}

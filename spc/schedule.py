@@ -6,7 +6,7 @@ spc's compile-time choices filled in.  Fields come in three kinds:
 
 * **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
   reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``,
-  ``split_rows``, ``tile_cols``, ``tensor_cores``, ``tf32`` (CUDA).  The printed IR shows
+  ``split_rows``, ``tile``, ``tile_cols``, ``tensor_cores``, ``tf32`` (CUDA).  The printed IR shows
   their effect and the reference interpreter runs it.
 * **Launch knobs** pick among launches of one binary, from the call's sizes
   when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
@@ -14,7 +14,7 @@ spc's compile-time choices filled in.  Fields come in three kinds:
   meaningless and refused.
 * **Run knobs**: ``threads`` (CPU threads per call).
 
-CPU-only knobs (``threads``; ``tile_cols`` but for a tensor-core tile's columns)
+CPU-only knobs (``threads``, ``tile``; ``tile_cols`` but for a tensor-core tile's columns)
 raise ScheduleError on CUDA, and the CUDA launch knobs and ``tensor_cores`` on
 the CPU.
 
@@ -56,6 +56,9 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
             raise ScheduleError.of(
                 "tile_cols", "this kernel has no row update to keep in registers (a dense "
                              "output row summed over a sparse row's entries, like SpMM's)")
+    if schedule.tile and target == "cpu":
+        from .passes.tile import check_tiled
+        check_tiled(schedule.tile, kernels)
     if schedule.tensor_cores and target == "cuda":
         from .passes.tensorize import tensorized
         if not any(tensorized(k) for k in kernels):
@@ -121,6 +124,15 @@ class Schedule:
     AVX2 vector take the rest of the row); None: half the vector registers
     (256 float32 columns with AVX-512, 64 with AVX2).  On CUDA, the output
     columns of a tensor-core tile (8 to 256; None: 64).
+    ``tile``: on the CPU, strip-mine the dense loop over an index into panels of
+    that many iterations, ``{"j": 128}`` (stored as sorted (index, size) pairs;
+    index names as in ``order``, sizes positive ints; ``passes/tile.py``): the
+    panel loop is hoisted outward as far as that is legal, so an output index's
+    panels (SpMM's N tiles) go above the rows and a panel of the dense operand
+    stays in cache while every row is walked; a reduction's panels stay inside
+    the sum they split.  Tiling the outer rows gives row panels (threads take
+    panels).  An index the kernel iterates by a sparse level's positions (SpMM's
+    k over csr) cannot be tiled (ScheduleError).  None: no panels.
     ``tensor_cores``: CUDA, compute a block-sparse times dense product (BSR
     SpMM with blocks of multiples of 16 x 16, float16 or bfloat16 values) with
     the GPU's matrix instructions, a warp per tile of the output
@@ -142,6 +154,7 @@ class Schedule:
     flat: bool | None = None
     reorder_rows: str | None = None
     split_rows: int | bool | None = None
+    tile: tuple[tuple[str, int], ...] | None = None
     tile_cols: int | None = None
     tensor_cores: bool | None = None
     tf32: bool | None = None
@@ -171,6 +184,8 @@ class Schedule:
         if self.split_rows not in (None, False) and self.reorder_rows not in (None, "none"):
             raise ScheduleError.of("split_rows", "pieces of rows are visited in stored order; "
                                                  "it does not combine with reorder_rows")
+        if self.tile is not None:
+            object.__setattr__(self, "tile", _tile_pairs(self.tile))
         if self.tile_cols is not None and not (
                 _is_int(self.tile_cols) and self.tile_cols in TILE_COLS):
             raise ScheduleError.of("tile_cols", f"must be a power of two from 4 to 1024 "
@@ -205,6 +220,33 @@ class Schedule:
 
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _tile_pairs(tile) -> tuple[tuple[str, int], ...] | None:
+    """``tile`` (a mapping or pairs of index name -> panel size) as sorted pairs.
+
+    Requires nothing; raises ScheduleError (knob ``tile``) unless every name is a
+    str given once and every size a positive int.  Ensures: None for no pairs."""
+    items = tile.items() if isinstance(tile, dict) else tile
+    if isinstance(items, (str, bytes)):
+        raise ScheduleError.of("tile", f"must map index names to panel sizes, e.g. "
+                                       f"{{'j': 128}}, not {tile!r}")
+    try:
+        pairs = [tuple(item) for item in items]
+    except TypeError:
+        raise ScheduleError.of("tile", f"must map index names to panel sizes, e.g. "
+                                       f"{{'j': 128}}, not {tile!r}") from None
+    for pair in pairs:
+        if len(pair) != 2 or not isinstance(pair[0], str):
+            raise ScheduleError.of("tile", f"must map index names to panel sizes, e.g. "
+                                           f"{{'j': 128}}, not {tile!r}")
+        if not (_is_int(pair[1]) and pair[1] >= 1):
+            raise ScheduleError.of("tile", f"the panel size of index '{pair[0]}' must be a "
+                                           f"positive int, not {pair[1]!r}")
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ScheduleError.of("tile", f"names an index more than once: {names}")
+    return tuple(sorted(pairs)) or None
 
 
 def _check_bool(knob: str, value, optional: bool = True) -> None:

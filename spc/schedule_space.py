@@ -11,6 +11,8 @@ SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a gpu_group
 PIECES = (True, 32, 256)       # split_rows tried: chosen from the matrix, short, long
 TILES = (64, 128, 256)         # tile_cols tried on the CPU (the default is one of them)
 TENSOR_TILES = (16, 32, 128)   # tile_cols tried for tensor-core tiles (besides the default, 64)
+PANELS = (64, 128, 256)        # tile sizes tried on the CPU for an index whose panels go
+                               # above the rows (SpMM's N panels; N is known only per call)
 MAX_ORDERS = 720               # loop orders tried at most (6 indices)
 
 
@@ -25,7 +27,8 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     ``reorder_rows`` where the kernel has rows to reorder; ``split_rows`` in
     ``PIECES`` where it has rows to split (with ``deterministic=False`` where
     the pieces add atomically); on the CPU, ``tile_cols`` in ``TILES`` where
-    the kernel has a row update to tile; on CUDA, where the kernel has tensor-core
+    the kernel has a row update to tile, and ``tile`` of an index in ``PANELS``
+    where its panels go above the rows (``_panels``); on CUDA, where the kernel has tensor-core
     tiles, ``tensor_cores=False`` and ``tile_cols`` in ``TENSOR_TILES``; and
     ``deterministic`` where it changes the IR, and the launch knobs
     where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
@@ -68,6 +71,7 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                                          build(base.replace(tile_cols=width))))
                     except ScheduleError:      # no row update to tile
                         break
+                variants.extend(_panels(build, base, order))
             if k.target.name == "cuda" and parallel:
                 for s, kk in list(variants):
                     if not any(tensorized(x) for x in kk.lowered_kernels()):
@@ -94,6 +98,26 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                 seen.add(same)
                 space.extend(_launch_variants(s, kk))
     return tuple(space)
+
+
+def _panels(build, base: Schedule, indices) -> list:
+    """(schedule, kernel) with ``tile`` in ``PANELS`` for each index whose panels
+    go above the rows of ``base``'s kernel (``passes/tile.py``: a panel of the
+    dense operand stays in cache while the rows are walked); panels that stay
+    inside a row or a sum change no memory traffic and are left out."""
+    from .passes.tile import panels_above_rows
+    out = []
+    for index in indices:
+        for size in PANELS:
+            s = base.replace(tile={index: size})
+            try:
+                k = build(s)
+            except ScheduleError:              # no dense loop over the index
+                break
+            if not any(index in panels_above_rows(x) for x in k.lowered_kernels()):
+                break
+            out.append((s, k))
+    return out
 
 
 def _without_order(ir: str) -> str:

@@ -410,6 +410,10 @@ class CUDATarget(Target):
         if schedule.threads is not None:
             raise ScheduleError.of("threads", "CPU threads; on target='cuda' the grid is "
                                               "sized from each call")
+        if schedule.tile is not None:
+            raise ScheduleError.of("tile", "panels of an index are a CPU schedule; on "
+                                           "target='cuda' blocks, warps and lanes take the "
+                                           "loops (map_gpu) and no pass tiles them yet")
         if schedule.tile_cols is not None:
             from ..passes.tensorize import tensorized
             if not 8 <= schedule.tile_cols <= 256:

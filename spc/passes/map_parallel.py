@@ -7,6 +7,14 @@ rows instead: the top loop becomes a PARALLEL loop over at most
 declared in a concurrent loop's body is each iteration's own) and running its
 rows in order.  Enough chunks that threads balance uneven rows, few enough
 that allocating a workspace per chunk costs little beside the chunk's rows.
+
+A kernel whose top loop is a panel loop (``passes/tile.py``: SpMM's N panels
+hoisted above the rows) holding an independent loop over rows runs in chunks
+of rows too, each walking every panel over its rows: the threads take rows, and
+a chunk's rows share a panel of the dense operand in cache.  (Threads taking
+panels instead measured the same on the 2-core machine, within its noise, as
+did 8 or 2 chunks of rows: ``benchmarks/README.md``, "Panels"; rows keep
+threads busy however few panels N makes.)
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ from ..ir.nodes import (Alloc, BinOp, Block, For, Kernel, Let, LoopKind, ParamRo
                         add, i64, mul, sub)
 
 WORKSPACE_CHUNKS = 64
+PANEL_CHUNKS = 64          # chunks of rows a kernel with panels above its rows runs in
 from ..ir.traverse import walk
 
 
@@ -74,7 +83,7 @@ def map_parallel(kernel: Kernel) -> Kernel:
         return kernel
     loop = stmts[0]
     if not (_binds(loop, kernel.outer_independent) or _commutes(loop)):
-        return kernel
+        return _rows_under_panels(kernel, loop)
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
     if not _free_vars(loop) <= sizes:
         return kernel
@@ -103,3 +112,37 @@ def _chunked(kernel: Kernel, stmts) -> Kernel:
     if not _free_vars(par) <= sizes:
         return kernel
     return replace(kernel, body=Block((par,)), workspaces=(), outer_independent=chunk.name)
+
+
+def _rows_under_panels(kernel: Kernel, panels: For) -> Kernel:
+    """``for t: lets; for i in [lo, hi): body`` (``t`` a panel loop, the ``i``
+    loop one ``map_parallel`` would run on threads, its bounds free of ``t``) as
+    ``parallel for c: for t: lets; for i in chunk c of [lo, hi): body``, in at most
+    ``PANEL_CHUNKS`` chunks of rows; else ``kernel`` unchanged.
+
+    Legal because only iterations of one ``i`` may touch the same entries, and
+    those still run their panels in order."""
+    from .tile import tile_of
+    body = panels.body.body if isinstance(panels.body, Block) else (panels.body,)
+    lets, rows = body[:-1], body[-1] if body else None
+    if tile_of(panels) is None or not isinstance(rows, For) \
+            or not all(isinstance(s, Let) for s in lets) \
+            or not (_binds(rows, kernel.outer_independent) or _commutes(rows)):
+        return kernel
+    inner = {panels.var.name} | {s.var.name for s in lets}
+    if any(isinstance(n, Var) and n.name in inner for e in (rows.lo, rows.hi) for n in walk(e)):
+        return kernel
+    chunk = Var(f"{rows.var.name}_chunk", rows.var.dtype)
+    span = sub(rows.hi, rows.lo)
+    per = BinOp("max", i64(1), BinOp("/", add(span, i64(PANEL_CHUNKS - 1)), i64(PANEL_CHUNKS)))
+    first = Var(f"{rows.var.name}_chunk_lo", rows.var.dtype)
+    last = Var(f"{rows.var.name}_chunk_hi", rows.var.dtype)
+    chunk_rows = replace(rows, lo=first, hi=last)
+    par = For(chunk, i64(0), BinOp("/", add(span, sub(per, i64(1))), per), Block((
+        Let(first, add(rows.lo, mul(chunk, per))),
+        Let(last, BinOp("min", rows.hi, add(first, per))),
+        replace(panels, body=Block((*lets, chunk_rows))))), LoopKind.PARALLEL)
+    sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
+    if not _free_vars(par) <= sizes:
+        return kernel
+    return replace(kernel, body=Block((par,)), outer_independent=chunk.name)

@@ -11,9 +11,10 @@ never from its own name or from the target.
     epilogue_rows
                                                 tensorize     (tensor_cores; tile_cols, tf32)
     split_rows            (split_rows)          collapse_blocks
-    tile_rows_for_registers (tile_cols)         split_rows    (split_rows)
+    reorder_rows          (reorder_rows)        split_rows    (split_rows)
+    tile                  (tile)                reorder_rows  (reorder_rows)
+    tile_rows_for_registers (tile_cols)
     fold_epilogue
-    reorder_rows          (reorder_rows)        reorder_rows  (reorder_rows)
                                                 workspaces_gpu
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
     simplify                                    simplify
@@ -41,6 +42,7 @@ from .register_tile import ACCUMULATOR_BYTES, tile_rows_for_registers
 from .simplify import simplify
 from .split_rows import AUTO, split_rows
 from .tensorize import tensorize
+from .tile import tile
 from .widen_outputs import widen_outputs
 from .workspaces_gpu import workspaces_gpu
 
@@ -58,11 +60,15 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
         epilogue_rows,             # f(sum over a row's entries) per output entry -> the row
                                    # summed in SpMM's order, then f (before the tiles below)
         *_split(schedule),         # rows -> pieces of at most K nonzeros (atomic partial sums)
+        *_reorder(schedule),       # rows in an inspector's order (before threads take rows,
+                                   # and before panels go above them)
+        *_tile(schedule),          # loops over an index -> panels, hoisted out where legal
+                                   # (SpMM's N panels above the rows); before the register
+                                   # tiles, which then tile a panel's columns
         bound(tile_rows_for_registers, widest=schedule.tile_cols,
               accumulator_bytes=accumulator_bytes),
                                    # SpMM-like row updates accumulate in registers (tile_cols)
         fold_epilogue,             # epilogue_rows' pass over the row -> the tiles' write-backs
-        *_reorder(schedule),       # rows in an inspector's order (before threads take rows)
         *((map_parallel,) if schedule.parallel else ()),
                                    # outermost independent loop -> CPU threads
         simplify,                  # tidy what tiling produced
@@ -106,6 +112,10 @@ def _tensorize(schedule: Schedule) -> tuple[Pass, ...]:
     if schedule.tensor_cores is False or not schedule.parallel or not whole_rows:
         return ()
     return (bound(tensorize, tile_cols=schedule.tile_cols, tf32=bool(schedule.tf32)),)
+
+
+def _tile(schedule: Schedule) -> tuple[Pass, ...]:
+    return (bound(tile, sizes=schedule.tile),) if schedule.tile else ()
 
 
 def _reorder(schedule: Schedule) -> tuple[Pass, ...]:

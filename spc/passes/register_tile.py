@@ -52,9 +52,11 @@ def _defined_in(s) -> set[str]:
 
 
 def _match_row_loop(loop: For, sizes: set[str]):
-    """If ``loop`` is ``for j in [lo, size): lets; C[base + j] += v`` return
-    (lets, store, base) with ``base`` free of ``j``; else None."""
-    if not (isinstance(loop.hi, Var) and loop.hi.name in sizes):
+    """If ``loop`` is ``for j in [lo, hi): lets; C[base + j] += v`` (``hi`` a size,
+    or a panel's end, ``passes/tile.py``) return (lets, store, base) with ``base``
+    free of ``j``; else None."""
+    if not (isinstance(loop.hi, Var) and (loop.hi.name in sizes
+                                          or loop.hi.name == f"{loop.var.name}_tile_hi")):
         return None
     body = loop.body.body if isinstance(loop.body, Block) else (loop.body,)
     if not body or not isinstance(body[-1], Store) or not body[-1].accumulate:
@@ -114,7 +116,7 @@ def _find_candidate(red: For | While, sizes: set[str]):
         return None
     lets, store, base = m
     inside = _defined_in(red) | ({red.var.name} if isinstance(red, For) else set())
-    if _uses(base, inside) or _uses(row.lo, inside):
+    if _uses(base, inside) or _uses(row.lo, inside) or _uses(row.hi, inside):
         return None
     # the reduction loop may have no other effect than the row loop's store
     for n in walk(Block(body[:-1])):
@@ -162,6 +164,13 @@ def register_tile(kernel: Kernel, *, width: int) -> Kernel:
     (see the module docstring) are left alone.
     """
     sizes = {p.name for p in kernel.params if p.role is ParamRole.SIZE}
+    from .tile import tiles
+    panels = tiles(kernel)
+
+    def fits(row: For) -> bool:
+        """False for a tile wider than the panel ``row`` runs over (it would never run)."""
+        in_panel = isinstance(row.hi, Var) and row.hi.name == f"{row.var.name}_tile_hi"
+        return not in_panel or panels.get(row.var.name, width) >= width
 
     def top_down(node):
         # the outermost matching reduction loop (a blocked reduction's block
@@ -170,6 +179,8 @@ def register_tile(kernel: Kernel, *, width: int) -> Kernel:
             found = _find_candidate(node, sizes)
             if found is not None:
                 row, lets, store, base, rebuild = found
+                if not fits(row):
+                    return node
                 if store.buf.dtype.is_float:
                     return _tile(node, row, lets, store, base, width, dtype_of(store.value),
                                  rebuild)

@@ -24,7 +24,7 @@ from ..ir.nodes import Buffer, DType, Kernel
 from ..ir.printer import format_kernel
 from ..ir.verify import verify
 from ..passes.widen_outputs import widen_outputs
-from ..schedule import Schedule, check_applied
+from ..schedule import TILE_COLS, Schedule, check_applied
 from . import cache
 from .dump import Dumper
 from .inspectors import derived
@@ -370,12 +370,15 @@ class CompiledKernel(KernelCall):
         order = tuple(loop_var_name(ix, self.display)
                       for ix in self._variant(DType.I32).program.index_order)
         s = s.replace(reorder_rows=s.reorder_rows or "none", split_rows=s.split_rows or False)
+        if s.tile is not None:
+            s = s.replace(tile=tuple((loop_var_name(ix, self.display), n) for ix, n in s.tile))
         if self.target.name == "cpu":
             from ..passes.register_tile import register_tiles
             tiles = [w for k in self.lowered_kernels() for w in register_tiles(k)]
             from ..threads import cap
             return s.replace(order=order, deterministic=s.deterministic is not False,
-                             tile_cols=max(tiles) if tiles else s.tile_cols,
+                             tile_cols=max(tiles) if tiles and max(tiles) in TILE_COLS
+                             else s.tile_cols,
                              threads=min(self._max_threads, cap() or self._max_threads)
                              if s.parallel else 1)
         from ..passes.tensorize import tensorized, uses_tf32
