@@ -113,16 +113,19 @@ def _names(passes):
 
 @pytest.mark.parametrize("schedule, cpu, cuda", [
     (spc.Schedule(),
-     ["simplify", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue", "map_parallel",
+     ["simplify", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
+      "map_parallel",
       "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
-     ["simplify", "tensorize", "collapse_blocks", "workspaces_gpu", "map_gpu", "simplify", "mark_noncanonical",
+     ["simplify", "collapse_rows", "tensorize", "collapse_blocks", "workspaces_gpu", "map_gpu",
+      "simplify", "mark_noncanonical",
       "overwrite_outputs", "widen_outputs"]),
     (spc.Schedule(parallel=False),
-     ["simplify", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue", "simplify",
-      "mark_noncanonical",
+     ["simplify", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
+      "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
-     ["simplify", "collapse_blocks", "workspaces_gpu", "simplify", "mark_noncanonical", "overwrite_outputs",
+     ["simplify", "collapse_rows", "collapse_blocks", "workspaces_gpu", "simplify",
+      "mark_noncanonical", "overwrite_outputs",
       "widen_outputs"]),
 ], ids=["default", "serial"])
 def test_the_pipelines_follow_the_schedule(schedule, cpu, cuda):
