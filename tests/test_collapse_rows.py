@@ -84,7 +84,22 @@ def test_a_row_max_per_head_over_a_dds_tensor_collapses():
     ("y[i] = A[i,j] * x[j]", {"A": "csr"}),              # no loop between rows and positions
     ("y[j] = A[i,j] * x[i]", {"A": "csr"}),              # rows that add into shared entries
     ("y[j] = A[i,j] * x[i]", {"A": "bsr(4,4)"}),         # j_in outer, block rows adding into
-])                                                       # the same y[j]: no rows_independent
+                                                         # the same y[j]: no rows_independent
+    ("Z[j,m,q] = (S[m,j]*B[q,m] + 1.)*0.25", {"S": "csc", "B": "csc"}),
+])                                                       # rows m merged with S's column j: the
+                                                         # merge position is carried row to row
 def test_kernels_left_unchanged(text, formats):
     (k,) = _kernels(text, formats)
     assert collapse_rows(k) == k
+
+
+def test_a_merge_carried_across_rows_keeps_its_loop_nest():
+    """Fuzz seed 2026 cases 385-387: collapsing (j, m) restarted S's merge position
+    at every m, so rows past the first stored entry of a column read nothing."""
+    import spc
+    S = sp.random(5, 4, density=0.5, format="csc", random_state=3)
+    B = sp.random(6, 5, density=0.5, format="csc", random_state=4)
+    k = spc.compile("Z[j,m,q] = (S[m,j]*B[q,m] + 1.)*0.25 - 0.125",
+                    formats={"S": "csc", "B": "csc"}, dtype="float64")
+    want = (np.einsum("mj,qm->jmq", S.toarray(), B.toarray()) + 1.0) * 0.25 - 0.125
+    np.testing.assert_allclose(k(S, B), want, rtol=1e-14)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, For, Kernel, Let, Load,
+from ..ir.nodes import (Assign, BinOp, Block, Buffer, Const, DType, For, Kernel, Let, Load,
                         ParamRole, mul, sub)
 from ..ir.traverse import top_loop, walk
 from .map_gpu import FreshNames, stores_follow, var_names
@@ -37,8 +37,9 @@ def collapse_rows(kernel: Kernel) -> Kernel:
     on CUDA, and stay nested on the CPU) and that no statement of the outer
     body defines; each iteration of
     that inner loop stores only where its own values point
-    (``map_gpu.stores_follow``); and the inner loop's body reads an input index
-    array (it walks rows of a sparse operand: not a dense nest, whose inner
+    (``map_gpu.stores_follow``) and assigns no variable declared outside it (no
+    state carried from row to row, as a merge's positions are); and the inner
+    loop's body reads an input index array (it walks rows of a sparse operand: not a dense nest, whose inner
     loop the CPU vectorizes).
     Ensures: the same statements run for the same (outer, inner) pairs in the
     same order, under one loop that ``outer_independent`` names.  Any other
@@ -58,7 +59,8 @@ def collapse_rows(kernel: Kernel) -> Kernel:
     defined = {outer.var.name} | {s.var.name for s in body[:-1]}
     if inner.var.name != kernel.rows_independent or not _zero(inner.lo) \
             or isinstance(inner.hi, Const) or var_names(inner.hi) & defined \
-            or not stores_follow(inner) or not _reads_structure(inner, kernel):
+            or not stores_follow(inner) or not _reads_structure(inner, kernel) \
+            or _carried(inner):
         return kernel
     flat = FreshNames(kernel).fresh(f"{outer.var.name}_{inner.var.name}_flat", I64)
     collapsed = For(flat, Const(0, I64), mul(outer.hi, inner.hi), Block(
@@ -67,6 +69,14 @@ def collapse_rows(kernel: Kernel) -> Kernel:
         + (inner.body,)), outer.kind)
     return replace(kernel, body=Block(lets + (collapsed,)), outer_independent=flat.name,
                    rows_independent=None)
+
+
+def _carried(loop: For) -> bool:
+    """Whether an iteration of ``loop`` assigns a variable declared outside its body
+    (a merge's position, ``p = p + 1``, that the next row starts from): such
+    iterations depend on the ones before and cannot be taken apart."""
+    local = {n.var.name for n in walk(loop.body) if isinstance(n, (Let, For))}
+    return any(isinstance(n, Assign) and n.var.name not in local for n in walk(loop.body))
 
 
 def _zero(e) -> bool:
