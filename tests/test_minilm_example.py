@@ -192,6 +192,28 @@ def test_calibrated_pruning_runs_the_same_through_spc(tiny, pattern):
     assert not torch.equal(w, sparsify(model, "masked", PATTERNS[pattern]).layers[1].ffn_in.weight)
 
 
+def test_packed_model_gives_the_same_calibrated_pruning(tiny, tiny_dir, tmp_path):
+    """A copy packed with the calibration texts' tokens (as ``run.py --pack`` keeps
+    ``carried_tokens``) prunes to the same masks and weights as the full model."""
+    model, tok = tiny
+    calibration = ["the cafe unable", "run runs a", "b c the a"]
+    packed = pack(tiny_dir, tmp_path / "packed", [i for t in calibration for i in tok.encode(t)])
+    small = MiniLM.load(model_dir(packed))
+    batches = calibration_batches(tok, calibration)
+    full = prune_model(model, PATTERNS["50%"], "calibrated", calibrator(batches))
+    ours = prune_model(small, PATTERNS["50%"], "calibrated", calibrator(batches))
+    for name, p in full.items():
+        assert torch.equal(ours[name].mask, p.mask), name
+        assert torch.equal(ours[name].weight, p.weight), name
+
+
+def test_pack_carries_the_calibration_tokens(tiny):
+    from minilm.calibration import carried_tokens
+    _, tok = tiny
+    ids = set(carried_tokens(tok))
+    assert {i for s in CALIBRATION + EVALUATED for i in tok.encode(s)} == ids
+
+
 def test_calibration_sentences_are_disjoint_from_the_evaluated_ones():
     assert len(set(CALIBRATION)) == len(CALIBRATION) >= 64
     assert not {s.lower() for s in CALIBRATION} & {s.lower() for s in EVALUATED}

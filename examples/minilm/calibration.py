@@ -144,6 +144,14 @@ CALIBRATION = (
 )
 
 
+def carried_tokens(tokenizer) -> list[int]:
+    """The token ids a packed copy of the model must keep (``run.py --pack``): those of
+    the evaluated sentences and of the calibration sentences, so that calibrated pruning
+    gives the same weights on the packed copy as on the full model."""
+    from .sentences import SENTENCES
+    return sorted({i for s in SENTENCES + CALIBRATION for i in tokenizer.encode(s)})
+
+
 def calibration_batches(tokenizer, sentences=CALIBRATION, device="cpu") -> list[tuple]:
     """The sentences tokenized and grouped by token count: a list of ``(input_ids,
     attention_mask)`` batches on ``device``, none padded, in a fixed order."""

@@ -36,7 +36,8 @@ import spc  # noqa: E402
 
 from minilm.bench import compare, report  # noqa: E402
 from minilm.bert import MiniLM  # noqa: E402
-from minilm.calibration import CALIBRATION, calibration_batches, calibrator  # noqa: E402
+from minilm.calibration import (CALIBRATION, calibration_batches, calibrator,  # noqa: E402
+                                carried_tokens)
 from minilm.sentences import SENTENCES  # noqa: E402
 from minilm.sparsify import METHODS, PATTERNS, prune_model  # noqa: E402
 from minilm.weights import model_dir, pack  # noqa: E402
@@ -126,8 +127,7 @@ def main(argv=None) -> int:
     folder = model_dir(args.model_dir)
     if args.pack:
         tokenizer = WordPiece(folder / "vocab.txt")
-        print(pack(folder, args.pack,
-                   [i for s in SENTENCES + CALIBRATION for i in tokenizer.encode(s)]))
+        print(pack(folder, args.pack, carried_tokens(tokenizer)))
         return 0
     dtype = DTYPES[args.dtype]
     dense = MiniLM.load(folder).to(args.device, dtype)
