@@ -44,7 +44,8 @@ def prune_calibrated(model: nn.Module, calibrate: Callable[[nn.Module], object],
     ``names``) pruned to the pattern (``sparsity``, ``n_m`` or ``block``, as
     ``spc.torch.prune``; the counts per row are exact, see ``reconstruct.py``) by
     ``method`` (``"sparsegpt"`` or ``"wanda"``), with damping ``damp`` (a fraction of the
-    mean diagonal of each layer's input Gram matrix).
+    mean diagonal of each layer's input Gram matrix, pulling the refit towards the dense
+    weights; 0.1 generalized best on MiniLM with 128 calibration sentences: 0.01 overfits).
 
     Each linear is fitted to give, on the inputs it sees with the earlier linears pruned,
     the output it gives in the dense model.  ``residual_into`` maps a linear's name to the
