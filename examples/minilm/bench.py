@@ -18,6 +18,7 @@ from .sparsify import PATTERNS, sparsify, spc_format, torch_sparse_layout
 @dataclass(frozen=True)
 class Row:
     pattern: str
+    method: str                # how the weights were pruned (sparsify.METHODS)
     batch: int
     spc_fmt: str
     torch_layout: str
@@ -55,9 +56,11 @@ def latency_ms(model, inputs, min_time: float) -> float:
 
 
 def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device,
-            min_time: float, spc_fmt: str = "csr", log=print) -> list[Row]:
+            min_time: float, spc_fmt: str = "csr", pruned=None, method: str = "magnitude",
+            log=print) -> list[Row]:
     """One ``Row`` per pattern and batch size (spc's weights in ``spc_format(pattern,
-    spc_fmt)``)."""
+    spc_fmt)``), the linears pruned as ``pruned[pattern]`` says (``prune_model``'s
+    result, by ``method``; default: by magnitude)."""
     rows = []
     for bs in batch_sizes:
         inputs = batches(tokenizer, sentences, bs, device)
@@ -65,12 +68,13 @@ def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device,
         for name in patterns:
             pattern = PATTERNS[name]
             fmt = spc_format(pattern, spc_fmt)
-            models = {v: sparsify(dense, v, pattern, fmt)
+            weights = (pruned or {}).get(name)
+            models = {v: sparsify(dense, v, pattern, fmt, weights)
                       for v in ("masked", "spc", "torch.sparse")}
             out = {v: embed(m, inputs) for v, m in models.items()}
             cos = (out["spc"] * reference).sum(-1) / (out["spc"].norm(dim=-1) *
                                                       reference.norm(dim=-1))
-            row = Row(name, bs, fmt, torch_sparse_layout(models["torch.sparse"]),
+            row = Row(name, method if weights is not None else "magnitude", bs, fmt, torch_sparse_layout(models["torch.sparse"]),
                       cos.mean().item(), cos.min().item(),
                       (out["spc"] - out["masked"]).abs().max().item(),
                       latency_ms(dense, inputs, min_time),      # again: the load drifts
@@ -81,13 +85,13 @@ def compare(dense, tokenizer, sentences, *, patterns, batch_sizes, device,
     return rows
 
 
-HEADER = ("| pruning | batch | cos mean | cos min | max abs(spc - pruned dense) | dense ms "
+HEADER = ("| pruning | method | batch | cos mean | cos min | max abs(spc - pruned dense) | dense ms "
           "| spc ms (format) | torch.sparse ms (layout) | spc vs dense | spc vs torch.sparse |\n"
-          "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
 
 def format_row(r: Row) -> str:
-    return (f"| {r.pattern} | {r.batch} | {r.cos_mean:.4f} | {r.cos_min:.4f} "
+    return (f"| {r.pattern} | {r.method} | {r.batch} | {r.cos_mean:.4f} | {r.cos_min:.4f} "
             f"| {r.spc_vs_masked:.1e} | {r.dense_ms:.2f} | {r.spc_ms:.2f} ({r.spc_fmt}) "
             f"| {r.torch_sparse_ms:.2f} ({r.torch_layout}) | {r.dense_ms / r.spc_ms:.2f}x "
             f"| {r.torch_sparse_ms / r.spc_ms:.2f}x |")
@@ -117,16 +121,20 @@ def commit() -> str:
         return "unknown"
 
 
-def report(rows: list[Row], *, device: str, dtype, seq_lens: dict, command: str) -> str:
-    """The table as markdown, with the device, date, commit and command."""
+def report(rows: list[Row], *, device: str, dtype, seq_lens: dict, command: str,
+           calibration: str = "") -> str:
+    """The table as markdown, with the device, date, commit and command (and
+    ``calibration``, a sentence on the calibrated pruning's cost, if given)."""
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lens = "; ".join(f"batch {b}: {s}" for b, s in seq_lens.items())
+    methods = "/".join(sorted({r.method for r in rows}))
     return "\n".join([
-        f"all-MiniLM-L6-v2, every encoder linear pruned by magnitude; {device}: "
+        f"all-MiniLM-L6-v2, every encoder linear pruned ({methods}); {device}: "
         f"{machine(device)}; {dtype}; torch {torch.__version__}; spc commit {commit()}; "
         f"{when}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; load "
         f"average at the end {os.getloadavg()[0]:.1f}.",
         f"Tokens per padded sentence ({lens}); latency per batch, median "
         f"(torch.utils.benchmark), dense timed again beside each row; cosine over the "
-        f"sentences' embeddings against the dense model's.",
+        f"sentences' embeddings against the dense model's." +
+        (f" {calibration}" if calibration else ""),
         f"`{command}`", "", HEADER, *map(format_row, rows), ""])

@@ -74,6 +74,12 @@ class MiniLM(nn.Module):
                                                   len(model.layers)))
         return model.eval()
 
+    def residual_sums(self) -> dict[str, str]:
+        """For ``spc.torch.prune_calibrated(residual_into=...)``: each linear whose output
+        is added to the residual stream, and the LayerNorm that takes the sum."""
+        return {f"layers.{i}.{linear}": f"layers.{i}.{norm}" for i in range(len(self.layers))
+                for linear, norm in (("attn_out", "attn_norm"), ("ffn_out", "ffn_norm"))}
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         t = input_ids.shape[1]
         positions = torch.arange(t, device=input_ids.device)

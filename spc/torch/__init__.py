@@ -2,6 +2,8 @@
 
     import spc.torch
     layer = spc.torch.SparseLinear.from_dense(linear, sparsity=0.9)   # a drop-in nn.Linear
+    pruned = spc.torch.prune_calibrated(model, calibrate, sparsity=0.5)  # layer by layer,
+    layer = spc.torch.SparseLinear.from_pruned(pruned["fc1"])          # on calibration data
     C = spc.torch.spmm(A, B)          # A: a torch sparse CSR (or COO) matrix, B dense
     S = spc.torch.sddmm(A, X, Y)      # A * (X @ Y.T) on A's pattern, a sparse CSR result
 
@@ -15,6 +17,7 @@ fake implementations, so that a module calling them compiles with
 """
 from __future__ import annotations
 
+from .calibrated import PrunedLinear, prune_calibrated
 from .linear import SparseLinear, prune
 from .ops import sddmm_csr, spmm_csr, spmm_csr_as, spmm_t_csr
 
@@ -47,5 +50,5 @@ def sddmm(A, X, Y):
     return torch.sparse_csr_tensor(A.crow_indices(), A.col_indices(), vals, A.shape)
 
 
-__all__ = ["SparseLinear", "prune", "sddmm", "sddmm_csr", "spmm", "spmm_csr", "spmm_csr_as",
+__all__ = ["PrunedLinear", "SparseLinear", "prune", "prune_calibrated", "sddmm", "sddmm_csr", "spmm", "spmm_csr", "spmm_csr_as",
            "spmm_t_csr"]

@@ -92,11 +92,31 @@ class SparseLinear(nn.Module):
         same device and dtype; the forward in ``fmt``."""
         w = linear.weight.detach()
         mask = prune(w, sparsity=sparsity, n_m=n_m, block=block)
-        rows, cols = mask.nonzero(as_tuple=True)        # row-major: CSR order; kept
-        crow = torch.zeros(w.shape[0] + 1, dtype=torch.int64, device=w.device)  # zeros stay
+        return cls.from_mask(w, mask, linear.bias, fmt=fmt)
+
+    @classmethod
+    def from_mask(cls, weight: Tensor, mask: Tensor, bias: Tensor | None = None, *,
+                  fmt: str = "csr") -> "SparseLinear":
+        """The linear of an already pruned ``weight`` (out x in): exactly the entries
+        where the boolean ``mask`` is True are stored (a kept entry that is zero stays
+        stored, so the pattern is the mask's, e.g. whole blocks or N:M groups); ``bias``
+        as given; the forward in ``fmt``.  ``from_pruned(p)`` takes a
+        ``prune_calibrated`` result."""
+        w = weight.detach()
+        if mask.shape != w.shape or mask.dtype != torch.bool:
+            raise ValueError(f"SparseLinear.from_mask: the mask must be a boolean tensor "
+                             f"of the weight's shape {tuple(w.shape)}, not {mask.dtype} "
+                             f"{tuple(mask.shape)}")
+        rows, cols = mask.to(w.device).nonzero(as_tuple=True)   # row-major: CSR order
+        crow = torch.zeros(w.shape[0] + 1, dtype=torch.int64, device=w.device)
         crow[1:] = torch.bincount(rows, minlength=w.shape[0]).cumsum(0)
-        return cls(linear.in_features, linear.out_features, crow, cols, w[rows, cols],
-                   linear.bias, fmt=fmt)
+        return cls(w.shape[1], w.shape[0], crow, cols, w[rows, cols], bias, fmt=fmt)
+
+    @classmethod
+    def from_pruned(cls, pruned, *, fmt: str = "csr") -> "SparseLinear":
+        """The linear of a ``spc.torch.PrunedLinear`` (``weight``, ``bias``, ``mask``), as
+        ``from_mask``."""
+        return cls.from_mask(pruned.weight, pruned.mask, pruned.bias, fmt=fmt)
 
     @property
     def nnz(self) -> int:
