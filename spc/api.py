@@ -565,8 +565,9 @@ def _gustavson(assign, formats, copying: list, display) -> bool:
     ``copying`` and logged; True when there are such copies."""
     from .ir.lower import default_loop_order, uses_workspace, workspace_loop_order
     from .ir.operand_copies import dense_inner_products, lowers, plan_copies
-    if not dense_inner_products(assign, formats):
-        return False
+    if isinstance(formats[assign.lhs.tensor], SumFormat) or \
+            not dense_inner_products(assign, formats):
+        return False                      # a sum output (hyb) is built by its parts' kernels
 
     def gustavson(a, f):
         try:

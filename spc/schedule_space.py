@@ -47,57 +47,67 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     space: list[Schedule] = []
     seen: set[str] = set()
     for order in orders:
-        for parallel in (True, False):
-            base = Schedule(order=order, parallel=parallel)
-            try:
-                k = build(base)
-            except UnsupportedError:           # ScheduleError: the formats forbid this order
-                continue
-            variants = [(base, k)]
-            for how in REORDERINGS[1:]:
-                try:
-                    variants.append((base.replace(reorder_rows=how),
-                                     build(base.replace(reorder_rows=how))))
-                except ScheduleError:          # no rows to reorder
-                    pass
-            for size in PIECES:
-                split = _split(build, base.replace(split_rows=size))
-                if split is not None:
-                    variants.append(split)
-            if k.target.name == "cpu":
-                for width in TILES:
-                    try:
-                        variants.append((base.replace(tile_cols=width),
-                                         build(base.replace(tile_cols=width))))
-                    except ScheduleError:      # no row update to tile
-                        break
-                variants.extend(_panels(build, base, order))
-            if k.target.name == "cuda" and parallel:
-                for s, kk in list(variants):
-                    if not any(tensorized(x) for x in kk.lowered_kernels()):
-                        continue                   # tiles: other widths, or scalar loops
-                    variants.append((s.replace(tensor_cores=False),
-                                     build(s.replace(tensor_cores=False))))
-                    for w in TENSOR_TILES:
-                        try:
-                            variants.append((s.replace(tile_cols=w),
-                                             build(s.replace(tile_cols=w))))
-                        except ScheduleError:      # tiles that are the blocks (SDDMM)
-                            break
-                for s, kk in list(variants):
-                    try:
-                        det = build(s.replace(deterministic=True))
-                    except ScheduleError:      # pieces of rows adding atomically
-                        continue
-                    if det.ir != kk.ir:
-                        variants.append((s.replace(deterministic=True), det))
-            for s, kk in variants:
-                same = _without_order(kk.ir)     # loop orders that reach the same
-                if same in seen:                 # kernel (tensorize's tiles) are one
-                    continue
-                seen.add(same)
-                space.extend(_launch_variants(s, kk))
+        _explore(build, order, indices, space, seen)
+    if not space:
+        # no explicit order compiles (a kernel that reads an operand through a copy
+        # only with spc's own order): the space of spc's order
+        _explore(build, None, indices, space, seen)
     return tuple(space)
+
+
+def _explore(build, order, indices, space: list, seen: set) -> None:
+    """Add to ``space`` the schedules of loop order ``order`` (None: spc's) that
+    compile, each kernel once (``seen``: their IR without order lines)."""
+    for parallel in (True, False):
+        base = Schedule(order=order, parallel=parallel)
+        try:
+            k = build(base)
+        except UnsupportedError:           # ScheduleError: the formats forbid this order
+            continue
+        variants = [(base, k)]
+        for how in REORDERINGS[1:]:
+            try:
+                variants.append((base.replace(reorder_rows=how),
+                                 build(base.replace(reorder_rows=how))))
+            except ScheduleError:          # no rows to reorder
+                pass
+        for size in PIECES:
+            split = _split(build, base.replace(split_rows=size))
+            if split is not None:
+                variants.append(split)
+        if k.target.name == "cpu":
+            for width in TILES:
+                try:
+                    variants.append((base.replace(tile_cols=width),
+                                     build(base.replace(tile_cols=width))))
+                except ScheduleError:      # no row update to tile
+                    break
+            variants.extend(_panels(build, base, order or indices))
+        if k.target.name == "cuda" and parallel:
+            for s, kk in list(variants):
+                if not any(tensorized(x) for x in kk.lowered_kernels()):
+                    continue                   # tiles: other widths, or scalar loops
+                variants.append((s.replace(tensor_cores=False),
+                                 build(s.replace(tensor_cores=False))))
+                for w in TENSOR_TILES:
+                    try:
+                        variants.append((s.replace(tile_cols=w),
+                                         build(s.replace(tile_cols=w))))
+                    except ScheduleError:      # tiles that are the blocks (SDDMM)
+                        break
+            for s, kk in list(variants):
+                try:
+                    det = build(s.replace(deterministic=True))
+                except ScheduleError:      # pieces of rows adding atomically
+                    continue
+                if det.ir != kk.ir:
+                    variants.append((s.replace(deterministic=True), det))
+        for s, kk in variants:
+            same = _without_order(kk.ir)     # loop orders that reach the same
+            if same in seen:                 # kernel (tensorize's tiles) are one
+                continue
+            seen.add(same)
+            space.extend(_launch_variants(s, kk))
 
 
 def _panels(build, base: Schedule, indices) -> list:

@@ -199,3 +199,24 @@ def test_a_sum_format_operand_inside_a_function_is_read_whole(text, want):
     got = k(A, x) if "x[" in text else k(A)
     np.testing.assert_allclose(got, want(A, x), rtol=1e-12, atol=1e-12)
     assert [c.source for c in k.copies] == ["H"]
+
+
+def test_its_schedule_space_holds_spcs_own_order():
+    """No explicit loop order compiles such a kernel (the copy is taken in spc's
+    order only): the space is spc's order's schedules, not empty (fuzz seed 1102
+    cases 872-875 picked from an empty space)."""
+    space = spc.schedule_space("y[i,j] = relu(H[i,j] * x[j])", formats={"H": "hyb"})
+    assert space and all(s.order is None for s in space)
+
+
+def test_a_sum_format_output_of_dense_operands_compiles():
+    """A hyb output is built by its parts' kernels: the SpGEMM-order check read
+    the output format's mode order, which a sum format has not (fuzz seed 1102
+    cases 1728-1729: AttributeError at compile)."""
+    rng = np.random.default_rng(3)
+    y, a = rng.random((3, 4, 5)), rng.random((5, 3, 4))
+    k = spc.compile("s[q,n] = y[q,n,m]*A[m,q,n]*c", formats={"y": "ddd", "A": "ddd",
+                                                           "s": "hyb(2)"}, dtype="float64")
+    out = k(y, a, 2.0)
+    got = sum(p.to_scipy("csr").toarray() for p in out.parts)
+    np.testing.assert_allclose(got, np.einsum("qnm,mqn->qn", y, a) * 2.0, rtol=1e-14)
