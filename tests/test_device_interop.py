@@ -11,20 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 import spc
+from dlpack_only import DLPackOnly
 from spc.runtime import device
-
-
-class _DLPackOnly:
-    """An array spc knows only through DLPack (as a JAX array is)."""
-
-    def __init__(self, a):
-        self._a = a
-
-    def __dlpack__(self, **kw):
-        return self._a.__dlpack__(**kw)
-
-    def __dlpack_device__(self):
-        return self._a.__dlpack_device__()
 
 
 @pytest.mark.parametrize("nbytes,warns", [(device.HOST_COPY_WARN_BYTES - 4, False),
@@ -57,16 +45,16 @@ class TestOnTheGPU:
         A = self._matrix()
         B = np.random.default_rng(2).standard_normal((200, 16)).astype(np.float32)
         k = spc.compile("spmm", fmt="csr", target="cuda", dtype="float32")
-        C = k(A, _DLPackOnly(cp.asarray(B)))
+        C = k(A, DLPackOnly(cp.asarray(B)))
         assert isinstance(C, cp.ndarray)
         np.testing.assert_allclose(cp.asnumpy(C), A @ B, rtol=1e-5, atol=1e-5)
         x = cp.asarray(B)
-        assert device.DeviceOperands.get().from_dlpack(_DLPackOnly(x)).data.ptr == x.data.ptr
+        assert device.DeviceOperands.get().from_dlpack(DLPackOnly(x)).data.ptr == x.data.ptr
 
     def test_a_dlpack_array_on_the_host_is_read_as_numpy(self):
         A = self._matrix()
         x = np.random.default_rng(3).standard_normal(200).astype(np.float32)
-        y = spc.compile("spmv", fmt="csr", target="cuda", dtype="float32")(A, _DLPackOnly(x))
+        y = spc.compile("spmv", fmt="csr", target="cuda", dtype="float32")(A, DLPackOnly(x))
         assert isinstance(y, np.ndarray)
         np.testing.assert_allclose(y, A @ x, rtol=1e-5, atol=1e-5)
 

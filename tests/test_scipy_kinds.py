@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 import spc
+from dlpack_only import DLPackOnly
 
 A = sp.random(6, 5, density=0.5, format="csr", random_state=0)
 X, Y = np.ones((6, 2)), np.ones((5, 2))
@@ -35,26 +36,13 @@ def test_mixed_kinds_give_matrices_and_dense_results_stay_numpy():
     assert isinstance(y, np.ndarray)
 
 
-class _DLPackOnly:
-    """An array that numpy knows only through DLPack (as a JAX array is)."""
-
-    def __init__(self, a):
-        self._a = a
-
-    def __dlpack__(self, **kw):
-        return self._a.__dlpack__(**kw)
-
-    def __dlpack_device__(self):
-        return self._a.__dlpack_device__()
-
-
 def test_dlpack_arrays_are_read_without_a_copy_and_results_are_numpy():
     x = np.arange(5, dtype=np.float64)
-    y = spc.compile("spmv", fmt="csr")(A, _DLPackOnly(x))
+    y = spc.compile("spmv", fmt="csr")(A, DLPackOnly(x))
     np.testing.assert_allclose(y, A @ x)
     B = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    C = spc.compile("spmm", fmt="csr", dtype="float32")(A.astype(np.float32), _DLPackOnly(B))
+    C = spc.compile("spmm", fmt="csr", dtype="float32")(A.astype(np.float32), DLPackOnly(B))
     assert isinstance(C, np.ndarray)
     np.testing.assert_allclose(C, A.astype(np.float32) @ B, rtol=1e-6)
-    view = np.from_dlpack(_DLPackOnly(x))
+    view = np.from_dlpack(DLPackOnly(x))
     assert np.shares_memory(view, x)
