@@ -28,7 +28,7 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     ``PIECES`` where it has rows to split (with ``deterministic=False`` where
     the pieces add atomically); on the CPU, ``tile_cols`` in ``TILES`` where
     the kernel has a row update to tile, and ``tile`` of an index in ``PANELS``
-    where its panels go above the rows (``_panels``); on CUDA, where the kernel has tensor-core
+    where its panels go above the rows (``_panels``; in spc's loop order only); on CUDA, where the kernel has tensor-core
     tiles, ``tensor_cores=False`` and ``tile_cols`` in ``TENSOR_TILES``; and
     ``deterministic`` where it changes the IR, and the launch knobs
     where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
@@ -82,7 +82,9 @@ def _explore(build, order, indices, space: list, seen: set) -> None:
                                      build(base.replace(tile_cols=width))))
                 except ScheduleError:      # no row update to tile
                     break
-            variants.extend(_panels(build, base, order or indices))
+            if order in (None, indices):   # panels in spc's order only: tried in every
+                variants.extend(_panels(build, base, indices))   # order they doubled the
+                                                                  # space of 4-index kernels
         if k.target.name == "cuda" and parallel:
             for s, kk in list(variants):
                 if not any(tensorized(x) for x in kk.lowered_kernels()):
