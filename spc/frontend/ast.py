@@ -82,6 +82,25 @@ def children(e: Expr) -> tuple[Expr, ...]:
     return ()
 
 
+def map_accesses(e: Expr, access, index=None) -> Expr:
+    """``e`` rebuilt with every access ``a`` replaced by ``access(a)`` (any
+    expression) and, with ``index``, every reduction's index ``ix`` by
+    ``index(ix)``; constants, operators, calls and spans kept."""
+    if isinstance(e, Access):
+        return access(e)
+    if isinstance(e, Neg):
+        return Neg(map_accesses(e.operand, access, index), e.span)
+    if isinstance(e, BinOp):
+        return BinOp(e.op, map_accesses(e.lhs, access, index),
+                     map_accesses(e.rhs, access, index), e.span)
+    if isinstance(e, Call):
+        return Call(e.fn, tuple(map_accesses(a, access, index) for a in e.args), e.span)
+    if isinstance(e, Reduce):
+        return Reduce(e.op, e.index if index is None else index(e.index),
+                      map_accesses(e.body, access, index), e.span)
+    return e
+
+
 def reductions_in(e: Expr):
     """The reductions in ``e``, outermost ones only (not those inside another),
     left to right; ``e`` itself when it is one."""

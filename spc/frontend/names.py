@@ -60,20 +60,8 @@ def rename(assign: ast.Assignment, mapping: dict[str, str]) -> ast.Assignment:
         return ast.Access(mapping.get(a.tensor, a.tensor),
                           tuple(mapping.get(ix, ix) for ix in a.indices), a.span, a.index_spans)
 
-    def expr(e):
-        if isinstance(e, ast.Access):
-            return access(e)
-        if isinstance(e, ast.Neg):
-            return ast.Neg(expr(e.operand), e.span)
-        if isinstance(e, ast.BinOp):
-            return ast.BinOp(e.op, expr(e.lhs), expr(e.rhs), e.span)
-        if isinstance(e, ast.Call):
-            return ast.Call(e.fn, tuple(expr(a) for a in e.args), e.span)
-        if isinstance(e, ast.Reduce):
-            return ast.Reduce(e.op, mapping.get(e.index, e.index), expr(e.body), e.span)
-        return e
-
-    return ast.Assignment(access(assign.lhs), expr(assign.rhs), assign.source)
+    rhs = ast.map_accesses(assign.rhs, access, lambda ix: mapping.get(ix, ix))
+    return ast.Assignment(access(assign.lhs), rhs, assign.source)
 
 
 def names_of(assign: ast.Assignment) -> list[str]:

@@ -23,6 +23,7 @@ from ..errors import FormatError, ModeOrderConflict, SpcError, UnsupportedError
 from ..formats.format import Format, format_names, resolve_format
 from ..formats.levels import Compressed, Dense, Singleton
 from ..frontend import ast
+from .sum_parts import part_name, read_parts
 
 COPY_MARK = "__T"        # a copy of tensor A read as A[j,i] is named A__T10 (modes 1, 0)
 MAX_COPIED = 3           # accesses copied at most (subsets tried: sum of C(n, k), k <= 3)
@@ -122,18 +123,10 @@ def copy_format(fmt, order: tuple[int, ...]) -> Format:
 
 def _rewrite(e: ast.Expr, names: dict[tuple[str, tuple[str, ...]], str]):
     """``e`` with each access (tensor, indices) in ``names`` reading ``names[...]``."""
-    if isinstance(e, ast.Access):
-        new = names.get((e.tensor, e.indices))
-        return e if new is None else ast.Access(new, e.indices, e.span, e.index_spans)
-    if isinstance(e, ast.Neg):
-        return ast.Neg(_rewrite(e.operand, names), e.span)
-    if isinstance(e, ast.BinOp):
-        return ast.BinOp(e.op, _rewrite(e.lhs, names), _rewrite(e.rhs, names), e.span)
-    if isinstance(e, ast.Call):
-        return ast.Call(e.fn, tuple(_rewrite(a, names) for a in e.args), e.span)
-    if isinstance(e, ast.Reduce):
-        return ast.Reduce(e.op, e.index, _rewrite(e.body, names), e.span)
-    return e
+    def access(a: ast.Access):
+        new = names.get((a.tensor, a.indices))
+        return a if new is None else ast.Access(new, a.indices, a.span, a.index_spans)
+    return ast.map_accesses(e, access)
 
 
 def _with(assign: ast.Assignment, names) -> ast.Assignment:
@@ -357,28 +350,11 @@ def _expand_sums(assign: ast.Assignment, formats: dict):
     if not sums:
         return assign, formats, frozenset()
 
-    def expand(e):
-        if isinstance(e, ast.Access) and e.tensor in sums:
-            out = None
-            for k in range(len(sums[e.tensor].parts)):
-                part = ast.Access(f"{e.tensor}__{k}", e.indices, e.span, e.index_spans)
-                out = part if out is None else ast.BinOp("+", out, part, e.span)
-            return out
-        if isinstance(e, ast.Neg):
-            return ast.Neg(expand(e.operand), e.span)
-        if isinstance(e, ast.BinOp):
-            return ast.BinOp(e.op, expand(e.lhs), expand(e.rhs), e.span)
-        if isinstance(e, ast.Call):
-            return ast.Call(e.fn, tuple(expand(a) for a in e.args), e.span)
-        if isinstance(e, ast.Reduce):
-            return ast.Reduce(e.op, e.index, expand(e.body), e.span)
-        return e
-
     fmts = {t: f for t, f in formats.items() if t not in sums}
     for t, f in sums.items():
         for k, part in enumerate(f.parts):
-            fmts[f"{t}__{k}"] = part
-    return (ast.Assignment(assign.lhs, expand(assign.rhs), assign.source), fmts,
+            fmts[part_name(t, k)] = part
+    return (ast.Assignment(assign.lhs, read_parts(assign.rhs, sums), assign.source), fmts,
             frozenset(n for n in fmts if n not in formats))
 
 

@@ -13,35 +13,10 @@ from ..errors import OutputError, UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
+from ..ir.sum_parts import part_name, read_parts
 from .out_arg import out_option
 from .compiled import (CompiledKernel, KernelSequence, bind_operands, call_option,
                        check_schedule_knobs)
-
-
-def part_name(tensor: str, k: int) -> str:
-    return f"{tensor}__{k}"
-
-
-def _rewrite(e: ast.Expr, sums: dict[str, SumFormat], pick: dict[str, int] | None = None):
-    """``e`` with every access of a sum-format tensor replaced by the sum of its
-    parts (or, with ``pick``, by the one part ``pick[tensor]``)."""
-    if isinstance(e, ast.Access):
-        fmt = sums.get(e.tensor)
-        if fmt is None:
-            return e
-        if pick is not None and e.tensor in pick:
-            return ast.Access(part_name(e.tensor, pick[e.tensor]), e.indices, e.span, e.index_spans)
-        parts = [ast.Access(part_name(e.tensor, k), e.indices, e.span, e.index_spans)
-                 for k in range(len(fmt.parts))]
-        out = parts[0]
-        for p in parts[1:]:
-            out = ast.BinOp("+", out, p, e.span)
-        return out
-    if isinstance(e, ast.Neg):
-        return ast.Neg(_rewrite(e.operand, sums, pick), e.span)
-    if isinstance(e, ast.BinOp):
-        return ast.BinOp(e.op, _rewrite(e.lhs, sums, pick), _rewrite(e.rhs, sums, pick), e.span)
-    return e
 
 
 def _refuse_inside_functions(assign: ast.Assignment, sums: dict[str, SumFormat]) -> None:
@@ -109,7 +84,7 @@ class CompositeKernel(KernelSequence):
             self.kernels = []
             for k, part_fmt in enumerate(self.sums[out].parts):
                 pick = {src: k}
-                rhs = _rewrite(assign.rhs, self.sums, pick)
+                rhs = read_parts(assign.rhs, self.sums, pick)
                 lhs = ast.Access(part_name(out, k), assign.lhs.indices, assign.lhs.span,
                                  assign.lhs.index_spans)
                 sub = ast.Assignment(lhs, rhs, assign.source)
@@ -123,7 +98,7 @@ class CompositeKernel(KernelSequence):
                     tuple(dict.fromkeys(a.tensor for a in sub.accesses())),
                     check_knobs=False, accumulate=accumulate))
         else:
-            rhs = _rewrite(assign.rhs, self.sums)
+            rhs = read_parts(assign.rhs, self.sums)
             sub = ast.Assignment(assign.lhs, rhs, assign.source)
             fmts = dict(plain)
             separate = set()

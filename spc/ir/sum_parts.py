@@ -1,0 +1,29 @@
+"""How an expression reads a tensor stored in a sum format (hyb: ell + csr): each
+part is an operand of its own, ``part_name(tensor, k)``, and an access of the
+tensor becomes the sum of the accesses of its parts."""
+from __future__ import annotations
+
+from ..frontend import ast
+
+
+def part_name(tensor: str, k: int) -> str:
+    """The operand name of part ``k`` of sum-format ``tensor``."""
+    return f"{tensor}__{k}"
+
+
+def read_parts(e: ast.Expr, sums: dict, pick: dict[str, int] | None = None) -> ast.Expr:
+    """``e`` with every access of a tensor of ``sums`` (name -> its SumFormat)
+    replaced by the sum of its parts' accesses, or, for a tensor in ``pick``,
+    by the access of the one part ``pick[tensor]``."""
+    def access(a: ast.Access) -> ast.Expr:
+        fmt = sums.get(a.tensor)
+        if fmt is None:
+            return a
+        ks = [pick[a.tensor]] if pick is not None and a.tensor in pick \
+            else range(len(fmt.parts))
+        out = None
+        for k in ks:
+            part = ast.Access(part_name(a.tensor, k), a.indices, a.span, a.index_spans)
+            out = part if out is None else ast.BinOp("+", out, part, a.span)
+        return out
+    return ast.map_accesses(e, access)
