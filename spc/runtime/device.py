@@ -62,13 +62,6 @@ def _is_torch(x) -> bool:
     return type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "layout")
 
 
-def _on_device(x, fam: str) -> bool:
-    """Whether operand ``x`` of family ``fam`` lives on a GPU already."""
-    if fam == "torch":
-        return bool(x.is_cuda)
-    return fam in ("cupy", "cupyx", "spc-device")
-
-
 def warn_if_copied_large(name: str, t: Tensor) -> None:
     """A PerformanceWarning when host operand ``name``, now device Tensor ``t``,
     was copied to the GPU for this call and holds HOST_COPY_WARN_BYTES or more."""
@@ -208,7 +201,7 @@ class DeviceOperands:
                                      ck.display.get(n, n), validate)
                    for n, x in bound.items()}
         for n, x in bound.items():
-            if not _on_device(x, families[n]):
+            if not host_ops.on_device(x):
                 warn_if_copied_large(ck.display.get(n, n), tensors[n])
         index_dtype = ck._pick_index_dtype(tensors, sizes)
         np_index = _NP_INDEX[index_dtype]

@@ -43,8 +43,8 @@ from ..ir.operand_copies import CopyPlan, OperandCopy, OutputCopy
 from .compiled import KernelSequence, bind_operands, call_option, prepared_input
 from .inspectors import storage_stamp
 from ..frontend.check import index_sizes
-from .operands import (as_scipy_kind, from_dlpack, operand_errors, result_family, scipy_arrays,
-                       shape_of, to_tensor)
+from .operands import (as_scipy_kind, from_dlpack, on_device, operand_errors, result_family,
+                       scipy_arrays, shape_of, to_tensor)
 
 DENSE_OUTPUT_LIMIT = 1 << 27   # entries of a sparse output computed densely, then converted
 SCIPY_LAYOUTS = ("csr", "csc", "coo")   # copies of scipy input scipy converts to itself
@@ -65,15 +65,6 @@ def copy_structure(t: Tensor, fmt: Format):
     where = built.vals.astype(np.int64) - 1
     slots = np.flatnonzero(where >= 0)
     return built.arrays, len(built.vals), slots, where[slots]
-
-
-def _on_device(x) -> bool:
-    if isinstance(x, Tensor):
-        return not isinstance(x.vals, np.ndarray)
-    mod = type(x).__module__
-    if mod.startswith("cupy"):
-        return True
-    return mod.startswith("torch") and bool(getattr(x, "is_cuda", False))
 
 
 def host_copy(x):
@@ -103,10 +94,10 @@ def device_result(out, user_operands: list):
     cupyx matrices, or spc Tensors with CuPy arrays where cupyx has no layout);
     ``out`` unchanged where it is there already."""
     from .device import DeviceOperands
-    if _on_device(out):
+    if on_device(out):
         return out
     ops = DeviceOperands.get()
-    fams = {ops.family(x) for x in user_operands if _on_device(x)}
+    fams = {ops.family(x) for x in user_operands if on_device(x)}
     if type(out).__module__.startswith("torch"):       # a CPU torch result: torch operands
         return out.cuda()
     vals = out.vals if isinstance(out, Tensor) else out
@@ -135,7 +126,7 @@ def read_copy(x, copy: OperandCopy, dtype: np.dtype, shown: str, validate: bool)
     """Operand ``x`` (the caller's value of ``copy.source``) stored in
     ``copy.format`` with values of ``dtype``; see the module docstring for what
     it costs per operand family."""
-    if _on_device(x):
+    if on_device(x):
         _warn_round_trip(f"operand {shown}: read through a copy in {copy.format} (its "
                          f"storage order conflicts with the other operands')", shown,
                          f"compile with {shown} in {copy.format}")
@@ -290,7 +281,7 @@ class CopyingKernel(KernelSequence):
         bound = {n: by_user[u] for n, u in zip(self.inputs, self.input_names)}
         output = self.plan.output
         users = list(bound.values())
-        on_device = any(_on_device(x) for x in users)
+        any_device = any(on_device(x) for x in users)
         if output is not None and output.computed.is_dense:
             self._check_dense_size(bound, output)
         ops = self._operands(bound, validate)
@@ -298,14 +289,14 @@ class CopyingKernel(KernelSequence):
         out = self.inner._call(tuple(ops), off)
         if output is None:
             out = in_family(out, users, ops)
-            return device_result(out, users) if on_device else out
+            return device_result(out, users) if any_device else out
         shown = self.display.get(self.output, self.output)
-        if on_device:
+        if any_device:
             _warn_round_trip(f"{shown}: computed in {output.computed} and converted to "
                              f"{output.wanted}", shown, f"ask for {shown} in {output.computed}")
-            out = host_copy(out) if _on_device(out) else out
+            out = host_copy(out) if on_device(out) else out
             return device_result(converted_output(out, output, self.dtype.np, shown,
-                                                  [host_copy(x) if _on_device(x) else x
+                                                  [host_copy(x) if on_device(x) else x
                                                    for x in users]), users)
         return converted_output(out, output, self.dtype.np, shown, users)
 
@@ -332,7 +323,7 @@ class CopyingKernel(KernelSequence):
                                   list(dict.fromkeys(c.source for c in self.copies)))
         shown = self.display.get(internal, internal)
         fmt = self.formats[internal]
-        if isinstance(fmt, SumFormat) or _on_device(operand):
+        if isinstance(fmt, SumFormat) or on_device(operand):
             raise UnsupportedError(f"{self.name}: prepare: {shown} is read through a copy "
                                    f"that spc builds from host tensors in plain formats only")
         t = to_tensor(operand, fmt, self.dtype.np, shown, True)

@@ -30,6 +30,17 @@ def family_of(x) -> str:
     return "python"
 
 
+def on_device(x) -> bool:
+    """Whether operand ``x`` lives on a GPU: a CuPy array or cupyx matrix, a CUDA
+    torch tensor, or an spc Tensor whose arrays are CuPy's."""
+    if isinstance(x, Tensor):
+        return not isinstance(x.vals, np.ndarray)
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        return True
+    return mod.startswith("torch") and bool(getattr(x, "is_cuda", False))
+
+
 def from_dlpack(x):
     """``x`` as a numpy array over the same memory when it is a DLPack array of no
     family spc knows (a JAX array, say), on the CPU; any other operand unchanged.
