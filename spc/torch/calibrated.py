@@ -36,13 +36,16 @@ class PrunedLinear:
 
 
 def prune_calibrated(model: nn.Module, calibrate: Callable[[nn.Module], object], *,
-                     sparsity: float | None = None, n_m: tuple[int, int] | None = None,
-                     block: tuple[int, int] | None = None, method: str = "sparsegpt",
-                     damp: float = 0.1, names=None, residual_into=None,
-                     log=None) -> dict[str, PrunedLinear]:
+                     sparsity: float | dict[str, float] | None = None,
+                     n_m: tuple[int, int] | None = None,
+                     block: tuple[int, int] | None = None, balance: str = "row",
+                     method: str = "sparsegpt", damp: float = 0.1, names=None,
+                     residual_into=None, log=None) -> dict[str, PrunedLinear]:
     """Every ``nn.Linear`` of ``model`` (or those whose ``named_modules`` name is in
     ``names``) pruned to the pattern (``sparsity``, ``n_m`` or ``block``, as
-    ``spc.torch.prune``; the counts per row are exact, see ``reconstruct.py``) by
+    ``spc.torch.prune``; ``sparsity`` may also map each chosen linear's name to its own;
+    the counts per row are exact, or per layer with ``balance="layer"``, see
+    ``reconstruct.py``) by
     ``method`` (``"sparsegpt"`` or ``"wanda"``), with damping ``damp`` (a fraction of the
     mean diagonal of each layer's input Gram matrix, pulling the refit towards the dense
     weights; 0.1 generalized best on MiniLM with 128 calibration sentences: 0.01 overfits).
@@ -67,13 +70,21 @@ def prune_calibrated(model: nn.Module, calibrate: Callable[[nn.Module], object],
     if unknown:
         raise InputError(f"prune_calibrated: no chosen nn.Linear or module named {unknown} "
                          f"in the model")
+    if isinstance(sparsity, dict) and set(sparsity) != set(linears):
+        raise InputError("prune_calibrated: a sparsity per linear must name every chosen "
+                         f"linear and no other; missing {sorted(set(linears) - set(sparsity))}"
+                         f", unknown {sorted(set(sparsity) - set(linears))}")
+    patterns = {}
     for name, lin in linears.items():
+        s = sparsity[name] if isinstance(sparsity, dict) else sparsity
+        patterns[name] = {k: v for k, v in (("sparsity", s), ("n_m", n_m), ("block", block))
+                          if v is not None}
+        if balance != "row":
+            patterns[name]["balance"] = balance
         try:
-            check_pattern(tuple(lin.weight.shape), sparsity=sparsity, n_m=n_m, block=block)
+            check_pattern(tuple(lin.weight.shape), **patterns[name])
         except InputError as e:
             raise InputError(f"{e} (linear {name!r})") from None
-    pattern = {k: v for k, v in (("sparsity", sparsity), ("n_m", n_m), ("block", block))
-               if v is not None}
     start = time.perf_counter()
     with torch.no_grad():
         order = _call_order(model, calibrate, linears)
@@ -90,7 +101,8 @@ def prune_calibrated(model: nn.Module, calibrate: Callable[[nn.Module], object],
             Cs = _targets(model, calibrate, group, xs, corrections, residual_into)
             for name in group:
                 lin = work_modules[name]
-                out[name] = _prune(lin, H, Cs[name], method=method, damp=damp, **pattern)
+                out[name] = _prune(lin, H, Cs[name], method=method, damp=damp,
+                                   **patterns[name])
                 lin.weight.copy_(out[name].weight)
                 if lin.bias is not None:
                     lin.bias.copy_(out[name].bias)

@@ -23,7 +23,10 @@ Patterns (as ``spc.torch.prune``'s keywords): ``sparsity=s``: each output row ke
 ``in - round(s·in)`` inputs; ``n_m=(n, m)``: n of every m consecutive inputs of each
 row; ``block=(r, c), sparsity=s``: each band of r rows keeps whole r x c blocks,
 ``in/c - round(s·in/c)`` of them.  The counts per row (or band) are exact, so every
-row is equally sparse.
+row is equally sparse.  With ``balance="layer"`` (unstructured only) the count is exact
+for the layer instead, ``round(s·out·in)``, and rows differ: SparseGPT's own rule, which
+keeps more of the rows that matter more (each 128-column chunk prunes its share of the
+whole layer's count).
 """
 from __future__ import annotations
 
@@ -33,12 +36,20 @@ from torch import Tensor
 from ..errors import InputError
 
 METHODS = ("sparsegpt", "wanda")
+BALANCES = ("row", "layer")
 CHUNK = 128          # SparseGPT's column chunk (rounded up to whole N:M groups or blocks)
 
 
-def check_pattern(shape: tuple[int, int], *, sparsity=None, n_m=None, block=None) -> None:
+def check_pattern(shape: tuple[int, int], *, sparsity=None, n_m=None, block=None,
+                  balance: str = "row") -> None:
     """Raise ``InputError`` naming the problem unless the pattern fits an out x in weight."""
     out_f, in_f = shape
+    if balance not in BALANCES:
+        raise InputError(f"calibrated pruning: balance must be one of {BALANCES}, "
+                         f"not {balance!r}")
+    if balance == "layer" and (n_m is not None or block is not None):
+        raise InputError("calibrated pruning: balance='layer' is for unstructured "
+                         "sparsity; N:M and block patterns fix the count per row or band")
     if n_m is not None:
         if sparsity is not None or block is not None:
             raise InputError("calibrated pruning: n_m fixes the sparsity; give no sparsity "
@@ -58,15 +69,22 @@ def check_pattern(shape: tuple[int, int], *, sparsity=None, n_m=None, block=None
 
 
 def choose_pruned(score: Tensor, first_col: int, in_f: int, *, sparsity=None, n_m=None,
-                  block=None) -> Tensor:
+                  block=None, balance: str = "row") -> Tensor:
     """The entries to prune (True) of the columns ``first_col .. first_col + width`` of an
     out x in_f weight, from ``score`` (out x width, low = prune first).
 
     Requires: the pattern fits (``check_pattern``); ``first_col`` and ``width`` are
     multiples of m (N:M) or of the block width.  Ensures: over any split of the columns
     into such slices, each row (N:M, unstructured) or band of block rows prunes exactly
-    the count the pattern gives; ties prune the lower column."""
+    the count the pattern gives, or with ``balance="layer"`` the whole weight does; ties
+    prune the lower column (then the lower row, for "layer")."""
     out_f, width = score.shape
+    if balance == "layer":
+        lo, hi = first_col * out_f, (first_col + width) * out_f
+        count = round(sparsity * hi) - round(sparsity * lo)   # telescopes to round(s·out·in)
+        pruned = torch.zeros(out_f * width, dtype=torch.bool, device=score.device)
+        pruned[_lowest(score.T.reshape(-1), count)] = True
+        return pruned.reshape(width, out_f).T
     if n_m is not None:
         n, m = n_m
         groups = score.reshape(out_f, width // m, m)
@@ -151,13 +169,15 @@ def wanda_refit(Wstar: Tensor, Hd: Tensor, H: Tensor, pattern: dict, *, bias: bo
                                            device=keep.device)], 1)
     target = Wstar @ Hd                                # row i: (Hd w*_i)ᵀ (Hd symmetric)
     W = torch.zeros_like(Wstar)
-    k = int(keep_all[0].sum())                         # the same count on every row
-    idx = keep_all.nonzero()[:, 1].reshape(out_f, k)
-    for r0 in range(0, out_f, rows_at_once):
-        sel = idx[r0: r0 + rows_at_once]
-        A = Hd[sel[:, :, None], sel[:, None, :]]
-        b = target[r0: r0 + rows_at_once].gather(1, sel)
-        W[r0: r0 + rows_at_once].scatter_(1, sel, torch.linalg.solve(A, b))
+    counts = keep_all.sum(1)
+    for k in counts.unique().tolist():                 # rows of one count solve together
+        rows = (counts == k).nonzero()[:, 0]
+        idx = keep_all[rows].nonzero()[:, 1].reshape(len(rows), k)
+        for r0 in range(0, len(rows), rows_at_once):
+            r, sel = rows[r0: r0 + rows_at_once], idx[r0: r0 + rows_at_once]
+            A = Hd[sel[:, :, None], sel[:, None, :]]
+            b = target[r].gather(1, sel)
+            W[r] = W[r].scatter(1, sel, torch.linalg.solve(A, b))
     return W, keep
 
 
@@ -168,7 +188,8 @@ def prune_layer(W0: Tensor, H: Tensor, C: Tensor, *, bias: bool = True,
     Requires: ``W0`` out x in+1 (weight and bias column; out x in if not ``bias``),
     ``H`` (in+1 x in+1) and ``C`` (in+1 x out) as in the module docstring, all float64.
     Ensures: the pruned weight of W0's shape (zero outside the mask; the bias column
-    refitted, never pruned) and the keep mask (out x in, exactly the pattern's counts)."""
+    refitted, never pruned) and the keep mask (out x in, exactly the pattern's counts,
+    per row or band, or per layer for ``balance="layer"``)."""
     if method not in METHODS:
         raise InputError(f"calibrated pruning: method must be one of {METHODS}, "
                          f"not {method!r}")
