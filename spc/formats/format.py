@@ -112,6 +112,17 @@ class Format:
         return out
 
     @property
+    def may_fill(self) -> bool:
+        """Whether converting a tensor into this format may store entries it does not
+        hold (zeros filling a structure): a level below the first that is not full
+        says it fills (``Level.fills``).  False for dense formats (every entry is
+        stored: nothing is added to a pattern there is none of)."""
+        if self._is_dense:
+            return False
+        first = next(i for i, lv in enumerate(self.levels) if not lv.full)
+        return any(lv.fills for lv in self.levels[first:])
+
+    @property
     def is_dense(self) -> bool:
         """Whether every level is dense (the format stores every entry)."""
         return self._is_dense

@@ -76,6 +76,10 @@ class Level:
     unique = True
     ordered = True
     full = False
+    # converting into this level may store a slot (a zero) at a coordinate the input
+    # does not hold (a dense level below a sparse one, DIA's diagonals, N:M's groups);
+    # True unless a level says otherwise, so a new level is checked (runtime/pattern_kept)
+    fills = True
     array_names: tuple[str, ...] = ()
     array_dtypes: dict[str, str] = {}     # arrays whose dtype is fixed (else the index dtype)
     scalar_names: tuple[str, ...] = ()
@@ -227,6 +231,7 @@ class Compressed(Level):
     """Coordinates ``crd[pos[p] : pos[p+1]]`` below parent position p."""
     name = "compressed"
     iterable = True
+    fills = False
     array_names = ("pos", "crd")
 
     def __init__(self, unique: bool = True):
@@ -292,6 +297,7 @@ class Singleton(Level):
     """One coordinate per parent position: ``crd[p]`` (COO's column level)."""
     name = "singleton"
     iterable = True
+    fills = False
     array_names = ("crd",)
 
     def __init__(self, unique: bool = True):

@@ -34,6 +34,7 @@ class FixedWidth(Level):
     ``width`` None packs to the longest row; a given width rejects longer rows.
     The kernel reads the width as the scalar ``width``.
     """
+    fills = False                       # its padding is marked (crd = -1), not stored
     name = "fixed"
     iterable = True
     array_names = ("crd",)

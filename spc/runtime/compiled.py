@@ -19,6 +19,7 @@ from ..formats.inspect_numba import compressed_in_bounds, looks_valid
 from ..formats.tensor import INDEX_LIMIT_32, Tensor, _is_scipy_sparse
 from ..frontend import ast
 from ..frontend.check import index_sizes
+from ..frontend.pattern_reads import pattern_reads
 from ..ir.lower import OutputKind, Program, lower, split_base, vals_buffer
 from ..ir.nodes import Buffer, DType, Kernel
 from ..ir.printer import format_kernel
@@ -26,6 +27,7 @@ from ..ir.verify import verify
 from ..passes.widen_outputs import widen_outputs
 from ..schedule import TILE_COLS, Schedule, check_applied
 from . import cache
+from .pattern_kept import check_pattern_kept
 from .dump import Dumper
 from .inspectors import derived
 from .cpu_specialize import specialize as specialize_cpu
@@ -327,6 +329,9 @@ class CompiledKernel(KernelCall):
         self._np_dtype = dtype.np
         self._sparse_indices = frozenset(
             ix for a in assign.accesses() if not formats[a.tensor].is_dense for ix in a.indices)
+        # operands whose pattern the result depends on, in a format that may fill it
+        self.pattern_reads = frozenset(n for n in pattern_reads(assign)
+                                       if n in formats and formats[n].may_fill)
         self._max_threads = schedule.threads or config.num_threads()
         self._plan = _UNPLANNED
         self._fast = self._fast_call      # the CPU fast call: straight-line once planned
@@ -482,6 +487,8 @@ class CompiledKernel(KernelCall):
                               self._np_dtype, shown, True)
         else:
             t = to_tensor(operand, self.formats[internal], self._np_dtype, shown, True)
+        if internal in self.pattern_reads:
+            check_pattern_kept(operand, t, self.formats[internal], shown)
         if t is operand:                      # an spc Tensor already in the format: a copy
             t = Tensor(t.shape, t.format, t.arrays, t.vals, validate=False)
         t.inspect_seconds = 0.0
@@ -750,6 +757,8 @@ class CompiledKernel(KernelCall):
         tensors = {n: to_tensor(x, self.formats[n], self._np_dtype, self.display.get(n, n),
                                 validate)
                    for n, x in bound.items()}
+        for n in self.pattern_reads & bound.keys():
+            check_pattern_kept(bound[n], tensors[n], self.formats[n], self.display.get(n, n))
         index_dtype = self._pick_index_dtype(tensors, sizes)
         np_index = _NP_INDEX[index_dtype]
         if index_dtype is DType.I64:

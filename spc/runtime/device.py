@@ -38,6 +38,7 @@ from ..frontend.check import index_sizes
 from ..ir.nodes import DType
 from . import operands as host_ops
 from .memo import LiveObjectMemo
+from .pattern_kept import check_pattern_kept
 
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 
@@ -200,6 +201,8 @@ class DeviceOperands:
         tensors = {n: self.to_tensor(x, families[n], ck.formats[n], np_dtype,
                                      ck.display.get(n, n), validate)
                    for n, x in bound.items()}
+        for n in ck.pattern_reads & bound.keys():
+            check_pattern_kept(bound[n], tensors[n], ck.formats[n], ck.display.get(n, n))
         for n, x in bound.items():
             if not host_ops.on_device(x):
                 warn_if_copied_large(ck.display.get(n, n), tensors[n])

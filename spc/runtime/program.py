@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from ..errors import FormatError, ParseError
 from ..frontend.parser import parse
+from ..frontend.pattern_reads import program_pattern_reads
 from .compiled import KernelSequence
+from .pattern_kept import check_pattern_kept
 
 
 def split_statements(text: str) -> list[str]:
@@ -88,6 +90,14 @@ class ProgramKernel(KernelSequence):
         # depends on that kernel.
         self.checks = tuple(any(n in self.input_names and not _is_dense(k, n) for n in r)
                             for k, r in zip(self.kernels, reads))
+        # operands whose pattern the program's result depends on (a mask whose pattern
+        # the scores take, then read by stored() or max) in a format that may fill it:
+        # (name, the format the first kernel reading it takes it in)
+        sensitive = program_pattern_reads(parsed)
+        self.pattern_inputs = tuple(
+            (n, fmt) for n in self.input_names if n in sensitive
+            for fmt in [next(_format_of(k, n) for k, r in zip(self.kernels, reads) if n in r)]
+            if fmt is not None and fmt.may_fill)
 
     def _call(self, args, kwargs):
         validate = kwargs.pop("validate", True)
@@ -105,6 +115,8 @@ class ProgramKernel(KernelSequence):
         missing = [n for n in self.input_names if n not in env]
         if missing:
             raise TypeError(f"missing operand(s) {', '.join(missing)}")
+        for name, fmt in self.pattern_inputs:
+            _check_pattern_kept(env[name], fmt, name)
         result = None
         for out, kernel, check in zip(self.outputs, self.kernels, self.checks):
             args = [env[n] for n in kernel.input_names]     # positional: the fast call paths
@@ -119,9 +131,28 @@ class ProgramKernel(KernelSequence):
 
 def _is_dense(kernel, name: str) -> bool:
     """Whether ``kernel`` (a TypedKernel) takes operand ``name`` (a user name) dense."""
-    internal = {v: k for k, v in kernel.display.items()}.get(name, name)
-    fmt = kernel.formats.get(internal)
+    fmt = _format_of(kernel, name)
     return fmt is not None and fmt.is_dense
+
+
+def _format_of(kernel, name: str):
+    """The format ``kernel`` takes operand ``name`` (a user name) in, or None."""
+    internal = {v: k for k, v in kernel.display.items()}.get(name, name)
+    return kernel.formats.get(internal)
+
+
+def _check_pattern_kept(x, fmt, name: str) -> None:
+    """``check_pattern_kept`` for program operand ``x``, converted to ``fmt`` on the
+    host here (the kernel converts it again: a cost only where the check applies)."""
+    from ..formats.tensor import Tensor, tensor
+    from .operand_copies import host_copy
+    from .operands import on_device, operand_errors
+    if isinstance(x, Tensor) and x.format == fmt:
+        return
+    host = host_copy(x) if on_device(x) else x
+    with operand_errors(name):
+        converted = tensor(host, fmt)
+    check_pattern_kept(host, converted, fmt, name)
 
 
 def _fused_run(statements, parsed, start: int, formats: dict, compile_fused):
