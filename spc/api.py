@@ -42,16 +42,18 @@ NAMED_PROGRAMS = {
 }
 
 # the same programs over a batch of heads h (issue 12): Q, K, V and the result carry a
-# leading heads index, the mask A is shared by every head.  (statements, the formats of
-# the sparse results; the operands take NAMED_PROGRAMS' formats); 3-d operands run these
+# leading heads index, the mask A is shared by every head.  (statements, {sparse result:
+# the operand whose format it takes, batched over the heads}; the operands take
+# NAMED_PROGRAMS' formats); 3-d operands run these
 HEADS_PROGRAMS = {
-    # S[h] has A's pattern in every head, stored per head as csr (levels dense h,
-    # dense i, compressed j), whatever A's format: spc assembles it from A's entries
+    # S[h] has A's pattern in every head: S is stored in A's format with a dense
+    # heads level innermost (formats.batched: A's index arrays, values nnz x H),
+    # so the scores kernel writes at A's positions and nothing is assembled
     "attention": ("S[h,i,j] = {scale} * A[i,j] * Q[h,i,k] * K[h,j,k]; "
                   "m[h,i] = max(j, S[h,i,j]); "
                   "r[h,i] = 1 / max(sum(j, stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i])), 1e-30); "
                   "O[h,i,d] = stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i]) * V[h,j,d] * r[h,i]",
-                  {"S": "dds"}),
+                  {"S": "A"}),
 }
 
 
@@ -85,7 +87,8 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
                                                          **_tiles_of([stmt], options)),
                                  formats, positional, fused)
         heads_text, results = HEADS_PROGRAMS.get(name, (None, {}))
-        heads_formats = {**formats, **results}    # the mask as above, S per head
+        heads_formats = {**formats, **{out: _batched_format(formats[src], src)
+                                       for out, src in results.items()}}
 
         def build_heads(scale: float):
             return ProgramKernel(heads_text.format(scale=repr(float(scale))),
@@ -97,6 +100,25 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f,
                                                        **_tiles_of([stmt], options)),
                          formats, compile_fused=fused)
+
+
+def _batched_format(spec, operand: str) -> Format:
+    """The format of a heads program's sparse result: operand ``operand``'s
+    format ``spec`` (of a matrix) with a heads level innermost
+    (``formats.batched``: the operand's index arrays, one run of values per
+    head), where that format stores whole rows first at a dense level (csr,
+    dia, ell, nm), so that the statements reading the result walk its rows
+    (h, i) as they walk the operand's rows i.  Other formats (coo's
+    compressed rows, bsr's blocks of rows, a sum format) would make those
+    statements copy the result: it is then stored per head as dds (dense h,
+    dense i, compressed j), its pattern assembled from the operand's
+    entries."""
+    from .formats.format import batched
+    if resolve_sum_format(spec) is None:
+        fmt = resolve_format(spec, 2, what=f"tensor {operand}")
+        if not fmt.is_blocked and fmt.order[0] == 0 and fmt.levels[0].locatable:
+            return batched(fmt)
+    return resolve_format("dds", 3)
 
 
 def _indices_of(statements) -> set[str]:
