@@ -209,12 +209,13 @@ def test_heads_are_one_kernel_per_statement_run_over_head_row_pairs():
     assert "for h_i_flat in [0, size_h * size_i) @parallel:" in inlined.ir
 
 
-@pytest.mark.parametrize("fuse", ["rows", True, False])
-def test_heads_cuda_sources_compile_with_nvcc(fuse):
+@pytest.mark.parametrize("fuse, fmt", [("rows", "csr"), (True, "csr"), (False, "csr"),
+                                       ("rows", "dia"), ("rows", "ell")])
+def test_heads_cuda_sources_compile_with_nvcc(fuse, fmt):
     from cuda_env import NVCC, nvcc
     if NVCC is None:
         pytest.skip("nvcc is not installed")
-    for k in _heads_program(target="cuda", dtype="float32", fuse=fuse).kernels:
+    for k in _heads_program(target="cuda", dtype="float32", fuse=fuse, fmt=fmt).kernels:
         assert "size_h * size_i" in k.source      # warps take (head, row) pairs
         code, log = nvcc(k.source)
         assert code == 0, log

@@ -780,7 +780,7 @@ class Lowerer:
             pos = states[self.pattern_access].parent.pos
             src = self.accesses[self.pattern_access]
             for lvl in range(self.formats[src.tensor].nlevels, self.out_fmt.nlevels):
-                # a batch of the pattern: locate the output's further (dense) levels
+                # a batch of the pattern: locate the output's further (full) levels
                 io = self.io(self.out.tensor, self.out.indices, lvl)
                 level = self.out_fmt.levels[lvl]
                 self._use_level(io, level)
@@ -870,7 +870,7 @@ def stores_pattern_of(out: ast.Access, out_fmt: Format, src: ast.Access,
     """Whether output ``out`` (format ``out_fmt``) can store its entries at the
     positions of operand ``src`` (``src_fmt``): its first levels are ``src``'s
     levels, storing the same indices in the same blocks, and any further level
-    is a locatable level of an index ``src`` lacks (a batch of ``src``'s pattern,
+    is a full, locatable level of an index ``src`` lacks (a batch of ``src``'s pattern,
     as ``formats.batched`` stores attention's scores over heads: ``S[h,i,j]``
     of ``A[i,j]``).  The output's positions are then ``src``'s, each located
     further in those dense levels (``Lowerer.emit_output``)."""
@@ -882,7 +882,8 @@ def stores_pattern_of(out: ast.Access, out_fmt: Format, src: ast.Access,
         if o != s or out_fmt.level_part(lvl) != src_fmt.level_part(lvl) \
                 or out_fmt.block_of(out_fmt.order[lvl]) != src_fmt.block_of(src_fmt.order[lvl]):
             return False
-    return all(out_fmt.levels[lvl].locatable and out_fmt.level_part(lvl) == "all"
+    return all(out_fmt.levels[lvl].locatable and out_fmt.levels[lvl].full
+               and out_fmt.level_part(lvl) == "all"
                and out.indices[out_fmt.order[lvl]] not in src.indices
                for lvl in range(n, out_fmt.nlevels))
 

@@ -851,7 +851,7 @@ class CompiledKernel(KernelCall):
                           validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
-            # the source's positions, times the output's further (dense) levels: a
+            # the source's positions, times the output's further (full) levels: a
             # batch of the pattern (ir/lower.stores_pattern_of)
             batch = math.prod(out_fmt.level_dims(out_shape)[src.format.nlevels:])
             vals = new(src.nnz * batch, dtype=np_dtype)
