@@ -145,3 +145,39 @@ def test_compiled_scores_share_the_masks_index_arrays():
     for h in range(3):
         want = A.multiply(0.5 * Q[h] @ K[h].T).toarray()
         np.testing.assert_allclose(S.to_numpy()[h], want, rtol=1e-13, atol=1e-14)
+
+
+# -- the heads attention program with its scores batched (the GPU's layout), run on the CPU --
+
+def _band(n, width=2):
+    return sp.csr_matrix((np.abs(np.subtract.outer(np.arange(n), np.arange(n))) <= width)
+                         .astype(float))
+
+
+def _reference_heads(A, Q, K, V, scale):
+    from test_attention_heads import reference_heads
+    return reference_heads(A, Q, K, V, scale=scale)
+
+
+@pytest.mark.parametrize("fuse", ["rows", True, False])
+@pytest.mark.parametrize("fmt", ["csr", "dia", "ell"])
+@pytest.mark.parametrize("heads", [0, 1, 3])
+def test_heads_program_with_batched_scores_matches_the_reference(heads, fmt, fuse):
+    from spc.api import HEADS_PROGRAMS
+    # dia stores whole diagonals (a partial one's gaps are stored zeros, entries of
+    # the pattern): a band for dia, an empty row and a full row for the others
+    A = _band(11) if fmt == "dia" else _mask(n=11, seed=6)
+    rng = np.random.default_rng(heads)
+    Q, K, V = (rng.standard_normal((heads, 11, 5)) for _ in range(3))
+    text = HEADS_PROGRAMS["attention"][0].format(scale="0.4")
+    program = spc.compile(text, formats={"A": fmt, "S": batched(resolve_format(fmt, 2))},
+                          dtype="float64", fuse=fuse)
+    kernels = program.kernels
+    assert not any(k.name.endswith("_assemble") for c in kernels for k in c.lowered_kernels())
+    if fuse is True and fmt == "csr":
+        assert len(kernels) == 1                          # the scores recomputed, never stored
+    got = program(A=A, Q=Q, K=K, V=V)
+    assert got.shape == (heads, 11, 5)
+    if heads:
+        np.testing.assert_allclose(got, _reference_heads(A, Q, K, V, 0.4), rtol=1e-12,
+                                   atol=1e-12)
