@@ -161,7 +161,10 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
     seen_loops = []
 
     reader_lets = {n.var.name: n.value for n in walk(reader.body) if isinstance(n, Let)}
-    store_index = body[-1].index
+    # the store's position in the producer's own terms (its lets substituted): the
+    # batch, row and position variables, and sizes, which the reader names alike
+    store_index = _resolved(body[-1].index, {n.var.name: n.value for n in walk(producer.body)
+                                             if isinstance(n, Let)})
 
     def fn(n):
         if isinstance(n, For) and _reads(n.lo, arrays):
