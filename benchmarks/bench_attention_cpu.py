@@ -13,7 +13,9 @@ warm-up call (the caller's view, default settings).  ``spc`` is the default
 kernel, the scores recomputed where read (``fuse=True``).  With one head the
 operands are (L, d); with H > 1 they are (H, L, d) and spc runs every head in
 one call (one kernel per statement), ``spc-per-head`` makes H single-head calls
-of the default program, ``torch.sparse`` loops over the heads (its sampled
+of the default program, ``spc-batched`` one call with the scores a batch of the
+mask's pattern (``formats.batched``, the GPU's layout; the CPU stores them per
+head as dds), ``torch.sparse`` loops over the heads (its sampled
 product and softmax take one CSR matrix per call) and ``sdpa-mask`` takes the
 heads batched, (1, H, L, d).
 """
@@ -35,7 +37,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import common  # noqa: E402
 from bench_attention_gpu import bigbird, window  # noqa: E402
 
-COLUMNS = ("spc", "spc-fused", "spc-per-head", "torch.sparse", "sdpa-mask")
+COLUMNS = ("spc", "spc-fused", "spc-per-head", "spc-batched", "torch.sparse", "sdpa-mask")
 
 
 def reference(mask: np.ndarray, Q, K, V, scale: float) -> np.ndarray:
@@ -71,6 +73,14 @@ def main(argv=None) -> int:
         torch = None
     att = spc.compile("attention", fmt="csr")
     att_fused = spc.compile("attention", fmt="csr", fuse=True)
+    from spc.api import HEADS_PROGRAMS
+    from spc.formats.format import batched, resolve_format
+
+    def batched_heads(scale: float):
+        """The heads program with the scores a batch of the mask's pattern (the GPU's
+        layout, formats.batched) instead of the CPU's dds."""
+        return spc.compile(HEADS_PROGRAMS["attention"][0].format(scale=repr(float(scale))),
+                           formats={"A": "csr", "S": batched(resolve_format("csr", 2))})
     print(f"heads: {H}")
     print(f"{'mask':9s} {'L':>5s} {'density':>7s}  " + "  ".join(f"{s:>14s}" for s in COLUMNS)
           + "   (ms / max error)")
@@ -88,6 +98,8 @@ def main(argv=None) -> int:
             if H > 1:
                 systems["spc-per-head"] = lambda: np.stack(
                     [att(A, Q[h], K[h], V[h], scale) for h in range(H)])
+                batched_scores = batched_heads(scale)
+                systems["spc-batched"] = lambda: batched_scores(A=A, Q=Q, K=K, V=V)
             if torch is not None:
                 Qt, Kt, Vt = (torch.from_numpy(x) for x in (Q, K, V))
                 At = torch.sparse_csr_tensor(torch.from_numpy(A.indptr).long(),

@@ -15,7 +15,9 @@ masked softmax before it is timed; times are medians of CUDA-event-timed
 calls (the caller's view, default settings).  ``--heads`` H (1 to 16) heads share
 the mask: with H > 1 the operands are (H, L, d), spc runs every head in one call
 (one kernel per statement, warps over (head, row) pairs), ``spc-per-head`` makes
-H single-head calls, ``torch.sparse`` loops over the heads (its sampled product
+H single-head calls, ``spc-dds`` is one call of the heads program with the scores
+stored per head as dds and assembled (the layout before the scores became a
+batch of the mask's pattern, ``formats.batched``; still the CPU's), ``torch.sparse`` loops over the heads (its sampled product
 and softmax take one CSR matrix per call), SDPA and FlexAttention take the heads
 batched, (1, H, L, d).
 """
@@ -38,7 +40,7 @@ import common  # noqa: E402
 
 # spc: the default (fuse="rows": the scores kernel, then one kernel for the
 # softmax and the product); spc-fused: fuse=True (one kernel, scores recomputed, never stored)
-COLUMNS = ("spc", "spc-fused", "spc-per-head", "torch.sparse", "sdpa-mask", "flex")
+COLUMNS = ("spc", "spc-fused", "spc-per-head", "spc-dds", "torch.sparse", "sdpa-mask", "flex")
 
 
 def bigbird(L: int, block: int = 64, seed: int = 0) -> np.ndarray:
@@ -102,6 +104,16 @@ def main(argv=None) -> int:
     dev, dt = "cuda", getattr(torch, args.dtype)
     att = spc.compile("attention", fmt="csr", target="cuda")          # the default
     att_fused = spc.compile("attention", fmt="csr", target="cuda", fuse=True)   # one kernel
+    dds_programs: dict = {}
+
+    def dds_heads(scale: float):
+        """The heads program with the scores stored per head as dds (assembled)."""
+        if scale not in dds_programs:
+            from spc.api import HEADS_PROGRAMS
+            dds_programs[scale] = spc.compile(
+                HEADS_PROGRAMS["attention"][0].format(scale=repr(float(scale))),
+                formats={"A": "csr", "S": "dds"}, target="cuda")
+        return dds_programs[scale]
     flex = None
     if not args.no_flex:
         try:
@@ -147,6 +159,7 @@ def main(argv=None) -> int:
             if H > 1:
                 systems["spc-per-head"] = lambda: torch.stack(
                     [att(A, Q[h], K[h], V[h], scale) for h in range(H)])
+                systems["spc-dds"] = lambda: dds_heads(scale)(A=A, Q=Q, K=K, V=V)
             if flex is not None:
                 def mask_mod(b, h, q, kv, m=mask_t):
                     return m[q, kv]
@@ -173,6 +186,9 @@ def main(argv=None) -> int:
             print(f"{name:9s} {L:5d} {mask.mean():7.3f}  " + "  ".join(cells), flush=True)
             if args.profile:
                 profile(torch, systems["spc"])
+                if H > 1:
+                    print("  spc-dds:")
+                    profile(torch, systems["spc-dds"])
     return 0
 
 

@@ -42,16 +42,19 @@ NAMED_PROGRAMS = {
 }
 
 # the same programs over a batch of heads h (issue 12): Q, K, V and the result carry a
-# leading heads index, the mask A is shared by every head.  (statements, the formats of
-# the sparse results; the operands take NAMED_PROGRAMS' formats); 3-d operands run these
+# leading heads index, the mask A is shared by every head.  (statements, {sparse result:
+# the operand whose format it takes, batched over the heads}; the operands take
+# NAMED_PROGRAMS' formats); 3-d operands run these
 HEADS_PROGRAMS = {
-    # S[h] has A's pattern in every head, stored per head as csr (levels dense h,
-    # dense i, compressed j), whatever A's format: spc assembles it from A's entries
+    # S[h] has A's pattern in every head: on the GPU S is stored in A's format with
+    # a heads level innermost (formats.batched: A's index arrays, values nnz x H),
+    # so the scores kernel writes at A's positions and nothing is assembled; on
+    # the CPU per head as dds (see _batched_format)
     "attention": ("S[h,i,j] = {scale} * A[i,j] * Q[h,i,k] * K[h,j,k]; "
                   "m[h,i] = max(j, S[h,i,j]); "
                   "r[h,i] = 1 / max(sum(j, stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i])), 1e-30); "
                   "O[h,i,d] = stored(S[h,i,j]) * exp(S[h,i,j] - m[h,i]) * V[h,j,d] * r[h,i]",
-                  {"S": "dds"}),
+                  {"S": "A"}),
 }
 
 
@@ -85,7 +88,10 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
                                                          **_tiles_of([stmt], options)),
                                  formats, positional, fused)
         heads_text, results = HEADS_PROGRAMS.get(name, (None, {}))
-        heads_formats = {**formats, **results}    # the mask as above, S per head
+        target = options.get("target", "cpu")
+        on_gpu = getattr(target, "name", target) == "cuda"
+        heads_formats = {**formats, **{out: _batched_format(formats[src], src, on_gpu)
+                                       for out, src in results.items()}}
 
         def build_heads(scale: float):
             return ProgramKernel(heads_text.format(scale=repr(float(scale))),
@@ -97,6 +103,31 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f,
                                                        **_tiles_of([stmt], options)),
                          formats, compile_fused=fused)
+
+
+def _batched_format(spec, operand: str, on_gpu: bool) -> Format:
+    """The format of a heads program's sparse result on the GPU (``on_gpu``) or
+    the CPU: there, operand ``operand``'s format ``spec`` (of a matrix) with a
+    heads level innermost (``formats.batched``: the operand's index arrays,
+    one run of values per head), where that format stores whole rows first at
+    a dense level (csr, dia, ell, nm), so that the scores kernel writes at the
+    operand's positions (no counting kernel, prefix sum and device
+    synchronization) and the statements reading the result walk its rows
+    (h, i) as they walk the operand's rows i.  Elsewhere, and on the CPU,
+    the result is stored per head as dds (dense h, dense i, compressed j), its
+    pattern assembled from the operand's entries: coo's compressed rows and
+    bsr's blocks of rows would make the readers copy a batch; on the CPU,
+    where assembling costs ~0.05 ms, LLVM compiles the readers' per-head
+    value offset (``h * nnz + p``) into loops ~20% slower than dds' own
+    positions (2026-11-29, L = 2048, one head: 14.2 against 11.1 ms), which
+    outweighs the scores kernel's gain (tests/test_batched_pattern.py keeps
+    the batched program exercised on the CPU)."""
+    from .formats.format import batched
+    if on_gpu and resolve_sum_format(spec) is None:
+        fmt = resolve_format(spec, 2, what=f"tensor {operand}")
+        if not fmt.is_blocked and fmt.order[0] == 0 and fmt.levels[0].locatable:
+            return batched(fmt)
+    return resolve_format("dds", 3)
 
 
 def _indices_of(statements) -> set[str]:

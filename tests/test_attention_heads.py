@@ -124,6 +124,31 @@ def test_no_heads_and_no_rows():
     assert att(sp.csr_matrix((0, 0)), Q, Q, Q).shape == (2, 0, 4)
 
 
+@pytest.mark.parametrize("fuse", ["rows", True])
+@pytest.mark.parametrize("fmt", ["csr", "coo", "dia", "ell", "bsr(2,2)"])
+def test_no_heads_in_every_mask_format(fmt, fuse):
+    A = MASKS["blocks18"]
+    Q = np.zeros((0, 18, 4))
+    got = _attention(fmt=fmt, dtype="float64", fuse=fuse)(A, Q, Q, Q)
+    assert got.shape == (0, 18, 4)
+
+
+@pytest.mark.parametrize("target", ["cpu", "cuda"])
+@pytest.mark.parametrize("fmt, on_gpu", [("csr", "batched(csr)"), ("dia", "batched(dia)"),
+                                         ("ell", "batched(ell)"), ("coo", "dds"),
+                                         ("bsr(2,2)", "dds")])
+def test_gpu_scores_share_the_masks_pattern_where_its_rows_come_first(fmt, on_gpu, target):
+    """On the GPU, a mask storing whole rows at a dense first level: the scores are a
+    batch of its pattern (no assembly, no device synchronization; the readers walk
+    the mask's rows); else, and on the CPU, dds, assembled."""
+    stored = on_gpu if target == "cuda" else "dds"
+    program = _heads_program(fmt=fmt, dtype="float32", target=target)
+    scores = program.kernels[0]
+    assert scores.formats["S"].name == stored
+    assembled = [k for k in scores.lowered_kernels() if k.name.endswith("_assemble")]
+    assert bool(assembled) == (stored == "dds")
+
+
 def test_torch_cpu_heads():
     torch = pytest.importorskip("torch")
     A = _edges()
@@ -186,12 +211,13 @@ def test_heads_are_one_kernel_per_statement_run_over_head_row_pairs():
     assert "for h_i_flat in [0, size_h * size_i) @parallel:" in inlined.ir
 
 
-@pytest.mark.parametrize("fuse", ["rows", True, False])
-def test_heads_cuda_sources_compile_with_nvcc(fuse):
+@pytest.mark.parametrize("fuse, fmt", [("rows", "csr"), (True, "csr"), (False, "csr"),
+                                       ("rows", "dia"), ("rows", "ell")])
+def test_heads_cuda_sources_compile_with_nvcc(fuse, fmt):
     from cuda_env import NVCC, nvcc
     if NVCC is None:
         pytest.skip("nvcc is not installed")
-    for k in _heads_program(target="cuda", dtype="float32", fuse=fuse).kernels:
+    for k in _heads_program(target="cuda", dtype="float32", fuse=fuse, fmt=fmt).kernels:
         assert "size_h * size_i" in k.source      # warps take (head, row) pairs
         code, log = nvcc(k.source)
         assert code == 0, log
@@ -201,7 +227,8 @@ def test_heads_cuda_sources_compile_with_nvcc(fuse):
 @pytest.mark.parametrize("fuse", ["rows", True])
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
 @pytest.mark.parametrize("fmt, mask", [("csr", "edges19"), ("bsr(2,2)", "blocks18"),
-                                       ("dia", "band16")])
+                                       ("dia", "band16"), ("ell", "edges19"),
+                                       ("coo", "edges19"), ("csr", "empty7")])
 def test_heads_on_the_gpu(fmt, mask, dtype, tol, fuse):
     from cuda_env import cupy_or_skip_module
     cp = cupy_or_skip_module()

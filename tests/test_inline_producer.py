@@ -9,12 +9,13 @@ import pytest
 import scipy.sparse as sp
 
 import spc
-from spc.formats.format import resolve_format
+from spc.formats.format import batched, resolve_format
 from spc.frontend.check import check
 from spc.frontend.parser import parse
 from spc.ir.interp import run_kernel
 from spc.ir.lower import lower
-from spc.ir.nodes import DType
+from spc.ir.nodes import BinOp, Const, DType, Load
+from spc.ir.traverse import rewrite
 from spc.ir.printer import format_kernel
 from spc.ir.verify import verify
 from spc.passes.fuse_rows import fuse_rows
@@ -271,3 +272,52 @@ def test_heads_producer_not_over_rows_is_refused():
     producer = lower(a, formats, name="p", value_dtype=DType.F64).compute
     with pytest.raises(NotInlinable):
         inline_batched(producer, _lowered_heads(HEADS_SOFTMAX[0], 1), "S", "s0")
+
+
+# -- a batch of the pattern (formats.batched: A's arrays, values h * nnz + p) ----------
+
+def _batched_readers():
+    batch = batched(resolve_format("csr", 2))
+    producer = _lowered_heads(HEADS_SCORES, stored=batch)
+    return [inline_sampled(producer, _lowered_heads(t, n + 1, stored=batch), "S", "A", "s0")
+            for n, t in enumerate(HEADS_SOFTMAX)]
+
+
+def test_batched_golden():
+    readers = _batched_readers()
+    text = format_kernel(verify(readers[-1]))
+    assert "S_vals[" not in text and "S1_pos" not in text and "S2_parents" not in text
+    assert_golden("inline_producer_attention_batched", text)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_batched_interpreter_same_numbers_before_and_after(heads):
+    args, A, (Q, K, V) = _heads_operands(heads, seed=4)
+    rows = heads * 9
+    batch = batched(resolve_format("csr", 2))
+    before = {k: v for k, v in args.items() if not k.startswith("S")}
+    before.update(S1_pos=args["A1_pos"], S1_crd=args["A1_crd"], S_vals=args["S_vals"],
+                  S2_parents=A.nnz, m_vals=np.zeros(rows), r_vals=np.zeros(rows),
+                  O_vals=np.zeros(rows * 3))
+    for n, text in enumerate(HEADS_SOFTMAX):
+        run_kernel(_lowered_heads(text, n + 1, stored=batch), before)
+    fused = {k: v for k, v in args.items() if not k.startswith("S")}
+    fused["O_vals"] = np.zeros(rows * 3)
+    run_kernel(verify(fuse_rows(_batched_readers(), "attention_batched")), fused)
+    np.testing.assert_allclose(fused["O_vals"], before["O_vals"], rtol=1e-13, atol=1e-14)
+    want = np.stack([reference_attention(A.toarray() != 0, Q[h], K[h], V[h], scale=0.5,
+                                         values=A.toarray()) for h in range(heads)])
+    np.testing.assert_allclose(fused["O_vals"], want.reshape(-1), rtol=1e-12, atol=1e-12)
+
+
+def test_batched_reader_of_another_position_is_refused():
+    # the reader loads S one position past the one its loop is at: nothing the
+    # producer computes there, so it is left alone (NotInlinable)
+    batch = batched(resolve_format("csr", 2))
+    reader = _lowered_heads("y[h,i] = S[h,i,j]", 1, stored=batch)
+    shifted = rewrite(reader, lambda n: Load(n.buf, BinOp("+", n.index, Const(1, DType.I64)))
+                      if isinstance(n, Load) and n.buf.name == "S_vals" else n)
+    producer = _lowered_heads(HEADS_SCORES, stored=batch)
+    assert inline_sampled(producer, reader, "S", "A", "s0") is not reader
+    with pytest.raises(NotInlinable):
+        inline_sampled(producer, shifted, "S", "A", "s0")

@@ -140,6 +140,11 @@ def plan_export(ck, index: str = "int32") -> ExportPlan:
     if program.output_kind not in (OutputKind.DENSE, OutputKind.PATTERN):
         raise ExportError(f"{ck.name}: its output is assembled at run time; export takes "
                           f"dense outputs and outputs with an input's pattern")
+    if program.output_kind == OutputKind.PATTERN and \
+            ck.formats[ck.output] != ck.formats[program.pattern_source]:
+        raise ExportError(f"{ck.name}: its output takes an input's pattern in another format "
+                          f"({ck.formats[ck.output]}, a batch of it); export takes outputs "
+                          f"in their pattern input's format")
     expr = ck.expression
     accesses = [(expr.lhs.tensor, tuple(expr.lhs.indices))] + \
         [(a.tensor, tuple(a.indices)) for a in expr.accesses()]

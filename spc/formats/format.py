@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import FormatError
+from .level_batch import Batch
 from .levels import Compressed, Dense, Level, Singleton
 from .levels_padded import Diagonal, FixedWidth, NMGroup
 
@@ -204,6 +205,23 @@ def dia() -> Format:
 def nm(n: int, m: int) -> Format:
     """N:M structured sparsity: n stored values in every group of m columns."""
     return Format((Dense(), NMGroup(n, m)), (0, 1), f"nm({int(n)},{int(m)})")
+
+
+def batched(fmt: Format) -> Format:
+    """``fmt`` over one more dimension, a batch (attention's heads ``h``), put
+    first among the modes and stored by a ``Batch`` level below all of
+    ``fmt``'s.
+
+    Requires: ``fmt`` a Format.  Ensures: a tensor ``S[h, ...]`` in this format
+    keeps ``fmt``'s levels and their arrays unchanged (its index structure is
+    that of the one ``fmt`` tensor every batch entry shares), and its values
+    are one run of ``fmt``'s stored entries per batch entry (``Batch``:
+    positions ``h * nnz + p``).  The lowerer sees ordinary levels
+    (``ir/lower.stores_pattern_of`` lets a result in this format take the
+    pattern of an operand in ``fmt``)."""
+    block = (1,) + fmt.block if fmt.block else ()
+    return Format(fmt.levels + (Batch(),), tuple(m + 1 for m in fmt.order) + (0,),
+                  f"batched({fmt.name or '?'})", block)
 
 
 # formats with parameters: name(args) in a format string

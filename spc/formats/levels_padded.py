@@ -132,9 +132,11 @@ class Diagonal(Level):
 
     def check_place(self, levels, level, order):
         from .levels import Dense
-        if level != 1 or not isinstance(levels[0], Dense) or len(levels) != 2:
-            return ("a diagonal level must be the second of two levels, below a dense "
-                    "level of rows (its positions are the row coordinates)")
+        if level != 1 or not isinstance(levels[0], Dense) \
+                or not all(lv.full and lv.locatable for lv in levels[2:]):
+            return ("a diagonal level must be the second level, below a dense level of "
+                    "rows (its positions are the row coordinates), with only full levels "
+                    "(a batch, formats.batched) below it")
         return None
 
     def iter_bounds(self, io, parent):

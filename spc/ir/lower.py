@@ -237,8 +237,13 @@ def _loop_order(assign: ast.Assignment, formats: dict[str, Format], *,
                 f"{', '.join(map(repr, split))} into block and in-block loops; use a dense "
                 f"output, or an operand format without blocks")
         first = out_stored[:-1] if workspace else out_stored
-        for k, ix in enumerate(first):
-            before[ix].update(first[:k])
+        # a batch of an operand's pattern is written at the operand's positions,
+        # located further by the batch: its batch indices go anywhere before
+        # the reductions (a heads loop around the rows)
+        batch = () if workspace else pattern_batch(assign, formats)
+        chain = [ix for ix in first if ix not in batch]
+        for k, ix in enumerate(chain):
+            before[ix].update(chain[:k])
         for ix in indices:
             if ix not in first:
                 before[ix].update(first)
@@ -773,6 +778,13 @@ class Lowerer:
         """Write one output value at the output position of the bound indices."""
         if self.output_kind == OutputKind.PATTERN:
             pos = states[self.pattern_access].parent.pos
+            src = self.accesses[self.pattern_access]
+            for lvl in range(self.formats[src.tensor].nlevels, self.out_fmt.nlevels):
+                # a batch of the pattern: locate the output's further (full) levels
+                io = self.io(self.out.tensor, self.out.indices, lvl)
+                level = self.out_fmt.levels[lvl]
+                self._use_level(io, level)
+                pos = level.locate(io, pos, Var(self.level_var(self.out, lvl), I64))
             buf = self.use(vals_buffer(self.out.tensor, self.st), ParamRole.OUTPUT,
                            self.out.tensor)
             return Store(buf, pos, value, accumulate)
@@ -841,7 +853,7 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
                      if not isinstance(f, (ast.Access, ast.Const)) for a in _accesses_in(f))
         if len(sparse_over_out) == 1 and not opaque:
             f = sparse_over_out[0]
-            if f.indices == assign.lhs.indices and formats[f.tensor] == out_fmt:
+            if stores_pattern_of(assign.lhs, out_fmt, f, formats[f.tensor]):
                 return OutputKind.PATTERN, next(k for k, a in enumerate(accesses) if a is f)
     levels = out_fmt.levels
     if out_fmt.is_blocked or not all(lv.locatable for lv in levels[:-1]) \
@@ -851,6 +863,44 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
             f"assembles sparse outputs stored as dense levels followed by one compressed "
             f"level (csr, csc, sparse vectors), or with the pattern of an operand")
     return OutputKind.ASSEMBLED, None
+
+
+def stores_pattern_of(out: ast.Access, out_fmt: Format, src: ast.Access,
+                      src_fmt: Format) -> bool:
+    """Whether output ``out`` (format ``out_fmt``) can store its entries at the
+    positions of operand ``src`` (``src_fmt``): its first levels are ``src``'s
+    levels, storing the same indices in the same blocks, and any further level
+    is a full, locatable level of an index ``src`` lacks (a batch of ``src``'s pattern,
+    as ``formats.batched`` stores attention's scores over heads: ``S[h,i,j]``
+    of ``A[i,j]``).  The output's positions are then ``src``'s, each located
+    further in those dense levels (``Lowerer.emit_output``)."""
+    n = src_fmt.nlevels
+    if out_fmt.nlevels < n or out_fmt.levels[:n] != src_fmt.levels:
+        return False
+    for lvl in range(n):
+        o, s = out.indices[out_fmt.order[lvl]], src.indices[src_fmt.order[lvl]]
+        if o != s or out_fmt.level_part(lvl) != src_fmt.level_part(lvl) \
+                or out_fmt.block_of(out_fmt.order[lvl]) != src_fmt.block_of(src_fmt.order[lvl]):
+            return False
+    return all(out_fmt.levels[lvl].locatable and out_fmt.levels[lvl].full
+               and out_fmt.level_part(lvl) == "all"
+               and out.indices[out_fmt.order[lvl]] not in src.indices
+               for lvl in range(n, out_fmt.nlevels))
+
+
+def pattern_batch(assign: ast.Assignment, formats: dict[str, Format]) -> tuple[str, ...]:
+    """The loop variables of the levels a PATTERN output has beyond its pattern
+    operand's (its batch: ``S[h,i,j]`` of ``A[i,j]`` gives ``("h",)``), or ()
+    for any other output."""
+    try:
+        kind, pattern = classify_output(assign, formats)
+    except UnsupportedError:
+        return ()
+    if kind != OutputKind.PATTERN:
+        return ()
+    plan = IndexPlan.of(assign, formats)
+    src_levels = formats[assign.accesses()[pattern].tensor].nlevels
+    return tuple(plan.level_vars(formats[assign.lhs.tensor], assign.lhs.indices)[src_levels:])
 
 
 # a reduction's IR operator, by its name in index notation, and the value it starts from
@@ -1090,6 +1140,8 @@ def _outer_independent(assign, order, kind, lw: Lowerer) -> bool:
     if not order or not assign.lhs.indices:
         return False
     out_fmt = lw.out_fmt
+    if kind == OutputKind.PATTERN and order[0] in pattern_batch(assign, lw.formats):
+        return True        # each batch entry writes its own positions
     if lw.plan.origin(order[0]) != assign.lhs.indices[out_fmt.order[0]]:
         return False
     return kind != OutputKind.ASSEMBLED or out_fmt.levels[0].locatable
@@ -1107,6 +1159,10 @@ def _rows_independent(assign, order, lw: Lowerer) -> bool:
     if len(order) < 2 or len(assign.lhs.indices) < 2 or out_fmt.is_blocked:
         return False
     row = lw.plan.origin(order[1])
+    if lw.output_kind == OutputKind.PATTERN and order[0] in pattern_batch(assign, lw.formats):
+        # a batch of a pattern (S[h,i,j] of A[i,j]) around the rows of its first,
+        # dense level: each (batch, row) pair writes the row's own positions
+        return row == assign.lhs.indices[out_fmt.order[0]] and out_fmt.levels[0].locatable
     if row != assign.lhs.indices[out_fmt.order[1]] or not out_fmt.levels[0].locatable \
             or not out_fmt.levels[1].locatable:
         return False

@@ -31,12 +31,14 @@ run) in front.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, For, Kernel, Let, Load, Param,
                         ParamRole, Store, Var)
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, top_loop, walk
 from .fuse_rows import NotFusable, row_entry
-from .map_gpu import stmts_of
+from .map_gpu import reads, stmts_of
 
 
 class NotInlinable(NotFusable):
@@ -55,51 +57,71 @@ def inline_sampled(producer: Kernel, reader: Kernel, result: str, pattern: str,
     if not reads:
         return reader
     known = {p.name for p in producer.params if p.tensor == pattern}
+    # scalars of the result's batch levels (a Batch level's ``parents``) that the
+    # producer's store locates with too: they index only the values
+    mine = {p.name for p in producer.params if p.tensor == result}
+    scalars = {p.name for p in reader.params if p.tensor == result
+               and not isinstance(p.value, Buffer) and p.name in mine}
     level_arrays = {}
     for name in reads:
-        if name == outs[0]:
+        if name == outs[0] or name in scalars:
             continue
         twin = pattern + name[len(result):] if name.startswith(result) else None
         if twin not in known:
             raise NotInlinable(f"{name} has no twin among {pattern}'s arrays")
         level_arrays[name] = twin
-    return inline_producer(producer, reader, outs[0], pattern, level_arrays, tag)
+    return inline_producer(producer, reader, outs[0], pattern, level_arrays, tag,
+                           frozenset(scalars))
 
 
 def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
-                    level_arrays: dict[str, str], tag: str) -> Kernel:
+                    level_arrays: dict[str, str], tag: str,
+                    batch_scalars: frozenset[str] = frozenset()) -> Kernel:
     """``reader`` with its reads of ``producer``'s result recomputed in place.
 
     Requires: ``producer`` is lowered (before the target's passes): lets, then
     one loop over rows whose body is lets and one loop over the positions of
     the rows of ``pattern`` (the tensor whose pattern the result takes), which
-    ends in the one store of the result's values at its position;
-    ``level_arrays`` maps the result's level arrays (``S1_pos``, ``S1_crd``)
-    to the pattern's (``A1_pos``, ``A1_crd``), which hold the same numbers;
-    ``result`` names the result's values buffer.  ``reader`` reads the values
-    only at the position of a loop over the result's positions that encloses
-    the read.
+    ends in the one store of the result's values at its position (for a batch
+    of the pattern, ``formats.batched``'s ``S[h,i,j]`` of ``A[i,j]``: loops from
+    0 over the batch, lets then one loop each, around the rows, and the store
+    at the position located from it); ``level_arrays`` maps the result's level
+    arrays (``S1_pos``, ``S1_crd``) to the pattern's (``A1_pos``, ``A1_crd``),
+    which hold the same numbers; ``batch_scalars`` names the result's scalars
+    that only locate its values in the batch (``S2_parents``); ``result``
+    names the result's values buffer.  ``reader`` reads the values only at the
+    position of a loop over the result's positions that encloses the read
+    (located further by the reader's own batch variables, which have the
+    producer's names).
     Ensures: the same numbers as running ``producer`` then ``reader``, with
     the result's buffers gone from the reader's parameters and the producer's
-    inputs added; names the producer declares get the suffix ``tag``; else
-    NotInlinable.
+    inputs added; names the producer declares get the suffix ``tag`` (its
+    batch loops' variables are the reader's); else NotInlinable.
     """
     shape = top_loop(producer)
     if shape is None:
         raise NotInlinable("the producer is not one loop after its lets")
-    lets, rows = shape
-    inner = [s for s in stmts_of(rows.body)]
-    if not inner or not isinstance(inner[-1], For) or \
-            not all(isinstance(s, Let) for s in inner[:-1]):
-        raise NotInlinable("the producer's row body is not lets then one loop")
-    positions = inner[-1]
+    row_lets, nest = list(shape[0]), [shape[1]]
+    while True:                  # batch loops (from 0) around the rows, then the rows
+        inner = stmts_of(nest[-1].body)
+        if not inner or not isinstance(inner[-1], For) or \
+                not all(isinstance(s, Let) for s in inner[:-1]):
+            raise NotInlinable("the producer's row body is not lets then one loop")
+        row_lets.extend(inner[:-1])
+        if isinstance(inner[-1].lo, Load) or not batch_scalars:
+            positions = inner[-1]
+            break
+        nest.append(inner[-1])
+    rows, batch = nest[-1], nest[:-1]
+    if any(loop.lo != Const(0, DType.I64) for loop in batch):
+        raise NotInlinable("the producer's batch loop does not start at 0")
     body = stmts_of(positions.body)
     if not body or not isinstance(body[-1], Store) or body[-1].buf.name != result \
-            or body[-1].accumulate or body[-1].index != positions.var:
+            or body[-1].accumulate or (not batch and body[-1].index != positions.var):
         raise NotInlinable("the producer's position loop does not end in its one store")
     if any(isinstance(n, Store) for n in walk(tuple(body[:-1]))):
         raise NotInlinable("the producer stores more than its result")
-    row_lets = list(lets) + inner[:-1]
+    kept = {loop.var.name for loop in batch}          # the reader's own batch variables
     declared = {s.var.name for s in row_lets} | {n.var.name for n in walk(tuple(body))
                                                  if isinstance(n, (Let, For))}
 
@@ -123,21 +145,42 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
     reader_rows = top_loop(reader)
     if reader_rows is None:
         raise NotInlinable("the reader is not one loop after its lets")
-    i = reader_rows[1].var
+    rows_of_reader = reader_rows[1]
+    while rows_of_reader.var.name in kept:      # the reader's batch loops around its rows
+        stmts = stmts_of(rows_of_reader.body)
+        if not stmts or not isinstance(stmts[-1], For) or \
+                not all(isinstance(s, Let) for s in stmts[:-1]):
+            raise NotInlinable("the reader's batch loop is not lets then one loop")
+        rows_of_reader = stmts[-1]
+    i = rows_of_reader.var
     if i.name != row_var.name:
         raise NotInlinable("the reader's rows are not the producer's")
     arrays = set(level_arrays)
-    row_lets_of_reader = {s.var.name: s.value for s in stmts_of(reader_rows[1].body)
+    row_lets_of_reader = {s.var.name: s.value for s in stmts_of(rows_of_reader.body)
                           if isinstance(s, Let)}
     seen_loops = []
+
+    reader_lets = {n.var.name: n.value for n in walk(reader.body) if isinstance(n, Let)}
+    # the store's position in the producer's own terms (its lets substituted): the
+    # batch, row and position variables, and sizes, which the reader names alike
+    store_index = _resolved(body[-1].index, {n.var.name: n.value for n in walk(producer.body)
+                                             if isinstance(n, Let)})
 
     def fn(n):
         if isinstance(n, For) and _reads(n.lo, arrays):
             if not _at_row(n.lo, i, row_lets_of_reader):
                 raise NotInlinable(f"the reader walks another row of {result} than its own")
             stmts, value = recompute(n.var, i)
-            new_body = rewrite(n.body, lambda m: value if isinstance(m, Load)
-                               and m.buf.name == result and m.index == n.var else m)
+            # the producer's store position, at this loop's position
+            at = _resolved(rewrite(store_index, lambda m: n.var if isinstance(m, Var)
+                                   and m.name == positions.var.name else m), reader_lets)
+
+            def read(m):
+                if isinstance(m, Load) and m.buf.name == result and (
+                        m.index == n.var or (batch and _resolved(m.index, reader_lets) == at)):
+                    return value
+                return m
+            new_body = rewrite(n.body, read)
             seen_loops.append(n.var.name)
             return For(n.var, n.lo, n.hi, Block(tuple(stmts) + tuple(stmts_of(new_body))),
                        n.kind)
@@ -149,12 +192,31 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
             raise NotInlinable(f"the reader reads {result} outside a loop over its positions")
     if not seen_loops:
         raise NotInlinable(f"the reader does not walk the rows of {result}")
+    if batch_scalars:
+        new_reader = replace(new_reader, body=_drop_dead_lets(new_reader.body, batch_scalars))
+        if any(isinstance(n, Var) and n.name in batch_scalars for n in walk(new_reader.body)):
+            raise NotInlinable(f"the reader locates {result}'s batch for more than its values")
     new_reader = rewrite(new_reader, lambda n: Buffer(level_arrays[n.name], n.dtype)
                          if isinstance(n, Buffer) and n.name in level_arrays else n)
-    params = _params(reader, producer, result, level_arrays)
+    params = _params(reader, producer, result, {**level_arrays,
+                                                **{s: s for s in batch_scalars}})
     return Kernel(reader.name, params, new_reader.body, reader.attrs,
                   outer_independent=reader.outer_independent,
                   rows_independent=reader.rows_independent)
+
+
+def _drop_dead_lets(body, names: frozenset[str]):
+    """``body`` without the lets whose value reads a variable of ``names`` and
+    whose own variable nothing reads (the positions of values no longer
+    loaded; loads and arithmetic only, so no result changes)."""
+    while True:
+        used = set(reads(body))
+        dead = {n.var.name for n in walk(body) if isinstance(n, Let) and n.var.name not in used
+                and any(isinstance(m, Var) and m.name in names for m in walk(n.value))}
+        if not dead:
+            return body
+        body = rewrite(body, lambda n: Block(()) if isinstance(n, Let) and n.var.name in dead
+                       else n)
 
 
 def _at_row(lo, i: Var, lets: dict) -> bool:

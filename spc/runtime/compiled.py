@@ -860,10 +860,16 @@ class CompiledKernel(KernelCall):
                           validate=False)
         if program.output_kind == OutputKind.PATTERN:
             src = tensors[program.pattern_source]
-            vals = new(src.nnz, dtype=np_dtype)
+            # the source's positions, times the output's further (full) levels: a
+            # batch of the pattern (ir/lower.stores_pattern_of)
+            batch = math.prod(out_fmt.level_dims(out_shape)[src.format.nlevels:])
+            vals = new(src.nnz * batch, dtype=np_dtype)
             arrays[out_vals] = vals
+            copied = [{k: a.copy() for k, a in lv.items()} for lv in src.arrays] + \
+                [{} for _ in range(out_fmt.nlevels - src.format.nlevels)]
+            result = Tensor(out_shape, out_fmt, copied, vals, validate=False)
+            ints.update(result.scalars(out_name))      # its further levels' (Batch)
             self._launch(v, 0, arrays, ints, nthreads)
-            copied = [{k: a.copy() for k, a in lv.items()} for lv in src.arrays]
             return Tensor(out_shape, out_fmt, copied, rounded(vals), validate=False)
         # assembled: count entries per parent, prefix-sum, then fill
         last = out_fmt.nlevels - 1
