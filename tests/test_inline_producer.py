@@ -248,13 +248,7 @@ def test_heads_interpreter_same_numbers_before_and_after(heads):
     before = dict(args, m_vals=np.zeros(rows), r_vals=np.zeros(rows), O_vals=np.zeros(rows * 3))
     for n, text in enumerate(HEADS_SOFTMAX):
         run_kernel(_lowered_heads(text, n + 1), before)
-    fused = {k: v for k, v in args.items() if not k.startswith("S")}
-    fused["O_vals"] = np.zeros(rows * 3)
-    run_kernel(verify(fuse_rows(_heads_readers(), "attention_heads")), fused)
-    np.testing.assert_allclose(fused["O_vals"], before["O_vals"], rtol=1e-13, atol=1e-14)
-    want = np.stack([reference_attention(A.toarray() != 0, Q[h], K[h], V[h], scale=0.5,
-                                         values=A.toarray()) for h in range(heads)])
-    np.testing.assert_allclose(fused["O_vals"], want.reshape(-1), rtol=1e-12, atol=1e-12)
+    _fused_readers_match(_heads_readers(), "attention_heads", args, A, (Q, K, V), before)
 
 
 def test_heads_reader_of_another_row_is_refused():
@@ -301,12 +295,19 @@ def test_batched_interpreter_same_numbers_before_and_after(heads):
                   O_vals=np.zeros(rows * 3))
     for n, text in enumerate(HEADS_SOFTMAX):
         run_kernel(_lowered_heads(text, n + 1, stored=batch), before)
+    _fused_readers_match(_batched_readers(), "attention_batched", args, A, (Q, K, V), before)
+
+
+def _fused_readers_match(readers, name, args, A, QKV, before):
+    """The readers fused into one kernel (no S operand) give ``before``'s O, and the
+    float64 reference per head."""
+    heads = QKV[0].shape[0]
     fused = {k: v for k, v in args.items() if not k.startswith("S")}
-    fused["O_vals"] = np.zeros(rows * 3)
-    run_kernel(verify(fuse_rows(_batched_readers(), "attention_batched")), fused)
+    fused["O_vals"] = np.zeros(heads * 9 * 3)
+    run_kernel(verify(fuse_rows(readers, name)), fused)
     np.testing.assert_allclose(fused["O_vals"], before["O_vals"], rtol=1e-13, atol=1e-14)
-    want = np.stack([reference_attention(A.toarray() != 0, Q[h], K[h], V[h], scale=0.5,
-                                         values=A.toarray()) for h in range(heads)])
+    want = np.stack([reference_attention(A.toarray() != 0, Q, K, V, scale=0.5,
+                                         values=A.toarray()) for Q, K, V in zip(*QKV)])
     np.testing.assert_allclose(fused["O_vals"], want.reshape(-1), rtol=1e-12, atol=1e-12)
 
 
