@@ -14,7 +14,7 @@ import spc
 from spc.formats.format import resolve_format
 from spc.frontend.parser import parse
 from spc.frontend.pattern_reads import pattern_reads, program_pattern_reads
-from spc.runtime.pattern_kept import held_entries
+from spc.runtime.pattern_kept import held_pattern
 from test_programs import reference_attention
 
 FILLING = ("dia", "bsr(2,2)")
@@ -146,11 +146,39 @@ def test_attention_with_full_diagonals_in_dia_matches_csr():
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 
-def test_held_entries_count_duplicates_once_and_explicit_zeros():
+def test_held_pattern_counts_duplicates_once_and_explicit_zeros():
     A = sp.coo_matrix(([1.0, 2.0, 0.0], ([0, 0, 1], [1, 1, 0])), shape=(2, 2))
-    assert held_entries(A) == 2
-    assert held_entries(spc.tensor(A.tocsr(), "csr")) == 2
-    assert held_entries(np.array([[0.0, 1.0], [2.0, 0.0]])) == 2
+    assert held_pattern(A).tolist() == [1, 2]
+    assert held_pattern(spc.tensor(A.tocsr(), "csr")).tolist() == [1, 2]
+    assert held_pattern(np.array([[0.0, 1.0], [2.0, 0.0]])).tolist() == [1, 2]
+
+
+def explicit_zero():
+    """Row 0 stores -1 and an explicit 0 (its max is 0, it stores 2 entries)."""
+    return sp.csr_matrix((np.array([-1.0, 0.0]), np.array([0, 1]), np.array([0, 2, 2])),
+                         shape=(2, 4))
+
+
+@pytest.mark.parametrize("fmt", ["ell", "nm(2,4)"])
+def test_a_conversion_dropping_explicit_zeros_is_refused(fmt):
+    """ell and nm keep no explicit zeros (formats/convert.py): max and stored() would miss
+    them."""
+    for text in ("m[i] = max(j, b[i,j])", "E[i,j] = stored(b[i,j])"):
+        with pytest.raises(spc.FormatError, match="operand b: .*drop 1 that it does" if
+                           fmt == "ell" else "operand b: .*would store"):
+            spc.compile(text, formats={"b": fmt})(explicit_zero())
+
+
+def test_a_conversion_adding_and_dropping_as_many_is_refused():
+    """dia drops the zero at (0, 1) and fills (1, 1): the same count, another pattern."""
+    with pytest.raises(spc.FormatError, match="store 1 entries .* and drop 1"):
+        spc.compile("m[i] = max(j, b[i,j])", formats={"b": "dia"})(explicit_zero())
+
+
+@pytest.mark.parametrize("fmt", ["csr", "coo", "hyb"])
+def test_explicit_zeros_count_where_the_format_keeps_them(fmt):
+    assert spc.compile("m[i] = max(j, b[i,j])", formats={"b": fmt})(
+        explicit_zero()).tolist() == [0.0, 0.0]
 
 
 @pytest.mark.cuda

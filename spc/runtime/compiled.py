@@ -27,7 +27,7 @@ from ..ir.verify import verify
 from ..passes.widen_outputs import widen_outputs
 from ..schedule import TILE_COLS, Schedule, check_applied
 from . import cache
-from .pattern_kept import check_pattern_kept
+from .pattern_kept import check_pattern_kept, may_change_pattern
 from .dump import Dumper
 from .inspectors import derived
 from .cpu_specialize import specialize as specialize_cpu
@@ -331,7 +331,7 @@ class CompiledKernel(KernelCall):
             ix for a in assign.accesses() if not formats[a.tensor].is_dense for ix in a.indices)
         # operands whose pattern the result depends on, in a format that may fill it
         self.pattern_reads = frozenset(n for n in pattern_reads(assign)
-                                       if n in formats and formats[n].may_fill)
+                                       if n in formats and may_change_pattern(formats[n]))
         self._max_threads = schedule.threads or config.num_threads()
         self._plan = _UNPLANNED
         self._fast = self._fast_call      # the CPU fast call: straight-line once planned

@@ -13,8 +13,10 @@ from ..errors import OutputError, UnsupportedError
 from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
+from ..frontend.pattern_reads import pattern_reads
 from ..ir.sum_parts import part_name, read_parts
 from .out_arg import out_option
+from .pattern_kept import check_pattern_kept
 from .compiled import (CompiledKernel, KernelSequence, bind_operands, call_option,
                        check_schedule_knobs)
 
@@ -70,6 +72,7 @@ class CompositeKernel(KernelSequence):
         self.name = name
         self.inputs = inputs
         self.sums = {t: f for t, f in formats.items() if isinstance(f, SumFormat)}
+        self.pattern_reads = pattern_reads(assign) & set(self.sums)
         _refuse_inside_functions(assign, self.sums)
         out = assign.lhs.tensor
         plain = {t: f for t, f in formats.items() if t not in self.sums}
@@ -158,6 +161,8 @@ class CompositeKernel(KernelSequence):
             from .operands import operand_errors
             with operand_errors(n):
                 st = sum_tensor(_host(x), fmt, dtype=np_dtype)
+            if n in self.pattern_reads:
+                check_pattern_kept(x, st, fmt, self.display.get(n, n))
             split[n] = st               # each part is validated by the part's kernel
             for k, part in enumerate(st.parts):
                 operands[part_name(n, k)] = part

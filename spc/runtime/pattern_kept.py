@@ -3,8 +3,10 @@
 A kernel that reads operand A's pattern (``frontend/pattern_reads.py``: ``stored(A)``,
 ``max``/``min`` over A) computes over A's stored entries.  Converting A to a format that
 fills its structure with zeros (DIA's diagonals, BSR's blocks, N:M's groups) adds stored
-entries A does not hold, so the answer would depend on the format chosen, not on A:
-``check_pattern_kept`` raises a FormatError naming the operand instead.  An operand
+entries A does not hold, and converting it to one with a fixed number of slots per row
+(ell, dia, nm, hyb's ell part) drops the explicit zeros A stores (``formats/convert.py``),
+so the answer would depend on the format chosen, not on A: ``check_pattern_kept`` raises
+a FormatError naming the operand instead.  An operand
 given already in the kernel's format is the user's own storage, its stored zeros
 included, and is taken as it is; so is any operand of a dense format (every entry is
 stored, as numpy's ``A.max(axis=1)`` sees it).  The check costs a count of the
@@ -15,51 +17,74 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FormatError
-from ..formats.format import Format
+from ..formats.composite import SumFormat, SumTensor
+from ..formats.convert import stores_slots
 from ..formats.tensor import Tensor, _is_scipy_sparse
 
 
-def check_pattern_kept(given, converted: Tensor, fmt: Format, name: str) -> None:
+def may_change_pattern(fmt) -> bool:
+    """Whether converting into ``fmt`` may store entries the input does not hold (a
+    format that may fill) or drop explicit zeros it does (slots per row: ell, dia, nm;
+    a sum format's parts)."""
+    return isinstance(fmt, SumFormat) or fmt.may_fill or stores_slots(fmt)
+
+
+def check_pattern_kept(given, converted, fmt, name: str) -> None:
     """Raise FormatError if ``converted`` (operand ``name``, ``given`` by the caller,
-    converted to ``fmt``) stores more entries than ``given`` holds.
+    converted to ``fmt``; a Tensor, or a SumTensor for a sum format) stores more or
+    fewer entries than ``given`` holds.
 
     Requires: ``converted`` is ``given`` in ``fmt`` (host or device arrays)."""
-    if not fmt.may_fill or (isinstance(given, Tensor) and given.format == fmt):
+    if not may_change_pattern(fmt) or (isinstance(given, (Tensor, SumTensor))
+                                       and given.format == fmt):
         return
-    stored = len(converted.to_coo()[1])
-    held = held_entries(given)
-    if held is not None and stored > held:
-        raise FormatError(
-            f"operand {name}: the result depends on which entries {name} stores (read by "
-            f"stored(), or max or min over them), and format {fmt} would store "
-            f"{stored - held:,} entries {name} does not hold (zeros that fill its "
-            f"structure), changing the answer; "
-            f"compile with a format that keeps the pattern (csr, csc, coo, ell, hyb) or "
-            f"give {name} already in {fmt} (spc.tensor), whose stored zeros then count")
+    parts = converted.parts if isinstance(converted, SumTensor) else [converted]
+    stored = np.unique(np.concatenate([_linear(t.to_coo()[0], t.shape) for t in parts]))
+    held = held_pattern(given)
+    if held is None or np.array_equal(stored, held):
+        return
+    added = len(np.setdiff1d(stored, held, assume_unique=True))
+    dropped = len(np.setdiff1d(held, stored, assume_unique=True))
+    change = " and ".join(
+        ([f"store {added:,} entries {name} does not hold (zeros that fill its structure)"]
+         if added else []) +
+        ([f"drop {dropped:,} that it does (explicit zeros: fixed slots keep none)"]
+         if dropped else []))
+    raise FormatError(
+        f"operand {name}: the result depends on which entries {name} stores (read by "
+        f"stored(), or max or min over them), and format {fmt} would {change}, changing "
+        f"the answer; compile with a format that keeps the pattern (csr, csc or coo), "
+        f"remove explicit zeros first (scipy's eliminate_zeros()), or give {name} already "
+        f"in {fmt} (spc.tensor), whose stored entries then count as they are")
 
 
-def held_entries(x) -> int | None:
-    """The distinct entries operand ``x`` holds: a sparse operand's stored ones
-    (duplicates counted once, explicit zeros counted), a dense one's nonzeros; None
-    where that is not known without a device copy."""
+def _linear(coords, shape) -> np.ndarray:
+    """Row-major linear indices of coordinates (one array per dimension)."""
+    if not len(coords) or not len(coords[0]):
+        return np.zeros(0, dtype=np.int64)
+    return np.ravel_multi_index(tuple(np.asarray(c, dtype=np.int64) for c in coords),
+                                tuple(int(n) for n in shape))
+
+
+def held_pattern(x) -> np.ndarray | None:
+    """The sorted, distinct row-major linear indices of the entries operand ``x`` holds:
+    a sparse operand's stored ones (explicit zeros included, duplicates once), a dense
+    one's nonzeros."""
     if _is_scipy_sparse(x):
-        if x.format in ("csr", "csc", "coo") and not getattr(x, "has_canonical_format", False):
-            x = x.tocoo(copy=True)
-            x.sum_duplicates()
-        return int(x.nnz)
+        m = x.tocoo()
+        return np.unique(_linear((m.row, m.col), m.shape))
     if isinstance(x, Tensor):
         if x.format.is_dense:
-            return int(np.count_nonzero(x.to_numpy()))
-        coords, _ = x.to_coo()
-        return len(np.unique(np.stack(coords), axis=1).T) if coords and len(coords[0]) else 0
+            a = x.to_numpy()
+            return np.flatnonzero(a)
+        return np.unique(_linear(x.to_coo()[0], x.shape))
+    if isinstance(x, SumTensor):
+        return np.unique(np.concatenate([_linear(t.to_coo()[0], t.shape) for t in x.parts]))
     if type(x).__module__.startswith("torch"):
-        if str(x.layout) == "torch.sparse_coo":
-            return int(x.coalesce()._nnz())
-        if str(x.layout) != "torch.strided":
-            return int(x._nnz())
-        return int(x.count_nonzero())
-    if hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith("cupy"):
-        if hasattr(x, "nnz"):                                  # cupyx.scipy.sparse
-            return int(x.nnz)
-        return int(x.astype(bool).sum())
-    return int(np.count_nonzero(np.asarray(x)))
+        if str(x.layout) == "torch.strided":
+            return np.flatnonzero(x.detach().cpu().numpy())
+        coo = x.detach().cpu().to_sparse_coo().coalesce()
+        return np.unique(_linear(coo.indices().numpy(), coo.shape))
+    if type(x).__module__.startswith("cupy"):
+        return held_pattern(x.get())
+    return np.flatnonzero(np.asarray(x))

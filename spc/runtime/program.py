@@ -14,7 +14,7 @@ from ..errors import FormatError, ParseError
 from ..frontend.parser import parse
 from ..frontend.pattern_reads import program_pattern_reads
 from .compiled import KernelSequence
-from .pattern_kept import check_pattern_kept
+from .pattern_kept import check_pattern_kept, may_change_pattern
 
 
 def split_statements(text: str) -> list[str]:
@@ -97,7 +97,7 @@ class ProgramKernel(KernelSequence):
         self.pattern_inputs = tuple(
             (n, fmt) for n in self.input_names if n in sensitive
             for fmt in [next(_format_of(k, n) for k, r in zip(self.kernels, reads) if n in r)]
-            if fmt is not None and fmt.may_fill)
+            if fmt is not None and may_change_pattern(fmt))
 
     def _call(self, args, kwargs):
         validate = kwargs.pop("validate", True)
@@ -144,14 +144,15 @@ def _format_of(kernel, name: str):
 def _check_pattern_kept(x, fmt, name: str) -> None:
     """``check_pattern_kept`` for program operand ``x``, converted to ``fmt`` on the
     host here (the kernel converts it again: a cost only where the check applies)."""
+    from ..formats.composite import SumFormat, SumTensor, sum_tensor
     from ..formats.tensor import Tensor, tensor
     from .operand_copies import host_copy
     from .operands import on_device, operand_errors
-    if isinstance(x, Tensor) and x.format == fmt:
+    if isinstance(x, (Tensor, SumTensor)) and x.format == fmt:
         return
     host = host_copy(x) if on_device(x) else x
     with operand_errors(name):
-        converted = tensor(host, fmt)
+        converted = sum_tensor(host, fmt) if isinstance(fmt, SumFormat) else tensor(host, fmt)
     check_pattern_kept(host, converted, fmt, name)
 
 
