@@ -103,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
     ap.add_argument("--weird", type=float, default=0.15, help="rate of keyword/macro/spc-like names")
+    ap.add_argument("--pattern-rate", type=float, default=None,
+                    help="share of programs that read an operand's pattern (stored, max/min/sum "
+                         "reductions, several statements); default gen.PATTERN_RATE")
     ap.add_argument("--json", type=Path, help="write the summary and every failure here")
     ap.add_argument("--cuda-render", action="store_true", help="render CUDA C and nvcc -cubin it")
     ap.add_argument("--cuda-run", action="store_true", help="run on a GPU (CuPy or torch CUDA)")
@@ -124,7 +127,8 @@ def main(argv=None) -> int:
         cases = [f["case"] for f in json.loads(args.replay.read_text())["failures"]]
     else:
         variants = 1 if mode == "cuda-render" else 4     # a program's variants differ in data only
-        cases = (gen_case(args.seed, n, target=target, weird=args.weird, variants=variants)
+        rate = {} if args.pattern_rate is None else {"pattern_rate": args.pattern_rate}
+        cases = (gen_case(args.seed, n, target=target, weird=args.weird, variants=variants, **rate)
                  for n in range(args.start, args.start + args.cases))
     if mode == "cuda-run":
         from fuzz.cuda import gpu_available
