@@ -59,8 +59,10 @@ def summarize(results: list, wall: float, label: str) -> str:
     sigs = collections.Counter(signature(r) for _, r in results if r["outcome"] == "failure")
     lines = [f"== {label}: {len(results)} cases in {wall:.0f} s "
              f"({len(results) / max(wall, 1e-9):.1f}/s)",
-             f"   OK        {counts['ok']:7d}",
-             f"   refused   {counts['refused']:7d}"]
+             f"   OK        {counts['ok']:7d}"]
+    oks = collections.Counter(r["kind"] for _, r in results if r["outcome"] == "ok")
+    lines += [f"      {n:7d}  {k}" for k, n in oks.most_common() if k != "ok"]
+    lines += [f"   refused   {counts['refused']:7d}"]
     lines += [f"      {n:7d}  {k}" for k, n in refused.most_common()]
     lines.append(f"   FAILURES  {counts['failure']:7d}")
     lines += [f"      {n:7d}  {k}" for k, n in failed.most_common()]

@@ -27,6 +27,9 @@ from .gen import (FAMILIES, PATTERNS, PLAIN_INDICES, PLAIN_TENSORS, apply_nm, fo
 
 SHAPES = ["stored", "reduce", "reduce", "epilogue", "program", "program"]
 OPS = ["max", "max", "min", "sum"]
+# formats of a program's sampled result S: ones that do not fill (a result in dia or bsr
+# stores zeros filling its structure; what max over it should see is not fuzzed)
+SAMPLED_FORMATS = ["csr", "csr", "dcsr", "ss", "coo", "sparse", "csf", "csc", "ds"]
 
 
 def _acc(name, idx):
@@ -133,6 +136,8 @@ def gen_pattern_case(seed: int, number: int, *, target: str, weird: float, sizes
         else:
             fac = [["const", rng.choice(["2", "0.5", "1"])]]
         S = tensor()
+        if rng.random() < 0.6:             # a sampled result stored sparse (A's pattern)
+            formats[S] = rng.choice(SAMPLED_FORMATS)
         statements.append(_stmt(S, [i, j], _tree(A, *fac)))
         S_ij = _acc(S, [i, j])
         m = tensor()
@@ -148,7 +153,7 @@ def gen_pattern_case(seed: int, number: int, *, target: str, weird: float, sizes
             statements.append(_stmt(tensor(), [i], tree))
         fuse = rng.choice([None, True, "rows", False])
     for name, idx in tensors.items():
-        if name in dense_only:
+        if name in dense_only or name in formats:
             continue
         fmt = formats_for(len(idx), rng)
         if fmt != "dense":

@@ -182,12 +182,16 @@ def lower(tree, arrays: dict, masks: dict, extents: dict, absolute: bool):
     return tree
 
 
-def result_mask(st: dict, masks: dict, extents: dict) -> np.ndarray:
-    """The entries a statement's result stores, as later statements visit them: a
-    product's, the intersection of its accesses over the output's indices (those
-    reading a summed index are dense: the generator keeps them so); else every entry."""
+def result_mask(st: dict, fmt: str, masks: dict, extents: dict) -> np.ndarray:
+    """The entries a statement's result stores, as later statements visit them: in a
+    dense format (the default) every entry; in a sparse one (the generator picks only
+    formats that do not fill) a product's, the intersection of its accesses over the
+    output's indices (those reading a summed index are dense: the generator keeps them
+    so); else every entry."""
     tree, out_idx = st["tree"], st["out_idx"]
     shape = tuple(extents[ix] for ix in out_idx)
+    if is_dense_format(fmt):
+        return np.ones(shape, dtype=bool)
     terms = tree[1] if tree[0] == "sum" and not tree[2] and len(tree[1]) == 1 else None
     body = terms[0][1] if terms else tree
     if st.get("epilogue") or any(n[0] in ("sum", "red", "stored")
@@ -213,7 +217,8 @@ def evaluate(case: dict, inputs: dict, absolute: bool = False) -> np.ndarray:
         if st.get("epilogue") and not absolute:
             want = E.EPILOGUES[st["epilogue"]](want)
         arrays[st["out"]] = want
-        masks[st["out"]] = result_mask(st, masks, case["extents"])
+        masks[st["out"]] = result_mask(st, case["formats"].get(st["out"], "dense"), masks,
+                                       case["extents"])
     return want
 
 
