@@ -3,6 +3,8 @@ format (both found by the fuzzer's pattern cases, benchmarks/fuzz/gen_pattern.py
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import scipy.sparse as sp
 
 import spc
 from spc.formats.format import resolve_format
@@ -34,3 +36,39 @@ def test_a_program_with_a_hyb_operand_compiles():
     k = spc.compile("S[i,j] = A[i,j]*2; m[i] = max(j, S[i,j])",
                     formats={"A": "hyb", "S": "csr"})
     assert k(A=a).tolist() == [-2.0, 0.0, -6.0]
+
+
+B = sp.csr_matrix((np.array([1.0, 0.0, 2.0, 3.0]), np.array([0, 1, 0, 2]),
+                   np.array([0, 2, 2, 4])), shape=(3, 3))   # an explicit zero at (0, 1)
+W = np.arange(9.0).reshape(3, 3)
+
+
+@pytest.mark.parametrize("formats", [{"b": "hyb(1)", "W": "sd"}, {"b": "hyb(1)", "W": "hyb"},
+                                     {"b": "hyb(1)", "W": "dia"}])
+def test_stored_of_a_hyb_operand_beside_a_copied_one(formats):
+    """stored(b) of a sum-format b became stored(b__0 + b__1) on the operand-copy path
+    (KeyError in the lowerer); it is the sum of its parts' stored()."""
+    k = spc.compile("E[i,j] = stored(b[i,j]) + W[i,j]", formats=formats)
+    got = k(b=B, W=W)
+    got = got.to_numpy() if hasattr(got, "to_numpy") else np.asarray(got)
+    assert np.array_equal(got, (B.toarray() != 0) + (np.arange(9) == 1).reshape(3, 3) + W)
+
+
+@pytest.mark.xfail(strict=True, reason="fuzz finding (fuzz_findings.md, pattern reads): "
+                   "conversion into ell/dia/nm drops a scipy operand's explicit zeros "
+                   "(formats/convert.py, by design) and check_pattern_kept refuses only "
+                   "a conversion that adds entries, not one that drops them")
+@pytest.mark.parametrize("expr, fmt, want", [
+    ("m[i] = max(j, b[i,j])", "ell", [0.0, 0.0]), ("m[i] = max(j, b[i,j])", "dia", [0.0, 0.0]),
+    ("E[i,j] = stored(b[i,j])", "hyb", [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])])
+def test_an_explicit_zero_converted_to_a_slot_format(expr, fmt, want):
+    """Row 0 stores -1 and an explicit 0: its max is 0 and it stores 2 entries (csr and
+    coo give that; ell, dia and hyb's ell part drop the zero: max -1, one entry)."""
+    b = sp.csr_matrix((np.array([-1.0, 0.0]), np.array([0, 1]), np.array([0, 2, 2])),
+                      shape=(2, 3))
+    k = spc.compile(expr, formats={"b": fmt})
+    try:
+        got = k(b=b)
+    except spc.FormatError:
+        return                                   # a refusal would be right too
+    assert np.asarray(got.to_numpy() if hasattr(got, "to_numpy") else got).tolist() == want

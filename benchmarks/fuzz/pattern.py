@@ -82,7 +82,10 @@ def must_refuse(given, fmt: str, shape: tuple) -> bool:
         return False
     if isinstance(given, spc.Tensor) and given.format == f:
         return False
-    converted = spc.tensor(given, fmt)
+    try:
+        converted = spc.tensor(given, fmt)
+    except spc.SpcError:          # (data nm refuses): spc refuses the operand itself
+        return False
     coords, _ = converted.to_coo()
     stored = len(np.unique(np.stack(coords), axis=1).T) if coords and len(coords[0]) else 0
     return stored > int(held_mask(given, shape).sum())
