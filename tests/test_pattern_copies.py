@@ -72,3 +72,19 @@ def test_an_explicit_zero_converted_to_a_slot_format(expr, fmt, want):
     except spc.FormatError:
         return                                   # a refusal would be right too
     assert np.asarray(got.to_numpy() if hasattr(got, "to_numpy") else got).tolist() == want
+
+
+def test_stored_counts_a_duplicated_entry_once_on_every_call_path():
+    """A column count over a scipy csr with duplicates: the positional (fast) call took
+    D as it is (the kernel 'accepts duplicates': it loads no value of D) and counted
+    each duplicate (4 for 2); the keyword call canonicalized it."""
+    D = sp.csr_matrix((np.array([-0.5, -0.5, -0.4, -0.4]), np.array([0, 0, 0, 0]),
+                       np.array([0, 2, 4, 4])), shape=(3, 1))
+    assert not D.has_canonical_format
+    k = spc.compile("a[m] = sum(p, stored(D[p,m]))", formats={"D": "csr"})
+    assert k(D).tolist() == [2.0]
+    assert k(D=D).tolist() == [2.0]
+    assert "accepts unsorted/duplicate entries of: D" not in k.ir
+    k = spc.compile("a[m] = sum(p, D[p,m])", formats={"D": "csr"})   # a sum still takes them
+    assert "accepts unsorted/duplicate entries of: D" in k.ir
+    assert np.allclose(k(D), [-1.8])

@@ -29,6 +29,8 @@ SHAPES = ["stored", "reduce", "reduce", "epilogue", "program", "program"]
 OPS = ["max", "max", "min", "sum"]
 # formats of a program's sampled result S: ones that do not fill (a result in dia or bsr
 # stores zeros filling its structure; what max over it should see is not fuzzed)
+PATTERN_FAMILIES = ["scipy-csr-zeros", "scipy-csr-unsorted-dup-zeros", "scipy-bsr", "spc",
+                    "spc-from-scipy"]
 SAMPLED_FORMATS = ["csr", "csr", "dcsr", "ss", "coo", "sparse", "csf", "csc", "ds"]
 
 
@@ -174,7 +176,10 @@ def gen_pattern_case(seed: int, number: int, *, target: str, weird: float, sizes
         nm = nm_params(formats.get(name, "dense"))
         if nm and drng.random() < 0.9:
             arr = apply_nm(arr, *nm)
-        operands[name] = {"values": arr.tolist(), "family": drng.choice(FAMILIES[len(idx)]),
+        fams = FAMILIES[len(idx)]
+        if len(idx) == 2 and drng.random() < 0.3:      # storage whose pattern is not the
+            fams = PATTERN_FAMILIES                     # nonzeros: explicit zeros, padding
+        operands[name] = {"values": arr.tolist(), "family": drng.choice(fams),
                           "seed": drng.randrange(2**31)}
     last = statements[-1]
     case = {"id": f"{seed}-{number}", "target": target, "shape": shape,
