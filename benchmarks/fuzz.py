@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     else:
         variants = 1 if mode == "cuda-render" else 4     # a program's variants differ in data only
         rate = {} if args.pattern_rate is None else {"pattern_rate": args.pattern_rate}
-        cases = (gen_case(args.seed, n, target=target, weird=args.weird, variants=variants, **rate)
+        cases = (gen_case(args.seed, n, target=target, weird=args.weird, variants=variants,
+                          **rate)
                  for n in range(args.start, args.start + args.cases))
     if mode == "cuda-run":
         from fuzz.cuda import gpu_available
