@@ -7,7 +7,11 @@ examples/sell_c_sigma.py) x schedules x operand families (scipy canonical,
 unsorted, duplicates, explicit zeros; numpy C/F/strided/transposed; torch; spc
 tensors) x shapes (0 x n, 1 x 1, empty rows, one dense row, nnz = 0) x dtypes,
 each in a worker process (crashes and hangs are attributed), deterministic from
-``--seed``.
+``--seed``.  A share of programs (``--pattern-rate``, 15% by default) read an operand's
+pattern: ``stored(A[i,j])``, ``max``/``min``/``sum(j, e)`` reductions and epilogues, and
+programs of two or three statements; their reference is the stored-entry semantics of
+the operands as handed over (``fuzz/pattern.py``), with the FormatError expected where a
+conversion would fill a pattern the result reads.
 
     python benchmarks/fuzz.py --cases 2000 --jobs 2 --seed 1 --json out.json
     python benchmarks/fuzz.py --cuda-render --cases 500     # render + nvcc -cubin, no GPU
