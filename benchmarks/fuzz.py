@@ -7,7 +7,11 @@ examples/sell_c_sigma.py) x schedules x operand families (scipy canonical,
 unsorted, duplicates, explicit zeros; numpy C/F/strided/transposed; torch; spc
 tensors) x shapes (0 x n, 1 x 1, empty rows, one dense row, nnz = 0) x dtypes,
 each in a worker process (crashes and hangs are attributed), deterministic from
-``--seed``.
+``--seed``.  A share of programs (``--pattern-rate``, 15% by default) read an operand's
+pattern: ``stored(A[i,j])``, ``max``/``min``/``sum(j, e)`` reductions and epilogues, and
+programs of two or three statements; their reference is the stored-entry semantics of
+the operands as handed over (``fuzz/pattern.py``), with the FormatError expected where a
+conversion would fill a pattern the result reads.
 
     python benchmarks/fuzz.py --cases 2000 --jobs 2 --seed 1 --json out.json
     python benchmarks/fuzz.py --cuda-render --cases 500     # render + nvcc -cubin, no GPU
@@ -59,8 +63,10 @@ def summarize(results: list, wall: float, label: str) -> str:
     sigs = collections.Counter(signature(r) for _, r in results if r["outcome"] == "failure")
     lines = [f"== {label}: {len(results)} cases in {wall:.0f} s "
              f"({len(results) / max(wall, 1e-9):.1f}/s)",
-             f"   OK        {counts['ok']:7d}",
-             f"   refused   {counts['refused']:7d}"]
+             f"   OK        {counts['ok']:7d}"]
+    oks = collections.Counter(r["kind"] for _, r in results if r["outcome"] == "ok")
+    lines += [f"      {n:7d}  {k}" for k, n in oks.most_common() if k != "ok"]
+    lines += [f"   refused   {counts['refused']:7d}"]
     lines += [f"      {n:7d}  {k}" for k, n in refused.most_common()]
     lines.append(f"   FAILURES  {counts['failure']:7d}")
     lines += [f"      {n:7d}  {k}" for k, n in failed.most_common()]
@@ -103,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
     ap.add_argument("--weird", type=float, default=0.15, help="rate of keyword/macro/spc-like names")
+    ap.add_argument("--pattern-rate", type=float, default=None,
+                    help="share of programs that read an operand's pattern (stored, max/min/sum "
+                         "reductions, several statements); default gen.PATTERN_RATE")
     ap.add_argument("--json", type=Path, help="write the summary and every failure here")
     ap.add_argument("--cuda-render", action="store_true", help="render CUDA C and nvcc -cubin it")
     ap.add_argument("--cuda-run", action="store_true", help="run on a GPU (CuPy or torch CUDA)")
@@ -124,7 +133,9 @@ def main(argv=None) -> int:
         cases = [f["case"] for f in json.loads(args.replay.read_text())["failures"]]
     else:
         variants = 1 if mode == "cuda-render" else 4     # a program's variants differ in data only
-        cases = (gen_case(args.seed, n, target=target, weird=args.weird, variants=variants)
+        rate = {} if args.pattern_rate is None else {"pattern_rate": args.pattern_rate}
+        cases = (gen_case(args.seed, n, target=target, weird=args.weird, variants=variants,
+                          **rate)
                  for n in range(args.start, args.start + args.cases))
     if mode == "cuda-run":
         from fuzz.cuda import gpu_available

@@ -88,6 +88,8 @@ def _err(stage: str, err: BaseException) -> dict:
 
 def compile_case(case: dict, **extra):
     import spc
+    if "fuse" in case:
+        extra.setdefault("fuse", case["fuse"])
     return spc.compile(case["expr"], formats=dict(case["formats"]), dtype=case["dtype"],
                        schedule=make_schedule(case), target=case.get("target", "cpu"), **extra)
 
@@ -103,11 +105,22 @@ def build_inputs(case: dict, device=None) -> dict:
     return inputs
 
 
-def check_result(case: dict, out) -> dict:
+def expected_answer(case: dict, host_inputs: dict | None = None):
+    """(the float64 reference result, its error scale): a pattern-reading case's from
+    its operands as handed over (``pattern.evaluate``), another's from the values."""
+    if "statements" in case:
+        from .pattern import evaluate
+        host_inputs = host_inputs if host_inputs is not None else build_inputs(case)
+        return evaluate(case, host_inputs), evaluate(case, host_inputs, absolute=True)
     arrays = reference_arrays(case)
     want = E.with_epilogue(case, E.reference(case["tree"], case["out_idx"], case["extents"],
                                              arrays))
-    scale = E.reference(case["tree"], case["out_idx"], case["extents"], arrays, absolute=True)
+    return want, E.reference(case["tree"], case["out_idx"], case["extents"], arrays,
+                             absolute=True)
+
+
+def check_result(case: dict, out, host_inputs: dict | None = None) -> dict:
+    want, scale = expected_answer(case, host_inputs)
     public_error = None
     try:
         got = to_dense(out)
@@ -173,6 +186,16 @@ def run_case(case: dict, device=None) -> dict:
             return _err("tensor", err)
         return {"outcome": "harness", "kind": "harness", "stage": "operands",
                 "error": type(err).__name__, "message": str(err)[:300], "trace": tb[-2000:]}
+    host, refuse = None, []
+    if "statements" in case:
+        try:
+            from .pattern import expected_refusals
+            host = inputs if device is None else build_inputs(case)
+            refuse = expected_refusals(case, host)
+        except Exception as err:  # noqa: BLE001
+            return {"outcome": "harness", "kind": "harness", "stage": "pattern",
+                    "error": type(err).__name__, "message": str(err)[:300],
+                    "trace": traceback.format_exc()[-2000:]}
     try:
         kernel = compile_case(case)
     except Exception as err:  # noqa: BLE001
@@ -184,9 +207,26 @@ def run_case(case: dict, device=None) -> dict:
             else:
                 out = kernel(**inputs)
     except Exception as err:  # noqa: BLE001
-        return _err("call", err)
+        res = _err("call", err)
+        if refuse and res["outcome"] == "refused":
+            # the refusal the rule calls for (counted apart from spc's other refusals)
+            ok = res["error"] == "FormatError" and any(f"operand {n}:" in res["message"]
+                                                       for n in refuse)
+            res["kind"] = "pattern-refusal" if ok else res["kind"] + " (pattern-refusal due)"
+        return res
     try:
-        return check_result(case, out)
+        res = check_result(case, out, host)
+        if refuse:
+            # the conversion would fill, yet spc ran (reading the operand some other
+            # way, e.g. through a transposed copy): right answers are counted apart,
+            # a wrong one is a missing refusal
+            why = (f"converting {', '.join(refuse)} to "
+                   f"{', '.join(case['formats'][n] for n in refuse)} fills entries they "
+                   f"do not hold; spc ran instead of a FormatError")
+            res = {"outcome": "ok", "kind": "ran-where-refusal-due", "message": why} \
+                if res["outcome"] == "ok" else \
+                dict(res, kind="missing-refusal", message=why + "; " + res.get("message", ""))
+        return res
     except Exception as err:  # noqa: BLE001
         return {"outcome": "failure", "kind": "bad-result", "stage": "check",
                 "error": type(err).__name__, "message": str(err)[:300],

@@ -5,6 +5,10 @@
     ["neg", e]                      unary minus
     ["mul", [e, ...]]               a product
     ["sum", [[sign, e], ...], paren]  a signed sum, parenthesized or not
+    ["stored", access]              stored(A[i,j]): 1 where A stores an entry
+    ["red", op, index, e]           max/min/sum(index, e): over the entries e visits
+                                    (``pattern.lower`` turns the last two into accesses
+                                    of computed arrays before ``reference``)
 
 spc's meaning (the README, tests/test_hypothesis.py): distribute products over
 sums; each resulting monomial is summed over its own indices absent from the
@@ -26,6 +30,10 @@ def text(e) -> str:
         return "-" + text(e[1])
     if kind == "mul":
         return "*".join(text(f) for f in e[1])
+    if kind == "stored":
+        return f"stored({text(e[1])})"
+    if kind == "red":
+        return f"{e[1]}({e[2]}, {text(e[3])})"
     out = ""
     for n, (sign, term) in enumerate(e[1]):
         if n == 0:
@@ -97,6 +105,10 @@ def accesses(e) -> list:
         return accesses(e[1])
     if kind == "mul":
         return [a for f in e[1] for a in accesses(f)]
+    if kind == "stored":
+        return accesses(e[1])
+    if kind == "red":
+        return accesses(e[3])
     return [a for _, t in e[1] for a in accesses(t)]
 
 

@@ -214,13 +214,21 @@ VARIANTS = 4   # consecutive case numbers share a program (compiled once per wor
 
 
 EPILOGUE_RATE = 0.2
+PATTERN_RATE = 0.15      # cases that read an operand's pattern (gen_pattern.py)
 
 
 def gen_case(seed: int, number: int, *, target: str = "cpu", weird: float = 0.15,
-             sizes=(0, 1, 1, 2, 3, 4, 5, 7), variants: int = VARIANTS) -> dict:
+             sizes=(0, 1, 1, 2, 3, 4, 5, 7), variants: int = VARIANTS,
+             pattern_rate: float = PATTERN_RATE) -> dict:
     """Case ``number`` of ``seed``: the program, formats, schedule and dtype come
     from ``number // variants``, the extents, data, families and call style from
-    ``number`` itself."""
+    ``number`` itself.  A share PATTERN_RATE of programs read an operand's pattern
+    (``stored``, ``max``/``min``/``sum(j, e)``, programs of several statements:
+    ``gen_pattern.py``); its own stream, so the other cases of older seeds stay."""
+    if random.Random(f"{seed}:{number // variants}:pattern").random() < pattern_rate:
+        from .gen_pattern import gen_pattern_case
+        return gen_pattern_case(seed, number, target=target, weird=weird, sizes=sizes,
+                                variants=variants)
     rng = random.Random(f"{seed}:{number // variants}")
     drng = random.Random(f"{seed}:{number}:data")
     nrng = np.random.default_rng([seed, number])

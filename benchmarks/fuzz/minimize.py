@@ -76,6 +76,8 @@ def normalize(case: dict) -> dict | None:
     """Drop tensors, operands and output indices the tree no longer uses;
     None if the case became inconsistent."""
     case = copy.deepcopy(case)
+    if "statements" in case:
+        return _normalize_program(case)
     accs = E.accesses(case["tree"])
     names = {a[1] for a in accs}
     case["tensors"] = {n: i for n, i in case["tensors"].items() if n in names}
@@ -145,9 +147,21 @@ def _slice_index(case: dict, ix: str, new: int) -> dict:
     return case
 
 
+def _normalize_program(case: dict) -> dict:
+    """A pattern-reading case (``gen_pattern.py``) keeps its statements; its text and
+    last-statement fields follow them (after a rename)."""
+    from .gen_pattern import _text
+    last = case["statements"][-1]
+    case["tree"], case["out"], case["out_idx"] = last["tree"], last["out"], last["out_idx"]
+    case["expr"] = "; ".join(_text(s) for s in case["statements"])
+    return case
+
+
 def candidates(case: dict):
-    """Smaller cases, most promising first."""
-    for t in _tree_variants(case["tree"]):
+    """Smaller cases, most promising first (a pattern-reading case keeps its
+    statements: its formats, families, data, extents and names shrink)."""
+    program = "statements" in case
+    for t in [] if program else _tree_variants(case["tree"]):
         if t[0] != "sum":
             t = ["sum", [[1, t]], False]
         if not E.accesses(t):
@@ -155,7 +169,7 @@ def candidates(case: dict):
         c = copy.deepcopy(case)
         c["tree"] = t
         yield c
-    for ix in case["out_idx"]:
+    for ix in [] if program else case["out_idx"]:
         c = copy.deepcopy(case)
         c["out_idx"] = [i for i in c["out_idx"] if i != ix]
         yield c
@@ -205,7 +219,8 @@ def candidates(case: dict):
 def _renames(case: dict):
     tensor_names = iter("ABCDEFGHMNPQRSTUVW")
     index_names = iter("ijklmnpq")
-    taken = set(case["tensors"]) | set(case["extents"]) | {case["out"]}
+    taken = set(case["tensors"]) | set(case["extents"]) | {case["out"]} | \
+        {st["out"] for st in case.get("statements", [])}
     for old in sorted(case["tensors"]):
         new = next(n for n in tensor_names if n not in taken)
         if len(old) == 1 and old.isupper():
@@ -230,10 +245,17 @@ def _rename(case: dict, old: str, new: str) -> dict:
             return ["neg", walk(t[1])]
         if t[0] == "mul":
             return ["mul", [walk(f) for f in t[1]]]
+        if t[0] == "stored":
+            return ["stored", walk(t[1])]
+        if t[0] == "red":
+            return ["red", t[1], new if t[2] == old else t[2], walk(t[3])]
         return ["sum", [[s, walk(x)] for s, x in t[1]], t[2]]
     c = copy.deepcopy(case)
     ren = lambda n: new if n == old else n  # noqa: E731
     c["tree"] = walk(c["tree"])
+    for st in c.get("statements", []):
+        st["tree"], st["out"] = walk(st["tree"]), ren(st["out"])
+        st["out_idx"] = [ren(i) for i in st["out_idx"]]
     c["out"] = ren(c["out"])
     c["out_idx"] = [ren(i) for i in c["out_idx"]]
     c["tensors"] = {ren(n): [ren(i) for i in idx] for n, idx in c["tensors"].items()}
@@ -344,7 +366,6 @@ def on_device(lit: str, family: str, rank: int) -> str:
 
 
 def reproducer(case: dict, result: dict) -> str:
-    from .execute import reference_arrays
     lines = ["import numpy as np, scipy.sparse as sp, spc"]
     fams = {o["family"] for o in case["operands"].values()}
     if any(f.startswith("torch") for f in fams):
@@ -356,6 +377,8 @@ def reproducer(case: dict, result: dict) -> str:
                      "sell_c_sigma.register(C=2, sigma=4, name='sell')")
     kw = [f"formats={case['formats']!r}" if case["formats"] else None,
           f"dtype={case['dtype']!r}"]
+    if "fuse" in case:
+        kw.append(f"fuse={case['fuse']!r}")
     if case.get("target", "cpu") != "cpu":
         kw.append("target='cuda'")
     s = case.get("schedule")
@@ -387,8 +410,8 @@ def reproducer(case: dict, result: dict) -> str:
         lines.append("out = k(*[ops[n] for n in k.input_names])   # positional call")
     else:
         lines.append(f"out = k(**{ops})")
-    want = E.with_epilogue(case, E.reference(case["tree"], case["out_idx"], case["extents"],
-                                             reference_arrays(case)))
+    from .execute import expected_answer
+    want, _ = expected_answer(case)
     lines.append(f"# numpy (float64) says: {np.round(want, 6).tolist()!r}")
     lines.append(f"# spc: {result['kind']}: {result.get('error', '')} {result.get('message', '')[:160]}")
     return "\n".join(lines)

@@ -82,22 +82,27 @@ def children(e: Expr) -> tuple[Expr, ...]:
     return ()
 
 
-def map_accesses(e: Expr, access, index=None) -> Expr:
+def map_accesses(e: Expr, access, index=None, call=None) -> Expr:
     """``e`` rebuilt with every access ``a`` replaced by ``access(a)`` (any
-    expression) and, with ``index``, every reduction's index ``ix`` by
-    ``index(ix)``; constants, operators, calls and spans kept."""
+    expression), with ``index``, every reduction's index ``ix`` by
+    ``index(ix)``, and with ``call``, every call ``c`` for which ``call(c)`` is
+    not None by that expression (not walked further); constants, operators,
+    other calls and spans kept."""
     if isinstance(e, Access):
         return access(e)
     if isinstance(e, Neg):
-        return Neg(map_accesses(e.operand, access, index), e.span)
+        return Neg(map_accesses(e.operand, access, index, call), e.span)
     if isinstance(e, BinOp):
-        return BinOp(e.op, map_accesses(e.lhs, access, index),
-                     map_accesses(e.rhs, access, index), e.span)
+        return BinOp(e.op, map_accesses(e.lhs, access, index, call),
+                     map_accesses(e.rhs, access, index, call), e.span)
     if isinstance(e, Call):
-        return Call(e.fn, tuple(map_accesses(a, access, index) for a in e.args), e.span)
+        new = call(e) if call is not None else None
+        if new is not None:
+            return new
+        return Call(e.fn, tuple(map_accesses(a, access, index, call) for a in e.args), e.span)
     if isinstance(e, Reduce):
         return Reduce(e.op, e.index if index is None else index(e.index),
-                      map_accesses(e.body, access, index), e.span)
+                      map_accesses(e.body, access, index, call), e.span)
     return e
 
 

@@ -9,6 +9,8 @@ values used non-linearly, assembled sparse outputs) needs canonical input.
 """
 from __future__ import annotations
 
+from dataclasses import fields, is_dataclass
+
 from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, For, If, Kernel, Let, Load, Neg,
                     ParamRole, Stmt, Store, Var, While)
 from .traverse import walk
@@ -44,6 +46,9 @@ class _Reader:
        order);
     3. its values are loaded at a position loop's variable, inside a value that
        is added to state declared outside that loop, at most once and linearly;
+       and a value added there inside a position loop loads them or carries a
+       local of the loop (one that does neither, like ``stored(A)``'s 1, is
+       added once per stored entry: duplicates would count twice);
     4. inside a position loop, every store to an array declared outside it
        accumulates, and every assignment to a variable declared outside it is
        ``v = v + e``.
@@ -128,6 +133,9 @@ class _Reader:
                 value_loads += 1
         if value_loads > 1 or (value_loads and not self.linear(e)):
             raise _Intolerant
+        if accumulated and loops and not value_loads and not _carries_local(
+                e, frozenset().union(*(inner for _, inner in loops))):
+            raise _Intolerant      # added once per stored entry (stored(A)): counts duplicates
 
     def reads(self, e) -> set[str]:
         return {n.buf.name for n in walk(e) if isinstance(n, Load)}
@@ -144,6 +152,17 @@ class _Reader:
         if isinstance(e, BinOp) and e.op in ("+", "-", "*"):
             return self.linear(e.lhs) and self.linear(e.rhs)
         return False
+
+
+def _carries_local(e, declared: frozenset[str]) -> bool:
+    """Whether ``e``'s value (not an index it loads at) reads a variable or array
+    in ``declared`` (a partial sum computed inside the loop)."""
+    if isinstance(e, Var):
+        return e.name in declared
+    if isinstance(e, Load):
+        return e.buf.name in declared
+    return any(_carries_local(getattr(e, f.name), declared) for f in fields(e)) \
+        if is_dataclass(e) else False
 
 
 def _added_to(var: Var, value):

@@ -100,13 +100,19 @@ def _named(rank: int) -> tuple[tuple[str, Format], ...]:
 def copy_format(fmt, order: tuple[int, ...]) -> Format:
     """A format storing modes in ``order``: ``fmt``'s levels when they are plain
     (dense, compressed, singleton: csr becomes csc, dcsr dcsc, coo coo in the
-    other order), else a dense level over compressed ones (blocked, padded or
-    sum formats: the copy holds their entries, not their slots)."""
+    other order) and do not fill in that order, else a dense level over
+    compressed ones (blocked, padded or sum formats, sd: the copy holds their
+    entries, not their slots).  Ensures: the copy stores no entry the source
+    does not."""
     levels = None
     if _plain(fmt):
         try:
+            # in another mode order a dense level below a compressed one fills the
+            # copy with zeros the source does not store (sd's rows become columns):
+            # a max, min or stored() over the copy would count them
             Format(fmt.levels, order)
-            levels = fmt.levels
+            if not fmt.may_fill or tuple(order) == tuple(fmt.order):
+                levels = fmt.levels
         except FormatError:
             levels = None
     if levels is None:

@@ -14,16 +14,22 @@ def part_name(tensor: str, k: int) -> str:
 def read_parts(e: ast.Expr, sums: dict, pick: dict[str, int] | None = None) -> ast.Expr:
     """``e`` with every access of a tensor of ``sums`` (name -> its SumFormat)
     replaced by the sum of its parts' accesses, or, for a tensor in ``pick``,
-    by the access of the one part ``pick[tensor]``."""
-    def access(a: ast.Access) -> ast.Expr:
+    by the access of the one part ``pick[tensor]``; ``stored(A[i,j])`` of such a
+    tensor by the sum of its parts' ``stored`` (each entry is in one part)."""
+    def parts(a: ast.Access, wrap) -> ast.Expr:
         fmt = sums.get(a.tensor)
         if fmt is None:
-            return a
+            return wrap(a)
         ks = [pick[a.tensor]] if pick is not None and a.tensor in pick \
             else range(len(fmt.parts))
         out = None
         for k in ks:
-            part = ast.Access(part_name(a.tensor, k), a.indices, a.span, a.index_spans)
+            part = wrap(ast.Access(part_name(a.tensor, k), a.indices, a.span, a.index_spans))
             out = part if out is None else ast.BinOp("+", out, part, a.span)
         return out
-    return ast.map_accesses(e, access)
+
+    def stored(c: ast.Call) -> ast.Expr | None:
+        if c.fn != "stored" or not isinstance(c.args[0], ast.Access):
+            return None
+        return parts(c.args[0], lambda a: ast.Call("stored", (a,), c.span))
+    return ast.map_accesses(e, lambda a: parts(a, lambda p: p), call=stored)

@@ -26,10 +26,13 @@ def _refuse_inside_functions(assign: ast.Assignment, sums: dict[str, SumFormat])
     reduction (``abs(sum(j, H[i,j] * x[j]))``): its parts are computed as separate
     terms, and a function of the whole is not the sum of the functions of the
     parts.  (spc.compile then reads the operand through a copy in a csr-like
-    format: ``ir/operand_copies``.)"""
+    format: ``ir/operand_copies``.)  ``stored(A[i,j])`` is the sum of its parts'
+    ``stored`` (``ir/sum_parts.read_parts``): allowed where a sum is."""
     def inside(e, under: bool) -> str | None:
         if isinstance(e, ast.Access):
             return e.tensor if under and e.tensor in sums else None
+        if isinstance(e, ast.Call) and e.fn == "stored" and isinstance(e.args[0], ast.Access):
+            return inside(e.args[0], under)
         deeper = under or isinstance(e, (ast.Call, ast.Reduce))
         for c in ast.children(e):
             found = inside(c, deeper)

@@ -1,0 +1,102 @@
+"""Reading an operand's pattern through a transposed copy or in a program with a sum
+format (both found by the fuzzer's pattern cases, benchmarks/fuzz/gen_pattern.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import spc
+from spc.formats.format import resolve_format
+from spc.ir.operand_copies import copy_format
+
+# rows 0 and 2 full, row 1 empty: sd stores exactly these entries
+X = np.array([[-1.0, -2.0], [0.0, 0.0], [-3.0, -4.0]])
+
+
+def test_max_over_the_first_index_of_sd_sees_only_stored_entries():
+    """The column max reads x through a copy in mode order (1, 0); in sd's own levels
+    that copy stored every j of each column (row 1's zeros): it gave [0, 0]."""
+    k = spc.compile("C[p] = max(j, x[j,p])", formats={"x": "sd"})
+    assert k(x=X).tolist() == [-1.0, -2.0]
+    k = spc.compile("C[p] = sum(j, stored(x[j,p]))", formats={"x": "sd"})
+    assert k(x=X).tolist() == [2.0, 2.0]
+
+
+def test_a_copy_never_takes_levels_that_fill():
+    sd = resolve_format("sd", 2)
+    assert not copy_format(sd, (1, 0)).may_fill
+    csr = resolve_format("csr", 2)
+    assert copy_format(csr, (1, 0)) == resolve_format("csc", 2)
+
+
+def test_a_program_with_a_hyb_operand_compiles():
+    """ProgramKernel asked a SumFormat for may_fill (AttributeError)."""
+    a = np.array([[-1.0, 0.0, -2.0], [0.0, 0.0, 0.0], [0.0, -3.0, 0.0]])
+    k = spc.compile("S[i,j] = A[i,j]*2; m[i] = max(j, S[i,j])",
+                    formats={"A": "hyb", "S": "csr"})
+    assert k(A=a).tolist() == [-2.0, 0.0, -6.0]
+
+
+B = sp.csr_matrix((np.array([1.0, 0.0, 2.0, 3.0]), np.array([0, 1, 0, 2]),
+                   np.array([0, 2, 2, 4])), shape=(3, 3))   # an explicit zero at (0, 1)
+W = np.arange(9.0).reshape(3, 3)
+
+
+@pytest.mark.parametrize("formats", [{"b": "hyb(1)", "W": "sd"}, {"b": "hyb(1)", "W": "hyb"},
+                                     {"b": "hyb(1)", "W": "dia"}])
+def test_stored_of_a_hyb_operand_beside_a_copied_one(formats):
+    """stored(b) of a sum-format b became stored(b__0 + b__1) on the operand-copy path
+    (KeyError in the lowerer); it is the sum of its parts' stored()."""
+    k = spc.compile("E[i,j] = stored(b[i,j]) + W[i,j]", formats=formats)
+    got = k(b=B, W=W)
+    got = got.to_numpy() if hasattr(got, "to_numpy") else np.asarray(got)
+    assert np.array_equal(got, (B.toarray() != 0) + (np.arange(9) == 1).reshape(3, 3) + W)
+
+
+@pytest.mark.xfail(strict=True, reason="fuzz finding (fuzz_findings.md, pattern reads): "
+                   "conversion into ell/dia/nm drops a scipy operand's explicit zeros "
+                   "(formats/convert.py, by design) and check_pattern_kept refuses only "
+                   "a conversion that adds entries, not one that drops them")
+@pytest.mark.parametrize("expr, fmt, want", [
+    ("m[i] = max(j, b[i,j])", "ell", [0.0, 0.0]), ("m[i] = max(j, b[i,j])", "dia", [0.0, 0.0]),
+    ("E[i,j] = stored(b[i,j])", "hyb", [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])])
+def test_an_explicit_zero_converted_to_a_slot_format(expr, fmt, want):
+    """Row 0 stores -1 and an explicit 0: its max is 0 and it stores 2 entries (csr and
+    coo give that; ell, dia and hyb's ell part drop the zero: max -1, one entry)."""
+    b = sp.csr_matrix((np.array([-1.0, 0.0]), np.array([0, 1]), np.array([0, 2, 2])),
+                      shape=(2, 3))
+    k = spc.compile(expr, formats={"b": fmt})
+    try:
+        got = k(b=b)
+    except spc.FormatError:
+        return                                   # a refusal would be right too
+    assert np.asarray(got.to_numpy() if hasattr(got, "to_numpy") else got).tolist() == want
+
+
+def test_stored_counts_a_duplicated_entry_once_on_every_call_path():
+    """A column count over a scipy csr with duplicates: the positional (fast) call took
+    D as it is (the kernel 'accepts duplicates': it loads no value of D) and counted
+    each duplicate (4 for 2); the keyword call canonicalized it."""
+    D = sp.csr_matrix((np.array([-0.5, -0.5, -0.4, -0.4]), np.array([0, 0, 0, 0]),
+                       np.array([0, 2, 4, 4])), shape=(3, 1))
+    assert not D.has_canonical_format
+    k = spc.compile("a[m] = sum(p, stored(D[p,m]))", formats={"D": "csr"})
+    assert k(D).tolist() == [2.0]
+    assert k(D=D).tolist() == [2.0]
+    assert "accepts unsorted/duplicate entries of: D" not in k.ir
+    k = spc.compile("a[m] = sum(p, D[p,m])", formats={"D": "csr"})   # a sum still takes them
+    assert "accepts unsorted/duplicate entries of: D" in k.ir
+    assert np.allclose(k(D), [-1.8])
+
+
+@pytest.mark.xfail(strict=True, reason="fuzz finding (fuzz_findings.md, pattern reads): a "
+                   "sampled csr result of a hyb operand drops the entries whose computed "
+                   "value is 0 (csr, coo, ell, dcsr operands keep them)")
+def test_a_sampled_result_of_a_hyb_operand_keeps_its_pattern():
+    """D = Z * x has Z's pattern (2 entries in row 0) though x is 0 at (0, 0)."""
+    Z = sp.csr_matrix(np.array([[-1.0, 0.0, 2.0]]))
+    x = np.array([[0.0, 1.0, 1.0]])
+    k = spc.compile("D[m,n] = Z[m,n]*x[m,n]; v[m] = sum(n, stored(D[m,n]))",
+                    formats={"D": "csr", "Z": "hyb"})
+    assert k(Z=Z, x=x).tolist() == [2.0]
