@@ -54,16 +54,13 @@ def test_stored_of_a_hyb_operand_beside_a_copied_one(formats):
     assert np.array_equal(got, (B.toarray() != 0) + (np.arange(9) == 1).reshape(3, 3) + W)
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz finding (fuzz_findings.md, pattern reads): "
-                   "conversion into ell/dia/nm drops a scipy operand's explicit zeros "
-                   "(formats/convert.py, by design) and check_pattern_kept refuses only "
-                   "a conversion that adds entries, not one that drops them")
 @pytest.mark.parametrize("expr, fmt, want", [
     ("m[i] = max(j, b[i,j])", "ell", [0.0, 0.0]), ("m[i] = max(j, b[i,j])", "dia", [0.0, 0.0]),
     ("E[i,j] = stored(b[i,j])", "hyb", [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])])
 def test_an_explicit_zero_converted_to_a_slot_format(expr, fmt, want):
     """Row 0 stores -1 and an explicit 0: its max is 0 and it stores 2 entries (csr and
-    coo give that; ell, dia and hyb's ell part drop the zero: max -1, one entry)."""
+    coo give that; ell and dia would drop the zero, max -1, and are refused: the
+    FormatError of runtime/pattern_kept; hyb gives the right answer)."""
     b = sp.csr_matrix((np.array([-1.0, 0.0]), np.array([0, 1]), np.array([0, 2, 2])),
                       shape=(2, 3))
     k = spc.compile(expr, formats={"b": fmt})

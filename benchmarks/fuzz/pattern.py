@@ -14,8 +14,8 @@ reaches the kernel (README, ``spc/runtime/pattern_kept.py``):
 
 Where the kernel reads an operand's pattern (inside ``stored``, ``max``, ``min``, or
 through a sampled earlier result) and converting it into a format that may fill
-(``Format.may_fill``) stores more entries than it holds, spc must refuse with a
-FormatError (``expected_refusals``).
+(``Format.may_fill``), or one with fixed slots that drops its explicit zeros, changes
+which entries it holds, spc must refuse with a FormatError (``expected_refusals``).
 """
 from __future__ import annotations
 
@@ -73,22 +73,29 @@ def _resolved(fmt: str, rank: int):
 
 
 def must_refuse(given, fmt: str, shape: tuple) -> bool:
-    """Whether converting ``given`` into ``fmt`` adds entries it does not hold (the
-    rule of ``check_pattern_kept``; the count of the converted entries is spc's own
-    conversion, the count held is ``held_mask``'s)."""
+    """Whether converting ``given`` into ``fmt`` changes which entries it holds (the
+    rule of ``check_pattern_kept``: a format that may fill, one with fixed slots per
+    row that keeps no explicit zeros, or a sum format; the converted entries are spc's
+    own conversion, the entries held ``held_mask``'s)."""
     import spc
+    from spc.formats.convert import stores_slots
     f = _resolved(fmt, len(shape))
-    if f is None or not f.may_fill:
+    if f is not None and not (f.may_fill or stores_slots(f)):
         return False
-    if isinstance(given, spc.Tensor) and given.format == f:
+    if isinstance(given, spc.Tensor) and f is not None and given.format == f:
         return False
     try:
         converted = spc.tensor(given, fmt)
     except spc.SpcError:          # (data nm refuses): spc refuses the operand itself
         return False
-    coords, _ = converted.to_coo()
-    stored = len(np.unique(np.stack(coords), axis=1).T) if coords and len(coords[0]) else 0
-    return stored > int(held_mask(given, shape).sum())
+    if f is None and type(given).__name__ == "SumTensor" and given.format == converted.format:
+        return False
+    mask = np.zeros(shape, dtype=bool)
+    for part in getattr(converted, "parts", [converted]):
+        coords, _ = part.to_coo()
+        if coords and len(coords[0]):
+            mask[tuple(coords)] = True
+    return not np.array_equal(mask, held_mask(given, shape))
 
 
 # ------------------------------------------------------------- the tree side
