@@ -26,12 +26,18 @@ def register_user_formats() -> None:
     if USER_FORMATS_DONE:
         return
     import importlib.util
+    import sys
     from pathlib import Path
     import spc
-    path = Path(__file__).resolve().parents[2] / "examples" / "sell_c_sigma.py"
-    spec = importlib.util.spec_from_file_location("sell_c_sigma", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    # one module object per process: executing the example again would register its
+    # formats a second time with other classes (formats of the two never compare equal)
+    mod = sys.modules.get("sell_c_sigma")
+    if mod is None:
+        path = Path(__file__).resolve().parents[2] / "examples" / "sell_c_sigma.py"
+        spec = importlib.util.spec_from_file_location("sell_c_sigma", path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["sell_c_sigma"] = mod
+        spec.loader.exec_module(mod)
     if "sell" not in spc.format_names():
         mod.register(C=2, sigma=4, name="sell")
     USER_FORMATS_DONE = True
