@@ -104,6 +104,20 @@ def test_an_operand_given_in_the_format_keeps_its_stored_zeros():
     np.testing.assert_allclose(k(D), want)
 
 
+@pytest.mark.parametrize("fmt, convert", [("dia", lambda A: A.todia()),
+                                          ("bsr(2,2)", lambda A: sp.bsr_matrix(A, blocksize=(2, 2)))])
+def test_a_scipy_operand_in_the_format_keeps_its_stored_zeros(fmt, convert):
+    """A scipy dia or bsr matrix stores whole diagonals or blocks (its nnz counts the
+    zeros in them): given for that format it is taken as stored, not refused."""
+    A = negative()
+    M = convert(A)
+    k = spc.compile("m[i] = max(j, A[i,j])", formats={"A": fmt}, dtype="float64")
+    want = spc.compile("m[i] = max(j, A[i,j])", formats={"A": fmt}, dtype="float64")(
+        spc.tensor(M, fmt))
+    np.testing.assert_allclose(k(M), want)
+    assert (want == 0).any()                          # the stored zeros count
+
+
 def test_values_only_kernels_still_convert_freely():
     A = negative()
     x = np.arange(16.0)
@@ -151,6 +165,8 @@ def test_held_pattern_counts_duplicates_once_and_explicit_zeros():
     assert held_pattern(A).tolist() == [1, 2]
     assert held_pattern(spc.tensor(A.tocsr(), "csr")).tolist() == [1, 2]
     assert held_pattern(np.array([[0.0, 1.0], [2.0, 0.0]])).tolist() == [1, 2]
+    D = sp.dia_matrix((np.array([[0.0, 5.0, 0.0]]), [1]), shape=(3, 3))   # (0,1), (1,2)
+    assert held_pattern(D).tolist() == [1, 5] and D.nnz == 2
 
 
 def explicit_zero():

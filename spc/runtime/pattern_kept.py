@@ -6,11 +6,11 @@ fills its structure with zeros (DIA's diagonals, BSR's blocks, N:M's groups) add
 entries A does not hold, and converting it to one with a fixed number of slots per row
 (ell, dia, nm, hyb's ell part) drops the explicit zeros A stores (``formats/convert.py``),
 so the answer would depend on the format chosen, not on A: ``check_pattern_kept`` raises
-a FormatError naming the operand instead.  An operand
-given already in the kernel's format is the user's own storage, its stored zeros
-included, and is taken as it is; so is any operand of a dense format (every entry is
-stored, as numpy's ``A.max(axis=1)`` sees it).  The check costs a count of the
-converted entries, and only for such operands in a non-dense format.
+a FormatError naming the operand instead.  An operand given already in the kernel's
+format is the user's own storage, its stored zeros included, and is taken as it is; so
+is any operand of a dense format (every entry is stored, as numpy's ``A.max(axis=1)``
+sees it).  The check sorts the converted and the held coordinates (O(nnz log nnz)), and
+only for pattern-read operands in a format that may change the pattern.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def check_pattern_kept(given, converted, fmt, name: str) -> None:
     parts = converted.parts if isinstance(converted, SumTensor) else [converted]
     stored = np.unique(np.concatenate([_linear(t.to_coo()[0], t.shape) for t in parts]))
     held = held_pattern(given)
-    if held is None or np.array_equal(stored, held):
+    if np.array_equal(stored, held):
         return
     added = len(np.setdiff1d(stored, held, assume_unique=True))
     dropped = len(np.setdiff1d(held, stored, assume_unique=True))
@@ -66,10 +66,13 @@ def _linear(coords, shape) -> np.ndarray:
                                 tuple(int(n) for n in shape))
 
 
-def held_pattern(x) -> np.ndarray | None:
+def held_pattern(x) -> np.ndarray:
     """The sorted, distinct row-major linear indices of the entries operand ``x`` holds:
-    a sparse operand's stored ones (explicit zeros included, duplicates once), a dense
-    one's nonzeros."""
+    a sparse operand's stored ones (explicit zeros included, duplicates once; a scipy
+    dia matrix's every diagonal slot inside the matrix, as its ``nnz`` counts them), a
+    dense one's nonzeros."""
+    if _is_scipy_sparse(x) and x.format == "dia":
+        return np.unique(_linear(_dia_slots(x), x.shape))
     if _is_scipy_sparse(x):
         m = x.tocoo()
         return np.unique(_linear((m.row, m.col), m.shape))
@@ -82,9 +85,21 @@ def held_pattern(x) -> np.ndarray | None:
         return np.unique(np.concatenate([_linear(t.to_coo()[0], t.shape) for t in x.parts]))
     if type(x).__module__.startswith("torch"):
         if str(x.layout) == "torch.strided":
-            return np.flatnonzero(x.detach().cpu().numpy())
+            return np.flatnonzero((x.detach() != 0).cpu().numpy())
         coo = x.detach().cpu().to_sparse_coo().coalesce()
         return np.unique(_linear(coo.indices().numpy(), coo.shape))
     if type(x).__module__.startswith("cupy"):
         return held_pattern(x.get())
     return np.flatnonzero(np.asarray(x))
+
+
+def _dia_slots(m) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every slot of scipy dia matrix ``m``'s diagonals inside the
+    matrix (``data[k, j]`` holds entry ``(j - offsets[k], j)``)."""
+    rows, cols = m.shape
+    width = min(cols, m.data.shape[1])
+    js = [np.arange(max(int(o), 0), min(width, rows + int(o)), dtype=np.int64)
+          for o in m.offsets]
+    j = np.concatenate(js) if js else np.zeros(0, dtype=np.int64)
+    off = np.repeat(np.asarray(m.offsets, dtype=np.int64), [len(a) for a in js])
+    return j - off, j
