@@ -87,13 +87,17 @@ def test_stored_counts_a_duplicated_entry_once_on_every_call_path():
     assert np.allclose(k(D), [-1.8])
 
 
-@pytest.mark.xfail(strict=True, reason="fuzz finding (fuzz_findings.md, pattern reads): a "
-                   "sampled csr result of a hyb operand drops the entries whose computed "
-                   "value is 0 (csr, coo, ell, dcsr operands keep them)")
-def test_a_sampled_result_of_a_hyb_operand_keeps_its_pattern():
-    """D = Z * x has Z's pattern (2 entries in row 0) though x is 0 at (0, 0)."""
+def test_a_sampled_result_of_a_hyb_operand_keeps_its_pattern_or_is_refused():
+    """D = Z * x has Z's pattern (2 entries in row 0) though x is 0 at (0, 0).  A csr D of
+    a hyb Z is assembled keeping nonzero values only (P7): where a later statement reads
+    D's pattern that is refused; D in hyb, like Z, keeps the pattern."""
     Z = sp.csr_matrix(np.array([[-1.0, 0.0, 2.0]]))
     x = np.array([[0.0, 1.0, 1.0]])
-    k = spc.compile("D[m,n] = Z[m,n]*x[m,n]; v[m] = sum(n, stored(D[m,n]))",
+    text = "D[m,n] = Z[m,n]*x[m,n]; v[m] = sum(n, stored(D[m,n]))"
+    with pytest.raises(spc.UnsupportedError, match="reads which entries D stores.*hyb"):
+        spc.compile(text, formats={"D": "csr", "Z": "hyb"})
+    assert spc.compile(text, formats={"D": "hyb", "Z": "hyb"})(Z=Z, x=x).tolist() == [2.0]
+    assert spc.compile(text, formats={"D": "csr", "Z": "csr"})(Z=Z, x=x).tolist() == [2.0]
+    with pytest.raises(spc.UnsupportedError, match="reads which entries D stores"):
+        spc.compile("D[m,n] = Z[m,n]*0; v[m] = sum(n, stored(D[m,n]))",
                     formats={"D": "csr", "Z": "hyb"})
-    assert k(Z=Z, x=x).tolist() == [2.0]
