@@ -94,8 +94,7 @@ class ProgramKernel(KernelSequence):
         # the scores take, then read by stored() or max) in a format that may fill it:
         # (name, the format the first kernel reading it takes it in)
         sensitive = program_pattern_reads(parsed)
-        _refuse_assembled_sum_patterns(self.kernels, reads, outputs, sensitive,
-                                       {a.lhs.tensor: a for a in parsed})
+        _refuse_assembled_sum_patterns(self.kernels, reads, outputs, sensitive)
         self.pattern_inputs = tuple(
             (n, fmt) for n in self.input_names if n in sensitive
             for fmt in [next(_format_of(k, n) for k, r in zip(self.kernels, reads) if n in r)]
@@ -137,34 +136,21 @@ def _is_dense(kernel, name: str) -> bool:
     return fmt is not None and fmt.is_dense
 
 
-def _refuse_assembled_sum_patterns(kernels, reads, outputs, sensitive, statements) -> None:
+def _refuse_assembled_sum_patterns(kernels, reads, outputs, sensitive) -> None:
     """Raise UnsupportedError where a later statement reads which entries a result
     stores (``sensitive``) and the result, in a plain sparse format, is computed from
-    an operand in a sum format (hyb) and something that may make a value 0 (another
-    operand, a sum or difference): such a result is assembled in a row workspace that
-    keeps nonzero sums only, so an entry of the operand's pattern whose value comes
-    out 0 would be missing (a sampled ``D = Z*x`` where x is 0).  A product of the sum
-    operand and constants (``S = A*2``) keeps A's nonzero values, and A's explicit zeros
-    are refused at the call (``check_pattern_kept``)."""
+    an operand in a sum format (hyb): such a result is assembled in a row workspace
+    that keeps nonzero values only, so an entry of the operand's pattern whose value
+    comes out 0 (a sampled ``D = Z*x`` where x is 0, or Z's own explicit zero) would be
+    missing."""
     from ..formats.composite import SumFormat
-    from ..frontend import ast
     for kernel, read, out in zip(kernels, reads, outputs):
         fmt = _format_of(kernel, out)
         if out not in sensitive or fmt is None or fmt.is_dense or isinstance(fmt, SumFormat):
             continue
         sums = [(n, f) for n in sorted(read) for f in [_format_of(kernel, n)]
                 if isinstance(f, SumFormat)]
-
-        def scaled(e) -> bool:        # sum operands times constants only
-            if isinstance(e, ast.BinOp):
-                return e.op in ("*", "/") and scaled(e.lhs) and (
-                    scaled(e.rhs) if e.op == "*" else isinstance(e.rhs, ast.Const)
-                    and e.rhs.value != 0)
-            if isinstance(e, ast.Neg):
-                return scaled(e.operand)
-            return (isinstance(e, ast.Const) and e.value != 0) or (
-                isinstance(e, ast.Access) and e.tensor in dict(sums))
-        if sums and not scaled(statements[out].rhs):
+        if sums:
             name, sfmt = sums[0]
             raise UnsupportedError(
                 f"a later statement reads which entries {out} stores, and {out} ({fmt}) is "
