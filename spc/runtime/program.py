@@ -91,8 +91,8 @@ class ProgramKernel(KernelSequence):
         self.checks = tuple(any(n in self.input_names and not _is_dense(k, n) for n in r)
                             for k, r in zip(self.kernels, reads))
         # operands whose pattern the program's result depends on (a mask whose pattern
-        # the scores take, then read by stored() or max) in a format that may fill it:
-        # (name, the format the first kernel reading it takes it in)
+        # the scores take, then read by stored() or max) in a format whose conversion may
+        # change it: (name, the format the first kernel reading it takes it in)
         sensitive = program_pattern_reads(parsed)
         _refuse_assembled_sum_patterns(self.kernels, reads, outputs, sensitive)
         self.pattern_inputs = tuple(
