@@ -31,12 +31,6 @@ class SumFormat:
     is_dense = False
     is_blocked = False
 
-    @property
-    def may_fill(self) -> bool:
-        """Whether converting into this format may store entries a tensor does not hold
-        (``Format.may_fill``): whether a part's format may (hyb's ell and coo do not)."""
-        return any(p.may_fill for p in self.parts)
-
     def __str__(self) -> str:
         return self.name
 

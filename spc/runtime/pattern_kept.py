@@ -38,8 +38,7 @@ def check_pattern_kept(given, converted, fmt, name: str) -> None:
     if not may_change_pattern(fmt) or (isinstance(given, (Tensor, SumTensor))
                                        and given.format == fmt):
         return
-    parts = converted.parts if isinstance(converted, SumTensor) else [converted]
-    stored = np.unique(np.concatenate([_linear(t.to_coo()[0], t.shape) for t in parts]))
+    stored = _entries(converted)
     held = held_pattern(given)
     if np.array_equal(stored, held):
         return
@@ -56,6 +55,13 @@ def check_pattern_kept(given, converted, fmt, name: str) -> None:
         f"the answer; compile with a format that keeps the pattern (csr, csc or coo), "
         f"remove explicit zeros first (scipy's eliminate_zeros()), or give {name} already "
         f"in {fmt} (spc.tensor), whose stored entries then count as they are")
+
+
+def _entries(t) -> np.ndarray:
+    """The sorted, distinct row-major linear indices of the entries spc Tensor (or
+    SumTensor: its parts together) ``t`` stores, padding excluded."""
+    parts = t.parts if isinstance(t, SumTensor) else [t]
+    return np.unique(np.concatenate([_linear(p.to_coo()[0], p.shape) for p in parts]))
 
 
 def _linear(coords, shape) -> np.ndarray:
@@ -76,13 +82,10 @@ def held_pattern(x) -> np.ndarray:
     if _is_scipy_sparse(x):
         m = x.tocoo()
         return np.unique(_linear((m.row, m.col), m.shape))
-    if isinstance(x, Tensor):
-        if x.format.is_dense:
-            a = x.to_numpy()
-            return np.flatnonzero(a)
-        return np.unique(_linear(x.to_coo()[0], x.shape))
-    if isinstance(x, SumTensor):
-        return np.unique(np.concatenate([_linear(t.to_coo()[0], t.shape) for t in x.parts]))
+    if isinstance(x, Tensor) and x.format.is_dense:
+        return np.flatnonzero(x.to_numpy())
+    if isinstance(x, (Tensor, SumTensor)):
+        return _entries(x)
     if type(x).__module__.startswith("torch"):
         if str(x.layout) == "torch.strided":
             return np.flatnonzero((x.detach() != 0).cpu().numpy())
