@@ -115,9 +115,10 @@ def prune_all(dense, tokenizer, patterns, method: str, device, finetune_steps: i
         return {name: prune_model(dense, PATTERNS[name]) for name in patterns}, ""
     calibration = CALIBRATION + corpus(corpus_sentences)
     text = calibration if not finetune_steps else CALIBRATION + corpus()
-    if missing_tokens(dense, tokenizer, text):
+    missing = missing_tokens(dense, tokenizer, text)
+    if missing:
         sys.exit(f"--prune {method}: the model's word embeddings lack "
-                 f"{missing_tokens(dense, tokenizer, text)} tokens of the calibration text "
+                 f"{missing} tokens of the calibration text "
                  "(a copy packed before corpus.txt existed?): pack it again from the full "
                  "model with --pack, or pass --prune magnitude without --finetune-steps")
     batches = calibration_batches(tokenizer, calibration, device=device)
