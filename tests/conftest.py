@@ -2,7 +2,8 @@
 
 Compiled kernels go to a fresh per-session cache directory (unless
 SPC_CACHE_DIR is set), so a stale on-disk binary can never mask a change to
-the compiler.  ``compiled`` memoizes spc.compile within the session: many
+the compiler; under pytest-xdist (the README's ``-n 2``) the workers of one run
+share it, so a kernel two workers need is compiled once.  ``compiled`` memoizes spc.compile within the session: many
 tests call the same kernel on different matrices.
 """
 from __future__ import annotations
@@ -20,7 +21,12 @@ def _fresh_cache_dir(tmp_path_factory):
     if os.environ.get("SPC_CACHE_DIR"):
         yield
         return
-    os.environ["SPC_CACHE_DIR"] = str(tmp_path_factory.mktemp("spc-cache"))
+    if os.environ.get("PYTEST_XDIST_WORKER"):      # one run's workers: one shared folder
+        shared = tmp_path_factory.getbasetemp().parent / "spc-cache"
+        shared.mkdir(exist_ok=True)
+        os.environ["SPC_CACHE_DIR"] = str(shared)
+    else:
+        os.environ["SPC_CACHE_DIR"] = str(tmp_path_factory.mktemp("spc-cache"))
     try:
         yield
     finally:
