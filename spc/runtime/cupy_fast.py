@@ -117,7 +117,7 @@ class CupyFastPath(FeedPlan):
                 items = lengths[plan.items_buffer] if plan.items_buffer is not None else None
                 # 64-bit index arithmetic: the arrays' values, not only their lengths,
                 # may be anything here
-                launch.run(values, tuple(sizes), NARROW_LIMIT, span, items, stream, device)
+                launch.run(tuple(values), tuple(sizes), NARROW_LIMIT, span, items, stream, device)
         cp.cuda.runtime.memcpyAsync(host.ctypes.data, dev.data.ptr, 8 * len(checks),
                                     cp.cuda.runtime.memcpyDeviceToHost, stream)
         cp.cuda.runtime.streamSynchronize(stream)

@@ -16,11 +16,19 @@ class DeviceFastPaths:
         self.ck = ck
         self.torch = _UNMADE
         self.cupy = _UNMADE
+        self._by_type: dict[type, object] = {}     # the first operand's type -> its path
 
     def call(self, args, validate: bool):
         if not args:
             return None
-        family = type(args[0]).__module__
+        path = self._by_type.get(args[0].__class__, _UNMADE)
+        if path is _UNMADE:
+            path = self._by_type[args[0].__class__] = self._path_of(args[0].__class__)
+        return None if path is None else path.call(args, validate)
+
+    def _path_of(self, cls: type):
+        """The fast path of operands whose first is of type ``cls`` (None: none)."""
+        family = cls.__module__
         if family.startswith("torch"):
             path = self.torch
             if path is _UNMADE:
@@ -31,7 +39,7 @@ class DeviceFastPaths:
                 path = self.cupy = self._made("cupy", "cupy_fast", "CupyFastPath")
         else:
             return None
-        return None if path is None else path.call(args, validate)
+        return path
 
     def _made(self, package: str, module: str, cls: str):
         if importlib.util.find_spec(package) is None:

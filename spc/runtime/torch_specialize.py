@@ -91,7 +91,9 @@ def specialize(path, feeds):
     add("    stream = raw_stream(d)")
     out_shape = "(" + "".join(f"s{k}[{a}], " for k, a in path.out_dims) + ")"
     if path.output_kind == OutputKind.DENSE:
-        add(f"    out = empty({out_shape}, dtype=tdtype, device=dev)")
+        # the sizes as separate arguments: torch parses them ~1 us faster than a tuple
+        dims = "".join(f"s{k}[{a}], " for k, a in path.out_dims) or "(), "
+        add(f"    out = empty({dims}dtype=tdtype, device=dev)")
         add("    out_n = " + (" * ".join(f"s{k}[{a}]" for k, a in path.out_dims) or "1"))
     else:
         add(f"    out_n = n{path.pattern}[0]")
@@ -115,7 +117,7 @@ def specialize(path, feeds):
         span = bufs[plan.lane_buffer] if plan.lane_buffer is not None else "None"
         items = bufs[plan.items_buffer] if plan.items_buffer is not None else "None"
         longest = f"max({', '.join(bufs)})" if len(bufs) > 1 else (bufs[0] if bufs else "0")
-        add(f"    feeds[{q}].launch.run([{', '.join(values)}], "
+        add(f"    feeds[{q}].launch.run(({''.join(v + ', ' for v in values)}), "
             f"({''.join(s + ', ' for s in sizes)}), {longest}, {span}, {items}, stream, d)")
     if path.output_kind == OutputKind.DENSE:
         add("    return out")
