@@ -19,6 +19,8 @@ from ..codegen.cuda import NARROW_LIMIT
 from ..errors import SpcError
 from .driver_launch import launch as _launch
 
+PARAM_SLOTS = 16       # a launch passes a multiple of this many 8-byte parameter slots
+
 
 @lru_cache(maxsize=None)
 def _libcuda():
@@ -101,7 +103,12 @@ class RawLaunch:
         launch, narrow = self.launcher.settle(sizes, device_id, span, items)
         blocks, extra, group = launch
         fn = self.launcher.function(device_id, narrow and short, group)
-        ready = (launch, int(fn.ptr), blocks, tuple(int(e) for e in extra))  # the launcher keeps fn
+        # padded with zero slots the kernel never reads, so that kernels of up to
+        # PARAM_SLOTS parameters share one compiled launch (driver_launch compiles
+        # once per tuple length: ~0.3-0.5 s at a cold start)
+        extra = tuple(int(e) for e in extra)
+        extra += (0,) * (-(self.nparams + len(extra)) % PARAM_SLOTS)
+        ready = (launch, int(fn.ptr), blocks, extra)   # the launcher keeps fn
         with self._lock:
             if len(self._ready) > 64:
                 self._ready.clear()

@@ -262,6 +262,10 @@ class DeviceOperands:
             if fam == "torch" and not x.is_cuda:
                 x = self._torch_to_host(x)
                 fam = host_ops.family_of(x)
+            elif fam == "torch" and x.layout == _torch().sparse_coo and x.ndim != 2:
+                # a sparse vector or n-d COO tensor: through the host, as the CPU target
+                # takes it (cupyx holds matrices only)
+                return self.to_device(host_ops.to_tensor(x.cpu(), fmt, dtype, name, validate))
             if fam not in ("cupy", "cupyx", "torch", "spc-device"):
                 t = host_ops.to_tensor(x, fmt, dtype, name, validate)
                 return self.to_device(t)
