@@ -11,6 +11,7 @@ from .errors import (FormatError, KernelNameError, ModeOrderConflict, ScheduleEr
 from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
+from .frontend.diagonals import rewrite_diagonals
 from .frontend.names import internal_names, names_of, rename, symbol_part
 from .frontend.parser import parse
 from .ir.nodes import DType
@@ -437,6 +438,10 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             raise FormatError("fmt= is for named kernels; give an expression formats={...}")
         text, fmts, positional, label = kernel, dict(formats or {}), None, None
     assign = parse(text)
+    diagonals = rewrite_diagonals(assign) if positional is None else None
+    if diagonals is not None:
+        return _compile_diagonals(assign, *diagonals, fmts, target=target, dtype=dtype,
+                                  accumulate=accumulate, schedule=schedule, **target_options)
     check(assign)
     ranks = {assign.lhs.tensor: len(assign.lhs.indices)}
     for acc in assign.accesses():
@@ -531,6 +536,31 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             schedule.tensor_cores or schedule.tile_cols is not None):
         typed.specialize(DType.F16)     # the tensor-core knobs steer 16-bit values: refused
     return typed                        # now where they cannot (tf32: float32's, built)
+
+
+def _compile_diagonals(assign, text: str, reads, fmts: dict, **options):
+    """A DiagonalKernel: ``assign`` (which repeats an index in some access) computed
+    by the kernel of ``text``, where each of ``reads`` is an access of a diagonal
+    tensor (``frontend/diagonals.py``, ``runtime/diagonal_reads.py``)."""
+    from .runtime.diagonal_reads import DiagonalKernel, diagonal_format
+    ranks = {a.tensor: len(a.indices) for a in assign.accesses()}
+    for t in fmts:
+        if t not in ranks and t != assign.lhs.tensor:
+            raise FormatError(f"formats names '{t}', which is not a tensor of '{assign.source}'")
+    sources = {r.source: resolve_sum_format(fmts.get(r.source))
+               or resolve_format(fmts.get(r.source, "dense"), ranks[r.source],
+                                 what=f"tensor {r.source}") for r in reads}
+    still_read = {a.tensor for a in parse(text).accesses()} | {assign.lhs.tensor}
+    inner_formats = {t: f for t, f in fmts.items() if t in still_read}
+    for r in reads:
+        inner_formats[r.name] = diagonal_format(
+            sources[r.source] if not isinstance(sources[r.source], SumFormat)
+            else resolve_format("csr", ranks[r.source]), len(r.keep))
+    inner = compile(text, formats=inner_formats, **options)
+    input_names = tuple(dict.fromkeys(a.tensor for a in assign.accesses()))
+    for r in reads:
+        _log.info("spc.compile('%s'): %s", assign.source, r.describe())
+    return DiagonalKernel(inner, tuple(reads), input_names, sources)
 
 
 def _copy_plan(conflict: UnsupportedError, assign, formats, order):

@@ -38,7 +38,8 @@ def check(assign: Assignment) -> None:
         if n is not None:
             raise ParseError(
                 f"index '{acc.indices[n]}' is repeated in '{acc.tensor}' "
-                "(diagonal access is not supported)",
+                "(a diagonal read: supported in a single expression, not in a program's "
+                "statements)",
                 source=src, span=acc.index_spans[n])
         if acc.tensor == lhs.tensor:
             raise ParseError(
