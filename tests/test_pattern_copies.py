@@ -32,13 +32,11 @@ def test_a_copy_never_takes_levels_that_fill():
 
 def test_a_program_with_a_hyb_operand_compiles():
     """ProgramKernel asked a SumFormat for may_fill (AttributeError).  S in csr of a hyb A
-    read by max is refused (P7: A's explicit zeros times 2 would be dropped); in hyb, or
-    from a csr A, it runs."""
+    read by max keeps A's pattern (P7: it was refused, A's explicit zeros times 2 having
+    been dropped from S); in hyb, or from a csr A, it runs as before."""
     a = np.array([[-1.0, 0.0, -2.0], [0.0, 0.0, 0.0], [0.0, -3.0, 0.0]])
     text = "S[i,j] = A[i,j]*2; m[i] = max(j, S[i,j])"
-    with pytest.raises(spc.UnsupportedError, match="reads which entries S stores"):
-        spc.compile(text, formats={"A": "hyb", "S": "csr"})
-    for fa, fs in (("hyb", "hyb"), ("csr", "csr")):
+    for fa, fs in (("hyb", "csr"), ("hyb", "hyb"), ("csr", "csr")):
         assert spc.compile(text, formats={"A": fa, "S": fs})(A=a).tolist() == [-2.0, 0.0, -6.0]
 
 
@@ -91,17 +89,42 @@ def test_stored_counts_a_duplicated_entry_once_on_every_call_path():
     assert np.allclose(k(D), [-1.8])
 
 
-def test_a_sampled_result_of_a_hyb_operand_keeps_its_pattern_or_is_refused():
+def test_a_sampled_result_of_a_hyb_operand_keeps_its_pattern():
     """D = Z * x has Z's pattern (2 entries in row 0) though x is 0 at (0, 0).  A csr D of
-    a hyb Z is assembled keeping nonzero values only (P7): where a later statement reads
-    D's pattern that is refused; D in hyb, like Z, keeps the pattern."""
+    a hyb Z is assembled in a row workspace, which wrote nonzero values only (P7, then
+    refused): a statement without a reduction now keeps every entry it touches, in every
+    format pairing; a product with a reduction still drops what cancels, as scipy's."""
     Z = sp.csr_matrix(np.array([[-1.0, 0.0, 2.0]]))
     x = np.array([[0.0, 1.0, 1.0]])
     text = "D[m,n] = Z[m,n]*x[m,n]; v[m] = sum(n, stored(D[m,n]))"
-    with pytest.raises(spc.UnsupportedError, match="reads which entries D stores.*hyb"):
-        spc.compile(text, formats={"D": "csr", "Z": "hyb"})
-    assert spc.compile(text, formats={"D": "hyb", "Z": "hyb"})(Z=Z, x=x).tolist() == [2.0]
-    assert spc.compile(text, formats={"D": "csr", "Z": "csr"})(Z=Z, x=x).tolist() == [2.0]
-    with pytest.raises(spc.UnsupportedError, match="reads which entries D stores"):
-        spc.compile("D[m,n] = Z[m,n]*0; v[m] = sum(n, stored(D[m,n]))",
+    for fd, fz in (("csr", "hyb"), ("hyb", "hyb"), ("csr", "csr")):
+        assert spc.compile(text, formats={"D": fd, "Z": fz})(Z=Z, x=x).tolist() == [2.0]
+    k = spc.compile("D[m,n] = Z[m,n]*x[m,n]; v[m] = max(n, D[m,n])",
                     formats={"D": "csr", "Z": "hyb"})
+    assert k(Z=Z, x=-x).tolist() == [0.0]          # max over D's entries (-0.0, -2.0)
+    D = spc.compile("D[m,n] = Z[m,n]*x[m,n]", formats={"D": "csr", "Z": "hyb"})(Z, x)
+    assert D.nnz == 2 and D.to_numpy().tolist() == [[-0.0, 0.0, 2.0]]
+
+
+def test_a_hyb_operands_explicit_zeros_are_kept_or_refused():
+    """Fuzz seed 4109, case 78: u = X*1 sampled from X in hyb(1), whose explicit zero a
+    later max reads: the answer counts the zero, or the conversion is refused."""
+    X = sp.csr_matrix((np.array([-1.0, 0.0, -2.0]), np.array([0, 1, 2]), np.array([0, 2, 3])),
+                      shape=(2, 3))
+    k = spc.compile("u[q,i] = X[q,i]*1; Q[q] = max(i, u[q,i])",
+                    formats={"X": "hyb(1)", "u": "csr"})
+    try:
+        got = k(X=X).tolist()
+    except spc.FormatError as err:
+        assert "X" in str(err)
+    else:
+        assert got == [0.0, -2.0]
+
+
+def test_a_product_still_drops_what_cancels():
+    """SpGEMM keeps scipy's rule: a sum that cancels to 0 is not stored."""
+    A = sp.csr_matrix(np.array([[1.0, 1.0], [0.0, 0.0]]))
+    B = sp.csr_matrix(np.array([[1.0, 0.0], [-1.0, 0.0]]))
+    for fa in ("csr", "hyb"):
+        C = spc.compile("C[i,j] = A[i,k]*B[k,j]", formats={"A": fa, "B": "csr", "C": "csr"})(A, B)
+        assert C.nnz == 0

@@ -810,8 +810,11 @@ class Lowerer:
 
     def end_row(self, states) -> Stmt:
         """After a row was scattered into the workspace: record its size (assemble)
-        or write its nonzero sums in coordinate order (compute), resetting the
-        workspace."""
+        or write its entries in coordinate order (compute), resetting the
+        workspace.  A statement with a reduction (SpGEMM) writes only nonzero sums,
+        as scipy's product drops entries that cancel to 0; one without (an
+        element-wise result of a hyb operand, say) writes every coordinate it
+        touched, its structural pattern, as every other assembled output does."""
         io = self.io(self.out.tensor, self.out.indices, self.out_fmt.nlevels - 1)
         parent = states[-1].parent.pos
         if self.phase == "assemble":
@@ -824,9 +827,11 @@ class Lowerer:
         out_p = Var("out_p", I64)
 
         def emit(j: Var, v: Var) -> Stmt:
-            return If(BinOp("!=", v, Const(0.0, v.dtype)),
-                      block(Store(crd, out_p, j), Store(vals, out_p, v),
-                            Assign(out_p, add(out_p, i64(1)))))
+            write = block(Store(crd, out_p, j), Store(vals, out_p, v),
+                          Assign(out_p, add(out_p, i64(1))))
+            if not self.assign.reduction_indices():
+                return write
+            return If(BinOp("!=", v, Const(0.0, v.dtype)), write)
         return block(self.ws.gather_row(emit),
                      Store(kept, parent, BinOp("-", out_p, Load(pos, parent))))
 

@@ -10,7 +10,7 @@ the kernels (in the operands' family, on their device).
 """
 from __future__ import annotations
 
-from ..errors import FormatError, ParseError, UnsupportedError
+from ..errors import FormatError, ParseError
 from ..frontend.parser import parse
 from ..frontend.pattern_reads import program_pattern_reads
 from .compiled import KernelSequence
@@ -94,7 +94,6 @@ class ProgramKernel(KernelSequence):
         # the scores take, then read by stored() or max) in a format whose conversion may
         # change it: (name, the format the first kernel reading it takes it in)
         sensitive = program_pattern_reads(parsed)
-        _refuse_assembled_sum_patterns(self.kernels, reads, outputs, sensitive)
         self.pattern_inputs = tuple(
             (n, fmt) for n in self.input_names if n in sensitive
             for fmt in [next(_format_of(k, n) for k, r in zip(self.kernels, reads) if n in r)]
@@ -134,29 +133,6 @@ def _is_dense(kernel, name: str) -> bool:
     """Whether ``kernel`` (a TypedKernel) takes operand ``name`` (a user name) dense."""
     fmt = _format_of(kernel, name)
     return fmt is not None and fmt.is_dense
-
-
-def _refuse_assembled_sum_patterns(kernels, reads, outputs, sensitive) -> None:
-    """Raise UnsupportedError where a later statement reads which entries a result
-    stores (``sensitive``) and the result, in a plain sparse format, is computed from
-    an operand in a sum format (hyb): such a result is assembled in a row workspace
-    that keeps nonzero values only, so an entry of the operand's pattern whose value
-    comes out 0 (a sampled ``D = Z*x`` where x is 0, or Z's own explicit zero) would be
-    missing."""
-    from ..formats.composite import SumFormat
-    for kernel, read, out in zip(kernels, reads, outputs):
-        fmt = _format_of(kernel, out)
-        if out not in sensitive or fmt is None or fmt.is_dense or isinstance(fmt, SumFormat):
-            continue
-        sums = [(n, f) for n in sorted(read) for f in [_format_of(kernel, n)]
-                if isinstance(f, SumFormat)]
-        if sums:
-            name, sfmt = sums[0]
-            raise UnsupportedError(
-                f"a later statement reads which entries {out} stores, and {out} ({fmt}) is "
-                f"computed from {name} in {sfmt}: spc assembles it keeping nonzero values "
-                f"only, so entries of {name}'s pattern whose value is 0 would be missing; "
-                f"store {out} in {sfmt} too, or give {name} a csr format")
 
 
 def _format_of(kernel, name: str):
