@@ -476,3 +476,52 @@ def test_a_refusal_of_the_cuda_pipeline_is_answered_by_a_copy():
     if NVCC is not None:
         code, log = nvcc(k.source)
         assert code == 0, log
+
+
+def _min_over_entries(H, x):
+    """w[l] = min over q of H[q,l]*x[q] where both store an entry (0 where none)."""
+    out = np.zeros(H.shape[1])
+    for l in range(H.shape[1]):
+        v = [H[q, l] * x[q] for q in range(H.shape[0]) if H[q, l] != 0 and x[q] != 0]
+        out[l] = min(v) if v else 0.0
+    return out
+
+
+@pytest.mark.parametrize("fmts", [{"H": "csr", "X": "coo"}, {"H": "nm(1,2)", "X": "sparse"},
+                                  {"H": "csr", "X": "sparse"}])
+def test_a_min_over_rows_with_a_sparse_vector_reads_a_copy(fmts):
+    """Fuzz seed 5101 case 892: the copy planner stored the copy in the order the other
+    operands allow (q first), where a min reduction needs the output's index first."""
+    H = np.array([[1.0, 0.0, -2.0, 0.0], [0.0, 3.0, 0.0, 0.0], [-1.0, 0.0, 0.0, 0.0],
+                  [0.0, 0.0, 0.5, 0.0], [2.0, 0.0, 0.0, 4.0]])
+    x = np.array([1.0, 0.0, 2.0, -1.0, 0.5])
+    k = spc.compile("w[l] = min(q, H[q,l]*X[q])", formats=fmts)
+    np.testing.assert_allclose(k(H, x), _min_over_entries(H, x))
+
+
+@pytest.mark.parametrize("text, fmts", [
+    ("S[j,d] = min(p, U[j,p]*a[p,d])", {"U": "hyb(1)"}),
+    ("S[j,d] = relu(min(p, U[j,p]*a[p,d]) + lo[d])", {"U": "hyb(1)", "a": "ds", "lo": "csf"}),
+])
+def test_a_hyb_operand_inside_a_min_is_read_through_a_csr_copy(text, fmts):
+    """Fuzz seed 5101 case 1396: the planner judged U fine as hyb (lowering reads a sum
+    format as its parts), which the composite kernel refuses inside a reduction."""
+    rng = np.random.default_rng(5)
+    U = sp.random(5, 6, density=0.5, format="csr", random_state=2)
+    a = np.where(rng.random((6, 3)) < 0.7, rng.uniform(-1, 1, (6, 3)), 0.0)
+    lo = rng.uniform(-1, 1, 3)
+    Ud = U.toarray()
+    ref = np.zeros((5, 3))
+    for j in range(5):
+        for d in range(3):
+            v = [Ud[j, p] * a[p, d] for p in range(6)
+                 if Ud[j, p] != 0 and (a[p, d] != 0 or "a" not in fmts)]
+            ref[j, d] = min(v) if v else 0.0
+    k = spc.compile(text, formats=fmts)
+    if "lo" in text:
+        ref = np.maximum(ref + lo, 0.0)
+        got = k(U=U, a=a, lo=lo)
+    else:
+        got = k(U=U, a=a)
+    np.testing.assert_allclose(got, ref)
+    assert any(c.source == "U" for c in k.copies)

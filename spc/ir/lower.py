@@ -1031,6 +1031,8 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     if isinstance(assign.rhs, ast.Reduce):      # m[i] = max(j, e): e, combined by max
         combine = COMBINE[assign.rhs.op]
         assign = ast.Assignment(assign.lhs, assign.rhs.body, assign.source)
+        if combine != "+" and order is None:    # a max/min runs inside the output's loops
+            order = _outputs_first(assign, formats)
     nested = ast.nested_reduce(assign.rhs)
     if nested is not None:
         combine = COMBINE[nested.op]

@@ -23,7 +23,7 @@ from ..errors import FormatError, ModeOrderConflict, SpcError, UnsupportedError
 from ..formats.format import Format, format_names, resolve_format
 from ..formats.levels import Compressed, Dense, Singleton
 from ..frontend import ast
-from .sum_parts import part_name, read_parts
+from .sum_parts import part_name, read_inside_function, read_parts
 
 COPY_MARK = "__T"        # a copy of tensor A read as A[j,i] is named A__T10 (modes 1, 0)
 MAX_COPIED = 3           # accesses copied at most (subsets tried: sum of C(n, k), k <= 3)
@@ -181,7 +181,12 @@ def plan_copies(assign: ast.Assignment, formats: dict,
                 plan = IndexPlan.of(trial, _planning_formats(trial_fmts))
             except UnsupportedError:
                 continue
-            for plain in (False, True):
+            # the order the others allow, then the same with the output's indices first
+            # (a max/min reduction or an epilogue needs them outside the reduced ones)
+            outer = tuple(v for v in order if plan.origin(v) in assign.lhs.indices)
+            orders = list(dict.fromkeys(
+                [order, outer + tuple(v for v in order if v not in outer)]))
+            for order, plain in itertools.product(orders, (False, True)):
                 names, copies, new_fmts = {}, [], dict(formats)
                 for tensor, idx in chosen:
                     modes = _storage_order(idx, order, plan.origin)
@@ -373,6 +378,9 @@ def lowers(assign: ast.Assignment, formats: dict, order: tuple[str, ...] | None 
     from .lower import lower
     if not isinstance(formats[assign.lhs.tensor], Format):
         return False
+    if read_inside_function(assign, {t for t, f in formats.items()
+                                     if not isinstance(f, Format) and hasattr(f, "parts")}):
+        return False            # runtime/composite.py refuses it: a copy must serve
     expanded, fmts, parts = _expand_sums(assign, formats)
     try:
         lower(expanded, fmts, order=order, separate=parts)

@@ -33,3 +33,23 @@ def read_parts(e: ast.Expr, sums: dict, pick: dict[str, int] | None = None) -> a
             return None
         return parts(c.args[0], lambda a: ast.Call("stored", (a,), c.span))
     return ast.map_accesses(e, lambda a: parts(a, lambda p: p), call=stored)
+
+
+def read_inside_function(assign: ast.Assignment, sums) -> str | None:
+    """The first tensor of ``sums`` (names of sum-format operands) that ``assign``
+    reads inside a function or a reduction (``abs(sum(j, H[i,j] * x[j]))``), else
+    None.  Such a tensor cannot be read as the sum of its parts: a function of
+    the whole is not the sum of the functions of the parts.  ``stored(A[i,j])``
+    is the sum of its parts' ``stored`` (``read_parts``), so it does not count."""
+    def inside(e, under: bool) -> str | None:
+        if isinstance(e, ast.Access):
+            return e.tensor if under and e.tensor in sums else None
+        if isinstance(e, ast.Call) and e.fn == "stored" and isinstance(e.args[0], ast.Access):
+            return inside(e.args[0], under)
+        deeper = under or isinstance(e, (ast.Call, ast.Reduce))
+        for c in ast.children(e):
+            found = inside(c, deeper)
+            if found is not None:
+                return found
+        return None
+    return inside(assign.rhs, False)

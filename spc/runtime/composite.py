@@ -14,7 +14,7 @@ from ..formats.composite import SumFormat, SumTensor, sum_tensor
 from ..formats.tensor import Tensor
 from ..frontend import ast
 from ..frontend.pattern_reads import pattern_reads
-from ..ir.sum_parts import part_name, read_parts
+from ..ir.sum_parts import part_name, read_inside_function, read_parts
 from .out_arg import out_option
 from .pattern_kept import check_pattern_kept
 from .compiled import (CompiledKernel, KernelSequence, bind_operands, call_option,
@@ -23,23 +23,9 @@ from .compiled import (CompiledKernel, KernelSequence, bind_operands, call_optio
 
 def _refuse_inside_functions(assign: ast.Assignment, sums: dict[str, SumFormat]) -> None:
     """An UnsupportedError where a sum-format operand sits inside a function or a
-    reduction (``abs(sum(j, H[i,j] * x[j]))``): its parts are computed as separate
-    terms, and a function of the whole is not the sum of the functions of the
-    parts.  (spc.compile then reads the operand through a copy in a csr-like
-    format: ``ir/operand_copies``.)  ``stored(A[i,j])`` is the sum of its parts'
-    ``stored`` (``ir/sum_parts.read_parts``): allowed where a sum is."""
-    def inside(e, under: bool) -> str | None:
-        if isinstance(e, ast.Access):
-            return e.tensor if under and e.tensor in sums else None
-        if isinstance(e, ast.Call) and e.fn == "stored" and isinstance(e.args[0], ast.Access):
-            return inside(e.args[0], under)
-        deeper = under or isinstance(e, (ast.Call, ast.Reduce))
-        for c in ast.children(e):
-            found = inside(c, deeper)
-            if found is not None:
-                return found
-        return None
-    found = inside(assign.rhs, False)
+    reduction (``ir/sum_parts.read_inside_function``).  (spc.compile then reads
+    the operand through a copy in a csr-like format: ``ir/operand_copies``.)"""
+    found = read_inside_function(assign, sums)
     if found is not None:
         raise UnsupportedError(
             f"'{assign.source}': {found} ({sums[found]}) is read inside a function or a "
