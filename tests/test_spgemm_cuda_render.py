@@ -1,7 +1,8 @@
 """SpGEMM on CUDA without a GPU: the workspaces_gpu pass's IR (a thread per
-chunk of rows, workspaces in global scratch), the reference interpreter on the
-CUDA pipeline's kernels through the runtime (scratch allocated and zeroed as
-on the GPU), and nvcc compiling what the renderer prints."""
+row, each row's workspace a hash table in its own slots of the output), the
+reference interpreter on the CUDA pipeline's kernels through the runtime
+(assemble, prefix sum, compute, pack, as on the GPU), and nvcc compiling what
+the renderer prints."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,14 +29,15 @@ def _cuda(expr, formats, dtype="float64"):
 
 
 @pytest.mark.parametrize("expr, formats", KERNELS)
-def test_rows_map_to_threads_with_scratch_workspaces(expr, formats):
+def test_rows_map_to_threads_with_hashed_tables_in_the_output(expr, formats):
     ck = _cuda(expr, formats)
     for kernel in ck.lowered_kernels():
         assert kernel.gpu is not None and kernel.gpu.grid is GridMode.THREAD
         assert not any(isinstance(n, Alloc) and n.is_workspace for n in walk(kernel.body))
-        scratch = [p for p in kernel.params if p.role is ParamRole.SCRATCH]
-        assert scratch and all(p.extent is not None for p in scratch)
-    assert "@gpu_thread" in ck.ir and "scratch C1_ws_mark: i8*" in ck.ir
+        assert not [p for p in kernel.params if p.role is ParamRole.SCRATCH]
+        assert not kernel.workspaces
+    assert "@gpu_thread" in ck.ir and "_ws_mark" not in ck.ir and "_ws_vals" not in ck.ir
+    assert "ht_h: i64 = j & ht_mask" in ck.ir or "ht_h: i64 = i & ht_mask" in ck.ir
 
 
 def test_kernels_without_workspaces_are_left_alone():
@@ -105,4 +107,82 @@ def test_a_workspace_no_thread_can_own_reads_a_copy_on_cuda():
 def test_serial_schedule_runs_every_row_on_one_thread():
     ck = spc.compile(SPGEMM, formats=CSR3, target="cuda", arch="sm_90",
                      schedule=spc.Schedule(parallel=False))
-    assert "let i_chunks: i64 = min(max(size_i, 0), 1)" in ck.ir
+    assert "for i_thread in [0, 1) @gpu_thread:" in ck.ir
+    for kernel in ck.lowered_kernels():
+        assert kernel.outer_independent == "i_thread"
+
+
+@pytest.mark.parametrize("name, expr, formats", [
+    ("spgemm_csr_cuda", SPGEMM, CSR3), ("spgemm_masked_csr_cuda", *MASKED)])
+def test_cuda_ir_matches_golden(name, expr, formats):
+    from test_ir_golden import assert_golden
+    assert_golden(name, _cuda(expr, formats, "float32").ir)
+
+
+def _csr(dense):
+    import scipy.sparse as sp
+    return sp.csr_matrix(np.asarray(dense, dtype=np.float64))
+
+
+def test_interpreter_drops_cancelled_entries_and_keeps_nan():
+    a = _csr([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0]])
+    b = _csr([[2.0, 0.0], [-2.0, 5.0], [np.nan, 0.0]])
+    c = _interpreted(SPGEMM, CSR3, a, b)
+    expected = a @ b
+    expected.sort_indices()
+    assert np.array_equal(c.indptr, expected.indptr)       # (0, 0) cancelled: dropped
+    assert np.array_equal(c.indices, expected.indices)
+    np.testing.assert_array_equal(c.data, expected.data)   # the NaN sum is kept
+
+
+def test_interpreter_with_colliding_keys_probes_and_wraps():
+    """Row 0 scatters 6 products (a table of 16 slots, 64 columns): keys 0, 16,
+    32, 48 share slot 0 and 15, 31 slot 15, whose probe wraps to slot 0."""
+    b = np.zeros((3, 64))
+    b[0, [0, 16, 15]] = [1.0, 2.0, 3.0]
+    b[1, [32, 48, 31]] = [4.0, 5.0, 6.0]
+    b[2, [0, 63]] = [7.0, 8.0]
+    a = _csr([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [2.0, 0.0, 3.0]])
+    c = _interpreted(SPGEMM, CSR3, a, _csr(b))
+    assert_canonical_product(c, a @ _csr(b), np.float64)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.5], ids=["merge-sorted", "direct"])
+def test_interpreter_on_wide_rows(density):
+    """Rows of more than 16 entries in tables smaller than the index (merge
+    sort of the compacted slots) and as large (the slots already in order)."""
+    rng = rng_for(f"cuda-wide-{density}")
+    a = from_mask(random_mask(rng, (6, 8), 0.5), rng, np.float64)
+    b = from_mask(random_mask(rng, (8, 700), density), rng, np.float64)
+    assert_canonical_product(_interpreted(SPGEMM, CSR3, a, b), a @ b, np.float64)
+
+
+def test_interpreter_on_one_thread_for_every_row():
+    rng = rng_for("cuda-serial")
+    a = from_mask(random_mask(rng, (20, 15), 0.2), rng, np.float64)
+    b = from_mask(random_mask(rng, (15, 40), 0.2), rng, np.float64)
+    schedule = spc.Schedule(parallel=False)
+    gpu_kernels = spc.compile(SPGEMM, formats=CSR3, target="cuda", arch="sm_90",
+                              dtype="float64", schedule=schedule).lowered_kernels()
+    ck = spc.compile(SPGEMM, formats=CSR3, dtype="float64")
+    v = ck._variant(DType.I32)
+    v.kernels, v.launchers = gpu_kernels, [InterpLauncher(k) for k in gpu_kernels]
+    ck._plan = None
+    assert_canonical_product(ck(a, b), a @ b, np.float64)
+
+
+@pytest.mark.parametrize("expr, formats", KERNELS)
+def test_interpreter_on_every_kernel_shape(expr, formats):
+    rng = rng_for(f"cuda-shapes-{expr}-{sorted(formats.items())}")
+    a = from_mask(random_mask(rng, (30, 20), 0.15), rng, np.float64)
+    b = from_mask(random_mask(rng, (20, 25), 0.15), rng, np.float64)
+    other = from_mask(random_mask(rng, (30, 25), 0.2), rng, np.float64)
+    cpu = spc.compile(expr, formats=formats, dtype="float64")
+    names = sorted(set(formats) - {"C"})
+    args = {"A": a, "B": b, "M": other, "D": other}
+    expected = cpu(*(args[n] for n in cpu.input_names))
+    got = _interpreted(expr, formats, *(args[n] for n in cpu.input_names))
+    assert names
+    np.testing.assert_allclose(got.toarray(), expected.toarray(), rtol=1e-12, atol=1e-12)
+    assert np.array_equal(got.indptr, expected.indptr)
+    assert np.array_equal(got.indices, expected.indices)

@@ -77,6 +77,7 @@ def _eval(e, env, bufs):
         if op == "/": return a // b if isinstance(a, np.integer) else a / b
         if op == "min": return min(a, b)
         if op == "max": return max(a, b)
+        if op == "&": return a & b
         if op == "<": return a < b
         if op == "<=": return a <= b
         if op == "==": return a == b

@@ -119,7 +119,8 @@ class Load:
     index: "Expr"
 
 
-BINARY_OPS = ("+", "-", "*", "/", "min", "max", "<", "<=", "==", "!=", "&&", "||")
+BINARY_OPS = ("+", "-", "*", "/", "min", "max", "&", "<", "<=", "==", "!=", "&&", "||")
+# "&": the bitwise and of two integers (a hash table's slot: ``j & (size - 1)``)
 COMPARE_OPS = ("<", "<=", "==", "!=")
 LOGIC_OPS = ("&&", "||")
 

@@ -5,7 +5,7 @@ from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For
                     Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     While, Expr)
 
-_PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6}
+_PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7}
 
 
 WARP_OPS = {"+": "sum", "max": "max", "min": "min", "||": "any"}   # WarpSum's op, by name

@@ -52,6 +52,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             if e.op in ("&&", "||") and (dtype_of(e.lhs) is not DType.BOOL
                                          or dtype_of(e.rhs) is not DType.BOOL):
                 fail(f"operands of {e.op} must be booleans")
+            if e.op == "&" and not (dtype_of(e.lhs).is_int and dtype_of(e.rhs).is_int):
+                fail("operands of & must be integers")
             return
         if isinstance(e, Neg):
             expr(e.operand, scope)

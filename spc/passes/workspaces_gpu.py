@@ -1,42 +1,47 @@
-"""workspaces_gpu: rows built in workspaces, one GPU thread per chunk of rows,
-each chunk's workspaces a slice of a zeroed global scratch array.
+"""workspaces_gpu: rows built in workspaces -> one GPU thread per row, each
+row's workspace a hash table in the row's own slots of the output.
 
 A kernel whose top loop builds rows in workspaces (``Kernel.workspaces``: a
-SpGEMM's assemble and compute kernels) becomes
+SpGEMM's assemble and compute kernels, as ``ir/workspace.py`` writes them)
+becomes, with the tables of ``ir/hash_rows.py``:
 
-    for c in [0, chunks) @gpu_thread:                # one thread per chunk
-      for i in [c * per, min(rows, (c + 1) * per)):  # its rows, in order
-        ... ws[c * size + j] ...                     # its slice of the scratch
+* assemble: ``for i @gpu_thread``: count the products the row scatters (each
+  scatter becomes ``n = n + 1``; a loop that only counts becomes
+  ``n = n + max(hi - lo, 0)``, so SpGEMM's count is one pass over A's row),
+  and store the row's table size where the row's count was stored;
+* compute: ``for i @gpu_thread``: the row's table is its slots
+  ``[pos[i], pos[i + 1])`` of the output; clear it, insert each product
+  (``ht_*``), then gather: compact the kept entries (the lowerer's own emit
+  statements: exact zeros dropped), sort them, record the count kept.
 
-with each workspace turned into a SCRATCH parameter of ``chunks * size``
-elements (the runtime zeroes it; every row leaves its slots zeroed, the
-lowerer's claim).  ``chunks`` keeps each scratch array within
-``SCRATCH_ELEMENTS`` (a wide index gets fewer, longer chunks) and is at most
-the number of rows.  The simplest mapping that is correct: one thread walks a
-whole row; warps sharing rows, hashed workspaces and a counting launch that
-sizes chunks to the work are later work.
+No workspace array remains (no scratch), every row runs on its own thread, and
+the rows' tables are as large as their work (at most 4x the products).  The
+runtime's assembled path needs nothing new: it prefix-sums the sizes, and
+packs the rows by the counts kept as it does for dropped zeros.  With
+``parallel`` False (the schedule's) one thread runs every row in order.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import (Alloc, BinOp, Block, DType, For, GpuMapping, GridMode, Kernel, Let,
-                        Load, LoopKind, Param, ParamRole, Store, Var, add, i64, mul, sub)
-from ..ir.traverse import rewrite
+from ..ir import hash_rows
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, DType, For, GpuMapping, GridMode, If,
+                        Kernel, Let, Load, LoopKind, Store, Var, While, add, block, i64, sub)
+from ..ir.traverse import rewrite, walk
+from .map_gpu import FreshNames, reads
 
-SCRATCH_ELEMENTS = 1 << 25       # per workspace array: 32 Mi elements (128 MiB of int32)
 I64 = DType.I64
 
 
 def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
-    """Map a workspace kernel's rows to GPU threads (see the module docstring);
-    with ``parallel`` False (the schedule's), one thread runs every row.
+    """Map a workspace kernel's rows to GPU threads, its workspaces to hash
+    tables in the output (see the module docstring).
 
     Requires: a verified kernel.  Ensures: kernels without workspaces (or not
-    shaped as workspaces then the top loop) are returned unchanged; otherwise
-    the result declares no workspace, its top loop is ``@gpu_thread`` with
-    ``kernel.gpu`` set (map_gpu leaves it), and the interpreter gives the same
-    results, each chunk touching only its own slice of the scratch.
+    shaped as the lowerer writes them) are returned unchanged; otherwise the
+    result declares no workspace, its top loop is ``@gpu_thread`` with
+    ``kernel.gpu`` set (map_gpu leaves it), and the program (assemble, prefix
+    sum, compute, pack) gives the same output as before.
     """
     body = kernel.body.body if isinstance(kernel.body, Block) else (kernel.body,)
     if not kernel.workspaces or not body or not isinstance(body[-1], For):
@@ -45,34 +50,175 @@ def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
     if [a.buf.name for a in allocs if isinstance(a, Alloc)] != list(kernel.workspaces) \
             or len(allocs) != len(kernel.workspaces) or kernel.outer_independent is None:
         return kernel
-    chunk = Var(f"{loop.var.name}_chunk", loop.var.dtype)
-    span = sub(loop.hi, loop.lo)
-    widest = allocs[0].size
-    for a in allocs[1:]:
-        widest = BinOp("max", widest, a.size)
-    most = BinOp("max", i64(1), BinOp("/", i64(SCRATCH_ELEMENTS), BinOp("max", widest, i64(1))))
-    chunks = BinOp("min", BinOp("max", span, i64(0)), most if parallel else i64(1))
-    count, per = Var(f"{loop.var.name}_chunks", I64), Var(f"{loop.var.name}_per_chunk", I64)
-    setup = (Let(count, chunks),
-             Let(per, BinOp("max", i64(1), BinOp("/", add(span, sub(count, i64(1))),
-                                                 BinOp("max", count, i64(1))))))
-    first = add(loop.lo, mul(chunk, per))
-    sizes = {a.buf.name: a.size for a in allocs}
-
-    def in_slice(node):
-        if isinstance(node, Load) and node.buf.name in sizes:
-            return Load(node.buf, add(mul(chunk, sizes[node.buf.name]), node.index))
-        if isinstance(node, Store) and node.buf.name in sizes:
-            return replace(node, index=add(mul(chunk, sizes[node.buf.name]), node.index))
-        return node
-
-    rows = For(loop.var, first, BinOp("min", loop.hi, add(first, per)),
-               rewrite(loop.body, in_slice), LoopKind.SERIAL)
-    top = For(chunk, i64(0), BinOp("/", add(span, sub(per, i64(1))), per), rows,
-              LoopKind.GPU_THREAD)
-    scratch = tuple(Param(a.buf, ParamRole.SCRATCH, extent=mul(chunks, a.size)) for a in allocs)
-    return replace(kernel, body=Block((*setup, top)), params=kernel.params + scratch, workspaces=(),
-                   outer_independent=chunk.name, gpu=GpuMapping(GridMode.THREAD))
+    ws = _Workspace(allocs, loop.body, FreshNames(kernel))
+    if ws.count is None:
+        return kernel
+    row = ws.hashed_row(loop.body) if ws.vals is not None else ws.counted_row(loop.body)
+    if row is None:
+        return kernel
+    if parallel:
+        top, owner = For(loop.var, loop.lo, loop.hi, row, LoopKind.GPU_THREAD), loop.var.name
+    else:
+        one = ws.names.fresh(f"{loop.var.name}_thread", I64)
+        top = For(one, i64(0), i64(1), For(loop.var, loop.lo, loop.hi, row), LoopKind.GPU_THREAD)
+        owner = one.name
+    return replace(kernel, body=Block((top,)), workspaces=(), outer_independent=owner,
+                   gpu=GpuMapping(GridMode.THREAD))
 
 
-__all__ = ["SCRATCH_ELEMENTS", "workspaces_gpu"]
+class _Workspace:
+    """One kernel's workspace arrays (``RowWorkspace``'s order: marks, coordinates,
+    then sums in the compute kernel), its extent and the row's count variable
+    (None when no scatter has the lowerer's shape)."""
+
+    def __init__(self, allocs, row, names: FreshNames):
+        self.mark, self.coords = allocs[0].buf, allocs[1].buf
+        self.vals = allocs[2].buf if len(allocs) > 2 else None
+        self.extent = allocs[0].size
+        self.names = names
+        self.count = next((s.then.body[-1].var for s in walk(row) if self.is_scatter(s)), None)
+
+    def fresh(self, stem: str) -> Var:
+        return self.names.fresh(stem, I64)
+
+    def is_scatter(self, s) -> bool:
+        """``if mark[j] == 0: mark[j] = 1; coords[n] = j; n = n + 1``."""
+        return isinstance(s, If) and isinstance(s.cond, BinOp) and s.cond.op == "==" \
+            and isinstance(s.cond.lhs, Load) and s.cond.lhs.buf == self.mark \
+            and isinstance(s.then, Block) and isinstance(s.then.body[-1], Assign)
+
+    def uses(self, s) -> bool:
+        ws = {self.mark.name, self.coords.name} | ({self.vals.name} if self.vals else set())
+        return any(isinstance(n, (Load, Store)) and n.buf.name in ws for n in walk(s))
+
+    # -- assemble ------------------------------------------------------------------
+    def counted_row(self, row):
+        """The assemble kernel's row: count the scatters, store the table size
+        where the count was stored; None when the row is not shaped so."""
+        n = self.count
+        stored = []
+
+        def visit(s):
+            if isinstance(s, Block):
+                return _block([visit(c) for c in s.body])
+            if self.is_scatter(s):
+                return Assign(n, add(n, i64(1)))
+            if isinstance(s, For) and isinstance(s.body, Store) and s.body.buf == self.mark:
+                return None                                   # the marks' reset
+            if isinstance(s, Store) and s.value == n:          # the row's count
+                size = self.fresh("ht_size")
+                stored.append(s)
+                return block(hash_rows.table_size(n, self.extent, size, self.fresh),
+                             replace(s, value=size))
+            if isinstance(s, For):
+                return _counting(replace(s, body=visit(s.body) or Block(())))
+            if isinstance(s, If):
+                return replace(s, then=visit(s.then) or Block(()),
+                               otherwise=None if s.otherwise is None else visit(s.otherwise))
+            if isinstance(s, While):
+                return replace(s, body=visit(s.body) or Block(()))
+            return s
+        out = visit(row)
+        return out if len(stored) == 1 and not self.uses(out) else None
+
+    # -- compute -------------------------------------------------------------------
+    def hashed_row(self, row):
+        """The compute kernel's row: clear the table, insert, gather (see
+        ``ir/hash_rows``); None when the row is not shaped so."""
+        gathers = [s for s in walk(row) if isinstance(s, If) and _is_gather(s, self)]
+        if len(gathers) != 1:
+            return None
+        emit = _emit_of(gathers[0], self)
+        if emit is None:
+            return None
+        jj, v, stmts, out_p = emit
+        crd = next(s.buf for s in walk(Block(stmts)) if isinstance(s, Store) and s.value == jj)
+        vals = next(s.buf for s in walk(Block(stmts)) if isinstance(s, Store) and s.value == v)
+        start = [s for s in walk(row) if isinstance(s, Let) and s.var == out_p
+                 and isinstance(s.value, Load)]
+        if len(start) != 1:
+            return None
+        pos, parent = start[0].value.buf, start[0].value.index
+        base, size, mask = self.fresh("ht_base"), self.fresh("ht_size"), self.fresh("ht_mask")
+        prologue = block(Let(base, out_p), Let(size, sub(Load(pos, add(parent, i64(1))), base)),
+                         Let(mask, sub(size, i64(1))),
+                         hash_rows.clear_table(crd, vals, base, size, self.fresh))
+
+        def emit_at(j: Var, value: Var) -> Block:
+            return _substituted(Block(stmts), {jj.name: j, v.name: value})
+
+        def visit(s):
+            if isinstance(s, Block):
+                return _block([visit(c) for c in s.body])
+            if s is start[0]:
+                return block(s, prologue)
+            if isinstance(s, Let) and s.var == self.count:
+                return None
+            if self.is_scatter(s):
+                return None
+            if isinstance(s, Store) and s.buf == self.vals and s.accumulate:
+                return hash_rows.insert(crd, vals, base, mask, s.index, s.value, self.fresh)
+            if s is gathers[0]:
+                return hash_rows.gather(crd, vals, base, size, self.extent, out_p, emit_at,
+                                        self.fresh)
+            if isinstance(s, For):
+                return replace(s, body=visit(s.body) or Block(()))
+            if isinstance(s, If):
+                return replace(s, then=visit(s.then) or Block(()),
+                               otherwise=None if s.otherwise is None else visit(s.otherwise))
+            if isinstance(s, While):
+                return replace(s, body=visit(s.body) or Block(()))
+            return s
+        out = visit(row)
+        return out if not self.uses(out) else None
+
+
+def _is_gather(s: If, ws: _Workspace) -> bool:
+    """The gather ``RowWorkspace.gather_row`` writes: ``if size <= count * 32:
+    scan ... else: sort ...``."""
+    return isinstance(s.cond, BinOp) and s.cond.op == "<=" and s.cond.lhs == ws.extent \
+        and ws.count is not None and ws.count in walk(s.cond.rhs) and ws.uses(s)
+
+
+def _emit_of(gather: If, ws: _Workspace):
+    """``(j, v, emit statements, out_p)`` of the gather's scan branch: ``for j:
+    if mark[j] != 0: let v = vals[j]; <emit>; vals[j] = 0; mark[j] = 0``, or None."""
+    scan = gather.then
+    if not (isinstance(scan, For) and isinstance(scan.body, If)
+            and isinstance(scan.body.then, Block)):
+        return None
+    visit = scan.body.then.body
+    if len(visit) < 4 or not isinstance(visit[0], Let):
+        return None
+    stmts = visit[1:-2]
+    if ws.uses(Block(stmts)):
+        return None
+    out_p = next((s.var for s in walk(Block(stmts)) if isinstance(s, Assign)), None)
+    return (scan.var, visit[0].var, stmts, out_p) if out_p is not None else None
+
+
+def _substituted(s, names: dict):
+    return rewrite(s, lambda n: names.get(n.name, n) if isinstance(n, Var) else n)
+
+
+def _block(stmts) -> Block:
+    return block(*(s for s in stmts if s is not None))
+
+
+def _counting(loop: For):
+    """``n = n + max(hi - lo, 0)`` for a loop whose body only counts (``n = n +
+    1``, after Lets nothing reads); else the loop."""
+    body = list(loop.body.body if isinstance(loop.body, Block) else (loop.body,))
+    while True:
+        used = set(reads(Block(tuple(body))))
+        keep = [s for s in body if not (isinstance(s, Let) and s.var.name not in used)]
+        if len(keep) == len(body):
+            break
+        body = keep
+    if len(body) == 1 and isinstance(body[0], Assign) and body[0].value == add(body[0].var, i64(1)):
+        n = body[0].var
+        return Assign(n, add(n, BinOp("max", sub(loop.hi, loop.lo), i64(0))))
+    return loop
+
+
+__all__ = ["workspaces_gpu"]

@@ -1,0 +1,96 @@
+"""A row's hash table in the row's own slots of a compressed output (GPU SpGEMM).
+
+Each row of an assembled output built in a workspace (``ir/workspace.py``)
+gets ``table_size(bound)`` slots of the output's ``crd`` and ``vals``
+arrays, where ``bound`` is the number of products the row scatters (an upper
+bound of its entries: ``flops(i)``, the sum of the lengths of B's rows that
+A's row i selects, for SpGEMM).  The assemble kernel stores that size where
+it stored the row's count; the runtime prefix-sums it into ``pos`` as before,
+so ``[pos[i], pos[i + 1])`` is row i's table.  The compute kernel then
+
+* clears its table (``crd`` = ``EMPTY``, ``vals`` = 0: ``clear_table``),
+* inserts each product by open addressing with linear probing on the key
+  (``insert``: slot ``j & (size - 1)``, then the next ones),
+* compacts the occupied slots to the front of the table, dropping what the
+  lowerer's gather drops, sorts them by key, values alongside (``gather``),
+  and records how many it kept (the runtime packs the rows, as it does for
+  the dropped zeros).
+
+A table is a power of two of at least ``2 * bound`` slots, or the first power
+of two at or above the index's extent, whichever is smaller.  In the first
+case the second half of the table is the merge sort's other buffer; in the
+second the hash ``j & (size - 1)`` is ``j`` itself, so no two keys meet and
+the slots are already in key order (no sort).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .nodes import (Assign, BinOp, Block, Buffer, Const, Expr, For, If, Let, Load, Stmt, Store,
+                    Var, While, add, and_, block, i64, lt, mul, sub)
+from .workspace import INSERTION_MAX, insertion_sort, merge_sort
+
+EMPTY = -1          # the key of an empty slot (no coordinate is negative)
+
+Fresh = Callable[[str], Var]
+
+
+def table_size(bound: Expr, extent: Expr, size: Var, fresh: Fresh) -> Stmt:
+    """``let size = `` the table size of a row that scatters ``bound``
+    products into an index of ``extent`` coordinates (0 for no products)."""
+    want = fresh("ht_want")
+    return block(
+        Let(want, BinOp("min", mul(bound, i64(2)), extent)),
+        Let(size, i64(1)),
+        While(lt(size, want), Assign(size, mul(size, i64(2)))),
+        If(BinOp("==", bound, i64(0)), Assign(size, i64(0))))
+
+
+def clear_table(crd: Buffer, vals: Buffer, base: Expr, size: Expr, fresh: Fresh) -> Stmt:
+    """Every slot of the table at ``base`` empty, its value zero."""
+    s = fresh("ht_s")
+    return For(s, i64(0), size, block(Store(crd, add(base, s), i64(EMPTY)),
+                                      Store(vals, add(base, s), Const(0.0, vals.dtype.widened))))
+
+
+def insert(crd: Buffer, vals: Buffer, base: Expr, mask: Expr, j: Expr, value: Expr,
+           fresh: Fresh) -> Stmt:
+    """``vals[slot of j] += value`` in the table at ``base`` of ``mask + 1``
+    slots, claiming an empty slot for ``j`` if it has none.  Requires: the
+    table holds fewer than ``mask + 1`` keys, or ``j`` already."""
+    h, key = fresh("ht_h"), fresh("ht_key")
+    at = add(base, h)
+    return block(
+        Let(h, BinOp("&", j, mask)),
+        Let(key, Load(crd, at)),
+        While(and_(BinOp("!=", key, j), BinOp("!=", key, i64(EMPTY))), block(
+            Assign(h, BinOp("&", add(h, i64(1)), mask)),
+            Assign(key, Load(crd, at)))),
+        If(BinOp("==", key, i64(EMPTY)), Store(crd, at, j)),
+        Store(vals, at, value, accumulate=True))
+
+
+def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_p: Var,
+           emit: Callable[[Var, Var], Stmt], fresh: Fresh) -> Stmt:
+    """``emit(j, v)`` for each occupied slot in slot order, ``out_p`` starting
+    at ``base`` (emit writes ``crd[out_p]``, ``vals[out_p]`` and advances it:
+    in place, never past the slot read); then the entries ``[base, out_p)``
+    sorted by key, values alongside.  Requires: the table's sizes as
+    ``table_size`` gives them (see the module docstring)."""
+    s, j, v = fresh("ht_s"), fresh("ht_j"), Var(fresh("ht_v").name, vals.dtype.widened)
+    kept, off, q = fresh("ht_kept"), fresh("ht_off"), fresh("ht_q")
+    compact = For(s, i64(0), size, block(
+        Let(j, Load(crd, add(base, s))),
+        If(BinOp("!=", j, i64(EMPTY)), block(Let(v, Load(vals, add(base, s))), emit(j, v)))))
+    back = If(BinOp("!=", off, base), For(q, i64(0), kept, block(
+        Store(crd, add(base, q), Load(crd, add(off, q))),
+        Store(vals, add(base, q), Load(vals, add(off, q))))))
+    sort = If(BinOp("<=", kept, i64(INSERTION_MAX)),
+              insertion_sort(crd, kept, fresh, start=base, carry=(vals,)),
+              block(Let(off, base),
+                    merge_sort(crd, kept, kept, off, fresh, start=base, carry=(vals,)),
+                    back))
+    return block(compact, Let(kept, sub(out_p, base)), If(lt(size, extent), sort))
+
+
+__all__ = ["EMPTY", "clear_table", "gather", "insert", "table_size"]
