@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import spc
-from spc.ir.nodes import Alloc, DType, GridMode, ParamRole
+from spc.ir.nodes import Alloc, CompareSwap, Const, DType, For, GridMode, LoopKind, ParamRole
 from spc.ir.traverse import walk
 from spc.passes.workspaces_gpu import workspaces_gpu
 
@@ -29,15 +29,23 @@ def _cuda(expr, formats, dtype="float64"):
 
 
 @pytest.mark.parametrize("expr, formats", KERNELS)
-def test_rows_map_to_threads_with_hashed_tables_in_the_output(expr, formats):
+def test_rows_map_to_warps_with_hashed_tables_in_the_output(expr, formats):
+    """Assemble: a row's products counted (map_gpu gives it a warp, lanes over
+    A's row); compute: a warp per row, the lanes inserting by compare-and-swap,
+    lane 0 gathering; no workspace or scratch array left."""
     ck = _cuda(expr, formats)
-    for kernel in ck.lowered_kernels():
-        assert kernel.gpu is not None and kernel.gpu.grid is GridMode.THREAD
+    assemble, compute = ck.lowered_kernels()
+    for kernel in (assemble, compute):
+        assert kernel.gpu is not None
         assert not any(isinstance(n, Alloc) and n.is_workspace for n in walk(kernel.body))
         assert not [p for p in kernel.params if p.role is ParamRole.SCRATCH]
         assert not kernel.workspaces
-    assert "@gpu_thread" in ck.ir and "_ws_mark" not in ck.ir and "_ws_vals" not in ck.ir
-    assert "ht_h: i64 = j & ht_mask" in ck.ir or "ht_h: i64 = i & ht_mask" in ck.ir
+    assert not any(isinstance(n, CompareSwap) for n in walk(assemble.body))
+    assert compute.gpu.grid is GridMode.WARP
+    lanes = [n for n in walk(compute.body) if isinstance(n, For) and n.kind is LoopKind.GPU_LANE]
+    assert any(isinstance(n, CompareSwap) for lane in lanes for n in walk(lane.body))
+    assert any(isinstance(lane.hi, Const) and lane.hi.value == 1 for lane in lanes)  # lane 0
+    assert "_ws_mark" not in ck.ir and "_ws_vals" not in ck.ir
 
 
 def test_kernels_without_workspaces_are_left_alone():
@@ -107,6 +115,7 @@ def test_a_workspace_no_thread_can_own_reads_a_copy_on_cuda():
 def test_serial_schedule_runs_every_row_on_one_thread():
     ck = spc.compile(SPGEMM, formats=CSR3, target="cuda", arch="sm_90",
                      schedule=spc.Schedule(parallel=False))
+    assert "atomic" not in ck.ir
     assert "for i_thread in [0, 1) @gpu_thread:" in ck.ir
     for kernel in ck.lowered_kernels():
         assert kernel.outer_independent == "i_thread"

@@ -42,7 +42,7 @@ from itertools import count
 
 from ..errors import CompileError, UnsupportedError
 from ..ir.reserved import C_WORDS
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.printer import WARP_OPS
@@ -417,6 +417,15 @@ class _Body:
             self.emit(depth, f"{c_name(s.var.name)} = {_converted(s.value, s.var.dtype)};")
         elif isinstance(s, Store):
             self.emit(depth, self.store(s, ctx))
+        elif isinstance(s, CompareSwap):
+            if ctx not in ("lane", "thread"):
+                raise CompileError(f"kernel {self.kernel.name}: a compare-and-swap on "
+                                   f"{s.buf.name} outside a lane or thread loop would run on "
+                                   f"every lane")
+            t = c_elem_type(s.buf.dtype)
+            self.emit(depth, f"{c_type(s.var.dtype)} {c_name(s.var.name)} = spc_atomic_cas("
+                             f"&{c_name(s.buf.name)}[{render_expr(s.index)}], "
+                             f"({t})({render_expr(s.expected)}), ({t})({render_expr(s.desired)}));")
         elif isinstance(s, Alloc) and s.buf.name in self.fragments:
             rows, cols = self.fragments[s.buf.name]       # a tile: this lane's entries
             self.emit(depth, f"float {c_name(s.buf.name)}[{rows * cols // WARP_SIZE}] = {{}};")
@@ -568,7 +577,8 @@ class _Body:
             self.block(s.body, d + 2, "lane")
             self.emit(d + 1, "}")
             self.emit(d, "}")
-        if any(isinstance(n, Store) and n.buf.name in self.params for n in all_stmts(s.body)):
+        if any(isinstance(n, (Store, CompareSwap)) and n.buf.name in self.params
+               for n in walk(s.body)):
             self.emit(d, "__syncwarp();")
 
     def copies(self, s: For, jam: Jam, j0: str, hi: str, d: int, first_valid: bool,

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .nodes import (Assign, BinOp, Block, Buffer, Const, Expr, For, If, Let, Load, Stmt, Store,
-                    Var, While, add, and_, block, i64, lt, mul, sub)
+from .nodes import (Assign, BinOp, Buffer, CompareSwap, Const, Expr, For, If, Let, Load, LoopKind,
+                    Select,
+                    Stmt, Store, Var, While, add, and_, block, i64, lt, mul, sub)
 from .workspace import INSERTION_MAX, insertion_sort, merge_sort
 
 EMPTY = -1          # the key of an empty slot (no coordinate is negative)
@@ -46,20 +47,42 @@ def table_size(bound: Expr, extent: Expr, size: Var, fresh: Fresh) -> Stmt:
         If(BinOp("==", bound, i64(0)), Assign(size, i64(0))))
 
 
-def clear_table(crd: Buffer, vals: Buffer, base: Expr, size: Expr, fresh: Fresh) -> Stmt:
-    """Every slot of the table at ``base`` empty, its value zero."""
+def clear_table(crd: Buffer, vals: Buffer, base: Expr, size: Expr, fresh: Fresh,
+                kind: LoopKind = LoopKind.SERIAL) -> Stmt:
+    """Every slot of the table at ``base`` empty, its value zero (a loop of
+    ``kind`` over the slots)."""
     s = fresh("ht_s")
     return For(s, i64(0), size, block(Store(crd, add(base, s), i64(EMPTY)),
-                                      Store(vals, add(base, s), Const(0.0, vals.dtype.widened))))
+                                      Store(vals, add(base, s), Const(0.0, vals.dtype.widened))),
+               kind)
 
 
 def insert(crd: Buffer, vals: Buffer, base: Expr, mask: Expr, j: Expr, value: Expr,
-           fresh: Fresh) -> Stmt:
+           fresh: Fresh, concurrent: bool = False) -> Stmt:
     """``vals[slot of j] += value`` in the table at ``base`` of ``mask + 1``
     slots, claiming an empty slot for ``j`` if it has none.  Requires: the
-    table holds fewer than ``mask + 1`` keys, or ``j`` already."""
+    table holds fewer than ``mask + 1`` keys, or ``j`` already.
+
+    ``concurrent``: other iterations may insert into the table at the same
+    time: a slot is claimed by compare-and-swap (a lost race shows the key
+    that won, which the probe then compares as if it had read it) and the
+    value added atomically.  A plain load that finds a slot empty may be
+    stale, never wrong otherwise (a slot changes once, from empty)."""
     h, key = fresh("ht_h"), fresh("ht_key")
     at = add(base, h)
+    if concurrent:
+        old = fresh("ht_old")
+        claim = If(BinOp("==", key, i64(EMPTY)), block(
+            CompareSwap(old, crd, at, i64(EMPTY), j),
+            Assign(key, Select(BinOp("==", old, i64(EMPTY)), j, old))))
+        step = If(BinOp("!=", key, j), block(
+            Assign(h, BinOp("&", add(h, i64(1)), mask)),
+            Assign(key, Load(crd, at))))
+        return block(
+            Let(h, BinOp("&", j, mask)),
+            Let(key, Load(crd, at)),
+            While(BinOp("!=", key, j), block(claim, step)),
+            Store(vals, at, value, accumulate=True, atomic=True))
     return block(
         Let(h, BinOp("&", j, mask)),
         Let(key, Load(crd, at)),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nodes import (Alloc, Assign, BinOp, Block, Cast, Const, DType, For, If,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, DType, For, If,
                     Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
 
@@ -136,6 +136,15 @@ def _exec(s, env, bufs, races: _Races | None = None):
         if s.accumulate:
             v = _NP[s.buf.dtype.widened](arr[idx]) + v
         arr[idx] = v                   # rounds to the array's type (16-bit floats)
+    elif isinstance(s, CompareSwap):          # sequential here: trivially atomic
+        arr = bufs[s.buf.name]
+        idx = int(_eval(s.index, env, bufs))
+        if not 0 <= idx < len(arr):
+            raise IndexError(f"compare-and-swap {s.buf.name}[{idx}] is out of bounds "
+                             f"(length {len(arr)})")
+        old = env[s.var.name] = _NP[s.var.dtype](arr[idx])
+        if old == _eval(s.expected, env, bufs):
+            arr[idx] = _eval(s.desired, env, bufs)
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else int(_eval(s.size, env, bufs))
         bufs[s.buf.name] = np.zeros(size, dtype=_array_dtype(s.buf.dtype))

@@ -287,7 +287,20 @@ class Alloc:
         return not isinstance(self.size, int)
 
 
-Stmt = Block | Let | Assign | Store | For | While | If | Alloc
+@dataclass(frozen=True, slots=True)
+class CompareSwap:
+    """Atomically: declare ``var`` with the value of ``buf[index]`` (an integer
+    array) and, if it equals ``expected``, store ``desired`` there.  Concurrent
+    iterations may compare-and-swap the same entry: exactly one of those that
+    find ``expected`` wins (CUDA ``atomicCAS``).  The claim of a hash slot."""
+    var: Var
+    buf: Buffer
+    index: Expr
+    expected: Expr
+    desired: Expr
+
+
+Stmt = Block | Let | Assign | Store | For | While | If | Alloc | CompareSwap
 
 
 # --------------------------------------------------------------------------

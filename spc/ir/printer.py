@@ -1,7 +1,7 @@
 """A deterministic text form of the loop IR (used by golden tests and cache keys)."""
 from __future__ import annotations
 
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                     Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     While, Expr)
 
@@ -62,6 +62,10 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     elif isinstance(s, Store):
         op = ("atomic+=" if s.atomic else "+=") if s.accumulate else "="
         out.append(f"{pad}{s.buf.name}[{format_expr(s.index)}] {op} {format_expr(s.value)}")
+    elif isinstance(s, CompareSwap):
+        out.append(f"{pad}let {s.var.name}: {s.var.dtype.value} = atomic_cas({s.buf.name}"
+                   f"[{format_expr(s.index)}], {format_expr(s.expected)}, "
+                   f"{format_expr(s.desired)})")
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else format_expr(s.size)
         kind = "workspace" if s.is_workspace else "alloc"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import CompileError
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
                     Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum, Call,
                     MATH_FUNCTIONS,
                     While, dtype_of)
@@ -122,6 +122,20 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                     and s.buf.dtype.widened is DType.F64:
                 fail(f"store of a float32 value to '{s.buf.name}', a float64 array "
                      f"(stores may round values, never widen them)")
+        elif isinstance(s, CompareSwap):
+            p = bufs.get(s.buf.name)
+            if s.buf.name not in local_bufs and (p is None or p.role not in (
+                    ParamRole.OUTPUT, ParamRole.SCRATCH)):
+                fail(f"compare-and-swap on '{s.buf.name}', which is not an output")
+            if not s.buf.dtype.is_int or s.var.dtype is not DType.I64:
+                fail(f"compare-and-swap on '{s.buf.name}': an integer array, an i64 result")
+            for e in (s.index, s.expected, s.desired):
+                expr(e, scope)
+                if not dtype_of(e).is_int:
+                    fail(f"compare-and-swap on '{s.buf.name}' with a non-integer operand")
+            if s.var.name in scope:
+                fail(f"'{s.var.name}' is declared again where it is already visible")
+            scope.add(s.var.name)
         elif isinstance(s, Alloc):
             if s.is_workspace:
                 expr(s.size, scope)

@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import hash_rows
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, DType, For, GpuMapping, GridMode, If,
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, CompareSwap, DType, For, GpuMapping, GridMode, If,
                         Kernel, Let, Load, LoopKind, Store, Var, While, add, block, i64, sub)
 from ..ir.traverse import rewrite, walk
-from .map_gpu import FreshNames, reads
+from .map_gpu import FreshNames, declared, reads
 
 I64 = DType.I64
 
@@ -53,9 +53,21 @@ def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
     ws = _Workspace(allocs, loop.body, FreshNames(kernel))
     if ws.count is None:
         return kernel
-    row = ws.hashed_row(loop.body) if ws.vals is not None else ws.counted_row(loop.body)
-    if row is None:
-        return kernel
+    if ws.vals is None:                          # assemble: map_gpu maps the count
+        row = ws.counted_row(loop.body)
+        if row is None:
+            return kernel
+        if parallel:
+            return replace(kernel, body=Block((replace(loop, body=row),)), workspaces=())
+    else:
+        row = ws.hashed_row(loop.body, concurrent=parallel)
+        if row is None:
+            return kernel
+        warp = _warp_row(row) if parallel else None
+        if warp is not None:
+            return replace(kernel, body=Block((replace(loop, body=warp, kind=LoopKind.GPU_WARP),)),
+                           workspaces=(), gpu=GpuMapping(GridMode.WARP))
+        row = ws.hashed_row(loop.body, concurrent=False)
     if parallel:
         top, owner = For(loop.var, loop.lo, loop.hi, row, LoopKind.GPU_THREAD), loop.var.name
     else:
@@ -122,9 +134,10 @@ class _Workspace:
         return out if len(stored) == 1 and not self.uses(out) else None
 
     # -- compute -------------------------------------------------------------------
-    def hashed_row(self, row):
+    def hashed_row(self, row, concurrent: bool):
         """The compute kernel's row: clear the table, insert, gather (see
-        ``ir/hash_rows``); None when the row is not shaped so."""
+        ``ir/hash_rows``); None when the row is not shaped so.  ``concurrent``:
+        inserts that other iterations may run at the same time."""
         gathers = [s for s in walk(row) if isinstance(s, If) and _is_gather(s, self)]
         if len(gathers) != 1:
             return None
@@ -142,7 +155,9 @@ class _Workspace:
         base, size, mask = self.fresh("ht_base"), self.fresh("ht_size"), self.fresh("ht_mask")
         prologue = block(Let(base, out_p), Let(size, sub(Load(pos, add(parent, i64(1))), base)),
                          Let(mask, sub(size, i64(1))),
-                         hash_rows.clear_table(crd, vals, base, size, self.fresh))
+                         hash_rows.clear_table(crd, vals, base, size, self.fresh,
+                                               LoopKind.GPU_LANE if concurrent
+                                               else LoopKind.SERIAL))
 
         def emit_at(j: Var, value: Var) -> Block:
             return _substituted(Block(stmts), {jj.name: j, v.name: value})
@@ -157,10 +172,14 @@ class _Workspace:
             if self.is_scatter(s):
                 return None
             if isinstance(s, Store) and s.buf == self.vals and s.accumulate:
-                return hash_rows.insert(crd, vals, base, mask, s.index, s.value, self.fresh)
+                return hash_rows.insert(crd, vals, base, mask, s.index, s.value, self.fresh,
+                                        concurrent)
             if s is gathers[0]:
-                return hash_rows.gather(crd, vals, base, size, self.extent, out_p, emit_at,
-                                        self.fresh)
+                gather = hash_rows.gather(crd, vals, base, size, self.extent, out_p, emit_at,
+                                          self.fresh)
+                if concurrent:                   # lane 0 gathers what the lanes inserted
+                    return For(self.fresh("ht_lane"), i64(0), i64(1), gather, LoopKind.GPU_LANE)
+                return gather
             if isinstance(s, For):
                 return replace(s, body=visit(s.body) or Block(()))
             if isinstance(s, If):
@@ -171,6 +190,56 @@ class _Workspace:
             return s
         out = visit(row)
         return out if not self.uses(out) else None
+
+
+def _warp_row(row):
+    """The compute row for a warp (``hashed_row(concurrent=True)``), with the
+    loop around each insert (the innermost that carries no scalar from one
+    iteration to the next and stores only atomically) spread over the lanes.
+    None when some insert has no such loop."""
+    chosen: set[int] = set()
+
+    def lane_safe(loop: For) -> bool:
+        inside = declared(loop.body)
+        return loop.kind is LoopKind.SERIAL and not any(
+            isinstance(n, Assign) and n.var.name not in inside for n in walk(loop.body)) \
+            and not any(isinstance(n, Store) and not n.atomic for n in walk(loop.body)) \
+            and not any(isinstance(n, For) and n.kind is not LoopKind.SERIAL
+                        for n in walk(loop.body))
+
+    def choose(s, loops: tuple) -> bool:
+        if isinstance(s, CompareSwap):
+            if any(id(lp) in chosen for lp in loops):
+                return True
+            loop = next((lp for lp in reversed(loops) if lane_safe(lp)), None)
+            if loop is not None:
+                chosen.add(id(loop))
+            return loop is not None
+        if isinstance(s, Block):
+            return all(choose(c, loops) for c in s.body)
+        if isinstance(s, For):
+            return choose(s.body, loops + (s,))
+        if isinstance(s, While):
+            return choose(s.body, loops)
+        if isinstance(s, If):
+            return choose(s.then, loops) and (s.otherwise is None or choose(s.otherwise, loops))
+        return True
+
+    if not choose(row, ()):
+        return None
+
+    def mapped(s):
+        if isinstance(s, Block):
+            return Block(tuple(mapped(c) for c in s.body))
+        if isinstance(s, For) and id(s) in chosen:
+            return replace(s, kind=LoopKind.GPU_LANE)
+        if isinstance(s, (For, While)):
+            return replace(s, body=mapped(s.body))
+        if isinstance(s, If):
+            return replace(s, then=mapped(s.then),
+                           otherwise=None if s.otherwise is None else mapped(s.otherwise))
+        return s
+    return mapped(row)
 
 
 def _is_gather(s: If, ws: _Workspace) -> bool:
