@@ -195,3 +195,28 @@ def test_interpreter_on_every_kernel_shape(expr, formats):
     np.testing.assert_allclose(got.toarray(), expected.toarray(), rtol=1e-12, atol=1e-12)
     assert np.array_equal(got.indptr, expected.indptr)
     assert np.array_equal(got.indices, expected.indices)
+
+
+@pytest.mark.parametrize("cols", [1, 5, 64, 700])
+def test_table_sizes_bound_the_products_and_the_extent(cols):
+    """The assemble kernel's table sizes: 0 for a row with no products, else a
+    power of two of at least twice its products below the extent, or the
+    extent itself (a direct table); never more than the extent."""
+    from spc.ir.interp import run_kernel
+    rng = rng_for(f"cuda-table-sizes-{cols}")
+    a = from_mask(random_mask(rng, (40, 30), 0.15), rng, np.float64)
+    b = from_mask(random_mask(rng, (30, cols), 0.3), rng, np.float64)
+    assemble = _cuda(SPGEMM, CSR3).lowered_kernels()[0]
+    sizes = np.zeros(41, dtype=np.int32)
+    run_kernel(assemble, {"A1_pos": a.indptr, "A1_crd": a.indices, "B1_pos": b.indptr,
+                          "B1_crd": b.indices, "C1_pos": sizes, "size_i": 40, "size_j": cols,
+                          "size_k": 30})
+    products = np.array([np.diff(b.indptr)[a.indices[a.indptr[r]:a.indptr[r + 1]]].sum()
+                         for r in range(40)])
+    table = sizes[1:]
+    assert np.all(table[products == 0] == 0)
+    hashed = (products > 0) & (table < cols)
+    assert np.all(table[hashed] >= 2 * products[hashed])
+    assert np.all(table[hashed] & (table[hashed] - 1) == 0)          # powers of two
+    assert np.all(table[(products > 0) & ~hashed] == cols)
+    assert (products > 0).any()

@@ -16,11 +16,15 @@ so ``[pos[i], pos[i + 1])`` is row i's table.  The compute kernel then
   and records how many it kept (the runtime packs the rows, as it does for
   the dropped zeros).
 
-A table is a power of two of at least ``2 * bound`` slots, or the first power
-of two at or above the index's extent, whichever is smaller.  In the first
-case the second half of the table is the merge sort's other buffer; in the
-second the hash ``j & (size - 1)`` is ``j`` itself, so no two keys meet and
-the slots are already in key order (no sort).
+A table is the first power of two at or above ``2 * bound`` when that is
+below the index's extent (a *hashed* table: slot ``j & (size - 1)``, the
+second half of the table the merge sort's other buffer), else the extent
+itself (a *direct* table: slot ``j``, so no two keys meet and the slots are
+already in key order: no sort).  ``slot_mask`` gives ``size - 1`` or, for a
+direct table, -1 (all bits: ``j & -1`` is ``j``).  No row's table is larger
+than the index's extent, so the tables of all rows together take no more
+slots than the dense output would: the index type that holds the output's
+positions holds the tables'.
 """
 from __future__ import annotations
 
@@ -41,10 +45,17 @@ def table_size(bound: Expr, extent: Expr, size: Var, fresh: Fresh) -> Stmt:
     products into an index of ``extent`` coordinates (0 for no products)."""
     want = fresh("ht_want")
     return block(
-        Let(want, BinOp("min", mul(bound, i64(2)), extent)),
+        Let(want, mul(bound, i64(2))),
         Let(size, i64(1)),
-        While(lt(size, want), Assign(size, mul(size, i64(2)))),
+        While(and_(lt(size, want), lt(size, extent)), Assign(size, mul(size, i64(2)))),
+        If(BinOp("<=", extent, size), Assign(size, extent)),
         If(BinOp("==", bound, i64(0)), Assign(size, i64(0))))
+
+
+def slot_mask(size: Expr, extent: Expr) -> Expr:
+    """The mask that makes a key its first slot: ``size - 1`` for a hashed
+    table, -1 for a direct one (``size`` equal to ``extent``)."""
+    return Select(lt(size, extent), sub(size, i64(1)), i64(-1))
 
 
 def clear_table(crd: Buffer, vals: Buffer, base: Expr, size: Expr, fresh: Fresh,
@@ -116,4 +127,4 @@ def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_
     return block(compact, Let(kept, sub(out_p, base)), If(lt(size, extent), sort))
 
 
-__all__ = ["EMPTY", "clear_table", "gather", "insert", "table_size"]
+__all__ = ["EMPTY", "clear_table", "gather", "insert", "slot_mask", "table_size"]

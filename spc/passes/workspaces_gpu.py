@@ -154,7 +154,7 @@ class _Workspace:
         pos, parent = start[0].value.buf, start[0].value.index
         base, size, mask = self.fresh("ht_base"), self.fresh("ht_size"), self.fresh("ht_mask")
         prologue = block(Let(base, out_p), Let(size, sub(Load(pos, add(parent, i64(1))), base)),
-                         Let(mask, sub(size, i64(1))),
+                         Let(mask, hash_rows.slot_mask(size, self.extent)),
                          hash_rows.clear_table(crd, vals, base, size, self.fresh,
                                                LoopKind.GPU_LANE if concurrent
                                                else LoopKind.SERIAL))
