@@ -20,14 +20,17 @@ def pack_rows(pos, kept, crd, vals):
     work is done by ``pos``'s module).
     Ensures: the arrays returned hold the kept entries in the same order, and
     are the ones given when every entry was kept (nothing is copied then).
+    Each slot finds its row by a binary search of ``pos`` (CuPy before v14 has
+    no ``repeat`` by an array of counts; the search needs no slot-sized
+    temporaries but the slots' own), and the kept slots are gathered once.
     """
     total = int(kept.sum()) if len(kept) else 0
     if total == int(pos[-1]):
         return pos, crd, vals
     xp = array_module(pos)
-    lengths = xp.diff(pos)
-    slot = xp.arange(len(crd), dtype=pos.dtype) - xp.repeat(pos[:-1], lengths)
-    keep = slot < xp.repeat(kept, lengths)
+    slot = xp.arange(len(crd), dtype=pos.dtype)
+    row = xp.searchsorted(pos, slot, side="right") - 1      # empty rows: the last of equal starts
+    where = xp.nonzero(slot - pos[row] < kept[row])[0]
     packed = xp.zeros_like(pos)
     xp.cumsum(kept, out=packed[1:])
-    return packed, crd[keep], vals[keep]
+    return packed, crd[where], vals[where]
