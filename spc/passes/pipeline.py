@@ -93,8 +93,8 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
         bound(workspaces_gpu, parallel=schedule.parallel),
-                                   # rows built in workspaces: a thread per chunk of rows
-                                   # (parallel; else one), workspaces in global scratch
+                                   # rows built in workspaces: hash tables in the output's
+                                   # row slots, a warp per row (parallel; else one thread)
         *((bound(map_gpu, deterministic=bool(schedule.deterministic)),)
           if schedule.parallel else ()),
                                    # loops -> blocks, warps, lanes, threads (else one warp);
