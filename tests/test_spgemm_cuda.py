@@ -64,7 +64,8 @@ def test_torch_cuda_csr_operands():
 # Every mapping and table kind of passes/workspaces_gpu on the device: a warp per
 # row (lanes claiming slots by compare-and-swap) or one thread for every row
 # (parallel=False); hashed tables (collisions, insertion sort up to 16 entries,
-# merge sort beyond) and direct ones (the slots in order).
+# merge sort beyond) and direct ones (the slots in order); tables in the warp's
+# shared memory (up to 512 float32 or 256 float64 slots) and in the output's slots.
 SCHEDULES = [pytest.param(None, id="warp-per-row"),
              pytest.param({"parallel": False}, id="one-thread")]
 
@@ -76,8 +77,10 @@ def _spgemm(dtype, schedule):
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
-@pytest.mark.parametrize("cols, density", [(64, 0.02), (700, 0.05), (700, 0.5), (5, 0.5)],
-                         ids=["hashed-short", "hashed-merge-sorted", "direct", "direct-narrow"])
+@pytest.mark.parametrize("cols, density", [(64, 0.02), (700, 0.05), (700, 0.5), (5, 0.5),
+                                           (5000, 0.02)],
+                         ids=["hashed-short", "hashed-merge-sorted", "direct", "direct-narrow",
+                              "hashed-global"])
 def test_every_table_kind_on_the_gpu(cols, density, schedule):
     rng = rng_for(f"gpu-tables-{cols}-{density}")
     a = from_mask(random_mask(rng, (60, 12), 0.4), rng, np.float64)

@@ -156,14 +156,33 @@ def test_interpreter_with_colliding_keys_probes_and_wraps():
     assert_canonical_product(c, a @ _csr(b), np.float64)
 
 
-@pytest.mark.parametrize("density", [0.05, 0.5], ids=["merge-sorted", "direct"])
-def test_interpreter_on_wide_rows(density):
+@pytest.mark.parametrize("cols, density", [(700, 0.05), (700, 0.5), (5000, 0.02)],
+                         ids=["shared-merge-sorted", "global-direct", "global-hashed"])
+def test_interpreter_on_wide_rows(cols, density):
     """Rows of more than 16 entries in tables smaller than the index (merge
-    sort of the compacted slots) and as large (the slots already in order)."""
-    rng = rng_for(f"cuda-wide-{density}")
+    sort of the compacted slots) and as large (the slots already in order),
+    in a warp's shared table (up to 256 slots in float64) and in the output's
+    slots."""
+    rng = rng_for(f"cuda-wide-{cols}-{density}")
     a = from_mask(random_mask(rng, (6, 8), 0.5), rng, np.float64)
-    b = from_mask(random_mask(rng, (8, 700), density), rng, np.float64)
+    b = from_mask(random_mask(rng, (8, cols), density), rng, np.float64)
     assert_canonical_product(_interpreted(SPGEMM, CSR3, a, b), a @ b, np.float64)
+
+
+def test_rows_choose_the_shared_or_the_global_table():
+    """One kernel, both tables: a row whose table fits the warp's shared
+    array (256 float64 slots) holds it there, a longer one in the output."""
+    ck = _cuda(SPGEMM, CSR3)
+    compute = ck.lowered_kernels()[1]
+    shared = [n for n in walk(compute.body) if isinstance(n, Alloc) and n.shared]
+    assert [a.size for a in shared] == [256, 256]
+    assert "if ht_size <= 256:" in ck.ir
+    b = np.zeros((2, 3000))
+    b[0, ::300] = 1.0                     # row 0 of A @ B: 10 products, a shared table
+    b[1, ::2] = 2.0                       # row 1: 1500 products, the output's slots
+    a = _csr([[1.0, 0.0], [1.0, 1.0]])
+    c = _interpreted(SPGEMM, CSR3, a, _csr(b))
+    assert_canonical_product(c, a @ _csr(b), np.float64)
 
 
 def test_interpreter_on_one_thread_for_every_row():

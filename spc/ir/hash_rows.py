@@ -105,17 +105,22 @@ def insert(crd: Buffer, vals: Buffer, base: Expr, mask: Expr, j: Expr, value: Ex
 
 
 def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_p: Var,
-           emit: Callable[[Var, Var], Stmt], fresh: Fresh) -> Stmt:
+           emit: Callable[[Var, Var], Stmt], fresh: Fresh,
+           table: tuple[Buffer, Buffer, Expr] | None = None) -> Stmt:
     """``emit(j, v)`` for each occupied slot in slot order, ``out_p`` starting
     at ``base`` (emit writes ``crd[out_p]``, ``vals[out_p]`` and advances it:
     in place, never past the slot read); then the entries ``[base, out_p)``
-    sorted by key, values alongside.  Requires: the table's sizes as
-    ``table_size`` gives them (see the module docstring)."""
-    s, j, v = fresh("ht_s"), fresh("ht_j"), Var(fresh("ht_v").name, vals.dtype.widened)
+    sorted by key, values alongside.  ``table``: the keys, values and first
+    slot of a table held elsewhere than the output's slots (shared memory);
+    the entries are still emitted into, and sorted in, the output's.
+    Requires: the table's sizes as ``table_size`` gives them (see the module
+    docstring)."""
+    keys, sums, first = table if table is not None else (crd, vals, base)
+    s, j, v = fresh("ht_s"), fresh("ht_j"), Var(fresh("ht_v").name, sums.dtype.widened)
     kept, off, q = fresh("ht_kept"), fresh("ht_off"), fresh("ht_q")
     compact = For(s, i64(0), size, block(
-        Let(j, Load(crd, add(base, s))),
-        If(BinOp("!=", j, i64(EMPTY)), block(Let(v, Load(vals, add(base, s))), emit(j, v)))))
+        Let(j, Load(keys, add(first, s))),
+        If(BinOp("!=", j, i64(EMPTY)), block(Let(v, Load(sums, add(first, s))), emit(j, v)))))
     back = If(BinOp("!=", off, base), For(q, i64(0), kept, block(
         Store(crd, add(base, q), Load(crd, add(off, q))),
         Store(vals, add(base, q), Load(vals, add(off, q))))))

@@ -277,9 +277,15 @@ class Alloc:
     tiles) or an integer expression of the kernel's sizes, e.g. ``size_j``:
     a *workspace* over an index (TACO's precompute), heap memory on the CPU.
     Declared inside a concurrent loop's body, each iteration has its own.
+
+    ``shared`` (a constant size, inside a ``GPU_WARP`` loop): the warp's
+    iteration has one array that all its lanes read and write (CUDA shared
+    memory), not one per thread; its contents start undefined on a GPU (the
+    interpreter zeroes it), so a kernel writes before it reads.
     """
     buf: Buffer
     size: "int | Expr"
+    shared: bool = False
 
     @property
     def is_workspace(self) -> bool:

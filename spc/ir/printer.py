@@ -68,7 +68,7 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
                    f"{format_expr(s.desired)})")
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else format_expr(s.size)
-        kind = "workspace" if s.is_workspace else "alloc"
+        kind = "workspace" if s.is_workspace else "shared alloc" if s.shared else "alloc"
         out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]")
     elif isinstance(s, For):
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"

@@ -88,6 +88,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
 
     lane_kinds = (LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT)
     in_lanes = [False]
+    in_warp = [False]          # inside a @gpu_warp loop
 
     def stmt(s, scope: set, top: bool):
         if isinstance(s, Block):
@@ -143,6 +144,9 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                     fail(f"size of workspace '{s.buf.name}' is not an int64 expression")
             elif s.size < 0:
                 fail(f"negative size of local array '{s.buf.name}'")
+            if s.shared and (s.is_workspace or not in_warp[0]):
+                fail(f"shared array '{s.buf.name}' of a size known only at run time, or "
+                     f"outside a warp loop")
             local_bufs.add(s.buf.name)
         elif isinstance(s, For):
             expr(s.lo, scope)
@@ -159,6 +163,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 if s.kind is LoopKind.MMA_M:
                     tile_inner.update(id(n) for n in walk(s.body)
                                       if isinstance(n, For) and n.kind in MMA_KINDS)
+            outer_warp = in_warp[0]
+            in_warp[0] = outer_warp or s.kind is LoopKind.GPU_WARP
             lanes = s.kind in lane_kinds
             if lanes and in_lanes[0]:
                 fail(f"lane loop over '{s.var.name}' inside another lane loop")
@@ -166,6 +172,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             stmt(s.body, scope | {s.var.name}, False)
             if lanes:
                 in_lanes[0] = False
+            in_warp[0] = outer_warp
         elif isinstance(s, While):
             expr(s.cond, scope)
             if dtype_of(s.cond) is not DType.BOOL:

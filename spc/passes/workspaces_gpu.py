@@ -25,12 +25,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import hash_rows
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, CompareSwap, DType, For, GpuMapping, GridMode, If,
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, CompareSwap, DType, For, GpuMapping, GridMode, If,
                         Kernel, Let, Load, LoopKind, Store, Var, While, add, block, i64, sub)
 from ..ir.traverse import rewrite, walk
 from .map_gpu import FreshNames, declared, reads
 
 I64 = DType.I64
+SHARED_BYTES_PER_WARP = 4096     # a warp's table in shared memory: 32 KiB per 8-warp block
 
 
 def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
@@ -60,7 +61,8 @@ def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
         if parallel:
             return replace(kernel, body=Block((replace(loop, body=row),)), workspaces=())
     else:
-        row = ws.hashed_row(loop.body, concurrent=parallel)
+        row = ws.hashed_row(loop.body, concurrent=parallel,
+                            shared_bytes=SHARED_BYTES_PER_WARP if parallel else 0)
         if row is None:
             return kernel
         warp = _warp_row(row) if parallel else None
@@ -134,10 +136,12 @@ class _Workspace:
         return out if len(stored) == 1 and not self.uses(out) else None
 
     # -- compute -------------------------------------------------------------------
-    def hashed_row(self, row, concurrent: bool):
+    def hashed_row(self, row, concurrent: bool, shared_bytes: int = 0):
         """The compute kernel's row: clear the table, insert, gather (see
         ``ir/hash_rows``); None when the row is not shaped so.  ``concurrent``:
-        inserts that other iterations may run at the same time."""
+        inserts that other iterations may run at the same time.
+        ``shared_bytes``: a row whose table fits in that many bytes of keys and
+        sums holds it in a shared array of the warp instead (0: never)."""
         gathers = [s for s in walk(row) if isinstance(s, If) and _is_gather(s, self)]
         if len(gathers) != 1:
             return None
@@ -153,43 +157,81 @@ class _Workspace:
             return None
         pos, parent = start[0].value.buf, start[0].value.index
         base, size, mask = self.fresh("ht_base"), self.fresh("ht_size"), self.fresh("ht_mask")
-        prologue = block(Let(base, out_p), Let(size, sub(Load(pos, add(parent, i64(1))), base)),
-                         Let(mask, hash_rows.slot_mask(size, self.extent)),
-                         hash_rows.clear_table(crd, vals, base, size, self.fresh,
-                                               LoopKind.GPU_LANE if concurrent
-                                               else LoopKind.SERIAL))
+        sizes = block(Let(base, out_p), Let(size, sub(Load(pos, add(parent, i64(1))), base)),
+                      Let(mask, hash_rows.slot_mask(size, self.extent)))
+        lanes = LoopKind.GPU_LANE if concurrent else LoopKind.SERIAL
 
         def emit_at(j: Var, value: Var) -> Block:
             return _substituted(Block(stmts), {jj.name: j, v.name: value})
 
-        def visit(s):
-            if isinstance(s, Block):
-                return _block([visit(c) for c in s.body])
-            if s is start[0]:
-                return block(s, prologue)
-            if isinstance(s, Let) and s.var == self.count:
-                return None
-            if self.is_scatter(s):
-                return None
-            if isinstance(s, Store) and s.buf == self.vals and s.accumulate:
-                return hash_rows.insert(crd, vals, base, mask, s.index, s.value, self.fresh,
-                                        concurrent)
-            if s is gathers[0]:
-                gather = hash_rows.gather(crd, vals, base, size, self.extent, out_p, emit_at,
-                                          self.fresh)
-                if concurrent:                   # lane 0 gathers what the lanes inserted
-                    return For(self.fresh("ht_lane"), i64(0), i64(1), gather, LoopKind.GPU_LANE)
-                return gather
-            if isinstance(s, For):
-                return replace(s, body=visit(s.body) or Block(()))
-            if isinstance(s, If):
-                return replace(s, then=visit(s.then) or Block(()),
-                               otherwise=None if s.otherwise is None else visit(s.otherwise))
-            if isinstance(s, While):
-                return replace(s, body=visit(s.body) or Block(()))
-            return s
-        out = visit(row)
-        return out if not self.uses(out) else None
+        def rest_of_row(rest, table) -> Block:
+            """The row's statements after ``let out_p``, its table ``table``
+            (keys, sums, first slot)."""
+            keys, sums, first = table
+            in_output = keys is crd
+
+            def visit(s):
+                if isinstance(s, Block):
+                    return _block([visit(c) for c in s.body])
+                if isinstance(s, Let) and s.var == self.count:
+                    return None
+                if self.is_scatter(s):
+                    return None
+                if isinstance(s, Store) and s.buf == self.vals and s.accumulate:
+                    return hash_rows.insert(keys, sums, first, mask, s.index, s.value,
+                                            self.fresh, concurrent)
+                if s is gathers[0]:
+                    gather = hash_rows.gather(crd, vals, base, size, self.extent, out_p, emit_at,
+                                              self.fresh, None if in_output else table)
+                    if concurrent:               # lane 0 gathers what the lanes inserted
+                        return For(self.fresh("ht_lane"), i64(0), i64(1), gather,
+                                   LoopKind.GPU_LANE)
+                    return gather
+                if isinstance(s, For):
+                    return replace(s, body=visit(s.body) or Block(()))
+                if isinstance(s, If):
+                    return replace(s, then=visit(s.then) or Block(()),
+                                   otherwise=None if s.otherwise is None else visit(s.otherwise))
+                if isinstance(s, While):
+                    return replace(s, body=visit(s.body) or Block(()))
+                return s
+            return _block([hash_rows.clear_table(keys, sums, first, size, self.fresh, lanes),
+                           *(visit(c) for c in rest)])
+
+        def visit_top(s):
+            if not isinstance(s, Block):
+                return s
+            out = []
+            for k, c in enumerate(s.body):
+                if c is start[0]:
+                    rest = s.body[k + 1:]
+                    in_output = rest_of_row(rest, (crd, vals, base))
+                    slots = _shared_slots(shared_bytes, crd, vals)
+                    if slots:
+                        keys = Buffer(self.fresh("ht_keys").name, crd.dtype)
+                        sums = Buffer(self.fresh("ht_sums").name, vals.dtype)
+                        in_shared = block(Alloc(keys, slots, shared=True),
+                                          Alloc(sums, slots, shared=True),
+                                          rest_of_row(rest, (keys, sums, i64(0))))
+                        in_output = If(BinOp("<=", size, i64(slots)), in_shared, in_output)
+                    return _block([*out, c, sizes, in_output])
+                out.append(visit_top(c))
+            return Block(tuple(out))
+        out = visit_top(row)
+        return out if not self.uses(out) and any(s is not None and _declares(s, base)
+                                                 for s in walk(out)) else None
+
+
+def _declares(s, var: Var) -> bool:
+    return isinstance(s, Let) and s.var == var
+
+
+def _shared_slots(shared_bytes: int, crd: Buffer, vals: Buffer) -> int:
+    """The largest power of two of table slots (a key and a sum each) that
+    fits in ``shared_bytes``; 0 below 32 slots (not worth a second path)."""
+    slots = shared_bytes // (crd.dtype.nbytes + vals.dtype.nbytes) if shared_bytes else 0
+    slots = 1 << (slots.bit_length() - 1) if slots else 0
+    return slots if slots >= 32 else 0
 
 
 def _warp_row(row):
@@ -290,4 +332,4 @@ def _counting(loop: For):
     return loop
 
 
-__all__ = ["workspaces_gpu"]
+__all__ = ["SHARED_BYTES_PER_WARP", "workspaces_gpu"]
