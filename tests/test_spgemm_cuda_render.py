@@ -170,13 +170,15 @@ def test_interpreter_on_wide_rows(cols, density):
 
 
 def test_rows_choose_the_shared_or_the_global_table():
-    """One kernel, both tables: a row whose table fits the warp's shared
-    array (256 float64 slots) holds it there, a longer one in the output."""
+    """One kernel, every table: a row whose table fits the warp's shared
+    array (256 float64 slots) holds it there, a longer one in the output; a
+    direct table (the whole index) keeps sums only, a hashed one keys too."""
     ck = _cuda(SPGEMM, CSR3)
     compute = ck.lowered_kernels()[1]
     shared = [n for n in walk(compute.body) if isinstance(n, Alloc) and n.shared]
-    assert [a.size for a in shared] == [256, 256]
-    assert "if ht_size <= 256:" in ck.ir
+    assert [a.size for a in shared] == [256, 256, 256]
+    assert [a.buf.dtype for a in shared] == [DType.F64, DType.I32, DType.F64]
+    assert "if ht_size <= 256:" in ck.ir and "if ht_size == size_j:" in ck.ir
     b = np.zeros((2, 3000))
     b[0, ::300] = 1.0                     # row 0 of A @ B: 10 products, a shared table
     b[1, ::2] = 2.0                       # row 1: 1500 products, the output's slots

@@ -52,6 +52,29 @@ def table_size(bound: Expr, extent: Expr, size: Var, fresh: Fresh) -> Stmt:
         If(BinOp("==", bound, i64(0)), Assign(size, i64(0))))
 
 
+def clear_sums(vals: Buffer, base: Expr, size: Expr, fresh: Fresh,
+               kind: LoopKind = LoopKind.SERIAL) -> Stmt:
+    """Every sum of the direct table at ``base`` zero (a loop of ``kind``)."""
+    s = fresh("ht_s")
+    return For(s, i64(0), size, Store(vals, add(base, s), Const(0.0, vals.dtype.widened)), kind)
+
+
+def add_direct(vals: Buffer, base: Expr, j: Expr, value: Expr, concurrent: bool) -> Stmt:
+    """``vals[base + j] += value`` in a direct table that keeps no keys (atomic
+    when other iterations may add at the same time)."""
+    return Store(vals, add(base, j), value, accumulate=True, atomic=concurrent)
+
+
+def gather_direct(sums: Buffer, first: Expr, size: Expr, emit: Callable[[Var, Var], Stmt],
+                  fresh: Fresh) -> Stmt:
+    """``emit(j, v)`` for every slot ``j`` of a direct table without keys, in
+    order, ``v`` its sum: the emit drops the zeros, and a slot no product
+    reached is zero (``emit`` may write the output in place: it never passes
+    the slot read)."""
+    s, v = fresh("ht_s"), Var(fresh("ht_v").name, sums.dtype.widened)
+    return For(s, i64(0), size, block(Let(v, Load(sums, add(first, s))), emit(s, v)))
+
+
 def slot_mask(size: Expr, extent: Expr) -> Expr:
     """The mask that makes a key its first slot: ``size - 1`` for a hashed
     table, -1 for a direct one (``size`` equal to ``extent``)."""
@@ -132,4 +155,5 @@ def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_
     return block(compact, Let(kept, sub(out_p, base)), If(lt(size, extent), sort))
 
 
-__all__ = ["EMPTY", "clear_table", "gather", "insert", "slot_mask", "table_size"]
+__all__ = ["EMPTY", "add_direct", "clear_sums", "clear_table", "gather", "gather_direct",
+           "insert", "slot_mask", "table_size"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import hash_rows
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, CompareSwap, DType, For, GpuMapping, GridMode, If,
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, CompareSwap, Const, DType, For, GpuMapping, GridMode, If,
                         Kernel, Let, Load, LoopKind, Store, Var, While, add, block, i64, sub)
 from ..ir.traverse import rewrite, walk
 from .map_gpu import FreshNames, declared, reads
@@ -164,11 +164,12 @@ class _Workspace:
         def emit_at(j: Var, value: Var) -> Block:
             return _substituted(Block(stmts), {jj.name: j, v.name: value})
 
-        def rest_of_row(rest, table) -> Block:
+        def rest_of_row(rest, table, direct: bool) -> Block:
             """The row's statements after ``let out_p``, its table ``table``
-            (keys, sums, first slot)."""
+            (keys, sums, first slot); ``direct``: a table of the whole index
+            that keeps no keys (the sums alone: zeros are dropped anyway)."""
             keys, sums, first = table
-            in_output = keys is crd
+            in_output = sums is vals
 
             def visit(s):
                 if isinstance(s, Block):
@@ -178,11 +179,17 @@ class _Workspace:
                 if self.is_scatter(s):
                     return None
                 if isinstance(s, Store) and s.buf == self.vals and s.accumulate:
+                    if direct:
+                        return hash_rows.add_direct(sums, first, s.index, s.value, concurrent)
                     return hash_rows.insert(keys, sums, first, mask, s.index, s.value,
                                             self.fresh, concurrent)
                 if s is gathers[0]:
-                    gather = hash_rows.gather(crd, vals, base, size, self.extent, out_p, emit_at,
-                                              self.fresh, None if in_output else table)
+                    if direct:
+                        gather = hash_rows.gather_direct(sums, first, size, emit_at, self.fresh)
+                    else:
+                        gather = hash_rows.gather(crd, vals, base, size, self.extent, out_p,
+                                                  emit_at, self.fresh,
+                                                  None if in_output else table)
                     if concurrent:               # lane 0 gathers what the lanes inserted
                         return For(self.fresh("ht_lane"), i64(0), i64(1), gather,
                                    LoopKind.GPU_LANE)
@@ -195,8 +202,23 @@ class _Workspace:
                 if isinstance(s, While):
                     return replace(s, body=visit(s.body) or Block(()))
                 return s
-            return _block([hash_rows.clear_table(keys, sums, first, size, self.fresh, lanes),
-                           *(visit(c) for c in rest)])
+            clear = hash_rows.clear_sums(sums, first, size, self.fresh, lanes) if direct else \
+                hash_rows.clear_table(keys, sums, first, size, self.fresh, lanes)
+            return _block([clear, *(visit(c) for c in rest)])
+
+        def placed(rest, direct: bool) -> Stmt:
+            """The row's table in the warp's shared memory where it fits, else in
+            the output's slots."""
+            in_output = rest_of_row(rest, (crd, vals, base), direct)
+            slots = _shared_slots(shared_bytes, crd, vals)
+            if not slots:
+                return in_output
+            keys = Buffer(self.fresh("ht_keys").name, crd.dtype)
+            sums = Buffer(self.fresh("ht_sums").name, vals.dtype)
+            in_shared = block(*(() if direct else (Alloc(keys, slots, shared=True),)),
+                              Alloc(sums, slots, shared=True),
+                              rest_of_row(rest, (keys, sums, i64(0)), direct))
+            return If(BinOp("<=", size, i64(slots)), in_shared, in_output)
 
         def visit_top(s):
             if not isinstance(s, Block):
@@ -205,21 +227,22 @@ class _Workspace:
             for k, c in enumerate(s.body):
                 if c is start[0]:
                     rest = s.body[k + 1:]
-                    in_output = rest_of_row(rest, (crd, vals, base))
-                    slots = _shared_slots(shared_bytes, crd, vals)
-                    if slots:
-                        keys = Buffer(self.fresh("ht_keys").name, crd.dtype)
-                        sums = Buffer(self.fresh("ht_sums").name, vals.dtype)
-                        in_shared = block(Alloc(keys, slots, shared=True),
-                                          Alloc(sums, slots, shared=True),
-                                          rest_of_row(rest, (keys, sums, i64(0))))
-                        in_output = If(BinOp("<=", size, i64(slots)), in_shared, in_output)
-                    return _block([*out, c, sizes, in_output])
+                    tail = placed(rest, direct=False)
+                    if _drops_zeros(stmts, v):
+                        tail = If(BinOp("==", size, self.extent), placed(rest, direct=True), tail)
+                    return _block([*out, c, sizes, tail])
                 out.append(visit_top(c))
             return Block(tuple(out))
         out = visit_top(row)
         return out if not self.uses(out) and any(s is not None and _declares(s, base)
                                                  for s in walk(out)) else None
+
+
+def _drops_zeros(emit: tuple, v: Var) -> bool:
+    """Whether the gather's emit statements are ``if v != 0: ...`` (an exact
+    zero sum is not stored), so that a slot no product reached needs no key."""
+    return len(emit) == 1 and isinstance(emit[0], If) and emit[0].otherwise is None \
+        and emit[0].cond == BinOp("!=", v, Const(0.0, v.dtype))
 
 
 def _declares(s, var: Var) -> bool:
@@ -236,9 +259,10 @@ def _shared_slots(shared_bytes: int, crd: Buffer, vals: Buffer) -> int:
 
 def _warp_row(row):
     """The compute row for a warp (``hashed_row(concurrent=True)``), with the
-    loop around each insert (the innermost that carries no scalar from one
-    iteration to the next and stores only atomically) spread over the lanes.
-    None when some insert has no such loop."""
+    loop around each insert (a compare-and-swap or an atomic addition: the
+    innermost loop that carries no scalar from one iteration to the next and
+    stores only atomically) spread over the lanes.  None when some insert has
+    no such loop."""
     chosen: set[int] = set()
 
     def lane_safe(loop: For) -> bool:
@@ -250,7 +274,7 @@ def _warp_row(row):
                         for n in walk(loop.body))
 
     def choose(s, loops: tuple) -> bool:
-        if isinstance(s, CompareSwap):
+        if isinstance(s, CompareSwap) or isinstance(s, Store) and s.atomic:   # an insert
             if any(id(lp) in chosen for lp in loops):
                 return True
             loop = next((lp for lp in reversed(loops) if lane_safe(lp)), None)
