@@ -26,9 +26,10 @@ from dataclasses import replace
 
 from ..ir import hash_rows
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, CompareSwap, Const, DType, For, GpuMapping, GridMode, If,
-                        Kernel, Let, Load, LoopKind, Store, Var, While, add, block, i64, sub)
+                        Kernel, Let, Load, LoopKind, Store, Var, While, add, and_, block, i64, lt,
+                        mul, sub)
 from ..ir.traverse import rewrite, walk
-from .map_gpu import FreshNames, declared, reads
+from .map_gpu import WARP_SIZE, FreshNames, declared, reads
 
 I64 = DType.I64
 SHARED_BYTES_PER_WARP = 4096     # a warp's table in shared memory: 32 KiB per 8-warp block
@@ -65,7 +66,7 @@ def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
                             shared_bytes=SHARED_BYTES_PER_WARP if parallel else 0)
         if row is None:
             return kernel
-        warp = _warp_row(row) if parallel else None
+        warp = _warp_row(row, ws.names) if parallel else None
         if warp is not None:
             return replace(kernel, body=Block((replace(loop, body=warp, kind=LoopKind.GPU_WARP),)),
                            workspaces=(), gpu=GpuMapping(GridMode.WARP))
@@ -257,12 +258,13 @@ def _shared_slots(shared_bytes: int, crd: Buffer, vals: Buffer) -> int:
     return slots if slots >= 32 else 0
 
 
-def _warp_row(row):
-    """The compute row for a warp (``hashed_row(concurrent=True)``), with the
-    loop around each insert (a compare-and-swap or an atomic addition: the
-    innermost loop that carries no scalar from one iteration to the next and
-    stores only atomically) spread over the lanes.  None when some insert has
-    no such loop."""
+def _warp_row(row, names: FreshNames):
+    """The compute row for a warp (``hashed_row(concurrent=True)``): the
+    outermost loop around each insert (a compare-and-swap or an atomic
+    addition) that carries no scalar from one iteration to the next and stores
+    only atomically goes to the lanes, in groups (``_lane_groups``) where its
+    body is one loop after lets (SpGEMM's A row around B's rows), else
+    lane-strided.  None when some insert has no such loop."""
     chosen: set[int] = set()
 
     def lane_safe(loop: For) -> bool:
@@ -277,7 +279,7 @@ def _warp_row(row):
         if isinstance(s, CompareSwap) or isinstance(s, Store) and s.atomic:   # an insert
             if any(id(lp) in chosen for lp in loops):
                 return True
-            loop = next((lp for lp in reversed(loops) if lane_safe(lp)), None)
+            loop = next((lp for lp in loops if lane_safe(lp)), None)
             if loop is not None:
                 chosen.add(id(loop))
             return loop is not None
@@ -298,7 +300,7 @@ def _warp_row(row):
         if isinstance(s, Block):
             return Block(tuple(mapped(c) for c in s.body))
         if isinstance(s, For) and id(s) in chosen:
-            return replace(s, kind=LoopKind.GPU_LANE)
+            return _lane_groups(s, names) or replace(s, kind=LoopKind.GPU_LANE)
         if isinstance(s, (For, While)):
             return replace(s, body=mapped(s.body))
         if isinstance(s, If):
@@ -306,6 +308,47 @@ def _warp_row(row):
                            otherwise=None if s.otherwise is None else mapped(s.otherwise))
         return s
     return mapped(row)
+
+
+def _lane_groups(outer: For, names: FreshNames):
+    """``for p in [lo, hi): lets; for q in [lo2, hi2): body`` on a warp's lanes
+    in groups of ``g`` (a power of two, the largest with ``g * (hi - lo) <= 32``,
+    at least 1): each group takes every ``32 / g``-th ``p``, its lanes every
+    ``g``-th ``q`` of that ``p``, so a long outer range fills the lanes with
+    ``p``s and a short one shares each ``p``'s inner range among the lanes
+    (nsparse's sub-warp groups, chosen per row).  Every pair ``(p, q)`` is
+    visited once.  None when the loop is not shaped so."""
+    body = outer.body.body if isinstance(outer.body, Block) else (outer.body,)
+    if not body or not isinstance(body[-1], For) or body[-1].kind is not LoopKind.SERIAL \
+            or not all(isinstance(c, Let) for c in body[:-1]):
+        return None
+    inner = body[-1]
+
+    def var(stem):
+        return names.fresh(stem, I64)
+    n, g, per, t, which, lane = var("ht_n"), var("ht_g"), var("ht_per"), var("ht_t"), \
+        var("ht_which"), var("ht_sub")
+    pp, qq, first, m = var("ht_pp"), var("ht_qq"), var("ht_first"), var("ht_m")
+    W = i64(WARP_SIZE)
+
+    def trips(count, offset, step):      # iterations of offset, offset + step, ... below count
+        return BinOp("/", add(sub(count, offset), sub(step, i64(1))), step)
+    inner_walk = block(
+        Let(first, inner.lo), Let(m, sub(inner.hi, first)),
+        For(qq, i64(0), trips(m, lane, g),
+            block(Let(inner.var, add(add(first, lane), mul(qq, g))), inner.body)))
+    return block(
+        Let(n, sub(outer.hi, outer.lo)),
+        Let(g, W),
+        While(and_(lt(i64(1), g), lt(W, mul(n, g))), Assign(g, BinOp("/", g, i64(2)))),
+        Let(per, BinOp("/", W, g)),
+        For(t, i64(0), W, block(
+            Let(which, BinOp("/", t, g)),
+            Let(lane, BinOp("&", t, sub(g, i64(1)))),
+            For(pp, i64(0), trips(n, which, per), block(
+                Let(outer.var, add(add(outer.lo, which), mul(pp, per))),
+                *body[:-1],
+                inner_walk))), LoopKind.GPU_LANE))
 
 
 def _is_gather(s: If, ws: _Workspace) -> bool:
