@@ -241,3 +241,32 @@ def test_table_sizes_bound_the_products_and_the_extent(cols):
     assert np.all(table[hashed] & (table[hashed] - 1) == 0)          # powers of two
     assert np.all(table[(products > 0) & ~hashed] == cols)
     assert (products > 0).any()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 100, 257])
+def test_lane_merge_sort_sorts_keys_with_their_values(n):
+    """The warp's merge sort (a pass's merges on the lanes), run by the
+    interpreter with its race check: keys at an offset, values alongside."""
+    from spc.ir import hash_rows
+    from spc.ir.interp import run_kernel
+    from spc.ir.nodes import Buffer, Kernel, Param, Var, i64
+    from spc.ir.verify import verify
+    keys, vals = Buffer("keys", DType.I32), Buffer("vals", DType.F64)
+    count = iter(range(1000))
+
+    def fresh(stem):
+        return Var(f"{stem}{next(count)}", DType.I64)
+    w = Var("w", DType.I64)
+    body = For(w, i64(0), i64(1), hash_rows.lane_merge_sort(keys, i64(n), i64(5), fresh,
+                                                            carry=(vals,)), LoopKind.GPU_WARP)
+    kernel = verify(Kernel("sort", (Param(keys, ParamRole.OUTPUT), Param(vals, ParamRole.OUTPUT)),
+                           body))
+    rng = np.random.default_rng(n)
+    k = rng.permutation(10 * n + 1)[:n].astype(np.int32)
+    a = np.full(5 + 2 * n + 3, -7, np.int32)
+    v = np.zeros(len(a))
+    a[5:5 + n], v[5:5 + n] = k, k * 0.5
+    run_kernel(kernel, {"keys": a, "vals": v})
+    assert a[5:5 + n].tolist() == sorted(k.tolist())
+    assert (v[5:5 + n] == a[5:5 + n] * 0.5).all()
+    assert (a[:5] == -7).all() and (a[5 + 2 * n:] == -7).all()

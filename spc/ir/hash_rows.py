@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .nodes import (Assign, BinOp, Buffer, CompareSwap, Const, Expr, For, If, Let, Load, LoopKind,
-                    Select,
+from .nodes import (Assign, BinOp, Buffer, CompareSwap, Const, DType, Expr, For, If, Let, Load,
+                    LoopKind, Select, WarpSum,
                     Stmt, Store, Var, While, add, and_, block, i64, lt, mul, sub)
 from .workspace import INSERTION_MAX, insertion_sort, merge_sort
 
@@ -156,4 +156,85 @@ def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_
 
 
 __all__ = ["EMPTY", "add_direct", "clear_sums", "clear_table", "gather", "gather_direct",
-           "insert", "slot_mask", "table_size"]
+           "gather_on_lanes", "insert", "lane_merge_sort", "slot_mask", "table_size"]
+
+
+def gather_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr,
+                    out_p: Var, emit: Callable[[Var, Var], Stmt], fresh: Fresh,
+                    table: tuple[Buffer, Buffer, Expr] | None = None) -> Stmt:
+    """``gather`` for a warp whose emit keeps exactly the nonzero sums: all
+    lanes count the entries to keep (a lane loop and a warp sum, which every
+    lane reaches before lane 0 writes: the table may be the output's slots);
+    lane 0 compacts (``for _ in [0, 1) @gpu_lane``, as ``gather``); a hashed
+    table's entries are sorted by ``lane_merge_sort`` (lane 0 sorts 16 or
+    fewer by insertion).  ``out_p`` is lane 0's; the count is every lane's."""
+    keys, sums, first = table if table is not None else (crd, vals, base)
+    s, j, v = fresh("ht_s"), fresh("ht_j"), Var(fresh("ht_v").name, sums.dtype.widened)
+    compact = For(fresh("ht_lane"), i64(0), i64(1), For(s, i64(0), size, block(
+        Let(j, Load(keys, add(first, s))),
+        If(BinOp("!=", j, i64(EMPTY)), block(Let(v, Load(sums, add(first, s))), emit(j, v))))),
+        LoopKind.GPU_LANE)
+    mine, kept = fresh("ht_mine"), fresh("ht_kept")
+    s2 = fresh("ht_s")
+    nonzero = and_(BinOp("!=", Load(keys, add(first, s2)), i64(EMPTY)),
+                   BinOp("!=", Load(sums, add(first, s2)), Const(0.0, sums.dtype.widened)))
+    count = block(Let(mine, i64(0)),
+                  For(s2, i64(0), size, If(nonzero, Assign(mine, add(mine, i64(1)))),
+                      LoopKind.GPU_LANE),
+                  Let(kept, WarpSum(mine)))
+    sort = If(BinOp("<=", kept, i64(INSERTION_MAX)),
+              For(fresh("ht_lane"), i64(0), i64(1),
+                  insertion_sort(crd, kept, fresh, start=base, carry=(vals,)), LoopKind.GPU_LANE),
+              lane_merge_sort(crd, kept, base, fresh, carry=(vals,)))
+    return block(count, compact, If(lt(size, extent), sort))
+
+
+def lane_merge_sort(buf: Buffer, n: Expr, start: Expr, fresh, carry: tuple[Buffer, ...] = ()
+                    ) -> Stmt:
+    """Sort ``buf[start, start + n)`` ascending (unique keys), ``carry``'s
+    entries moved alongside, by a bottom-up merge sort whose merges of a pass
+    run on a warp's lanes (``@gpu_lane`` over the merges: the first passes
+    spread ``n / 2w`` merges over the lanes, the last is one lane's), with
+    ``buf[start + n, start + 2n)`` as the other buffer; the result ends in
+    ``[start, start + n)``.  Every lane runs the passes alike."""
+    src, dst, w, t = fresh("srt_src"), fresh("srt_dst"), fresh("srt_w"), fresh("srt_t")
+    m, p, mid, hi = fresh("srt_m"), fresh("srt_p"), fresh("srt_mid"), fresh("srt_hi")
+    a, b, o, x, y = fresh("srt_a"), fresh("srt_b"), fresh("srt_o"), fresh("srt_x"), fresh("srt_y")
+    q = fresh("srt_q")
+    from_b = Var(fresh("srt_fromb").name, DType.BOOL)
+    width = mul(w, i64(2))
+
+    def at(off: Expr, k: Expr) -> Load:
+        return Load(buf, add(off, k))
+
+    def take(k: Var) -> Stmt:
+        return block(Store(buf, add(dst, o), at(src, k)),
+                     *(Store(c, add(dst, o), Load(c, add(src, k))) for c in carry),
+                     Assign(k, add(k, i64(1))), Assign(o, add(o, i64(1))))
+
+    merge = block(
+        Let(p, mul(m, width)),
+        Let(mid, BinOp("min", add(p, w), n)),
+        Let(hi, BinOp("min", add(p, width), n)),
+        Let(a, p), Let(b, mid), Let(o, p),
+        While(and_(lt(a, mid), lt(b, hi)), block(
+            Let(x, at(src, a)), Let(y, at(src, b)), Let(from_b, lt(y, x)),
+            Store(buf, add(dst, o), Select(from_b, y, x)),
+            *(Store(c, add(dst, o), Select(from_b, Load(c, add(src, b)), Load(c, add(src, a))))
+              for c in carry),
+            Assign(a, add(a, Select(from_b, i64(0), i64(1)))),
+            Assign(b, add(b, Select(from_b, i64(1), i64(0)))),
+            Assign(o, add(o, i64(1))))),
+        While(lt(a, mid), take(a)),
+        While(lt(b, hi), take(b)))
+    merges = BinOp("/", add(n, sub(width, i64(1))), width)
+    back = If(BinOp("!=", src, start), For(q, i64(0), n, block(
+        Store(buf, add(start, q), Load(buf, add(src, q))),
+        *(Store(c, add(start, q), Load(c, add(src, q))) for c in carry)), LoopKind.GPU_LANE))
+    return block(
+        Let(src, start), Let(dst, add(start, n)), Let(w, i64(1)),
+        While(lt(w, n), block(
+            For(m, i64(0), merges, merge, LoopKind.GPU_LANE),
+            Let(t, src), Assign(src, dst), Assign(dst, t),
+            Assign(w, width))),
+        back)

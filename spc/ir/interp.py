@@ -98,10 +98,15 @@ class _Races:
     """The iterations of concurrent loops (``CONCURRENT`` kinds) running now, and
     the last non-atomic writer of every buffer entry.  Two writers race when,
     at the outermost concurrent loop where their iteration paths differ, they
-    are different iterations of the same loop."""
+    are different iterations of the same loop.  A lane loop is told apart by
+    each run of it, not by its node: a lane loop that stores is followed by a
+    warp sync (the CUDA renderer's), so its runs one after another in a warp
+    (passes of a sort) are ordered; other concurrent loops (the warps of a
+    block) have no sync between runs, so a run races with the runs before."""
 
     def __init__(self):
-        self.path: list[tuple[int, int]] = []          # (loop node id, iteration)
+        self.path: list[tuple[object, int]] = []       # (loop, iteration)
+        self.runs = 0                                  # lane loop runs so far
         self.writers: dict[tuple[int, int], tuple] = {}
         self.arrays: dict[int, object] = {}            # keeps ids unique (allocs die)
 
@@ -151,10 +156,15 @@ def _exec(s, env, bufs, races: _Races | None = None):
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
         concurrent = races is not None and s.kind in CONCURRENT
+        if concurrent:
+            run = id(s)
+            if s.kind is LoopKind.GPU_LANE:
+                races.runs += 1
+                run = ("lane run", races.runs)
         for v in range(lo, hi):
             env[s.var.name] = np.int64(v)
             if concurrent:
-                races.path.append((id(s), v))
+                races.path.append((run, v))
             _exec(s.body, env, bufs, races)
             if concurrent:
                 races.path.pop()

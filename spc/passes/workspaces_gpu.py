@@ -187,6 +187,10 @@ class _Workspace:
                 if s is gathers[0]:
                     if direct:
                         gather = hash_rows.gather_direct(sums, first, size, emit_at, self.fresh)
+                    elif concurrent and _drops_zeros(stmts, v):   # its lanes count and sort
+                        return hash_rows.gather_on_lanes(crd, vals, base, size, self.extent,
+                                                         out_p, emit_at, self.fresh,
+                                                         None if in_output else table)
                     else:
                         gather = hash_rows.gather(crd, vals, base, size, self.extent, out_p,
                                                   emit_at, self.fresh,
