@@ -211,18 +211,17 @@ class _Workspace:
                 hash_rows.clear_table(keys, sums, first, size, self.fresh, lanes)
             return _block([clear, *(visit(c) for c in rest)])
 
+        slots = _shared_slots(shared_bytes, crd, vals)
+        keys = Buffer(self.fresh("ht_keys").name, crd.dtype)     # the warp's shared table
+        sums = Buffer(self.fresh("ht_sums").name, vals.dtype)
+
         def placed(rest, direct: bool) -> Stmt:
             """The row's table in the warp's shared memory where it fits, else in
             the output's slots."""
             in_output = rest_of_row(rest, (crd, vals, base), direct)
-            slots = _shared_slots(shared_bytes, crd, vals)
             if not slots:
                 return in_output
-            keys = Buffer(self.fresh("ht_keys").name, crd.dtype)
-            sums = Buffer(self.fresh("ht_sums").name, vals.dtype)
-            in_shared = block(*(() if direct else (Alloc(keys, slots, shared=True),)),
-                              Alloc(sums, slots, shared=True),
-                              rest_of_row(rest, (keys, sums, i64(0)), direct))
+            in_shared = rest_of_row(rest, (keys, sums, i64(0)), direct)
             return If(BinOp("<=", size, i64(slots)), in_shared, in_output)
 
         def visit_top(s):
@@ -235,7 +234,9 @@ class _Workspace:
                     tail = placed(rest, direct=False)
                     if _drops_zeros(stmts, v):
                         tail = If(BinOp("==", size, self.extent), placed(rest, direct=True), tail)
-                    return _block([*out, c, sizes, tail])
+                    shared = (Alloc(keys, slots, shared=True), Alloc(sums, slots, shared=True)) \
+                        if slots else ()
+                    return _block([*out, c, sizes, *shared, tail])
                 out.append(visit_top(c))
             return Block(tuple(out))
         out = visit_top(row)
