@@ -67,6 +67,7 @@ def test_torch_cuda_csr_operands():
 # merge sort beyond) and direct ones (the slots in order); tables in the warp's
 # shared memory (up to 512 float32 or 256 float64 slots) and in the output's slots.
 SCHEDULES = [pytest.param(None, id="warp-per-row"),
+             pytest.param({"deterministic": True}, id="thread-per-row"),
              pytest.param({"parallel": False}, id="one-thread")]
 
 
@@ -118,6 +119,15 @@ def test_power_law_rows_on_the_gpu(schedule):
     assert_canonical_product(_spgemm(np.float32, schedule)(a.astype(np.float32),
                                                             a.astype(np.float32)),
                              (a @ a).astype(np.float32), np.float32)
+
+
+def test_deterministic_results_are_identical_bit_for_bit():
+    rng = rng_for("gpu-deterministic")
+    a = from_mask(random_mask(rng, (400, 300), 0.05), rng, np.float32)
+    k = _spgemm(np.float32, {"deterministic": True})
+    first, second = k(a, a.T.tocsr()), k(a, a.T.tocsr())
+    assert np.array_equal(first.data, second.data)
+    assert_canonical_product(first, a @ a.T.tocsr(), np.float32)
 
 
 @pytest.mark.parametrize("expr, formats", [

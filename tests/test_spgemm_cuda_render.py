@@ -270,3 +270,26 @@ def test_lane_merge_sort_sorts_keys_with_their_values(n):
     assert a[5:5 + n].tolist() == sorted(k.tolist())
     assert (v[5:5 + n] == a[5:5 + n] * 0.5).all()
     assert (a[:5] == -7).all() and (a[5 + 2 * n:] == -7).all()
+
+
+def test_deterministic_schedule_runs_a_thread_per_row_without_atomics():
+    """deterministic=True: no atomic addition (its order changes from run to
+    run): each row on its own thread, tables in the output's slots."""
+    ck = spc.compile(SPGEMM, formats=CSR3, target="cuda", arch="sm_90", dtype="float64",
+                     schedule=spc.Schedule(deterministic=True))
+    compute = ck.lowered_kernels()[1]
+    assert compute.gpu.grid is GridMode.THREAD
+    assert not any(isinstance(n, CompareSwap) or getattr(n, "atomic", False)
+                   for n in walk(compute.body))
+    rng = rng_for("cuda-deterministic")
+    a = from_mask(random_mask(rng, (20, 15), 0.2), rng, np.float64)
+    b = from_mask(random_mask(rng, (15, 40), 0.2), rng, np.float64)
+    gpu_kernels = ck.lowered_kernels()
+    cpu = spc.compile(SPGEMM, formats=CSR3, dtype="float64")
+    v = cpu._variant(DType.I32)
+    v.kernels, v.launchers = gpu_kernels, [InterpLauncher(k) for k in gpu_kernels]
+    cpu._plan = None
+    assert_canonical_product(cpu(a, b), a @ b, np.float64)
+    if NVCC is not None:
+        code, log = nvcc(ck.source)
+        assert code == 0, log

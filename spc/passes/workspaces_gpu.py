@@ -35,9 +35,11 @@ I64 = DType.I64
 SHARED_BYTES_PER_WARP = 4096     # a warp's table in shared memory: 32 KiB per 8-warp block
 
 
-def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
+def workspaces_gpu(kernel: Kernel, *, parallel: bool = True,
+                   deterministic: bool = False) -> Kernel:
     """Map a workspace kernel's rows to GPU threads, its workspaces to hash
-    tables in the output (see the module docstring).
+    tables in the output (see the module docstring).  ``deterministic``: no
+    atomic addition (whose order changes from run to run): a thread per row.
 
     Requires: a verified kernel.  Ensures: kernels without workspaces (or not
     shaped as the lowerer writes them) are returned unchanged; otherwise the
@@ -62,11 +64,12 @@ def workspaces_gpu(kernel: Kernel, *, parallel: bool = True) -> Kernel:
         if parallel:
             return replace(kernel, body=Block((replace(loop, body=row),)), workspaces=())
     else:
-        row = ws.hashed_row(loop.body, concurrent=parallel,
-                            shared_bytes=SHARED_BYTES_PER_WARP if parallel else 0)
+        lanes = parallel and not deterministic
+        row = ws.hashed_row(loop.body, concurrent=lanes,
+                            shared_bytes=SHARED_BYTES_PER_WARP if lanes else 0)
         if row is None:
             return kernel
-        warp = _warp_row(row, ws.names) if parallel else None
+        warp = _warp_row(row, ws.names) if lanes else None
         if warp is not None:
             return replace(kernel, body=Block((replace(loop, body=warp, kind=LoopKind.GPU_WARP),)),
                            workspaces=(), gpu=GpuMapping(GridMode.WARP))
