@@ -1,5 +1,6 @@
-"""SpGEMM on the GPU (target="cuda") against scipy: a thread per chunk of rows,
-workspaces in global scratch.  Marked ``cuda``; skipped without CuPy and a GPU."""
+"""SpGEMM on the GPU (target="cuda") against scipy: a warp per row, each row's
+table (sized by its products) in the warp's shared memory or the output's slots
+(passes/workspaces_gpu.py).  Marked ``cuda``; skipped without CuPy and a GPU."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,7 +46,7 @@ def test_masked_and_larger_on_the_gpu():
 
 
 def test_torch_cuda_csr_operands():
-    """torch CUDA CSR in, torch out (scratch allocated through torch's allocator);
+    """torch CUDA CSR in, torch out (arrays allocated through torch's allocator);
     a cancelling entry is dropped (the rows are packed on the device)."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
