@@ -1,35 +1,42 @@
-"""workspaces_gpu: rows built in workspaces -> one GPU thread per row, each
-row's workspace a hash table in the row's own slots of the output.
+"""workspaces_gpu: rows built in workspaces -> a warp per row, each row's
+workspace a table sized by the row's products, in the warp's shared memory or
+in the row's own slots of the output.
 
 A kernel whose top loop builds rows in workspaces (``Kernel.workspaces``: a
 SpGEMM's assemble and compute kernels, as ``ir/workspace.py`` writes them)
 becomes, with the tables of ``ir/hash_rows.py``:
 
-* assemble: ``for i @gpu_thread``: count the products the row scatters (each
-  scatter becomes ``n = n + 1``; a loop that only counts becomes
-  ``n = n + max(hi - lo, 0)``, so SpGEMM's count is one pass over A's row),
-  and store the row's table size where the row's count was stored;
-* compute: ``for i @gpu_thread``: the row's table is its slots
-  ``[pos[i], pos[i + 1])`` of the output; clear it, insert each product
-  (``ht_*``), then gather: compact the kept entries (the lowerer's own emit
-  statements: exact zeros dropped), sort them, record the count kept.
+* assemble: count the products the row scatters (each scatter becomes
+  ``n = n + 1``; a loop that only counts becomes ``n = n + max(hi - lo, 0)``,
+  so SpGEMM's count is one pass over A's row), and store the row's table size
+  where the row's count was stored (map_gpu then gives it a warp per row);
+* compute, ``for i @gpu_warp``: the row's table is its output slots
+  ``[pos[i], pos[i + 1])``, or a shared array of the warp when it fits
+  ``SHARED_BYTES_PER_WARP``; a *direct* table (the whole index) keeps sums
+  only, a *hashed* one keys too, claimed by compare-and-swap.  The lanes clear
+  it, insert each product (``passes/warp_rows.py`` picks the loop and the lane
+  groups), count what to keep; lane 0 compacts through the lowerer's own emit
+  statements (exact zeros dropped) and the lanes sort a hashed row
+  (``hash_rows.lane_merge_sort``); the count kept goes to ``<C>1_nnz``.
 
-No workspace array remains (no scratch), every row runs on its own thread, and
-the rows' tables are as large as their work (at most 4x the products).  The
-runtime's assembled path needs nothing new: it prefix-sums the sizes, and
+No workspace array remains (no scratch), and the rows' output slots are as
+many as their work (at most 4x the products, never more than the dense row).
+The runtime's assembled path needs nothing new: it prefix-sums the sizes, and
 packs the rows by the counts kept as it does for dropped zeros.  With
-``parallel`` False (the schedule's) one thread runs every row in order.
+``deterministic`` (no atomics) a thread runs each row, tables in the output;
+with ``parallel`` False one thread runs every row in order.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
 from ..ir import hash_rows
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, CompareSwap, Const, DType, For, GpuMapping, GridMode, If,
-                        Kernel, Let, Load, LoopKind, Store, Var, While, add, and_, block, i64, lt,
-                        mul, sub)
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, For, GpuMapping,
+                        GridMode, If, Kernel, Let, Load, LoopKind, Store, Var, While, add, block,
+                        i64, sub)
 from ..ir.traverse import rewrite, walk
-from .map_gpu import WARP_SIZE, FreshNames, declared, reads
+from .map_gpu import FreshNames, reads
+from .warp_rows import warp_row
 
 I64 = DType.I64
 SHARED_BYTES_PER_WARP = 4096     # a warp's table in shared memory: 32 KiB per 8-warp block
@@ -69,7 +76,7 @@ def workspaces_gpu(kernel: Kernel, *, parallel: bool = True,
                             shared_bytes=SHARED_BYTES_PER_WARP if lanes else 0)
         if row is None:
             return kernel
-        warp = _warp_row(row, ws.names) if lanes else None
+        warp = warp_row(row, ws.names) if lanes else None
         if warp is not None:
             return replace(kernel, body=Block((replace(loop, body=warp, kind=LoopKind.GPU_WARP),)),
                            workspaces=(), gpu=GpuMapping(GridMode.WARP))
@@ -264,99 +271,6 @@ def _shared_slots(shared_bytes: int, crd: Buffer, vals: Buffer) -> int:
     slots = shared_bytes // (crd.dtype.nbytes + vals.dtype.nbytes) if shared_bytes else 0
     slots = 1 << (slots.bit_length() - 1) if slots else 0
     return slots if slots >= 32 else 0
-
-
-def _warp_row(row, names: FreshNames):
-    """The compute row for a warp (``hashed_row(concurrent=True)``): the
-    outermost loop around each insert (a compare-and-swap or an atomic
-    addition) that carries no scalar from one iteration to the next and stores
-    only atomically goes to the lanes, in groups (``_lane_groups``) where its
-    body is one loop after lets (SpGEMM's A row around B's rows), else
-    lane-strided.  None when some insert has no such loop."""
-    chosen: set[int] = set()
-
-    def lane_safe(loop: For) -> bool:
-        inside = declared(loop.body)
-        return loop.kind is LoopKind.SERIAL and not any(
-            isinstance(n, Assign) and n.var.name not in inside for n in walk(loop.body)) \
-            and not any(isinstance(n, Store) and not n.atomic for n in walk(loop.body)) \
-            and not any(isinstance(n, For) and n.kind is not LoopKind.SERIAL
-                        for n in walk(loop.body))
-
-    def choose(s, loops: tuple) -> bool:
-        if isinstance(s, CompareSwap) or isinstance(s, Store) and s.atomic:   # an insert
-            if any(id(lp) in chosen for lp in loops):
-                return True
-            loop = next((lp for lp in loops if lane_safe(lp)), None)
-            if loop is not None:
-                chosen.add(id(loop))
-            return loop is not None
-        if isinstance(s, Block):
-            return all(choose(c, loops) for c in s.body)
-        if isinstance(s, For):
-            return choose(s.body, loops + (s,))
-        if isinstance(s, While):
-            return choose(s.body, loops)
-        if isinstance(s, If):
-            return choose(s.then, loops) and (s.otherwise is None or choose(s.otherwise, loops))
-        return True
-
-    if not choose(row, ()):
-        return None
-
-    def mapped(s):
-        if isinstance(s, Block):
-            return Block(tuple(mapped(c) for c in s.body))
-        if isinstance(s, For) and id(s) in chosen:
-            return _lane_groups(s, names) or replace(s, kind=LoopKind.GPU_LANE)
-        if isinstance(s, (For, While)):
-            return replace(s, body=mapped(s.body))
-        if isinstance(s, If):
-            return replace(s, then=mapped(s.then),
-                           otherwise=None if s.otherwise is None else mapped(s.otherwise))
-        return s
-    return mapped(row)
-
-
-def _lane_groups(outer: For, names: FreshNames):
-    """``for p in [lo, hi): lets; for q in [lo2, hi2): body`` on a warp's lanes
-    in groups of ``g`` (a power of two, the largest with ``g * (hi - lo) <= 32``,
-    at least 1): each group takes every ``32 / g``-th ``p``, its lanes every
-    ``g``-th ``q`` of that ``p``, so a long outer range fills the lanes with
-    ``p``s and a short one shares each ``p``'s inner range among the lanes
-    (nsparse's sub-warp groups, chosen per row).  Every pair ``(p, q)`` is
-    visited once.  None when the loop is not shaped so."""
-    body = outer.body.body if isinstance(outer.body, Block) else (outer.body,)
-    if not body or not isinstance(body[-1], For) or body[-1].kind is not LoopKind.SERIAL \
-            or not all(isinstance(c, Let) for c in body[:-1]):
-        return None
-    inner = body[-1]
-
-    def var(stem):
-        return names.fresh(stem, I64)
-    n, g, per, t, which, lane = var("ht_n"), var("ht_g"), var("ht_per"), var("ht_t"), \
-        var("ht_which"), var("ht_sub")
-    pp, qq, first, m = var("ht_pp"), var("ht_qq"), var("ht_first"), var("ht_m")
-    W = i64(WARP_SIZE)
-
-    def trips(count, offset, step):      # iterations of offset, offset + step, ... below count
-        return BinOp("/", add(sub(count, offset), sub(step, i64(1))), step)
-    inner_walk = block(
-        Let(first, inner.lo), Let(m, sub(inner.hi, first)),
-        For(qq, i64(0), trips(m, lane, g),
-            block(Let(inner.var, add(add(first, lane), mul(qq, g))), inner.body)))
-    return block(
-        Let(n, sub(outer.hi, outer.lo)),
-        Let(g, W),
-        While(and_(lt(i64(1), g), lt(W, mul(n, g))), Assign(g, BinOp("/", g, i64(2)))),
-        Let(per, BinOp("/", W, g)),
-        For(t, i64(0), W, block(
-            Let(which, BinOp("/", t, g)),
-            Let(lane, BinOp("&", t, sub(g, i64(1)))),
-            For(pp, i64(0), trips(n, which, per), block(
-                Let(outer.var, add(add(outer.lo, which), mul(pp, per))),
-                *body[:-1],
-                inner_walk))), LoopKind.GPU_LANE))
 
 
 def _is_gather(s: If, ws: _Workspace) -> bool:
