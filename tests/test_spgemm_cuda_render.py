@@ -293,3 +293,18 @@ def test_deterministic_schedule_runs_a_thread_per_row_without_atomics():
     if NVCC is not None:
         code, log = nvcc(ck.source)
         assert code == 0, log
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_sixteen_bit_products_sum_in_float32(dtype):
+    """16-bit values: the shared table's sums and the output's slots (widened
+    by widen_outputs) hold float32, as the CPU's workspace does; nvcc compiles."""
+    ck = _cuda(SPGEMM, CSR3, dtype)
+    compute = ck.lowered_kernels()[1]
+    shared = {a.buf.name: a.buf.dtype for a in walk(compute.body) if isinstance(a, Alloc)
+              and a.shared}
+    assert sorted(shared.values(), key=str) == sorted([DType.I32, DType.F32], key=str)
+    assert compute.param("C_vals").value.dtype is DType.F32
+    if NVCC is not None:
+        code, log = nvcc(ck.source)
+        assert code == 0, log

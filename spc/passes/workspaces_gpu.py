@@ -221,9 +221,9 @@ class _Workspace:
                 hash_rows.clear_table(keys, sums, first, size, self.fresh, lanes)
             return _block([clear, *(visit(c) for c in rest)])
 
-        slots = _shared_slots(shared_bytes, crd, vals)
+        slots = _shared_slots(shared_bytes, crd, self.vals)
         keys = Buffer(self.fresh("ht_keys").name, crd.dtype)     # the warp's shared table
-        sums = Buffer(self.fresh("ht_sums").name, vals.dtype)
+        sums = Buffer(self.fresh("ht_sums").name, self.vals.dtype)   # the sums' type
 
         def placed(rest, direct: bool) -> Stmt:
             """The row's table in the warp's shared memory where it fits, else in
