@@ -20,17 +20,19 @@ def pack_rows(pos, kept, crd, vals):
     work is done by ``pos``'s module).
     Ensures: the arrays returned hold the kept entries in the same order, and
     are the ones given when every entry was kept (nothing is copied then).
-    Each slot finds its row by a binary search of ``pos`` (CuPy before v14 has
-    no ``repeat`` by an array of counts; the search needs no slot-sized
-    temporaries but the slots' own), and the kept slots are gathered once.
+    Each kept entry finds its row by a binary search of the packed row starts
+    and is gathered from its slot: work in the entries kept, not in the slots
+    (the GPU's tables leave most slots unkept), and no ``repeat`` by an array
+    of counts (which CuPy before v14 refuses).
     """
-    total = int(kept.sum()) if len(kept) else 0
+    xp = array_module(pos)
+    packed = xp.zeros_like(pos)
+    if len(kept):
+        xp.cumsum(kept, out=packed[1:])
+    total = int(packed[-1])
     if total == int(pos[-1]):
         return pos, crd, vals
-    xp = array_module(pos)
-    slot = xp.arange(len(crd), dtype=pos.dtype)
-    row = xp.searchsorted(pos, slot, side="right") - 1      # empty rows: the last of equal starts
-    where = xp.nonzero(slot - pos[row] < kept[row])[0]
-    packed = xp.zeros_like(pos)
-    xp.cumsum(kept, out=packed[1:])
-    return packed, crd[where], vals[where]
+    entry = xp.arange(total, dtype=pos.dtype)
+    row = xp.searchsorted(packed, entry, side="right") - 1    # rows keeping none are skipped
+    slot = pos[row] + (entry - packed[row])
+    return packed, crd[slot], vals[slot]
