@@ -176,8 +176,9 @@ def test_rows_choose_the_shared_or_the_global_table():
     ck = _cuda(SPGEMM, CSR3)
     compute = ck.lowered_kernels()[1]
     shared = [n for n in walk(compute.body) if isinstance(n, Alloc) and n.shared]
-    assert [a.size for a in shared] == [256, 256]            # one table for every kind
-    assert [a.buf.dtype for a in shared] == [DType.I32, DType.F64]
+    assert [a.size for a in shared] == [256, 256, 32, 32]    # one table for every kind;
+    assert [a.buf.dtype for a in shared] == [DType.I32, DType.F64,   # a direct gather's
+                                             DType.I64, DType.F64]   # counts and window
     assert "if ht_size <= 256:" in ck.ir and "if ht_size == size_j:" in ck.ir
     b = np.zeros((2, 3000))
     b[0, ::300] = 1.0                     # row 0 of A @ B: 10 products, a shared table
@@ -303,8 +304,28 @@ def test_sixteen_bit_products_sum_in_float32(dtype):
     compute = ck.lowered_kernels()[1]
     shared = {a.buf.name: a.buf.dtype for a in walk(compute.body) if isinstance(a, Alloc)
               and a.shared}
-    assert sorted(shared.values(), key=str) == sorted([DType.I32, DType.F32], key=str)
+    assert sorted(shared.values(), key=str) == sorted([DType.I32, DType.F32, DType.I64,
+                                                       DType.F32], key=str)
     assert compute.param("C_vals").value.dtype is DType.F32
     if NVCC is not None:
         code, log = nvcc(ck.source)
         assert code == 0, log
+
+
+@pytest.mark.parametrize("cols", [200, 600], ids=["shared", "output"])
+def test_direct_rows_gathered_by_the_lanes_drop_zeros_keep_nan(cols):
+    """Direct tables (products at least half the index) gathered by the lanes:
+    cancelled sums dropped (holes before later entries: the windows move
+    values down in place), a NaN kept, in the shared table and the output's."""
+    rng = rng_for(f"cuda-direct-lanes-{cols}")
+    b = np.zeros((2, cols))
+    b[0, :] = rng.uniform(1, 2, cols)
+    b[1, ::3] = -b[0, ::3]                 # every third column cancels in row 0 of A @ B
+    b[1, 7] = np.nan
+    a = _csr([[1.0, 1.0], [0.0, 1.0]])
+    c = _interpreted(SPGEMM, CSR3, a, _csr(b))
+    expected = (a @ _csr(b)).tocsr()
+    expected.sort_indices()
+    assert np.array_equal(c.indptr, expected.indptr)
+    assert np.array_equal(c.indices, expected.indices)
+    np.testing.assert_array_equal(c.data, expected.data)

@@ -156,7 +156,8 @@ def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_
 
 
 __all__ = ["EMPTY", "add_direct", "clear_sums", "clear_table", "gather", "gather_direct",
-           "gather_on_lanes", "insert", "lane_merge_sort", "slot_mask", "table_size"]
+           "gather_direct_on_lanes", "gather_on_lanes", "insert", "lane_merge_sort",
+           "slot_mask", "table_size"]
 
 
 def gather_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr,
@@ -238,3 +239,64 @@ def lane_merge_sort(buf: Buffer, n: Expr, start: Expr, fresh, carry: tuple[Buffe
             Let(t, src), Assign(src, dst), Assign(dst, t),
             Assign(w, width))),
         back)
+
+
+def gather_direct_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, out_p: Var,
+                           fresh: Fresh, counts: Buffer, window: Buffer,
+                           table: tuple[Buffer, Expr] | None = None) -> Stmt:
+    """The nonzero sums of a direct table without keys written to the row's
+    output slots from ``base`` in slot order, as ``gather_direct`` with the
+    emit ``if v != 0: crd[out_p] = j; vals[out_p] = v; out_p += 1`` would, by a
+    warp's lanes: each lane counts the nonzeros of its run of ``size / 32``
+    slots into ``counts`` (a shared array of 32), then writes their slots to
+    ``crd`` from its offset (the counts before its own); the values follow in
+    windows of 32 (all the window's reads, a warp sync, then its writes: a kept
+    entry's slot is never below its place, so a window reads nothing an
+    earlier one wrote), through ``window`` (a shared array of 32).  ``table``:
+    the sums and first slot of a table outside the output (shared memory),
+    whose values move in one pass.  ``out_p`` ends past the last."""
+    chunk, mine, kept = fresh("ht_chunk"), fresh("ht_mine"), fresh("ht_kept")
+    lane, lo, hi, c, s = fresh("ht_l"), fresh("ht_lo"), fresh("ht_hi"), fresh("ht_c"), fresh("ht_s")
+    lane2, o, r, s2 = fresh("ht_l"), fresh("ht_o"), fresh("ht_r"), fresh("ht_s")
+    sums, first = table if table is not None else (vals, base)
+    zero = Const(0.0, sums.dtype.widened)
+    W = i64(32)
+
+    def run(of: Var) -> tuple[Expr, Expr]:      # lane ``of``'s slots
+        start = mul(of, chunk)
+        return start, BinOp("min", add(start, chunk), size)
+    count = block(
+        Let(chunk, BinOp("/", add(size, i64(31)), W)),
+        Let(mine, i64(0)),
+        For(lane, i64(0), W, block(
+            Let(lo, run(lane)[0]), Let(hi, run(lane)[1]), Let(c, i64(0)),
+            For(s, lo, hi, If(BinOp("!=", Load(sums, add(first, s)), zero),
+                              Assign(c, add(c, i64(1))))),
+            Store(counts, lane, c),
+            Assign(mine, add(mine, c))), LoopKind.GPU_LANE),
+        Let(kept, WarpSum(mine)))
+    lo2, hi2 = run(lane2)
+    place = For(lane2, i64(0), W, block(
+        Let(o, base),
+        For(r, i64(0), lane2, Assign(o, add(o, Load(counts, r)))),
+        For(s2, lo2, hi2, If(BinOp("!=", Load(sums, add(first, s2)), zero), block(
+            Store(crd, o, s2), Assign(o, add(o, i64(1))))))), LoopKind.GPU_LANE)
+    if table is not None:
+        q = fresh("ht_q")
+        move = For(q, i64(0), kept, Store(vals, add(base, q),
+                                          Load(sums, add(first, Load(crd, add(base, q))))),
+                   LoopKind.GPU_LANE)
+    else:
+        w, l1, l2, q1, q2 = fresh("ht_w"), fresh("ht_l"), fresh("ht_l"), fresh("ht_q"), \
+            fresh("ht_q")
+        move = For(w, i64(0), BinOp("/", add(kept, i64(31)), W), block(
+            For(l1, i64(0), W, block(
+                Let(q1, add(mul(w, W), l1)),
+                If(lt(q1, kept), Store(window, l1,
+                                       Load(vals, add(base, Load(crd, add(base, q1))))))),
+                LoopKind.GPU_LANE),
+            For(l2, i64(0), W, block(
+                Let(q2, add(mul(w, W), l2)),
+                If(lt(q2, kept), Store(vals, add(base, q2), Load(window, l2)))),
+                LoopKind.GPU_LANE)))
+    return block(count, place, move, Assign(out_p, add(base, kept)))

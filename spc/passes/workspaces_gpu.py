@@ -36,6 +36,7 @@ from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, For, 
                         i64, sub)
 from ..ir.traverse import rewrite, walk
 from .map_gpu import FreshNames, reads
+from .map_gpu import WARP_SIZE
 from .warp_rows import warp_row
 
 I64 = DType.I64
@@ -195,6 +196,11 @@ class _Workspace:
                     return hash_rows.insert(keys, sums, first, mask, s.index, s.value,
                                             self.fresh, concurrent)
                 if s is gathers[0]:
+                    if direct and concurrent and slots and \
+                            _emits_plainly(stmts, jj, v, crd, vals, out_p):
+                        return hash_rows.gather_direct_on_lanes(
+                            crd, vals, base, size, out_p, self.fresh, counts, window,
+                            None if in_output else (sums, first))
                     if direct:
                         gather = hash_rows.gather_direct(sums, first, size, emit_at, self.fresh)
                     elif concurrent and _drops_zeros(stmts, v):   # its lanes count and sort
@@ -224,6 +230,8 @@ class _Workspace:
         slots = _shared_slots(shared_bytes, crd, self.vals)
         keys = Buffer(self.fresh("ht_keys").name, crd.dtype)     # the warp's shared table
         sums = Buffer(self.fresh("ht_sums").name, self.vals.dtype)   # the sums' type
+        counts = Buffer(self.fresh("ht_counts").name, I64)      # a direct gather's lanes
+        window = Buffer(self.fresh("ht_window").name, self.vals.dtype)
 
         def placed(rest, direct: bool) -> Stmt:
             """The row's table in the warp's shared memory where it fits, else in
@@ -244,8 +252,9 @@ class _Workspace:
                     tail = placed(rest, direct=False)
                     if _drops_zeros(stmts, v):
                         tail = If(BinOp("==", size, self.extent), placed(rest, direct=True), tail)
-                    shared = (Alloc(keys, slots, shared=True), Alloc(sums, slots, shared=True)) \
-                        if slots else ()
+                    shared = (Alloc(keys, slots, shared=True), Alloc(sums, slots, shared=True),
+                              Alloc(counts, WARP_SIZE, shared=True),
+                              Alloc(window, WARP_SIZE, shared=True)) if slots else ()
                     return _block([*out, c, sizes, *shared, tail])
                 out.append(visit_top(c))
             return Block(tuple(out))
@@ -259,6 +268,13 @@ def _drops_zeros(emit: tuple, v: Var) -> bool:
     zero sum is not stored), so that a slot no product reached needs no key."""
     return len(emit) == 1 and isinstance(emit[0], If) and emit[0].otherwise is None \
         and emit[0].cond == BinOp("!=", v, Const(0.0, v.dtype))
+
+
+def _emits_plainly(emit: tuple, j: Var, v: Var, crd, vals, out_p: Var) -> bool:
+    """Whether the emit statements are exactly ``if v != 0: crd[out_p] = j;
+    vals[out_p] = v; out_p = out_p + 1`` (what the lanes' direct gather does)."""
+    return emit == (If(BinOp("!=", v, Const(0.0, v.dtype)), Block((
+        Store(crd, out_p, j), Store(vals, out_p, v), Assign(out_p, add(out_p, i64(1)))))),)
 
 
 def _declares(s, var: Var) -> bool:
