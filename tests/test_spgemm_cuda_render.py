@@ -176,9 +176,9 @@ def test_rows_choose_the_shared_or_the_global_table():
     ck = _cuda(SPGEMM, CSR3)
     compute = ck.lowered_kernels()[1]
     shared = [n for n in walk(compute.body) if isinstance(n, Alloc) and n.shared]
-    assert [a.size for a in shared] == [256, 256, 32, 32]    # one table for every kind;
-    assert [a.buf.dtype for a in shared] == [DType.I32, DType.F64,   # a direct gather's
-                                             DType.I64, DType.F64]   # counts and window
+    assert [a.size for a in shared] == [256, 256, 32, 32, 32]   # one table for every kind;
+    assert [a.buf.dtype for a in shared] == [DType.I32, DType.F64,  # the lanes' gathers'
+                                             DType.I64, DType.F64, DType.I32]  # windows
     assert "if ht_size <= 256:" in ck.ir and "if ht_size == size_j:" in ck.ir
     b = np.zeros((2, 3000))
     b[0, ::300] = 1.0                     # row 0 of A @ B: 10 products, a shared table
@@ -305,7 +305,7 @@ def test_sixteen_bit_products_sum_in_float32(dtype):
     shared = {a.buf.name: a.buf.dtype for a in walk(compute.body) if isinstance(a, Alloc)
               and a.shared}
     assert sorted(shared.values(), key=str) == sorted([DType.I32, DType.F32, DType.I64,
-                                                       DType.F32], key=str)
+                                                       DType.F32, DType.I32], key=str)
     assert compute.param("C_vals").value.dtype is DType.F32
     if NVCC is not None:
         code, log = nvcc(ck.source)
@@ -329,3 +329,25 @@ def test_direct_rows_gathered_by_the_lanes_drop_zeros_keep_nan(cols):
     assert np.array_equal(c.indptr, expected.indptr)
     assert np.array_equal(c.indices, expected.indices)
     np.testing.assert_array_equal(c.data, expected.data)
+
+
+@pytest.mark.parametrize("per_row", [40, 400], ids=["shared", "output"])
+def test_hashed_rows_gathered_by_the_lanes_drop_zeros_keep_nan(per_row):
+    """Hashed tables (products far fewer than the index) compacted by the
+    lanes 32 slots at a time and merge-sorted on them: cancelled sums dropped,
+    a NaN kept, in the shared table and in the output's slots."""
+    rng = rng_for(f"cuda-hashed-lanes-{per_row}")
+    cols = 20000
+    b = np.zeros((2, cols))
+    where = rng.choice(cols, per_row, replace=False)
+    b[0, where] = rng.uniform(1, 2, per_row)
+    b[1, where[::3]] = -b[0, where[::3]]          # a third of the row cancels
+    b[1, where[1]] = np.nan
+    b[1, rng.choice(cols, 50, replace=False)] += 3.0
+    a = _csr([[1.0, 1.0], [0.0, 1.0]])
+    c = _interpreted(SPGEMM, CSR3, a, _csr(b))
+    expected = (a @ _csr(b)).tocsr()
+    expected.sort_indices()
+    assert np.array_equal(c.indptr, expected.indptr)
+    assert np.array_equal(c.indices, expected.indices)
+    np.testing.assert_allclose(c.data, expected.data, rtol=1e-15)

@@ -155,9 +155,9 @@ def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_
     return block(compact, Let(kept, sub(out_p, base)), If(lt(size, extent), sort))
 
 
-__all__ = ["EMPTY", "add_direct", "clear_sums", "clear_table", "gather", "gather_direct",
-           "gather_direct_on_lanes", "gather_on_lanes", "insert", "lane_merge_sort",
-           "slot_mask", "table_size"]
+__all__ = ["EMPTY", "add_direct", "clear_sums", "clear_table", "compact_on_lanes", "gather",
+           "gather_direct", "gather_direct_on_lanes", "gather_hashed_on_lanes",
+           "gather_on_lanes", "insert", "lane_merge_sort", "slot_mask", "table_size"]
 
 
 def gather_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr,
@@ -300,3 +300,58 @@ def gather_direct_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, ou
                 If(lt(q2, kept), Store(vals, add(base, q2), Load(window, l2)))),
                 LoopKind.GPU_LANE)))
     return block(count, place, move, Assign(out_p, add(base, kept)))
+
+
+def compact_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, out_p: Var,
+                     fresh: Fresh, counts: Buffer, window_keys: Buffer, window: Buffer,
+                     table: tuple[Buffer, Buffer, Expr] | None = None) -> Stmt:
+    """The occupied slots of a hashed table whose sums are nonzero, moved to
+    the row's output slots from ``base`` in slot order, as ``gather``'s
+    compaction with the emit ``if v != 0: crd[out_p] = j; vals[out_p] = v;
+    out_p += 1`` would, by a warp's lanes, 32 slots at a time: each lane reads
+    its slot into the shared ``window_keys``, ``window`` and ``counts`` (1 to
+    keep), a warp sum gives the window's total, then each kept entry goes to
+    ``out_p`` plus the count kept before it in the window.  Every read of a
+    window comes before its writes (a warp sync), and an entry never moves up,
+    so the table may be the output's own slots.  ``table``: keys, sums and
+    first slot of a table outside the output.  ``out_p`` ends past the last."""
+    keys, sums, first = table if table is not None else (crd, vals, base)
+    w, l1, l2, s, key, v = fresh("ht_w"), fresh("ht_l"), fresh("ht_l"), fresh("ht_s"), \
+        fresh("ht_key"), Var(fresh("ht_v").name, sums.dtype.widened)
+    keep, mine, total, at, r = fresh("ht_keep"), fresh("ht_mine"), fresh("ht_total"), \
+        fresh("ht_at"), fresh("ht_r")
+    W = i64(32)
+    read = For(l1, i64(0), W, block(
+        Let(s, add(mul(w, W), l1)),
+        Let(keep, i64(0)),
+        If(lt(s, size), block(
+            Let(key, Load(keys, add(first, s))),
+            Let(v, Load(sums, add(first, s))),
+            If(and_(BinOp("!=", key, i64(EMPTY)), BinOp("!=", v, Const(0.0, v.dtype))),
+               block(Assign(keep, i64(1)), Store(window_keys, l1, key), Store(window, l1, v))))),
+        Store(counts, l1, keep),
+        Assign(mine, add(mine, keep))), LoopKind.GPU_LANE)
+    write = For(l2, i64(0), W, If(BinOp("!=", Load(counts, l2), i64(0)), block(
+        Let(at, out_p),
+        For(r, i64(0), l2, Assign(at, add(at, Load(counts, r)))),
+        Store(crd, at, Load(window_keys, l2)),
+        Store(vals, at, Load(window, l2)))), LoopKind.GPU_LANE)
+    return For(w, i64(0), BinOp("/", add(size, i64(31)), W), block(
+        Let(mine, i64(0)), read, Let(total, WarpSum(mine)), write,
+        Assign(out_p, add(out_p, total))))
+
+
+def gather_hashed_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr,
+                           out_p: Var, fresh: Fresh, counts: Buffer, window_keys: Buffer,
+                           window: Buffer, table: tuple[Buffer, Buffer, Expr] | None = None
+                           ) -> Stmt:
+    """``compact_on_lanes``, then the lanes sort a hashed table's entries
+    (``lane_merge_sort``; lane 0's insertion sort for 16 or fewer)."""
+    kept = fresh("ht_kept")
+    sort = If(BinOp("<=", kept, i64(INSERTION_MAX)),
+              For(fresh("ht_lane"), i64(0), i64(1),
+                  insertion_sort(crd, kept, fresh, start=base, carry=(vals,)), LoopKind.GPU_LANE),
+              lane_merge_sort(crd, kept, base, fresh, carry=(vals,)))
+    return block(compact_on_lanes(crd, vals, base, size, out_p, fresh, counts, window_keys,
+                                  window, table),
+                 Let(kept, sub(out_p, base)), If(lt(size, extent), sort))

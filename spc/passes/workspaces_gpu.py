@@ -203,6 +203,10 @@ class _Workspace:
                             None if in_output else (sums, first))
                     if direct:
                         gather = hash_rows.gather_direct(sums, first, size, emit_at, self.fresh)
+                    elif concurrent and slots and _emits_plainly(stmts, jj, v, crd, vals, out_p):
+                        return hash_rows.gather_hashed_on_lanes(
+                            crd, vals, base, size, self.extent, out_p, self.fresh, counts,
+                            window_keys, window, None if in_output else table)
                     elif concurrent and _drops_zeros(stmts, v):   # its lanes count and sort
                         return hash_rows.gather_on_lanes(crd, vals, base, size, self.extent,
                                                          out_p, emit_at, self.fresh,
@@ -232,6 +236,7 @@ class _Workspace:
         sums = Buffer(self.fresh("ht_sums").name, self.vals.dtype)   # the sums' type
         counts = Buffer(self.fresh("ht_counts").name, I64)      # a direct gather's lanes
         window = Buffer(self.fresh("ht_window").name, self.vals.dtype)
+        window_keys = Buffer(self.fresh("ht_window_keys").name, crd.dtype)
 
         def placed(rest, direct: bool) -> Stmt:
             """The row's table in the warp's shared memory where it fits, else in
@@ -254,7 +259,8 @@ class _Workspace:
                         tail = If(BinOp("==", size, self.extent), placed(rest, direct=True), tail)
                     shared = (Alloc(keys, slots, shared=True), Alloc(sums, slots, shared=True),
                               Alloc(counts, WARP_SIZE, shared=True),
-                              Alloc(window, WARP_SIZE, shared=True)) if slots else ()
+                              Alloc(window, WARP_SIZE, shared=True),
+                              Alloc(window_keys, WARP_SIZE, shared=True)) if slots else ()
                     return _block([*out, c, sizes, *shared, tail])
                 out.append(visit_top(c))
             return Block(tuple(out))
