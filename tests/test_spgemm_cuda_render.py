@@ -351,3 +351,28 @@ def test_hashed_rows_gathered_by_the_lanes_drop_zeros_keep_nan(per_row):
     assert np.array_equal(c.indptr, expected.indptr)
     assert np.array_equal(c.indices, expected.indices)
     np.testing.assert_allclose(c.data, expected.data, rtol=1e-15)
+
+
+def test_other_emits_are_gathered_by_lane_zero(monkeypatch):
+    """An emit of another shape than SpGEMM's plain one is run by lane 0
+    (``for ht_lane in [0, 1) @gpu_lane``) through the lowerer's own statements,
+    after the lanes' inserts: the interpreter's numbers and nvcc still agree."""
+    import spc.passes.workspaces_gpu as wg
+    monkeypatch.setattr(wg, "_emits_plainly", lambda *args: False)
+    ck = _cuda(SPGEMM, CSR3)
+    compute = ck.lowered_kernels()[1]
+    lane0 = [n for n in walk(compute.body) if isinstance(n, For) and n.kind is LoopKind.GPU_LANE
+             and isinstance(n.hi, Const) and n.hi.value == 1]
+    assert len(lane0) >= 4            # {direct, hashed} x {shared, output}
+    rng = rng_for("cuda-lane-zero")
+    a = from_mask(random_mask(rng, (30, 20), 0.2), rng, np.float64)
+    b = from_mask(random_mask(rng, (20, 700), 0.1), rng, np.float64)
+    gpu_kernels = ck.lowered_kernels()
+    cpu = spc.compile(SPGEMM, formats=CSR3, dtype="float64")
+    v = cpu._variant(DType.I32)
+    v.kernels, v.launchers = gpu_kernels, [InterpLauncher(k) for k in gpu_kernels]
+    cpu._plan = None
+    assert_canonical_product(cpu(a, b), a @ b, np.float64)
+    if NVCC is not None:
+        code, log = nvcc(ck.source)
+        assert code == 0, log

@@ -156,38 +156,8 @@ def gather(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr, out_
 
 
 __all__ = ["EMPTY", "add_direct", "clear_sums", "clear_table", "compact_on_lanes", "gather",
-           "gather_direct", "gather_direct_on_lanes", "gather_hashed_on_lanes",
-           "gather_on_lanes", "insert", "lane_merge_sort", "slot_mask", "table_size"]
-
-
-def gather_on_lanes(crd: Buffer, vals: Buffer, base: Expr, size: Expr, extent: Expr,
-                    out_p: Var, emit: Callable[[Var, Var], Stmt], fresh: Fresh,
-                    table: tuple[Buffer, Buffer, Expr] | None = None) -> Stmt:
-    """``gather`` for a warp whose emit keeps exactly the nonzero sums: all
-    lanes count the entries to keep (a lane loop and a warp sum, which every
-    lane reaches before lane 0 writes: the table may be the output's slots);
-    lane 0 compacts (``for _ in [0, 1) @gpu_lane``, as ``gather``); a hashed
-    table's entries are sorted by ``lane_merge_sort`` (lane 0 sorts 16 or
-    fewer by insertion).  ``out_p`` is lane 0's; the count is every lane's."""
-    keys, sums, first = table if table is not None else (crd, vals, base)
-    s, j, v = fresh("ht_s"), fresh("ht_j"), Var(fresh("ht_v").name, sums.dtype.widened)
-    compact = For(fresh("ht_lane"), i64(0), i64(1), For(s, i64(0), size, block(
-        Let(j, Load(keys, add(first, s))),
-        If(BinOp("!=", j, i64(EMPTY)), block(Let(v, Load(sums, add(first, s))), emit(j, v))))),
-        LoopKind.GPU_LANE)
-    mine, kept = fresh("ht_mine"), fresh("ht_kept")
-    s2 = fresh("ht_s")
-    nonzero = and_(BinOp("!=", Load(keys, add(first, s2)), i64(EMPTY)),
-                   BinOp("!=", Load(sums, add(first, s2)), Const(0.0, sums.dtype.widened)))
-    count = block(Let(mine, i64(0)),
-                  For(s2, i64(0), size, If(nonzero, Assign(mine, add(mine, i64(1)))),
-                      LoopKind.GPU_LANE),
-                  Let(kept, WarpSum(mine)))
-    sort = If(BinOp("<=", kept, i64(INSERTION_MAX)),
-              For(fresh("ht_lane"), i64(0), i64(1),
-                  insertion_sort(crd, kept, fresh, start=base, carry=(vals,)), LoopKind.GPU_LANE),
-              lane_merge_sort(crd, kept, base, fresh, carry=(vals,)))
-    return block(count, compact, If(lt(size, extent), sort))
+           "gather_direct", "gather_direct_on_lanes", "gather_hashed_on_lanes", "insert",
+           "lane_merge_sort", "slot_mask", "table_size"]
 
 
 def lane_merge_sort(buf: Buffer, n: Expr, start: Expr, fresh, carry: tuple[Buffer, ...] = ()

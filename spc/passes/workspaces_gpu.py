@@ -207,10 +207,6 @@ class _Workspace:
                         return hash_rows.gather_hashed_on_lanes(
                             crd, vals, base, size, self.extent, out_p, self.fresh, counts,
                             window_keys, window, None if in_output else table)
-                    elif concurrent and _drops_zeros(stmts, v):   # its lanes count and sort
-                        return hash_rows.gather_on_lanes(crd, vals, base, size, self.extent,
-                                                         out_p, emit_at, self.fresh,
-                                                         None if in_output else table)
                     else:
                         gather = hash_rows.gather(crd, vals, base, size, self.extent, out_p,
                                                   emit_at, self.fresh,
