@@ -161,11 +161,13 @@ class _Workspace:
         if emit is None:
             return None
         jj, v, stmts, out_p = emit
-        crd = next(s.buf for s in walk(Block(stmts)) if isinstance(s, Store) and s.value == jj)
-        vals = next(s.buf for s in walk(Block(stmts)) if isinstance(s, Store) and s.value == v)
+        crd = next((s.buf for s in walk(Block(stmts)) if isinstance(s, Store) and s.value == jj),
+                   None)
+        vals = next((s.buf for s in walk(Block(stmts)) if isinstance(s, Store) and s.value == v),
+                    None)
         start = [s for s in walk(row) if isinstance(s, Let) and s.var == out_p
                  and isinstance(s.value, Load)]
-        if len(start) != 1:
+        if len(start) != 1 or crd is None or vals is None:
             return None
         pos, parent = start[0].value.buf, start[0].value.index
         base, size, mask = self.fresh("ht_base"), self.fresh("ht_size"), self.fresh("ht_mask")
