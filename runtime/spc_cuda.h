@@ -76,6 +76,18 @@ __device__ __forceinline__ void spc_atomic_add(long long* p, long long v) {
     atomicAdd(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(v));
 }
 
+// Atomic compare-and-swap (`let old = atomic_cas(buf[i], expected, desired)` in the
+// loop IR): the entry's old value; `desired` is stored where it equalled `expected`.
+__device__ __forceinline__ int spc_atomic_cas(int* p, int expected, int desired) {
+    return atomicCAS(p, expected, desired);
+}
+__device__ __forceinline__ long long spc_atomic_cas(long long* p, long long expected,
+                                                    long long desired) {
+    return static_cast<long long>(atomicCAS(reinterpret_cast<unsigned long long*>(p),
+                                            static_cast<unsigned long long>(expected),
+                                            static_cast<unsigned long long>(desired)));
+}
+
 // 16-bit floats, stored as their bits (unsigned short) so that no header is
 // needed: loads widen to float, stores round to nearest even (PTX cvt.rn).
 __device__ __forceinline__ float spc_f16_to_f32(unsigned short h) {

@@ -179,6 +179,23 @@ def test_pack_rows_keeps_each_rows_first_entries():
     assert v.tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_pack_rows_matches_a_loop_over_rows(seed):
+    """Empty rows first, last and between, rows keeping none, some or all of
+    their slots (the GPU's hash tables leave most slots unkept)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 5, 30) * rng.integers(0, 2, 30)
+    lengths[0] = lengths[-1] = 0
+    pos = np.concatenate(([0], np.cumsum(lengths))).astype(np.int32)
+    kept = (rng.random(30) * (lengths + 1)).astype(np.int32)
+    crd = rng.integers(0, 100, pos[-1]).astype(np.int32)
+    vals = rng.random(pos[-1])
+    p, c, v = pack_rows(pos, kept, crd, vals)
+    take = [q for r in range(30) for q in range(pos[r], pos[r] + kept[r])]
+    assert p.tolist() == [0, *np.cumsum(kept).tolist()]
+    assert c.tolist() == crd[take].tolist() and v.tolist() == vals[take].tolist()
+
+
 def test_pack_rows_copies_nothing_when_all_are_kept():
     pos, crd, vals = np.array([0, 1]), np.array([0]), np.array([1.0])
     assert all(x is y for x, y in zip(pack_rows(pos, np.array([1]), crd, vals),

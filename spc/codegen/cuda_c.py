@@ -14,7 +14,10 @@ only spells it out:
   iteration.
 * Statements outside lane loops run on every lane alike (their values agree);
   their stores to global memory are made by lane 0 alone.  A lane loop that
-  stores is followed by ``__syncwarp()`` so that later lane-0 code sees it.
+  stores (to global memory or a shared array) is followed by ``__syncwarp()`` so
+  that later code on other lanes sees it.
+* A ``shared`` Alloc in a warp's iteration is a ``__shared__`` array with a row
+  per warp of the block, the warp's row its name.
 * ``warp_sum(x)`` is ``spc_warp_sum(x)``; ``atomic+=`` is ``spc_atomic_add``
   (both in ``runtime/spc_cuda.h``).
 * A kernel whose ``gpu.group`` names a loop (map_gpu's; a top ``@gpu_warp`` loop
@@ -42,7 +45,7 @@ from itertools import count
 
 from ..errors import CompileError, UnsupportedError
 from ..ir.reserved import C_WORDS
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.printer import WARP_OPS
@@ -389,6 +392,9 @@ class _Body:
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
         self.params = {p.name for p in kernel.params if isinstance(p.value, Buffer)}
+        # what a lane's store may show the warp's other lanes: parameters, shared arrays
+        self.visible = self.params | {n.buf.name for n in walk(kernel.body)
+                                      if isinstance(n, Alloc) and n.shared}
         self.unroll = kernel.gpu.unroll if kernel.gpu is not None else 1
         self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
@@ -417,6 +423,15 @@ class _Body:
             self.emit(depth, f"{c_name(s.var.name)} = {_converted(s.value, s.var.dtype)};")
         elif isinstance(s, Store):
             self.emit(depth, self.store(s, ctx))
+        elif isinstance(s, CompareSwap):
+            if ctx not in ("lane", "thread"):
+                raise CompileError(f"kernel {self.kernel.name}: a compare-and-swap on "
+                                   f"{s.buf.name} outside a lane or thread loop would run on "
+                                   f"every lane")
+            t = c_elem_type(s.buf.dtype)
+            self.emit(depth, f"{c_type(s.var.dtype)} {c_name(s.var.name)} = spc_atomic_cas("
+                             f"&{c_name(s.buf.name)}[{render_expr(s.index)}], "
+                             f"({t})({render_expr(s.expected)}), ({t})({render_expr(s.desired)}));")
         elif isinstance(s, Alloc) and s.buf.name in self.fragments:
             rows, cols = self.fragments[s.buf.name]       # a tile: this lane's entries
             self.emit(depth, f"float {c_name(s.buf.name)}[{rows * cols // WARP_SIZE}] = {{}};")
@@ -424,6 +439,10 @@ class _Body:
             raise UnsupportedError(
                 f"kernel {self.kernel.name}: workspace '{s.buf.name}' (a sparse output built row "
                 f"by row, as SpGEMM's) is not generated for CUDA yet; use target='cpu'")
+        elif isinstance(s, Alloc) and s.shared:     # one array per warp of the block
+            t, name = c_elem_type(s.buf.dtype), c_name(s.buf.name)
+            self.emit(depth, f"__shared__ {t} {name}__warps[{WARPS_PER_BLOCK}][{s.size}];")
+            self.emit(depth, f"{t}* {name} = {name}__warps[spc_warp];")
         elif isinstance(s, Alloc):
             self.emit(depth, f"{c_elem_type(s.buf.dtype)} {c_name(s.buf.name)}[{s.size}] = {{}};")
         elif isinstance(s, While):
@@ -568,7 +587,8 @@ class _Body:
             self.block(s.body, d + 2, "lane")
             self.emit(d + 1, "}")
             self.emit(d, "}")
-        if any(isinstance(n, Store) and n.buf.name in self.params for n in all_stmts(s.body)):
+        if any(isinstance(n, (Store, CompareSwap)) and n.buf.name in self.visible
+               for n in walk(s.body)):
             self.emit(d, "__syncwarp();")
 
     def copies(self, s: For, jam: Jam, j0: str, hi: str, d: int, first_valid: bool,
@@ -643,8 +663,8 @@ class _Body:
                              f"{v} += {WARP_SIZE}) {{")
             self.jam_block(s.body, d + 2, jam, ok, "lane")
             self.emit(d + 1, "}")
-            if any(isinstance(n, Store) and n.buf.name in self.params
-                   for n in all_stmts(s.body)):
+            if any(isinstance(n, (Store, CompareSwap)) and n.buf.name in self.visible
+                   for n in walk(s.body)):
                 self.emit(d + 1, "__syncwarp();")
             self.emit(d, "}")
         elif isinstance(s, For) and s.kind is not LoopKind.SERIAL:

@@ -235,6 +235,8 @@ class _FunctionEmitter:
             return b.mul(a, c, flags=("nsw",))
         if op == "/":
             return b.sdiv(a, c)
+        if op == "&":
+            return b.and_(a, c)
         if op in ("min", "max"):
             return b.select(b.icmp_signed("<" if op == "min" else ">", a, c), a, c)
         return b.icmp_signed(op, a, c)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nodes import (Alloc, Assign, BinOp, Block, Cast, Const, DType, For, If,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, DType, For, If,
                     Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
 
@@ -77,6 +77,7 @@ def _eval(e, env, bufs):
         if op == "/": return a // b if isinstance(a, np.integer) else a / b
         if op == "min": return min(a, b)
         if op == "max": return max(a, b)
+        if op == "&": return a & b
         if op == "<": return a < b
         if op == "<=": return a <= b
         if op == "==": return a == b
@@ -97,10 +98,15 @@ class _Races:
     """The iterations of concurrent loops (``CONCURRENT`` kinds) running now, and
     the last non-atomic writer of every buffer entry.  Two writers race when,
     at the outermost concurrent loop where their iteration paths differ, they
-    are different iterations of the same loop."""
+    are different iterations of the same loop.  A lane loop is told apart by
+    each run of it, not by its node: a lane loop that stores is followed by a
+    warp sync (the CUDA renderer's), so its runs one after another in a warp
+    (passes of a sort) are ordered; other concurrent loops (the warps of a
+    block) have no sync between runs, so a run races with the runs before."""
 
     def __init__(self):
-        self.path: list[tuple[int, int]] = []          # (loop node id, iteration)
+        self.path: list[tuple[object, int]] = []       # (loop, iteration)
+        self.runs = 0                                  # lane loop runs so far
         self.writers: dict[tuple[int, int], tuple] = {}
         self.arrays: dict[int, object] = {}            # keeps ids unique (allocs die)
 
@@ -135,16 +141,30 @@ def _exec(s, env, bufs, races: _Races | None = None):
         if s.accumulate:
             v = _NP[s.buf.dtype.widened](arr[idx]) + v
         arr[idx] = v                   # rounds to the array's type (16-bit floats)
+    elif isinstance(s, CompareSwap):          # sequential here: trivially atomic
+        arr = bufs[s.buf.name]
+        idx = int(_eval(s.index, env, bufs))
+        if not 0 <= idx < len(arr):
+            raise IndexError(f"compare-and-swap {s.buf.name}[{idx}] is out of bounds "
+                             f"(length {len(arr)})")
+        old = env[s.var.name] = _NP[s.var.dtype](arr[idx])
+        if old == _eval(s.expected, env, bufs):
+            arr[idx] = _eval(s.desired, env, bufs)
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else int(_eval(s.size, env, bufs))
         bufs[s.buf.name] = np.zeros(size, dtype=_array_dtype(s.buf.dtype))
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
         concurrent = races is not None and s.kind in CONCURRENT
+        if concurrent:
+            run = id(s)
+            if s.kind is LoopKind.GPU_LANE:
+                races.runs += 1
+                run = ("lane run", races.runs)
         for v in range(lo, hi):
             env[s.var.name] = np.int64(v)
             if concurrent:
-                races.path.append((id(s), v))
+                races.path.append((run, v))
             _exec(s.body, env, bufs, races)
             if concurrent:
                 races.path.pop()

@@ -119,7 +119,8 @@ class Load:
     index: "Expr"
 
 
-BINARY_OPS = ("+", "-", "*", "/", "min", "max", "<", "<=", "==", "!=", "&&", "||")
+BINARY_OPS = ("+", "-", "*", "/", "min", "max", "&", "<", "<=", "==", "!=", "&&", "||")
+# "&": the bitwise and of two integers (a hash table's slot: ``j & (size - 1)``)
 COMPARE_OPS = ("<", "<=", "==", "!=")
 LOGIC_OPS = ("&&", "||")
 
@@ -276,9 +277,15 @@ class Alloc:
     tiles) or an integer expression of the kernel's sizes, e.g. ``size_j``:
     a *workspace* over an index (TACO's precompute), heap memory on the CPU.
     Declared inside a concurrent loop's body, each iteration has its own.
+
+    ``shared`` (a constant size, inside a ``GPU_WARP`` loop): the warp's
+    iteration has one array that all its lanes read and write (CUDA shared
+    memory), not one per thread; its contents start undefined on a GPU (the
+    interpreter zeroes it), so a kernel writes before it reads.
     """
     buf: Buffer
     size: "int | Expr"
+    shared: bool = False
 
     @property
     def is_workspace(self) -> bool:
@@ -286,7 +293,20 @@ class Alloc:
         return not isinstance(self.size, int)
 
 
-Stmt = Block | Let | Assign | Store | For | While | If | Alloc
+@dataclass(frozen=True, slots=True)
+class CompareSwap:
+    """Atomically: declare ``var`` with the value of ``buf[index]`` (an integer
+    array) and, if it equals ``expected``, store ``desired`` there.  Concurrent
+    iterations may compare-and-swap the same entry: exactly one of those that
+    find ``expected`` wins (CUDA ``atomicCAS``).  The claim of a hash slot."""
+    var: Var
+    buf: Buffer
+    index: Expr
+    expected: Expr
+    desired: Expr
+
+
+Stmt = Block | Let | Assign | Store | For | While | If | Alloc | CompareSwap
 
 
 # --------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """A deterministic text form of the loop IR (used by golden tests and cache keys)."""
 from __future__ import annotations
 
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                     Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     While, Expr)
 
-_PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6}
+_PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7}
 
 
 WARP_OPS = {"+": "sum", "max": "max", "min": "min", "||": "any"}   # WarpSum's op, by name
@@ -62,9 +62,13 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     elif isinstance(s, Store):
         op = ("atomic+=" if s.atomic else "+=") if s.accumulate else "="
         out.append(f"{pad}{s.buf.name}[{format_expr(s.index)}] {op} {format_expr(s.value)}")
+    elif isinstance(s, CompareSwap):
+        out.append(f"{pad}let {s.var.name}: {s.var.dtype.value} = atomic_cas({s.buf.name}"
+                   f"[{format_expr(s.index)}], {format_expr(s.expected)}, "
+                   f"{format_expr(s.desired)})")
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else format_expr(s.size)
-        kind = "workspace" if s.is_workspace else "alloc"
+        kind = "workspace" if s.is_workspace else "shared alloc" if s.shared else "alloc"
         out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]")
     elif isinstance(s, For):
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import CompileError
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
                     Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum, Call,
                     MATH_FUNCTIONS,
                     While, dtype_of)
@@ -52,6 +52,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             if e.op in ("&&", "||") and (dtype_of(e.lhs) is not DType.BOOL
                                          or dtype_of(e.rhs) is not DType.BOOL):
                 fail(f"operands of {e.op} must be booleans")
+            if e.op == "&" and not (dtype_of(e.lhs).is_int and dtype_of(e.rhs).is_int):
+                fail("operands of & must be integers")
             return
         if isinstance(e, Neg):
             expr(e.operand, scope)
@@ -86,6 +88,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
 
     lane_kinds = (LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT)
     in_lanes = [False]
+    in_warp = [False]          # inside a @gpu_warp loop
 
     def stmt(s, scope: set, top: bool):
         if isinstance(s, Block):
@@ -120,6 +123,20 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                     and s.buf.dtype.widened is DType.F64:
                 fail(f"store of a float32 value to '{s.buf.name}', a float64 array "
                      f"(stores may round values, never widen them)")
+        elif isinstance(s, CompareSwap):
+            p = bufs.get(s.buf.name)
+            if s.buf.name not in local_bufs and (p is None or p.role not in (
+                    ParamRole.OUTPUT, ParamRole.SCRATCH)):
+                fail(f"compare-and-swap on '{s.buf.name}', which is not an output")
+            if not s.buf.dtype.is_int or s.var.dtype is not DType.I64:
+                fail(f"compare-and-swap on '{s.buf.name}': an integer array, an i64 result")
+            for e in (s.index, s.expected, s.desired):
+                expr(e, scope)
+                if not dtype_of(e).is_int:
+                    fail(f"compare-and-swap on '{s.buf.name}' with a non-integer operand")
+            if s.var.name in scope:
+                fail(f"'{s.var.name}' is declared again where it is already visible")
+            scope.add(s.var.name)
         elif isinstance(s, Alloc):
             if s.is_workspace:
                 expr(s.size, scope)
@@ -127,6 +144,9 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                     fail(f"size of workspace '{s.buf.name}' is not an int64 expression")
             elif s.size < 0:
                 fail(f"negative size of local array '{s.buf.name}'")
+            if s.shared and (s.is_workspace or not in_warp[0]):
+                fail(f"shared array '{s.buf.name}' of a size known only at run time, or "
+                     f"outside a warp loop")
             local_bufs.add(s.buf.name)
         elif isinstance(s, For):
             expr(s.lo, scope)
@@ -143,6 +163,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 if s.kind is LoopKind.MMA_M:
                     tile_inner.update(id(n) for n in walk(s.body)
                                       if isinstance(n, For) and n.kind in MMA_KINDS)
+            outer_warp = in_warp[0]
+            in_warp[0] = outer_warp or s.kind is LoopKind.GPU_WARP
             lanes = s.kind in lane_kinds
             if lanes and in_lanes[0]:
                 fail(f"lane loop over '{s.var.name}' inside another lane loop")
@@ -150,6 +172,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             stmt(s.body, scope | {s.var.name}, False)
             if lanes:
                 in_lanes[0] = False
+            in_warp[0] = outer_warp
         elif isinstance(s, While):
             expr(s.cond, scope)
             if dtype_of(s.cond) is not DType.BOOL:

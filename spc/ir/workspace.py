@@ -107,22 +107,38 @@ class RowWorkspace:
         return If(dense_enough, scan, block(Let(off, i64(0)), sort, listed))
 
 
-def insertion_sort(buf: Buffer, n: Expr, fresh) -> Stmt:
-    """Sort ``buf[0, n)`` ascending, by insertion."""
+def insertion_sort(buf: Buffer, n: Expr, fresh, start: Expr | None = None,
+                   carry: tuple[Buffer, ...] = ()) -> Stmt:
+    """Sort ``buf[0, n)`` ascending, by insertion; with ``start``, the entries
+    ``buf[start, start + n)``; each buffer of ``carry`` has its entries moved
+    as ``buf``'s are (the values of sorted keys)."""
     q, key, r = fresh("srt_q"), fresh("srt_key"), fresh("srt_r")
-    before = Load(buf, sub(r, i64(1)))
+    held = [Var(fresh("srt_held").name, c.dtype.widened) for c in carry]
+
+    def at(k: Expr) -> Expr:
+        return k if start is None else add(start, k)
+    before = Load(buf, at(sub(r, i64(1))))
     return For(q, i64(1), n, block(
-        Let(key, Load(buf, q)),
+        Let(key, Load(buf, at(q))),
+        *(Let(h, Load(c, at(q))) for h, c in zip(held, carry)),
         Let(r, q),
         While(and_(lt(i64(0), r), lt(key, before)),
-              block(Store(buf, r, before), Assign(r, sub(r, i64(1))))),
-        Store(buf, r, key)))
+              block(Store(buf, at(r), before),
+                    *(Store(c, at(r), Load(c, at(sub(r, i64(1))))) for c in carry),
+                    Assign(r, sub(r, i64(1))))),
+        Store(buf, at(r), key),
+        *(Store(c, at(r), h) for h, c in zip(held, carry))))
 
 
-def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
+def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh,
+               start: Expr | None = None, carry: tuple[Buffer, ...] = ()) -> Stmt:
     """Sort ``buf[0, n)`` ascending by a bottom-up *natural* merge sort, with
     ``buf[half, half + n)`` as the other buffer; ``result`` is assigned the
-    offset (0 or ``half``) where the sorted entries end up.
+    offset (0 or ``half``) where the sorted entries end up.  With ``start``,
+    the entries are ``buf[start, start + n)``, the other buffer
+    ``buf[start + half, start + half + n)`` and ``result`` is ``start`` or
+    ``start + half``; each buffer of ``carry`` has its entries moved as
+    ``buf``'s are (the values of sorted keys), through the same offsets.
 
     Each pass merges neighbouring ascending runs, so a row gathered from r
     sorted rows of an operand (Gustavson's rows are unions of B's sorted rows,
@@ -142,8 +158,9 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
         return and_(lt(k, n), lt(at(src, sub(k, i64(1))), at(src, k)))
 
     def take(k: Var) -> Stmt:            # dst[o++] = src[k++]
-        return block(Store(buf, add(dst, o), at(src, k)), Assign(k, add(k, i64(1))),
-                     Assign(o, add(o, i64(1))))
+        return block(Store(buf, add(dst, o), at(src, k)),
+                     *(Store(c, add(dst, o), Load(c, add(src, k))) for c in carry),
+                     Assign(k, add(k, i64(1))), Assign(o, add(o, i64(1))))
 
     one_pass = block(
         Assign(runs, i64(0)),
@@ -158,6 +175,8 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
             While(and_(lt(a, mid), lt(b, hi)), block(       # branch-free: selects
                 Let(x, at(src, a)), Let(y, at(src, b)), Let(from_b, lt(y, x)),
                 Store(buf, add(dst, o), Select(from_b, y, x)),
+                *(Store(c, add(dst, o), Select(from_b, Load(c, add(src, b)), Load(c, add(src, a))))
+                  for c in carry),
                 Assign(a, add(a, Select(from_b, i64(0), i64(1)))),
                 Assign(b, add(b, Select(from_b, i64(1), i64(0)))),
                 Assign(o, add(o, i64(1))))),
@@ -166,7 +185,8 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh) -> Stmt:
             Assign(runs, add(runs, i64(1))),
             Assign(p, hi))),
         Let(swap, src), Assign(src, dst), Assign(dst, swap))
-    return block(Let(src, i64(0)), Let(dst, half), Let(runs, i64(2)),
+    return block(Let(src, i64(0) if start is None else start),
+                 Let(dst, half if start is None else add(start, half)), Let(runs, i64(2)),
                  While(lt(i64(1), runs), one_pass),
                  Assign(result, src))
 

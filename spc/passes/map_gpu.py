@@ -69,7 +69,7 @@ from __future__ import annotations
 from dataclasses import replace
 from itertools import count
 
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For,
+from ..ir.nodes import (Alloc, Assign, BinOp, CompareSwap, Block, Buffer, Const, DType, Expr, For,
                         GpuMapping, GridMode, If, Kernel, Let, Load, LoopKind, Neg, ParamRole,
                         Stmt, Store, Var, WarpSum, While, block, dtype_of)
 from .map_parallel import _binds
@@ -101,7 +101,7 @@ def stmts_of(s: Stmt | None) -> tuple[Stmt, ...]:
 def all_stmts(s: Stmt):
     """Every statement in ``s``, parents first."""
     for n in walk(s):
-        if isinstance(n, (Block, Let, Assign, Store, For, While, If, Alloc)):
+        if isinstance(n, (Block, Let, Assign, Store, For, While, If, Alloc, CompareSwap)):
             yield n
 
 
@@ -120,6 +120,10 @@ def exprs_of(s: Stmt):
             yield n.cond
         elif isinstance(n, If):
             yield n.cond
+        elif isinstance(n, CompareSwap):
+            yield n.index
+            yield n.expected
+            yield n.desired
 
 
 def var_names(e: Expr) -> set[str]:
@@ -136,7 +140,7 @@ def reads(s: Stmt) -> list[str]:
 
 def declared(s: Stmt) -> set[str]:
     """Names that ``s`` declares (Let) or binds as a loop variable."""
-    return {n.var.name for n in all_stmts(s) if isinstance(n, (Let, For))}
+    return {n.var.name for n in all_stmts(s) if isinstance(n, (Let, For, CompareSwap))}
 
 
 def assigned(s: Stmt) -> set[str]:

@@ -92,9 +92,11 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
-        bound(workspaces_gpu, parallel=schedule.parallel),
-                                   # rows built in workspaces: a thread per chunk of rows
-                                   # (parallel; else one), workspaces in global scratch
+        bound(workspaces_gpu, parallel=schedule.parallel,
+              deterministic=bool(schedule.deterministic)),
+                                   # rows built in workspaces: tables sized by each row's
+                                   # products, a warp per row (parallel; deterministic: a
+                                   # thread per row, no atomics; else one thread)
         *((bound(map_gpu, deterministic=bool(schedule.deterministic)),)
           if schedule.parallel else ()),
                                    # loops -> blocks, warps, lanes, threads (else one warp);

@@ -20,14 +20,19 @@ def pack_rows(pos, kept, crd, vals):
     work is done by ``pos``'s module).
     Ensures: the arrays returned hold the kept entries in the same order, and
     are the ones given when every entry was kept (nothing is copied then).
+    Each kept entry finds its row by a binary search of the packed row starts
+    and is gathered from its slot: work in the entries kept, not in the slots
+    (the GPU's tables leave most slots unkept), and no ``repeat`` by an array
+    of counts (which CuPy before v14 refuses).
     """
-    total = int(kept.sum()) if len(kept) else 0
+    xp = array_module(pos)
+    packed = xp.zeros_like(pos)
+    if len(kept):
+        xp.cumsum(kept, out=packed[1:])
+    total = int(packed[-1])
     if total == int(pos[-1]):
         return pos, crd, vals
-    xp = array_module(pos)
-    lengths = xp.diff(pos)
-    slot = xp.arange(len(crd), dtype=pos.dtype) - xp.repeat(pos[:-1], lengths)
-    keep = slot < xp.repeat(kept, lengths)
-    packed = xp.zeros_like(pos)
-    xp.cumsum(kept, out=packed[1:])
-    return packed, crd[keep], vals[keep]
+    entry = xp.arange(total, dtype=pos.dtype)
+    row = xp.searchsorted(packed, entry, side="right") - 1    # rows keeping none are skipped
+    slot = pos[row] + (entry - packed[row])
+    return packed, crd[slot], vals[slot]
