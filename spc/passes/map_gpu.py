@@ -322,8 +322,12 @@ def lane_reductions(loop: For, params: set[str], atomic: bool
             stored.setdefault(n.buf.name, set()).add(inline(n.index, let_env(body)))
     if any(len(forms) > 1 for forms in stored.values()):
         return None                         # two index forms might meet across iterations
-    if loaded_buffers(body) & stored.keys():
-        return None
+    env = let_env(body)
+    for e in exprs_of(body):                # an iteration may read back only the entry it
+        for n in walk(e):                   # stores (online_softmax's rescaled output row)
+            if isinstance(n, Load) and n.buf.name in stored and \
+                    inline(n.index, env) not in stored[n.buf.name]:
+                return None
     return reductions
 
 

@@ -198,8 +198,8 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, assigned: set,
 
     rescale = Block((Let(scale, Call("exp", BinOp("-", m_old, m_acc))),
                      Assign(l_acc, rescaled(l_acc)),
-                     *_with_stores(leaf3, lambda st: Store(
-                         st.buf, st.index, rescaled(Load(st.buf, st.index))))))
+                     *_pruned(_with_stores(leaf3, lambda st: Store(
+                         st.buf, st.index, rescaled(Load(st.buf, st.index)))))))
     leaf = [Let(m_old, m_acc), *updates1,
             If(BinOp("!=", m_old, m_acc), rescale),
             Assign(l_acc, BinOp("+", l_acc, running(term2))),
