@@ -65,9 +65,11 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     recomputes sampled results where they are read (``_compile_fused``);
     "rows" fuses rows but keeps sampled results in memory; False keeps every
     statement a kernel of its own.  "rows" is the default: recomputing a
-    row's scores in each of its loops costs more than storing them once on
-    both targets today (``benchmarks/bench_attention_gpu.py``,
-    ``bench_attention_cpu.py``); True saves the nnz-sized array."""
+    row's scores in each of its three loops cost more than storing them once
+    on both targets (``benchmarks/bench_attention_gpu.py``,
+    ``bench_attention_cpu.py``); since ``passes/online_softmax`` makes those
+    loops one, True computes each score once and saves the nnz-sized array,
+    on par with "rows" on the CPU at L = 2048 and slower at 4096 (README)."""
     from .runtime.program import ProgramKernel
     if fuse not in (True, False, "rows"):
         raise UnsupportedError(f"fuse must be True, 'rows' or False, not {fuse!r}")

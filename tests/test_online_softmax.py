@@ -6,6 +6,7 @@ score ranges where a plain exp overflows, heads), and the CUDA rendering."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,9 +14,9 @@ import scipy.sparse as sp
 
 import spc
 from spc.ir.interp import run_kernel
-from spc.ir.nodes import For
+from spc.ir.nodes import BinOp, Block, Const, DType, For, Store, Var
 from spc.ir.printer import format_kernel
-from spc.ir.traverse import walk
+from spc.ir.traverse import rewrite, walk
 from spc.ir.verify import verify
 from spc.passes.fuse_rows import fuse_rows
 from spc.passes.map_gpu import map_gpu
@@ -147,6 +148,27 @@ def test_heads_over_stored_scores():
 def test_other_programs_are_unchanged(statements):
     kernel = verify(simplify(fuse_rows(_lowered(statements), "rows")))
     assert online_softmax(kernel) is kernel
+
+
+def test_rows_not_claimed_independent_are_unchanged():
+    # another iteration of the loop might add to the same output entries, which the
+    # rescaling would scale too
+    kernel = _rows_kernel()
+    assert online_softmax(replace(kernel, outer_independent=None)) == \
+        replace(kernel, outer_independent=None)
+    assert online_softmax(replace(kernel, adds_to_output=True)).body == kernel.body
+
+
+def test_an_output_written_outside_the_third_loop_is_unchanged():
+    kernel = _rows_kernel()
+    (top,) = [s for s in walk(kernel.body) if isinstance(s, For) and s.var.name == "i"]
+    out = kernel.param("O_vals").value
+    first = Store(out, BinOp("*", top.var, Var("size_d", DType.I64)), Const(1.0, DType.F64))
+    body = rewrite(kernel.body, lambda n: replace(n, body=Block((first,) + tuple(n.body.body)))
+                   if n is top or (isinstance(n, For) and n.var.name == "i") else n)
+    changed = verify(replace(kernel, body=body))
+    assert changed != kernel and online_softmax(kernel) != kernel
+    assert online_softmax(changed) is changed
 
 
 def test_a_single_statement_kernel_is_unchanged():

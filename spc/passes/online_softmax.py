@@ -36,7 +36,7 @@ since each term depends on ``m`` only through one factor ``exp(e - m)``.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..ir.nodes import (Assign, BinOp, Block, Call, Const, DType, For, If, Kernel, Let, Load,
                         ParamRole, Select, Stmt, Store, Var, While)
@@ -52,54 +52,75 @@ def online_softmax(kernel: Kernel) -> Kernel:
     """``kernel`` with each max / sum-of-exp / exp-weighted-sum triple of loops
     over the same range (module docstring) made one loop.
 
-    Requires: nothing; a statement list without the triple is left as it is.
+    Requires: nothing; a statement list without the triple is left as it is,
+    and so is one the rescaling could corrupt: the triple must sit in the
+    kernel's independent loops only (``outer_independent``,
+    ``rows_independent``: each iteration owns the output entries it stores),
+    the kernel must not add to its output's prior contents, and the output
+    must be read or written nowhere but in the third loop.
     Ensures: the same numbers (to rounding), each such row walked once; the
     output row accumulates in the output buffer (rescaled in place), so the
     output is read back, never only overwritten.
     """
-    assigned = {n.var.name for n in walk(kernel.body) if isinstance(n, Assign)}
-    outputs = {p.name for p in kernel.params if p.role is ParamRole.OUTPUT}
-    body = _visit(kernel.body, {}, assigned, outputs)
+    if kernel.adds_to_output:
+        return kernel
+    facts = _Facts(
+        assigned=frozenset(n.var.name for n in walk(kernel.body) if isinstance(n, Assign)),
+        outputs=frozenset(p.name for p in kernel.params if p.role is ParamRole.OUTPUT),
+        independent=frozenset(v for v in (kernel.outer_independent, kernel.rows_independent)
+                              if v is not None),
+        body=kernel.body)
+    body = _visit(kernel.body, {}, True, facts)
     return kernel if body is kernel.body else replace(kernel, body=body)
 
 
-def _visit(s: Stmt, env: dict, assigned: set, outputs: set) -> Stmt:
+@dataclass(frozen=True)
+class _Facts:
+    """What the matcher asks of the whole kernel: scalars assigned anywhere,
+    output buffers, the independent loops' variables, and the body."""
+    assigned: frozenset
+    outputs: frozenset
+    independent: frozenset
+    body: Stmt
+
+
+def _visit(s: Stmt, env: dict, owned: bool, facts: _Facts) -> Stmt:
     """``s`` with every matching triple below it rewritten (``env``: the lets of
-    the enclosing statements that are never assigned, by name)."""
+    the enclosing statements that are never assigned, by name; ``owned``: every
+    enclosing loop is one of the kernel's independent loops)."""
     if isinstance(s, Block):
-        stmts = list(s.body)
         inner = dict(env)
         out = []
-        for st in stmts:
-            out.append(_visit(st, inner, assigned, outputs))
-            if isinstance(st, Let) and st.var.name not in assigned:
+        for st in s.body:
+            out.append(_visit(st, inner, owned, facts))
+            if isinstance(st, Let) and st.var.name not in facts.assigned:
                 inner[st.var.name] = st.value
-        while True:
-            new = _rewrite_once(out, env, assigned, outputs)
+        while owned:
+            new = _rewrite_once(out, env, facts)
             if new is None:
                 break
             out = new
         return s if out == list(s.body) else Block(tuple(out))
     if isinstance(s, For):
-        body = _visit(s.body, env, assigned, outputs)
+        body = _visit(s.body, env, owned and s.var.name in facts.independent, facts)
         return s if body is s.body else replace(s, body=body)
     if isinstance(s, While):
-        body = _visit(s.body, env, assigned, outputs)
+        body = _visit(s.body, env, False, facts)
         return s if body is s.body else replace(s, body=body)
     if isinstance(s, If):
-        then = _visit(s.then, env, assigned, outputs)
-        other = None if s.otherwise is None else _visit(s.otherwise, env, assigned, outputs)
+        then = _visit(s.then, env, owned, facts)
+        other = None if s.otherwise is None else _visit(s.otherwise, env, owned, facts)
         return s if (then is s.then and other is s.otherwise) else replace(s, then=then,
                                                                              otherwise=other)
     return s
 
 
-def _rewrite_once(stmts: list, env: dict, assigned: set, outputs: set) -> list | None:
+def _rewrite_once(stmts: list, env: dict, facts: _Facts) -> list | None:
     """``stmts`` with the first matching triple rewritten, or None."""
     fors = [n for n, s in enumerate(stmts) if isinstance(s, For)]
     for a, b, c in zip(fors, fors[1:], fors[2:]):
         try:
-            return _rewrite(stmts, a, b, c, env, assigned, outputs)
+            return _rewrite(stmts, a, b, c, env, facts)
         except _NoMatch:
             continue
     return None
@@ -121,15 +142,14 @@ def _stmts(s) -> list:
     return list(s.body) if isinstance(s, Block) else [s]
 
 
-def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, assigned: set,
-             outputs: set) -> list:
+def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, facts: _Facts) -> list:
     loops = [stmts[a], stmts[b], stmts[c]]
     if not all(isinstance(s, Let) for s in stmts[a + 1:b] + stmts[b + 1:c]):
         raise _NoMatch("statements other than lets between the loops")
     lets = {s.var.name: s for s in stmts[:c] if isinstance(s, Let)}
     local = dict(env)
     local.update({s.var.name: s.value for s in stmts[:c]
-                  if isinstance(s, Let) and s.var.name not in assigned})
+                  if isinstance(s, Let) and s.var.name not in facts.assigned})
     first, second, third = loops
     for loop in (first, second):
         if loop.var.dtype != third.var.dtype or loop.kind != third.kind or any(
@@ -167,15 +187,20 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, assigned: set,
     if any(_names(s.value) & special for s in between):
         raise _NoMatch("a let between the loops reads the row's max or sum")
     stores = [n for n in walk(tuple(leaf3)) if isinstance(n, Store)]
-    if not stores or any(not st.accumulate or st.atomic or st.buf.name not in outputs
+    if not stores or any(not st.accumulate or st.atomic or st.buf.name not in facts.outputs
                          or not _exp_factor(st.value, m.name)
                          or not _factor(st.value, r.name) for st in stores):
         raise _NoMatch("the third loop's stores are not O += G * exp(e - m) * r")
     store_bufs = {st.buf.name for st in stores}
     if any(isinstance(n, Load) and n.buf.name in store_bufs for lp in loops for n in walk(lp)):
         raise _NoMatch("the loops read the output they sum into")
+    if _uses(facts.body, store_bufs) != _uses(third, store_bufs):
+        raise _NoMatch("the output is read or written outside the third loop")
     if any(isinstance(n, Assign) for n in walk(tuple(leaf3))):
         raise _NoMatch("the third loop carries scalars")
+    if _names(tuple(_with_stores(leaf3, lambda st: replace(st, value=Const(0, DType.I64))))) \
+            & {m.name, r.name}:
+        raise _NoMatch("the third loop reads the row's max or sum outside its stores")
     outside = _names(tuple(s for st in stores for s in (st.value,))) - {m.name, r.name}
     if outside & {m_acc.name, l_acc.name, seen_name(seen)}:
         raise _NoMatch("the weighted sum reads the running max or sum")
@@ -212,6 +237,11 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, assigned: set,
     if (_names(tuple(normalize)) - mine) & declared:
         raise _NoMatch("the output's entries depend on the row's entries")
     return (stmts[:a] + between + [merged, m_let, r_let] + normalize + stmts[c + 1:])
+
+
+def _uses(node, bufs: set) -> int:
+    """How many loads and stores of ``bufs`` ``node`` holds."""
+    return sum(1 for n in walk(node) if isinstance(n, (Load, Store)) and n.buf.name in bufs)
 
 
 def seen_name(seen: Var | None) -> str:
