@@ -301,7 +301,9 @@ def lane_reductions(loop: For, params: set[str], atomic: bool
     loop's iterations are independent except for (a) scalar reductions into
     variables declared outside it (``reductions_of``), returned with their
     operators (the per-lane partial results must be combined), and (b) atomic
-    stores (when ``atomic``, every store must already be atomic or injective).
+    stores (when ``atomic``, every store must already be atomic or injective);
+    an array the loop stores (injectively) it may load only at the entry the
+    same iteration stores.
     """
     body = loop.body
     reductions = reductions_of(loop)
