@@ -192,7 +192,7 @@ def _masks():
 
 
 CASES = [("csr", "random"), ("csr", "band"), ("dia", "band"), ("bsr(4,4)", "blocks"),
-         ("csr", "blocks")]
+         ("csr", "blocks"), ("coo", "random"), ("csc", "random"), ("dcsr", "random")]
 
 
 @pytest.mark.parametrize("fuse", [True, "rows"])
@@ -218,7 +218,7 @@ def test_attention_matches_float64_reference(fmt, mask_name, d, spread, fuse):
     assert not out[~mask.any(1)].any()
 
 
-@pytest.mark.parametrize("fmt", ["csr", "dia"])
+@pytest.mark.parametrize("fmt", ["csr", "dia", "ell", "bsr(4,4)", "coo", "csc"])
 def test_attention_walks_each_row_once(fmt):
     k = spc.compile("attention", fmt=fmt)
     fused = [x for x in k.program.kernels if "O_vals" in x.ir]
@@ -233,6 +233,30 @@ def test_attention_inlined_stores_no_scores_and_walks_once():
     assert "S_vals[" not in kernel.ir and "S1_pos" not in kernel.ir and "m_vals" not in kernel.ir
     (lowered,) = kernel.lowered_kernels()
     assert _walks_of_rows(lowered) == 1
+
+
+@pytest.mark.parametrize("fuse", [True, "rows"])
+def test_attention_bsr_counts_the_zeros_its_blocks_store(fuse):
+    # the scores take csr, assembled from the mask's stored entries: a zero a bsr
+    # block stores is an entry (score 0) as before, when S was bsr
+    mask = _masks()["blocks"]
+    A = sp.bsr_matrix(sp.csr_matrix(mask.astype(np.float32)), blocksize=(4, 4))
+    A.data[0, 1, 2] = 0.0
+    L, d = mask.shape[0], 13
+    rng = np.random.default_rng(5)
+    # small scores: the stored zero's entry weighs about as much as any other
+    Q, K, V = (rng.standard_normal((L, d)).astype(np.float32) * 0.3 for _ in range(3))
+    k = spc.compile("attention", fmt="bsr(4,4)", fuse=fuse)
+    out = np.asarray(k(spc.tensor(A, "bsr(4,4)"), Q, K, V))
+    want = reference_attention(mask, Q.astype(np.float64), K.astype(np.float64),
+                               V.astype(np.float64), values=A.toarray())
+    assert np.abs(out - want).max() / np.abs(want).max() <= RTOL_F32
+    assert any("_old" in x.ir for x in k.program.kernels)          # the one-walk loop
+    dropped = mask.copy()
+    dropped[1, A.indices[0] * 4 + 2] = False   # the answer if the stored zero were not an entry
+    other = reference_attention(dropped, Q.astype(np.float64), K.astype(np.float64),
+                                V.astype(np.float64), values=A.toarray())
+    assert np.abs(other - want).max() / np.abs(want).max() > 100 * RTOL_F32
 
 
 @pytest.mark.parametrize("fuse", [True, "rows"])
