@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ..ir.nodes import (Assign, BinOp, Block, Call, Const, DType, For, If, Kernel, Let, Load,
-                        ParamRole, Select, Stmt, Store, Var, While)
+                        ParamRole, Select, Stmt, Store, Var, While, dtype_of)
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, walk
 
@@ -206,8 +206,12 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, facts: _Facts) -> l
         raise _NoMatch("the weighted sum reads the running max or sum")
 
     dt = m_acc.dtype
+    if l_acc.dtype != dt or any(dtype_of(st.value) != dt for st in stores):
+        raise _NoMatch("the max, the sum and the weighted sum differ in type")
     m_old = Var(f"{m_acc.name}_old", dt)
     scale = Var(f"{m_acc.name}_rescale", dt)
+    if _names(facts.body) & {m_old.name, scale.name}:
+        raise _NoMatch("the names the rewrite declares are taken")
     neg_inf = Const(float("-inf"), dt)
     was_empty = BinOp("==", m_old, neg_inf)
 
