@@ -314,3 +314,43 @@ def test_cuda_attention_matches_reference(fmt, mask_name):
     want = reference_attention(mask, Q.astype(np.float64), K.astype(np.float64),
                                V.astype(np.float64))
     assert np.abs(np.asarray(out) - want).max() / np.abs(want).max() <= RTOL_F32
+
+
+# -- softmax-like programs: one walk (fused) against one kernel per statement --------
+
+VARIANTS = {
+    # the plain softmax rows with extra factors in the sum and the weighted sum
+    "weights": ("S[i,j] = 0.25 * A[i,j] * Q[i,k] * K[j,k]; m[i] = max(j, S[i,j]); "
+                "r[i] = 1 / max(sum(j, stored(S[i,j]) * b[j] * exp(S[i,j] - m[i])), 1e-30); "
+                "O[i,d] = 2 * stored(S[i,j]) * exp(S[i,j] - m[i]) * V[j,d] * c[j] * r[i]"),
+    # a sum with no floor, a scaled exponent, the factors in another order
+    "scaled": ("S[i,j] = A[i,j] * Q[i,k] * K[j,k]; m[i] = max(j, S[i,j]); "
+               "r[i] = 1 / sum(j, stored(S[i,j]) * exp(0.5 * S[i,j] - m[i])); "
+               "O[i,d] = r[i] * stored(S[i,j]) * exp(0.5 * S[i,j] - m[i]) * V[j,d]"),
+    # the max of one thing, the exponent of another (still exact: m only rescales)
+    "other-exponent": ("S[i,j] = A[i,j] * Q[i,k] * K[j,k]; m[i] = max(j, S[i,j]); "
+                       "r[i] = 1 / max(sum(j, stored(S[i,j]) * exp(b[j] - m[i])), 1e-30); "
+                       "O[i,d] = stored(S[i,j]) * exp(b[j] - m[i]) * V[j,d] * r[i]"),
+}
+
+
+@pytest.mark.parametrize("fuse", [True, "rows"])
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_programs_walked_once_match_one_kernel_per_statement(name, fuse):
+    rng = np.random.default_rng(11)
+    L, d = 23, 5
+    mask = rng.random((L, L)) < 0.3
+    mask[2] = False
+    mask[7] = True
+    A = sp.csr_matrix(mask.astype(np.float64))
+    Q, K, V = (rng.standard_normal((L, 4)) * 3, rng.standard_normal((L, 4)) * 3,
+               rng.standard_normal((L, d)))
+    extra = {"b": rng.standard_normal(L) * 20, "c": rng.standard_normal(L)}
+    text = VARIANTS[name]
+    formats = {"A": "csr", "S": "csr"}
+    args = dict(A=A, Q=Q, K=K, V=V, **{t: v for t, v in extra.items() if f"{t}[" in text})
+    walked = spc.compile(text, formats=formats, dtype="float64", fuse=fuse)
+    assert any("_old" in k.ir for k in walked.kernels)
+    apart = spc.compile(text, formats=formats, dtype="float64", fuse=False)
+    assert not any("_old" in k.ir for k in apart.kernels)
+    np.testing.assert_allclose(walked(**args), apart(**args), rtol=RTOL_F64, atol=1e-13)

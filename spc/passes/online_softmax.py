@@ -25,7 +25,7 @@ grows (FlashAttention's recurrence), then scaling the row by ``r`` once:
       l = l + F(p) * exp(x - m_acc)
       for d: O[i,d] += G(p,d) * exp(x - m_acc)
     let m = select(seen, m_acc, 0); let r = 1 / max(l, 1e-30)
-    for d: O[i,d] = O[i,d] * r
+    if seen: for d: O[i,d] = O[i,d] * r
 
 The scores are computed once per entry.  ``select(m_old == -inf, 0, ...)``
 drops what entries of score -inf summed (``exp(-inf - -inf)`` is NaN) when a
@@ -158,9 +158,11 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, facts: _Facts) -> l
             raise _NoMatch("the loops run over different ranges")
     path1, leaf1, map1 = _align(first, third, local)
     path2, leaf2, map2 = _align(second, third, local)
-    if path1 != path2:
-        raise _NoMatch("the loops' entries meet their updates at different places")
-    path, leaf3 = path1, _leaf_of(third, path1)
+    if path1[:-1] != path2[:-1]:
+        raise _NoMatch("the loops' updates sit under different conditions")
+    # the updates go after the statements of the third loop either loop matched
+    path = path1[:-1] + (max(path1[-1], path2[-1]),)
+    leaf3 = _leaf_of(third, path)
 
     # the max pass: m_acc = max(m_acc, x) [; seen = true], m_acc from -inf, seen from false
     updates1 = [_renamed(s, map1) for s in leaf1]
@@ -177,12 +179,12 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, facts: _Facts) -> l
         raise _NoMatch("the second loop's update is not a sum from 0")
     term2 = step.rhs
     m = m_let.var
-    if not _exp_factor(term2, m.name) or _names(term2) & {l_acc.name, m_acc.name, seen_name(seen)}:
+    if not _exp_factor(term2, m.name) or _names(term2) & {l_acc.name, m_acc.name, seen.name}:
         raise _NoMatch("the sum's term is not F * exp(e - m)")
     r_let = _the_let(stmts[b + 1:c], lambda v: l_acc.name in _names(v)
                      and not (_names(v) & {m.name, m_acc.name}))
     r = r_let.var
-    special = {m.name, r.name, m_acc.name, l_acc.name, seen_name(seen)}
+    special = {m.name, r.name, m_acc.name, l_acc.name, seen.name}
     between = [s for s in stmts[a + 1:b] + stmts[b + 1:c] if s is not m_let and s is not r_let]
     if any(_names(s.value) & special for s in between):
         raise _NoMatch("a let between the loops reads the row's max or sum")
@@ -202,7 +204,7 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, facts: _Facts) -> l
             & {m.name, r.name}:
         raise _NoMatch("the third loop reads the row's max or sum outside its stores")
     outside = _names(tuple(s for st in stores for s in (st.value,))) - {m.name, r.name}
-    if outside & {m_acc.name, l_acc.name, seen_name(seen)}:
+    if outside & {m_acc.name, l_acc.name, seen.name}:
         raise _NoMatch("the weighted sum reads the running max or sum")
 
     dt = m_acc.dtype
@@ -240,7 +242,9 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, facts: _Facts) -> l
     mine = {n.var.name for n in walk(tuple(normalize)) if isinstance(n, (Let, For))}
     if (_names(tuple(normalize)) - mine) & declared:
         raise _NoMatch("the output's entries depend on the row's entries")
-    return (stmts[:a] + between + [merged, m_let, r_let] + normalize + stmts[c + 1:])
+    # a row with no entries keeps 0 (its r may be 1 / 0)
+    return (stmts[:a] + between + [merged, m_let, r_let, If(seen, Block(tuple(normalize)))]
+            + stmts[c + 1:])
 
 
 def _uses(node, bufs: set) -> int:
@@ -248,17 +252,13 @@ def _uses(node, bufs: set) -> int:
     return sum(1 for n in walk(node) if isinstance(n, (Load, Store)) and n.buf.name in bufs)
 
 
-def seen_name(seen: Var | None) -> str:
-    return seen.name if seen is not None else ""
-
-
 def _is_const(e, value) -> bool:
     return isinstance(e, Const) and e.value == value
 
 
-def _max_updates(updates: list, lets: dict) -> tuple[Var, Var | None]:
+def _max_updates(updates: list, lets: dict) -> tuple[Var, Var]:
     """(running max, seen flag) of the first loop's updates ``m_acc = max(m_acc,
-    x)`` and optionally ``seen = true``, each declared by a let (-inf, false)."""
+    x)`` and ``seen = true``, each declared by a let (-inf, false)."""
     m_acc = seen = None
     for s in updates:
         if not isinstance(s, Assign):
@@ -270,21 +270,23 @@ def _max_updates(updates: list, lets: dict) -> tuple[Var, Var | None]:
             m_acc = s.var
         else:
             raise _NoMatch("the first loop does more than a max")
+    if seen is None:
+        raise _NoMatch("no flag says whether the row has entries")
     if m_acc is None or not m_acc.dtype.is_float or m_acc.name not in lets \
             or not _is_const(lets[m_acc.name].value, float("-inf")):
         raise _NoMatch("no running max from -inf")
-    if seen is not None and (seen.name not in lets or not _is_const(lets[seen.name].value, False)):
+    if seen.name not in lets or not _is_const(lets[seen.name].value, False):
         raise _NoMatch("the seen flag does not start false")
-    if seen is not None and seen.name in _names(tuple(updates)) - {seen.name}:
+    if seen.name in _names(tuple(updates)) - {seen.name}:
         raise _NoMatch("the seen flag is read in the loop")
     return m_acc, seen
 
 
-def _is_max_of(v, m_acc: Var, seen: Var | None) -> bool:
+def _is_max_of(v, m_acc: Var, seen: Var) -> bool:
     """Whether ``v`` is the row's max: ``m_acc`` or ``select(seen, m_acc, _)``."""
     if v == m_acc:
         return True
-    return isinstance(v, Select) and seen is not None and v.cond == seen \
+    return isinstance(v, Select) and v.cond == seen \
         and v.if_true == m_acc and m_acc.name not in _names(v.if_false)
 
 
