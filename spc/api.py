@@ -69,7 +69,8 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     on both targets (``benchmarks/bench_attention_gpu.py``,
     ``bench_attention_cpu.py``); since ``passes/online_softmax`` makes those
     loops one, True computes each score once and saves the nnz-sized array,
-    on par with "rows" on the CPU at L = 2048 and slower at 4096 (README)."""
+    a little faster than "rows" on the CPU at L = 2048 and slower at 4096
+    (README)."""
     from .runtime.program import ProgramKernel
     if fuse not in (True, False, "rows"):
         raise UnsupportedError(f"fuse must be True, 'rows' or False, not {fuse!r}")
