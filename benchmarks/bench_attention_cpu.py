@@ -10,7 +10,8 @@ Every system's output is checked against a float64 dense masked softmax (per
 head) before it is timed; times are medians of ``--reps`` calls after one
 warm-up call (the caller's view, default settings).  ``spc`` is the default
 (the scores stored between two kernels, ``fuse="rows"``); ``spc-fused`` is one
-kernel, the scores recomputed where read (``fuse=True``).  With one head the
+kernel, the scores computed where read (``fuse=True``); both walk each row's entries
+once (``passes/online_softmax``: running max and sum).  With one head the
 operands are (L, d); with H > 1 they are (H, L, d) and spc runs every head in
 one call (one kernel per statement), ``spc-per-head`` makes H single-head calls
 of the default program, ``spc-batched`` one call with the scores a batch of the

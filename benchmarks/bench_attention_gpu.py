@@ -7,7 +7,8 @@ path, dense SDPA with a boolean mask, and FlexAttention with a block mask.
 
 ``spc`` is the default (the scores in memory between two kernels,
 ``fuse="rows"``); ``spc-fused`` is ``fuse=True`` (one kernel, the scores
-recomputed in each of the row's loops).
+computed where read, never stored).  Both walk each row's entries once
+(``passes/online_softmax``: running max and sum).
 Masks: BigBird-like blocks of 64 (a window of 3 block diagonals, 2 global block
 columns and rows, 3 random blocks per block row) and a sliding window
 |i - j| <= 128.  Every system's output is checked against a float64 dense
@@ -39,7 +40,8 @@ import common  # noqa: E402
 
 
 # spc: the default (fuse="rows": the scores kernel, then one kernel for the
-# softmax and the product); spc-fused: fuse=True (one kernel, scores recomputed, never stored)
+# softmax and the product, one walk per row); spc-fused: fuse=True (one kernel, each score
+# computed once, never stored)
 COLUMNS = ("spc", "spc-fused", "spc-per-head", "spc-dds", "torch.sparse", "sdpa-mask", "flex")
 
 

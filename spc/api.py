@@ -66,9 +66,12 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     recomputes sampled results where they are read (``_compile_fused``);
     "rows" fuses rows but keeps sampled results in memory; False keeps every
     statement a kernel of its own.  "rows" is the default: recomputing a
-    row's scores in each of its loops costs more than storing them once on
-    both targets today (``benchmarks/bench_attention_gpu.py``,
-    ``bench_attention_cpu.py``); True saves the nnz-sized array."""
+    row's scores in each of its three loops cost more than storing them once
+    on both targets (``benchmarks/bench_attention_gpu.py``,
+    ``bench_attention_cpu.py``); since ``passes/online_softmax`` makes those
+    loops one, True computes each score once and saves the nnz-sized array,
+    a little faster than "rows" on the CPU at L = 2048 and slower at 4096
+    (README)."""
     from .runtime.program import ProgramKernel
     if fuse not in (True, False, "rows"):
         raise UnsupportedError(f"fuse must be True, 'rows' or False, not {fuse!r}")
@@ -80,8 +83,10 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     if named:
         text, sparse_ops, positional = named
         formats = dict(formats or {})
-        for op in sparse_ops:
-            formats.setdefault(op, fmt if fmt is not None else "csr")
+        given = fmt if fmt is not None else "csr"
+        formats.setdefault(sparse_ops[0], given)
+        for op in sparse_ops[1:]:
+            formats.setdefault(op, _result_format(given, sparse_ops[0]))
 
         def build(scale: float):
             return ProgramKernel(text.format(scale=repr(float(scale))),
@@ -104,6 +109,24 @@ def _compile_program(text: str, *, fmt=None, formats=None, fuse: bool | str = "r
     return ProgramKernel(text, lambda stmt, f: compile(stmt, formats=f,
                                                        **_tiles_of([stmt], options)),
                          formats, compile_fused=fused)
+
+
+def _result_format(spec, operand: str):
+    """The format of a named program's sparse result (attention's scores S) whose
+    pattern is operand ``operand``'s, in format ``spec``: ``spec`` itself where it
+    stores whole rows first at a dense level (csr, dia, ell, nm), else csr,
+    assembled from the operand's stored entries (explicit zeros kept), so that
+    the statements reading the result walk its rows and fuse into one kernel
+    (``fuse_rows``), which ``passes/online_softmax`` makes one walk per row:
+    with bsr's blocks or coo's compressed rows each statement stayed a kernel
+    of its own (2026-11-29, this loaded 2-core CPU, BigBird L = 2048, d = 64,
+    bsr(16,16): 44 ms as four kernels, 28 ms with S in csr)."""
+    if resolve_sum_format(spec) is not None:
+        return spec
+    fmt = resolve_format(spec, 2, what=f"tensor {operand}")
+    if not fmt.is_blocked and fmt.order[0] == 0 and fmt.levels[0].locatable:
+        return spec
+    return "csr"
 
 
 def _batched_format(spec, operand: str, on_gpu: bool) -> Format:

@@ -305,7 +305,9 @@ def lane_reductions(loop: For, params: set[str], atomic: bool
     loop's iterations are independent except for (a) scalar reductions into
     variables declared outside it (``reductions_of``), returned with their
     operators (the per-lane partial results must be combined), and (b) atomic
-    stores (when ``atomic``, every store must already be atomic or injective).
+    stores (when ``atomic``, every store must already be atomic or injective);
+    an array the loop stores (injectively) it may load only at the entry the
+    same iteration stores.
     """
     body = loop.body
     reductions = reductions_of(loop)
@@ -326,8 +328,12 @@ def lane_reductions(loop: For, params: set[str], atomic: bool
             stored.setdefault(n.buf.name, set()).add(inline(n.index, let_env(body)))
     if any(len(forms) > 1 for forms in stored.values()):
         return None                         # two index forms might meet across iterations
-    if loaded_buffers(body) & stored.keys():
-        return None
+    env = let_env(body)
+    for e in exprs_of(body):                # an iteration may read back only the entry it
+        for n in walk(e):                   # stores (online_softmax's rescaled output row)
+            if isinstance(n, Load) and n.buf.name in stored and \
+                    inline(n.index, env) not in stored[n.buf.name]:
+                return None
     return reductions
 
 

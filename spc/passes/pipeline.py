@@ -7,6 +7,7 @@ never from its own name or from the target.
 
     CPU                                         CUDA
     simplify                                    simplify
+    online_softmax                              online_softmax
     collapse_rows                               collapse_rows
     epilogue_rows
                                                 tensorize     (tensor_cores; tile_cols, tf32)
@@ -35,6 +36,7 @@ from .collapse_rows import collapse_rows
 from .epilogue_rows import epilogue_rows, fold_epilogue
 from .map_gpu import map_gpu
 from .map_parallel import map_parallel
+from .online_softmax import online_softmax
 from .overwrite_outputs import overwrite_outputs
 from .mark_noncanonical import mark_noncanonical
 from .reorder_rows import reorder_rows
@@ -55,6 +57,8 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
     registers the target gives a row tile's accumulators by default."""
     return (
         simplify,                  # fold the 0 * n + i that level locates produce; flatten blocks
+        online_softmax,            # a row's max, sum-of-exp and exp-weighted-sum loops -> one
+                                   # loop with a running max and sum (by the IR's shape)
         collapse_rows,             # a batch loop (heads) around a sparse operand's rows -> one
                                    # loop over (head, row) pairs, so threads take pairs
         epilogue_rows,             # f(sum over a row's entries) per output entry -> the row
@@ -87,6 +91,7 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     """The CUDA target's passes for ``schedule``."""
     return (
         simplify,                  # as on the CPU
+        online_softmax,            # as on the CPU
         collapse_rows,             # as on the CPU: warps take (head, row) pairs
         *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
