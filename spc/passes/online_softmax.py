@@ -48,7 +48,7 @@ class _NoMatch(Exception):
     pass
 
 
-def online_softmax(kernel: Kernel) -> Kernel:
+def online_softmax(kernel: Kernel, *, recomputed_only: bool = False) -> Kernel:
     """``kernel`` with each max / sum-of-exp / exp-weighted-sum triple of loops
     over the same range (module docstring) made one loop.
 
@@ -60,7 +60,10 @@ def online_softmax(kernel: Kernel) -> Kernel:
     must be read or written nowhere but in the third loop.
     Ensures: the same numbers (to rounding), each such row walked once; the
     output row accumulates in the output buffer (rescaled in place), so the
-    output is read back, never only overwritten.
+    output is read back, never only overwritten.  ``recomputed_only``: rewrite
+    only triples whose max loop computes its scores (an inner loop: the inlined
+    producer of ``fuse=True``), leaving rows that read stored scores as they are
+    (the CUDA pipeline's choice: see its comment).
     """
     if kernel.adds_to_output:
         return kernel
@@ -69,7 +72,7 @@ def online_softmax(kernel: Kernel) -> Kernel:
         outputs=frozenset(p.name for p in kernel.params if p.role is ParamRole.OUTPUT),
         independent=frozenset(v for v in (kernel.outer_independent, kernel.rows_independent)
                               if v is not None),
-        body=kernel.body)
+        body=kernel.body, recomputed_only=recomputed_only)
     body = _visit(kernel.body, {}, True, facts)
     return kernel if body is kernel.body else replace(kernel, body=body)
 
@@ -77,11 +80,13 @@ def online_softmax(kernel: Kernel) -> Kernel:
 @dataclass(frozen=True)
 class _Facts:
     """What the matcher asks of the whole kernel: scalars assigned anywhere,
-    output buffers, the independent loops' variables, and the body."""
+    output buffers, the independent loops' variables, the body, and whether only
+    rows that compute their scores are rewritten."""
     assigned: frozenset
     outputs: frozenset
     independent: frozenset
     body: Stmt
+    recomputed_only: bool = False
 
 
 def _visit(s: Stmt, env: dict, owned: bool, facts: _Facts) -> Stmt:
@@ -151,6 +156,8 @@ def _rewrite(stmts: list, a: int, b: int, c: int, env: dict, facts: _Facts) -> l
     local.update({s.var.name: s.value for s in stmts[:c]
                   if isinstance(s, Let) and s.var.name not in facts.assigned})
     first, second, third = loops
+    if facts.recomputed_only and not any(isinstance(n, For) for n in walk(first.body)):
+        raise _NoMatch("the max loop reads stored scores (recomputed_only)")
     for loop in (first, second):
         if loop.var.dtype != third.var.dtype or loop.kind != third.kind or any(
                 _resolve(x, local) != _resolve(y, local)

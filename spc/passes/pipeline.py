@@ -91,7 +91,13 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
     """The CUDA target's passes for ``schedule``."""
     return (
         simplify,                  # as on the CPU
-        online_softmax,            # as on the CPU
+        bound(online_softmax, recomputed_only=True),
+                                   # as on the CPU where the row computes its scores
+                                   # (fuse=True); rows reading stored scores keep their three
+                                   # walks: the one-walk form rescales the output row in
+                                   # global memory per entry, 2.1x slower on the H200
+                                   # (BigBird L=4096: 2.31 vs 1.10 ms), while recomputed
+                                   # scores gain 2x (8.54 -> 4.14 ms), 2026-11-29
         collapse_rows,             # as on the CPU: warps take (head, row) pairs
         *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
