@@ -33,7 +33,7 @@ from typing import Callable
 from .nodes import (Assign, BinOp, Buffer, CompareSwap, Const, DType, Expr, For, If, Let, Load,
                     LoopKind, Select, WarpSum,
                     Stmt, Store, Var, While, add, and_, block, i64, lt, mul, sub)
-from .workspace import INSERTION_MAX, insertion_sort, merge_sort
+from .workspace import INSERTION_MAX, insertion_sort, merge_runs, merge_sort
 
 EMPTY = -1          # the key of an empty slot (no coordinate is negative)
 
@@ -175,29 +175,11 @@ def lane_merge_sort(buf: Buffer, n: Expr, start: Expr, fresh, carry: tuple[Buffe
     from_b = Var(fresh("srt_fromb").name, DType.BOOL)
     width = mul(w, i64(2))
 
-    def at(off: Expr, k: Expr) -> Load:
-        return Load(buf, add(off, k))
-
-    def take(k: Var) -> Stmt:
-        return block(Store(buf, add(dst, o), at(src, k)),
-                     *(Store(c, add(dst, o), Load(c, add(src, k))) for c in carry),
-                     Assign(k, add(k, i64(1))), Assign(o, add(o, i64(1))))
-
     merge = block(
         Let(p, mul(m, width)),
         Let(mid, BinOp("min", add(p, w), n)),
         Let(hi, BinOp("min", add(p, width), n)),
-        Let(a, p), Let(b, mid), Let(o, p),
-        While(and_(lt(a, mid), lt(b, hi)), block(
-            Let(x, at(src, a)), Let(y, at(src, b)), Let(from_b, lt(y, x)),
-            Store(buf, add(dst, o), Select(from_b, y, x)),
-            *(Store(c, add(dst, o), Select(from_b, Load(c, add(src, b)), Load(c, add(src, a))))
-              for c in carry),
-            Assign(a, add(a, Select(from_b, i64(0), i64(1)))),
-            Assign(b, add(b, Select(from_b, i64(1), i64(0)))),
-            Assign(o, add(o, i64(1))))),
-        While(lt(a, mid), take(a)),
-        While(lt(b, hi), take(b)))
+        *merge_runs(buf, carry, src, dst, p, mid, hi, (a, b, o, x, y, from_b)))
     merges = BinOp("/", add(n, sub(width, i64(1))), width)
     back = If(BinOp("!=", src, start), For(q, i64(0), n, block(
         Store(buf, add(start, q), Load(buf, add(src, q))),

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Let, Load,
+from .nodes import (Alloc, Assign, BinOp, Buffer, Const, DType, Expr, For, If, Let, Load,
                     Select, Stmt, Store, Var, While, add, and_, block, eq, i64, lt, mul, sub)
 
 SCAN_RATIO = 32
@@ -130,6 +130,35 @@ def insertion_sort(buf: Buffer, n: Expr, fresh, start: Expr | None = None,
         *(Store(c, at(r), h) for h, c in zip(held, carry))))
 
 
+def merge_runs(buf: Buffer, carry: tuple[Buffer, ...], src: Expr, dst: Expr, lo: Expr,
+               mid: Expr, hi: Expr, names: tuple[Var, ...]) -> tuple[Stmt, ...]:
+    """Statements merging the ascending runs ``buf[src + lo, src + mid)`` and
+    ``buf[src + mid, src + hi)`` into ``buf[dst + lo, dst + hi)``, ``carry``'s
+    entries moved alike; ``names``: fresh (a, b, o, x, y, from_b), the last
+    boolean.  Branch-free: each step selects the smaller head."""
+    a, b, o, x, y, from_b = names
+
+    def at(off: Expr, k: Expr) -> Load:
+        return Load(buf, add(off, k))
+
+    def take(k: Var) -> Stmt:            # dst[o++] = src[k++]
+        return block(Store(buf, add(dst, o), at(src, k)),
+                     *(Store(c, add(dst, o), Load(c, add(src, k))) for c in carry),
+                     Assign(k, add(k, i64(1))), Assign(o, add(o, i64(1))))
+    return (
+        Let(a, lo), Let(b, mid), Let(o, lo),
+        While(and_(lt(a, mid), lt(b, hi)), block(
+            Let(x, at(src, a)), Let(y, at(src, b)), Let(from_b, lt(y, x)),
+            Store(buf, add(dst, o), Select(from_b, y, x)),
+            *(Store(c, add(dst, o), Select(from_b, Load(c, add(src, b)), Load(c, add(src, a))))
+              for c in carry),
+            Assign(a, add(a, Select(from_b, i64(0), i64(1)))),
+            Assign(b, add(b, Select(from_b, i64(1), i64(0)))),
+            Assign(o, add(o, i64(1))))),
+        While(lt(a, mid), take(a)),
+        While(lt(b, hi), take(b)))
+
+
 def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh,
                start: Expr | None = None, carry: tuple[Buffer, ...] = ()) -> Stmt:
     """Sort ``buf[0, n)`` ascending by a bottom-up *natural* merge sort, with
@@ -157,11 +186,6 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh,
     def ascending(k: Var) -> Expr:       # k < n and buf[k - 1] < buf[k] (in src)
         return and_(lt(k, n), lt(at(src, sub(k, i64(1))), at(src, k)))
 
-    def take(k: Var) -> Stmt:            # dst[o++] = src[k++]
-        return block(Store(buf, add(dst, o), at(src, k)),
-                     *(Store(c, add(dst, o), Load(c, add(src, k))) for c in carry),
-                     Assign(k, add(k, i64(1))), Assign(o, add(o, i64(1))))
-
     one_pass = block(
         Assign(runs, i64(0)),
         Let(p, i64(0)),
@@ -171,17 +195,7 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh,
             Let(hi, mid),
             If(lt(hi, n), block(Assign(hi, add(hi, i64(1))),
                                 While(ascending(hi), Assign(hi, add(hi, i64(1)))))),
-            Let(a, p), Let(b, mid), Let(o, p),
-            While(and_(lt(a, mid), lt(b, hi)), block(       # branch-free: selects
-                Let(x, at(src, a)), Let(y, at(src, b)), Let(from_b, lt(y, x)),
-                Store(buf, add(dst, o), Select(from_b, y, x)),
-                *(Store(c, add(dst, o), Select(from_b, Load(c, add(src, b)), Load(c, add(src, a))))
-                  for c in carry),
-                Assign(a, add(a, Select(from_b, i64(0), i64(1)))),
-                Assign(b, add(b, Select(from_b, i64(1), i64(0)))),
-                Assign(o, add(o, i64(1))))),
-            While(lt(a, mid), take(a)),
-            While(lt(b, hi), take(b)),
+            *merge_runs(buf, carry, src, dst, p, mid, hi, (a, b, o, x, y, from_b)),
             Assign(runs, add(runs, i64(1))),
             Assign(p, hi))),
         Let(swap, src), Assign(src, dst), Assign(dst, swap))

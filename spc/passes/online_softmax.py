@@ -422,5 +422,5 @@ def _pruned(stmts: list) -> list:
             out.append(s)
             live |= _names((s.index, s.value))
         else:
-            raise _NoMatch(f"the weighted sum does more than lets, loops and stores")
+            raise _NoMatch("the weighted sum does more than lets, loops and stores")
     return out[::-1]

@@ -32,8 +32,8 @@ from dataclasses import replace
 
 from ..ir import hash_rows
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, For, GpuMapping,
-                        GridMode, If, Kernel, Let, Load, LoopKind, Store, Var, While, add, block,
-                        i64, sub)
+                        GridMode, If, Kernel, Let, Load, LoopKind, Stmt, Store, Var, While, add,
+                        block, i64, sub)
 from ..ir.traverse import rewrite, walk
 from .map_gpu import FreshNames, reads
 from .map_gpu import WARP_SIZE
@@ -138,12 +138,7 @@ class _Workspace:
                              replace(s, value=size))
             if isinstance(s, For):
                 return _counting(replace(s, body=visit(s.body) or Block(())))
-            if isinstance(s, If):
-                return replace(s, then=visit(s.then) or Block(()),
-                               otherwise=None if s.otherwise is None else visit(s.otherwise))
-            if isinstance(s, While):
-                return replace(s, body=visit(s.body) or Block(()))
-            return s
+            return _into(s, visit)
         out = visit(row)
         return out if len(stored) == 1 and not self.uses(out) else None
 
@@ -217,14 +212,7 @@ class _Workspace:
                         return For(self.fresh("ht_lane"), i64(0), i64(1), gather,
                                    LoopKind.GPU_LANE)
                     return gather
-                if isinstance(s, For):
-                    return replace(s, body=visit(s.body) or Block(()))
-                if isinstance(s, If):
-                    return replace(s, then=visit(s.then) or Block(()),
-                                   otherwise=None if s.otherwise is None else visit(s.otherwise))
-                if isinstance(s, While):
-                    return replace(s, body=visit(s.body) or Block(()))
-                return s
+                return _into(s, visit)
             clear = hash_rows.clear_sums(sums, first, size, self.fresh, lanes) if direct else \
                 hash_rows.clear_table(keys, sums, first, size, self.fresh, lanes)
             return _block([clear, *(visit(c) for c in rest)])
@@ -319,6 +307,17 @@ def _emit_of(gather: If, ws: _Workspace):
 
 def _substituted(s, names: dict):
     return rewrite(s, lambda n: names.get(n.name, n) if isinstance(n, Var) else n)
+
+
+def _into(s, visit):
+    """``s`` with ``visit`` applied to the statements a For, If or While holds
+    (a removed body becomes an empty block); any other statement as it is."""
+    if isinstance(s, (For, While)):
+        return replace(s, body=visit(s.body) or Block(()))
+    if isinstance(s, If):
+        return replace(s, then=visit(s.then) or Block(()),
+                       otherwise=None if s.otherwise is None else visit(s.otherwise))
+    return s
 
 
 def _block(stmts) -> Block:
