@@ -56,16 +56,30 @@ def test_kernels_without_workspaces_are_left_alone():
 
 
 
-def _interpreted(expr, formats, *operands):
-    """Call a CPU CompiledKernel of ``expr`` whose kernels are the CUDA pipeline's,
-    run by the interpreter."""
-    gpu_kernels = _cuda(expr, formats).lowered_kernels()
+def _run_kernels(gpu_kernels, expr, formats, *operands):
+    """Call a CPU CompiledKernel of ``expr`` whose kernels are ``gpu_kernels`` (a
+    CUDA pipeline's), run by the interpreter."""
     ck = spc.compile(expr, formats=formats, dtype="float64")
     v = ck._variant(DType.I32)
     v.kernels = gpu_kernels
     v.launchers = [InterpLauncher(k) for k in gpu_kernels]
     ck._plan = None
     return ck(*operands)
+
+
+def _interpreted(expr, formats, *operands):
+    """``_run_kernels`` of the default CUDA pipeline's kernels of ``expr``."""
+    return _run_kernels(_cuda(expr, formats).lowered_kernels(), expr, formats, *operands)
+
+
+def _matches_scipy_and_compiles(ck, a, b):
+    """SpGEMM kernel ``ck`` (CUDA) run by the interpreter gives scipy's a @ b, and
+    nvcc compiles its source (where nvcc is)."""
+    got = _run_kernels(ck.lowered_kernels(), SPGEMM, CSR3, a, b)
+    assert_canonical_product(got, a @ b, np.float64)
+    if NVCC is not None:
+        code, log = nvcc(ck.source)
+        assert code == 0, log
 
 
 SMALL = [c for c in MATRICES if c.id in ("tall_60x17", "empty_rows_30x25", "nnz0_12x15",
@@ -195,11 +209,7 @@ def test_interpreter_on_one_thread_for_every_row():
     schedule = spc.Schedule(parallel=False)
     gpu_kernels = spc.compile(SPGEMM, formats=CSR3, target="cuda", arch="sm_90",
                               dtype="float64", schedule=schedule).lowered_kernels()
-    ck = spc.compile(SPGEMM, formats=CSR3, dtype="float64")
-    v = ck._variant(DType.I32)
-    v.kernels, v.launchers = gpu_kernels, [InterpLauncher(k) for k in gpu_kernels]
-    ck._plan = None
-    assert_canonical_product(ck(a, b), a @ b, np.float64)
+    assert_canonical_product(_run_kernels(gpu_kernels, SPGEMM, CSR3, a, b), a @ b, np.float64)
 
 
 @pytest.mark.parametrize("expr, formats", KERNELS)
@@ -285,15 +295,7 @@ def test_deterministic_schedule_runs_a_thread_per_row_without_atomics():
     rng = rng_for("cuda-deterministic")
     a = from_mask(random_mask(rng, (20, 15), 0.2), rng, np.float64)
     b = from_mask(random_mask(rng, (15, 40), 0.2), rng, np.float64)
-    gpu_kernels = ck.lowered_kernels()
-    cpu = spc.compile(SPGEMM, formats=CSR3, dtype="float64")
-    v = cpu._variant(DType.I32)
-    v.kernels, v.launchers = gpu_kernels, [InterpLauncher(k) for k in gpu_kernels]
-    cpu._plan = None
-    assert_canonical_product(cpu(a, b), a @ b, np.float64)
-    if NVCC is not None:
-        code, log = nvcc(ck.source)
-        assert code == 0, log
+    _matches_scipy_and_compiles(ck, a, b)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -322,13 +324,20 @@ def test_direct_rows_gathered_by_the_lanes_drop_zeros_keep_nan(cols):
     b[0, :] = rng.uniform(1, 2, cols)
     b[1, ::3] = -b[0, ::3]                 # every third column cancels in row 0 of A @ B
     b[1, 7] = np.nan
+    _same_product_as_scipy(_csr(b), rtol=0.0)
+
+
+def _same_product_as_scipy(b, rtol: float):
+    """A = [[1, 1], [0, 1]] times ``b`` through the interpreted CUDA kernels has
+    scipy's pattern exactly (cancelled sums dropped, NaN kept) and its values
+    (to ``rtol``; NaN equal to NaN)."""
     a = _csr([[1.0, 1.0], [0.0, 1.0]])
-    c = _interpreted(SPGEMM, CSR3, a, _csr(b))
-    expected = (a @ _csr(b)).tocsr()
+    c = _interpreted(SPGEMM, CSR3, a, b)
+    expected = (a @ b).tocsr()
     expected.sort_indices()
     assert np.array_equal(c.indptr, expected.indptr)
     assert np.array_equal(c.indices, expected.indices)
-    np.testing.assert_array_equal(c.data, expected.data)
+    np.testing.assert_allclose(c.data, expected.data, rtol=rtol, atol=0.0)
 
 
 @pytest.mark.parametrize("per_row", [40, 400], ids=["shared", "output"])
@@ -344,13 +353,7 @@ def test_hashed_rows_gathered_by_the_lanes_drop_zeros_keep_nan(per_row):
     b[1, where[::3]] = -b[0, where[::3]]          # a third of the row cancels
     b[1, where[1]] = np.nan
     b[1, rng.choice(cols, 50, replace=False)] += 3.0
-    a = _csr([[1.0, 1.0], [0.0, 1.0]])
-    c = _interpreted(SPGEMM, CSR3, a, _csr(b))
-    expected = (a @ _csr(b)).tocsr()
-    expected.sort_indices()
-    assert np.array_equal(c.indptr, expected.indptr)
-    assert np.array_equal(c.indices, expected.indices)
-    np.testing.assert_allclose(c.data, expected.data, rtol=1e-15)
+    _same_product_as_scipy(_csr(b), rtol=1e-15)
 
 
 def test_other_emits_are_gathered_by_lane_zero(monkeypatch):
@@ -367,12 +370,4 @@ def test_other_emits_are_gathered_by_lane_zero(monkeypatch):
     rng = rng_for("cuda-lane-zero")
     a = from_mask(random_mask(rng, (30, 20), 0.2), rng, np.float64)
     b = from_mask(random_mask(rng, (20, 700), 0.1), rng, np.float64)
-    gpu_kernels = ck.lowered_kernels()
-    cpu = spc.compile(SPGEMM, formats=CSR3, dtype="float64")
-    v = cpu._variant(DType.I32)
-    v.kernels, v.launchers = gpu_kernels, [InterpLauncher(k) for k in gpu_kernels]
-    cpu._plan = None
-    assert_canonical_product(cpu(a, b), a @ b, np.float64)
-    if NVCC is not None:
-        code, log = nvcc(ck.source)
-        assert code == 0, log
+    _matches_scipy_and_compiles(ck, a, b)
