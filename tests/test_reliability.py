@@ -184,8 +184,15 @@ class _FakeLauncher:
 @pytest.mark.parametrize("size,length,narrow", [(100, 1000, True), (2**31 + 5, 10, False),
                                                 (10, 2**31 + 5, False), (2**30, 1, False)])
 def test_gpu_launch_takes_64_bit_arithmetic_past_2_to_the_30(monkeypatch, size, length, narrow):
+    import ctypes
+
     from spc.runtime import cuda_launch
-    monkeypatch.setattr(cuda_launch, "_driver", lambda: (lambda *a: 0))
+    u = ctypes.c_uint                      # a stand-in of cuLaunchKernel's type, returning 0
+    driver = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, u, u, u, u, u, u, u,
+                              ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(
+        lambda *a: 0)
+    monkeypatch.setattr(cuda_launch, "_driver",
+                        lambda: ctypes.cast(driver, ctypes.c_void_p).value)
     fake = _FakeLauncher()
     cuda_launch.RawLaunch(fake).launch([123, size], [length], [size], 0, 0)
     assert fake.asked == [narrow]

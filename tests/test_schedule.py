@@ -113,18 +113,18 @@ def _names(passes):
 
 @pytest.mark.parametrize("schedule, cpu, cuda", [
     (spc.Schedule(),
-     ["simplify", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
+     ["simplify", "online_softmax", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
       "map_parallel",
       "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
-     ["simplify", "collapse_rows", "tensorize", "collapse_blocks", "workspaces_gpu", "map_gpu",
+     ["simplify", "online_softmax", "collapse_rows", "tensorize", "collapse_blocks", "workspaces_gpu", "map_gpu",
       "simplify", "mark_noncanonical",
       "overwrite_outputs", "widen_outputs"]),
     (spc.Schedule(parallel=False),
-     ["simplify", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
+     ["simplify", "online_softmax", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
       "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
-     ["simplify", "collapse_rows", "collapse_blocks", "workspaces_gpu", "simplify",
+     ["simplify", "online_softmax", "collapse_rows", "collapse_blocks", "workspaces_gpu", "simplify",
       "mark_noncanonical", "overwrite_outputs",
       "widen_outputs"]),
 ], ids=["default", "serial"])

@@ -705,10 +705,6 @@ class CompiledKernel(KernelCall):
                              src.indptr.copy(), shape)
 
     def __call__(self, /, *args, **kwargs):
-        """As ``KernelCall.__call__`` (see its docstring there).  A device kernel
-        called positionally with every operand, once its fast paths are made,
-        goes straight to them: the steady-state call of a GPU kernel on torch
-        or CuPy operands crosses no other Python frame (~1 us of host time)."""
         paths = self._device_fast
         if kwargs or paths is None or paths is _UNPLANNED or len(args) != len(self.inputs):
             return KernelCall.__call__(self, *args, **kwargs)
@@ -717,6 +713,13 @@ class CompiledKernel(KernelCall):
             return out if out is not None else self.run(self.bind(args, {}), True)
         except Exception as err:
             raise out_of_memory(err, self.name) or err
+
+    __call__.__doc__ = KernelCall.__call__.__doc__ + """
+        A device kernel called positionally with every operand, once its fast
+        paths are made, goes straight to them: the steady-state call of a GPU
+        kernel on torch or CuPy operands crosses no other Python frame (~1 us
+        of host time).
+        """
 
     def _call(self, args, kwargs):
         validate = call_option(self.input_names, kwargs)
