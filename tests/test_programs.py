@@ -320,3 +320,20 @@ def test_each_statement_checks_the_callers_sparse_operands():
     p = spc.compile("y[i] = A[i,j] * x[j]; m[i] = max(j, A[i,j]); z[i] = m[i] + y[i] * 0",
                     formats={"A": "csr"}, dtype="float64")
     np.testing.assert_allclose(p(A, np.ones(2)), [3.0, 5.0])
+
+
+@pytest.mark.parametrize("fuse", ["rows", True, False])
+def test_attention_sums_in_float64_over_float32_arrays(fuse):
+    """accumulate="float64": a fused row's intermediate (the row max, the normalizer,
+    an inlined score) is the value the unfused kernel stored, rounded to float32; the
+    fused kernels declared it float32 and assigned it the float64 sum (LLVM refused:
+    "cannot store double to float*")."""
+    rng = np.random.default_rng(11)
+    A = sp.random(9, 9, density=0.4, format="csr", random_state=0, dtype=np.float32)
+    Q, K, V = (rng.standard_normal((9, 4)).astype(np.float32) for _ in range(3))
+    ref = spc.compile("attention", fmt="csr", fuse=False, dtype="float64")(
+        A.astype(np.float64), Q.astype(np.float64), K.astype(np.float64), V.astype(np.float64))
+    k = spc.compile("attention", fmt="csr", accumulate="float64", dtype="float32", fuse=fuse)
+    out = k(A, Q, K, V)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)

@@ -207,6 +207,11 @@ def dtype_of(e: Expr) -> DType:
     raise TypeError(f"not an expression: {e!r}")
 
 
+def cast_to(e: Expr, dtype: DType) -> Expr:
+    """``e`` converted to ``dtype`` (``e`` itself where it has that type)."""
+    return e if dtype_of(e) is dtype else Cast(e, dtype)
+
+
 # --------------------------------------------------------------------------
 # Statements
 # --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import (Alloc, BinOp, Block, Buffer, Const, For, Kernel, Let, Load, Param,
-                        ParamRole, Stmt, Store, Var)
+                        ParamRole, Stmt, Store, Var, cast_to)
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, top_loop, walk
 
@@ -174,7 +174,10 @@ def _scalarized(stmts: list, entry, intermediates: dict[str, Var], outer_lets: d
         if isinstance(s, Store) and s.buf.name in intermediates:
             if s.accumulate or not at_i(s.index):
                 raise NotFusable(f"{s.buf.name} is not stored once at the loop's entry")
-            out.append(Let(intermediates[s.buf.name], s.value))
+            var = intermediates[s.buf.name]
+            # the row's value as the kernel stored it: rounded to the array's type
+            # (sums may run wider: accumulate="float64" over float32 arrays)
+            out.append(Let(var, cast_to(s.value, var.dtype)))
             continue
         out.append(s)
     return list(rewrite(tuple(out), lambda n: intermediates[n.buf.name]

@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, For, Kernel, Let, Load, Param,
-                        ParamRole, Store, Var)
+                        ParamRole, Store, Var, cast_to)
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, top_loop, walk
 from .fuse_rows import NotFusable, row_entry
@@ -137,7 +137,7 @@ def inline_producer(producer: Kernel, reader: Kernel, result: str, pattern: str,
         value = Var(f"{result}_{tag}", body[-1].buf.dtype.widened)
         subst = {row_var.name: i_value, positions.var.name: p}
         stmts = [renamed(s) for s in (*row_lets, *body[:-1])]
-        stmts.append(Let(value, renamed(body[-1].value)))
+        stmts.append(Let(value, cast_to(renamed(body[-1].value), value.dtype)))   # as stored
         stmts = [rewrite(s, lambda n: subst.get(n.name, n) if isinstance(n, Var) else n)
                  for s in stmts]
         return stmts, value
@@ -320,7 +320,7 @@ def inline_batched(producer: Kernel, reader: Kernel, result: str, tag: str) -> K
         p = n.var
         stmts = [renamed(s) for s in body[:-1]]
         value = Var(f"{result}_{tag}", body[-1].buf.dtype.widened)
-        stmts.append(Let(value, renamed(body[-1].value)))
+        stmts.append(Let(value, cast_to(renamed(body[-1].value), value.dtype)))   # as stored
         stmts = [rewrite(s, lambda m: p if isinstance(m, Var) and m.name == f"{positions.var.name}_{tag}"
                          else m) for s in stmts]
 
