@@ -131,6 +131,15 @@ def test_the_verifier_refuses_16_bit_scalars():
         verify(k)
 
 
+def test_the_verifier_refuses_a_let_given_a_value_of_another_type():
+    """A float32 scalar given a float64 sum reached LLVM ("cannot store double to
+    float*") from fused rows under accumulate="float64"; CUDA C converted it silently."""
+    k = Kernel("k", (Param(Buffer("o", DType.F64), ParamRole.OUTPUT),),
+               Let(Var("v", DType.F32), Load(Buffer("o", DType.F64), i64(0))))
+    with pytest.raises(spc.CompileError, match="declared f32 but given a f64 value"):
+        verify(k)
+
+
 @pytest.mark.parametrize("dt", [DType.F16, DType.BF16])
 def test_atomic_16_bit_adds_on_the_cpu_match_the_interpreter(dt):
     """IR that adds atomically into a 16-bit array (the pipelines widen such

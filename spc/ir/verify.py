@@ -98,6 +98,9 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
         elif isinstance(s, Let):
             expr(s.var, {s.var.name})
             expr(s.value, scope)
+            if dtype_of(s.value) is not s.var.dtype:
+                fail(f"'{s.var.name}' is declared {s.var.dtype.value} but given a "
+                     f"{dtype_of(s.value).value} value (a Cast says how to convert)")
             if s.var.name in scope:
                 fail(f"'{s.var.name}' is declared again where it is already visible")
             scope.add(s.var.name)
