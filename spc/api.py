@@ -231,8 +231,7 @@ def _compile_fused(statements, formats, *, target="cpu", dtype=None, accumulate=
     out = assigns[-1].lhs
     if not set(out.indices) <= {ix for acc in external.values() for ix in acc.indices}:
         return None
-    resolved = {t: resolve_sum_format(formats.get(t)) or resolve_format(
-        formats.get(t, "dense"), r, what=f"tensor {t}") for t, r in ranks.items()}
+    resolved = {t: _resolved_format(formats, t, r) for t, r in ranks.items()}
     if any(isinstance(f, SumFormat) for f in resolved.values()) or not resolved[out.tensor].is_dense:
         return None
     rhs = None
@@ -472,10 +471,8 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     for t in fmts:
         if t not in ranks:
             raise FormatError(f"formats names '{t}', which is not a tensor of '{text}'")
-    resolved: dict[str, Format] = {
-        t: resolve_sum_format(fmts.get(t)) or resolve_format(fmts.get(t, "dense"), r,
-                                                             what=f"tensor {t}")
-        for t, r in ranks.items()}
+    resolved: dict[str, Format] = {t: _resolved_format(fmts, t, r)
+                                   for t, r in ranks.items()}
     for t, f in resolved.items():
         if isinstance(f, SumFormat) and f.rank != ranks[t]:
             raise FormatError(f"tensor {t}: format {f} stores rank-{f.rank} tensors, "
@@ -561,6 +558,13 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
     return typed                        # now where they cannot (tf32: float32's, built)
 
 
+def _resolved_format(formats: dict, tensor: str, rank: int):
+    """Tensor ``tensor``'s format (a SumFormat for hyb) from the user's ``formats``
+    (absent: dense) for a tensor of ``rank``; a FormatError names a bad spec."""
+    return resolve_sum_format(formats.get(tensor)) or resolve_format(
+        formats.get(tensor, "dense"), rank, what=f"tensor {tensor}")
+
+
 def _compile_diagonals(assign, text: str, reads, fmts: dict, **options):
     """A DiagonalKernel: ``assign`` (which repeats an index in some access) computed
     by the kernel of ``text``, where each of ``reads`` is an access of a diagonal
@@ -570,15 +574,12 @@ def _compile_diagonals(assign, text: str, reads, fmts: dict, **options):
     for t in fmts:
         if t not in ranks and t != assign.lhs.tensor:
             raise FormatError(f"formats names '{t}', which is not a tensor of '{assign.source}'")
-    sources = {r.source: resolve_sum_format(fmts.get(r.source))
-               or resolve_format(fmts.get(r.source, "dense"), ranks[r.source],
-                                 what=f"tensor {r.source}") for r in reads}
+    sources = {r.source: _resolved_format(fmts, r.source, ranks[r.source])
+               for r in reads}
     still_read = {a.tensor for a in parse(text).accesses()} | {assign.lhs.tensor}
     inner_formats = {t: f for t, f in fmts.items() if t in still_read}
     for r in reads:
-        inner_formats[r.name] = diagonal_format(
-            sources[r.source] if not isinstance(sources[r.source], SumFormat)
-            else resolve_format("csr", ranks[r.source]), len(r.keep))
+        inner_formats[r.name] = diagonal_format(sources[r.source], len(r.keep))
     inner = compile(text, formats=inner_formats, **options)
     input_names = tuple(dict.fromkeys(a.tensor for a in assign.accesses()))
     for r in reads:

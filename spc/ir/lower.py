@@ -21,9 +21,9 @@ from ..errors import ModeOrderConflict, ScheduleError, UnsupportedError
 from ..formats.format import Format
 from ..formats.levels import LevelIO, Parent, ROOT
 from ..frontend import ast
-from .nodes import (Assign, BinOp, Block, Buffer, Call, Cast, Const, DType, Expr, For, If, Kernel,
+from .nodes import (Assign, BinOp, Block, Buffer, Call, Const, DType, Expr, For, If, Kernel,
                     Let, Load, Neg, Param, ParamRole, Select, Stmt, Store, Var, While, add,
-                    and_, block, dtype_of, eq, i64, lt, mul, or_)
+                    and_, block, cast_to, eq, i64, lt, mul, or_)
 from .simplify_expr import simplify_expr
 from .workspace import RowWorkspace
 
@@ -497,7 +497,7 @@ class Lowerer:
                 return Const(0.0, self.vt)
             buf = self.use(vals_buffer(e.tensor, self.st), ParamRole.INPUT, e.tensor)
             load = Load(buf, states[a].parent.pos)
-            return load if dtype_of(load) is self.vt else Cast(load, self.vt)
+            return cast_to(load, self.vt)
         if isinstance(e, ast.Const):
             return Const(float(e.value), self.vt)
         if isinstance(e, ast.Neg):
@@ -1031,13 +1031,11 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
     if isinstance(assign.rhs, ast.Reduce):      # m[i] = max(j, e): e, combined by max
         combine = COMBINE[assign.rhs.op]
         assign = ast.Assignment(assign.lhs, assign.rhs.body, assign.source)
-        if combine != "+" and order is None:    # a max/min runs inside the output's loops
-            order = _outputs_first(assign, formats)
     nested = ast.nested_reduce(assign.rhs)
     if nested is not None:
         combine = COMBINE[nested.op]
-        if order is None:
-            order = _outputs_first(assign, formats)
+    if order is None and (combine != "+" or nested is not None):
+        order = _outputs_first(assign, formats)   # a max/min or an epilogue runs inside
     groups = split_terms(assign, separate) if combine == "+" and nested is None \
         else [assign]
     if len(groups) > 1:

@@ -44,7 +44,11 @@ def _host(x):
 
 
 def _sizes(shape, read: DiagonalRead, name: str) -> tuple[int, ...]:
-    """The diagonal's shape; a ShapeError where modes read with one index differ."""
+    """The diagonal's shape; a ShapeError where the operand's rank is not the
+    access's, or where modes read with one index differ."""
+    if len(shape) != len(read.groups):
+        raise ShapeError(f"operand {name}: has {len(shape)} dimensions, the expression "
+                         f"reads {len(read.groups)}")
     sizes = [shape[m] for m in read.keep]
     for m, g in enumerate(read.groups):
         if shape[m] != sizes[g]:
@@ -61,17 +65,11 @@ def diagonal_of(x, read: DiagonalRead, source: Format, name: str):
     rank = len(read.keep)
     if source.is_dense:
         arr = x if isinstance(x, np.ndarray) else tensor(x, source).to_numpy()
-        if arr.ndim != len(read.groups):
-            raise ShapeError(f"operand {name}: has {arr.ndim} dimensions, the expression reads "
-                             f"{len(read.groups)}")
         sizes = _sizes(arr.shape, read, name)
         grids = [np.arange(n).reshape([n if a == g else 1 for a in range(rank)])
                  for g, n in enumerate(sizes)]
         return np.ascontiguousarray(arr[tuple(grids[g] for g in read.groups)])
     t = tensor(x, source)
-    if t.ndim != len(read.groups):
-        raise ShapeError(f"operand {name}: has {t.ndim} dimensions, the expression reads "
-                         f"{len(read.groups)}")
     sizes = _sizes(t.shape, read, name)
     coords, vals = t.to_coo()
     on_diagonal = np.ones(len(vals), dtype=bool)
