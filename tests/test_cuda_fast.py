@@ -90,6 +90,37 @@ def test_in_place_row_pointer_change_is_checked_again(general_path_counter):
         k(At, x)
 
 
+def test_values_written_in_place_are_read_anew(general_path_counter):
+    """Writing values in place bumps the tensor's one version counter: the
+    next call reads the storage again (and gives the new product)."""
+    A = _matrix()
+    At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    x = torch.ones(A.shape[1], device=DEV)
+    k = spc.compile("spmv", fmt="csr", target="cuda")
+    k(At, x)
+    At.values().mul_(3)
+    At.mul_(2)
+    got = k(At, x).cpu().numpy()
+    np.testing.assert_allclose(got, 6 * (A @ np.ones(A.shape[1])), rtol=1e-5)
+    assert general_path_counter == []
+
+
+def test_inference_tensors_are_checked_at_every_call(general_path_counter):
+    """A tensor made under torch.inference_mode has no version counter, so
+    nothing can tell that it changed: such calls take the general path, which
+    checks the storage each time (and never reads ``_version``)."""
+    A = _matrix()
+    k = spc.compile("spmv", fmt="csr", target="cuda")
+    with torch.inference_mode():
+        At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+        x = torch.ones(A.shape[1], device=DEV)
+        np.testing.assert_allclose(k(At, x).cpu().numpy(), A @ np.ones(A.shape[1]), rtol=1e-5)
+        At.col_indices()[3] = A.shape[1] + 5      # in place, unseen by any counter
+        with pytest.raises(spc.InputError, match="A"):
+            k(At, x)
+    assert general_path_counter                  # these calls went the general way
+
+
 def test_reused_memory_is_checked_again():
     """A new tensor at the address of a freed, validated one is checked anew."""
     k = spc.compile("spmv", fmt="csr", target="cuda")

@@ -709,7 +709,8 @@ class CompiledKernel(KernelCall):
         if kwargs or paths is None or paths is _UNPLANNED or len(args) != len(self.inputs):
             return KernelCall.__call__(self, *args, **kwargs)
         try:
-            out = paths.call(args, True)
+            path = paths.by_type.get(args[0].__class__) if args else None
+            out = path.call(args, True) if path is not None else paths.call(args, True)
             return out if out is not None else self.run(self.bind(args, {}), True)
         except Exception as err:
             raise out_of_memory(err, self.name) or err

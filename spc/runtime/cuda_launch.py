@@ -81,21 +81,21 @@ class RawLaunch:
         """Enqueue one launch.  ``longest``: the largest buffer's element count;
         ``span`` / ``items``: the lengths of the plan's ``lane_buffer`` /
         ``items_buffer`` (None where it has none)."""
-        key = (sizes, device_id, span, items, longest < NARROW_LIMIT)
-        ready = self._ready.get(key)
+        ready = self._ready.get((sizes, device_id, span, items, longest < NARROW_LIMIT))
         if ready is None:
-            ready = self._prepare(key)
-        launch, handle, blocks, extra = ready
+            ready = self._prepare((sizes, device_id, span, items, longest < NARROW_LIMIT))
+        launch, handle, blocks, extra, address, threads = ready
         self.launcher.last = launch
         if blocks <= 0:
             return
-        rc = _launch(_driver(), handle, blocks, self.plan.threads, stream, values + extra)
+        rc = _launch(address, handle, blocks, threads, stream, values + extra)
         if rc != 0:
             raise SpcError(f"cuLaunchKernel failed for {self.launcher.name} (CUresult {rc})")
 
     def _prepare(self, key) -> tuple:
         """(the launcher's choice, CUfunction address, blocks, the launch
-        choices' parameters that follow the kernel's own) for one ``run`` key.
+        choices' parameters that follow the kernel's own, cuLaunchKernel's
+        address, threads per block) for one ``run`` key.
         Every argument takes an 8-byte slot: pointers and sizes are 64-bit, and
         a 32-bit launch choice is read from its slot's low half (CUDA targets
         are little-endian)."""
@@ -108,7 +108,8 @@ class RawLaunch:
         # once per tuple length: ~0.3-0.5 s at a cold start)
         extra = tuple(int(e) for e in extra)
         extra += (0,) * (-(self.nparams + len(extra)) % PARAM_SLOTS)
-        ready = (launch, int(fn.ptr), blocks, extra)   # the launcher keeps fn
+        ready = (launch, int(fn.ptr), blocks, extra,     # the launcher keeps fn
+                 _driver(), self.plan.threads)
         with self._lock:
             if len(self._ready) > 64:
                 self._ready.clear()

@@ -16,14 +16,15 @@ class DeviceFastPaths:
         self.ck = ck
         self.torch = _UNMADE
         self.cupy = _UNMADE
-        self._by_type: dict[type, object] = {}     # the first operand's type -> its path
+        # the first operand's type -> its path (None: none); CompiledKernel.__call__ reads it
+        self.by_type: dict[type, object] = {}
 
     def call(self, args, validate: bool):
         if not args:
             return None
-        path = self._by_type.get(args[0].__class__, _UNMADE)
+        path = self.by_type.get(args[0].__class__, _UNMADE)
         if path is _UNMADE:
-            path = self._by_type[args[0].__class__] = self._path_of(args[0].__class__)
+            path = self.by_type[args[0].__class__] = self._path_of(args[0].__class__)
         return None if path is None else path.call(args, validate)
 
     def _path_of(self, cls: type):

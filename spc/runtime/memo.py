@@ -12,23 +12,25 @@ class LiveObjectMemo:
     Ensures: ``get`` returns a value only for the same object, still alive, with
     an equal stamp (an object's ``id`` is reused after it dies, so the weak
     reference decides); an entry goes when its object dies.  None is returned
-    for a miss, so None is not a value worth remembering.
+    for a miss, so None is not a value worth remembering.  ``entries`` maps
+    ``id(x)`` to ``(weak reference to x, stamp, value)`` for callers that
+    inline ``get`` (they only read it: ``put`` writes it, under a lock).
     """
 
     def __init__(self):
-        self._entries: dict[int, tuple] = {}
+        self.entries: dict[int, tuple] = {}
         self._lock = threading.Lock()
 
     def get(self, x, stamp):
-        hit = self._entries.get(id(x))
+        hit = self.entries.get(id(x))
         if hit is not None and hit[1] == stamp and hit[0]() is x:
             return hit[2]
         return None
 
     def put(self, x, stamp, value):
         with self._lock:
-            hit = self._entries.get(id(x))
+            hit = self.entries.get(id(x))
             if hit is None or hit[0]() is not x:
-                weakref.finalize(x, self._entries.pop, id(x), None)
-            self._entries[id(x)] = (weakref.ref(x), stamp, value)
+                weakref.finalize(x, self.entries.pop, id(x), None)
+            self.entries[id(x)] = (weakref.ref(x), stamp, value)
         return value

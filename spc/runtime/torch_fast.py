@@ -53,11 +53,18 @@ class SparseOperands:
 
     Requires: ``lookup(x, kind, parents, dim)`` gets a live ``sparse_csr`` (kind
     "csr") or ``sparse_csc`` ("csc") tensor.
-    Ensures: an entry is reused only for the same live tensor object whose
-    index arrays have the same data pointers and version counter (so a tensor
-    mutated in place, or a new one at a freed one's address, is read and checked
-    anew); a new entry's verdict comes from host copies of the index arrays
-    (one synchronization) checked by the CPU target's inspector.
+    Ensures: an entry is reused only for the same live tensor object (a weak
+    reference decides, so a new tensor at a freed one's address is a miss) with
+    the same version counter and shape, so a tensor mutated in place is read
+    and checked anew; a new entry's verdict comes from host copies of the index
+    arrays (one synchronization) checked by the CPU target's inspector.
+
+    One counter covers every array: torch gives a compressed tensor and the
+    aliases ``crow_indices()``, ``col_indices()`` and ``values()`` return one
+    version counter, bumped by an in-place write through any of them and by any
+    in-place op on the tensor, the only ways its arrays change or are replaced
+    (tests/test_cuda_fast.py mutates each in place).  The memo's stamp is
+    ``(x._version, parents, dim)``; ``torch_specialize`` inlines the lookup.
     """
 
     def __init__(self):
@@ -67,17 +74,16 @@ class SparseOperands:
         """(pointers, lengths, index dtype, values dtype, verdict, (vals, pos, crd),
         inspector results (see ``derived``)),
         or None for a tensor the fast path does not take (batched, values not
-        1-d, mixed index dtypes).  The verdict is None when never asked for
+        1-d, mixed index dtypes, an inference tensor: made under
+        ``torch.inference_mode``, it has no version counter).  The verdict is None when never asked for
         (``validate`` False so far)."""
-        # One alias stands for both index arrays: torch gives a compressed tensor's
-        # index aliases one version counter, bumped by in-place writes through
-        # either alias and by in-place ops on the tensor, and their storage is
-        # replaced together (tests/test_cuda_fast.py mutates each in place).
-        crd = x.col_indices() if kind == "csr" else x.row_indices()
-        stamp = (crd.data_ptr(), crd._version, parents, dim)
+        if x.is_inference():
+            return None          # no version counter: the general path checks every call
+        stamp = (x._version, parents, dim)
         entry = self._seen.get(x, stamp)
         if entry is not None and (entry[4] is not None or not validate):
             return entry
+        crd = x.col_indices() if kind == "csr" else x.row_indices()
         pos = x.crow_indices() if kind == "csr" else x.ccol_indices()
         vals = x.values()
         if pos.dim() != 1 or vals.dim() != 1 or pos.dtype is not crd.dtype:
