@@ -251,6 +251,39 @@ def test_a_reported_order_with_split_indices_compiles_again(expr, formats):
     assert spc.schedule_space(expr, formats=formats)
 
 
+@pytest.mark.parametrize("expr, formats, order, loops", [
+    ("out = w[i,p]*w[i,p]", {"w": "bsr(1,4)"}, ("i", "p"), ("i", "p_blk", "p_in")),
+    ("y[i] = H[i,j]*x[j]", {"H": "bsr(2,4)"}, ("i", "j"), ("i_blk", "j_blk", "i_in", "j_in")),
+    ("R[l] = H[p,l]", {"H": "bsr(4,4)"}, ("p", "l"), ("p_blk", "l_blk", "p_in", "l_in")),
+    ("C[i,j] = A[i,k]*B[k,j]", {"A": "bsr(2,2)"}, ("i", "k", "j"),
+     ("i_blk", "k_blk", "j", "i_in", "k_in")),
+])
+def test_an_order_over_the_expressions_indices_splits_blocked_ones(expr, formats, order,
+                                                                   loops):
+    """A user's order names indices, not a blocked level's loops: each index a
+    bsr operand splits stands for its block loop and its in-block loop (blocks
+    first, as bsr stores them), and the kernel gives scipy's numbers."""
+    from spc.frontend.parser import parse
+    k = spc.compile(expr, formats=formats, schedule=spc.Schedule(order=order))
+    assert f"# order: {','.join(loops)}" in k.ir
+    rng = np.random.default_rng(3)
+    names = {}
+    for acc in parse(expr).accesses():
+        shape = tuple({"i": 6, "j": 8, "k": 4, "p": 8, "l": 12}[ix] for ix in acc.indices)
+        names[acc.tensor] = rng.standard_normal(shape) * (rng.random(shape) < 0.5)
+    got = k(*[names[n] for n in k.input_names])
+    subs = parse(expr)
+    spec = ",".join("".join(a.indices) for a in subs.accesses()) + "->" + "".join(subs.lhs.indices)
+    want = np.einsum(spec, *[names[a.tensor] for a in subs.accesses()])
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_an_order_against_a_blocked_storage_is_refused_with_the_split_loops_named():
+    with pytest.raises(spc.ScheduleError, match=r"\('j_blk', 'i_blk', 'j_in', 'i_in'\) visits"):
+        spc.compile("y[i] = H[i,j]*x[j]", formats={"H": "bsr(2,4)"},
+                    schedule=spc.Schedule(order=("j", "i")))
+
+
 # ---------------------------------------------------------------------- launch choices reported
 
 

@@ -305,6 +305,44 @@ def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
                              f"located{_order_that_works(assign, formats)}")
 
 
+def expand_blocked_order(assign: ast.Assignment, formats: dict[str, Format],
+                         order: tuple[str, ...]) -> tuple[str, ...]:
+    """``order`` with each index that a blocked format splits (``i`` of a bsr
+    operand loops as ``i_blk`` and ``i_in``) named by its own name replaced by
+    its parts, so that a user's order over the expression's indices means what
+    it says.  Two expansions are tried, the first legal one kept: the blocks'
+    loops in ``order``'s order and then the loops inside the blocks in that
+    order (bsr's storage: ``(i, j)`` -> ``(i_blk, j_blk, i_in, j_in)``), then
+    each index's parts side by side (``(i_blk, i_in, j_blk, j_in)``).  Where
+    neither is legal the first is returned (``check_loop_order`` says why).
+
+    Requires: nothing of ``order``.  Ensures: an order naming no split index
+    by its own name is returned unchanged."""
+    plan = IndexPlan.of(assign, formats)
+    loop_vars = set(plan.loop_vars)
+    parts: dict[str, list[str]] = {}
+    for suffix in SPLIT_SUFFIXES:                 # ix_blk before ix_in
+        for v in plan.loop_vars:
+            if v.endswith(suffix) and split_base(v) is not None:
+                parts.setdefault(split_base(v), []).append(v)
+    if not any(ix in parts and ix not in loop_vars for ix in order):
+        return order
+    named = [ix for ix in order]
+
+    def whole(ix):
+        return parts[ix] if ix in parts and ix not in loop_vars else [ix]
+    outer = tuple(whole(ix)[0] for ix in named) + \
+        tuple(v for ix in named for v in whole(ix)[1:])
+    side_by_side = tuple(v for ix in named for v in whole(ix))
+    for candidate in (outer, side_by_side):
+        try:
+            check_loop_order(assign, formats, candidate)
+        except UnsupportedError:
+            continue
+        return candidate
+    return outer
+
+
 def _order_that_works(assign: ast.Assignment, formats: dict[str, Format]) -> str:
     """"; the order (...) works" with spc's default order, for messages refusing
     an explicit one ("" when there is none)."""
@@ -1036,6 +1074,8 @@ def lower(assign: ast.Assignment, formats: dict[str, Format], *, name: str = "ke
         combine = COMBINE[nested.op]
     if order is None and (combine != "+" or nested is not None):
         order = _outputs_first(assign, formats)   # a max/min or an epilogue runs inside
+    elif order is not None:
+        order = expand_blocked_order(assign, formats, tuple(order))
     groups = split_terms(assign, separate) if combine == "+" and nested is None \
         else [assign]
     if len(groups) > 1:
