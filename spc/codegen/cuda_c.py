@@ -302,6 +302,9 @@ def render_expr(e, name=None, guard=None, variant=frozenset()) -> str:
             return f"spc_warp_{WARP_OPS[x.op]}({r(x.value)})"
         if isinstance(x, ToTF32):
             return f"spc_to_tf32({r(x.value)})"
+        if isinstance(x, Call) and x.fn == "ctz":      # 64 for 0, as the IR says
+            v = r(x.value)
+            return f"({v} ? (spc_idx)(__ffsll((long long)({v})) - 1) : (spc_idx)64)"
         if isinstance(x, Call):              # CUDA's math library: expf, exp, fabsf...
             fn = "fabs" if x.fn == "abs" else x.fn
             return f"{fn}{'f' if dtype_of(x) is DType.F32 else ''}({r(x.value)})"

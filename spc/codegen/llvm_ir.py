@@ -203,8 +203,12 @@ class _FunctionEmitter:
         """``fn(v)`` through LLVM's intrinsic (``llvm.exp.f32``...: the C library's
         ``expf`` where the CPU has no instruction for it)."""
         ty = ll_type(dt)
-        name = f"llvm.{'fabs' if fn == 'abs' else fn}.{'f32' if dt is DType.F32 else 'f64'}"
         module = self.b.module
+        if fn == "ctz":                          # 64 for 0: the intrinsic's flag says defined
+            callee = module.globals.get("llvm.cttz.i64") or ir.Function(
+                module, ir.FunctionType(ty, [ty, ir.IntType(1)]), name="llvm.cttz.i64")
+            return self.b.call(callee, [v, ir.Constant(ir.IntType(1), 0)])
+        name = f"llvm.{'fabs' if fn == 'abs' else fn}.{'f32' if dt is DType.F32 else 'f64'}"
         callee = module.globals.get(name)
         if callee is None:
             callee = ir.Function(module, ir.FunctionType(ty, [ty]), name=name)
@@ -237,6 +241,8 @@ class _FunctionEmitter:
             return b.sdiv(a, c)
         if op == "&":
             return b.and_(a, c)
+        if op == "<<":
+            return b.shl(a, c)
         if op in ("min", "max"):
             return b.select(b.icmp_signed("<" if op == "min" else ">", a, c), a, c)
         return b.icmp_signed(op, a, c)

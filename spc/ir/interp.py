@@ -61,6 +61,9 @@ def _eval(e, env, bufs):
         return to_tf32(_eval(e.value, env, bufs))
     if isinstance(e, Call):
         x = _eval(e.value, env, bufs)
+        if e.fn == "ctz":
+            v = int(x) & 0xFFFFFFFFFFFFFFFF
+            return np.int64((v & -v).bit_length() - 1 if v else 64)
         with np.errstate(all="ignore"):          # log(0) = -inf, sqrt(-1) = nan: as C
             return type(x)(_MATH[e.fn](x))
     if isinstance(e, BinOp):
@@ -78,6 +81,9 @@ def _eval(e, env, bufs):
         if op == "min": return min(a, b)
         if op == "max": return max(a, b)
         if op == "&": return a & b
+        if op == "<<":                           # wraps to 64 bits, as the targets do
+            v = (int(a) << int(b)) & 0xFFFFFFFFFFFFFFFF
+            return np.int64(v - (1 << 64) if v >= 1 << 63 else v)
         if op == "<": return a < b
         if op == "<=": return a <= b
         if op == "==": return a == b

@@ -119,8 +119,10 @@ class Load:
     index: "Expr"
 
 
-BINARY_OPS = ("+", "-", "*", "/", "min", "max", "&", "<", "<=", "==", "!=", "&&", "||")
-# "&": the bitwise and of two integers (a hash table's slot: ``j & (size - 1)``)
+BINARY_OPS = ("+", "-", "*", "/", "min", "max", "&", "<<", "<", "<=", "==", "!=", "&&", "||")
+# "&": the bitwise and of two integers (a hash table's slot: ``j & (size - 1)``); "<<": an
+# integer shifted left by 0 to 62 places (a bit of a bitmap word: ``1 << (j & 31)``)
+BIT_OPS = ("&", "<<")
 COMPARE_OPS = ("<", "<=", "==", "!=")
 LOGIC_OPS = ("&&", "||")
 
@@ -180,12 +182,15 @@ class ToTF32:
 class Call:
     """``fn(value)``, an element-wise math function of a float (one of
     ``MATH_FUNCTIONS``), in the value's type: ``exp``, ``log`` (natural),
-    ``sqrt``, ``abs``."""
+    ``sqrt``, ``abs``; or ``ctz`` of an integer (``INT_FUNCTIONS``): the
+    number of trailing zero bits of a positive value (the lowest set bit's
+    place; 64 for 0)."""
     fn: str
     value: "Expr"
 
 
 MATH_FUNCTIONS = ("exp", "log", "sqrt", "abs")
+INT_FUNCTIONS = ("ctz",)
 
 Expr = Const | Var | Load | BinOp | Neg | Cast | Select | WarpSum | ToTF32 | Call
 

@@ -5,7 +5,8 @@ from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Cons
                     Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     While, Expr)
 
-_PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7}
+_PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7,
+         "<<": 8}          # bit operations bind tightest here: any operand of << in parentheses
 
 
 WARP_OPS = {"+": "sum", "max": "max", "min": "min", "||": "any"}   # WarpSum's op, by name

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..errors import CompileError
 from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
                     Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum, Call,
-                    MATH_FUNCTIONS,
+                    MATH_FUNCTIONS, INT_FUNCTIONS, BIT_OPS,
                     While, dtype_of)
 from .traverse import walk
 
@@ -52,8 +52,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             if e.op in ("&&", "||") and (dtype_of(e.lhs) is not DType.BOOL
                                          or dtype_of(e.rhs) is not DType.BOOL):
                 fail(f"operands of {e.op} must be booleans")
-            if e.op == "&" and not (dtype_of(e.lhs).is_int and dtype_of(e.rhs).is_int):
-                fail("operands of & must be integers")
+            if e.op in BIT_OPS and not (dtype_of(e.lhs).is_int and dtype_of(e.rhs).is_int):
+                fail(f"operands of {e.op} must be integers")
             return
         if isinstance(e, Neg):
             expr(e.operand, scope)
@@ -69,9 +69,12 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             return
         if isinstance(e, Call):
             expr(e.value, scope)
-            if e.fn not in MATH_FUNCTIONS:
+            if e.fn in INT_FUNCTIONS:
+                if dtype_of(e.value) is not DType.I64:
+                    fail(f"{e.fn}() of a value that is not an i64")
+            elif e.fn not in MATH_FUNCTIONS:
                 fail(f"unknown function {e.fn}()")
-            if not dtype_of(e.value).is_float:
+            elif not dtype_of(e.value).is_float:
                 fail(f"{e.fn}() of a non-float value")
             return
         if isinstance(e, ToTF32):

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .nodes import (Alloc, Assign, BinOp, Buffer, Const, DType, Expr, For, If, Let, Load,
+from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Let, Load,
                     Select, Stmt, Store, Var, While, add, and_, block, eq, i64, lt, mul, sub)
 
 SCAN_RATIO = 32
@@ -105,6 +105,28 @@ class RowWorkspace:
                   merge_sort(self.coords, self.count, self.size, off, self.fresh))
         dense_enough = BinOp("<=", self.size, mul(self.count, i64(SCAN_RATIO)))
         return If(dense_enough, scan, block(Let(off, i64(0)), sort, listed))
+
+
+# -- the shapes RowWorkspace writes, for the passes that rewrite them -------------------
+def is_scatter(s, mark: Buffer) -> bool:
+    """Whether ``s`` is ``scatter``'s first statement: ``if mark[j] == 0:
+    mark[j] = 1; coords[n] = j; n = n + 1``."""
+    return isinstance(s, If) and isinstance(s.cond, BinOp) and s.cond.op == "==" \
+        and isinstance(s.cond.lhs, Load) and s.cond.lhs.buf == mark \
+        and isinstance(s.then, Block) and isinstance(s.then.body[-1], Assign)
+
+
+def is_mark_reset(s, mark: Buffer) -> bool:
+    """Whether ``s`` is ``end_counted_row``'s loop ``for q: mark[coords[q]] = 0``."""
+    return isinstance(s, For) and isinstance(s.body, Store) and s.body.buf == mark
+
+
+def is_gather(s, size: Expr, count: Var | None) -> bool:
+    """Whether ``s`` is ``gather_row``'s ``if size <= count * SCAN_RATIO: scan
+    else: sort``."""
+    from .traverse import walk
+    return isinstance(s, If) and isinstance(s.cond, BinOp) and s.cond.op == "<=" \
+        and s.cond.lhs == size and count is not None and count in walk(s.cond.rhs)
 
 
 def insertion_sort(buf: Buffer, n: Expr, fresh, start: Expr | None = None,
@@ -205,4 +227,5 @@ def merge_sort(buf: Buffer, n: Expr, half: Expr, result: Var, fresh,
                  Assign(result, src))
 
 
-__all__ = ["INSERTION_MAX", "RowWorkspace", "SCAN_RATIO", "insertion_sort", "merge_sort"]
+__all__ = ["INSERTION_MAX", "RowWorkspace", "SCAN_RATIO", "insertion_sort", "is_gather",
+           "is_mark_reset", "is_scatter", "merge_sort"]

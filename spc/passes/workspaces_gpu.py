@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir import hash_rows
+from ..ir.workspace import is_gather, is_mark_reset, is_scatter
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, For, GpuMapping,
                         GridMode, If, Kernel, Let, Load, LoopKind, Stmt, Store, Var, While, add,
                         block, i64, sub)
@@ -108,10 +109,7 @@ class _Workspace:
         return self.names.fresh(stem, I64)
 
     def is_scatter(self, s) -> bool:
-        """``if mark[j] == 0: mark[j] = 1; coords[n] = j; n = n + 1``."""
-        return isinstance(s, If) and isinstance(s.cond, BinOp) and s.cond.op == "==" \
-            and isinstance(s.cond.lhs, Load) and s.cond.lhs.buf == self.mark \
-            and isinstance(s.then, Block) and isinstance(s.then.body[-1], Assign)
+        return is_scatter(s, self.mark)
 
     def uses(self, s) -> bool:
         ws = {self.mark.name, self.coords.name} | ({self.vals.name} if self.vals else set())
@@ -129,7 +127,7 @@ class _Workspace:
                 return _block([visit(c) for c in s.body])
             if self.is_scatter(s):
                 return Assign(n, add(n, i64(1)))
-            if isinstance(s, For) and isinstance(s.body, Store) and s.body.buf == self.mark:
+            if is_mark_reset(s, self.mark):
                 return None                                   # the marks' reset
             if isinstance(s, Store) and s.value == n:          # the row's count
                 size = self.fresh("ht_size")
@@ -284,8 +282,7 @@ def _shared_slots(shared_bytes: int, crd: Buffer, vals: Buffer) -> int:
 def _is_gather(s: If, ws: _Workspace) -> bool:
     """The gather ``RowWorkspace.gather_row`` writes: ``if size <= count * 32:
     scan ... else: sort ...``."""
-    return isinstance(s.cond, BinOp) and s.cond.op == "<=" and s.cond.lhs == ws.extent \
-        and ws.count is not None and ws.count in walk(s.cond.rhs) and ws.uses(s)
+    return is_gather(s, ws.extent, ws.count) and ws.uses(s)
 
 
 def _emit_of(gather: If, ws: _Workspace):
