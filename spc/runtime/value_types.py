@@ -34,9 +34,20 @@ def type_name(x) -> str | None:
     dt = getattr(x, "dtype", None)
     if dt is None:
         return None
-    if isinstance(dt, np.dtype):
-        return str(dt)                     # 'float32', '<U1' (.name would say 'str32')
-    return str(dt).rpartition(".")[2]      # torch.float32 -> 'float32'
+    try:
+        return _TYPE_NAMES[dt]
+    except (KeyError, TypeError):          # TypeError: an unhashable dtype attribute
+        pass
+    name = str(dt) if isinstance(dt, np.dtype) else \
+        str(dt).rpartition(".")[2]         # 'float32', '<U1'; torch.float32 -> 'float32'
+    try:
+        _TYPE_NAMES[dt] = name
+    except TypeError:
+        pass
+    return name
+
+
+_TYPE_NAMES: dict = {}      # an operand's dtype -> type_name's answer (str() costs ~3 us)
 
 
 def _numpy(name: str) -> np.dtype | None:
