@@ -30,6 +30,7 @@ from dataclasses import replace
 
 from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Call, DType, For, If, Kernel, Let,
                         Load, Store, While, add, block, i64, mul)
+from ..ir.traverse import rewrite
 from ..ir.workspace import is_gather, is_scatter
 from .map_gpu import FreshNames
 
@@ -137,16 +138,11 @@ class _Rewrite:
 
     def listed(self, s):
         """The sort branch with each ``mark[j] = 0`` followed by ``bits[j / 32] = 0``."""
-        if isinstance(s, Store) and s.buf == self.mark:
-            return block(s, Store(self.bits, self.word(s.index), i64(0)))
-        if isinstance(s, Block):
-            return Block(tuple(self.listed(c) for c in s.body))
-        if isinstance(s, (For, While)):
-            return replace(s, body=self.listed(s.body))
-        if isinstance(s, If):
-            return replace(s, then=self.listed(s.then),
-                           otherwise=None if s.otherwise is None else self.listed(s.otherwise))
-        return s
+        def clear_word(n):
+            if isinstance(n, Store) and n.buf == self.mark:
+                return Block((n, Store(self.bits, self.word(n.index), i64(0))))
+            return n
+        return rewrite(s, clear_word)
 
 
 __all__ = ["BITS", "WORD_SCAN_RATIO", "bitmap_workspaces"]
