@@ -121,6 +121,22 @@ def test_inference_tensors_are_checked_at_every_call(general_path_counter):
     assert general_path_counter                  # these calls went the general way
 
 
+def test_a_typed_kernel_follows_the_operands_type_through_its_fast_path(general_path_counter):
+    """spc.compile's kernel goes straight to the last specialization's fast
+    path; operands of another value type are dispatched to theirs, and back."""
+    A = _matrix()
+    k = spc.compile("spmv", fmt="csr", target="cuda")
+    for dt in (torch.float32, torch.float64, torch.float32, torch.float64):
+        At = _torch_sparse(A, "csr", torch.int32, dt)
+        x = torch.arange(A.shape[1], device=DEV, dtype=dt) / 7
+        k(At, x)
+        y = k(At, x)
+        assert y.dtype is dt
+        np.testing.assert_allclose(y.cpu().numpy(), A @ (np.arange(A.shape[1]) / 7),
+                                   rtol=1e-5 if dt is torch.float32 else 1e-12)
+    assert general_path_counter == []
+
+
 def test_reused_memory_is_checked_again():
     """A new tensor at the address of a freed, validated one is checked anew."""
     k = spc.compile("spmv", fmt="csr", target="cuda")
