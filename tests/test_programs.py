@@ -337,3 +337,17 @@ def test_attention_sums_in_float64_over_float32_arrays(fuse):
     out = k(A, Q, K, V)
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_an_operand_named_validate_is_an_operand_of_every_statement():
+    """As for a single kernel, a program operand named ``validate`` is an operand,
+    not the call option, also where a statement reads it (fuzz seed 9317: it was
+    taken as the option, then missing)."""
+    p = spc.compile("X[hi,q] = validate[hi,q]*1; N[hi] = max(q, X[hi,q]); "
+                    "half[hi] = N[hi]*A[hi] + 1")
+    v = np.arange(6.0).reshape(2, 3)
+    A = np.array([2.0, -1.0])
+    want = v.max(axis=1) * A + 1
+    np.testing.assert_allclose(p(validate=v, A=A), want)
+    np.testing.assert_allclose(p(v, A), want)
+    np.testing.assert_allclose(p(A=A, validate=v), want)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..errors import FormatError, ParseError
 from ..frontend.parser import parse
 from ..frontend.pattern_reads import program_pattern_reads
-from .compiled import KernelSequence
+from .compiled import KernelSequence, call_option
 from .pattern_kept import check_pattern_kept, may_change_pattern
 
 
@@ -100,7 +100,7 @@ class ProgramKernel(KernelSequence):
             if fmt is not None and may_change_pattern(fmt))
 
     def _call(self, args, kwargs):
-        validate = kwargs.pop("validate", True)
+        validate = call_option(self.input_names, kwargs)
         if len(args) > len(self.input_names):
             raise TypeError(f"the program takes {len(self.input_names)} operands "
                             f"({', '.join(self.input_names)}), got {len(args)}")
@@ -120,7 +120,10 @@ class ProgramKernel(KernelSequence):
         result = None
         for out, kernel, check in zip(self.outputs, self.kernels, self.checks):
             args = [env[n] for n in kernel.input_names]     # positional: the fast call paths
-            result = kernel(*args) if validate and check else kernel(*args, validate=False)
+            # a kernel with an operand named ``validate`` takes that keyword as the
+            # operand (call_option): it validates, as a call naming it would
+            result = kernel(*args) if validate and check or "validate" in kernel.input_names \
+                else kernel(*args, validate=False)
             env[out] = result
         return result
 
