@@ -46,7 +46,7 @@ from itertools import count
 from ..errors import CompileError, UnsupportedError
 from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
+                        Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.printer import WARP_OPS
 from ..ir.traverse import rewrite, walk
@@ -203,9 +203,8 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
                           flat=kernel.gpu.flat == lane.var.name)
     if body and isinstance(body[-1], For) and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
         chunk_lo, chunk_hi = body[-1].lo, body[-1].hi
-        unroll = kernel.gpu.unroll
-        if unroll > 1 and jam_plan(body[-1]) is not None:
-            wide = WARP_SIZE * unroll
+        if body[-1].jam is not None:
+            wide = WARP_SIZE * body[-1].jam.factor
     return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, chunk_lo, chunk_hi, wide,
                       items_buffer=items_buffer)
 
@@ -327,59 +326,6 @@ def _converted(e, dt: DType, **kw) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Unroll-and-jam of lane loops
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Jam:
-    """How a lane loop's body runs ``UNROLL`` iterations at once in one lane.
-
-    ``variant``: variables whose value differs between the copies (the loop
-    variable and what is computed from it), one C variable per copy.
-    ``reductions``: variables declared outside the loop that the body sums
-    into (``r = r + e``): copy 0 is the variable itself, the others are
-    partial sums added to it after the loop.
-    """
-    variant: frozenset
-    reductions: tuple
-
-
-def jam_plan(loop: For) -> Jam | None:
-    """A Jam for ``loop``'s body, or None when its control flow (loop bounds,
-    conditions) depends on the loop variable, or it allocates arrays, or it
-    assigns outer variables other than by summing into them."""
-    body = loop.body
-    stmts = list(all_stmts(body))
-    if any(isinstance(n, Alloc) for n in stmts):
-        return None
-    variant = {loop.var.name}
-    changed = True
-    while changed:
-        changed = False
-        for n in stmts:
-            if isinstance(n, (Let, Assign)) and n.var.name not in variant \
-                    and _reads(n.value) & variant:
-                variant.add(n.var.name)
-                changed = True
-    for n in stmts:
-        if isinstance(n, For) and (_reads(n.lo) | _reads(n.hi)) & variant:
-            return None
-        if isinstance(n, (While, If)) and _reads(n.cond) & variant:
-            return None
-    local = {n.var.name for n in stmts if isinstance(n, (Let, For))}
-    reductions = {}
-    for n in stmts:
-        if isinstance(n, Assign) and n.var.name not in local:
-            v = n.value
-            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
-                    and v.lhs.name == n.var.name and n.var.name not in _reads(v.rhs)):
-                return None
-            reductions[n.var.name] = n.var
-            variant.add(n.var.name)
-    return Jam(frozenset(variant), tuple(reductions.values()))
-
-
-# ---------------------------------------------------------------------------
 # Statements
 # ---------------------------------------------------------------------------
 
@@ -395,7 +341,6 @@ class _Body:
         # what a lane's store may show the warp's other lanes: parameters, shared arrays
         self.visible = self.params | {n.buf.name for n in walk(kernel.body)
                                       if isinstance(n, Alloc) and n.shared}
-        self.unroll = kernel.gpu.unroll if kernel.gpu is not None else 1
         self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
         self.tmp = count()
@@ -489,6 +434,9 @@ class _Body:
         if s.kind is LoopKind.MMA_M:
             self.mma_tile(s, depth, ctx)
             return
+        if s.jam is not None and (s.kind, ctx) not in ((LoopKind.GPU_LANE, "warp"),
+                                                        (LoopKind.GPU_WARP, "block")):
+            self.unjammable(s, ctx)
         v = c_name(s.var.name)
         lo, hi = self.fresh("lo"), self.fresh("hi")
         kind = s.kind
@@ -532,9 +480,8 @@ class _Body:
                         f"+ spc_warp; {v} < {hi}; {v} += (spc_idx)gridDim.x * "
                         f"{WARPS_PER_BLOCK})")
             elif ctx == "block":
-                jam = jam_plan(s) if self.unroll > 1 else None
-                if jam is not None and not jam.reductions:
-                    self.jammed_warp_loop(s, jam, lo, hi, d)
+                if s.jam is not None:
+                    self.jammed_warp_loop(s, s.jam, lo, hi, d)
                     self.emit(depth, "}")
                     return
                 head = (f"for (spc_idx {v} = {lo} + spc_warp; {v} < {hi}; "
@@ -554,39 +501,48 @@ class _Body:
         self.emit(d, "}")
         self.emit(depth, "}")
 
+    def unjammable(self, s: For, ctx: str) -> None:
+        raise CompileError(f"kernel {self.kernel.name}: the @{s.kind.value} loop over "
+                           f"{s.var.name} is jammed where no jammed form is printed ({ctx} "
+                           f"context; see passes/unroll_jam.py)")
+
     # -- lane loops --------------------------------------------------------------
     def lane_loop(self, s: For, lo: str, hi: str, d: int) -> None:
         """``for (v = lo + lane; v < hi; v += 32)``; when the body allows it and
         the loop is long, ``unroll`` iterations per lane at once (unroll-and-jam:
         shared work once, independent loads and sums per copy)."""
         v = c_name(s.var.name)
-        jam = jam_plan(s) if self.unroll > 1 else None
+        jam = s.jam
         plain = f"for (spc_idx {v} = {lo} + spc_lane; {v} < {hi}; {v} += {WARP_SIZE})"
         if jam is None:
             self.emit(d, plain + " {")
             self.block(s.body, d + 1, "lane")
             self.emit(d, "}")
         else:
-            u_n = self.unroll
-            self.emit(d, f"if ({hi} - {lo} >= {WARP_SIZE * (u_n - 1)}) {{")
-            for r in jam.reductions:
+            u_n = jam.factor
+            dj = d
+            if jam.min_trips > 0:
+                self.emit(d, f"if ({hi} - {lo} >= {jam.min_trips}) {{")
+                dj = d + 1
+            for r in jam.sums:
                 for u in range(1, u_n):
-                    self.emit(d + 1, f"{c_type(r.dtype)} {c_name(r.name)}__{u} = "
-                                     f"({c_type(r.dtype)})0;")
+                    self.emit(dj, f"{c_type(r.dtype)} {c_name(r.name)}__{u} = "
+                                  f"({c_type(r.dtype)})0;")
             j0 = self.fresh("j")
-            self.emit(d + 1, f"for (spc_idx {j0} = {lo} + spc_lane; {j0} < {hi}; "
-                             f"{j0} += {WARP_SIZE * u_n}) {{")
-            ok = self.copies(s, jam, j0, hi, d + 2, first_valid=True)
-            self.jam_block(s.body, d + 2, jam, ok)
-            self.emit(d + 1, "}")
-            for r in jam.reductions:
+            self.emit(dj, f"for (spc_idx {j0} = {lo} + spc_lane; {j0} < {hi}; "
+                          f"{j0} += {WARP_SIZE * u_n}) {{")
+            ok = self.copies(s, jam, j0, hi, dj + 1, first_valid=True)
+            self.jam_block(s.body, dj + 1, jam, ok)
+            self.emit(dj, "}")
+            for r in jam.sums:
                 parts = " + ".join(f"{c_name(r.name)}__{u}" for u in range(1, u_n))
-                self.emit(d + 1, f"{c_name(r.name)} = {c_name(r.name)} + ({parts});")
-            self.emit(d, "} else {")
-            self.emit(d + 1, plain + " {")
-            self.block(s.body, d + 2, "lane")
-            self.emit(d + 1, "}")
-            self.emit(d, "}")
+                self.emit(dj, f"{c_name(r.name)} = {c_name(r.name)} + ({parts});")
+            if jam.min_trips > 0:
+                self.emit(d, "} else {")
+                self.emit(d + 1, plain + " {")
+                self.block(s.body, d + 2, "lane")
+                self.emit(d + 1, "}")
+                self.emit(d, "}")
         if any(isinstance(n, (Store, CompareSwap)) and n.buf.name in self.visible
                for n in walk(s.body)):
             self.emit(d, "__syncwarp();")
@@ -595,7 +551,7 @@ class _Body:
                stride: int | str = WARP_SIZE) -> list[str]:
         """Declare each copy's loop variable and validity; return the validity names."""
         ok = []
-        for u in range(self.unroll):
+        for u in range(jam.factor):
             name = f"{c_name(s.var.name)}__{u}"
             step = stride * u if isinstance(stride, int) else f"{stride} * {u}"
             self.emit(d, f"const spc_idx {name} = {j0} + {step};")
@@ -612,16 +568,17 @@ class _Body:
         (their loads and warp sums in flight together)."""
         p0 = self.fresh("p")
         self.emit(d, f"for (spc_idx {p0} = {lo} + spc_warp; {p0} < {hi}; "
-                     f"{p0} += {WARPS_PER_BLOCK * self.unroll}) {{")
+                     f"{p0} += {WARPS_PER_BLOCK * jam.factor}) {{")
         ok = self.copies(s, jam, p0, hi, d + 1, first_valid=True, stride=WARPS_PER_BLOCK)
         self.jam_block(s.body, d + 1, jam, ok, "warp")
         self.emit(d, "}")
 
     def copy_namer(self, jam: Jam, u: int):
-        reductions = {r.name for r in jam.reductions}
+        reductions = {r.name for r in jam.sums}
+        copies = set(jam.copies)
 
         def name(n: str) -> str:
-            if n in jam.variant and not (u == 0 and n in reductions):
+            if n in copies and not (u == 0 and n in reductions):
                 return f"{c_name(n)}__{u}"
             return c_name(n)
         return name
@@ -631,10 +588,11 @@ class _Body:
             self.jam_stmt(s, d, jam, ok, ctx)
 
     def jam_stmt(self, s, d: int, jam: Jam, ok: list[str], ctx: str) -> None:
-        reductions = {r.name for r in jam.reductions}
-        if isinstance(s, (Let, Assign)) and s.var.name in jam.variant:
+        reductions = {r.name for r in jam.sums}
+        variant = set(jam.copies)
+        if isinstance(s, (Let, Assign)) and s.var.name in variant:
             for u, flag in enumerate(ok):
-                kw = dict(name=self.copy_namer(jam, u), guard=flag, variant=jam.variant)
+                kw = dict(name=self.copy_namer(jam, u), guard=flag, variant=variant)
                 lhs = kw["name"](s.var.name)
                 value = _converted(s.value, s.var.dtype, **kw)
                 if isinstance(s, Let):
@@ -648,12 +606,14 @@ class _Body:
         elif isinstance(s, Store):
             for u, flag in enumerate(ok):
                 text = self.store(s, ctx, name=self.copy_namer(jam, u), guard=flag,
-                                  variant=jam.variant)
+                                  variant=variant)
                 self.emit(d, text if flag == "true" else f"if ({flag}) {text}")
         elif isinstance(s, Block):
             self.jam_block(s, d, jam, ok, ctx)
         elif isinstance(s, For) and s.kind is LoopKind.GPU_LANE and ctx == "warp":
             # a lane loop inside a jammed warp loop: lane-strided, each copy's work inside
+            if s.jam is not None:
+                self.unjammable(s, "jammed warp")
             v = c_name(s.var.name)
             lo, hi = self.fresh("lo"), self.fresh("hi")
             self.emit(d, "{")
@@ -707,6 +667,8 @@ class _Body:
         ``32 / spc_group`` consecutive positions, every position's outer
         iteration found by search."""
         lane = body[-1]
+        if lane.jam is not None:
+            self.unjammable(lane, "lane group")
         per = f"({WARP_SIZE} / spc_group)"
         self.emit(d, "const int spc_sub = spc_lane & (spc_group - 1);")
         self.emit(d, "(void)spc_sub;")
@@ -983,10 +945,10 @@ class _Body:
         iterations, one per lane, or with ``spc_wide`` (chosen at launch)
         32 * unroll iterations, ``unroll`` per lane, unrolled and jammed."""
         split = body[-1]
-        jam = jam_plan(split) if self.unroll > 1 else None
+        jam = split.jam
         jlo, jhi, width, chunks, items, w, j0 = (
             self.fresh(x) for x in ("jlo", "jhi", "width", "chunks", "items", "w", "j0"))
-        wide = f"{WARP_SIZE * self.unroll}" if jam is not None else f"{WARP_SIZE}"
+        wide = f"{WARP_SIZE * jam.factor}" if jam is not None else f"{WARP_SIZE}"
         self.emit(d, f"const spc_idx {jlo} = {render_expr(split.lo)};")
         self.emit(d, f"const spc_idx {jhi} = {render_expr(split.hi)};")
         self.emit(d, f"const spc_idx {width} = spc_wide ? {wide} : {WARP_SIZE};")

@@ -251,13 +251,44 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class Jam:
+    """Unroll-and-jam of a concurrent loop (``passes/unroll_jam.py``): each lane
+    (for a ``GPU_WARP`` loop inside a block, each warp) runs ``factor`` of its
+    iterations at once, one copy of the body per iteration, interleaved
+    statement by statement so that their loads are in flight together.
+
+    ``copies``: the variables with one value per copy, sorted (the loop
+    variable and every local computed from it); the rest of the body is the
+    same in every copy and computed once.  ``sums``: variables declared outside
+    the loop that the body only sums into (``r = r + e``), in the order the
+    body first assigns them: copy 0 sums into the variable itself, copy
+    ``u > 0`` into a partial sum of its own that starts at 0 and is added to
+    the variable after the loop, ``r = r + (r__1 + ... + r__{factor-1})``.
+    Copy ``u`` of a step whose first iteration is ``v`` runs iteration
+    ``v + u * stride`` (``stride``: 32 for lane loops, 8 for a block's warps;
+    1 in a single-lane execution, the interpreter's) when it is below ``hi``,
+    and does nothing otherwise.  ``min_trips``: the loop runs unjammed when it
+    has fewer iterations (0: always jammed).  ``launch``: the name of a launch
+    choice (``"wide"``) that runs the loop jammed when true and unjammed when
+    false, or None.
+    """
+    factor: int
+    copies: tuple[str, ...]
+    sums: tuple[Var, ...] = ()
+    min_trips: int = 0
+    launch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class For:
-    """``for var in [lo, hi)`` with unit step."""
+    """``for var in [lo, hi)`` with unit step; ``jam``: how a concurrent loop's
+    iterations are unrolled and jammed (None: one at a time)."""
     var: Var
     lo: Expr
     hi: Expr
     body: "Stmt"
     kind: LoopKind = LoopKind.SERIAL
+    jam: Jam | None = None
 
 
 @dataclass(frozen=True, slots=True)

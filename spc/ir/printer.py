@@ -1,7 +1,7 @@
 """A deterministic text form of the loop IR (used by golden tests and cache keys)."""
 from __future__ import annotations
 
-from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Jam,
                     Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     While, Expr)
 
@@ -50,6 +50,18 @@ def format_expr(e: Expr, prec: int = 0) -> str:
     raise TypeError(f"not an expression: {e!r}")
 
 
+def format_jam(jam: Jam) -> str:
+    """``jam(4, copies=[j, x], sums=[acc: f32], min_trips=96, when=wide)``."""
+    parts = [str(jam.factor), f"copies=[{', '.join(jam.copies)}]"]
+    if jam.sums:
+        parts.append(f"sums=[{', '.join(f'{v.name}: {v.dtype.value}' for v in jam.sums)}]")
+    if jam.min_trips:
+        parts.append(f"min_trips={jam.min_trips}")
+    if jam.launch is not None:
+        parts.append(f"when={jam.launch}")
+    return f"jam({', '.join(parts)})"
+
+
 def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     pad = "  " * depth
     if isinstance(s, Block):
@@ -72,6 +84,8 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
         out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]")
     elif isinstance(s, For):
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"
+        if s.jam is not None:
+            kind += " " + format_jam(s.jam)
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")
         _stmt_lines(s.body, depth + 1, out)
     elif isinstance(s, While):

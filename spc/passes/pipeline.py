@@ -22,7 +22,7 @@ never from its own name or from the target.
     mark_noncanonical                           mark_noncanonical
     block_reductions                            overwrite_outputs
     overwrite_outputs                           widen_outputs
-    widen_outputs
+    widen_outputs                               unroll_jam    (gpu.unroll, map_gpu's)
 """
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ from .simplify import simplify
 from .split_rows import AUTO, split_rows
 from .tensorize import tensorize
 from .tile import tile
+from .unroll_jam import unroll_jam
 from .widen_outputs import widen_outputs
 from .workspaces_gpu import workspaces_gpu
 
@@ -116,6 +117,9 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         mark_noncanonical,
         overwrite_outputs,         # as on the CPU
         widen_outputs,
+        unroll_jam,                # lane (or a block's warp) loops run gpu.unroll
+                                   # iterations at once where their bodies allow; last,
+                                   # so that the jam names the final variables and types
     )
 
 
