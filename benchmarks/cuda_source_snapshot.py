@@ -36,6 +36,7 @@ EXPRESSIONS = [
     ("m[i] = max(j, A[i,j])", {"A": "csr"}),
     ("C[i,j] = A[i,k]*B[k,j] + D[i,j]", {"A": "csr"}),
     ("S[i,j] = A[i,j]*X[i,k]*Y[j,k]*2", {"A": "coo", "S": "coo"}),
+    ("C[i,l] = T[i,j,k]*M[j,k,l]", {"T": "sdd"}),       # a block's warp loop, jammed
 ]
 
 
