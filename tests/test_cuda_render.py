@@ -269,22 +269,24 @@ class InterpLauncher:
     """Runs a kernel in the reference interpreter with the CPU runtime's calling
     convention (buffers and sizes in parameter order)."""
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, launch=None):
         self.kernel = kernel
+        self.launch = launch
 
     def __call__(self, buffers, sizes, nthreads=1):
         args, b, s = {}, iter(buffers), iter(sizes)
         for p in self.kernel.params:
             args[p.name] = next(b) if isinstance(p.value, Buffer) else next(s)
-        run_kernel(self.kernel, args)
+        run_kernel(self.kernel, args, launch=self.launch)
 
 
-def _run_with(kernels, kernel, kw, dtype, *args, **kwargs):
-    """Call a CPU CompiledKernel of ``kernel`` whose launchers interpret ``kernels``."""
+def _run_with(kernels, kernel, kw, dtype, *args, launch=None, **kwargs):
+    """Call a CPU CompiledKernel of ``kernel`` whose launchers interpret ``kernels``
+    (with the launch choices ``launch``, see ``run_kernel``)."""
     ck = spc.compile(kernel, dtype=dtype, **kw)
     v = ck._variant(DType.I32)
     assert [k.params for k in v.kernels] == [k.params for k in kernels]
-    v.launchers = [InterpLauncher(k) for k in kernels]
+    v.launchers = [InterpLauncher(k, launch) for k in kernels]
     ck._plan = None          # no fast path: it would call the launchers the same way anyway
     return ck(*args, **kwargs)
 

@@ -1,7 +1,9 @@
 """Loop IR -> CUDA C (the body of one ``__global__`` function).
 
-The mapping is already in the IR (see :mod:`spc.passes.map_gpu`); this module
-only spells it out:
+The mapping is already in the IR (see :mod:`spc.passes.map_gpu` and
+:mod:`spc.passes.unroll_jam`); this module only spells it out, except for the
+lane groups and flat enumeration of ``gpu.group`` kernels and their 16-byte
+vector loads, which it still lays out itself (last item below):
 
 * ``@gpu_warp`` at the top: one warp per iteration, ``WARPS_PER_BLOCK`` warps
   to a block, grid-stride; inside a ``@gpu_block`` loop: the block's warps
@@ -12,6 +14,19 @@ only spells it out:
   (the last statement of a top ``@gpu_warp`` loop): the pair (outer iteration,
   32-iteration chunk) is the warp's work item, and each lane runs at most one
   iteration.
+* A loop's ``jam`` (``passes/unroll_jam.py`` decides it, ``ir.nodes.Jam``
+  says what it means) is spelt as ``jam.factor`` copies of the body per
+  step, interleaved statement by statement: one C variable per copy of each
+  of ``jam.copies`` (``v__0``, ``v__1``...), a validity flag per copy past
+  the first (``spc_ok__u``) guarding its loads of copied indices, its stores
+  and its sums, and partial sums ``r__u`` for ``jam.sums`` added up after the
+  loop.  A jammed ``@gpu_lane`` loop runs its copies 32 apart (a plain lane
+  loop when it has fewer than ``jam.min_trips`` iterations); a jammed
+  ``@gpu_lane_split`` loop takes chunks of ``32 * factor`` iterations when
+  the launch sets ``spc_wide`` (``jam.launch``); a block's jammed
+  ``@gpu_warp`` loop runs its copies 8 (the block's warps) apart.  A jam
+  anywhere else is refused.  Serial loops inside lanes or threads get
+  ``#pragma unroll`` hints (4, or 2 inside a jammed body) for nvcc.
 * Statements outside lane loops run on every lane alike (their values agree);
   their stores to global memory are made by lane 0 alone.  A lane loop that
   stores (to global memory or a shared array) is followed by ``__syncwarp()`` so

@@ -392,7 +392,8 @@ class GpuMapping:
     """The launch shape map_gpu gives a kernel, beside its loop kinds.
 
     ``grid``: how the top loop meets the grid.  ``unroll``: iterations of a lane
-    loop one lane may run at once (unrolled and jammed, where its body allows).
+    loop one lane may run at once: ``passes.unroll_jam`` jams the loops whose
+    bodies allow it by this factor (``For.jam``).
     ``group``: the variable of the serial reduction loop (SDDMM's ``k``) that a
     group of lanes may share, inside the top warp loop's lane loop; None when
     the kernel has none.  ``flat``: the variable of that lane loop when it runs

@@ -5,7 +5,8 @@ The choices are made from the loop IR alone and recorded in it: loop kinds
 ``@gpu_lane_split``), ``warp_sum`` expressions, ``atomic+=`` stores and the
 kernel's typed ``gpu`` field (``GpuMapping``: how the grid is launched,
 ``warp``, ``block``, ``thread`` or ``single_warp``; the unroll factor of lane
-loops; the lane-group and flat loops below).  The interpreter runs the result unchanged
+loops, which ``passes.unroll_jam`` applies at the end of the pipeline; the
+lane-group and flat loops below).  The interpreter runs the result unchanged
 (a warp sum of one lane is its value), so tests compare the numbers before
 and after this pass.
 
