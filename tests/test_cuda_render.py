@@ -23,6 +23,7 @@ from spc.passes.mark_noncanonical import mark_noncanonical
 from spc.passes.overwrite_outputs import overwrite_outputs
 from spc.passes.simplify import simplify
 from spc.passes.unroll_jam import unroll_jam
+from spc.passes.vector_loads import vector_loads
 
 from matrices import MATRICES, assert_allclose, dense_operand
 from test_expressions import CASES as EXPRESSION_CASES
@@ -245,9 +246,11 @@ def test_map_gpu_golden(kernel, kw, deterministic, golden):
     mapped = simplify(map_gpu(k, deterministic=deterministic))
     assert format_kernel(mapped) == golden
     # the target's pipeline gives the same IR, marked with what it accepts and
-    # what it overwrites, its lane loops jammed where they can be
+    # what it overwrites, its lane loops jammed and its lane group's loop reading
+    # vectors where they can
     ck = spc.compile(kernel, target="cuda", arch="sm_90", deterministic=deterministic, **kw)
-    assert ck.ir == format_kernel(unroll_jam(overwrite_outputs(mark_noncanonical(mapped))))
+    assert ck.ir == format_kernel(
+        vector_loads(unroll_jam(overwrite_outputs(mark_noncanonical(mapped)))))
 
 
 def test_deterministic_mode_has_no_atomics():

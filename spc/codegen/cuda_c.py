@@ -64,6 +64,7 @@ from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, 
                         Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.printer import WARP_OPS
+from ..ir.affine import inline, let_env
 from ..ir.traverse import rewrite, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
                               all_stmts, stmts_of)
@@ -152,7 +153,6 @@ def _top_loop(kernel: Kernel):
 
 
 def _inline_lets(e, lets):
-    from ..passes.map_gpu import inline
     return inline(e, {s.var.name: s.value for s in lets})
 
 
@@ -194,7 +194,6 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
         lane, red = _group_loops(kernel)
         inner_lets = [s for s in body[:-1] if isinstance(s, Let)]
         env = {s.var.name: s.value for s in lets + inner_lets}
-        from ..passes.map_gpu import inline
         buffers = [p.name for p in kernel.params if isinstance(p.value, Buffer)]
         lane_buffer = None
         from ..ir.traverse import walk
@@ -452,6 +451,9 @@ class _Body:
         if s.jam is not None and (s.kind, ctx) not in ((LoopKind.GPU_LANE, "warp"),
                                                         (LoopKind.GPU_WARP, "block")):
             self.unjammable(s, ctx)
+        if s.vector is not None:
+            raise CompileError(f"kernel {self.kernel.name}: the loop over {s.var.name} reads "
+                               f"vectors outside a lane group ({ctx} context)")
         v = c_name(s.var.name)
         lo, hi = self.fresh("lo"), self.fresh("hi")
         kind = s.kind
@@ -733,7 +735,6 @@ class _Body:
         by a shuffle search among them (a binary search past them when more than
         31 rows end inside one step); a step inside the current row (long rows)
         skips the search."""
-        from ..passes.map_gpu import inline
         from ..ir.traverse import rewrite
         lane = body[-1]
         lets = [c for c in body[:-1] if isinstance(c, Let)]
@@ -819,14 +820,13 @@ class _Body:
         moves with the loop reads consecutive, aligned elements: checked at run
         time, with a scalar loop for the rest), into per-lane partial sums added
         up by a shuffle sum inside the group."""
-        from ..passes.map_gpu import _rename
         local = {n.var.name for n in all_stmts(r.body) if isinstance(n, (Let, For))}
         local.add(r.var.name)
         reds: dict[str, Var] = {}
         for n in all_stmts(r.body):
             if isinstance(n, Assign) and n.var.name not in local:
                 reds.setdefault(n.var.name, n.var)
-        vec = self.vector_plan(r, local, reds)
+        vec = self.vector_parts(r)
         width = vec[0] if vec is not None else 1
         parts = {name: [Var(f"spc_part_{next(self.tmp)}", var.dtype) for _ in range(width)]
                  for name, var in reds.items()}
@@ -875,7 +875,8 @@ class _Body:
             self.emit(d1, "}")
         body = r.body
         for name, ps in parts.items():
-            body = _rename(body, name, ps[0])
+            body = rewrite(body, lambda n, name=name, new=ps[0]: new
+                           if isinstance(n, Var) and n.name == name else n)
         self.emit(d1, "#pragma unroll 4")
         self.emit(d1, f"for (spc_idx {c_name(r.var.name)} = {kt} + spc_sub; "
                       f"{c_name(r.var.name)} < {khi}; {c_name(r.var.name)} += spc_group) {{")
@@ -891,68 +892,27 @@ class _Body:
                           f"spc_group_sum<spc_group>(({c_type(var.dtype)})({total}));")
         self.emit(d, "}")
 
-    def vector_plan(self, r: For, local: set, reds: dict):
-        """(width, [(load, base)], [(reduction, summand with loads as spc_vloadN)]) when
-        the body is Lets and sums only, every load that moves with the loop is at
-        ``base + var`` of one float type (4 floats or 2 doubles to 16 bytes) and
-        nothing else reads the loop variable; else None."""
-        from ..passes.map_gpu import _coefficient, _signed_terms, inline, let_env
-        from ..ir.traverse import rewrite, walk
-        stmts = stmts_of(r.body)
-        if not all(isinstance(n, (Let, Assign)) for n in stmts):
+    def vector_parts(self, r: For):
+        """(width, [(load, base)], [(sum, summand with loads as spc_vloadN)]) of a
+        loop's ``vector`` (``passes/vector_loads.py``), None without one: each
+        load read at ``base + var`` (the loop variable set to 0 in its index), the
+        summands with the body's Lets inlined."""
+        vec = r.vector
+        if vec is None:
             return None
-        env = let_env(r.body)
         k = r.var.name
-        variant = local - {k}
-        loads: list = []
+        loads = [(x, rewrite(x.index, lambda y: Const(0, DType.I64)
+                             if isinstance(y, Var) and y.name == k else y))
+                 for x in vec.loads]
+        env = let_env(r.body)
         exprs = []
-        for n in stmts:
-            if not isinstance(n, Assign):
-                continue
-            v = n.value
-            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
-                    and v.lhs.name == n.var.name and n.var.name in reds):
-                return None
-            e = inline(v.rhs, env)
-            if _reads(e) & variant:
-                return None
-            found: list = []
-            for x in walk(e):
-                if isinstance(x, Load) and k in _reads(x.index):
-                    coef, rest = 0, []
-                    for sign, term in _signed_terms(x.index):
-                        if k in _reads(term):
-                            c = _coefficient(term, k)
-                            if c is None:
-                                return None
-                            coef += sign * c
-                        else:
-                            rest.append((sign, term))
-                    if coef != 1 or any(isinstance(y, Load) and k in _reads(y.index)
-                                        for y in walk(x.index)):
-                        return None
-                    found.append(x)
-            mapping = {}
-            for x in found:
-                keyed = [i for i, (ld, _) in enumerate(loads) if ld == x]
-                if keyed:
-                    mapping[x] = keyed[0]
-                else:
-                    base = rewrite(x.index, lambda y: Const(0, DType.I64)
-                                   if isinstance(y, Var) and y.name == k else y)
-                    loads.append((x, base))
-                    mapping[x] = len(loads) - 1
-            e = rewrite(e, lambda y: Var(f"spc_vload{mapping[y]}", y.buf.dtype)
-                        if isinstance(y, Load) and y in mapping else y)
-            exprs.append((n.var.name, e))
-        if not loads:
-            return None
-        dts = {ld.buf.dtype for ld, _ in loads}
-        if dts == {DType.F32}:
-            return 4, loads, exprs
-        if dts == {DType.F64}:
-            return 2, loads, exprs
-        return None
+        for n in stmts_of(r.body):
+            if isinstance(n, Assign):
+                e = rewrite(inline(n.value.rhs, env),
+                            lambda y: Var(f"spc_vload{vec.loads.index(y)}", y.buf.dtype)
+                            if isinstance(y, Load) and y in vec.loads else y)
+                exprs.append((n.var.name, e))
+        return vec.width, loads, exprs
 
     def split_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
         """A top @gpu_warp loop whose body ends in a @gpu_lane_split loop: each

@@ -171,6 +171,8 @@ def _exec(s, env, bufs, races: _Races | None = None, launch: dict | None = None)
 
         if s.jam is not None and _jammed(s.jam, lo, hi, launch):
             _run_jammed(s.jam, lo, hi, env, iteration)
+        elif s.vector is not None:
+            _run_vectors(s, lo, hi, env, bufs, iteration)
         else:
             for v in range(lo, hi):
                 iteration(v)
@@ -216,6 +218,41 @@ def _run_jammed(jam: Jam, lo: int, hi: int, env: dict, iteration) -> None:
         total = parts[0]
         for x in parts[1:]:
             total = total + x
+        env[v.name] = _NP[v.dtype](env[v.name] + total)
+
+
+def _run_vectors(s: For, lo: int, hi: int, env: dict, bufs, iteration) -> None:
+    """A loop reading vectors (``VectorLoads``): steps of ``width`` iterations,
+    element ``c`` summing into partial sum ``c``, where the loop is long
+    enough and every load's first element is aligned (its index a multiple
+    of ``width``: arrays start 16-byte aligned); the rest into partial sum 0;
+    the partial sums added to the variables after the loop."""
+    vector = s.vector
+    width = vector.width
+    aligned = False
+    if hi - lo >= width:
+        env[s.var.name] = np.int64(lo)
+        aligned = all(int(_eval(x.index, env, bufs)) % width == 0 for x in vector.loads)
+    stop = lo + (hi - lo) // width * width if aligned else lo
+    partial = {v.name: [_NP[v.dtype](0)] * width for v in vector.sums}
+
+    def into(c, v):
+        own = {name: env[name] for name in partial}
+        for name, parts in partial.items():
+            env[name] = parts[c]
+        iteration(v)
+        for name, parts in partial.items():
+            parts[c] = env[name]
+            env[name] = own[name]
+
+    for first in range(lo, stop, width):
+        for c in range(width):
+            into(c, first + c)
+    for v in range(stop, hi):
+        into(0, v)
+    for v in vector.sums:
+        p = partial[v.name]
+        total = (p[0] + p[1]) + (p[2] + p[3]) if width == 4 else p[0] + p[1]
         env[v.name] = _NP[v.dtype](env[v.name] + total)
 
 

@@ -280,15 +280,43 @@ class Jam:
 
 
 @dataclass(frozen=True, slots=True)
+class VectorLoads:
+    """A sum reduction loop read ``width`` iterations at a time with one 16-byte
+    load per array (``passes/vector_loads.py``): 4 float32 or 2 float64.
+
+    ``loads``: the loads that move with the loop variable, each at unit stride
+    (its index, with the body's Lets inlined, is ``base + var``), in the order
+    the body first reads them; their index at the loop's first iteration must
+    be a multiple of ``width`` (with arrays 16-byte aligned, the vector is) for
+    the vectors to run.  ``sums``: the variables declared outside the loop the
+    body sums into, in the order it first assigns them.
+
+    Meaning: when the loop has at least ``width`` iterations and every load is
+    so aligned, its first ``width * floor(n / width)`` iterations run in steps
+    of ``width``, iteration ``step + c`` summing into partial sum ``c`` of each
+    variable of ``sums``; the rest run one at a time into partial sum 0.  Else
+    every iteration sums into partial sum 0.  The partial sums start at 0 and
+    are added to the variable after the loop, ``(p0 + p1) + (p2 + p3)``.  On a
+    GPU the loop's lane group shares the steps (``spc_group`` lanes,
+    ``cuda_c.grouped_reduction``) and the group's partial sums are added too.
+    """
+    width: int
+    loads: tuple[Load, ...]
+    sums: tuple[Var, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class For:
     """``for var in [lo, hi)`` with unit step; ``jam``: how a concurrent loop's
-    iterations are unrolled and jammed (None: one at a time)."""
+    iterations are unrolled and jammed (None: one at a time); ``vector``: how a
+    lane group's reduction loop reads vectors (None: elements)."""
     var: Var
     lo: Expr
     hi: Expr
     body: "Stmt"
     kind: LoopKind = LoopKind.SERIAL
     jam: Jam | None = None
+    vector: VectorLoads | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Jam,
                     Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
-                    While, Expr)
+                    VectorLoads, While, Expr)
 
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7}
 
@@ -62,6 +62,13 @@ def format_jam(jam: Jam) -> str:
     return f"jam({', '.join(parts)})"
 
 
+def format_vector(vector: VectorLoads) -> str:
+    """``vector(4, loads=[X[i * K + k], Y[j * K + k]], sums=[acc: f32])``."""
+    loads = ", ".join(format_expr(x) for x in vector.loads)
+    sums = ", ".join(f"{v.name}: {v.dtype.value}" for v in vector.sums)
+    return f"vector({vector.width}, loads=[{loads}], sums=[{sums}])"
+
+
 def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     pad = "  " * depth
     if isinstance(s, Block):
@@ -86,6 +93,8 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"
         if s.jam is not None:
             kind += " " + format_jam(s.jam)
+        if s.vector is not None:
+            kind += " " + format_vector(s.vector)
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")
         _stmt_lines(s.body, depth + 1, out)
     elif isinstance(s, While):

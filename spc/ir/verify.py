@@ -7,6 +7,8 @@ from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Cons
                     MATH_FUNCTIONS,
                     While, dtype_of)
 from .jam import jam_of
+from .printer import format_expr
+from .vector import vector_of
 from .traverse import walk
 
 
@@ -17,7 +19,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     integers; conditions are booleans; a PARALLEL loop is the kernel's only
     top-level statement; GPU lane loops are not nested in lane loops, and a
     warp sum is not taken inside one (the warp's lanes must all reach it);
-    a loop's ``jam`` is one the CUDA renderer prints (``_check_jam``);
+    a loop's ``jam`` is one the CUDA renderer prints (``_check_jam``), and its
+    ``vector`` too (``_check_vector``);
     an atomic store accumulates; parameter names are distinct and no Let or loop
     variable redeclares a visible name; ``kernel.gpu``'s group and flat loops
     exist, of the kinds the mapping needs; ``kernel.overwrites`` names output
@@ -165,6 +168,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 fail("a parallel loop must be the kernel's only top-level statement")
             if s.jam is not None:
                 _check_jam(s, fail)
+            if s.vector is not None:
+                _check_vector(s, kernel, fail)
             if s.kind in MMA_KINDS:
                 _check_tile(s, id(s) in tile_inner, in_lanes[0], fail)
                 if s.kind is LoopKind.MMA_M:
@@ -276,6 +281,23 @@ def _check_jam(loop: For, fail) -> None:
         fail(f"jam of the loop over '{name}' does not match its body: it needs "
              + ("none (the body cannot be copied)" if expected is None else
                 f"copies {list(expected.copies)} and sums "
+                f"{[v.name for v in expected.sums]}"))
+
+
+def _check_vector(loop: For, kernel: Kernel, fail) -> None:
+    """A loop's VectorLoads: on the serial loop a lane group shares
+    (``kernel.gpu.group``, the only one whose vectors the CUDA renderer
+    prints), and the width, loads and sums ``ir.vector.vector_of`` finds."""
+    name = loop.var.name
+    if loop.kind is not LoopKind.SERIAL or kernel.gpu is None or kernel.gpu.group != name:
+        fail(f"vector loads on the loop over '{name}', which is not the serial loop a "
+             f"lane group shares (gpu_group)")
+    expected = vector_of(loop)
+    if expected != loop.vector:
+        fail(f"vector loads of the loop over '{name}' do not match its body: it needs "
+             + ("none" if expected is None else
+                f"width {expected.width}, loads "
+                f"{[format_expr(x) for x in expected.loads]}, sums "
                 f"{[v.name for v in expected.sums]}"))
 
 
