@@ -130,8 +130,11 @@ def test_the_verifier_refuses_vectors_that_do_not_fit():
     lane = next(n for n in walk(k.body) if isinstance(n, For) and n.kind is LoopKind.GPU_LANE)
     moved = replace(k, body=rewrite(k.body, lambda n: replace(n, vector=loop.vector)
                                     if n == lane else n))
-    with pytest.raises(spc.CompileError, match="not the serial loop a lane group shares"):
+    with pytest.raises(spc.CompileError, match="do not match its body"):
         verify(moved)
+    ungrouped = replace(k, gpu=replace(k.gpu, group=None, flat=None))
+    with pytest.raises(spc.CompileError, match="not the serial loop a lane group shares"):
+        verify(ungrouped)
 
 
 def test_the_renderer_reads_vectors_where_the_ir_has_them():

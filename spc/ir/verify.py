@@ -169,7 +169,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             if s.jam is not None:
                 _check_jam(s, fail)
             if s.vector is not None:
-                _check_vector(s, kernel, fail)
+                _check_vector(s, fail)
             if s.kind in MMA_KINDS:
                 _check_tile(s, id(s) in tile_inner, in_lanes[0], fail)
                 if s.kind is LoopKind.MMA_M:
@@ -209,6 +209,13 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     stmt(kernel.body, set(sizes), True)
     if kernel.gpu is not None:
         _check_gpu(kernel, fail)
+    for loop in walk(kernel.body):
+        if isinstance(loop, For) and loop.vector is not None and (
+                loop.kind is not LoopKind.SERIAL or kernel.gpu is None
+                or kernel.gpu.group != loop.var.name):
+            fail(f"vector loads on the loop over '{loop.var.name}', which is not the serial "
+                 f"loop a lane group shares (gpu_group; the only one whose vectors the "
+                 f"CUDA renderer prints)")
     for name in kernel.overwrites:
         if name not in bufs or bufs[name].role is not ParamRole.OUTPUT:
             fail(f"overwrites '{name}', which is not an output buffer")
@@ -284,14 +291,10 @@ def _check_jam(loop: For, fail) -> None:
                 f"{[v.name for v in expected.sums]}"))
 
 
-def _check_vector(loop: For, kernel: Kernel, fail) -> None:
-    """A loop's VectorLoads: on the serial loop a lane group shares
-    (``kernel.gpu.group``, the only one whose vectors the CUDA renderer
-    prints), and the width, loads and sums ``ir.vector.vector_of`` finds."""
+def _check_vector(loop: For, fail) -> None:
+    """A loop's VectorLoads: the width, loads and sums ``ir.vector.vector_of``
+    finds (which loop may have one: ``verify``, after the launch shape)."""
     name = loop.var.name
-    if loop.kind is not LoopKind.SERIAL or kernel.gpu is None or kernel.gpu.group != name:
-        fail(f"vector loads on the loop over '{name}', which is not the serial loop a "
-             f"lane group shares (gpu_group)")
     expected = vector_of(loop)
     if expected != loop.vector:
         fail(f"vector loads of the loop over '{name}' do not match its body: it needs "
