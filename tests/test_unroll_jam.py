@@ -24,7 +24,7 @@ from spc.ir.traverse import rewrite, walk
 from spc.ir.verify import verify
 from spc.passes.unroll_jam import unroll_jam
 
-from matrices import MATRICES, assert_allclose
+from matrices import assert_allclose
 from test_cuda_render import SMALL, _named_operands, _run_with
 
 CUDA = dict(target="cuda", arch="sm_90")

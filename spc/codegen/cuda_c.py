@@ -1,9 +1,10 @@
 """Loop IR -> CUDA C (the body of one ``__global__`` function).
 
-The mapping is already in the IR (see :mod:`spc.passes.map_gpu` and
-:mod:`spc.passes.unroll_jam`); this module only spells it out, except for the
-lane groups and flat enumeration of ``gpu.group`` kernels and their 16-byte
-vector loads, which it still lays out itself (last item below):
+The mapping is already in the IR (see :mod:`spc.passes.map_gpu`,
+:mod:`spc.passes.unroll_jam` and :mod:`spc.passes.vector_loads`); this module
+only spells it out, except for the lane groups and flat enumeration of
+``gpu.group`` kernels, which it still lays out itself around launch-time
+choices (last item below):
 
 * ``@gpu_warp`` at the top: one warp per iteration, ``WARPS_PER_BLOCK`` warps
   to a block, grid-stride; inside a ``@gpu_block`` loop: the block's warps
@@ -40,8 +41,9 @@ vector loads, which it still lays out itself (last item below):
   is a template over the lane-group size ``spc_group`` too, instantiated for
   1, 2, 4, ... 32 (``name_g<G>``, ``name_i32_g<G>``): a group of that many
   lanes shares each lane iteration, the reduction loop spread over the group
-  in 16-byte vectors where aligned (checked at run time) and summed by
-  shuffles inside the group.  ``spc_split`` warps share an outer iteration;
+  (in 16-byte vectors where the loop's ``vector`` says so and the loads are
+  aligned, checked at run time, with a scalar loop for the rest) and summed
+  by shuffles inside the group.  ``spc_split`` warps share an outer iteration;
   with ``gpu.flat`` and ``spc_flat`` > 0 the pairs (outer iteration,
   position) are enumerated flat instead, equal chunks of positions per warp
   (see ``grouped_warp_loop``).

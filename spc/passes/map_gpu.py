@@ -71,7 +71,7 @@ from dataclasses import replace
 from itertools import count
 
 from ..ir.nodes import (Alloc, Assign, BinOp, CompareSwap, Block, Buffer, Const, DType, Expr, For,
-                        GpuMapping, GridMode, If, Kernel, Let, Load, LoopKind, Neg, ParamRole,
+                        GpuMapping, GridMode, If, Kernel, Let, Load, LoopKind, ParamRole,
                         Stmt, Store, Var, WarpSum, While, block, dtype_of)
 from .map_parallel import _binds
 from ..ir.affine import coefficient as _coefficient, inline, let_env, \
