@@ -22,6 +22,8 @@ from spc.passes.map_gpu import map_gpu
 from spc.passes.mark_noncanonical import mark_noncanonical
 from spc.passes.overwrite_outputs import overwrite_outputs
 from spc.passes.simplify import simplify
+from spc.passes.unroll_jam import unroll_jam
+from spc.passes.vector_loads import vector_loads
 
 from matrices import MATRICES, assert_allclose, dense_operand
 from test_expressions import CASES as EXPRESSION_CASES
@@ -244,9 +246,11 @@ def test_map_gpu_golden(kernel, kw, deterministic, golden):
     mapped = simplify(map_gpu(k, deterministic=deterministic))
     assert format_kernel(mapped) == golden
     # the target's pipeline gives the same IR, marked with what it accepts and
-    # what it overwrites
+    # what it overwrites, its lane loops jammed and its lane group's loop reading
+    # vectors where they can
     ck = spc.compile(kernel, target="cuda", arch="sm_90", deterministic=deterministic, **kw)
-    assert ck.ir == format_kernel(overwrite_outputs(mark_noncanonical(mapped)))
+    assert ck.ir == format_kernel(
+        vector_loads(unroll_jam(overwrite_outputs(mark_noncanonical(mapped)))))
 
 
 def test_deterministic_mode_has_no_atomics():
@@ -268,22 +272,24 @@ class InterpLauncher:
     """Runs a kernel in the reference interpreter with the CPU runtime's calling
     convention (buffers and sizes in parameter order)."""
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, launch=None):
         self.kernel = kernel
+        self.launch = launch
 
     def __call__(self, buffers, sizes, nthreads=1):
         args, b, s = {}, iter(buffers), iter(sizes)
         for p in self.kernel.params:
             args[p.name] = next(b) if isinstance(p.value, Buffer) else next(s)
-        run_kernel(self.kernel, args)
+        run_kernel(self.kernel, args, launch=self.launch)
 
 
-def _run_with(kernels, kernel, kw, dtype, *args, **kwargs):
-    """Call a CPU CompiledKernel of ``kernel`` whose launchers interpret ``kernels``."""
+def _run_with(kernels, kernel, kw, dtype, *args, launch=None, **kwargs):
+    """Call a CPU CompiledKernel of ``kernel`` whose launchers interpret ``kernels``
+    (with the launch choices ``launch``, see ``run_kernel``)."""
     ck = spc.compile(kernel, dtype=dtype, **kw)
     v = ck._variant(DType.I32)
     assert [k.params for k in v.kernels] == [k.params for k in kernels]
-    v.launchers = [InterpLauncher(k) for k in kernels]
+    v.launchers = [InterpLauncher(k, launch) for k in kernels]
     ck._plan = None          # no fast path: it would call the launchers the same way anyway
     return ck(*args, **kwargs)
 

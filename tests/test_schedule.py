@@ -119,14 +119,14 @@ def _names(passes):
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "online_softmax", "collapse_rows", "tensorize", "collapse_blocks", "workspaces_gpu", "map_gpu",
       "simplify", "mark_noncanonical",
-      "overwrite_outputs", "widen_outputs"]),
+      "overwrite_outputs", "widen_outputs", "unroll_jam", "vector_loads"]),
     (spc.Schedule(parallel=False),
      ["simplify", "online_softmax", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
       "bitmap_workspaces", "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "online_softmax", "collapse_rows", "collapse_blocks", "workspaces_gpu", "simplify",
       "mark_noncanonical", "overwrite_outputs",
-      "widen_outputs"]),
+      "widen_outputs", "unroll_jam", "vector_loads"]),
 ], ids=["default", "serial"])
 def test_the_pipelines_follow_the_schedule(schedule, cpu, cuda):
     assert _names(cpu_pipeline(schedule)) == cpu

@@ -65,7 +65,7 @@ def test_the_cuda_ir_gives_warps_pieces_and_adds_partial_sums_atomically():
         "    let i: i64 = A_segment_rows[i_seg]",
         "    let A0_p0: i64 = i",
         "    let C0_p1: i64 = i",
-        "    for j in [0, size_j) @gpu_lane_split:",
+        "    for j in [0, size_j) @gpu_lane_split jam(4, copies=[B1_p5, C_vals_reg, j], when=wide):",
         "      let C_vals_reg: f32 = 0.0f",
         "      for A1_p2 in [A_segment_starts[i_seg], A_segment_starts[i_seg + 1]):",
         "        let k: i64 = A1_crd[A1_p2]",

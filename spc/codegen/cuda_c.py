@@ -1,7 +1,10 @@
 """Loop IR -> CUDA C (the body of one ``__global__`` function).
 
-The mapping is already in the IR (see :mod:`spc.passes.map_gpu`); this module
-only spells it out:
+The mapping is already in the IR (see :mod:`spc.passes.map_gpu`,
+:mod:`spc.passes.unroll_jam` and :mod:`spc.passes.vector_loads`); this module
+only spells it out, except for the lane groups and flat enumeration of
+``gpu.group`` kernels, which it still lays out itself around launch-time
+choices (last item below):
 
 * ``@gpu_warp`` at the top: one warp per iteration, ``WARPS_PER_BLOCK`` warps
   to a block, grid-stride; inside a ``@gpu_block`` loop: the block's warps
@@ -12,6 +15,19 @@ only spells it out:
   (the last statement of a top ``@gpu_warp`` loop): the pair (outer iteration,
   32-iteration chunk) is the warp's work item, and each lane runs at most one
   iteration.
+* A loop's ``jam`` (``passes/unroll_jam.py`` decides it, ``ir.nodes.Jam``
+  says what it means) is spelt as ``jam.factor`` copies of the body per
+  step, interleaved statement by statement: one C variable per copy of each
+  of ``jam.copies`` (``v__0``, ``v__1``...), a validity flag per copy past
+  the first (``spc_ok__u``) guarding its loads of copied indices, its stores
+  and its sums, and partial sums ``r__u`` for ``jam.sums`` added up after the
+  loop.  A jammed ``@gpu_lane`` loop runs its copies 32 apart (a plain lane
+  loop when it has fewer than ``jam.min_trips`` iterations); a jammed
+  ``@gpu_lane_split`` loop takes chunks of ``32 * factor`` iterations when
+  the launch sets ``spc_wide`` (``jam.launch``); a block's jammed
+  ``@gpu_warp`` loop runs its copies 8 (the block's warps) apart.  A jam
+  anywhere else is refused.  Serial loops inside lanes or threads get
+  ``#pragma unroll`` hints (4, or 2 inside a jammed body) for nvcc.
 * Statements outside lane loops run on every lane alike (their values agree);
   their stores to global memory are made by lane 0 alone.  A lane loop that
   stores (to global memory or a shared array) is followed by ``__syncwarp()`` so
@@ -25,8 +41,9 @@ only spells it out:
   is a template over the lane-group size ``spc_group`` too, instantiated for
   1, 2, 4, ... 32 (``name_g<G>``, ``name_i32_g<G>``): a group of that many
   lanes shares each lane iteration, the reduction loop spread over the group
-  in 16-byte vectors where aligned (checked at run time) and summed by
-  shuffles inside the group.  ``spc_split`` warps share an outer iteration;
+  (in 16-byte vectors where the loop's ``vector`` says so and the loads are
+  aligned, checked at run time, with a scalar loop for the rest) and summed
+  by shuffles inside the group.  ``spc_split`` warps share an outer iteration;
   with ``gpu.flat`` and ``spc_flat`` > 0 the pairs (outer iteration,
   position) are enumerated flat instead, equal chunks of positions per warp
   (see ``grouped_warp_loop``).
@@ -46,9 +63,10 @@ from itertools import count
 from ..errors import CompileError, UnsupportedError
 from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
+                        Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.printer import WARP_OPS
+from ..ir.affine import inline, let_env
 from ..ir.traverse import rewrite, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
                               all_stmts, stmts_of)
@@ -137,7 +155,6 @@ def _top_loop(kernel: Kernel):
 
 
 def _inline_lets(e, lets):
-    from ..passes.map_gpu import inline
     return inline(e, {s.var.name: s.value for s in lets})
 
 
@@ -179,7 +196,6 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
         lane, red = _group_loops(kernel)
         inner_lets = [s for s in body[:-1] if isinstance(s, Let)]
         env = {s.var.name: s.value for s in lets + inner_lets}
-        from ..passes.map_gpu import inline
         buffers = [p.name for p in kernel.params if isinstance(p.value, Buffer)]
         lane_buffer = None
         from ..ir.traverse import walk
@@ -203,9 +219,8 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
                           flat=kernel.gpu.flat == lane.var.name)
     if body and isinstance(body[-1], For) and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
         chunk_lo, chunk_hi = body[-1].lo, body[-1].hi
-        unroll = kernel.gpu.unroll
-        if unroll > 1 and jam_plan(body[-1]) is not None:
-            wide = WARP_SIZE * unroll
+        if body[-1].jam is not None:
+            wide = WARP_SIZE * body[-1].jam.factor
     return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, chunk_lo, chunk_hi, wide,
                       items_buffer=items_buffer)
 
@@ -330,59 +345,6 @@ def _converted(e, dt: DType, **kw) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Unroll-and-jam of lane loops
-# ---------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Jam:
-    """How a lane loop's body runs ``UNROLL`` iterations at once in one lane.
-
-    ``variant``: variables whose value differs between the copies (the loop
-    variable and what is computed from it), one C variable per copy.
-    ``reductions``: variables declared outside the loop that the body sums
-    into (``r = r + e``): copy 0 is the variable itself, the others are
-    partial sums added to it after the loop.
-    """
-    variant: frozenset
-    reductions: tuple
-
-
-def jam_plan(loop: For) -> Jam | None:
-    """A Jam for ``loop``'s body, or None when its control flow (loop bounds,
-    conditions) depends on the loop variable, or it allocates arrays, or it
-    assigns outer variables other than by summing into them."""
-    body = loop.body
-    stmts = list(all_stmts(body))
-    if any(isinstance(n, Alloc) for n in stmts):
-        return None
-    variant = {loop.var.name}
-    changed = True
-    while changed:
-        changed = False
-        for n in stmts:
-            if isinstance(n, (Let, Assign)) and n.var.name not in variant \
-                    and _reads(n.value) & variant:
-                variant.add(n.var.name)
-                changed = True
-    for n in stmts:
-        if isinstance(n, For) and (_reads(n.lo) | _reads(n.hi)) & variant:
-            return None
-        if isinstance(n, (While, If)) and _reads(n.cond) & variant:
-            return None
-    local = {n.var.name for n in stmts if isinstance(n, (Let, For))}
-    reductions = {}
-    for n in stmts:
-        if isinstance(n, Assign) and n.var.name not in local:
-            v = n.value
-            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
-                    and v.lhs.name == n.var.name and n.var.name not in _reads(v.rhs)):
-                return None
-            reductions[n.var.name] = n.var
-            variant.add(n.var.name)
-    return Jam(frozenset(variant), tuple(reductions.values()))
-
-
-# ---------------------------------------------------------------------------
 # Statements
 # ---------------------------------------------------------------------------
 
@@ -398,7 +360,6 @@ class _Body:
         # what a lane's store may show the warp's other lanes: parameters, shared arrays
         self.visible = self.params | {n.buf.name for n in walk(kernel.body)
                                       if isinstance(n, Alloc) and n.shared}
-        self.unroll = kernel.gpu.unroll if kernel.gpu is not None else 1
         self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
         self.tmp = count()
@@ -492,6 +453,12 @@ class _Body:
         if s.kind is LoopKind.MMA_M:
             self.mma_tile(s, depth, ctx)
             return
+        if s.jam is not None and (s.kind, ctx) not in ((LoopKind.GPU_LANE, "warp"),
+                                                        (LoopKind.GPU_WARP, "block")):
+            self.unjammable(s, ctx)
+        if s.vector is not None:
+            raise CompileError(f"kernel {self.kernel.name}: the loop over {s.var.name} reads "
+                               f"vectors outside a lane group ({ctx} context)")
         v = c_name(s.var.name)
         lo, hi = self.fresh("lo"), self.fresh("hi")
         kind = s.kind
@@ -535,9 +502,8 @@ class _Body:
                         f"+ spc_warp; {v} < {hi}; {v} += (spc_idx)gridDim.x * "
                         f"{WARPS_PER_BLOCK})")
             elif ctx == "block":
-                jam = jam_plan(s) if self.unroll > 1 else None
-                if jam is not None and not jam.reductions:
-                    self.jammed_warp_loop(s, jam, lo, hi, d)
+                if s.jam is not None:
+                    self.jammed_warp_loop(s, s.jam, lo, hi, d)
                     self.emit(depth, "}")
                     return
                 head = (f"for (spc_idx {v} = {lo} + spc_warp; {v} < {hi}; "
@@ -557,39 +523,48 @@ class _Body:
         self.emit(d, "}")
         self.emit(depth, "}")
 
+    def unjammable(self, s: For, ctx: str) -> None:
+        raise CompileError(f"kernel {self.kernel.name}: the @{s.kind.value} loop over "
+                           f"{s.var.name} is jammed where no jammed form is printed ({ctx} "
+                           f"context; see passes/unroll_jam.py)")
+
     # -- lane loops --------------------------------------------------------------
     def lane_loop(self, s: For, lo: str, hi: str, d: int) -> None:
         """``for (v = lo + lane; v < hi; v += 32)``; when the body allows it and
         the loop is long, ``unroll`` iterations per lane at once (unroll-and-jam:
         shared work once, independent loads and sums per copy)."""
         v = c_name(s.var.name)
-        jam = jam_plan(s) if self.unroll > 1 else None
+        jam = s.jam
         plain = f"for (spc_idx {v} = {lo} + spc_lane; {v} < {hi}; {v} += {WARP_SIZE})"
         if jam is None:
             self.emit(d, plain + " {")
             self.block(s.body, d + 1, "lane")
             self.emit(d, "}")
         else:
-            u_n = self.unroll
-            self.emit(d, f"if ({hi} - {lo} >= {WARP_SIZE * (u_n - 1)}) {{")
-            for r in jam.reductions:
+            u_n = jam.factor
+            dj = d
+            if jam.min_trips > 0:
+                self.emit(d, f"if ({hi} - {lo} >= {jam.min_trips}) {{")
+                dj = d + 1
+            for r in jam.sums:
                 for u in range(1, u_n):
-                    self.emit(d + 1, f"{c_type(r.dtype)} {c_name(r.name)}__{u} = "
-                                     f"({c_type(r.dtype)})0;")
+                    self.emit(dj, f"{c_type(r.dtype)} {c_name(r.name)}__{u} = "
+                                  f"({c_type(r.dtype)})0;")
             j0 = self.fresh("j")
-            self.emit(d + 1, f"for (spc_idx {j0} = {lo} + spc_lane; {j0} < {hi}; "
-                             f"{j0} += {WARP_SIZE * u_n}) {{")
-            ok = self.copies(s, jam, j0, hi, d + 2, first_valid=True)
-            self.jam_block(s.body, d + 2, jam, ok)
-            self.emit(d + 1, "}")
-            for r in jam.reductions:
+            self.emit(dj, f"for (spc_idx {j0} = {lo} + spc_lane; {j0} < {hi}; "
+                          f"{j0} += {WARP_SIZE * u_n}) {{")
+            ok = self.copies(s, jam, j0, hi, dj + 1, first_valid=True)
+            self.jam_block(s.body, dj + 1, jam, ok)
+            self.emit(dj, "}")
+            for r in jam.sums:
                 parts = " + ".join(f"{c_name(r.name)}__{u}" for u in range(1, u_n))
-                self.emit(d + 1, f"{c_name(r.name)} = {c_name(r.name)} + ({parts});")
-            self.emit(d, "} else {")
-            self.emit(d + 1, plain + " {")
-            self.block(s.body, d + 2, "lane")
-            self.emit(d + 1, "}")
-            self.emit(d, "}")
+                self.emit(dj, f"{c_name(r.name)} = {c_name(r.name)} + ({parts});")
+            if jam.min_trips > 0:
+                self.emit(d, "} else {")
+                self.emit(d + 1, plain + " {")
+                self.block(s.body, d + 2, "lane")
+                self.emit(d + 1, "}")
+                self.emit(d, "}")
         if any(isinstance(n, (Store, CompareSwap)) and n.buf.name in self.visible
                for n in walk(s.body)):
             self.emit(d, "__syncwarp();")
@@ -598,7 +573,7 @@ class _Body:
                stride: int | str = WARP_SIZE) -> list[str]:
         """Declare each copy's loop variable and validity; return the validity names."""
         ok = []
-        for u in range(self.unroll):
+        for u in range(jam.factor):
             name = f"{c_name(s.var.name)}__{u}"
             step = stride * u if isinstance(stride, int) else f"{stride} * {u}"
             self.emit(d, f"const spc_idx {name} = {j0} + {step};")
@@ -615,16 +590,17 @@ class _Body:
         (their loads and warp sums in flight together)."""
         p0 = self.fresh("p")
         self.emit(d, f"for (spc_idx {p0} = {lo} + spc_warp; {p0} < {hi}; "
-                     f"{p0} += {WARPS_PER_BLOCK * self.unroll}) {{")
+                     f"{p0} += {WARPS_PER_BLOCK * jam.factor}) {{")
         ok = self.copies(s, jam, p0, hi, d + 1, first_valid=True, stride=WARPS_PER_BLOCK)
         self.jam_block(s.body, d + 1, jam, ok, "warp")
         self.emit(d, "}")
 
     def copy_namer(self, jam: Jam, u: int):
-        reductions = {r.name for r in jam.reductions}
+        reductions = {r.name for r in jam.sums}
+        copies = set(jam.copies)
 
         def name(n: str) -> str:
-            if n in jam.variant and not (u == 0 and n in reductions):
+            if n in copies and not (u == 0 and n in reductions):
                 return f"{c_name(n)}__{u}"
             return c_name(n)
         return name
@@ -634,10 +610,11 @@ class _Body:
             self.jam_stmt(s, d, jam, ok, ctx)
 
     def jam_stmt(self, s, d: int, jam: Jam, ok: list[str], ctx: str) -> None:
-        reductions = {r.name for r in jam.reductions}
-        if isinstance(s, (Let, Assign)) and s.var.name in jam.variant:
+        reductions = {r.name for r in jam.sums}
+        variant = set(jam.copies)
+        if isinstance(s, (Let, Assign)) and s.var.name in variant:
             for u, flag in enumerate(ok):
-                kw = dict(name=self.copy_namer(jam, u), guard=flag, variant=jam.variant)
+                kw = dict(name=self.copy_namer(jam, u), guard=flag, variant=variant)
                 lhs = kw["name"](s.var.name)
                 value = _converted(s.value, s.var.dtype, **kw)
                 if isinstance(s, Let):
@@ -651,12 +628,14 @@ class _Body:
         elif isinstance(s, Store):
             for u, flag in enumerate(ok):
                 text = self.store(s, ctx, name=self.copy_namer(jam, u), guard=flag,
-                                  variant=jam.variant)
+                                  variant=variant)
                 self.emit(d, text if flag == "true" else f"if ({flag}) {text}")
         elif isinstance(s, Block):
             self.jam_block(s, d, jam, ok, ctx)
         elif isinstance(s, For) and s.kind is LoopKind.GPU_LANE and ctx == "warp":
             # a lane loop inside a jammed warp loop: lane-strided, each copy's work inside
+            if s.jam is not None:
+                self.unjammable(s, "jammed warp")
             v = c_name(s.var.name)
             lo, hi = self.fresh("lo"), self.fresh("hi")
             self.emit(d, "{")
@@ -710,6 +689,8 @@ class _Body:
         ``32 / spc_group`` consecutive positions, every position's outer
         iteration found by search."""
         lane = body[-1]
+        if lane.jam is not None:
+            self.unjammable(lane, "lane group")
         per = f"({WARP_SIZE} / spc_group)"
         self.emit(d, "const int spc_sub = spc_lane & (spc_group - 1);")
         self.emit(d, "(void)spc_sub;")
@@ -759,7 +740,6 @@ class _Body:
         by a shuffle search among them (a binary search past them when more than
         31 rows end inside one step); a step inside the current row (long rows)
         skips the search."""
-        from ..passes.map_gpu import inline
         from ..ir.traverse import rewrite
         lane = body[-1]
         lets = [c for c in body[:-1] if isinstance(c, Let)]
@@ -845,14 +825,13 @@ class _Body:
         moves with the loop reads consecutive, aligned elements: checked at run
         time, with a scalar loop for the rest), into per-lane partial sums added
         up by a shuffle sum inside the group."""
-        from ..passes.map_gpu import _rename
         local = {n.var.name for n in all_stmts(r.body) if isinstance(n, (Let, For))}
         local.add(r.var.name)
         reds: dict[str, Var] = {}
         for n in all_stmts(r.body):
             if isinstance(n, Assign) and n.var.name not in local:
                 reds.setdefault(n.var.name, n.var)
-        vec = self.vector_plan(r, local, reds)
+        vec = self.vector_parts(r)
         width = vec[0] if vec is not None else 1
         parts = {name: [Var(f"spc_part_{next(self.tmp)}", var.dtype) for _ in range(width)]
                  for name, var in reds.items()}
@@ -901,7 +880,8 @@ class _Body:
             self.emit(d1, "}")
         body = r.body
         for name, ps in parts.items():
-            body = _rename(body, name, ps[0])
+            body = rewrite(body, lambda n, name=name, new=ps[0]: new
+                           if isinstance(n, Var) and n.name == name else n)
         self.emit(d1, "#pragma unroll 4")
         self.emit(d1, f"for (spc_idx {c_name(r.var.name)} = {kt} + spc_sub; "
                       f"{c_name(r.var.name)} < {khi}; {c_name(r.var.name)} += spc_group) {{")
@@ -917,68 +897,27 @@ class _Body:
                           f"spc_group_sum<spc_group>(({c_type(var.dtype)})({total}));")
         self.emit(d, "}")
 
-    def vector_plan(self, r: For, local: set, reds: dict):
-        """(width, [(load, base)], [(reduction, summand with loads as spc_vloadN)]) when
-        the body is Lets and sums only, every load that moves with the loop is at
-        ``base + var`` of one float type (4 floats or 2 doubles to 16 bytes) and
-        nothing else reads the loop variable; else None."""
-        from ..passes.map_gpu import _coefficient, _signed_terms, inline, let_env
-        from ..ir.traverse import rewrite, walk
-        stmts = stmts_of(r.body)
-        if not all(isinstance(n, (Let, Assign)) for n in stmts):
+    def vector_parts(self, r: For):
+        """(width, [(load, base)], [(sum, summand with loads as spc_vloadN)]) of a
+        loop's ``vector`` (``passes/vector_loads.py``), None without one: each
+        load read at ``base + var`` (the loop variable set to 0 in its index), the
+        summands with the body's Lets inlined."""
+        vec = r.vector
+        if vec is None:
             return None
-        env = let_env(r.body)
         k = r.var.name
-        variant = local - {k}
-        loads: list = []
+        loads = [(x, rewrite(x.index, lambda y: Const(0, DType.I64)
+                             if isinstance(y, Var) and y.name == k else y))
+                 for x in vec.loads]
+        env = let_env(r.body)
         exprs = []
-        for n in stmts:
-            if not isinstance(n, Assign):
-                continue
-            v = n.value
-            if not (isinstance(v, BinOp) and v.op == "+" and isinstance(v.lhs, Var)
-                    and v.lhs.name == n.var.name and n.var.name in reds):
-                return None
-            e = inline(v.rhs, env)
-            if _reads(e) & variant:
-                return None
-            found: list = []
-            for x in walk(e):
-                if isinstance(x, Load) and k in _reads(x.index):
-                    coef, rest = 0, []
-                    for sign, term in _signed_terms(x.index):
-                        if k in _reads(term):
-                            c = _coefficient(term, k)
-                            if c is None:
-                                return None
-                            coef += sign * c
-                        else:
-                            rest.append((sign, term))
-                    if coef != 1 or any(isinstance(y, Load) and k in _reads(y.index)
-                                        for y in walk(x.index)):
-                        return None
-                    found.append(x)
-            mapping = {}
-            for x in found:
-                keyed = [i for i, (ld, _) in enumerate(loads) if ld == x]
-                if keyed:
-                    mapping[x] = keyed[0]
-                else:
-                    base = rewrite(x.index, lambda y: Const(0, DType.I64)
-                                   if isinstance(y, Var) and y.name == k else y)
-                    loads.append((x, base))
-                    mapping[x] = len(loads) - 1
-            e = rewrite(e, lambda y: Var(f"spc_vload{mapping[y]}", y.buf.dtype)
-                        if isinstance(y, Load) and y in mapping else y)
-            exprs.append((n.var.name, e))
-        if not loads:
-            return None
-        dts = {ld.buf.dtype for ld, _ in loads}
-        if dts == {DType.F32}:
-            return 4, loads, exprs
-        if dts == {DType.F64}:
-            return 2, loads, exprs
-        return None
+        for n in stmts_of(r.body):
+            if isinstance(n, Assign):
+                e = rewrite(inline(n.value.rhs, env),
+                            lambda y: Var(f"spc_vload{vec.loads.index(y)}", y.buf.dtype)
+                            if isinstance(y, Load) and y in vec.loads else y)
+                exprs.append((n.var.name, e))
+        return vec.width, loads, exprs
 
     def split_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
         """A top @gpu_warp loop whose body ends in a @gpu_lane_split loop: each
@@ -986,10 +925,10 @@ class _Body:
         iterations, one per lane, or with ``spc_wide`` (chosen at launch)
         32 * unroll iterations, ``unroll`` per lane, unrolled and jammed."""
         split = body[-1]
-        jam = jam_plan(split) if self.unroll > 1 else None
+        jam = split.jam
         jlo, jhi, width, chunks, items, w, j0 = (
             self.fresh(x) for x in ("jlo", "jhi", "width", "chunks", "items", "w", "j0"))
-        wide = f"{WARP_SIZE * self.unroll}" if jam is not None else f"{WARP_SIZE}"
+        wide = f"{WARP_SIZE * jam.factor}" if jam is not None else f"{WARP_SIZE}"
         self.emit(d, f"const spc_idx {jlo} = {render_expr(split.lo)};")
         self.emit(d, f"const spc_idx {jhi} = {render_expr(split.hi)};")
         self.emit(d, f"const spc_idx {width} = spc_wide ? {wide} : {WARP_SIZE};")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, DType, For, If,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, DType, For, If, Jam,
                     Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
 
@@ -130,10 +130,10 @@ class _Races:
         self.writers[key] = me
 
 
-def _exec(s, env, bufs, races: _Races | None = None):
+def _exec(s, env, bufs, races: _Races | None = None, launch: dict | None = None):
     if isinstance(s, Block):
         for c in s.body:
-            _exec(c, env, bufs, races)
+            _exec(c, env, bufs, races, launch)
     elif isinstance(s, (Let, Assign)):
         env[s.var.name] = _NP[s.var.dtype](_eval(s.value, env, bufs))
     elif isinstance(s, Store):
@@ -167,26 +167,103 @@ def _exec(s, env, bufs, races: _Races | None = None):
             if s.kind is LoopKind.GPU_LANE:
                 races.runs += 1
                 run = ("lane run", races.runs)
-        for v in range(lo, hi):
+        def iteration(v):
             env[s.var.name] = np.int64(v)
             if concurrent:
                 races.path.append((run, v))
-            _exec(s.body, env, bufs, races)
+            _exec(s.body, env, bufs, races, launch)
             if concurrent:
                 races.path.pop()
+
+        if s.jam is not None and _jammed(s.jam, lo, hi, launch):
+            _run_jammed(s.jam, lo, hi, env, iteration)
+        elif s.vector is not None:
+            _run_vectors(s, lo, hi, env, bufs, iteration)
+        else:
+            for v in range(lo, hi):
+                iteration(v)
     elif isinstance(s, While):
         while _eval(s.cond, env, bufs):
-            _exec(s.body, env, bufs, races)
+            _exec(s.body, env, bufs, races, launch)
     elif isinstance(s, If):
         if _eval(s.cond, env, bufs):
-            _exec(s.then, env, bufs, races)
+            _exec(s.then, env, bufs, races, launch)
         elif s.otherwise is not None:
-            _exec(s.otherwise, env, bufs, races)
+            _exec(s.otherwise, env, bufs, races, launch)
     else:
         raise TypeError(f"cannot execute {s!r}")
 
 
-def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = True) -> None:
+def _jammed(jam: Jam, lo: int, hi: int, launch: dict | None) -> bool:
+    """Whether a loop of ``hi - lo`` iterations runs jammed (``Jam.min_trips``,
+    ``Jam.launch`` read from ``launch``, a jammed loop where it names none)."""
+    if hi - lo < jam.min_trips:
+        return False
+    return jam.launch is None or bool((launch or {}).get(jam.launch, True))
+
+
+def _run_jammed(jam: Jam, lo: int, hi: int, env: dict, iteration) -> None:
+    """The iterations of a jammed loop in steps of ``jam.factor`` (one lane:
+    copies one iteration apart), copy ``u > 0`` summing into its own partial
+    sums, added to the variables after the loop as the CUDA code adds them."""
+    partial = {v.name: [_NP[v.dtype](0)] * (jam.factor - 1) for v in jam.sums}
+    for first in range(lo, hi, jam.factor):
+        for u in range(min(jam.factor, hi - first)):
+            if u == 0:
+                iteration(first)
+                continue
+            own = {name: env[name] for name in partial}
+            for name, parts in partial.items():
+                env[name] = parts[u - 1]
+            iteration(first + u)
+            for name, parts in partial.items():
+                parts[u - 1] = env[name]
+                env[name] = own[name]
+    for v in jam.sums:
+        parts = partial[v.name]
+        total = parts[0]
+        for x in parts[1:]:
+            total = total + x
+        env[v.name] = _NP[v.dtype](env[v.name] + total)
+
+
+def _run_vectors(s: For, lo: int, hi: int, env: dict, bufs, iteration) -> None:
+    """A loop reading vectors (``VectorLoads``): steps of ``width`` iterations,
+    element ``c`` summing into partial sum ``c``, where the loop is long
+    enough and every load's first element is aligned (its index a multiple
+    of ``width``: arrays start 16-byte aligned); the rest into partial sum 0;
+    the partial sums added to the variables after the loop."""
+    vector = s.vector
+    width = vector.width
+    aligned = False
+    if hi - lo >= width:
+        env[s.var.name] = np.int64(lo)
+        aligned = all(int(_eval(x.index, env, bufs)) % width == 0 for x in vector.loads)
+    stop = lo + (hi - lo) // width * width if aligned else lo
+    partial = {v.name: [_NP[v.dtype](0)] * width for v in vector.sums}
+
+    def into(c, v):
+        own = {name: env[name] for name in partial}
+        for name, parts in partial.items():
+            env[name] = parts[c]
+        iteration(v)
+        for name, parts in partial.items():
+            parts[c] = env[name]
+            env[name] = own[name]
+
+    for first in range(lo, stop, width):
+        for c in range(width):
+            into(c, first + c)
+    for v in range(stop, hi):
+        into(0, v)
+    for v in vector.sums:
+        p = partial[v.name]
+        total = (p[0] + p[1]) + (p[2] + p[3]) if width == 4 else p[0] + p[1]
+        env[v.name] = _NP[v.dtype](env[v.name] + total)
+
+
+def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = True,
+               launch: dict[str, object] | None = None) -> None:
     """Execute ``kernel`` on ``args`` (name -> numpy array or int), in place.
 
     Requires: every parameter is in ``args``; arrays have the parameter's dtype.
@@ -194,7 +271,10 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
     With ``check_races``, raises RaceError when two iterations of a concurrent
     loop (CPU threads, GPU blocks, warps, threads or lanes) store to one entry
     without an atomic addition: loops run in order here, so only this check
-    sees the wrong answers such a kernel gives on parallel hardware.  An
+    sees the wrong answers such a kernel gives on parallel hardware.
+    ``launch``: values of the launch choices a kernel's loops name (``Jam.launch``:
+    ``{"wide": False}`` runs the loops that choice jams one iteration at a time);
+    a choice not given takes its jammed form.  An
     output the kernel claims to overwrite (``kernel.overwrites``) is poisoned
     first (NaN, or -1 for integers), as the runtime leaves it unzeroed: a wrong
     claim shows in the results.
@@ -211,4 +291,4 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
             bufs[p.name] = arr if p.role in (ParamRole.OUTPUT, ParamRole.SCRATCH) else arr.copy()
             if p.name in kernel.overwrites:
                 arr.fill(np.nan if p.value.dtype.is_float else -1)
-    _exec(kernel.body, env, bufs, _Races() if check_races else None)
+    _exec(kernel.body, env, bufs, _Races() if check_races else None, launch)

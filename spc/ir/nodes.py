@@ -256,13 +256,72 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True)
+class Jam:
+    """Unroll-and-jam of a concurrent loop (``passes/unroll_jam.py``): each lane
+    (for a ``GPU_WARP`` loop inside a block, each warp) runs ``factor`` of its
+    iterations at once, one copy of the body per iteration, interleaved
+    statement by statement so that their loads are in flight together.
+
+    ``copies``: the variables with one value per copy, sorted (the loop
+    variable and every local computed from it); the rest of the body is the
+    same in every copy and computed once.  ``sums``: variables declared outside
+    the loop that the body only sums into (``r = r + e``), in the order the
+    body first assigns them: copy 0 sums into the variable itself, copy
+    ``u > 0`` into a partial sum of its own that starts at 0 and is added to
+    the variable after the loop, ``r = r + (r__1 + ... + r__{factor-1})``.
+    Copy ``u`` of a step whose first iteration is ``v`` runs iteration
+    ``v + u * stride`` (``stride``: 32 for lane loops, 8 for a block's warps;
+    1 in a single-lane execution, the interpreter's) when it is below ``hi``,
+    and does nothing otherwise.  ``min_trips``: the loop runs unjammed when it
+    has fewer iterations (0: always jammed).  ``launch``: the name of a launch
+    choice (``"wide"``) that runs the loop jammed when true and unjammed when
+    false, or None.
+    """
+    factor: int
+    copies: tuple[str, ...]
+    sums: tuple[Var, ...] = ()
+    min_trips: int = 0
+    launch: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VectorLoads:
+    """A sum reduction loop read ``width`` iterations at a time with one 16-byte
+    load per array (``passes/vector_loads.py``): 4 float32 or 2 float64.
+
+    ``loads``: the loads that move with the loop variable, each at unit stride
+    (its index, with the body's Lets inlined, is ``base + var``), in the order
+    the body first reads them; their index at the loop's first iteration must
+    be a multiple of ``width`` (with arrays 16-byte aligned, the vector is) for
+    the vectors to run.  ``sums``: the variables declared outside the loop the
+    body sums into, in the order it first assigns them.
+
+    Meaning: when the loop has at least ``width`` iterations and every load is
+    so aligned, its first ``width * floor(n / width)`` iterations run in steps
+    of ``width``, iteration ``step + c`` summing into partial sum ``c`` of each
+    variable of ``sums``; the rest run one at a time into partial sum 0.  Else
+    every iteration sums into partial sum 0.  The partial sums start at 0 and
+    are added to the variable after the loop, ``(p0 + p1) + (p2 + p3)``.  On a
+    GPU the loop's lane group shares the steps (``spc_group`` lanes,
+    ``cuda_c.grouped_reduction``) and the group's partial sums are added too.
+    """
+    width: int
+    loads: tuple[Load, ...]
+    sums: tuple[Var, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class For:
-    """``for var in [lo, hi)`` with unit step."""
+    """``for var in [lo, hi)`` with unit step; ``jam``: how a concurrent loop's
+    iterations are unrolled and jammed (None: one at a time); ``vector``: how a
+    lane group's reduction loop reads vectors (None: elements)."""
     var: Var
     lo: Expr
     hi: Expr
     body: "Stmt"
     kind: LoopKind = LoopKind.SERIAL
+    jam: Jam | None = None
+    vector: VectorLoads | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,7 +425,8 @@ class GpuMapping:
     """The launch shape map_gpu gives a kernel, beside its loop kinds.
 
     ``grid``: how the top loop meets the grid.  ``unroll``: iterations of a lane
-    loop one lane may run at once (unrolled and jammed, where its body allows).
+    loop one lane may run at once: ``passes.unroll_jam`` jams the loops whose
+    bodies allow it by this factor (``For.jam``).
     ``group``: the variable of the serial reduction loop (SDDMM's ``k``) that a
     group of lanes may share, inside the top warp loop's lane loop; None when
     the kernel has none.  ``flat``: the variable of that lane loop when it runs

@@ -1,9 +1,9 @@
 """A deterministic text form of the loop IR (used by golden tests and cache keys)."""
 from __future__ import annotations
 
-from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Jam,
                     Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
-                    While, Expr)
+                    VectorLoads, While, Expr)
 
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7,
          "<<": 8}          # bit operations bind tightest here: any operand of << in parentheses
@@ -51,6 +51,25 @@ def format_expr(e: Expr, prec: int = 0) -> str:
     raise TypeError(f"not an expression: {e!r}")
 
 
+def format_jam(jam: Jam) -> str:
+    """``jam(4, copies=[j, x], sums=[acc: f32], min_trips=96, when=wide)``."""
+    parts = [str(jam.factor), f"copies=[{', '.join(jam.copies)}]"]
+    if jam.sums:
+        parts.append(f"sums=[{', '.join(f'{v.name}: {v.dtype.value}' for v in jam.sums)}]")
+    if jam.min_trips:
+        parts.append(f"min_trips={jam.min_trips}")
+    if jam.launch is not None:
+        parts.append(f"when={jam.launch}")
+    return f"jam({', '.join(parts)})"
+
+
+def format_vector(vector: VectorLoads) -> str:
+    """``vector(4, loads=[X[i * K + k], Y[j * K + k]], sums=[acc: f32])``."""
+    loads = ", ".join(format_expr(x) for x in vector.loads)
+    sums = ", ".join(f"{v.name}: {v.dtype.value}" for v in vector.sums)
+    return f"vector({vector.width}, loads=[{loads}], sums=[{sums}])"
+
+
 def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     pad = "  " * depth
     if isinstance(s, Block):
@@ -73,6 +92,10 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
         out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]")
     elif isinstance(s, For):
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"
+        if s.jam is not None:
+            kind += " " + format_jam(s.jam)
+        if s.vector is not None:
+            kind += " " + format_vector(s.vector)
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")
         _stmt_lines(s.body, depth + 1, out)
     elif isinstance(s, While):

@@ -6,6 +6,9 @@ from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Cons
                     Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum, Call,
                     MATH_FUNCTIONS, INT_FUNCTIONS, BIT_OPS,
                     While, dtype_of)
+from .jam import jam_of
+from .printer import format_expr
+from .vector import vector_of
 from .traverse import walk
 
 
@@ -16,6 +19,8 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     integers; conditions are booleans; a PARALLEL loop is the kernel's only
     top-level statement; GPU lane loops are not nested in lane loops, and a
     warp sum is not taken inside one (the warp's lanes must all reach it);
+    a loop's ``jam`` is one the CUDA renderer prints (``_check_jam``), and its
+    ``vector`` too (``_check_vector``);
     an atomic store accumulates; parameter names are distinct and no Let or loop
     variable redeclares a visible name; ``kernel.gpu``'s group and flat loops
     exist, of the kinds the mapping needs; ``kernel.overwrites`` names output
@@ -164,6 +169,10 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
             fixed.add(s.var.name)
             if s.kind is LoopKind.PARALLEL and not top:
                 fail("a parallel loop must be the kernel's only top-level statement")
+            if s.jam is not None:
+                _check_jam(s, fail)
+            if s.vector is not None:
+                _check_vector(s, fail)
             if s.kind in MMA_KINDS:
                 _check_tile(s, id(s) in tile_inner, in_lanes[0], fail)
                 if s.kind is LoopKind.MMA_M:
@@ -203,6 +212,13 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     stmt(kernel.body, set(sizes), True)
     if kernel.gpu is not None:
         _check_gpu(kernel, fail)
+    for loop in walk(kernel.body):
+        if isinstance(loop, For) and loop.vector is not None and (
+                loop.kind is not LoopKind.SERIAL or kernel.gpu is None
+                or kernel.gpu.group != loop.var.name):
+            fail(f"vector loads on the loop over '{loop.var.name}', which is not the serial "
+                 f"loop a lane group shares (gpu_group; the only one whose vectors the "
+                 f"CUDA renderer prints)")
     for name in kernel.overwrites:
         if name not in bufs or bufs[name].role is not ParamRole.OUTPUT:
             fail(f"overwrites '{name}', which is not an output buffer")
@@ -244,6 +260,51 @@ def _check_tile(loop: For, nested: bool, in_lanes: bool, fail) -> None:
             fail(f"@mma_n loop over '{loop.var.name}' must hold one @mma_k loop or no loops")
     elif len(body) != 1 or not isinstance(body[0], Store) or not body[0].accumulate:
         fail(f"@mma_k loop over '{loop.var.name}' must hold one accumulating store")
+
+
+JAM_KINDS = (LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT, LoopKind.GPU_WARP)
+JAM_LAUNCH_CHOICES = ("wide",)
+
+
+def _check_jam(loop: For, fail) -> None:
+    """A loop's Jam: on a lane or warp loop, a factor of at least 2, a launch
+    choice on a ``@gpu_lane_split`` loop and only there, sums and a minimum
+    trip count only on a ``@gpu_lane`` loop, and the copies and sums that
+    ``ir.jam.jam_of`` finds in the body (a pass that changed the body after
+    jamming it left them stale)."""
+    jam, name = loop.jam, loop.var.name
+    if loop.kind not in JAM_KINDS:
+        fail(f"jam on the @{loop.kind.value} loop over '{name}' (lane and warp loops only)")
+    if jam.factor < 2 or jam.min_trips < 0:
+        fail(f"jam of the loop over '{name}': factor {jam.factor} < 2 or "
+             f"min_trips {jam.min_trips} < 0")
+    if (jam.launch is None) == (loop.kind is LoopKind.GPU_LANE_SPLIT) \
+            or (jam.launch is not None and jam.launch not in JAM_LAUNCH_CHOICES):
+        fail(f"jam of the loop over '{name}' when {jam.launch!r}: a @gpu_lane_split loop's "
+             f"jam, and only its, waits for a launch choice, one of {JAM_LAUNCH_CHOICES}")
+    if loop.kind is not LoopKind.GPU_LANE and (jam.sums or jam.min_trips):
+        fail(f"jam of the @{loop.kind.value} loop over '{name}' with sums or min_trips "
+             f"(only a @gpu_lane loop's lanes add partial sums up, or run short loops "
+             f"unjammed)")
+    expected = jam_of(loop, jam.factor, jam.min_trips, jam.launch)
+    if expected != jam:
+        fail(f"jam of the loop over '{name}' does not match its body: it needs "
+             + ("none (the body cannot be copied)" if expected is None else
+                f"copies {list(expected.copies)} and sums "
+                f"{[v.name for v in expected.sums]}"))
+
+
+def _check_vector(loop: For, fail) -> None:
+    """A loop's VectorLoads: the width, loads and sums ``ir.vector.vector_of``
+    finds (which loop may have one: ``verify``, after the launch shape)."""
+    name = loop.var.name
+    expected = vector_of(loop)
+    if expected != loop.vector:
+        fail(f"vector loads of the loop over '{name}' do not match its body: it needs "
+             + ("none" if expected is None else
+                f"width {expected.width}, loads "
+                f"{[format_expr(x) for x in expected.loads]}, sums "
+                f"{[v.name for v in expected.sums]}"))
 
 
 def _check_gpu(kernel: Kernel, fail) -> None:

@@ -5,7 +5,8 @@ The choices are made from the loop IR alone and recorded in it: loop kinds
 ``@gpu_lane_split``), ``warp_sum`` expressions, ``atomic+=`` stores and the
 kernel's typed ``gpu`` field (``GpuMapping``: how the grid is launched,
 ``warp``, ``block``, ``thread`` or ``single_warp``; the unroll factor of lane
-loops; the lane-group and flat loops below).  The interpreter runs the result unchanged
+loops, which ``passes.unroll_jam`` applies at the end of the pipeline; the
+lane-group and flat loops below).  The interpreter runs the result unchanged
 (a warp sum of one lane is its value), so tests compare the numbers before
 and after this pass.
 
@@ -70,9 +71,11 @@ from dataclasses import replace
 from itertools import count
 
 from ..ir.nodes import (Alloc, Assign, BinOp, CompareSwap, Block, Buffer, Const, DType, Expr, For,
-                        GpuMapping, GridMode, If, Kernel, Let, Load, LoopKind, Neg, ParamRole,
+                        GpuMapping, GridMode, If, Kernel, Let, Load, LoopKind, ParamRole,
                         Stmt, Store, Var, WarpSum, While, block, dtype_of)
 from .map_parallel import _binds
+from ..ir.affine import coefficient as _coefficient, inline, let_env, \
+    signed_terms as _signed_terms, var_names
 from ..ir.traverse import rewrite, walk
 
 WARP_SIZE = 32
@@ -126,10 +129,6 @@ def exprs_of(s: Stmt):
             yield n.desired
 
 
-def var_names(e: Expr) -> set[str]:
-    return {n.name for n in walk(e) if isinstance(n, Var)}
-
-
 def reads(s: Stmt) -> list[str]:
     """The variable names read in ``s``, with repetition."""
     out = []
@@ -153,56 +152,6 @@ def loaded_buffers(s: Stmt) -> set[str]:
 
 def has_lane_loop(s: Stmt) -> bool:
     return any(isinstance(n, For) and n.kind in LANE_KINDS for n in all_stmts(s))
-
-
-def let_env(body: Stmt) -> dict[str, Expr]:
-    """Lets of ``body`` that can be inlined: declared once, never reassigned."""
-    counts: dict[str, int] = {}
-    values: dict[str, Expr] = {}
-    for n in all_stmts(body):
-        if isinstance(n, Let):
-            counts[n.var.name] = counts.get(n.var.name, 0) + 1
-            values[n.var.name] = n.value
-    changed = assigned(body)
-    return {k: v for k, v in values.items() if counts[k] == 1 and k not in changed}
-
-
-def inline(e: Expr, env: dict[str, Expr], depth: int = 16) -> Expr:
-    """``e`` with the variables of ``env`` replaced by their definitions."""
-    for _ in range(depth):
-        if not var_names(e) & env.keys():
-            return e
-        e = rewrite(e, lambda n: env[n.name] if isinstance(n, Var) and n.name in env else n)
-    return e
-
-
-def _signed_terms(e: Expr, sign: int = 1):
-    if isinstance(e, BinOp) and e.op == "+":
-        yield from _signed_terms(e.lhs, sign)
-        yield from _signed_terms(e.rhs, sign)
-    elif isinstance(e, BinOp) and e.op == "-":
-        yield from _signed_terms(e.lhs, sign)
-        yield from _signed_terms(e.rhs, -sign)
-    elif isinstance(e, Neg):
-        yield from _signed_terms(e.operand, -sign)
-    else:
-        yield sign, e
-
-
-def _coefficient(term: Expr, v: str) -> int | None:
-    """c when ``term`` is c * v (c an integer constant), else None."""
-    if isinstance(term, Var) and term.name == v:
-        return 1
-    if isinstance(term, Neg):
-        c = _coefficient(term.operand, v)
-        return None if c is None else -c
-    if isinstance(term, BinOp) and term.op == "*":
-        for a, b in ((term.lhs, term.rhs), (term.rhs, term.lhs)):
-            if isinstance(a, Const) and not a.dtype.is_float and a.dtype is not DType.BOOL:
-                c = _coefficient(b, v)
-                if c is not None:
-                    return int(a.value) * c
-    return None
 
 
 def linear_coefficient(e: Expr, v: str) -> int | None:

@@ -22,7 +22,8 @@ never from its own name or from the target.
     mark_noncanonical                           mark_noncanonical
     block_reductions                            overwrite_outputs
     overwrite_outputs                           widen_outputs
-    widen_outputs
+    widen_outputs                               unroll_jam    (gpu.unroll, map_gpu's)
+                                                vector_loads  (gpu.group, map_gpu's)
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ from .simplify import simplify
 from .split_rows import AUTO, split_rows
 from .tensorize import tensorize
 from .tile import tile
+from .unroll_jam import unroll_jam
+from .vector_loads import vector_loads
 from .widen_outputs import widen_outputs
 from .workspaces_gpu import workspaces_gpu
 
@@ -120,6 +123,11 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         mark_noncanonical,
         overwrite_outputs,         # as on the CPU
         widen_outputs,
+        unroll_jam,                # lane (or a block's warp) loops run gpu.unroll
+                                   # iterations at once where their bodies allow; last,
+                                   # so that the jam names the final variables and types
+        vector_loads,              # a lane group's reduction loop (gpu.group) reads 16-byte
+                                   # vectors where its loads move at unit stride; last too
     )
 
 
