@@ -78,13 +78,15 @@ SHAPES = [(37, 45, 19, 0.6), (16, 32, 8, 1.0), (40, 70, 1, 0.3), (20, 21, 5, 0.0
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("tile_cols", [8, 32])
+@pytest.mark.parametrize("rows, tile_cols", [(16, 8), (32, 32)], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_the_pass_keeps_the_interpreters_bits(shape, tile_cols, dtype):
+def test_the_pass_keeps_the_interpreters_bits(shape, rows, tile_cols, dtype):
     """The tiles add the same products in the same order as the scalar loops."""
     before, _ = _lowered("nm(2,4)", dtype)
-    after = verify(tensorize_nm(before, tile_cols=tile_cols), "tensorize_nm")
+    after = verify(tensorize_nm(before, tile_cols=tile_cols, rows=rows), "tensorize_nm")
     assert tensorized(after) == tile_cols
+    assert {n.hi.value for n in walk(after.body)
+            if isinstance(n, For) and n.kind is LoopKind.MMA_M} == {rows}
     m, k, n, density = shape
     t, _, B = _case(m, k, n, density, seed=m + 7 * n, dtype=dtype)
     want = _interpret(widen_outputs(before), t, B, dtype)
@@ -153,10 +155,12 @@ def test_where_the_pass_does_not_apply(fmt, dtype, kernel, kw):
         spc.compile(kernel, fmt=fmt, dtype=dtype, tensor_cores=True, **CUDA, **kw)
 
 
-def test_the_pass_leaves_a_mapped_kernel_alone():
+def test_the_pass_leaves_a_mapped_kernel_alone_and_refuses_odd_tiles():
     before, _ = _lowered("nm(2,4)", "float16")
     once = tensorize_nm(before)
     assert tensorize_nm(once) is once
+    assert tensorize_nm(before, rows=24) is before          # not whole instructions
+    assert tensorize_nm(before, tile_cols=12) is before
 
 
 def test_a_sum_of_terms_adds_its_tile_to_the_output():

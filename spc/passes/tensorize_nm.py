@@ -13,25 +13,28 @@ in-group offsets in ``off``, -1 marking padding) as scalar loops:
 
 Sixteen slots of a row are eight groups, 32 columns of k: the compressed A of
 the ``mma.sp`` m16n8k32 instruction, whose metadata is each slot's place in its
-group (``off``).  This pass gives every (16 rows, ``tile_cols`` columns) tile a
-warp holding it in an accumulator, steps through the rows' slots 16 at a time,
-and writes the tile out once:
+group (``off``).  This pass gives every (R rows, W = ``tile_cols`` columns) tile
+a warp holding it in an accumulator (R = ``rows``, 32 unless told: R / 16
+instructions share each fragment of B), steps through the rows' slots 16 at a
+time, and writes the tile out once:
 
-    for tile in [0, (size_i + 15) / 16 * tiles) @gpu_warp:
-      let i_blk = tile / tiles;  let j_tile = tile - i_blk * tiles
-      alloc acc: f32[16 * W]
+    for tile in [0, (size_i + R - 1) / R * tiles) @gpu_warp:
+      let j_tile = tile / blocks;  let i_blk = tile - j_tile * blocks
+      alloc acc: f32[R * W]
       for p_tile in [0, (S + 15) / 16):
-        for i_in in [0, 16) @mma_m:  for j_in in [0, W) @mma_n:
+        for i_in in [0, R) @mma_m:  for j_in in [0, W) @mma_n:
           for s in [0, 16) @mma_sparse_k:
             let k_in = s / 2 * 4 + (select(ok, off[p], s) & 3)
             acc[i_in * W + j_in] += select(ok && 0 <= off[p], A_vals[p], 0)
                                     * select(k < size_k && j < size_j, B_vals[k * size_j + j], 0)
-      for i_in in [0, 16) @mma_m:  for j_in in [0, W) @mma_n:
+      for i_in in [0, R) @mma_m:  for j_in in [0, W) @mma_n:
         if i < size_i && j < size_j:  C[i * size_j + j] = acc[i_in * W + j_in]
 
-with ``i = i_blk * 16 + i_in``, ``j = j_tile * W + j_in``, ``p = i * S + p_tile
-* 16 + s``, ``k = p_tile * 32 + k_in`` and ``ok`` (``i < size_i && p_tile * 16 + s <
-S``) keeping every load inside its array.  The index ``k_in`` is exactly what
+with ``blocks`` the row tiles (consecutive warps, a thread block's, take
+consecutive row tiles of one column tile: they read the same slice of B, which
+stays in cache), ``i = i_blk * R + i_in``, ``j = j_tile * W + j_in``, ``p = i * S +
+p_tile * 16 + s``, ``k = p_tile * 32 + k_in`` and ``ok`` (``i < size_i && p_tile * 16
++ s < S``) keeping every load inside its array.  The index ``k_in`` is exactly what
 the instruction does with the metadata: a padding slot (offset -1) reads the
 group's fourth column (``-1 & 3``) with a value of 0, a slot past the row's end
 its own place ``s & 3`` (two distinct places per group, as the instruction
@@ -67,14 +70,16 @@ from .tensorize import TILE_COLS, _all, _chain, _independent_top, _is_range, _ti
 
 I64 = DType.I64
 F32 = DType.F32
-ROWS = 16            # the instruction's m
+ROWS = 32            # rows per warp tile unless the pass is told (a multiple of the
+                     # instruction's 16: each B fragment serves ROWS / 16 instructions)
 SLOTS = 16           # stored slots per instruction: 8 groups of 2, 32 columns of k
 GROUP, KEPT = 4, 2   # 2:4
 
 
-def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None) -> Kernel:
+def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None, rows: int = ROWS) -> Kernel:
     """``kernel`` with its 2:4-sparse-times-dense product in sparse tensor-core
-    tiles of ``tile_cols`` output columns (a multiple of 8; None: ``TILE_COLS``).
+    tiles of ``rows`` rows (a multiple of 16) and ``tile_cols`` output columns (a
+    multiple of 8; None: ``TILE_COLS``).
 
     Requires: a verified kernel, not yet mapped to the GPU.  Ensures: where the
     module docstring's shape is found, a kernel mapped one warp per tile
@@ -82,10 +87,10 @@ def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None) -> Kernel:
     for finite B); else ``kernel`` itself.
     """
     width = TILE_COLS if tile_cols is None else tile_cols
-    if kernel.gpu is not None or width % 8:
+    if kernel.gpu is not None or width % 8 or rows % 16 or rows <= 0:
         return kernel
     found = _match(kernel)
-    return kernel if found is None else _rebuild(kernel, found, width)
+    return kernel if found is None else _rebuild(kernel, found, width, rows)
 
 
 class _Match:
@@ -184,7 +189,7 @@ def _match(kernel: Kernel) -> _Match | None:
                   off=off, n=n, x=x, y=y, y_at=y_at, out=store, out_at=out_at)
 
 
-def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
+def _rebuild(kernel: Kernel, f: _Match, width: int, rows: int) -> Kernel:
     names = _tile_names(kernel)
     i, j, p = f.outer.var, f.n.var, f.slot.var
     tile = names.fresh("tile", I64)
@@ -197,7 +202,7 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
     k_in = names.fresh(f"{f.k.name}_in", I64)
     acc = Buffer(names.fresh("acc", F32).name, F32)
     tiles = BinOp("/", add(f.n.hi, i64(width - 1)), i64(width))
-    row = add(mul(i_blk, i64(ROWS)), i_in)
+    row = add(mul(i_blk, i64(rows)), i_in)
     col = add(mul(j_tile, i64(width)), j_in)
     slot_in_row = add(mul(p_tile, i64(SLOTS)), s)
     k = add(mul(p_tile, i64(SLOTS // KEPT * GROUP)), k_in)
@@ -227,7 +232,7 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
         if guarded:
             b = Select(_all([lt(k, f.dim)] + cols_guard), b, Const(0.0, F32))
         store = Store(acc, acc_at, BinOp("*", a, b), accumulate=True)
-        return For(i_in, i64(0), i64(ROWS), For(j_in, i64(0), i64(width), For(
+        return For(i_in, i64(0), i64(rows), For(j_in, i64(0), i64(width), For(
             s, i64(0), i64(SLOTS), Block((k_let, store)), LoopKind.MMA_SPARSE_K),
             LoopKind.MMA_N), LoopKind.MMA_M)
 
@@ -235,26 +240,28 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
         write = Store(f.out.buf, at(f.out_at), Load(acc, acc_at),
                       accumulate=kernel.adds_to_output)
         cond = _all([in_rows] + cols_guard) if guarded else None
-        return For(i_in, i64(0), i64(ROWS), For(
+        return For(i_in, i64(0), i64(rows), For(
             j_in, i64(0), i64(width), write if cond is None else If(cond, write),
             LoopKind.MMA_N), LoopKind.MMA_M)
 
     # regular and residual tiles: inside the matrix (rows, columns and the step's
     # 32 columns of k) a tile runs without the guards
     inside = names.fresh("whole_tile", DType.BOOL)
-    last_row = lt(add(mul(i_blk, i64(ROWS)), i64(ROWS - 1)), f.outer.hi)
+    last_row = lt(add(mul(i_blk, i64(rows)), i64(rows - 1)), f.outer.hi)
     last_col = [lt(add(mul(j_tile, i64(width)), i64(width - 1)), f.n.hi)] if cols_guard else []
     whole_k = lt(add(mul(p_tile, i64(SLOTS // KEPT * GROUP)), i64(SLOTS // KEPT * GROUP - 1)),
                  f.dim)
     steps = BinOp("/", add(f.per_row, i64(SLOTS - 1)), i64(SLOTS))
-    body = Block((Let(i_blk, BinOp("/", tile, tiles)),
-                  Let(j_tile, sub(tile, mul(i_blk, tiles))),
+    blocks = BinOp("/", add(f.outer.hi, i64(rows - 1)), i64(rows))
+    # consecutive tiles (a thread block's warps) take consecutive rows of one column
+    # tile: they read the same slice of B, which stays in cache between them
+    body = Block((Let(j_tile, BinOp("/", tile, blocks)),
+                  Let(i_blk, sub(tile, mul(j_tile, blocks))),
                   Let(inside, _all([last_row] + last_col)),
-                  Alloc(acc, ROWS * width),
+                  Alloc(acc, rows * width),
                   For(p_tile, i64(0), steps,
                       If(and_(inside, whole_k), product(False), product(True))),
                   If(inside, write_out(False), write_out(True))))
-    blocks = BinOp("/", add(f.outer.hi, i64(ROWS - 1)), i64(ROWS))
     top = For(tile, i64(0), mul(blocks, tiles), body, LoopKind.GPU_WARP)
     return replace(kernel, body=Block((*f.prefix, top)), gpu=GpuMapping(GridMode.WARP),
                    outer_independent=tile.name)
