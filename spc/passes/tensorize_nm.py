@@ -14,8 +14,9 @@ in-group offsets in ``off``, -1 marking padding) as scalar loops:
 Sixteen slots of a row are eight groups, 32 columns of k: the compressed A of
 the ``mma.sp`` m16n8k32 instruction, whose metadata is each slot's place in its
 group (``off``).  This pass gives every (R rows, W = ``tile_cols`` columns) tile
-a warp holding it in an accumulator (R = ``rows``, 32 unless told: R / 16
-instructions share each fragment of B), steps through the rows' slots 16 at a
+a warp holding it in an accumulator (R = ``rows``, 32 unless told, 16 for W >
+64: R / 16 instructions share each fragment of B, and a lane holds R * W / 32
+sums), steps through the rows' slots 16 at a
 time, and writes the tile out once:
 
     for tile in [0, (size_i + R - 1) / R * tiles) @gpu_warp:
@@ -71,15 +72,18 @@ from .tensorize import TILE_COLS, _all, _chain, _independent_top, _is_range, _ti
 I64 = DType.I64
 F32 = DType.F32
 ROWS = 32            # rows per warp tile unless the pass is told (a multiple of the
-                     # instruction's 16: each B fragment serves ROWS / 16 instructions)
+                     # instruction's 16: each B fragment serves ROWS / 16 instructions),
+ACC_PER_LANE = 64    # while the accumulator stays within this many floats per lane
 SLOTS = 16           # stored slots per instruction: 8 groups of 2, 32 columns of k
 GROUP, KEPT = 4, 2   # 2:4
 
 
-def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None, rows: int = ROWS) -> Kernel:
+def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None,
+                 rows: int | None = None) -> Kernel:
     """``kernel`` with its 2:4-sparse-times-dense product in sparse tensor-core
-    tiles of ``rows`` rows (a multiple of 16) and ``tile_cols`` output columns (a
-    multiple of 8; None: ``TILE_COLS``).
+    tiles of ``rows`` rows (a multiple of 16; None: ``ROWS``, or 16 where that
+    would hold more than ``ACC_PER_LANE`` accumulator entries per lane) and
+    ``tile_cols`` output columns (a multiple of 8; None: ``TILE_COLS``).
 
     Requires: a verified kernel, not yet mapped to the GPU.  Ensures: where the
     module docstring's shape is found, a kernel mapped one warp per tile
@@ -87,6 +91,8 @@ def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None, rows: int = RO
     for finite B); else ``kernel`` itself.
     """
     width = TILE_COLS if tile_cols is None else tile_cols
+    if rows is None:
+        rows = ROWS if ROWS * width // 32 <= ACC_PER_LANE else 16
     if kernel.gpu is not None or width % 8 or rows % 16 or rows <= 0:
         return kernel
     found = _match(kernel)
