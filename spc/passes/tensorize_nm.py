@@ -72,8 +72,8 @@ from .tensorize import TILE_COLS, _all, _chain, _independent_top, _is_range, _ti
 I64 = DType.I64
 F32 = DType.F32
 ROWS = 32            # rows per warp tile unless the pass is told (a multiple of the
-                     # instruction's 16: each B fragment serves ROWS / 16 instructions),
-ACC_PER_LANE = 64    # while the accumulator stays within this many floats per lane
+                     # instruction's 16: each B fragment serves ROWS / 16 instructions)
+ACC_PER_LANE = 64    # ... while a lane holds at most this many sums (else 16 rows)
 SLOTS = 16           # stored slots per instruction: 8 groups of 2, 32 columns of k
 GROUP, KEPT = 4, 2   # 2:4
 
