@@ -225,3 +225,20 @@ def test_nvcc_compiles_the_sparse_tiles_and_the_fallback(arch, dtype):
     assert "spc_mma_sp_16832" in src
     code, log = nvcc(src, arch=arch)
     assert code == 0, log
+
+
+def test_the_rendered_metadata_follows_the_documented_layout():
+    """Each 2-bit place in a lane's metadata register: row g's slots 8 (t & 1) + q at
+    bits 2q, row g + 8's at 16 + 2q (mma.sp m16n8k32, sparsity selector 0; see
+    ``_Body.mma_sparse_product``), read from the source: a change of layout fails
+    here before it reaches a GPU."""
+    import re
+    src = spc.compile("spmm", fmt="nm(2,4)", dtype="float16", tile_cols=8, **CUDA).source
+    assert "spc_mma_sp_16832<false>(acc" in src
+    terms = re.findall(r"\(\(unsigned\)\((.*?)\) & 3u\) << (\d+)", src)
+    assert len(terms) == 2 * 16          # regular and residual tiles, 16 places each
+    for text, shift in terms:
+        row = re.search(r"spc_g\d+ \+ (\d+)\)\) \*", text)
+        slot = re.search(r"8 \* \(spc_t\d+ & 1\) \+ (\d+)\)", text)
+        assert row and slot, text
+        assert int(shift) == 16 * (int(row.group(1)) == 8) + 2 * int(slot.group(1)), text
