@@ -4,7 +4,7 @@ float16 (or bfloat16) through mma.sp tiles against torch's semi-structured paths
 
     python benchmarks/bench_nm_gpu.py [--sizes 1024,4096] [--ns 256,1024,2048,4096]
                                       [--dtype float16|bfloat16] [--tiles 32,64,128]
-                                      [--rows 16,32,64]
+                                      [--rows 16,32,64] [--steps 16,32]
 
 Per case (an M x M matrix, random, pruned to 2:4 by magnitude, times an M x N dense
 matrix), in one process and one profiler session: device time (torch.profiler, the
@@ -14,8 +14,10 @@ GPU time of one call's kernels) of
 - cutlass: the same with ``SparseSemiStructuredTensor._FORCE_CUTLASS``;
 - cublas: ``torch.mm`` of the dense matrix, same precision;
 - spc_tc<W>: spc's nm(2,4) SpMM on sparse tensor cores, ``tile_cols=W`` (with
-  ``--rows``: spc_tc<W>r<R>, warp tiles of R rows, an experiment: the pass's default,
-  ``tensorize_nm.ROWS``, set while the kernel compiles; no schedule knob sets it);
+  ``--rows`` / ``--steps``: spc_tc<W>r<R>s<S>, warp tiles of R rows stepping S slots
+  (S / 16 instructions) at a time, an experiment: the pass's defaults,
+  ``tensorize_nm.ROWS`` and ``STEP``, set while the kernel compiles; no schedule
+  knob sets them);
 - spc_simt: spc's nm(2,4) SpMM with ``tensor_cores=False`` (same precision);
 - spc_fp32: spc's nm(2,4) SpMM in float32 (the kernel before tensor cores).
 spc's operands are prepared once and called with ``validate=False``.  Every
@@ -62,21 +64,24 @@ def semi_structured(torch, A, cutlass: bool):
         SparseSemiStructuredTensor._FORCE_CUTLASS = old
 
 
-def tiled(spc, dtype: str, tile_cols: int, rows: int | None):
-    """spc's nm(2,4) SpMM on sparse tensor cores, ``tile_cols`` wide; ``rows`` (not
-    None): tiles of that many rows, by setting the pass's default while the kernel
-    compiles (the kernel compiles eagerly; its IR, and so its cache entry, shows
-    the rows)."""
+def tiled(spc, dtype: str, tile_cols: int, rows: int | None, step: int | None):
+    """spc's nm(2,4) SpMM on sparse tensor cores, ``tile_cols`` wide; ``rows`` and
+    ``step`` (not None): tiles of that many rows, stepping that many slots, by
+    setting the pass's defaults while the kernel compiles (the kernel compiles
+    eagerly; its IR, and so its cache entry, shows them)."""
     from spc.passes import tensorize_nm
-    old = tensorize_nm.ROWS, tensorize_nm.ACC_PER_LANE
+    old = tensorize_nm.ROWS, tensorize_nm.ACC_PER_LANE, tensorize_nm.STEP
     if rows:
         tensorize_nm.ROWS, tensorize_nm.ACC_PER_LANE = rows, rows * tile_cols
+    if step:
+        tensorize_nm.STEP = step
     try:
         k = spc.compile("spmm", fmt="nm(2,4)", target="cuda", dtype=dtype, tile_cols=tile_cols)
         assert rows is None or f"[0, {rows}) @mma_m" in k.ir
+        assert step is None or f"[0, {step}) @mma_sparse_k" in k.ir
         return k
     finally:
-        tensorize_nm.ROWS, tensorize_nm.ACC_PER_LANE = old
+        tensorize_nm.ROWS, tensorize_nm.ACC_PER_LANE, tensorize_nm.STEP = old
 
 
 def main(argv=None) -> int:
@@ -88,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--rows", default=None,
                     help="rows per warp tile to try (multiples of 16); default: the pass's")
+    ap.add_argument("--steps", default=None,
+                    help="slots per step to try (multiples of 16); default: the pass's")
     args = ap.parse_args(argv)
     import torch
     import spc
@@ -99,12 +106,14 @@ def main(argv=None) -> int:
           f"{torch.cuda.get_device_name()} torch {torch.__version__} {args.dtype}; device "
           f"time per call in microseconds (torch.profiler), {args.reps} calls each")
     rows_tried = [None] if args.rows is None else [int(r) for r in args.rows.split(",")]
-    spcs = [f"spc_tc{t}" + (f"r{r}" if r else "") for t in tiles for r in rows_tried]
+    steps_tried = [None] if args.steps is None else [int(x) for x in args.steps.split(",")]
+    shapes = [(t, r, st) for t in tiles for r in rows_tried for st in steps_tried]
+    label = lambda t, r, st: f"spc_tc{t}" + (f"r{r}" if r else "") + (f"s{st}" if st else "")  # noqa: E731
+    spcs = [label(*x) for x in shapes]
     head = ("M", "N", "cusparselt", "cutlass", "cublas", *spcs, "spc_simt", "spc_fp32",
             "worst_err")
     print(" ".join(f"{h:>10}" for h in head))
-    kernels = {f"spc_tc{t}" + (f"r{r}" if r else ""): tiled(spc, args.dtype, t, r)
-               for t in tiles for r in rows_tried}
+    kernels = {label(*x): tiled(spc, args.dtype, *x) for x in shapes}
     kernels["spc_simt"] = spc.compile("spmm", fmt="nm(2,4)", target="cuda", dtype=args.dtype,
                                       tensor_cores=False)
     kernels["spc_fp32"] = spc.compile("spmm", fmt="nm(2,4)", target="cuda", dtype="float32")
@@ -154,7 +163,7 @@ def main(argv=None) -> int:
             print(f"{m:>10} {n:>10} " + " ".join(us(h) for h in head[2:-1]) + f" {worst:10.1e}",
                   flush=True)
     print("\n# best spc tile (W) against the others: their time / spc's (> 1: spc faster)")
-    print(f"{'M':>6} {'N':>6} {'tile':>8} {'cusparselt':>11} {'cutlass':>9} {'cublas':>8} "
+    print(f"{'M':>6} {'N':>6} {'tile':>12} {'cusparselt':>11} {'cutlass':>9} {'cublas':>8} "
           f"{'spc_simt':>9} {'spc_fp32':>9}")
     inf = float("inf")
     ratios = {"cusparselt": [], "cutlass": [], "cublas": []}
@@ -167,7 +176,7 @@ def main(argv=None) -> int:
             cells.append(v)
             if other in ratios and v == v:
                 ratios[other].append(v)
-        print(f"{r['M']:>6} {r['N']:>6} {best[6:]:>8} {cells[0]:11.2f} {cells[1]:9.2f} "
+        print(f"{r['M']:>6} {r['N']:>6} {best[6:]:>12} {cells[0]:11.2f} {cells[1]:9.2f} "
               f"{cells[2]:8.2f} {cells[3]:9.2f} {cells[4]:9.2f}")
     print("# geometric means: " + ", ".join(f"{k}/spc {geo(v):.2f}" for k, v in ratios.items()
                                             if v))

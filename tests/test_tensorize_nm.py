@@ -78,12 +78,13 @@ SHAPES = [(37, 45, 19, 0.6), (16, 32, 8, 1.0), (40, 70, 1, 0.3), (20, 21, 5, 0.0
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("rows, tile_cols", [(16, 8), (32, 32)], ids=str)
+@pytest.mark.parametrize("rows, tile_cols, step", [(16, 8, 16), (32, 32, 32)], ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_the_pass_keeps_the_interpreters_bits(shape, rows, tile_cols, dtype):
+def test_the_pass_keeps_the_interpreters_bits(shape, rows, tile_cols, step, dtype):
     """The tiles add the same products in the same order as the scalar loops."""
     before, _ = _lowered("nm(2,4)", dtype)
-    after = verify(tensorize_nm(before, tile_cols=tile_cols, rows=rows), "tensorize_nm")
+    after = verify(tensorize_nm(before, tile_cols=tile_cols, rows=rows, step=step),
+                   "tensorize_nm")
     assert tensorized(after) == tile_cols
     assert {n.hi.value for n in walk(after.body)
             if isinstance(n, For) and n.kind is LoopKind.MMA_M} == {rows}
@@ -160,6 +161,7 @@ def test_the_pass_leaves_a_mapped_kernel_alone_and_refuses_odd_tiles():
     once = tensorize_nm(before)
     assert tensorize_nm(once) is once
     assert tensorize_nm(before, rows=24) is before          # not whole instructions
+    assert tensorize_nm(before, step=24) is before
     assert tensorize_nm(before, tile_cols=12) is before
 
 
@@ -212,6 +214,20 @@ def test_the_verifier_checks_the_sparse_k_loop():
                   if isinstance(x, For) and x.kind is LoopKind.MMA_SPARSE_K else x)
     with pytest.raises(CompileError, match="multiple of 16"):
         verify(replace(after, body=odd))
+
+
+def test_two_instructions_per_step_render_two_mma_sp_steps():
+    """A step of 32 slots (``step=32``) is two instructions' k per tile: the
+    renderer's loop over them runs twice."""
+    from spc.codegen.cuda_c import render_body
+    from spc.passes.pipeline import cuda_pipeline
+    from spc.schedule import Schedule
+    before, _ = _lowered("nm(2,4)", "float16")
+    k = tensorize_nm(before, tile_cols=16, step=32)
+    for p in cuda_pipeline(Schedule(tensor_cores=False)):     # the passes after it
+        k = verify(p(k), p.__name__)
+    body = render_body(k)
+    assert body.count("spc_mma_sp_16832<false>") == 2 and "< 2; ++spc_ki" in body
 
 
 @pytest.mark.parametrize("arch", ["sm_75", "sm_90"])

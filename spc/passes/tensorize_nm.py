@@ -17,7 +17,7 @@ group (``off``).  This pass gives every (R rows, W = ``tile_cols`` columns) tile
 a warp holding it in an accumulator (R = ``rows``, 32 unless told, 16 for W >
 64: R / 16 instructions share each fragment of B, and a lane holds R * W / 32
 sums), steps through the rows' slots 16 at a
-time, and writes the tile out once:
+time (``step``: a multiple of 16, one instruction per 16), and writes the tile out once:
 
     for tile in [0, (size_i + R - 1) / R * tiles) @gpu_warp:
       let j_tile = tile / blocks;  let i_blk = tile - j_tile * blocks
@@ -74,16 +74,19 @@ F32 = DType.F32
 ROWS = 32            # rows per warp tile unless the pass is told (a multiple of the
                      # instruction's 16: each B fragment serves ROWS / 16 instructions)
 ACC_PER_LANE = 64    # ... while a lane holds at most this many sums (else 16 rows)
-SLOTS = 16           # stored slots per instruction: 8 groups of 2, 32 columns of k
+SLOTS = 16           # stored slots per instruction: 8 groups of 2, 32 columns of k;
+STEP = SLOTS         # slots per step of the tile loop unless the pass is told
 GROUP, KEPT = 4, 2   # 2:4
 
 
 def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None,
-                 rows: int | None = None) -> Kernel:
+                 rows: int | None = None, step: int | None = None) -> Kernel:
     """``kernel`` with its 2:4-sparse-times-dense product in sparse tensor-core
     tiles of ``rows`` rows (a multiple of 16; None: ``ROWS``, or 16 where that
     would hold more than ``ACC_PER_LANE`` accumulator entries per lane) and
-    ``tile_cols`` output columns (a multiple of 8; None: ``TILE_COLS``).
+    ``tile_cols`` output columns (a multiple of 8; None: ``TILE_COLS``), stepping
+    through ``step`` slots at a time (a multiple of the instruction's 16; None:
+    ``STEP``: more is more instructions' loads in flight per step).
 
     Requires: a verified kernel, not yet mapped to the GPU.  Ensures: where the
     module docstring's shape is found, a kernel mapped one warp per tile
@@ -93,10 +96,12 @@ def tensorize_nm(kernel: Kernel, *, tile_cols: int | None = None,
     width = TILE_COLS if tile_cols is None else tile_cols
     if rows is None:
         rows = ROWS if ROWS * width // 32 <= ACC_PER_LANE else 16
-    if kernel.gpu is not None or width % 8 or rows % 16 or rows <= 0:
+    step = STEP if step is None else step
+    if kernel.gpu is not None or width % 8 or rows % 16 or rows <= 0 or step % SLOTS \
+            or step <= 0:
         return kernel
     found = _match(kernel)
-    return kernel if found is None else _rebuild(kernel, found, width, rows)
+    return kernel if found is None else _rebuild(kernel, found, width, rows, step)
 
 
 class _Match:
@@ -195,7 +200,7 @@ def _match(kernel: Kernel) -> _Match | None:
                   off=off, n=n, x=x, y=y, y_at=y_at, out=store, out_at=out_at)
 
 
-def _rebuild(kernel: Kernel, f: _Match, width: int, rows: int) -> Kernel:
+def _rebuild(kernel: Kernel, f: _Match, width: int, rows: int, step: int) -> Kernel:
     names = _tile_names(kernel)
     i, j, p = f.outer.var, f.n.var, f.slot.var
     tile = names.fresh("tile", I64)
@@ -210,8 +215,9 @@ def _rebuild(kernel: Kernel, f: _Match, width: int, rows: int) -> Kernel:
     tiles = BinOp("/", add(f.n.hi, i64(width - 1)), i64(width))
     row = add(mul(i_blk, i64(rows)), i_in)
     col = add(mul(j_tile, i64(width)), j_in)
-    slot_in_row = add(mul(p_tile, i64(SLOTS)), s)
-    k = add(mul(p_tile, i64(SLOTS // KEPT * GROUP)), k_in)
+    cols_k = step // KEPT * GROUP                      # columns of k per step
+    slot_in_row = add(mul(p_tile, i64(step)), s)
+    k = add(mul(p_tile, i64(cols_k)), k_in)
 
     def at(e: Expr) -> Expr:
         """``e`` with the scalar loops' row, column, slot and k in tile terms."""
@@ -239,7 +245,7 @@ def _rebuild(kernel: Kernel, f: _Match, width: int, rows: int) -> Kernel:
             b = Select(_all([lt(k, f.dim)] + cols_guard), b, Const(0.0, F32))
         store = Store(acc, acc_at, BinOp("*", a, b), accumulate=True)
         return For(i_in, i64(0), i64(rows), For(j_in, i64(0), i64(width), For(
-            s, i64(0), i64(SLOTS), Block((k_let, store)), LoopKind.MMA_SPARSE_K),
+            s, i64(0), i64(step), Block((k_let, store)), LoopKind.MMA_SPARSE_K),
             LoopKind.MMA_N), LoopKind.MMA_M)
 
     def write_out(guarded: bool) -> For:
@@ -251,13 +257,12 @@ def _rebuild(kernel: Kernel, f: _Match, width: int, rows: int) -> Kernel:
             LoopKind.MMA_N), LoopKind.MMA_M)
 
     # regular and residual tiles: inside the matrix (rows, columns and the step's
-    # 32 columns of k) a tile runs without the guards
+    # columns of k) a tile runs without the guards
     inside = names.fresh("whole_tile", DType.BOOL)
     last_row = lt(add(mul(i_blk, i64(rows)), i64(rows - 1)), f.outer.hi)
     last_col = [lt(add(mul(j_tile, i64(width)), i64(width - 1)), f.n.hi)] if cols_guard else []
-    whole_k = lt(add(mul(p_tile, i64(SLOTS // KEPT * GROUP)), i64(SLOTS // KEPT * GROUP - 1)),
-                 f.dim)
-    steps = BinOp("/", add(f.per_row, i64(SLOTS - 1)), i64(SLOTS))
+    whole_k = lt(add(mul(p_tile, i64(cols_k)), i64(cols_k - 1)), f.dim)
+    steps = BinOp("/", add(f.per_row, i64(step - 1)), i64(step))
     blocks = BinOp("/", add(f.outer.hi, i64(rows - 1)), i64(rows))
     # consecutive tiles (a thread block's warps) take consecutive rows of one column
     # tile: they read the same slice of B, which stays in cache between them
