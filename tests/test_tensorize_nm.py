@@ -230,6 +230,23 @@ def test_two_instructions_per_step_render_two_mma_sp_steps():
     assert body.count("spc_mma_sp_16832<false>") == 2 and "< 2; ++spc_ki" in body
 
 
+def test_nvcc_compiles_taller_tiles_and_longer_steps():
+    """Tiles of 64 rows (four instructions per B fragment) stepping 32 slots."""
+    from cuda_env import NVCC, nvcc
+    from spc.passes.pipeline import cuda_pipeline
+    from spc.schedule import Schedule
+    if NVCC is None:
+        pytest.skip("nvcc is not installed")
+    before, ck = _lowered("nm(2,4)", "bfloat16")
+    k = tensorize_nm(before, tile_cols=16, rows=64, step=32)
+    for p in cuda_pipeline(Schedule(tensor_cores=False)):
+        k = verify(p(k), p.__name__)
+    src = ck.target.render(k)
+    assert "spc_a" in src and "[4][4]" in src            # four instructions' A fragments
+    code, log = nvcc(src, arch="sm_90")
+    assert code == 0, log
+
+
 @pytest.mark.parametrize("arch", ["sm_75", "sm_90"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_nvcc_compiles_the_sparse_tiles_and_the_fallback(arch, dtype):
