@@ -205,6 +205,60 @@ template <bool BF> __device__ __forceinline__ void spc_mma_16816(float* d, const
     }
 #endif
 }
+// A warp's 16 x 8 tile d += A (16 x 32, 2:4 sparse) * b (32 x 8), 16-bit inputs (BF:
+// bfloat16, else float16), float32 sums: mma.sp m16n8k32 with sparsity selector 0.
+// A is given compressed, 16 x 16 (two stored values per group of four columns), in
+// spc_mma_16816's a layout; lane = 4 g + t holds b = {(2t + 8r .. 2t + 8r + 1, g),
+// r = 0..3} (k, column); e, the metadata, on lanes t = 0, 1: the 2-bit places in
+// their group of compressed columns 8t .. 8t + 7 (groups 4t .. 4t + 3), row g in bits
+// 0..15 and row g + 8 in bits 16..31, column 8t + q at bits 2q (of its half).  Sparse
+// tensor cores on sm_80 and later; before, the same sums (in another order) through
+// shuffles.
+template <bool BF> __device__ __forceinline__ void spc_mma_sp_16832(float* d, const unsigned* a,
+                                                                   const unsigned* b,
+                                                                   unsigned e) {
+#if __CUDA_ARCH__ >= 800
+    if (BF) {
+        asm volatile("mma.sp.sync.aligned.m16n8k32.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]),
+                       "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
+    } else {
+        asm volatile("mma.sp.sync.aligned.m16n8k32.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9,%10,%11}, {%0,%1,%2,%3}, %12, 0x0;"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]),
+                       "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(e));
+    }
+#else
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {               // d[q]: row g + 8 (q >> 1), column 2t + (q & 1)
+        const int row = q >> 1, col = 2 * t + (q & 1);
+        float sum = 0.0f;
+        for (int c = 0; c < 16; ++c) {           // the row's compressed columns, in order
+            // value: lane 4 g + (c % 8) / 2, register (c >= 8) * 2 + row, half c % 2
+            const unsigned va = __shfl_sync(SPC_FULL_MASK, a[(c >= 8 ? 2 : 0) + row],
+                                            4 * g + (c % 8) / 2);
+            // place: lane 4 g + c / 8, bits 16 row + 2 (c % 8)
+            const unsigned ve = __shfl_sync(SPC_FULL_MASK, e, 4 * g + c / 8);
+            const int k = c / 2 * 4 + ((ve >> (16 * row + 2 * (c % 8))) & 3);
+            // b(k, col): lane 4 col + (k % 8) / 2, register k / 8, half k % 2 (every
+            // register shuffled: a lane sends one register to all, whatever k they want)
+            unsigned vb = 0;
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const unsigned v = __shfl_sync(SPC_FULL_MASK, b[r], 4 * col + (k % 8) / 2);
+                if (r == k / 8) vb = v;
+            }
+            sum += spc_half_to_f32<BF>((unsigned short)(va >> (16 * (c % 2))))
+                 * spc_half_to_f32<BF>((unsigned short)(vb >> (16 * (k % 2))));
+        }
+        d[q] += sum;
+    }
+#endif
+}
 // float32 rounded to TensorFloat-32 (10 mantissa bits, to nearest, ties away from zero;
 // NaN and infinity unchanged), still a float32.
 __device__ __forceinline__ float spc_to_tf32(float x) {

@@ -64,8 +64,10 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
         if not any(tensorized(k) for k in kernels):
             raise ScheduleError.of(
                 "tensor_cores", "needs a product of a blocked sparse operand (bsr, blocks "
-                                "of multiples of 16 x 16) and a dense one, summed over the "
-                                "block's columns (SpMM), with float16 or bfloat16 values")
+                                "of multiples of 16 x 16) or a 2:4 one (nm(2,4), sparse "
+                                "tensor cores) and a dense one, summed over the sparse "
+                                "operand's columns (SpMM), with float16 or bfloat16 values "
+                                "(float32: tf32=True, bsr only)")
     if schedule.tf32 and target == "cuda":
         from .passes.tensorize import uses_tf32
         if not any(uses_tf32(k) for k in kernels):
@@ -136,7 +138,9 @@ class Schedule:
     ``tensor_cores``: CUDA, compute a block-sparse times dense product (BSR
     SpMM with blocks of multiples of 16 x 16, float16 or bfloat16 values) with
     the GPU's matrix instructions, a warp per tile of the output
-    (``passes/tensorize.py``); False: scalar loops; None: spc's choice (tensor
+    (``passes/tensorize.py``), and a 2:4 sparse one (nm(2,4) SpMM, float16 or
+    bfloat16) on sparse tensor cores (``mma.sp``, ``passes/tensorize_nm.py``);
+    False: scalar loops; None: spc's choice (tensor
     cores wherever they apply, unless another knob asks for rows split or
     reordered, or for one warp).  Not with ``split_rows``, ``reorder_rows`` or
     ``parallel=False``.

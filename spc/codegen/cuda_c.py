@@ -65,6 +65,7 @@ from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, Const, DType, For, If,
                         Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
+from ..ir.analysis import sparse_slot
 from ..ir.printer import WARP_OPS
 from ..ir.affine import inline, let_env
 from ..ir.traverse import rewrite, walk
@@ -975,7 +976,9 @@ class _Body:
         if n_loop is None:
             raise CompileError(f"kernel {self.kernel.name}: @mma_m loop over {s.var.name} "
                                f"does not hold one @mma_n loop")
-        if k_loop is not None:
+        if k_loop is not None and k_loop.kind is LoopKind.MMA_SPARSE_K:
+            self.mma_sparse_product(s, n_loop, k_loop, d)
+        elif k_loop is not None:
             self.mma_product(s, n_loop, k_loop, d)
         else:
             self.mma_write(s, n_loop, d)
@@ -1041,6 +1044,90 @@ class _Body:
         self.emit(d + 3, "#pragma unroll")
         self.emit(d + 3, f"for (int {mi} = 0; {mi} < {mt}; ++{mi})")
         self.emit(d + 4, f"{call}({frag} + ({mi} * {cols // 8} + {ni}) * 4, {a}[{mi}], {b});")
+        self.emit(d + 2, "}")
+        self.emit(d + 1, "}")
+        self.emit(d, "}")
+
+    def mma_sparse_product(self, m: For, n: For, k: For, d: int) -> None:
+        """A tile whose A is 2:4 sparse (``LoopKind.MMA_SPARSE_K``, see
+        passes/tensorize_nm.py) as ``mma.sp`` m16n8k32 instructions, 16 slots
+        (32 columns of k) each.  Lane 4 g + t holds:
+
+        - A, the stored values, as m16n8k16's A over the 16 slots: rows g and
+          g + 8, slots 2t, 2t + 1 and 2t + 8, 2t + 9 (``MMA_16.a``), i.e. groups
+          t and t + 4 of the step's eight;
+        - B, 32 rows of k: k = 2t + 8r, 2t + 8r + 1 (r = 0..3), column g;
+        - the metadata (sparsity selector 0: lanes t = 0 and 1 of each group
+          of four supply it): lane t covers slots 8t .. 8t + 7 (groups 4t ..
+          4t + 3, columns 16t .. 16t + 15 of the step), row g in the low 16
+          bits and row g + 8 in the high 16; slot 8t + q's place in its group
+          (the ``index`` of the loop's ``let k = s / 2 * 4 + index``, 2 bits)
+          at bit 2q of its half, so a group's two places fill a nibble, the
+          first slot's low.  Lanes t = 2, 3 build their neighbours' (t & 1)
+          copies, which the instruction does not read.
+
+        As in ``mma_product``, each fragment entry is the IR's expression with
+        the tile's variables (row, column, slot or k) bound to the lane's
+        coordinates."""
+        let, store = stmts_of(k.body)
+        index = sparse_slot(let.value, k.var.name)
+        rows, cols, depth = (int(x.hi.value) for x in (m, n, k))
+        x, y = store.value.lhs, store.value.rhs
+        if let.var.name in _reads(x) or k.var.name in _reads(y):
+            x, y = y, x
+        types = {ld.buf.dtype for ld in walk(store.value)
+                 if isinstance(ld, Load) and ld.buf.dtype.is_float}
+        if len(types) != 1 or not types <= set(NARROW) or rows % 16 or cols % 8 or depth % 16 \
+                or index is None or let.var.name in _reads(x) or k.var.name in _reads(y):
+            raise CompileError(f"kernel {self.kernel.name}: no mma.sp m16n8k32 instruction "
+                               f"for a {rows} x {cols} x {depth} (slots) tile of "
+                               f"{sorted(t.value for t in types)}")
+        dt = types.pop()
+        g, t, mi, ki, ni, a, b, e = (self.fresh(stem)
+                                     for stem in ("g", "t", "mi", "ki", "ni", "a", "b", "e"))
+        r, c, sl, kk = m.var.name, n.var.name, k.var.name, let.var.name
+
+        def at(bound: dict):
+            return lambda v: f"({bound[v]})" if bound.get(v) is not None else c_name(v)
+
+        def pair(ex, first: dict, second: dict) -> str:
+            return f"spc_pack16({self.bits(ex, at(first), dt)}, {self.bits(ex, at(second), dt)})"
+
+        frag = c_name(store.buf.name)
+        mt = rows // 16
+        self.emit(d, "{")
+        self.emit(d + 1, f"const int {g} = spc_lane >> 2, {t} = spc_lane & 3;")
+        self.emit(d + 1, "#pragma unroll")
+        self.emit(d + 1, f"for (int {ki} = 0; {ki} < {depth // 16}; ++{ki}) {{")
+        self.emit(d + 2, f"unsigned {a}[{mt}][4], {e}[{mt}];")
+        self.emit(d + 2, "#pragma unroll")
+        self.emit(d + 2, f"for (int {mi} = 0; {mi} < {mt}; ++{mi}) {{")
+        for q, (dr, ds) in enumerate(MMA_16.a):
+            row = f"{mi} * 16 + {g} + {dr}"
+            slot = f"{ki} * 16 + 2 * {t} + {ds}"
+            self.emit(d + 3, f"{a}[{mi}][{q}] = " + pair(
+                x, {r: row, sl: slot}, {r: row, sl: slot + " + 1"}) + ";")
+        places = []
+        for half in range(2):
+            for q in range(8):
+                bound = {r: f"{mi} * 16 + {g} + {8 * half}",
+                         sl: f"{ki} * 16 + 8 * ({t} & 1) + {q}"}
+                places.append(f"((unsigned)({render_expr(index, name=at(bound))}) & 3u) "
+                              f"<< {16 * half + 2 * q}")
+        self.emit(d + 3, f"{e}[{mi}] = " + f"\n{'    ' * (d + 4)}| ".join(places) + ";")
+        self.emit(d + 2, "}")
+        self.emit(d + 2, "#pragma unroll")
+        self.emit(d + 2, f"for (int {ni} = 0; {ni} < {cols // 8}; ++{ni}) {{")
+        self.emit(d + 3, f"unsigned {b}[4];")
+        for q in range(4):
+            kx = f"{ki} * 32 + 2 * {t} + {8 * q}"
+            col = f"{ni} * 8 + {g}"
+            self.emit(d + 3, f"{b}[{q}] = " + pair(y, {kk: kx, c: col},
+                                                   {kk: kx + " + 1", c: col}) + ";")
+        self.emit(d + 3, "#pragma unroll")
+        self.emit(d + 3, f"for (int {mi} = 0; {mi} < {mt}; ++{mi})")
+        self.emit(d + 4, f"spc_mma_sp_16832<{'true' if dt is DType.BF16 else 'false'}>("
+                         f"{frag} + ({mi} * {cols // 8} + {ni}) * 4, {a}[{mi}], {b}, {e}[{mi}]);")
         self.emit(d + 2, "}")
         self.emit(d + 1, "}")
         self.emit(d, "}")
@@ -1114,7 +1201,8 @@ def _mma_loops(m: For):
         return None, None
     n = inner[0]
     body = stmts_of(n.body)
-    if len(body) == 1 and isinstance(body[0], For) and body[0].kind is LoopKind.MMA_K:
+    if len(body) == 1 and isinstance(body[0], For) \
+            and body[0].kind in (LoopKind.MMA_K, LoopKind.MMA_SPARSE_K):
         return n, body[0]
     return n, None
 

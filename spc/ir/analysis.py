@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
 
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, For, If, Kernel, Let, Load, Neg,
-                    ParamRole, Stmt, Store, Var, While)
+from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel, Let,
+                    Load, Neg, ParamRole, Stmt, Store, Var, While)
 from .traverse import walk
 
 
@@ -184,3 +184,18 @@ def _declared(body: Stmt) -> frozenset[str]:
         elif isinstance(n, Alloc):
             names.add(n.buf.name)
     return frozenset(names)
+
+
+def sparse_slot(value, slot: str):
+    """The index expression ``e`` of ``slot / 2 * 4 + e`` (an @mma_sparse_k loop's
+    k: the slot's group, four k each, plus its place in the group), or None when
+    ``value`` is not so shaped."""
+    if not (isinstance(value, BinOp) and value.op == "+" and isinstance(value.lhs, BinOp)
+            and value.lhs.op == "*" and value.lhs.rhs == Const(4, DType.I64)):
+        return None
+    group = value.lhs.lhs
+    if not (isinstance(group, BinOp) and group.op == "/" and group.lhs == Var(slot, DType.I64)
+            and group.rhs == Const(2, DType.I64)):
+        return None
+    return value.rhs
+

@@ -84,9 +84,15 @@ class LoopKind(Enum):
     # statements that read ``acc[r * N + c]`` (writing the tile out).  The
     # iterations run in order here (the interpreter, the meaning); on a GPU the
     # warp's lanes share them as the matrix instruction lays them out.
+    # A tile whose first operand is 2:4 sparse (passes/tensorize_nm.py) has an
+    # MMA_SPARSE_K loop in place of MMA_K: it runs over the operand's stored
+    # slots, two per group of four k, and its body is ``let k = s / 2 * 4 + e``
+    # (e in [0, 4): the slot's place in its group, the instruction's metadata)
+    # then the store, X reading the slot s, Y reading k.
     MMA_M = "mma_m"
     MMA_N = "mma_n"
     MMA_K = "mma_k"
+    MMA_SPARSE_K = "mma_sparse_k"
 
 
 # --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Cons
                     Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum, Call,
                     MATH_FUNCTIONS, INT_FUNCTIONS, BIT_OPS,
                     While, dtype_of)
+from .analysis import sparse_slot
 from .jam import jam_of
 from .printer import format_expr
 from .vector import vector_of
@@ -230,8 +231,9 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     return kernel
 
 
-MMA_KINDS = (LoopKind.MMA_M, LoopKind.MMA_N, LoopKind.MMA_K)
-_TILE_STEP = {LoopKind.MMA_M: 16, LoopKind.MMA_N: 8, LoopKind.MMA_K: 8}
+MMA_KINDS = (LoopKind.MMA_M, LoopKind.MMA_N, LoopKind.MMA_K, LoopKind.MMA_SPARSE_K)
+_TILE_STEP = {LoopKind.MMA_M: 16, LoopKind.MMA_N: 8, LoopKind.MMA_K: 8,
+              LoopKind.MMA_SPARSE_K: 16}
 
 
 def _check_tile(loop: For, nested: bool, in_lanes: bool, fail) -> None:
@@ -256,8 +258,14 @@ def _check_tile(loop: For, nested: bool, in_lanes: bool, fail) -> None:
             fail(f"@mma_m loop over '{loop.var.name}' must hold exactly one @mma_n loop")
     elif loop.kind is LoopKind.MMA_N:
         if loops and not (len(body) == 1 and isinstance(body[0], For)
-                          and body[0].kind is LoopKind.MMA_K):
+                          and body[0].kind in (LoopKind.MMA_K, LoopKind.MMA_SPARSE_K)):
             fail(f"@mma_n loop over '{loop.var.name}' must hold one @mma_k loop or no loops")
+    elif loop.kind is LoopKind.MMA_SPARSE_K:
+        if not (len(body) == 2 and isinstance(body[0], Let) and sparse_slot(body[0].value,
+                                                                            loop.var.name)
+                and isinstance(body[1], Store) and body[1].accumulate):
+            fail(f"@mma_sparse_k loop over '{loop.var.name}' must hold "
+                 f"'let k = {loop.var.name} / 2 * 4 + index' and one accumulating store")
     elif len(body) != 1 or not isinstance(body[0], Store) or not body[0].accumulate:
         fail(f"@mma_k loop over '{loop.var.name}' must hold one accumulating store")
 

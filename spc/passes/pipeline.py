@@ -11,6 +11,7 @@ never from its own name or from the target.
     collapse_rows                               collapse_rows
     epilogue_rows
                                                 tensorize     (tensor_cores; tile_cols, tf32)
+                                                tensorize_nm  (tensor_cores; tile_cols)
     split_rows            (split_rows)          collapse_blocks
     reorder_rows          (reorder_rows)        split_rows    (split_rows)
     tile                  (tile)                reorder_rows  (reorder_rows)
@@ -46,6 +47,7 @@ from .register_tile import ACCUMULATOR_BYTES, tile_rows_for_registers
 from .simplify import simplify
 from .split_rows import AUTO, split_rows
 from .tensorize import tensorize
+from .tensorize_nm import tensorize_nm
 from .tile import tile
 from .unroll_jam import unroll_jam
 from .vector_loads import vector_loads
@@ -106,7 +108,8 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
                                    # (BigBird L=4096: 2.31 vs 1.10 ms), while recomputed
                                    # scores gain 2x (8.54 -> 4.14 ms), 2026-11-29
         collapse_rows,             # as on the CPU: warps take (head, row) pairs
-        *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores
+        *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores;
+                                   # 2:4 x dense -> tiles on sparse tensor cores (mma.sp)
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
@@ -136,7 +139,8 @@ def _tensorize(schedule: Schedule) -> tuple[Pass, ...]:
         schedule.reorder_rows in (None, "none")
     if schedule.tensor_cores is False or not schedule.parallel or not whole_rows:
         return ()
-    return (bound(tensorize, tile_cols=schedule.tile_cols, tf32=bool(schedule.tf32)),)
+    return (bound(tensorize, tile_cols=schedule.tile_cols, tf32=bool(schedule.tf32)),
+            bound(tensorize_nm, tile_cols=schedule.tile_cols))
 
 
 def _tile(schedule: Schedule) -> tuple[Pass, ...]:
