@@ -89,7 +89,7 @@ class Spc(System):
         from spc import config
         threads = getattr(config, "num_threads", lambda: None)()
         return {"compile_s": self.compile_s, "threads": threads,
-                "validate": self.validate}
+                "validate": self.validate, "path": str(Path(self.spc.__file__).parent)}
 
     def prepare(self, op, A, inputs):
         k = self.kernels[op]

@@ -65,9 +65,18 @@ def test_block_reductions_leaves_other_kernels_alone(kernel_id):
 def test_block_reductions_applies_to_row_dot_products(kernel_id):
     kernel, formats, _ = KERNELS[kernel_id]
     for k in lower_expr(kernel, formats).program.kernels:
-        vector = [n for n in walk(block_reductions(simplify(k))) if isinstance(n, For)
-                  and n.kind is LoopKind.VECTOR]
-        assert len(vector) == 1
+        loops = [n for n in walk(block_reductions(simplify(k))) if isinstance(n, For)]
+        assert [n.kind for n in loops if n.kind is not LoopKind.SERIAL] == \
+            [LoopKind.VECTOR, LoopKind.SCALAR, LoopKind.SCALAR]
+
+
+def test_scalar_loops_keep_llvm_from_vectorizing_them():
+    """A SCALAR loop's back edge carries vectorize.width 1 and unroll.disable;
+    the VECTOR block's carries its width."""
+    src = _spmv("csr").source
+    assert '!"llvm.loop.vectorize.width", i32 1' in src
+    assert '!"llvm.loop.vectorize.width", i32 4' in src
+    assert src.count('!"llvm.loop.unroll.disable"') >= 1
 
 
 @functools.lru_cache(maxsize=None)
@@ -79,7 +88,7 @@ def _spmv(fmt):
 @pytest.mark.parametrize("threads", [1, 2])
 def test_compiled_spmv_matches_scipy_on_ragged_rows(fmt, threads):
     rng = np.random.default_rng(5)
-    lengths = rng.choice([0, 1, 3, 4, 5, 8, 40], size=300)
+    lengths = rng.choice([0, 1, 3, 4, 5, 6, 7, 8, 9, 11, 40, 130], size=300)
     rows = np.repeat(np.arange(300), lengths)
     cols = np.concatenate([rng.choice(500, n, replace=False) for n in lengths])
     A = sp.csr_matrix((rng.standard_normal(len(rows)).astype(np.float32), (rows, cols)),

@@ -186,10 +186,16 @@ def test_without_a_probe_file_the_machine_is_never_crowded(probe):
     assert pool.crowded() is False
 
 
-def test_workers_nap_instead_of_spinning_on_a_crowded_machine(probe):
+def test_workers_nap_instead_of_spinning_on_a_crowded_machine(probe, tmp_path):
     """A worker that finds more threads runnable than cores sleeps at once
-    (counted by ``naps``); every chunk still runs exactly once."""
-    probe("9.00 9.00 9.00 50/100 1\n", 2)
+    (counted by ``naps``); every chunk still runs exactly once.  The machine
+    turns crowded after the caller's look (which then still shares its calls
+    until its next look, CROWD_EVERY calls on)."""
+    path = tmp_path / "loadavg"
+    path.write_text("0.10 0.10 0.10 1/100 1\n")
+    assert cpu_pool.watch_load(pool, str(path), 2)
+    run_pool(0, 20_000, 2)                           # the caller looks: not crowded
+    path.write_text("9.00 9.00 9.00 50/100 1\n")    # the workers' next looks: crowded
     before = pool.naps()
     for _ in range(20):
         assert (run_pool(0, 20_000, 2) == 1).all()
@@ -200,7 +206,34 @@ def test_workers_nap_instead_of_spinning_on_a_crowded_machine(probe):
     assert pool.naps() > before
 
 
-def test_a_caller_waiting_for_a_held_worker_sleeps_and_finishes():
+@pytest.fixture
+def quiet(probe):
+    """A machine with a core to spare, whatever the real one's load: callers
+    share their calls with workers."""
+    probe("0.10 0.10 0.10 1/100 1\n", 2)
+
+
+def test_callers_on_a_crowded_machine_run_alone(probe):
+    """More runnable threads than cores: the caller runs every chunk itself (no
+    worker takes one) and counts the call; every index still runs once."""
+    probe("9.00 9.00 9.00 50/100 1\n", 2)
+    alone, by_workers = pool.alone_calls(), pool.worker_chunks()
+    for _ in range(cpu_pool.CROWD_EVERY + 1):
+        assert (run_pool(0, 20_000, 2) == 1).all()
+    assert pool.alone_calls() - alone == cpu_pool.CROWD_EVERY + 1
+    assert pool.worker_chunks() == by_workers
+
+
+def test_callers_share_again_once_the_machine_has_a_core_to_spare(probe):
+    probe("9.00 9.00 9.00 50/100 1\n", 2)
+    run_pool(0, 20_000, 2)
+    probe("0.10 0.10 0.10 1/100 1\n", 2)         # set_probe: the next call looks again
+    alone = pool.alone_calls()
+    assert (run_pool(0, 20_000, 2) == 1).all()
+    assert pool.alone_calls() == alone
+
+
+def test_a_caller_waiting_for_a_held_worker_sleeps_and_finishes(quiet):
     """A worker is held inside its chunk until the test lets it go: the caller
     runs every chunk no worker started, then waits for the held one asleep
     (its CPU time stays low while the worker is held), and every index runs

@@ -467,7 +467,7 @@ class _Body:
         d = depth + 1
         self.emit(d, f"const spc_idx {lo} = {render_expr(s.lo)};")
         self.emit(d, f"const spc_idx {hi} = {render_expr(s.hi)};")
-        if kind is LoopKind.SERIAL or kind is LoopKind.PARALLEL or kind is LoopKind.VECTOR:
+        if kind in (LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTOR, LoopKind.SCALAR):
             inner = ctx
             if ctx in ("lane", "thread") and not any(
                     isinstance(n, (For, While)) for n in all_stmts(s.body)):

@@ -328,7 +328,8 @@ class _FunctionEmitter:
             self.buffers[s.buf.name] = b.gep(arr, [ir.Constant(I64, 0), ir.Constant(I64, 0)])
         elif isinstance(s, For):
             self.for_loop(s.var, self.expr(s.lo), self.expr(s.hi), s.body,
-                          self._vector_hint(s) if s.kind is LoopKind.VECTOR else None)
+                          self._vector_hint(s) if s.kind is LoopKind.VECTOR else
+                          self._scalar_hint() if s.kind is LoopKind.SCALAR else None)
         elif isinstance(s, While):
             with _loop_blocks(b, "while") as (cond, body, exit_):
                 b.branch(cond)
@@ -392,6 +393,17 @@ class _FunctionEmitter:
             ops.append(m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.width"),
                                        ir.Constant(I32, width)]))
         return m.add_metadata(ops)
+
+    def _scalar_hint(self):
+        """``llvm.loop`` metadata keeping a SCALAR loop one iteration at a time:
+        vectorize width 1 and no unrolling (the SLP vectorizer may still pack
+        the independent lanes of one iteration, which is what the loop is for)."""
+        m = self.b.module
+        return m.add_metadata([
+            ir.MetaDataString(m, _LOOP_SELF),
+            m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.width"),
+                            ir.Constant(I32, 1)]),
+            m.add_metadata([ir.MetaDataString(m, "llvm.loop.unroll.disable")])])
 
     def for_loop(self, var: Var, lo, hi, body, hint=None) -> None:
         b = self.b

@@ -77,6 +77,9 @@ class LoopKind(Enum):
     GPU_LANE = "gpu_lane"        # iterations spread over the 32 lanes of the warp
     GPU_LANE_SPLIT = "gpu_lane_split"  # 32-iteration chunks, each one warp's lanes
     VECTOR = "vector"            # a hint: vectorize/unroll this inner loop
+    SCALAR = "scalar"            # a hint: keep this loop one iteration at a time (no
+                                 # vectorizing or unrolling it; its body may still be
+                                 # vectorized within an iteration)
     # A warp's tensor-core tile (passes/tensorize.py): an MMA_M loop over a
     # tile's rows holding one MMA_N loop over its columns, whose body is either
     # one MMA_K loop holding one store ``acc[r * N + c] += X * Y`` into a local

@@ -52,7 +52,9 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         add(f"        x{k} = view_of(x{k}, {kind!r})")
         add(f"        if type(x{k}) is not View:")
         add("            return None")
-        add(f"    elif {scipy_ok}:")
+        # the scipy classes of this format pass at a set lookup (~20 ns against ~110 ns
+        # for the attribute and isinstance tests, which still take their subclasses)
+        add(f"    elif type(x{k}) not in known_{kind} and ({scipy_ok}):")
         add("        return None")
         add(f"    c{k}, p{k}, v{k} = x{k}.indices, x{k}.indptr, x{k}.data")
         add(f"    if (v{k}.dtype is not dtype and v{k}.dtype != dtype) or (c{k}.dtype is not i32 "
@@ -137,6 +139,8 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
         ndarray=np.ndarray, dtype=ck._np_dtype, i32=np.dtype(np.int32), Tensor=Tensor,
         u16=np.dtype(np.uint16),
         View=view, view_of=view.of, is_scipy=_is_scipy_sparse, scipy_result=scipy_result,
+        **{f"known_{kind}": frozenset(t for t in scipy_result if t.__name__.startswith(kind))
+           for kind in ("csr", "csc")},
         looks_valid=looks_valid, compressed_in_bounds=compressed_in_bounds,
         zeros=np.zeros, empty=np.empty, share=np.may_share_memory, call_work=call_work,
         small_work=small_work, max_threads=ck._max_threads, launch=launch,
