@@ -189,7 +189,12 @@ def _kept_lets(sparse: For, lets, env, dependent):
     return lo, hi, outside, within, inner
 
 
-def _match(kernel: Kernel, tf32: bool) -> _Match | None:
+def product_chain(kernel: Kernel):
+    """``(prefix, outer, items, store, bufs)`` of a kernel whose independent top
+    loop holds one chain of lets, loops and guards (``_chain``'s ``items``)
+    ending in an accumulating, non-atomic store of a product into an output
+    (``bufs``: the buffer parameters by name); else None.  What ``tensorize``
+    and ``tensorize_nm`` both start from."""
     found = _independent_top(kernel)
     if found is None:
         return None
@@ -203,6 +208,14 @@ def _match(kernel: Kernel, tf32: bool) -> _Match | None:
     if out is None or out.role is not ParamRole.OUTPUT or not store.accumulate or store.atomic \
             or not (isinstance(store.value, BinOp) and store.value.op == "*"):
         return None
+    return prefix, outer, items, store, bufs
+
+
+def _match(kernel: Kernel, tf32: bool) -> _Match | None:
+    found = product_chain(kernel)
+    if found is None:
+        return None
+    prefix, outer, items, store, bufs = found
     x, y = (_value_load(e, bufs, tf32) for e in (store.value.lhs, store.value.rhs))
     if x is None or y is None or x.buf.dtype is not y.buf.dtype:
         return None

@@ -67,7 +67,7 @@ from ..ir.nodes import (Alloc, BinOp, Block, Buffer, Cast, Const, DType, Expr, F
                         add, and_, i64, lt, mul, sub)
 from ..ir.traverse import rewrite
 from .map_gpu import inline, var_names
-from .tensorize import TILE_COLS, _all, _chain, _independent_top, _is_range, _tile_names
+from .tensorize import TILE_COLS, _all, _is_range, _tile_names, product_chain
 
 I64 = DType.I64
 F32 = DType.F32
@@ -136,19 +136,10 @@ def _coordinate(value: Expr, slot: Var, lo: Expr):
 
 
 def _match(kernel: Kernel) -> _Match | None:
-    found = _independent_top(kernel)
+    found = product_chain(kernel)
     if found is None:
         return None
-    prefix, outer = found
-    items = _chain(outer.body)
-    if items is None or items[-1][0] != "store":
-        return None
-    store = items[-1][1]
-    bufs = {p.name: p for p in kernel.params if isinstance(p.value, Buffer)}
-    out = bufs.get(store.buf.name)
-    if out is None or out.role is not ParamRole.OUTPUT or not store.accumulate or store.atomic \
-            or not (isinstance(store.value, BinOp) and store.value.op == "*"):
-        return None
+    prefix, outer, items, store, bufs = found
     loads = [store.value.lhs, store.value.rhs]
     if not all(isinstance(x, Load) and x.buf.name in bufs
                and bufs[x.buf.name].role is ParamRole.INPUT for x in loads) \
