@@ -327,13 +327,12 @@ def expand_blocked_order(assign: ast.Assignment, formats: dict[str, Format],
                 parts.setdefault(split_base(v), []).append(v)
     if not any(ix in parts and ix not in loop_vars for ix in order):
         return order
-    named = [ix for ix in order]
 
     def whole(ix):
         return parts[ix] if ix in parts and ix not in loop_vars else [ix]
-    outer = tuple(whole(ix)[0] for ix in named) + \
-        tuple(v for ix in named for v in whole(ix)[1:])
-    side_by_side = tuple(v for ix in named for v in whole(ix))
+    outer = tuple(whole(ix)[0] for ix in order) + \
+        tuple(v for ix in order for v in whole(ix)[1:])
+    side_by_side = tuple(v for ix in order for v in whole(ix))
     for candidate in (outer, side_by_side):
         try:
             check_loop_order(assign, formats, candidate)

@@ -81,9 +81,10 @@ class RawLaunch:
         """Enqueue one launch.  ``longest``: the largest buffer's element count;
         ``span`` / ``items``: the lengths of the plan's ``lane_buffer`` /
         ``items_buffer`` (None where it has none)."""
-        ready = self._ready.get((sizes, device_id, span, items, longest < NARROW_LIMIT))
+        key = (sizes, device_id, span, items, longest < NARROW_LIMIT)
+        ready = self._ready.get(key)
         if ready is None:
-            ready = self._prepare((sizes, device_id, span, items, longest < NARROW_LIMIT))
+            ready = self._prepare(key)
         launch, handle, blocks, extra, address, threads = ready
         self.launcher.last = launch
         if blocks <= 0:
