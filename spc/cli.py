@@ -129,7 +129,9 @@ def _compile(spc, args):
 def _show(spc, args) -> int:
     k = _compile(spc, args)
     print(k.ir)
-    print(f"# schedule: {k.schedule}")
+    schedules = k.schedules if hasattr(k, "kernels") else (k.schedule,)
+    for schedule in schedules:
+        print(f"# schedule: {schedule}")
     if args.source:
         print(k.source)
     return 0

@@ -36,6 +36,12 @@ def test_show_prints_the_ir_schedule_and_source(capsys):
     assert "A_vals: f64*" in capsys.readouterr().out
 
 
+def test_show_prints_every_kernel_of_a_program(capsys):
+    assert main(["show", "attention", "--fmt", "csr"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("# schedule: Schedule(") == out.count("kernel ") >= 2
+
+
 def test_show_renders_cuda_without_a_gpu(capsys):
     assert main(["show", "spmm", "--fmt", "bsr(16,16)", "--target", "cuda", "--arch",
                  "sm_90", "--dtype", "float16", "--source"]) == 0

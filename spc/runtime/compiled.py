@@ -292,6 +292,11 @@ class KernelSequence(KernelCall):
     def source(self) -> str:
         return "\n".join(k.source for k in self.kernels)
 
+    @property
+    def schedules(self) -> tuple:
+        """Each kernel's ``schedule``, in order."""
+        return tuple(k.schedule for k in self.kernels)
+
 
 class CompiledKernel(KernelCall):
     """A compiled expression.  Call it with operands (positionally in
