@@ -13,7 +13,9 @@ session: device time (torch.profiler, the GPU time of one call's kernels) of
 - cublas: ``torch.mm`` of the dense matrix (float32: in float32, and ``cublas_tf32``
   with torch's tf32 allowed);
 - spc: ``tensor_cores`` on at each ``tile_cols`` in ``--tiles`` (float32: ``tf32=True``),
-  and off (the scalar kernel), operands prepared once, ``validate=False``.
+  the same at the first of them with ``stage_tiles=False`` (operands read from global
+  memory, not staged in shared memory: ``spc_unstaged``), and off (the scalar kernel),
+  operands prepared once, ``validate=False``.
 Each system's result is checked against float64 from the same 16-bit inputs.
 Prints one row per case, then the best spc against the best torch BSR path and
 against cuBLAS.
@@ -109,7 +111,8 @@ def main(argv=None) -> int:
         tiles = tiles[:1]              # SDDMM's tiles are its blocks: tile_cols is not a knob
     print(f"# {datetime.date.today()} {torch.cuda.get_device_name()} torch {torch.__version__} "
           f"{args.dtype}; device time per call in microseconds")
-    spcs = [f"spc_tc{t}" for t in tiles] + ["spc_scalar"]
+    tcs = [f"spc_tc{t}" for t in tiles]
+    spcs = tcs + ["spc_unstaged", "spc_scalar"]
     dense = ["cublas"] + (["cublas_tf32"] if tf32 else [])
     head = ("M", "block", "sparsity", "N", "torch", "triton", *dense, *spcs, "worst_err")
     print(" ".join(f"{h:>10}" for h in head))
@@ -124,6 +127,9 @@ def main(argv=None) -> int:
                                                      target="cuda", tf32=tf32,
                                                      **({} if sddmm else {"tile_cols": t}))
                            for t in tiles}
+                kernels["spc_unstaged"] = spc.compile(
+                    args.kernel, fmt=f"bsr({b},{b})", target="cuda", tf32=tf32,
+                    stage_tiles=False, **({} if sddmm else {"tile_cols": tiles[0]}))
                 kernels["spc_scalar"] = spc.compile(args.kernel, fmt=f"bsr({b},{b})",
                                                     target="cuda", tensor_cores=False)
                 prepared = {name: k.prepare(Ab) for name, k in kernels.items()}
@@ -160,17 +166,21 @@ def main(argv=None) -> int:
                           " ".join(us(h) for h in head[4:-1]) + f" {worst:10.1e}", flush=True)
     print("\n# best spc tensor-core tile against torch's best BSR path and dense cuBLAS")
     print(f"{'M':>6} {'block':>6} {'sparsity':>9} {'N':>6} {'tile':>8} {'torchBSR/spc':>13} "
-          f"{'cublas/spc':>11} {'scalar/spc':>11}" + (f" {'cublasTF32/spc':>15}" if tf32 else ""))
+          f"{'cublas/spc':>11} {'scalar/spc':>11} {'unstaged/spc':>13}"
+          + (f" {'cublasTF32/spc':>15}" if tf32 else ""))
     for r in rows:
-        best = min(spcs[:-1], key=lambda k: r.get(k, float("inf")))
+        best = min(tcs, key=lambda k: r.get(k, float("inf")))
         t = r[best]
         bsr = min(r.get("torch", float("inf")), r.get("triton", float("inf")))
         print(f"{r['M']:>6} {r['block']:>6} {r['sparsity']:>9} {r['N']:>6} {best[6:]:>8} "
-              f"{bsr / t if bsr < float('inf') else float('nan'):13.2f} {r['cublas'] / t:11.2f} {r['spc_scalar'] / t:11.2f}"
+              f"{bsr / t if bsr < float('inf') else float('nan'):13.2f} {r['cublas'] / t:11.2f} {r['spc_scalar'] / t:11.2f} "
+              f"{r['spc_unstaged'] / r[f'spc_tc{tiles[0]}']:13.2f}"
               + (f" {r['cublas_tf32'] / t:15.2f}" if tf32 else ""))
     print(f"# geometric means: torchBSR/spc "
-          f"{geo([min(r.get('torch', 1e9), r.get('triton', 1e9)) / min(r[k] for k in spcs[:-1]) for r in rows]):.2f}, "
-          f"cublas/spc {geo([r['cublas'] / min(r[k] for k in spcs[:-1]) for r in rows]):.2f}")
+          f"{geo([min(r.get('torch', 1e9), r.get('triton', 1e9)) / min(r[k] for k in tcs) for r in rows]):.2f}, "
+          f"cublas/spc {geo([r['cublas'] / min(r[k] for k in tcs) for r in rows]):.2f}, "
+          f"unstaged/staged at tile {tiles[0]} "
+          f"{geo([r['spc_unstaged'] / r[f'spc_tc{tiles[0]}'] for r in rows]):.2f}")
     return 1 if failed else 0
 
 

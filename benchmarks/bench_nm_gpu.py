@@ -18,6 +18,8 @@ GPU time of one call's kernels) of
   (S / 16 instructions) at a time, an experiment: the pass's defaults,
   ``tensorize_nm.ROWS`` and ``STEP``, set while the kernel compiles; no schedule
   knob sets them);
+- spc_unstaged: spc_tc64 with ``stage_tiles=False`` (B read from global memory, not
+  staged in shared memory);
 - spc_simt: spc's nm(2,4) SpMM with ``tensor_cores=False`` (same precision);
 - spc_fp32: spc's nm(2,4) SpMM in float32 (the kernel before tensor cores).
 spc's operands are prepared once and called with ``validate=False``.  Every
@@ -110,10 +112,12 @@ def main(argv=None) -> int:
     shapes = [(t, r, st) for t in tiles for r in rows_tried for st in steps_tried]
     label = lambda t, r, st: f"spc_tc{t}" + (f"r{r}" if r else "") + (f"s{st}" if st else "")  # noqa: E731
     spcs = [label(*x) for x in shapes]
-    head = ("M", "N", "cusparselt", "cutlass", "cublas", *spcs, "spc_simt", "spc_fp32",
-            "worst_err")
+    head = ("M", "N", "cusparselt", "cutlass", "cublas", *spcs, "spc_unstaged", "spc_simt",
+            "spc_fp32", "worst_err")
     print(" ".join(f"{h:>10}" for h in head))
     kernels = {label(*x): tiled(spc, args.dtype, *x) for x in shapes}
+    kernels["spc_unstaged"] = spc.compile("spmm", fmt="nm(2,4)", target="cuda",
+                                          dtype=args.dtype, tile_cols=64, stage_tiles=False)
     kernels["spc_simt"] = spc.compile("spmm", fmt="nm(2,4)", target="cuda", dtype=args.dtype,
                                       tensor_cores=False)
     kernels["spc_fp32"] = spc.compile("spmm", fmt="nm(2,4)", target="cuda", dtype="float32")

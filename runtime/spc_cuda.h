@@ -299,6 +299,47 @@ __device__ __forceinline__ unsigned spc_pack16(unsigned short lo, unsigned short
     return (unsigned)lo | ((unsigned)hi << 16);
 }
 
+// ldmatrix: N (2 or 4) 8 x 8 matrices of 16-bit elements from shared memory, lanes
+// 8 j .. 8 j + 7 giving the rows of matrix j (row r at lane 8 j + r's ``row``, 16-byte
+// aligned).  Lane 4 g + t receives in r[j] matrix j's elements (g, 2t) and (g, 2t + 1),
+// low half first; TRANS: (2t, g) and (2t + 1, g).  Before sm_75, the same through
+// shuffles of the row addresses.
+template <int N, bool TRANS>
+__device__ __forceinline__ void spc_ldmatrix(unsigned* r, const unsigned short* row) {
+#if __CUDA_ARCH__ >= 750
+    const unsigned a = (unsigned)__cvta_generic_to_shared(row);
+    if (N == 4 && TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+    else if (N == 4)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+    else if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];"
+                     : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];"
+                     : "=r"(r[0]), "=r"(r[1]) : "r"(a));
+#else
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const unsigned long long mine = reinterpret_cast<unsigned long long>(row);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+        if (TRANS) {
+            const unsigned short* r0 = reinterpret_cast<const unsigned short*>(
+                __shfl_sync(SPC_FULL_MASK, mine, 8 * j + 2 * t));
+            const unsigned short* r1 = reinterpret_cast<const unsigned short*>(
+                __shfl_sync(SPC_FULL_MASK, mine, 8 * j + 2 * t + 1));
+            r[j] = spc_pack16(r0[g], r1[g]);
+        } else {
+            const unsigned short* rg = reinterpret_cast<const unsigned short*>(
+                __shfl_sync(SPC_FULL_MASK, mine, 8 * j + g));
+            r[j] = spc_pack16(rg[2 * t], rg[2 * t + 1]);
+        }
+    }
+#endif
+}
+
 // min/max with the loop IR's meaning: min(a, b) = a < b ? a : b.
 template <typename T> __device__ __forceinline__ T spc_min(T a, T b) { return a < b ? a : b; }
 template <typename T> __device__ __forceinline__ T spc_max(T a, T b) { return a > b ? a : b; }

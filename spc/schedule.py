@@ -6,7 +6,7 @@ spc's compile-time choices filled in.  Fields come in three kinds:
 
 * **IR knobs** pick the passes and their parameters (``spc/passes/pipeline.py``
   reads them): ``order``, ``parallel``, ``deterministic``, ``reorder_rows``,
-  ``split_rows``, ``tile``, ``tile_cols``, ``tensor_cores``, ``tf32`` (CUDA).  The printed IR shows
+  ``split_rows``, ``tile``, ``tile_cols``, ``tensor_cores``, ``tf32``, ``stage_tiles`` (CUDA).  The printed IR shows
   their effect and the reference interpreter runs it.
 * **Launch knobs** pick among launches of one binary, from the call's sizes
   when None (``codegen/cuda.py``'s launcher): ``wide``, ``group``, ``split``,
@@ -68,6 +68,12 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
                                 "tensor cores) and a dense one, summed over the sparse "
                                 "operand's columns (SpMM), with float16 or bfloat16 values "
                                 "(float32: tf32=True, bsr only)")
+    if schedule.stage_tiles and target == "cuda":
+        from .passes.stage_tiles import staged
+        if not any(staged(k) for k in kernels):
+            raise ScheduleError.of(
+                "stage_tiles", "needs a tensor-core tile (tensor_cores) whose operands' rows "
+                               "are consecutive in memory, a multiple of 16 bytes wide")
     if schedule.tf32 and target == "cuda":
         from .passes.tensorize import uses_tf32
         if not any(uses_tf32(k) for k in kernels):
@@ -147,6 +153,10 @@ class Schedule:
     ``tf32``: CUDA, float32 values: where tensor cores apply, run them on
     TensorFloat-32 inputs (10 mantissa bits, rounded to nearest; products and
     sums in float32), about float16's precision (None: False; opt-in).
+    ``stage_tiles``: CUDA, a tensor-core tile reads its operands from the warp's
+    shared memory, copied there by 16-byte moves (``passes/stage_tiles.py``);
+    False: from global memory, element by element; None: spc's choice (staged
+    wherever a whole tile's operand rows are consecutive and fit).
     """
     order: tuple[str, ...] | None = None
     parallel: bool = True
@@ -162,6 +172,7 @@ class Schedule:
     tile_cols: int | None = None
     tensor_cores: bool | None = None
     tf32: bool | None = None
+    stage_tiles: bool | None = None
 
     def __post_init__(self):
         if self.order is not None:
@@ -170,7 +181,7 @@ class Schedule:
                                                 f"{self.order!r}")
             object.__setattr__(self, "order", tuple(self.order))
         _check_bool("parallel", self.parallel, optional=False)
-        for knob in ("deterministic", "wide", "flat", "tensor_cores", "tf32"):
+        for knob in ("deterministic", "wide", "flat", "tensor_cores", "tf32", "stage_tiles"):
             _check_bool(knob, getattr(self, knob))
         if self.threads is not None and not (_is_int(self.threads) and self.threads >= 1):
             raise ScheduleError.of("threads", f"must be a positive int, not {self.threads!r}")
@@ -205,6 +216,9 @@ class Schedule:
         if self.tf32 and self.tensor_cores is False:
             raise ScheduleError.of("tf32", "tf32 is an input type of tensor cores; "
                                            "tensor_cores=False turns them off")
+        if self.stage_tiles and self.tensor_cores is False:
+            raise ScheduleError.of("stage_tiles", "stages the tiles tensor cores read; "
+                                                  "tensor_cores=False turns them off")
         if self.flat and self.split is not None:
             raise ScheduleError.of("split", "warps per row mean nothing when flat=True "
                                             "(warps take chunks of positions, not rows)")

@@ -29,7 +29,8 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     the pieces add atomically); on the CPU, ``tile_cols`` in ``TILES`` where
     the kernel has a row update to tile, and ``tile`` of an index in ``PANELS``
     where its panels go above the rows (``_panels``; in spc's loop order only); on CUDA, where the kernel has tensor-core
-    tiles, ``tensor_cores=False`` and ``tile_cols`` in ``TENSOR_TILES``; and
+    tiles, ``tensor_cores=False``, ``tile_cols`` in ``TENSOR_TILES`` and
+    ``stage_tiles=False`` with each width; and
     ``deterministic`` where it changes the IR, and the launch knobs
     where the kernel has the loop they steer (``wide``; ``group`` x (``flat`` or
     ``split`` in {1, 2, 4, 8})).  ``threads`` is left to the machine.
@@ -91,12 +92,20 @@ def _explore(build, order, indices, space: list, seen: set) -> None:
                     continue                   # tiles: other widths, or scalar loops
                 variants.append((s.replace(tensor_cores=False),
                                  build(s.replace(tensor_cores=False))))
+                tiled = [s]
                 for w in TENSOR_TILES:
                     try:
                         variants.append((s.replace(tile_cols=w),
                                          build(s.replace(tile_cols=w))))
+                        tiled.append(s.replace(tile_cols=w))
                     except ScheduleError:      # tiles that are the blocks (SDDMM)
                         break
+                for t in tiled:                # operands read in place, not staged
+                    try:
+                        variants.append((t.replace(stage_tiles=False),
+                                         build(t.replace(stage_tiles=False))))
+                    except ScheduleError:
+                        pass
             for s, kk in list(variants):
                 try:
                     det = build(s.replace(deterministic=True))

@@ -87,7 +87,7 @@ def test_the_reported_schedule_fills_in_spcs_choices():
     g = spc.compile("sddmm", fmt="csr", group=8, **CUDA)
     assert g.schedule == spc.Schedule(order=("i", "j", "k"), deterministic=False, group=8,
                                       reorder_rows="none", split_rows=False,
-                                      tensor_cores=False, tf32=False)
+                                      tensor_cores=False, tf32=False, stage_tiles=False)
 
 
 def test_the_reported_order_is_in_the_users_names():
@@ -118,7 +118,7 @@ def _names(passes):
       "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "online_softmax", "collapse_rows", "tensorize", "tensorize_nm", "collapse_blocks",
-      "workspaces_gpu", "map_gpu",
+      "workspaces_gpu", "map_gpu", "stage_tiles",
       "simplify", "mark_noncanonical",
       "overwrite_outputs", "widen_outputs", "unroll_jam", "vector_loads"]),
     (spc.Schedule(parallel=False),

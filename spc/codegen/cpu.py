@@ -160,7 +160,7 @@ class CPUTarget(Target):
             if getattr(schedule, knob) is not None:
                 raise ScheduleError.of(knob, "a CUDA launch knob; target='cpu' has no warps "
                                              "or lanes")
-        for knob in ("tensor_cores", "tf32"):
+        for knob in ("tensor_cores", "tf32", "stage_tiles"):
             if getattr(schedule, knob):
                 raise ScheduleError.of(knob, "a GPU's matrix instructions; target='cpu' "
                                              "has none")

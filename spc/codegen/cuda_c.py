@@ -66,6 +66,7 @@ from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, 
                         Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.analysis import sparse_slot
+from ..ir.moves import copy_parts
 from ..ir.printer import WARP_OPS
 from ..ir.affine import inline, let_env
 from ..ir.traverse import rewrite, walk
@@ -361,6 +362,7 @@ class _Body:
         # what a lane's store may show the warp's other lanes: parameters, shared arrays
         self.visible = self.params | {n.buf.name for n in walk(kernel.body)
                                       if isinstance(n, Alloc) and n.shared}
+        self.shared = {n.buf.name for n in walk(kernel.body) if isinstance(n, Alloc) and n.shared}
         self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
         self.tmp = count()
@@ -406,7 +408,8 @@ class _Body:
                 f"by row, as SpGEMM's) is not generated for CUDA yet; use target='cpu'")
         elif isinstance(s, Alloc) and s.shared:     # one array per warp of the block
             t, name = c_elem_type(s.buf.dtype), c_name(s.buf.name)
-            self.emit(depth, f"__shared__ {t} {name}__warps[{WARPS_PER_BLOCK}][{s.size}];")
+            self.emit(depth, f"__shared__ __align__(16) {t} {name}__warps[{WARPS_PER_BLOCK}]"
+                             f"[{s.size}];")
             self.emit(depth, f"{t}* {name} = {name}__warps[spc_warp];")
         elif isinstance(s, Alloc):
             self.emit(depth, f"{c_elem_type(s.buf.dtype)} {c_name(s.buf.name)}[{s.size}] = {{}};")
@@ -537,7 +540,9 @@ class _Body:
         v = c_name(s.var.name)
         jam = s.jam
         plain = f"for (spc_idx {v} = {lo} + spc_lane; {v} < {hi}; {v} += {WARP_SIZE})"
-        if jam is None:
+        if s.moves is not None:
+            self.moved_lane_loop(s, plain, hi, d)
+        elif jam is None:
             self.emit(d, plain + " {")
             self.block(s.body, d + 1, "lane")
             self.emit(d, "}")
@@ -569,6 +574,40 @@ class _Body:
         if any(isinstance(n, (Store, CompareSwap)) and n.buf.name in self.visible
                for n in walk(s.body)):
             self.emit(d, "__syncwarp();")
+
+    def moved_lane_loop(self, s: For, plain: str, hi: str, d: int) -> None:
+        """A tile copy (``VectorMoves``): each lane moves 16 bytes (``width``
+        elements of one row) at a time where the first two rows of both arrays
+        start 16-byte aligned, else the plain loop; between warp barriers (the
+        lanes' reads of the tile's previous contents end before it is
+        overwritten)."""
+        row, col, store, load = copy_parts(s)
+        width, cols = s.moves.width, s.moves.cols
+        rows = int(s.hi.value) // cols
+
+        def address(buf, index, r: int) -> str:
+            at = rewrite(index, lambda n: Const(r, DType.I64) if n == row.var
+                         else Const(0, DType.I64) if n == col.var else n)
+            return f"{c_name(buf.name)} + ({render_expr(at)})"
+        starts = [address(x.buf, x.index, r) for x in (store, load)
+                  for r in range(min(rows, 2))]
+        aligned = " && ".join(f"spc_aligned16({a})" for a in starts)
+        v = c_name(s.var.name)
+        self.emit(d, "__syncwarp();")
+        self.emit(d, f"if ({aligned}) {{")
+        self.emit(d + 1, f"for (spc_idx {v} = spc_lane * {width}; {v} < {hi}; "
+                         f"{v} += {WARP_SIZE * width}) {{")
+        self.stmt(row, d + 2, "lane")
+        self.stmt(col, d + 2, "lane")
+        self.emit(d + 2, f"*reinterpret_cast<uint4*>(&{c_name(store.buf.name)}"
+                         f"[{render_expr(store.index)}]) = *reinterpret_cast<const uint4*>("
+                         f"&{c_name(load.buf.name)}[{render_expr(load.index)}]);")
+        self.emit(d + 1, "}")
+        self.emit(d, "} else {")
+        self.emit(d + 1, plain + " {")
+        self.block(s.body, d + 2, "lane")
+        self.emit(d + 1, "}")
+        self.emit(d, "}")
 
     def copies(self, s: For, jam: Jam, j0: str, hi: str, d: int, first_valid: bool,
                stride: int | str = WARP_SIZE) -> list[str]:
@@ -1021,24 +1060,40 @@ class _Body:
 
         frag = c_name(store.buf.name)
         mt = rows // 16
+        # a 16-bit operand read from a shared tile: its fragments by ldmatrix
+        tile_x = None if tf32 else self.shared_tile(x, r, kk)
+        tile_y = None if tf32 else self.shared_tile(y, c, kk)
+        j8, r8 = self.fresh("j"), self.fresh("r")
         # per k step: the A fragments of every 16 rows, then per 8 columns one B
         # fragment, used by every 16 rows
         self.emit(d, "{")
-        self.emit(d + 1, f"const int {g} = spc_lane >> 2, {t} = spc_lane & 3;")
+        if not (tile_x and tile_y):
+            self.emit(d + 1, f"const int {g} = spc_lane >> 2, {t} = spc_lane & 3;")
+        if tile_x or tile_y:
+            self.emit(d + 1, f"const int {j8} = spc_lane >> 3, {r8} = spc_lane & 7;")
         self.emit(d + 1, "#pragma unroll")
         self.emit(d + 1, f"for (int {ki} = 0; {ki} < {depth // step}; ++{ki}) {{")
         self.emit(d + 2, f"unsigned {a}[{mt}][4];")
         self.emit(d + 2, "#pragma unroll")
         self.emit(d + 2, f"for (int {mi} = 0; {mi} < {mt}; ++{mi}) {{")
-        for q, (dr, dk) in enumerate(shape.a):
-            self.emit(d + 3, f"{a}[{mi}][{q}] = "
-                             f"{entry(x, f'{mi} * 16 + {g} + {dr}', None, dk)};")
+        if tile_x:     # matrices (rows, k) at (0, 0), (8, 0), (0, 8), (8, 8): lanes 8 j + r
+            self.emit(d + 3, self.ldmatrix(tile_x, 4, f"{a}[{mi}]", major=f"{mi} * 16",
+                                           major_off=f"({j8} & 1) * 8", k=f"{ki} * 16",
+                                           k_off=f"({j8} >> 1) * 8", r=r8))
+        else:
+            for q, (dr, dk) in enumerate(shape.a):
+                self.emit(d + 3, f"{a}[{mi}][{q}] = "
+                                 f"{entry(x, f'{mi} * 16 + {g} + {dr}', None, dk)};")
         self.emit(d + 2, "}")
         self.emit(d + 2, "#pragma unroll")
         self.emit(d + 2, f"for (int {ni} = 0; {ni} < {cols // 8}; ++{ni}) {{")
         self.emit(d + 3, f"unsigned {b}[2];")
-        for q, dk in enumerate(shape.b):
-            self.emit(d + 3, f"{b}[{q}] = {entry(y, None, f'{ni} * 8 + {g}', dk)};")
+        if tile_y:     # matrices (columns, k) at (0, 0), (0, 8): lanes 8 j + r, j < 2
+            self.emit(d + 3, self.ldmatrix(tile_y, 2, b, major=f"{ni} * 8", major_off="0",
+                                           k=f"{ki} * 16", k_off=f"({j8} & 1) * 8", r=r8))
+        else:
+            for q, dk in enumerate(shape.b):
+                self.emit(d + 3, f"{b}[{q}] = {entry(y, None, f'{ni} * 8 + {g}', dk)};")
         call = "spc_mma_1688_tf32" if tf32 else \
             f"spc_mma_16816<{'true' if dt is DType.BF16 else 'false'}>"
         self.emit(d + 3, "#pragma unroll")
@@ -1047,6 +1102,39 @@ class _Body:
         self.emit(d + 2, "}")
         self.emit(d + 1, "}")
         self.emit(d, "}")
+
+    def shared_tile(self, e, major: str, k: str) -> tuple[str, int, bool] | None:
+        """``(array, pitch, transposed)`` when ``e`` loads a 16-bit shared array at
+        ``u * pitch + v`` for the tile variables ``{u, v} == {major, k}``, rows a
+        multiple of 16 bytes apart (``passes/stage_tiles.py``'s copies): an
+        operand whose fragments ldmatrix reads; ``transposed`` when ``u`` is
+        ``k``.  Else None."""
+        if not (isinstance(e, Load) and e.buf.name in self.shared and e.buf.dtype in NARROW):
+            return None
+        ix = e.index
+        if not (isinstance(ix, BinOp) and ix.op == "+" and isinstance(ix.rhs, Var)
+                and isinstance(ix.lhs, BinOp) and ix.lhs.op == "*"
+                and isinstance(ix.lhs.lhs, Var) and isinstance(ix.lhs.rhs, Const)):
+            return None
+        u, pitch, v = ix.lhs.lhs.name, int(ix.lhs.rhs.value), ix.rhs.name
+        if {u, v} != {major, k} or pitch * e.buf.dtype.nbytes % 16:
+            return None
+        return c_name(e.buf.name), pitch, u == k
+
+    @staticmethod
+    def ldmatrix(tile: tuple[str, int, bool], n: int, regs: str, *, major: str,
+                 major_off: str, k: str, k_off: str, r: str) -> str:
+        """``n`` fragment registers by one ldmatrix: lane ``8 j + r`` gives row
+        ``r`` of matrix j, whose top-left corner is (``major + major_off``,
+        ``k + k_off``) in (fragment row or column, k) coordinates; a transposed
+        tile stores k along its rows."""
+        name, pitch, transposed = tile
+        if transposed:
+            row, col = f"{k} + {k_off} + {r}", f"{major} + {major_off}"
+        else:
+            row, col = f"{major} + {major_off} + {r}", f"{k} + {k_off}"
+        return (f"spc_ldmatrix<{n}, {'true' if transposed else 'false'}>({regs}, "
+                f"{name} + ({row}) * {pitch} + {col});")
 
     def mma_sparse_product(self, m: For, n: For, k: For, d: int) -> None:
         """A tile whose A is 2:4 sparse (``LoopKind.MMA_SPARSE_K``, see
@@ -1119,7 +1207,13 @@ class _Body:
         self.emit(d + 2, "#pragma unroll")
         self.emit(d + 2, f"for (int {ni} = 0; {ni} < {cols // 8}; ++{ni}) {{")
         self.emit(d + 3, f"unsigned {b}[4];")
-        for q in range(4):
+        tile_y = self.shared_tile(y, c, kk)
+        if tile_y:     # matrices (columns, k) at (0, 8 j) for j < 4: lanes 8 j + r
+            j8, r8 = self.fresh("j"), self.fresh("r")
+            self.emit(d + 3, f"const int {j8} = spc_lane >> 3, {r8} = spc_lane & 7;")
+            self.emit(d + 3, self.ldmatrix(tile_y, 4, b, major=f"{ni} * 8", major_off="0",
+                                           k=f"{ki} * 32", k_off=f"{j8} * 8", r=r8))
+        for q in range(0 if tile_y else 4):
             kx = f"{ki} * 32 + 2 * {t} + {8 * q}"
             col = f"{ni} * 8 + {g}"
             self.emit(d + 3, f"{b}[{q}] = " + pair(y, {kk: kx, c: col},

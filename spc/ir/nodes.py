@@ -320,10 +320,28 @@ class VectorLoads:
 
 
 @dataclass(frozen=True, slots=True)
+class VectorMoves:
+    """A lane loop that copies a tile moves ``width`` elements (16 bytes) at a
+    time (``passes/stage_tiles.py``).
+
+    The loop runs over ``[0, rows * cols)`` and its body is ``let row = e /
+    cols; let col = e - row * cols; dst[f(row) + col] = src[g(row) + col]``:
+    each run of ``cols`` iterations copies one row, consecutive in both arrays
+    (``ir.moves.moves_of`` checks the shape).  Meaning: the loop, one element
+    at a time (the interpreter runs it so).  On a GPU the warp's lanes move
+    ``width`` consecutive elements at once where the first two rows of both
+    arrays start 16-byte aligned (checked at run time), else one at a time.
+    """
+    width: int
+    cols: int
+
+
+@dataclass(frozen=True, slots=True)
 class For:
     """``for var in [lo, hi)`` with unit step; ``jam``: how a concurrent loop's
     iterations are unrolled and jammed (None: one at a time); ``vector``: how a
-    lane group's reduction loop reads vectors (None: elements)."""
+    lane group's reduction loop reads vectors (None: elements); ``moves``: how
+    a lane loop copying a tile moves vectors (None: elements)."""
     var: Var
     lo: Expr
     hi: Expr
@@ -331,6 +349,7 @@ class For:
     kind: LoopKind = LoopKind.SERIAL
     jam: Jam | None = None
     vector: VectorLoads | None = None
+    moves: VectorMoves | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,8 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
             kind += " " + format_jam(s.jam)
         if s.vector is not None:
             kind += " " + format_vector(s.vector)
+        if s.moves is not None:
+            kind += f" moves({s.moves.width}, cols={s.moves.cols})"
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")
         _stmt_lines(s.body, depth + 1, out)
     elif isinstance(s, While):

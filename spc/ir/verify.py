@@ -9,6 +9,7 @@ from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Cons
 from .analysis import sparse_slot
 from .jam import jam_of
 from .printer import format_expr
+from .moves import moves_of
 from .vector import vector_of
 from .traverse import walk
 
@@ -174,6 +175,10 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 _check_jam(s, fail)
             if s.vector is not None:
                 _check_vector(s, fail)
+            if s.moves is not None and not moves_of(s, s.moves.width, s.moves.cols):
+                fail(f"moves({s.moves.width}, cols={s.moves.cols}) on the loop over "
+                     f"'{s.var.name}', which is not a lane loop copying rows of that many "
+                     f"elements, that width 16 bytes of its type (ir.moves.moves_of)")
             if s.kind in MMA_KINDS:
                 _check_tile(s, id(s) in tile_inner, in_lanes[0], fail)
                 if s.kind is LoopKind.MMA_M:

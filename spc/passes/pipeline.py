@@ -19,6 +19,7 @@ never from its own name or from the target.
     fold_epilogue
     bitmap_workspaces                           workspaces_gpu
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
+                                                stage_tiles   (stage_tiles)
     simplify                                    simplify
     mark_noncanonical                           mark_noncanonical
     block_reductions                            overwrite_outputs
@@ -46,6 +47,7 @@ from .reorder_rows import reorder_rows
 from .register_tile import ACCUMULATOR_BYTES, tile_rows_for_registers
 from .simplify import simplify
 from .split_rows import AUTO, split_rows
+from .stage_tiles import stage_tiles
 from .tensorize import tensorize
 from .tensorize_nm import tensorize_nm
 from .tile import tile
@@ -122,6 +124,9 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
           if schedule.parallel else ()),
                                    # loops -> blocks, warps, lanes, threads (else one warp);
                                    # deterministic: no atomics
+        *_stage(schedule),         # a tensor-core tile's operands copied into the warp's
+                                   # shared memory by 16-byte moves before the instructions
+                                   # read them (after map_gpu: shared arrays live in a warp)
         simplify,
         mark_noncanonical,
         overwrite_outputs,         # as on the CPU
@@ -141,6 +146,12 @@ def _tensorize(schedule: Schedule) -> tuple[Pass, ...]:
         return ()
     return (bound(tensorize, tile_cols=schedule.tile_cols, tf32=bool(schedule.tf32)),
             bound(tensorize_nm, tile_cols=schedule.tile_cols))
+
+
+def _stage(schedule: Schedule) -> tuple[Pass, ...]:
+    if schedule.stage_tiles is False or not _tensorize(schedule):
+        return ()
+    return (stage_tiles,)
 
 
 def _tile(schedule: Schedule) -> tuple[Pass, ...]:

@@ -391,11 +391,13 @@ class CompiledKernel(KernelCall):
                              else s.tile_cols,
                              threads=min(self._max_threads, cap() or self._max_threads)
                              if s.parallel else 1)
+        from ..passes.stage_tiles import staged
         from ..passes.tensorize import tensorized, uses_tf32
         tiles = [w for k in self.lowered_kernels() if (w := tensorized(k))]
         return s.replace(order=order, deterministic=bool(s.deterministic),
                          tensor_cores=bool(tiles), tile_cols=max(tiles) if tiles else None,
                          tf32=any(uses_tf32(k) for k in self.lowered_kernels()),
+                         stage_tiles=any(staged(k) for k in self.lowered_kernels()),
                          **{k: v for k, v in self.launch_choices().items()
                             if getattr(s, k) is None
                             and not (k == "flat" and v and s.split is not None)})

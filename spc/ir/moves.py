@@ -1,0 +1,99 @@
+"""Tile copies by 16-byte moves (``nodes.VectorMoves``): the loop a pass builds to
+copy a tile, and the check that a loop has that shape.
+
+One definition shared by the pass that builds the copies (``passes/stage_tiles.py``),
+the verifier that checks a recorded ``VectorMoves`` against its loop, and the
+CUDA renderer that prints the moves.
+"""
+from __future__ import annotations
+
+from .affine import coefficient, signed_terms, var_names
+from .nodes import (BinOp, Block, Const, DType, Expr, For, Let, Load, LoopKind, Store, Var,
+                    VectorMoves)
+
+MOVE_BYTES = 16
+
+
+def move_width(dtype: DType) -> int:
+    """Elements of ``dtype`` in one 16-byte move."""
+    return MOVE_BYTES // dtype.nbytes
+
+
+def copy_loop(var: Var, rows: int, cols: int, dst, dst_stride: int, src, src_base: Expr,
+              src_stride: Expr) -> For:
+    """A lane loop copying ``rows`` x ``cols`` elements: row r of the tile from
+    ``src[src_base + r * src_stride + c]`` to ``dst[r * dst_stride + c]``.
+
+    Requires: ``dst`` and ``src`` Buffers of one value type, ``cols`` a
+    multiple of that type's move width, ``var`` a fresh i64 variable whose
+    name with ``_row`` and ``_col`` appended is fresh too.
+    Ensures: a ``@gpu_lane`` loop with ``VectorMoves`` that ``moves_of`` accepts.
+    """
+    i64 = DType.I64
+    row, col = Var(var.name + "_row", i64), Var(var.name + "_col", i64)
+    body = Block((
+        Let(row, BinOp("/", var, Const(cols, i64))),
+        Let(col, BinOp("-", var, BinOp("*", row, Const(cols, i64)))),
+        Store(dst, BinOp("+", BinOp("*", row, Const(dst_stride, i64)), col),
+              Load(src, BinOp("+", BinOp("+", src_base, BinOp("*", row, src_stride)), col)))))
+    return For(var, Const(0, i64), Const(rows * cols, i64), body, kind=LoopKind.GPU_LANE,
+               moves=VectorMoves(move_width(src.dtype), cols))
+
+
+def copy_parts(loop: For) -> tuple[Let, Let, Store, Load] | None:
+    """A copying loop's ``let row = e / cols``, ``let col = e - row * cols``,
+    its store and its load, or None when the body is not shaped so (``cols``
+    read from the first Let)."""
+    body = loop.body.body if isinstance(loop.body, Block) else (loop.body,)
+    if len(body) != 3 or not isinstance(body[0], Let) or not isinstance(body[1], Let) \
+            or not isinstance(body[2], Store):
+        return None
+    row, col, store = body
+    e = loop.var
+    r = row.value
+    if not (isinstance(r, BinOp) and r.op == "/" and r.lhs == e and isinstance(r.rhs, Const)):
+        return None
+    c = col.value
+    if c != BinOp("-", e, BinOp("*", row.var, r.rhs)):
+        return None
+    if store.accumulate or store.atomic or not isinstance(store.value, Load):
+        return None
+    return row, col, store, store.value
+
+
+def moves_of(loop: For, width: int, cols: int) -> bool:
+    """True when ``loop`` may move ``width`` elements at a time in rows of
+    ``cols``: a ``@gpu_lane`` loop over ``[0, a multiple of cols)`` whose body
+    is ``copy_loop``'s (``row = e / cols``, ``col = e - row * cols``, one
+    store of one load), ``cols`` a multiple of ``width``, ``width`` 16 bytes of
+    the one value type it copies, and both indices ``f(row) + col`` (``e``
+    read in neither, ``col`` added once)."""
+    parts = copy_parts(loop)
+    if parts is None or loop.kind is not LoopKind.GPU_LANE:
+        return False
+    row, col, store, load = parts
+    if row.value.rhs.value != cols:
+        return False
+    if store.buf.dtype is not load.buf.dtype or width != move_width(load.buf.dtype):
+        return False
+    if not (isinstance(loop.lo, Const) and loop.lo.value == 0 and isinstance(loop.hi, Const)
+            and cols > 0 and cols % width == 0 and loop.hi.value % cols == 0):
+        return False
+    return all(_row_plus_col(e, loop.var.name, col.var.name) for e in (store.index, load.index))
+
+
+def _row_plus_col(index: Expr, e: str, col: str) -> bool:
+    """True when ``index`` reads ``col`` once, added, and does not read ``e``."""
+    if e in var_names(index):
+        return False
+    total = 0
+    for sign, term in signed_terms(index):
+        if col in var_names(term):
+            c = coefficient(term, col)
+            if c is None:
+                return False
+            total += sign * c
+    return total == 1
+
+
+__all__ = ["MOVE_BYTES", "copy_loop", "copy_parts", "move_width", "moves_of"]
