@@ -128,3 +128,28 @@ def test_a_product_still_drops_what_cancels():
     for fa in ("csr", "hyb"):
         C = spc.compile("C[i,j] = A[i,k]*B[k,j]", formats={"A": fa, "B": "csr", "C": "csr"})(A, B)
         assert C.nnz == 0
+
+@pytest.mark.parametrize("fa", ["hyb(2)", "csr", "ell(7)"])
+@pytest.mark.parametrize("fo", ["coo", "csr"])
+def test_a_sampled_product_of_a_hyb_mask_keeps_the_masks_pattern(fa, fo):
+    """Fuzz seed 9713, case 526: ``A = A_ * (C P^T)`` sampled by a hyb(2) ``A_`` (SDDMM)
+    went through a row workspace, whose drain dropped the sums that came out 0 (a
+    statement with a reduction, taken for SpGEMM): ``stored(A)`` missed row 0, where
+    C is 0.  Each term sampled by one sparse operand over the output's indices now
+    keeps what it touched, in every format pairing, as csr and coo masks did."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((3, 7), np.float32)
+    mask[0] = rng.uniform(-1, 1, 7)
+    mask[1, 2] = 0.5
+    C = rng.uniform(-1, 1, (3, 16)).astype(np.float32)
+    C[0] = 0
+    P = rng.uniform(-1, 1, (7, 16)).astype(np.float32)
+    k = spc.compile("A[j,m] = A_[j,m]*C[j,l]*P[m,l]; Y[j] = sum(m, stored(A[j,m]))",
+                    formats={"A": fo, "A_": fa})
+    assert k(A_=sp.csr_matrix(mask), C=C, P=P).tolist() == [7.0, 1.0, 0.0]
+    masked = spc.compile("C[i,j] = M[i,j]*A[i,k]*B[k,j]",
+                         formats={"M": "hyb(1)", "A": "csr", "B": "csr", "C": "csr"})
+    A = sp.csr_matrix(np.array([[1.0, 1.0], [0.0, 0.0]]))
+    B = sp.csr_matrix(np.array([[1.0, 0.0], [-1.0, 0.0]]))
+    M = sp.csr_matrix(np.ones((2, 2)))
+    assert masked(M=M, A=A, B=B).nnz == 0            # two sparse factors: scipy's rule

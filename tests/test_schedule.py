@@ -258,6 +258,10 @@ def test_a_reported_order_with_split_indices_compiles_again(expr, formats):
     ("R[l] = H[p,l]", {"H": "bsr(4,4)"}, ("p", "l"), ("p_blk", "l_blk", "p_in", "l_in")),
     ("C[i,j] = A[i,k]*B[k,j]", {"A": "bsr(2,2)"}, ("i", "k", "j"),
      ("i_blk", "k_blk", "j", "i_in", "k_in")),
+    # a dia operand's l beside bsr's l_blk, l_in: KeyError 'l' checking the expansion
+    # (fuzz seed 1313, cases 64-67)
+    ("s = Q[l,p]*D[l,p]", {"Q": "bsr(3,1)", "D": "dia"}, ("l", "p"),
+     ("l_blk", "l_in", "p")),
 ])
 def test_an_order_over_the_expressions_indices_splits_blocked_ones(expr, formats, order,
                                                                    loops):

@@ -294,6 +294,10 @@ def check_loop_order(assign: ast.Assignment, formats: dict[str, Format],
                                         f"of '{assign.source}' exactly once: {sorted(want)}")
     check_stored_by_loops(assign, formats, plan)
     rank = {ix: k for k, ix in enumerate(order)}
+    for ix, k in list(rank.items()):          # an index another operand splits into blocks
+        base = split_base(ix)                 # (a dia level's i beside bsr's i_blk, i_in)
+        if base is not None and base not in want:      # is bound once both parts are
+            rank[base] = max(rank.get(base, k), k)
     for acc in assign.accesses():
         fmt = formats[acc.tensor]
         stored = plan.level_vars(fmt, acc.indices)
@@ -850,8 +854,10 @@ class Lowerer:
         or write its entries in coordinate order (compute), resetting the
         workspace.  A statement with a reduction (SpGEMM) writes only nonzero sums,
         as scipy's product drops entries that cancel to 0; one without (an
-        element-wise result of a hyb operand, say) writes every coordinate it
-        touched, its structural pattern, as every other assembled output does."""
+        element-wise result of a hyb operand, say), or one whose terms are each
+        sampled by one sparse operand over all the output's indices (SDDMM of a
+        hyb mask: ``sampled``), writes every coordinate it touched, its
+        structural pattern, as every other assembled output does."""
         io = self.io(self.out.tensor, self.out.indices, self.out_fmt.nlevels - 1)
         parent = states[-1].parent.pos
         if self.phase == "assemble":
@@ -866,7 +872,7 @@ class Lowerer:
         def emit(j: Var, v: Var) -> Stmt:
             write = block(Store(crd, out_p, j), Store(vals, out_p, v),
                           Assign(out_p, add(out_p, i64(1))))
-            if not self.assign.reduction_indices():
+            if not self.assign.reduction_indices() or sampled(self.assign, self.formats):
                 return write
             return If(BinOp("!=", v, Const(0.0, v.dtype)), write)
         return block(self.ws.gather_row(emit),
@@ -970,6 +976,26 @@ def _everywhere(args) -> list[frozenset]:
     of them are zero: their unions, and the empty point (no operand present)."""
     pts = _unions(args) | {frozenset()}
     return sorted(pts, key=lambda p: (-len(p), sorted(p)))
+
+
+def sampled(assign: ast.Assignment, formats: dict[str, Format]) -> bool:
+    """True when every additive term of ``assign``'s right side is a product with
+    exactly one sparse factor reading an output index, an access over all of
+    them, and no function or reduction of a sparse operand: the result's
+    structural pattern is those factors' (SDDMM's is its mask's), whatever the
+    sums over the other indices come to."""
+    out = set(assign.lhs.indices)
+    for term in _monomials(assign.rhs):
+        factors = _product_factors(term)
+        if factors is None:
+            return False
+        sparse = [f for f in factors if isinstance(f, ast.Access)
+                  and not formats[f.tensor].is_dense and set(f.indices) & out]
+        opaque = any(not formats[a.tensor].is_dense for f in factors
+                     if not isinstance(f, (ast.Access, ast.Const)) for a in _accesses_in(f))
+        if opaque or len(sparse) != 1 or not out <= set(sparse[0].indices):
+            return False
+    return True
 
 
 def _product_factors(e: ast.Expr):
