@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Call, DType, For, If, Kernel, Let,
-                        Load, Store, While, add, block, i64, mul)
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Call, Contents, DType, For, If, Kernel,
+                        Let, Load, Store, While, add, block, i64, mul)
 from ..ir.traverse import rewrite
 from ..ir.workspace import is_gather, is_scatter
 from .map_gpu import FreshNames
@@ -65,7 +65,7 @@ def bitmap_workspaces(kernel: Kernel) -> Kernel:
     for s in body:
         new_body.append(rewritten.stmt(s))
         if s is allocs[0]:
-            new_body.append(Alloc(bits, words))
+            new_body.append(Alloc(bits, words, contents=Contents.CLEAN))
     if not rewritten.ok or rewritten.gathers != 1:
         return kernel
     names = list(kernel.workspaces)
