@@ -192,6 +192,10 @@ class _FastPlan:
     inspected: tuple[int, ...] = ()               # operands inspectors read: spc Tensors
                                                   # only (their results are kept on them)
     zero: bool = True                             # the output must start at zero
+    assembled: str = ""                           # OutputKind.ASSEMBLED: the output's
+                                                  # format (csr or csc), counted by the
+                                                  # first kernel, filled by the second
+    drops_zeros: bool = False                     # the fill writes each row's kept count
 
 
 @functools.lru_cache(maxsize=None)
@@ -537,8 +541,10 @@ class CompiledKernel(KernelCall):
         C-contiguous numpy arrays (dense operands) or scipy CSR/CSC matrices or
         spc Tensors (csr/csc operands) of the kernel's dtype with int32 indices:
         the common case of inference loops, where the general path's conversions
-        would cost more than small kernels do.  Anything else takes the general
-        path.
+        would cost more than small kernels do.  It covers csr/csc outputs
+        assembled by a count kernel and a fill kernel (SpGEMM) too, when every
+        operand is a scipy matrix (``_assembled_call``).  Anything else takes
+        the general path.
         """
         v = self._variants.get(DType.I32)
         if v is None or v.launchers is None \
@@ -547,12 +553,19 @@ class CompiledKernel(KernelCall):
             return None
         program = v.program
         pattern = -1
+        assembled = ""
+        out_fmt = self.formats[self.output]
         if program.output_kind == OutputKind.PATTERN:
             src = program.pattern_source
             if src not in self.inputs or len(program.kernels) != 1 \
                     or self.formats[self.output] != self.formats[src]:
                 return None
             pattern = self.inputs.index(src)
+        elif program.output_kind == OutputKind.ASSEMBLED:
+            if len(program.kernels) != 2 or out_fmt.name not in ("csr", "csc") \
+                    or out_fmt != _named(out_fmt.name):
+                return None
+            assembled = out_fmt.name
         elif program.output_kind != OutputKind.DENSE:
             return None
         if any(getattr(launcher, "address", None) is None for launcher in v.launchers):
@@ -574,6 +587,10 @@ class CompiledKernel(KernelCall):
                     continue
                 if name == f"{self.output}_vals":
                     get.append((-1, "out"))
+                    continue
+                if assembled and name in (f"{self.output}1_pos", f"{self.output}1_crd",
+                                          f"{self.output}1_nnz"):
+                    get.append((-1, name[len(self.output) + 2:]))     # pos, crd, nnz
                     continue
                 for k, n in enumerate(self.inputs):
                     if name == f"{n}_vals":
@@ -610,6 +627,8 @@ class CompiledKernel(KernelCall):
                            for addr, get, ints in launches),
             parallel=self._schedule.parallel and self._max_threads > 1,
             pattern=pattern,
+            assembled=assembled,
+            drops_zeros=program.drops_zeros,
             zero=v.zeroes(vals_buffer(self.output, self.dtype).name),
             inspected=tuple(sorted({k for _, get, _ in launches for k, what in get
                                     if what.startswith("@")})))
@@ -666,6 +685,8 @@ class CompiledKernel(KernelCall):
                 if shapes[k][axis] != first:
                     return None          # the general path explains the mismatch
         sizes = [shapes[k][axis] for k, axis in plan.first]
+        if plan.assembled:
+            return self._assembled_call(plan, args, ops, sizes, sparse_work)
         new = np.zeros if plan.zero else np.empty
         if plan.pattern >= 0:
             out = new(len(ops[plan.pattern].indices), dtype=dtype)
@@ -691,6 +712,49 @@ class CompiledKernel(KernelCall):
             return self._pattern_result(args[plan.pattern], ops[plan.pattern], out,
                                         tuple(sizes[d] for d in plan.out_dims))
         return out[()] if out.ndim == 0 else out
+
+    def _assembled_call(self, plan: _FastPlan, args, ops, sizes, sparse_work: int):
+        """``_fast_call`` for an assembled csr/csc output, every operand validated:
+        count each row's entries, prefix-sum, fill, pack the rows where the fill
+        dropped zeros; a scipy matrix (array, if every operand is one) as the
+        general path returns.  None (the general path runs) when an operand is
+        not a scipy matrix, or when the output holds more entries than int32
+        positions address (the general path then runs with int64 indices)."""
+        if any(type(x) not in _SCIPY_RESULT for x in ops):
+            return None
+        shape = tuple(sizes[d] for d in plan.out_dims)
+        parents, dim = shape if plan.assembled == "csr" else shape[::-1]
+        if max(parents + 1, dim) > INDEX_LIMIT_32:
+            return None
+        nthreads = 1
+        if plan.parallel and call_work(sparse_work, 0, 1) >= SMALL_WORK:
+            nthreads = self._max_threads
+        out = {"pos": np.zeros(parents + 1, dtype=_I32)}
+        bits = self.dtype in _SIXTEEN_BIT         # numba's launcher sees 16-bit floats' bits
+        dtype = self._np_dtype
+
+        def run(address, get, ints):
+            bufs = [out[what] if k < 0 else getattr(ops[k], what) for k, what in get]
+            if bits:
+                bufs = [b.view(np.uint16) if b.dtype == dtype else b for b in bufs]
+            launch(address, nthreads, tuple(bufs), tuple([sizes[d] for d in ints]))
+
+        (count, fill) = plan.launches
+        run(*count)
+        pos = out["pos"]
+        if parents * dim > INDEX_LIMIT_32 and int(pos.sum(dtype=np.int64)) > INDEX_LIMIT_32:
+            return None
+        np.cumsum(pos, out=pos)
+        nnz = int(pos[-1])
+        out["crd"] = crd = np.empty(nnz, dtype=_I32)
+        out["out"] = vals = np.empty(nnz, dtype=dtype)
+        if plan.drops_zeros:
+            out["nnz"] = np.zeros(parents, dtype=_I32)
+        run(*fill)
+        if plan.drops_zeros:
+            pos, crd, vals = pack_rows(pos, out["nnz"], crd, vals)
+        cls = getattr(_sp, f"{plan.assembled}_{'array' if scipy_arrays(ops) else 'matrix'}")
+        return _scipy_result(cls, vals, crd, pos, shape)
 
     def _pattern_result(self, given, src, vals: np.ndarray, shape: tuple[int, ...]):
         """The fast path's result with the pattern of operand ``given`` (``src``: it,
