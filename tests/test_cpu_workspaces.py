@@ -156,3 +156,31 @@ def test_calls_of_growing_and_shrinking_widths_match_scipy(cache, threads):
         assert np.array_equal(c.indices, e.indices), t
         np.testing.assert_allclose(c.data, e.data, rtol=1e-12, atol=1e-12)
     assert cache.kept() > 0
+
+
+def test_concurrent_calls_share_the_cache_safely(cache):
+    """Python threads calling at once (the launch releases the GIL) take and give
+    back workspaces concurrently: every result stays scipy's.  The first calls
+    race too: before builds were made once under a lock, two threads building
+    the same kernel replaced each other's launchers, freeing the code a fast
+    plan pointed at (a segmentation fault here)."""
+    from concurrent.futures import ThreadPoolExecutor
+    k = spc.compile(SPGEMM, formats=CSR3, dtype="float64", schedule=spc.Schedule(threads=2))
+    shapes = [(300, 200, 3000, 0.02), (80, 60, 500, 0.1), (200, 100, 20000, 0.01)]
+    pairs = [_product(f"conc-{t}", *shapes[t % 3]) for t in range(6)]
+    expected = []
+    for a, b in pairs:
+        e = (a @ b).tocsr()
+        e.eliminate_zeros()
+        e.sort_indices()
+        expected.append(e)
+
+    def run(t):
+        a, b = pairs[t % len(pairs)]
+        return t % len(pairs), k(a, b)
+
+    with ThreadPoolExecutor(4) as pool:
+        for which, c in pool.map(run, range(48)):
+            e = expected[which]
+            assert np.array_equal(c.indptr, e.indptr) and np.array_equal(c.indices, e.indices)
+            np.testing.assert_allclose(c.data, e.data, rtol=1e-12, atol=1e-12)

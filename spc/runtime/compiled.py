@@ -7,6 +7,7 @@ import copy
 import functools
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -53,6 +54,7 @@ def call_work(sparse_entries: int, dense_entries: int, free: int) -> int:
     entries, SpMM at N = 8 from ~6,500, SDDMM at K = 32 from ~1,300."""
     return sparse_entries * (ENTRY_WORK + free) + dense_entries
 _UNPLANNED = object()
+_BUILD_LOCK = threading.RLock()     # builds and fast plans are made once, whatever the threads
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 _I32 = _NP_INDEX[DType.I32]
 _SIXTEEN_BIT = (DType.F16, DType.BF16)   # value types numba's launcher takes as bits
@@ -417,7 +419,13 @@ class CompiledKernel(KernelCall):
         return self._variant(DType.I32).kernels
 
     def build(self, index_dtype: DType = DType.I32) -> "CompiledKernel":
-        """Build (or fetch from the cache) the binaries now rather than at first call."""
+        """Build (or fetch from the cache) the binaries now rather than at first call.
+        Ensures: a variant's launchers are made once, however many threads call at
+        once (launchers replaced later would free the code a fast plan points at)."""
+        with _BUILD_LOCK:
+            return self._build(index_dtype)
+
+    def _build(self, index_dtype: DType) -> "CompiledKernel":
         v = self._variant(index_dtype)
         if v.launchers is None:
             launchers = []
@@ -816,11 +824,14 @@ class CompiledKernel(KernelCall):
                 self._device_fast = self.target.fast_path(self)
             return None if self._device_fast is None else self._device_fast.call(args, validate)
         if self._plan is _UNPLANNED:
-            self.build()
-            self._plan = self._fast_plan()
-            self._fast = self._fast_call if self._plan is None else (
-                specialize_cpu(self, self._plan, _CompressedView, _SCIPY_RESULT,
-                               call_work, SMALL_WORK) or self._fast_call)
+            with _BUILD_LOCK:                    # one plan, made once, then published
+                if self._plan is _UNPLANNED:
+                    self.build()
+                    plan = self._fast_plan()
+                    self._fast = self._fast_call if plan is None else (
+                        specialize_cpu(self, plan, _CompressedView, _SCIPY_RESULT,
+                                       call_work, SMALL_WORK) or self._fast_call)
+                    self._plan = plan
         if out is not None:
             return self._fast(args, validate, out)
         return self._fast(args, validate)
