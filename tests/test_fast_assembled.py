@@ -107,3 +107,29 @@ def test_more_entries_than_int32_positions_take_the_general_path(monkeypatch, ge
     assert np.array_equal(c.indptr, expected.indptr)
     assert np.array_equal(c.indices, expected.indices)
     np.testing.assert_allclose(c.data, expected.data, rtol=1e-12)
+
+
+@pytest.mark.parametrize("density, wide", [(0.3, True), (0.02, False)])
+def test_the_general_path_counts_before_it_widens_indices(monkeypatch, density, wide):
+    """With the limit lowered to 100, a 40 x 40 output's dense bound (1,600) no
+    longer chooses int64 indices by itself: the count does.  A product of more
+    than 100 entries is run again with int64 indices; a sparser one keeps int32."""
+    monkeypatch.setattr(compiled, "INDEX_LIMIT_32", 100)
+    a = sp.random(40, 40, density=density, format="csr", random_state=6)
+    k = _kernel("csr")
+    widened = []
+    original = compiled.with_index_dtype
+
+    def spy(t, dtype):
+        widened.append(dtype)
+        return original(t, dtype)
+
+    monkeypatch.setattr(compiled, "with_index_dtype", spy)
+    c = k(A=a, B=a)                                  # keywords: the general path
+    expected = (a @ a).tocsr()
+    expected.sort_indices()
+    assert (expected.nnz > 100) is wide
+    assert bool(widened) is wide
+    assert np.array_equal(c.indptr, expected.indptr)
+    assert np.array_equal(c.indices, expected.indices)
+    np.testing.assert_allclose(c.data, expected.data, rtol=1e-12)

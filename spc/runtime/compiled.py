@@ -54,6 +54,13 @@ def call_work(sparse_entries: int, dense_entries: int, free: int) -> int:
     entries, SpMM at N = 8 from ~6,500, SDDMM at K = 32 from ~1,300."""
     return sparse_entries * (ENTRY_WORK + free) + dense_entries
 _UNPLANNED = object()
+
+
+class _PositionsOverflow(Exception):
+    """An assembled output counted in an int32 variant holds more entries than
+    int32 positions address (``CompiledKernel.run`` retries with int64)."""
+
+
 _BUILD_LOCK = threading.RLock()     # builds and fast plans are made once, whatever the threads
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 _I32 = _NP_INDEX[DType.I32]
@@ -852,7 +859,16 @@ class CompiledKernel(KernelCall):
                    for n, x in bound.items()}
         for n in self.pattern_reads & bound.keys():
             check_pattern_kept(bound[n], tensors[n], self.formats[n], self.display.get(n, n))
-        index_dtype = self._pick_index_dtype(tensors, sizes)
+        index_dtype = self._pick_index_dtype(tensors, sizes, counted=True)
+        try:
+            result = self._run_indexed(index_dtype, tensors, sizes, out)
+        except _PositionsOverflow:      # counted: more entries than int32 positions hold
+            result = self._run_indexed(DType.I64, tensors, sizes, out)
+        return out if out is not None else self._to_family(result, bound, tensors)
+
+    def _run_indexed(self, index_dtype: DType, tensors, sizes, out) -> Tensor:
+        """``_run`` of the variant with ``index_dtype`` indices (built if need be),
+        the operands' index arrays widened to int64 for an int64 variant."""
         np_index = _NP_INDEX[index_dtype]
         if index_dtype is DType.I64:
             tensors = {n: with_index_dtype(t, np_index) for n, t in tensors.items()}
@@ -860,16 +876,24 @@ class CompiledKernel(KernelCall):
         if v is None or v.launchers is None:
             self.build(index_dtype)
             v = self._variants[index_dtype]
-        result = self._run(v, tensors, sizes, np_index, out=out)
-        return out if out is not None else self._to_family(result, bound, tensors)
+        return self._run(v, tensors, sizes, np_index, out=out)
 
-    def _pick_index_dtype(self, tensors: dict[str, Tensor], sizes: dict[str, int]) -> DType:
+    def _pick_index_dtype(self, tensors: dict[str, Tensor], sizes: dict[str, int],
+                          counted: bool = False) -> DType:
+        """int64 where an operand has int64 indices or the sparse output may hold
+        more entries than int32 positions address; with ``counted`` (the caller
+        retries on ``_PositionsOverflow``), an assembled output whose dimensions
+        fit int32 keeps int32 however large its dense bound: ``_run`` checks the
+        counted total before it fills."""
         if any(not t.format.is_dense and t.index_dtype == np.int64 for t in tensors.values()):
             return DType.I64
         out_fmt = self.formats[self.output]
         if not out_fmt.is_dense:
-            bound = math.prod(sizes[ix] for ix in self.expression.lhs.indices)
-            if bound > INDEX_LIMIT_32:
+            dims = [sizes[ix] for ix in self.expression.lhs.indices]
+            if math.prod(dims) > INDEX_LIMIT_32:
+                if counted and max(dims) < INDEX_LIMIT_32 and \
+                        self._variant(DType.I32).program.output_kind == OutputKind.ASSEMBLED:
+                    return DType.I32
                 return DType.I64
         return DType.I32
 
@@ -971,6 +995,9 @@ class CompiledKernel(KernelCall):
         pos = xp.zeros(parents + 1, dtype=np_index)
         arrays[f"{out_name}{last}_pos"] = pos
         self._launch(v, 0, arrays, ints, nthreads)
+        if pos.dtype == _I32 and parents * dims[last] > INDEX_LIMIT_32 \
+                and int(pos.sum(dtype=np.int64)) > INDEX_LIMIT_32:
+            raise _PositionsOverflow
         xp.cumsum(pos, out=pos)
         nnz = int(pos[-1])
         crd = xp.empty(nnz, dtype=np_index)
