@@ -32,7 +32,7 @@ from functools import lru_cache
 
 from llvmlite import ir
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 I8P = I8.as_pointer()
 VOID = ir.VoidType()
 
