@@ -105,7 +105,7 @@ def test_kernels_without_a_gather_are_left_alone():
 def test_the_bitmap_is_a_workspace_of_words_and_the_sort_stays_for_sparse_rows():
     after = bitmap_workspaces(_compute())
     names = after.workspaces
-    assert len(names) == 4 and names[1].endswith("_bits")
+    assert len(names) == 5 and names[1].endswith("_bits") and names[2].endswith("_words")
     text = format_kernel(after)
     assert f"<= C_ws_n0 * {WORD_SCAN_RATIO}" in text and "ctz(" in text
     assert "srt_" in text                              # the sort for rows sparser than that
@@ -124,16 +124,18 @@ def _wide(rng, rows: int, cols: int, per_row: list[int]) -> sp.csr_matrix:
 
 @pytest.mark.parametrize("case", ["square", "wide_sparse_rows", "wide_mixed", "empty", "one"])
 def test_interpreter_gives_the_same_numbers_before_and_after(case):
-    """Rows of every density: the word scan (dense rows), the insertion and
-    merge sorts (rows sparser than WORD_SCAN_RATIO coordinates per word), a
-    product of no entries, a 1x1."""
+    """Rows of every density: the bitmap scan (denser rows), the insertion and
+    merge sorts (rows of fewer than 1/WORD_SCAN_RATIO coordinates per word of
+    the bitmap's second level), a product of no entries, a 1x1."""
     rng = rng_for(f"bitmap-{case}")
     if case == "square":
         a = from_mask(random_mask(rng, (40, 40), 0.2), rng, np.float64)
         b = from_mask(random_mask(rng, (40, 37), 0.2), rng, np.float64)
-    elif case == "wide_sparse_rows":          # 2,000 columns: 63 words, rows of 1-20 entries
-        a = _wide(rng, 12, 30, [1, 2, 3])
-        b = _wide(rng, 30, 2000, [1, 4, 7])
+    elif case == "wide_sparse_rows":          # 300,000 columns: 293 second-level words;
+        a = _wide(rng, 12, 30, [1, 5, 12])    # rows of 1-60 entries: insertion sorts (<= 16),
+        b = _wide(rng, 30, 300_000, [1, 4, 7])  # merge sorts (<= 36), scans
+        counts = np.diff((a @ b).tocsr().indptr)
+        assert counts.min() <= 16 and any(16 < c <= 36 for c in counts) and counts.max() > 36
     elif case == "wide_mixed":                # some rows sorted, some scanned
         a = _wide(rng, 16, 40, [1, 25, 3, 40])
         b = _wide(rng, 40, 700, [2, 30, 5])

@@ -114,7 +114,7 @@ def _names(passes):
 @pytest.mark.parametrize("schedule, cpu, cuda", [
     (spc.Schedule(),
      ["simplify", "online_softmax", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
-      "bitmap_workspaces", "map_parallel",
+      "bound_rows", "bitmap_workspaces", "map_parallel",
       "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "online_softmax", "collapse_rows", "tensorize", "tensorize_nm", "collapse_blocks",
@@ -123,7 +123,7 @@ def _names(passes):
       "overwrite_outputs", "widen_outputs", "unroll_jam", "vector_loads"]),
     (spc.Schedule(parallel=False),
      ["simplify", "online_softmax", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
-      "bitmap_workspaces", "simplify", "mark_noncanonical",
+      "bound_rows", "bitmap_workspaces", "simplify", "mark_noncanonical",
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "online_softmax", "collapse_rows", "collapse_blocks", "workspaces_gpu", "simplify",
       "mark_noncanonical", "overwrite_outputs",

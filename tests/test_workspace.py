@@ -190,10 +190,25 @@ def test_pack_rows_matches_a_loop_over_rows(seed):
     kept = (rng.random(30) * (lengths + 1)).astype(np.int32)
     crd = rng.integers(0, 100, pos[-1]).astype(np.int32)
     vals = rng.random(pos[-1])
-    p, c, v = pack_rows(pos, kept, crd, vals)
     take = [q for r in range(30) for q in range(pos[r], pos[r] + kept[r])]
+    want_crd, want_vals = crd[take].tolist(), vals[take].tolist()
+    p, c, v = pack_rows(pos, kept, crd, vals)          # in place on the host
     assert p.tolist() == [0, *np.cumsum(kept).tolist()]
-    assert c.tolist() == crd[take].tolist() and v.tolist() == vals[take].tolist()
+    assert c.tolist() == want_crd and v.tolist() == want_vals
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_pack_rows_on_the_host_moves_entries_down_in_place(dtype):
+    """Rows before the first that dropped an entry stay where they are; the
+    result is the leading part of the arrays given (16-bit values move as bits)."""
+    pos = np.array([0, 2, 3, 6, 8], np.int32)
+    crd = np.array([0, 1, 2, 0, 1, 2, 5, 6], np.int32)
+    vals = np.arange(1, 9).astype(dtype)
+    kept = np.array([2, 1, 1, 2], np.int32)
+    p, c, v = pack_rows(pos, kept, crd, vals)
+    assert p.tolist() == [0, 2, 3, 4, 6]
+    assert c.tolist() == [0, 1, 2, 0, 5, 6] and v.tolist() == [1, 2, 3, 4, 7, 8]
+    assert np.shares_memory(c, crd) and np.shares_memory(v, vals)
 
 
 def test_pack_rows_copies_nothing_when_all_are_kept():

@@ -12,6 +12,7 @@ import llvmlite.binding as llvm
 from ..errors import CompileError, ScheduleError
 from ..ir.nodes import Buffer, Kernel
 from .cpu_pool import load_pool
+from .cpu_workspaces import load_workspaces
 from .llvm_ir import emit_module
 from ..schedule import GPU_LAUNCH_KNOBS
 from .objfile import elf_ok, host_machine
@@ -28,7 +29,8 @@ def _source_digest(*names: str) -> str:
     return h.hexdigest()[:16]
 
 
-CODEGEN_VERSION = "cpu-" + _source_digest("llvm_ir.py", "cpu.py", "cpu_pool.py")
+CODEGEN_VERSION = "cpu-" + _source_digest("llvm_ir.py", "cpu.py", "cpu_pool.py",
+                                          "cpu_workspaces.py")
 _lock = threading.Lock()
 
 
@@ -208,6 +210,7 @@ class CPUTarget(Target):
     def load(self, binary: bytes, kernel: Kernel, schedule=None) -> LoadedKernel:
         if self.threading == "pool":
             load_pool()          # kernels link against spc_pool_parallel
+            load_workspaces()    # and spc_ws_take / spc_ws_give
         elif self.threading == "gomp" and not load_gomp():
             raise CompileError("threading 'gomp' needs libgomp, which cannot be loaded")
         with _lock:

@@ -23,8 +23,8 @@ import contextlib
 from llvmlite import ir
 
 from ..errors import CompileError
-from . import cpu_pool
-from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If,
+from . import cpu_pool, cpu_workspaces
+from ..ir.nodes import (Alloc, Assign, BinOp, Block, Buffer, Cast, Const, Contents, DType, For, If,
                         Kernel, Let, Load, LoopKind, Neg, Select, Store, Var, WarpSum, Call,
                         While, dtype_of)
 
@@ -63,8 +63,10 @@ def _loop_blocks(b: ir.IRBuilder, name: str):
 class _FunctionEmitter:
     """Emits the statements of one kernel into one LLVM function."""
 
-    def __init__(self, b: ir.IRBuilder, buffers: dict[str, ir.Value], scalars: dict[str, ir.Value]):
+    def __init__(self, b: ir.IRBuilder, buffers: dict[str, ir.Value], scalars: dict[str, ir.Value],
+                 keep_workspaces: bool = False):
         self.b = b
+        self.keep_workspaces = keep_workspaces    # cpu_workspaces' cache serves workspaces
         self.buffers = dict(buffers)
         self.scopes: list[dict[str, ir.Value]] = [dict()]
         self.params = dict(scalars)
@@ -274,11 +276,16 @@ class _FunctionEmitter:
             heap = []
             for child in s.body:
                 if isinstance(child, Alloc) and child.is_workspace:
-                    heap.append(self.workspace(child))
+                    heap.append((child, self.workspace(child)))
                 else:
                     self.stmt(child)
-            for ptr in reversed(heap):           # workspaces live until their block ends
-                b.call(self._libc("free", VOID, [I8P]), [ptr])
+            for alloc, ptr in reversed(heap):    # workspaces live until their block ends
+                if self._kept(alloc):
+                    clean = int(alloc.contents is Contents.CLEAN)
+                    b.call(self._libc(cpu_workspaces.GIVE, VOID, [I8P, I64]),
+                           [ptr, ir.Constant(I64, clean)])
+                else:
+                    b.call(self._libc("free", VOID, [I8P]), [ptr])
         elif isinstance(s, Alloc) and s.is_workspace:
             self.stmt(Block((s,)))
         elif isinstance(s, Let):
@@ -363,17 +370,30 @@ class _FunctionEmitter:
         fn = m.globals.get(name)
         return fn if fn is not None else ir.Function(m, ir.FunctionType(ret, args), name)
 
+    def _kept(self, s: Alloc) -> bool:
+        """Whether workspace ``s`` comes from (and goes back to) the cache of
+        workspaces kept between calls: its contents claim allows it."""
+        return self.keep_workspaces and s.contents is not Contents.ZEROED
+
     def workspace(self, s: Alloc) -> ir.Value:
         """Emit a workspace ``s``: ``calloc(size, element)`` (zeroed heap memory,
-        whose pages the system zeroes lazily when it is large); returns the raw
-        pointer the enclosing block frees.  The size is at least one element,
-        so that an empty workspace is a valid pointer too."""
+        whose pages the system zeroes lazily when it is large), or where its
+        ``contents`` allow and the kernel runs in spc's runtime, a buffer of the
+        cache kept between calls (``cpu_workspaces``: zeroed for a CLEAN one);
+        returns the raw pointer the enclosing block frees or gives back.  The
+        size is at least one element, so that an empty workspace is a valid
+        pointer too."""
         b = self.b
         ty = ll_type(s.buf.dtype)
         n = self.expr(s.size)
         n = b.select(b.icmp_signed("<", n, ir.Constant(I64, 1)), ir.Constant(I64, 1), n)
         width = ir.Constant(I64, max(1, s.buf.dtype.nbytes))
-        raw = b.call(self._libc("calloc", I8P, [I64, I64]), [n, width], name=s.buf.name)
+        if self._kept(s):
+            zeroed = ir.Constant(I64, int(s.contents is Contents.CLEAN))
+            raw = b.call(self._libc(cpu_workspaces.TAKE, I8P, [I64, I64]),
+                         [b.mul(n, width), zeroed], name=s.buf.name)
+        else:
+            raw = b.call(self._libc("calloc", I8P, [I64, I64]), [n, width], name=s.buf.name)
         self.buffers[s.buf.name] = b.bitcast(raw, ty.as_pointer())
         return raw
 
@@ -461,7 +481,10 @@ def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "",
 
     ``threading`` is "pool" (spc's pool; ``cpu_pool.load_pool()`` must have
     run), "pthread" (threads started per call) or "gomp" (libgomp's persistent
-    thread pool through ``GOMP_parallel``; the library must be loaded).
+    thread pool through ``GOMP_parallel``; the library must be loaded).  With
+    "pool", workspaces whose contents allow it come from spc's cache of
+    workspaces kept between calls (``cpu_workspaces.load_workspaces()`` must
+    have run); otherwise from ``calloc``.
     """
     m = ir.Module(name=kernel.name)
     m.triple = triple
@@ -479,7 +502,8 @@ def emit_module(kernel: Kernel, triple: str = "", datalayout: str = "",
     b = ir.IRBuilder(body_fn.append_basic_block("entry"))
     emitter = _FunctionEmitter(
         b, {p.name: a for p, a in zip(kernel.params, body_fn.args) if isinstance(p.value, Buffer)},
-        {p.name: a for p, a in zip(kernel.params, body_fn.args) if not isinstance(p.value, Buffer)})
+        {p.name: a for p, a in zip(kernel.params, body_fn.args) if not isinstance(p.value, Buffer)},
+        keep_workspaces=threading == "pool")
     lo_arg, hi_arg = body_fn.args[-2], body_fn.args[-1]
     if par is not None:
         emitter.for_loop(par.var, lo_arg, hi_arg, par.body)

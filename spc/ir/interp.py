@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, DType, For, If, Jam,
-                    Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, Contents, DType, For,
+                    If, Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
 
 _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I16: np.int64,
@@ -95,6 +95,10 @@ CONCURRENT = frozenset({LoopKind.PARALLEL, LoopKind.GPU_BLOCK, LoopKind.GPU_WARP
                         LoopKind.GPU_THREAD, LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT})
 
 
+class ClaimError(AssertionError):
+    """A workspace declared ``Contents.CLEAN`` left non-zero at the end of its block."""
+
+
 class RaceError(AssertionError):
     """Two iterations of one concurrent loop store to the same entry without an
     atomic addition: the IR claims an independence it does not have."""
@@ -134,6 +138,11 @@ def _exec(s, env, bufs, races: _Races | None = None, launch: dict | None = None)
     if isinstance(s, Block):
         for c in s.body:
             _exec(c, env, bufs, races, launch)
+        for c in s.body:
+            if isinstance(c, Alloc) and c.contents is Contents.CLEAN \
+                    and np.any(bufs[c.buf.name]):
+                raise ClaimError(f"{c.buf.name} is declared clean but its block leaves "
+                                 f"{int(np.count_nonzero(bufs[c.buf.name]))} non-zero entries")
     elif isinstance(s, (Let, Assign)):
         env[s.var.name] = _NP[s.var.dtype](_eval(s.value, env, bufs))
     elif isinstance(s, Store):
@@ -159,6 +168,8 @@ def _exec(s, env, bufs, races: _Races | None = None, launch: dict | None = None)
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else int(_eval(s.size, env, bufs))
         bufs[s.buf.name] = np.zeros(size, dtype=_array_dtype(s.buf.dtype))
+        if s.contents is Contents.UNDEFINED:      # garbage: a read before a write shows
+            bufs[s.buf.name][:] = np.nan if s.buf.dtype.is_float else -7777
     elif isinstance(s, For):
         lo, hi = int(_eval(s.lo, env, bufs)), int(_eval(s.hi, env, bufs))
         concurrent = races is not None and s.kind in CONCURRENT

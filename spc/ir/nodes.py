@@ -365,6 +365,15 @@ class If:
     otherwise: "Stmt | None" = None
 
 
+class Contents(Enum):
+    """What a local array holds when its block starts and what the block
+    promises about it at its end (``Alloc.contents``)."""
+    ZEROED = "zeroed"         # starts zeroed
+    CLEAN = "clean"           # starts zeroed, and the block leaves every element zero
+    UNDEFINED = "undefined"   # starts with any contents: every element read was written
+                              # earlier in the same block
+
+
 @dataclass(frozen=True, slots=True)
 class Alloc:
     """A local array of ``size`` elements, zeroed, alive until the end of the
@@ -379,10 +388,18 @@ class Alloc:
     iteration has one array that all its lanes read and write (CUDA shared
     memory), not one per thread; its contents start undefined on a GPU (the
     interpreter zeroes it), so a kernel writes before it reads.
+
+    ``contents`` (a workspace): ``CLEAN`` claims the block leaves the array
+    zeroed, ``UNDEFINED`` that it never reads an element it has not written;
+    either lets a target hand the memory of one block's array to the next
+    (the CPU keeps workspaces between calls instead of zeroing new ones).  The
+    interpreter checks both claims: it fills an ``UNDEFINED`` array with
+    garbage and raises when a ``CLEAN`` one ends non-zero.
     """
     buf: Buffer
     size: "int | Expr"
     shared: bool = False
+    contents: Contents = Contents.ZEROED
 
     @property
     def is_workspace(self) -> bool:

@@ -1,8 +1,8 @@
 """A deterministic text form of the loop IR (used by golden tests and cache keys)."""
 from __future__ import annotations
 
-from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Jam,
-                    Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, Contents, DType,
+                    For, If, Jam, Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     VectorLoads, While, Expr)
 
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7,
@@ -89,7 +89,8 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     elif isinstance(s, Alloc):
         size = s.size if isinstance(s.size, int) else format_expr(s.size)
         kind = "workspace" if s.is_workspace else "shared alloc" if s.shared else "alloc"
-        out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]")
+        tail = "" if s.contents is Contents.ZEROED else f" {s.contents.value}"
+        out.append(f"{pad}{kind} {s.buf.name}: {s.buf.dtype.value}[{size}]{tail}")
     elif isinstance(s, For):
         kind = "" if s.kind is LoopKind.SERIAL else f" @{s.kind.value}"
         if s.jam is not None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, DType, Expr, For, If, Let, Load,
+from .nodes import (Alloc, Assign, BinOp, Block, Buffer, Const, Contents, DType, Expr, For, If, Let, Load,
                     Select, Stmt, Store, Var, While, add, and_, block, eq, i64, lt, mul, sub)
 
 SCAN_RATIO = 32
@@ -60,9 +60,13 @@ class RowWorkspace:
         return tuple(b for b in (self.mark, self.coords, self.vals) if b is not None)
 
     def allocs(self) -> list[Stmt]:
-        """The workspace's arrays, zeroed: ``size`` elements each, twice that for
-        ``coords`` (its second half is the merge sort's other buffer)."""
-        return [Alloc(b, mul(self.size, i64(2)) if b is self.coords else self.size)
+        """The workspace's arrays: ``size`` elements each, twice that for
+        ``coords`` (its second half is the merge sort's other buffer).  Marks and
+        sums start zeroed and are left so (every row resets the slots it
+        touched: ``Contents.CLEAN``); ``coords`` is written before it is read
+        (``Contents.UNDEFINED``)."""
+        return [Alloc(b, mul(self.size, i64(2)), contents=Contents.UNDEFINED)
+                if b is self.coords else Alloc(b, self.size, contents=Contents.CLEAN)
                 for b in self.buffers]
 
     def begin_row(self) -> Stmt:

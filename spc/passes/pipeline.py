@@ -17,6 +17,7 @@ never from its own name or from the target.
     tile                  (tile)                reorder_rows  (reorder_rows)
     tile_rows_for_registers (tile_cols)
     fold_epilogue
+    bound_rows
     bitmap_workspaces                           workspaces_gpu
     map_parallel          (parallel)            map_gpu       (parallel; deterministic)
                                                 stage_tiles   (stage_tiles)
@@ -34,6 +35,7 @@ from typing import Callable
 from ..ir.nodes import Kernel
 from ..schedule import Schedule
 from .bitmap_workspaces import bitmap_workspaces
+from .bound_rows import bound_rows
 from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
 from .collapse_rows import collapse_rows
@@ -81,6 +83,9 @@ def cpu_pipeline(schedule: Schedule, accumulator_bytes: int = ACCUMULATOR_BYTES
               accumulator_bytes=accumulator_bytes),
                                    # SpMM-like row updates accumulate in registers (tile_cols)
         fold_epilogue,             # epilogue_rows' pass over the row -> the tiles' write-backs
+        bound_rows,                # an assemble kernel sizes rows of few products by their
+                                   # products (no marks; the runtime packs what the compute
+                                   # kernel kept)
         bitmap_workspaces,         # a row workspace's marks -> bits, its row gathered by walking
                                    # them (SpGEMM: no sort where the words are few); before
                                    # map_parallel gives each chunk of rows its workspaces

@@ -7,6 +7,7 @@ import copy
 import functools
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -53,6 +54,14 @@ def call_work(sparse_entries: int, dense_entries: int, free: int) -> int:
     entries, SpMM at N = 8 from ~6,500, SDDMM at K = 32 from ~1,300."""
     return sparse_entries * (ENTRY_WORK + free) + dense_entries
 _UNPLANNED = object()
+
+
+class _PositionsOverflow(Exception):
+    """An assembled output counted in an int32 variant holds more entries than
+    int32 positions address (``CompiledKernel.run`` retries with int64)."""
+
+
+_BUILD_LOCK = threading.RLock()     # builds and fast plans are made once, whatever the threads
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 _I32 = _NP_INDEX[DType.I32]
 _SIXTEEN_BIT = (DType.F16, DType.BF16)   # value types numba's launcher takes as bits
@@ -192,6 +201,10 @@ class _FastPlan:
     inspected: tuple[int, ...] = ()               # operands inspectors read: spc Tensors
                                                   # only (their results are kept on them)
     zero: bool = True                             # the output must start at zero
+    assembled: str = ""                           # OutputKind.ASSEMBLED: the output's
+                                                  # format (csr or csc), counted by the
+                                                  # first kernel, filled by the second
+    drops_zeros: bool = False                     # the fill writes each row's kept count
 
 
 @functools.lru_cache(maxsize=None)
@@ -420,7 +433,13 @@ class CompiledKernel(KernelCall):
         return self._variant(DType.I32).kernels
 
     def build(self, index_dtype: DType = DType.I32) -> "CompiledKernel":
-        """Build (or fetch from the cache) the binaries now rather than at first call."""
+        """Build (or fetch from the cache) the binaries now rather than at first call.
+        Ensures: a variant's launchers are made once, however many threads call at
+        once (launchers replaced later would free the code a fast plan points at)."""
+        with _BUILD_LOCK:
+            return self._build(index_dtype)
+
+    def _build(self, index_dtype: DType) -> "CompiledKernel":
         v = self._variant(index_dtype)
         if v.launchers is None:
             launchers = []
@@ -544,8 +563,10 @@ class CompiledKernel(KernelCall):
         C-contiguous numpy arrays (dense operands) or scipy CSR/CSC matrices or
         spc Tensors (csr/csc operands) of the kernel's dtype with int32 indices:
         the common case of inference loops, where the general path's conversions
-        would cost more than small kernels do.  Anything else takes the general
-        path.
+        would cost more than small kernels do.  It covers csr/csc outputs
+        assembled by a count kernel and a fill kernel (SpGEMM) too, when every
+        operand is a scipy matrix (``_assembled_call``).  Anything else takes
+        the general path.
         """
         v = self._variants.get(DType.I32)
         if v is None or v.launchers is None \
@@ -554,12 +575,19 @@ class CompiledKernel(KernelCall):
             return None
         program = v.program
         pattern = -1
+        assembled = ""
+        out_fmt = self.formats[self.output]
         if program.output_kind == OutputKind.PATTERN:
             src = program.pattern_source
             if src not in self.inputs or len(program.kernels) != 1 \
                     or self.formats[self.output] != self.formats[src]:
                 return None
             pattern = self.inputs.index(src)
+        elif program.output_kind == OutputKind.ASSEMBLED:
+            if len(program.kernels) != 2 or out_fmt.name not in ("csr", "csc") \
+                    or out_fmt != _named(out_fmt.name):
+                return None
+            assembled = out_fmt.name
         elif program.output_kind != OutputKind.DENSE:
             return None
         if any(getattr(launcher, "address", None) is None for launcher in v.launchers):
@@ -581,6 +609,10 @@ class CompiledKernel(KernelCall):
                     continue
                 if name == f"{self.output}_vals":
                     get.append((-1, "out"))
+                    continue
+                if assembled and name in (f"{self.output}1_pos", f"{self.output}1_crd",
+                                          f"{self.output}1_nnz"):
+                    get.append((-1, name[len(self.output) + 2:]))     # pos, crd, nnz
                     continue
                 for k, n in enumerate(self.inputs):
                     if name == f"{n}_vals":
@@ -617,6 +649,8 @@ class CompiledKernel(KernelCall):
                            for addr, get, ints in launches),
             parallel=self._schedule.parallel and self._max_threads > 1,
             pattern=pattern,
+            assembled=assembled,
+            drops_zeros=program.drops_zeros,
             zero=v.zeroes(vals_buffer(self.output, self.dtype).name),
             inspected=tuple(sorted({k for _, get, _ in launches for k, what in get
                                     if what.startswith("@")})))
@@ -673,6 +707,8 @@ class CompiledKernel(KernelCall):
                 if shapes[k][axis] != first:
                     return None          # the general path explains the mismatch
         sizes = [shapes[k][axis] for k, axis in plan.first]
+        if plan.assembled:
+            return self._assembled_call(plan, args, ops, sizes, sparse_work)
         new = np.zeros if plan.zero else np.empty
         if plan.pattern >= 0:
             out = new(len(ops[plan.pattern].indices), dtype=dtype)
@@ -698,6 +734,49 @@ class CompiledKernel(KernelCall):
             return self._pattern_result(args[plan.pattern], ops[plan.pattern], out,
                                         tuple(sizes[d] for d in plan.out_dims))
         return out[()] if out.ndim == 0 else out
+
+    def _assembled_call(self, plan: _FastPlan, args, ops, sizes, sparse_work: int):
+        """``_fast_call`` for an assembled csr/csc output, every operand validated:
+        count each row's entries, prefix-sum, fill, pack the rows where the fill
+        dropped zeros; a scipy matrix (array, if every operand is one) as the
+        general path returns.  None (the general path runs) when an operand is
+        not a scipy matrix, or when the output holds more entries than int32
+        positions address (the general path then runs with int64 indices)."""
+        if any(type(x) not in _SCIPY_RESULT for x in ops):
+            return None
+        shape = tuple(sizes[d] for d in plan.out_dims)
+        parents, dim = shape if plan.assembled == "csr" else shape[::-1]
+        if max(parents + 1, dim) > INDEX_LIMIT_32:
+            return None
+        nthreads = 1
+        if plan.parallel and call_work(sparse_work, 0, 1) >= SMALL_WORK:
+            nthreads = self._max_threads
+        out = {"pos": np.zeros(parents + 1, dtype=_I32)}
+        bits = self.dtype in _SIXTEEN_BIT         # numba's launcher sees 16-bit floats' bits
+        dtype = self._np_dtype
+
+        def run(address, get, ints):
+            bufs = [out[what] if k < 0 else getattr(ops[k], what) for k, what in get]
+            if bits:
+                bufs = [b.view(np.uint16) if b.dtype == dtype else b for b in bufs]
+            launch(address, nthreads, tuple(bufs), tuple([sizes[d] for d in ints]))
+
+        (count, fill) = plan.launches
+        run(*count)
+        pos = out["pos"]
+        if parents * dim > INDEX_LIMIT_32 and int(pos.sum(dtype=np.int64)) > INDEX_LIMIT_32:
+            return None
+        np.cumsum(pos, out=pos)
+        nnz = int(pos[-1])
+        out["crd"] = crd = np.empty(nnz, dtype=_I32)
+        out["out"] = vals = np.empty(nnz, dtype=dtype)
+        if plan.drops_zeros:
+            out["nnz"] = np.zeros(parents, dtype=_I32)
+        run(*fill)
+        if plan.drops_zeros:
+            pos, crd, vals = pack_rows(pos, out["nnz"], crd, vals)
+        cls = getattr(_sp, f"{plan.assembled}_{'array' if scipy_arrays(ops) else 'matrix'}")
+        return _scipy_result(cls, vals, crd, pos, shape)
 
     def _pattern_result(self, given, src, vals: np.ndarray, shape: tuple[int, ...]):
         """The fast path's result with the pattern of operand ``given`` (``src``: it,
@@ -759,11 +838,14 @@ class CompiledKernel(KernelCall):
                 self._device_fast = self.target.fast_path(self)
             return None if self._device_fast is None else self._device_fast.call(args, validate)
         if self._plan is _UNPLANNED:
-            self.build()
-            self._plan = self._fast_plan()
-            self._fast = self._fast_call if self._plan is None else (
-                specialize_cpu(self, self._plan, _CompressedView, _SCIPY_RESULT,
-                               call_work, SMALL_WORK) or self._fast_call)
+            with _BUILD_LOCK:                    # one plan, made once, then published
+                if self._plan is _UNPLANNED:
+                    self.build()
+                    plan = self._fast_plan()
+                    self._fast = self._fast_call if plan is None else (
+                        specialize_cpu(self, plan, _CompressedView, _SCIPY_RESULT,
+                                       call_work, SMALL_WORK) or self._fast_call)
+                    self._plan = plan
         if out is not None:
             return self._fast(args, validate, out)
         return self._fast(args, validate)
@@ -784,7 +866,16 @@ class CompiledKernel(KernelCall):
                    for n, x in bound.items()}
         for n in self.pattern_reads & bound.keys():
             check_pattern_kept(bound[n], tensors[n], self.formats[n], self.display.get(n, n))
-        index_dtype = self._pick_index_dtype(tensors, sizes)
+        index_dtype = self._pick_index_dtype(tensors, sizes, counted=True)
+        try:
+            result = self._run_indexed(index_dtype, tensors, sizes, out)
+        except _PositionsOverflow:      # counted: more entries than int32 positions hold
+            result = self._run_indexed(DType.I64, tensors, sizes, out)
+        return out if out is not None else self._to_family(result, bound, tensors)
+
+    def _run_indexed(self, index_dtype: DType, tensors, sizes, out) -> Tensor:
+        """``_run`` of the variant with ``index_dtype`` indices (built if need be),
+        the operands' index arrays widened to int64 for an int64 variant."""
         np_index = _NP_INDEX[index_dtype]
         if index_dtype is DType.I64:
             tensors = {n: with_index_dtype(t, np_index) for n, t in tensors.items()}
@@ -792,16 +883,24 @@ class CompiledKernel(KernelCall):
         if v is None or v.launchers is None:
             self.build(index_dtype)
             v = self._variants[index_dtype]
-        result = self._run(v, tensors, sizes, np_index, out=out)
-        return out if out is not None else self._to_family(result, bound, tensors)
+        return self._run(v, tensors, sizes, np_index, out=out)
 
-    def _pick_index_dtype(self, tensors: dict[str, Tensor], sizes: dict[str, int]) -> DType:
+    def _pick_index_dtype(self, tensors: dict[str, Tensor], sizes: dict[str, int],
+                          counted: bool = False) -> DType:
+        """int64 where an operand has int64 indices or the sparse output may hold
+        more entries than int32 positions address; with ``counted`` (the caller
+        retries on ``_PositionsOverflow``), an assembled output whose dimensions
+        fit int32 keeps int32 however large its dense bound: ``_run`` checks the
+        counted total before it fills."""
         if any(not t.format.is_dense and t.index_dtype == np.int64 for t in tensors.values()):
             return DType.I64
         out_fmt = self.formats[self.output]
         if not out_fmt.is_dense:
-            bound = math.prod(sizes[ix] for ix in self.expression.lhs.indices)
-            if bound > INDEX_LIMIT_32:
+            dims = [sizes[ix] for ix in self.expression.lhs.indices]
+            if math.prod(dims) > INDEX_LIMIT_32:
+                if counted and max(dims) < INDEX_LIMIT_32 and \
+                        self._variant(DType.I32).program.output_kind == OutputKind.ASSEMBLED:
+                    return DType.I32
                 return DType.I64
         return DType.I32
 
@@ -903,6 +1002,9 @@ class CompiledKernel(KernelCall):
         pos = xp.zeros(parents + 1, dtype=np_index)
         arrays[f"{out_name}{last}_pos"] = pos
         self._launch(v, 0, arrays, ints, nthreads)
+        if pos.dtype == _I32 and parents * dims[last] > INDEX_LIMIT_32 \
+                and int(pos.sum(dtype=np.int64)) > INDEX_LIMIT_32:
+            raise _PositionsOverflow
         xp.cumsum(pos, out=pos)
         nnz = int(pos[-1])
         crd = xp.empty(nnz, dtype=np_index)

@@ -21,8 +21,9 @@ def specialize(ck, plan, view, scipy_result, call_work, small_work):
     """``call(args, validate)`` doing what ``ck._fast_call`` does under ``plan``
     (``view``: the _CompressedView class; ``scipy_result``: the scipy classes a
     pattern result may share; ``call_work``/``small_work``: the thread rule),
-    or None where the plan reads inspector arrays."""
-    if plan.inspected or not plan.operands:
+    or None where the plan reads inspector arrays or assembles its output
+    (``ck._assembled_call`` runs those)."""
+    if plan.inspected or not plan.operands or plan.assembled:
         return None
     n = len(plan.operands)
     lines = ["def call(args, validate, given=None):",
