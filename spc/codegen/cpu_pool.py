@@ -54,6 +54,8 @@ from functools import lru_cache
 
 from llvmlite import ir
 
+from .native_module import jit_native
+
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 I8P = I8.as_pointer()
 VOID = ir.VoidType()
@@ -574,16 +576,7 @@ def load_pool() -> Pool | None:
     if platform.system() != "Linux":
         return None
     with _LOCK:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        tm = llvm.Target.from_default_triple().create_target_machine(
-            opt=2, reloc="default", codemodel="jitdefault", jit=True)
-        mod = llvm.parse_assembly(emit_pool_module(llvm.get_process_triple(),
-                                                   str(tm.target_data)))
-        mod.verify()
-        engine = llvm.create_mcjit_compiler(mod, tm)
-        engine.finalize_object()
-        pool = Pool(engine)
+        pool = Pool(jit_native(emit_pool_module))
         watch_load(pool)
         llvm.add_symbol(ENTRY, pool.entry)
         _KEEP.append(pool)

@@ -32,6 +32,8 @@ from functools import lru_cache
 
 from llvmlite import ir
 
+from .native_module import jit_native
+
 I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 I8P = I8.as_pointer()
 VOID = ir.VoidType()
@@ -243,16 +245,7 @@ def load_workspaces() -> Workspaces:
     memory live as long as the process (kernels may run in any thread)."""
     import llvmlite.binding as llvm
     with _LOCK:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        tm = llvm.Target.from_default_triple().create_target_machine(
-            opt=2, reloc="default", codemodel="jitdefault", jit=True)
-        mod = llvm.parse_assembly(emit_workspaces_module(llvm.get_process_triple(),
-                                                         str(tm.target_data)))
-        mod.verify()
-        engine = llvm.create_mcjit_compiler(mod, tm)
-        engine.finalize_object()
-        cache = Workspaces(engine)
+        cache = Workspaces(jit_native(emit_workspaces_module))
         llvm.add_symbol(TAKE, cache.take_address)
         llvm.add_symbol(GIVE, cache.give_address)
         _KEEP.append(cache)

@@ -68,4 +68,18 @@ def coefficient(term: Expr, v: str) -> int | None:
     return None
 
 
-__all__ = ["coefficient", "inline", "let_env", "signed_terms", "var_names"]
+def linear_coefficient(e: Expr, v: str) -> int | None:
+    """c when ``e`` is c * v plus terms without v (each term with v an integer
+    multiple of it), else None."""
+    total = 0
+    for sign, term in signed_terms(e):
+        if v in var_names(term):
+            c = coefficient(term, v)
+            if c is None:
+                return None
+            total += sign * c
+    return total
+
+
+__all__ = ["coefficient", "inline", "let_env", "linear_coefficient", "signed_terms",
+           "var_names"]

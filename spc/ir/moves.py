@@ -7,7 +7,7 @@ CUDA renderer that prints the moves.
 """
 from __future__ import annotations
 
-from .affine import coefficient, signed_terms, var_names
+from .affine import linear_coefficient, var_names
 from .nodes import (BinOp, Block, Const, DType, Expr, For, Let, Load, LoopKind, Store, Var,
                     VectorMoves)
 
@@ -84,16 +84,7 @@ def moves_of(loop: For, width: int, cols: int) -> bool:
 
 def _row_plus_col(index: Expr, e: str, col: str) -> bool:
     """True when ``index`` reads ``col`` once, added, and does not read ``e``."""
-    if e in var_names(index):
-        return False
-    total = 0
-    for sign, term in signed_terms(index):
-        if col in var_names(term):
-            c = coefficient(term, col)
-            if c is None:
-                return False
-            total += sign * c
-    return total == 1
+    return e not in var_names(index) and linear_coefficient(index, col) == 1
 
 
 __all__ = ["MOVE_BYTES", "copy_loop", "copy_parts", "move_width", "moves_of"]

@@ -5,7 +5,7 @@ and the verifier that checks a recorded ``VectorLoads`` against its loop.
 """
 from __future__ import annotations
 
-from .affine import coefficient, inline, let_env, signed_terms, var_names
+from .affine import inline, let_env, linear_coefficient, var_names
 from .nodes import Assign, BinOp, Block, DType, For, Let, Load, Var, VectorLoads
 from .traverse import walk
 
@@ -68,15 +68,8 @@ def vector_of(loop: For) -> VectorLoads | None:
 def _unit_stride(load: Load, k: str) -> bool:
     """True when ``load``'s index is ``base + k`` (k's coefficient 1, no load
     inside the index reading k)."""
-    coef = 0
-    for sign, term in signed_terms(load.index):
-        if k in var_names(term):
-            c = coefficient(term, k)
-            if c is None:
-                return False
-            coef += sign * c
-    return coef == 1 and not any(isinstance(y, Load) and k in var_names(y.index)
-                                 for y in walk(load.index))
+    return linear_coefficient(load.index, k) == 1 and not any(
+        isinstance(y, Load) and k in var_names(y.index) for y in walk(load.index))
 
 
 __all__ = ["VECTOR_WIDTHS", "vector_of"]

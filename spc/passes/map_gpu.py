@@ -154,19 +154,6 @@ def has_lane_loop(s: Stmt) -> bool:
     return any(isinstance(n, For) and n.kind in LANE_KINDS for n in all_stmts(s))
 
 
-def linear_coefficient(e: Expr, v: str) -> int | None:
-    """c when ``e`` is c * v plus terms without v (each term with v an integer
-    multiple of it), else None."""
-    total = 0
-    for sign, term in _signed_terms(e):
-        if v in var_names(term):
-            c = _coefficient(term, v)
-            if c is None:
-                return None
-            total += sign * c
-    return total
-
-
 def injective(index: Expr, loop: For) -> bool:
     """True when ``index`` (as computed in ``loop``'s body) differs between any two
     iterations: it is c * var + (terms that do not change inside the loop), c != 0."""

@@ -67,7 +67,8 @@ from ..ir.nodes import (BinOp, Block, Buffer, Const, DType, Expr, For, GpuMappin
                         Assign,
                         and_, add, i64, lt, mul, sub)
 from ..ir.traverse import rewrite, top_loop, walk
-from .map_gpu import FreshNames, inline, linear_coefficient, stmts_of, var_names
+from ..ir.affine import linear_coefficient
+from .map_gpu import FreshNames, inline, stmts_of, var_names
 
 I64 = DType.I64
 F32 = DType.F32
