@@ -4,8 +4,6 @@ rendered to CUDA C and compiled with ``nvcc -arch=sm_90 -cubin`` (skipped only
 where nvcc is absent).  Nothing here needs CuPy."""
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -386,21 +384,21 @@ def _walk_fors(s):
 # nvcc compiles every generated kernel
 # ---------------------------------------------------------------------------
 
-from cuda_env import NVCC, nvcc as _nvcc  # noqa: E402
+from cuda_env import NVCC, nvcc as _nvcc, nvcc_many  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def nvcc_results():
-    """Every rendered source of the matrix compiled once, in parallel."""
+    """Every rendered source of the matrix compiled once, many to an nvcc process
+    (``nvcc_many``: each source's own verdict and log, as nvcc alone gives it)."""
     if NVCC is None:
         pytest.skip("nvcc is not installed")
     jobs = {}
     for ident, kw in MATRIX:
         for det, dtype in VARIANTS if ident in CORE else VARIANTS[:1]:
             jobs[(ident, det, dtype)] = _compile(kw, det, dtype).source
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {key: pool.submit(_nvcc, src) for key, src in jobs.items()}
-        return {key: (f.result(), jobs[key]) for key, f in futures.items()}
+    verdicts = nvcc_many(list(jobs.values()))
+    return {key: (verdict, jobs[key]) for key, verdict in zip(jobs, verdicts)}
 
 
 VARIANTS = [(False, "float32"), (True, "float32"), (False, "float64"), (False, "float16"),

@@ -289,7 +289,7 @@ def test_gpu_mapping_keeps_the_numbers_and_owns_each_output_entry():
 
 @pytest.mark.parametrize("fuse, fmt", [(True, "csr"), ("rows", "csr"), ("rows", "dia")])
 def test_cuda_sources_compile_with_nvcc(fuse, fmt):
-    from cuda_env import NVCC, nvcc
+    from cuda_env import NVCC, nvcc_many
     if NVCC is None:
         pytest.skip("nvcc is not installed")
     k = spc.compile("attention", fmt=fmt, target="cuda", fuse=fuse)
@@ -297,8 +297,7 @@ def test_cuda_sources_compile_with_nvcc(fuse, fmt):
     # the online loop where the row computes its scores; rows reading stored scores
     # keep their three walks on the GPU (the CUDA pipeline's recomputed_only)
     assert ("_old" in kernels[0].ir) == (fuse is True)
-    for x in k.program.kernels:
-        code, log = nvcc(x.source)
+    for code, log in nvcc_many([x.source for x in k.program.kernels]):
         assert code == 0, log
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cuda_env import NVCC, nvcc
+from cuda_env import NVCC, nvcc_many
 
 import spc
 from spc.tuning.candidates import schedules
@@ -35,6 +35,5 @@ def test_cuda_candidates_render_and_compile(kernel):
     assert sum(len(v) for v in sources.values()) >= 4
     if NVCC is None:
         pytest.skip("nvcc is not installed")
-    for source, used_by in sources.items():
-        code, log = nvcc(source)
+    for (code, log), used_by in zip(nvcc_many(list(sources)), sources.values()):
         assert code == 0, f"nvcc failed for {used_by}:\n{log}"

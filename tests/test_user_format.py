@@ -15,7 +15,6 @@ import importlib.util
 import os
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -252,7 +251,7 @@ def test_example_script_runs_from_the_repo_root():
 # CUDA: the rendered source compiles with nvcc (no GPU needed)
 # ---------------------------------------------------------------------------
 
-from cuda_env import NVCC, nvcc as _nvcc  # noqa: E402
+from cuda_env import NVCC, nvcc_many  # noqa: E402
 
 
 def test_cuda_source_compiles_with_nvcc():
@@ -262,9 +261,7 @@ def test_cuda_source_compiles_with_nvcc():
                for name, dt in (("spmm", "float32"), ("spmm", "float64"), ("sddmm", "float32"))]
     for k in kernels:
         assert "A0_perm" in k.source and "A1_sptr" in k.source and "@gpu_" in k.ir
-    with ThreadPoolExecutor(max_workers=len(kernels)) as pool:
-        results = list(pool.map(_nvcc, [k.source for k in kernels]))
-    for (code, log), k in zip(results, kernels):
+    for (code, log), k in zip(nvcc_many([k.source for k in kernels]), kernels):
         assert code == 0, f"nvcc failed for {k.name}:\n{log}"
 
 

@@ -37,43 +37,17 @@ def to_tf32(x):
 
 
 def _eval(e, env, bufs):
-    if isinstance(e, Const):
-        return _NP[e.dtype](e.value)
-    if isinstance(e, Var):
-        return env[e.name]
-    if isinstance(e, Load):
-        arr = bufs[e.buf.name]
-        idx = int(_eval(e.index, env, bufs))
-        if not 0 <= idx < len(arr):
-            raise IndexError(f"{e.buf.name}[{idx}] is out of bounds (length {len(arr)})")
-        v = arr[idx]
-        wide = e.buf.dtype.widened
-        return v if wide is e.buf.dtype else _NP[wide](v)    # loads widen
-    if isinstance(e, Neg):
-        return -_eval(e.operand, env, bufs)
-    if isinstance(e, Cast):
-        return _NP[e.dtype](_eval(e.value, env, bufs))
-    if isinstance(e, Select):
-        return _eval(e.if_true if _eval(e.cond, env, bufs) else e.if_false, env, bufs)
-    if isinstance(e, WarpSum):
-        return _eval(e.value, env, bufs)      # one lane: the sum over lanes is its value
-    if isinstance(e, ToTF32):
-        return to_tf32(_eval(e.value, env, bufs))
-    if isinstance(e, Call):
-        x = _eval(e.value, env, bufs)
-        if e.fn == "ctz":
-            v = int(x) & 0xFFFFFFFFFFFFFFFF
-            return np.int64((v & -v).bit_length() - 1 if v else 64)
-        with np.errstate(all="ignore"):          # log(0) = -inf, sqrt(-1) = nan: as C
-            return type(x)(_MATH[e.fn](x))
-    if isinstance(e, BinOp):
+    # dispatch on the exact node type (expression nodes are final dataclasses),
+    # the commonest first: this function is most of the interpreter's time
+    t = type(e)
+    if t is BinOp:
         a = _eval(e.lhs, env, bufs)
-        if e.op == "&&":
+        op = e.op
+        if op == "&&":
             return bool(a) and bool(_eval(e.rhs, env, bufs))
-        if e.op == "||":
+        if op == "||":
             return bool(a) or bool(_eval(e.rhs, env, bufs))
         b = _eval(e.rhs, env, bufs)
-        op = e.op
         if op == "+": return a + b
         if op == "-": return a - b
         if op == "*": return a * b
@@ -88,6 +62,35 @@ def _eval(e, env, bufs):
         if op == "<=": return a <= b
         if op == "==": return a == b
         if op == "!=": return a != b
+    elif t is Var:
+        return env[e.name]
+    elif t is Const:
+        return _NP[e.dtype](e.value)
+    elif t is Load:
+        arr = bufs[e.buf.name]
+        idx = int(_eval(e.index, env, bufs))
+        if not 0 <= idx < len(arr):
+            raise IndexError(f"{e.buf.name}[{idx}] is out of bounds (length {len(arr)})")
+        v = arr[idx]
+        wide = e.buf.dtype.widened
+        return v if wide is e.buf.dtype else _NP[wide](v)    # loads widen
+    elif t is Cast:
+        return _NP[e.dtype](_eval(e.value, env, bufs))
+    elif t is Select:
+        return _eval(e.if_true if _eval(e.cond, env, bufs) else e.if_false, env, bufs)
+    elif t is Neg:
+        return -_eval(e.operand, env, bufs)
+    elif t is WarpSum:
+        return _eval(e.value, env, bufs)      # one lane: the sum over lanes is its value
+    elif t is ToTF32:
+        return to_tf32(_eval(e.value, env, bufs))
+    elif t is Call:
+        x = _eval(e.value, env, bufs)
+        if e.fn == "ctz":
+            v = int(x) & 0xFFFFFFFFFFFFFFFF
+            return np.int64((v & -v).bit_length() - 1 if v else 64)
+        with np.errstate(all="ignore"):          # log(0) = -inf, sqrt(-1) = nan: as C
+            return type(x)(_MATH[e.fn](x))
     raise TypeError(f"cannot evaluate {e!r}")
 
 

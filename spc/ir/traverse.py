@@ -7,6 +7,20 @@ from typing import Callable
 from .nodes import Block, For, Let
 
 
+# The names of each dataclass type's fields, or None for a type that is not a
+# dataclass (a class object's own type, an enum, an int...): fields() and
+# is_dataclass() once per type instead of at every node.
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    names = _FIELD_NAMES.get(cls, _FIELD_NAMES)
+    if names is _FIELD_NAMES:
+        names = tuple(f.name for f in fields(cls)) if is_dataclass(cls) else None
+        _FIELD_NAMES[cls] = names
+    return names
+
+
 def rewrite(node, fn: Callable):
     """Rebuild ``node`` bottom-up, replacing each node ``n`` by ``fn(n)``.
 
@@ -15,33 +29,40 @@ def rewrite(node, fn: Callable):
     """
     if isinstance(node, tuple):
         return tuple(rewrite(n, fn) for n in node)
-    if not is_dataclass(node) or isinstance(node, type):
+    names = _field_names(type(node))
+    if names is None:                       # not a dataclass instance (a class is not one)
         return node
     changes = {}
-    for f in fields(node):
-        old = getattr(node, f.name)
-        if isinstance(old, tuple) or (is_dataclass(old) and not isinstance(old, type)):
+    for name in names:
+        old = getattr(node, name)
+        if isinstance(old, tuple) or _field_names(type(old)) is not None:
             new = rewrite(old, fn)
             if new is not old:
-                changes[f.name] = new
+                changes[name] = new
     if changes:
         node = replace(node, **changes)
     return fn(node)
 
 
 def walk(node):
-    """Every dataclass node below and including ``node``, parents first."""
-    if isinstance(node, tuple):
-        for n in node:
-            yield from walk(n)
-        return
-    if not is_dataclass(node) or isinstance(node, type):
-        return
-    yield node
-    for f in fields(node):
-        child = getattr(node, f.name)
-        if isinstance(child, tuple) or is_dataclass(child):
-            yield from walk(child)
+    """Every dataclass node below and including ``node``, parents first.
+
+    An explicit stack, not nested generators: a node deep in the tree is handed
+    out once, not once per generator between it and the root."""
+    stack = [node]
+    pop, push, known = stack.pop, stack.extend, _FIELD_NAMES.get
+    while stack:
+        n = pop()
+        if isinstance(n, tuple):
+            push(reversed(n))
+            continue
+        names = known(type(n), _FIELD_NAMES)
+        if names is _FIELD_NAMES:
+            names = _field_names(type(n))
+        if names is None:                   # not a dataclass instance (a class is not one)
+            continue
+        yield n
+        push(reversed([getattr(n, name) for name in names]))
 
 
 def flatten(block: Block) -> Block:
