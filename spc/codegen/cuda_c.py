@@ -359,10 +359,9 @@ class _Body:
     def __init__(self, kernel: Kernel):
         self.kernel = kernel
         self.params = {p.name for p in kernel.params if isinstance(p.value, Buffer)}
-        # what a lane's store may show the warp's other lanes: parameters, shared arrays
-        self.visible = self.params | {n.buf.name for n in walk(kernel.body)
-                                      if isinstance(n, Alloc) and n.shared}
         self.shared = {n.buf.name for n in walk(kernel.body) if isinstance(n, Alloc) and n.shared}
+        # what a lane's store may show the warp's other lanes: parameters, shared arrays
+        self.visible = self.params | self.shared
         self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
         self.tmp = count()
