@@ -147,8 +147,9 @@ def coords_into(coords, vals, shape, fmt, dtype=None) -> Tensor:
 # ---------------------------------------------------------------------------
 
 def from_tensor(x: Tensor, fmt, dtype) -> Tensor:
-    """``x`` in format ``fmt`` (``x`` itself when it is in it already)."""
-    if fmt is None or resolve_format(fmt, x.ndim) == x.format:
+    """``x`` in format ``fmt`` (``x`` itself where a kernel of ``fmt`` reads it as stored:
+    ``Format.reads``)."""
+    if fmt is None or resolve_format(fmt, x.ndim).reads(x.format):
         return with_value_dtype(x, dtype)
     fmt = resolve_format(fmt, x.ndim)
     if x.format.is_dense:          # store only the nonzeros, as for numpy input

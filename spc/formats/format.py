@@ -147,6 +147,14 @@ class Format:
     def __hash__(self) -> int:
         return hash((self.levels, self.order, self.block))
 
+    def reads(self, other: "Format") -> bool:
+        """True when a kernel compiled for this format reads a tensor stored in
+        ``other`` as it is: the same levels (up to their run-time parameters,
+        ``Level.reads``: an open ell width reads ``ell(6)``), order and blocks."""
+        return (self.order == other.order and self.block == other.block
+                and len(self.levels) == len(other.levels)
+                and all(a.reads(b) for a, b in zip(self.levels, other.levels)))
+
 
 def dense(rank: int) -> Format:
     return Format(tuple(Dense() for _ in range(rank)), tuple(range(rank)), "dense")

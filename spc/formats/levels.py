@@ -183,6 +183,12 @@ class Level:
         return self is other or (type(self) is type(other)
                                  and self.parameters() == other.parameters())
 
+    def reads(self, other: "Level") -> bool:
+        """True when a kernel compiled for this level reads a tensor whose level is
+        ``other`` as it is stored (this level's parameters that kernels take at
+        run time may differ)."""
+        return self == other
+
     def __hash__(self) -> int:
         return hash((type(self).__qualname__, self.parameters()))
 

@@ -113,6 +113,10 @@ class FixedWidth(Level):
             raise InputError(f"{what}: parent {r} has unsorted or duplicate coordinates")
         return len(crd)
 
+    def reads(self, other) -> bool:
+        """A width left open (None) reads any width: kernels take it as a scalar."""
+        return type(other) is FixedWidth and self.width in (None, other.width)
+
     def __repr__(self):
         return "fixed" if self.width is None else f"fixed({self.width})"
 
