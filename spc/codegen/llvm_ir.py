@@ -407,11 +407,13 @@ class _FunctionEmitter:
         width = loop.hi.value if isinstance(loop.hi, Const) and isinstance(loop.lo, Const) \
             and loop.lo.value == 0 and 1 < loop.hi.value <= 16 else None
         ops = [ir.MetaDataString(m, _LOOP_SELF),
-               m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.enable"), ir.Constant(I1, 1)]),
                m.add_metadata([ir.MetaDataString(m, "llvm.loop.unroll.disable")])]
-        if width is not None:
+        if width is not None:       # a width asks without forcing: no warning where the
             ops.append(m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.width"),
-                                       ir.Constant(I32, width)]))
+                                       ir.Constant(I32, width)]))   # vectorizer declines
+        else:
+            ops.append(m.add_metadata([ir.MetaDataString(m, "llvm.loop.vectorize.enable"),
+                                       ir.Constant(I1, 1)]))
         return m.add_metadata(ops)
 
     def _scalar_hint(self):
