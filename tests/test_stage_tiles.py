@@ -60,7 +60,7 @@ def test_golden_ir():
     assert_golden("stage_tiles_spmm_bsr1616_f16", format_kernel(after))
     assert [(c.moves.width, c.moves.cols, int(c.hi.value)) for c in _copies(after)] == \
         [(8, 64, 1024)]
-    assert stage_tiles(unstaged, enabled=False) is unstaged
+    assert stage_tiles(after) == after                 # nothing left to stage
 
 
 def test_large_consecutive_blocks_are_staged_after_the_rest():

@@ -893,16 +893,9 @@ def classify_output(assign: ast.Assignment, formats: dict[str, Format]):
     factors = _product_factors(assign.rhs)
     accesses = assign.accesses()
     if factors is not None:
-        sparse_over_out = [f for f in factors if isinstance(f, ast.Access)
-                           and not formats[f.tensor].is_dense
-                           and set(f.indices) & set(assign.lhs.indices)]
-        # a function or reduction of dense operands only is dense over the output
-        opaque = any(not formats[a.tensor].is_dense for f in factors
-                     if not isinstance(f, (ast.Access, ast.Const)) for a in _accesses_in(f))
-        if len(sparse_over_out) == 1 and not opaque:
-            f = sparse_over_out[0]
-            if stores_pattern_of(assign.lhs, out_fmt, f, formats[f.tensor]):
-                return OutputKind.PATTERN, next(k for k, a in enumerate(accesses) if a is f)
+        f = _sampling_factor(factors, assign.lhs.indices, formats)
+        if f is not None and stores_pattern_of(assign.lhs, out_fmt, f, formats[f.tensor]):
+            return OutputKind.PATTERN, next(k for k, a in enumerate(accesses) if a is f)
     levels = out_fmt.levels
     if out_fmt.is_blocked or not all(lv.locatable for lv in levels[:-1]) \
             or levels[-1].locatable or not levels[-1].unique or levels[-1].name != "compressed":
@@ -987,15 +980,22 @@ def sampled(assign: ast.Assignment, formats: dict[str, Format]) -> bool:
     out = set(assign.lhs.indices)
     for term in _monomials(assign.rhs):
         factors = _product_factors(term)
-        if factors is None:
-            return False
-        sparse = [f for f in factors if isinstance(f, ast.Access)
-                  and not formats[f.tensor].is_dense and set(f.indices) & out]
-        opaque = any(not formats[a.tensor].is_dense for f in factors
-                     if not isinstance(f, (ast.Access, ast.Const)) for a in _accesses_in(f))
-        if opaque or len(sparse) != 1 or not out <= set(sparse[0].indices):
+        f = None if factors is None else _sampling_factor(factors, out, formats)
+        if f is None or not out <= set(f.indices):
             return False
     return True
+
+
+def _sampling_factor(factors: list, out_indices, formats: dict[str, Format]):
+    """The one sparse access among a product's ``factors`` that reads an output
+    index, when there is exactly one and no function or reduction reads a sparse
+    operand (one of dense operands only is dense over the output); else None."""
+    out = set(out_indices)
+    sparse = [f for f in factors if isinstance(f, ast.Access)
+              and not formats[f.tensor].is_dense and set(f.indices) & out]
+    opaque = any(not formats[a.tensor].is_dense for f in factors
+                 if not isinstance(f, (ast.Access, ast.Const)) for a in _accesses_in(f))
+    return sparse[0] if len(sparse) == 1 and not opaque else None
 
 
 def _product_factors(e: ast.Expr):

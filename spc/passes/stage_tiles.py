@@ -43,15 +43,16 @@ CONSECUTIVE_MIN = 1024
 _I64 = DType.I64
 
 
-def stage_tiles(kernel: Kernel, enabled: bool = True) -> Kernel:
+def stage_tiles(kernel: Kernel) -> Kernel:
     """``kernel`` with its tensor-core products' operand tiles staged in shared
-    memory (see the module docstring); unchanged when ``enabled`` is False, on
-    the CPU, or where no product qualifies."""
-    if not enabled or kernel.gpu is None:
+    memory (see the module docstring); unchanged on the CPU or where no product
+    qualifies (``pipeline`` leaves the pass out for ``stage_tiles=False``)."""
+    if kernel.gpu is None:
         return kernel
     taken = {n.name for n in walk(kernel) if isinstance(n, (Var, Buffer))}
-    budget = [SHARED_BYTES - sum(_bytes(a) for a in walk(kernel.body)
-                                 if isinstance(a, Alloc) and a.shared)]
+    shared = [a for a in walk(kernel.body) if isinstance(a, Alloc) and a.shared]
+    budget = [SHARED_BYTES - sum(_bytes(a) for a in shared)]
+    in_shared = {a.buf.name for a in shared}        # read there already: not copied again
 
     def fresh(stem: str) -> str:
         name, k = stem, 0
@@ -66,7 +67,7 @@ def stage_tiles(kernel: Kernel, enabled: bool = True) -> Kernel:
             out = []
             for c in s.body:
                 if in_warp and isinstance(c, For) and c.kind is LoopKind.MMA_M:
-                    out.extend(_stage(c, fresh, budget))
+                    out.extend(_stage(c, fresh, budget, in_shared))
                 else:
                     out.append(visit(c, in_warp))
             return Block(tuple(out))
@@ -95,7 +96,7 @@ def _bytes(alloc: Alloc) -> int:
     return WARPS_PER_BLOCK * alloc.size * alloc.buf.dtype.nbytes
 
 
-def _stage(mma: For, fresh, budget: list[int]) -> list:
+def _stage(mma: For, fresh, budget: list[int], in_shared: set[str]) -> list:
     """The statements replacing the tile ``mma``: a shared array and its copy per
     staged operand, then the product reading the copies (``[mma]`` alone when
     no operand qualifies)."""
@@ -116,7 +117,8 @@ def _stage(mma: For, fresh, budget: list[int]) -> list:
     plans = []
     for operand in (store.value.lhs, store.value.rhs):
         load = operand.value if isinstance(operand, ToTF32) else operand
-        plan = _row_major(load, extents) if isinstance(load, Load) else None
+        plan = _row_major(load, extents) if isinstance(load, Load) \
+            and load.buf.name not in in_shared else None
         if plan is not None:
             plans.append((load, plan))
     # an operand whose rows lie apart (SpMM's B) gains most: first at the budget

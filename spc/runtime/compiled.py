@@ -61,6 +61,12 @@ class _PositionsOverflow(Exception):
     int32 positions address (``CompiledKernel.run`` retries with int64)."""
 
 
+def _overflows_int32(counts, bound: int) -> bool:
+    """True when the rows' entry ``counts`` (host or device) total more than int32
+    positions address; summed only where the dense ``bound`` could."""
+    return bound > INDEX_LIMIT_32 and int(counts.sum(dtype=np.int64)) > INDEX_LIMIT_32
+
+
 _BUILD_LOCK = threading.RLock()     # builds and fast plans are made once, whatever the threads
 _NP_INDEX = {DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64)}
 _I32 = _NP_INDEX[DType.I32]
@@ -764,7 +770,7 @@ class CompiledKernel(KernelCall):
         (count, fill) = plan.launches
         run(*count)
         pos = out["pos"]
-        if parents * dim > INDEX_LIMIT_32 and int(pos.sum(dtype=np.int64)) > INDEX_LIMIT_32:
+        if _overflows_int32(pos, parents * dim):
             return None
         np.cumsum(pos, out=pos)
         nnz = int(pos[-1])
@@ -1002,8 +1008,7 @@ class CompiledKernel(KernelCall):
         pos = xp.zeros(parents + 1, dtype=np_index)
         arrays[f"{out_name}{last}_pos"] = pos
         self._launch(v, 0, arrays, ints, nthreads)
-        if pos.dtype == _I32 and parents * dims[last] > INDEX_LIMIT_32 \
-                and int(pos.sum(dtype=np.int64)) > INDEX_LIMIT_32:
+        if pos.dtype == _I32 and _overflows_int32(pos, parents * dims[last]):
             raise _PositionsOverflow
         xp.cumsum(pos, out=pos)
         nnz = int(pos[-1])

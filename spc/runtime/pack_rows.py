@@ -29,32 +29,27 @@ def pack_rows(pos, kept, crd, vals):
     of counts (which CuPy before v14 refuses).
     """
     xp = array_module(pos)
-    if xp is np:
-        return _pack_host(pos, kept, crd, vals)
     packed = xp.zeros_like(pos)
     if len(kept):
         xp.cumsum(kept, out=packed[1:])
     total = int(packed[-1])
     if total == int(pos[-1]):
         return pos, crd, vals
+    if xp is np:
+        return _pack_host(pos, packed, total, crd, vals)
     entry = xp.arange(total, dtype=pos.dtype)
     row = xp.searchsorted(packed, entry, side="right") - 1    # rows keeping none are skipped
     slot = pos[row] + (entry - packed[row])
     return packed, crd[slot], vals[slot]
 
 
-def _pack_host(pos, kept, crd, vals):
-    """``pack_rows`` for numpy arrays, in place: one compiled pass moving each
-    row's kept entries down to its packed start (never above where they are, so
-    ascending copies are safe), rows before the first that dropped any left
-    where they are; the arrays returned are the leading parts of ``crd`` and
-    ``vals`` (their slack stays allocated with them)."""
-    packed = np.zeros_like(pos)
-    if len(kept):
-        np.cumsum(kept, out=packed[1:])
-    total = int(packed[-1])
-    if total == int(pos[-1]):
-        return pos, crd, vals
+def _pack_host(pos, packed, total, crd, vals):
+    """``pack_rows`` for numpy arrays whose rows start at ``packed`` once packed
+    (``total`` entries kept, fewer than the slots), in place: one compiled pass
+    moving each row's kept entries down to its packed start (never above where
+    they are, so ascending copies are safe), rows before the first that dropped
+    any left where they are; the arrays returned are the leading parts of ``crd``
+    and ``vals`` (their slack stays allocated with them)."""
     bits = (lambda a: a.view(np.uint16)) if vals.dtype.itemsize == 2 else (lambda a: a)
     _move_kept(pos, packed, crd, bits(vals))       # 16-bit floats move as their bits
     return packed, crd[:total], vals[:total]
