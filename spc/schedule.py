@@ -29,8 +29,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from .errors import ScheduleError
+from .ir.nodes import LANE_GROUP_SIZES
 
-GROUPS = (1, 2, 4, 8, 16, 32)      # lanes that may share one lane iteration (CUDA)
+GROUPS = LANE_GROUP_SIZES           # lanes that may share one lane iteration (CUDA)
 GPU_LAUNCH_KNOBS = ("wide", "group", "split", "flat")
 REORDERINGS = ("none", "length", "similarity")   # values of reorder_rows
 TILE_COLS = tuple(2 ** k for k in range(2, 11))  # values of tile_cols: 4 ... 1024

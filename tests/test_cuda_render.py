@@ -16,6 +16,8 @@ from spc.codegen.cuda_c import host_eval, launch_plan
 from spc.ir.interp import run_kernel
 from spc.ir.nodes import Buffer, DType, LoopKind, ParamRole
 from spc.ir.printer import format_kernel
+from spc.passes.flat_positions import flat_positions
+from spc.passes.lane_groups import lane_groups
 from spc.passes.map_gpu import map_gpu
 from spc.passes.mark_noncanonical import mark_noncanonical
 from spc.passes.overwrite_outputs import overwrite_outputs
@@ -244,11 +246,11 @@ def test_map_gpu_golden(kernel, kw, deterministic, golden):
     mapped = simplify(map_gpu(k, deterministic=deterministic))
     assert format_kernel(mapped) == golden
     # the target's pipeline gives the same IR, marked with what it accepts and
-    # what it overwrites, its lane loops jammed and its lane group's loop reading
-    # vectors where they can
+    # what it overwrites, its lane groups and flat positions recorded, its lane loops
+    # jammed and its lane group's loop reading vectors where they can
     ck = spc.compile(kernel, target="cuda", arch="sm_90", deterministic=deterministic, **kw)
-    assert ck.ir == format_kernel(
-        vector_loads(unroll_jam(overwrite_outputs(mark_noncanonical(mapped)))))
+    assert ck.ir == format_kernel(vector_loads(unroll_jam(flat_positions(lane_groups(
+        overwrite_outputs(mark_noncanonical(mapped)))))))
 
 
 def test_deterministic_mode_has_no_atomics():

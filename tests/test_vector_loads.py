@@ -132,7 +132,8 @@ def test_the_verifier_refuses_vectors_that_do_not_fit():
                                     if n == lane else n))
     with pytest.raises(spc.CompileError, match="do not match its body"):
         verify(moved)
-    ungrouped = replace(k, gpu=replace(k.gpu, group=None, flat=None))
+    ungrouped = replace(k, body=rewrite(k.body, lambda n: replace(n, groups=None, flat=None)
+                                        if isinstance(n, For) else n))
     with pytest.raises(spc.CompileError, match="not the serial loop a lane group shares"):
         verify(ungrouped)
 

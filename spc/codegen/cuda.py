@@ -22,7 +22,7 @@ from ..errors import CompileError, ScheduleError, UnsupportedError
 from ..ir.nodes import Buffer, Kernel
 from ..ir.printer import format_kernel
 from ..passes.map_gpu import THREADS_PER_BLOCK, WARPS_PER_BLOCK
-from ..schedule import GROUPS, Schedule
+from ..schedule import Schedule
 from .cuda_c import host_eval, launch_plan, render_args, render_body, render_params
 from .objfile import EM_CUDA, elf_ok
 from .target import Target
@@ -178,6 +178,9 @@ class CudaLauncher:
         else:
             mean = None
         group = int(self.group if self.group != "auto" else choose_group(red))
+        if group not in plan.group_sizes:       # the IR's LaneGroups.sizes: the kernels built
+            raise ScheduleError.of("group", f"this kernel has lane groups of "
+                                            f"{list(plan.group_sizes)} lanes, not {group}")
         sms = _sm_count(device_id)
         flat = plan.flat and span is not None and self.flat is not False and (
             self.flat is True or choose_flat(mean))
@@ -395,7 +398,7 @@ class CUDATarget(Target):
                               comment=f"{c} Lane groups of {g}.")
                          for sfx, t, a, c in (("", "long long", args64, wide),
                                               ("_i32", "int", args32, narrow))
-                         for g in GROUPS]
+                         for g in plan.group_sizes]
         return _template().render(
             version=__version__, name=kernel.name, launch=plan.describe(),
             ir_lines=format_kernel(kernel).rstrip("\n").split("\n"), header=header_text(),

@@ -63,13 +63,14 @@ from itertools import count
 from ..errors import CompileError, UnsupportedError
 from ..ir.reserved import C_WORDS
 from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, Const, DType, For, If,
-                        Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
+                        Jam, Kernel, LaneGroups, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.analysis import sparse_slot
 from ..ir.moves import copy_parts
 from ..ir.printer import WARP_OPS
 from ..ir.affine import inline, let_env
-from ..ir.traverse import rewrite, walk
+from ..ir.lane_groups import grouped_lane_loop
+from ..ir.traverse import rewrite, top_loop, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
                               all_stmts, stmts_of)
 
@@ -124,12 +125,13 @@ class LaunchPlan:
     chunk_lo: object = None
     chunk_hi: object = None
     wide_width: int = WARP_SIZE      # a chunk's iterations with spc_wide set
-    group: str | None = None         # ``gpu.group``: the reduction loop a lane group shares
+    group: str | None = None         # ``LaneGroups.reduction``: the loop a lane group shares
+    group_sizes: tuple[int, ...] = ()  # ``LaneGroups.sizes``: the values spc_group may take
     group_lo: object = None          # its bounds (for its trip count at launch)
     group_hi: object = None
     lane_lo: object = None           # the bounds of the lane loop around it
     lane_hi: object = None
-    flat: bool = False               # ``gpu.flat``: the launcher may enumerate positions flat
+    flat: bool = False               # ``FlatPositions``: spc_flat > 0 enumerates positions flat
     lane_buffer: int | None = None   # a buffer parameter loaded at the lane loop's variable:
     #                                  its length is the lane loop's total trip count
     items_buffer: int | None = None  # a buffer parameter whose length is the top loop's trip
@@ -193,9 +195,10 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
     chunk_lo = chunk_hi = None
     wide = WARP_SIZE
     body = stmts_of(loop.body)
-    group = kernel.gpu.group
-    if group is not None:
-        lane, red = _group_loops(kernel)
+    lane = grouped_lane_loop(loop) if mode == "warp" and loop.kind is LoopKind.GPU_WARP \
+        else None
+    if lane is not None:
+        red = _reduction_loop(lane)
         inner_lets = [s for s in body[:-1] if isinstance(s, Let)]
         env = {s.var.name: s.value for s in lets + inner_lets}
         buffers = [p.name for p in kernel.params if isinstance(p.value, Buffer)]
@@ -214,11 +217,12 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
                     break
             if lane_buffer is not None:
                 break
-        return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, group=group,
+        return LaunchPlan(mode, THREADS_PER_BLOCK, lo, hi, group=lane.groups.reduction,
+                          group_sizes=lane.groups.sizes,
                           group_lo=inline(red.lo, env), group_hi=inline(red.hi, env),
                           lane_lo=inline(lane.lo, env), lane_hi=inline(lane.hi, env),
                           lane_buffer=lane_buffer, items_buffer=items_buffer,
-                          flat=kernel.gpu.flat == lane.var.name)
+                          flat=loop.flat is not None)
     if body and isinstance(body[-1], For) and body[-1].kind is LoopKind.GPU_LANE_SPLIT:
         chunk_lo, chunk_hi = body[-1].lo, body[-1].hi
         if body[-1].jam is not None:
@@ -227,21 +231,16 @@ def launch_plan(kernel: Kernel) -> LaunchPlan:
                       items_buffer=items_buffer)
 
 
-def _group_loops(kernel: Kernel):
-    """(the top warp loop's lane loop, the reduction loop ``gpu.group`` names in it)."""
-    group = kernel.gpu.group
-    _, loop = _top_loop(kernel)
-    body = stmts_of(loop.body) if loop is not None else ()
-    if loop is None or loop.kind is not LoopKind.GPU_WARP or not body \
-            or not isinstance(body[-1], For) or body[-1].kind is not LoopKind.GPU_LANE:
-        raise CompileError(f"kernel {kernel.name}: gpu_group needs a top @gpu_warp loop "
-                           f"ending in a @gpu_lane loop")
-    lane = body[-1]
-    reds = [s for s in stmts_of(lane.body) if isinstance(s, For) and s.var.name == group]
-    if len(reds) != 1 or reds[0].kind is not LoopKind.SERIAL:
-        raise CompileError(f"kernel {kernel.name}: gpu_group {group} is not a serial loop "
-                           f"of the lane loop")
-    return lane, reds[0]
+def _reduction_loop(lane: For) -> For:
+    """The loop over ``lane.groups.reduction``, a statement of a grouped lane loop."""
+    return next(c for c in stmts_of(lane.body)
+                if isinstance(c, For) and c.var.name == lane.groups.reduction)
+
+
+def launch_symbol(name: str) -> str:
+    """The C name of the launch symbol ``name`` (``LaneGroups.group``,
+    ``FlatPositions.steps``...): ``spc_group``, ``spc_flat``."""
+    return f"spc_{name}"
 
 
 def host_eval(e, sizes: dict[str, int]) -> int | None:
@@ -362,7 +361,6 @@ class _Body:
         self.shared = {n.buf.name for n in walk(kernel.body) if isinstance(n, Alloc) and n.shared}
         # what a lane's store may show the warp's other lanes: parameters, shared arrays
         self.visible = self.params | self.shared
-        self.group = kernel.gpu.group if kernel.gpu is not None else None
         self.lines: list[str] = []
         self.tmp = count()
         self.fragments = {name: shape for name, shape in _mma_accumulators(kernel)}
@@ -496,7 +494,7 @@ class _Body:
                 self.split_warp_loop(s, body, lo, hi, d)
                 self.emit(depth, "}")
                 return
-            if ctx == "grid" and self.group is not None:
+            if ctx == "grid" and grouped_lane_loop(s) is not None:
                 self.grouped_warp_loop(s, body, lo, hi, d)
                 self.emit(depth, "}")
                 return
@@ -717,45 +715,46 @@ class _Body:
 
     # -- lane groups (``gpu.group``) ------------------------------------------------
     def grouped_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
-        """A top @gpu_warp loop ending in a @gpu_lane loop that holds the
-        ``gpu_group`` reduction loop.  Launch choices shape it: the template
-        parameter ``spc_group`` (1 to 32 lanes share each lane iteration, which
-        spreads the reduction loop over them and sums it with shuffles inside
-        the group); ``spc_split`` (that many warps share one outer iteration,
-        its lane iterations interleaved: long rows fill the GPU); and, for a
-        ``gpu_flat`` kernel, ``spc_flat`` > 0: the (outer iteration, lane
-        iteration) pairs enumerated flat, each warp taking ``spc_flat`` steps of
-        ``32 / spc_group`` consecutive positions, every position's outer
+        """A top @gpu_warp loop ending in a lane loop with ``LaneGroups``, as
+        that says: its launch symbols are the template parameter ``spc_group``
+        (1 to 32 lanes share each lane iteration, which spreads the reduction
+        loop over them and sums it with shuffles inside the group) and
+        ``spc_split`` (that many warps share one outer iteration, its lane
+        iterations interleaved: long rows fill the GPU).  With ``FlatPositions``
+        on the warp loop, ``spc_flat`` > 0 enumerates the (outer iteration,
+        lane iteration) pairs flat instead, each warp taking ``spc_flat`` steps
+        of ``32 / spc_group`` consecutive positions, every position's outer
         iteration found by search."""
         lane = body[-1]
         if lane.jam is not None:
             self.unjammable(lane, "lane group")
-        per = f"({WARP_SIZE} / spc_group)"
-        self.emit(d, "const int spc_sub = spc_lane & (spc_group - 1);")
+        group, split = launch_symbol(lane.groups.group), launch_symbol(lane.groups.split)
+        per = f"({WARP_SIZE} / {group})"
+        self.emit(d, f"const int spc_sub = spc_lane & ({group} - 1);")
         self.emit(d, "(void)spc_sub;")
-        flat = self.kernel.gpu.flat == lane.var.name
+        flat = s.flat is not None
         if flat:
-            self.emit(d, "if (spc_flat > 0) {")
+            self.emit(d, f"if ({launch_symbol(s.flat.steps)} > 0) {{")
             self.flat_positions(s, body, lo, hi, d + 1)
             self.emit(d, "} else {")
             d += 1
         items, w, part, plo, phi = (self.fresh(x) for x in ("items", "w", "slice", "plo",
                                                              "phi"))
         self.emit(d, f"const spc_idx {items} = {hi} > {lo} ? ({hi} - {lo}) * "
-                     f"(spc_idx)spc_split : 0;")
+                     f"(spc_idx){split} : 0;")
         self.emit(d, f"for (spc_idx {w} = (spc_idx)blockIdx.x * {WARPS_PER_BLOCK} + "
                      f"spc_warp; {w} < {items}; {w} += (spc_idx)gridDim.x * "
                      f"{WARPS_PER_BLOCK}) {{")
-        self.emit(d + 1, f"spc_idx {c_name(s.var.name)} = {lo} + {w} / spc_split;")
-        self.emit(d + 1, f"const spc_idx {part} = {w} % spc_split;")
+        self.emit(d + 1, f"spc_idx {c_name(s.var.name)} = {lo} + {w} / {split};")
+        self.emit(d + 1, f"const spc_idx {part} = {w} % {split};")
         for c in body[:-1]:
             self.stmt(c, d + 1, "warp")
         v = c_name(lane.var.name)
         self.emit(d + 1, "{")
         self.emit(d + 2, f"const spc_idx {plo} = {render_expr(lane.lo)};")
         self.emit(d + 2, f"const spc_idx {phi} = {render_expr(lane.hi)};")
-        self.emit(d + 2, f"for (spc_idx {v} = {plo} + {part} * {per} + spc_lane / spc_group; "
-                         f"{v} < {phi}; {v} += (spc_idx)spc_split * {per}) {{")
+        self.emit(d + 2, f"for (spc_idx {v} = {plo} + {part} * {per} + spc_lane / {group}; "
+                         f"{v} < {phi}; {v} += (spc_idx){split} * {per}) {{")
         self.group_body(lane, d + 3)
         self.emit(d + 2, "}")
         self.emit(d + 1, "}")
@@ -765,13 +764,13 @@ class _Body:
 
     def group_body(self, lane: For, d: int) -> None:
         for c in stmts_of(lane.body):
-            if isinstance(c, For) and c.var.name == self.group:
-                self.grouped_reduction(c, d)
+            if isinstance(c, For) and c.var.name == lane.groups.reduction:
+                self.grouped_reduction(c, lane.groups, d)
             else:
                 self.stmt(c, d, "group")
 
     def flat_positions(self, s: For, body, lo: str, hi: str, d: int) -> None:
-        """The flat enumeration (see grouped_warp_loop).  ``start(r)`` and
+        """The flat enumeration (``FlatPositions``, see grouped_warp_loop).  ``start(r)`` and
         ``end(r)``: the lane loop's bounds for outer iteration ``r`` (``end(r) ==
         start(r + 1)``, map_gpu checked).  A warp finds the row of its chunk's
         first position by binary search over ``start``; at each step its lanes
@@ -794,12 +793,13 @@ class _Body:
         p0, p1, chunk, c0, c1, rl, rh, mid, rcur, rend, base, pos, r = (
             self.fresh(x) for x in ("p0", "p1", "chunk", "c0", "c1", "rl", "rh", "mid",
                                     "rcur", "rend", "base", "p", "r"))
-        per = f"(spc_idx)({WARP_SIZE} / spc_group)"
+        group = launch_symbol(lane.groups.group)
+        per = f"(spc_idx)({WARP_SIZE} / {group})"
         self.emit(d, f"if ({hi} > {lo}) {{")
         d1 = d + 1
         self.emit(d1, f"const spc_idx {p0} = {at(lane.lo, lo)};")
         self.emit(d1, f"const spc_idx {p1} = {at(lane.hi, f'{hi} - 1')};")
-        self.emit(d1, f"const spc_idx {chunk} = {per} * (spc_idx)spc_flat;")
+        self.emit(d1, f"const spc_idx {chunk} = {per} * (spc_idx){launch_symbol(s.flat.steps)};")
         self.emit(d1, f"for (spc_idx {c0} = {p0} + ((spc_idx)blockIdx.x * {WARPS_PER_BLOCK} + "
                       f"spc_warp) * {chunk}; {c0} < {p1}; {c0} += (spc_idx)gridDim.x * "
                       f"{WARPS_PER_BLOCK} * {chunk}) {{")
@@ -815,7 +815,7 @@ class _Body:
         self.emit(d2, f"spc_idx {rend} = {at(lane.hi, rcur)};")
         self.emit(d2, f"for (spc_idx {base} = {c0}; {base} < {c1}; {base} += {per}) {{")
         d3 = d2 + 1
-        self.emit(d3, f"const spc_idx {pos} = {base} + spc_lane / spc_group;")
+        self.emit(d3, f"const spc_idx {pos} = {base} + spc_lane / {group};")
         self.emit(d3, f"spc_idx {r} = {rcur};")
         self.emit(d3, f"if ({base} + {per} > {rend}) {{   // the step leaves row {rcur}: "
                       f"find each position's row")
@@ -858,18 +858,15 @@ class _Body:
         self.emit(d3, f"{rcur} = __shfl_sync(SPC_FULL_MASK, {r}, {WARP_SIZE - 1});")
         self.emit(d3, f"{rend} = {at(lane.hi, rcur)};")
 
-    def grouped_reduction(self, r: For, d: int) -> None:
-        """The ``gpu_group`` loop over the lane group: lane ``spc_sub`` takes every
-        ``spc_group``-th iteration (16-byte vectors of them where every load that
-        moves with the loop reads consecutive, aligned elements: checked at run
-        time, with a scalar loop for the rest), into per-lane partial sums added
-        up by a shuffle sum inside the group."""
-        local = {n.var.name for n in all_stmts(r.body) if isinstance(n, (Let, For))}
-        local.add(r.var.name)
-        reds: dict[str, Var] = {}
-        for n in all_stmts(r.body):
-            if isinstance(n, Assign) and n.var.name not in local:
-                reds.setdefault(n.var.name, n.var)
+    def grouped_reduction(self, r: For, groups: LaneGroups, d: int) -> None:
+        """The reduction loop a lane group shares (``LaneGroups``): lane
+        ``spc_sub`` takes every ``spc_group``-th iteration (16-byte vectors of
+        them where the loop's ``vector`` says so and every load it moves reads
+        aligned elements: checked at run time, with a scalar loop for the rest),
+        into per-lane partial sums of ``groups.sums`` added up by a shuffle sum
+        inside the group."""
+        group = launch_symbol(groups.group)
+        reds = {v.name: v for v in groups.sums}
         vec = self.vector_parts(r)
         width = vec[0] if vec is not None else 1
         parts = {name: [Var(f"spc_part_{next(self.tmp)}", var.dtype) for _ in range(width)]
@@ -895,7 +892,7 @@ class _Body:
             self.emit(d1 + 1, f"{kt} = {klo} + (({khi} - {klo}) / {width}) * {width};")
             self.emit(d1 + 1, "#pragma unroll 4")
             self.emit(d1 + 1, f"for (spc_idx {kv} = {klo} + {width} * spc_sub; {kv} < {kt}; "
-                              f"{kv} += {width} * spc_group) {{")
+                              f"{kv} += {width} * {group}) {{")
             vt = "float4" if width == 4 else "double2"
             names = []
             for ld, base in loads:
@@ -923,7 +920,7 @@ class _Body:
                            if isinstance(n, Var) and n.name == name else n)
         self.emit(d1, "#pragma unroll 4")
         self.emit(d1, f"for (spc_idx {c_name(r.var.name)} = {kt} + spc_sub; "
-                      f"{c_name(r.var.name)} < {khi}; {c_name(r.var.name)} += spc_group) {{")
+                      f"{c_name(r.var.name)} < {khi}; {c_name(r.var.name)} += {group}) {{")
         self.block(body, d1 + 1, "lane")
         self.emit(d1, "}")
         for name, ps in parts.items():
@@ -933,7 +930,7 @@ class _Body:
                         f"({c_name(ps[2].name)} + {c_name(ps[3].name)})"
             var = reds[name]
             self.emit(d1, f"{c_name(name)} = {c_name(name)} + "
-                          f"spc_group_sum<spc_group>(({c_type(var.dtype)})({total}));")
+                          f"spc_group_sum<{group}>(({c_type(var.dtype)})({total}));")
         self.emit(d, "}")
 
     def vector_parts(self, r: For):
@@ -1356,12 +1353,14 @@ def _launch_choices(kernel: Kernel) -> list[str]:
     names = []
     if plan.chunk_lo is not None:
         names.append("spc_wide")
-    if plan.group is not None:
-        names.append("spc_split")
-        if plan.flat:
-            names.append("spc_flat")
+    found = top_loop(kernel)
+    lane = grouped_lane_loop(found[1]) if plan.group is not None else None
+    if lane is not None:
+        names.append(launch_symbol(lane.groups.split))
+        if found[1].flat is not None:
+            names.append(launch_symbol(found[1].flat.steps))
     return names
 
 
 __all__ = ["LaunchPlan", "c_name", "host_eval", "launch_plan", "render_args", "render_body",
-           "render_expr", "render_params", "LANE_KINDS"]
+           "launch_symbol", "render_expr", "render_params", "LANE_KINDS"]

@@ -15,7 +15,6 @@ from ..codegen import cuda as cuda_target
 from ..codegen.cuda_c import c_elem_type, c_name, launch_plan
 from ..ir.nodes import BinOp, Buffer, Cast, Const, Neg, ParamRole, Var
 from ..passes.map_gpu import THREADS_PER_BLOCK, WARPS_PER_BLOCK
-from ..schedule import GROUPS
 from .cpu import header_comment, output_contract
 from .plan import ExportPlan
 
@@ -209,7 +208,7 @@ def render_launch(plan: ExportPlan) -> str:
         call = [f"    {name}{launch};"]
     else:
         call = ["    switch (group) {"]
-        call += [f"    case {g}: {name}_g{g}{launch}; break;" for g in GROUPS]
+        call += [f"    case {g}: {name}_g{g}{launch}; break;" for g in lp.group_sizes]
         call += ["    default: return cudaErrorInvalidValue;", "    }"]
     return "\n".join([
         "",

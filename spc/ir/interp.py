@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, Contents, DType, For,
-                    If, Jam, Kernel, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
+                    If, Jam, Kernel, LaneGroups, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
 
 _NP = {DType.F32: np.float32, DType.F64: np.float64, DType.I8: np.int64, DType.I16: np.int64,
@@ -181,15 +181,22 @@ def _exec(s, env, bufs, races: _Races | None = None, launch: dict | None = None)
             if s.kind is LoopKind.GPU_LANE:
                 races.runs += 1
                 run = ("lane run", races.runs)
-        def iteration(v):
+        def iteration(v, group=None):
             env[s.var.name] = np.int64(v)
             if concurrent:
                 races.path.append((run, v))
-            _exec(s.body, env, bufs, races, launch)
+            if group is None:
+                _exec(s.body, env, bufs, races, launch)
+            else:                                 # a lane group's iteration
+                _group_iteration(s, group, env, bufs, races, launch)
             if concurrent:
                 races.path.pop()
 
-        if s.jam is not None and _jammed(s.jam, lo, hi, launch):
+        if s.flat is not None and _launch_value(launch, s.flat.steps, 0) > 0:
+            _run_flat(s, lo, hi, env, bufs, races, launch)
+        elif s.groups is not None:
+            _run_lane_groups(s, lo, hi, env, bufs, races, launch, iteration)
+        elif s.jam is not None and _jammed(s.jam, lo, hi, launch):
             _run_jammed(s.jam, lo, hi, env, iteration)
         elif s.vector is not None:
             _run_vectors(s, lo, hi, env, bufs, iteration)
@@ -206,6 +213,137 @@ def _exec(s, env, bufs, races: _Races | None = None, launch: dict | None = None)
             _exec(s.otherwise, env, bufs, races, launch)
     else:
         raise TypeError(f"cannot execute {s!r}")
+
+
+WARP = 32
+
+
+def _launch_value(launch: dict | None, name: str, default: int) -> int:
+    """The integer value ``launch`` gives the launch symbol ``name``, else ``default``."""
+    value = (launch or {}).get(name)
+    return default if value is None else int(value)
+
+
+def _group_size(groups: LaneGroups, launch: dict | None) -> int:
+    """The lanes per group a launch asks for (1 where it gives none); one of
+    ``groups.sizes``."""
+    g = _launch_value(launch, groups.group, 1)
+    if g not in groups.sizes:
+        raise ValueError(f"launch {groups.group}={g}: a lane group has one of "
+                         f"{list(groups.sizes)} lanes")
+    return g
+
+
+def _run_lane_groups(s: For, lo: int, hi: int, env, bufs, races, launch, iteration) -> None:
+    """A lane loop shared by lane groups (``LaneGroups``): the iterations of each
+    of the ``split`` warps in turn (warp ``w`` takes runs of ``32 / group``
+    iterations, every ``split``-th run), each iteration's reduction loop shared
+    by the group (``_group_iteration``)."""
+    groups = s.groups
+    g = _group_size(groups, launch)
+    split = _launch_value(launch, groups.split, 1)
+    if split < 1:
+        raise ValueError(f"launch {groups.split}={split}: at least one warp shares a row")
+    per = WARP // g
+    for w in range(split):
+        for first in range(lo + w * per, hi, split * per):
+            for v in range(first, min(first + per, hi)):
+                iteration(v, g)
+
+
+def _group_iteration(s: For, g: int, env, bufs, races, launch) -> None:
+    """One iteration of a lane loop shared by groups of ``g`` lanes: its
+    statements, the reduction loop over ``s.groups.reduction`` shared by the
+    group (``_run_group_reduction``)."""
+    from .lane_groups import statements
+    for c in statements(s.body):
+        if isinstance(c, For) and c.var.name == s.groups.reduction:
+            _run_group_reduction(c, s.groups, g, env, bufs, races, launch)
+        else:
+            _exec(c, env, bufs, races, launch)
+
+
+def _run_group_reduction(r: For, groups: LaneGroups, g: int, env, bufs, races, launch) -> None:
+    """The reduction loop a lane group of ``g`` shares, as ``LaneGroups`` says:
+    lane ``l`` sums its iterations (vector steps first, where ``r.vector`` runs)
+    into partial sums of its own; each lane's partial sums added, then the
+    lanes' by a butterfly, then the total added to each variable of ``sums``."""
+    lo, hi = int(_eval(r.lo, env, bufs)), int(_eval(r.hi, env, bufs))
+    width = r.vector.width if r.vector is not None else 1
+    names = [v.name for v in groups.sums]
+    own = {n: env[n] for n in names}
+    zero = {v.name: _NP[v.dtype](0) for v in groups.sums}
+    partial = {(lane, c): dict(zero) for lane in range(g) for c in range(width)}
+
+    def into(lane: int, c: int, k: int) -> None:
+        env.update(partial[lane, c])
+        env[r.var.name] = np.int64(k)
+        _exec(r.body, env, bufs, races, launch)
+        partial[lane, c] = {n: env[n] for n in names}
+
+    stop = lo
+    if r.vector is not None and hi - lo >= width:
+        env[r.var.name] = np.int64(lo)
+        if all(int(_eval(x.index, env, bufs)) % width == 0 for x in r.vector.loads):
+            stop = lo + (hi - lo) // width * width
+    for lane in range(g):
+        for first in range(lo + width * lane, stop, width * g):
+            for c in range(width):
+                into(lane, c, first + c)
+        for k in range(stop + lane, hi, g):
+            into(lane, 0, k)
+    for v in groups.sums:
+        n = v.name
+        lanes = []
+        for lane in range(g):
+            p = [partial[lane, c][n] for c in range(width)]
+            lanes.append((p[0] + p[1]) + (p[2] + p[3]) if width == 4
+                         else p[0] + p[1] if width == 2 else p[0])
+        offset = g // 2
+        while offset > 0:
+            lanes = [lanes[lane] + lanes[lane ^ offset] for lane in range(g)]
+            offset //= 2
+        env[n] = _NP[v.dtype](own[n] + _NP[v.dtype](lanes[0]))
+
+
+def _run_flat(s: For, lo: int, hi: int, env, bufs, races, launch) -> None:
+    """A warp loop's (row, position) pairs enumerated flat (``FlatPositions``):
+    chunks of ``steps * 32 / group`` positions, one warp's each; each
+    position's row the last whose start is at or before it, its Lets run, then
+    the grouped lane loop's body for the position."""
+    from bisect import bisect_right
+    from .lane_groups import statements
+    body = statements(s.body)
+    lets, lane = body[:-1], body[-1]
+    g = _group_size(lane.groups, launch)
+    steps = _launch_value(launch, s.flat.steps, 0)
+    if hi <= lo:
+        return
+
+    def row(v: int) -> None:
+        env[s.var.name] = np.int64(v)
+        for c in lets:
+            _exec(c, env, bufs, races, launch)
+    starts = []
+    for v in range(lo, hi):
+        row(v)
+        starts.append(int(_eval(lane.lo, env, bufs)))
+    p1 = int(_eval(lane.hi, env, bufs))          # the end of row hi - 1
+    chunk = steps * (WARP // g)
+    for c0 in range(starts[0], p1, chunk):
+        if races is not None:
+            races.path.append((id(s), c0))
+        for p in range(c0, min(c0 + chunk, p1)):
+            row(lo + bisect_right(starts, p) - 1)
+            env[lane.var.name] = np.int64(p)
+            if races is not None:
+                races.runs += 1
+                races.path.append((("lane run", races.runs), p))
+            _group_iteration(lane, g, env, bufs, races, launch)
+            if races is not None:
+                races.path.pop()
+        if races is not None:
+            races.path.pop()
 
 
 def _jammed(jam: Jam, lo: int, hi: int, launch: dict | None) -> bool:
@@ -287,8 +425,10 @@ def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = T
     without an atomic addition: loops run in order here, so only this check
     sees the wrong answers such a kernel gives on parallel hardware.
     ``launch``: values of the launch choices a kernel's loops name (``Jam.launch``:
-    ``{"wide": False}`` runs the loops that choice jams one iteration at a time);
-    a choice not given takes its jammed form.  An
+    ``{"wide": False}`` runs the loops that choice jams one iteration at a time,
+    and a jam not given one runs jammed; ``LaneGroups.group`` and ``.split``:
+    lanes per group and warps per row, 1 where not given;
+    ``FlatPositions.steps``: a flat chunk, 0 (row by row) where not given).  An
     output the kernel claims to overwrite (``kernel.overwrites``) is poisoned
     first (NaN, or -1 for integers), as the runtime leaves it unzeroed: a wrong
     claim shows in the results.

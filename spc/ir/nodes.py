@@ -336,12 +336,79 @@ class VectorMoves:
     cols: int
 
 
+LANE_GROUP_SIZES = (1, 2, 4, 8, 16, 32)     # lanes that may share one lane iteration
+
+
+@dataclass(frozen=True, slots=True)
+class LaneGroups:
+    """How a warp shares out a ``GPU_LANE`` loop each of whose iterations runs a
+    sum reduction loop (SDDMM's nonzeros of a row, each a dot product over
+    ``k``; ``passes/lane_groups.py``).  Two launch symbols shape it, values the
+    launcher chooses per call (the CUDA parameters ``spc_<name>``, the keys of
+    the interpreter's ``launch``):
+
+    ``group`` (``spc_group``): the lanes of a group, one of ``sizes``; each
+    group of that many lanes takes one lane iteration at a time, so a warp runs
+    ``32 / group`` lane iterations at once.  ``split`` (``spc_split``, >= 1):
+    the warps that share one iteration of the enclosing ``GPU_WARP`` loop.
+
+    ``reduction``: the variable of the serial loop, a statement of the lane
+    loop's body, that a group shares.  ``sums``: the variables declared in the
+    lane loop's body that it sums into (``r = r + e``), in the order its body
+    first assigns them.
+
+    Meaning, for group ``G`` and split ``S`` (``G = S = 1`` where not given):
+    each of the ``S`` warps runs the enclosing loop's statements before the
+    lane loop; warp ``s`` takes the lane iterations ``p`` with
+    ``(p - lo) // (32 / G) % S == s``.  In a lane iteration, lane ``l`` of the
+    group runs the reduction iterations ``klo + l, klo + l + G, ...`` into
+    partial sums of its own that start at 0 (with ``VectorLoads`` of width
+    ``W``: where they run, vector steps ``klo + W * l``, every ``W * G``, over
+    the first ``W * floor(n / W)`` iterations, element ``c`` into its partial
+    sum ``c``, then the rest from that point, every ``G``-th, into partial sum
+    0; a lane's partial sums added ``(p0 + p1) + (p2 + p3)``); then the group
+    adds its lanes' values by a butterfly (for ``o = G/2, ..., 1``: each lane
+    adds lane ``l xor o``'s value) and adds the total to each variable of
+    ``sums``.  The lane body's other statements run on every lane of the group
+    alike; their stores are made by its first lane.
+    """
+    reduction: str
+    sums: tuple[Var, ...]
+    sizes: tuple[int, ...] = LANE_GROUP_SIZES
+    group: str = "group"
+    split: str = "split"
+
+
+@dataclass(frozen=True, slots=True)
+class FlatPositions:
+    """A ``GPU_WARP`` loop over rows whose last statement (after Lets) is a lane
+    loop with ``LaneGroups`` over the row's positions ``[start(v), start(v +
+    1))``, ``start`` a load (a compressed level's ``pos``): consecutive rows
+    cover one contiguous range, so the pairs (row, position) can be enumerated
+    flat (``passes/flat_positions.py``).  ``lanes``: that lane loop's variable.
+    ``steps``: the launch symbol (``spc_flat``) switching it on, >= 0.
+
+    Meaning, for ``steps`` = ``F`` > 0 (with the lane groups' ``G``): the
+    positions ``[start(lo), end(hi - 1))`` are cut into chunks of
+    ``F * 32 / G`` consecutive positions, one warp's work each; a position
+    ``p``'s row is the last ``v`` in ``[lo, hi)`` with ``start(v) <= p``, for
+    which the loop's Lets run before the lane loop's body runs for ``p``
+    (its reduction shared by the lane group).  ``F`` = 0 (or not given): the
+    loop runs row by row as ``LaneGroups`` says.
+    """
+    lanes: str
+    steps: str = "flat"
+
+
 @dataclass(frozen=True, slots=True)
 class For:
     """``for var in [lo, hi)`` with unit step; ``jam``: how a concurrent loop's
     iterations are unrolled and jammed (None: one at a time); ``vector``: how a
     lane group's reduction loop reads vectors (None: elements); ``moves``: how
-    a lane loop copying a tile moves vectors (None: elements)."""
+    a lane loop copying a tile moves vectors (None: elements); ``groups``: how
+    lane groups share a lane loop (None: a lane per iteration); ``flat``: how
+    a warp loop's (row, position) pairs may be enumerated flat (None: row by
+    row)."""
     var: Var
     lo: Expr
     hi: Expr
@@ -350,6 +417,8 @@ class For:
     jam: Jam | None = None
     vector: VectorLoads | None = None
     moves: VectorMoves | None = None
+    groups: LaneGroups | None = None
+    flat: FlatPositions | None = None
 
 
 @dataclass(frozen=True, slots=True)

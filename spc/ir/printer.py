@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, Contents, DType,
-                    For, If, Jam, Kernel, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
+                    For, If, Jam, Kernel, LaneGroups, Let, Load, LoopKind, Neg, Select, Stmt, Store, ToTF32, Var, WarpSum, Call,
                     VectorLoads, While, Expr)
 
 _PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 4, "<=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "&": 7,
@@ -70,6 +70,15 @@ def format_vector(vector: VectorLoads) -> str:
     return f"vector({vector.width}, loads=[{loads}], sums=[{sums}])"
 
 
+def format_groups(groups: LaneGroups) -> str:
+    """``groups(k, sums=[acc: f32], lanes=spc_group in [1, 2, 4, 8, 16, 32],
+    warps=spc_split)``: the shared reduction loop, its sums, the launch symbols."""
+    sums = ", ".join(f"{v.name}: {v.dtype.value}" for v in groups.sums)
+    sizes = ", ".join(str(g) for g in groups.sizes)
+    return (f"groups({groups.reduction}, sums=[{sums}], lanes=spc_{groups.group} in [{sizes}], "
+            f"warps=spc_{groups.split})")
+
+
 def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
     pad = "  " * depth
     if isinstance(s, Block):
@@ -99,6 +108,10 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
             kind += " " + format_vector(s.vector)
         if s.moves is not None:
             kind += f" moves({s.moves.width}, cols={s.moves.cols})"
+        if s.groups is not None:
+            kind += " " + format_groups(s.groups)
+        if s.flat is not None:
+            kind += f" flat({s.flat.lanes}, steps=spc_{s.flat.steps})"
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")
         _stmt_lines(s.body, depth + 1, out)
     elif isinstance(s, While):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..errors import CompileError
-from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, If, Kernel,
+from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Buffer, Cast, Const, DType, For, GridMode, If, Kernel, LANE_GROUP_SIZES,
                     Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, WarpSum, Call,
                     MATH_FUNCTIONS, INT_FUNCTIONS, BIT_OPS,
                     While, dtype_of)
@@ -11,7 +11,12 @@ from .jam import jam_of
 from .printer import format_expr
 from .moves import moves_of
 from .vector import vector_of
-from .traverse import walk
+from .traverse import top_loop, walk
+from .lane_groups import flat_positions_of, grouped_lane_loop, lane_groups_of
+from .lane_groups import statements as lane_statements
+
+LANE_GROUP_SYMBOLS = ("group", "split")     # LaneGroups' launch symbols (spc_group, spc_split)
+FLAT_SYMBOL = "flat"                        # FlatPositions' (spc_flat)
 
 
 def verify(kernel: Kernel, stage: str = "") -> Kernel:
@@ -175,6 +180,10 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
                 _check_jam(s, fail)
             if s.vector is not None:
                 _check_vector(s, fail)
+            if s.groups is not None:
+                _check_groups(s, fail)
+            if s.flat is not None:
+                _check_flat(s, fail)
             if s.moves is not None and not moves_of(s, s.moves.width, s.moves.cols):
                 fail(f"moves({s.moves.width}, cols={s.moves.cols}) on the loop over "
                      f"'{s.var.name}', which is not a lane loop copying rows of that many "
@@ -218,13 +227,7 @@ def verify(kernel: Kernel, stage: str = "") -> Kernel:
     stmt(kernel.body, set(sizes), True)
     if kernel.gpu is not None:
         _check_gpu(kernel, fail)
-    for loop in walk(kernel.body):
-        if isinstance(loop, For) and loop.vector is not None and (
-                loop.kind is not LoopKind.SERIAL or kernel.gpu is None
-                or kernel.gpu.group != loop.var.name):
-            fail(f"vector loads on the loop over '{loop.var.name}', which is not the serial "
-                 f"loop a lane group shares (gpu_group; the only one whose vectors the "
-                 f"CUDA renderer prints)")
+    _check_group_places(kernel, fail)
     for name in kernel.overwrites:
         if name not in bufs or bufs[name].role is not ParamRole.OUTPUT:
             fail(f"overwrites '{name}', which is not an output buffer")
@@ -318,6 +321,72 @@ def _check_vector(loop: For, fail) -> None:
                 f"width {expected.width}, loads "
                 f"{[format_expr(x) for x in expected.loads]}, sums "
                 f"{[v.name for v in expected.sums]}"))
+
+
+def _check_groups(loop: For, fail) -> None:
+    """A lane loop's LaneGroups: the launch symbols ``group`` and ``split``,
+    sizes among 1, 2, 4, ... 32, no jam besides, and the reduction loop and sums
+    that ``ir.lane_groups.lane_groups_of`` finds in the body."""
+    groups, name = loop.groups, loop.var.name
+    if (groups.group, groups.split) != LANE_GROUP_SYMBOLS:
+        fail(f"lane groups of the loop over '{name}' with launch symbols "
+             f"{(groups.group, groups.split)}: the launcher sets {LANE_GROUP_SYMBOLS}")
+    if not groups.sizes or any(g not in LANE_GROUP_SIZES for g in groups.sizes) \
+            or list(groups.sizes) != sorted(set(groups.sizes)):
+        fail(f"lane groups of the loop over '{name}' of sizes {list(groups.sizes)}: "
+             f"increasing, each one of {list(LANE_GROUP_SIZES)}")
+    if loop.jam is not None:
+        fail(f"lane groups and a jam on the loop over '{name}' (the groups share its "
+             f"lanes out; no jammed form is printed)")
+    expected = lane_groups_of(loop, groups.reduction, groups.sizes)
+    if expected != groups:
+        fail(f"lane groups of the loop over '{name}' do not match its body: it needs "
+             + ("none (no serial sum reduction over "
+                f"'{groups.reduction}' alone in a lane loop)" if expected is None else
+                f"sums {[v.name for v in expected.sums]}"))
+
+
+def _check_flat(loop: For, fail) -> None:
+    """A warp loop's FlatPositions: the launch symbol ``flat``, and the grouped
+    lane loop over contiguous positions that ``ir.lane_groups.flat_positions_of``
+    finds."""
+    flat = loop.flat
+    if flat.steps != FLAT_SYMBOL:
+        fail(f"flat positions of the loop over '{loop.var.name}' with launch symbol "
+             f"'{flat.steps}': the launcher sets '{FLAT_SYMBOL}'")
+    if flat_positions_of(loop) != flat:
+        fail(f"flat positions of the loop over '{loop.var.name}', which is not a @gpu_warp "
+             f"loop ending in a grouped lane loop '{flat.lanes}' over positions that "
+             f"consecutive iterations cover contiguously")
+
+
+def _check_group_places(kernel: Kernel, fail) -> None:
+    """Lane groups only on the lane loop that ends the top warp loop of a
+    ``warp`` grid (the one place the CUDA renderer prints them), flat positions
+    only on that warp loop, vector loads only on a lane group's reduction loop
+    (the only one whose vectors the CUDA renderer prints)."""
+    found = top_loop(kernel)
+    top = found[1] if found is not None else None
+    lane = grouped_lane_loop(top) if top is not None and top.kind is LoopKind.GPU_WARP \
+        and kernel.gpu is not None and kernel.gpu.grid is GridMode.WARP else None
+    shared = set()
+    for n in walk(kernel.body):
+        if not isinstance(n, For):
+            continue
+        if n.groups is not None:
+            if n is not lane:
+                fail(f"lane groups on the loop over '{n.var.name}', which is not the lane "
+                     f"loop that ends the top @gpu_warp loop of a warp grid")
+            shared.update(id(c) for c in lane_statements(n.body)
+                          if isinstance(c, For) and c.var.name == n.groups.reduction)
+        if n.flat is not None and n is not top:
+            fail(f"flat positions on the loop over '{n.var.name}', which is not the "
+                 f"kernel's top loop")
+    for n in walk(kernel.body):
+        if isinstance(n, For) and n.vector is not None and id(n) not in shared:
+            fail(f"vector loads on the loop over '{n.var.name}', which is not the serial "
+                 f"loop a lane group shares (LaneGroups; the only one whose vectors the "
+                 f"CUDA renderer prints)")
 
 
 def _check_gpu(kernel: Kernel, fail) -> None:

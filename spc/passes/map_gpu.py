@@ -77,6 +77,7 @@ from .map_parallel import _binds
 from ..ir.affine import coefficient as _coefficient, inline, let_env, \
     signed_terms as _signed_terms, var_names
 from ..ir.traverse import rewrite, walk
+from ..ir.lane_groups import contiguous_positions
 
 WARP_SIZE = 32
 WARPS_PER_BLOCK = 8
@@ -557,22 +558,6 @@ def _output_and_reduction(loop: For, ctx: _Ctx) -> tuple[For, For] | None:
     if any(isinstance(n, WarpSum) for e in exprs_of(out_loop) for n in walk(e)):
         return None
     return out_loop, red
-
-
-def contiguous_positions(outer: For, inner: For) -> bool:
-    """True when ``inner`` (the last statement of ``outer``'s body, after Lets)
-    runs over ``[start(v), start(v + 1))`` for the outer variable ``v``, with
-    ``start`` a load: consecutive outer iterations cover one contiguous range of
-    positions (a compressed level's ``pos`` array), so the pairs can be
-    enumerated flat, each position's outer iteration found by search."""
-    env = let_env(Block(tuple(s for s in stmts_of(outer.body) if isinstance(s, Let))))
-    lo, hi = inline(inner.lo, env), inline(inner.hi, env)
-    if not isinstance(lo, Load) or outer.var.name not in var_names(lo):
-        return False
-    v = outer.var
-    shifted = rewrite(lo, lambda n: BinOp("+", v, Const(1, v.dtype))
-                      if isinstance(n, Var) and n.name == v.name else n)
-    return shifted == hi
 
 
 def map_outer(loop: For, ctx: _Ctx) -> tuple[For, GpuMapping]:

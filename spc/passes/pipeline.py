@@ -25,8 +25,10 @@ never from its own name or from the target.
     mark_noncanonical                           mark_noncanonical
     block_reductions                            overwrite_outputs
     overwrite_outputs                           widen_outputs
-    widen_outputs                               unroll_jam    (gpu.unroll, map_gpu's)
-                                                vector_loads  (gpu.group, map_gpu's)
+    widen_outputs                               lane_groups   (gpu.group, map_gpu's)
+                                                flat_positions (gpu.flat, map_gpu's)
+                                                unroll_jam    (gpu.unroll, map_gpu's)
+                                                vector_loads  (LaneGroups)
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ from .block_reductions import block_reductions
 from .collapse_blocks import collapse_blocks
 from .collapse_rows import collapse_rows
 from .epilogue_rows import epilogue_rows, fold_epilogue
+from .flat_positions import flat_positions
+from .lane_groups import lane_groups
 from .map_gpu import map_gpu
 from .map_parallel import map_parallel
 from .online_softmax import online_softmax
@@ -136,10 +140,19 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
         mark_noncanonical,
         overwrite_outputs,         # as on the CPU
         widen_outputs,
+        lane_groups,               # the lane loop holding the gpu.group reduction (SDDMM's
+                                   # nonzeros, each a dot product) shared by lane groups of
+                                   # spc_group lanes, spc_split warps per row: launch symbols
+                                   # the launcher sets per call; late, so that it names the
+                                   # final variables
+        flat_positions,            # where that lane loop runs over a row's positions
+                                   # (gpu.flat), the (row, position) pairs may run flat in
+                                   # equal chunks per warp (launch symbol spc_flat)
         unroll_jam,                # lane (or a block's warp) loops run gpu.unroll
-                                   # iterations at once where their bodies allow; last,
-                                   # so that the jam names the final variables and types
-        vector_loads,              # a lane group's reduction loop (gpu.group) reads 16-byte
+                                   # iterations at once where their bodies allow (not a lane
+                                   # loop that lane groups share); last, so that the jam names
+                                   # the final variables and types
+        vector_loads,              # a lane group's reduction loop (LaneGroups) reads 16-byte
                                    # vectors where its loads move at unit stride; last too
     )
 

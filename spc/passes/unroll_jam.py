@@ -20,8 +20,8 @@ Which loops, by how they are launched:
 * a ``@gpu_warp`` loop inside a ``@gpu_block`` loop (the block's 8 warps share
   its iterations) whose body sums into nothing outside it: always jammed, and
   the lane loops inside it are not jammed again;
-* never the lane loop of a lane-group kernel (``gpu.group``: its lanes are
-  shared out at launch), nor a loop whose body ``ir.jam.jam_of`` refuses
+* never a lane loop that lane groups share (``For.groups``, whose lanes are
+  shared out at launch: ``passes/lane_groups.py`` runs first), nor a loop whose body ``ir.jam.jam_of`` refuses
   (control flow that depends on the iteration, local arrays, assignments
   other than sums to variables outside the loop).
 
@@ -35,7 +35,6 @@ from dataclasses import replace
 
 from ..ir.jam import jam_of
 from ..ir.nodes import Block, For, If, Kernel, LoopKind, Stmt, While
-from ..ir.traverse import top_loop
 from .map_gpu import WARP_SIZE
 
 
@@ -45,33 +44,19 @@ def unroll_jam(kernel: Kernel) -> Kernel:
     kernel map_gpu has not mapped)."""
     if kernel.gpu is None or kernel.gpu.unroll < 2:
         return kernel
-    skip = _group_lane_loop(kernel)
-    return replace(kernel, body=_jam(kernel.body, kernel.gpu.unroll, skip, in_block=False))
+    return replace(kernel, body=_jam(kernel.body, kernel.gpu.unroll, in_block=False))
 
 
-def _group_lane_loop(kernel: Kernel) -> For | None:
-    """The lane loop a lane-group kernel shares out at launch (the last statement
-    of its top warp loop), which stays as it is; None for other kernels."""
-    if kernel.gpu.group is None:
-        return None
-    found = top_loop(kernel)
-    if found is None:
-        return None
-    body = found[1].body
-    last = body.body[-1] if isinstance(body, Block) and body.body else body
-    return last if isinstance(last, For) and last.kind is LoopKind.GPU_LANE else None
-
-
-def _jam(s: Stmt, factor: int, skip: For | None, in_block: bool) -> Stmt:
+def _jam(s: Stmt, factor: int, in_block: bool) -> Stmt:
     if isinstance(s, Block):
-        return Block(tuple(_jam(c, factor, skip, in_block) for c in s.body))
+        return Block(tuple(_jam(c, factor, in_block) for c in s.body))
     if isinstance(s, (While,)):
-        return replace(s, body=_jam(s.body, factor, skip, in_block))
+        return replace(s, body=_jam(s.body, factor, in_block))
     if isinstance(s, If):
-        return replace(s, then=_jam(s.then, factor, skip, in_block),
+        return replace(s, then=_jam(s.then, factor, in_block),
                        otherwise=None if s.otherwise is None
-                       else _jam(s.otherwise, factor, skip, in_block))
-    if not isinstance(s, For) or s is skip:
+                       else _jam(s.otherwise, factor, in_block))
+    if not isinstance(s, For) or s.groups is not None:
         return s
     if s.kind is LoopKind.GPU_LANE:
         return replace(s, jam=jam_of(s, factor, min_trips=WARP_SIZE * (factor - 1)))
@@ -81,7 +66,7 @@ def _jam(s: Stmt, factor: int, skip: For | None, in_block: bool) -> Stmt:
         jam = _without_sums(jam_of(s, factor))
         if jam is not None:
             return replace(s, jam=jam)          # its lane loops run inside each copy
-    body = _jam(s.body, factor, skip, in_block or s.kind is LoopKind.GPU_BLOCK)
+    body = _jam(s.body, factor, in_block or s.kind is LoopKind.GPU_BLOCK)
     return replace(s, body=body)
 
 
