@@ -17,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 import spc
+from spc.codegen.cuda import CUDATarget
 from spc.codegen.cuda_c import launch_plan, render_body
 from spc.ir.nodes import DType, For, Jam, LoopKind
 from spc.ir.printer import format_kernel
@@ -130,10 +131,12 @@ def test_a_factor_of_one_jams_nothing():
 
 
 def test_the_lane_group_loop_is_not_jammed():
-    """SDDMM over csr: its lane loop is shared out among lane groups at launch."""
+    """SDDMM over csr: its lane loop is shared out among lane groups at launch
+    (``For.groups``, which lane_groups records before this pass runs)."""
     (k,) = _kernels("sddmm", fmt="csr")
-    assert k.gpu.group is not None
+    assert any(isinstance(n, For) and n.groups is not None for n in walk(k.body))
     assert _jams(k) == []
+    assert unroll_jam(k) == k
 
 
 def test_a_lane_loop_inside_a_jammed_warp_loop_stays_unjammed():
@@ -286,6 +289,8 @@ def _configurations():
         out += [("spmv", dict(fmt=fmt, deterministic=d)) for d in (None, False)]
         out += [("sddmm", dict(fmt=fmt, schedule=spc.Schedule(group=g, split=s)))
                 for g, s in ((None, None), (4, 2), (32, 1))]
+        out += [("sddmm", dict(fmt=fmt, schedule=spc.Schedule(group=g, flat=f)))
+                for g, f in ((8, True), (None, False))]
     return out
 
 
@@ -293,19 +298,24 @@ def test_same_printed_ir_same_cuda_source():
     """The renderer reads nothing the printed IR does not show: kernels compiled
     different ways that print the same render the same source."""
     seen: dict[str, tuple[str, str]] = {}
-    shared = 0
+    shared = grouped = 0
     for kernel, kw in _configurations():
         try:
             ck = spc.compile(kernel, **CUDA, **kw)
         except spc.ScheduleError:          # a launch knob the kernel has no loop for
             continue
         for k in ck._variant(DType.I32).kernels:
-            text, source = format_kernel(k), render_body(k)
+            text, source = format_kernel(k), CUDATarget("sm_90").render(k)
             if text in seen:
                 shared += 1
+                grouped += "groups(" in text and "flat(" in text
                 assert seen[text][1] == source, f"{kernel} {kw}: same IR, other source"
             seen[text] = (kernel, source)
-    assert shared >= 9          # spmm: 2 more per format, spmv: 1; sddmm: none refused
+    # spmm over csr and ell: 2 more each (coo's, one warp, refuses wide); spmv: 1
+    # per format; sddmm over csr (lane groups and flat positions): 4 more, the
+    # launch knobs shaping the launch, not the IR (coo's sddmm, one warp, and
+    # ell's, a block per row, refuse group, split and flat)
+    assert (shared, grouped) == (11, 4)
 
 
 def test_rendering_a_rebuilt_kernel_gives_the_same_source():
