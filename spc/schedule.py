@@ -114,10 +114,11 @@ class Schedule:
     warp (None: False; the CPU is always deterministic).
     ``wide``: CUDA, a ``@gpu_lane_split`` loop (SpMM's columns) gives each lane
     several columns (True) or one (False).  ``group``: CUDA, lanes sharing one
-    iteration of a ``gpu_group`` loop (SDDMM's nonzeros; 1 to 32, a power of
-    two).  ``split``: CUDA, warps sharing one outer iteration of such a kernel.
-    ``flat``: CUDA, warps take equal chunks of a ``gpu_flat`` loop's positions
-    across rows (True) or a row each (False).
+    iteration of a lane loop with lane groups (``groups(...)`` in the IR:
+    SDDMM's nonzeros; 1 to 32, a power of two, one of the IR's sizes).
+    ``split``: CUDA, warps sharing one outer iteration of such a kernel.
+    ``flat``: CUDA, warps take equal chunks of the positions of a warp loop
+    marked ``flat(...)`` across rows (True) or a row each (False).
     ``reorder_rows``: visit the rows of the outer loop in an order computed
     from the sparse operand once per prepared operand (``k.prepare``):
     ``"length"`` longest first; ``"similarity"`` rows sharing columns next to

@@ -7,7 +7,7 @@ from .errors import ScheduleError, UnsupportedError
 from .passes.tensorize import tensorized
 from .schedule import GROUPS, REORDERINGS, Schedule
 
-SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a gpu_group kernel
+SPLITS = (1, 2, 4, 8)          # warps per outer iteration tried for a lane-group kernel
 PIECES = (True, 32, 256)       # split_rows tried: chosen from the matrix, short, long
 TILES = (64, 128, 256)         # tile_cols tried on the CPU (the default is one of them)
 TENSOR_TILES = (16, 32, 128)   # tile_cols tried for tensor-core tiles (besides the default, 64)
@@ -165,13 +165,19 @@ def _launch_variants(schedule: Schedule, k) -> list[Schedule]:
     if k.target.name != "cuda":
         return [schedule]
     from .codegen.cuda import launch_knobs
-    knobs = launch_knobs(k.lowered_kernels())
+    from .codegen.cuda_c import launch_plan
+    kernels = k.lowered_kernels()
+    knobs = launch_knobs(kernels)
     out = [schedule]
     if "wide" in knobs:
         out = [s.replace(wide=w) for s in out for w in (False, True)]
     if "group" in knobs:
         flat = "flat" in knobs
-        out = [s.replace(group=g, **mode) for s in out for g in GROUPS
+        sizes = set(GROUPS)         # the group sizes every kernel's IR allows (LaneGroups.sizes)
+        for plan in map(launch_plan, kernels):
+            if plan.group is not None:
+                sizes &= set(plan.group_sizes)
+        out = [s.replace(group=g, **mode) for s in out for g in sorted(sizes)
                for mode in ([dict(flat=True)] if flat else [])
                + [dict(flat=False if flat else None, split=n) for n in SPLITS]]
     return out

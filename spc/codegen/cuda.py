@@ -97,9 +97,9 @@ class CudaLauncher:
         self.kernel = kernel
         auto = lambda v: "auto" if v is None else v     # noqa: E731
         self.wide = auto(schedule.wide)
-        self.group = auto(schedule.group)     # lanes per lane iteration of a gpu_group kernel
-        self.split = auto(schedule.split)     # warps per outer iteration of a gpu_group kernel
-        self.flat = auto(schedule.flat)       # flat positions for a gpu_flat kernel
+        self.group = auto(schedule.group)     # lanes per lane iteration of a lane-group kernel
+        self.split = auto(schedule.split)     # warps per outer iteration of a lane-group kernel
+        self.flat = auto(schedule.flat)       # flat positions for a flat-positions kernel
         self.name = kernel.name
         self.binary = binary
         self.source = source
@@ -113,7 +113,7 @@ class CudaLauncher:
 
     def function(self, device_id: int, narrow: bool, group: int = 0):
         """The kernel (``name``, or ``name_i32`` with 32-bit index arithmetic;
-        ``_g<group>`` for a gpu_group kernel's lane groups)."""
+        ``_g<group>`` for a lane-group kernel's lane groups)."""
         key = (device_id, narrow, group)
         fn = self._functions.get(key)
         if fn is None:
@@ -129,8 +129,8 @@ class CudaLauncher:
              items: int | None = None) -> tuple[int, tuple[int, ...], int]:
         """(blocks to launch (0: nothing to do), the launch-choice arguments after
         the kernel's own (spc_wide for a @gpu_lane_split loop; spc_split, and
-        spc_flat where gpu_flat, for a gpu_group kernel), the lane-group size of a
-        gpu_group kernel (0 for others)).  ``span``: a gpu_group kernel's total
+        spc_flat where the IR has FlatPositions, for a lane-group kernel), the
+        lane-group size of a lane-group kernel (0 for others)).  ``span``: a lane-group kernel's total
         lane iterations, when known (the length of a buffer read at the lane
         loop's variable).  ``items``: the top loop's trip count when its bounds
         read memory but a buffer's length gives it (``LaunchPlan.items_buffer``)."""
@@ -163,7 +163,7 @@ class CudaLauncher:
         return (wide,) if self.plan.chunk_lo is not None else ()
 
     def group_grid(self, lo, hi, sizes, span, device_id) -> tuple[int, tuple[int, ...], int]:
-        """The launch of a gpu_group kernel: its lane-group size from the reduction
+        """The launch of a lane-group kernel: its lane-group size from the reduction
         loop's trip count and the lane loop's mean trip count, and the warps per
         outer iteration (``spc_split``) that fill the GPU."""
         plan = self.plan
@@ -287,7 +287,7 @@ FLAT_MAX_STEPS = 16      # ... of at most this many steps each
 
 
 def choose_group(red: int | None) -> int:
-    """Lanes per lane iteration of a gpu_group kernel (a power of two, 1 to 32):
+    """Lanes per lane iteration of a lane-group kernel (a power of two, 1 to 32):
     enough that each lane runs about ``GROUP_ELEMENTS`` to twice that of the
     reduction loop's ``red`` iterations (fewer lanes: fewer shuffles; more:
     shorter chains, more loads in flight and whole sectors per group)."""
@@ -300,7 +300,7 @@ def choose_group(red: int | None) -> int:
 
 
 def choose_flat(mean: float | None) -> bool:
-    """Whether a gpu_flat kernel enumerates positions flat rather than a warp per
+    """Whether a flat-positions kernel enumerates positions flat rather than a warp per
     outer iteration: always, where the total is known (measured on an H200 over
     the DLMC and graph matrices: equal chunks of positions win on skewed and
     short rows by up to 5x, and a step inside one row skips the row search)."""
@@ -308,7 +308,7 @@ def choose_flat(mean: float | None) -> bool:
 
 
 def choose_split(rows: int, mean: float | None, group: int, sms: int) -> int:
-    """Warps per outer iteration of a gpu_group kernel: enough for about
+    """Warps per outer iteration of a lane-group kernel: enough for about
     ``SPLIT_WARPS_PER_SM`` warps per multiprocessor, while each warp keeps at
     least one step (``32 / group`` lane iterations) of its outer iteration's
     mean trip count ``mean``."""
@@ -339,14 +339,14 @@ def _load_function(binary: bytes, name: str, source: str | None):
     return module.get_function(name)         # the Function keeps its Module alive
 
 
-_GROUP_LOOP = ("no gpu_group loop (a reduction per output entry, like SDDMM's k) for lanes "
-               "to share")
+_GROUP_LOOP = ("no lane loop with lane groups (a reduction per output entry, like SDDMM's "
+               "k, for lanes to share)")
 _MISSING_LOOP = {        # launch knob -> the loop it steers, when a kernel has none
     "wide": "no @gpu_lane_split loop (a dense output loop cut into 32-column chunks, like "
             "SpMM's columns) for lanes to widen",
     "group": _GROUP_LOOP,
     "split": _GROUP_LOOP,
-    "flat": "no gpu_flat loop (a gpu_group kernel's loop over a compressed level's "
+    "flat": "no warp loop with flat positions (lane groups over a compressed level's "
             "positions) to enumerate flat",
 }
 

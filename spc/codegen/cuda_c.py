@@ -1,10 +1,12 @@
 """Loop IR -> CUDA C (the body of one ``__global__`` function).
 
 The mapping is already in the IR (see :mod:`spc.passes.map_gpu`,
-:mod:`spc.passes.unroll_jam` and :mod:`spc.passes.vector_loads`); this module
-only spells it out, except for the lane groups and flat enumeration of
-``gpu.group`` kernels, which it still lays out itself around launch-time
-choices (last item below):
+:mod:`spc.passes.unroll_jam`, :mod:`spc.passes.vector_loads`,
+:mod:`spc.passes.lane_groups` and :mod:`spc.passes.flat_positions`); this
+module only spells it out.  Launch-time choices are launch symbols the IR
+names (``Jam.launch``, ``LaneGroups.group``/``.split``,
+``FlatPositions.steps``), spelt ``spc_<name>``: the launcher
+(``codegen/cuda.py``) picks their values per call, among those the IR allows.
 
 * ``@gpu_warp`` at the top: one warp per iteration, ``WARPS_PER_BLOCK`` warps
   to a block, grid-stride; inside a ``@gpu_block`` loop: the block's warps
@@ -36,17 +38,18 @@ choices (last item below):
   per warp of the block, the warp's row its name.
 * ``warp_sum(x)`` is ``spc_warp_sum(x)``; ``atomic+=`` is ``spc_atomic_add``
   (both in ``runtime/spc_cuda.h``).
-* A kernel whose ``gpu.group`` names a loop (map_gpu's; a top ``@gpu_warp`` loop
-  ending in a ``@gpu_lane`` loop whose serial reduction loop it names: SDDMM)
-  is a template over the lane-group size ``spc_group`` too, instantiated for
-  1, 2, 4, ... 32 (``name_g<G>``, ``name_i32_g<G>``): a group of that many
-  lanes shares each lane iteration, the reduction loop spread over the group
-  (in 16-byte vectors where the loop's ``vector`` says so and the loads are
-  aligned, checked at run time, with a scalar loop for the rest) and summed
-  by shuffles inside the group.  ``spc_split`` warps share an outer iteration;
-  with ``gpu.flat`` and ``spc_flat`` > 0 the pairs (outer iteration,
-  position) are enumerated flat instead, equal chunks of positions per warp
-  (see ``grouped_warp_loop``).
+* A top ``@gpu_warp`` loop ending in a lane loop with ``groups``
+  (``ir.nodes.LaneGroups``: SDDMM's nonzeros, each a dot product) makes the
+  kernel a template over the lane-group size ``spc_group`` too, instantiated
+  for each of ``LaneGroups.sizes`` (``name_g<G>``, ``name_i32_g<G>``): a group
+  of that many lanes shares each lane iteration, the reduction loop spread
+  over the group (in 16-byte vectors where the loop's ``vector`` says so and
+  the loads are aligned, checked at run time, with a scalar loop for the
+  rest) and summed by shuffles inside the group; ``spc_split`` warps share an
+  outer iteration.  With ``flat`` on the warp loop (``ir.nodes.FlatPositions``)
+  and ``spc_flat`` > 0 the pairs (outer iteration, position) are enumerated
+  flat instead, equal chunks of positions per warp, each position's row found
+  by search (see ``grouped_warp_loop``).
 
 Index arithmetic is 64-bit as the IR defines it: the body is a template over
 its index type ``spc_idx``, and the module has two kernels, ``name`` (long
@@ -713,7 +716,7 @@ class _Body:
         else:
             raise CompileError(f"cannot unroll statement {s!r}")
 
-    # -- lane groups (``gpu.group``) ------------------------------------------------
+    # -- lane groups (``LaneGroups``, ``FlatPositions``) ---------------------------------
     def grouped_warp_loop(self, s: For, body, lo: str, hi: str, d: int) -> None:
         """A top @gpu_warp loop ending in a lane loop with ``LaneGroups``, as
         that says: its launch symbols are the template parameter ``spc_group``

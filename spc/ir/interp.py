@@ -6,8 +6,11 @@ compare the numbers.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+
 import numpy as np
 
+from .lane_groups import statements
 from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, Contents, DType, For,
                     If, Jam, Kernel, LaneGroups, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
@@ -255,7 +258,6 @@ def _group_iteration(s: For, g: int, env, bufs, races, launch) -> None:
     """One iteration of a lane loop shared by groups of ``g`` lanes: its
     statements, the reduction loop over ``s.groups.reduction`` shared by the
     group (``_run_group_reduction``)."""
-    from .lane_groups import statements
     for c in statements(s.body):
         if isinstance(c, For) and c.var.name == s.groups.reduction:
             _run_group_reduction(c, s.groups, g, env, bufs, races, launch)
@@ -311,8 +313,6 @@ def _run_flat(s: For, lo: int, hi: int, env, bufs, races, launch) -> None:
     chunks of ``steps * 32 / group`` positions, one warp's each; each
     position's row the last whose start is at or before it, its Lets run, then
     the grouped lane loop's body for the position."""
-    from bisect import bisect_right
-    from .lane_groups import statements
     body = statements(s.body)
     lets, lane = body[:-1], body[-1]
     g = _group_size(lane.groups, launch)

@@ -543,9 +543,12 @@ class GpuMapping:
     bodies allow it by this factor (``For.jam``).
     ``group``: the variable of the serial reduction loop (SDDMM's ``k``) that a
     group of lanes may share, inside the top warp loop's lane loop; None when
-    the kernel has none.  ``flat``: the variable of that lane loop when it runs
-    over a compressed level's positions ``[pos[v], pos[v + 1])``, so that the
-    launcher may enumerate (outer iteration, position) pairs flat; else None.
+    the kernel has none (``passes.lane_groups`` turns it into the lane loop's
+    ``LaneGroups``).  ``flat``: the variable of that lane loop when it runs
+    over a compressed level's positions ``[pos[v], pos[v + 1])``, so that
+    (outer iteration, position) pairs may be enumerated flat; else None
+    (``passes.flat_positions`` turns it into the warp loop's ``FlatPositions``).
+    The renderer and the launcher read those loop fields, not these.
     """
     grid: GridMode
     unroll: int = 1

@@ -36,17 +36,19 @@ The mapping:
   iteration per lane, each lane running the reduction loop serially into its
   own scalar, and the warp's other lanes sharing the outer iteration's
   operands (the row of ``X``) through the cache.  ``GpuMapping.group``
-  names the reduction loop: at launch, from its trip count, a
-  group of 1 to 32 lanes may share each iteration of the output loop, the
-  reduction loop then spread over the group's lanes and summed with
-  shuffles inside the group (a group of 32 is a warp per nonzero with the
-  lanes over ``k``), and ``spc_split`` warps may share one outer iteration
-  (long rows); both are launch choices over the same mapping.  When that loop
-  runs over a compressed level's positions, ``[pos[i], pos[i + 1])``,
-  ``GpuMapping.flat`` names it: the launcher may then enumerate the pairs
-  (outer iteration, position) flat, in equal chunks of positions per warp,
-  each position's outer iteration found by search (skewed rows: no warp
-  gets more than its chunk; short rows: no idle lanes).
+  names the reduction loop: a group of 1 to 32 lanes may share each
+  iteration of the output loop, the reduction loop then spread over the
+  group's lanes and summed with shuffles inside the group (a group of 32 is a
+  warp per nonzero with the lanes over ``k``), and several warps may share
+  one outer iteration (long rows); ``passes/lane_groups.py`` records that on
+  the lane loop (``LaneGroups``), its launch symbols ``spc_group`` and
+  ``spc_split`` set per call.  When that loop runs over a compressed level's
+  positions, ``[pos[i], pos[i + 1])``, ``GpuMapping.flat`` names it: the pairs
+  (outer iteration, position) may then be enumerated flat, in equal chunks of
+  positions per warp, each position's outer iteration found by search (skewed
+  rows: no warp gets more than its chunk; short rows: no idle lanes);
+  ``passes/flat_positions.py`` records that (``FlatPositions``, launch
+  symbol ``spc_flat``).
 * When that inner reduction runs over a row's positions instead and the
   output loop over a range of sizes (``C[i,j] = f(sum(k, A[i,k] * B[k,j]))``:
   SpMM with an epilogue, whose sum stays inside the column loop), the
