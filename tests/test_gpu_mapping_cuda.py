@@ -100,7 +100,9 @@ def _skewed(dtype):
     return sp.csr_matrix((vals, (rows, cols)), shape=(len(lengths), n)).astype(dtype)
 
 
-GROUP_LAUNCHES = [dict(split=s) for s in (1, 2, 7)] + [dict(flat=True)]
+# split takes effect with flat=False (flat=None lets the launcher go flat wherever the
+# positions' total is known)
+GROUP_LAUNCHES = [dict(flat=False, split=s) for s in (1, 2, 7)] + [dict(flat=True)]
 
 
 @pytest.mark.parametrize("launch", GROUP_LAUNCHES,
@@ -125,7 +127,7 @@ def test_sddmm_lane_groups_and_flat_positions(fmt, dtype, depth, group, launch):
     np.testing.assert_allclose(got.toarray(), want.toarray(), **TOL[dtype])
     taken = k.schedule
     assert taken.group == group
-    if "flat" in launch:
+    if launch["flat"]:
         assert taken.flat is True
     else:
         assert taken.split == launch["split"] and not taken.flat
