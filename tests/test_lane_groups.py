@@ -325,6 +325,7 @@ def test_the_split_and_flat_symbols_are_the_irs():
         n, flat=replace(n.flat, steps="chunk")) if isinstance(n, For) and n.flat else n))
     assert "spc_chunk > 0" in render_body(renamed)
     assert "spc_flat" not in render_body(renamed)
+    assert "flat(A1_p3, steps=spc_chunk)" in format_kernel(renamed)
 
 
 # ---------------------------------------------------------------------------

@@ -70,7 +70,7 @@ from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, 
                         WarpSum, While, dtype_of)
 from ..ir.analysis import sparse_slot
 from ..ir.moves import copy_parts
-from ..ir.printer import WARP_OPS
+from ..ir.printer import WARP_OPS, launch_symbol
 from ..ir.affine import inline, let_env
 from ..ir.lane_groups import grouped_lane_loop
 from ..ir.traverse import rewrite, top_loop, walk
@@ -238,12 +238,6 @@ def _reduction_loop(lane: For) -> For:
     """The loop over ``lane.groups.reduction``, a statement of a grouped lane loop."""
     return next(c for c in stmts_of(lane.body)
                 if isinstance(c, For) and c.var.name == lane.groups.reduction)
-
-
-def launch_symbol(name: str) -> str:
-    """The C name of the launch symbol ``name`` (``LaneGroups.group``,
-    ``FlatPositions.steps``...): ``spc_group``, ``spc_flat``."""
-    return f"spc_{name}"
 
 
 def host_eval(e, sizes: dict[str, int]) -> int | None:

@@ -70,13 +70,19 @@ def format_vector(vector: VectorLoads) -> str:
     return f"vector({vector.width}, loads=[{loads}], sums=[{sums}])"
 
 
+def launch_symbol(name: str) -> str:
+    """The printed (and CUDA C) name of the launch symbol ``name``
+    (``LaneGroups.group``, ``FlatPositions.steps``...): ``spc_group``, ``spc_flat``."""
+    return f"spc_{name}"
+
+
 def format_groups(groups: LaneGroups) -> str:
     """``groups(k, sums=[acc: f32], lanes=spc_group in [1, 2, 4, 8, 16, 32],
     warps=spc_split)``: the shared reduction loop, its sums, the launch symbols."""
     sums = ", ".join(f"{v.name}: {v.dtype.value}" for v in groups.sums)
     sizes = ", ".join(str(g) for g in groups.sizes)
-    return (f"groups({groups.reduction}, sums=[{sums}], lanes=spc_{groups.group} in [{sizes}], "
-            f"warps=spc_{groups.split})")
+    return (f"groups({groups.reduction}, sums=[{sums}], lanes={launch_symbol(groups.group)} in [{sizes}], "
+            f"warps={launch_symbol(groups.split)})")
 
 
 def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
@@ -111,7 +117,7 @@ def _stmt_lines(s: Stmt, depth: int, out: list[str]) -> None:
         if s.groups is not None:
             kind += " " + format_groups(s.groups)
         if s.flat is not None:
-            kind += f" flat({s.flat.lanes}, steps=spc_{s.flat.steps})"
+            kind += f" flat({s.flat.lanes}, steps={launch_symbol(s.flat.steps)})"
         out.append(f"{pad}for {s.var.name} in [{format_expr(s.lo)}, {format_expr(s.hi)}){kind}:")
         _stmt_lines(s.body, depth + 1, out)
     elif isinstance(s, While):
