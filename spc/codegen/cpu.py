@@ -14,6 +14,7 @@ from ..ir.nodes import Buffer, Kernel
 from .cpu_pool import load_pool
 from .cpu_workspaces import load_workspaces
 from .llvm_ir import emit_module
+from .llvm_remarks import quiet_remarks
 from ..schedule import GPU_LAUNCH_KNOBS
 from .objfile import elf_ok, host_machine
 from .target import Target
@@ -189,7 +190,8 @@ class CPUTarget(Target):
             pto.slp_vectorization = True
             pto.loop_unrolling = True
             pb = llvm.create_pass_builder(self._tm(), pto)
-            pb.getModulePassManager().run(mod, pb)
+            with quiet_remarks():
+                pb.getModulePassManager().run(mod, pb)
             return mod
 
     def build(self, source: str, kernel: Kernel) -> bytes:
