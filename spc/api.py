@@ -5,9 +5,10 @@ import dataclasses
 import hashlib
 import inspect
 import logging
+import warnings
 
 from .errors import (FormatError, KernelNameError, ModeOrderConflict, ScheduleError, SpcError,
-                     UnsupportedError)
+                     PerformanceWarning, UnsupportedError)
 from .formats.composite import SumFormat, resolve_sum_format
 from .formats.format import Format, resolve_format
 from .frontend.check import check
@@ -523,7 +524,7 @@ def compile(kernel: str, *, fmt=None, formats=None, target="cpu", dtype=None,
             except UnsupportedError as conflict:
                 reason = in_user_names(conflict, display).message
                 plan = dataclasses.replace(
-                    _copy_plan(conflict, inner_assign, inner_formats, schedule.order),
+                    _copy_plan(conflict, inner_assign, inner_formats, schedule.order, display),
                     reason=reason)
                 tried: set = set()
                 while True:         # a target may refuse what lowering accepts (CUDA
@@ -587,7 +588,7 @@ def _compile_diagonals(assign, text: str, reads, fmts: dict, **options):
     return DiagonalKernel(inner, tuple(reads), input_names, sources)
 
 
-def _copy_plan(conflict: UnsupportedError, assign, formats, order):
+def _copy_plan(conflict: UnsupportedError, assign, formats, order, display=None):
     """The copies that let the kernels compute what ``conflict`` refused
     (``ir/operand_copies``), or raise.
 
@@ -598,17 +599,30 @@ def _copy_plan(conflict: UnsupportedError, assign, formats, order):
     ell... outputs), else the refusal (a ModeOrderConflict says what was tried).
     A ScheduleError of another knob is raised as it is.
 
-    With an explicit ``order``: only where the program without ``order`` needs
-    a plan, that plan's output format and copies of the accesses ``order``
-    visits out of storage order; else the refusal, which names the level and
-    the orders that work."""
+    With an explicit ``order``: copies of the accesses ``order`` visits out of
+    storage order (each in the mode order ``order`` binds, in its own levels or
+    csr-like ones), with, where the program without ``order`` needs a plan,
+    that plan's output format; else (no copies serve: the output's own order, an
+    unknown index) the refusal, which names the level and the orders that work."""
     from .ir.lower import split_base
     from .ir.operand_copies import (CopyPlan, _storage_order, assembled_formats, lowers,
                                     plan_copies_for_order)
     if order is not None:
-        if isinstance(conflict, ScheduleError) and conflict.knob != "order" or \
-                lowers(assign, formats) and not lowers(assign, formats, order):
-            raise conflict          # an order refused in a program that needs no plan
+        if isinstance(conflict, ScheduleError) and conflict.knob != "order":
+            raise conflict
+        if lowers(assign, formats):     # no plan needed without ``order``: copies for it alone
+            plan = plan_copies_for_order(assign, formats, order,
+                                         lambda a, f: lowers(a, f, order))
+            if plan is None:
+                raise conflict
+            copies = ", ".join(f"{c.source} through a copy in {c.format.name}"
+                               for c in plan.copies)
+            warnings.warn(PerformanceWarning(in_user_names(UnsupportedError(
+                f"schedule order {order} visits levels out of their storage order: spc reads "
+                f"{copies}, converted on every call; the order spc picks "
+                f"(order=None) reads every operand as stored"), display or {}).message),
+                stacklevel=4)
+            return plan
         base = _plan_without_order(assign, formats)
         if base is None:
             raise conflict

@@ -23,7 +23,8 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
 
     Ensures: each schedule compiles (``spc.compile(..., schedule=s)`` raises no
     ScheduleError), and schedules giving the same IR and launch are listed once.
-    Enumerated: every loop order the formats allow; ``parallel`` True and False;
+    Enumerated: every loop order the formats allow as stored (an order that only
+    a copy of an operand serves is left out); ``parallel`` True and False;
     ``reorder_rows`` where the kernel has rows to reorder; ``split_rows`` in
     ``PIECES`` where it has rows to split (with ``deterministic=False`` where
     the pieces add atomically); on the CPU, ``tile_cols`` in ``TILES`` where
@@ -47,23 +48,34 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
                           if o != indices]
     space: list[Schedule] = []
     seen: set[str] = set()
+    copies = _copies(default)
     for order in orders:
-        _explore(build, order, indices, space, seen)
+        _explore(build, order, indices, space, seen, copies)
     if not space:
         # no explicit order compiles (a kernel that reads an operand through a copy
         # only with spc's own order): the space of spc's order
-        _explore(build, None, indices, space, seen)
+        _explore(build, None, indices, space, seen, copies)
     return tuple(space)
 
 
-def _explore(build, order, indices, space: list, seen: set) -> None:
+def _copies(kernel) -> int:
+    """How many operands ``kernel`` reads through copies in another format."""
+    return len(getattr(kernel, "copies", ()))
+
+
+def _explore(build, order, indices, space: list, seen: set, copies: int) -> None:
     """Add to ``space`` the schedules of loop order ``order`` (None: spc's) that
-    compile, each kernel once (``seen``: their IR without order lines)."""
+    compile reading at most ``copies`` operands through copies (an order that
+    only a copy of an operand serves costs a conversion every call, so the space
+    keeps to the orders the formats serve as stored), each kernel once
+    (``seen``: their IR without order lines)."""
     for parallel in (True, False):
         base = Schedule(order=order, parallel=parallel)
         try:
             k = build(base)
         except UnsupportedError:           # ScheduleError: the formats forbid this order
+            continue
+        if _copies(k) > copies:
             continue
         variants = [(base, k)]
         for how in REORDERINGS[1:]:

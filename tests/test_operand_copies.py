@@ -291,10 +291,25 @@ def test_an_explicit_order_picks_the_operand_copied(order, copied):
     assert_allclose(k(A=a, B=a), a.multiply(a.T).toarray())
 
 
-def test_an_explicit_order_of_a_program_without_conflicts_is_still_refused():
+def test_an_explicit_order_of_a_program_without_conflicts_reads_a_copy():
+    """SpMV over csr in the order (j, i): A is read through a copy in csc (a column
+    walk scattering into y), logged and listed in ``k.copies``."""
+    with pytest.warns(spc.PerformanceWarning, match=r"reads A through a copy in csc, "
+                                                    r"converted on every call"):
+        k = spc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"},
+                        schedule=spc.Schedule(order=("j", "i")))
+    assert [(c.source, c.format.name) for c in k.copies] == [("A", "csc")]
+    assert k.schedule.order == ("j", "i")
+    a = MATRICES[0].build()
+    x = np.arange(a.shape[1], dtype=a.dtype)
+    assert_allclose(k(A=a, x=x), a @ x)
+
+
+def test_an_order_that_no_copy_serves_is_still_refused():
+    """The output's own storage order: copies of operands cannot change it."""
     with pytest.raises(spc.ScheduleError, match=r"visits 'j' before its parent levels in A "
                                                 r".*; the order \('i', 'j'\) works"):
-        spc.compile("y[i] = A[i,j]*x[j]", formats={"A": "csr"},
+        spc.compile("C[i,j] = A[i,j]*2", formats={"A": "csr", "C": "csr"},
                     schedule=spc.Schedule(order=("j", "i")))
 
 
