@@ -194,6 +194,37 @@ def test_cuda_graph_capture_and_replay():
     np.testing.assert_allclose(C.cpu().numpy(), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING") == "1",
+                    reason="torch cannot capture a CUDA graph without its caching allocator")
+def test_a_call_by_tensor_name_takes_the_fast_path_and_is_captured(general_path_counter):
+    """``k(A=A, B=B, b=b)`` (how expressions are called) takes the fast path as a
+    positional call does: validation remembered, no synchronization, so it is
+    captured in a CUDA graph (it validated on every call, with a device-to-host
+    copy, before)."""
+    A = _matrix()
+    At = _torch_sparse(A, "csr", torch.int32, torch.float32)
+    B = torch.randn(A.shape[1], 40, device=DEV)
+    b = torch.randn(40, device=DEV)
+    k = spc.compile("C[i,j] = relu(sum(k, A[i,k]*B[k,j]) + b[j])", formats={"A": "csr"},
+                    target="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        k(A=At, B=B, b=b)                      # warm-up: builds, validates, loads
+        k(b=b, A=At, B=B)
+    torch.cuda.current_stream().wait_stream(side)
+    general = len(general_path_counter)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        C = k(b=b, B=B, A=At)
+    assert len(general_path_counter) == general
+    B.copy_(torch.randn_like(B))
+    graph.replay()
+    torch.cuda.synchronize()
+    want = np.maximum(A.astype(np.float32) @ B.cpu().numpy() + b.cpu().numpy(), 0)
+    np.testing.assert_allclose(C.cpu().numpy(), want, rtol=1e-4, atol=1e-4)
+
+
 def test_other_operands_take_the_general_path(general_path_counter):
     A = _matrix()
     k = spc.compile("spmm", fmt="csr", target="cuda")

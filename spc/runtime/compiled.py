@@ -141,6 +141,17 @@ def call_option(inputs: tuple[str, ...], kwargs: dict) -> bool:
     return bool(kwargs.pop("validate", True))
 
 
+def by_position(inputs: tuple[str, ...], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` as one tuple of positional operands and no keywords where
+    the keywords name exactly the operands after ``args`` (so that a call by
+    tensor name, ``k(A=A, x=x)``, takes the same fast path as ``k(A, x)``);
+    else unchanged (``bind`` then explains what is missing or doubled)."""
+    rest = inputs[len(args):]
+    if len(kwargs) != len(rest) or not all(n in kwargs for n in rest):
+        return args, kwargs
+    return tuple(args) + tuple(kwargs[n] for n in rest), {}
+
+
 def prepared_input(kernel, name: str | None, candidates: list[str]) -> str:
     """The internal name of the input ``kernel.prepare(operand, name)`` prepares:
     ``name`` (a user's input name), or without one the only ``candidates``
@@ -822,7 +833,8 @@ class CompiledKernel(KernelCall):
                 return out
             return self.run(self.bind(args, kwargs), validate)
         out = out_option(self.input_names, kwargs)
-        if out is not None and not kwargs:
+        args, kwargs = by_position(self.input_names, args, kwargs)
+        if not kwargs:
             result = self.fast(args, validate, out)
             if result is not None:
                 return result

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import Callable
 
 from ..ir.nodes import DType
-from .compiled import KernelCall, bind_operands, call_option, out_of_memory
+from .compiled import KernelCall, bind_operands, by_position, call_option, out_of_memory
 from .device_fast import DeviceFastPaths
 from .out_arg import out_option
 from .value_types import check_operands, promoted, type_name
 
 
-_CALL_OPTIONS = frozenset({"validate", "out"})   # keywords that name no tensor
 
 
 class TypedKernel(KernelCall):
@@ -94,16 +93,15 @@ class TypedKernel(KernelCall):
 
     def _call(self, args, kwargs):
         last = self._last
-        if not kwargs or (kwargs.keys() <= _CALL_OPTIONS
-                          and not _CALL_OPTIONS & set(self.input_names)):
-            given = kwargs.get("out")
-            validate = bool(kwargs.get("validate", True))
-            out = last.fast(args, validate) if given is None else last.fast(args, validate, given)
+        rest = dict(kwargs)
+        validate = call_option(self.input_names, rest) if kwargs else True
+        given = out_option(self.input_names, rest) if kwargs else None
+        operands, named = by_position(self.input_names, args, rest) if rest else (args, rest)
+        if not named:                   # every operand positional, or named by keyword
+            out = last.fast(operands, validate) if given is None else \
+                last.fast(operands, validate, given)
             if out is not None:         # every typed operand had last's type
                 return out
-        rest = dict(kwargs)
-        call_option(self.input_names, rest)
-        out_option(self.input_names, rest)
         k = self.specialize(self.value_type(
             bind_operands(self.name, self.input_names, args, rest)))
         self._last = k
