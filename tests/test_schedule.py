@@ -120,7 +120,7 @@ def _names(passes):
      ["simplify", "online_softmax", "collapse_rows", "tensorize", "tensorize_nm", "collapse_blocks",
       "workspaces_gpu", "map_gpu", "stage_tiles",
       "simplify", "mark_noncanonical",
-      "overwrite_outputs", "widen_outputs", "lane_groups", "flat_positions", "unroll_jam",
+      "overwrite_outputs", "widen_outputs", "seed_sums", "lane_groups", "flat_positions", "unroll_jam",
       "vector_loads"]),
     (spc.Schedule(parallel=False),
      ["simplify", "online_softmax", "collapse_rows", "epilogue_rows", "tile_rows_for_registers", "fold_epilogue",
@@ -128,7 +128,7 @@ def _names(passes):
       "block_reductions", "overwrite_outputs", "widen_outputs"],
      ["simplify", "online_softmax", "collapse_rows", "collapse_blocks", "workspaces_gpu", "simplify",
       "mark_noncanonical", "overwrite_outputs",
-      "widen_outputs", "lane_groups", "flat_positions", "unroll_jam",
+      "widen_outputs", "seed_sums", "lane_groups", "flat_positions", "unroll_jam",
       "vector_loads"]),
 ], ids=["default", "serial"])
 def test_the_pipelines_follow_the_schedule(schedule, cpu, cuda):
