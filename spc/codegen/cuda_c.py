@@ -1021,7 +1021,8 @@ class _Body:
         x, y = store.value.lhs, store.value.rhs
         if n.var.name in _reads(x):
             x, y = y, x
-        types = {ld.buf.dtype for ld in walk(store.value) if isinstance(ld, Load)}
+        types = {ld.buf.dtype for ld in walk(store.value)      # (an index load gathers)
+                 if isinstance(ld, Load) and ld.buf.dtype.is_float}
         tf32 = isinstance(x, ToTF32) and isinstance(y, ToTF32)
         shape = MMA_TF32 if tf32 else MMA_16
         step = shape.k
