@@ -19,7 +19,10 @@ whose index is ``base + r * stride + c`` over two of the tile's loop
 variables (``c`` at unit stride; ``base`` and ``stride`` read no tile
 variable) and whose rows lie apart or which is large (``CONSECUTIVE_MIN``),
 operands whose rows lie apart first, while the shared arrays of a block's
-warps fit in ``SHARED_BYTES``.  The values are the same; only where they are read from
+warps fit in ``SHARED_BYTES``.  Rows may be gathered (``_gathered``: condensed
+SpMM's B, ``base + crd[q + r] * stride + c``, under ``select(0 <= crd[q + r],
+..., 0)``): each row is copied from the row its index names, a row whose
+condition fails is stored as zeros and its source not read.  The values are the same; only where they are read from
 changes.  Runs after ``map_gpu`` (shared arrays live in a warp's iteration).
 """
 from __future__ import annotations
