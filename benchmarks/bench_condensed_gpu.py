@@ -16,6 +16,8 @@ K x N dense matrix), in one process and one profiler session: device time
 - cusparse_fp16: the same in float16 (where torch's cuSPARSE path takes it);
 - spc_f16_<W>: spc's ``condensed(16,16)`` SpMM in float16, ``tile_cols=W``;
 - spc_tf32_<W>: spc's ``condensed(16,8)`` SpMM on float32 values with ``tf32=True``;
+- spc_unstaged: spc_f16 at the first tile width with ``stage_tiles=False`` (gathered B
+  rows read from global memory, not staged in shared memory);
 - spc_csr_fp32: spc's own CSR SpMM in float32 (scalar loops).
 spc's operands are converted and prepared once and called with ``validate=False``.
 Every result is checked against float64 from the same inputs (float16 ones for the
@@ -43,7 +45,9 @@ from bench_gpu import device_times  # noqa: E402
 from bench_precision_gpu import geo, rel  # noqa: E402
 from common import DEFAULT_DATA, entries, load, quick_pick  # noqa: E402
 
-TOL = {"f16": 2e-3, "tf32": 2e-3, "fp32": 1e-4}
+# max |error| / max |reference|; tf32 rounds both inputs (10-bit mantissas) and the
+# DLMC rows sum up to ~1,200 products
+TOL = {"f16": 2e-3, "tf32": 5e-3, "fp32": 1e-4}
 
 
 def torch_csr(torch, A, dtype):
@@ -87,10 +91,14 @@ def main(argv=None) -> int:
         kernels[f"spc_tf32_{w}"] = ("tf32", spc.compile("spmm", fmt="condensed(16,8)",
                                                         target="cuda", dtype="float32",
                                                         tf32=True, tile_cols=w))
+    kernels["spc_unstaged"] = ("f16", spc.compile("spmm", fmt="condensed(16,16)",
+                                                  target="cuda", dtype="float16",
+                                                  tile_cols=tiles[0], stage_tiles=False))
     kernels["spc_csr_fp32"] = ("fp32", spc.compile("spmm", fmt="csr", target="cuda",
                                                    dtype="float32"))
     for name, (_, k) in kernels.items():
         assert name == "spc_csr_fp32" or k.schedule.tensor_cores is True, name
+        assert name in ("spc_csr_fp32", "spc_unstaged") or k.schedule.stage_tiles is True, name
     systems = ["cusparse_fp32", "cusparse_fp16", *kernels]
     head = ("matrix", "N", "fill", *systems)
     print(f"{head[0]:>52} " + " ".join(f"{h:>13}" for h in head[1:]))
