@@ -46,7 +46,8 @@ ranges of a multiple of 16 (the instruction's), n over any range from 0;
 one more loop, the sparse positions, whose bounds read none of them; and
 every guard bounds one of m, n, k.  Anything else is returned unchanged.  A k
 guard that reads the data (the padding test of ``tensorize_chunks``' gathered
-columns) is kept in the regular form too.
+columns) is kept in the regular form too, on the operand whose index reads the
+same loads (B's gathered row; the other's load stays inside its array).
 
 A sampled product (SDDMM on a blocked mask, ``S[i,j] = A[i,j] * X[i,k] * Y[j,k]``)
 has a dense product per stored block: ``acc = 0; for k: acc += X[i,k] * Y[j,k];
@@ -351,10 +352,20 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
     # per k whatever the tile's place: the regular form keeps it
     kept = [c for c in k_guard if _whole(c, f.k.var.name, depth) is None
             and any(isinstance(x, Load) for x in walk(c))]
+    # ... on the operand whose index reads what it reads (the gathered row of B):
+    # that factor's zero zeroes the product; the other operand's load stays in
+    # its array (a padding slot's stored zero); both where neither reads it
+    y_reads = {x for x in walk(at_j(f.y_at)) if isinstance(x, Load)}
+    x_reads = {x for x in walk(f.x_at) if isinstance(x, Load)}
+
+    def reads_of(c):
+        return {x for x in walk(c) if isinstance(x, Load)}
+    x_kept = [c for c in kept if not reads_of(c) & y_reads or reads_of(c) & x_reads]
+    y_kept = [c for c in kept if not reads_of(c) & x_reads or reads_of(c) & y_reads]
 
     def product(guarded: bool) -> For:
-        x = _guarded(f.x, f.x_at, _all(m_guard + k_guard) if guarded else _all(kept))
-        y = _guarded(f.y, at_j(f.y_at), _all(k_guard + n_guard) if guarded else _all(kept))
+        x = _guarded(f.x, f.x_at, _all(m_guard + k_guard) if guarded else _all(x_kept))
+        y = _guarded(f.y, at_j(f.y_at), _all(k_guard + n_guard) if guarded else _all(y_kept))
         if f.x.buf.dtype is F32:               # tf32 inputs
             x, y = ToTF32(x), ToTF32(y)
         store = Store(acc, slot, BinOp("*", x, y), accumulate=True)
