@@ -65,10 +65,11 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
         if not any(tensorized(k) for k in kernels):
             raise ScheduleError.of(
                 "tensor_cores", "needs a product of a blocked sparse operand (bsr, blocks "
-                                "of multiples of 16 x 16) or a 2:4 one (nm(2,4), sparse "
+                                "of multiples of 16 x 16), a condensed one (condensed(16,16); "
+                                "condensed(16,8) with tf32) or a 2:4 one (nm(2,4), sparse "
                                 "tensor cores) and a dense one, summed over the sparse "
                                 "operand's columns (SpMM), with float16 or bfloat16 values "
-                                "(float32: tf32=True, bsr only)")
+                                "(float32: tf32=True, bsr and condensed only)")
     if schedule.stage_tiles and target == "cuda":
         from .passes.stage_tiles import staged
         if not any(staged(k) for k in kernels):
@@ -80,7 +81,7 @@ def check_applied(schedule: "Schedule", kernels, target: str = "cuda") -> None:
         if not any(uses_tf32(k) for k in kernels):
             raise ScheduleError.of(
                 "tf32", "needs float32 values in a product tensor cores compute (bsr "
-                        "SpMM, blocks of multiples of 16 x 8)")
+                        "SpMM, blocks of multiples of 16 x 8; condensed(16,8) SpMM)")
     if schedule.split_rows not in (None, False):
         if "segment_rows" not in inspectors:
             raise ScheduleError.of(
@@ -147,7 +148,10 @@ class Schedule:
     SpMM with blocks of multiples of 16 x 16, float16 or bfloat16 values) with
     the GPU's matrix instructions, a warp per tile of the output
     (``passes/tensorize.py``), and a 2:4 sparse one (nm(2,4) SpMM, float16 or
-    bfloat16) on sparse tensor cores (``mma.sp``, ``passes/tensorize_nm.py``);
+    bfloat16) on sparse tensor cores (``mma.sp``, ``passes/tensorize_nm.py``),
+    and a condensed one (``condensed(16,16)`` SpMM, float16 or bfloat16;
+    ``condensed(16,8)`` with ``tf32``) as tiles of gathered columns
+    (``passes/tensorize_chunks.py``);
     False: scalar loops; None: spc's choice (tensor
     cores wherever they apply, unless another knob asks for rows split or
     reordered, or for one warp).  Not with ``split_rows``, ``reorder_rows`` or

@@ -21,7 +21,8 @@ from spc.codegen.cuda_c import render_body
 from spc.errors import CompileError
 from spc.ir.interp import run_kernel
 from spc.ir.moves import copy_loop, moves_of
-from spc.ir.nodes import Alloc, BinOp, Buffer, Const, DType, For, LoopKind, Store, Var
+from spc.ir.nodes import (Alloc, BinOp, Buffer, Const, DType, For, Load, LoopKind, Select,
+                          Store, Var)
 from spc.ir.printer import format_kernel
 from spc.ir.traverse import rewrite, walk
 from spc.ir.verify import verify
@@ -200,3 +201,52 @@ def test_the_renderer_prints_moves_and_ldmatrix_where_the_ir_stages():
     assert "uint4" not in plain and "spc_ldmatrix" not in plain
     tf32 = render_body(_kernel("bsr(16,16)", "float32", tf32=True))
     assert "uint4" in tf32 and "spc_ldmatrix" not in tf32       # tf32 fragments: scalar
+
+
+# ---------------------------------------------------------------------------
+# Gathered rows: condensed SpMM's B rows named by the chunk's column ids
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt, dtype, kw", [("condensed(16,16)", "float16", {}),
+                                            ("condensed(16,16)", "bfloat16", {}),
+                                            ("condensed(16,8)", "float32", {"tf32": True})])
+def test_gathered_rows_are_staged_and_keep_the_bits(fmt, dtype, kw):
+    """The whole tile's B rows, ``B[crd[chunk * K + r] * size_j + ...]``, copied
+    row by row through the column ids, a padding row (crd = -1) as zeros without
+    reading B; the edge tile's guarded loads untouched; the interpreter's bits
+    unchanged (whole and edge tiles, padding, an empty window)."""
+    from test_tensorize_chunks import _case, _interpret
+    ck = {st: spc.compile("spmm", fmt=fmt, dtype=dtype, tile_cols=16, stage_tiles=st,
+                          **CUDA, **kw) for st in (True, False)}
+    (after,) = ck[True]._variant(DType.I32).kernels
+    (before,) = ck[False]._variant(DType.I32).kernels
+    k = int(fmt.split(",")[1][:-1])
+    assert [(c.moves.cols, int(c.hi.value)) for c in _copies(after)] == [(16, 16 * k)]
+    text = format_kernel(after)
+    assert "select(0 <= A1_crd[A1_p2_chunk * " in text.split("moves(")[1].split("\n")[3]
+    for m, kdim, n, density in [(48, 40, 32, 0.2), (37, 45, 19, 0.3), (16, 16, 16, 1.0)]:
+        t, _, B = _case(m, kdim, n, density, seed=m, dtype=dtype, fmt=fmt)
+        got, want = (_interpret(kern, t, B, dtype) for kern in (after, before))
+        assert got.tobytes() == want.tobytes()
+
+
+def test_moves_of_accepts_gathered_and_kept_rows():
+    e, tile, src = Var("e", I64), Buffer("T", DType.F16), Buffer("B", DType.F16)
+    crd, row = Buffer("crd", DType.I32), Var("e_row", I64)
+    gather = Load(crd, BinOp("+", Var("q", I64), row))
+    keep = BinOp("<=", Const(0, I64), gather)
+    loop = copy_loop(e, 16, 16, tile, 24, src, Var("base", I64), Var("size_j", I64),
+                     src_row=gather, keep=keep)
+    assert moves_of(loop, 8, 16) and isinstance(loop.body.body[2].value, Select)
+    by_col = BinOp("<", Var("e_col", I64), Const(3, I64))     # a condition per element
+    bad = copy_loop(e, 16, 16, tile, 24, src, Var("base", I64), Var("size_j", I64),
+                    src_row=gather, keep=by_col)
+    assert not moves_of(bad, 8, 16)
+
+
+def test_the_renderer_moves_gathered_rows_with_an_alignment_test_for_any_row():
+    """The vector path's alignment test takes the gathered row as 0 and 1 (the
+    start is affine in it), and a row not kept stores zeros."""
+    src = render_body(_kernel("condensed(16,16)"))
+    assert "spc_aligned16(B_vals + ((((j_tile * 64) + (1 * size_j)) + 0)))" in src
+    assert "make_uint4(0u, 0u, 0u, 0u)" in src and "spc_ldmatrix<2, true>(" in src

@@ -69,9 +69,9 @@ from ..ir.nodes import (Alloc, Assign, CompareSwap, BinOp, Block, Buffer, Cast, 
                         Jam, Kernel, LaneGroups, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                         WarpSum, While, dtype_of)
 from ..ir.analysis import sparse_slot
-from ..ir.moves import copy_parts
+from ..ir.moves import copy_keep, copy_parts
 from ..ir.printer import WARP_OPS, launch_symbol
-from ..ir.affine import inline, let_env
+from ..ir.affine import inline, let_env, var_names
 from ..ir.lane_groups import grouped_lane_loop
 from ..ir.traverse import rewrite, top_loop, walk
 from ..passes.map_gpu import (LANE_KINDS, THREADS_PER_BLOCK, WARP_SIZE, WARPS_PER_BLOCK,
@@ -576,15 +576,22 @@ class _Body:
         lanes' reads of the tile's previous contents end before it is
         overwritten)."""
         row, col, store, load = copy_parts(s)
+        keep = copy_keep(s)
         width, cols = s.moves.width, s.moves.cols
         rows = int(s.hi.value) // cols
+        # a gathered row (an index load reading the row: ``crd[q + row] * stride``)
+        # stands for any row number g; the start is affine in g, so g = 0 and 1
+        # aligned make every row aligned
+        gathers = {x for x in walk(load.index) if isinstance(x, Load)
+                   and row.var.name in var_names(x.index)}
 
         def address(buf, index, r: int) -> str:
-            at = rewrite(index, lambda n: Const(r, DType.I64) if n == row.var
+            at = rewrite(index, lambda n: Const(r, DType.I64) if n in gathers else n)
+            at = rewrite(at, lambda n: Const(r, DType.I64) if n == row.var
                          else Const(0, DType.I64) if n == col.var else n)
             return f"{c_name(buf.name)} + ({render_expr(at)})"
         starts = [address(x.buf, x.index, r) for x in (store, load)
-                  for r in range(min(rows, 2))]
+                  for r in range(2 if gathers else min(rows, 2))]
         aligned = " && ".join(f"spc_aligned16({a})" for a in starts)
         v = c_name(s.var.name)
         self.emit(d, "__syncwarp();")
@@ -593,9 +600,12 @@ class _Body:
                          f"{v} += {WARP_SIZE * width}) {{")
         self.stmt(row, d + 2, "lane")
         self.stmt(col, d + 2, "lane")
+        moved = (f"*reinterpret_cast<const uint4*>(&{c_name(load.buf.name)}"
+                 f"[{render_expr(load.index)}])")
+        if keep is not None:                  # a row not kept is zeros, its source unread
+            moved = f"({render_expr(keep)} ? {moved} : make_uint4(0u, 0u, 0u, 0u))"
         self.emit(d + 2, f"*reinterpret_cast<uint4*>(&{c_name(store.buf.name)}"
-                         f"[{render_expr(store.index)}]) = *reinterpret_cast<const uint4*>("
-                         f"&{c_name(load.buf.name)}[{render_expr(load.index)}]);")
+                         f"[{render_expr(store.index)}]) = {moved};")
         self.emit(d + 1, "}")
         self.emit(d, "} else {")
         self.emit(d + 1, plain + " {")
@@ -1021,7 +1031,8 @@ class _Body:
         x, y = store.value.lhs, store.value.rhs
         if n.var.name in _reads(x):
             x, y = y, x
-        types = {ld.buf.dtype for ld in walk(store.value) if isinstance(ld, Load)}
+        types = {ld.buf.dtype for ld in walk(store.value)      # (an index load gathers)
+                 if isinstance(ld, Load) and ld.buf.dtype.is_float}
         tf32 = isinstance(x, ToTF32) and isinstance(y, ToTF32)
         shape = MMA_TF32 if tf32 else MMA_16
         step = shape.k

@@ -22,6 +22,7 @@ from typing import Callable
 from ..errors import FormatError
 from .level_batch import Batch
 from .levels import Compressed, Dense, Level, Singleton
+from .levels_chunked import Chunked
 from .levels_padded import Diagonal, FixedWidth, NMGroup
 
 
@@ -215,6 +216,22 @@ def nm(n: int, m: int) -> Format:
     return Format((Dense(), NMGroup(n, m)), (0, 1), f"nm({int(n)},{int(m)})")
 
 
+def condensed(r: int, k: int) -> Format:
+    """Rows in windows of ``r``; per window, the distinct columns its entries use,
+    ascending, in chunks of ``k`` (the last padded with -1); per column kept,
+    the window's ``r`` rows dense.  Each chunk is a dense ``r x k`` tile of the
+    window whose columns are the chunk's coordinates (TC-GNN's and DTC-SpMM's
+    condensed tiles, which ``passes/tensorize_chunks`` runs on tensor cores with
+    r = 16 and k = 16 for 16-bit values, k = 8 for tf32).  Levels: bsr(r, 1)'s,
+    with a ``Chunked(k)`` level for the columns."""
+    r, k = int(r), int(k)
+    if r < 1 or k < 1:
+        raise FormatError(f"condensed({r},{k}): window rows and chunk columns must be >= 1")
+    levels = (Dense(), Chunked(k)) + ((Dense(),) if r > 1 else ())
+    order = (0, 1) + ((0,) if r > 1 else ())
+    return Format(levels, order, f"condensed({r},{k})", block=(r, 1))
+
+
 def batched(fmt: Format) -> Format:
     """``fmt`` over one more dimension, a batch (attention's heads ``h``), put
     first among the modes and stored by a ``Batch`` level below all of
@@ -238,6 +255,7 @@ _PARAMETRIC: dict[str, tuple[Callable[..., Format], tuple[int, ...]]] = {
     "bsr": (bsr, (2,)),
     "ell": (ell, (0, 1)),
     "nm": (nm, (2,)),
+    "condensed": (condensed, (2,)),
 }
 _NAMED.update({
     "dia": _fixed(2, dia),

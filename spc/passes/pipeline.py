@@ -12,6 +12,7 @@ never from its own name or from the target.
     epilogue_rows
                                                 tensorize     (tensor_cores; tile_cols, tf32)
                                                 tensorize_nm  (tensor_cores; tile_cols)
+                                                tensorize_chunks (tensor_cores; tile_cols, tf32)
     split_rows            (split_rows)          collapse_blocks
     reorder_rows          (reorder_rows)        split_rows    (split_rows)
     tile                  (tile)                reorder_rows  (reorder_rows)
@@ -57,6 +58,7 @@ from .simplify import simplify
 from .split_rows import AUTO, split_rows
 from .stage_tiles import stage_tiles
 from .tensorize import tensorize
+from .tensorize_chunks import tensorize_chunks
 from .tensorize_nm import tensorize_nm
 from .tile import tile
 from .unroll_jam import unroll_jam
@@ -122,7 +124,8 @@ def cuda_pipeline(schedule: Schedule) -> tuple[Pass, ...]:
                                    # scores gain 2x (8.54 -> 4.14 ms), 2026-11-29
         collapse_rows,             # as on the CPU: warps take (head, row) pairs
         *_tensorize(schedule),     # block x dense products -> warp tiles on tensor cores;
-                                   # 2:4 x dense -> tiles on sparse tensor cores (mma.sp)
+                                   # 2:4 x dense -> tiles on sparse tensor cores (mma.sp);
+                                   # condensed x dense: chunks of gathered columns -> tiles
         collapse_blocks,           # a blocked level's dense block loops -> one flat loop
         *_split(schedule),         # as on the CPU (after collapse: a block row's positions)
         *_reorder(schedule),       # rows in an inspector's order (before warps take rows)
@@ -169,7 +172,8 @@ def _tensorize(schedule: Schedule) -> tuple[Pass, ...]:
     if schedule.tensor_cores is False or not schedule.parallel or not whole_rows:
         return ()
     return (bound(tensorize, tile_cols=schedule.tile_cols, tf32=bool(schedule.tf32)),
-            bound(tensorize_nm, tile_cols=schedule.tile_cols))
+            bound(tensorize_nm, tile_cols=schedule.tile_cols),
+            bound(tensorize_chunks, tile_cols=schedule.tile_cols, tf32=bool(schedule.tf32)))
 
 
 def _stage(schedule: Schedule) -> tuple[Pass, ...]:

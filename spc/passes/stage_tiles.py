@@ -19,7 +19,10 @@ whose index is ``base + r * stride + c`` over two of the tile's loop
 variables (``c`` at unit stride; ``base`` and ``stride`` read no tile
 variable) and whose rows lie apart or which is large (``CONSECUTIVE_MIN``),
 operands whose rows lie apart first, while the shared arrays of a block's
-warps fit in ``SHARED_BYTES``.  The values are the same; only where they are read from
+warps fit in ``SHARED_BYTES``.  Rows may be gathered (``_gathered``: condensed
+SpMM's B, ``base + crd[q + r] * stride + c``, under ``select(0 <= crd[q + r],
+..., 0)``): each row is copied from the row its index names, a row whose
+condition fails is stored as zeros and its source not read.  The values are the same; only where they are read from
 changes.  Runs after ``map_gpu`` (shared arrays live in a warp's iteration).
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ from dataclasses import replace
 from ..ir.affine import var_names
 from ..ir.moves import copy_loop, move_width
 from ..ir.nodes import (Alloc, BinOp, Block, Buffer, Const, DType, Expr, For, If, Kernel, Load,
-                        LoopKind, Neg, ToTF32, Var)
+                        LoopKind, Neg, Select, ToTF32, Var)
 from ..ir.simplify_expr import simplify_expr
 from ..ir.traverse import rewrite, walk
 from .map_gpu import WARPS_PER_BLOCK
@@ -113,17 +116,20 @@ def _stage(mma: For, fresh, budget: list[int], in_shared: set[str]) -> list:
     else:        # 2:4: ``let k = s / 2 * 4 + index`` spans two k per slot of the step
         extents[lets[0].var.name] = 2 * int(k_loop.hi.value)
     staged: list = []
-    swaps: dict[Load, Load] = {}
+    swaps: dict = {}
     plans = []
     for operand in (store.value.lhs, store.value.rhs):
-        load = operand.value if isinstance(operand, ToTF32) else operand
-        plan = _row_major(load, extents) if isinstance(load, Load) \
-            and load.buf.name not in in_shared else None
+        read = operand.value if isinstance(operand, ToTF32) else operand
+        load = read.if_true if _zero_select(read) else read
+        if not isinstance(load, Load) or load.buf.name in in_shared:
+            continue
+        plan = _row_major(load, extents) + (None, None) if read is load \
+            and _row_major(load, extents) is not None else _gathered(read, load, extents)
         if plan is not None:
-            plans.append((load, plan))
+            plans.append((read, load, plan))
     # an operand whose rows lie apart (SpMM's B) gains most: first at the budget
-    plans.sort(key=lambda lp: lp[1][3] == Const(extents[lp[1][1]], _I64))
-    for load, (row, col, base, stride) in plans:
+    plans.sort(key=lambda lp: lp[2][3] == Const(extents[lp[2][1]], _I64))
+    for read, load, (row, col, base, stride, src_row, keep) in plans:
         rows, cols = extents[row], extents[col]
         if stride == Const(cols, _I64) and rows * cols < CONSECUTIVE_MIN:
             continue
@@ -134,14 +140,19 @@ def _stage(mma: For, fresh, budget: list[int], in_shared: set[str]) -> list:
         if cols % width or _bytes(alloc) > budget[0]:
             continue
         budget[0] -= _bytes(alloc)
-        copy = copy_loop(Var(fresh("e"), _I64), rows, cols, alloc.buf, pitch, load.buf, base,
-                         stride)
+        e = Var(fresh("e"), _I64)
+        copy_row = Var(e.name + "_row", _I64)
+        at_row = (lambda x: rewrite(x, lambda n: copy_row if isinstance(n, Var)
+                                    and n.name == row else n))
+        copy = copy_loop(e, rows, cols, alloc.buf, pitch, load.buf, base, stride,
+                         src_row=None if src_row is None else at_row(src_row),
+                         keep=None if keep is None else at_row(keep))
         staged += [alloc, copy]
-        swaps[load] = Load(alloc.buf, BinOp("+", BinOp("*", Var(row, _I64),
+        swaps[read] = Load(alloc.buf, BinOp("+", BinOp("*", Var(row, _I64),
                                                        Const(pitch, _I64)), Var(col, _I64)))
     if not swaps:
         return [mma]
-    product = rewrite(store, lambda n: swaps.get(n, n) if isinstance(n, Load) else n)
+    product = rewrite(store, lambda n: swaps.get(n, n) if isinstance(n, (Load, Select)) else n)
     k_new = replace(k_loop, body=Block((*lets, product)))
     n_new = replace(n_loop, body=Block((k_new,)))
     return staged + [replace(mma, body=Block((n_new,)))]
@@ -166,6 +177,45 @@ def _row_major(load: Load, extents: dict[str, int]):
     base = simplify_expr(rewrite(load.index, lambda n: Const(0, _I64)
                                  if isinstance(n, Var) and n.name in tile_vars else n))
     return row, col, base, coefs[row]
+
+
+def _zero_select(e) -> bool:
+    """``e`` is ``select(cond, load, 0)``."""
+    return isinstance(e, Select) and isinstance(e.if_true, Load) \
+        and isinstance(e.if_false, Const) and e.if_false.value == 0
+
+
+def _gathered(read, load: Load, extents: dict[str, int]):
+    """``(row, col, base, stride, gather, keep)`` when ``read`` (``load``, or
+    ``select(keep, load, 0)``) reads a tile whose rows are gathered: ``load``'s
+    index is ``base + gather * stride + col`` with ``gather`` one index load
+    reading the tile variable ``row`` (``crd[q + row]``: tensorize_chunks'
+    B rows), ``col`` another tile variable at unit stride, ``base`` and
+    ``stride`` reading no tile variable, ``keep`` (None for a plain load) only
+    ``row``.  Else None."""
+    tile = extents.keys()
+    gathers = [x for x in walk(load.index) if isinstance(x, Load) and var_names(x.index) & tile]
+    if len(gathers) != 1 or len(var_names(gathers[0].index) & tile) != 1:
+        return None
+    gather = gathers[0]
+    (row,) = var_names(gather.index) & tile
+    g = Var("spc_gathered_row", _I64)
+    index = rewrite(load.index, lambda n: g if n == gather else n)
+    cols = var_names(index) & tile
+    if len(cols) != 1 or row in var_names(index) or g.name not in var_names(index):
+        return None
+    (col,) = cols
+    if _coefficient(index, col) != _ONE:
+        return None
+    stride = _coefficient(index, g.name)
+    if stride is None or var_names(stride) & (tile | {g.name}):
+        return None
+    keep = read.cond if read is not load else None
+    if keep is not None and var_names(keep) & tile != {row}:
+        return None
+    base = simplify_expr(rewrite(index, lambda n: Const(0, _I64) if isinstance(n, Var)
+                                 and n.name in (g.name, col) else n))
+    return row, col, base, stride, gather, keep
 
 
 _ZERO, _ONE = Const(0, _I64), Const(1, _I64)

@@ -44,7 +44,10 @@ loads of float16 (or of bfloat16) values; three of the loops are the tile's
 other's; k: in both operands', not the output's), m and k over constant
 ranges of a multiple of 16 (the instruction's), n over any range from 0;
 one more loop, the sparse positions, whose bounds read none of them; and
-every guard bounds one of m, n, k.  Anything else is returned unchanged.
+every guard bounds one of m, n, k.  Anything else is returned unchanged.  A k
+guard that reads the data (the padding test of ``tensorize_chunks``' gathered
+columns) is kept in the regular form too, on the operand whose index reads the
+same loads (B's gathered row; the other's load stays inside its array).
 
 A sampled product (SDDMM on a blocked mask, ``S[i,j] = A[i,j] * X[i,k] * Y[j,k]``)
 has a dense product per stored block: ``acc = 0; for k: acc += X[i,k] * Y[j,k];
@@ -345,10 +348,24 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
         n_guard.append(lt(j, f.n.hi))
     slot = add(mul(f.m.var, i64(width)), j_in)
     m_guard, k_guard = f.guards["m"], f.guards["k"]
+    # a k guard that reads the data (a padding slot's ``0 <= crd[p]``) holds or not
+    # per k whatever the tile's place: the regular form keeps it
+    kept = [c for c in k_guard if _whole(c, f.k.var.name, depth) is None
+            and any(isinstance(x, Load) for x in walk(c))]
+    # ... on the operand whose index reads what it reads (the gathered row of B):
+    # that factor's zero zeroes the product; the other operand's load stays in
+    # its array (a padding slot's stored zero); both where neither reads it
+    y_reads = {x for x in walk(at_j(f.y_at)) if isinstance(x, Load)}
+    x_reads = {x for x in walk(f.x_at) if isinstance(x, Load)}
+
+    def reads_of(c):
+        return {x for x in walk(c) if isinstance(x, Load)}
+    x_kept = [c for c in kept if not reads_of(c) & y_reads or reads_of(c) & x_reads]
+    y_kept = [c for c in kept if not reads_of(c) & x_reads or reads_of(c) & y_reads]
 
     def product(guarded: bool) -> For:
-        x = _guarded(f.x, f.x_at, _all(m_guard + k_guard) if guarded else None)
-        y = _guarded(f.y, at_j(f.y_at), _all(k_guard + n_guard) if guarded else None)
+        x = _guarded(f.x, f.x_at, _all(m_guard + k_guard) if guarded else _all(x_kept))
+        y = _guarded(f.y, at_j(f.y_at), _all(k_guard + n_guard) if guarded else _all(y_kept))
         if f.x.buf.dtype is F32:               # tf32 inputs
             x, y = ToTF32(x), ToTF32(y)
         store = Store(acc, slot, BinOp("*", x, y), accumulate=True)
@@ -368,7 +385,7 @@ def _rebuild(kernel: Kernel, f: _Match, width: int) -> Kernel:
     # but the edges of the matrix), the tile runs without them
     whole = [_whole(c, f.m.var.name, rows) for c in m_guard] + \
         [_whole(c, j_in.name, width) for c in n_guard]
-    whole_k = [_whole(c, f.k.var.name, depth) for c in k_guard]
+    whole_k = [_whole(c, f.k.var.name, depth) for c in k_guard if c not in kept]
     tile_lets, compute, written = _regular_or_residual(names, whole, whole_k, product,
                                                        write_out)
     o = f.outer.var
