@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     rows, failed = [], False
     for entry in picked:
         A = load(entry)
-        A16 = A.astype(np.float16).astype(np.float32)       # the float16 systems' values
+        A16 = A.astype(np.float32)                          # the float16 systems' values
+        A16.data = A16.data.astype(np.float16).astype(np.float32)   # (scipy holds no float16)
         t16 = spc.tensor(A, "condensed(16,16)", dtype="float16")
         t8 = spc.tensor(A, "condensed(16,8)", dtype="float32")
         fill = A.nnz / max(len(t16.vals), 1)
