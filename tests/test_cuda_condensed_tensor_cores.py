@@ -23,6 +23,7 @@ cupy_or_skip_module()
 from cuda_env import gpu  # noqa: E402
 from matrices import MATRICES, MATRIX_IDS, assert_allclose  # noqa: E402
 from test_cuda_formats import KERNELS, _host  # noqa: E402
+from test_cuda_nm_tensor_cores import _dense, _rel  # noqa: E402
 
 TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1e-2, torch.float32: 2e-3}   # f32: tf32
 NP = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
@@ -41,14 +42,6 @@ def _condensed(m, k, density, seed, fmt, tdtype):
     return t, np.asarray(t.to_numpy(), dtype=np.float64)
 
 
-def _dense(shape, tdtype, seed):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g) * 2 - 1).to(tdtype).cuda()
-
-
-def _rel(out, ref) -> float:
-    out = out.double().cpu().numpy()
-    return float(np.abs(out - ref).max(initial=0) / max(np.abs(ref).max(initial=0), 1e-30))
 
 
 @pytest.mark.parametrize("tile_cols", [8, 64])

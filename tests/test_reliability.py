@@ -231,5 +231,5 @@ def test_a_device_resident_result_converts_to_host_types():
 
 def test_construction_messages_use_the_users_names():
     with pytest.raises(spc.UnsupportedError, match=r"in do \(format csr\)"):
-        spc.compile("y[i,j] = do[i,j]", formats={"do": "csr"},
+        spc.compile("y[i,j] = do[i,j]*2", formats={"do": "csr", "y": "csr"},
                     schedule=spc.Schedule(order=("j", "i")))

@@ -5,50 +5,23 @@ adding zeros; tf32: the products of the rounded inputs), where it applies and
 where it does not, and nvcc of the rendered tiles (gathered B rows)."""
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 import spc
 from spc.formats.tensor import Tensor
-from spc.ir.interp import run_kernel, to_tf32
-from spc.ir.lower import lower
+from spc.ir.interp import to_tf32
 from spc.ir.nodes import DType
 from spc.ir.printer import format_kernel
 from spc.ir.verify import verify
-from spc.passes.simplify import simplify
 from spc.passes.tensorize import tensorized, uses_tf32
 from spc.passes.tensorize_chunks import tensorize_chunks, whole_chunks
 from spc.passes.widen_outputs import widen_outputs
 from test_ir_golden import assert_golden
+from test_tensorize_nm import NP, _interpret, _lowered   # the same lowering, interpreter run
 
 CUDA = dict(target="cuda", arch="sm_90")
-NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
-
-
-def _lowered(fmt: str, dtype: str, kernel: str = "spmm", **kw):
-    """(the simplified lowered kernel, the compiled CUDA kernel) of ``kernel``."""
-    ck = spc.compile(kernel, fmt=fmt, dtype=dtype, **CUDA, **kw)
-    prog = lower(ck.expression, ck.formats, name=ck.name, order=None, value_dtype=ck.dtype,
-                 index_dtype=DType.I32, separate=ck.separate, sum_dtype=ck.accumulate)
-    (k,) = prog.kernels
-    return simplify(k), ck
-
-
-def _interpret(kernel, t, B, dtype: str) -> np.ndarray:
-    """C = A @ B by the interpreter, A a condensed spc tensor (output zeroed as the
-    runtime does), as float64."""
-    m, kdim = t.shape
-    args = {"A_vals": t.vals, "B_vals": np.ascontiguousarray(B.astype(NP[dtype])).ravel(),
-            "size_i": m, "size_k": kdim, "size_j": B.shape[1]}
-    for lvl, arrays in enumerate(t.arrays):
-        for name, arr in arrays.items():
-            args[f"A{lvl}_{name}"] = arr
-    out = {p.name: p.value.dtype for p in kernel.params}["C_vals"].np
-    args["C_vals"] = np.zeros(m * B.shape[1], dtype=out)
-    run_kernel(kernel, args)
-    return args["C_vals"].astype(NP[dtype]).astype(np.float64).reshape(m, B.shape[1])
 
 
 def _case(m, k, n, density, seed, dtype, fmt):

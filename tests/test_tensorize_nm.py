@@ -29,7 +29,7 @@ from spc.passes.widen_outputs import widen_outputs
 from test_ir_golden import assert_golden
 
 CUDA = dict(target="cuda", arch="sm_90")
-NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
+NP = {"float16": np.float16, "bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
 
 
 def _lowered(fmt: str, dtype: str, kernel: str = "spmm", **kw):
@@ -42,8 +42,8 @@ def _lowered(fmt: str, dtype: str, kernel: str = "spmm", **kw):
 
 
 def _interpret(kernel, t, B, dtype: str) -> np.ndarray:
-    """C = A @ B by the interpreter, A an nm(2,4) spc tensor (output zeroed as the
-    runtime does), as float64."""
+    """C = A @ B by the interpreter, A an spc tensor (nm(2,4), or condensed in
+    test_tensorize_chunks; output zeroed as the runtime does), as float64."""
     m, kdim = t.shape
     args = {"A_vals": t.vals, "B_vals": np.ascontiguousarray(B.astype(NP[dtype])).ravel(),
             "size_i": m, "size_k": kdim, "size_j": B.shape[1]}
