@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
-from .errors import ScheduleError, UnsupportedError
+from .errors import PerformanceWarning, ScheduleError, UnsupportedError
 from .passes.tensorize import tensorized
 from .schedule import GROUPS, REORDERINGS, Schedule
 
@@ -39,8 +40,10 @@ def schedule_space(kernel: str, *, fmt=None, formats=None, target="cpu", dtype="
     from .api import compile as spc_compile
 
     def build(schedule):
-        return spc_compile(kernel, fmt=fmt, formats=formats, target=target, dtype=dtype,
-                           schedule=schedule, **target_options)
+        with warnings.catch_warnings():      # an order only copies serve warns, and is
+            warnings.simplefilter("ignore", PerformanceWarning)     # left out below
+            return spc_compile(kernel, fmt=fmt, formats=formats, target=target, dtype=dtype,
+                               schedule=schedule, **target_options)
 
     default = build(Schedule())
     indices = default.schedule.order

@@ -16,8 +16,6 @@ from .out_arg import out_option
 from .value_types import check_operands, promoted, type_name
 
 
-
-
 class TypedKernel(KernelCall):
     """A compiled expression, specialized per value type (``dtype``: the type
     asked for, or None to follow the operands).  Called like CompiledKernel;
