@@ -10,7 +10,7 @@ from bisect import bisect_right
 
 import numpy as np
 
-from .lane_groups import statements
+from .traverse import statements
 from .nodes import (Alloc, CompareSwap, Assign, BinOp, Block, Cast, Const, Contents, DType, For,
                     If, Jam, Kernel, LaneGroups, Let, Load, LoopKind, Neg, ParamRole, Select, Store, ToTF32, Var, Call,
                     WarpSum, While)
@@ -283,11 +283,7 @@ def _run_group_reduction(r: For, groups: LaneGroups, g: int, env, bufs, races, l
         _exec(r.body, env, bufs, races, launch)
         partial[lane, c] = {n: env[n] for n in names}
 
-    stop = lo
-    if r.vector is not None and hi - lo >= width:
-        env[r.var.name] = np.int64(lo)
-        if all(int(_eval(x.index, env, bufs)) % width == 0 for x in r.vector.loads):
-            stop = lo + (hi - lo) // width * width
+    stop = _vector_stop(r, lo, hi, env, bufs) if r.vector is not None else lo
     for lane in range(g):
         for first in range(lo + width * lane, stop, width * g):
             for c in range(width):
@@ -298,9 +294,7 @@ def _run_group_reduction(r: For, groups: LaneGroups, g: int, env, bufs, races, l
         n = v.name
         lanes = []
         for lane in range(g):
-            p = [partial[lane, c][n] for c in range(width)]
-            lanes.append((p[0] + p[1]) + (p[2] + p[3]) if width == 4
-                         else p[0] + p[1] if width == 2 else p[0])
+            lanes.append(_vector_total([partial[lane, c][n] for c in range(width)]))
         offset = g // 2
         while offset > 0:
             lanes = [lanes[lane] + lanes[lane ^ offset] for lane in range(g)]
@@ -387,11 +381,7 @@ def _run_vectors(s: For, lo: int, hi: int, env: dict, bufs, iteration) -> None:
     the partial sums added to the variables after the loop."""
     vector = s.vector
     width = vector.width
-    aligned = False
-    if hi - lo >= width:
-        env[s.var.name] = np.int64(lo)
-        aligned = all(int(_eval(x.index, env, bufs)) % width == 0 for x in vector.loads)
-    stop = lo + (hi - lo) // width * width if aligned else lo
+    stop = _vector_stop(s, lo, hi, env, bufs)
     partial = {v.name: [_NP[v.dtype](0)] * width for v in vector.sums}
 
     def into(c, v):
@@ -409,9 +399,28 @@ def _run_vectors(s: For, lo: int, hi: int, env: dict, bufs, iteration) -> None:
     for v in range(stop, hi):
         into(0, v)
     for v in vector.sums:
-        p = partial[v.name]
-        total = (p[0] + p[1]) + (p[2] + p[3]) if width == 4 else p[0] + p[1]
-        env[v.name] = _NP[v.dtype](env[v.name] + total)
+        env[v.name] = _NP[v.dtype](env[v.name] + _vector_total(partial[v.name]))
+
+
+def _vector_stop(s: For, lo: int, hi: int, env: dict, bufs) -> int:
+    """The end of a ``VectorLoads`` loop's vector steps over ``[lo, hi)``: the last
+    whole step where the loop is long enough and every load's first element is
+    aligned (its index a multiple of the width), else ``lo`` (no vector step)."""
+    width = s.vector.width
+    if hi - lo < width:
+        return lo
+    env[s.var.name] = np.int64(lo)
+    if all(int(_eval(x.index, env, bufs)) % width == 0 for x in s.vector.loads):
+        return lo + (hi - lo) // width * width
+    return lo
+
+
+def _vector_total(p: list):
+    """A vector loop's per-element partial sums added as the CUDA code adds them:
+    ``(p0 + p1) + (p2 + p3)``, ``p0 + p1``, or ``p0`` alone."""
+    if len(p) == 4:
+        return (p[0] + p[1]) + (p[2] + p[3])
+    return p[0] + p[1] if len(p) == 2 else p[0]
 
 
 def run_kernel(kernel: Kernel, args: dict[str, object], *, check_races: bool = True,

@@ -10,16 +10,7 @@ from __future__ import annotations
 from .affine import inline, let_env, var_names
 from .nodes import (Alloc, Assign, BinOp, Block, CompareSwap, Const, FlatPositions, For, If,
                     LANE_GROUP_SIZES, LaneGroups, Let, Load, LoopKind, Store, Var, While)
-from .traverse import rewrite, walk
-
-
-def statements(s) -> tuple:
-    """The statements of ``s`` as a flat tuple (nested Blocks flattened)."""
-    if s is None:
-        return ()
-    if isinstance(s, Block):
-        return tuple(c for b in s.body for c in statements(b))
-    return (s,)
+from .traverse import rewrite, statements, walk
 
 
 def lane_groups_of(lane: For, reduction: str, sizes: tuple[int, ...] = LANE_GROUP_SIZES
@@ -100,5 +91,4 @@ def flat_positions_of(warp: For) -> FlatPositions | None:
     return FlatPositions(lane.var.name)
 
 
-__all__ = ["contiguous_positions", "flat_positions_of", "grouped_lane_loop", "lane_groups_of",
-           "statements"]
+__all__ = ["contiguous_positions", "flat_positions_of", "grouped_lane_loop", "lane_groups_of"]

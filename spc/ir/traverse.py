@@ -75,6 +75,16 @@ def flatten(block: Block) -> Block:
     return Block(tuple(out))
 
 
+def statements(s) -> tuple:
+    """The statements of ``s`` as a flat tuple (nested Blocks flattened; none
+    for None)."""
+    if s is None:
+        return ()
+    if isinstance(s, Block):
+        return tuple(c for b in s.body for c in statements(b))
+    return (s,)
+
+
 def top_loop(kernel):
     """``(lets, loop)``: the leading Let statements of ``kernel``'s body and the one
     For after them, or None when the body is not shaped so (the shape passes that

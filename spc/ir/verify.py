@@ -11,9 +11,8 @@ from .jam import jam_of
 from .printer import format_expr
 from .moves import moves_of
 from .vector import vector_of
-from .traverse import top_loop, walk
+from .traverse import statements, top_loop, walk
 from .lane_groups import flat_positions_of, grouped_lane_loop, lane_groups_of
-from .lane_groups import statements as lane_statements
 
 LANE_GROUP_SYMBOLS = ("group", "split")     # LaneGroups' launch symbols (spc_group, spc_split)
 FLAT_SYMBOL = "flat"                        # FlatPositions' (spc_flat)
@@ -377,7 +376,7 @@ def _check_group_places(kernel: Kernel, fail) -> None:
             if n is not lane:
                 fail(f"lane groups on the loop over '{n.var.name}', which is not the lane "
                      f"loop that ends the top @gpu_warp loop of a warp grid")
-            shared.update(id(c) for c in lane_statements(n.body)
+            shared.update(id(c) for c in statements(n.body)
                           if isinstance(c, For) and c.var.name == n.groups.reduction)
         if n.flat is not None and n is not top:
             fail(f"flat positions on the loop over '{n.var.name}', which is not the "

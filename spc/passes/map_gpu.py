@@ -78,7 +78,7 @@ from ..ir.nodes import (Alloc, Assign, BinOp, CompareSwap, Block, Buffer, Const,
 from .map_parallel import _binds
 from ..ir.affine import coefficient as _coefficient, inline, let_env, \
     signed_terms as _signed_terms, var_names
-from ..ir.traverse import rewrite, walk
+from ..ir.traverse import rewrite, statements, walk
 from ..ir.lane_groups import contiguous_positions
 
 WARP_SIZE = 32
@@ -92,16 +92,7 @@ LANE_KINDS = (LoopKind.GPU_LANE, LoopKind.GPU_LANE_SPLIT)
 # Small queries on statements
 # ---------------------------------------------------------------------------
 
-def stmts_of(s: Stmt | None) -> tuple[Stmt, ...]:
-    """The statements of ``s`` as a flat tuple (nested Blocks flattened)."""
-    if s is None:
-        return ()
-    if isinstance(s, Block):
-        out: list[Stmt] = []
-        for c in s.body:
-            out.extend(stmts_of(c))
-        return tuple(out)
-    return (s,)
+stmts_of = statements         # the statements of a Block, nested Blocks flattened
 
 
 def all_stmts(s: Stmt):
