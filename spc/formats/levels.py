@@ -273,11 +273,7 @@ class Compressed(Level):
 
     def unpack(self, arrays, parent_pos, parent_count, dim):
         pos = arrays["pos"].astype(np.int64)
-        lo, hi = pos[parent_pos], pos[parent_pos + 1]
-        counts = hi - lo
-        owner = np.repeat(np.arange(len(parent_pos)), counts)
-        starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-        child = np.arange(int(counts.sum()), dtype=np.int64) + starts
+        owner, child = position_ranges(pos[parent_pos], pos[parent_pos + 1])
         return owner, child, arrays["crd"][child].astype(np.int64)
 
     def device_check(self, index, parent):
@@ -346,6 +342,15 @@ class Singleton(Level):
             raise InputError(f"{what}: {len(crd)} coordinates for {parent_count} entries")
         _check_range(crd, dim, what)
         return parent_count
+
+
+def position_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the index q of each position, the positions) of the ranges ``[lo[q], hi[q])``,
+    in order: what a level storing its children in position ranges unpacks."""
+    counts = hi - lo
+    owner = np.repeat(np.arange(len(lo)), counts)
+    starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+    return owner, np.arange(int(counts.sum()), dtype=np.int64) + starts
 
 
 def raise_compressed_error(code: int, at: int, pos, crd, parent_count: int, dim: int,

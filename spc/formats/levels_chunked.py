@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import FormatError, InputError
 from ..ir.nodes import BinOp, Load, add, i64, mul
-from .levels import Level
+from .levels import Level, position_ranges
 
 
 class Chunked(Level):
@@ -70,11 +70,7 @@ class Chunked(Level):
 
     def unpack(self, arrays, parent_pos, parent_count, dim):
         pos = arrays["pos"].astype(np.int64) * self.k
-        lo, hi = pos[parent_pos], pos[parent_pos + 1]
-        counts = hi - lo
-        owner = np.repeat(np.arange(len(parent_pos)), counts)
-        starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-        child = np.arange(int(counts.sum()), dtype=np.int64) + starts
+        owner, child = position_ranges(pos[parent_pos], pos[parent_pos + 1])
         crd = arrays["crd"][child].astype(np.int64)
         keep = crd >= 0
         return owner[keep], child[keep], crd[keep]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
+from ..formats.levels import position_ranges
 
 BLOCKS = ((1, 4), (4, 4), (16, 16))   # block shapes whose density is measured
 SAMPLE_NNZ = 1 << 14                   # nonzeros visited per block density, at most
@@ -135,9 +136,7 @@ def _block_density(indptr, indices, cols: int, block: tuple[int, int]) -> float:
     total = int(counts.sum())
     if total == 0:
         return 1.0
-    starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-    positions = np.arange(total) + starts
-    owner = np.repeat(np.arange(len(chosen)), counts)
+    owner, positions = position_ranges(lo, hi)
     col_blocks = -(-cols // c)
     keys = owner * col_blocks + indices[positions] // c
     blocks = len(np.unique(keys)) if r > 1 else int(np.count_nonzero(np.diff(keys)) + 1)
@@ -168,7 +167,7 @@ def _rows_fit(indptr, indices, chosen, cols: int, n: int, m: int) -> bool:
     if len(chosen) == len(indptr) - 1:          # every row: no gather needed
         groups = indices[:total] // m
     else:
-        positions = np.arange(total) + np.repeat(lo - (np.cumsum(counts) - counts), counts)
+        _, positions = position_ranges(lo, hi)
         groups = indices[positions] // m
     # a group holding more than n entries has its first and (n+1)-th entries in one
     # row and one group: equal groups n apart, no row boundary between them
