@@ -63,13 +63,19 @@ def copy_parts(loop: For) -> tuple[Let, Let, Store, Load] | None:
     c = col.value
     if c != BinOp("-", e, BinOp("*", row.var, r.rhs)):
         return None
-    value = store.value
-    if isinstance(value, Select) and isinstance(value.if_false, Const) \
-            and value.if_false.value == 0:
-        value = value.if_true
+    value = selected(store.value)
     if store.accumulate or store.atomic or not isinstance(value, Load):
         return None
     return row, col, store, value
+
+
+def selected(value: Expr) -> Expr:
+    """``v`` where ``value`` is ``select(cond, v, 0)`` (a read that a condition
+    zeroes), else ``value``."""
+    if isinstance(value, Select) and isinstance(value.if_false, Const) \
+            and value.if_false.value == 0:
+        return value.if_true
+    return value
 
 
 def copy_keep(loop: For) -> Expr | None:
@@ -109,4 +115,5 @@ def _row_plus_col(index: Expr, e: str, col: str) -> bool:
     return e not in var_names(index) and linear_coefficient(index, col) == 1
 
 
-__all__ = ["MOVE_BYTES", "copy_keep", "copy_loop", "copy_parts", "move_width", "moves_of"]
+__all__ = ["MOVE_BYTES", "copy_keep", "copy_loop", "copy_parts", "move_width", "moves_of",
+           "selected"]

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..ir.affine import var_names
 from ..ir.nodes import Assign, BinOp, Block, Const, For, Kernel, Let, Load, Store, Var, dtype_of
 from ..ir.traverse import rewrite, walk
+from .map_gpu import all_stmts, assigned, declared
 
 
 def seed_sums(kernel: Kernel) -> Kernel:
@@ -70,7 +72,7 @@ def _seeded(block: Block) -> Block:
 
 
 def _reads(node, var: Var) -> bool:
-    return any(isinstance(n, Var) and n.name == var.name for n in walk(node))
+    return var.name in var_names(node)
 
 
 def _only_sums(loop: For, acc: Var) -> bool:
@@ -108,21 +110,13 @@ def _added_term(value, acc: Var):
 
 def _names(node) -> set[str]:
     """The variables ``node`` reads and the arrays it loads from."""
-    return {n.name for n in walk(node) if isinstance(n, Var)} | \
-        {n.buf.name for n in walk(node) if isinstance(n, Load)}
+    return var_names(node) | {n.buf.name for n in walk(node) if isinstance(n, Load)}
 
 
 def _assigned(loop: For) -> set[str]:
     """The variables and arrays ``loop`` declares, assigns or stores to."""
-    out = {loop.var.name}
-    for n in walk(loop.body):
-        if isinstance(n, (Let, Assign)):
-            out.add(n.var.name)
-        elif isinstance(n, For):
-            out.add(n.var.name)
-        elif isinstance(n, Store):
-            out.add(n.buf.name)
-    return out
+    return declared(loop) | assigned(loop) | \
+        {n.buf.name for n in all_stmts(loop) if isinstance(n, Store)}
 
 
 __all__ = ["seed_sums"]

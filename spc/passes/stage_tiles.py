@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..ir.affine import var_names
-from ..ir.moves import copy_loop, move_width
+from ..ir.moves import copy_loop, move_width, selected
 from ..ir.nodes import (Alloc, BinOp, Block, Buffer, Const, DType, Expr, For, If, Kernel, Load,
                         LoopKind, Neg, Select, ToTF32, Var)
 from ..ir.simplify_expr import simplify_expr
@@ -120,11 +120,11 @@ def _stage(mma: For, fresh, budget: list[int], in_shared: set[str]) -> list:
     plans = []
     for operand in (store.value.lhs, store.value.rhs):
         read = operand.value if isinstance(operand, ToTF32) else operand
-        load = read.if_true if _zero_select(read) else read
+        load = selected(read)
         if not isinstance(load, Load) or load.buf.name in in_shared:
             continue
-        plan = _row_major(load, extents) + (None, None) if read is load \
-            and _row_major(load, extents) is not None else _gathered(read, load, extents)
+        plain = _row_major(load, extents) if read is load else None
+        plan = plain + (None, None) if plain is not None else _gathered(read, load, extents)
         if plan is not None:
             plans.append((read, load, plan))
     # an operand whose rows lie apart (SpMM's B) gains most: first at the budget
@@ -177,12 +177,6 @@ def _row_major(load: Load, extents: dict[str, int]):
     base = simplify_expr(rewrite(load.index, lambda n: Const(0, _I64)
                                  if isinstance(n, Var) and n.name in tile_vars else n))
     return row, col, base, coefs[row]
-
-
-def _zero_select(e) -> bool:
-    """``e`` is ``select(cond, load, 0)``."""
-    return isinstance(e, Select) and isinstance(e.if_true, Load) \
-        and isinstance(e.if_false, Const) and e.if_false.value == 0
 
 
 def _gathered(read, load: Load, extents: dict[str, int]):
